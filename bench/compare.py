@@ -1,0 +1,659 @@
+#!/usr/bin/env python3
+"""flare against PyTorch SDPA backends, measured in one process on the same inputs.
+
+flare is called through its C ABI (ctypes on libflare.so) on torch tensors' memory and on
+torch's current stream; the peers are torch.nn.functional.scaled_dot_product_attention pinned
+to one backend each (flash, cuDNN, memory-efficient). Ceilings (bf16 GEMM 8192^3, 1 GiB device
+copy) are measured in the same run.
+
+Outputs under --out: summary.json (docs: /work/shared/results-schema.md), table.md and one
+multi-panel plots.png.
+
+    python3 bench/compare.py --lib build/libflare.so --out out [--quick] [--dtype bf16|fp16]
+
+Timing: warm-up, then >= 20 timed runs (more for short runs), each between two CUDA events,
+median reported. Consecutive runs rotate over enough independent input sets that one sweep is
+several times the L2 size. Large device copies are queued ahead of the timed runs so that the
+host (Python) can enqueue all of them while the GPU is busy: the numbers are GPU time.
+
+torch is needed only here; the library itself never uses it.
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+# ------------------------------------------------------------------------------------------
+# The C ABI, mirrored field by field from include/flare/flare.h (order and types must match).
+
+c_i32, c_u32, c_i64, c_f32, c_ptr, c_size = (ctypes.c_int32, ctypes.c_uint32, ctypes.c_int64,
+                                              ctypes.c_float, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class FlareParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", c_u32),
+        ("dtype", c_i32),
+        ("q", c_ptr), ("k", c_ptr), ("v", c_ptr), ("out", c_ptr),
+        ("lse", c_ptr),  # float*
+        ("batch", c_i32), ("seqlen_q", c_i32), ("seqlen_k", c_i32),
+        ("num_heads", c_i32), ("num_heads_k", c_i32), ("head_dim", c_i32),
+        ("q_batch_stride", c_i64), ("q_row_stride", c_i64), ("q_head_stride", c_i64),
+        ("k_batch_stride", c_i64), ("k_row_stride", c_i64), ("k_head_stride", c_i64),
+        ("v_batch_stride", c_i64), ("v_row_stride", c_i64), ("v_head_stride", c_i64),
+        ("out_batch_stride", c_i64), ("out_row_stride", c_i64), ("out_head_stride", c_i64),
+        ("softmax_scale", c_f32),
+        ("causal", c_i32),
+        ("window_left", c_i32),
+        ("window_right", c_i32),
+        ("softcap", c_f32),
+        ("alibi_slopes", c_ptr),  # const float*
+        ("alibi_batch_stride", c_i64),
+        ("cu_seqlens_q", c_ptr), ("cu_seqlens_k", c_ptr), ("seqused_k", c_ptr),  # const int32_t*
+        ("max_seqlen_q", c_i32), ("max_seqlen_k", c_i32),
+        ("cache_seqlens", c_ptr), ("cache_batch_idx", c_ptr), ("leftpad_k", c_ptr),
+        ("block_table", c_ptr),  # const int32_t*
+        ("block_table_batch_stride", c_i64),
+        ("page_block_size", c_i32),
+        ("num_pages", c_i32),
+        ("k_new", c_ptr), ("v_new", c_ptr),
+        ("seqlen_new", c_i32),
+        ("k_new_batch_stride", c_i64), ("k_new_row_stride", c_i64), ("k_new_head_stride", c_i64),
+        ("v_new_batch_stride", c_i64), ("v_new_row_stride", c_i64), ("v_new_head_stride", c_i64),
+        ("rotary_cos", c_ptr), ("rotary_sin", c_ptr),
+        ("rotary_dim", c_i32), ("rotary_interleaved", c_i32), ("rotary_max_positions", c_i32),
+        ("num_splits", c_i32),
+        ("workspace", c_ptr),
+        ("workspace_size", c_size),
+        ("p_dropout", c_f32),
+    ]
+
+
+FLARE_DTYPE = {"fp16": 0, "bf16": 1}
+FLARE_OK = 0
+
+
+class Flare:
+    """libflare.so through ctypes."""
+
+    def __init__(self, path):
+        self.lib = lib = ctypes.CDLL(os.path.abspath(path))
+        P = ctypes.POINTER(FlareParams)
+        lib.flare_mha_fwd_params_init.argtypes = [c_ptr]
+        lib.flare_mha_fwd_params_init.restype = None
+        lib.flare_mha_fwd_workspace_size.argtypes = [P, ctypes.c_int, ctypes.POINTER(c_size)]
+        lib.flare_mha_fwd_workspace_size.restype = ctypes.c_int
+        lib.flare_can_implement.argtypes = [P, ctypes.c_int]
+        lib.flare_can_implement.restype = ctypes.c_int
+        lib.flare_mha_fwd.argtypes = [P, c_ptr]
+        lib.flare_mha_fwd.restype = ctypes.c_int
+        lib.flare_status_string.argtypes = [ctypes.c_int]
+        lib.flare_status_string.restype = ctypes.c_char_p
+        lib.flare_last_error.argtypes = []
+        lib.flare_last_error.restype = ctypes.c_char_p
+        lib.flare_mha_fwd_num_splits.argtypes = [P, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.flare_mha_fwd_num_splits.restype = ctypes.c_int
+        self.check_layout()
+
+    def check_layout(self):
+        """init() on an oversized raw buffer: the C side's struct_size must equal ctypes' size,
+        and the fields init sets to -1 must sit where ctypes puts them."""
+        raw = ctypes.create_string_buffer(4096)
+        self.lib.flare_mha_fwd_params_init(raw)
+        c_size_of = c_u32.from_buffer(raw, 0).value
+        py_size_of = ctypes.sizeof(FlareParams)
+        if c_size_of != py_size_of:
+            raise SystemExit(f"flare_mha_fwd_params layout mismatch: C struct_size {c_size_of}, "
+                             f"ctypes sizeof {py_size_of}; update FlareParams in compare.py")
+        for name in ("window_left", "window_right"):
+            off = getattr(FlareParams, name).offset
+            if c_i32.from_buffer(raw, off).value != -1:
+                raise SystemExit(f"flare_mha_fwd_params layout mismatch at field {name}")
+        print(f"flare_mha_fwd_params: {py_size_of} bytes, ctypes layout matches the library")
+
+    def params(self):
+        p = FlareParams()
+        self.lib.flare_mha_fwd_params_init(ctypes.byref(p))
+        return p
+
+    def error(self, status):
+        return (f"{self.lib.flare_status_string(status).decode()}: "
+                f"{self.lib.flare_last_error().decode()}")
+
+    def can_implement(self, p, device):
+        return self.lib.flare_can_implement(ctypes.byref(p), device)
+
+    def workspace_size(self, p, device):
+        n = c_size(0)
+        st = self.lib.flare_mha_fwd_workspace_size(ctypes.byref(p), device, ctypes.byref(n))
+        if st != FLARE_OK:
+            raise RuntimeError("flare_mha_fwd_workspace_size: " + self.error(st))
+        return n.value
+
+    def num_splits(self, p, device):
+        n = ctypes.c_int(0)
+        st = self.lib.flare_mha_fwd_num_splits(ctypes.byref(p), device, ctypes.byref(n))
+        return n.value if st == FLARE_OK else None
+
+    def fwd(self, p_ref, stream):
+        """p_ref: ctypes.byref(params), prepared once (keeps the timed loop short)."""
+        st = self.lib.flare_mha_fwd(p_ref, stream)
+        if st != FLARE_OK:
+            raise RuntimeError("flare_mha_fwd: " + self.error(st))
+
+
+# ------------------------------------------------------------------------------------------
+# Timing.
+
+class Timer:
+    def __init__(self, torch, min_iters=30, max_iters=300, warmup=5, target_ms=150.0):
+        self.torch = torch
+        self.min_iters, self.max_iters = min_iters, max_iters
+        self.warmup, self.target_ms = warmup, target_ms
+        gib = 1 << 30
+        self.block_src = torch.empty(gib, dtype=torch.uint8, device="cuda").fill_(7)
+        self.block_dst = torch.empty_like(self.block_src)
+        self.copy_ms = None  # one 1 GiB copy, set by measure_copy
+
+    def _median_events(self, fn, iters, first):
+        torch = self.torch
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        for i in range(iters):
+            starts[i].record()
+            fn(first + i)
+            ends[i].record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+    def median_ms(self, fn):
+        """fn(i) launches run i (i rotates the input sets). Returns the median in ms."""
+        torch = self.torch
+        torch.cuda.synchronize()
+        w0, w1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        w0.record()
+        for i in range(self.warmup):
+            fn(i)
+        w1.record()
+        host_per_call = (time.perf_counter() - t0) / self.warmup
+        w1.synchronize()
+        gpu_per_call = max(1e-3, w0.elapsed_time(w1) / self.warmup)
+        iters = min(self.max_iters, max(self.min_iters, math.ceil(self.target_ms / gpu_per_call)))
+        # Enough copies ahead of the timed runs to cover the host's enqueue time (with margin).
+        copy_ms = self.copy_ms or 0.7
+        blockers = 1 + math.ceil(2.0 * iters * host_per_call * 1e3 / copy_ms)
+        for _ in range(min(blockers, 200)):
+            self.block_dst.copy_(self.block_src)
+        return self._median_events(fn, iters, self.warmup)
+
+    def measure_copy(self):
+        for _ in range(3):
+            self.block_dst.copy_(self.block_src)
+        self.torch.cuda.synchronize()
+        ms = self._median_events(lambda i: self.block_dst.copy_(self.block_src), 20, 0)
+        self.copy_ms = ms
+        return 2.0 * self.block_src.numel() / (ms * 1e-3) / 1e9
+
+
+# ------------------------------------------------------------------------------------------
+# Shapes.
+
+PREFILL_HEAD_DIMS = [64, 128, 256]
+PREFILL_SEQLENS = [512, 1024, 2048, 4096, 8192, 16384]
+DECODE_SHAPES = [(1, 8192), (1, 32768), (1, 131072), (8, 8192), (8, 32768), (32, 4096),
+                 (64, 8192), (128, 2048)]
+DECODE_PAGES = [0, 64, 256]
+PEERS = ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
+TOKENS, MODEL_DIM = 16384, 2048
+DEC_HQ, DEC_HK, DEC_D = 32, 8, 128
+
+
+def dense_strides(t):
+    """(batch, row, head) element strides of a [b, s, h, d] tensor (d contiguous)."""
+    assert t.stride(-1) == 1
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+class Runner:
+    def __init__(self, args, torch, flare):
+        self.args, self.torch, self.flare = args, torch, flare
+        import torch.nn.functional as F
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        self.F, self.sdpa_kernel = F, sdpa_kernel
+        self.backends = {"sdpa-flash": SDPBackend.FLASH_ATTENTION,
+                         "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+                         "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION}
+        self.device = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(self.device)
+        l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
+        self.rotate_bytes = max(4 * l2, 128 << 20)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+        self.timer = Timer(torch, min_iters=args.iters)
+        self.gen = torch.Generator(device="cuda")
+        self.gen.manual_seed(1234)
+        self.rows = []
+        self.failures = []
+
+    def sets_for(self, set_bytes):
+        return max(1, min(64, math.ceil(self.rotate_bytes / max(1, set_bytes))))
+
+    def randn(self, *shape):
+        return self.torch.randn(*shape, generator=self.gen, device="cuda", dtype=self.dtype)
+
+    # --- flare ---------------------------------------------------------------------------
+    def flare_params(self, q, k, v, out, causal=False):
+        p = self.flare.params()
+        p.dtype = FLARE_DTYPE[self.args.dtype]
+        p.q, p.k, p.v, p.out = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
+        p.batch, p.seqlen_q, p.num_heads, p.head_dim = q.shape[0], q.shape[1], q.shape[2], q.shape[3]
+        p.seqlen_k, p.num_heads_k = k.shape[1], k.shape[2]
+        p.q_batch_stride, p.q_row_stride, p.q_head_stride = dense_strides(q)
+        p.k_batch_stride, p.k_row_stride, p.k_head_stride = dense_strides(k)
+        p.v_batch_stride, p.v_row_stride, p.v_head_stride = dense_strides(v)
+        p.out_batch_stride, p.out_row_stride, p.out_head_stride = dense_strides(out)
+        p.causal = int(causal)
+        return p
+
+    def time_flare(self, params_list, label):
+        """params_list: one FlareParams per input set (workspace set here, shared)."""
+        st = self.flare.can_implement(params_list[0], self.device)
+        if st != FLARE_OK:
+            msg = self.flare.error(st)
+            print(f"  flare {label}: cannot implement ({msg})")
+            self.failures.append(f"flare {label}: {msg}")
+            return None, None
+        ws_bytes = self.flare.workspace_size(params_list[0], self.device)
+        ws = self.torch.empty(max(ws_bytes, 1), dtype=self.torch.uint8, device="cuda")
+        for p in params_list:
+            p.workspace, p.workspace_size = ws.data_ptr(), ws_bytes
+        refs = [ctypes.byref(p) for p in params_list]
+        stream = self.torch.cuda.current_stream().cuda_stream
+        n = len(refs)
+        fwd = self.flare.fwd
+        try:
+            ms = self.timer.median_ms(lambda i: fwd(refs[i % n], stream))
+        except RuntimeError as e:
+            print(f"  flare {label}: {e}")
+            self.failures.append(f"flare {label}: {e}")
+            return None, ws
+        return ms, ws
+
+    # --- SDPA ----------------------------------------------------------------------------
+    def time_sdpa(self, system, views, causal, gqa, label):
+        """views: per set (q, k, v) in [b, h, s, d]. Returns (ms, output of set 0) or None."""
+        F = self.F
+        kw = {"is_causal": causal}
+        if gqa:
+            kw["enable_gqa"] = True
+        n = len(views)
+        try:
+            with warnings.catch_warnings(), self.sdpa_kernel([self.backends[system]]):
+                # A backend that cannot take the shape warns why, then raises: keep only the error.
+                warnings.simplefilter("ignore")
+                out0 = F.scaled_dot_product_attention(*views[0], **kw)
+                ms = self.timer.median_ms(
+                    lambda i: F.scaled_dot_product_attention(*views[i % n], **kw))
+            return ms, out0
+        except Exception as e:  # a backend may not support a shape: record null, go on
+            print(f"  {system} {label}: unavailable ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+            self.torch.cuda.synchronize()
+            return None, None
+
+    @staticmethod
+    def rel_err(out, ref):
+        if out is None or ref is None:
+            return None
+        o, r = out.float(), ref.float()
+        return float((o - r).norm() / r.norm())
+
+    # --- tables --------------------------------------------------------------------------
+    def prefill(self):
+        torch = self.torch
+        hds, seqlens = PREFILL_HEAD_DIMS, PREFILL_SEQLENS
+        if self.args.quick:
+            hds, seqlens = [128], [1024, 4096]
+        print(f"\n== prefill {self.args.dtype}, {TOKENS} tokens, model dim {MODEL_DIM} ==")
+        for d in hds:
+            for causal in (False, True):
+                for s in seqlens:
+                    b, h = TOKENS // s, MODEL_DIM // d
+                    label = f"d={d} causal={int(causal)} s={s} b={b} h={h}"
+                    nsets = self.sets_for(4 * b * s * h * d * 2)
+                    sets = [(self.randn(b, s, h, d), self.randn(b, s, h, d), self.randn(b, s, h, d))
+                            for _ in range(nsets)]
+                    outs = [torch.empty_like(q) for q, _, _ in sets]
+                    views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+                             for q, k, v in sets]
+                    flops = 4.0 * b * h * s * s * d * (0.5 if causal else 1.0)
+                    base = {"table": "prefill", "dtype": self.args.dtype, "head_dim": d,
+                            "causal": causal, "batch": b, "heads": h, "seqlen_q": s, "seqlen_k": s}
+                    ref = None
+                    peer = {}
+                    for system in PEERS:
+                        ms, out0 = self.time_sdpa(system, views, causal, False, label)
+                        peer[system] = ms
+                        if ref is None and out0 is not None:
+                            ref = out0.transpose(1, 2)  # back to [b, s, h, d]
+                        del out0
+                        self.rows.append(dict(base, system=system,
+                                              tflops=None if ms is None else flops / ms / 1e9))
+                    params = [self.flare_params(q, k, v, o, causal) for (q, k, v), o in zip(sets, outs)]
+                    ms, ws = self.time_flare(params, "prefill " + label)
+                    err = self.rel_err(outs[0], ref) if ms is not None else None
+                    self.rows.append(dict(base, system=self.args.system,
+                                          tflops=None if ms is None else flops / ms / 1e9,
+                                          rel_err=err))
+                    print("  " + label + "  " + "  ".join(
+                        f"{sy}={fmt(None if t is None else flops / t / 1e9)}"
+                        for sy, t in [(self.args.system, ms)] + list(peer.items()))
+                        + f"  TFLOP/s  rel_err={fmt(err, '.2e')}")
+                    del sets, outs, views, ref, ws
+                    torch.cuda.empty_cache()
+
+    def decode_reference(self, q, k, v):
+        """fp32 attention for seqlen_q = 1 with grouped heads: q [b,1,hq,d], k/v [b,L,hk,d]."""
+        torch = self.torch
+        b, _, hq, d = q.shape
+        hk = k.shape[2]
+        qf = q.float().view(b, hk, hq // hk, d)
+        out = torch.empty(b, hk, hq // hk, d, device="cuda", dtype=torch.float32)
+        for i in range(b):  # one sequence at a time keeps the fp32 copies small
+            kf, vf = k[i].float(), v[i].float()  # [L, hk, d]
+            sc = torch.einsum("grd,lgd->grl", qf[i], kf) / math.sqrt(d)
+            out[i] = torch.einsum("grl,lgd->grd", sc.softmax(-1), vf)
+        return out.view(b, 1, hq, d)
+
+    def decode(self):
+        torch = self.torch
+        shapes, pages = DECODE_SHAPES, DECODE_PAGES
+        if self.args.quick:
+            shapes, pages = [(1, 32768), (64, 8192)], [0, 64]
+        hq, hk, d = DEC_HQ, DEC_HK, DEC_D
+        print(f"\n== decode {self.args.dtype}, seqlen_q 1, {hq}/{hk} heads, d={d}: GB/s of K+V ==")
+        for b, L in shapes:
+            label = f"b={b} L={L}"
+            kv_bytes = 2 * b * L * hk * d * 2
+            nsets = self.sets_for(kv_bytes)
+            sets = [(self.randn(b, 1, hq, d), self.randn(b, L, hk, d), self.randn(b, L, hk, d))
+                    for _ in range(nsets)]
+            outs = [torch.empty_like(q) for q, _, _ in sets]
+            ref = self.decode_reference(*sets[0])
+            base = {"table": "decode", "dtype": self.args.dtype, "head_dim": d, "batch": b,
+                    "heads": hq, "heads_k": hk, "seqlen_q": 1, "seqlen_k": L}
+            line = []
+            views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)) for q, k, v in sets]
+            for system in PEERS:
+                ms, out0 = self.time_sdpa(system, views, False, True, label)
+                gbs = None if ms is None else kv_bytes / ms / 1e6
+                err = self.rel_err(out0.transpose(1, 2), ref) if out0 is not None else None
+                self.rows.append(dict(base, paged=0, system=system, gbs=gbs, rel_err=err))
+                line.append(f"{system}={fmt(gbs, '.0f')}")
+                del out0
+            del views
+            for page in pages:
+                if page == 0:
+                    params = [self.flare_params(q, k, v, o) for (q, k, v), o in zip(sets, outs)]
+                    keep = None
+                else:
+                    params, keep = self.paged_params(sets, outs, page)
+                ms, ws = self.time_flare(params, f"decode {label} page={page}")
+                gbs = None if ms is None else kv_bytes / ms / 1e6
+                err = self.rel_err(outs[0], ref) if ms is not None else None
+                splits = self.flare.num_splits(params[0], self.device)
+                self.rows.append(dict(base, paged=page, system=self.args.system, gbs=gbs,
+                                      rel_err=err))
+                line.append(f"{self.args.system}[page {page}, splits {splits}]={fmt(gbs, '.0f')}"
+                            f" (rel_err {fmt(err, '.2e')})")
+                del keep, ws
+            print(f"  {label}  " + "  ".join(line) + "  GB/s")
+            del sets, outs, ref
+            torch.cuda.empty_cache()
+
+    def paged_params(self, sets, outs, page):
+        """Scatter each set's contiguous K/V into a page pool in a random page order."""
+        torch = self.torch
+        keep = []
+        params = []
+        for (q, k, v), o in zip(sets, outs):
+            b, L, hk, d = k.shape
+            pps = L // page
+            num_pages = b * pps
+            perm = torch.randperm(num_pages, device="cuda", generator=self.gen)
+            table = perm.to(torch.int32).view(b, pps).contiguous()
+            k_pool = torch.empty(num_pages, page, hk, d, device="cuda", dtype=k.dtype)
+            v_pool = torch.empty_like(k_pool)
+            k_pool[perm] = k.reshape(num_pages, page, hk, d)
+            v_pool[perm] = v.reshape(num_pages, page, hk, d)
+            cache_seqlens = torch.full((b,), L, dtype=torch.int32, device="cuda")
+            p = self.flare_params(q, k_pool, v_pool, o)
+            p.seqlen_k = L
+            p.cache_seqlens = cache_seqlens.data_ptr()
+            p.block_table = table.data_ptr()
+            p.block_table_batch_stride = pps
+            p.page_block_size = page
+            p.num_pages = num_pages
+            keep.append((table, k_pool, v_pool, cache_seqlens))
+            params.append(p)
+        return params, keep
+
+    def ceilings(self):
+        torch = self.torch
+        copy_gbs = self.timer.measure_copy()
+        n = 8192
+        a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+        bm = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+        c = torch.empty(n, n, device="cuda", dtype=torch.bfloat16)
+        ms = self.timer.median_ms(lambda i: torch.mm(a, bm, out=c))
+        gemm = 2.0 * n ** 3 / ms / 1e9
+        print(f"ceilings: bf16 GEMM 8192^3 {gemm:.1f} TFLOP/s, 1 GiB device copy {copy_gbs:.0f} GB/s")
+        del a, bm, c
+        return {"gemm_bf16_tflops": gemm, "copy_gbs": copy_gbs}
+
+
+def fmt(x, spec=".1f"):
+    return "null" if x is None else format(x, spec)
+
+
+# ------------------------------------------------------------------------------------------
+# Derived fields, Markdown and plots.
+
+def shape_key(r):
+    return (r["table"], r["dtype"], r["head_dim"], r.get("causal"), r["batch"], r["heads"],
+            r["seqlen_q"], r["seqlen_k"])
+
+
+def add_ratios(rows, ceilings, flare_system):
+    best = {}
+    for r in rows:
+        if r["system"] in PEERS:
+            m = r.get("tflops") if r["table"] == "prefill" else r.get("gbs")
+            if m is not None:
+                best[shape_key(r)] = max(best.get(shape_key(r), 0.0), m)
+    for r in rows:
+        metric = r.get("tflops") if r["table"] == "prefill" else r.get("gbs")
+        ceiling = ceilings["gemm_bf16_tflops"] if r["table"] == "prefill" else ceilings["copy_gbs"]
+        r["fraction_of_ceiling"] = None if metric is None or not ceiling else metric / ceiling
+        if r["system"] == flare_system:
+            b = best.get(shape_key(r))
+            r["ratio_to_best_peer"] = None if metric is None or not b else metric / b
+
+
+def find(rows, **kw):
+    for r in rows:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def markdown(summary, flare_system, pages):
+    rows = summary["rows"]
+    out = [f"# flare vs PyTorch SDPA on {summary['device']} ({summary['date']}, commit "
+           f"{summary['commit']})", "",
+           f"Ceilings: bf16 GEMM 8192³ {fmt(summary['ceilings']['gemm_bf16_tflops'])} TFLOP/s, "
+           f"1 GiB device copy {fmt(summary['ceilings']['copy_gbs'], '.0f')} GB/s (read + write).", ""]
+    pre = [r for r in rows if r["table"] == "prefill"]
+    if pre:
+        dt = pre[0]["dtype"]
+        out += [f"## Prefill, {dt}, {TOKENS} tokens, model dim {MODEL_DIM}: TFLOP/s", "",
+                f"| head dim | causal | seqlen | {flare_system} | " + " | ".join(PEERS) +
+                " | flare / best peer | rel_err |",
+                "|---|---|---|---|" + "---|" * len(PEERS) + "---|---|"]
+        keys = sorted({(r["head_dim"], r["causal"], r["seqlen_q"]) for r in pre})
+        for d, c, s in keys:
+            f = find(pre, head_dim=d, causal=c, seqlen_q=s, system=flare_system) or {}
+            cells = [fmt(f.get("tflops"), ".0f")]
+            cells += [fmt((find(pre, head_dim=d, causal=c, seqlen_q=s, system=p) or {}).get("tflops"),
+                          ".0f") for p in PEERS]
+            out.append(f"| {d} | {'yes' if c else 'no'} | {s} | " + " | ".join(cells) +
+                       f" | {fmt(f.get('ratio_to_best_peer'), '.2f')} | {fmt(f.get('rel_err'), '.1e')} |")
+        out.append("")
+    dec = [r for r in rows if r["table"] == "decode"]
+    if dec:
+        out += [f"## Decode, {dec[0]['dtype']}, seqlen_q 1, {DEC_HQ} q heads / {DEC_HK} kv heads, "
+                f"d {DEC_D}: GB/s of K+V read", "",
+                "| batch | kv length | " + " | ".join(
+                    f"{flare_system} {'contiguous' if p == 0 else f'paged {p}'}" for p in pages) +
+                " | " + " | ".join(PEERS) + " | flare (contiguous) / best peer | rel_err |",
+                "|---|---|" + "---|" * (len(pages) + len(PEERS)) + "---|---|"]
+        keys = sorted({(r["batch"], r["seqlen_k"]) for r in dec})
+        for b, L in keys:
+            fc = find(dec, batch=b, seqlen_k=L, system=flare_system, paged=0) or {}
+            cells = [fmt((find(dec, batch=b, seqlen_k=L, system=flare_system, paged=p) or {}).get("gbs"),
+                         ".0f") for p in pages]
+            cells += [fmt((find(dec, batch=b, seqlen_k=L, system=p) or {}).get("gbs"), ".0f")
+                      for p in PEERS]
+            out.append(f"| {b} | {L} | " + " | ".join(cells) +
+                       f" | {fmt(fc.get('ratio_to_best_peer'), '.2f')} | {fmt(fc.get('rel_err'), '.1e')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(summary, flare_system, pages, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = summary["rows"]
+    pre = [r for r in rows if r["table"] == "prefill"]
+    dec = [r for r in rows if r["table"] == "decode"]
+    hds = sorted({r["head_dim"] for r in pre}) or [128]
+    fig = plt.figure(figsize=(6 * max(3, len(hds)), 16))
+    grid = fig.add_gridspec(3, max(3, len(hds)))
+    systems = [flare_system] + PEERS
+    for col, d in enumerate(hds):
+        for row, causal in enumerate((False, True)):
+            ax = fig.add_subplot(grid[row, col])
+            for sy in systems:
+                pts = sorted((r["seqlen_q"], r["tflops"]) for r in pre if r["head_dim"] == d
+                             and r["causal"] == causal and r["system"] == sy
+                             and r.get("tflops") is not None)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sy,
+                            linewidth=2.5 if sy == flare_system else 1.2)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"prefill d={d} {'causal' if causal else 'non-causal'}")
+            ax.set_xlabel("seqlen (16k tokens per call)")
+            ax.set_ylabel("TFLOP/s")
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    ax = fig.add_subplot(grid[2, :])
+    keys = sorted({(r["batch"], r["seqlen_k"]) for r in dec})
+    series = [(f"{flare_system} {'contig' if p == 0 else f'paged {p}'}", flare_system, p)
+              for p in pages] + [(p, p, 0) for p in PEERS]
+    width = 0.8 / max(1, len(series))
+    for j, (name, sy, pg) in enumerate(series):
+        vals = []
+        for b, L in keys:
+            r = find(dec, batch=b, seqlen_k=L, system=sy, paged=pg)
+            vals.append((r or {}).get("gbs") or 0.0)
+        ax.bar([i + j * width for i in range(len(keys))], vals, width, label=name)
+    if summary["ceilings"].get("copy_gbs"):
+        ax.axhline(summary["ceilings"]["copy_gbs"], color="k", linestyle="--", linewidth=0.8,
+                   label="1 GiB copy (read + write)")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))])
+    ax.set_xticklabels([f"b={b}\nL={L}" for b, L in keys])
+    ax.set_ylabel("GB/s of K+V read")
+    ax.set_title(f"decode, seqlen_q 1, {DEC_HQ}/{DEC_HK} heads, d {DEC_D}")
+    ax.legend(fontsize=8, ncol=4)
+    ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"flare vs SDPA on {summary['device']} ({summary['date']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=here,
+                                       stderr=subprocess.DEVNULL, text=True).strip()
+    except Exception:
+        return os.environ.get("FLARE_COMMIT", "unknown")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lib", default="build/libflare.so", help="path of libflare.so")
+    ap.add_argument("--out", default="out", help="output folder")
+    ap.add_argument("--table", choices=["prefill", "decode", "all"], default="all")
+    ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    ap.add_argument("--quick", action="store_true", help="a tiny subset of the shapes")
+    ap.add_argument("--iters", type=int, default=30, help="minimum timed runs per shape (>= 20)")
+    ap.add_argument("--system", default="flare", help="system name of flare's rows")
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args()
+    if args.iters < 20:
+        ap.error("--iters must be >= 20")
+    os.makedirs(args.out, exist_ok=True)
+
+    import torch
+    if not torch.cuda.is_available():
+        raise SystemExit("compare.py: no CUDA device visible to torch")
+    flare = Flare(args.lib)
+    runner = Runner(args, torch, flare)
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"cuDNN {torch.backends.cudnn.version()}")
+    ceilings = runner.ceilings()
+    if args.table in ("prefill", "all"):
+        runner.prefill()
+    if args.table in ("decode", "all"):
+        runner.decode()
+
+    pages = [0, 64] if args.quick else DECODE_PAGES
+    add_ratios(runner.rows, ceilings, args.system)
+    summary = {
+        "device": torch.cuda.get_device_name(),
+        "date": datetime.date.today().isoformat(),
+        "commit": git_commit(),
+        "ceilings": ceilings,
+        "rows": runner.rows,
+    }
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    md = markdown(summary, args.system, pages)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(md + "\n")
+    if not args.no_plot:
+        try:
+            plot(summary, args.system, pages, os.path.join(args.out, "plots.png"))
+        except Exception as e:  # plots are a convenience; the numbers are already written
+            print(f"plot failed: {type(e).__name__}: {e}")
+    print("\n" + md)
+    if runner.failures:
+        print(f"\n{len(runner.failures)} flare failure(s):")
+        for m in runner.failures:
+            print("  " + m)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,785 @@
+// flare_bench: forward-attention throughput through the public C ABI only.
+//
+//   flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16] [--json PATH]
+//               [--quick] [--system-name NAME] [--iters N] [--warmup N]
+//
+// Tables
+//   prefill  16k tokens per call (batch = 16384 / seqlen), model dim 2048 (heads = 2048 / d),
+//            d in {64, 128, 256}, seqlen 512 .. 16384, causal and not. Metric TFLOP/s.
+//   varlen   16k tokens split into sequences of mixed lengths (128 .. 4096), d = 128, 16 heads,
+//            causal and not. Metric TFLOP/s summed over the sequences.
+//   decode   seqlen_q = 1, 32 query heads over 8 KV heads, d = 128, several (batch, kv length);
+//            contiguous K/V and paged K/V (page 64 and 256, pages shuffled). Metric GB/s of
+//            the K and V bytes read.
+// Ceilings measured in the same process: a 1 GiB device-to-device copy (GB/s counts bytes read
+// plus bytes written) and, when libcublas can be loaded at run time, a bf16 GEMM 8192^3.
+//
+// Method: inputs are random (never zero), copied from a random pool on the device. Each shape
+// gets enough independent buffer sets that one sweep over them exceeds a few times the L2 size,
+// and consecutive runs use different sets, so every run reads its operands from HBM. After a
+// warm-up, a few large device copies are queued ahead of the timed runs so that the host can
+// enqueue all of them while the GPU is still busy; each run is then bracketed by its own pair
+// of CUDA events, and the median run time is reported (GPU time, host overhead excluded).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "flare/flare.h"
+
+#if __has_include(<cublas_v2.h>)
+#include <cublas_v2.h>
+#define FLARE_BENCH_HAVE_CUBLAS_HEADER 1
+#endif
+
+namespace {
+
+// ------------------------------------------------------------------------------------------
+// Error handling: every failure is fatal and explains itself.
+
+[[noreturn]] void die(const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::fprintf(stderr, "flare_bench: ");
+  std::vfprintf(stderr, fmt, args);
+  std::fprintf(stderr, "\n");
+  va_end(args);
+  std::exit(1);
+}
+
+void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
+  if (err != cudaSuccess) die("%s failed at %s:%d: %s", what, file, line, cudaGetErrorString(err));
+}
+#define CUDA_CHECK(expr) cuda_check((expr), #expr, __FILE__, __LINE__)
+
+void flare_check(flare_status st, const char* what, const std::string& shape) {
+  if (st != FLARE_OK)
+    die("%s failed for %s: %s (%s)", what, shape.c_str(), flare_status_string(st),
+        flare_last_error());
+}
+
+std::string strf(const char* fmt, ...) {
+  char buf[512];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, args);
+  va_end(args);
+  return buf;
+}
+
+// ------------------------------------------------------------------------------------------
+// Device memory owned by the bench.
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes) CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = o.ptr_;
+      bytes_ = o.bytes_;
+      o.ptr_ = nullptr;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  ~DeviceBuffer() { release(); }
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  template <class T>
+  T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void release() {
+    if (ptr_) {
+      cudaError_t err = cudaFree(ptr_);
+      if (err != cudaSuccess) std::fprintf(stderr, "cudaFree: %s\n", cudaGetErrorString(err));
+      ptr_ = nullptr;
+    }
+  }
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------
+// Options and global state.
+
+struct Options {
+  std::string table = "all";
+  std::string dtype = "bf16";
+  std::string json_path;
+  std::string system = "flare";
+  bool quick = false;
+  int warmup = 5;
+  int min_iters = 30;  // at least 20 are required; more where runs are short
+  int max_iters = 300;
+  double target_ms = 150.0;  // timed GPU time per shape we aim for
+};
+
+struct Row {
+  std::string json;  // one complete JSON object
+};
+
+struct Bench {
+  Options opt;
+  cudaStream_t stream = nullptr;
+  int device = 0;
+  cudaDeviceProp prop{};
+  size_t rotate_bytes = 0;  // one sweep over the buffer sets covers at least this much
+  uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+  DeviceBuffer pool;        // random elements of the current dtype
+  size_t pool_elems = 0;
+  flare_dtype pool_dtype = FLARE_DTYPE_BF16;
+  bool pool_ready = false;
+  DeviceBuffer blocker_src, blocker_dst;  // big copies that keep the GPU busy ahead of timing
+  std::vector<cudaEvent_t> events;
+  std::vector<Row> rows;
+  double copy_gbs = 0.0;
+  double gemm_tflops = -1.0;  // < 0: not measured
+};
+
+uint64_t next_random(uint64_t& state) {  // splitmix64
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Uniform in [-1, 1), never exactly representable as zero after rounding to 16 bits.
+float random_value(uint64_t& state) {
+  const double u = double(next_random(state) >> 11) * (1.0 / 9007199254740992.0);
+  float v = float(2.0 * u - 1.0);
+  if (std::fabs(v) < 1e-3f) v = v < 0 ? -1e-3f : 1e-3f;
+  return v;
+}
+
+size_t element_size(flare_dtype) { return 2; }
+
+// Builds (once per dtype) a pool of random 16-bit elements on the device. The pool length is
+// odd so that chunks copied at varying offsets do not line up with the tensors' strides.
+void ensure_pool(Bench& B, flare_dtype dtype) {
+  if (B.pool_ready && B.pool_dtype == dtype) return;
+  const size_t n = (size_t(1) << 24) + 4099;
+  std::vector<uint16_t> host(n);
+  uint64_t state = 0x1234567ull + uint64_t(dtype);
+  for (size_t i = 0; i < n; ++i) {
+    const float v = random_value(state);
+    if (dtype == FLARE_DTYPE_BF16) {
+      __nv_bfloat16 b = __float2bfloat16(v);
+      std::memcpy(&host[i], &b, 2);
+    } else {
+      __half h = __float2half(v);
+      std::memcpy(&host[i], &h, 2);
+    }
+  }
+  B.pool = DeviceBuffer(n * 2);
+  CUDA_CHECK(cudaMemcpy(B.pool.get(), host.data(), n * 2, cudaMemcpyHostToDevice));
+  B.pool_elems = n;
+  B.pool_dtype = dtype;
+  B.pool_ready = true;
+}
+
+// Fills `elems` 16-bit elements at dst with pool data taken from random offsets.
+void fill_random(Bench& B, void* dst, size_t elems, flare_dtype dtype) {
+  ensure_pool(B, dtype);
+  char* out = static_cast<char*>(dst);
+  size_t done = 0;
+  while (done < elems) {
+    const size_t offset = next_random(B.rng_state) % (B.pool_elems / 2);
+    const size_t chunk = std::min(elems - done, B.pool_elems - offset);
+    CUDA_CHECK(cudaMemcpyAsync(out + done * 2, B.pool.as<char>() + offset * 2, chunk * 2,
+                               cudaMemcpyDeviceToDevice, B.stream));
+    done += chunk;
+  }
+}
+
+DeviceBuffer random_buffer(Bench& B, size_t elems, flare_dtype dtype) {
+  DeviceBuffer buf(elems * element_size(dtype));
+  fill_random(B, buf.get(), elems, dtype);
+  return buf;
+}
+
+DeviceBuffer int_buffer(const std::vector<int32_t>& values) {
+  DeviceBuffer buf(std::max<size_t>(values.size(), 1) * sizeof(int32_t));
+  if (!values.empty())
+    CUDA_CHECK(cudaMemcpy(buf.get(), values.data(), values.size() * sizeof(int32_t),
+                          cudaMemcpyHostToDevice));
+  return buf;
+}
+
+// How many independent buffer sets of `set_bytes` make one sweep exceed B.rotate_bytes.
+int buffer_sets(const Bench& B, size_t set_bytes) {
+  if (set_bytes == 0) return 1;
+  const size_t sets = (B.rotate_bytes + set_bytes - 1) / set_bytes;
+  return int(std::clamp<size_t>(sets, 1, 64));
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Times launch(i) (i = run index, used to rotate buffer sets). Returns the median in ms.
+template <class Launch>
+double time_median_ms(Bench& B, Launch&& launch) {
+  // Warm-up, which also gives a rough per-run time to size the timed loop.
+  cudaEvent_t w0 = B.events[0], w1 = B.events[1];
+  CUDA_CHECK(cudaEventRecord(w0, B.stream));
+  for (int i = 0; i < B.opt.warmup; ++i) launch(i);
+  CUDA_CHECK(cudaEventRecord(w1, B.stream));
+  CUDA_CHECK(cudaEventSynchronize(w1));
+  float warm_ms = 0.f;
+  CUDA_CHECK(cudaEventElapsedTime(&warm_ms, w0, w1));
+  const double per_run = std::max(1e-3, double(warm_ms) / std::max(1, B.opt.warmup));
+  int iters = int(std::ceil(B.opt.target_ms / per_run));
+  iters = std::clamp(iters, B.opt.min_iters, B.opt.max_iters);
+
+  // Keep the GPU busy with large copies (~0.7 ms per GiB on an H100) while the host enqueues
+  // the timed runs, so that launch overhead on the host does not show in the event intervals.
+  const int blockers = 1 + iters / 40;
+  for (int i = 0; i < blockers; ++i)
+    CUDA_CHECK(cudaMemcpyAsync(B.blocker_dst.get(), B.blocker_src.get(), B.blocker_src.bytes(),
+                               cudaMemcpyDeviceToDevice, B.stream));
+  for (int i = 0; i < iters; ++i) {
+    CUDA_CHECK(cudaEventRecord(B.events[2 * i], B.stream));
+    launch(B.opt.warmup + i);
+    CUDA_CHECK(cudaEventRecord(B.events[2 * i + 1], B.stream));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(B.stream));
+  CUDA_CHECK(cudaGetLastError());
+  std::vector<double> times(iters);
+  for (int i = 0; i < iters; ++i) {
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, B.events[2 * i], B.events[2 * i + 1]));
+    times[i] = ms;
+  }
+  return median(times);
+}
+
+const char* dtype_name(flare_dtype d) { return d == FLARE_DTYPE_BF16 ? "bf16" : "fp16"; }
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  return strf("%.6g", v);
+}
+
+// Statuses that mean "this build or device does not offer the shape": skipped, not fatal.
+bool is_unsupported(flare_status st) {
+  return st == FLARE_ERROR_UNSUPPORTED_HEAD_DIM || st == FLARE_ERROR_UNSUPPORTED_DTYPE ||
+         st == FLARE_ERROR_NOT_SUPPORTED || st == FLARE_ERROR_ARCH_NOT_SUPPORTED;
+}
+
+// Checks params, allocates the workspace (once per shape). Returns false when flare does not
+// offer this shape in this build (the caller skips it); any other failure is fatal.
+bool prepare_call(Bench& B, flare_mha_fwd_params& p, DeviceBuffer& workspace,
+                  const std::string& shape) {
+  const flare_status can = flare_can_implement(&p, B.device);
+  if (is_unsupported(can)) {
+    std::printf("  %-48s skipped: %s (%s)\n", shape.c_str(), flare_status_string(can),
+                flare_last_error());
+    return false;
+  }
+  flare_check(can, "flare_can_implement", shape);
+  size_t ws = 0;
+  flare_check(flare_mha_fwd_workspace_size(&p, B.device, &ws), "flare_mha_fwd_workspace_size",
+              shape);
+  workspace = DeviceBuffer(ws);
+  p.workspace = workspace.get();
+  p.workspace_size = ws;
+  return true;
+}
+
+void run_flare(Bench& B, const flare_mha_fwd_params& p, const std::string& shape) {
+  flare_check(flare_mha_fwd(&p, B.stream), "flare_mha_fwd", shape);
+}
+
+// Dense [batch, seqlen, heads, head_dim] strides.
+void set_dense_strides(int64_t seqlen, int64_t heads, int64_t d, int64_t& batch_stride,
+                       int64_t& row_stride, int64_t& head_stride) {
+  head_stride = d;
+  row_stride = heads * d;
+  batch_stride = seqlen * heads * d;
+}
+
+// ------------------------------------------------------------------------------------------
+// Ceilings.
+
+void measure_copy_ceiling(Bench& B) {
+  const size_t bytes = size_t(1) << 30;
+  std::vector<double> times;
+  cudaEvent_t e0 = B.events[0], e1 = B.events[1];
+  for (int i = 0; i < 3; ++i)
+    CUDA_CHECK(cudaMemcpyAsync(B.blocker_dst.get(), B.blocker_src.get(), bytes,
+                               cudaMemcpyDeviceToDevice, B.stream));
+  for (int i = 0; i < 20; ++i) {
+    CUDA_CHECK(cudaEventRecord(e0, B.stream));
+    CUDA_CHECK(cudaMemcpyAsync(B.blocker_dst.get(), B.blocker_src.get(), bytes,
+                               cudaMemcpyDeviceToDevice, B.stream));
+    CUDA_CHECK(cudaEventRecord(e1, B.stream));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    times.push_back(ms);
+  }
+  const double ms = median(times);
+  B.copy_gbs = 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+  std::printf("ceiling: device-to-device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms,
+              B.copy_gbs);
+}
+
+#ifdef FLARE_BENCH_HAVE_CUBLAS_HEADER
+// cuBLAS is loaded at run time so that the bench links against nothing but cudart and flare.
+void measure_gemm_ceiling(Bench& B) {
+  void* lib = nullptr;
+  for (const char* name : {"libcublas.so.13", "libcublas.so", "libcublas.so.12"}) {
+    lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (lib) break;
+  }
+  if (!lib) {
+    std::printf("ceiling: GEMM skipped (libcublas not loadable: %s)\n", dlerror());
+    return;
+  }
+  using CreateFn = cublasStatus_t (*)(cublasHandle_t*);
+  using DestroyFn = cublasStatus_t (*)(cublasHandle_t);
+  using SetStreamFn = cublasStatus_t (*)(cublasHandle_t, cudaStream_t);
+  using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
+                                      int, int, const void*, const void*, cudaDataType, int,
+                                      const void*, cudaDataType, int, const void*, void*,
+                                      cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+  auto create = reinterpret_cast<CreateFn>(dlsym(lib, "cublasCreate_v2"));
+  auto destroy = reinterpret_cast<DestroyFn>(dlsym(lib, "cublasDestroy_v2"));
+  auto set_stream = reinterpret_cast<SetStreamFn>(dlsym(lib, "cublasSetStream_v2"));
+  auto gemm = reinterpret_cast<GemmExFn>(dlsym(lib, "cublasGemmEx"));
+  if (!create || !destroy || !set_stream || !gemm) {
+    std::printf("ceiling: GEMM skipped (cuBLAS symbols missing)\n");
+    return;
+  }
+  cublasHandle_t handle = nullptr;
+  if (create(&handle) != CUBLAS_STATUS_SUCCESS) {
+    std::printf("ceiling: GEMM skipped (cublasCreate failed)\n");
+    return;
+  }
+  set_stream(handle, B.stream);
+  const int n = 8192;
+  const size_t elems = size_t(n) * n;
+  DeviceBuffer a = random_buffer(B, elems, FLARE_DTYPE_BF16);
+  DeviceBuffer b = random_buffer(B, elems, FLARE_DTYPE_BF16);
+  DeviceBuffer c(elems * 2);
+  const float alpha = 1.f, beta = 0.f;
+  bool ok = true;
+  auto launch = [&](int) {
+    const cublasStatus_t st =
+        gemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a.get(), CUDA_R_16BF, n, b.get(),
+             CUDA_R_16BF, n, &beta, c.get(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+             CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) ok = false;
+  };
+  const double ms = time_median_ms(B, launch);
+  destroy(handle);
+  if (!ok) {
+    std::printf("ceiling: GEMM skipped (cublasGemmEx failed)\n");
+    return;
+  }
+  B.gemm_tflops = 2.0 * double(n) * n * n / (ms * 1e-3) / 1e12;
+  std::printf("ceiling: cuBLAS bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s\n", ms, B.gemm_tflops);
+}
+#else
+void measure_gemm_ceiling(Bench&) {
+  std::printf("ceiling: GEMM skipped (built without cublas_v2.h)\n");
+}
+#endif
+
+// ------------------------------------------------------------------------------------------
+// Prefill.
+
+void bench_prefill(Bench& B, flare_dtype dtype) {
+  const int tokens = 16384, model_dim = 2048;
+  std::vector<int> head_dims = {64, 128, 256};
+  std::vector<int> seqlens = {512, 1024, 2048, 4096, 8192, 16384};
+  if (B.opt.quick) {
+    head_dims = {128};
+    seqlens = {1024, 8192};
+  }
+  std::printf("\n== prefill, %s, %d tokens, model dim %d ==\n", dtype_name(dtype), tokens,
+              model_dim);
+  std::printf("  %5s %6s %6s %5s %5s %10s %10s\n", "d", "causal", "seqlen", "batch", "heads",
+              "ms", "TFLOP/s");
+  for (int d : head_dims) {
+    for (int causal : {0, 1}) {
+      for (int s : seqlens) {
+        const int b = tokens / s, h = model_dim / d;
+        const size_t elems = size_t(b) * s * h * d;
+        const std::string shape = strf("prefill d=%d causal=%d s=%d b=%d h=%d", d, causal, s, b, h);
+        const int sets = buffer_sets(B, 4 * elems * 2);
+        std::vector<DeviceBuffer> q, k, v, o;
+        for (int i = 0; i < sets; ++i) {
+          q.push_back(random_buffer(B, elems, dtype));
+          k.push_back(random_buffer(B, elems, dtype));
+          v.push_back(random_buffer(B, elems, dtype));
+          o.emplace_back(elems * 2);
+        }
+        flare_mha_fwd_params p;
+        flare_mha_fwd_params_init(&p);
+        p.dtype = dtype;
+        p.q = q[0].get();
+        p.k = k[0].get();
+        p.v = v[0].get();
+        p.out = o[0].get();
+        p.batch = b;
+        p.seqlen_q = p.seqlen_k = s;
+        p.num_heads = p.num_heads_k = h;
+        p.head_dim = d;
+        p.causal = causal;
+        set_dense_strides(s, h, d, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+        set_dense_strides(s, h, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+        set_dense_strides(s, h, d, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+        set_dense_strides(s, h, d, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+        DeviceBuffer ws;
+        if (!prepare_call(B, p, ws, shape)) continue;
+        const double ms = time_median_ms(B, [&](int i) {
+          flare_mha_fwd_params pi = p;
+          const int set = i % sets;
+          pi.q = q[set].get();
+          pi.k = k[set].get();
+          pi.v = v[set].get();
+          pi.out = o[set].get();
+          run_flare(B, pi, shape);
+        });
+        double flops = 4.0 * b * h * double(s) * s * d;
+        if (causal) flops *= 0.5;
+        const double tflops = flops / (ms * 1e-3) / 1e12;
+        std::printf("  %5d %6s %6d %5d %5d %10.4f %10.1f\n", d, causal ? "yes" : "no", s, b, h, ms,
+                    tflops);
+        B.rows.push_back({strf("{\"table\": \"prefill\", \"dtype\": \"%s\", \"head_dim\": %d, "
+                               "\"causal\": %s, \"batch\": %d, \"heads\": %d, \"seqlen_q\": %d, "
+                               "\"seqlen_k\": %d, \"system\": \"%s\", \"tflops\": %s}",
+                               dtype_name(dtype), d, causal ? "true" : "false", b, h, s, s,
+                               B.opt.system.c_str(), json_number(tflops).c_str())});
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Varlen.
+
+std::vector<int> varlen_lengths(int total, int lo, int hi, uint64_t seed) {
+  std::vector<int> lens;
+  int left = total;
+  while (left > 0) {
+    // Log-uniform in [lo, hi], rounded down to a multiple of 8 (lengths need not be multiples
+    // of the kernel's tile sizes).
+    const double u = double(next_random(seed) >> 11) * (1.0 / 9007199254740992.0);
+    const double log_len = std::log(double(lo)) + u * (std::log(double(hi)) - std::log(double(lo)));
+    int len = std::max(lo, int(std::exp(log_len)) / 8 * 8);
+    len = std::min({len, hi, left});
+    if (left - len < lo) len = left;  // fold a short tail into this sequence
+    lens.push_back(len);
+    left -= len;
+  }
+  return lens;
+}
+
+void bench_varlen(Bench& B, flare_dtype dtype) {
+  const int total = 16384, d = 128, h = 2048 / d;
+  const std::vector<int> lens = varlen_lengths(total, 128, 4096, 0xfeedbeefull);
+  std::vector<int32_t> cu(1, 0);
+  int max_len = 0;
+  for (int l : lens) {
+    cu.push_back(cu.back() + l);
+    max_len = std::max(max_len, l);
+  }
+  std::string desc;
+  for (size_t i = 0; i < lens.size(); ++i) desc += (i ? "," : "") + std::to_string(lens[i]);
+  std::printf("\n== varlen, %s, d=%d, heads=%d, %zu sequences, %d tokens: [%s] ==\n",
+              dtype_name(dtype), d, h, lens.size(), total, desc.c_str());
+  std::printf("  %6s %6s %10s %10s\n", "causal", "max_s", "ms", "TFLOP/s");
+  DeviceBuffer cu_dev = int_buffer(cu);
+  const size_t elems = size_t(total) * h * d;
+  const int sets = buffer_sets(B, 4 * elems * 2);
+  std::vector<DeviceBuffer> q, k, v, o;
+  for (int i = 0; i < sets; ++i) {
+    q.push_back(random_buffer(B, elems, dtype));
+    k.push_back(random_buffer(B, elems, dtype));
+    v.push_back(random_buffer(B, elems, dtype));
+    o.emplace_back(elems * 2);
+  }
+  for (int causal : {0, 1}) {
+    const std::string shape = strf("varlen d=%d causal=%d n=%zu", d, causal, lens.size());
+    flare_mha_fwd_params p;
+    flare_mha_fwd_params_init(&p);
+    p.dtype = dtype;
+    p.q = q[0].get();
+    p.k = k[0].get();
+    p.v = v[0].get();
+    p.out = o[0].get();
+    p.batch = int(lens.size());
+    p.seqlen_q = p.seqlen_k = max_len;
+    p.max_seqlen_q = p.max_seqlen_k = max_len;
+    p.cu_seqlens_q = cu_dev.as<int32_t>();
+    p.cu_seqlens_k = cu_dev.as<int32_t>();
+    p.num_heads = p.num_heads_k = h;
+    p.head_dim = d;
+    p.causal = causal;
+    set_dense_strides(total, h, d, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+    set_dense_strides(total, h, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+    set_dense_strides(total, h, d, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+    set_dense_strides(total, h, d, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+    p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.out_batch_stride = 0;
+    DeviceBuffer ws;
+    if (!prepare_call(B, p, ws, shape)) continue;
+    const double ms = time_median_ms(B, [&](int i) {
+      flare_mha_fwd_params pi = p;
+      const int set = i % sets;
+      pi.q = q[set].get();
+      pi.k = k[set].get();
+      pi.v = v[set].get();
+      pi.out = o[set].get();
+      run_flare(B, pi, shape);
+    });
+    double flops = 0;
+    for (int l : lens) flops += 4.0 * h * double(l) * l * d * (causal ? 0.5 : 1.0);
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    std::printf("  %6s %6d %10.4f %10.1f\n", causal ? "yes" : "no", max_len, ms, tflops);
+    B.rows.push_back({strf("{\"table\": \"varlen\", \"dtype\": \"%s\", \"head_dim\": %d, "
+                           "\"causal\": %s, \"batch\": %zu, \"heads\": %d, \"seqlen_q\": %d, "
+                           "\"seqlen_k\": %d, \"total_tokens\": %d, \"system\": \"%s\", "
+                           "\"tflops\": %s}",
+                           dtype_name(dtype), d, causal ? "true" : "false", lens.size(), h,
+                           max_len, max_len, total, B.opt.system.c_str(),
+                           json_number(tflops).c_str())});
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Decode.
+
+void bench_decode(Bench& B, flare_dtype dtype) {
+  const int hq = 32, hk = 8, d = 128;
+  std::vector<std::pair<int, int>> shapes = {{1, 8192},   {1, 32768}, {1, 131072}, {8, 8192},
+                                             {8, 32768},  {32, 4096}, {64, 8192},  {128, 2048}};
+  std::vector<int> pages = {0, 64, 256};
+  if (B.opt.quick) {
+    shapes = {{1, 32768}, {64, 8192}};
+    pages = {0, 64};
+  }
+  std::printf("\n== decode, %s, seqlen_q 1, %d q heads / %d kv heads, d=%d ==\n",
+              dtype_name(dtype), hq, hk, d);
+  std::printf("  %5s %7s %5s %6s %4s %10s %10s\n", "batch", "kv_len", "page", "splits", "sets",
+              "us", "GB/s");
+  for (auto [b, L] : shapes) {
+    for (int page : pages) {
+      const std::string shape = strf("decode b=%d L=%d page=%d", b, L, page);
+      const size_t kv_elems = size_t(b) * L * hk * d;  // per K (or V)
+      const size_t q_elems = size_t(b) * hq * d;
+      const int sets = buffer_sets(B, 2 * kv_elems * 2);
+      const int pages_per_seq = page ? L / page : 0;
+      const int num_pages = b * pages_per_seq;
+      std::vector<DeviceBuffer> q, k, v, o, tables;
+      for (int i = 0; i < sets; ++i) {
+        q.push_back(random_buffer(B, q_elems, dtype));
+        k.push_back(random_buffer(B, kv_elems, dtype));
+        v.push_back(random_buffer(B, kv_elems, dtype));
+        o.emplace_back(q_elems * 2);
+        if (page) {
+          // Every set gets its own random placement of the pages in its pools.
+          std::vector<int32_t> table(num_pages);
+          std::iota(table.begin(), table.end(), 0);
+          for (int j = num_pages - 1; j > 0; --j)
+            std::swap(table[j], table[next_random(B.rng_state) % uint64_t(j + 1)]);
+          tables.push_back(int_buffer(table));
+        }
+      }
+      DeviceBuffer cache_seqlens = int_buffer(std::vector<int32_t>(b, L));
+      flare_mha_fwd_params p;
+      flare_mha_fwd_params_init(&p);
+      p.dtype = dtype;
+      p.q = q[0].get();
+      p.k = k[0].get();
+      p.v = v[0].get();
+      p.out = o[0].get();
+      p.batch = b;
+      p.seqlen_q = 1;
+      p.seqlen_k = L;
+      p.num_heads = hq;
+      p.num_heads_k = hk;
+      p.head_dim = d;
+      set_dense_strides(1, hq, d, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+      set_dense_strides(1, hq, d, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+      if (page) {
+        // Pools [num_pages, page, hk, d]; the batch stride is the page stride.
+        set_dense_strides(page, hk, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+        set_dense_strides(page, hk, d, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+        p.cache_seqlens = cache_seqlens.as<int32_t>();
+        p.block_table = tables[0].as<int32_t>();
+        p.block_table_batch_stride = pages_per_seq;
+        p.page_block_size = page;
+        p.num_pages = num_pages;
+      } else {
+        set_dense_strides(L, hk, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+        set_dense_strides(L, hk, d, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+      }
+      DeviceBuffer ws;
+      if (!prepare_call(B, p, ws, shape)) continue;
+      int splits = 0;
+      flare_check(flare_mha_fwd_num_splits(&p, B.device, &splits), "flare_mha_fwd_num_splits",
+                  shape);
+      const double ms = time_median_ms(B, [&](int i) {
+        flare_mha_fwd_params pi = p;
+        const int set = i % sets;
+        pi.q = q[set].get();
+        pi.k = k[set].get();
+        pi.v = v[set].get();
+        pi.out = o[set].get();
+        if (page) pi.block_table = tables[set].as<int32_t>();
+        run_flare(B, pi, shape);
+      });
+      const double bytes = 2.0 * double(kv_elems) * 2;
+      const double gbs = bytes / (ms * 1e-3) / 1e9;
+      std::printf("  %5d %7d %5d %6d %4d %10.2f %10.0f\n", b, L, page, splits, sets, ms * 1e3, gbs);
+      B.rows.push_back({strf("{\"table\": \"decode\", \"dtype\": \"%s\", \"head_dim\": %d, "
+                             "\"batch\": %d, \"heads\": %d, \"heads_k\": %d, \"seqlen_q\": 1, "
+                             "\"seqlen_k\": %d, \"paged\": %d, \"system\": \"%s\", \"gbs\": %s}",
+                             dtype_name(dtype), d, b, hq, hk, L, page, B.opt.system.c_str(),
+                             json_number(gbs).c_str())});
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20) out += c;
+  }
+  return out;
+}
+
+void write_json(const Bench& B) {
+  FILE* f = std::fopen(B.opt.json_path.c_str(), "w");
+  if (!f) die("cannot open %s for writing", B.opt.json_path.c_str());
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  const char* commit = std::getenv("FLARE_COMMIT");
+  std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"date\": \"%s\",\n  \"commit\": \"%s\",\n",
+               json_escape(B.prop.name).c_str(), date,
+               json_escape(commit && *commit ? commit : "unknown").c_str());
+  std::fprintf(f, "  \"ceilings\": {\"gemm_bf16_tflops\": %s, \"copy_gbs\": %s},\n",
+               B.gemm_tflops < 0 ? "null" : json_number(B.gemm_tflops).c_str(),
+               json_number(B.copy_gbs).c_str());
+  std::fprintf(f, "  \"rows\": [\n");
+  for (size_t i = 0; i < B.rows.size(); ++i)
+    std::fprintf(f, "    %s%s\n", B.rows[i].json.c_str(), i + 1 < B.rows.size() ? "," : "");
+  std::fprintf(f, "  ]\n}\n");
+  if (std::fclose(f) != 0) die("cannot write %s", B.opt.json_path.c_str());
+  std::printf("\nwrote %zu rows to %s\n", B.rows.size(), B.opt.json_path.c_str());
+}
+
+void usage() {
+  std::printf(
+      "usage: flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16]\n"
+      "                   [--json PATH] [--quick] [--system-name NAME]\n"
+      "                   [--iters MIN_TIMED_RUNS] [--warmup N]\n");
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  auto value = [&](int& i) -> std::string {
+    if (i + 1 >= argc) die("%s needs a value", argv[i]);
+    return argv[++i];
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--table") o.table = value(i);
+    else if (a == "--dtype") o.dtype = value(i);
+    else if (a == "--json") o.json_path = value(i);
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--system-name") o.system = value(i);
+    else if (a == "--iters") o.min_iters = std::atoi(value(i).c_str());
+    else if (a == "--warmup") o.warmup = std::atoi(value(i).c_str());
+    else if (a == "--fp16") o.dtype = "fp16";
+    else if (a == "-h" || a == "--help") {
+      usage();
+      std::exit(0);
+    } else {
+      usage();
+      die("unknown argument '%s'", a.c_str());
+    }
+  }
+  if (o.table != "prefill" && o.table != "decode" && o.table != "varlen" && o.table != "all")
+    die("--table must be prefill, decode, varlen or all (got '%s')", o.table.c_str());
+  if (o.dtype != "bf16" && o.dtype != "fp16") die("--dtype must be bf16 or fp16");
+  if (o.min_iters < 20) die("--iters must be >= 20 (median of at least 20 timed runs)");
+  if (o.warmup < 1) o.warmup = 1;
+  o.max_iters = std::max(o.max_iters, o.min_iters);
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Bench B;
+  B.opt = parse(argc, argv);
+  CUDA_CHECK(cudaGetDevice(&B.device));
+  CUDA_CHECK(cudaGetDeviceProperties(&B.prop, B.device));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&B.stream, cudaStreamNonBlocking));
+  B.events.resize(2 * size_t(B.opt.max_iters));
+  for (auto& e : B.events) CUDA_CHECK(cudaEventCreate(&e));
+  // One sweep over the buffer sets spans at least 4x L2 (and 128 MiB).
+  B.rotate_bytes = std::max<size_t>(4 * size_t(B.prop.l2CacheSize), size_t(128) << 20);
+
+  {
+    flare_mha_fwd_params p;
+    flare_mha_fwd_params_init(&p);
+    if (p.struct_size != sizeof(flare_mha_fwd_params))
+      die("flare_mha_fwd_params_init set struct_size %u, expected %zu", p.struct_size,
+          sizeof(flare_mha_fwd_params));
+  }
+  std::printf("flare_bench: %s (sm_%d%d, %d SMs, L2 %d MB), flare %d.%d.%d, system '%s'%s\n",
+              B.prop.name, B.prop.major, B.prop.minor, B.prop.multiProcessorCount,
+              B.prop.l2CacheSize >> 20, FLARE_VERSION_MAJOR, FLARE_VERSION_MINOR,
+              FLARE_VERSION_PATCH, B.opt.system.c_str(), B.opt.quick ? " (quick)" : "");
+
+  const size_t gib = size_t(1) << 30;
+  B.blocker_src = DeviceBuffer(gib);
+  B.blocker_dst = DeviceBuffer(gib);
+  CUDA_CHECK(cudaMemsetAsync(B.blocker_src.get(), 0x3c, gib, B.stream));
+  measure_copy_ceiling(B);
+  measure_gemm_ceiling(B);
+
+  const flare_dtype dtype = B.opt.dtype == "fp16" ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+  const bool all = B.opt.table == "all";
+  if (all || B.opt.table == "prefill") bench_prefill(B, dtype);
+  if (all || B.opt.table == "varlen") bench_varlen(B, dtype);
+  if (all || B.opt.table == "decode") bench_decode(B, dtype);
+
+  if (!B.opt.json_path.empty()) write_json(B);
+  for (auto& e : B.events) CUDA_CHECK(cudaEventDestroy(e));
+  CUDA_CHECK(cudaStreamDestroy(B.stream));
+  return 0;
+}

@@ -1,0 +1,158 @@
+/* flare: exact attention forward for NVIDIA GPUs, C ABI.
+ *
+ * Usage:
+ *   flare_mha_fwd_params p;
+ *   flare_mha_fwd_params_init(&p);            // sets struct_size and defaults
+ *   p.dtype = FLARE_DTYPE_BF16; p.q = ...;    // fill what you need
+ *   size_t ws; flare_mha_fwd_workspace_size(&p, device, &ws);
+ *   p.workspace = my_alloc(ws); p.workspace_size = ws;
+ *   if (flare_mha_fwd(&p, stream) != FLARE_OK) puts(flare_last_error());
+ *
+ * Layouts (all strides in elements, 64-bit, the head dimension contiguous):
+ *   q   [batch, seqlen_q, num_heads,   head_dim]   (varlen: [total_q, num_heads, head_dim])
+ *   k,v [batch, seqlen_k, num_heads_k, head_dim]   (varlen: [total_k, ...];
+ *        paged: [num_pages, page_block_size, num_heads_k, head_dim])
+ *   out like q; lse (fp32) [batch, num_heads, seqlen_q] or, varlen, [num_heads, total_q].
+ *
+ * Score of query row i and key column j of one (batch, head):
+ *   s = scale * q_i.k_j                 (softcap == 0)
+ *   s = softcap * tanh(scale * q_i.k_j / softcap)
+ *   s -= alibi_slope * |i + seqlen_k - seqlen_q - j|      (when alibi_slopes)
+ *   key j is visible when j < seqlen_k and, with the bottom-right alignment
+ *   d = seqlen_k - seqlen_q:  causal: j <= i + d;
+ *   window: i + d - window_left <= j <= i + d + window_right (-1 = unbounded).
+ * A row that sees no key writes out = 0 and lse = -inf.
+ */
+#ifndef FLARE_FLARE_H
+#define FLARE_FLARE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define FLARE_API __declspec(dllexport)
+#else
+#define FLARE_API __attribute__((visibility("default")))
+#endif
+
+#define FLARE_VERSION_MAJOR 0
+#define FLARE_VERSION_MINOR 1
+#define FLARE_VERSION_PATCH 0
+
+typedef enum flare_status {
+  FLARE_OK = 0,
+  FLARE_ERROR_INVALID_ARGUMENT = 1,    /* a value out of range, a missing pointer */
+  FLARE_ERROR_MISALIGNED = 2,          /* a pointer or stride breaks 16-byte alignment */
+  FLARE_ERROR_UNSUPPORTED_DTYPE = 3,
+  FLARE_ERROR_UNSUPPORTED_HEAD_DIM = 4,
+  FLARE_ERROR_NOT_SUPPORTED = 5,       /* a feature or combination flare does not offer (dropout) */
+  FLARE_ERROR_ARCH_NOT_SUPPORTED = 6,  /* device older than sm80, or kernels not built for it */
+  FLARE_ERROR_WORKSPACE_TOO_SMALL = 7,
+  FLARE_ERROR_CUDA = 8                 /* a CUDA runtime call or launch failed */
+} flare_status;
+
+typedef enum flare_dtype {
+  FLARE_DTYPE_FP16 = 0,
+  FLARE_DTYPE_BF16 = 1
+} flare_dtype;
+
+/* Bumped when fields are added; the library reads only the first struct_size bytes. */
+#define FLARE_MHA_FWD_PARAMS_VERSION 1
+
+typedef struct flare_mha_fwd_params {
+  /* sizeof(flare_mha_fwd_params) as the caller compiled it: set by flare_mha_fwd_params_init. */
+  uint32_t struct_size;
+  int32_t dtype; /* flare_dtype */
+
+  const void* q;
+  const void* k; /* K cache when cache_seqlens is given */
+  const void* v; /* V cache when cache_seqlens is given */
+  void* out;
+  float* lse; /* optional */
+
+  int32_t batch;
+  int32_t seqlen_q;
+  int32_t seqlen_k; /* KV cache: the cache capacity in rows per sequence (unpaged) */
+  int32_t num_heads;
+  int32_t num_heads_k;
+  int32_t head_dim;
+
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t k_batch_stride, k_row_stride, k_head_stride; /* paged: batch stride = page stride */
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int64_t out_batch_stride, out_row_stride, out_head_stride;
+
+  float softmax_scale; /* 0 means 1/sqrt(head_dim) */
+  int32_t causal;      /* same as window_right = 0 */
+  int32_t window_left;  /* -1 = unbounded */
+  int32_t window_right; /* -1 = unbounded */
+  float softcap;        /* 0 = off */
+  const float* alibi_slopes;  /* optional, [num_heads] or [batch, num_heads] */
+  int64_t alibi_batch_stride; /* 0 when the slopes are shared by every batch */
+
+  /* Variable length: q and k rows of sequence b are [cu_seqlens[b], cu_seqlens[b+1]). */
+  const int32_t* cu_seqlens_q;
+  const int32_t* cu_seqlens_k;
+  const int32_t* seqused_k; /* optional: use only the first seqused_k[b] keys of sequence b */
+  int32_t max_seqlen_q;
+  int32_t max_seqlen_k;
+
+  /* KV cache (decode). Keys of sequence b are rows [leftpad_k[b], cache_seqlens[b]) of its
+   * cache, followed by the seqlen_new rows of k_new/v_new, which are first written into the
+   * cache at rows [cache_seqlens[b], cache_seqlens[b] + seqlen_new). */
+  const int32_t* cache_seqlens;
+  const int32_t* cache_batch_idx; /* optional: cache row of sequence b */
+  const int32_t* leftpad_k;       /* optional */
+  const int32_t* block_table;     /* optional paged KV: [batch, max_pages] */
+  int64_t block_table_batch_stride;
+  int32_t page_block_size;
+  int32_t num_pages; /* pages in the paged K/V pools (for validation) */
+  const void* k_new;
+  const void* v_new;
+  int32_t seqlen_new;
+  int64_t k_new_batch_stride, k_new_row_stride, k_new_head_stride;
+  int64_t v_new_batch_stride, v_new_row_stride, v_new_head_stride;
+  const void* rotary_cos; /* [cache positions, rotary_dim / 2], dtype of q */
+  const void* rotary_sin;
+  int32_t rotary_dim;
+  int32_t rotary_interleaved; /* 1: pairs (0,1),(2,3)...; 0: pairs (i, i + rotary_dim/2) */
+  int32_t rotary_max_positions; /* rows of rotary_cos/sin */
+
+  int32_t num_splits; /* 0 = heuristic, 1 = no split, n = forced */
+  void* workspace;
+  size_t workspace_size;
+
+  float p_dropout; /* must be 0: flare is an inference library */
+} flare_mha_fwd_params;
+
+/* Zeroes the struct, sets struct_size, window_left = window_right = -1. */
+FLARE_API void flare_mha_fwd_params_init(flare_mha_fwd_params* params);
+
+/* Bytes of workspace flare_mha_fwd needs for these params on this device (0 is possible). */
+FLARE_API flare_status flare_mha_fwd_workspace_size(const flare_mha_fwd_params* params, int device,
+                                                    size_t* bytes);
+
+/* FLARE_OK when flare_mha_fwd would accept these params on this device (no launch). */
+FLARE_API flare_status flare_can_implement(const flare_mha_fwd_params* params, int device);
+
+/* Runs attention on the stream's device. On error nothing is launched or written. */
+FLARE_API flare_status flare_mha_fwd(const flare_mha_fwd_params* params, void* cuda_stream);
+
+FLARE_API const char* flare_status_string(flare_status status);
+
+/* The message of this thread's last failed call ("" when none). */
+FLARE_API const char* flare_last_error(void);
+
+/* The split count flare would use (after the heuristic) for these params on this device. */
+FLARE_API flare_status flare_mha_fwd_num_splits(const flare_mha_fwd_params* params, int device,
+                                                int* num_splits);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLARE_FLARE_H */

@@ -1,0 +1,450 @@
+// flare: header-only C++17 interface over the C ABI of <flare/flare.h>.
+//
+// Tensors are passed as TensorView: a non-owning pointer with dtype, shape and strides (in
+// elements). Shapes follow FlashAttention-2:
+//   flash_attn:              q, out [batch, seqlen_q, heads, d]; k, v [batch, seqlen_k, heads_k, d]
+//   flash_attn_varlen:       q, out [total_q, heads, d];          k, v [total_k, heads_k, d]
+//   flash_attn_with_kvcache: q, out [batch, seqlen_q, heads, d];
+//                            k_cache, v_cache [cache_batch, capacity, heads_k, d]
+//                            or, paged, [num_pages, page_block_size, heads_k, d]
+// The last (head) dimension must be contiguous (stride 1): the C ABI has no head-dim stride.
+//
+// Each run function builds flare_mha_fwd_params (make_params*), which only checks how the views
+// relate to each other (ranks, matching shapes and dtypes) and throws flare::Error with
+// FLARE_ERROR_INVALID_ARGUMENT on a mismatch; the library then validates every rule again
+// before anything is launched. Failures of the C calls throw flare::Error carrying the status
+// and flare_last_error().
+//
+//   flare::TensorView q = flare::contiguous(q_ptr, flare::DType::BF16, {b, s, h, d});
+//   ...                                                  // k, v, out likewise
+//   flare::FlashAttnOptions opts;
+//   opts.causal = true;
+//   size_t bytes = flare::workspace_size(flare::make_params(q, k, v, out, opts), device);
+//   flare::Workspace ws{bytes ? my_device_alloc(bytes) : nullptr, bytes};
+//   flare::flash_attn(q, k, v, out, opts, stream, &ws);
+#ifndef FLARE_FLARE_HPP
+#define FLARE_FLARE_HPP
+
+#include <flare/flare.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace flare {
+
+enum class DType : int32_t { FP16 = FLARE_DTYPE_FP16, BF16 = FLARE_DTYPE_BF16 };
+
+inline const char* dtype_name(DType dtype) {
+  return dtype == DType::FP16 ? "fp16" : dtype == DType::BF16 ? "bf16" : "unknown";
+}
+
+// A failed flare call: the status and the library's message.
+class Error : public std::runtime_error {
+ public:
+  Error(flare_status status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  flare_status status() const noexcept { return status_; }
+
+ private:
+  flare_status status_;
+};
+
+// Throws Error(status, flare_last_error()) unless status is FLARE_OK.
+inline void check(flare_status status) {
+  if (status != FLARE_OK) {
+    const char* message = flare_last_error();
+    throw Error(status, message && *message ? message : flare_status_string(status));
+  }
+}
+
+namespace detail {
+[[noreturn]] inline void invalid(const std::string& message) {
+  throw Error(FLARE_ERROR_INVALID_ARGUMENT, message);
+}
+}  // namespace detail
+
+// A non-owning view of a tensor of at most 4 dimensions. Inputs are only read through it.
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::FP16;
+  std::array<int64_t, 4> shape{};
+  std::array<int64_t, 4> stride{};  // in elements
+  int rank = 0;
+
+  bool defined() const { return data != nullptr; }
+  int64_t size(int dim) const { return shape[static_cast<size_t>(dim)]; }
+};
+
+// A view with explicit strides (in elements); shape and stride must have the same length.
+inline TensorView strided(const void* data, DType dtype, std::initializer_list<int64_t> shape,
+                          std::initializer_list<int64_t> stride) {
+  if (shape.size() < 1 || shape.size() > 4)
+    detail::invalid("a TensorView has 1 to 4 dimensions, got " + std::to_string(shape.size()));
+  if (stride.size() != shape.size())
+    detail::invalid("a TensorView needs one stride per dimension: " +
+                    std::to_string(shape.size()) + " dimensions, " +
+                    std::to_string(stride.size()) + " strides");
+  TensorView t;
+  t.data = const_cast<void*>(data);
+  t.dtype = dtype;
+  t.rank = static_cast<int>(shape.size());
+  size_t i = 0;
+  for (int64_t s : shape) t.shape[i++] = s;
+  i = 0;
+  for (int64_t s : stride) t.stride[i++] = s;
+  return t;
+}
+
+// A row-major (contiguous) view.
+inline TensorView contiguous(const void* data, DType dtype, std::initializer_list<int64_t> shape) {
+  if (shape.size() < 1 || shape.size() > 4)
+    detail::invalid("a TensorView has 1 to 4 dimensions, got " + std::to_string(shape.size()));
+  TensorView t;
+  t.data = const_cast<void*>(data);
+  t.dtype = dtype;
+  t.rank = static_cast<int>(shape.size());
+  size_t i = 0;
+  for (int64_t s : shape) t.shape[i++] = s;
+  int64_t step = 1;
+  for (int d = t.rank - 1; d >= 0; --d) {
+    t.stride[static_cast<size_t>(d)] = step;
+    step *= t.shape[static_cast<size_t>(d)];
+  }
+  return t;
+}
+
+struct FlashAttnOptions {
+  float softmax_scale = 0.f;  // 0: 1/sqrt(head_dim)
+  bool causal = false;
+  int window_left = -1;   // -1: unbounded
+  int window_right = -1;  // -1: unbounded
+  float softcap = 0.f;    // 0: off
+  const float* alibi_slopes = nullptr;  // device, [heads] or [batch, heads]
+  int64_t alibi_batch_stride = 0;       // 0: slopes shared by every batch entry
+  float* lse = nullptr;  // device, [batch, heads, seqlen_q] (varlen: [heads, total_q]); optional
+  int num_splits = 0;    // 0: heuristic, 1: no split, n: forced
+};
+
+// Device memory for the call; size it with workspace_size().
+struct Workspace {
+  void* data = nullptr;
+  size_t size = 0;
+};
+
+// Variable-length batch: sequence b has q rows [cu_seqlens_q[b], cu_seqlens_q[b + 1]).
+struct VarlenArgs {
+  const int32_t* cu_seqlens_q = nullptr;  // device, [batch + 1]
+  const int32_t* cu_seqlens_k = nullptr;  // device, [batch + 1]
+  int batch = 0;         // number of sequences (the arrays above hold batch + 1 entries)
+  int max_seqlen_q = 0;  // longest q sequence (required)
+  int max_seqlen_k = 0;  // longest k sequence
+  const int32_t* seqused_k = nullptr;  // device, [batch]; optional
+};
+
+struct KvCacheOptions {
+  const int32_t* cache_seqlens = nullptr;  // device, [batch]: rows in use (required)
+  TensorView k_new;  // [batch, seqlen_new, heads_k, d]; appended before attention; optional
+  TensorView v_new;  // like k_new
+  // Rotary tables [positions, rotary_dim / 2], dtype of q, rows contiguous; optional (needs
+  // k_new). rotary_dim is twice their second extent.
+  TensorView rotary_cos;
+  TensorView rotary_sin;
+  bool rotary_interleaved = false;
+  const int32_t* cache_batch_idx = nullptr;  // device, [batch]; unpaged only; optional
+  const int32_t* leftpad_k = nullptr;        // device, [batch]; optional
+  // Paged KV: k_cache/v_cache are page pools and block_table is [batch, max_pages_per_seq].
+  const int32_t* block_table = nullptr;
+  int max_pages_per_seq = 0;
+  int64_t block_table_batch_stride = 0;  // 0: max_pages_per_seq
+};
+
+namespace detail {
+
+inline std::string dim_text(const char* name, int d, int64_t value) {
+  return std::string(name) + ".shape[" + std::to_string(d) + "] (" + std::to_string(value) + ")";
+}
+
+inline int to_int(const char* name, int d, int64_t value) {
+  if (value < 0 || value > std::numeric_limits<int32_t>::max())
+    invalid(dim_text(name, d, value) + " is out of range [0, 2^31)");
+  return static_cast<int>(value);
+}
+
+inline void expect_rank(const char* name, const TensorView& t, int rank) {
+  if (t.rank != rank)
+    invalid(std::string(name) + " must have " + std::to_string(rank) + " dimensions, got " +
+            std::to_string(t.rank));
+  if (t.stride[static_cast<size_t>(rank - 1)] != 1)
+    invalid(std::string(name) + ".stride[" + std::to_string(rank - 1) + "] (" +
+            std::to_string(t.stride[static_cast<size_t>(rank - 1)]) +
+            ") must be 1: the head dimension is contiguous");
+}
+
+inline void expect_dtype(const char* name, const TensorView& t, DType dtype) {
+  if (t.dtype != dtype)
+    invalid(std::string(name) + " is " + dtype_name(t.dtype) + " but q is " + dtype_name(dtype));
+}
+
+inline void expect_dim(const char* name, const TensorView& t, int d, int64_t expected,
+                       const std::string& what) {
+  if (t.shape[static_cast<size_t>(d)] != expected)
+    invalid(dim_text(name, d, t.shape[static_cast<size_t>(d)]) + " must equal " + what + " (" +
+            std::to_string(expected) + ")");
+}
+
+inline void expect_same_shape(const char* name, const TensorView& t, const char* ref_name,
+                              const TensorView& ref) {
+  for (int d = 0; d < ref.rank; ++d)
+    expect_dim(name, t, d, ref.shape[static_cast<size_t>(d)],
+               std::string(ref_name) + ".shape[" + std::to_string(d) + "]");
+}
+
+inline void expect_heads_divide(int heads, int heads_k) {
+  if (heads_k > 0 && heads % heads_k != 0)
+    invalid("q has " + std::to_string(heads) + " heads, not a multiple of the " +
+            std::to_string(heads_k) + " heads of k/v");
+}
+
+// Checks q/k/v/out of equal rank (3: varlen, 4: batched), returns head dims (h, hk, d).
+struct Heads {
+  int heads, heads_k, head_dim;
+};
+
+inline Heads check_qkvo(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, int rank) {
+  expect_rank("q", q, rank);
+  expect_rank("k", k, rank);
+  expect_rank("v", v, rank);
+  expect_rank("out", out, rank);
+  expect_dtype("k", k, q.dtype);
+  expect_dtype("v", v, q.dtype);
+  expect_dtype("out", out, q.dtype);
+  expect_same_shape("out", out, "q", q);
+  expect_same_shape("v", v, "k", k);
+  const int hd = rank - 1, hh = rank - 2;
+  expect_dim("k", k, hd, q.size(hd), "q.shape[" + std::to_string(hd) + "]");
+  Heads h{to_int("q", hh, q.size(hh)), to_int("k", hh, k.size(hh)), to_int("q", hd, q.size(hd))};
+  expect_heads_divide(h.heads, h.heads_k);
+  return h;
+}
+
+inline void apply_options(flare_mha_fwd_params& p, const FlashAttnOptions& o) {
+  p.softmax_scale = o.softmax_scale;
+  p.causal = o.causal ? 1 : 0;
+  p.window_left = o.window_left;
+  p.window_right = o.window_right;
+  p.softcap = o.softcap;
+  p.alibi_slopes = o.alibi_slopes;
+  p.alibi_batch_stride = o.alibi_batch_stride;
+  p.lse = o.lse;
+  p.num_splits = o.num_splits;
+}
+
+inline flare_mha_fwd_params base_params(const TensorView& q, const TensorView& k,
+                                        const TensorView& v, const TensorView& out,
+                                        const Heads& h, const FlashAttnOptions& opts) {
+  flare_mha_fwd_params p;
+  flare_mha_fwd_params_init(&p);
+  p.dtype = static_cast<int32_t>(q.dtype);
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.out = out.data;
+  p.num_heads = h.heads;
+  p.num_heads_k = h.heads_k;
+  p.head_dim = h.head_dim;
+  apply_options(p, opts);
+  return p;
+}
+
+// Strides of a [batch, rows, heads, d] view into the three stride fields.
+inline void strides4(const TensorView& t, int64_t& batch, int64_t& row, int64_t& head) {
+  batch = t.stride[0];
+  row = t.stride[1];
+  head = t.stride[2];
+}
+
+// Strides of a [rows, heads, d] (varlen) view; no batch stride.
+inline void strides3(const TensorView& t, int64_t& batch, int64_t& row, int64_t& head) {
+  batch = 0;
+  row = t.stride[0];
+  head = t.stride[1];
+}
+
+}  // namespace detail
+
+// ---- building params (no CUDA call; throws Error(INVALID_ARGUMENT) on mismatched views) ----
+
+inline flare_mha_fwd_params make_params(const TensorView& q, const TensorView& k,
+                                        const TensorView& v, const TensorView& out,
+                                        const FlashAttnOptions& opts = {}) {
+  const detail::Heads h = detail::check_qkvo(q, k, v, out, 4);
+  detail::expect_dim("k", k, 0, q.size(0), "q.shape[0]");
+  flare_mha_fwd_params p = detail::base_params(q, k, v, out, h, opts);
+  p.batch = detail::to_int("q", 0, q.size(0));
+  p.seqlen_q = detail::to_int("q", 1, q.size(1));
+  p.seqlen_k = detail::to_int("k", 1, k.size(1));
+  detail::strides4(q, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+  detail::strides4(k, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+  detail::strides4(v, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+  detail::strides4(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+  return p;
+}
+
+inline flare_mha_fwd_params make_params_varlen(const TensorView& q, const TensorView& k,
+                                               const TensorView& v, const TensorView& out,
+                                               const VarlenArgs& varlen,
+                                               const FlashAttnOptions& opts = {}) {
+  const detail::Heads h = detail::check_qkvo(q, k, v, out, 3);
+  flare_mha_fwd_params p = detail::base_params(q, k, v, out, h, opts);
+  p.batch = varlen.batch;
+  p.cu_seqlens_q = varlen.cu_seqlens_q;
+  p.cu_seqlens_k = varlen.cu_seqlens_k;
+  p.seqused_k = varlen.seqused_k;
+  p.max_seqlen_q = varlen.max_seqlen_q;
+  p.max_seqlen_k = varlen.max_seqlen_k;
+  detail::strides3(q, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+  detail::strides3(k, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+  detail::strides3(v, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+  detail::strides3(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+  return p;
+}
+
+inline flare_mha_fwd_params make_params_kvcache(const TensorView& q, const TensorView& k_cache,
+                                                const TensorView& v_cache, const TensorView& out,
+                                                const KvCacheOptions& kv,
+                                                const FlashAttnOptions& opts = {}) {
+  using namespace detail;
+  const Heads h = check_qkvo(q, k_cache, v_cache, out, 4);
+  flare_mha_fwd_params p = base_params(q, k_cache, v_cache, out, h, opts);
+  p.batch = to_int("q", 0, q.size(0));
+  p.seqlen_q = to_int("q", 1, q.size(1));
+  p.cache_seqlens = kv.cache_seqlens;
+  p.cache_batch_idx = kv.cache_batch_idx;
+  p.leftpad_k = kv.leftpad_k;
+  strides4(q, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+  strides4(k_cache, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+  strides4(v_cache, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+  strides4(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+
+  if (kv.block_table) {
+    if (kv.max_pages_per_seq < 1)
+      invalid("max_pages_per_seq (" + std::to_string(kv.max_pages_per_seq) +
+              ") must be >= 1 with block_table");
+    p.block_table = kv.block_table;
+    p.page_block_size = to_int("k_cache", 1, k_cache.size(1));
+    p.num_pages = to_int("k_cache", 0, k_cache.size(0));
+    p.block_table_batch_stride =
+        kv.block_table_batch_stride ? kv.block_table_batch_stride : kv.max_pages_per_seq;
+    const int64_t capacity = int64_t(kv.max_pages_per_seq) * p.page_block_size;
+    if (capacity > std::numeric_limits<int32_t>::max())
+      invalid("max_pages_per_seq * page_block_size (" + std::to_string(capacity) +
+              ") is out of range");
+    p.seqlen_k = static_cast<int>(capacity);
+  } else {
+    if (!kv.cache_batch_idx) expect_dim("k_cache", k_cache, 0, q.size(0), "q.shape[0]");
+    p.seqlen_k = to_int("k_cache", 1, k_cache.size(1));
+  }
+
+  if (kv.k_new.defined() != kv.v_new.defined())
+    invalid(kv.k_new.defined() ? "v_new is missing while k_new is given"
+                               : "k_new is missing while v_new is given");
+  if (kv.k_new.defined()) {
+    expect_rank("k_new", kv.k_new, 4);
+    expect_rank("v_new", kv.v_new, 4);
+    expect_dtype("k_new", kv.k_new, q.dtype);
+    expect_dtype("v_new", kv.v_new, q.dtype);
+    expect_dim("k_new", kv.k_new, 0, q.size(0), "q.shape[0]");
+    expect_dim("k_new", kv.k_new, 2, h.heads_k, "the heads of k_cache");
+    expect_dim("k_new", kv.k_new, 3, h.head_dim, "q.shape[3]");
+    expect_same_shape("v_new", kv.v_new, "k_new", kv.k_new);
+    p.k_new = kv.k_new.data;
+    p.v_new = kv.v_new.data;
+    p.seqlen_new = to_int("k_new", 1, kv.k_new.size(1));
+    strides4(kv.k_new, p.k_new_batch_stride, p.k_new_row_stride, p.k_new_head_stride);
+    strides4(kv.v_new, p.v_new_batch_stride, p.v_new_row_stride, p.v_new_head_stride);
+  }
+
+  if (kv.rotary_cos.defined() != kv.rotary_sin.defined())
+    invalid(kv.rotary_cos.defined() ? "rotary_sin is missing while rotary_cos is given"
+                                    : "rotary_cos is missing while rotary_sin is given");
+  if (kv.rotary_cos.defined()) {
+    expect_rank("rotary_cos", kv.rotary_cos, 2);
+    expect_rank("rotary_sin", kv.rotary_sin, 2);
+    expect_dtype("rotary_cos", kv.rotary_cos, q.dtype);
+    expect_dtype("rotary_sin", kv.rotary_sin, q.dtype);
+    expect_same_shape("rotary_sin", kv.rotary_sin, "rotary_cos", kv.rotary_cos);
+    // The C ABI takes dense tables: rows of rotary_dim / 2 elements.
+    for (const TensorView* t : {&kv.rotary_cos, &kv.rotary_sin})
+      if (t->stride[0] != t->shape[1])
+        invalid(std::string(t == &kv.rotary_cos ? "rotary_cos" : "rotary_sin") + ".stride[0] (" +
+                std::to_string(t->stride[0]) + ") must equal its shape[1] (" +
+                std::to_string(t->shape[1]) + "): the tables are dense");
+    p.rotary_cos = kv.rotary_cos.data;
+    p.rotary_sin = kv.rotary_sin.data;
+    p.rotary_max_positions = to_int("rotary_cos", 0, kv.rotary_cos.size(0));
+    p.rotary_dim = 2 * to_int("rotary_cos", 1, kv.rotary_cos.size(1));
+    p.rotary_interleaved = kv.rotary_interleaved ? 1 : 0;
+  }
+  return p;
+}
+
+// ---- queries and runs (call into the library) ----
+
+// Bytes of device workspace the call needs on `device` (0 is possible).
+inline size_t workspace_size(const flare_mha_fwd_params& params, int device) {
+  size_t bytes = 0;
+  check(flare_mha_fwd_workspace_size(&params, device, &bytes));
+  return bytes;
+}
+
+// The split count the library would use on `device`.
+inline int num_splits(const flare_mha_fwd_params& params, int device) {
+  int splits = 0;
+  check(flare_mha_fwd_num_splits(&params, device, &splits));
+  return splits;
+}
+
+// Throws the reason when the library would refuse these params on `device`.
+inline void check_can_implement(const flare_mha_fwd_params& params, int device) {
+  check(flare_can_implement(&params, device));
+}
+
+// Runs prepared params on `stream` (a cudaStream_t; nullptr is the default stream).
+inline void run(flare_mha_fwd_params params, void* stream = nullptr,
+                const Workspace* workspace = nullptr) {
+  if (workspace) {
+    params.workspace = workspace->data;
+    params.workspace_size = workspace->size;
+  }
+  check(flare_mha_fwd(&params, stream));
+}
+
+inline void flash_attn(const TensorView& q, const TensorView& k, const TensorView& v,
+                       const TensorView& out, const FlashAttnOptions& opts = {},
+                       void* stream = nullptr, const Workspace* workspace = nullptr) {
+  run(make_params(q, k, v, out, opts), stream, workspace);
+}
+
+inline void flash_attn_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                              const TensorView& out, const VarlenArgs& varlen,
+                              const FlashAttnOptions& opts = {}, void* stream = nullptr,
+                              const Workspace* workspace = nullptr) {
+  run(make_params_varlen(q, k, v, out, varlen, opts), stream, workspace);
+}
+
+inline void flash_attn_with_kvcache(const TensorView& q, const TensorView& k_cache,
+                                    const TensorView& v_cache, const TensorView& out,
+                                    const KvCacheOptions& kv, const FlashAttnOptions& opts = {},
+                                    void* stream = nullptr, const Workspace* workspace = nullptr) {
+  run(make_params_kvcache(q, k_cache, v_cache, out, kv, opts), stream, workspace);
+}
+
+}  // namespace flare
+
+#endif  // FLARE_FLARE_HPP

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Build, test and benchmark flare on a GPU machine, leaving few files in one folder.
+#
+#   scripts/device_check.sh [OUT]          (OUT defaults to $OUT, else ./out)
+#
+# Environment:
+#   STEPS        comma list of build,test,bench,compare (default: all four)
+#   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
+#   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
+#   BUILD_DIR    build folder (default build); a carried, already built folder is reused
+#   BENCH_ARGS   extra flare_bench arguments (e.g. "--quick")
+#   COMPARE_ARGS extra compare.py arguments (e.g. "--quick")
+#   FLARE_COMMIT commit to record when git cannot tell
+#
+# Files left in OUT (at most 8 come back from the device tool): build.log, run.log (tests,
+# bench and compare output, one after the other), gpu_tests.json, bench.json, summary.json,
+# table.md, plots.png.
+set -euo pipefail
+
+OUT_DIR="${1:-${OUT:-./out}}"
+STEPS="${STEPS:-build,test,bench,compare}"
+BUILD_DIR="${BUILD_DIR:-build}"
+FLARE_ARCHS="${FLARE_ARCHS:-80;90a}"
+BENCH_ARGS="${BENCH_ARGS:-}"
+COMPARE_ARGS="${COMPARE_ARGS:-}"
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+RUN_LOG="$OUT_DIR/run.log"
+: > "$RUN_LOG"
+
+if [[ -z "${FLARE_COMMIT:-}" ]]; then
+  FLARE_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+fi
+export FLARE_COMMIT
+
+has_step() { [[ ",$STEPS," == *",$1,"* ]]; }
+section() { printf '\n===== %s (%s) =====\n' "$1" "$(date -u +%H:%M:%S)" | tee -a "$RUN_LOG"; }
+
+build_status=skipped test_status=skipped bench_status=skipped compare_status=skipped
+build_seconds=0
+
+{
+  echo "device_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $FLARE_COMMIT, steps $STEPS"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
+    2>/dev/null || echo "nvidia-smi not available"
+  command -v nvcc >/dev/null && nvcc --version | tail -n 2
+} | tee -a "$RUN_LOG"
+
+if has_step build; then
+  section "build (FLARE_ARCHS=$FLARE_ARCHS${FLARE_HEAD_DIMS:+, FLARE_HEAD_DIMS=$FLARE_HEAD_DIMS})"
+  cmake_args=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DFLARE_ARCHS=$FLARE_ARCHS")
+  [[ -n "${FLARE_HEAD_DIMS:-}" ]] && cmake_args+=("-DFLARE_HEAD_DIMS=$FLARE_HEAD_DIMS")
+  start=$(date +%s)
+  set +e
+  {
+    cmake "${cmake_args[@]}" && cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+  } > "$OUT_DIR/build.log" 2>&1
+  build_rc=$?
+  set -e
+  build_seconds=$(( $(date +%s) - start ))
+  echo "build took ${build_seconds}s, status $build_rc (log: build.log)" | tee -a "$OUT_DIR/build.log" "$RUN_LOG"
+  if [[ $build_rc -ne 0 ]]; then
+    build_status="FAILED($build_rc)"
+    tail -n 40 "$OUT_DIR/build.log" | tee -a "$RUN_LOG"
+    echo "build failed: later steps need its outputs, stopping" | tee -a "$RUN_LOG"
+    echo "SUMMARY: build $build_status"
+    exit 1
+  fi
+  build_status=ok
+fi
+
+if has_step test; then
+  section "flare_tests_gpu"
+  set +e
+  "./$BUILD_DIR/flare_tests_gpu" --gtest_output="json:$OUT_DIR/gpu_tests.json" 2>&1 | tee -a "$RUN_LOG"
+  test_rc=${PIPESTATUS[0]}
+  set -e
+  test_status=$([[ $test_rc -eq 0 ]] && echo ok || echo "FAILED($test_rc)")
+fi
+
+if has_step bench; then
+  section "flare_bench --table all"
+  set +e
+  # shellcheck disable=SC2086
+  "./$BUILD_DIR/flare_bench" --table all --json "$OUT_DIR/bench.json" $BENCH_ARGS 2>&1 | tee -a "$RUN_LOG"
+  bench_rc=${PIPESTATUS[0]}
+  set -e
+  bench_status=$([[ $bench_rc -eq 0 ]] && echo ok || echo "FAILED($bench_rc)")
+fi
+
+if has_step compare; then
+  section "bench/compare.py"
+  lib="$BUILD_DIR/libflare.so"
+  set +e
+  # shellcheck disable=SC2086
+  python3 bench/compare.py --lib "$lib" --out "$OUT_DIR" $COMPARE_ARGS 2>&1 | tee -a "$RUN_LOG"
+  compare_rc=${PIPESTATUS[0]}
+  set -e
+  compare_status=$([[ $compare_rc -eq 0 ]] && echo ok || echo "FAILED($compare_rc)")
+fi
+
+# Merge test counts (and flare_bench's varlen rows) into summary.json, then print key numbers.
+section "summary"
+merge_args=(--summary "$OUT_DIR/summary.json" --print)
+[[ -f "$OUT_DIR/gpu_tests.json" ]] && merge_args+=(--gtest "$OUT_DIR/gpu_tests.json")
+[[ -n "${test_rc:-}" ]] && merge_args+=(--test-status "$test_rc")
+[[ -f "$OUT_DIR/bench.json" ]] && merge_args+=(--bench "$OUT_DIR/bench.json")
+python3 scripts/make_summary.py "${merge_args[@]}" 2>&1 | tee -a "$RUN_LOG" || true
+
+{
+  echo "SUMMARY: build $build_status (${build_seconds}s), tests $test_status, bench $bench_status, compare $compare_status"
+  # shellcheck disable=SC2012
+  echo "files in $OUT_DIR: $(cd "$OUT_DIR" && ls | tr '\n' ' ')"
+} | tee -a "$RUN_LOG"
+
+for s in "$build_status" "$test_status" "$bench_status" "$compare_status"; do
+  [[ "$s" == ok || "$s" == skipped ]] || exit 1
+done
+exit 0

@@ -1,0 +1,61 @@
+#include "api/dispatch.h"
+
+namespace flare {
+namespace {
+
+// Only instances that CMake generated (FLARE_ARCHS x FLARE_DTYPES x FLARE_HEAD_DIMS) exist.
+template <int Arch, int Dtype>
+FwdKernelFn for_head_dim(int head_dim) {
+  switch (head_dim) {
+#if FLARE_HAS_HDIM_32
+    case 32: return &run_fwd_sm80<Arch, Dtype, 32>;
+#endif
+#if FLARE_HAS_HDIM_64
+    case 64: return &run_fwd_sm80<Arch, Dtype, 64>;
+#endif
+#if FLARE_HAS_HDIM_96
+    case 96: return &run_fwd_sm80<Arch, Dtype, 96>;
+#endif
+#if FLARE_HAS_HDIM_128
+    case 128: return &run_fwd_sm80<Arch, Dtype, 128>;
+#endif
+#if FLARE_HAS_HDIM_192
+    case 192: return &run_fwd_sm80<Arch, Dtype, 192>;
+#endif
+#if FLARE_HAS_HDIM_256
+    case 256: return &run_fwd_sm80<Arch, Dtype, 256>;
+#endif
+    default: return nullptr;
+  }
+}
+
+template <int Arch>
+FwdKernelFn for_dtype(int dtype, int head_dim) {
+#if FLARE_HAS_FP16
+  if (dtype == FLARE_DTYPE_FP16) return for_head_dim<Arch, FLARE_DTYPE_FP16>(head_dim);
+#endif
+#if FLARE_HAS_BF16
+  if (dtype == FLARE_DTYPE_BF16) return for_head_dim<Arch, FLARE_DTYPE_BF16>(head_dim);
+#endif
+  (void)dtype;
+  (void)head_dim;
+  return nullptr;
+}
+
+}  // namespace
+
+FwdKernelFn select_fwd_kernel(int cc_major, int dtype, int kernel_head_dim) {
+  if (cc_major < 8) return nullptr;
+#if FLARE_HAS_ARCH_90
+  // sm_90a code runs on compute capability 9.0 only.
+  if (cc_major == 9) return for_dtype<90>(dtype, kernel_head_dim);
+#endif
+#if FLARE_HAS_ARCH_80
+  // sm_80 code (and its PTX, JIT-compiled on newer GPUs) serves every other sm80+ device.
+  return for_dtype<80>(dtype, kernel_head_dim);
+#else
+  return nullptr;
+#endif
+}
+
+}  // namespace flare

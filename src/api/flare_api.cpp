@@ -1,0 +1,158 @@
+// The C entry points: validate, plan, check the workspace, then launch (append pass, forward,
+// split combine). Nothing is launched or written unless every check has passed.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "api/dispatch.h"
+#include "api/error.h"
+#include "api/validate.h"
+#include "common/sequence.h"
+#include "planning/plan.h"
+
+namespace flare {
+namespace {
+
+struct DeviceInfo {
+  int cc_major = 0;
+  int num_sms = 0;
+};
+
+flare_status cuda_fail(cudaError_t err, const char* what) {
+  return fail(FLARE_ERROR_CUDA, "%s failed: %s (%s)", what, cudaGetErrorName(err),
+              cudaGetErrorString(err));
+}
+
+flare_status query_device(int device, DeviceInfo* info) {
+  cudaError_t err = cudaDeviceGetAttribute(&info->cc_major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaDeviceGetAttribute(compute capability)");
+  err = cudaDeviceGetAttribute(&info->num_sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaDeviceGetAttribute(multiprocessor count)");
+  return FLARE_OK;
+}
+
+// Validates, reads the device and builds the plan; on success also returns the kernel.
+flare_status prepare(const flare_mha_fwd_params* params, int device, flare_mha_fwd_params* full,
+                     FwdPlan* plan, FwdKernelFn* kernel) {
+  flare_status st = read_params(params, full);
+  if (st != FLARE_OK) return st;
+  st = validate_params(full);
+  if (st != FLARE_OK) return st;
+  DeviceInfo info;
+  st = query_device(device, &info);
+  if (st != FLARE_OK) return st;
+  if (info.cc_major < 8)
+    return fail(FLARE_ERROR_ARCH_NOT_SUPPORTED,
+                "device %d has compute capability %d.x; flare needs sm80 or newer", device,
+                info.cc_major);
+  *plan = plan_forward(*full, info.num_sms);
+  // The heuristic never asks for memory the caller did not offer: no workspace, no split.
+  if (full->num_splits == 0 && full->workspace == nullptr && plan->num_splits > 1) {
+    flare_mha_fwd_params no_split = *full;
+    no_split.num_splits = 1;
+    *plan = plan_forward(no_split, info.num_sms);
+  }
+  *kernel = select_fwd_kernel(info.cc_major, full->dtype, plan->kernel_head_dim);
+  if (*kernel == nullptr)
+    return fail(FLARE_ERROR_ARCH_NOT_SUPPORTED,
+                "no kernel for compute capability %d.x, dtype %d, head_dim %d (kernel head dim "
+                "%d): not in this build's FLARE_ARCHS / FLARE_DTYPES / FLARE_HEAD_DIMS",
+                info.cc_major, full->dtype, full->head_dim, plan->kernel_head_dim);
+  return FLARE_OK;
+}
+
+}  // namespace
+}  // namespace flare
+
+using namespace flare;
+
+extern "C" FLARE_API flare_status flare_mha_fwd_workspace_size(const flare_mha_fwd_params* params,
+                                                               int device, size_t* bytes) {
+  if (bytes == nullptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "bytes is null");
+  flare_mha_fwd_params full;
+  FwdPlan plan;
+  FwdKernelFn kernel;
+  // The size is what the heuristic would use with a workspace present.
+  flare_mha_fwd_params probe;
+  flare_status st = read_params(params, &probe);
+  if (st != FLARE_OK) return st;
+  probe.workspace = reinterpret_cast<void*>(uintptr_t(kWorkspaceAlignment));
+  probe.workspace_size = 0;
+  st = prepare(&probe, device, &full, &plan, &kernel);
+  if (st != FLARE_OK) return st;
+  *bytes = plan.workspace_bytes;
+  clear_error();
+  return FLARE_OK;
+}
+
+extern "C" FLARE_API flare_status flare_mha_fwd_num_splits(const flare_mha_fwd_params* params,
+                                                           int device, int* num_splits) {
+  if (num_splits == nullptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "num_splits is null");
+  flare_mha_fwd_params full;
+  FwdPlan plan;
+  FwdKernelFn kernel;
+  flare_status st = prepare(params, device, &full, &plan, &kernel);
+  if (st != FLARE_OK) return st;
+  *num_splits = plan.num_splits;
+  clear_error();
+  return FLARE_OK;
+}
+
+extern "C" FLARE_API flare_status flare_can_implement(const flare_mha_fwd_params* params,
+                                                      int device) {
+  flare_mha_fwd_params full;
+  FwdPlan plan;
+  FwdKernelFn kernel;
+  flare_status st = prepare(params, device, &full, &plan, &kernel);
+  if (st != FLARE_OK) return st;
+  if (plan.workspace_bytes > full.workspace_size)
+    return fail(FLARE_ERROR_WORKSPACE_TOO_SMALL,
+                "workspace_size (%zu) is smaller than the %zu bytes this call needs",
+                full.workspace_size, plan.workspace_bytes);
+  clear_error();
+  return FLARE_OK;
+}
+
+extern "C" FLARE_API flare_status flare_mha_fwd(const flare_mha_fwd_params* params,
+                                                void* cuda_stream) {
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaGetDevice");
+  flare_mha_fwd_params full;
+  FwdPlan plan;
+  FwdKernelFn kernel;
+  flare_status st = prepare(params, device, &full, &plan, &kernel);
+  if (st != FLARE_OK) return st;
+  if (plan.workspace_bytes > full.workspace_size)
+    return fail(FLARE_ERROR_WORKSPACE_TOO_SMALL,
+                "workspace_size (%zu) is smaller than the %zu bytes this call needs "
+                "(flare_mha_fwd_workspace_size tells)",
+                full.workspace_size, plan.workspace_bytes);
+
+  cudaStream_t stream = static_cast<cudaStream_t>(cuda_stream);
+  char* workspace = static_cast<char*>(full.workspace);
+  FwdLaunch launch{};
+  launch.p = plan.p;
+  launch.num_splits = plan.num_splits;
+  launch.max_seqlen_q = plan.max_seqlen_q;
+  launch.num_sms = 0;
+  if (plan.num_splits > 1) {
+    launch.o_accum = reinterpret_cast<float*>(workspace + plan.o_accum_offset);
+    launch.lse_accum = reinterpret_cast<float*>(workspace + plan.lse_accum_offset);
+  }
+
+  if (is_kv_cache(full) && full.k_new != nullptr) {
+    void* q_rotated = plan.rotate_q ? workspace + plan.q_rot_offset : nullptr;
+    err = static_cast<cudaError_t>(run_append_kv(full, q_rotated, stream));
+    if (err != cudaSuccess) return cuda_fail(err, "KV cache append kernel");
+    if (q_rotated) launch.p.q = q_rotated;
+  }
+  err = static_cast<cudaError_t>(kernel(launch, stream));
+  if (err != cudaSuccess) return cuda_fail(err, "forward kernel");
+  if (plan.num_splits > 1) {
+    err = static_cast<cudaError_t>(run_split_combine(launch, stream));
+    if (err != cudaSuccess) return cuda_fail(err, "split-KV combine kernel");
+  }
+  clear_error();
+  return FLARE_OK;
+}

@@ -1,0 +1,333 @@
+// Host-side checks of flare_mha_fwd_params.
+//
+// read_params copies the caller's struct (its first struct_size bytes) over a default-filled
+// full struct, so a caller compiled against an older, shorter struct gets the defaults of
+// flare_mha_fwd_params_init for every field it does not know.
+//
+// validate_params checks, in this order, and stops at the first failure:
+//   1. dtype;
+//   2. the tensors q, k, v, out: non-null, base 16-byte aligned, strides non-negative and
+//      multiples of 8 elements;
+//   3. shapes: batch, seqlen_q / seqlen_k (or max_seqlen_* for varlen), heads, head_dim;
+//   4. scalar options: softmax_scale, softcap, causal, windows, alibi, p_dropout, and the
+//      alignment of the optional alibi_slopes / lse arrays;
+//   5. variable length (cu_seqlens_q / cu_seqlens_k / seqused_k, max_seqlen_*);
+//   6. KV cache: append (k_new / v_new), rotary, cache_batch_idx / leftpad_k, paged KV;
+//      or, without cache_seqlens, that no KV-cache-only field is set;
+//   7. num_splits and the workspace pointer.
+//
+// Every pointer except the tensors' base addresses is a device pointer, and even those are
+// only compared, never read: validation never dereferences anything but the params struct.
+// Hence rules about the CONTENTS of device arrays (cu_seqlens increasing, cache_seqlens[b] +
+// seqlen_new <= capacity, leftpad_k[b] <= cache_seqlens[b], block table entries < num_pages,
+// cache_batch_idx[b] in range) cannot be checked here; they are the caller's responsibility.
+//
+// The head dimension is contiguous by definition (the struct has no head-dim stride), so the
+// 16-byte alignment of every row of a tensor follows from an aligned base and strides that
+// are multiples of 8 fp16/bf16 elements. A stride of 0 is a multiple of 8 and is accepted: it
+// is how a caller leaves the batch stride of a batch of one (or of a varlen tensor) unset.
+#include "api/validate.h"
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "api/error.h"
+
+namespace flare {
+namespace {
+
+// Fields a caller must always set (tensors, shapes, strides); every field after them has a
+// usable default, so an older struct may end anywhere after this point.
+constexpr size_t kMinStructSize =
+    offsetof(flare_mha_fwd_params, out_head_stride) + sizeof(int64_t);
+
+constexpr int64_t kStrideMultiple = 8;  // elements: 16 bytes of fp16/bf16
+constexpr uintptr_t kTensorAlignment = 16;
+constexpr uintptr_t kWordAlignment = 4;  // float / int32 device arrays
+constexpr uintptr_t kWorkspaceAlign = 256;
+constexpr int kMinHeadDim = 8;
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxSplits = 128;
+constexpr int kPageBlockMultiple = 16;
+
+// Returns from the enclosing function with the status of the first failing check.
+#define FLARE_CHECK(expr)                                  \
+  do {                                                     \
+    const flare_status flare_check_s_ = (expr);            \
+    if (flare_check_s_ != FLARE_OK) return flare_check_s_; \
+  } while (0)
+
+bool is_aligned(const void* ptr, uintptr_t alignment) {
+  return reinterpret_cast<uintptr_t>(ptr) % alignment == 0;
+}
+
+flare_status check_alignment(const char* name, const void* ptr, uintptr_t alignment) {
+  if (ptr && !is_aligned(ptr, alignment))
+    return fail(FLARE_ERROR_MISALIGNED, "%s (%p) is not %u-byte aligned", name, ptr,
+                unsigned(alignment));
+  return FLARE_OK;
+}
+
+flare_status check_at_least(const char* name, long long value, long long min) {
+  if (value < min) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s (%lld) must be >= %lld", name, value, min);
+  return FLARE_OK;
+}
+
+flare_status check_flag(const char* name, int32_t value) {
+  if (value != 0 && value != 1)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s (%d) must be 0 or 1", name, value);
+  return FLARE_OK;
+}
+
+flare_status check_finite_non_negative(const char* name, float value) {
+  if (!std::isfinite(value) || value < 0.f)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s (%g) must be finite and >= 0", name,
+                double(value));
+  return FLARE_OK;
+}
+
+// a and b must be given together; the message names the missing one.
+flare_status check_pair(const char* name_a, const void* a, const char* name_b, const void* b) {
+  if (a && !b) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s is null but %s is set", name_b, name_a);
+  if (b && !a) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s is null but %s is set", name_a, name_b);
+  return FLARE_OK;
+}
+
+flare_status check_requires_cache(const char* name, const void* ptr) {
+  if (ptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s requires cache_seqlens", name);
+  return FLARE_OK;
+}
+
+// One stride of a tensor, named like its field: "<tensor>_<dim>_stride".
+flare_status check_stride(const char* tensor, const char* dim, int64_t value) {
+  if (value < 0)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s_%s_stride (%lld) must be >= 0", tensor, dim,
+                (long long)value);
+  if (value % kStrideMultiple != 0)
+    return fail(FLARE_ERROR_MISALIGNED,
+                "%s_%s_stride (%lld) is not a multiple of %lld elements (16 bytes)", tensor, dim,
+                (long long)value, (long long)kStrideMultiple);
+  return FLARE_OK;
+}
+
+struct TensorRef {
+  const char* name;
+  const void* data;
+  int64_t batch_stride, row_stride, head_stride;
+};
+
+flare_status check_tensor(const TensorRef& t) {
+  if (!t.data) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s is null", t.name);
+  FLARE_CHECK(check_alignment(t.name, t.data, kTensorAlignment));
+  FLARE_CHECK(check_stride(t.name, "batch", t.batch_stride));
+  FLARE_CHECK(check_stride(t.name, "row", t.row_stride));
+  FLARE_CHECK(check_stride(t.name, "head", t.head_stride));
+  return FLARE_OK;
+}
+
+flare_status check_dtype(const flare_mha_fwd_params& p) {
+  if (p.dtype != FLARE_DTYPE_FP16 && p.dtype != FLARE_DTYPE_BF16)
+    return fail(FLARE_ERROR_UNSUPPORTED_DTYPE,
+                "dtype (%d) is not supported: use FLARE_DTYPE_FP16 (%d) or FLARE_DTYPE_BF16 (%d)",
+                p.dtype, int(FLARE_DTYPE_FP16), int(FLARE_DTYPE_BF16));
+  return FLARE_OK;
+}
+
+flare_status check_main_tensors(const flare_mha_fwd_params& p) {
+  FLARE_CHECK(check_tensor({"q", p.q, p.q_batch_stride, p.q_row_stride, p.q_head_stride}));
+  FLARE_CHECK(check_tensor({"k", p.k, p.k_batch_stride, p.k_row_stride, p.k_head_stride}));
+  FLARE_CHECK(check_tensor({"v", p.v, p.v_batch_stride, p.v_row_stride, p.v_head_stride}));
+  FLARE_CHECK(
+      check_tensor({"out", p.out, p.out_batch_stride, p.out_row_stride, p.out_head_stride}));
+  return FLARE_OK;
+}
+
+flare_status check_shapes(const flare_mha_fwd_params& p) {
+  FLARE_CHECK(check_at_least("batch", p.batch, 1));
+  if (p.cu_seqlens_q == nullptr && p.cu_seqlens_k == nullptr) {
+    // Padded batch; varlen uses max_seqlen_q / max_seqlen_k instead (checked with varlen).
+    FLARE_CHECK(check_at_least("seqlen_q", p.seqlen_q, 1));
+    FLARE_CHECK(check_at_least("seqlen_k", p.seqlen_k, 0));
+  }
+  FLARE_CHECK(check_at_least("num_heads", p.num_heads, 1));
+  FLARE_CHECK(check_at_least("num_heads_k", p.num_heads_k, 1));
+  if (p.num_heads % p.num_heads_k != 0)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "num_heads (%d) is not a multiple of num_heads_k (%d)",
+                p.num_heads, p.num_heads_k);
+  if (p.head_dim < kMinHeadDim || p.head_dim > kMaxHeadDim || p.head_dim % 8 != 0)
+    return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,
+                "head_dim (%d) is not supported: it must be a multiple of 8 in [%d, %d]",
+                p.head_dim, kMinHeadDim, kMaxHeadDim);
+  return FLARE_OK;
+}
+
+flare_status check_options(const flare_mha_fwd_params& p) {
+  FLARE_CHECK(check_finite_non_negative("softmax_scale", p.softmax_scale));
+  FLARE_CHECK(check_finite_non_negative("softcap", p.softcap));
+  FLARE_CHECK(check_flag("causal", p.causal));
+  FLARE_CHECK(check_at_least("window_left", p.window_left, -1));
+  FLARE_CHECK(check_at_least("window_right", p.window_right, -1));
+  FLARE_CHECK(check_alignment("alibi_slopes", p.alibi_slopes, kWordAlignment));
+  FLARE_CHECK(check_at_least("alibi_batch_stride", p.alibi_batch_stride, 0));
+  if (p.p_dropout != 0.f)  // also true for NaN
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "p_dropout (%g) is not supported: flare implements inference attention without "
+                "dropout",
+                double(p.p_dropout));
+  FLARE_CHECK(check_alignment("lse", p.lse, kWordAlignment));
+  return FLARE_OK;
+}
+
+flare_status check_varlen(const flare_mha_fwd_params& p) {
+  FLARE_CHECK(check_pair("cu_seqlens_q", p.cu_seqlens_q, "cu_seqlens_k", p.cu_seqlens_k));
+  FLARE_CHECK(check_alignment("seqused_k", p.seqused_k, kWordAlignment));
+  if (!p.cu_seqlens_q) return FLARE_OK;
+  FLARE_CHECK(check_alignment("cu_seqlens_q", p.cu_seqlens_q, kWordAlignment));
+  FLARE_CHECK(check_alignment("cu_seqlens_k", p.cu_seqlens_k, kWordAlignment));
+  if (p.max_seqlen_q < 1)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "max_seqlen_q (%d) must be set with cu_seqlens_q (>= 1)", p.max_seqlen_q);
+  if (p.max_seqlen_k < 0)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "max_seqlen_k (%d) must be set with cu_seqlens_k (>= 0)", p.max_seqlen_k);
+  return FLARE_OK;
+}
+
+// Fields that only make sense with a KV cache.
+flare_status check_no_cache_fields(const flare_mha_fwd_params& p) {
+  FLARE_CHECK(check_requires_cache("k_new", p.k_new));
+  FLARE_CHECK(check_requires_cache("v_new", p.v_new));
+  FLARE_CHECK(check_requires_cache("rotary_cos", p.rotary_cos));
+  FLARE_CHECK(check_requires_cache("rotary_sin", p.rotary_sin));
+  FLARE_CHECK(check_requires_cache("block_table", p.block_table));
+  FLARE_CHECK(check_requires_cache("cache_batch_idx", p.cache_batch_idx));
+  FLARE_CHECK(check_requires_cache("leftpad_k", p.leftpad_k));
+  return FLARE_OK;
+}
+
+flare_status check_append(const flare_mha_fwd_params& p) {
+  FLARE_CHECK(check_pair("k_new", p.k_new, "v_new", p.v_new));
+  if (!p.k_new) return FLARE_OK;
+  FLARE_CHECK(check_at_least("seqlen_new", p.seqlen_new, 1));
+  FLARE_CHECK(check_tensor(
+      {"k_new", p.k_new, p.k_new_batch_stride, p.k_new_row_stride, p.k_new_head_stride}));
+  FLARE_CHECK(check_tensor(
+      {"v_new", p.v_new, p.v_new_batch_stride, p.v_new_row_stride, p.v_new_head_stride}));
+  // Unpaged: the appended rows must fit the capacity (per-sequence fill levels are on device).
+  if (!p.block_table && p.seqlen_new > p.seqlen_k)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "seqlen_new (%d) exceeds the KV cache capacity seqlen_k (%d)", p.seqlen_new,
+                p.seqlen_k);
+  return FLARE_OK;
+}
+
+flare_status check_rotary(const flare_mha_fwd_params& p) {
+  FLARE_CHECK(check_pair("rotary_cos", p.rotary_cos, "rotary_sin", p.rotary_sin));
+  if (!p.rotary_cos) {
+    if (p.rotary_dim != 0)
+      return fail(FLARE_ERROR_INVALID_ARGUMENT, "rotary_dim (%d) is set but rotary_cos is null",
+                  p.rotary_dim);
+    return FLARE_OK;
+  }
+  if (!p.k_new)
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "rotary_cos without k_new is not supported: rotary embedding is applied to the "
+                "appended keys and to q");
+  FLARE_CHECK(check_alignment("rotary_cos", p.rotary_cos, kWordAlignment));
+  FLARE_CHECK(check_alignment("rotary_sin", p.rotary_sin, kWordAlignment));
+  if (p.rotary_dim <= 0 || p.rotary_dim % 2 != 0 || p.rotary_dim > p.head_dim)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "rotary_dim (%d) must be even, > 0 and <= head_dim (%d)", p.rotary_dim,
+                p.head_dim);
+  FLARE_CHECK(check_at_least("rotary_max_positions", p.rotary_max_positions, 1));
+  FLARE_CHECK(check_flag("rotary_interleaved", p.rotary_interleaved));
+  return FLARE_OK;
+}
+
+flare_status check_paged(const flare_mha_fwd_params& p) {
+  if (!p.block_table) return FLARE_OK;
+  if (p.cache_batch_idx)
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "cache_batch_idx with block_table is not supported: index the block table "
+                "instead");
+  FLARE_CHECK(check_alignment("block_table", p.block_table, kWordAlignment));
+  if (p.page_block_size <= 0 || p.page_block_size % kPageBlockMultiple != 0)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "page_block_size (%d) must be a positive multiple of %d", p.page_block_size,
+                kPageBlockMultiple);
+  FLARE_CHECK(check_at_least("block_table_batch_stride", p.block_table_batch_stride, 1));
+  FLARE_CHECK(check_at_least("num_pages", p.num_pages, 1));
+  return FLARE_OK;
+}
+
+flare_status check_kv_cache(const flare_mha_fwd_params& p) {
+  if (!p.cache_seqlens) return check_no_cache_fields(p);
+  if (p.cu_seqlens_q)
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "cache_seqlens with cu_seqlens_q/cu_seqlens_k (varlen) is not supported");
+  if (p.seqused_k)
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "seqused_k with cache_seqlens is not supported: cache_seqlens already gives "
+                "the keys in use");
+  FLARE_CHECK(check_alignment("cache_seqlens", p.cache_seqlens, kWordAlignment));
+  FLARE_CHECK(check_alignment("cache_batch_idx", p.cache_batch_idx, kWordAlignment));
+  FLARE_CHECK(check_alignment("leftpad_k", p.leftpad_k, kWordAlignment));
+  if (p.seqlen_k < 1)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "seqlen_k (%d) is the KV cache capacity and must be >= 1", p.seqlen_k);
+  FLARE_CHECK(check_append(p));
+  FLARE_CHECK(check_rotary(p));
+  FLARE_CHECK(check_paged(p));
+  return FLARE_OK;
+}
+
+flare_status check_splits_and_workspace(const flare_mha_fwd_params& p) {
+  if (p.num_splits < 0 || p.num_splits > kMaxSplits)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "num_splits (%d) must be in [0, %d]", p.num_splits,
+                kMaxSplits);
+  if (p.workspace_size > 0 && !p.workspace)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "workspace is null but workspace_size (%zu) is > 0",
+                p.workspace_size);
+  FLARE_CHECK(check_alignment("workspace", p.workspace, kWorkspaceAlign));
+  return FLARE_OK;
+}
+
+}  // namespace
+
+flare_status read_params(const flare_mha_fwd_params* params, flare_mha_fwd_params* full) {
+  if (!params) return fail(FLARE_ERROR_INVALID_ARGUMENT, "params is null");
+  if (!full) return fail(FLARE_ERROR_INVALID_ARGUMENT, "full is null");
+  const size_t size = params->struct_size;
+  if (size < kMinStructSize)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "struct_size (%zu) is too small: at least %zu bytes (through out_head_stride) "
+                "are required; call flare_mha_fwd_params_init",
+                size, kMinStructSize);
+  if (size % 4 != 0)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "struct_size (%zu) is not a multiple of 4", size);
+  flare_mha_fwd_params_init(full);
+  // A newer caller's extra fields are unknown to this library and ignored.
+  std::memcpy(static_cast<void*>(full), static_cast<const void*>(params),
+              size < sizeof(*full) ? size : sizeof(*full));
+  full->struct_size = sizeof(*full);
+  return FLARE_OK;
+}
+
+flare_status validate_params(const flare_mha_fwd_params* params) {
+  if (!params) return fail(FLARE_ERROR_INVALID_ARGUMENT, "params is null");
+  const flare_mha_fwd_params& p = *params;
+  FLARE_CHECK(check_dtype(p));
+  FLARE_CHECK(check_main_tensors(p));
+  FLARE_CHECK(check_shapes(p));
+  FLARE_CHECK(check_options(p));
+  FLARE_CHECK(check_varlen(p));
+  FLARE_CHECK(check_kv_cache(p));
+  FLARE_CHECK(check_splits_and_workspace(p));
+  return FLARE_OK;
+}
+
+#undef FLARE_CHECK
+
+}  // namespace flare

@@ -1,0 +1,401 @@
+// The mma.sync forward kernel (sm80 and newer): one CTA computes a block_m x head_dim tile of
+// the output for one (batch, head, split), walking its key blocks from last to first with an
+// online softmax. Q stays in shared memory; K and V have one buffer each, and the load of one
+// overlaps the math on the other (V[n] streams in during S = QK^T, K[n-1] during softmax + PV).
+//
+// Features are runtime values read from the launch (masks, alibi, softcap, varlen, paged KV,
+// splits): they are uniform per CTA, so the branches cost little, and one kernel per
+// (arch, dtype, head dim) keeps each translation unit small.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "common/block_range.h"
+#include "common/sequence.h"
+#include "common/split.h"
+#include "common/tile_config.h"
+#include "kernels/fwd_launch.h"
+#include "kernels/sm80/mma_sm80.cuh"
+
+namespace flare {
+namespace sm80 {
+
+template <int Dtype>
+struct ElementOf;
+template <>
+struct ElementOf<FLARE_DTYPE_FP16> {
+  using type = __half;
+};
+template <>
+struct ElementOf<FLARE_DTYPE_BF16> {
+  using type = __nv_bfloat16;
+};
+
+template <int HeadDim>
+struct FwdTraits {
+  static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
+  static constexpr int kBlockM = kTile.block_m;
+  static constexpr int kBlockN = kTile.block_n;
+  static constexpr int kWarps = kTile.warps;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kWarpRows = kBlockM / kWarps;  // query rows owned by one warp
+  static constexpr int kMTiles = kWarpRows / 16;      // m16 tiles per warp
+  static constexpr int kNTiles = kBlockN / 8;         // n8 tiles of S per warp
+  static constexpr int kDTiles = HeadDim / 8;         // n8 tiles of O per warp
+  static constexpr int kKSteps = HeadDim / 16;        // k16 steps of QK^T
+  // Rows padded by 16 bytes: the 8 row addresses of an ldmatrix then fall in 8 distinct
+  // 16-byte bank groups for every head dim we compile (row bytes = 16 mod 128 or 80 mod 128).
+  static constexpr int kRowElems = HeadDim + 8;
+  static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks
+  static constexpr int kSmemQ = kBlockM * kRowElems * 2;
+  static constexpr int kSmemKV = kBlockN * kRowElems * 2;
+  static constexpr int kSmemBytes = kSmemQ + 2 * kSmemKV;
+  static_assert(kWarpRows % 16 == 0 && kDTiles % 2 == 0 && kNTiles % 2 == 0, "tile shape");
+  static_assert(kThreads >= kChunksPerRow, "a pass loads at least one row");
+};
+
+// Copies `Rows` rows of a head_dim-wide tile into padded shared memory with cp.async. Each
+// pass covers Threads / chunks-per-row whole rows, so a thread keeps one column for all its
+// rows. Row r lives at element offset row_offset(r), or does not exist (row_offset < 0): it is
+// zero-filled, as are the columns past head_dim of a padded head dim.
+template <int HeadDim, int Rows, int Threads, typename T, typename RowOffset>
+__device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head_dim,
+                                          RowOffset row_offset) {
+  constexpr int kChunks = HeadDim / 8;
+  constexpr int kRowsPerPass = Threads / kChunks;
+  constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
+  const int col = (threadIdx.x % kChunks) * 8;
+  const int row0 = threadIdx.x / kChunks;
+  if (row0 >= kRowsPerPass) return;
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int row = row0 + i * kRowsPerPass;
+    if (Rows % kRowsPerPass != 0 && row >= Rows) break;
+    const int64_t off = row_offset(row);
+    const bool valid = off >= 0 && col < head_dim;
+    const T* src = valid ? base + off + col : base;
+    cp_async_16(smem + (row * (HeadDim + 8) + col) * 2, src, valid ? 16 : 0);
+  }
+}
+
+template <int Arch, typename T, int HeadDim>
+__global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
+    fwd_kernel(const __grid_constant__ FwdLaunch launch) {
+  using Tr = FwdTraits<HeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
+  constexpr int kMTiles = Tr::kMTiles, kNTiles = Tr::kNTiles, kDTiles = Tr::kDTiles;
+  constexpr int kRowBytes = Tr::kRowElems * 2;
+  const flare_mha_fwd_params& p = launch.p;
+
+  // Heavier (later) query blocks first: with a causal mask they have the most key blocks.
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int head = blockIdx.y;
+  const int batch = blockIdx.z / launch.num_splits;
+  const int split = blockIdx.z % launch.num_splits;
+  const SequenceInfo seq = sequence_info(p, batch);
+  const int m0 = m_block * kBlockM;
+  if (m0 >= seq.seqlen_q) return;
+  const int head_k = head / (p.num_heads / p.num_heads_k);
+  const MaskSpec mask = sequence_mask(p, seq);
+  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t sQ = smem_addr(smem);
+  const uint32_t sK = sQ + Tr::kSmemQ;
+  const uint32_t sV = sK + Tr::kSmemKV;
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;  // mma fragment row group / column pair
+  const int warp_row0 = warp * Tr::kWarpRows;
+
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+
+  const bool split_mode = launch.num_splits > 1;
+  const int64_t acc_row0 =
+      ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
+
+  float acc_o[kMTiles][kDTiles][4];
+  float row_max[kMTiles][2], row_sum[kMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] = 0.f;
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.f;
+  }
+
+  // Softmax works in log2 units: p = exp2(x * unit_log2 - max * unit_log2). Without softcap x is
+  // the raw q.k and unit = scale; with softcap x is already the capped score and unit = 1.
+  const bool has_softcap = p.softcap > 0.f;
+  const float unit = has_softcap ? 1.f : p.softmax_scale;
+  const float unit_log2 = unit * 1.4426950408889634f;
+  const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  // ALiBi bias in the same units as x, so it is scaled with it.
+  const float alibi = alibi_slope(p, batch, head) / unit;
+  const int diagonal = mask.diagonal();
+
+  if (range.end > range.begin) {
+    auto q_row = [&](int r) -> int64_t {
+      return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
+    };
+    load_tile<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, q_row);
+    cp_async_commit();
+    // Unpaged K/V rows are affine in the row index; paged rows go through the block table.
+    const bool paged = is_paged(p);
+    const int64_t k_base = paged ? 0 : k_offset(p, seq, 0, head_k);
+    const int64_t v_base = paged ? 0 : v_offset(p, seq, 0, head_k);
+    auto load_k = [&](int n_block) {
+      const int n0 = n_block * kBlockN;
+      load_tile<HeadDim, kBlockN, kThreads>(sK, k, p.head_dim, [&](int r) -> int64_t {
+        if (n0 + r >= seq.seqlen_k) return -1;
+        return paged ? k_offset(p, seq, n0 + r, head_k) : k_base + (n0 + r) * p.k_row_stride;
+      });
+    };
+    auto load_v = [&](int n_block) {
+      const int n0 = n_block * kBlockN;
+      load_tile<HeadDim, kBlockN, kThreads>(sV, v, p.head_dim, [&](int r) -> int64_t {
+        if (n0 + r >= seq.seqlen_k) return -1;
+        return paged ? v_offset(p, seq, n0 + r, head_k) : v_base + (n0 + r) * p.v_row_stride;
+      });
+    };
+    load_k(range.end - 1);
+    cp_async_commit();
+
+    // Per-lane ldmatrix row addresses (see the fragment layouts of mma.m16n8k16).
+    const uint32_t q_lane =
+        sQ + (warp_row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+    const uint32_t k_lane = sK + ((lane & 7) + (lane >> 4) * 8) * kRowBytes + ((lane >> 3) & 1) * 16;
+    const uint32_t v_lane = sV + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+
+    for (int n_block = range.end - 1; n_block >= range.begin; --n_block) {
+      cp_async_wait<0>();
+      __syncthreads();  // K[n] visible to all; every warp is done with V[n+1]
+      load_v(n_block);
+      cp_async_commit();
+
+      // S = Q K^T for this warp's rows.
+      float acc_s[kMTiles][kNTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc_s[mt][nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+        uint32_t a[kMTiles][4];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+          ldmatrix_x4(q_lane + mt * 16 * kRowBytes + ks * 32, a[mt][0], a[mt][1], a[mt][2],
+                      a[mt][3]);
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4(k_lane + np * 16 * kRowBytes + ks * 32, b0, b1, b2, b3);
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            mma_16816<T>(acc_s[mt][2 * np], a[mt], b0, b1);
+            mma_16816<T>(acc_s[mt][2 * np + 1], a[mt], b2, b3);
+          }
+        }
+      }
+
+      // Softcap, ALiBi, mask (the mask only on blocks that cross a boundary).
+      const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
+      if (has_softcap || alibi != 0.f || needs_mask) {
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+          for (int hr = 0; hr < 2; ++hr) {
+            const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
+            // Visible keys of a row form [first, end); columns are relative to this block.
+            const int block_col0 = n_block * kBlockN + 2 * t;
+            const int first = mask.first_key(row) - block_col0;
+            const int end = mask.end_key(row) - block_col0;
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+              for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
+                const int c = nt * 8 + (e & 1);
+                float x = acc_s[mt][nt][e];
+                if (has_softcap) x = p.softcap * tanhf(x * cap_in);
+                if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
+                if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+                acc_s[mt][nt][e] = x;
+              }
+          }
+      }
+
+      cp_async_wait<0>();
+      __syncthreads();  // V[n] visible; every warp is done with K[n]
+      if (n_block > range.begin) load_k(n_block - 1);
+      cp_async_commit();
+
+      // Online softmax: new row max and the rescale factor of what was accumulated; then the
+      // probabilities, packed to 16 bits at once (they are the A operand of P V) so the fp32
+      // scores die early and the accumulators keep their registers.
+      float correction[kMTiles][2];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          float mx = row_max[mt][hr];
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt)
+            mx = fmaxf(mx, fmaxf(acc_s[mt][nt][2 * hr], acc_s[mt][nt][2 * hr + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
+          const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
+          correction[mt][hr] = fast_exp2(row_max[mt][hr] * unit_log2 - base);
+          row_max[mt][hr] = mx;
+          float sum = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+            for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
+              const float pe = fast_exp2(acc_s[mt][nt][e] * unit_log2 - base);
+              acc_s[mt][nt][e] = pe;
+              sum += pe;
+            }
+          row_sum[mt][hr] = row_sum[mt][hr] * correction[mt][hr] + sum;
+        }
+      // The S accumulators of two adjacent n8 tiles form the A fragment of one k16 step of PV.
+      uint32_t p_frag[kNTiles / 2][kMTiles][4];
+#pragma unroll
+      for (int kk = 0; kk < kNTiles / 2; ++kk)
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          p_frag[kk][mt][0] = pack2<T>(acc_s[mt][2 * kk][0], acc_s[mt][2 * kk][1]);
+          p_frag[kk][mt][1] = pack2<T>(acc_s[mt][2 * kk][2], acc_s[mt][2 * kk][3]);
+          p_frag[kk][mt][2] = pack2<T>(acc_s[mt][2 * kk + 1][0], acc_s[mt][2 * kk + 1][1]);
+          p_frag[kk][mt][3] = pack2<T>(acc_s[mt][2 * kk + 1][2], acc_s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          acc_o[mt][dt][0] *= correction[mt][0];
+          acc_o[mt][dt][1] *= correction[mt][0];
+          acc_o[mt][dt][2] *= correction[mt][1];
+          acc_o[mt][dt][3] *= correction[mt][1];
+        }
+
+      // O += P V.
+#pragma unroll
+      for (int kk = 0; kk < kNTiles / 2; ++kk) {
+#pragma unroll
+        for (int dp = 0; dp < kDTiles / 2; ++dp) {
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4_trans(v_lane + kk * 16 * kRowBytes + dp * 32, b0, b1, b2, b3);
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            mma_16816<T>(acc_o[mt][2 * dp], p_frag[kk][mt], b0, b1);
+            mma_16816<T>(acc_o[mt][2 * dp + 1], p_frag[kk][mt], b2, b3);
+          }
+        }
+      }
+    }
+  }
+
+  // Epilogue: finish the row sums across the quad, normalise, write O and the LSE.
+  float inv_sum[kMTiles][2], lse[kMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float sum = row_sum[mt][hr];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const bool empty = !(sum > 0.f);
+      inv_sum[mt][hr] = empty ? 0.f : 1.f / sum;
+      lse[mt][hr] = empty ? -INFINITY
+                          : (row_max[mt][hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
+    }
+
+  if (split_mode) {
+    // Normalised fp32 partials straight to the workspace; the combine kernel merges them.
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
+        if (row >= seq.seqlen_q) continue;
+        const int64_t acc_row = acc_row0 + row;
+        if (t == 0) launch.lse_accum[acc_row] = lse[mt][hr];
+        if (lse[mt][hr] == -INFINITY) continue;  // the combine skips empty parts
+        float* o = launch.o_accum + acc_row * p.head_dim;
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          const int col = dt * 8 + 2 * t;
+          if (col < p.head_dim)
+            *reinterpret_cast<float2*>(o + col) =
+                make_float2(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
+                            acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+        }
+      }
+    return;
+  }
+
+  // Stage this warp's rows in its own rows of the Q buffer (only this warp read them), then
+  // store 16-byte chunks so each row goes out in full sectors.
+  __syncwarp();
+  unsigned char* staged = smem + warp_row0 * kRowBytes;
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int r = mt * 16 + g + hr * 8;
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        const int col = dt * 8 + 2 * t;
+        *reinterpret_cast<uint32_t*>(staged + r * kRowBytes + col * 2) =
+            pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
+                     acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+      }
+    }
+  __syncwarp();
+  T* out = static_cast<T*>(p.out);
+  constexpr int kChunks = Tr::kWarpRows * Tr::kChunksPerRow;
+#pragma unroll
+  for (int c = lane; c < kChunks; c += 32) {
+    const int r = c / Tr::kChunksPerRow;
+    const int col = (c % Tr::kChunksPerRow) * 8;
+    const int row = m0 + warp_row0 + r;
+    if (row < seq.seqlen_q && col < p.head_dim)
+      *reinterpret_cast<uint4*>(out + out_offset(p, seq, row, head) + col) =
+          *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
+  }
+  if (p.lse != nullptr && t == 0) {
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
+        if (row < seq.seqlen_q) p.lse[lse_offset(p, seq, row, head)] = lse[mt][hr];
+      }
+  }
+}
+
+}  // namespace sm80
+
+template <int Arch, int Dtype, int HeadDim>
+int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
+  using T = typename sm80::ElementOf<Dtype>::type;
+  using Tr = sm80::FwdTraits<HeadDim>;
+  auto kernel = sm80::fwd_kernel<Arch, T, HeadDim>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         Tr::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
+  const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+}  // namespace flare

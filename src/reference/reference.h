@@ -1,0 +1,34 @@
+// CPU reference of flare's full forward semantics, in float64 and in a "naive low precision"
+// variant (scores and probabilities rounded to the element type, as a straightforward fp16/bf16
+// implementation would do). All pointers in the params are HOST pointers; fp16/bf16 tensors are
+// stored as uint16_t bit patterns.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "flare/flare.h"
+
+namespace flare {
+namespace ref {
+
+enum class Precision { Float64, NaiveLowPrecision };
+
+float to_float(uint16_t bits, int dtype);     // fp16/bf16 bits -> float
+uint16_t from_float(float x, int dtype);      // round to nearest even
+uint16_t from_double(double x, int dtype);    // round to nearest even (via double)
+
+// Attention forward. Reads q, k, v (for a KV cache: the cache AFTER append_kv), masks, alibi,
+// softcap, varlen and paged KV exactly as the GPU does (src/common/sequence.h). Writes
+// out[out_offset(...)] and, when lse != nullptr, lse[lse_offset(...)] (natural log; -inf for a
+// row that sees no key; out = 0 there). Only elements of real rows are written, so callers size
+// `out` as they would the GPU output. With rotary (KV cache, k_new and rotary_dim > 0) q is
+// rotated first at rotary_q_position().
+void attention_forward(const flare_mha_fwd_params& p, Precision precision, double* out, double* lse);
+
+// The KV cache append: writes k_new (rotated when rotary_dim > 0) and v_new into the host
+// caches `k_cache`/`v_cache` (same layout/strides as p.k / p.v, paged or not) at rows
+// [cache_seqlens[b], cache_seqlens[b] + seqlen_new) of each sequence.
+void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cache);
+
+}  // namespace ref
+}  // namespace flare

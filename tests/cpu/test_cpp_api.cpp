@@ -1,0 +1,414 @@
+// The header-only C++ API (include/flare/flare.hpp): views, params building and the errors it
+// throws. Only the parts that need no GPU are exercised: make_params* and the shape checks,
+// plus the library's host validation of the params they build (linked from flare_host).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "api/error.h"
+#include "api/validate.h"
+#include "flare/flare.hpp"
+
+namespace {
+
+using flare::DType;
+using flare::TensorView;
+
+const void* addr(uintptr_t a) { return reinterpret_cast<const void*>(a); }
+const int32_t* iaddr(uintptr_t a) { return reinterpret_cast<const int32_t*>(a); }
+
+// read_params + validate_params, throwing flare::Error like the run functions would.
+void validate(const flare_mha_fwd_params& p) {
+  flare_mha_fwd_params full;
+  flare::check(flare::read_params(&p, &full));
+  flare::check(flare::validate_params(&full));
+}
+
+// Runs f, expects flare::Error with `status` and `text` in what().
+void expect_error(const std::function<void()>& f, flare_status status, const std::string& text) {
+  try {
+    f();
+    ADD_FAILURE() << "no flare::Error thrown (expected \"" << text << "\")";
+  } catch (const flare::Error& e) {
+    EXPECT_EQ(e.status(), status) << e.what();
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos)
+        << "\"" << e.what() << "\" lacks \"" << text << "\"";
+  }
+}
+
+TEST(TensorView, ContiguousStrides) {
+  const TensorView t = flare::contiguous(addr(0x1000), DType::BF16, {2, 3, 4, 5});
+  EXPECT_EQ(t.rank, 4);
+  EXPECT_EQ(t.dtype, DType::BF16);
+  EXPECT_EQ(t.data, addr(0x1000));
+  EXPECT_EQ(t.shape, (std::array<int64_t, 4>{2, 3, 4, 5}));
+  EXPECT_EQ(t.stride, (std::array<int64_t, 4>{60, 20, 5, 1}));
+  const TensorView v = flare::contiguous(addr(0x1000), DType::FP16, {7, 3});
+  EXPECT_EQ(v.rank, 2);
+  EXPECT_EQ(v.stride[0], 3);
+  EXPECT_EQ(v.stride[1], 1);
+  EXPECT_TRUE(v.defined());
+  EXPECT_FALSE(TensorView{}.defined());
+}
+
+TEST(TensorView, BadRanksThrow) {
+  expect_error([] { flare::contiguous(addr(0x1000), DType::FP16, {1, 2, 3, 4, 5}); },
+               FLARE_ERROR_INVALID_ARGUMENT, "1 to 4 dimensions");
+  expect_error([] { flare::contiguous(addr(0x1000), DType::FP16, {}); },
+               FLARE_ERROR_INVALID_ARGUMENT, "1 to 4 dimensions");
+  expect_error([] { flare::strided(addr(0x1000), DType::FP16, {2, 3}, {3}); },
+               FLARE_ERROR_INVALID_ARGUMENT, "one stride per dimension");
+}
+
+TEST(MakeParams, DenseFieldsAndOptions) {
+  const TensorView q = flare::contiguous(addr(0x100000), DType::BF16, {2, 128, 8, 64});
+  const TensorView k = flare::contiguous(addr(0x200000), DType::BF16, {2, 256, 2, 64});
+  const TensorView v = flare::contiguous(addr(0x300000), DType::BF16, {2, 256, 2, 64});
+  const TensorView out = flare::contiguous(addr(0x400000), DType::BF16, {2, 128, 8, 64});
+  flare::FlashAttnOptions o;
+  o.softmax_scale = 0.1f;
+  o.causal = true;
+  o.window_left = 32;
+  o.softcap = 50.f;
+  o.alibi_slopes = reinterpret_cast<const float*>(0x500000);
+  o.alibi_batch_stride = 8;
+  o.lse = reinterpret_cast<float*>(0x600000);
+  o.num_splits = 3;
+  const flare_mha_fwd_params p = flare::make_params(q, k, v, out, o);
+
+  EXPECT_EQ(p.struct_size, sizeof(flare_mha_fwd_params));
+  EXPECT_EQ(p.dtype, FLARE_DTYPE_BF16);
+  EXPECT_EQ(p.q, q.data);
+  EXPECT_EQ(p.k, k.data);
+  EXPECT_EQ(p.v, v.data);
+  EXPECT_EQ(p.out, out.data);
+  EXPECT_EQ(p.batch, 2);
+  EXPECT_EQ(p.seqlen_q, 128);
+  EXPECT_EQ(p.seqlen_k, 256);
+  EXPECT_EQ(p.num_heads, 8);
+  EXPECT_EQ(p.num_heads_k, 2);
+  EXPECT_EQ(p.head_dim, 64);
+  EXPECT_EQ(p.q_batch_stride, 128 * 8 * 64);
+  EXPECT_EQ(p.q_row_stride, 8 * 64);
+  EXPECT_EQ(p.q_head_stride, 64);
+  EXPECT_EQ(p.k_batch_stride, 256 * 2 * 64);
+  EXPECT_EQ(p.k_row_stride, 2 * 64);
+  EXPECT_EQ(p.k_head_stride, 64);
+  EXPECT_EQ(p.v_row_stride, 2 * 64);
+  EXPECT_EQ(p.out_row_stride, 8 * 64);
+  EXPECT_FLOAT_EQ(p.softmax_scale, 0.1f);
+  EXPECT_EQ(p.causal, 1);
+  EXPECT_EQ(p.window_left, 32);
+  EXPECT_EQ(p.window_right, -1);
+  EXPECT_FLOAT_EQ(p.softcap, 50.f);
+  EXPECT_EQ(p.alibi_slopes, o.alibi_slopes);
+  EXPECT_EQ(p.alibi_batch_stride, 8);
+  EXPECT_EQ(p.lse, o.lse);
+  EXPECT_EQ(p.num_splits, 3);
+  EXPECT_EQ(p.cu_seqlens_q, nullptr);
+  EXPECT_EQ(p.cache_seqlens, nullptr);
+  EXPECT_EQ(p.workspace, nullptr);
+  EXPECT_EQ(p.p_dropout, 0.f);
+  EXPECT_NO_THROW(validate(p));
+}
+
+TEST(MakeParams, StridedViewsOfPackedQkv) {
+  // qkv [b=2, s=64, 3, h=4, d=128]: q, k, v are strided views into one buffer.
+  const int64_t b = 2, s = 64, h = 4, d = 128;
+  const uintptr_t base = 0x1000000;
+  auto part = [&](int i) {
+    return flare::strided(addr(base + uintptr_t(i * h * d * 2)), DType::FP16, {b, s, h, d},
+                          {s * 3 * h * d, 3 * h * d, d, 1});
+  };
+  const TensorView out = flare::contiguous(addr(0x2000000), DType::FP16, {b, s, h, d});
+  const flare_mha_fwd_params p = flare::make_params(part(0), part(1), part(2), out);
+  EXPECT_EQ(p.q_batch_stride, s * 3 * h * d);
+  EXPECT_EQ(p.q_row_stride, 3 * h * d);
+  EXPECT_EQ(p.k_row_stride, 3 * h * d);
+  EXPECT_EQ(p.v_head_stride, d);
+  EXPECT_EQ(p.k, addr(base + uintptr_t(h * d * 2)));
+  EXPECT_EQ(p.out_row_stride, h * d);
+  EXPECT_EQ(p.causal, 0);
+  EXPECT_EQ(p.window_left, -1);
+  EXPECT_NO_THROW(validate(p));
+}
+
+TEST(MakeParams, Varlen) {
+  const TensorView q = flare::contiguous(addr(0x100000), DType::FP16, {300, 8, 64});
+  const TensorView k = flare::contiguous(addr(0x200000), DType::FP16, {900, 8, 64});
+  const TensorView out = flare::contiguous(addr(0x400000), DType::FP16, {300, 8, 64});
+  flare::VarlenArgs varlen;
+  varlen.cu_seqlens_q = iaddr(0x500000);
+  varlen.cu_seqlens_k = iaddr(0x500100);
+  varlen.batch = 3;
+  varlen.max_seqlen_q = 120;
+  varlen.max_seqlen_k = 400;
+  varlen.seqused_k = iaddr(0x500200);
+  const flare_mha_fwd_params p = flare::make_params_varlen(q, k, k, out, varlen);
+  EXPECT_EQ(p.batch, 3);
+  EXPECT_EQ(p.cu_seqlens_q, varlen.cu_seqlens_q);
+  EXPECT_EQ(p.cu_seqlens_k, varlen.cu_seqlens_k);
+  EXPECT_EQ(p.seqused_k, varlen.seqused_k);
+  EXPECT_EQ(p.max_seqlen_q, 120);
+  EXPECT_EQ(p.max_seqlen_k, 400);
+  EXPECT_EQ(p.q_batch_stride, 0);
+  EXPECT_EQ(p.k_batch_stride, 0);
+  EXPECT_EQ(p.q_row_stride, 8 * 64);
+  EXPECT_EQ(p.q_head_stride, 64);
+  EXPECT_EQ(p.num_heads_k, 8);
+  EXPECT_NO_THROW(validate(p));
+}
+
+TEST(MakeParams, PagedKvCacheWithAppendAndRotary) {
+  const TensorView q = flare::contiguous(addr(0x100000), DType::BF16, {4, 1, 16, 128});
+  const TensorView pool = flare::contiguous(addr(0x200000), DType::BF16, {100, 64, 2, 128});
+  const TensorView out = flare::contiguous(addr(0x400000), DType::BF16, {4, 1, 16, 128});
+  flare::KvCacheOptions kv;
+  kv.cache_seqlens = iaddr(0x500000);
+  kv.leftpad_k = iaddr(0x500100);
+  kv.block_table = iaddr(0x500200);
+  kv.max_pages_per_seq = 16;
+  kv.k_new = flare::contiguous(addr(0x600000), DType::BF16, {4, 1, 2, 128});
+  kv.v_new = flare::contiguous(addr(0x700000), DType::BF16, {4, 1, 2, 128});
+  kv.rotary_cos = flare::contiguous(addr(0x800000), DType::BF16, {2048, 32});
+  kv.rotary_sin = flare::contiguous(addr(0x900000), DType::BF16, {2048, 32});
+  kv.rotary_interleaved = true;
+  const flare_mha_fwd_params p = flare::make_params_kvcache(q, pool, pool, out, kv);
+  EXPECT_EQ(p.batch, 4);
+  EXPECT_EQ(p.seqlen_q, 1);
+  EXPECT_EQ(p.num_heads, 16);
+  EXPECT_EQ(p.num_heads_k, 2);
+  EXPECT_EQ(p.cache_seqlens, kv.cache_seqlens);
+  EXPECT_EQ(p.leftpad_k, kv.leftpad_k);
+  EXPECT_EQ(p.block_table, kv.block_table);
+  EXPECT_EQ(p.page_block_size, 64);
+  EXPECT_EQ(p.num_pages, 100);
+  EXPECT_EQ(p.block_table_batch_stride, 16);
+  EXPECT_EQ(p.seqlen_k, 16 * 64);
+  EXPECT_EQ(p.k_batch_stride, 64 * 2 * 128);  // page stride
+  EXPECT_EQ(p.k_row_stride, 2 * 128);
+  EXPECT_EQ(p.k_new, kv.k_new.data);
+  EXPECT_EQ(p.v_new, kv.v_new.data);
+  EXPECT_EQ(p.seqlen_new, 1);
+  EXPECT_EQ(p.k_new_batch_stride, 2 * 128);
+  EXPECT_EQ(p.k_new_row_stride, 2 * 128);
+  EXPECT_EQ(p.v_new_head_stride, 128);
+  EXPECT_EQ(p.rotary_cos, kv.rotary_cos.data);
+  EXPECT_EQ(p.rotary_sin, kv.rotary_sin.data);
+  EXPECT_EQ(p.rotary_dim, 64);
+  EXPECT_EQ(p.rotary_max_positions, 2048);
+  EXPECT_EQ(p.rotary_interleaved, 1);
+  EXPECT_NO_THROW(validate(p));
+
+  flare::KvCacheOptions strided_table = kv;
+  strided_table.block_table_batch_stride = 32;
+  EXPECT_EQ(flare::make_params_kvcache(q, pool, pool, out, strided_table).block_table_batch_stride,
+            32);
+}
+
+TEST(MakeParams, UnpagedKvCacheWithBatchIndex) {
+  // 8 cache slots for a batch of 4, chosen by cache_batch_idx; no append.
+  const TensorView q = flare::contiguous(addr(0x100000), DType::FP16, {4, 1, 8, 64});
+  const TensorView cache = flare::contiguous(addr(0x200000), DType::FP16, {8, 512, 8, 64});
+  const TensorView out = flare::contiguous(addr(0x400000), DType::FP16, {4, 1, 8, 64});
+  flare::KvCacheOptions kv;
+  kv.cache_seqlens = iaddr(0x500000);
+  kv.cache_batch_idx = iaddr(0x500100);
+  const flare_mha_fwd_params p = flare::make_params_kvcache(q, cache, cache, out, kv);
+  EXPECT_EQ(p.seqlen_k, 512);
+  EXPECT_EQ(p.cache_batch_idx, kv.cache_batch_idx);
+  EXPECT_EQ(p.block_table, nullptr);
+  EXPECT_EQ(p.k_new, nullptr);
+  EXPECT_EQ(p.rotary_dim, 0);
+  EXPECT_EQ(p.k_batch_stride, 512 * 8 * 64);
+  EXPECT_NO_THROW(validate(p));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mismatched views: flare::Error(INVALID_ARGUMENT) before any library call.
+
+struct Views {
+  TensorView q = flare::contiguous(addr(0x100000), DType::FP16, {2, 16, 8, 64});
+  TensorView k = flare::contiguous(addr(0x200000), DType::FP16, {2, 32, 2, 64});
+  TensorView v = flare::contiguous(addr(0x300000), DType::FP16, {2, 32, 2, 64});
+  TensorView out = flare::contiguous(addr(0x400000), DType::FP16, {2, 16, 8, 64});
+  flare_mha_fwd_params make() const { return flare::make_params(q, k, v, out); }
+};
+
+struct BadViews {
+  const char* name;
+  std::function<void(Views&)> mutate;
+  const char* message;
+};
+
+TEST(MakeParams, MismatchedViewsThrow) {
+  const BadViews cases[] = {
+      {"head_dim",
+       [](Views& t) {
+         t.k = flare::contiguous(t.k.data, DType::FP16, {2, 32, 2, 128});
+         t.v = flare::contiguous(t.v.data, DType::FP16, {2, 32, 2, 128});
+       },
+       "k.shape[3] (128) must equal q.shape[3] (64)"},
+      {"k_v_heads", [](Views& t) { t.v = flare::contiguous(t.v.data, DType::FP16, {2, 32, 4, 64}); },
+       "v.shape[2] (4) must equal k.shape[2]"},
+      {"k_v_seqlen", [](Views& t) { t.v = flare::contiguous(t.v.data, DType::FP16, {2, 31, 2, 64}); },
+       "v.shape[1] (31)"},
+      {"heads_not_multiple",
+       [](Views& t) {
+         t.k = flare::contiguous(t.k.data, DType::FP16, {2, 32, 3, 64});
+         t.v = t.k;
+       },
+       "q has 8 heads, not a multiple of the 3 heads of k/v"},
+      {"out_shape", [](Views& t) { t.out = flare::contiguous(t.out.data, DType::FP16, {2, 16, 4, 64}); },
+       "out.shape[2] (4) must equal q.shape[2]"},
+      {"batch", [](Views& t) {
+         t.k = flare::contiguous(t.k.data, DType::FP16, {1, 32, 2, 64});
+         t.v = t.k;
+       },
+       "k.shape[0] (1) must equal q.shape[0] (2)"},
+      {"dtype", [](Views& t) { t.v.dtype = DType::BF16; }, "v is bf16 but q is fp16"},
+      {"out_dtype", [](Views& t) { t.out.dtype = DType::BF16; }, "out is bf16 but q is fp16"},
+      {"rank", [](Views& t) { t.q = flare::contiguous(t.q.data, DType::FP16, {32, 8, 64}); },
+       "q must have 4 dimensions, got 3"},
+      {"head_dim_not_contiguous", [](Views& t) { t.k.stride[3] = 2; },
+       "k.stride[3] (2) must be 1"},
+      {"int32_overflow",
+       [](Views& t) {
+         t.k.shape[1] = t.v.shape[1] = int64_t(1) << 31;
+       },
+       "k.shape[1] (2147483648) is out of range"},
+      {"negative_extent", [](Views& t) { t.q.shape[1] = t.out.shape[1] = -1; },
+       "q.shape[1] (-1) is out of range"},
+  };
+  for (const BadViews& c : cases) {
+    SCOPED_TRACE(c.name);
+    Views t;
+    EXPECT_NO_THROW(t.make());
+    c.mutate(t);
+    expect_error([&] { t.make(); }, FLARE_ERROR_INVALID_ARGUMENT, c.message);
+  }
+}
+
+TEST(MakeParams, VarlenNeedsRank3) {
+  const Views t;
+  expect_error([&] { flare::make_params_varlen(t.q, t.k, t.v, t.out, flare::VarlenArgs{}); },
+               FLARE_ERROR_INVALID_ARGUMENT, "q must have 3 dimensions, got 4");
+}
+
+struct KvViews {
+  TensorView q = flare::contiguous(addr(0x100000), DType::FP16, {4, 1, 8, 64});
+  TensorView cache = flare::contiguous(addr(0x200000), DType::FP16, {4, 256, 2, 64});
+  TensorView out = flare::contiguous(addr(0x400000), DType::FP16, {4, 1, 8, 64});
+  flare::KvCacheOptions kv;
+  KvViews() {
+    kv.cache_seqlens = iaddr(0x500000);
+    kv.k_new = flare::contiguous(addr(0x600000), DType::FP16, {4, 2, 2, 64});
+    kv.v_new = flare::contiguous(addr(0x700000), DType::FP16, {4, 2, 2, 64});
+    kv.rotary_cos = flare::contiguous(addr(0x800000), DType::FP16, {512, 16});
+    kv.rotary_sin = flare::contiguous(addr(0x900000), DType::FP16, {512, 16});
+  }
+  flare_mha_fwd_params make() const {
+    return flare::make_params_kvcache(q, cache, cache, out, kv);
+  }
+};
+
+struct BadKv {
+  const char* name;
+  std::function<void(KvViews&)> mutate;
+  const char* message;
+};
+
+TEST(MakeParams, MismatchedKvCacheViewsThrow) {
+  const BadKv cases[] = {
+      {"paged_without_pages", [](KvViews& t) { t.kv.block_table = iaddr(0x500200); },
+       "max_pages_per_seq (0) must be >= 1 with block_table"},
+      {"cache_batch_without_index",
+       [](KvViews& t) { t.cache = flare::contiguous(t.cache.data, DType::FP16, {8, 256, 2, 64}); },
+       "k_cache.shape[0] (8) must equal q.shape[0] (4)"},
+      {"k_new_alone", [](KvViews& t) { t.kv.v_new = TensorView{}; },
+       "v_new is missing while k_new is given"},
+      {"v_new_alone", [](KvViews& t) { t.kv.k_new = TensorView{}; },
+       "k_new is missing while v_new is given"},
+      {"k_new_heads",
+       [](KvViews& t) {
+         t.kv.k_new = flare::contiguous(t.kv.k_new.data, DType::FP16, {4, 2, 8, 64});
+       },
+       "k_new.shape[2] (8) must equal the heads of k_cache (2)"},
+      {"v_new_seqlen",
+       [](KvViews& t) {
+         t.kv.v_new = flare::contiguous(t.kv.v_new.data, DType::FP16, {4, 3, 2, 64});
+       },
+       "v_new.shape[1] (3) must equal k_new.shape[1]"},
+      {"k_new_dtype", [](KvViews& t) { t.kv.k_new.dtype = DType::BF16; },
+       "k_new is bf16 but q is fp16"},
+      {"cos_alone", [](KvViews& t) { t.kv.rotary_sin = TensorView{}; },
+       "rotary_sin is missing while rotary_cos is given"},
+      {"rotary_not_dense",
+       [](KvViews& t) {
+         t.kv.rotary_cos = flare::strided(t.kv.rotary_cos.data, DType::FP16, {512, 16}, {32, 1});
+       },
+       "rotary_cos.stride[0] (32) must equal its shape[1] (16)"},
+      {"rotary_rank",
+       [](KvViews& t) {
+         t.kv.rotary_sin = flare::contiguous(t.kv.rotary_sin.data, DType::FP16, {512});
+       },
+       "rotary_sin must have 2 dimensions, got 1"},
+      {"rotary_dtype", [](KvViews& t) { t.kv.rotary_cos.dtype = DType::BF16; },
+       "rotary_cos is bf16 but q is fp16"},
+  };
+  for (const BadKv& c : cases) {
+    SCOPED_TRACE(c.name);
+    KvViews t;
+    EXPECT_NO_THROW(t.make());
+    c.mutate(t);
+    expect_error([&] { t.make(); }, FLARE_ERROR_INVALID_ARGUMENT, c.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Params that build fine but break a library rule fail in validation with its status.
+
+TEST(MakeParams, LibraryValidationStatusesSurface) {
+  const Views t;
+  flare::FlashAttnOptions bad_window;
+  bad_window.window_left = -5;
+  expect_error([&] { validate(flare::make_params(t.q, t.k, t.v, t.out, bad_window)); },
+               FLARE_ERROR_INVALID_ARGUMENT, "window_left (-5)");
+
+  flare::FlashAttnOptions bad_splits;
+  bad_splits.num_splits = 500;
+  expect_error([&] { validate(flare::make_params(t.q, t.k, t.v, t.out, bad_splits)); },
+               FLARE_ERROR_INVALID_ARGUMENT, "num_splits (500)");
+
+  Views odd = t;
+  for (TensorView* v : {&odd.q, &odd.k, &odd.v, &odd.out}) {
+    v->shape[3] = 12;
+    v->stride[2] = 12;
+  }
+  expect_error([&] { validate(odd.make()); }, FLARE_ERROR_MISALIGNED, "q_head_stride (12)");
+
+  Views misaligned = t;
+  misaligned.k.data = reinterpret_cast<void*>(0x200008);
+  expect_error([&] { validate(misaligned.make()); }, FLARE_ERROR_MISALIGNED, "k (");
+}
+
+TEST(Error, CheckCarriesStatusAndLastError) {
+  EXPECT_NO_THROW(flare::check(FLARE_OK));
+  const flare_status s = flare::fail(FLARE_ERROR_WORKSPACE_TOO_SMALL, "workspace_size (%d) is too small", 7);
+  try {
+    flare::check(s);
+    ADD_FAILURE() << "check did not throw";
+  } catch (const std::runtime_error& e) {
+    const auto* fe = dynamic_cast<const flare::Error*>(&e);
+    ASSERT_NE(fe, nullptr);
+    EXPECT_EQ(fe->status(), FLARE_ERROR_WORKSPACE_TOO_SMALL);
+    EXPECT_STREQ(e.what(), "workspace_size (7) is too small");
+  }
+  flare::clear_error();
+  expect_error([] { flare::check(FLARE_ERROR_CUDA); }, FLARE_ERROR_CUDA, "CUDA error");
+}
+
+}  // namespace

@@ -1,0 +1,341 @@
+// Planning (src/planning/plan.cpp): the split-count heuristic, plan_forward's split choice,
+// workspace layout, head-dim padding and GQA packing. Expected values are derived by hand
+// from the rule documented in plan.h; each case shows its arithmetic.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "flare/flare.h"
+#include "planning/plan.h"
+
+namespace {
+
+using flare::FwdPlan;
+using flare::kWorkspaceAlignment;
+using flare::num_splits_heuristic;
+using flare::plan_forward;
+
+// ---------------------------------------------------------------------------------------------
+// num_splits_heuristic(batch_nheads_mblocks, num_sms (CTA slots), num_n_blocks, max_splits)
+
+struct HeuristicCase {
+  const char* name;
+  int bnm, slots, n_blocks, max_splits;
+  int expected;
+  const char* why;
+};
+
+const HeuristicCase kHeuristicCases[] = {
+    {"decode_small_grid", 2, 264, 8, 128, 8,
+     "max = min(128, 264, 8) = 8; eligible s (ceil(8/s) changes) = {1,2,3,4,8}; all waves < 1 so "
+     "efficiency = 2s/264, best at s=8 (16/264); 0.85*16 = 13.6 -> first s with 2s >= 13.6 is 8"},
+    {"grid_at_80_percent", 106, 132, 100, 128, 1, "106 >= 0.8*132 = 105.6 -> 1"},
+    {"grid_full", 264, 264, 64, 128, 1, "264 >= 211.2 -> 1"},
+    {"single_key_block", 1, 132, 1, 128, 1, "max = min(128, 132, 1) = 1 -> 1"},
+    {"no_keys", 1, 132, 0, 128, 1, "max = 0 -> 1"},
+    {"capped_by_max_splits", 1, 132, 64, 4, 4,
+     "max = 4; eligible {1,2,3,4}; efficiency s/132, best 4/132; 0.85*4 = 3.4 -> 4"},
+    {"capped_by_slots", 1, 2, 100, 128, 2,
+     "max = min(128, 2, 100) = 2; efficiency 0.5 (s=1), 1.0 (s=2) -> 2"},
+    {"wave_quantisation", 100, 132, 16, 128, 6,
+     "max = 16; eligible {1,2,3,4,6,8,16}; waves 100s/132: s=1..4 -> eff 0.758, s=6 -> 4.55/5 = "
+     "0.909, s=8 -> 6.06/7 = 0.866, s=16 -> 12.1/13 = 0.932; 0.85*0.932 = 0.793 -> 6"},
+    {"half_grid_doubles", 66, 132, 4, 128, 2,
+     "max = 4; eligible {1,2,4}; eff 0.5, 1.0, 1.0; 0.85 -> 2"},
+};
+
+TEST(NumSplitsHeuristic, Table) {
+  for (const HeuristicCase& c : kHeuristicCases) {
+    EXPECT_EQ(num_splits_heuristic(c.bnm, c.slots, c.n_blocks, c.max_splits), c.expected)
+        << c.name << ": " << c.why;
+  }
+}
+
+TEST(NumSplitsHeuristic, StaysWithinBounds) {
+  for (int bnm : {1, 3, 17, 50, 131, 200})
+    for (int slots : {1, 8, 132, 264})
+      for (int n : {0, 1, 2, 7, 64, 300})
+        for (int max_splits : {1, 2, 16, 128}) {
+          const int s = num_splits_heuristic(bnm, slots, n, max_splits);
+          EXPECT_GE(s, 1);
+          EXPECT_LE(s, std::max(1, std::min({max_splits, slots, n})))
+              << bnm << " " << slots << " " << n << " " << max_splits;
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// plan_forward
+
+// Contiguous fp16 q/out [batch, seqlen_q, heads, d], k/v [batch, seqlen_k, heads_k, d].
+flare_mha_fwd_params dense(int batch, int seqlen_q, int seqlen_k, int heads, int heads_k,
+                           int head_dim) {
+  flare_mha_fwd_params p;
+  flare_mha_fwd_params_init(&p);
+  p.dtype = FLARE_DTYPE_FP16;
+  p.q = p.k = p.v = reinterpret_cast<const void*>(uintptr_t(0x100000));
+  p.out = reinterpret_cast<void*>(uintptr_t(0x200000));
+  p.batch = batch;
+  p.seqlen_q = seqlen_q;
+  p.seqlen_k = seqlen_k;
+  p.num_heads = heads;
+  p.num_heads_k = heads_k;
+  p.head_dim = head_dim;
+  p.q_head_stride = p.out_head_stride = head_dim;
+  p.q_row_stride = p.out_row_stride = int64_t(heads) * head_dim;
+  p.q_batch_stride = p.out_batch_stride = int64_t(seqlen_q) * heads * head_dim;
+  p.k_head_stride = p.v_head_stride = head_dim;
+  p.k_row_stride = p.v_row_stride = int64_t(heads_k) * head_dim;
+  p.k_batch_stride = p.v_batch_stride = int64_t(seqlen_k) * heads_k * head_dim;
+  return p;
+}
+
+constexpr int kH100Sms = 132;
+
+TEST(PlanForward, SmallDecodeGridSplits) {
+  // m_blocks = 1, grid = 1*2*1 = 2 CTAs, n_blocks = 512/64 = 8, slots = 2*132 (d <= 128)
+  // -> the "decode_small_grid" row above: 8 splits.
+  const FwdPlan plan = plan_forward(dense(1, 8, 512, 2, 2, 64), kH100Sms);
+  EXPECT_GE(plan.num_splits, 2);
+  EXPECT_EQ(plan.num_splits, 8);
+  EXPECT_EQ(plan.kernel_head_dim, 64);
+  EXPECT_FALSE(plan.packed_gqa);
+  EXPECT_FALSE(plan.rotate_q);
+  EXPECT_EQ(plan.max_seqlen_q, 8);
+  // rows = 1*2*8 = 16; o_accum = 8*16*64*4 = 32768 (aligned); lse = 8*16*4 = 512 (aligned).
+  EXPECT_EQ(plan.o_accum_offset, 0u);
+  EXPECT_EQ(plan.lse_accum_offset, 32768u);
+  EXPECT_EQ(plan.workspace_bytes, 32768u + 512u);
+}
+
+TEST(PlanForward, FullGridDoesNotSplit) {
+  // m_blocks = 1024/128 = 8, grid = 16*16*8 = 2048 >= 0.8 * 264 -> 1; no workspace.
+  const FwdPlan plan = plan_forward(dense(16, 1024, 1024, 16, 16, 128), kH100Sms);
+  EXPECT_EQ(plan.num_splits, 1);
+  EXPECT_EQ(plan.workspace_bytes, 0u);
+}
+
+TEST(PlanForward, HeadDim256CountsOneCtaPerSm) {
+  // d = 256: one CTA per SM -> slots = 132. grid = 1*1*1, n_blocks = 64, max = 64; waves < 1
+  // for s <= 64 < 132, so efficiency = s/132 peaks at s = 64 and the first eligible s with
+  // s >= 0.85*64 = 54.4 is the first s >= 55 where ceil(64/s) changes: ceil(64/s) = 2 for
+  // s in [32, 63], 1 at s = 64 -> 64.
+  const FwdPlan plan = plan_forward(dense(1, 1, 4096, 1, 1, 256), kH100Sms);
+  EXPECT_EQ(plan.num_splits, num_splits_heuristic(1, 132, 64, 128));
+  EXPECT_EQ(plan.num_splits, 64);
+}
+
+TEST(PlanForward, ForcedSplitsRespectedAndCapped) {
+  flare_mha_fwd_params p = dense(1, 8, 512, 2, 2, 64);  // n_blocks = 8
+  p.num_splits = 5;
+  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 5);
+  p.num_splits = 100;
+  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 8);
+  p.num_splits = 1;
+  const FwdPlan one = plan_forward(p, kH100Sms);
+  EXPECT_EQ(one.num_splits, 1);
+  EXPECT_EQ(one.workspace_bytes, 0u);
+  // Forced splits also override a grid that fills the GPU.
+  flare_mha_fwd_params big = dense(16, 1024, 1024, 16, 16, 128);
+  big.num_splits = 3;
+  EXPECT_EQ(plan_forward(big, kH100Sms).num_splits, 3);
+  // No key at all: n_blocks = 0, capped at 1.
+  flare_mha_fwd_params empty = dense(1, 8, 0, 2, 2, 64);
+  empty.num_splits = 4;
+  EXPECT_EQ(plan_forward(empty, kH100Sms).num_splits, 1);
+  EXPECT_EQ(plan_forward(empty, kH100Sms).workspace_bytes, 0u);
+}
+
+TEST(PlanForward, WorkspaceAccumulatorsAligned) {
+  // d = 8 (kernel d 32), seqlen_q 3, seqlen_k 200 (n_blocks 4), forced 3 splits:
+  // rows = 1*1*3 = 3; o_accum = 3*3*8*4 = 288 -> 512; lse = 3*3*4 = 36 -> 512 + 36 -> 768.
+  flare_mha_fwd_params p = dense(1, 3, 200, 1, 1, 8);
+  p.num_splits = 3;
+  const FwdPlan plan = plan_forward(p, kH100Sms);
+  EXPECT_EQ(plan.kernel_head_dim, 32);
+  ASSERT_EQ(plan.num_splits, 3);
+  EXPECT_EQ(plan.o_accum_offset, 0u);
+  EXPECT_EQ(plan.lse_accum_offset, 512u);
+  EXPECT_EQ(plan.workspace_bytes, 768u);
+  EXPECT_EQ(plan.lse_accum_offset % kWorkspaceAlignment, 0u);
+  EXPECT_EQ(plan.workspace_bytes % kWorkspaceAlignment, 0u);
+}
+
+TEST(PlanForward, VarlenUsesMaxSeqlens) {
+  // batch 3, heads 2, max_seqlen_q 100 (m_blocks 1), max_seqlen_k 1000 (n_blocks 16):
+  // grid = 6, slots 264, eligible {1,2,3,4,6,8,16}, efficiency 6s/264 -> best at 16;
+  // 0.85*96 = 81.6 -> first eligible s with 6s >= 81.6 is 16.
+  // rows = 3*2*100 = 600; o_accum = 16*600*64*4 = 2457600 (= 9600*256);
+  // lse = 16*600*4 = 38400 (= 150*256).
+  flare_mha_fwd_params p = dense(3, 0, 0, 2, 2, 64);
+  p.q_batch_stride = p.out_batch_stride = p.k_batch_stride = p.v_batch_stride = 0;
+  p.cu_seqlens_q = reinterpret_cast<const int32_t*>(uintptr_t(0x300000));
+  p.cu_seqlens_k = reinterpret_cast<const int32_t*>(uintptr_t(0x300100));
+  p.max_seqlen_q = 100;
+  p.max_seqlen_k = 1000;
+  const FwdPlan plan = plan_forward(p, kH100Sms);
+  EXPECT_EQ(plan.max_seqlen_q, 100);
+  EXPECT_EQ(plan.num_splits, 16);
+  EXPECT_EQ(plan.lse_accum_offset, 2457600u);
+  EXPECT_EQ(plan.workspace_bytes, 2457600u + 38400u);
+}
+
+// KV cache decode with append and rotary: batch 2, seqlen_q 3, 4 heads (no GQA), d 64,
+// capacity 256, 3 new rows.
+flare_mha_fwd_params kv_rotary() {
+  flare_mha_fwd_params p = dense(2, 3, 256, 4, 4, 64);
+  // A non-dense q, to see the planner replace its strides by the dense rotated copy's.
+  p.q_head_stride = 128;
+  p.q_row_stride = 1024;
+  p.q_batch_stride = 8192;
+  p.cache_seqlens = reinterpret_cast<const int32_t*>(uintptr_t(0x400000));
+  p.k_new = p.v_new = reinterpret_cast<const void*>(uintptr_t(0x500000));
+  p.seqlen_new = 3;
+  p.rotary_cos = p.rotary_sin = reinterpret_cast<const void*>(uintptr_t(0x600000));
+  p.rotary_dim = 32;
+  p.rotary_max_positions = 1024;
+  return p;
+}
+
+TEST(PlanForward, RotaryWorkspaceWithoutSplit) {
+  // q_rot = 2*3*4*64*2 bytes = 3072 (= 12*256); no split -> that is all.
+  flare_mha_fwd_params p = kv_rotary();
+  p.num_splits = 1;
+  const FwdPlan plan = plan_forward(p, kH100Sms);
+  EXPECT_TRUE(plan.rotate_q);
+  EXPECT_EQ(plan.num_splits, 1);
+  EXPECT_EQ(plan.q_rot_offset, 0u);
+  EXPECT_EQ(plan.workspace_bytes, 3072u);
+  // The kernels read the rotated q densely: [batch, seqlen_q, heads, d].
+  EXPECT_EQ(plan.p.q_head_stride, 64);
+  EXPECT_EQ(plan.p.q_row_stride, 4 * 64);
+  EXPECT_EQ(plan.p.q_batch_stride, 3 * 4 * 64);
+}
+
+TEST(PlanForward, RotaryWorkspaceWithSplit) {
+  // q_rot 3072; rows = 2*4*3 = 24; o_accum = 2*24*64*4 = 12288 at 3072 -> 15360 (aligned);
+  // lse = 2*24*4 = 192 at 15360 -> 15552 -> aligned up to 15616.
+  flare_mha_fwd_params p = kv_rotary();
+  p.num_splits = 2;
+  const FwdPlan plan = plan_forward(p, kH100Sms);
+  ASSERT_EQ(plan.num_splits, 2);
+  EXPECT_EQ(plan.q_rot_offset, 0u);
+  EXPECT_EQ(plan.o_accum_offset, 3072u);
+  EXPECT_EQ(plan.lse_accum_offset, 15360u);
+  EXPECT_EQ(plan.workspace_bytes, 15616u);
+}
+
+TEST(PlanForward, NoRotaryWithoutAppend) {
+  // Rotary needs k_new; without it q is used in place (validation rejects the combination,
+  // the planner simply does not rotate).
+  flare_mha_fwd_params p = kv_rotary();
+  p.k_new = p.v_new = nullptr;
+  p.num_splits = 1;
+  const FwdPlan plan = plan_forward(p, kH100Sms);
+  EXPECT_FALSE(plan.rotate_q);
+  EXPECT_EQ(plan.workspace_bytes, 0u);
+  EXPECT_EQ(plan.p.q_row_stride, 1024);
+}
+
+TEST(PlanForward, KvCacheKeyBlocksCountCapacityPlusNew) {
+  // The planner bounds the keys by capacity + seqlen_new = 128 + 1 = 129 -> 3 key blocks,
+  // so a forced 10 splits is capped at 3.
+  flare_mha_fwd_params p = dense(1, 1, 128, 1, 1, 64);
+  p.cache_seqlens = reinterpret_cast<const int32_t*>(uintptr_t(0x400000));
+  p.k_new = p.v_new = reinterpret_cast<const void*>(uintptr_t(0x500000));
+  p.seqlen_new = 1;
+  p.num_splits = 10;
+  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 3);
+}
+
+TEST(PlanForward, DefaultSoftmaxScaleResolved) {
+  EXPECT_FLOAT_EQ(plan_forward(dense(1, 8, 8, 1, 1, 64), kH100Sms).p.softmax_scale, 0.125f);
+  flare_mha_fwd_params p = dense(1, 8, 8, 1, 1, 64);
+  p.softmax_scale = 0.5f;
+  EXPECT_FLOAT_EQ(plan_forward(p, kH100Sms).p.softmax_scale, 0.5f);
+}
+
+TEST(PlanForward, HeadDimPaddedToCompiled) {
+  const std::pair<int, int> cases[] = {{8, 32},   {32, 32},   {40, 64},   {64, 64},  {72, 96},
+                                       {128, 128}, {136, 192}, {200, 256}, {256, 256}};
+  for (const auto& c : cases)
+    EXPECT_EQ(plan_forward(dense(1, 8, 8, 1, 1, c.first), kH100Sms).kernel_head_dim, c.second)
+        << c.first;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GQA packing
+
+TEST(PlanForward, PacksGqaDecode) {
+  // q [2, 1, 32, 128] with 8 KV heads: viewed as [2, 4, 8, 128], row = query head within its
+  // group (old head stride), head = KV head (ratio * old head stride).
+  flare_mha_fwd_params p = dense(2, 1, 4096, 32, 8, 128);
+  p.causal = 1;  // vacuous for a single query row
+  const FwdPlan plan = plan_forward(p, kH100Sms);
+  EXPECT_TRUE(plan.packed_gqa);
+  EXPECT_EQ(plan.p.seqlen_q, 4);
+  EXPECT_EQ(plan.p.num_heads, 8);
+  EXPECT_EQ(plan.p.num_heads_k, 8);
+  EXPECT_EQ(plan.p.q_row_stride, 128);
+  EXPECT_EQ(plan.p.q_head_stride, 512);
+  EXPECT_EQ(plan.p.q_batch_stride, 32 * 128);
+  EXPECT_EQ(plan.p.out_row_stride, 128);
+  EXPECT_EQ(plan.p.out_head_stride, 512);
+  EXPECT_EQ(plan.p.causal, 0);
+  EXPECT_EQ(plan.p.window_right, -1);
+  EXPECT_EQ(plan.max_seqlen_q, 4);
+  // The split count sees the packed grid: 2 batches * 8 heads * 1 m-block, 64 key blocks.
+  EXPECT_EQ(plan.num_splits, num_splits_heuristic(16, 2 * kH100Sms, 64, 128));
+  EXPECT_GE(plan.num_splits, 2);
+}
+
+TEST(PlanForward, PacksGqaForKvCacheDecode) {
+  flare_mha_fwd_params p = dense(4, 1, 2048, 16, 2, 64);
+  p.cache_seqlens = reinterpret_cast<const int32_t*>(uintptr_t(0x400000));
+  const FwdPlan plan = plan_forward(p, kH100Sms);
+  EXPECT_TRUE(plan.packed_gqa);
+  EXPECT_EQ(plan.p.seqlen_q, 8);
+  EXPECT_EQ(plan.p.num_heads, 2);
+}
+
+struct NoPackCase {
+  const char* name;
+  void (*mutate)(flare_mha_fwd_params&);
+};
+
+TEST(PlanForward, DoesNotPackGqa) {
+  const NoPackCase cases[] = {
+      {"alibi", [](flare_mha_fwd_params& p) {
+         p.alibi_slopes = reinterpret_cast<const float*>(uintptr_t(0x700000));
+       }},
+      {"window_left", [](flare_mha_fwd_params& p) { p.window_left = 16; }},
+      {"window_right", [](flare_mha_fwd_params& p) { p.window_right = 4; }},
+      {"seqlen_q_2", [](flare_mha_fwd_params& p) {
+         p.seqlen_q = 2;
+         p.q_batch_stride = p.out_batch_stride = 2 * 32 * 128;
+       }},
+      {"no_gqa", [](flare_mha_fwd_params& p) {
+         p.num_heads_k = 32;
+         p.k_row_stride = p.v_row_stride = 32 * 128;
+       }},
+      {"varlen", [](flare_mha_fwd_params& p) {
+         p.cu_seqlens_q = reinterpret_cast<const int32_t*>(uintptr_t(0x300000));
+         p.cu_seqlens_k = reinterpret_cast<const int32_t*>(uintptr_t(0x300100));
+         p.max_seqlen_q = 1;
+         p.max_seqlen_k = 4096;
+       }},
+  };
+  for (const NoPackCase& c : cases) {
+    flare_mha_fwd_params p = dense(2, 1, 4096, 32, 8, 128);
+    c.mutate(p);
+    const FwdPlan plan = plan_forward(p, kH100Sms);
+    EXPECT_FALSE(plan.packed_gqa) << c.name;
+    EXPECT_EQ(plan.p.num_heads, 32) << c.name;
+    EXPECT_EQ(plan.p.seqlen_q, p.seqlen_q) << c.name;
+    EXPECT_EQ(plan.p.q_row_stride, p.q_row_stride) << c.name;
+    EXPECT_EQ(plan.p.q_head_stride, p.q_head_stride) << c.name;
+  }
+}
+
+}  // namespace
