@@ -69,14 +69,15 @@ typedef struct flare_mha_fwd_params {
   int32_t dtype; /* flare_dtype */
 
   const void* q;
-  const void* k; /* K cache when cache_seqlens is given */
-  const void* v; /* V cache when cache_seqlens is given */
+  const void* k; /* K cache when cache_seqlens is given (written to when k_new is given) */
+  const void* v; /* V cache when cache_seqlens is given (written to when v_new is given) */
   void* out;
   float* lse; /* optional */
 
   int32_t batch;
   int32_t seqlen_q;
-  int32_t seqlen_k; /* KV cache: the cache capacity in rows per sequence (unpaged) */
+  int32_t seqlen_k; /* KV cache: the capacity in rows per sequence (paged: pages per sequence
+                       in block_table x page_block_size); appended rows must fit in it */
   int32_t num_heads;
   int32_t num_heads_k;
   int32_t head_dim;

@@ -305,8 +305,9 @@ flare_status read_params(const flare_mha_fwd_params* params, flare_mha_fwd_param
                 "struct_size (%zu) is too small: at least %zu bytes (through out_head_stride) "
                 "are required; call flare_mha_fwd_params_init",
                 size, kMinStructSize);
-  if (size % 4 != 0)
-    return fail(FLARE_ERROR_INVALID_ARGUMENT, "struct_size (%zu) is not a multiple of 4", size);
+  // Fields come in 8-byte groups, so a valid size never cuts a pointer in half.
+  if (size % 8 != 0)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "struct_size (%zu) is not a multiple of 8", size);
   flare_mha_fwd_params_init(full);
   // A newer caller's extra fields are unknown to this library and ignored.
   std::memcpy(static_cast<void*>(full), static_cast<const void*>(params),

@@ -76,8 +76,7 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, int num_sms) {
 
   const TileConfig tile = sm80_tile_config(plan.kernel_head_dim);
   const int max_seqlen_k = is_varlen(p) ? p.max_seqlen_k
-                           : is_kv_cache(p) ? p.seqlen_k + (p.k_new ? p.seqlen_new : 0)
-                                            : p.seqlen_k;
+                                            : p.seqlen_k;  // KV cache: the capacity
   const int m_blocks = (plan.max_seqlen_q + tile.block_m - 1) / tile.block_m;
   const int n_blocks = (max_seqlen_k + tile.block_n - 1) / tile.block_n;
   if (p.num_splits > 0) {
@@ -87,7 +86,6 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, int num_sms) {
     const int slots = num_sms * (plan.kernel_head_dim <= 128 ? 2 : 1);
     plan.num_splits = num_splits_heuristic(p.batch * p.num_heads * m_blocks, slots, n_blocks, 128);
   }
-  if (p.num_splits > 1 && plan.num_splits < 1) plan.num_splits = 1;
 
   size_t offset = 0;
   if (plan.rotate_q) {

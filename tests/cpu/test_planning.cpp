@@ -238,15 +238,15 @@ TEST(PlanForward, NoRotaryWithoutAppend) {
   EXPECT_EQ(plan.p.q_row_stride, 1024);
 }
 
-TEST(PlanForward, KvCacheKeyBlocksCountCapacityPlusNew) {
-  // The planner bounds the keys by capacity + seqlen_new = 128 + 1 = 129 -> 3 key blocks,
-  // so a forced 10 splits is capped at 3.
+TEST(PlanForward, KvCacheKeyBlocksCountCapacity) {
+  // Appended rows live inside the capacity, so the planner bounds the keys by the capacity
+  // 128 -> 2 key blocks of 64, and a forced 10 splits is capped at 2.
   flare_mha_fwd_params p = dense(1, 1, 128, 1, 1, 64);
   p.cache_seqlens = reinterpret_cast<const int32_t*>(uintptr_t(0x400000));
   p.k_new = p.v_new = reinterpret_cast<const void*>(uintptr_t(0x500000));
   p.seqlen_new = 1;
   p.num_splits = 10;
-  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 3);
+  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 2);
 }
 
 TEST(PlanForward, DefaultSoftmaxScaleResolved) {

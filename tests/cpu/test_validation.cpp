@@ -525,12 +525,12 @@ TEST(ReadParams, RejectsTooSmallStruct) {
   }
 }
 
-TEST(ReadParams, RejectsSizeNotMultipleOf4) {
+TEST(ReadParams, RejectsSizeNotMultipleOf8) {
   flare_mha_fwd_params p = dense_base();
-  p.struct_size = sizeof(flare_mha_fwd_params) - 2;
+  p.struct_size = sizeof(flare_mha_fwd_params) - 4;
   flare_mha_fwd_params full;
   EXPECT_EQ(flare::read_params(&p, &full), FLARE_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(flare_last_error()).find("is not a multiple of 4"), std::string::npos);
+  EXPECT_NE(std::string(flare_last_error()).find("is not a multiple of 8"), std::string::npos);
 }
 
 TEST(ReadParams, ShortStructGetsDefaults) {
