@@ -57,7 +57,8 @@ typedef enum flare_status {
 
 typedef enum flare_dtype {
   FLARE_DTYPE_FP16 = 0,
-  FLARE_DTYPE_BF16 = 1
+  FLARE_DTYPE_BF16 = 1,
+  FLARE_DTYPE_FP32 = 2 /* flare_merge_attention_states only; flare_mha_fwd rejects it */
 } flare_dtype;
 
 /* Bumped when fields are added; the library reads only the first struct_size bytes. */
@@ -151,6 +152,66 @@ FLARE_API const char* flare_last_error(void);
 /* The split count flare would use (after the heuristic) for these params on this device. */
 FLARE_API flare_status flare_mha_fwd_num_splits(const flare_mha_fwd_params* params, int device,
                                                 int* num_splits);
+
+/* ---- Merging partial attention states ------------------------------------------------------
+ *
+ * Attention over a key set split into n disjoint parts: part s gave the normalised output o_s
+ * and log-sum-exp lse_s of every query row. The attention over all keys is
+ *   lse = log(sum_s exp(lse_s)),   out = sum_s exp(lse_s - lse) * o_s.
+ * A part with lse_s = -inf saw no key: its o_s is never read (it may hold anything). A row
+ * whose parts are all empty gets out = 0 and lse = -inf (like flare_mha_fwd).
+ *
+ * Layouts (strides in elements, 64-bit, the head dimension contiguous):
+ *   part s, out  [batch, seqlen, num_heads, head_dim]   (all parts share the part strides)
+ *   lse of part s, out_lse (fp32)  [batch, seqlen, num_heads], any strides
+ *     (flare_mha_fwd's lse [batch, num_heads, seqlen] is batch stride num_heads * seqlen,
+ *      head stride seqlen, row stride 1).
+ * Parts come either as part_ptrs (a HOST array of num_parts device pointers, at most
+ * FLARE_MERGE_MAX_PART_PTRS) or as one device pointer `parts` with part s at
+ * parts + s * part_stride elements; likewise lse_ptrs or lse + s * lse_part_stride.
+ * Alignment: the part and out base pointers and their strides address whole groups of 4
+ * elements (8 bytes for fp16/bf16, 16 bytes for fp32); lse pointers are 4-byte aligned.
+ * In place: out may be one of the parts (same address, dtype and strides) and out_lse that
+ * part's lse (same address and strides); any other overlap of an output with an input is
+ * undefined. */
+#define FLARE_MERGE_PARAMS_VERSION 1
+#define FLARE_MERGE_MAX_PART_PTRS 64
+
+typedef struct flare_merge_params {
+  /* sizeof(flare_merge_params) as the caller compiled it: set by flare_merge_params_init. */
+  uint32_t struct_size;
+  int32_t num_parts;  /* n >= 1 */
+  int32_t part_dtype; /* flare_dtype of the partial outputs: FP16, BF16 or FP32 */
+  int32_t out_dtype;  /* flare_dtype of out: FP16, BF16 or FP32 */
+
+  const void* const* part_ptrs; /* host array of num_parts device pointers, or null */
+  const void* parts;            /* or: one device pointer ... */
+  int64_t part_stride;          /* ... and the elements between parts */
+  const float* const* lse_ptrs; /* host array of num_parts device pointers, or null */
+  const float* lse;             /* or: one device pointer ... */
+  int64_t lse_part_stride;      /* ... and the floats between parts */
+
+  int32_t batch;
+  int32_t seqlen;
+  int32_t num_heads;
+  int32_t head_dim; /* a multiple of 4 in [4, 512] */
+
+  int64_t part_batch_stride, part_row_stride, part_head_stride;
+  int64_t lse_batch_stride, lse_row_stride, lse_head_stride;
+
+  void* out; /* out_dtype */
+  int64_t out_batch_stride, out_row_stride, out_head_stride;
+  float* out_lse; /* optional merged lse */
+  int64_t out_lse_batch_stride, out_lse_row_stride, out_lse_head_stride;
+} flare_merge_params;
+
+/* Zeroes the struct and sets struct_size. */
+FLARE_API void flare_merge_params_init(flare_merge_params* params);
+
+/* Merges the parts into out (and out_lse) on the stream's device. On a validation error
+ * nothing is launched or written. */
+FLARE_API flare_status flare_merge_attention_states(const flare_merge_params* params,
+                                                    void* cuda_stream);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,13 @@
 #include "api/dispatch.h"
 
+#include <cstdlib>
+#include <cstring>
+
+namespace flare {
+template <int Dtype, int HeadDim>
+int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
+}  // namespace flare
+
 namespace flare {
 namespace {
 
@@ -29,6 +37,43 @@ FwdKernelFn for_head_dim(int head_dim) {
   }
 }
 
+// The Hopper kernels exist for head dims 64, 128 and 256 when sm90a is built.
+template <int Dtype>
+FwdKernelFn sm90_for_head_dim(int head_dim) {
+  switch (head_dim) {
+#if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_64
+    case 64: return &run_fwd_sm90<Dtype, 64>;
+#endif
+#if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_128
+    case 128: return &run_fwd_sm90<Dtype, 128>;
+#endif
+#if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_256
+    case 256: return &run_fwd_sm90<Dtype, 256>;
+#endif
+    default: (void)head_dim; return nullptr;
+  }
+}
+
+FwdKernelFn sm90_kernel(int dtype, int head_dim) {
+#if FLARE_HAS_FP16
+  if (dtype == FLARE_DTYPE_FP16) return sm90_for_head_dim<FLARE_DTYPE_FP16>(head_dim);
+#endif
+#if FLARE_HAS_BF16
+  if (dtype == FLARE_DTYPE_BF16) return sm90_for_head_dim<FLARE_DTYPE_BF16>(head_dim);
+#endif
+  return nullptr;
+}
+
+// FLARE_KERNEL_PATH=sm80 keeps Hopper GPUs on the mma.sync kernels (for comparison and as a
+// fallback); read once.
+bool hopper_path_disabled() {
+  static const bool disabled = [] {
+    const char* v = std::getenv("FLARE_KERNEL_PATH");
+    return v != nullptr && std::strcmp(v, "sm80") == 0;
+  }();
+  return disabled;
+}
+
 template <int Arch>
 FwdKernelFn for_dtype(int dtype, int head_dim) {
 #if FLARE_HAS_FP16
@@ -48,7 +93,11 @@ FwdKernelFn select_fwd_kernel(int cc_major, int dtype, int kernel_head_dim) {
   if (cc_major < 8) return nullptr;
 #if FLARE_HAS_ARCH_90
   // sm_90a code runs on compute capability 9.0 only.
-  if (cc_major == 9) return for_dtype<90>(dtype, kernel_head_dim);
+  if (cc_major == 9) {
+    if (!hopper_path_disabled())
+      if (FwdKernelFn fn = sm90_kernel(dtype, kernel_head_dim)) return fn;
+    return for_dtype<90>(dtype, kernel_head_dim);
+  }
 #endif
 #if FLARE_HAS_ARCH_80
   // sm_80 code (and its PTX, JIT-compiled on newer GPUs) serves every other sm80+ device.

@@ -52,6 +52,12 @@ flare_status prepare(const flare_mha_fwd_params* params, int device, flare_mha_f
     no_split.num_splits = 1;
     *plan = plan_forward(no_split, info.num_sms);
   }
+  if (plan->workspace_bytes == kWorkspaceUnsatisfiable)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "the workspace of this call (num_splits %d, batch %d, heads %d, max_seqlen_q %d, "
+                "head_dim %d) overflows size_t: lower num_splits",
+                plan->num_splits, full->batch, full->num_heads, plan->max_seqlen_q,
+                full->head_dim);
   *kernel = select_fwd_kernel(info.cc_major, full->dtype, plan->kernel_head_dim);
   if (*kernel == nullptr)
     return fail(FLARE_ERROR_ARCH_NOT_SUPPORTED,

@@ -8,13 +8,18 @@
 //   1. dtype;
 //   2. the tensors q, k, v, out: non-null, base 16-byte aligned, strides non-negative and
 //      multiples of 8 elements;
-//   3. shapes: batch, seqlen_q / seqlen_k (or max_seqlen_* for varlen), heads, head_dim;
+//   3. shapes: batch, seqlen_q / seqlen_k (or max_seqlen_* for varlen), heads, head_dim, and
+//      the launch limits: batch and num_heads <= 65535 (CUDA grid y / z), sequence lengths
+//      <= 2^30 (row indices and block counts stay in 32-bit ints);
 //   4. scalar options: softmax_scale, softcap, causal, windows, alibi, p_dropout, and the
 //      alignment of the optional alibi_slopes / lse arrays;
 //   5. variable length (cu_seqlens_q / cu_seqlens_k / seqused_k, max_seqlen_*);
 //   6. KV cache: append (k_new / v_new), rotary, cache_batch_idx / leftpad_k, paged KV;
 //      or, without cache_seqlens, that no KV-cache-only field is set;
-//   7. num_splits and the workspace pointer.
+//   7. num_splits and the workspace pointer;
+//   8. the extent of every tensor (the element offset one past its last element, from the
+//      sizes and strides) is below 2^61, so no 64-bit offset computed on the host or in a
+//      kernel (packed-GQA strides included) can overflow.
 //
 // Every pointer except the tensors' base addresses is a device pointer, and even those are
 // only compared, never read: validation never dereferences anything but the params struct.
@@ -51,6 +56,14 @@ constexpr int kMinHeadDim = 8;
 constexpr int kMaxHeadDim = 256;
 constexpr int kMaxSplits = 128;
 constexpr int kPageBlockMultiple = 16;
+// The forward grid is (query blocks, heads, batch x splits): CUDA allows 65535 in y and z.
+constexpr int kMaxGridYZ = 65535;
+// Rows of one sequence: row indices, row + block size and block counts fit in int.
+constexpr int kMaxSeqlen = 1 << 30;
+// Varlen row indices come from int32 cu_seqlens.
+constexpr int64_t kMaxVarlenRows = 0x7fffffff;
+// Largest element offset any tensor may reach (leaves headroom for stride x ratio products).
+constexpr int64_t kMaxExtent = int64_t(1) << 61;
 
 // Returns from the enclosing function with the status of the first failing check.
 #define FLARE_CHECK(expr)                                  \
@@ -67,6 +80,13 @@ flare_status check_alignment(const char* name, const void* ptr, uintptr_t alignm
   if (ptr && !is_aligned(ptr, alignment))
     return fail(FLARE_ERROR_MISALIGNED, "%s (%p) is not %u-byte aligned", name, ptr,
                 unsigned(alignment));
+  return FLARE_OK;
+}
+
+flare_status check_at_most(const char* name, long long value, long long max, const char* why) {
+  if (value > max)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s (%lld) must be <= %lld (%s)", name, value, max,
+                why);
   return FLARE_OK;
 }
 
@@ -150,8 +170,12 @@ flare_status check_shapes(const flare_mha_fwd_params& p) {
     // Padded batch; varlen uses max_seqlen_q / max_seqlen_k instead (checked with varlen).
     FLARE_CHECK(check_at_least("seqlen_q", p.seqlen_q, 1));
     FLARE_CHECK(check_at_least("seqlen_k", p.seqlen_k, 0));
+    FLARE_CHECK(check_at_most("seqlen_q", p.seqlen_q, kMaxSeqlen, "2^30 rows per sequence"));
+    FLARE_CHECK(check_at_most("seqlen_k", p.seqlen_k, kMaxSeqlen, "2^30 rows per sequence"));
   }
+  FLARE_CHECK(check_at_most("batch", p.batch, kMaxGridYZ, "the CUDA grid limit"));
   FLARE_CHECK(check_at_least("num_heads", p.num_heads, 1));
+  FLARE_CHECK(check_at_most("num_heads", p.num_heads, kMaxGridYZ, "the CUDA grid limit"));
   FLARE_CHECK(check_at_least("num_heads_k", p.num_heads_k, 1));
   if (p.num_heads % p.num_heads_k != 0)
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "num_heads (%d) is not a multiple of num_heads_k (%d)",
@@ -192,6 +216,8 @@ flare_status check_varlen(const flare_mha_fwd_params& p) {
   if (p.max_seqlen_k < 0)
     return fail(FLARE_ERROR_INVALID_ARGUMENT,
                 "max_seqlen_k (%d) must be set with cu_seqlens_k (>= 0)", p.max_seqlen_k);
+  FLARE_CHECK(check_at_most("max_seqlen_q", p.max_seqlen_q, kMaxSeqlen, "2^30 rows per sequence"));
+  FLARE_CHECK(check_at_most("max_seqlen_k", p.max_seqlen_k, kMaxSeqlen, "2^30 rows per sequence"));
   return FLARE_OK;
 }
 
@@ -211,6 +237,7 @@ flare_status check_append(const flare_mha_fwd_params& p) {
   FLARE_CHECK(check_pair("k_new", p.k_new, "v_new", p.v_new));
   if (!p.k_new) return FLARE_OK;
   FLARE_CHECK(check_at_least("seqlen_new", p.seqlen_new, 1));
+  FLARE_CHECK(check_at_most("seqlen_new", p.seqlen_new, kMaxSeqlen, "2^30 rows per sequence"));
   FLARE_CHECK(check_tensor(
       {"k_new", p.k_new, p.k_new_batch_stride, p.k_new_row_stride, p.k_new_head_stride}));
   FLARE_CHECK(check_tensor(
@@ -258,6 +285,8 @@ flare_status check_paged(const flare_mha_fwd_params& p) {
                 "page_block_size (%d) must be a positive multiple of %d", p.page_block_size,
                 kPageBlockMultiple);
   FLARE_CHECK(check_at_least("block_table_batch_stride", p.block_table_batch_stride, 1));
+  FLARE_CHECK(check_at_most("page_block_size", p.page_block_size, kMaxSeqlen,
+                           "2^30 rows per sequence"));
   FLARE_CHECK(check_at_least("num_pages", p.num_pages, 1));
   return FLARE_OK;
 }
@@ -294,6 +323,58 @@ flare_status check_splits_and_workspace(const flare_mha_fwd_params& p) {
   return FLARE_OK;
 }
 
+// Element offset one past the last element of a [n, rows, heads, head_dim] tensor with the
+// given strides (all sizes >= 1, strides >= 0), saturated at kMaxExtent + 1.
+int64_t tensor_extent(int64_t n, int64_t rows, int64_t heads, int64_t head_dim, int64_t bs,
+                      int64_t rs, int64_t hs) {
+  const unsigned __int128 e = static_cast<unsigned __int128>(n - 1) * uint64_t(bs) +
+                              static_cast<unsigned __int128>(rows - 1) * uint64_t(rs) +
+                              static_cast<unsigned __int128>(heads - 1) * uint64_t(hs) +
+                              uint64_t(head_dim);
+  return e > static_cast<unsigned __int128>(kMaxExtent) ? kMaxExtent + 1 : int64_t(e);
+}
+
+flare_status check_extent(const char* name, int64_t n, int64_t rows, int64_t heads,
+                          const flare_mha_fwd_params& p, int64_t bs, int64_t rs, int64_t hs) {
+  if (n < 1 || rows < 1) return FLARE_OK;  // an empty tensor is never addressed
+  const int64_t e = tensor_extent(n, rows, heads, p.head_dim, bs, rs, hs);
+  if (e > kMaxExtent)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "%s spans more than 2^61 elements (%lld x %lld rows x %lld heads with strides "
+                "%lld/%lld/%lld): its 64-bit element offsets could overflow",
+                name, (long long)n, (long long)rows, (long long)heads, (long long)bs,
+                (long long)rs, (long long)hs);
+  return FLARE_OK;
+}
+
+// Runs after every other check, so sizes are in range and the flags are consistent.
+flare_status check_extents(const flare_mha_fwd_params& p) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  // q / out: varlen rows are indexed through cu_seqlens_q (int32), the batch stride unused.
+  const int64_t nq = varlen ? 1 : p.batch;
+  const int64_t rows_q = varlen ? kMaxVarlenRows : p.seqlen_q;
+  FLARE_CHECK(check_extent("q", nq, rows_q, p.num_heads, p, p.q_batch_stride, p.q_row_stride,
+                           p.q_head_stride));
+  FLARE_CHECK(check_extent("out", nq, rows_q, p.num_heads, p, p.out_batch_stride,
+                           p.out_row_stride, p.out_head_stride));
+  // k / v: varlen rows via cu_seqlens_k; paged: pages of page_block_size rows; a KV cache
+  // indexed by cache_batch_idx is assumed to hold `batch` entries (its contents are on device).
+  int64_t nk = p.batch, rows_k = p.seqlen_k;
+  if (varlen) nk = 1, rows_k = kMaxVarlenRows;
+  if (p.cache_seqlens && p.block_table) nk = p.num_pages, rows_k = p.page_block_size;
+  FLARE_CHECK(check_extent("k", nk, rows_k, p.num_heads_k, p, p.k_batch_stride, p.k_row_stride,
+                           p.k_head_stride));
+  FLARE_CHECK(check_extent("v", nk, rows_k, p.num_heads_k, p, p.v_batch_stride, p.v_row_stride,
+                           p.v_head_stride));
+  if (p.cache_seqlens && p.k_new) {
+    FLARE_CHECK(check_extent("k_new", p.batch, p.seqlen_new, p.num_heads_k, p,
+                             p.k_new_batch_stride, p.k_new_row_stride, p.k_new_head_stride));
+    FLARE_CHECK(check_extent("v_new", p.batch, p.seqlen_new, p.num_heads_k, p,
+                             p.v_new_batch_stride, p.v_new_row_stride, p.v_new_head_stride));
+  }
+  return FLARE_OK;
+}
+
 }  // namespace
 
 flare_status read_params(const flare_mha_fwd_params* params, flare_mha_fwd_params* full) {
@@ -326,6 +407,7 @@ flare_status validate_params(const flare_mha_fwd_params* params) {
   FLARE_CHECK(check_varlen(p));
   FLARE_CHECK(check_kv_cache(p));
   FLARE_CHECK(check_splits_and_workspace(p));
+  FLARE_CHECK(check_extents(p));
   return FLARE_OK;
 }
 

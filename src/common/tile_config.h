@@ -1,21 +1,59 @@
-// Tile shapes of the mma.sync forward kernel per head dimension: shared by the kernel and by
-// the planner (split heuristic, workspace), so both agree on block counts.
+// Tile shapes of the mma.sync forward kernels per head dimension: shared by the kernels and by
+// the planner (split heuristic, workspace), so both agree on block counts and CTA slots.
 #pragma once
 #include "host_device.h"
 
 namespace flare {
 
 struct TileConfig {
-  int block_m;  // query rows per CTA
-  int block_n;  // key rows per main-loop step
-  int warps;    // each warp owns block_m / warps query rows
+  int block_m;      // query rows per CTA
+  int block_n;      // key rows per main-loop step (also the unit of the split ranges)
+  int warps;        // prefill: each warp owns block_m / warps query rows;
+                    // decode: each warp owns block_n / warps keys of every key block
+  int stages;       // K/V shared-memory buffers in flight (prefill: one K and one V buffer)
+  int ctas_per_sm;  // resident CTAs per SM the kernel is built for (the planner's slots)
 };
 
-// Rows per warp: 32 where the accumulators fit in registers (d <= 128), else 16.
+// Prefill kernel. Rows per warp: 32 where the accumulators fit in registers (d <= 128), else 16.
 FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
-  return head_dim <= 64    ? TileConfig{128, 64, 4}
-         : head_dim <= 128 ? TileConfig{128, 64, 4}
-                           : TileConfig{128, 64, 8};
+  return head_dim <= 64    ? TileConfig{128, 64, 4, 1, 2}
+         : head_dim <= 128 ? TileConfig{128, 64, 4, 1, 2}
+                           : TileConfig{128, 64, 8, 1, 1};
+}
+
+// Decode kernel: few query rows (seqlen_q, or the packed query heads of one KV head), so one
+// m16 tile of rows per CTA; the 4 warps split every 64-key block (16 keys each) and merge their
+// partial softmax states at the end. A multi-stage cp.async pipeline keeps several K/V blocks in
+// flight per CTA. Stages are chosen so that 2 CTAs fit on an SM up to d = 192.
+constexpr int kSm80DecodeMaxRows = 16;
+
+FLARE_HD constexpr int sm80_decode_stages(int head_dim) { return head_dim <= 128 ? 3 : 2; }
+
+// Shared memory of the decode kernel: Q (16 rows) + stages x (K + V) blocks of 64 rows, rows
+// padded by 8 elements (2-byte elements).
+FLARE_HD constexpr int sm80_decode_smem_bytes(int head_dim) {
+  return (kSm80DecodeMaxRows + sm80_decode_stages(head_dim) * 2 * 64) * (head_dim + 8) * 2;
+}
+
+FLARE_HD constexpr int sm80_decode_ctas_per_sm(int head_dim) {
+  // 228 KiB of shared memory per SM (sm80/sm90), 1 KiB of it reserved per CTA.
+  return 233472 / (sm80_decode_smem_bytes(head_dim) + 1024) > 4
+             ? 4
+             : 233472 / (sm80_decode_smem_bytes(head_dim) + 1024);
+}
+
+FLARE_HD constexpr TileConfig sm80_decode_tile_config(int head_dim) {
+  return TileConfig{kSm80DecodeMaxRows, 64, 4, sm80_decode_stages(head_dim),
+                    sm80_decode_ctas_per_sm(head_dim)};
+}
+
+// The kernel a launch runs: decode when every (batch, head) has at most 16 query rows.
+FLARE_HD constexpr bool sm80_use_decode_kernel(int max_seqlen_q) {
+  return max_seqlen_q <= kSm80DecodeMaxRows;
+}
+FLARE_HD constexpr TileConfig sm80_kernel_tile(int head_dim, int max_seqlen_q) {
+  return sm80_use_decode_kernel(max_seqlen_q) ? sm80_decode_tile_config(head_dim)
+                                              : sm80_tile_config(head_dim);
 }
 
 // Head dimensions with compiled kernels; others are padded up to the next one.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "common/sequence.h"
@@ -34,6 +35,20 @@ int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks
 namespace {
 
 size_t align_up(size_t x) { return (x + kWorkspaceAlignment - 1) / kWorkspaceAlignment * kWorkspaceAlignment; }
+
+// Workspace arithmetic saturates at SIZE_MAX (kWorkspaceUnsatisfiable): a size no allocation
+// can meet, instead of a wrapped-around small one that the kernels would overrun.
+size_t sat_mul(size_t a, size_t b) {
+  size_t r;
+  return __builtin_mul_overflow(a, b, &r) ? kWorkspaceUnsatisfiable : r;
+}
+size_t sat_add_aligned(size_t offset, size_t bytes) {
+  size_t r;
+  if (offset == kWorkspaceUnsatisfiable || bytes == kWorkspaceUnsatisfiable ||
+      __builtin_add_overflow(offset, bytes, &r) || r > kWorkspaceUnsatisfiable - kWorkspaceAlignment)
+    return kWorkspaceUnsatisfiable;
+  return align_up(r);
+}
 
 // seqlen_q == 1 with several query heads per KV head: view q [b, 1, hk*r, d] as [b, r, hk, d]
 // so each CTA reads a KV head once for all r query heads. Needs the same mask and bias for
@@ -74,31 +89,43 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, int num_sms) {
   }
   plan.max_seqlen_q = is_varlen(p) ? p.max_seqlen_q : p.seqlen_q;
 
-  const TileConfig tile = sm80_tile_config(plan.kernel_head_dim);
+  // The tile of the kernel this launch runs (decode or prefill), so block counts and CTA slots
+  // match what the kernel does.
+  const TileConfig tile = sm80_kernel_tile(plan.kernel_head_dim, plan.max_seqlen_q);
   const int max_seqlen_k = is_varlen(p) ? p.max_seqlen_k
                                             : p.seqlen_k;  // KV cache: the capacity
-  const int m_blocks = (plan.max_seqlen_q + tile.block_m - 1) / tile.block_m;
-  const int n_blocks = (max_seqlen_k + tile.block_n - 1) / tile.block_n;
+  // 64-bit: validated lengths are <= 2^30 and batch, heads <= 65535, but their product is not.
+  const int64_t m_blocks = (int64_t(plan.max_seqlen_q) + tile.block_m - 1) / tile.block_m;
+  const int n_blocks = int((int64_t(max_seqlen_k) + tile.block_n - 1) / tile.block_n);
   if (p.num_splits > 0) {
     plan.num_splits = std::min(p.num_splits, std::max(1, n_blocks));
   } else {
-    // Two CTAs of the d <= 128 kernels fit on one SM, so count CTA slots.
-    const int slots = num_sms * (plan.kernel_head_dim <= 128 ? 2 : 1);
-    plan.num_splits = num_splits_heuristic(p.batch * p.num_heads * m_blocks, slots, n_blocks, 128);
+    // Count CTA slots: resident CTAs per SM of the kernel that runs.
+    const int64_t slots = int64_t(std::max(num_sms, 1)) * tile.ctas_per_sm;
+    const int64_t blocks = int64_t(p.batch) * p.num_heads * m_blocks;
+    plan.num_splits = num_splits_heuristic(int(std::min<int64_t>(blocks, 0x7fffffff)),
+                                           int(std::min<int64_t>(slots, 0x7fffffff)), n_blocks,
+                                           128);
   }
+  // The grid's z dimension is batch x splits, at most 65535 (a forced count is lowered).
+  plan.num_splits = std::max(1, std::min(plan.num_splits, kMaxGridZ / std::max(1, p.batch)));
 
   size_t offset = 0;
   if (plan.rotate_q) {
-    const int es = 2;
+    const size_t es = 2;
     plan.q_rot_offset = offset;
-    offset = align_up(offset + size_t(p.batch) * p.seqlen_q * p.num_heads * p.head_dim * es);
+    offset = sat_add_aligned(
+        offset, sat_mul(sat_mul(sat_mul(size_t(p.batch), size_t(p.seqlen_q)),
+                                sat_mul(size_t(p.num_heads), size_t(p.head_dim))), es));
   }
   if (plan.num_splits > 1) {
-    const size_t rows = size_t(p.batch) * p.num_heads * plan.max_seqlen_q;
+    const size_t rows = sat_mul(sat_mul(size_t(p.batch), size_t(p.num_heads)),
+                                size_t(plan.max_seqlen_q));
+    const size_t split_rows = sat_mul(size_t(plan.num_splits), rows);
     plan.o_accum_offset = offset;
-    offset = align_up(offset + size_t(plan.num_splits) * rows * p.head_dim * sizeof(float));
+    offset = sat_add_aligned(offset, sat_mul(sat_mul(split_rows, size_t(p.head_dim)), sizeof(float)));
     plan.lse_accum_offset = offset;
-    offset = align_up(offset + size_t(plan.num_splits) * rows * sizeof(float));
+    offset = sat_add_aligned(offset, sat_mul(split_rows, sizeof(float)));
   }
   plan.workspace_bytes = offset;
   return plan;

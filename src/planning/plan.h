@@ -18,10 +18,14 @@ struct FwdPlan {
   int num_splits;
   int max_seqlen_q;        // rows per (batch, head) in the split accumulators
   size_t q_rot_offset, o_accum_offset, lse_accum_offset;  // byte offsets in the workspace
-  size_t workspace_bytes;
+  size_t workspace_bytes;  // kWorkspaceUnsatisfiable when it overflows size_t
 };
 
 constexpr size_t kWorkspaceAlignment = 256;
+// workspace_bytes of a problem whose workspace would not fit in size_t (flare refuses it).
+constexpr size_t kWorkspaceUnsatisfiable = ~size_t(0);
+// CUDA's limit on gridDim.y and gridDim.z: the forward grid is (m blocks, heads, batch x splits).
+constexpr int kMaxGridZ = 65535;
 
 // Builds the plan for validated params on a device with `num_sms` SMs.
 FwdPlan plan_forward(const flare_mha_fwd_params& p, int num_sms);

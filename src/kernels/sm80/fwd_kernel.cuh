@@ -146,21 +146,33 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     load_tile<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, q_row);
     cp_async_commit();
     // Unpaged K/V rows are affine in the row index; paged rows go through the block table.
+    // Paged rows: 32-bit page / in-page split (cache rows fit in 32 bits), one table read.
     const bool paged = is_paged(p);
-    const int64_t k_base = paged ? 0 : k_offset(p, seq, 0, head_k);
-    const int64_t v_base = paged ? 0 : v_offset(p, seq, 0, head_k);
+    const int* table = paged ? p.block_table + int64_t(batch) * p.block_table_batch_stride : nullptr;
+    const uint32_t page_size = paged ? uint32_t(p.page_block_size) : 1u;
+    const uint32_t k_row0 = uint32_t(seq.k_row0);
+    const int64_t k_base = paged ? int64_t(head_k) * p.k_head_stride : k_offset(p, seq, 0, head_k);
+    const int64_t v_base = paged ? int64_t(head_k) * p.v_head_stride : v_offset(p, seq, 0, head_k);
     auto load_k = [&](int n_block) {
       const int n0 = n_block * kBlockN;
       load_tile<HeadDim, kBlockN, kThreads>(sK, k, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= seq.seqlen_k) return -1;
-        return paged ? k_offset(p, seq, n0 + r, head_k) : k_base + (n0 + r) * p.k_row_stride;
+        if (!paged) return k_base + int64_t(n0 + r) * p.k_row_stride;
+        const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
+        const uint32_t slot = kv_row / page_size;
+        return int64_t(table[slot]) * p.k_batch_stride +
+               int64_t(kv_row - slot * page_size) * p.k_row_stride + k_base;
       });
     };
     auto load_v = [&](int n_block) {
       const int n0 = n_block * kBlockN;
       load_tile<HeadDim, kBlockN, kThreads>(sV, v, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= seq.seqlen_k) return -1;
-        return paged ? v_offset(p, seq, n0 + r, head_k) : v_base + (n0 + r) * p.v_row_stride;
+        if (!paged) return v_base + int64_t(n0 + r) * p.v_row_stride;
+        const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
+        const uint32_t slot = kv_row / page_size;
+        return int64_t(table[slot]) * p.v_batch_stride +
+               int64_t(kv_row - slot * page_size) * p.v_row_stride + v_base;
       });
     };
     load_k(range.end - 1);
@@ -383,10 +395,28 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
 }
 
 }  // namespace sm80
+}  // namespace flare
+
+#include "kernels/sm80/decode_kernel.cuh"
+
+namespace flare {
 
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename sm80::ElementOf<Dtype>::type;
+  // The planner counted blocks and CTA slots with the same rule (sm80_kernel_tile).
+  if (sm80_use_decode_kernel(launch.max_seqlen_q)) {
+    using Dr = sm80::DecodeTraits<HeadDim>;
+    auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           Dr::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const int m_blocks = (launch.max_seqlen_q + Dr::kBlockM - 1) / Dr::kBlockM;
+    const dim3 grid(m_blocks > 0 ? m_blocks : 1, launch.p.num_heads,
+                    launch.p.batch * launch.num_splits);
+    kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
+    return cudaGetLastError();
+  }
   using Tr = sm80::FwdTraits<HeadDim>;
   auto kernel = sm80::fwd_kernel<Arch, T, HeadDim>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -1,0 +1,35 @@
+"""flare: exact attention forward for NVIDIA GPUs.
+
+FlashAttention-2 compatible forward functions (``flash_attn_func``, ``flash_attn_varlen_func``,
+``flash_attn_with_kvcache``, and the packed variants) over any DLPack-capable CUDA array
+(torch, cupy, jax, ...), backed by the statically linked flare library.
+
+Forward only: no dropout (``dropout_p > 0`` raises NotImplementedError), no backward pass, and
+attention probabilities are never materialised (``return_attn_probs=True`` gives
+``(out, softmax_lse, None)``). Importing this package does not import torch.
+"""
+
+from . import _flare
+from ._flare import __version__, build_config, cuda_device_count
+from ._interface import (
+    flash_attn_func,
+    flash_attn_kvpacked_func,
+    flash_attn_qkvpacked_func,
+    flash_attn_varlen_func,
+    flash_attn_varlen_kvpacked_func,
+    flash_attn_varlen_qkvpacked_func,
+    flash_attn_with_kvcache,
+)
+
+__all__ = [
+    "__version__",
+    "build_config",
+    "cuda_device_count",
+    "flash_attn_func",
+    "flash_attn_kvpacked_func",
+    "flash_attn_qkvpacked_func",
+    "flash_attn_varlen_func",
+    "flash_attn_varlen_kvpacked_func",
+    "flash_attn_varlen_qkvpacked_func",
+    "flash_attn_with_kvcache",
+]

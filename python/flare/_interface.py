@@ -1,0 +1,373 @@
+"""FlashAttention-2 compatible forward functions over DLPack arrays.
+
+The functions here mirror ``flash_attn``'s Python interface (names, argument order, defaults
+and return conventions), forward only. Arrays may come from any DLPack producer on a CUDA
+device (torch, cupy, jax, ...); they are used in place, never copied.
+
+Frameworks are detected lazily: ``torch`` and ``cupy`` are looked up in ``sys.modules`` and
+never imported by this package.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional, Tuple
+
+from . import _flare
+
+__all__ = [
+    "flash_attn_func",
+    "flash_attn_varlen_func",
+    "flash_attn_qkvpacked_func",
+    "flash_attn_kvpacked_func",
+    "flash_attn_varlen_qkvpacked_func",
+    "flash_attn_varlen_kvpacked_func",
+    "flash_attn_with_kvcache",
+]
+
+_SEPARATE, _QKV_PACKED, _KV_PACKED = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _torch_tensor_type():
+    torch = sys.modules.get("torch")
+    return getattr(torch, "Tensor", None) if torch is not None else None
+
+
+def _cupy_array_type():
+    cupy = sys.modules.get("cupy")
+    return getattr(cupy, "ndarray", None) if cupy is not None else None
+
+
+def _is_torch(x: Any) -> bool:
+    t = _torch_tensor_type()
+    return t is not None and isinstance(x, t)
+
+
+def _is_cupy(x: Any) -> bool:
+    t = _cupy_array_type()
+    return t is not None and isinstance(x, t)
+
+
+def _prepare(x: Any) -> Any:
+    """Makes a torch tensor exportable: DLPack refuses tensors that require grad."""
+    if _is_torch(x) and x.requires_grad:
+        return x.detach()
+    return x
+
+
+def _stream_handle(stream: Any, ref: Any) -> int:
+    """The cudaStream_t (as an int) a call runs on.
+
+    Explicit ``stream``: an int handle, or an object with ``cuda_stream`` (torch.cuda.Stream)
+    or ``ptr`` (cupy.cuda.Stream). Otherwise the current stream of the framework ``ref``
+    comes from (torch, cupy), else the legacy default stream 0.
+    """
+    if stream is not None:
+        if isinstance(stream, int):
+            return stream
+        for attr in ("cuda_stream", "ptr"):
+            handle = getattr(stream, attr, None)
+            if isinstance(handle, int):
+                return handle
+        raise ValueError(
+            "stream must be an int cudaStream_t handle, a torch.cuda.Stream or a "
+            f"cupy.cuda.Stream; got {type(stream).__name__}"
+        )
+    if _is_torch(ref) and ref.is_cuda:
+        torch = sys.modules["torch"]
+        return int(torch.cuda.current_stream(ref.device).cuda_stream)
+    if _is_cupy(ref):
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(ref.device.id):
+            return int(cupy.cuda.get_current_stream().ptr)
+    return 0
+
+
+def _check_dropout(dropout_p: float) -> None:
+    if dropout_p != 0.0:
+        raise NotImplementedError(
+            f"dropout_p={dropout_p}: flare is an inference (forward-only) library and does not "
+            "implement dropout; pass dropout_p=0.0"
+        )
+
+
+def _scale(softmax_scale: Optional[float]) -> float:
+    # 0 selects 1/sqrt(headdim) in the library.
+    return 0.0 if softmax_scale is None else float(softmax_scale)
+
+
+def _window(window_size: Tuple[int, int]) -> Tuple[int, int]:
+    try:
+        left, right = window_size
+    except (TypeError, ValueError):
+        raise ValueError(f"window_size must be a pair (left, right), got {window_size!r}") from None
+    return int(left), int(right)
+
+
+class _Outputs:
+    """Pre-allocates out / lse with torch for torch inputs (stream-ordered caching allocator).
+
+    Other frameworks get arrays the extension allocates with cudaMalloc, which are converted
+    back with the framework's from_dlpack (cupy) or returned as DLPack-capable arrays.
+    """
+
+    def __init__(self, ref: Any, out: Any, out_shape, lse_shape, want_lse: bool, stream: int):
+        self.ref = ref
+        self.out = out
+        self.lse = None
+        if _is_torch(ref) and ref.is_cuda and out_shape is not None:
+            torch = sys.modules["torch"]
+            if out is None:
+                self.out = torch.empty(out_shape, dtype=ref.dtype, device=ref.device)
+            if want_lse:
+                self.lse = torch.empty(lse_shape, dtype=torch.float32, device=ref.device)
+            current = torch.cuda.current_stream(ref.device).cuda_stream
+            if stream != current:
+                # Memory from torch's allocator used on another stream must be recorded there.
+                ext = torch.cuda.ExternalStream(stream, device=ref.device)
+                for t in (self.out if out is None else None, self.lse):
+                    if t is not None:
+                        t.record_stream(ext)
+
+    def wrap(self, result) -> Tuple[Any, Any]:
+        fresh_out, fresh_lse = result
+        out = self.out if fresh_out is None else self._convert(fresh_out)
+        lse = self.lse if fresh_lse is None else self._convert(fresh_lse)
+        return out, lse
+
+    def _convert(self, array: Any) -> Any:
+        if _is_torch(self.ref):
+            return sys.modules["torch"].from_dlpack(array)
+        if _is_cupy(self.ref):
+            return sys.modules["cupy"].from_dlpack(array)
+        return array  # a DLPack-capable nanobind ndarray owning its cudaMalloc'd memory
+
+
+def _shape(x: Any):
+    return tuple(x.shape) if hasattr(x, "shape") else None
+
+
+# ----------------------------------------------------------------------------- fixed length
+
+
+def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softcap,
+         alibi_slopes, return_attn_probs, out, stream):
+    _check_dropout(dropout_p)
+    q, k, v, alibi_slopes = (_prepare(x) for x in (q, k, v, alibi_slopes))
+    left, right = _window(window_size)
+    handle = _stream_handle(stream, q)
+    qs = _shape(q)
+    out_shape = lse_shape = None
+    if qs is not None:
+        if packing == _QKV_PACKED and len(qs) == 5:
+            out_shape = (qs[0], qs[1], qs[3], qs[4])
+        elif packing != _QKV_PACKED and len(qs) == 4:
+            out_shape = qs
+        if out_shape is not None:
+            lse_shape = (out_shape[0], out_shape[2], out_shape[1])
+    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
+    result = _flare._fwd(q, k, v, packing, outs.out, outs.lse, bool(return_attn_probs),
+                         _scale(softmax_scale), bool(causal), left, right, float(softcap),
+                         alibi_slopes, handle)
+    o, lse = outs.wrap(result)
+    return (o, lse, None) if return_attn_probs else o
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
+                    window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
+                    return_attn_probs=False, *, out=None, stream=None):
+    """Exact attention forward, FlashAttention-2 layout.
+
+    Arguments:
+        q: (batch_size, seqlen_q, nheads, headdim), float16 or bfloat16, CUDA.
+        k, v: (batch_size, seqlen_k, nheads_k, headdim); nheads divisible by nheads_k
+            (MQA / GQA).
+        dropout_p: must be 0.0 (NotImplementedError otherwise).
+        softmax_scale: default 1 / sqrt(headdim).
+        causal: causal mask aligned to the bottom-right corner when seqlen_q != seqlen_k.
+        window_size: (left, right) sliding window; -1 is unbounded.
+        softcap: > 0 applies softcap * tanh(scores / softcap).
+        alibi_slopes: float32 (nheads,) or (batch_size, nheads); adds
+            -slope * |i + seqlen_k - seqlen_q - j| to the score.
+        deterministic: accepted and ignored (the forward pass is deterministic).
+        return_attn_probs: also return the log-sum-exp. Probabilities are never
+            materialised: the third element is always None.
+        out: optional (batch_size, seqlen_q, nheads, headdim) array to write the result into.
+        stream: optional stream (int cudaStream_t, torch.cuda.Stream, cupy.cuda.Stream).
+            Default: torch's / cupy's current stream for their arrays, else stream 0.
+
+    Returns:
+        out, or (out, softmax_lse, None) with return_attn_probs; softmax_lse is float32
+        (batch_size, nheads, seqlen_q), -inf for rows that see no key (whose out is 0).
+
+    No backward pass: gradients do not flow through this function.
+    """
+    return _fwd(q, k, v, _SEPARATE, dropout_p, softmax_scale, causal, window_size, softcap,
+                alibi_slopes, return_attn_probs, out, stream)
+
+
+def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False,
+                              window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                              deterministic=False, return_attn_probs=False, *, out=None,
+                              stream=None):
+    """flash_attn_func with q, k, v packed: qkv is (batch_size, seqlen, 3, nheads, headdim).
+
+    Returns out (batch_size, seqlen, nheads, headdim), or (out, softmax_lse, None) with
+    return_attn_probs. See flash_attn_func for the other arguments.
+    """
+    return _fwd(qkv, None, None, _QKV_PACKED, dropout_p, softmax_scale, causal, window_size,
+                softcap, alibi_slopes, return_attn_probs, out, stream)
+
+
+def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False,
+                             window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                             deterministic=False, return_attn_probs=False, *, out=None,
+                             stream=None):
+    """flash_attn_func with k, v packed: kv is (batch_size, seqlen_k, 2, nheads_k, headdim).
+
+    See flash_attn_func for the other arguments and the return value.
+    """
+    return _fwd(q, kv, None, _KV_PACKED, dropout_p, softmax_scale, causal, window_size,
+                softcap, alibi_slopes, return_attn_probs, out, stream)
+
+
+# ----------------------------------------------------------------------------- variable length
+
+
+def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+            dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+            return_attn_probs, block_table, out, stream):
+    _check_dropout(dropout_p)
+    if block_table is not None:
+        raise NotImplementedError(
+            "block_table (paged KV) with the varlen functions is not supported by flare; use "
+            "flash_attn_with_kvcache for paged KV caches"
+        )
+    q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes = (
+        _prepare(x) for x in (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes))
+    left, right = _window(window_size)
+    handle = _stream_handle(stream, q)
+    qs = _shape(q)
+    out_shape = lse_shape = None
+    if qs is not None:
+        if packing == _QKV_PACKED and len(qs) == 4:
+            out_shape = (qs[0], qs[2], qs[3])
+        elif packing != _QKV_PACKED and len(qs) == 3:
+            out_shape = qs
+        if out_shape is not None:
+            lse_shape = (out_shape[1], out_shape[0])
+    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
+    result = _flare._varlen_fwd(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
+                                int(max_seqlen_k), outs.out, outs.lse, bool(return_attn_probs),
+                                _scale(softmax_scale), bool(causal), left, right,
+                                float(softcap), alibi_slopes, handle)
+    o, lse = outs.wrap(result)
+    return (o, lse, None) if return_attn_probs else o
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                           dropout_p=0.0, softmax_scale=None, causal=False,
+                           window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                           deterministic=False, return_attn_probs=False, block_table=None,
+                           *, out=None, stream=None):
+    """Attention over a batch of sequences of different lengths, packed without padding.
+
+    Arguments:
+        q: (total_q, nheads, headdim); k, v: (total_k, nheads_k, headdim).
+        cu_seqlens_q, cu_seqlens_k: int32 (batch_size + 1,), CUDA: sequence b has rows
+            [cu_seqlens[b], cu_seqlens[b + 1]).
+        max_seqlen_q, max_seqlen_k: the longest sequence lengths (ints).
+        block_table: paged KV is not supported here (NotImplementedError); use
+            flash_attn_with_kvcache.
+        Other arguments as in flash_attn_func.
+
+    Returns:
+        out (total_q, nheads, headdim), or (out, softmax_lse, None) with return_attn_probs;
+        softmax_lse is float32 (nheads, total_q).
+    """
+    return _varlen(q, k, v, _SEPARATE, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                   dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+                   return_attn_probs, block_table, out, stream)
+
+
+def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
+                                     softmax_scale=None, causal=False, window_size=(-1, -1),
+                                     softcap=0.0, alibi_slopes=None, deterministic=False,
+                                     return_attn_probs=False, *, out=None, stream=None):
+    """flash_attn_varlen_func with qkv packed as (total, 3, nheads, headdim)."""
+    return _varlen(qkv, None, None, _QKV_PACKED, cu_seqlens, cu_seqlens, max_seqlen,
+                   max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap,
+                   alibi_slopes, return_attn_probs, None, out, stream)
+
+
+def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                    max_seqlen_k, dropout_p=0.0, softmax_scale=None,
+                                    causal=False, window_size=(-1, -1), softcap=0.0,
+                                    alibi_slopes=None, deterministic=False,
+                                    return_attn_probs=False, *, out=None, stream=None):
+    """flash_attn_varlen_func with kv packed as (total_k, 2, nheads_k, headdim)."""
+    return _varlen(q, kv, None, _KV_PACKED, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                   max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap,
+                   alibi_slopes, return_attn_probs, None, out, stream)
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None,
+                            rotary_sin=None, cache_seqlens=None, cache_batch_idx=None,
+                            cache_leftpad=None, block_table=None, softmax_scale=None,
+                            causal=False, window_size=(-1, -1), softcap=0.0,
+                            rotary_interleaved=True, alibi_slopes=None, num_splits=0,
+                            return_softmax_lse=False, *, out=None, stream=None):
+    """Attention against a KV cache (decoding), optionally appending new keys/values first.
+
+    Arguments:
+        q: (batch_size, seqlen_q, nheads, headdim).
+        k_cache, v_cache: (batch_size_cache, seqlen_cache, nheads_k, headdim), or with
+            block_table (paged) (num_blocks, page_block_size, nheads_k, headdim);
+            page_block_size must be a multiple of 16.
+        k, v: optional (batch_size, seqlen_new, nheads_k, headdim): written into the cache
+            in place at rows [cache_seqlens[b], cache_seqlens[b] + seqlen_new) before
+            attention (the caches must then be writable arrays).
+        rotary_cos, rotary_sin: optional (seqlen_ro, rotary_dim / 2), dtype of q; need k, v.
+            Applied to q and to the new keys at their positions in the cache (for q: one
+            position, cache_seqlens[b], unless causal or windowed, then one per row).
+        cache_seqlens: int32 (batch_size,) or an int: rows of the cache in use. None: the
+            whole cache (not allowed when appending).
+        cache_batch_idx: optional int32 (batch_size,): the cache entry of sequence b.
+        cache_leftpad: optional int32 (batch_size,): the cache of sequence b starts at this row.
+        block_table: optional int32 (batch_size, max_num_blocks_per_seq): paged KV.
+        rotary_interleaved: True pairs dimensions (0, 1), (2, 3), ...; False pairs
+            (i, i + rotary_dim / 2) (GPT-NeoX style).
+        num_splits: 0 chooses split-KV by heuristic, 1 disables it, n forces n splits.
+        return_softmax_lse: also return the float32 (batch_size, nheads, seqlen_q)
+            log-sum-exp.
+        out, stream: as in flash_attn_func. Other arguments as in flash_attn_func.
+
+    Returns:
+        out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse).
+    """
+    q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad, \
+        block_table, alibi_slopes = (_prepare(x) for x in (
+            q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
+            block_table, alibi_slopes))
+    if not isinstance(cache_seqlens, int):
+        cache_seqlens = _prepare(cache_seqlens)
+    left, right = _window(window_size)
+    handle = _stream_handle(stream, q)
+    qs = _shape(q)
+    out_shape = lse_shape = None
+    if qs is not None and len(qs) == 4:
+        out_shape, lse_shape = qs, (qs[0], qs[2], qs[1])
+    outs = _Outputs(q, out, out_shape, lse_shape, return_softmax_lse, handle)
+    result = _flare._kvcache_fwd(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
+                                 cache_batch_idx, cache_leftpad, block_table, outs.out, outs.lse,
+                                 bool(return_softmax_lse), _scale(softmax_scale), bool(causal),
+                                 left, right, float(softcap), bool(rotary_interleaved),
+                                 alibi_slopes, int(num_splits), handle)
+    o, lse = outs.wrap(result)
+    return (o, lse) if return_softmax_lse else o

@@ -1,0 +1,382 @@
+// The mma.sync decode kernel (sm80 and newer): for launches whose (batch, head) pairs have at
+// most 16 query rows (seqlen_q <= 16, or the packed query heads of one KV head), where the
+// prefill kernel's 128-row tile would be mostly empty and its single K/V buffer keeps only one
+// load in flight per CTA.
+//
+// One CTA: 16 query rows (one m16 tile) of one (batch, head, split), 4 warps. Every 64-key
+// block of the CTA's range is divided among the warps, 16 keys each; each warp keeps its own
+// online-softmax state (row max, row sum, O accumulators) over its keys of all blocks, and the
+// four states are merged through shared memory at the end. A warp loads exactly the K/V rows it
+// consumes, so the main loop needs no CTA barrier: a per-thread cp.async group wait and a
+// __syncwarp order a stage. K and V of a block share one stage; kStages stages are in flight.
+//
+// Paged KV: a warp's 16 rows lie in at most two pages (page sizes are multiples of 16 and
+// >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
+// selects the page per row with one compare.
+#pragma once
+
+namespace flare {
+namespace sm80 {
+
+template <int HeadDim>
+struct DecodeTraits {
+  static constexpr TileConfig kTile = sm80_decode_tile_config(HeadDim);
+  static constexpr int kBlockM = kTile.block_m;  // 16
+  static constexpr int kBlockN = kTile.block_n;  // 64
+  static constexpr int kWarps = kTile.warps;     // 4
+  static constexpr int kStages = kTile.stages;
+  static constexpr int kCtasPerSm = kTile.ctas_per_sm;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kWarpKeys = kBlockN / kWarps;  // 16 keys of each block per warp
+  static constexpr int kDTiles = HeadDim / 8;
+  static constexpr int kKSteps = HeadDim / 16;
+  static constexpr int kChunksPerRow = HeadDim / 8;
+  static constexpr int kRowElems = HeadDim + 8;
+  static constexpr int kRowBytes = kRowElems * 2;
+  static constexpr int kSmemQ = kBlockM * kRowBytes;
+  static constexpr int kSmemTile = kBlockN * kRowBytes;  // one K or V block
+  static constexpr int kSmemStage = 2 * kSmemTile;
+  static constexpr int kSmemBytes = kSmemQ + kStages * kSmemStage;
+  // Warp partials of the final merge, fp32, rows padded by 8 floats against bank conflicts.
+  static constexpr int kPartRowFloats = HeadDim + 8;
+  static constexpr int kSmemPartO = kWarps * kBlockM * kPartRowFloats * 4;
+  static constexpr int kSmemPartML = kWarps * kBlockM * 2 * 4;
+  // Q fragments stay in registers where the O accumulators leave room for them.
+  static constexpr bool kQInRegs = HeadDim <= 128;
+  static_assert(kBlockM == 16 && kWarpKeys == 16, "decode tile shape");
+  static_assert(kSmemBytes == sm80_decode_smem_bytes(HeadDim), "planner and kernel disagree");
+  static_assert(kSmemPartO + kSmemPartML <= kStages * kSmemStage, "merge area fits the stages");
+  static_assert((kWarpKeys * kChunksPerRow) % 32 == 0, "whole chunks per lane");
+};
+
+template <int Arch, typename T, int HeadDim>
+__global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
+                                  DecodeTraits<HeadDim>::kCtasPerSm)
+    decode_kernel(const __grid_constant__ FwdLaunch launch) {
+  using Tr = DecodeTraits<HeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStages = Tr::kStages;
+  constexpr int kDTiles = Tr::kDTiles, kKSteps = Tr::kKSteps, kRowBytes = Tr::kRowBytes;
+  constexpr int kChunks = Tr::kChunksPerRow;
+  const flare_mha_fwd_params& p = launch.p;
+
+  const int m_block = blockIdx.x;
+  const int head = blockIdx.y;
+  const int batch = blockIdx.z / launch.num_splits;
+  const int split = blockIdx.z % launch.num_splits;
+  const SequenceInfo seq = sequence_info(p, batch);
+  const int m0 = m_block * kBlockM;
+  if (m0 >= seq.seqlen_q) return;
+  const int head_k = head / (p.num_heads / p.num_heads_k);
+  const MaskSpec mask = sequence_mask(p, seq);
+  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  const int num_blocks = range.end > range.begin ? range.end - range.begin : 0;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t sQ = smem_addr(smem);
+  const uint32_t sKV = sQ + Tr::kSmemQ;
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+
+  // Softmax in log2 units, as in the prefill kernel.
+  const bool has_softcap = p.softcap > 0.f;
+  const float unit = has_softcap ? 1.f : p.softmax_scale;
+  const float unit_log2 = unit * 1.4426950408889634f;
+  const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  const float alibi = alibi_slope(p, batch, head) / unit;
+  const int diagonal = mask.diagonal();
+
+  float acc_o[kDTiles][4];
+#pragma unroll
+  for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_o[dt][e] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+  if (num_blocks > 0) {
+    auto q_row = [&](int r) -> int64_t {
+      return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
+    };
+    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, q_row);
+    cp_async_commit();
+
+    // K/V addressing of this (sequence, KV head). Unpaged rows are affine in the row index;
+    // paged rows go through the block table of the sequence.
+    const bool paged = is_paged(p);
+    const int* table = paged ? p.block_table + int64_t(batch) * p.block_table_batch_stride : nullptr;
+    const uint32_t page_size = paged ? uint32_t(p.page_block_size) : 1u;
+    const int64_t k_head_off = paged ? int64_t(head_k) * p.k_head_stride : k_offset(p, seq, 0, head_k);
+    const int64_t v_head_off = paged ? int64_t(head_k) * p.v_head_stride : v_offset(p, seq, 0, head_k);
+    const int k_row0 = int(seq.k_row0);
+    const int seqlen_k = seq.seqlen_k;
+    // This lane's chunks of a warp's 16-row group: chunk c = lane + 32 i -> row c / kChunks.
+    constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
+    const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * kRowBytes);
+
+    // Loads this warp's 16 rows of K and V of key block n_block into stage `stage`.
+    auto load_block = [&](int n_block, int stage) {
+      const int n0 = n_block * kBlockN + warp * Tr::kWarpKeys;  // first key of the group
+      const int valid_rows = seqlen_k - n0;                      // rows r < valid_rows exist
+      // Pointers to row n0 (p0) and, for rows r >= switch_row, to the next page (p1), both
+      // biased so that row r lives at p + r * row_stride.
+      const T* kp0 = k;
+      const T* vp0 = v;
+      const T* kp1 = k;
+      const T* vp1 = v;
+      int switch_row = Tr::kWarpKeys;
+      if (valid_rows > 0) {
+        if (paged) {
+          const uint32_t first = uint32_t(k_row0 + n0);
+          const uint32_t slot = first / page_size;
+          const int in0 = int(first - slot * page_size);
+          const int page0 = table[slot];
+          kp0 = k + (int64_t(page0) * p.k_batch_stride + k_head_off + int64_t(in0) * p.k_row_stride);
+          vp0 = v + (int64_t(page0) * p.v_batch_stride + v_head_off + int64_t(in0) * p.v_row_stride);
+          kp1 = kp0;
+          vp1 = vp0;
+          const int last = valid_rows < Tr::kWarpKeys ? valid_rows - 1 : Tr::kWarpKeys - 1;
+          if (in0 + last >= int(page_size)) {
+            switch_row = int(page_size) - in0;
+            const int page1 = table[slot + 1];
+            kp1 = k + (int64_t(page1) * p.k_batch_stride + k_head_off -
+                       int64_t(switch_row) * p.k_row_stride);
+            vp1 = v + (int64_t(page1) * p.v_batch_stride + v_head_off -
+                       int64_t(switch_row) * p.v_row_stride);
+          }
+        } else {
+          kp0 = k + (k_head_off + int64_t(n0) * p.k_row_stride);
+          vp0 = v + (v_head_off + int64_t(n0) * p.v_row_stride);
+          kp1 = kp0;
+          vp1 = vp0;
+        }
+      }
+      const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
+#pragma unroll
+      for (int i = 0; i < kLaneChunks; ++i) {
+        const int c = lane + 32 * i;
+        const int r = c / kChunks;
+        const int col = (c % kChunks) * 8;
+        const bool valid = r < valid_rows && col < p.head_dim;
+        const bool second = r >= switch_row;
+        const T* ks = (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col);
+        const T* vs = (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col);
+        const uint32_t d = dst + uint32_t(r * kRowBytes + col * 2);
+        cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
+        cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+      }
+    };
+
+    // Prologue: kStages - 1 blocks in flight (empty groups keep the group count uniform).
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < num_blocks) load_block(range.begin + s, s);
+      cp_async_commit();
+    }
+    // Q is the oldest group: complete once at most kStages - 1 groups are pending.
+    cp_async_wait<kStages - 1>();
+    __syncthreads();
+
+    const uint32_t q_lane =
+        sQ + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+    const uint32_t k_lane = sKV + warp_stage_off + ((lane & 7) + (lane >> 4) * 8) * kRowBytes +
+                            ((lane >> 3) & 1) * 16;
+    const uint32_t v_lane = sKV + Tr::kSmemTile + warp_stage_off +
+                            ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+    uint32_t q_frag[Tr::kQInRegs ? kKSteps : 1][4];
+    if constexpr (Tr::kQInRegs) {
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks)
+        ldmatrix_x4(q_lane + ks * 32, q_frag[ks][0], q_frag[ks][1], q_frag[ks][2], q_frag[ks][3]);
+    }
+
+    int stage = 0;
+    for (int i = 0; i < num_blocks; ++i) {
+      const int n_block = range.begin + i;
+      cp_async_wait<kStages - 2>();
+      __syncwarp();  // this warp's rows of block i are visible; its reads of block i-1 are done
+      {
+        const int next = i + kStages - 1;
+        int next_stage = stage + kStages - 1;
+        if (next_stage >= kStages) next_stage -= kStages;
+        if (next < num_blocks) load_block(range.begin + next, next_stage);
+        cp_async_commit();
+      }
+      const uint32_t stage_off = uint32_t(stage * Tr::kSmemStage);
+
+      // S = Q K^T over this warp's 16 keys.
+      float acc_s[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_s[nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        uint32_t a[4];
+        if constexpr (Tr::kQInRegs) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) a[j] = q_frag[ks][j];
+        } else {
+          ldmatrix_x4(q_lane + ks * 32, a[0], a[1], a[2], a[3]);
+        }
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4(k_lane + stage_off + ks * 32, b0, b1, b2, b3);
+        mma_16816<T>(acc_s[0], a, b0, b1);
+        mma_16816<T>(acc_s[1], a, b2, b3);
+      }
+
+      const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
+      if (has_softcap || alibi != 0.f || needs_mask) {
+        const int block_col0 = n_block * kBlockN + warp * Tr::kWarpKeys + 2 * t;
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int row = m0 + g + hr * 8;
+          const int first = mask.first_key(row) - block_col0;
+          const int end = mask.end_key(row) - block_col0;
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
+              const int c = nt * 8 + (e & 1);
+              float x = acc_s[nt][e];
+              if (has_softcap) x = p.softcap * tanhf(x * cap_in);
+              if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
+              if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+              acc_s[nt][e] = x;
+            }
+        }
+      }
+
+      // Online softmax of this warp's keys.
+      float correction[2];
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        float mx = fmaxf(row_max[hr], fmaxf(fmaxf(acc_s[0][2 * hr], acc_s[0][2 * hr + 1]),
+                                            fmaxf(acc_s[1][2 * hr], acc_s[1][2 * hr + 1])));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
+        correction[hr] = fast_exp2(row_max[hr] * unit_log2 - base);
+        row_max[hr] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
+            const float pe = fast_exp2(acc_s[nt][e] * unit_log2 - base);
+            acc_s[nt][e] = pe;
+            sum += pe;
+          }
+        row_sum[hr] = row_sum[hr] * correction[hr] + sum;
+      }
+      uint32_t p_frag[4];
+      p_frag[0] = pack2<T>(acc_s[0][0], acc_s[0][1]);
+      p_frag[1] = pack2<T>(acc_s[0][2], acc_s[0][3]);
+      p_frag[2] = pack2<T>(acc_s[1][0], acc_s[1][1]);
+      p_frag[3] = pack2<T>(acc_s[1][2], acc_s[1][3]);
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        acc_o[dt][0] *= correction[0];
+        acc_o[dt][1] *= correction[0];
+        acc_o[dt][2] *= correction[1];
+        acc_o[dt][3] *= correction[1];
+      }
+      // O += P V over this warp's 16 keys (one k16 step).
+#pragma unroll
+      for (int dp = 0; dp < kDTiles / 2; ++dp) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(v_lane + stage_off + dp * 32, b0, b1, b2, b3);
+        mma_16816<T>(acc_o[2 * dp], p_frag, b0, b1);
+        mma_16816<T>(acc_o[2 * dp + 1], p_frag, b2, b3);
+      }
+      stage = stage + 1 == kStages ? 0 : stage + 1;
+    }
+    cp_async_wait<0>();
+  }
+
+  // Merge the four warp states. Each warp publishes its row max (log2 units), row sum and
+  // unnormalised O rows; then each thread finishes 8 columns of one row.
+  __syncthreads();  // every warp is done with the stages the partials overwrite
+  float* part_o = reinterpret_cast<float*>(smem + Tr::kSmemQ);
+  float* part_ml = part_o + Tr::kSmemPartO / 4;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float sum = row_sum[hr];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int r = g + hr * 8;
+    if (t == 0) {
+      part_ml[(warp * kBlockM + r) * 2] = row_max[hr] == -INFINITY ? -INFINITY : row_max[hr] * unit_log2;
+      part_ml[(warp * kBlockM + r) * 2 + 1] = sum;
+    }
+    float* o_row = part_o + (warp * kBlockM + r) * Tr::kPartRowFloats;
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt)
+      *reinterpret_cast<float2*>(o_row + dt * 8 + 2 * t) =
+          make_float2(acc_o[dt][2 * hr], acc_o[dt][2 * hr + 1]);
+  }
+  __syncthreads();
+
+  const bool split_mode = launch.num_splits > 1;
+  const int64_t acc_row0 =
+      ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
+  T* out = static_cast<T*>(p.out);
+  for (int item = tid; item < kBlockM * kChunks; item += Tr::kThreads) {
+    const int r = item / kChunks;
+    const int col = (item % kChunks) * 8;
+    const int row = m0 + r;
+    if (row >= seq.seqlen_q) continue;
+    float mw[Tr::kWarps];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < Tr::kWarps; ++w) {
+      mw[w] = part_ml[(w * kBlockM + r) * 2];
+      mx = fmaxf(mx, mw[w]);
+    }
+    float sum = 0.f;
+    float o[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] = 0.f;
+#pragma unroll
+    for (int w = 0; w < Tr::kWarps; ++w) {
+      const float wt = mx == -INFINITY ? 0.f : fast_exp2(mw[w] - mx);
+      sum += wt * part_ml[(w * kBlockM + r) * 2 + 1];
+      const float* o_row = part_o + (w * kBlockM + r) * Tr::kPartRowFloats + col;
+      const float4 lo = *reinterpret_cast<const float4*>(o_row);
+      const float4 hi = *reinterpret_cast<const float4*>(o_row + 4);
+      o[0] += wt * lo.x, o[1] += wt * lo.y, o[2] += wt * lo.z, o[3] += wt * lo.w;
+      o[4] += wt * hi.x, o[5] += wt * hi.y, o[6] += wt * hi.z, o[7] += wt * hi.w;
+    }
+    const bool empty = !(sum > 0.f);
+    const float inv = empty ? 0.f : 1.f / sum;
+    const float lse = empty ? -INFINITY : (mx + __log2f(sum)) * 0.6931471805599453f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] *= inv;
+    if (split_mode) {
+      const int64_t acc_row = acc_row0 + row;
+      if (col == 0) launch.lse_accum[acc_row] = lse;
+      if (empty || col >= p.head_dim) continue;  // the combine skips empty parts
+      float* dst = launch.o_accum + acc_row * p.head_dim + col;
+      *reinterpret_cast<float4*>(dst) = make_float4(o[0], o[1], o[2], o[3]);
+      *reinterpret_cast<float4*>(dst + 4) = make_float4(o[4], o[5], o[6], o[7]);
+      continue;
+    }
+    if (col < p.head_dim) {
+      uint4 packed;
+      packed.x = pack2<T>(o[0], o[1]);
+      packed.y = pack2<T>(o[2], o[3]);
+      packed.z = pack2<T>(o[4], o[5]);
+      packed.w = pack2<T>(o[6], o[7]);
+      *reinterpret_cast<uint4*>(out + out_offset(p, seq, row, head) + col) = packed;
+    }
+    if (p.lse != nullptr && col == 0) p.lse[lse_offset(p, seq, row, head)] = lse;
+  }
+}
+
+}  // namespace sm80
+}  // namespace flare

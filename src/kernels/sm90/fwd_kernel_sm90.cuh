@@ -1,0 +1,302 @@
+// Hopper forward kernel (sm90a): the tiles of one CTA are multiplied by wgmma, two consumer
+// warpgroups of 64 query rows each sharing K/V tiles in 128-byte-swizzled shared memory.
+// S = Q K^T takes both operands from shared memory; O += P V takes P from registers (the S
+// accumulators, rounded to 16 bits) and V, MN-major, from shared memory.
+//
+// K and V have two stages each, loaded with cp.async by all threads: while a block's softmax and
+// P V run, the next block's K and V are in flight. Features (masks, ALiBi, softcap, varlen,
+// paged KV, split-KV) are runtime values, as in the sm80 kernel.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "common/block_range.h"
+#include "common/sequence.h"
+#include "common/split.h"
+#include "kernels/element_type.cuh"
+#include "kernels/fwd_launch.h"
+#include "kernels/sm80/mma_sm80.cuh"
+#include "kernels/sm90/wgmma_common.cuh"
+#include "kernels/sm90/wgmma_ops.cuh"
+
+namespace flare {
+
+// Hopper kernel entry (compiled for sm90a only).
+template <int Dtype, int HeadDim>
+int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
+
+namespace sm90 {
+
+template <int HeadDim>
+struct Sm90Traits {
+  static constexpr int kWarpgroups = 2;
+  static constexpr int kThreads = kWarpgroups * 128;
+  static constexpr int kBlockM = 64 * kWarpgroups;
+  static constexpr int kBlockN = HeadDim <= 128 ? 128 : 64;
+  static constexpr int kStages = 2;
+  static constexpr int kChunks = HeadDim / 8;  // 16-byte chunks per row
+  static constexpr int kSmemQ = kBlockM * HeadDim * 2;
+  static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
+  static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 1024;  // + alignment slack
+  static_assert(HeadDim % 64 == 0, "the swizzled layout holds whole 64-element atoms");
+};
+
+// cp.async of `Rows` rows into a swizzled tile; row_offset(r) < 0 marks a missing row
+// (zero-filled), and chunks past head_dim (padded head dims) are zero-filled too.
+template <int HeadDim, int Rows, int Threads, typename T, typename RowOffset>
+__device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int head_dim,
+                                              RowOffset row_offset) {
+  constexpr int kChunks = HeadDim / 8;
+  constexpr int kRowsPerPass = Threads / kChunks;
+  static_assert(Threads % kChunks == 0 && Rows % kRowsPerPass == 0, "load split");
+  const int chunk = threadIdx.x % kChunks;
+  const int row0 = threadIdx.x / kChunks;
+#pragma unroll
+  for (int i = 0; i < Rows / kRowsPerPass; ++i) {
+    const int row = row0 + i * kRowsPerPass;
+    const int64_t off = row_offset(row);
+    const bool valid = off >= 0 && chunk * 8 < head_dim;
+    const T* src = valid ? base + off + chunk * 8 : base;
+    sm80::cp_async_16(smem + swizzled_offset(row, chunk, Rows), src, valid ? 16 : 0);
+  }
+}
+
+template <typename T, int HeadDim>
+__global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
+    fwd_kernel_sm90(const __grid_constant__ FwdLaunch launch) {
+  using Tr = Sm90Traits<HeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
+  constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
+  constexpr int kOTiles = HeadDim / 8;   // n8 column tiles of O per thread
+  const flare_mha_fwd_params& p = launch.p;
+
+  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavier causal blocks first
+  const int head = blockIdx.y;
+  const int batch = blockIdx.z / launch.num_splits;
+  const int split = blockIdx.z % launch.num_splits;
+  const SequenceInfo seq = sequence_info(p, batch);
+  const int m0 = m_block * kBlockM;
+  if (m0 >= seq.seqlen_q) return;
+  const int head_k = head / (p.num_heads / p.num_heads_k);
+  const MaskSpec mask = sequence_mask(p, seq);
+  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = smem_base;
+  const uint32_t sK0 = sQ + Tr::kSmemQ;
+  const uint32_t sV0 = sK0 + Tr::kStages * Tr::kSmemKV;
+
+  const int tid = threadIdx.x;
+  const int wg = tid / 128;                  // consumer warpgroup: query rows [64 wg, 64 wg + 64)
+  const int warp_in_wg = (tid % 128) / 32;   // each warp owns 16 of those rows
+  const int lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int row_base = m0 + wg * 64 + warp_in_wg * 16 + g;  // + 8 for the second row
+
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+
+  float acc_o[HeadDim / 2];
+#pragma unroll
+  for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+  const bool has_softcap = p.softcap > 0.f;
+  const float unit = has_softcap ? 1.f : p.softmax_scale;
+  const float unit_log2 = unit * 1.4426950408889634f;
+  const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  const float alibi = alibi_slope(p, batch, head) / unit;
+  const int diagonal = mask.diagonal();
+
+  if (range.end > range.begin) {
+    load_swizzled<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
+      return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
+    });
+    const bool paged = is_paged(p);
+    const int64_t k_base = paged ? 0 : k_offset(p, seq, 0, head_k);
+    const int64_t v_base = paged ? 0 : v_offset(p, seq, 0, head_k);
+    auto load_kv = [&](int n_block, int stage) {
+      const int n0 = n_block * kBlockN;
+      load_swizzled<HeadDim, kBlockN, kThreads>(
+          sK0 + stage * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
+            if (n0 + r >= seq.seqlen_k) return -1;
+            return paged ? k_offset(p, seq, n0 + r, head_k) : k_base + (n0 + r) * p.k_row_stride;
+          });
+      load_swizzled<HeadDim, kBlockN, kThreads>(
+          sV0 + stage * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
+            if (n0 + r >= seq.seqlen_k) return -1;
+            return paged ? v_offset(p, seq, n0 + r, head_k) : v_base + (n0 + r) * p.v_row_stride;
+          });
+    };
+    // Prologue: Q and the first (last-in-order) K/V block form group 0.
+    load_kv(range.end - 1, 0);
+    sm80::cp_async_commit();
+
+    int stage = 0;
+    for (int n_block = range.end - 1; n_block >= range.begin; --n_block, stage ^= 1) {
+      // Prefetch the next block into the other stage (its last readers finished before the
+      // barrier at the end of the previous iteration).
+      if (n_block > range.begin) load_kv(n_block - 1, stage ^ 1);
+      sm80::cp_async_commit();
+      sm80::cp_async_wait<1>();  // this block's K/V (and Q) have landed for this thread
+      fence_proxy_async();
+      __syncthreads();
+
+      const uint32_t sK = sK0 + stage * Tr::kSmemKV;
+      const uint32_t sV = sV0 + stage * Tr::kSmemKV;
+
+      // S = Q K^T for this warpgroup's 64 rows.
+      float acc_s[kBlockN / 2];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < HeadDim / 16; ++ks) {
+        const uint32_t atom = ks / 4, within = (ks % 4) * 32;
+        const uint64_t a = desc_k_major(sQ + atom * (kBlockM * 128) + wg * 64 * 128 + within);
+        const uint64_t b = desc_k_major(sK + atom * (kBlockN * 128) + within);
+        wgmma_ss<T, kBlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_registers(acc_s);
+
+      // Softcap, ALiBi, mask. Accumulator i of n8 tile j: row row_base + 8 * (i / 2 % 2),
+      // column 8 j + 2 t + i % 2.
+      const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
+      if (has_softcap || alibi != 0.f || needs_mask) {
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int row = row_base + hr * 8;
+          const int block_col0 = n_block * kBlockN + 2 * t;
+          const int first = mask.first_key(row) - block_col0;
+          const int end = mask.end_key(row) - block_col0;
+#pragma unroll
+          for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int c = j * 8 + e;
+              float x = acc_s[4 * j + 2 * hr + e];
+              if (has_softcap) x = p.softcap * tanhf(x * cap_in);
+              if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
+              if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+              acc_s[4 * j + 2 * hr + e] = x;
+            }
+        }
+      }
+
+      // Online softmax.
+      float correction[2];
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        float mx = row_max[hr];
+#pragma unroll
+        for (int j = 0; j < kSTiles; ++j)
+          mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
+        correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
+        row_max[hr] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
+            acc_s[4 * j + 2 * hr + e] = pe;
+            sum += pe;
+          }
+        row_sum[hr] = row_sum[hr] * correction[hr] + sum;
+      }
+      uint32_t p_frag[kBlockN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        p_frag[kk][0] = sm80::pack2<T>(acc_s[8 * kk + 0], acc_s[8 * kk + 1]);
+        p_frag[kk][1] = sm80::pack2<T>(acc_s[8 * kk + 2], acc_s[8 * kk + 3]);
+        p_frag[kk][2] = sm80::pack2<T>(acc_s[8 * kk + 4], acc_s[8 * kk + 5]);
+        p_frag[kk][3] = sm80::pack2<T>(acc_s[8 * kk + 6], acc_s[8 * kk + 7]);
+      }
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        acc_o[4 * j + 0] *= correction[0];
+        acc_o[4 * j + 1] *= correction[0];
+        acc_o[4 * j + 2] *= correction[1];
+        acc_o[4 * j + 3] *= correction[1];
+      }
+
+      // O += P V.
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        const uint64_t b = desc_mn_major(sV + kk * 16 * 128, kBlockN * 128);
+        wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], b, 1, TransB::kYes);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_registers(acc_o);
+      __syncthreads();  // every warpgroup is done with this stage before it is refilled
+    }
+  }
+
+  // Epilogue: quad-reduce the row sums, normalise, write O and the LSE.
+  float inv_sum[2], lse[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float sum = row_sum[hr];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const bool empty = !(sum > 0.f);
+    inv_sum[hr] = empty ? 0.f : 1.f / sum;
+    lse[hr] = empty ? -INFINITY : (row_max[hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
+  }
+  const bool split_mode = launch.num_splits > 1;
+  const int64_t acc_row0 =
+      ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int row = row_base + hr * 8;
+    if (row >= seq.seqlen_q) continue;
+    if (split_mode) {
+      const int64_t acc_row = acc_row0 + row;
+      if (t == 0) launch.lse_accum[acc_row] = lse[hr];
+      if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
+      float* o = launch.o_accum + acc_row * p.head_dim;
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        const int col = j * 8 + 2 * t;
+        if (col < p.head_dim)
+          *reinterpret_cast<float2*>(o + col) =
+              make_float2(acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      }
+    } else {
+      T* o = static_cast<T*>(p.out) + out_offset(p, seq, row, head);
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        const int col = j * 8 + 2 * t;
+        if (col < p.head_dim)
+          *reinterpret_cast<uint32_t*>(o + col) = sm80::pack2<T>(
+              acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      }
+      if (p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
+    }
+  }
+}
+
+}  // namespace sm90
+
+template <int Dtype, int HeadDim>
+int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
+  using T = typename ElementType<Dtype>::type;
+  using Tr = sm90::Sm90Traits<HeadDim>;
+  auto kernel = sm90::fwd_kernel_sm90<T, HeadDim>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
+  const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+}  // namespace flare

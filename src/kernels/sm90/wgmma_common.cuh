@@ -1,0 +1,65 @@
+// Hopper helpers around wgmma: shared-memory matrix descriptors for the 128-byte swizzled
+// layout, the fences and waits of the async warpgroup MMA, and the swizzled tile address.
+#pragma once
+#include <cstdint>
+
+namespace flare {
+namespace sm90 {
+
+// Tiles live in shared memory as [cols / 64][rows][64] 16-bit elements: each row of an atom is
+// 128 bytes, and 16-byte chunk c of row r sits at chunk c ^ (r % 8) (the 128B swizzle, which
+// needs every atom 1024-byte aligned). Byte offset of (row, 16-byte chunk) in such a tile:
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk, int rows) {
+  return uint32_t((chunk >> 3) * rows * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+}
+
+// Matrix descriptor (PTX ISA "matrix descriptor format"): start address, leading- and
+// stride-dimension byte offsets (all >> 4), layout type 1 = 128-byte swizzle.
+__device__ __forceinline__ uint64_t make_desc(uint32_t smem_addr, uint32_t leading_bytes,
+                                              uint32_t stride_bytes) {
+  uint64_t d = 0;
+  d |= uint64_t((smem_addr >> 4) & 0x3FFF);
+  d |= uint64_t((leading_bytes >> 4) & 0x3FFF) << 16;
+  d |= uint64_t((stride_bytes >> 4) & 0x3FFF) << 32;
+  d |= uint64_t(1) << 62;
+  return d;
+}
+
+// K-major operand (rows = M or N, the 16-wide K step inside one 128-byte atom row): eight-row
+// groups are 1024 bytes apart; the leading offset is unused for this layout.
+__device__ __forceinline__ uint64_t desc_k_major(uint32_t smem_addr) {
+  return make_desc(smem_addr, 16, 1024);
+}
+
+// MN-major operand (B = V: keys are K, head dim is N): 64-element atoms along N are
+// `atom_bytes` apart, eight-key groups 1024 bytes apart.
+__device__ __forceinline__ uint64_t desc_mn_major(uint32_t smem_addr, uint32_t atom_bytes) {
+  return make_desc(smem_addr, atom_bytes, 1024);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+// Keeps the compiler from moving accesses of accumulator registers across a wgmma wait.
+template <int R>
+__device__ __forceinline__ void fence_registers(float (&r)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+// Shared memory written by the generic proxy (cp.async, st.shared) must be fenced before the
+// async proxy (wgmma) reads it.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+}  // namespace sm90
+}  // namespace flare

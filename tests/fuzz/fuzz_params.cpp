@@ -1,0 +1,304 @@
+// libFuzzer target over flare's host part: read_params -> validate_params -> plan_forward.
+//
+// The input bytes drive a FuzzedDataProvider that fills a flare_mha_fwd_params field by field:
+// sizes from a mix of small, boundary and arbitrary values, strides (mostly multiples of 8),
+// fake device pointers (null, aligned, misaligned; validation compares them and never
+// dereferences them, so no real memory is behind them), flags, floats (NaN, inf, negative), and
+// struct_size (the caller's struct is copied into a heap block of exactly struct_size bytes, so
+// AddressSanitizer catches any read past what an older caller would have allocated).
+//
+// Invariants checked (a violation aborts, which libFuzzer reports as a crash):
+//   - no crash, no UB (ASan + UBSan, -fno-sanitize-recover);
+//   - every rejection returns a status in [1, 8] and leaves a non-empty flare_last_error();
+//   - for accepted params, plan_forward with a random SM count gives 1 <= num_splits <= 128
+//     (forced counts never raised), kernel_head_dim >= head_dim and one of the compiled head
+//     dims, 256-byte aligned workspace regions that lie within workspace_bytes, and a CUDA grid
+//     (m_blocks, heads, batch * splits) within the launch limits; the re-plan that flare_mha_fwd
+//     does without a workspace asks for no split accumulators.
+//
+// Build (see .ci/steps/fuzz.sh):
+//   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+//     -Iinclude -Isrc tests/fuzz/fuzz_params.cpp src/api/error.cpp src/api/validate.cpp
+//     src/planning/plan.cpp -o flare_fuzz_params
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "api/error.h"
+#include "api/validate.h"
+#include "common/tile_config.h"
+#include "flare/flare.h"
+#include "planning/plan.h"
+
+namespace {
+
+[[noreturn]] void violated(const char* what, const flare_mha_fwd_params& p, long long a,
+                           long long b) {
+  std::fprintf(stderr,
+               "INVARIANT VIOLATED: %s (%lld, %lld)\n  batch=%d sq=%d sk=%d h=%d hk=%d d=%d "
+               "splits=%d max_sq=%d max_sk=%d varlen=%d cache=%d paged=%d knew=%d rot=%d\n",
+               what, a, b, p.batch, p.seqlen_q, p.seqlen_k, p.num_heads, p.num_heads_k,
+               p.head_dim, p.num_splits, p.max_seqlen_q, p.max_seqlen_k,
+               p.cu_seqlens_q != nullptr, p.cache_seqlens != nullptr, p.block_table != nullptr,
+               p.k_new != nullptr, p.rotary_cos != nullptr);
+  std::abort();
+}
+
+#define REQUIRE(cond, p, a, b) \
+  do {                         \
+    if (!(cond)) violated(#cond, p, (long long)(a), (long long)(b)); \
+  } while (0)
+
+int32_t pick_int(FuzzedDataProvider& in, int32_t small_lo, int32_t small_hi) {
+  static const int32_t kEdges[] = {0,       1,       -1,      2,          7,          8,
+                                   15,      16,      17,      63,         64,         65,
+                                   127,     128,     129,     255,        256,        257,
+                                   1024,    65535,   65536,   1 << 20,    (1 << 30) - 1,
+                                   1 << 30, (1 << 30) + 1,    0x7fffff80, 0x7fffffff,
+                                   -0x7fffffff - 1};
+  switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+    case 0:
+    case 1: return in.ConsumeIntegralInRange<int32_t>(small_lo, small_hi);
+    case 2: return in.PickValueInArray(kEdges);
+    default: return in.ConsumeIntegral<int32_t>();
+  }
+}
+
+int64_t pick_stride(FuzzedDataProvider& in) {
+  static const int64_t kEdges[] = {0,
+                                   8,
+                                   64,
+                                   128,
+                                   1 << 16,
+                                   int64_t(1) << 31,
+                                   int64_t(1) << 40,
+                                   int64_t(1) << 60,
+                                   std::numeric_limits<int64_t>::max() & ~int64_t(7),
+                                   -8,
+                                   std::numeric_limits<int64_t>::min()};
+  switch (in.ConsumeIntegralInRange<int>(0, 4)) {
+    case 0:
+    case 1: return 8 * in.ConsumeIntegralInRange<int64_t>(0, 1 << 14);
+    case 2: return in.PickValueInArray(kEdges);
+    case 3: return in.ConsumeIntegralInRange<int64_t>(-16, 1 << 16);  // odd strides included
+    default: return in.ConsumeIntegral<int64_t>();
+  }
+}
+
+float pick_float(FuzzedDataProvider& in, float common) {
+  static const float kEdges[] = {0.f,   1.f,    0.125f, 30.f,   -1.f,  -0.f, 1e-30f, 1e30f,
+                                 1e-45f, 3.4e38f, std::numeric_limits<float>::infinity(),
+                                 -std::numeric_limits<float>::infinity(),
+                                 std::numeric_limits<float>::quiet_NaN()};
+  switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+    case 0: return common;
+    case 1: return in.PickValueInArray(kEdges);
+    case 2: return in.ConsumeFloatingPointInRange<float>(0.f, 100.f);
+    default: {
+      const uint32_t bits = in.ConsumeIntegral<uint32_t>();
+      float f;
+      std::memcpy(&f, &bits, sizeof f);
+      return f;
+    }
+  }
+}
+
+// A fake device address: null, 256-aligned, or misaligned by a few bytes. Never dereferenced.
+const void* pick_ptr(FuzzedDataProvider& in, int null_weight) {
+  const int kind = in.ConsumeIntegralInRange<int>(0, null_weight + 3);
+  if (kind < null_weight) return nullptr;
+  uintptr_t base = uintptr_t(0x7f0000000000ull) + (in.ConsumeIntegralInRange<uintptr_t>(1, 1 << 20) << 8);
+  if (kind == null_weight + 3) base += in.ConsumeIntegralInRange<uintptr_t>(1, 15);
+  if (kind == null_weight + 2 && in.ConsumeBool()) base += 4;  // word- but not 16-byte aligned
+  return reinterpret_cast<const void*>(base);
+}
+
+void fill(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
+  flare_mha_fwd_params_init(&p);
+  p.dtype = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 1) : pick_int(in, -2, 3);
+
+  p.q = pick_ptr(in, 1);
+  p.k = pick_ptr(in, 1);
+  p.v = pick_ptr(in, 1);
+  p.out = const_cast<void*>(pick_ptr(in, 1));
+  p.lse = static_cast<float*>(const_cast<void*>(pick_ptr(in, 4)));
+
+  p.batch = pick_int(in, 0, 64);
+  p.seqlen_q = pick_int(in, 0, 4096);
+  p.seqlen_k = pick_int(in, 0, 1 << 17);
+  p.num_heads = pick_int(in, 0, 130);
+  p.num_heads_k = in.ConsumeBool() ? p.num_heads : pick_int(in, 0, 130);
+  p.head_dim = in.ConsumeBool() ? 8 * in.ConsumeIntegralInRange<int32_t>(0, 33) : pick_int(in, -8, 300);
+
+  int64_t* strides[] = {&p.q_batch_stride, &p.q_row_stride, &p.q_head_stride,
+                        &p.k_batch_stride, &p.k_row_stride, &p.k_head_stride,
+                        &p.v_batch_stride, &p.v_row_stride, &p.v_head_stride,
+                        &p.out_batch_stride, &p.out_row_stride, &p.out_head_stride};
+  for (int64_t* s : strides) *s = pick_stride(in);
+
+  p.softmax_scale = pick_float(in, 0.f);
+  p.softcap = pick_float(in, 0.f);
+  p.causal = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 1) : pick_int(in, -1, 2);
+  p.window_left = pick_int(in, -2, 512);
+  p.window_right = pick_int(in, -2, 512);
+  p.alibi_slopes = static_cast<const float*>(pick_ptr(in, 4));
+  p.alibi_batch_stride = in.ConsumeBool() ? 0 : pick_stride(in);
+
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {  // varlen
+    p.cu_seqlens_q = static_cast<const int32_t*>(pick_ptr(in, 0));
+    p.cu_seqlens_k = static_cast<const int32_t*>(pick_ptr(in, 1));
+  }
+  p.seqused_k = static_cast<const int32_t*>(pick_ptr(in, 6));
+  p.max_seqlen_q = pick_int(in, -1, 4096);
+  p.max_seqlen_k = pick_int(in, -1, 1 << 17);
+
+  if (in.ConsumeIntegralInRange<int>(0, 2) == 0) {  // KV cache
+    p.cache_seqlens = static_cast<const int32_t*>(pick_ptr(in, 0));
+    p.cache_batch_idx = static_cast<const int32_t*>(pick_ptr(in, 4));
+    p.leftpad_k = static_cast<const int32_t*>(pick_ptr(in, 3));
+    if (in.ConsumeBool()) {
+      p.block_table = static_cast<const int32_t*>(pick_ptr(in, 0));
+      p.block_table_batch_stride = in.ConsumeBool() ? in.ConsumeIntegralInRange<int64_t>(-1, 4096)
+                                                    : pick_stride(in);
+      p.page_block_size = in.ConsumeBool() ? 16 * in.ConsumeIntegralInRange<int32_t>(0, 64)
+                                           : pick_int(in, -16, 1024);
+      p.num_pages = pick_int(in, 0, 1 << 16);
+    }
+    if (in.ConsumeBool()) {
+      p.k_new = pick_ptr(in, 0);
+      p.v_new = pick_ptr(in, 1);
+      p.seqlen_new = pick_int(in, 0, 64);
+      int64_t* ns[] = {&p.k_new_batch_stride, &p.k_new_row_stride, &p.k_new_head_stride,
+                       &p.v_new_batch_stride, &p.v_new_row_stride, &p.v_new_head_stride};
+      for (int64_t* s : ns) *s = pick_stride(in);
+      if (in.ConsumeBool()) {
+        p.rotary_cos = pick_ptr(in, 0);
+        p.rotary_sin = pick_ptr(in, 1);
+        p.rotary_dim = in.ConsumeBool() ? 2 * in.ConsumeIntegralInRange<int32_t>(0, 128)
+                                        : pick_int(in, -2, 300);
+        p.rotary_interleaved = pick_int(in, 0, 1);
+        p.rotary_max_positions = pick_int(in, 0, 1 << 17);
+      }
+    }
+  } else if (in.ConsumeIntegralInRange<int>(0, 15) == 0) {
+    // Cache-only fields without a cache: must be rejected.
+    p.k_new = pick_ptr(in, 2);
+    p.block_table = static_cast<const int32_t*>(pick_ptr(in, 2));
+    p.rotary_dim = pick_int(in, 0, 64);
+  }
+
+  p.num_splits = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 128) : pick_int(in, -1, 130);
+  p.workspace = const_cast<void*>(pick_ptr(in, 2));
+  p.workspace_size = in.ConsumeBool() ? 0 : in.ConsumeIntegral<size_t>();
+  p.p_dropout = in.ConsumeIntegralInRange<int>(0, 15) == 0 ? pick_float(in, 0.1f) : 0.f;
+}
+
+unsigned __int128 region(unsigned __int128 a, unsigned __int128 b, unsigned __int128 c,
+                         unsigned __int128 d, unsigned __int128 e) {
+  return a * b * c * d * e;  // operands < 2^32 each but for e (bytes): no 128-bit overflow
+}
+
+void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan) {
+  REQUIRE(plan.num_splits >= 1 && plan.num_splits <= 128, p, plan.num_splits, 0);
+  if (p.num_splits > 0) REQUIRE(plan.num_splits <= p.num_splits, p, plan.num_splits, p.num_splits);
+  REQUIRE(plan.kernel_head_dim >= p.head_dim, p, plan.kernel_head_dim, p.head_dim);
+  const int kd = plan.kernel_head_dim;
+  REQUIRE(kd == 32 || kd == 64 || kd == 96 || kd == 128 || kd == 192 || kd == 256, p, kd, 0);
+  REQUIRE(plan.max_seqlen_q >= 1, p, plan.max_seqlen_q, 0);
+
+  // CUDA grid of the forward kernel: (m_blocks, heads, batch * splits).
+  const flare::TileConfig tile = flare::sm80_tile_config(kd);
+  const long long m_blocks = (static_cast<long long>(plan.max_seqlen_q) + tile.block_m - 1) / tile.block_m;
+  REQUIRE(m_blocks <= 0x7fffffffLL, p, m_blocks, 0);
+  REQUIRE(plan.p.num_heads >= 1 && plan.p.num_heads <= 65535, p, plan.p.num_heads, 0);
+  REQUIRE(static_cast<long long>(plan.p.batch) * plan.num_splits <= 65535, p, plan.p.batch,
+          plan.num_splits);
+
+  const size_t ws = plan.workspace_bytes;
+  REQUIRE(ws % flare::kWorkspaceAlignment == 0 || ws == SIZE_MAX, p, ws, 0);
+  if (ws == SIZE_MAX) return;  // saturated: more than any address space; flare_mha_fwd refuses
+  auto within = [&](size_t offset, unsigned __int128 bytes, const char* what) {
+    if (offset % flare::kWorkspaceAlignment != 0) violated(what, p, offset, 0);
+    if (static_cast<unsigned __int128>(offset) + bytes > ws) violated(what, p, offset, ws);
+  };
+  if (plan.rotate_q)
+    within(plan.q_rot_offset,
+           region(p.batch, p.seqlen_q, p.num_heads, p.head_dim, 2), "q_rot region");
+  if (plan.num_splits > 1) {
+    const unsigned __int128 rows =
+        static_cast<unsigned __int128>(plan.p.batch) * plan.p.num_heads * plan.max_seqlen_q;
+    within(plan.o_accum_offset, rows * plan.num_splits * plan.p.head_dim * 4, "o_accum region");
+    within(plan.lse_accum_offset, rows * plan.num_splits * 4, "lse_accum region");
+    if (plan.o_accum_offset < plan.lse_accum_offset)
+      REQUIRE(plan.o_accum_offset + rows * plan.num_splits * plan.p.head_dim * 4 <=
+                  plan.lse_accum_offset,
+              p, plan.o_accum_offset, plan.lse_accum_offset);
+  }
+  if (plan.rotate_q && plan.num_splits > 1)
+    REQUIRE(plan.q_rot_offset + region(p.batch, p.seqlen_q, p.num_heads, p.head_dim, 2) <=
+                plan.o_accum_offset,
+            p, plan.q_rot_offset, plan.o_accum_offset);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  FuzzedDataProvider in(data, size);
+  flare_mha_fwd_params p;
+  fill(in, p);
+  const int num_sms = in.ConsumeBool() ? in.ConsumeIntegralInRange<int>(1, 264)
+                                       : in.ConsumeIntegralInRange<int>(1, 1 << 20);
+
+  // The caller's struct: usually the full size, sometimes an older (shorter) or newer (longer)
+  // caller, or garbage. The block holds exactly struct_size bytes (at least the size field).
+  uint32_t struct_size = sizeof(flare_mha_fwd_params);
+  switch (in.ConsumeIntegralInRange<int>(0, 7)) {
+    case 0: struct_size = in.ConsumeIntegralInRange<uint32_t>(0, sizeof(p) + 64); break;
+    case 1: struct_size = 8 * in.ConsumeIntegralInRange<uint32_t>(0, (sizeof(p) + 64) / 8); break;
+    default: break;
+  }
+  const size_t block = std::max<size_t>(struct_size, sizeof(uint32_t));
+  std::vector<unsigned char> caller(block, 0xA5);
+  p.struct_size = struct_size;
+  std::memcpy(caller.data(), &p, std::min(block, sizeof(p)));
+  // Heap block of exactly `block` bytes (vector storage) so ASan sees over-reads.
+  const auto* user = reinterpret_cast<const flare_mha_fwd_params*>(caller.data());
+
+  flare::clear_error();
+  flare_mha_fwd_params full;
+  flare_status st = flare::read_params(user, &full);
+  if (st != FLARE_OK) {
+    REQUIRE(st >= 1 && st <= 8, p, st, 0);
+    REQUIRE(flare_last_error()[0] != '\0', p, st, 0);
+    return 0;
+  }
+  REQUIRE(full.struct_size == sizeof(full), p, full.struct_size, 0);
+
+  flare::clear_error();
+  st = flare::validate_params(&full);
+  if (st != FLARE_OK) {
+    REQUIRE(st >= 1 && st <= 8, full, st, 0);
+    REQUIRE(flare_last_error()[0] != '\0', full, st, 0);
+    REQUIRE(std::strlen(flare_last_error()) < 512, full, st, 0);
+    return 0;
+  }
+
+  const flare::FwdPlan plan = flare::plan_forward(full, num_sms);
+  check_plan(full, plan);
+  // flare_mha_fwd without a workspace and a heuristic split re-plans with num_splits = 1.
+  if (full.num_splits == 0) {
+    flare_mha_fwd_params no_split = full;
+    no_split.num_splits = 1;
+    const flare::FwdPlan single = flare::plan_forward(no_split, num_sms);
+    check_plan(no_split, single);
+    REQUIRE(single.num_splits == 1, full, single.num_splits, 0);
+    REQUIRE(single.workspace_bytes == 0 || single.rotate_q, full, single.workspace_bytes, 0);
+  }
+  return 0;
+}
