@@ -34,13 +34,22 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace flare {
 
-enum class DType : int32_t { FP16 = FLARE_DTYPE_FP16, BF16 = FLARE_DTYPE_BF16 };
+// FP32 serves merge_attention_states (partials, lse views); attention takes FP16/BF16.
+enum class DType : int32_t {
+  FP16 = FLARE_DTYPE_FP16,
+  BF16 = FLARE_DTYPE_BF16,
+  FP32 = FLARE_DTYPE_FP32
+};
 
 inline const char* dtype_name(DType dtype) {
-  return dtype == DType::FP16 ? "fp16" : dtype == DType::BF16 ? "bf16" : "unknown";
+  return dtype == DType::FP16   ? "fp16"
+         : dtype == DType::BF16 ? "bf16"
+         : dtype == DType::FP32 ? "fp32"
+                                : "unknown";
 }
 
 // A failed flare call: the status and the library's message.
@@ -443,6 +452,83 @@ inline void flash_attn_with_kvcache(const TensorView& q, const TensorView& k_cac
                                     const KvCacheOptions& kv, const FlashAttnOptions& opts = {},
                                     void* stream = nullptr, const Workspace* workspace = nullptr) {
   run(make_params_kvcache(q, k_cache, v_cache, out, kv, opts), stream, workspace);
+}
+
+// ---- merging partial attention states (flare_merge_attention_states) ----
+//
+// Attention over keys split into parts, merged by log-sum-exp:
+//   parts[s]  [batch, seqlen, heads, d]  FP16, BF16 or FP32; every part has the same dtype,
+//             shape and strides (the head dimension contiguous)
+//   lses[s]   FP32 [batch, heads, seqlen] (flare's lse layout), any strides, the same for all
+//   out       [batch, seqlen, heads, d]  FP16, BF16 or FP32 (may be one of the parts: in place)
+//   out_lse   optional FP32 [batch, heads, seqlen] (may be the lse of the in-place part)
+// At most FLARE_MERGE_MAX_PART_PTRS parts (the C ABI also takes one base pointer + part
+// stride, without that limit).
+inline void merge_attention_states(const std::vector<TensorView>& parts,
+                                   const std::vector<TensorView>& lses, const TensorView& out,
+                                   const TensorView& out_lse = TensorView{},
+                                   void* stream = nullptr) {
+  using namespace detail;
+  if (parts.empty()) invalid("merge_attention_states needs at least one part");
+  if (lses.size() != parts.size())
+    invalid("merge_attention_states: " + std::to_string(parts.size()) + " parts but " +
+            std::to_string(lses.size()) + " lse views");
+  if (parts.size() > FLARE_MERGE_MAX_PART_PTRS)
+    invalid("merge_attention_states takes at most " +
+            std::to_string(FLARE_MERGE_MAX_PART_PTRS) + " parts, got " +
+            std::to_string(parts.size()));
+  expect_rank("out", out, 4);
+  const TensorView& p0 = parts[0];
+  const TensorView& l0 = lses[0];
+  std::vector<const void*> part_ptrs(parts.size());
+  std::vector<const float*> lse_ptrs(parts.size());
+  for (size_t s = 0; s < parts.size(); ++s) {
+    const std::string name = "parts[" + std::to_string(s) + "]";
+    const std::string lname = "lses[" + std::to_string(s) + "]";
+    expect_rank(name.c_str(), parts[s], 4);
+    if (parts[s].dtype != p0.dtype)
+      invalid(name + " is " + dtype_name(parts[s].dtype) + " but parts[0] is " +
+              dtype_name(p0.dtype));
+    expect_same_shape(name.c_str(), parts[s], "out", out);
+    if (parts[s].stride != p0.stride) invalid(name + " has other strides than parts[0]");
+    if (lses[s].rank != 3) invalid(lname + " must have 3 dimensions [batch, heads, seqlen]");
+    if (lses[s].dtype != DType::FP32) invalid(lname + " must be fp32");
+    expect_dim(lname.c_str(), lses[s], 0, out.size(0), "out.shape[0]");
+    expect_dim(lname.c_str(), lses[s], 1, out.size(2), "out.shape[2]");
+    expect_dim(lname.c_str(), lses[s], 2, out.size(1), "out.shape[1]");
+    if (lses[s].stride != l0.stride) invalid(lname + " has other strides than lses[0]");
+    part_ptrs[s] = parts[s].data;
+    lse_ptrs[s] = static_cast<const float*>(lses[s].data);
+  }
+  flare_merge_params p;
+  flare_merge_params_init(&p);
+  p.num_parts = static_cast<int32_t>(parts.size());
+  p.part_dtype = static_cast<int32_t>(p0.dtype);
+  p.out_dtype = static_cast<int32_t>(out.dtype);
+  p.part_ptrs = part_ptrs.data();
+  p.lse_ptrs = lse_ptrs.data();
+  p.batch = to_int("out", 0, out.size(0));
+  p.seqlen = to_int("out", 1, out.size(1));
+  p.num_heads = to_int("out", 2, out.size(2));
+  p.head_dim = to_int("out", 3, out.size(3));
+  strides4(p0, p.part_batch_stride, p.part_row_stride, p.part_head_stride);
+  p.lse_batch_stride = l0.stride[0];
+  p.lse_head_stride = l0.stride[1];
+  p.lse_row_stride = l0.stride[2];
+  p.out = out.data;
+  strides4(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+  if (out_lse.defined()) {
+    if (out_lse.rank != 3) invalid("out_lse must have 3 dimensions [batch, heads, seqlen]");
+    if (out_lse.dtype != DType::FP32) invalid("out_lse must be fp32");
+    expect_dim("out_lse", out_lse, 0, out.size(0), "out.shape[0]");
+    expect_dim("out_lse", out_lse, 1, out.size(2), "out.shape[2]");
+    expect_dim("out_lse", out_lse, 2, out.size(1), "out.shape[1]");
+    p.out_lse = static_cast<float*>(out_lse.data);
+    p.out_lse_batch_stride = out_lse.stride[0];
+    p.out_lse_head_stride = out_lse.stride[1];
+    p.out_lse_row_stride = out_lse.stride[2];
+  }
+  check(flare_merge_attention_states(&p, stream));
 }
 
 }  // namespace flare

@@ -98,9 +98,7 @@ struct View {
   }
 };
 
-std::string type_name(nb::handle h) {
-  return nb::cast<std::string>(nb::str(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(h.ptr())))));
-}
+std::string type_of(nb::handle h) { return nb::cast<std::string>(nb::type_name(h.type())); }
 
 std::string shape_text(const View& v) {
   std::string s = "(";
@@ -142,7 +140,7 @@ View as_view(const char* name, nb::handle h, bool writable) {
     }
   } catch (const nb::cast_error&) {
     value_error(std::string(name) + " must be a " + (writable ? "writable " : "") +
-                "CUDA array supporting DLPack (torch, cupy, jax, ...); got " + type_name(h));
+                "CUDA array supporting DLPack (torch, cupy, jax, ...); got " + type_of(h));
   }
   return v;
 }

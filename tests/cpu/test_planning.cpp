@@ -94,8 +94,9 @@ flare_mha_fwd_params dense(int batch, int seqlen_q, int seqlen_k, int heads, int
 constexpr int kH100Sms = 132;
 
 TEST(PlanForward, SmallDecodeGridSplits) {
-  // m_blocks = 1, grid = 1*2*1 = 2 CTAs, n_blocks = 512/64 = 8, slots = 2*132 (d <= 128)
-  // -> the "decode_small_grid" row above: 8 splits.
+  // seqlen_q 8 <= 16: the decode kernel (block_m 16, 3 CTAs per SM at d = 64).
+  // m_blocks = 1, grid = 1*2*1 = 2 CTAs, n_blocks = 512/64 = 8, slots = 3*132 = 396
+  // -> as in the "decode_small_grid" row above (all waves < 1, best at s = 8): 8 splits.
   const FwdPlan plan = plan_forward(dense(1, 8, 512, 2, 2, 64), kH100Sms);
   EXPECT_GE(plan.num_splits, 2);
   EXPECT_EQ(plan.num_splits, 8);
@@ -107,6 +108,17 @@ TEST(PlanForward, SmallDecodeGridSplits) {
   EXPECT_EQ(plan.o_accum_offset, 0u);
   EXPECT_EQ(plan.lse_accum_offset, 32768u);
   EXPECT_EQ(plan.workspace_bytes, 32768u + 512u);
+}
+
+TEST(PlanForward, DecodeKernelCountsItsOwnSlots) {
+  // d = 64, 240 heads. seqlen_q 16 runs the decode kernel: 3 CTAs of it fit on an SM, so
+  // slots = 396 and a grid of 240 CTAs (< 0.8 * 396 = 316.8) still splits; n_blocks = 64.
+  // seqlen_q 17 runs the prefill kernel (2 CTAs per SM): 240 >= 0.8 * 264 = 211.2 -> 1.
+  const FwdPlan decode = plan_forward(dense(1, 16, 4096, 240, 240, 64), kH100Sms);
+  EXPECT_EQ(decode.num_splits, num_splits_heuristic(240, 3 * kH100Sms, 64, 128));
+  EXPECT_GT(decode.num_splits, 1);
+  const FwdPlan prefill = plan_forward(dense(1, 17, 4096, 240, 240, 64), kH100Sms);
+  EXPECT_EQ(prefill.num_splits, 1);
 }
 
 TEST(PlanForward, FullGridDoesNotSplit) {
@@ -285,7 +297,8 @@ TEST(PlanForward, PacksGqaDecode) {
   EXPECT_EQ(plan.p.causal, 0);
   EXPECT_EQ(plan.p.window_right, -1);
   EXPECT_EQ(plan.max_seqlen_q, 4);
-  // The split count sees the packed grid: 2 batches * 8 heads * 1 m-block, 64 key blocks.
+  // The split count sees the packed grid: 2 batches * 8 heads * 1 m-block (decode kernel,
+  // block_m 16, 2 CTAs per SM at d = 128), 64 key blocks.
   EXPECT_EQ(plan.num_splits, num_splits_heuristic(16, 2 * kH100Sms, 64, 128));
   EXPECT_GE(plan.num_splits, 2);
 }

@@ -157,18 +157,42 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         }
       }
       const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
+      if constexpr (32 % kChunks == 0) {
+        // A lane keeps one column and steps 32 / kChunks rows per chunk: walk the rows with
+        // pointers (no per-row 64-bit offsets for the compiler to keep live across blocks).
+        constexpr int kRowStep = 32 / kChunks;
+        const int r0 = lane / kChunks;
+        const int col = (lane % kChunks) * 8;
+        const bool col_ok = col < p.head_dim;
+        const int64_t k_off = int64_t(r0) * p.k_row_stride + col;
+        const int64_t v_off = int64_t(r0) * p.v_row_stride + col;
+        kp0 += k_off, kp1 += k_off, vp0 += v_off, vp1 += v_off;
+        const int64_t k_step = int64_t(kRowStep) * p.k_row_stride;
+        const int64_t v_step = int64_t(kRowStep) * p.v_row_stride;
 #pragma unroll
-      for (int i = 0; i < kLaneChunks; ++i) {
-        const int c = lane + 32 * i;
-        const int r = c / kChunks;
-        const int col = (c % kChunks) * 8;
-        const bool valid = r < valid_rows && col < p.head_dim;
-        const bool second = r >= switch_row;
-        const T* ks = (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col);
-        const T* vs = (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col);
-        const uint32_t d = dst + uint32_t(r * kRowBytes + col * 2);
-        cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
-        cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+        for (int i = 0; i < kLaneChunks; ++i) {
+          const int r = r0 + i * kRowStep;
+          const bool valid = r < valid_rows && col_ok;
+          const bool second = r >= switch_row;
+          const uint32_t d = dst + uint32_t(r * kRowBytes + col * 2);
+          cp_async_16(d, valid ? (second ? kp1 : kp0) : k, valid ? 16 : 0);
+          cp_async_16(d + Tr::kSmemTile, valid ? (second ? vp1 : vp0) : v, valid ? 16 : 0);
+          kp0 += k_step, kp1 += k_step, vp0 += v_step, vp1 += v_step;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < kLaneChunks; ++i) {
+          const int c = lane + 32 * i;
+          const int r = c / kChunks;
+          const int col = (c % kChunks) * 8;
+          const bool valid = r < valid_rows && col < p.head_dim;
+          const bool second = r >= switch_row;
+          const T* ks = (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col);
+          const T* vs = (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col);
+          const uint32_t d = dst + uint32_t(r * kRowBytes + col * 2);
+          cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
+          cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+        }
       }
     };
 

@@ -77,6 +77,32 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head
   }
 }
 
+// load_tile for rows that are affine in the row index (row r at row0_ptr + r * row_stride),
+// rows r >= valid_rows zero-filled. A thread walks its rows with one pointer, so the compiler
+// has no per-row 64-bit offsets to hoist out of the main loop (they cost 2 registers per row).
+template <int HeadDim, int Rows, int Threads, typename T>
+__device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_ptr,
+                                                 int64_t row_stride, int valid_rows,
+                                                 int head_dim, const T* fallback) {
+  constexpr int kChunks = HeadDim / 8;
+  constexpr int kRowsPerPass = Threads / kChunks;
+  constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
+  const int col = (threadIdx.x % kChunks) * 8;
+  const int row0 = threadIdx.x / kChunks;
+  if (row0 >= kRowsPerPass) return;
+  const T* src = row0_ptr + (int64_t(row0) * row_stride + col);
+  const int64_t step = int64_t(kRowsPerPass) * row_stride;
+  const bool col_ok = col < head_dim;
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int row = row0 + i * kRowsPerPass;
+    if (Rows % kRowsPerPass != 0 && row >= Rows) break;
+    const bool valid = row < valid_rows && col_ok;
+    cp_async_16(smem + (row * (HeadDim + 8) + col) * 2, valid ? src : fallback, valid ? 16 : 0);
+    src += step;
+  }
+}
+
 template <int Arch, typename T, int HeadDim>
 __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     fwd_kernel(const __grid_constant__ FwdLaunch launch) {
@@ -155,9 +181,14 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     const int64_t v_base = paged ? int64_t(head_k) * p.v_head_stride : v_offset(p, seq, 0, head_k);
     auto load_k = [&](int n_block) {
       const int n0 = n_block * kBlockN;
+      if (!paged) {
+        load_tile_affine<HeadDim, kBlockN, kThreads>(
+            sK, k + (k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride, seq.seqlen_k - n0,
+            p.head_dim, k);
+        return;
+      }
       load_tile<HeadDim, kBlockN, kThreads>(sK, k, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= seq.seqlen_k) return -1;
-        if (!paged) return k_base + int64_t(n0 + r) * p.k_row_stride;
         const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / page_size;
         return int64_t(table[slot]) * p.k_batch_stride +
@@ -166,9 +197,14 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     };
     auto load_v = [&](int n_block) {
       const int n0 = n_block * kBlockN;
+      if (!paged) {
+        load_tile_affine<HeadDim, kBlockN, kThreads>(
+            sV, v + (v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride, seq.seqlen_k - n0,
+            p.head_dim, v);
+        return;
+      }
       load_tile<HeadDim, kBlockN, kThreads>(sV, v, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= seq.seqlen_k) return -1;
-        if (!paged) return v_base + int64_t(n0 + r) * p.v_row_stride;
         const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / page_size;
         return int64_t(table[slot]) * p.v_batch_stride +

@@ -88,7 +88,10 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   const uint32_t sV0 = sK0 + Tr::kStages * Tr::kSmemKV;
 
   const int tid = threadIdx.x;
-  const int wg = tid / 128;                  // consumer warpgroup: query rows [64 wg, 64 wg + 64)
+  // Consumer warpgroup: query rows [64 wg, 64 wg + 64). Broadcast from lane 0 so the compiler
+  // knows it is warp-uniform: descriptors built from it then stay in uniform registers, and
+  // the wgmmas of a stage are not serialised around their computation.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
   const int warp_in_wg = (tid % 128) / 32;   // each warp owns 16 of those rows
   const int lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
@@ -110,6 +113,92 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   const float alibi = alibi_slope(p, batch, head) / unit;
   const int diagonal = mask.diagonal();
 
+  // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
+  // the factor that rescales what was accumulated before it.
+  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
+                           float (&correction)[2]) {
+    const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
+    if (has_softcap || alibi != 0.f || needs_mask) {
+      // Accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column 8 j + 2 t + e.
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int row = row_base + hr * 8;
+        const int block_col0 = n_block * kBlockN + 2 * t;
+        const int first = mask.first_key(row) - block_col0;
+        const int end = mask.end_key(row) - block_col0;
+#pragma unroll
+        for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int c = j * 8 + e;
+            float x = acc_s[4 * j + 2 * hr + e];
+            if (has_softcap) x = p.softcap * tanhf(x * cap_in);
+            if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
+            if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+            acc_s[4 * j + 2 * hr + e] = x;
+          }
+      }
+    }
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float mx = row_max[hr];
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j)
+        mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
+      const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
+      correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
+      row_max[hr] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
+          acc_s[4 * j + 2 * hr + e] = pe;
+          sum += pe;
+        }
+      row_sum[hr] = row_sum[hr] * correction[hr] + sum;
+    }
+    // Two adjacent n8 tiles of S form the A fragment of one k16 step of P V.
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        p_frag[kk][r] = sm80::pack2<T>(acc_s[8 * kk + 2 * r], acc_s[8 * kk + 2 * r + 1]);
+  };
+  // The issue functions only issue: the caller fences registers once before a group of them,
+  // since any non-wgmma instruction that touches wgmma registers between two wgmmas of one
+  // pipeline stage serialises them.
+  auto issue_qk = [&](float (&acc_s)[kBlockN / 2], uint32_t sK) {
+#pragma unroll
+    for (int ks = 0; ks < HeadDim / 16; ++ks) {
+      const uint32_t atom = ks / 4, within = (ks % 4) * 32;
+      const uint64_t a = desc_k_major(sQ + atom * (kBlockM * 128) + wg * 64 * 128 + within);
+      const uint64_t b = desc_k_major(sK + atom * (kBlockN * 128) + within);
+      wgmma_ss<T, kBlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
+    }
+    wgmma_commit();
+  };
+  auto issue_pv = [&](uint32_t (&p_frag)[kBlockN / 16][4], uint32_t sV) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], desc_mn_major(sV + kk * 16 * 128, kBlockN * 128),
+                           1, TransB::kYes);
+    wgmma_commit();
+  };
+  auto rescale_o = [&](const float (&correction)[2]) {
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j) {
+      acc_o[4 * j + 0] *= correction[0];
+      acc_o[4 * j + 1] *= correction[0];
+      acc_o[4 * j + 2] *= correction[1];
+      acc_o[4 * j + 3] *= correction[1];
+    }
+  };
+
   if (range.end > range.begin) {
     load_swizzled<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
@@ -117,126 +206,88 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     const bool paged = is_paged(p);
     const int64_t k_base = paged ? 0 : k_offset(p, seq, 0, head_k);
     const int64_t v_base = paged ? 0 : v_offset(p, seq, 0, head_k);
-    auto load_kv = [&](int n_block, int stage) {
+    auto load_k = [&](int n_block, int stage) {
       const int n0 = n_block * kBlockN;
       load_swizzled<HeadDim, kBlockN, kThreads>(
           sK0 + stage * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
             if (n0 + r >= seq.seqlen_k) return -1;
             return paged ? k_offset(p, seq, n0 + r, head_k) : k_base + (n0 + r) * p.k_row_stride;
           });
+    };
+    auto load_v = [&](int n_block, int stage) {
+      const int n0 = n_block * kBlockN;
       load_swizzled<HeadDim, kBlockN, kThreads>(
           sV0 + stage * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
             if (n0 + r >= seq.seqlen_k) return -1;
             return paged ? v_offset(p, seq, n0 + r, head_k) : v_base + (n0 + r) * p.v_row_stride;
           });
     };
-    // Prologue: Q and the first (last-in-order) K/V block form group 0.
-    load_kv(range.end - 1, 0);
-    sm80::cp_async_commit();
+    // Blocks are visited from last to first: block i of the walk is range.end - 1 - i. K of
+    // block i and V of block i go to stage i % 2. Software pipeline (after FlashAttention-3's
+    // intra-warpgroup overlap): iteration i issues S_i = Q K_i^T and O += P_{i-1} V_{i-1}
+    // back to back, then runs the softmax of S_i while P V is still on the tensor cores;
+    // meanwhile K_{i+1} and V_i stream in.
+    const int num_blocks = range.end - range.begin;
+    auto block_of = [&](int i) { return range.end - 1 - i; };
+    load_k(block_of(0), 0);
+    sm80::cp_async_commit();  // group: Q, K_0
+    if (num_blocks > 1) load_k(block_of(1), 1);
+    load_v(block_of(0), 0);
+    sm80::cp_async_commit();  // group: K_1, V_0
+    sm80::cp_async_wait<1>();
+    fence_proxy_async();
+    __syncthreads();
 
-    int stage = 0;
-    for (int n_block = range.end - 1; n_block >= range.begin; --n_block, stage ^= 1) {
-      // Prefetch the next block into the other stage (its last readers finished before the
-      // barrier at the end of the previous iteration).
-      if (n_block > range.begin) load_kv(n_block - 1, stage ^ 1);
-      sm80::cp_async_commit();
-      sm80::cp_async_wait<1>();  // this block's K/V (and Q) have landed for this thread
-      fence_proxy_async();
-      __syncthreads();
-
-      const uint32_t sK = sK0 + stage * Tr::kSmemKV;
-      const uint32_t sV = sV0 + stage * Tr::kSmemKV;
-
-      // S = Q K^T for this warpgroup's 64 rows.
+    uint32_t p_cur[kBlockN / 16][4];
+    {
       float acc_s[kBlockN / 2];
+      float correction[2];
       wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < HeadDim / 16; ++ks) {
-        const uint32_t atom = ks / 4, within = (ks % 4) * 32;
-        const uint64_t a = desc_k_major(sQ + atom * (kBlockM * 128) + wg * 64 * 128 + within);
-        const uint64_t b = desc_k_major(sK + atom * (kBlockN * 128) + within);
-        wgmma_ss<T, kBlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
-      }
-      wgmma_commit();
+      issue_qk(acc_s, sK0);
       wgmma_wait<0>();
       fence_registers(acc_s);
-
-      // Softcap, ALiBi, mask. Accumulator i of n8 tile j: row row_base + 8 * (i / 2 % 2),
-      // column 8 j + 2 t + i % 2.
-      const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
-      if (has_softcap || alibi != 0.f || needs_mask) {
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const int row = row_base + hr * 8;
-          const int block_col0 = n_block * kBlockN + 2 * t;
-          const int first = mask.first_key(row) - block_col0;
-          const int end = mask.end_key(row) - block_col0;
-#pragma unroll
-          for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int c = j * 8 + e;
-              float x = acc_s[4 * j + 2 * hr + e];
-              if (has_softcap) x = p.softcap * tanhf(x * cap_in);
-              if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
-              if (needs_mask && (c < first || c >= end)) x = -INFINITY;
-              acc_s[4 * j + 2 * hr + e] = x;
-            }
-        }
-      }
-
-      // Online softmax.
-      float correction[2];
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        float mx = row_max[hr];
-#pragma unroll
-        for (int j = 0; j < kSTiles; ++j)
-          mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
-        correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
-        row_max[hr] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
-            acc_s[4 * j + 2 * hr + e] = pe;
-            sum += pe;
-          }
-        row_sum[hr] = row_sum[hr] * correction[hr] + sum;
-      }
-      uint32_t p_frag[kBlockN / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        p_frag[kk][0] = sm80::pack2<T>(acc_s[8 * kk + 0], acc_s[8 * kk + 1]);
-        p_frag[kk][1] = sm80::pack2<T>(acc_s[8 * kk + 2], acc_s[8 * kk + 3]);
-        p_frag[kk][2] = sm80::pack2<T>(acc_s[8 * kk + 4], acc_s[8 * kk + 5]);
-        p_frag[kk][3] = sm80::pack2<T>(acc_s[8 * kk + 6], acc_s[8 * kk + 7]);
-      }
-#pragma unroll
-      for (int j = 0; j < kOTiles; ++j) {
-        acc_o[4 * j + 0] *= correction[0];
-        acc_o[4 * j + 1] *= correction[0];
-        acc_o[4 * j + 2] *= correction[1];
-        acc_o[4 * j + 3] *= correction[1];
-      }
-
-      // O += P V.
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        const uint64_t b = desc_mn_major(sV + kk * 16 * 128, kBlockN * 128);
-        wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], b, 1, TransB::kYes);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_registers(acc_o);
-      __syncthreads();  // every warpgroup is done with this stage before it is refilled
+      softmax_block(acc_s, block_of(0), p_cur, correction);
     }
+    for (int i = 1; i < num_blocks; ++i) {
+      sm80::cp_async_wait<0>();  // K_i and V_{i-1} have landed
+      fence_proxy_async();
+      __syncthreads();  // ... for every thread, and every GEMM of iteration i-1 has completed
+      if (i + 1 < num_blocks) load_k(block_of(i + 1), (i + 1) & 1);
+      load_v(block_of(i), i & 1);
+      sm80::cp_async_commit();
+
+      float acc_s[kBlockN / 2];
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      wgmma_fence();
+      issue_qk(acc_s, sK0 + (i & 1) * Tr::kSmemKV);
+      issue_pv(p_cur, sV0 + ((i - 1) & 1) * Tr::kSmemKV);
+      wgmma_wait<1>();  // S_i is ready; P V may still run
+      fence_registers(acc_s);
+      uint32_t p_next[kBlockN / 16][4];
+      float correction[2];
+      softmax_block(acc_s, block_of(i), p_next, correction);
+      wgmma_wait<0>();
+      // P V read p_cur asynchronously: keep its registers alive (and unshared with the softmax
+      // temporaries) until the wait, or ptxas has to serialise every wgmma.
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      rescale_o(correction);
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
+    }
+    // The last block's P V.
+    sm80::cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    fence_registers(p_cur);
+    fence_registers(acc_o);
+    wgmma_fence();
+    issue_pv(p_cur, sV0 + ((num_blocks - 1) & 1) * Tr::kSmemKV);
+    wgmma_wait<0>();
+    fence_registers(acc_o);
   }
 
   // Epilogue: quad-reduce the row sums, normalise, write O and the LSE.

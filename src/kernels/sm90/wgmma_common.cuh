@@ -55,6 +55,14 @@ __device__ __forceinline__ void fence_registers(float (&r)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 
+template <int R, int C>
+__device__ __forceinline__ void fence_registers(uint32_t (&r)[R][C]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i)
+#pragma unroll
+    for (int j = 0; j < C; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+}
+
 // Shared memory written by the generic proxy (cp.async, st.shared) must be fenced before the
 // async proxy (wgmma) reads it.
 __device__ __forceinline__ void fence_proxy_async() {

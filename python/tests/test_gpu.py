@@ -1,0 +1,553 @@
+"""GPU tests: every function and feature against float64 references and torch SDPA (float32).
+
+Skipped with a visible reason when torch or a CUDA device is missing, and per case when this
+build of flare lacks the kernel (flare.build_config: archs, dtypes, head dims).
+"""
+import itertools
+import math
+
+import pytest
+
+import flare
+
+torch = pytest.importorskip("torch", reason="GPU tests need torch (not installed)")
+if not torch.cuda.is_available():
+    pytest.skip("GPU tests need a CUDA device (torch.cuda.is_available() is False)",
+                allow_module_level=True)
+if flare.cuda_device_count() == 0:
+    pytest.skip("GPU tests: flare's CUDA runtime sees no device", allow_module_level=True)
+
+import torch.nn.functional as F  # noqa: E402
+
+DEV = "cuda"
+BUILT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = [BUILT_DTYPES[d] for d in flare.build_config["dtypes"].split(",") if d in BUILT_DTYPES]
+HDIMS = [int(d) for d in flare.build_config["head_dims"].split(",") if d]
+if not DTYPES or not HDIMS:
+    pytest.skip("GPU tests: this build has no kernels", allow_module_level=True)
+DT = torch.bfloat16 if torch.bfloat16 in DTYPES else DTYPES[0]
+D = 64 if 64 in HDIMS else HDIMS[0]
+TEST_HDIMS = [d for d in HDIMS if d in (64, 128)] or HDIMS[:1]
+
+
+def tol(dtype):
+    return dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=5e-3, rtol=5e-3)
+
+
+LSE_TOL = dict(atol=2e-3, rtol=1e-3)
+
+
+def rand(*shape, dtype=DT):
+    return torch.randn(*shape, device=DEV, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def ref_attn(q, k, v, *, scale=None, causal=False, window=(-1, -1), softcap=0.0, alibi=None,
+             dtype=torch.float64):
+    """One batch of attention. q (b, sq, h, d); k, v (b, sk, hk, d); alibi (h,) or (b, h).
+
+    Bottom-right aligned masks; rows that see no key give out 0, lse -inf.
+    Returns out (b, sq, h, d) and lse (b, h, sq) in `dtype`.
+    """
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    b, sq, h, d = q.shape
+    sk, hk = k.shape[1], k.shape[2]
+    k = k.repeat_interleave(h // hk, dim=2)
+    v = v.repeat_interleave(h // hk, dim=2)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    s = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    i = torch.arange(sq, device=q.device)[:, None]
+    j = torch.arange(sk, device=q.device)[None, :]
+    diag = i + sk - sq
+    if alibi is not None:
+        slopes = alibi.to(dtype)
+        slopes = slopes.expand(b, h) if slopes.dim() == 1 else slopes
+        s = s - slopes[:, :, None, None] * (diag - j).abs().to(dtype)
+    mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device)
+    wl, wr = window
+    if causal:
+        wr = 0
+    if wl >= 0:
+        mask &= j >= diag - wl
+    if wr >= 0:
+        mask &= j <= diag + wr
+    s = s.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
+    out = torch.einsum("bhqk,bkhd->bqhd", p, v)
+    return out, lse
+
+
+def sdpa_ref(q, k, v, *, scale=None, causal=False, window=(-1, -1), alibi=None):
+    """The same semantics through torch's scaled_dot_product_attention in float32."""
+    q, k, v = (x.float().transpose(1, 2) for x in (q, k, v))
+    b, h, sq, d = q.shape
+    hk, sk = k.shape[1], k.shape[2]
+    k = k.repeat_interleave(h // hk, dim=1)
+    v = v.repeat_interleave(h // hk, dim=1)
+    i = torch.arange(sq, device=q.device)[:, None]
+    j = torch.arange(sk, device=q.device)[None, :]
+    diag = i + sk - sq
+    keep = torch.ones(sq, sk, dtype=torch.bool, device=q.device)
+    wl, wr = window
+    if causal:
+        wr = 0
+    if wl >= 0:
+        keep &= j >= diag - wl
+    if wr >= 0:
+        keep &= j <= diag + wr
+    bias = torch.zeros(b, h, sq, sk, device=q.device)
+    if alibi is not None:
+        slopes = alibi.float().expand(b, h) if alibi.dim() == 1 else alibi.float()
+        bias = bias - slopes[:, :, None, None] * (diag - j).abs().float()
+    bias = bias.masked_fill(~keep, float("-inf"))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    return out.transpose(1, 2), keep.any(dim=1)
+
+
+def check_out(got, want, dtype):
+    assert got.shape == want.shape
+    torch.testing.assert_close(got.double(), want.double(), **tol(dtype))
+
+
+def check_lse(got, want):
+    assert got.dtype == torch.float32
+    assert got.shape == want.shape
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got), finite)
+    torch.testing.assert_close(got[finite].double(), want[finite].double(), **LSE_TOL)
+
+
+# ----------------------------------------------------------------------------- flash_attn_func
+
+CASES = [
+    # (batch, sq, sk, h, hk, causal, window, softcap, alibi)
+    (2, 128, 128, 4, 4, False, (-1, -1), 0.0, None),
+    (2, 128, 128, 4, 4, True, (-1, -1), 0.0, None),
+    (1, 64, 200, 4, 2, True, (-1, -1), 0.0, None),    # bottom-right causal, sq < sk
+    (1, 150, 97, 4, 1, True, (-1, -1), 0.0, None),    # sq > sk: top rows see no key
+    (2, 113, 203, 6, 2, False, (32, 8), 0.0, None),   # sliding window, GQA
+    (2, 96, 96, 4, 4, True, (16, -1), 0.0, None),     # causal + window
+    (2, 77, 130, 4, 4, False, (-1, -1), 30.0, None),  # softcap
+    (2, 128, 128, 4, 2, True, (-1, -1), 0.0, "1d"),   # alibi (nheads,)
+    (2, 60, 90, 4, 4, False, (-1, -1), 5.0, "2d"),    # alibi (batch, nheads) + softcap
+    (3, 1, 257, 8, 1, False, (-1, -1), 0.0, None),    # decode-like, MQA
+]
+
+
+def alibi_for(kind, b, h):
+    if kind is None:
+        return None
+    slopes = torch.rand(h, device=DEV, dtype=torch.float32) * 0.3
+    return slopes if kind == "1d" else torch.rand(b, h, device=DEV) * 0.3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", TEST_HDIMS)
+@pytest.mark.parametrize("case", CASES)
+def test_flash_attn_func(case, d, dtype):
+    b, sq, sk, h, hk, causal, window, softcap, alibi_kind = case
+    torch.manual_seed(0)
+    q, k, v = rand(b, sq, h, d, dtype=dtype), rand(b, sk, hk, d, dtype=dtype), rand(b, sk, hk, d, dtype=dtype)
+    alibi = alibi_for(alibi_kind, b, h)
+    out, lse, probs = flare.flash_attn_func(q, k, v, causal=causal, window_size=window,
+                                            softcap=softcap, alibi_slopes=alibi,
+                                            return_attn_probs=True)
+    assert probs is None
+    assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.shape == q.shape
+    want, want_lse = ref_attn(q, k, v, causal=causal, window=window, softcap=softcap, alibi=alibi)
+    check_out(out, want, dtype)
+    check_lse(lse, want_lse)
+    if softcap == 0.0:
+        s_out, row_ok = sdpa_ref(q, k, v, causal=causal, window=window, alibi=alibi)
+        check_out(out[:, row_ok], s_out[:, row_ok], dtype)
+        assert torch.all(out[:, ~row_ok] == 0)
+
+
+def test_softmax_scale_and_plain_return():
+    torch.manual_seed(1)
+    q, k, v = rand(2, 64, 4, D), rand(2, 80, 4, D), rand(2, 80, 4, D)
+    out = flare.flash_attn_func(q, k, v, softmax_scale=0.3)
+    assert isinstance(out, torch.Tensor)
+    check_out(out, ref_attn(q, k, v, scale=0.3)[0], DT)
+    check_out(out, sdpa_ref(q, k, v, scale=0.3)[0], DT)
+
+
+def test_packed_functions_match_separate():
+    torch.manual_seed(2)
+    qkv = rand(2, 100, 3, 4, D)
+    q, k, v = qkv.unbind(dim=2)
+    want = flare.flash_attn_func(q, k, v, causal=True)
+    got = flare.flash_attn_qkvpacked_func(qkv, causal=True)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    check_out(got, ref_attn(q, k, v, causal=True)[0], DT)
+    kv = rand(2, 130, 2, 2, D)
+    q2 = rand(2, 70, 4, D)
+    got, lse, _ = flare.flash_attn_kvpacked_func(q2, kv, window_size=(20, 20),
+                                                 return_attn_probs=True)
+    want, want_lse = ref_attn(q2, kv[:, :, 0], kv[:, :, 1], window=(20, 20))
+    check_out(got, want, DT)
+    check_lse(lse, want_lse)
+
+
+def test_strided_inputs_and_out_argument():
+    torch.manual_seed(3)
+    big = rand(2, 128, 8, D)
+    q = big[:, :, :4]  # non-contiguous heads
+    k = rand(2, 96, 4, D).transpose(0, 1).contiguous().transpose(0, 1)  # batch-minor layout
+    v = rand(2, 96, 4, D)
+    out = torch.empty(2, 128, 4, D, device=DEV, dtype=DT)
+    got = flare.flash_attn_func(q, k, v, causal=True, out=out)
+    assert got is out
+    check_out(out, ref_attn(q, k, v, causal=True)[0], DT)
+
+
+def test_requires_grad_inputs_run_forward():
+    torch.manual_seed(4)
+    q = rand(1, 32, 2, D).requires_grad_()
+    k, v = rand(1, 32, 2, D), rand(1, 32, 2, D)
+    out = flare.flash_attn_func(q, k, v)
+    assert not out.requires_grad  # no backward: gradients do not flow
+    check_out(out, ref_attn(q.detach(), k, v)[0], DT)
+
+
+def test_streams():
+    torch.manual_seed(5)
+    q, k, v = rand(2, 256, 4, D), rand(2, 256, 4, D), rand(2, 256, 4, D)
+    want = flare.flash_attn_func(q, k, v, causal=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # default: torch's current stream
+        got = flare.flash_attn_func(q, k, v, causal=True)
+    side.synchronize()
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    got2 = flare.flash_attn_func(q, k, v, causal=True, stream=side)  # explicit stream object
+    got3 = flare.flash_attn_func(q, k, v, causal=True, stream=side.cuda_stream)  # int handle
+    side.synchronize()
+    torch.testing.assert_close(got2, want, atol=0, rtol=0)
+    torch.testing.assert_close(got3, want, atol=0, rtol=0)
+
+
+class DLPackOnly:
+    """A bare DLPack producer (not torch): exercises the framework-neutral path."""
+
+    def __init__(self, t):
+        self._t = t
+
+    def __dlpack__(self, **kwargs):
+        return self._t.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._t.__dlpack_device__()
+
+
+def test_generic_dlpack_arrays_and_cudamalloc_outputs():
+    torch.manual_seed(6)
+    q, k, v = rand(2, 64, 4, D), rand(2, 80, 2, D), rand(2, 80, 2, D)
+    torch.cuda.synchronize()
+    out, lse, _ = flare.flash_attn_func(DLPackOnly(q), DLPackOnly(k), DLPackOnly(v), causal=True,
+                                        return_attn_probs=True)
+    assert not isinstance(out, torch.Tensor)
+    assert hasattr(out, "__dlpack__")
+    torch.cuda.synchronize()  # legacy default stream 0 was used
+    out_t, lse_t = torch.from_dlpack(out), torch.from_dlpack(lse)
+    assert out_t.shape == q.shape and lse_t.shape == (2, 4, 64)
+    want, want_lse = ref_attn(q, k, v, causal=True)
+    check_out(out_t, want, DT)
+    check_lse(lse_t, want_lse)
+    del out, lse, out_t, lse_t  # the capsule frees the cudaMalloc'd memory
+
+
+def test_errors_name_the_argument():
+    q, k, v = rand(1, 16, 2, D), rand(1, 16, 2, D), rand(1, 16, 2, D)
+    with pytest.raises(ValueError, match="q must be float16 or bfloat16"):
+        flare.flash_attn_func(q.float(), k.float(), v.float())
+    with pytest.raises(ValueError, match="k must have the dtype of q"):
+        flare.flash_attn_func(q, k.half() if DT == torch.bfloat16 else k.bfloat16(), v)
+    with pytest.raises(ValueError, match=r"k.shape\[3\]"):
+        flare.flash_attn_func(q, rand(1, 16, 2, D + 8), v)
+    with pytest.raises(ValueError, match="k must have 4 dimensions"):
+        flare.flash_attn_func(q, k[0], v)
+    with pytest.raises(ValueError, match="contiguous in its last dimension"):
+        flare.flash_attn_func(q, rand(1, 16, 2, 2 * D)[..., ::2], v)
+    with pytest.raises(ValueError, match="multiple of the number of key/value heads"):
+        flare.flash_attn_func(rand(1, 16, 3, D), k, v)
+    with pytest.raises(ValueError, match="alibi_slopes must be float32"):
+        flare.flash_attn_func(q, k, v, alibi_slopes=torch.ones(2, device=DEV, dtype=DT))
+    with pytest.raises(ValueError, match="must be a CUDA array"):
+        flare.flash_attn_func(q, k.cpu(), v)
+    with pytest.raises(ValueError, match="out"):
+        flare.flash_attn_func(q, k, v, out=torch.empty(1, 16, 2, D + 8, device=DEV, dtype=DT))
+    with pytest.raises(NotImplementedError, match="dropout"):
+        flare.flash_attn_func(q, k, v, dropout_p=0.1)
+    big = rand(1, 16, 2, 264)
+    with pytest.raises(ValueError, match="head_dim"):  # flare's own status text surfaces
+        flare.flash_attn_func(big, big, big)
+    missing = next((d for d in (32, 96, 128, 192, 256) if d not in HDIMS), None)
+    if missing is not None:
+        x = rand(1, 16, 2, missing)
+        with pytest.raises(RuntimeError, match="FLARE_HEAD_DIMS"):
+            flare.flash_attn_func(x, x, x)
+
+
+# ----------------------------------------------------------------------------- varlen
+
+
+def make_varlen(seqlens_q, seqlens_k, h, hk, d, dtype=DT):
+    cu_q = torch.tensor([0, *itertools.accumulate(seqlens_q)], dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0, *itertools.accumulate(seqlens_k)], dtype=torch.int32, device=DEV)
+    q = rand(int(cu_q[-1]), h, d, dtype=dtype)
+    k = rand(int(cu_k[-1]), hk, d, dtype=dtype)
+    v = rand(int(cu_k[-1]), hk, d, dtype=dtype)
+    return q, k, v, cu_q, cu_k
+
+
+def varlen_ref(q, k, v, cu_q, cu_k, **kw):
+    outs, lses = [], []
+    for b in range(len(cu_q) - 1):
+        qs, qe, ks, ke = int(cu_q[b]), int(cu_q[b + 1]), int(cu_k[b]), int(cu_k[b + 1])
+        o, l = ref_attn(q[None, qs:qe], k[None, ks:ke], v[None, ks:ke], **kw)
+        outs.append(o[0])
+        lses.append(l[0])
+    return torch.cat(outs), torch.cat(lses, dim=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(causal=True),
+    dict(window=(16, 4)),
+    dict(softcap=20.0),
+    dict(causal=True, alibi="1d"),
+])
+def test_flash_attn_varlen_func(kw, dtype):
+    torch.manual_seed(7)
+    seqlens_q, seqlens_k = [37, 1, 128, 64], [50, 20, 128, 33]
+    q, k, v, cu_q, cu_k = make_varlen(seqlens_q, seqlens_k, 4, 2, D, dtype)
+    alibi = alibi_for(kw.pop("alibi", None), 4, 4)
+    window = kw.pop("window", (-1, -1))
+    out, lse, probs = flare.flash_attn_varlen_func(
+        q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k), window_size=window,
+        alibi_slopes=alibi, return_attn_probs=True, softcap=kw.get("softcap", 0.0),
+        causal=kw.get("causal", False))
+    assert probs is None and out.shape == q.shape and lse.shape == (4, q.shape[0])
+    want, want_lse = varlen_ref(q, k, v, cu_q, cu_k, window=window, alibi=alibi, **kw)
+    check_out(out, want, dtype)
+    check_lse(lse, want_lse)
+
+
+def test_varlen_packed_functions():
+    torch.manual_seed(8)
+    seqlens = [40, 7, 90]
+    cu = torch.tensor([0, 40, 47, 137], dtype=torch.int32, device=DEV)
+    qkv = rand(137, 3, 4, D)
+    out = flare.flash_attn_varlen_qkvpacked_func(qkv, cu, max(seqlens), causal=True)
+    want, _ = varlen_ref(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu, cu, causal=True)
+    check_out(out, want, DT)
+    q = rand(137, 4, D)
+    kv = rand(137, 2, 2, D)
+    out = flare.flash_attn_varlen_kvpacked_func(q, kv, cu, cu, 90, 90)
+    want, _ = varlen_ref(q, kv[:, 0], kv[:, 1], cu, cu)
+    check_out(out, want, DT)
+
+
+def test_varlen_block_table_not_supported():
+    q, k, v, cu_q, cu_k = make_varlen([16], [16], 2, 2, D)
+    bt = torch.zeros(1, 1, dtype=torch.int32, device=DEV)
+    with pytest.raises(NotImplementedError, match="block_table"):
+        flare.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 16, 16, block_table=bt)
+    with pytest.raises(ValueError, match="cu_seqlens_q must be int32"):
+        flare.flash_attn_varlen_func(q, k, v, cu_q.long(), cu_k, 16, 16)
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+def rotate(x, cos, sin, positions, interleaved):
+    """x (n, h, d) float64 rotated at positions (n,) with tables (P, rd/2)."""
+    rd = 2 * cos.shape[1]
+    c = cos.double()[positions][:, None, :]
+    s = sin.double()[positions][:, None, :]
+    x = x.double().clone()
+    r = x[..., :rd]
+    if interleaved:
+        a, b = r[..., 0::2].clone(), r[..., 1::2].clone()
+        r[..., 0::2] = a * c - b * s
+        r[..., 1::2] = a * s + b * c
+    else:
+        a, b = r[..., : rd // 2].clone(), r[..., rd // 2:].clone()
+        r[..., : rd // 2] = a * c - b * s
+        r[..., rd // 2:] = a * s + b * c
+    x[..., :rd] = r
+    return x
+
+
+def kvcache_ref(q, k_cache, v_cache, k_new, v_new, cache_seqlens, *, leftpad=None, batch_idx=None,
+                cos=None, sin=None, interleaved=True, causal=False, window=(-1, -1),
+                alibi=None, softcap=0.0):
+    """Per-sequence reference from the ORIGINAL caches (logical, unpaged: (B, cap, hk, d))."""
+    b = q.shape[0]
+    outs, lses, new_rows = [], [], []
+    for i in range(b):
+        cs = int(cache_seqlens[i])
+        lp = int(leftpad[i]) if leftpad is not None else 0
+        src = int(batch_idx[i]) if batch_idx is not None else i
+        keys, vals = k_cache[src, lp:cs].double(), v_cache[src, lp:cs].double()
+        qi = q[i].double()
+        if k_new is not None:
+            sn = k_new.shape[1]
+            kn = k_new[i].double()
+            if cos is not None:
+                kn = rotate(kn, cos, sin, torch.arange(cs, cs + sn, device=DEV), interleaved)
+                per_row = causal or window != (-1, -1)
+                pos = (torch.arange(q.shape[1], device=DEV) + cs) if per_row else \
+                    torch.full((q.shape[1],), cs, device=DEV)
+                qi = rotate(qi, cos, sin, pos, interleaved)
+            new_rows.append(kn)
+            keys = torch.cat([keys, kn])
+            vals = torch.cat([vals, v_new[i].double()])
+        a = alibi[i:i + 1] if (alibi is not None and alibi.dim() == 2) else alibi
+        o, l = ref_attn(qi[None], keys[None], vals[None], causal=causal, window=window,
+                        alibi=a, softcap=softcap)
+        outs.append(o[0])
+        lses.append(l[0])
+    return torch.stack(outs), torch.stack(lses), new_rows
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(causal=True),
+    dict(window=(40, 0), softcap=10.0),
+    dict(alibi="1d", causal=True),
+])
+def test_kvcache_no_append(kw, dtype):
+    torch.manual_seed(9)
+    b, cap, h, hk = 3, 300, 8, 2
+    kc, vc = rand(b, cap, hk, D, dtype=dtype), rand(b, cap, hk, D, dtype=dtype)
+    q = rand(b, 4, h, D, dtype=dtype)
+    cs = torch.tensor([5, 300, 123], dtype=torch.int32, device=DEV)
+    alibi = alibi_for(kw.pop("alibi", None), b, h)
+    window = kw.pop("window", (-1, -1))
+    out, lse = flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, window_size=window,
+                                             alibi_slopes=alibi, return_softmax_lse=True, **kw)
+    want, want_lse, _ = kvcache_ref(q, kc, vc, None, None, cs, window=window, alibi=alibi, **kw)
+    check_out(out, want, dtype)
+    check_lse(lse, want_lse)
+
+
+def test_kvcache_int_seqlens_none_and_splits():
+    torch.manual_seed(10)
+    kc, vc = rand(2, 512, 2, D), rand(2, 512, 2, D)
+    q = rand(2, 1, 4, D)
+    out = flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=200)
+    cs = torch.full((2,), 200, dtype=torch.int32, device=DEV)
+    check_out(out, kvcache_ref(q, kc, vc, None, None, cs)[0], DT)
+    full = flare.flash_attn_with_kvcache(q, kc, vc)  # None: the whole cache
+    check_out(full, ref_attn(q, kc, vc)[0], DT)
+    for splits in (1, 4):
+        got, lse = flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, num_splits=splits,
+                                                 return_softmax_lse=True)
+        check_out(got, out, DT)
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+@pytest.mark.parametrize("causal", [True, False])
+def test_kvcache_append_rotary(causal, interleaved):
+    torch.manual_seed(11)
+    b, cap, h, hk, sn = 2, 256, 4, 2, 3
+    kc, vc = rand(b, cap, hk, D), rand(b, cap, hk, D)
+    kc0, vc0 = kc.clone(), vc.clone()
+    q, kn, vn = rand(b, sn, h, D), rand(b, sn, hk, D), rand(b, sn, hk, D)
+    rd = D // 2
+    pos = torch.arange(cap, device=DEV, dtype=torch.float64)[:, None]
+    freqs = 1.0 / (10000 ** (torch.arange(rd // 2, device=DEV, dtype=torch.float64) / (rd // 2)))
+    cos, sin = torch.cos(pos * freqs).to(DT), torch.sin(pos * freqs).to(DT)
+    cs = torch.tensor([10, 100], dtype=torch.int32, device=DEV)
+    out = flare.flash_attn_with_kvcache(q, kc, vc, kn, vn, rotary_cos=cos, rotary_sin=sin,
+                                        cache_seqlens=cs, causal=causal,
+                                        rotary_interleaved=interleaved)
+    want, _, new_rows = kvcache_ref(q, kc0, vc0, kn, vn, cs, cos=cos, sin=sin,
+                                    interleaved=interleaved, causal=causal)
+    check_out(out, want, DT)
+    for i in range(b):  # the cache was written in place (rotated keys, plain values)
+        c = int(cs[i])
+        check_out(kc[i, c:c + sn], new_rows[i], DT)
+        assert torch.equal(vc[i, c:c + sn], vn[i])
+        assert torch.equal(kc[i, :c], kc0[i, :c])
+
+
+def test_kvcache_append_batch_idx_leftpad():
+    torch.manual_seed(12)
+    b, cap, h, hk, sn = 2, 128, 4, 4, 2
+    kc, vc = rand(4, cap, hk, D), rand(4, cap, hk, D)
+    kc0, vc0 = kc.clone(), vc.clone()
+    q, kn, vn = rand(b, sn, h, D), rand(b, sn, hk, D), rand(b, sn, hk, D)
+    cs = torch.tensor([50, 70], dtype=torch.int32, device=DEV)
+    idx = torch.tensor([3, 1], dtype=torch.int32, device=DEV)
+    lp = torch.tensor([5, 0], dtype=torch.int32, device=DEV)
+    out, lse = flare.flash_attn_with_kvcache(q, kc, vc, kn, vn, cache_seqlens=cs,
+                                             cache_batch_idx=idx, cache_leftpad=lp, causal=True,
+                                             return_softmax_lse=True)
+    want, want_lse, _ = kvcache_ref(q, kc0, vc0, kn, vn, cs, leftpad=lp, batch_idx=idx,
+                                    causal=True)
+    check_out(out, want, DT)
+    check_lse(lse, want_lse)
+    assert torch.equal(kc[3, 50:52], kn[0]) and torch.equal(vc[1, 70:72], vn[1])
+
+
+@pytest.mark.parametrize("page", [16, 64])
+def test_kvcache_paged_append_rotary(page):
+    torch.manual_seed(13)
+    b, pages_per_seq, h, hk, sn = 3, 6, 8, 2, 1
+    num_pages = b * pages_per_seq + 2
+    kp, vp = rand(num_pages, page, hk, D), rand(num_pages, page, hk, D)
+    block_table = torch.randperm(num_pages, device=DEV)[: b * pages_per_seq].to(torch.int32)
+    block_table = block_table.view(b, pages_per_seq)
+    cap = pages_per_seq * page
+    # The logical (unpaged) view of the caches before the call.
+    logical = lambda pool: pool[block_table.long()].reshape(b, cap, hk, D)  # noqa: E731
+    kc0, vc0 = logical(kp).clone(), logical(vp).clone()
+    q, kn, vn = rand(b, sn, h, D), rand(b, sn, hk, D), rand(b, sn, hk, D)
+    rd = D
+    pos = torch.arange(cap, device=DEV, dtype=torch.float64)[:, None]
+    freqs = 1.0 / (10000 ** (torch.arange(rd // 2, device=DEV, dtype=torch.float64) / (rd // 2)))
+    cos, sin = torch.cos(pos * freqs).to(DT), torch.sin(pos * freqs).to(DT)
+    cs = torch.tensor([0, page + 3, cap - 1], dtype=torch.int32, device=DEV)
+    out, lse = flare.flash_attn_with_kvcache(q, kp, vp, kn, vn, rotary_cos=cos, rotary_sin=sin,
+                                             cache_seqlens=cs, block_table=block_table,
+                                             causal=True, rotary_interleaved=False,
+                                             return_softmax_lse=True)
+    want, want_lse, new_rows = kvcache_ref(q, kc0, vc0, kn, vn, cs, cos=cos, sin=sin,
+                                           interleaved=False, causal=True)
+    check_out(out, want, DT)
+    check_lse(lse, want_lse)
+    kc1 = logical(kp)
+    for i in range(b):
+        c = int(cs[i])
+        check_out(kc1[i, c:c + sn], new_rows[i], DT)
+
+
+def test_kvcache_out_argument_and_errors():
+    torch.manual_seed(14)
+    kc, vc = rand(2, 64, 2, D), rand(2, 64, 2, D)
+    q = rand(2, 1, 2, D)
+    out = torch.empty_like(q)
+    got = flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=32, out=out)
+    assert got is out
+    cs = torch.full((2,), 32, dtype=torch.int32, device=DEV)
+    check_out(out, kvcache_ref(q, kc, vc, None, None, cs)[0], DT)
+    kn = rand(2, 1, 2, D)
+    with pytest.raises(ValueError, match="cache_seqlens is required"):
+        flare.flash_attn_with_kvcache(q, kc, vc, kn, kn)
+    with pytest.raises(ValueError, match="cache_seqlens must be int32"):
+        flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs.long())
+    with pytest.raises(ValueError, match="rotary_cos"):
+        cos = torch.ones(64, D // 4, device=DEV, dtype=DT)
+        flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, rotary_cos=cos, rotary_sin=cos)
+    with pytest.raises(ValueError, match="v is required"):
+        flare.flash_attn_with_kvcache(q, kc, vc, kn, None, cache_seqlens=cs)

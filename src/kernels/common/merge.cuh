@@ -1,0 +1,232 @@
+// The one device implementation of merging partial attention states by their log-sum-exp,
+// shared by the split-KV combine (combine.cu: fp32 partials in the forward workspace) and the
+// public flare_merge_attention_states (merge.cu: fp16/bf16/fp32 partials with any strides).
+//
+// Math (that of common/lse_merge.h), per query row over its n parts in increasing order:
+//   mx = max_s lse_s;  lse = mx + log(sum_s exp(lse_s - mx))  (-inf when every part is empty)
+//   out = sum_{s: lse_s != -inf} exp(lse_s - lse) * o_s        (0 when every part is empty)
+// A part with lse_s = -inf is never read: its values may be anything (NaN garbage).
+//
+// Mapping: a group of `tpr` lanes (a power of two <= 32, all in one warp) owns one row; each
+// lane owns the 4-element chunks c = lane_in_row + k * tpr of the row (kChunks of them:
+// head_dim <= 128: 1, <= 256: 2, <= 512: 4). Every lane computes the merged LSE of its row on
+// its own (the lse loads of a row group hit one address and are broadcast), so no shuffles are
+// needed and the summation order is fixed.
+//
+// In place: a part's row may be the output row (each lane reads its chunks of every part
+// before it writes them), and a part's lse the output lse (the row group synchronises before
+// lane 0 writes it).
+//
+// The row layout is a template parameter, a trivially copyable struct passed by value:
+//   int64_t num_rows() const;  int num_parts() const;  int head_dim() const;
+//   bool locate(int64_t row, Row& at) const;   // false: a padding row, nothing to do
+//   const TIn* part(int s, const Row& at) const;   // first element of part s's row
+//   float lse(int s, const Row& at) const;          // loads lse_s of the row
+//   TOut* out(const Row& at) const;  float* out_lse(const Row& at) const;  // null: no lse
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include <cstdint>
+
+#include "common/lse_merge.h"
+
+namespace flare {
+namespace merge_impl {
+
+constexpr int kMergeThreads = 128;
+
+// Four consecutive elements as floats (one 8- or 16-byte load through the read-only path).
+template <typename T>
+__device__ __forceinline__ float4 load4(const T* src);
+
+template <>
+__device__ __forceinline__ float4 load4<float>(const float* src) {
+  return __ldg(reinterpret_cast<const float4*>(src));
+}
+
+template <>
+__device__ __forceinline__ float4 load4<__half>(const __half* src) {
+  union {
+    uint2 u;
+    __half2 h[2];
+  } pack;
+  pack.u = __ldg(reinterpret_cast<const uint2*>(src));
+  const float2 a = __half22float2(pack.h[0]), b = __half22float2(pack.h[1]);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+template <>
+__device__ __forceinline__ float4 load4<__nv_bfloat16>(const __nv_bfloat16* src) {
+  union {
+    uint2 u;
+    __nv_bfloat162 h[2];
+  } pack;
+  pack.u = __ldg(reinterpret_cast<const uint2*>(src));
+  const float2 a = __bfloat1622float2(pack.h[0]), b = __bfloat1622float2(pack.h[1]);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+// Four floats to four elements of T with one 8- or 16-byte store (round to nearest even).
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, const float4& v);
+
+template <>
+__device__ __forceinline__ void store4<float>(float* dst, const float4& v) {
+  *reinterpret_cast<float4*>(dst) = v;
+}
+
+template <>
+__device__ __forceinline__ void store4<__half>(__half* dst, const float4& v) {
+  union {
+    __half2 h[2];
+    uint2 u;
+  } pack;
+  pack.h[0] = __floats2half2_rn(v.x, v.y);
+  pack.h[1] = __floats2half2_rn(v.z, v.w);
+  *reinterpret_cast<uint2*>(dst) = pack.u;
+}
+
+template <>
+__device__ __forceinline__ void store4<__nv_bfloat16>(__nv_bfloat16* dst, const float4& v) {
+  union {
+    __nv_bfloat162 h[2];
+    uint2 u;
+  } pack;
+  pack.h[0] = __floats2bfloat162_rn(v.x, v.y);
+  pack.h[1] = __floats2bfloat162_rn(v.z, v.w);
+  *reinterpret_cast<uint2*>(dst) = pack.u;
+}
+
+__device__ __forceinline__ void fma4(float4& acc, float w, const float4& v) {
+  acc.x = fmaf(w, v.x, acc.x);
+  acc.y = fmaf(w, v.y, acc.y);
+  acc.z = fmaf(w, v.z, acc.z);
+  acc.w = fmaf(w, v.w, acc.w);
+}
+
+// Merges the row this thread's lane group owns. kUnroll parts' loads are issued together
+// (memory-level parallelism) while the register footprint stays at 8 float4 values.
+template <typename TIn, typename TOut, int kChunks, class Layout>
+__device__ __forceinline__ void merge_row(const Layout& L, int tpr_log2) {
+  constexpr int kUnroll = 8 / kChunks;
+  const int lane = threadIdx.x & 31;
+  const int tpr = 1 << tpr_log2;
+  const int lane_in_row = lane & (tpr - 1);
+  const int rows_per_block = kMergeThreads >> tpr_log2;
+  const int64_t row = (int64_t)blockIdx.x * rows_per_block + (threadIdx.x >> tpr_log2);
+  if (row >= L.num_rows()) return;
+  typename Layout::Row at;
+  if (!L.locate(row, at)) return;  // the whole lane group leaves together
+
+  const int n = L.num_parts();
+  // Merged LSE, the math of merged_lse(): max, then sum of exp(lse_s - max) in part order.
+  float mx = -INFINITY;
+  {
+    int s = 0;
+    for (; s + kUnroll <= n; s += kUnroll) {
+      float l[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) l[u] = L.lse(s + u, at);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) mx = l[u] > mx ? l[u] : mx;
+    }
+    for (; s < n; ++s) {
+      const float l = L.lse(s, at);
+      mx = l > mx ? l : mx;
+    }
+  }
+  float lse = mx;
+  if (mx != -INFINITY) {
+    float sum = 0.f;
+    int s = 0;
+    for (; s + kUnroll <= n; s += kUnroll) {
+      float l[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) l[u] = L.lse(s + u, at);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) sum += expf(l[u] - mx);  // exp(-inf) = 0
+    }
+    for (; s < n; ++s) sum += expf(L.lse(s, at) - mx);
+    lse = mx + logf(sum);
+  }
+
+  const int nchunks = L.head_dim() >> 2;
+  float4 acc[kChunks];
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  if (lse != -INFINITY) {
+    for (int s0 = 0; s0 < n; s0 += kUnroll) {
+      float l[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) l[u] = s0 + u < n ? L.lse(s0 + u, at) : -INFINITY;
+      float4 v[kUnroll][kChunks];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const TIn* src = l[u] != -INFINITY ? L.part(s0 + u, at) : nullptr;
+#pragma unroll
+        for (int k = 0; k < kChunks; ++k) {
+          const int c = lane_in_row + k * tpr;
+          // Empty parts are never read: their rows may hold anything.
+          v[u][k] = (src != nullptr && c < nchunks) ? load4<TIn>(src + 4 * c)
+                                                    : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (l[u] == -INFINITY) continue;
+        const float w = merge_weight(l[u], lse);
+#pragma unroll
+        for (int k = 0; k < kChunks; ++k) fma4(acc[k], w, v[u][k]);
+      }
+    }
+  }
+
+  TOut* out = L.out(at);
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) {
+    const int c = lane_in_row + k * tpr;
+    if (c < nchunks) store4<TOut>(out + 4 * c, acc[k]);
+  }
+  float* out_lse = L.out_lse(at);
+  if (out_lse != nullptr) {
+    // Every lane of the group has read the row's lse values (they fed the weights above)
+    // before lane 0 overwrites one of them in place.
+    const unsigned group_mask =
+        tpr == 32 ? 0xffffffffu : (((1u << tpr) - 1u) << (lane & ~(tpr - 1)));
+    __syncwarp(group_mask);
+    if (lane_in_row == 0) *out_lse = lse;
+  }
+}
+
+template <typename TIn, typename TOut, int kChunks, class Layout>
+__global__ void __launch_bounds__(kMergeThreads) merge_kernel(const Layout L, int tpr_log2) {
+  merge_row<TIn, TOut, kChunks, Layout>(L, tpr_log2);
+}
+
+// Launches the merge over every row of L. head_dim must be a multiple of 4 in [4, 512].
+template <typename TIn, typename TOut, class Layout>
+cudaError_t launch_merge(const Layout& L, cudaStream_t stream) {
+  const int nchunks = L.head_dim() / 4;
+  if (nchunks < 1 || nchunks > 128 || L.head_dim() % 4 != 0) return cudaErrorInvalidValue;
+  int tpr_log2 = 0;
+  while ((1 << tpr_log2) < nchunks && tpr_log2 < 5) ++tpr_log2;
+  const int rows_per_block = kMergeThreads >> tpr_log2;
+  const int64_t rows = L.num_rows();
+  if (rows <= 0) return cudaSuccess;
+  const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  if (nchunks <= 32)
+    merge_kernel<TIn, TOut, 1, Layout><<<(unsigned)blocks, kMergeThreads, 0, stream>>>(L, tpr_log2);
+  else if (nchunks <= 64)
+    merge_kernel<TIn, TOut, 2, Layout><<<(unsigned)blocks, kMergeThreads, 0, stream>>>(L, tpr_log2);
+  else
+    merge_kernel<TIn, TOut, 4, Layout><<<(unsigned)blocks, kMergeThreads, 0, stream>>>(L, tpr_log2);
+  return cudaGetLastError();
+}
+
+}  // namespace merge_impl
+}  // namespace flare
