@@ -60,7 +60,9 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
   }
 }
 
-template <typename T, int HeadDim>
+// Paged is a template flag: the per-row block-table lookup would otherwise sit, branched, in
+// every row address of every tile load.
+template <typename T, int HeadDim, bool Paged>
 __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdLaunch launch) {
   using Tr = Sm90Traits<HeadDim>;
@@ -203,15 +205,15 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     load_swizzled<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     });
-    const bool paged = is_paged(p);
-    const int64_t k_base = paged ? 0 : k_offset(p, seq, 0, head_k);
-    const int64_t v_base = paged ? 0 : v_offset(p, seq, 0, head_k);
+    const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
+    const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
     auto load_k = [&](int n_block, int stage) {
       const int n0 = n_block * kBlockN;
       load_swizzled<HeadDim, kBlockN, kThreads>(
           sK0 + stage * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
             if (n0 + r >= seq.seqlen_k) return -1;
-            return paged ? k_offset(p, seq, n0 + r, head_k) : k_base + (n0 + r) * p.k_row_stride;
+            if constexpr (Paged) return k_offset(p, seq, n0 + r, head_k);
+            return k_base + (n0 + r) * p.k_row_stride;
           });
     };
     auto load_v = [&](int n_block, int stage) {
@@ -219,7 +221,8 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
       load_swizzled<HeadDim, kBlockN, kThreads>(
           sV0 + stage * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
             if (n0 + r >= seq.seqlen_k) return -1;
-            return paged ? v_offset(p, seq, n0 + r, head_k) : v_base + (n0 + r) * p.v_row_stride;
+            if constexpr (Paged) return v_offset(p, seq, n0 + r, head_k);
+            return v_base + (n0 + r) * p.v_row_stride;
           });
     };
     // Blocks are visited from last to first: block i of the walk is range.end - 1 - i. K of
@@ -340,7 +343,8 @@ template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
   using Tr = sm90::Sm90Traits<HeadDim>;
-  auto kernel = sm90::fwd_kernel_sm90<T, HeadDim>;
+  auto kernel = is_paged(launch.p) ? sm90::fwd_kernel_sm90<T, HeadDim, true>
+                                   : sm90::fwd_kernel_sm90<T, HeadDim, false>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   if (err != cudaSuccess) return err;
