@@ -75,10 +75,21 @@ fi
 if has_step test; then
   section "flare_tests_gpu"
   set +e
-  "./$BUILD_DIR/flare_tests_gpu" --gtest_output="json:$OUT_DIR/gpu_tests.json" 2>&1 | tee -a "$RUN_LOG"
+  # Brief output: failures in full, passes as counts (the log must stay readable).
+  "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 --gtest_output="json:$OUT_DIR/gpu_tests.json" 2>&1 | tee -a "$RUN_LOG"
   test_rc=${PIPESTATUS[0]}
+  # The same suite on the mma.sync (sm80-family) kernels, which Hopper otherwise skips.
+  section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80"
+  FLARE_KERNEL_PATH=sm80 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+    --gtest_output="json:$OUT_DIR/gpu_tests_sm80.json" 2>&1 | tee -a "$RUN_LOG"
+  test_sm80_rc=${PIPESTATUS[0]}
+  if [[ -x "./$BUILD_DIR/flare_tests_gpu_merge" ]]; then
+    section "flare_tests_gpu_merge"
+    timeout 120 "./$BUILD_DIR/flare_tests_gpu_merge" --gtest_brief=1 2>&1 | tee -a "$RUN_LOG"
+    echo "flare_tests_gpu_merge exit status: ${PIPESTATUS[0]}" | tee -a "$RUN_LOG"
+  fi
   set -e
-  test_status=$([[ $test_rc -eq 0 ]] && echo ok || echo "FAILED($test_rc)")
+  test_status=$([[ $test_rc -eq 0 && $test_sm80_rc -eq 0 ]] && echo ok || echo "FAILED($test_rc/$test_sm80_rc)")
 fi
 
 if has_step bench; then
@@ -87,6 +98,9 @@ if has_step bench; then
   # shellcheck disable=SC2086
   "./$BUILD_DIR/flare_bench" --table all --json "$OUT_DIR/bench.json" $BENCH_ARGS 2>&1 | tee -a "$RUN_LOG"
   bench_rc=${PIPESTATUS[0]}
+  section "flare_bench --table prefill, FLARE_KERNEL_PATH=sm80"
+  # shellcheck disable=SC2086
+  FLARE_KERNEL_PATH=sm80 "./$BUILD_DIR/flare_bench" --table prefill --system-name flare-sm80 $BENCH_ARGS 2>&1 | tee -a "$RUN_LOG"
   set -e
   bench_status=$([[ $bench_rc -eq 0 ]] && echo ok || echo "FAILED($bench_rc)")
 fi

@@ -1,5 +1,7 @@
 #include "api/dispatch.h"
 
+#include "common/tile_config.h"
+
 #include <cstdlib>
 #include <cstring>
 
@@ -37,18 +39,29 @@ FwdKernelFn for_head_dim(int head_dim) {
   }
 }
 
+#if FLARE_HAS_ARCH_90
+// Decode launches (<= 16 query rows per (batch, head), the planner's sm80_kernel_tile rule) go
+// to the sm80 family's decode kernel, built for sm90a too; the rest to the wgmma kernel.
+template <int Dtype, int HeadDim>
+int run_fwd_hopper(const FwdLaunch& launch, cudaStream_t stream) {
+  if (sm80_use_decode_kernel(launch.max_seqlen_q))
+    return run_fwd_sm80<90, Dtype, HeadDim>(launch, stream);
+  return run_fwd_sm90<Dtype, HeadDim>(launch, stream);
+}
+#endif
+
 // The Hopper kernels exist for head dims 64, 128 and 256 when sm90a is built.
 template <int Dtype>
 FwdKernelFn sm90_for_head_dim(int head_dim) {
   switch (head_dim) {
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_64
-    case 64: return &run_fwd_sm90<Dtype, 64>;
+    case 64: return &run_fwd_hopper<Dtype, 64>;
 #endif
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_128
-    case 128: return &run_fwd_sm90<Dtype, 128>;
+    case 128: return &run_fwd_hopper<Dtype, 128>;
 #endif
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_256
-    case 256: return &run_fwd_sm90<Dtype, 256>;
+    case 256: return &run_fwd_hopper<Dtype, 256>;
 #endif
     default: (void)head_dim; return nullptr;
   }

@@ -15,9 +15,12 @@ struct TileConfig {
 };
 
 // Prefill kernel. Rows per warp: 32 where the accumulators fit in registers (d <= 128), else 16.
+// d = 96 / 128 step 32 keys at a time: with 64 the S accumulators (64 registers) on top of the
+// 128 O accumulators spilled (255 registers, LDL/STL in the main loop); 32 keys fit without
+// spills and measured faster on H100 (d128 non-causal +1..4%, causal s=512 +18%).
 FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
   return head_dim <= 64    ? TileConfig{128, 64, 4, 1, 2}
-         : head_dim <= 128 ? TileConfig{128, 64, 4, 1, 2}
+         : head_dim <= 128 ? TileConfig{128, 32, 4, 1, 2}
                            : TileConfig{128, 64, 8, 1, 1};
 }
 

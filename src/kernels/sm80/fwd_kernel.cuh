@@ -9,6 +9,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
 #include "common/block_range.h"
 #include "common/sequence.h"
 #include "common/split.h"
@@ -440,8 +442,14 @@ namespace flare {
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename sm80::ElementOf<Dtype>::type;
-  // The planner counted blocks and CTA slots with the same rule (sm80_kernel_tile).
-  if (sm80_use_decode_kernel(launch.max_seqlen_q)) {
+  // The planner counted blocks and CTA slots with the same rule (sm80_kernel_tile). The prefill
+  // kernel takes any split count and grid too, so FLARE_SM80_DECODE=0 (read once) may send
+  // decode launches to it instead, for comparisons.
+  static const bool decode_enabled = [] {
+    const char* v = std::getenv("FLARE_SM80_DECODE");
+    return !(v != nullptr && v[0] == '0');
+  }();
+  if (decode_enabled && sm80_use_decode_kernel(launch.max_seqlen_q)) {
     using Dr = sm80::DecodeTraits<HeadDim>;
     auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

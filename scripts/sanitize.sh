@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a reduced GPU test
+# selection that reaches every kernel: forward (plain, padded head dims, varlen), split-KV +
+# combine, KV append with rotary, paged KV, plus the reliability stride checks.
+#
+#   scripts/sanitize.sh [OUT_DIR]        (default OUT_DIR: build-sanitize/reports)
+#
+# Environment:
+#   FLARE_ARCHS (default 90a), FLARE_HEAD_DIMS (default "64;128")  build of flare_tests_gpu
+#   FLARE_SANITIZE_BIN      a prebuilt flare_tests_gpu: skips the build
+#   FLARE_SANITIZE_FILTER   gtest filter instead of the automatic selection
+#   FLARE_SANITIZE_TOOLS    default "memcheck racecheck initcheck synccheck"
+#   FLARE_SANITIZE_TIMEOUT  seconds per tool (default 900); a run cut short says so
+# Writes <tool>.log (sanitizer report + test output) and selection.txt to OUT_DIR, prints one
+# line per tool: errors found, tests run / passed. Exit status 1 when any tool reports an error.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-build-sanitize/reports}"
+mkdir -p "$out"
+export FLARE_ARCHS="${FLARE_ARCHS:-90a}"
+export FLARE_HEAD_DIMS="${FLARE_HEAD_DIMS:-64;128}"
+tools="${FLARE_SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}"
+tmo="${FLARE_SANITIZE_TIMEOUT:-900}"
+
+CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+[ -n "$CS" ] || { echo "sanitize: compute-sanitizer not found"; exit 2; }
+
+bin="${FLARE_SANITIZE_BIN:-}"
+if [ -z "$bin" ]; then
+  echo "== sanitize: building flare_tests_gpu (FLARE_ARCHS=$FLARE_ARCHS FLARE_HEAD_DIMS=$FLARE_HEAD_DIMS)"
+  cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    "-DFLARE_ARCHS=$FLARE_ARCHS" "-DFLARE_HEAD_DIMS=$FLARE_HEAD_DIMS" \
+    -DFLARE_BUILD_BENCH=OFF -DFLARE_BUILD_EXAMPLES=OFF >"$out/build.log" 2>&1 &&
+    cmake --build build-sanitize --target flare_tests_gpu -j "$(nproc)" >>"$out/build.log" 2>&1 ||
+    { tail -30 "$out/build.log"; echo "sanitize: build failed"; exit 2; }
+  bin=build-sanitize/flare_tests_gpu
+fi
+
+# Automatic selection: a few small cases of each kind whose head dims are in FLARE_HEAD_DIMS.
+filter="${FLARE_SANITIZE_FILTER:-}"
+if [ -z "$filter" ]; then
+  dims=$(echo "$FLARE_HEAD_DIMS" | tr ';' '|')
+  all=$("$bin" --gtest_list_tests | awk '/^[^ ]/{s=$1} /^  /{print s $1}')
+  pick() { echo "$all" | grep -E "$1" | grep -E "_d($dims)_" | head -"$2"; }
+  sel=$( {
+    echo "$all" | grep -E '^(SplitCombine|AppendKv)\.' | head -4
+    pick '^Features/ForwardSweep\..*_b1_.*_sp1$' 2
+    pick '^Features/ForwardSweep\..*_sp(3|7)$' 2
+    pick '^Features/ForwardSweep\..*_sp0$' 1
+    pick '^Combos/ForwardSweep\..*varlen' 2
+    pick '^Combos/ForwardSweep\..*(padded|packedqkv)' 1
+    pick '^Features/DecodeSweep\..*_rot[IH]' 3
+    pick '^Features/DecodeSweep\..*_page' 2
+    pick '^Pages/DecodeSweep\.' 1
+    pick '^Repeat/ForwardDeterminism\.' 1
+    echo "$all" | grep -E '^Params/ForwardBadInput\.RejectedWithoutWriting/Baseline$'
+    echo "$all" | grep -E '^ReliabStrides\.' | head -1
+  } | awk 'NF && !seen[$0]++')
+  filter=$(echo "$sel" | paste -sd: -)
+fi
+echo "$filter" | tr ':' '\n' >"$out/selection.txt"
+ncases=$(grep -c . "$out/selection.txt")
+echo "== sanitize: $ncases test cases (list in $out/selection.txt), tools: $tools"
+
+status=0
+for tool in $tools; do
+  log="$out/$tool.log"
+  extra=()
+  [ "$tool" = memcheck ] && extra=(--leak-check full)
+  [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+  start=$(date +%s)
+  timeout "$tmo" "$CS" --tool "$tool" "${extra[@]}" --print-limit 50 \
+    "$bin" --gtest_filter="$filter" >"$log" 2>&1
+  rc=$?
+  secs=$(( $(date +%s) - start ))
+  summary=$(grep -E '(ERROR|RACECHECK) SUMMARY' "$log" | tail -1 | sed 's/^========= //')
+  errors=$(echo "$summary" | grep -oE '[0-9]+ (errors|hazards)' | head -1 | grep -oE '^[0-9]+')
+  passed=$(grep -cE '^\[       OK \]' "$log")
+  failed=$(grep -cE '^\[  FAILED  \] [A-Za-z].*\(' "$log")
+  note=""
+  [ "$rc" -eq 124 ] && note=" TIMEOUT after ${tmo}s (partial)"
+  [ -z "$summary" ] && summary="no summary (rc $rc)"
+  printf '%-10s %s | tests ok %d failed %d of %d | %ds%s\n' "$tool:" "$summary" "$passed" \
+    "$failed" "$ncases" "$secs" "$note" | tee -a "$out/summary.txt"
+  if [ "${errors:-1}" != 0 ] || [ "$rc" -ne 0 ]; then status=1; fi
+done
+exit $status
