@@ -12,6 +12,7 @@ attention probabilities are never materialised (``return_attn_probs=True`` gives
 from . import _flare
 from ._flare import __version__, build_config, cuda_device_count
 from ._interface import (
+    DLPackArray,
     flash_attn_func,
     flash_attn_kvpacked_func,
     flash_attn_qkvpacked_func,
@@ -22,6 +23,7 @@ from ._interface import (
 )
 
 __all__ = [
+    "DLPackArray",
     "__version__",
     "build_config",
     "cuda_device_count",

@@ -11,6 +11,11 @@ build_config: Dict[str, str]
 
 def cuda_device_count() -> int: ...
 
+class DLPackArray:
+    """A CUDA array flare allocated; consume it with any framework's from_dlpack (once)."""
+    def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any: ...
+    def __dlpack_device__(self) -> Tuple[int, int]: ...
+
 @overload
 def flash_attn_func(q: Array, k: Array, v: Array, dropout_p: float = 0.0,
                     softmax_scale: Optional[float] = None, causal: bool = False,

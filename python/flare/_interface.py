@@ -107,6 +107,39 @@ def _window(window_size: Tuple[int, int]) -> Tuple[int, int]:
     return int(left), int(right)
 
 
+class DLPackArray:
+    """A CUDA array flare allocated, handed to any framework through the DLPack protocol.
+
+    ``torch.from_dlpack(a)``, ``cupy.from_dlpack(a)`` or ``jax.dlpack.from_dlpack(a)`` take it
+    over zero-copy (once: DLPack capsules are consumed); the memory is freed with the last
+    consumer.
+    """
+
+    _KDL_CUDA = 2
+
+    def __init__(self, capsule: Any, device_id: int):
+        self._capsule = capsule
+        self._device_id = device_id
+
+    def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any:
+        # flare's results are complete once the call's stream reaches them; a consumer on another
+        # stream synchronises as the DLPack protocol asks of it.
+        if self._capsule is None:
+            raise BufferError("this flare array was already exported through DLPack")
+        capsule, self._capsule = self._capsule, None
+        return capsule
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        return (self._KDL_CUDA, self._device_id)
+
+
+def _device_id(x: Any) -> int:
+    try:
+        return int(x.__dlpack_device__()[1])
+    except Exception:  # noqa: BLE001 - a producer without the method: device 0
+        return 0
+
+
 class _Outputs:
     """Pre-allocates out / lse with torch for torch inputs (stream-ordered caching allocator).
 
@@ -143,7 +176,8 @@ class _Outputs:
             return sys.modules["torch"].from_dlpack(array)
         if _is_cupy(self.ref):
             return sys.modules["cupy"].from_dlpack(array)
-        return array  # a DLPack-capable nanobind ndarray owning its cudaMalloc'd memory
+        # A capsule owning the cudaMalloc'd memory, behind the __dlpack__ protocol.
+        return DLPackArray(array, _device_id(self.ref))
 
 
 def _shape(x: Any):
