@@ -15,22 +15,12 @@
 #include "common/sequence.h"
 #include "common/split.h"
 #include "common/tile_config.h"
+#include "kernels/element_type.cuh"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
 
 namespace flare {
 namespace sm80 {
-
-template <int Dtype>
-struct ElementOf;
-template <>
-struct ElementOf<FLARE_DTYPE_FP16> {
-  using type = __half;
-};
-template <>
-struct ElementOf<FLARE_DTYPE_BF16> {
-  using type = __nv_bfloat16;
-};
 
 template <int HeadDim>
 struct FwdTraits {
@@ -441,7 +431,7 @@ namespace flare {
 
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
-  using T = typename sm80::ElementOf<Dtype>::type;
+  using T = typename ElementType<Dtype>::type;
   // The planner counted blocks and CTA slots with the same rule (sm80_kernel_tile). The prefill
   // kernel takes any split count and grid too, so FLARE_SM80_DECODE=0 (read once) may send
   // decode launches to it instead, for comparisons.
