@@ -9,6 +9,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
 #include "common/block_range.h"
 #include "common/sequence.h"
 #include "common/split.h"
@@ -337,14 +339,335 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   }
 }
 
+template <int HeadDim>
+struct Sm90WsTraits {
+  static constexpr int kBlockM = 128, kBlockN = 128;
+  static constexpr int kThreads = 384;
+  static constexpr int kStages = HeadDim <= 64 ? 4 : 3;
+  static constexpr int kSmemQ = kBlockM * HeadDim * 2;
+  static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
+  static constexpr int kBarriers = 1 + 2 * kStages;       // full Q, full[stage], empty[stage]
+  static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
+  static constexpr int kProducerRegs = 56, kConsumerRegs = 224;
+};
+
+// Warp-specialised variant: warpgroup 0 produces (cp.async of Q and of K/V into a ring of
+// stages, each published by an mbarrier that completes when the copies land), warpgroups 1
+// and 2 consume and release a stage through a second mbarrier once its GEMMs are done. No CTA
+// barrier in the loop, so the consumers drift apart and one's softmax runs under the other's
+// GEMMs; the producer gives registers to the consumers (setmaxnreg).
+template <typename T, int HeadDim, bool Paged>
+__global__ void __launch_bounds__(384, 1)
+    fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch) {
+  using Tr = Sm90WsTraits<HeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
+  constexpr int kOTiles = HeadDim / 8;   // n8 column tiles of O per thread
+  const flare_mha_fwd_params& p = launch.p;
+
+  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavier causal blocks first
+  const int head = blockIdx.y;
+  const int batch = blockIdx.z / launch.num_splits;
+  const int split = blockIdx.z % launch.num_splits;
+  const SequenceInfo seq = sequence_info(p, batch);
+  const int m0 = m_block * kBlockM;
+  if (m0 >= seq.seqlen_q) return;
+  const int head_k = head / (p.num_heads / p.num_heads_k);
+  const MaskSpec mask = sequence_mask(p, seq);
+  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = smem_base;
+  const uint32_t sK0 = sQ + Tr::kSmemQ;
+  const uint32_t sV0 = sK0 + Tr::kStages * Tr::kSmemKV;
+  const uint32_t bar0 = sV0 + Tr::kStages * Tr::kSmemKV;
+  const uint32_t full_q = bar0;
+  auto full = [&](int s) { return bar0 + 8 * (1 + s); };
+  auto empty = [&](int s) { return bar0 + 8 * (1 + Tr::kStages + s); };
+  if (threadIdx.x == 0) {
+    mbarrier_init(full_q, 128);
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbarrier_init(full(s), 128);   // one cp.async arrival per producer thread
+      mbarrier_init(empty(s), 256);  // every consumer thread releases
+    }
+  }
+  __syncthreads();
+  const int num_blocks = range.end - range.begin;
+  const int role = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
+  if (role == 0) {
+    // Producer.
+    setmaxnreg_dec<Tr::kProducerRegs>();
+    if (num_blocks > 0) {
+      const T* k = static_cast<const T*>(p.k);
+      const T* v = static_cast<const T*>(p.v);
+      load_swizzled<HeadDim, kBlockM, 128>(sQ, static_cast<const T*>(p.q), p.head_dim,
+                                           [&](int r) -> int64_t {
+                                             return m0 + r < seq.seqlen_q
+                                                        ? q_offset(p, seq, m0 + r, head)
+                                                        : -1;
+                                           });
+      cp_async_mbarrier_arrive(full_q);
+      const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
+      const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
+      for (int i = 0; i < num_blocks; ++i) {
+        const int s = i % Tr::kStages;
+        if (i >= Tr::kStages) mbarrier_wait(empty(s), ((i / Tr::kStages) + 1) & 1);
+        const int n0 = (range.end - 1 - i) * kBlockN;
+        load_swizzled<HeadDim, kBlockN, 128>(
+            sK0 + s * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
+              if (n0 + r >= seq.seqlen_k) return -1;
+              if constexpr (Paged) return k_offset(p, seq, n0 + r, head_k);
+              return k_base + (n0 + r) * p.k_row_stride;
+            });
+        load_swizzled<HeadDim, kBlockN, 128>(
+            sV0 + s * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
+              if (n0 + r >= seq.seqlen_k) return -1;
+              if constexpr (Paged) return v_offset(p, seq, n0 + r, head_k);
+              return v_base + (n0 + r) * p.v_row_stride;
+            });
+        cp_async_mbarrier_arrive(full(s));
+      }
+      sm80::cp_async_wait<0>();
+    }
+  } else {  // consumers: the other branch of the same if, so setmaxnreg applies to it
+  setmaxnreg_inc<Tr::kConsumerRegs>();
+
+  const int tid = threadIdx.x - 128;
+  // Consumer warpgroup: query rows [64 wg, 64 wg + 64). Broadcast from lane 0 so the compiler
+  // knows it is warp-uniform: descriptors built from it then stay in uniform registers, and
+  // the wgmmas of a stage are not serialised around their computation.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+  const int warp_in_wg = (tid % 128) / 32;   // each warp owns 16 of those rows
+  const int lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int row_base = m0 + wg * 64 + warp_in_wg * 16 + g;  // + 8 for the second row
+
+
+  float acc_o[HeadDim / 2];
+#pragma unroll
+  for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+  const bool has_softcap = p.softcap > 0.f;
+  const float unit = has_softcap ? 1.f : p.softmax_scale;
+  const float unit_log2 = unit * 1.4426950408889634f;
+  const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  const float alibi = alibi_slope(p, batch, head) / unit;
+  const int diagonal = mask.diagonal();
+
+  // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
+  // the factor that rescales what was accumulated before it.
+  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
+                           float (&correction)[2]) {
+    const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
+    if (has_softcap || alibi != 0.f || needs_mask) {
+      // Accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column 8 j + 2 t + e.
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int row = row_base + hr * 8;
+        const int block_col0 = n_block * kBlockN + 2 * t;
+        const int first = mask.first_key(row) - block_col0;
+        const int end = mask.end_key(row) - block_col0;
+#pragma unroll
+        for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int c = j * 8 + e;
+            float x = acc_s[4 * j + 2 * hr + e];
+            if (has_softcap) x = p.softcap * tanhf(x * cap_in);
+            if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
+            if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+            acc_s[4 * j + 2 * hr + e] = x;
+          }
+      }
+    }
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float mx = row_max[hr];
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j)
+        mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
+      const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
+      correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
+      row_max[hr] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
+          acc_s[4 * j + 2 * hr + e] = pe;
+          sum += pe;
+        }
+      row_sum[hr] = row_sum[hr] * correction[hr] + sum;
+    }
+    // Two adjacent n8 tiles of S form the A fragment of one k16 step of P V.
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        p_frag[kk][r] = sm80::pack2<T>(acc_s[8 * kk + 2 * r], acc_s[8 * kk + 2 * r + 1]);
+  };
+  // The issue functions only issue: the caller fences registers once before a group of them,
+  // since any non-wgmma instruction that touches wgmma registers between two wgmmas of one
+  // pipeline stage serialises them.
+  auto issue_qk = [&](float (&acc_s)[kBlockN / 2], uint32_t sK) {
+#pragma unroll
+    for (int ks = 0; ks < HeadDim / 16; ++ks) {
+      const uint32_t atom = ks / 4, within = (ks % 4) * 32;
+      const uint64_t a = desc_k_major(sQ + atom * (kBlockM * 128) + wg * 64 * 128 + within);
+      const uint64_t b = desc_k_major(sK + atom * (kBlockN * 128) + within);
+      wgmma_ss<T, kBlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
+    }
+    wgmma_commit();
+  };
+  auto issue_pv = [&](uint32_t (&p_frag)[kBlockN / 16][4], uint32_t sV) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], desc_mn_major(sV + kk * 16 * 128, kBlockN * 128),
+                           1, TransB::kYes);
+    wgmma_commit();
+  };
+  auto rescale_o = [&](const float (&correction)[2]) {
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j) {
+      acc_o[4 * j + 0] *= correction[0];
+      acc_o[4 * j + 1] *= correction[0];
+      acc_o[4 * j + 2] *= correction[1];
+      acc_o[4 * j + 3] *= correction[1];
+    }
+  };
+
+  if (num_blocks > 0) {
+    auto block_of = [&](int i) { return range.end - 1 - i; };
+    auto wait_block = [&](int i) {
+      mbarrier_wait(full(i % Tr::kStages), (i / Tr::kStages) & 1);
+      // The copies were generic-proxy writes: order them before this thread's wgmma reads.
+      fence_proxy_async();
+    };
+    auto stage_k = [&](int i) { return sK0 + (i % Tr::kStages) * Tr::kSmemKV; };
+    auto stage_v = [&](int i) { return sV0 + (i % Tr::kStages) * Tr::kSmemKV; };
+    mbarrier_wait(full_q, 0);
+    wait_block(0);
+    uint32_t p_cur[kBlockN / 16][4];
+    {
+      float acc_s[kBlockN / 2];
+      float correction[2];
+      wgmma_fence();
+      issue_qk(acc_s, stage_k(0));
+      wgmma_wait<0>();
+      fence_registers(acc_s);
+      softmax_block(acc_s, block_of(0), p_cur, correction);
+    }
+    for (int i = 1; i < num_blocks; ++i) {
+      wait_block(i);
+      float acc_s[kBlockN / 2];
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      wgmma_fence();
+      issue_qk(acc_s, stage_k(i));
+      issue_pv(p_cur, stage_v(i - 1));
+      wgmma_wait<1>();  // S_i is ready; P V may still run
+      fence_registers(acc_s);
+      uint32_t p_next[kBlockN / 16][4];
+      float correction[2];
+      softmax_block(acc_s, block_of(i), p_next, correction);
+      wgmma_wait<0>();
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      mbarrier_arrive(empty((i - 1) % Tr::kStages));  // block i - 1's K and V are free
+      rescale_o(correction);
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
+    }
+    fence_registers(p_cur);
+    fence_registers(acc_o);
+    wgmma_fence();
+    issue_pv(p_cur, stage_v(num_blocks - 1));
+    wgmma_wait<0>();
+    fence_registers(acc_o);
+  }
+
+  // Epilogue: quad-reduce the row sums, normalise, write O and the LSE.
+  float inv_sum[2], lse[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float sum = row_sum[hr];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const bool empty = !(sum > 0.f);
+    inv_sum[hr] = empty ? 0.f : 1.f / sum;
+    lse[hr] = empty ? -INFINITY : (row_max[hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
+  }
+  const bool split_mode = launch.num_splits > 1;
+  const int64_t acc_row0 =
+      ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int row = row_base + hr * 8;
+    if (row >= seq.seqlen_q) continue;
+    if (split_mode) {
+      const int64_t acc_row = acc_row0 + row;
+      if (t == 0) launch.lse_accum[acc_row] = lse[hr];
+      if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
+      float* o = launch.o_accum + acc_row * p.head_dim;
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        const int col = j * 8 + 2 * t;
+        if (col < p.head_dim)
+          *reinterpret_cast<float2*>(o + col) =
+              make_float2(acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      }
+    } else {
+      T* o = static_cast<T*>(p.out) + out_offset(p, seq, row, head);
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        const int col = j * 8 + 2 * t;
+        if (col < p.head_dim)
+          *reinterpret_cast<uint32_t*>(o + col) = sm80::pack2<T>(
+              acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      }
+      if (p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
+    }
+  }
+  }  // consumers
+}
+
 }  // namespace sm90
 
 template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
+  const bool paged = is_paged(launch.p);
+  if constexpr (HeadDim <= 128) {
+    // The warp-specialised kernel, unless FLARE_SM90_WS=0 asks for the all-threads one.
+    static const bool ws = [] {
+      const char* v = std::getenv("FLARE_SM90_WS");
+      return v == nullptr || v[0] != '0';
+    }();
+    if (ws) {
+      using Tr = sm90::Sm90WsTraits<HeadDim>;
+      auto kernel = paged ? sm90::fwd_kernel_sm90_ws<T, HeadDim, true>
+                          : sm90::fwd_kernel_sm90_ws<T, HeadDim, false>;
+      cudaError_t err = cudaFuncSetAttribute(
+          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+      if (err != cudaSuccess) return err;
+      const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
+      const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
+      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch);
+      return cudaGetLastError();
+    }
+  }
   using Tr = sm90::Sm90Traits<HeadDim>;
-  auto kernel = is_paged(launch.p) ? sm90::fwd_kernel_sm90<T, HeadDim, true>
-                                   : sm90::fwd_kernel_sm90<T, HeadDim, false>;
+  auto kernel = paged ? sm90::fwd_kernel_sm90<T, HeadDim, true>
+                      : sm90::fwd_kernel_sm90<T, HeadDim, false>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   if (err != cudaSuccess) return err;
