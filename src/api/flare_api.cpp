@@ -141,7 +141,6 @@ extern "C" FLARE_API flare_status flare_mha_fwd(const flare_mha_fwd_params* para
   launch.p = plan.p;
   launch.num_splits = plan.num_splits;
   launch.max_seqlen_q = plan.max_seqlen_q;
-  launch.num_sms = 0;
   if (plan.num_splits > 1) {
     launch.o_accum = reinterpret_cast<float*>(workspace + plan.o_accum_offset);
     launch.lse_accum = reinterpret_cast<float*>(workspace + plan.lse_accum_offset);

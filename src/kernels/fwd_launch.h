@@ -16,7 +16,6 @@ struct FwdLaunch {
   int max_seqlen_q;         // rows per batch entry of the split accumulators
   float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, head_dim] when split
   float* lse_accum;         // [num_splits, batch, heads, max_seqlen_q] when split
-  int num_sms;
 };
 
 // Forward kernel of the mma.sync family, compiled for `Arch` (80 or 90), element type

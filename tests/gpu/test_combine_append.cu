@@ -210,7 +210,6 @@ void run_combine_case(const CombineCase& c) {
   launch.max_seqlen_q = max_seqlen_q;
   launch.o_accum = d_o.as<float>();
   launch.lse_accum = d_lse_acc.as<float>();
-  launch.num_sms = 1;
 
   ASSERT_EQ(flare::run_split_combine(launch, nullptr), int(cudaSuccess));
   CUDA_OK(cudaDeviceSynchronize());
