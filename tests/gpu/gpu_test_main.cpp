@@ -3,7 +3,13 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <execinfo.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
 
 #include "gpu/gpu_test_util.h"
 
@@ -15,8 +21,49 @@ int g_device = 0;
 // Exit status that ctest's SKIP_RETURN_CODE maps to "Skipped".
 constexpr int kSkipReturnCode = 77;
 
+namespace {
+
+// A test process must never end silently in the middle of a test: if anything calls exit()
+// (or std::terminate) while a test runs, say which test and print the call stack (the test
+// binaries are linked with exported symbols so the frames carry names).
+std::string g_running_test;
+
+void print_stack() {
+  void* frames[64];
+  const int n = backtrace(frames, 64);
+  backtrace_symbols_fd(frames, n, STDERR_FILENO);
+}
+
+void report_exit_during_test() {
+  if (g_running_test.empty()) return;
+  std::fflush(stdout);
+  std::fprintf(stderr, "flare_tests_gpu: exit() called during test %s; call stack:\n",
+               g_running_test.c_str());
+  print_stack();
+}
+
+[[noreturn]] void report_terminate() {
+  std::fflush(stdout);
+  std::fprintf(stderr, "flare_tests_gpu: std::terminate during test '%s'; call stack:\n",
+               g_running_test.c_str());
+  print_stack();
+  std::abort();
+}
+
+class RunningTestTracker : public ::testing::EmptyTestEventListener {
+  void OnTestStart(const ::testing::TestInfo& t) override {
+    g_running_test = std::string(t.test_suite_name()) + "." + t.name();
+  }
+  void OnTestEnd(const ::testing::TestInfo&) override { g_running_test.clear(); }
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
+  ::testing::UnitTest::GetInstance()->listeners().Append(new RunningTestTracker);
+  std::atexit(report_exit_during_test);
+  std::set_terminate(report_terminate);
 
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);

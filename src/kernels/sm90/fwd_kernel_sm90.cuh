@@ -17,6 +17,7 @@
 #include "kernels/element_type.cuh"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
+#include "kernels/sm90/tma_maps.h"
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_ops.cuh"
 
@@ -358,7 +359,8 @@ struct Sm90WsTraits {
 // GEMMs; the producer gives registers to the consumers (setmaxnreg).
 template <typename T, int HeadDim, bool Paged>
 __global__ void __launch_bounds__(384, 1)
-    fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch) {
+    fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
+                       const __grid_constant__ KvTensorMaps maps, int pingpong) {
   using Tr = Sm90WsTraits<HeadDim>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
@@ -415,6 +417,27 @@ __global__ void __launch_bounds__(384, 1)
         const int s = i % Tr::kStages;
         if (i >= Tr::kStages) mbarrier_wait(empty(s), ((i / Tr::kStages) + 1) & 1);
         const int n0 = (range.end - 1 - i) * kBlockN;
+        if constexpr (!Paged) {
+          // A whole tile inside the sequence: one thread copies it by TMA (the other producer
+          // threads still arrive: the barrier counts 128 arrivals per phase).
+          if (maps.enabled && n0 + kBlockN <= seq.seqlen_k) {
+            if (threadIdx.x == 0) {
+              const uint32_t bar = full(s);
+              mbarrier_arrive_expect_tx(bar, 2 * Tr::kSmemKV);
+              const int row = int(seq.k_row0) + n0;
+#pragma unroll
+              for (int a = 0; a < HeadDim / 64; ++a) {
+                tma_load_4d(sK0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.k, a * 64, row,
+                            head_k, seq.kv_batch, bar);
+                tma_load_4d(sV0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.v, a * 64, row,
+                            head_k, seq.kv_batch, bar);
+              }
+            } else {
+              mbarrier_arrive(full(s));
+            }
+            continue;
+          }
+        }
         load_swizzled<HeadDim, kBlockN, 128>(
             sK0 + s * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
               if (n0 + r >= seq.seqlen_k) return -1;
@@ -552,14 +575,29 @@ __global__ void __launch_bounds__(384, 1)
     };
     auto stage_k = [&](int i) { return sK0 + (i % Tr::kStages) * Tr::kSmemKV; };
     auto stage_v = [&](int i) { return sV0 + (i % Tr::kStages) * Tr::kSmemKV; };
+    // Ping-pong: the two consumer warpgroups take turns issuing their GEMMs (named barriers
+    // 1 and 2), so one's softmax runs while the tensor cores work through the other's GEMMs.
+    // Each warpgroup has num_blocks + 1 issue turns; the order is A0 B0 A1 B1 ... The second
+    // warpgroup opens A's first turn and skips the hand-over after its last one, so every
+    // barrier sees as many arrivals as waits.
+    const int my_turn = 1 + wg, other_turn = 2 - wg;
+    auto turn_begin = [&] {
+      if (pingpong) named_barrier_sync(my_turn, 256);
+    };
+    auto turn_end = [&](bool last) {
+      if (pingpong && !(last && wg == 1)) named_barrier_arrive(other_turn, 256);
+    };
+    if (pingpong && wg == 1) named_barrier_arrive(1, 256);
     mbarrier_wait(full_q, 0);
     wait_block(0);
     uint32_t p_cur[kBlockN / 16][4];
     {
       float acc_s[kBlockN / 2];
       float correction[2];
+      turn_begin();
       wgmma_fence();
       issue_qk(acc_s, stage_k(0));
+      turn_end(false);
       wgmma_wait<0>();
       fence_registers(acc_s);
       softmax_block(acc_s, block_of(0), p_cur, correction);
@@ -569,9 +607,11 @@ __global__ void __launch_bounds__(384, 1)
       float acc_s[kBlockN / 2];
       fence_registers(p_cur);
       fence_registers(acc_o);
+      turn_begin();
       wgmma_fence();
       issue_qk(acc_s, stage_k(i));
       issue_pv(p_cur, stage_v(i - 1));
+      turn_end(false);
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
       uint32_t p_next[kBlockN / 16][4];
@@ -589,8 +629,10 @@ __global__ void __launch_bounds__(384, 1)
     }
     fence_registers(p_cur);
     fence_registers(acc_o);
+    turn_begin();
     wgmma_fence();
     issue_pv(p_cur, stage_v(num_blocks - 1));
+    turn_end(true);
     wgmma_wait<0>();
     fence_registers(acc_o);
   }
@@ -642,19 +684,53 @@ __global__ void __launch_bounds__(384, 1)
 
 }  // namespace sm90
 
+// FLARE_SM90_WS: unset = per head dim (below), 0 = never, 1 = always (head dims <= 128).
+// The warp-specialised kernel is the default where it measured faster than the all-threads
+// kernel on the H100 (docs/notes/sm90-kernel.md, v4/v5).
+inline bool sm90_use_ws_kernel(int head_dim) {
+  static const int env = [] {
+    const char* v = std::getenv("FLARE_SM90_WS");
+    return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
+  }();
+  if (env >= 0) return env == 1;
+  return head_dim == 64;
+}
+
+// FLARE_SM90_PINGPONG=1: the consumer warpgroups of the warp-specialised kernel alternate
+// their GEMM issue (off by default until measured).
+inline int sm90_pingpong() {
+  static const int on = [] {
+    const char* v = std::getenv("FLARE_SM90_PINGPONG");
+    return v != nullptr && v[0] == '1' ? 1 : 0;
+  }();
+  return on;
+}
+
+// FLARE_SM90_TMA: 0 = K/V by cp.async only, unset/1 = TMA where the launch qualifies,
+// require = as 1, and an error if a qualifying launch cannot build its tensor maps.
+inline int sm90_tma_mode() {
+  static const int mode = [] {
+    const char* v = std::getenv("FLARE_SM90_TMA");
+    if (v == nullptr || v[0] == '\0') return 1;
+    if (v[0] == '0') return 0;
+    return v[0] == 'r' ? 2 : 1;
+  }();
+  return mode;
+}
+
 template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
   const bool paged = is_paged(launch.p);
   if constexpr (HeadDim <= 128) {
-    // The warp-specialised kernel is opt-in (FLARE_SM90_WS=1) until it has been verified on
-    // a GPU: it was written after this session's last device run (docs/notes/sm90-kernel.md).
-    static const bool ws = [] {
-      const char* v = std::getenv("FLARE_SM90_WS");
-      return v != nullptr && v[0] == '1';
-    }();
-    if (ws) {
+    if (sm90_use_ws_kernel(HeadDim)) {
       using Tr = sm90::Sm90WsTraits<HeadDim>;
+      KvTensorMaps maps{};
+      if (!paged && sm90_tma_mode() != 0 && kv_tma_unsupported_reason(launch.p) == nullptr) {
+        const int err = make_kv_tensor_maps(launch.p, Tr::kBlockN, &maps);
+        // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
+        if (err != 0 && sm90_tma_mode() == 2) return err;
+      }
       auto kernel = paged ? sm90::fwd_kernel_sm90_ws<T, HeadDim, true>
                           : sm90::fwd_kernel_sm90_ws<T, HeadDim, false>;
       cudaError_t err = cudaFuncSetAttribute(
@@ -662,7 +738,7 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
       if (err != cudaSuccess) return err;
       const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
       const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
-      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch);
+      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, sm90_pingpong());
       return cudaGetLastError();
     }
   }

@@ -1,6 +1,8 @@
 // Hopper helpers around wgmma: shared-memory matrix descriptors for the 128-byte swizzled
 // layout, the fences and waits of the async warpgroup MMA, and the swizzled tile address.
 #pragma once
+#include <cuda/ptx>
+
 #include <cstdint>
 
 namespace flare {
@@ -98,6 +100,33 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
       "@!p bra WAIT_%=;\n}\n" ::"r"(bar),
       "r"(parity)
       : "memory");
+}
+
+// Arrives on `bar` and adds `bytes` to the transaction count its phase waits for (the bytes
+// the TMA copies issued next will complete on it).
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  cuda::ptx::mbarrier_arrive_expect_tx(
+      cuda::ptx::sem_release, cuda::ptx::scope_cta, cuda::ptx::space_shared,
+      static_cast<uint64_t*>(__cvta_shared_to_generic(bar)), bytes);
+}
+
+// TMA: one box of the 4-D tensor `map` at coordinates (c0..c3, innermost first) into shared
+// memory at `dst`, completing `bytes` on the mbarrier `bar`.
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, int c0, int c1,
+                                            int c2, int c3, uint32_t bar) {
+  const int32_t coords[4] = {c0, c1, c2, c3};
+  cuda::ptx::cp_async_bulk_tensor(cuda::ptx::space_cluster, cuda::ptx::space_global,
+                                  __cvta_shared_to_generic(dst), map, coords,
+                                  static_cast<uint64_t*>(__cvta_shared_to_generic(bar)));
+}
+
+// Named barriers (ids 1..15; 0 is __syncthreads): `threads` counts the waiting and the
+// arriving threads together.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 template <int N>
