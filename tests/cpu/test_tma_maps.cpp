@@ -96,6 +96,10 @@ TEST(TmaMaps, RejectsWhatTheTmaUnitCannotAddress) {
   EXPECT_NE(reason(p).find("paged"), std::string::npos);
 
   p = dense(2, 128, 2, 64);
+  p.seqlen_k = 0;  // no keys: a zero extent cannot be encoded
+  EXPECT_NE(reason(p).find("seqlen_k"), std::string::npos);
+
+  p = dense(2, 128, 2, 64);
   p.k_head_stride = 0;  // heads broadcast: a zero stride the kernel steps
   EXPECT_NE(reason(p).find("head stride"), std::string::npos);
 

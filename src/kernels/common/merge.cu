@@ -35,9 +35,10 @@ struct StatesLayout {
     int b, i, h;
   };
 
-  __device__ int64_t num_rows() const { return rows; }
-  __device__ int num_parts() const { return n; }
-  __device__ int head_dim() const { return d; }
+  // Host and device: launch_merge sizes the grid with them on the host.
+  __host__ __device__ int64_t num_rows() const { return rows; }
+  __host__ __device__ int num_parts() const { return n; }
+  __host__ __device__ int head_dim() const { return d; }
   __device__ bool locate(int64_t r, Row& at) const {
     at.h = (int)(r % heads);
     const int64_t bi = r / heads;

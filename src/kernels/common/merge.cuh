@@ -18,7 +18,9 @@
 // lane 0 writes it).
 //
 // The row layout is a template parameter, a trivially copyable struct passed by value:
-//   int64_t num_rows() const;  int num_parts() const;  int head_dim() const;
+//   int64_t num_rows() const;  int num_parts() const;  int head_dim() const;  (__host__
+//     __device__: launch_merge calls them on the host. A __device__-only member called there
+//     compiles, inside a template, to a host stub that calls exit(1) -- no diagnostic.)
 //   bool locate(int64_t row, Row& at) const;   // false: a padding row, nothing to do
 //   const TIn* part(int s, const Row& at) const;   // first element of part s's row
 //   float lse(int s, const Row& at) const;          // loads lse_s of the row

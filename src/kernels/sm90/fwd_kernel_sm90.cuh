@@ -342,14 +342,20 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
 
 template <int HeadDim>
 struct Sm90WsTraits {
-  static constexpr int kBlockM = 128, kBlockN = 128;
+  static constexpr int kBlockM = 128, kBlockN = HeadDim <= 128 ? 128 : 64;
   static constexpr int kThreads = 384;
-  static constexpr int kStages = HeadDim <= 64 ? 4 : 3;
+  static constexpr int kStages = HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
   static constexpr int kSmemQ = kBlockM * HeadDim * 2;
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
   static constexpr int kBarriers = 1 + 2 * kStages;       // full Q, full[stage], empty[stage]
   static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
-  static constexpr int kProducerRegs = 56, kConsumerRegs = 224;
+  // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
+  // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
+  // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel.
+  static constexpr int kProducerRegs = HeadDim <= 128 ? 56 : 24;
+  static constexpr int kConsumerRegs = HeadDim <= 128 ? 224 : 240;
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "register file");
 };
 
 // Warp-specialised variant: warpgroup 0 produces (cp.async of Q and of K/V into a ring of
@@ -684,24 +690,24 @@ __global__ void __launch_bounds__(384, 1)
 
 }  // namespace sm90
 
-// FLARE_SM90_WS: unset = per head dim (below), 0 = never, 1 = always (head dims <= 128).
-// The warp-specialised kernel is the default where it measured faster than the all-threads
-// kernel on the H100 (docs/notes/sm90-kernel.md, v4/v5).
+// FLARE_SM90_WS: unset = per head dim (below), 0 = never, 1 = always (paged KV at head dim
+// 256 excepted). The warp-specialised kernel is the default where it measured faster than the
+// all-threads kernel on the H100 (docs/notes/sm90-kernel.md, v5).
 inline bool sm90_use_ws_kernel(int head_dim) {
   static const int env = [] {
     const char* v = std::getenv("FLARE_SM90_WS");
     return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
   }();
   if (env >= 0) return env == 1;
-  return head_dim == 64;
+  return head_dim <= 128;
 }
 
-// FLARE_SM90_PINGPONG=1: the consumer warpgroups of the warp-specialised kernel alternate
-// their GEMM issue (off by default until measured).
+// FLARE_SM90_PINGPONG=0 stops the consumer warpgroups of the warp-specialised kernel from
+// alternating their GEMM issue (on by default: faster on every prefill shape measured).
 inline int sm90_pingpong() {
   static const int on = [] {
     const char* v = std::getenv("FLARE_SM90_PINGPONG");
-    return v != nullptr && v[0] == '1' ? 1 : 0;
+    return v != nullptr && v[0] == '0' ? 0 : 1;
   }();
   return on;
 }
@@ -722,8 +728,8 @@ template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
   const bool paged = is_paged(launch.p);
-  if constexpr (HeadDim <= 128) {
-    if (sm90_use_ws_kernel(HeadDim)) {
+  {
+    if (sm90_use_ws_kernel(HeadDim) && !(HeadDim > 128 && paged)) {
       using Tr = sm90::Sm90WsTraits<HeadDim>;
       KvTensorMaps maps{};
       if (!paged && sm90_tma_mode() != 0 && kv_tma_unsupported_reason(launch.p) == nullptr) {
@@ -731,8 +737,9 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
         // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
         if (err != 0 && sm90_tma_mode() == 2) return err;
       }
-      auto kernel = paged ? sm90::fwd_kernel_sm90_ws<T, HeadDim, true>
-                          : sm90::fwd_kernel_sm90_ws<T, HeadDim, false>;
+      auto kernel = sm90::fwd_kernel_sm90_ws<T, HeadDim, false>;
+      if constexpr (HeadDim <= 128)
+        if (paged) kernel = sm90::fwd_kernel_sm90_ws<T, HeadDim, true>;
       cudaError_t err = cudaFuncSetAttribute(
           kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
       if (err != cudaSuccess) return err;

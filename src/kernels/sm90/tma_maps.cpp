@@ -37,6 +37,8 @@ bool heads_used(const flare_mha_fwd_params& p) { return p.num_heads_k > 1; }
 
 const char* kv_tma_unsupported_reason(const flare_mha_fwd_params& p) {
   if (is_paged(p)) return "paged KV (block_table) has no affine layout";
+  // A zero extent is not encodable; such a launch has no whole tile to copy anyway.
+  if (!is_varlen(p) && !is_kv_cache(p) && p.seqlen_k < 1) return "seqlen_k is 0";
   for (int is_v = 0; is_v < 2; ++is_v) {
     const KvStrides s = strides_of(p, is_v != 0);
     if (!stride_ok(s.row)) return "row stride is not a positive multiple of 16 bytes below 2^40";
