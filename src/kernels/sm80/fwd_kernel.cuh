@@ -1,7 +1,11 @@
 // The mma.sync forward kernel (sm80 and newer): one CTA computes a block_m x head_dim tile of
 // the output for one (batch, head, split), walking its key blocks from last to first with an
-// online softmax. Q stays in shared memory; K and V have one buffer each, and the load of one
-// overlaps the math on the other (V[n] streams in during S = QK^T, K[n-1] during softmax + PV).
+// online softmax. Q stays in shared memory. K and V are loaded with cp.async on one of two
+// schedules (template flag Pipelined, chosen at launch):
+//  - single buffer (Pipelined = false): one K and one V buffer; V[n] streams in during
+//    S = QK^T, K[n-1] during softmax + PV, so each load has about half an iteration to land.
+//  - two-stage ring (Pipelined = true, default where shared memory allows): block n lives in
+//    stage n & 1, and each load is issued about one and a half iterations before it is read.
 //
 // Features are runtime values read from the launch (masks, alibi, softcap, varlen, paged KV,
 // splits): they are uniform per CTA, so the branches cost little, and one kernel per
@@ -40,7 +44,8 @@ struct FwdTraits {
   static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks
   static constexpr int kSmemQ = kBlockM * kRowElems * 2;
   static constexpr int kSmemKV = kBlockN * kRowElems * 2;
-  static constexpr int kSmemBytes = kSmemQ + 2 * kSmemKV;
+  // Q + `stages` K buffers + `stages` V buffers.
+  static constexpr int smem_bytes(int stages) { return kSmemQ + 2 * stages * kSmemKV; }
   static_assert(kWarpRows % 16 == 0 && kDTiles % 2 == 0 && kNTiles % 2 == 0, "tile shape");
   static_assert(kThreads >= kChunksPerRow, "a pass loads at least one row");
 };
@@ -95,13 +100,14 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
   }
 }
 
-template <int Arch, typename T, int HeadDim>
+template <int Arch, typename T, int HeadDim, bool Pipelined>
 __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     fwd_kernel(const __grid_constant__ FwdLaunch launch) {
   using Tr = FwdTraits<HeadDim>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kMTiles = Tr::kMTiles, kNTiles = Tr::kNTiles, kDTiles = Tr::kDTiles;
   constexpr int kRowBytes = Tr::kRowElems * 2;
+  constexpr int kStages = Pipelined ? 2 : 1;
   const flare_mha_fwd_params& p = launch.p;
 
   // Heavier (later) query blocks first: with a causal mask they have the most key blocks.
@@ -119,8 +125,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
 
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sQ = smem_addr(smem);
-  const uint32_t sK = sQ + Tr::kSmemQ;
-  const uint32_t sV = sK + Tr::kSmemKV;
+  const uint32_t sK = sQ + Tr::kSmemQ;              // kStages K buffers
+  const uint32_t sV = sK + kStages * Tr::kSmemKV;   // kStages V buffers
+  // Byte offset of key block n's stage within the K (or V) buffers.
+  auto stage_off = [](int n_block) -> uint32_t {
+    return Pipelined ? uint32_t(n_block & 1) * Tr::kSmemKV : 0u;
+  };
 
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -173,13 +183,14 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     const int64_t v_base = paged ? int64_t(head_k) * p.v_head_stride : v_offset(p, seq, 0, head_k);
     auto load_k = [&](int n_block) {
       const int n0 = n_block * kBlockN;
+      const uint32_t dst = sK + stage_off(n_block);
       if (!paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads>(
-            sK, k + (k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride, seq.seqlen_k - n0,
+            dst, k + (k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride, seq.seqlen_k - n0,
             p.head_dim, k);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads>(sK, k, p.head_dim, [&](int r) -> int64_t {
+      load_tile<HeadDim, kBlockN, kThreads>(dst, k, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= seq.seqlen_k) return -1;
         const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / page_size;
@@ -189,13 +200,14 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     };
     auto load_v = [&](int n_block) {
       const int n0 = n_block * kBlockN;
+      const uint32_t dst = sV + stage_off(n_block);
       if (!paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads>(
-            sV, v + (v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride, seq.seqlen_k - n0,
+            dst, v + (v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride, seq.seqlen_k - n0,
             p.head_dim, v);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads>(sV, v, p.head_dim, [&](int r) -> int64_t {
+      load_tile<HeadDim, kBlockN, kThreads>(dst, v, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= seq.seqlen_k) return -1;
         const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / page_size;
@@ -203,8 +215,21 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
                int64_t(kv_row - slot * page_size) * p.v_row_stride + v_base;
       });
     };
+    // Commit groups, in issue order: Q, K[end-1], then (ring) V[end-1], K[end-2], and in the
+    // loop one V and one K group per iteration (empty when there is no block to load, so the
+    // counts below hold at the ends of the range). Single buffer: every wait drains all groups.
+    // Ring: at each wait the two groups committed after the awaited one may stay in flight
+    // (top of iteration n awaits K[n]: V[n], K[n-1] pending; middle awaits V[n]: K[n-1],
+    // V[n-1] pending).
     load_k(range.end - 1);
     cp_async_commit();
+    if constexpr (Pipelined) {
+      load_v(range.end - 1);
+      cp_async_commit();
+      if (range.end - 2 >= range.begin) load_k(range.end - 2);
+      cp_async_commit();
+    }
+    constexpr int kInFlight = Pipelined ? 2 : 0;
 
     // Per-lane ldmatrix row addresses (see the fragment layouts of mma.m16n8k16).
     const uint32_t q_lane =
@@ -212,11 +237,32 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     const uint32_t k_lane = sK + ((lane & 7) + (lane >> 4) * 8) * kRowBytes + ((lane >> 3) & 1) * 16;
     const uint32_t v_lane = sV + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
 
-    for (int n_block = range.end - 1; n_block >= range.begin; --n_block) {
-      cp_async_wait<0>();
-      __syncthreads();  // K[n] visible to all; every warp is done with V[n+1]
-      load_v(n_block);
+    // Middle of an iteration: V[n] visible to all, and every warp is done with K[n] (its QK^T
+    // precedes the barrier), so K[n-1] (single buffer) or K[n-2] (ring: same stage as K[n]) may
+    // overwrite it. The ring calls this after the softmax, where the fp32 scores are dead and
+    // the load's address math has registers to spare; the single buffer before (unchanged).
+    auto wait_v_load_next_k = [&](int n_block) {
+      cp_async_wait<kInFlight>();
+      __syncthreads();
+      const int next = Pipelined ? n_block - 2 : n_block - 1;
+      if (next >= range.begin) load_k(next);
       cp_async_commit();
+    };
+
+    for (int n_block = range.end - 1; n_block >= range.begin; --n_block) {
+      // Top: K[n] visible to all, and every warp is done with the PV of iteration n+1, so the V
+      // buffer it read may be overwritten: with V[n] (single buffer) or V[n-1] (ring: the stage
+      // of V[n+1]).
+      cp_async_wait<kInFlight>();
+      __syncthreads();
+      if constexpr (Pipelined) {
+        if (n_block - 1 >= range.begin) load_v(n_block - 1);
+      } else {
+        load_v(n_block);
+      }
+      cp_async_commit();
+      const uint32_t k_stage = k_lane + stage_off(n_block);
+      const uint32_t v_stage = v_lane + stage_off(n_block);
 
       // S = Q K^T for this warp's rows.
       float acc_s[kMTiles][kNTiles][4];
@@ -236,7 +282,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
 #pragma unroll
         for (int np = 0; np < kNTiles / 2; ++np) {
           uint32_t b0, b1, b2, b3;
-          ldmatrix_x4(k_lane + np * 16 * kRowBytes + ks * 32, b0, b1, b2, b3);
+          ldmatrix_x4(k_stage + np * 16 * kRowBytes + ks * 32, b0, b1, b2, b3);
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma_16816<T>(acc_s[mt][2 * np], a[mt], b0, b1);
@@ -271,10 +317,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
           }
       }
 
-      cp_async_wait<0>();
-      __syncthreads();  // V[n] visible; every warp is done with K[n]
-      if (n_block > range.begin) load_k(n_block - 1);
-      cp_async_commit();
+      if constexpr (!Pipelined) wait_v_load_next_k(n_block);
 
       // Online softmax: new row max and the rescale factor of what was accumulated; then the
       // probabilities, packed to 16 bits at once (they are the A operand of P V) so the fp32
@@ -316,6 +359,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
           p_frag[kk][mt][2] = pack2<T>(acc_s[mt][2 * kk + 1][0], acc_s[mt][2 * kk + 1][1]);
           p_frag[kk][mt][3] = pack2<T>(acc_s[mt][2 * kk + 1][2], acc_s[mt][2 * kk + 1][3]);
         }
+      if constexpr (Pipelined) wait_v_load_next_k(n_block);
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
@@ -332,7 +376,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
 #pragma unroll
         for (int dp = 0; dp < kDTiles / 2; ++dp) {
           uint32_t b0, b1, b2, b3;
-          ldmatrix_x4_trans(v_lane + kk * 16 * kRowBytes + dp * 32, b0, b1, b2, b3);
+          ldmatrix_x4_trans(v_stage + kk * 16 * kRowBytes + dp * 32, b0, b1, b2, b3);
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma_16816<T>(acc_o[mt][2 * dp], p_frag[kk][mt], b0, b1);
@@ -451,14 +495,42 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
     return cudaGetLastError();
   }
+  // FLARE_SM80_PIPELINE=0 (read once) keeps the single-buffer K/V schedule, for A/B runs.
+  static const bool pipeline_enabled = [] {
+    const char* v = std::getenv("FLARE_SM80_PIPELINE");
+    return !(v != nullptr && v[0] == '0');
+  }();
   using Tr = sm80::FwdTraits<HeadDim>;
-  auto kernel = sm80::fwd_kernel<Arch, T, HeadDim>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         Tr::kSmemBytes);
+  constexpr int kSmemRing = Tr::smem_bytes(2), kSmemSingle = Tr::smem_bytes(1);
+  bool pipelined = false;
+  if (pipeline_enabled) {
+    int device = 0, optin = 0, per_sm = 0, reserved = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess)
+      err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (err == cudaSuccess)
+      err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+    if (err == cudaSuccess)
+      err = cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device);
+    if (err != cudaSuccess) return err;
+    // The ring only where it fits and keeps as many CTAs per SM as the single buffer, up to the
+    // planner's slots (d256 does not fit in 163 KB on A100; d64/d96 would drop to one CTA on
+    // 100 KB parts such as sm86/sm89/sm120).
+    auto ctas = [&](int bytes) {
+      const int n = per_sm / (bytes + reserved);
+      return n < Tr::kTile.ctas_per_sm ? n : Tr::kTile.ctas_per_sm;
+    };
+    pipelined = kSmemRing <= optin && ctas(kSmemRing) >= ctas(kSmemSingle);
+  }
+  auto kernel = pipelined ? sm80::fwd_kernel<Arch, T, HeadDim, true>
+                          : sm80::fwd_kernel<Arch, T, HeadDim, false>;
+  const int smem = pipelined ? kSmemRing : kSmemSingle;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
   const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch);
+  kernel<<<grid, Tr::kThreads, smem, stream>>>(launch);
   return cudaGetLastError();
 }
 
