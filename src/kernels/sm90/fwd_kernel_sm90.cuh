@@ -730,7 +730,8 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
   const bool paged = is_paged(launch.p);
   {
-    if (sm90_use_ws_kernel(HeadDim, launch.p.seqlen_k) && !(HeadDim > 128 && paged)) {
+    const int keys = is_varlen(launch.p) ? launch.p.max_seqlen_k : launch.p.seqlen_k;
+    if (sm90_use_ws_kernel(HeadDim, keys) && !(HeadDim > 128 && paged)) {
       using Tr = sm90::Sm90WsTraits<HeadDim>;
       KvTensorMaps maps{};
       if (!paged && sm90_tma_mode() != 0 && kv_tma_unsupported_reason(launch.p) == nullptr) {
