@@ -9,6 +9,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <cstdlib>
 
 #include "common/block_range.h"
@@ -347,7 +348,7 @@ struct Sm90WsTraits {
   static constexpr int kStages = HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
   static constexpr int kSmemQ = kBlockM * HeadDim * 2;
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
-  static constexpr int kBarriers = 1 + 2 * kStages;       // full Q, full[stage], empty[stage]
+  static constexpr int kBarriers = 2 + 2 * kStages;  // full/empty Q, full/empty[stage]
   static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
   // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
@@ -366,24 +367,19 @@ struct Sm90WsTraits {
 template <typename T, int HeadDim, bool Paged>
 __global__ void __launch_bounds__(384, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
-                       const __grid_constant__ KvTensorMaps maps, int pingpong) {
+                       const __grid_constant__ KvTensorMaps maps, int pingpong, int m_blocks) {
   using Tr = Sm90WsTraits<HeadDim>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   constexpr int kOTiles = HeadDim / 8;   // n8 column tiles of O per thread
   const flare_mha_fwd_params& p = launch.p;
 
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavier causal blocks first
-  const int head = blockIdx.y;
-  const int batch = blockIdx.z / launch.num_splits;
-  const int split = blockIdx.z % launch.num_splits;
-  const SequenceInfo seq = sequence_info(p, batch);
-  const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
-  const int head_k = head / (p.num_heads / p.num_heads_k);
-  const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  // Tiles (query block, head, batch, split), heaviest query blocks first: a CTA takes tiles
+  // blockIdx.x, blockIdx.x + gridDim.x, ... (one tile per CTA when the grid covers them all;
+  // persistent CTAs otherwise, whose next tile's loads overlap the current tile's epilogue).
+  const int tiles_per_block_row = p.num_heads * p.batch * launch.num_splits;
+  const int num_tiles = m_blocks * tiles_per_block_row;
+  const int heads_per_kv = p.num_heads / p.num_heads_k;
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -391,25 +387,44 @@ __global__ void __launch_bounds__(384, 1)
   const uint32_t sK0 = sQ + Tr::kSmemQ;
   const uint32_t sV0 = sK0 + Tr::kStages * Tr::kSmemKV;
   const uint32_t bar0 = sV0 + Tr::kStages * Tr::kSmemKV;
-  const uint32_t full_q = bar0;
-  auto full = [&](int s) { return bar0 + 8 * (1 + s); };
-  auto empty = [&](int s) { return bar0 + 8 * (1 + Tr::kStages + s); };
+  const uint32_t full_q = bar0, empty_q = bar0 + 8;
+  auto full = [&](int s) { return bar0 + 8 * (2 + s); };
+  auto empty = [&](int s) { return bar0 + 8 * (2 + Tr::kStages + s); };
   if (threadIdx.x == 0) {
     mbarrier_init(full_q, 128);
+    mbarrier_init(empty_q, 256);  // every consumer thread is done with Q's last QK^T
     for (int s = 0; s < Tr::kStages; ++s) {
       mbarrier_init(full(s), 128);   // one cp.async arrival per producer thread
       mbarrier_init(empty(s), 256);  // every consumer thread releases
     }
   }
   __syncthreads();
-  const int num_blocks = range.end - range.begin;
   const int role = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
   if (role == 0) {
     // Producer.
     setmaxnreg_dec<Tr::kProducerRegs>();
-    if (num_blocks > 0) {
+    int it = 0;      // K/V stage fills so far (over all tiles): stage it % kStages
+    int q_fills = 0;
+    for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+      const int m_block = m_blocks - 1 - tile / tiles_per_block_row;
+      const int rest = tile % tiles_per_block_row;
+      const int head = rest % p.num_heads;
+      const int batch = rest / p.num_heads / launch.num_splits;
+      const int split = rest / p.num_heads % launch.num_splits;
+      const SequenceInfo seq = sequence_info(p, batch);
+      const int m0 = m_block * kBlockM;
+      if (m0 >= seq.seqlen_q) continue;
+      const int head_k = head / heads_per_kv;
+      const MaskSpec mask = sequence_mask(p, seq);
+      BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+      if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+      const int num_blocks = range.end - range.begin;
+      if (num_blocks <= 0) continue;
       const T* k = static_cast<const T*>(p.k);
       const T* v = static_cast<const T*>(p.v);
+      // The previous tile's QK^T GEMMs must be done with Q before it is overwritten.
+      if (q_fills > 0) mbarrier_wait(empty_q, (q_fills - 1) & 1);
+      ++q_fills;
       load_swizzled<HeadDim, kBlockM, 128>(sQ, static_cast<const T*>(p.q), p.head_dim,
                                            [&](int r) -> int64_t {
                                              return m0 + r < seq.seqlen_q
@@ -419,9 +434,9 @@ __global__ void __launch_bounds__(384, 1)
       cp_async_mbarrier_arrive(full_q);
       const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
       const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
-      for (int i = 0; i < num_blocks; ++i) {
-        const int s = i % Tr::kStages;
-        if (i >= Tr::kStages) mbarrier_wait(empty(s), ((i / Tr::kStages) + 1) & 1);
+      for (int i = 0; i < num_blocks; ++i, ++it) {
+        const int s = it % Tr::kStages;
+        if (it >= Tr::kStages) mbarrier_wait(empty(s), ((it / Tr::kStages) + 1) & 1);
         const int n0 = (range.end - 1 - i) * kBlockN;
         if constexpr (!Paged) {
           // A whole tile inside the sequence: one thread copies it by TMA (the other producer
@@ -458,8 +473,8 @@ __global__ void __launch_bounds__(384, 1)
             });
         cp_async_mbarrier_arrive(full(s));
       }
-      sm80::cp_async_wait<0>();
     }
+    sm80::cp_async_wait<0>();
   } else {  // consumers: the other branch of the same if, so setmaxnreg applies to it
   setmaxnreg_inc<Tr::kConsumerRegs>();
 
@@ -471,8 +486,22 @@ __global__ void __launch_bounds__(384, 1)
   const int warp_in_wg = (tid % 128) / 32;   // each warp owns 16 of those rows
   const int lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
+  int it = 0;  // K/V stage uses so far, in the producer's order
+  int q_uses = 0;
+  for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+  const int m_block = m_blocks - 1 - tile / tiles_per_block_row;
+  const int rest = tile % tiles_per_block_row;
+  const int head = rest % p.num_heads;
+  const int batch = rest / p.num_heads / launch.num_splits;
+  const int split = rest / p.num_heads % launch.num_splits;
+  const SequenceInfo seq = sequence_info(p, batch);
+  const int m0 = m_block * kBlockM;
+  if (m0 >= seq.seqlen_q) continue;
+  const MaskSpec mask = sequence_mask(p, seq);
+  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  const int num_blocks = range.end - range.begin;
   const int row_base = m0 + wg * 64 + warp_in_wg * 16 + g;  // + 8 for the second row
-
 
   float acc_o[HeadDim / 2];
 #pragma unroll
@@ -575,12 +604,13 @@ __global__ void __launch_bounds__(384, 1)
   if (num_blocks > 0) {
     auto block_of = [&](int i) { return range.end - 1 - i; };
     auto wait_block = [&](int i) {
-      mbarrier_wait(full(i % Tr::kStages), (i / Tr::kStages) & 1);
+      mbarrier_wait(full((it + i) % Tr::kStages), ((it + i) / Tr::kStages) & 1);
       // The copies were generic-proxy writes: order them before this thread's wgmma reads.
       fence_proxy_async();
     };
-    auto stage_k = [&](int i) { return sK0 + (i % Tr::kStages) * Tr::kSmemKV; };
-    auto stage_v = [&](int i) { return sV0 + (i % Tr::kStages) * Tr::kSmemKV; };
+    auto stage_k = [&](int i) { return sK0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
+    auto stage_v = [&](int i) { return sV0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
+    auto release_block = [&](int i) { mbarrier_arrive(empty((it + i) % Tr::kStages)); };
     // Ping-pong: the two consumer warpgroups take turns issuing their GEMMs (named barriers
     // 1 and 2), so one's softmax runs while the tensor cores work through the other's GEMMs.
     // Each warpgroup has num_blocks + 1 issue turns; the order is A0 B0 A1 B1 ... The second
@@ -594,7 +624,7 @@ __global__ void __launch_bounds__(384, 1)
       if (pingpong && !(last && wg == 1)) named_barrier_arrive(other_turn, 256);
     };
     if (pingpong && wg == 1) named_barrier_arrive(1, 256);
-    mbarrier_wait(full_q, 0);
+    mbarrier_wait(full_q, q_uses & 1);
     wait_block(0);
     uint32_t p_cur[kBlockN / 16][4];
     {
@@ -606,6 +636,7 @@ __global__ void __launch_bounds__(384, 1)
       turn_end(false);
       wgmma_wait<0>();
       fence_registers(acc_s);
+      if (num_blocks == 1) mbarrier_arrive(empty_q);  // Q's last QK^T is done
       softmax_block(acc_s, block_of(0), p_cur, correction);
     }
     for (int i = 1; i < num_blocks; ++i) {
@@ -620,13 +651,14 @@ __global__ void __launch_bounds__(384, 1)
       turn_end(false);
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
+      if (i == num_blocks - 1) mbarrier_arrive(empty_q);  // Q's last QK^T is done
       uint32_t p_next[kBlockN / 16][4];
       float correction[2];
       softmax_block(acc_s, block_of(i), p_next, correction);
       wgmma_wait<0>();
       fence_registers(p_cur);
       fence_registers(acc_o);
-      mbarrier_arrive(empty((i - 1) % Tr::kStages));  // block i - 1's K and V are free
+      release_block(i - 1);  // block i - 1's K and V are free
       rescale_o(correction);
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk)
@@ -641,6 +673,9 @@ __global__ void __launch_bounds__(384, 1)
     turn_end(true);
     wgmma_wait<0>();
     fence_registers(acc_o);
+    release_block(num_blocks - 1);
+    it += num_blocks;
+    ++q_uses;
   }
 
   // Epilogue: quad-reduce the row sums, normalise, write O and the LSE.
@@ -685,6 +720,7 @@ __global__ void __launch_bounds__(384, 1)
       if (p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
     }
   }
+  }  // tiles
   }  // consumers
 }
 
@@ -709,6 +745,15 @@ inline int sm90_pingpong() {
   static const int on = [] {
     const char* v = std::getenv("FLARE_SM90_PINGPONG");
     return v != nullptr && v[0] == '0' ? 0 : 1;
+  }();
+  return on;
+}
+
+// FLARE_SM90_PERSISTENT=1: one CTA per SM walks the tiles of the warp-specialised kernel.
+inline bool sm90_persistent() {
+  static const bool on = [] {
+    const char* v = std::getenv("FLARE_SM90_PERSISTENT");
+    return v != nullptr && v[0] == '1';
   }();
   return on;
 }
@@ -746,8 +791,20 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
           kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
       if (err != cudaSuccess) return err;
       const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
-      const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
-      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, sm90_pingpong());
+      const int64_t tiles =
+          int64_t(m_blocks) * launch.p.num_heads * launch.p.batch * launch.num_splits;
+      if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
+      int ctas = int(tiles);
+      if (sm90_persistent()) {
+        int device = 0, sms = 0;
+        err = cudaGetDevice(&device);
+        if (err == cudaSuccess)
+          err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        if (err != cudaSuccess) return err;
+        ctas = ctas < sms ? ctas : sms;  // one CTA per SM (its shared memory allows no more)
+      }
+      kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, sm90_pingpong(),
+                                                               m_blocks);
       return cudaGetLastError();
     }
   }
