@@ -374,11 +374,12 @@ __global__ void __launch_bounds__(384, 1)
   constexpr int kOTiles = HeadDim / 8;   // n8 column tiles of O per thread
   const flare_mha_fwd_params& p = launch.p;
 
-  // Tiles (query block, head, batch, split), heaviest query blocks first: a CTA takes tiles
-  // blockIdx.x, blockIdx.x + gridDim.x, ... (one tile per CTA when the grid covers them all;
-  // persistent CTAs otherwise, whose next tile's loads overlap the current tile's epilogue).
-  const int tiles_per_block_row = p.num_heads * p.batch * launch.num_splits;
-  const int num_tiles = m_blocks * tiles_per_block_row;
+  // Tiles (query block, head, batch, split), query blocks innermost so the CTAs in flight
+  // share their heads' K/V in L2 (an order with heads innermost measured 10-30% slower), the
+  // heaviest (latest) query block of a head first. A CTA takes tiles blockIdx.x,
+  // blockIdx.x + gridDim.x, ...: one tile per CTA when the grid covers them all; persistent
+  // CTAs otherwise, whose next tile's loads overlap the current tile's epilogue.
+  const int num_tiles = m_blocks * p.num_heads * p.batch * launch.num_splits;
   const int heads_per_kv = p.num_heads / p.num_heads_k;
 
   extern __shared__ unsigned char smem_raw[];
@@ -406,8 +407,8 @@ __global__ void __launch_bounds__(384, 1)
     int it = 0;      // K/V stage fills so far (over all tiles): stage it % kStages
     int q_fills = 0;
     for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
-      const int m_block = m_blocks - 1 - tile / tiles_per_block_row;
-      const int rest = tile % tiles_per_block_row;
+      const int m_block = m_blocks - 1 - tile % m_blocks;
+      const int rest = tile / m_blocks;
       const int head = rest % p.num_heads;
       const int batch = rest / p.num_heads / launch.num_splits;
       const int split = rest / p.num_heads % launch.num_splits;
@@ -489,8 +490,8 @@ __global__ void __launch_bounds__(384, 1)
   int it = 0;  // K/V stage uses so far, in the producer's order
   int q_uses = 0;
   for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
-  const int m_block = m_blocks - 1 - tile / tiles_per_block_row;
-  const int rest = tile % tiles_per_block_row;
+  const int m_block = m_blocks - 1 - tile % m_blocks;
+  const int rest = tile / m_blocks;
   const int head = rest % p.num_heads;
   const int batch = rest / p.num_heads / launch.num_splits;
   const int split = rest / p.num_heads % launch.num_splits;
