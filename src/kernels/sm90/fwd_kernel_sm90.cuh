@@ -750,13 +750,18 @@ inline int sm90_pingpong() {
   return on;
 }
 
-// FLARE_SM90_PERSISTENT=1: one CTA per SM walks the tiles of the warp-specialised kernel.
-inline bool sm90_persistent() {
-  static const bool on = [] {
+// Persistent CTAs (one per SM walking the tiles) for the warp-specialised kernel. Measured on
+// the H100 (docs/notes/sm90-kernel.md, v7): +2..25% for head dim 64 without a mask, slower with
+// a causal mask (static striding balances triangular work badly) and at head dims 128/256.
+// FLARE_SM90_PERSISTENT=1 / 0 forces it on / off.
+inline bool sm90_persistent(const flare_mha_fwd_params& p, int head_dim) {
+  static const int env = [] {
     const char* v = std::getenv("FLARE_SM90_PERSISTENT");
-    return v != nullptr && v[0] == '1';
+    return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
   }();
-  return on;
+  if (env >= 0) return env == 1;
+  const bool unmasked = p.causal == 0 && p.window_left < 0 && p.window_right < 0;
+  return head_dim == 64 && unmasked;
 }
 
 // FLARE_SM90_TMA: 0 = K/V by cp.async only, unset/1 = TMA where the launch qualifies,
@@ -796,7 +801,7 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
           int64_t(m_blocks) * launch.p.num_heads * launch.p.batch * launch.num_splits;
       if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
       int ctas = int(tiles);
-      if (sm90_persistent()) {
+      if (sm90_persistent(launch.p, HeadDim)) {
         int device = 0, sms = 0;
         err = cudaGetDevice(&device);
         if (err == cudaSuccess)
