@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -297,7 +298,12 @@ void run_split_case(const SplitCase& c) {
       p.window_right = S - m;
     }
     std::string err;
-    ASSERT_EQ(flare_test::run_flare(p, ws, stream.get(), &err), FLARE_OK) << err;
+    const int st = flare_test::run_flare(p, ws, stream.get(), &err);
+    if (st == FLARE_ERROR_ARCH_NOT_SUPPORTED) {  // a reduced build (FLARE_HEAD_DIMS)
+      std::printf("SplitKeysEqualsFullAttention: d=%d not in this build, case skipped\n", d);
+      return;
+    }
+    ASSERT_EQ(st, FLARE_OK) << err;
   }
   {
     flare_mha_fwd_params p = hp;
