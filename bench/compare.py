@@ -591,6 +591,10 @@ def plot(summary, flare_system, pages, path):
 
 
 def git_commit():
+    # FLARE_COMMIT first: a snapshot copied without .git (device runs) would otherwise report
+    # the HEAD of whatever repository encloses it.
+    if os.environ.get("FLARE_COMMIT"):
+        return os.environ["FLARE_COMMIT"]
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=here,
