@@ -19,6 +19,7 @@
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/tma_maps.h"
+#include "kernels/sm90/variant.h"
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_ops.cuh"
 
@@ -727,68 +728,19 @@ __global__ void __launch_bounds__(384, 1)
 
 }  // namespace sm90
 
-// FLARE_SM90_WS: unset = per head dim (below), 0 = never, 1 = always (paged KV at head dim
-// 256 excepted). The warp-specialised kernel is the default where it measured faster than the
-// all-threads kernel on the H100 (docs/notes/sm90-kernel.md, v5).
-inline bool sm90_use_ws_kernel(int head_dim, int seqlen_k) {
-  static const int env = [] {
-    const char* v = std::getenv("FLARE_SM90_WS");
-    return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
-  }();
-  if (env >= 0) return env == 1;
-  // Head dim 256 (64-key blocks, two stages) gained 2-10% from 1k keys and lost 2-7% at 512.
-  return head_dim <= 128 || seqlen_k >= 1024;
-}
-
-// FLARE_SM90_PINGPONG=0 stops the consumer warpgroups of the warp-specialised kernel from
-// alternating their GEMM issue (on by default: faster on every prefill shape measured).
-inline int sm90_pingpong() {
-  static const int on = [] {
-    const char* v = std::getenv("FLARE_SM90_PINGPONG");
-    return v != nullptr && v[0] == '0' ? 0 : 1;
-  }();
-  return on;
-}
-
-// Persistent CTAs (one per SM walking the tiles) for the warp-specialised kernel. Measured on
-// the H100 (docs/notes/sm90-kernel.md, v7): +2..25% for head dim 64 without a mask, slower with
-// a causal mask (static striding balances triangular work badly) and at head dims 128/256.
-// FLARE_SM90_PERSISTENT=1 / 0 forces it on / off.
-inline bool sm90_persistent(const flare_mha_fwd_params& p, int head_dim) {
-  static const int env = [] {
-    const char* v = std::getenv("FLARE_SM90_PERSISTENT");
-    return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
-  }();
-  if (env >= 0) return env == 1;
-  const bool unmasked = p.causal == 0 && p.window_left < 0 && p.window_right < 0;
-  return head_dim == 64 && unmasked;
-}
-
-// FLARE_SM90_TMA: 0 = K/V by cp.async only, unset/1 = TMA where the launch qualifies,
-// require = as 1, and an error if a qualifying launch cannot build its tensor maps.
-inline int sm90_tma_mode() {
-  static const int mode = [] {
-    const char* v = std::getenv("FLARE_SM90_TMA");
-    if (v == nullptr || v[0] == '\0') return 1;
-    if (v[0] == '0') return 0;
-    return v[0] == 'r' ? 2 : 1;
-  }();
-  return mode;
-}
-
 template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
   const bool paged = is_paged(launch.p);
   {
-    const int keys = is_varlen(launch.p) ? launch.p.max_seqlen_k : launch.p.seqlen_k;
-    if (sm90_use_ws_kernel(HeadDim, keys) && !(HeadDim > 128 && paged)) {
+    const Sm90Variant variant = choose_sm90_variant(launch.p, HeadDim, sm90_overrides_from_env());
+    if (variant.warp_specialized) {
       using Tr = sm90::Sm90WsTraits<HeadDim>;
       KvTensorMaps maps{};
-      if (!paged && sm90_tma_mode() != 0 && kv_tma_unsupported_reason(launch.p) == nullptr) {
+      if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(launch.p) == nullptr) {
         const int err = make_kv_tensor_maps(launch.p, Tr::kBlockN, &maps);
         // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
-        if (err != 0 && sm90_tma_mode() == 2) return err;
+        if (err != 0 && variant.tma == TmaMode::kRequire) return err;
       }
       auto kernel = sm90::fwd_kernel_sm90_ws<T, HeadDim, false>;
       if constexpr (HeadDim <= 128)
@@ -801,7 +753,7 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
           int64_t(m_blocks) * launch.p.num_heads * launch.p.batch * launch.num_splits;
       if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
       int ctas = int(tiles);
-      if (sm90_persistent(launch.p, HeadDim)) {
+      if (variant.persistent) {
         int device = 0, sms = 0;
         err = cudaGetDevice(&device);
         if (err == cudaSuccess)
@@ -809,7 +761,7 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
         if (err != cudaSuccess) return err;
         ctas = ctas < sms ? ctas : sms;  // one CTA per SM (its shared memory allows no more)
       }
-      kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, sm90_pingpong(),
+      kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
                                                                m_blocks);
       return cudaGetLastError();
     }
