@@ -131,6 +131,7 @@ struct Options {
   std::string json_path;
   std::string system = "flare";
   bool quick = false;
+  int only_d = 0, only_causal = -1, only_seqlen = 0;  // --only D,CAUSAL,SEQLEN (prefill)
   int warmup = 5;
   int min_iters = 30;  // at least 20 are required; more where runs are short
   int max_iters = 300;
@@ -422,12 +423,17 @@ void bench_prefill(Bench& B, flare_dtype dtype) {
     head_dims = {128};
     seqlens = {1024, 8192};
   }
+  if (B.opt.only_d > 0) {  // one shape, e.g. for a profiler
+    head_dims = {B.opt.only_d};
+    seqlens = {B.opt.only_seqlen};
+  }
   std::printf("\n== prefill, %s, %d tokens, model dim %d ==\n", dtype_name(dtype), tokens,
               model_dim);
   std::printf("  %5s %6s %6s %5s %5s %10s %10s\n", "d", "causal", "seqlen", "batch", "heads",
               "ms", "TFLOP/s");
   for (int d : head_dims) {
     for (int causal : {0, 1}) {
+      if (B.opt.only_causal >= 0 && causal != B.opt.only_causal) continue;
       for (int s : seqlens) {
         const int b = tokens / s, h = model_dim / d;
         const size_t elems = size_t(b) * s * h * d;
@@ -704,7 +710,8 @@ void usage() {
   std::printf(
       "usage: flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16]\n"
       "                   [--json PATH] [--quick] [--system-name NAME]\n"
-      "                   [--iters MIN_TIMED_RUNS] [--warmup N]\n");
+      "                   [--iters MIN_TIMED_RUNS] [--warmup N]\n"
+      "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n");
 }
 
 Options parse(int argc, char** argv) {
@@ -719,6 +726,15 @@ Options parse(int argc, char** argv) {
     else if (a == "--dtype") o.dtype = value(i);
     else if (a == "--json") o.json_path = value(i);
     else if (a == "--quick") o.quick = true;
+    else if (a == "--only") {
+      const std::string v = value(i);
+      if (std::sscanf(v.c_str(), "%d,%d,%d", &o.only_d, &o.only_causal, &o.only_seqlen) != 3 ||
+          o.only_d <= 0 || o.only_causal < 0 || o.only_causal > 1 || o.only_seqlen <= 0 ||
+          16384 % o.only_seqlen != 0)
+        die("--only needs HEAD_DIM,CAUSAL(0|1),SEQLEN with SEQLEN dividing 16384 (got '%s')",
+            v.c_str());
+      o.table = "prefill";
+    }
     else if (a == "--system-name") o.system = value(i);
     else if (a == "--iters") o.min_iters = std::atoi(value(i).c_str());
     else if (a == "--warmup") o.warmup = std::atoi(value(i).c_str());
