@@ -2,7 +2,9 @@
 
 FlashAttention-2 compatible forward functions (``flash_attn_func``, ``flash_attn_varlen_func``,
 ``flash_attn_with_kvcache``, and the packed variants) over any DLPack-capable CUDA array
-(torch, cupy, jax, ...), backed by the statically linked flare library.
+(torch, cupy, jax, ...), backed by the statically linked flare library, and
+``merge_attention_states``, which merges attention results over disjoint key sets by their
+log-sum-exp (context parallelism, attention over a key set computed in parts).
 
 Forward only: no dropout (``dropout_p > 0`` raises NotImplementedError), no backward pass, and
 attention probabilities are never materialised (``return_attn_probs=True`` gives
@@ -20,6 +22,7 @@ from ._interface import (
     flash_attn_varlen_kvpacked_func,
     flash_attn_varlen_qkvpacked_func,
     flash_attn_with_kvcache,
+    merge_attention_states,
 )
 
 __all__ = [
@@ -34,4 +37,5 @@ __all__ = [
     "flash_attn_varlen_kvpacked_func",
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_with_kvcache",
+    "merge_attention_states",
 ]

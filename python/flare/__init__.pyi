@@ -1,5 +1,5 @@
 # Type stubs for the flare package (FlashAttention-2 compatible forward functions).
-from typing import Any, Dict, Optional, Tuple, Union, overload, Literal
+from typing import Any, Dict, Optional, Sequence, Tuple, Union, overload, Literal
 
 # Any DLPack-capable CUDA array: torch.Tensor, cupy.ndarray, jax.Array, ...
 Array = Any
@@ -98,3 +98,15 @@ def flash_attn_with_kvcache(q: Array, k_cache: Array, v_cache: Array,
                             return_softmax_lse: bool = False, *, out: Optional[Array] = None,
                             stream: Optional[Stream] = None
                             ) -> Union[Array, Tuple[Array, Array]]: ...
+
+def merge_attention_states(outs: Sequence[Array], lses: Sequence[Array],
+                           out: Optional[Array] = None, out_lse: Optional[Array] = None, *,
+                           stream: Optional[Stream] = None) -> Tuple[Array, Array]:
+    """Merges partial attention results (o_s, lse_s) over disjoint key sets:
+    lse = log(sum_s exp(lse_s)), out = sum_s exp(lse_s - lse) * o_s.
+
+    outs: n <= 64 arrays (batch_size, seqlen, nheads, headdim), float16/bfloat16/float32;
+    lses: n float32 (batch_size, nheads, seqlen). out may be one of the parts (in place);
+    out_lse None allocates a new merged lse. Returns (out, out_lse).
+    """
+    ...

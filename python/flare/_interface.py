@@ -23,6 +23,7 @@ __all__ = [
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_varlen_kvpacked_func",
     "flash_attn_with_kvcache",
+    "merge_attention_states",
 ]
 
 _SEPARATE, _QKV_PACKED, _KV_PACKED = 0, 1, 2
@@ -405,3 +406,67 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                                  alibi_slopes, int(num_splits), handle)
     o, lse = outs.wrap(result)
     return (o, lse) if return_softmax_lse else o
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def _as_list(x: Any, name: str) -> list:
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of arrays (one per part), got "
+                        f"{type(x).__name__}")
+    return list(x)
+
+
+def merge_attention_states(outs, lses, out=None, out_lse=None, *, stream=None):
+    """Merges partial attention results over disjoint key sets by their log-sum-exp.
+
+    Attention over a key set split into n parts, part s giving the normalised output o_s and
+    the log-sum-exp lse_s of every query row (``flash_attn_func(..., return_attn_probs=True)``
+    over that part's keys), equals
+
+        lse = log(sum_s exp(lse_s)),   out = sum_s exp(lse_s - lse) * o_s.
+
+    A part with lse_s = -inf saw no key: its o_s is never read (it may hold anything, even
+    NaN). A row whose parts are all empty gets out = 0 and lse = -inf. The merge computes in
+    float32; merged results (with their merged lse) can be merged again, e.g. to merge more
+    than 64 parts in groups (each step rounds out to its dtype once).
+
+    Arguments:
+        outs: a sequence of n >= 1 partial outputs, each (batch_size, seqlen, nheads,
+            headdim), float16, bfloat16 or float32, CUDA; all of the same dtype, shape, device
+            and strides (any strides with the last dimension contiguous, subject to flare's
+            alignment rules: pointers and strides in whole groups of 4 elements). At most
+            64 parts (FLARE_MERGE_MAX_PART_PTRS; ValueError beyond: merge in groups).
+        lses: a sequence of n float32 (batch_size, nheads, seqlen) arrays (flare's lse
+            layout), all with the same strides (any).
+        out: optional (batch_size, seqlen, nheads, headdim) array to write the merged output
+            into: float16, bfloat16 or float32 (it may differ from the parts' dtype).
+            Default: a new array of the parts' dtype. It may be one of the parts (in place;
+            same dtype and strides); any other overlap with an input is undefined.
+        out_lse: optional float32 (batch_size, nheads, seqlen) array for the merged lse; it
+            may be the lse of the in-place part. Default (None): a new array is allocated
+            and returned (the merged lse is always computed).
+        stream: as in flash_attn_func (default: the current stream of outs[0]'s framework).
+
+    Returns:
+        (out, out_lse): the given arrays, or new ones (torch tensors for torch inputs, cupy
+        arrays for cupy inputs, else DLPackArray).
+
+    No backward pass: gradients do not flow through this function.
+    """
+    outs = [_prepare(x) for x in _as_list(outs, "outs")]
+    lses = [_prepare(x) for x in _as_list(lses, "lses")]
+    out, out_lse = _prepare(out), _prepare(out_lse)
+    ref = outs[0] if outs else None
+    handle = _stream_handle(stream, ref)
+    ps = _shape(ref)
+    out_shape = lse_shape = None
+    if (ps is not None and len(ps) == 4
+            and 1 <= len(outs) == len(lses) <= _flare.MERGE_MAX_PART_PTRS):
+        out_shape, lse_shape = ps, (ps[0], ps[2], ps[1])
+    alloc = _Outputs(ref, out, out_shape, lse_shape, out_lse is None, handle)
+    result = _flare._merge(outs, lses, alloc.out, out_lse if out_lse is not None else alloc.lse,
+                           handle)
+    merged, merged_lse = alloc.wrap(result)
+    return merged, (out_lse if out_lse is not None else merged_lse)

@@ -8,7 +8,7 @@
 //
 // The FlashAttention-2 style signatures, defaults, the stream choice and the conversion of
 // results back to the caller's framework live in python/flare/_interface.py; the functions
-// here are the private core (_fwd, _varlen_fwd, _kvcache_fwd).
+// here are the private core (_fwd, _varlen_fwd, _kvcache_fwd, _merge).
 #include <flare/flare.h>
 
 #include <cuda_runtime.h>
@@ -775,6 +775,170 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
   return result(out_obj, lse_obj);
 }
 
+// ---------------------------------------------------------------- merging attention states
+
+// fp16 / bf16 / fp32 element type of a merge part or output.
+flare_dtype merge_dtype(const View& v) {
+  if (is(v.dtype, nb::dlpack::dtype_code::Float, 16)) return FLARE_DTYPE_FP16;
+  if (is(v.dtype, nb::dlpack::dtype_code::Bfloat, 16)) return FLARE_DTYPE_BF16;
+  if (is(v.dtype, nb::dlpack::dtype_code::Float, 32)) return FLARE_DTYPE_FP32;
+  value_error(std::string(v.name) + " must be float16, bfloat16 or float32, got " +
+              dtype_text(v.dtype));
+}
+
+// Strides of a [batch, heads, seqlen] lse view in the merge params' order (batch, row, head);
+// a dimension of extent 1 gets stride 0, as in strides_of.
+void lse_strides_of(const View& v, int64_t& batch, int64_t& row, int64_t& head) {
+  auto s = [&](int d) { return v.shape[d] == 1 ? 0 : v.stride[d]; };
+  batch = s(0);
+  head = s(1);
+  row = s(2);
+}
+
+// An fp32 [batch, nheads, seqlen] lse view: rank, dtype, extents, device.
+void check_merge_lse(const View& l, const View& part0) {
+  expect_ndim(l, 3, "(batch_size, nheads, seqlen), flare's lse layout");
+  expect_kind(l, Kind::Float32);
+  expect_dim(l, 0, part0.shape[0], dim_name(part0, 0) + " (batch_size)");
+  expect_dim(l, 1, part0.shape[2], dim_name(part0, 2) + " (nheads)");
+  expect_dim(l, 2, part0.shape[1], dim_name(part0, 1) + " (seqlen)");
+  if (l.device != part0.device)
+    value_error(std::string(l.name) + " is on CUDA device " + std::to_string(l.device) +
+                " but " + part0.name + " is on device " + std::to_string(part0.device));
+}
+
+std::string strides_text(int64_t b, int64_t r, int64_t h) {
+  return "(" + std::to_string(b) + ", " + std::to_string(r) + ", " + std::to_string(h) + ")";
+}
+
+// merge_attention_states: parts and lses are Python lists (the wrapper makes them so).
+nb::tuple merge(nb::list parts_h, nb::list lses_h, nb::handle out_h, nb::handle out_lse_h,
+                uintptr_t stream_handle) {
+  const size_t n = parts_h.size();
+  if (n == 0) value_error("merge_attention_states needs at least one part: outs is empty");
+  if (lses_h.size() != n)
+    value_error("merge_attention_states: outs has " + std::to_string(n) +
+                (n == 1 ? " part" : " parts") + " but lses has " +
+                std::to_string(lses_h.size()) + (lses_h.size() == 1 ? " entry" : " entries") +
+                "; give one lse per part");
+  if (n > FLARE_MERGE_MAX_PART_PTRS)
+    value_error("merge_attention_states takes at most " +
+                std::to_string(FLARE_MERGE_MAX_PART_PTRS) +
+                " parts (FLARE_MERGE_MAX_PART_PTRS), got " + std::to_string(n) +
+                "; merge them in groups of at most " + std::to_string(FLARE_MERGE_MAX_PART_PTRS) +
+                " and then merge the groups' results with their merged lses");
+
+  // Names outlive the views that point at them (the vectors are never resized).
+  std::vector<std::string> part_names(n), lse_names(n);
+  std::vector<View> parts(n), lses(n);
+  std::vector<const void*> part_ptrs(n);
+  std::vector<const float*> lse_ptrs(n);
+  flare_dtype part_dt = FLARE_DTYPE_FP16;
+  int64_t pb = 0, pr = 0, ph = 0, lb = 0, lr = 0, lh = 0;
+  for (size_t s = 0; s < n; ++s) {
+    part_names[s] = "outs[" + std::to_string(s) + "]";
+    lse_names[s] = "lses[" + std::to_string(s) + "]";
+    View& p = parts[s] = as_view(part_names[s].c_str(), parts_h[s], false);
+    if (!p.defined()) value_error(part_names[s] + " is None; every part must be an array");
+    View& l = lses[s] = as_view(lse_names[s].c_str(), lses_h[s], false);
+    if (!l.defined()) value_error(lse_names[s] + " is None; every part needs its lse");
+    expect_ndim(p, 4, "(batch_size, seqlen, nheads, headdim)");
+    expect_contiguous_last(p);
+    const View& p0 = parts[0];
+    if (s == 0) {
+      part_dt = merge_dtype(p);
+    } else {
+      expect_same_dtype(p, p0);
+      for (int d = 0; d < 4; ++d) expect_dim(p, d, p0.shape[d], dim_name(p0, d));
+      if (p.device != p0.device)
+        value_error(part_names[s] + " is on CUDA device " + std::to_string(p.device) +
+                    " but outs[0] is on device " + std::to_string(p0.device));
+    }
+    check_merge_lse(l, p0);
+    // The C API takes one set of part strides and one set of lse strides for all parts.
+    int64_t b, r, h;
+    strides_of(p, b, r, h);
+    if (s == 0) {
+      pb = b, pr = r, ph = h;
+    } else if (b != pb || r != pr || h != ph) {
+      value_error(part_names[s] + " has strides " + strides_text(b, r, h) +
+                  " (batch, seqlen, nheads) but outs[0] has " + strides_text(pb, pr, ph) +
+                  ": all parts must share their strides");
+    }
+    lse_strides_of(l, b, r, h);
+    if (s == 0) {
+      lb = b, lr = r, lh = h;
+    } else if (b != lb || r != lr || h != lh) {
+      value_error(lse_names[s] + " has strides " + strides_text(b, h, r) +
+                  " (batch, nheads, seqlen) but lses[0] has " + strides_text(lb, lh, lr) +
+                  ": all lses must share their strides");
+    }
+    part_ptrs[s] = p.data;
+    lse_ptrs[s] = reinterpret_cast<const float*>(l.data);
+  }
+  const View& p0 = parts[0];
+  const int device = p0.device;
+
+  View out = as_view("out", out_h, true);
+  flare_dtype out_dt = part_dt;
+  if (out.defined()) {
+    expect_ndim(out, 4, "(batch_size, seqlen, nheads, headdim), the shape of the parts");
+    for (int d = 0; d < 4; ++d) expect_dim(out, d, p0.shape[d], "the same extent of outs[0]");
+    out_dt = merge_dtype(out);
+    expect_contiguous_last(out);
+    if (out.device != device)
+      value_error("out is on CUDA device " + std::to_string(out.device) +
+                  " but outs[0] is on device " + std::to_string(device));
+  }
+  View out_lse = as_view("out_lse", out_lse_h, true);
+  if (out_lse.defined()) check_merge_lse(out_lse, p0);
+
+  DeviceGuard guard(device);
+  nb::object out_obj = nb::none(), lse_obj = nb::none();
+  const size_t b = p0.shape[0], sq = p0.shape[1], h = p0.shape[2], d = p0.shape[3];
+  if (!out.defined()) {
+    nb::ndarray<> a = new_array(device, p0.dtype, {b, sq, h, d});
+    out_obj = nb::cast(a);
+    out = view_of(a, "out");
+  }
+  if (!out_lse.defined()) {
+    nb::ndarray<> a = new_array(device, nb::dtype<float>(), {b, h, sq});
+    lse_obj = nb::cast(a);
+    out_lse = view_of(a, "out_lse");
+  }
+  // Nothing to merge (and the C API asks for extents >= 1): empty results.
+  if (b == 0 || sq == 0 || h == 0) return result(out_obj, lse_obj);
+
+  flare_merge_params p;
+  flare_merge_params_init(&p);
+  p.num_parts = static_cast<int32_t>(n);
+  p.part_dtype = part_dt;
+  p.out_dtype = out_dt;
+  p.part_ptrs = part_ptrs.data();
+  p.lse_ptrs = lse_ptrs.data();
+  p.batch = to_int(p0, 0);
+  p.seqlen = to_int(p0, 1);
+  p.num_heads = to_int(p0, 2);
+  p.head_dim = to_int(p0, 3);
+  p.part_batch_stride = pb;
+  p.part_row_stride = pr;
+  p.part_head_stride = ph;
+  p.lse_batch_stride = lb;
+  p.lse_row_stride = lr;
+  p.lse_head_stride = lh;
+  p.out = out.data;
+  strides_of(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+  p.out_lse = reinterpret_cast<float*>(out_lse.data);
+  lse_strides_of(out_lse, p.out_lse_batch_stride, p.out_lse_row_stride, p.out_lse_head_stride);
+  flare_status st;
+  {
+    nb::gil_scoped_release release;
+    st = flare_merge_attention_states(&p, reinterpret_cast<cudaStream_t>(stream_handle));
+  }
+  check_status(st);
+  return result(out_obj, lse_obj);
+}
+
 int cuda_device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -814,4 +978,6 @@ NB_MODULE(_flare, m) {
         "block_table"_a.none(), "out"_a.none(), "lse"_a.none(), "want_lse"_a,
         "softmax_scale"_a, "causal"_a, "window_left"_a, "window_right"_a, "softcap"_a,
         "rotary_interleaved"_a, "alibi_slopes"_a.none(), "num_splits"_a, "stream"_a);
+  m.def("_merge", &merge, "outs"_a, "lses"_a, "out"_a.none(), "out_lse"_a.none(), "stream"_a);
+  m.attr("MERGE_MAX_PART_PTRS") = FLARE_MERGE_MAX_PART_PTRS;
 }

@@ -551,3 +551,212 @@ def test_kvcache_out_argument_and_errors():
         flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, rotary_cos=cos, rotary_sin=cos)
     with pytest.raises(ValueError, match="v is required"):
         flare.flash_attn_with_kvcache(q, kc, vc, kn, None, cache_seqlens=cs)
+
+
+# ----------------------------------------------------------------------------- merge_attention_states
+
+MERGE_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+
+def merge_tol(dtype):
+    # The merge runs in float32: the error is the output's rounding (plus float32 exp / log).
+    eps = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-5}[dtype]
+    return dict(atol=eps, rtol=eps)
+
+
+def merge_ref(outs, lses):
+    """float64 reference: lse = logsumexp_s lse_s, out = sum_s exp(lse_s - lse) * o_s.
+
+    outs: n arrays (b, s, h, d); lses: n arrays (b, h, s). A part with lse_s = -inf is never
+    read (its values may be NaN); rows whose parts are all empty give out 0, lse -inf.
+    """
+    L = torch.stack([x.double() for x in lses])  # (n, b, h, s)
+    lse = torch.logsumexp(L, dim=0)  # -inf where every part is empty
+    keep = torch.isfinite(L).permute(0, 1, 3, 2)[..., None]  # (n, b, s, h, 1)
+    w = torch.exp(L - lse).nan_to_num(0.0).permute(0, 1, 3, 2)[..., None]
+    O = torch.stack([x.double() for x in outs])
+    O = torch.where(keep, O, torch.zeros_like(O))
+    return (w * O).sum(dim=0), lse
+
+
+def check_merged_lse(got, want):
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got), finite)
+    assert torch.all(got[~finite] == float("-inf"))
+    torch.testing.assert_close(got[finite].double(), want[finite], atol=1e-5, rtol=2e-6)
+
+
+def make_parts(n, b, s, h, d, dtype, *, pad=0, empty_frac=0.25, seed=0):
+    """n parts (b, s, h, d) sharing padded strides, their lses (b, h, s) as transposed views
+    of (b, s, h) arrays, with -inf entries (NaN garbage in those parts' rows) and some rows
+    empty in every part."""
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    store = torch.rand(n, b, s, h, d + pad, device=DEV, generator=g) * 4 - 2
+    lse = torch.rand(n, b, s, h, device=DEV, generator=g) * 16 - 8
+    empty = torch.rand(n, b, s, h, device=DEV, generator=g) < (empty_frac if n > 1 else 0.0)
+    rows = torch.arange(b * s * h, device=DEV).reshape(b, s, h)
+    empty |= (rows % 7 == 3)[None]  # every part empty: out 0, lse -inf
+    lse = lse.masked_fill(empty, float("-inf"))
+    store[..., :d] = store[..., :d].masked_fill(empty[..., None], float("nan"))
+    store = store.to(dtype)
+    outs = [store[i, ..., :d] for i in range(n)]
+    lses = [lse[i].transpose(1, 2) for i in range(n)]  # (b, h, s), strides (s*h, 1, h)
+    return outs, lses
+
+
+@pytest.mark.parametrize("part_dtype", MERGE_DTYPES)
+@pytest.mark.parametrize("out_dtype", [None] + MERGE_DTYPES)
+def test_merge_attention_states_matches_reference(part_dtype, out_dtype):
+    b, s, h, d, n = 2, 37, 3, 64, 3
+    outs, lses = make_parts(n, b, s, h, d, part_dtype, pad=4, seed=20)
+    out = None if out_dtype is None else torch.full((b, s, h, d), float("nan"), device=DEV,
+                                                     dtype=out_dtype)
+    got, got_lse = flare.merge_attention_states(outs, lses, out=out)
+    if out is not None:
+        assert got is out
+    want_dtype = part_dtype if out_dtype is None else out_dtype
+    assert isinstance(got, torch.Tensor) and got.dtype == want_dtype and got.shape == (b, s, h, d)
+    assert isinstance(got_lse, torch.Tensor) and got_lse.shape == (b, h, s)
+    want, want_lse = merge_ref(outs, lses)
+    assert not torch.isnan(got).any()  # NaN garbage of empty parts is never read
+    torch.testing.assert_close(got.double(), want, **merge_tol(want_dtype))
+    check_merged_lse(got_lse, want_lse)
+    all_empty = torch.isinf(want_lse).transpose(1, 2)  # (b, s, h)
+    assert all_empty.any() and torch.all(got[all_empty] == 0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64])
+@pytest.mark.parametrize("d", [4, 64, 128, 256, 512])
+def test_merge_part_counts_and_head_dims(n, d):
+    b, s, h = 1, 9, 2
+    outs, lses = make_parts(n, b, s, h, d, torch.bfloat16, seed=21 + n + d)
+    out_lse = torch.full((b, h, s), float("nan"), device=DEV)
+    got, got_lse = flare.merge_attention_states(outs, lses, out_lse=out_lse)
+    assert got_lse is out_lse
+    want, want_lse = merge_ref(outs, lses)
+    torch.testing.assert_close(got.double(), want, **merge_tol(torch.bfloat16))
+    check_merged_lse(got_lse, want_lse)
+
+
+def test_merge_in_place():
+    b, s, h, d, n = 2, 33, 4, 64, 4
+    for dtype in MERGE_DTYPES:
+        outs, lses = make_parts(n, b, s, h, d, dtype, pad=4, seed=22)
+        want, want_lse = merge_ref(outs, lses)
+        got, got_lse = flare.merge_attention_states(outs, lses, out=outs[0], out_lse=lses[0])
+        assert got is outs[0] and got_lse is lses[0]
+        torch.testing.assert_close(outs[0].double(), want, **merge_tol(dtype))
+        check_merged_lse(lses[0], want_lse)
+        # out in place, out_lse None: a new merged lse is allocated and returned.
+        outs, lses = make_parts(n, b, s, h, d, dtype, seed=23)
+        want, want_lse = merge_ref(outs, lses)
+        got, got_lse = flare.merge_attention_states(outs, lses, out=outs[-1])
+        assert got is outs[-1] and all(got_lse is not x for x in lses)
+        torch.testing.assert_close(got.double(), want, **merge_tol(dtype))
+        check_merged_lse(got_lse, want_lse)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("cuts", [(70,), (33, 100, 101)])
+def test_split_keys_merged_equals_full_attention(causal, cuts):
+    """Attention over keys cut into parts, merged by lse == attention over all keys."""
+    torch.manual_seed(24)
+    b, S, h, hk = 2, 160, 4, 2
+    q, k, v = rand(b, S, h, D), rand(b, S, hk, D), rand(b, S, hk, D)
+    full, full_lse, _ = flare.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
+    bounds = [0, *cuts, S]
+    outs, lses = [], []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        # Causal over all keys is j <= i. With the part's keys [lo, hi) and the bottom-right
+        # alignment (offset hi - lo - S), that is window_right = S - hi; rows i < lo see no
+        # key of the part (lse -inf, an empty part).
+        window = (-1, S - hi) if causal else (-1, -1)
+        o, lse, _ = flare.flash_attn_func(q, k[:, lo:hi], v[:, lo:hi], window_size=window,
+                                          return_attn_probs=True)
+        outs.append(o)
+        lses.append(lse)
+    if causal:
+        assert torch.isinf(lses[-1]).any()
+    merged, merged_lse = flare.merge_attention_states(outs, lses)
+    assert merged.dtype == DT
+    want, want_lse = ref_attn(q, k, v, causal=causal)
+    check_out(merged, want, DT)
+    check_lse(merged_lse, want_lse)
+    check_lse(merged_lse, full_lse)
+    torch.testing.assert_close(merged.float(), full.float(), **tol(DT))
+    # An out of another dtype than the parts (float32 here).
+    merged32, _ = flare.merge_attention_states(outs, lses,
+                                               out=torch.empty(b, S, h, D, device=DEV))
+    check_out(merged32, want, DT)
+
+
+def test_merge_streams_and_generic_dlpack():
+    outs, lses = make_parts(3, 2, 16, 2, 64, torch.float16, seed=25)
+    want, want_lse = merge_ref(outs, lses)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got, got_lse = flare.merge_attention_states(outs, lses)
+    side.synchronize()
+    torch.testing.assert_close(got.double(), want, **merge_tol(torch.float16))
+    got2, _ = flare.merge_attention_states(outs, lses, stream=side)
+    side.synchronize()
+    torch.testing.assert_close(got2, got, atol=0, rtol=0)
+    torch.cuda.synchronize()
+    res, res_lse = flare.merge_attention_states([DLPackOnly(x) for x in outs],
+                                                [DLPackOnly(x) for x in lses])
+    assert not isinstance(res, torch.Tensor) and hasattr(res, "__dlpack__")
+    torch.cuda.synchronize()  # legacy default stream 0 was used
+    res_t, res_lse_t = torch.from_dlpack(res), torch.from_dlpack(res_lse)
+    torch.testing.assert_close(res_t, got, atol=0, rtol=0)
+    check_merged_lse(res_lse_t, want_lse)
+
+
+def test_merge_empty_extents():
+    outs = [torch.empty(0, 5, 2, 64, device=DEV, dtype=torch.bfloat16)] * 2
+    lses = [torch.empty(0, 2, 5, device=DEV)] * 2
+    got, got_lse = flare.merge_attention_states(outs, lses)
+    assert got.shape == (0, 5, 2, 64) and got_lse.shape == (0, 2, 5)
+
+
+def test_merge_errors():
+    b, s, h, d = 1, 8, 2, 64
+    o = rand(b, s, h, d, dtype=torch.float16)
+    lse = torch.zeros(b, h, s, device=DEV)
+    m = flare.merge_attention_states
+    with pytest.raises(ValueError, match=r"outs\[1\] must have the dtype of outs\[0\]"):
+        m([o, o.bfloat16()], [lse, lse])
+    with pytest.raises(ValueError, match="must be float16, bfloat16 or float32"):
+        m([o.double()], [lse])
+    with pytest.raises(ValueError, match=r"outs\[1\].shape\[2\]"):
+        m([o, rand(b, s, h + 1, d, dtype=torch.float16)], [lse, lse])
+    with pytest.raises(ValueError, match=r"outs\[0\] must have 4 dimensions"):
+        m([o[0]], [lse])
+    with pytest.raises(ValueError, match="contiguous in its last dimension"):
+        m([rand(b, s, h, 2 * d, dtype=torch.float16)[..., ::2]], [lse])
+    with pytest.raises(ValueError, match="all parts must share their strides"):
+        m([o, rand(b, s, 2 * h, d, dtype=torch.float16)[:, :, :h]], [lse, lse])
+    with pytest.raises(ValueError, match=r"lses\[0\] must be float32"):
+        m([o], [lse.half()])
+    with pytest.raises(ValueError, match=r"lses\[0\].shape\[1\]"):
+        m([o], [lse.transpose(1, 2)])
+    with pytest.raises(ValueError, match="all lses must share their strides"):
+        m([o, o], [lse, torch.zeros(b, s, h, device=DEV).transpose(1, 2)])
+    with pytest.raises(ValueError, match=r"lses\[1\] must be a CUDA array"):
+        m([o, o], [lse, lse.cpu()])
+    with pytest.raises(ValueError, match=r"out.shape\[3\]"):
+        m([o], [lse], out=rand(b, s, h, d + 4))
+    with pytest.raises(ValueError, match="out must be float16, bfloat16 or float32"):
+        m([o], [lse], out=torch.empty(b, s, h, d, device=DEV, dtype=torch.int32))
+    with pytest.raises(ValueError, match="out_lse must be float32"):
+        m([o], [lse], out_lse=lse.double())
+    with pytest.raises(ValueError, match=r"at most 64 parts"):
+        m([o] * 65, [lse] * 65)
+    # flare's own validation speaks for the alignment rules and the head dim.
+    with pytest.raises(ValueError, match="head_dim"):
+        m([rand(b, s, h, 6, dtype=torch.float16)], [lse])
+    with pytest.raises(ValueError, match="part_head_stride"):
+        m([rand(b, s, h, d + 2, dtype=torch.float16)[..., :d]], [lse])
+    with pytest.raises(ValueError, match="aligned"):
+        m([rand(b, s, h, d + 4, dtype=torch.float16)[..., 2:d + 2]], [lse])
