@@ -6,11 +6,6 @@
 #include <cstring>
 
 namespace flare {
-template <int Dtype, int HeadDim>
-int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
-}  // namespace flare
-
-namespace flare {
 namespace {
 
 // Only instances that CMake generated (FLARE_ARCHS x FLARE_DTYPES x FLARE_HEAD_DIMS) exist.

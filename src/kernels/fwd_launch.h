@@ -23,6 +23,11 @@ struct FwdLaunch {
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream);
 
+// Hopper forward kernels (sm90a only; run_fwd_sm90.cuh picks the variant). Head dims 64, 128,
+// 256. Returns a cudaError_t value.
+template <int Dtype, int HeadDim>
+int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
+
 // Merges the split accumulators into out and lse.
 int run_split_combine(const FwdLaunch& launch, cudaStream_t stream);
 

@@ -1,0 +1,398 @@
+// Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills a ring of K/V
+// stages (TMA for whole tiles inside the sequence, cp.async otherwise) published by mbarriers;
+// two consumer warpgroups run the wgmma math of fwd_kernel_sm90.cuh, optionally taking turns
+// (ping-pong), over tiles assigned one per CTA or walked by persistent CTAs.
+// docs/notes/sm90-kernel.md (v4-v7) has the measurements behind each choice.
+#pragma once
+#include "kernels/sm90/fwd_kernel_sm90.cuh"
+#include "kernels/sm90/tma_maps.h"
+
+namespace flare {
+namespace sm90 {
+
+template <int HeadDim>
+struct Sm90WsTraits {
+  static constexpr int kBlockM = 128, kBlockN = HeadDim <= 128 ? 128 : 64;
+  static constexpr int kThreads = 384;
+  static constexpr int kStages = HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
+  static constexpr int kSmemQ = kBlockM * HeadDim * 2;
+  static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
+  static constexpr int kBarriers = 2 + 2 * kStages;  // full/empty Q, full/empty[stage]
+  static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
+  // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
+  // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
+  // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel.
+  static constexpr int kProducerRegs = HeadDim <= 128 ? 56 : 24;
+  static constexpr int kConsumerRegs = HeadDim <= 128 ? 224 : 240;
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "register file");
+};
+
+// Warp-specialised variant: warpgroup 0 produces (cp.async of Q and of K/V into a ring of
+// stages, each published by an mbarrier that completes when the copies land), warpgroups 1
+// and 2 consume and release a stage through a second mbarrier once its GEMMs are done. No CTA
+// barrier in the loop, so the consumers drift apart and one's softmax runs under the other's
+// GEMMs; the producer gives registers to the consumers (setmaxnreg).
+template <typename T, int HeadDim, bool Paged>
+__global__ void __launch_bounds__(384, 1)
+    fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
+                       const __grid_constant__ KvTensorMaps maps, int pingpong, int m_blocks) {
+  using Tr = Sm90WsTraits<HeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
+  constexpr int kOTiles = HeadDim / 8;   // n8 column tiles of O per thread
+  const flare_mha_fwd_params& p = launch.p;
+
+  // Tiles (query block, head, batch, split), query blocks innermost so the CTAs in flight
+  // share their heads' K/V in L2 (an order with heads innermost measured 10-30% slower), the
+  // heaviest (latest) query block of a head first. A CTA takes tiles blockIdx.x,
+  // blockIdx.x + gridDim.x, ...: one tile per CTA when the grid covers them all; persistent
+  // CTAs otherwise, whose next tile's loads overlap the current tile's epilogue.
+  const int num_tiles = m_blocks * p.num_heads * p.batch * launch.num_splits;
+  const int heads_per_kv = p.num_heads / p.num_heads_k;
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = smem_base;
+  const uint32_t sK0 = sQ + Tr::kSmemQ;
+  const uint32_t sV0 = sK0 + Tr::kStages * Tr::kSmemKV;
+  const uint32_t bar0 = sV0 + Tr::kStages * Tr::kSmemKV;
+  const uint32_t full_q = bar0, empty_q = bar0 + 8;
+  auto full = [&](int s) { return bar0 + 8 * (2 + s); };
+  auto empty = [&](int s) { return bar0 + 8 * (2 + Tr::kStages + s); };
+  if (threadIdx.x == 0) {
+    mbarrier_init(full_q, 128);
+    mbarrier_init(empty_q, 256);  // every consumer thread is done with Q's last QK^T
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbarrier_init(full(s), 128);   // one cp.async arrival per producer thread
+      mbarrier_init(empty(s), 256);  // every consumer thread releases
+    }
+  }
+  __syncthreads();
+  const int role = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
+  if (role == 0) {
+    // Producer.
+    setmaxnreg_dec<Tr::kProducerRegs>();
+    int it = 0;      // K/V stage fills so far (over all tiles): stage it % kStages
+    int q_fills = 0;
+    for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+      const int m_block = m_blocks - 1 - tile % m_blocks;
+      const int rest = tile / m_blocks;
+      const int head = rest % p.num_heads;
+      const int batch = rest / p.num_heads / launch.num_splits;
+      const int split = rest / p.num_heads % launch.num_splits;
+      const SequenceInfo seq = sequence_info(p, batch);
+      const int m0 = m_block * kBlockM;
+      if (m0 >= seq.seqlen_q) continue;
+      const int head_k = head / heads_per_kv;
+      const MaskSpec mask = sequence_mask(p, seq);
+      BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+      if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+      const int num_blocks = range.end - range.begin;
+      if (num_blocks <= 0) continue;
+      const T* k = static_cast<const T*>(p.k);
+      const T* v = static_cast<const T*>(p.v);
+      // The previous tile's QK^T GEMMs must be done with Q before it is overwritten.
+      if (q_fills > 0) mbarrier_wait(empty_q, (q_fills - 1) & 1);
+      ++q_fills;
+      load_swizzled<HeadDim, kBlockM, 128>(sQ, static_cast<const T*>(p.q), p.head_dim,
+                                           [&](int r) -> int64_t {
+                                             return m0 + r < seq.seqlen_q
+                                                        ? q_offset(p, seq, m0 + r, head)
+                                                        : -1;
+                                           });
+      cp_async_mbarrier_arrive(full_q);
+      const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
+      const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
+      for (int i = 0; i < num_blocks; ++i, ++it) {
+        const int s = it % Tr::kStages;
+        if (it >= Tr::kStages) mbarrier_wait(empty(s), ((it / Tr::kStages) + 1) & 1);
+        const int n0 = (range.end - 1 - i) * kBlockN;
+        if constexpr (!Paged) {
+          // A whole tile inside the sequence: one thread copies it by TMA (the other producer
+          // threads still arrive: the barrier counts 128 arrivals per phase).
+          if (maps.enabled && n0 + kBlockN <= seq.seqlen_k) {
+            if (threadIdx.x == 0) {
+              const uint32_t bar = full(s);
+              mbarrier_arrive_expect_tx(bar, 2 * Tr::kSmemKV);
+              const int row = int(seq.k_row0) + n0;
+#pragma unroll
+              for (int a = 0; a < HeadDim / 64; ++a) {
+                tma_load_4d(sK0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.k, a * 64, row,
+                            head_k, seq.kv_batch, bar);
+                tma_load_4d(sV0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.v, a * 64, row,
+                            head_k, seq.kv_batch, bar);
+              }
+            } else {
+              mbarrier_arrive(full(s));
+            }
+            continue;
+          }
+        }
+        load_swizzled<HeadDim, kBlockN, 128>(
+            sK0 + s * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
+              if (n0 + r >= seq.seqlen_k) return -1;
+              if constexpr (Paged) return k_offset(p, seq, n0 + r, head_k);
+              return k_base + (n0 + r) * p.k_row_stride;
+            });
+        load_swizzled<HeadDim, kBlockN, 128>(
+            sV0 + s * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
+              if (n0 + r >= seq.seqlen_k) return -1;
+              if constexpr (Paged) return v_offset(p, seq, n0 + r, head_k);
+              return v_base + (n0 + r) * p.v_row_stride;
+            });
+        cp_async_mbarrier_arrive(full(s));
+      }
+    }
+    sm80::cp_async_wait<0>();
+  } else {  // consumers: the other branch of the same if, so setmaxnreg applies to it
+  setmaxnreg_inc<Tr::kConsumerRegs>();
+
+  const int tid = threadIdx.x - 128;
+  // Consumer warpgroup: query rows [64 wg, 64 wg + 64). Broadcast from lane 0 so the compiler
+  // knows it is warp-uniform: descriptors built from it then stay in uniform registers, and
+  // the wgmmas of a stage are not serialised around their computation.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+  const int warp_in_wg = (tid % 128) / 32;   // each warp owns 16 of those rows
+  const int lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  int it = 0;  // K/V stage uses so far, in the producer's order
+  int q_uses = 0;
+  for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+  const int m_block = m_blocks - 1 - tile % m_blocks;
+  const int rest = tile / m_blocks;
+  const int head = rest % p.num_heads;
+  const int batch = rest / p.num_heads / launch.num_splits;
+  const int split = rest / p.num_heads % launch.num_splits;
+  const SequenceInfo seq = sequence_info(p, batch);
+  const int m0 = m_block * kBlockM;
+  if (m0 >= seq.seqlen_q) continue;
+  const MaskSpec mask = sequence_mask(p, seq);
+  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  const int num_blocks = range.end - range.begin;
+  const int row_base = m0 + wg * 64 + warp_in_wg * 16 + g;  // + 8 for the second row
+
+  float acc_o[HeadDim / 2];
+#pragma unroll
+  for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+  const bool has_softcap = p.softcap > 0.f;
+  const float unit = has_softcap ? 1.f : p.softmax_scale;
+  const float unit_log2 = unit * 1.4426950408889634f;
+  const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  const float alibi = alibi_slope(p, batch, head) / unit;
+  const int diagonal = mask.diagonal();
+
+  // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
+  // the factor that rescales what was accumulated before it.
+  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
+                           float (&correction)[2]) {
+    const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
+    if (has_softcap || alibi != 0.f || needs_mask) {
+      // Accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column 8 j + 2 t + e.
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int row = row_base + hr * 8;
+        const int block_col0 = n_block * kBlockN + 2 * t;
+        const int first = mask.first_key(row) - block_col0;
+        const int end = mask.end_key(row) - block_col0;
+#pragma unroll
+        for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int c = j * 8 + e;
+            float x = acc_s[4 * j + 2 * hr + e];
+            if (has_softcap) x = p.softcap * tanhf(x * cap_in);
+            if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
+            if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+            acc_s[4 * j + 2 * hr + e] = x;
+          }
+      }
+    }
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float mx = row_max[hr];
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j)
+        mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
+      const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
+      correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
+      row_max[hr] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
+          acc_s[4 * j + 2 * hr + e] = pe;
+          sum += pe;
+        }
+      row_sum[hr] = row_sum[hr] * correction[hr] + sum;
+    }
+    // Two adjacent n8 tiles of S form the A fragment of one k16 step of P V.
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        p_frag[kk][r] = sm80::pack2<T>(acc_s[8 * kk + 2 * r], acc_s[8 * kk + 2 * r + 1]);
+  };
+  // The issue functions only issue: the caller fences registers once before a group of them,
+  // since any non-wgmma instruction that touches wgmma registers between two wgmmas of one
+  // pipeline stage serialises them.
+  auto issue_qk = [&](float (&acc_s)[kBlockN / 2], uint32_t sK) {
+#pragma unroll
+    for (int ks = 0; ks < HeadDim / 16; ++ks) {
+      const uint32_t atom = ks / 4, within = (ks % 4) * 32;
+      const uint64_t a = desc_k_major(sQ + atom * (kBlockM * 128) + wg * 64 * 128 + within);
+      const uint64_t b = desc_k_major(sK + atom * (kBlockN * 128) + within);
+      wgmma_ss<T, kBlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
+    }
+    wgmma_commit();
+  };
+  auto issue_pv = [&](uint32_t (&p_frag)[kBlockN / 16][4], uint32_t sV) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], desc_mn_major(sV + kk * 16 * 128, kBlockN * 128),
+                           1, TransB::kYes);
+    wgmma_commit();
+  };
+  auto rescale_o = [&](const float (&correction)[2]) {
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j) {
+      acc_o[4 * j + 0] *= correction[0];
+      acc_o[4 * j + 1] *= correction[0];
+      acc_o[4 * j + 2] *= correction[1];
+      acc_o[4 * j + 3] *= correction[1];
+    }
+  };
+
+  if (num_blocks > 0) {
+    auto block_of = [&](int i) { return range.end - 1 - i; };
+    auto wait_block = [&](int i) {
+      mbarrier_wait(full((it + i) % Tr::kStages), ((it + i) / Tr::kStages) & 1);
+      // The copies were generic-proxy writes: order them before this thread's wgmma reads.
+      fence_proxy_async();
+    };
+    auto stage_k = [&](int i) { return sK0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
+    auto stage_v = [&](int i) { return sV0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
+    auto release_block = [&](int i) { mbarrier_arrive(empty((it + i) % Tr::kStages)); };
+    // Ping-pong: the two consumer warpgroups take turns issuing their GEMMs (named barriers
+    // 1 and 2), so one's softmax runs while the tensor cores work through the other's GEMMs.
+    // Each warpgroup has num_blocks + 1 issue turns; the order is A0 B0 A1 B1 ... The second
+    // warpgroup opens A's first turn and skips the hand-over after its last one, so every
+    // barrier sees as many arrivals as waits.
+    const int my_turn = 1 + wg, other_turn = 2 - wg;
+    auto turn_begin = [&] {
+      if (pingpong) named_barrier_sync(my_turn, 256);
+    };
+    auto turn_end = [&](bool last) {
+      if (pingpong && !(last && wg == 1)) named_barrier_arrive(other_turn, 256);
+    };
+    if (pingpong && wg == 1) named_barrier_arrive(1, 256);
+    mbarrier_wait(full_q, q_uses & 1);
+    wait_block(0);
+    uint32_t p_cur[kBlockN / 16][4];
+    {
+      float acc_s[kBlockN / 2];
+      float correction[2];
+      turn_begin();
+      wgmma_fence();
+      issue_qk(acc_s, stage_k(0));
+      turn_end(false);
+      wgmma_wait<0>();
+      fence_registers(acc_s);
+      if (num_blocks == 1) mbarrier_arrive(empty_q);  // Q's last QK^T is done
+      softmax_block(acc_s, block_of(0), p_cur, correction);
+    }
+    for (int i = 1; i < num_blocks; ++i) {
+      wait_block(i);
+      float acc_s[kBlockN / 2];
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      turn_begin();
+      wgmma_fence();
+      issue_qk(acc_s, stage_k(i));
+      issue_pv(p_cur, stage_v(i - 1));
+      turn_end(false);
+      wgmma_wait<1>();  // S_i is ready; P V may still run
+      fence_registers(acc_s);
+      if (i == num_blocks - 1) mbarrier_arrive(empty_q);  // Q's last QK^T is done
+      uint32_t p_next[kBlockN / 16][4];
+      float correction[2];
+      softmax_block(acc_s, block_of(i), p_next, correction);
+      wgmma_wait<0>();
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      release_block(i - 1);  // block i - 1's K and V are free
+      rescale_o(correction);
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
+    }
+    fence_registers(p_cur);
+    fence_registers(acc_o);
+    turn_begin();
+    wgmma_fence();
+    issue_pv(p_cur, stage_v(num_blocks - 1));
+    turn_end(true);
+    wgmma_wait<0>();
+    fence_registers(acc_o);
+    release_block(num_blocks - 1);
+    it += num_blocks;
+    ++q_uses;
+  }
+
+  // Epilogue: quad-reduce the row sums, normalise, write O and the LSE.
+  float inv_sum[2], lse[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float sum = row_sum[hr];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const bool empty = !(sum > 0.f);
+    inv_sum[hr] = empty ? 0.f : 1.f / sum;
+    lse[hr] = empty ? -INFINITY : (row_max[hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
+  }
+  const bool split_mode = launch.num_splits > 1;
+  const int64_t acc_row0 =
+      ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int row = row_base + hr * 8;
+    if (row >= seq.seqlen_q) continue;
+    if (split_mode) {
+      const int64_t acc_row = acc_row0 + row;
+      if (t == 0) launch.lse_accum[acc_row] = lse[hr];
+      if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
+      float* o = launch.o_accum + acc_row * p.head_dim;
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        const int col = j * 8 + 2 * t;
+        if (col < p.head_dim)
+          *reinterpret_cast<float2*>(o + col) =
+              make_float2(acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      }
+    } else {
+      T* o = static_cast<T*>(p.out) + out_offset(p, seq, row, head);
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        const int col = j * 8 + 2 * t;
+        if (col < p.head_dim)
+          *reinterpret_cast<uint32_t*>(o + col) = sm80::pack2<T>(
+              acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      }
+      if (p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
+    }
+  }
+  }  // tiles
+  }  // consumers
+}
+
+}  // namespace sm90
+}  // namespace flare
