@@ -4,7 +4,8 @@
 #   scripts/device_check.sh [OUT]          (OUT defaults to $OUT, else ./out)
 #
 # Environment:
-#   STEPS        comma list of build,test,bench,compare (default: all four)
+#   STEPS        comma list of build,test,bench,compare (default: all four); also python
+#                (pip install + pytest of the package) and profile (scripts/profile_sm90.sh)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -114,6 +115,24 @@ if has_step compare; then
   compare_rc=${PIPESTATUS[0]}
   set -e
   compare_status=$([[ $compare_rc -eq 0 ]] && echo ok || echo "FAILED($compare_rc)")
+fi
+
+# Optional steps (not in the default STEPS); their output goes to run.log only, since the
+# device tool brings back at most 8 files.
+if has_step python; then
+  section "python package: pip install + pytest"
+  set +e
+  python3 -m pip install --no-build-isolation --no-deps . > "$OUT_DIR/pip.log" 2>&1
+  echo "pip install rc=$?" | tee -a "$RUN_LOG"; tail -n 5 "$OUT_DIR/pip.log" >> "$RUN_LOG"; rm -f "$OUT_DIR/pip.log"
+  (cd /tmp && python3 -m pytest -q "$repo_root/python/tests") 2>&1 | tail -n 40 | tee -a "$RUN_LOG"
+  set -e
+fi
+if has_step profile; then
+  section "scripts/profile_sm90.sh (Nsight Compute)"
+  set +e
+  BUILD_DIR="$BUILD_DIR" bash scripts/profile_sm90.sh "$OUT_DIR/prof" 2>&1 | tail -n 200 | tee -a "$RUN_LOG"
+  rm -rf "$OUT_DIR/prof"
+  set -e
 fi
 
 # Merge test counts (and flare_bench's varlen rows) into summary.json, then print key numbers.
