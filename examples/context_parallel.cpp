@@ -1,19 +1,23 @@
 // Context-parallel attention over NCCL: one process, one thread per visible GPU
 // (communicators from ncclCommInitAll), each GPU a rank holding the zig-zag shard of one long
-// causal sequence. The result of every rank is compared with single-GPU attention over the
-// whole sequence on GPU 0.
+// sequence. Checks every rank's output rows against single-GPU attention over the whole
+// sequence on GPU 0, then times both (median of the timed runs, CUDA events) and prints one
+// RESULT line: the tokens/s of one GPU and of all of them.
 //
 //   ./flare_cp_example [seqlen_per_rank=4096] [strategy=auto|ring|allgather]
+//                      [mask=causal|full] [timed_runs=10]
 //
-// NVLink SHARP stays off (NCCL_NVLS_ENABLE=0 is set before the communicators are created).
+// Exit status: 0 when the outputs agree (max |difference| < 0.05 in bf16), 2 when not, 1 on
+// an error. NVLink SHARP stays off (NCCL_NVLS_ENABLE=0 is set before the communicators exist).
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,11 +56,32 @@ static float from_bf16(uint16_t b) {
   return f;
 }
 
+// Fast reproducible inputs (a splitmix hash per element, uniform in [-1.7, 1.7)): the host
+// fills hundreds of millions of elements for the long sequences.
+static float hashed_uniform(uint64_t i) {
+  uint64_t z = i * 0x9E3779B97F4A7C15ull + 0x1234567ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float(z >> 40) / float(1 << 24) * 2.f - 1.f) * 1.7f;
+}
+
+static float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.f : v[v.size() / 2];
+}
+
 int main(int argc, char** argv) {
   const int rows_per_rank = argc > 1 ? std::atoi(argv[1]) : 4096;
   const std::string strat = argc > 2 ? argv[2] : "auto";
+  const std::string mask = argc > 3 ? argv[3] : "causal";
+  const int timed_runs = argc > 4 ? std::atoi(argv[4]) : 10;
+  if (mask != "causal" && mask != "full") {
+    std::fprintf(stderr, "mask must be causal or full\n");
+    return 1;
+  }
   flare::cp::CpOptions opts;
-  opts.causal = true;
+  opts.causal = mask == "causal";
   opts.strategy = strat == "ring"        ? flare::cp::Strategy::Ring
                   : strat == "allgather" ? flare::cp::Strategy::AllGather
                                          : flare::cp::Strategy::Auto;
@@ -71,8 +96,8 @@ int main(int argc, char** argv) {
   const int batch = 1, heads = 16, heads_k = 4, d = 128, c = rows_per_rank / 2;
   const int S = world * rows_per_rank;
   const int64_t qrow = int64_t(heads) * d, kvrow = int64_t(heads_k) * d;
-  std::printf("context parallel: %d GPUs, seqlen %d (%d per rank), causal, bf16\n", world, S,
-              rows_per_rank);
+  std::printf("context parallel: %d GPUs, seqlen %d (%d per rank), %s, bf16, %d/%d heads, d %d\n",
+              world, S, rows_per_rank, mask.c_str(), heads, heads_k, d);
 
   std::vector<ncclComm_t> comms(world);
   std::vector<int> devs(world);
@@ -80,12 +105,10 @@ int main(int argc, char** argv) {
   CHECK_NCCL(ncclCommInitAll(comms.data(), world, devs.data()));
 
   // The whole sequence on the host.
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<uint16_t> q(size_t(S) * qrow), k(size_t(S) * kvrow), v(size_t(S) * kvrow);
-  for (auto& x : q) x = to_bf16(nd(rng));
-  for (auto& x : k) x = to_bf16(nd(rng));
-  for (auto& x : v) x = to_bf16(nd(rng));
+  for (size_t i = 0; i < q.size(); ++i) q[i] = to_bf16(hashed_uniform(3 * i));
+  for (size_t i = 0; i < k.size(); ++i) k[i] = to_bf16(hashed_uniform(3 * i + 1));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = to_bf16(hashed_uniform(3 * i + 2));
 
   // Each rank: its zig-zag shard (chunks r and 2R-1-r), a stream, a CP object.
   struct Rank {
@@ -121,28 +144,48 @@ int main(int argc, char** argv) {
   const flare::DType bf16 = flare::DType::BF16;
   std::vector<flare::cp::Strategy> used(world, flare::cp::Strategy::Auto);
   std::vector<std::string> errors(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        CHECK_CUDA(cudaSetDevice(r));
-        Rank& R = ranks[r];
-        used[r] = R.cp->forward(flare::contiguous(R.q, bf16, {batch, rows_per_rank, heads, d}),
-                                flare::contiguous(R.k, bf16, {batch, rows_per_rank, heads_k, d}),
-                                flare::contiguous(R.v, bf16, {batch, rows_per_rank, heads_k, d}),
-                                flare::contiguous(R.out, bf16, {batch, rows_per_rank, heads, d}),
-                                nullptr, opts, R.stream);
-        CHECK_CUDA(cudaStreamSynchronize(R.stream));
-      } catch (const flare::Error& e) {
-        errors[r] = e.what();
+  // runs forward `runs` times on every rank; rank_ms[r] gets each run's time on its stream.
+  std::vector<std::vector<float>> rank_ms(world);
+  auto run_all = [&](int runs) {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          CHECK_CUDA(cudaSetDevice(r));
+          Rank& R = ranks[r];
+          cudaEvent_t start, stop;
+          CHECK_CUDA(cudaEventCreate(&start));
+          CHECK_CUDA(cudaEventCreate(&stop));
+          rank_ms[r].clear();
+          for (int it = 0; it < runs; ++it) {
+            CHECK_CUDA(cudaEventRecord(start, R.stream));
+            used[r] = R.cp->forward(
+                flare::contiguous(R.q, bf16, {batch, rows_per_rank, heads, d}),
+                flare::contiguous(R.k, bf16, {batch, rows_per_rank, heads_k, d}),
+                flare::contiguous(R.v, bf16, {batch, rows_per_rank, heads_k, d}),
+                flare::contiguous(R.out, bf16, {batch, rows_per_rank, heads, d}), nullptr, opts,
+                R.stream);
+            CHECK_CUDA(cudaEventRecord(stop, R.stream));
+            CHECK_CUDA(cudaEventSynchronize(stop));
+            float ms = 0.f;
+            CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+            rank_ms[r].push_back(ms);
+          }
+          CHECK_CUDA(cudaEventDestroy(start));
+          CHECK_CUDA(cudaEventDestroy(stop));
+        } catch (const flare::Error& e) {
+          errors[r] = e.what();
+        }
+      });
+    for (std::thread& t : threads) t.join();
+    for (int r = 0; r < world; ++r)
+      if (!errors[r].empty()) {
+        std::fprintf(stderr, "rank %d: flare: %s\n", r, errors[r].c_str());
+        return false;
       }
-    });
-  for (std::thread& t : threads) t.join();
-  for (int r = 0; r < world; ++r)
-    if (!errors[r].empty()) {
-      std::fprintf(stderr, "rank %d: flare: %s\n", r, errors[r].c_str());
-      return 1;
-    }
+    return true;
+  };
+  if (!run_all(1)) return 1;
   std::printf("strategy: %s\n", flare::cp::strategy_name(used[0]));
 
   // Single-GPU attention over the whole sequence on GPU 0, for comparison.
@@ -156,11 +199,14 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMemcpy(dk, k.data(), k.size() * 2, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(dv, v.data(), v.size() * 2, cudaMemcpyHostToDevice));
   flare::FlashAttnOptions fo;
-  fo.causal = true;
-  flare::flash_attn(flare::contiguous(dq, bf16, {batch, S, heads, d}),
-                    flare::contiguous(dk, bf16, {batch, S, heads_k, d}),
-                    flare::contiguous(dv, bf16, {batch, S, heads_k, d}),
-                    flare::contiguous(dout, bf16, {batch, S, heads, d}), fo);
+  fo.causal = opts.causal;
+  auto single = [&] {
+    flare::flash_attn(flare::contiguous(dq, bf16, {batch, S, heads, d}),
+                      flare::contiguous(dk, bf16, {batch, S, heads_k, d}),
+                      flare::contiguous(dv, bf16, {batch, S, heads_k, d}),
+                      flare::contiguous(dout, bf16, {batch, S, heads, d}), fo);
+  };
+  single();
   std::vector<uint16_t> full(q.size());
   CHECK_CUDA(cudaMemcpy(full.data(), dout, full.size() * 2, cudaMemcpyDeviceToHost));
 
@@ -177,6 +223,36 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("max |context parallel - single GPU| = %.3g\n", max_diff);
+
+  // Timing: warm-up, then the median of `timed_runs` runs (the slowest rank's median for CP).
+  float cp_ms = 0.f, single_ms = 0.f;
+  if (timed_runs > 0) {
+    if (!run_all(2) || !run_all(timed_runs)) return 1;
+    for (int r = 0; r < world; ++r) cp_ms = std::max(cp_ms, median(rank_ms[r]));
+    CHECK_CUDA(cudaSetDevice(0));
+    cudaEvent_t start, stop;
+    CHECK_CUDA(cudaEventCreate(&start));
+    CHECK_CUDA(cudaEventCreate(&stop));
+    std::vector<float> ms(timed_runs);
+    single();
+    for (int it = 0; it < timed_runs; ++it) {
+      CHECK_CUDA(cudaEventRecord(start, nullptr));
+      single();
+      CHECK_CUDA(cudaEventRecord(stop, nullptr));
+      CHECK_CUDA(cudaEventSynchronize(stop));
+      CHECK_CUDA(cudaEventElapsedTime(&ms[it], start, stop));
+    }
+    single_ms = median(ms);
+    CHECK_CUDA(cudaEventDestroy(start));
+    CHECK_CUDA(cudaEventDestroy(stop));
+  }
+  const double tokens = double(batch) * S;
+  std::printf("RESULT world=%d seqlen=%d mask=%s strategy=%s single_ms=%.3f cp_ms=%.3f "
+              "tokens_per_s_1gpu=%.0f tokens_per_s_cp=%.0f speedup=%.2f max_diff=%.3g\n",
+              world, S, mask.c_str(), flare::cp::strategy_name(used[0]), single_ms, cp_ms,
+              single_ms > 0 ? tokens / (single_ms * 1e-3) : 0.0,
+              cp_ms > 0 ? tokens / (cp_ms * 1e-3) : 0.0, cp_ms > 0 ? single_ms / cp_ms : 0.0,
+              max_diff);
 
   for (int r = 0; r < world; ++r) {
     CHECK_CUDA(cudaSetDevice(r));
