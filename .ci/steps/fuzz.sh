@@ -43,9 +43,14 @@ mkdir -p "$out/artifacts" "$out/corpus"
 flags=(-std=c++17 -g -O1 -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -Iinclude -Isrc)
+# cuda.h for the CUtensorMap type in src/kernels/sm90/tma_maps.h (types only, no library).
+for inc in "${CUDA_HOME:-/usr/local/cuda}/include" /usr/local/cuda/include /usr/include; do
+  if [ -f "$inc/cuda.h" ]; then flags+=("-I$inc"); break; fi
+done
 echo "== fuzz: building $out/flare_fuzz_params"
 "$CXX_FUZZ" "${flags[@]}" tests/fuzz/fuzz_params.cpp src/api/error.cpp src/api/validate.cpp \
-  src/planning/plan.cpp -o "$out/flare_fuzz_params"
+  src/planning/plan.cpp src/kernels/sm90/tma_maps.cpp src/kernels/sm90/variant.cpp \
+  -o "$out/flare_fuzz_params"
 
 # The seed corpus is read-only input; new inputs go to $out/corpus (first directory listed).
 echo "== fuzz: running for ${seconds} s"

@@ -18,8 +18,9 @@
 //
 // Build (see .ci/steps/fuzz.sh):
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-//     -Iinclude -Isrc tests/fuzz/fuzz_params.cpp src/api/error.cpp src/api/validate.cpp
-//     src/planning/plan.cpp -o flare_fuzz_params
+//     -Iinclude -Isrc -I<cuda>/include tests/fuzz/fuzz_params.cpp src/api/error.cpp
+//     src/api/validate.cpp src/planning/plan.cpp src/kernels/sm90/tma_maps.cpp
+//     src/kernels/sm90/variant.cpp -o flare_fuzz_params
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cmath>
@@ -34,6 +35,8 @@
 #include "api/validate.h"
 #include "common/tile_config.h"
 #include "flare/flare.h"
+#include "kernels/sm90/tma_maps.h"
+#include "kernels/sm90/variant.h"
 #include "planning/plan.h"
 
 namespace {
@@ -204,6 +207,28 @@ unsigned __int128 region(unsigned __int128 a, unsigned __int128 b, unsigned __in
   return a * b * c * d * e;  // operands < 2^32 each but for e (bytes): no 128-bit overflow
 }
 
+// The Hopper-only host decisions for an accepted launch (see the header comment).
+void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
+  const char* reason = flare::kv_tma_unsupported_reason(p);
+  if (p.block_table != nullptr) REQUIRE(reason != nullptr, p, 0, 0);
+  if (reason == nullptr) {
+    for (int is_v = 0; is_v < 2; ++is_v) {
+      const flare::TmaTensorView t = flare::kv_tma_view(p, is_v != 0);
+      REQUIRE(t.dims[0] == uint64_t(p.head_dim), p, t.dims[0], is_v);
+      for (int i = 0; i < 4; ++i)
+        REQUIRE(t.dims[i] >= 1 && t.dims[i] <= (uint64_t(1) << 32), p, t.dims[i], i);
+      for (int i = 0; i < 3; ++i)
+        REQUIRE(t.strides_bytes[i] > 0 && t.strides_bytes[i] % 16 == 0 &&
+                    t.strides_bytes[i] < (uint64_t(1) << 40),
+                p, t.strides_bytes[i], i);
+    }
+  }
+  if (kernel_head_dim != 64 && kernel_head_dim != 128 && kernel_head_dim != 256) return;
+  const flare::Sm90Variant v = flare::choose_sm90_variant(p, kernel_head_dim, flare::Sm90Overrides{});
+  if (p.block_table != nullptr && kernel_head_dim > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
+  if (!v.warp_specialized) REQUIRE(!v.persistent && !v.pingpong, p, v.persistent, v.pingpong);
+}
+
 void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan) {
   REQUIRE(plan.num_splits >= 1 && plan.num_splits <= 128, p, plan.num_splits, 0);
   if (p.num_splits > 0) REQUIRE(plan.num_splits <= p.num_splits, p, plan.num_splits, p.num_splits);
@@ -291,6 +316,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   const flare::FwdPlan plan = flare::plan_forward(full, num_sms);
   check_plan(full, plan);
+  check_sm90_choices(full, plan.kernel_head_dim);
   // flare_mha_fwd without a workspace and a heuristic split re-plans with num_splits = 1.
   if (full.num_splits == 0) {
     flare_mha_fwd_params no_split = full;
