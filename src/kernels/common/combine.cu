@@ -17,6 +17,7 @@
 
 #include "common/lse_merge.h"
 #include "common/sequence.h"
+#include "kernels/common/merge.cuh"
 #include "kernels/fwd_launch.h"
 
 namespace flare {
@@ -24,38 +25,9 @@ namespace {
 
 constexpr int kCombineThreads = 128;
 
-// Four floats to four elements of T, stored with one 8-byte store.
-template <typename T>
-__device__ __forceinline__ void store4(T* dst, const float4& v);
-
-template <>
-__device__ __forceinline__ void store4<__half>(__half* dst, const float4& v) {
-  union {
-    __half2 h[2];
-    uint2 u;
-  } pack;
-  pack.h[0] = __floats2half2_rn(v.x, v.y);
-  pack.h[1] = __floats2half2_rn(v.z, v.w);
-  *reinterpret_cast<uint2*>(dst) = pack.u;
-}
-
-template <>
-__device__ __forceinline__ void store4<__nv_bfloat16>(__nv_bfloat16* dst, const float4& v) {
-  union {
-    __nv_bfloat162 h[2];
-    uint2 u;
-  } pack;
-  pack.h[0] = __floats2bfloat162_rn(v.x, v.y);
-  pack.h[1] = __floats2bfloat162_rn(v.z, v.w);
-  *reinterpret_cast<uint2*>(dst) = pack.u;
-}
-
-__device__ __forceinline__ void fma4(float4& acc, float w, const float4& v) {
-  acc.x = fmaf(w, v.x, acc.x);
-  acc.y = fmaf(w, v.y, acc.y);
-  acc.z = fmaf(w, v.z, acc.z);
-  acc.w = fmaf(w, v.w, acc.w);
-}
+// Element conversion and the weighted accumulate are merge.cuh's (the public merge kernel's).
+using merge_impl::fma4;
+using merge_impl::store4;
 
 // kChunks: float4 chunks per lane (1 when head_dim / 4 <= 32, else 2).
 // kUnroll: splits whose loads are issued together (memory-level parallelism).
