@@ -474,6 +474,21 @@ void launch(flare_mha_fwd_params& p, int device, uintptr_t stream_handle,
 
 nb::tuple result(nb::object out, nb::object lse) { return nb::make_tuple(out, lse); }
 
+// Params with the dtype and the tensor pointers set; shapes, strides and options are the
+// caller's (they differ between the dense, varlen and KV-cache layouts).
+flare_mha_fwd_params base_params(flare_dtype dt, const View& q, const View& k, const View& v,
+                                 const View& out, float* lse) {
+  flare_mha_fwd_params p;
+  flare_mha_fwd_params_init(&p);
+  p.dtype = dt;
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.out = out.data;
+  p.lse = lse;
+  return p;
+}
+
 // ---------------------------------------------------------------- entry points
 
 // Packing: 0 separate q, k, v; 1 q holds qkv (..., 3, h, d); 2 k holds kv (..., 2, hk, d).
@@ -523,14 +538,7 @@ nb::tuple fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing, nb::h
   View out = output_view(out_h, q, {b, sq, h, d}, out_obj);
   float* lse = lse_pointer(lse_h, want_lse, q, {b, h, sq}, lse_obj);
 
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = dt;
-  p.q = q.data;
-  p.k = k.data;
-  p.v = v.data;
-  p.out = out.data;
-  p.lse = lse;
+  flare_mha_fwd_params p = base_params(dt, q, k, v, out, lse);
   p.batch = to_int(q, 0);
   p.seqlen_q = to_int(q, 1);
   p.seqlen_k = to_int(k, 1);
@@ -578,14 +586,7 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
   View out = output_view(out_h, q, {tq, h, d}, out_obj);
   float* lse = lse_pointer(lse_h, want_lse, q, {h, tq}, lse_obj);
 
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = dt;
-  p.q = q.data;
-  p.k = k.data;
-  p.v = v.data;
-  p.out = out.data;
-  p.lse = lse;
+  flare_mha_fwd_params p = base_params(dt, q, k, v, out, lse);
   p.batch = static_cast<int>(cu_q.shape[0] - 1);
   p.num_heads = to_int(q, 1);
   p.num_heads_k = to_int(k, 1);
@@ -718,14 +719,7 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
   View out = output_view(out_h, q, {b, sq, h, d}, out_obj);
   float* lse = lse_pointer(lse_h, want_lse, q, {b, h, sq}, lse_obj);
 
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = dt;
-  p.q = q.data;
-  p.k = kc.data;
-  p.v = vc.data;
-  p.out = out.data;
-  p.lse = lse;
+  flare_mha_fwd_params p = base_params(dt, q, kc, vc, out, lse);
   p.batch = to_int(q, 0);
   p.seqlen_q = to_int(q, 1);
   p.seqlen_k = static_cast<int>(capacity);
