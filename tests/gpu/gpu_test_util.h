@@ -442,15 +442,17 @@ struct RefOutputs {
   double lse_naive_err = 0;   // max |naive lse - float64 lse| over finite entries
 };
 
-// `p` must be bound to host data (for a KV cache: k/v = the caches after ref::append_kv).
-inline RefOutputs compute_reference(const flare_mha_fwd_params& p, const HostProblem& hp) {
+// `p` must be bound to host data (for a KV cache: k/v = the caches after ref::append_kv);
+// out_elems / lse_elems: the extents of its output and lse.
+inline RefOutputs compute_reference(const flare_mha_fwd_params& p, size_t out_elems,
+                                    size_t lse_elems) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   RefOutputs r;
-  r.out64.assign(hp.out_elems, nan);
-  r.out_lp.assign(hp.out_elems, nan);
-  r.lse64.assign(hp.ref_lse_elems, nan);
+  r.out64.assign(out_elems, nan);
+  r.out_lp.assign(out_elems, nan);
+  r.lse64.assign(lse_elems, nan);
   flare::ref::attention_forward(p, flare::ref::Precision::Float64, r.out64.data(), r.lse64.data());
-  std::vector<double> lse_lp(hp.ref_lse_elems, nan);
+  std::vector<double> lse_lp(lse_elems, nan);
   flare::ref::attention_forward(p, flare::ref::Precision::NaiveLowPrecision, r.out_lp.data(),
                                 lse_lp.data());
   for (size_t i = 0; i < lse_lp.size(); ++i)
@@ -461,6 +463,17 @@ inline RefOutputs compute_reference(const flare_mha_fwd_params& p, const HostPro
   for (double& x : r.out_lp)
     if (!std::isnan(x)) x = flare::ref::to_float(flare::ref::from_double(x, p.dtype), p.dtype);
   return r;
+}
+
+inline RefOutputs compute_reference(const flare_mha_fwd_params& p, const HostProblem& hp) {
+  return compute_reference(p, hp.out_elems, hp.ref_lse_elems);
+}
+
+// Cumulative sequence lengths {0, l0, l0 + l1, ...} of a varlen batch.
+inline std::vector<int32_t> prefix_sums(const std::vector<int>& lens) {
+  std::vector<int32_t> cu(lens.size() + 1, 0);
+  for (size_t i = 0; i < lens.size(); ++i) cu[i + 1] = cu[i] + lens[i];
+  return cu;
 }
 
 inline size_t ref_lse_size(const flare_mha_fwd_params& p, int total_q) {

@@ -150,12 +150,6 @@ double reference_work(const FwdCase& c) {
 
 // ---------------------------------------------------------------------------------------------
 // Problem construction.
-std::vector<int32_t> prefix_sums(const std::vector<int>& lens) {
-  std::vector<int32_t> cu(lens.size() + 1, 0);
-  for (size_t i = 0; i < lens.size(); ++i) cu[i + 1] = cu[i] + lens[i];
-  return cu;
-}
-
 HostProblem build_forward_problem(const FwdCase& c) {
   std::mt19937_64 rng(case_seed(c));
   HostProblem hp;

@@ -66,12 +66,6 @@ std::string describe(const Spec& s) {
   return os.str();
 }
 
-std::vector<int32_t> prefix(const std::vector<int>& lens) {
-  std::vector<int32_t> cu(lens.size() + 1, 0);
-  for (size_t i = 0; i < lens.size(); ++i) cu[i + 1] = cu[i] + lens[i];
-  return cu;
-}
-
 HostProblem build(const Spec& s) {
   std::mt19937_64 rng(mix_seed(base_seed(), 0xAE11AB00ull + s.seed));
   HostProblem hp;
@@ -90,8 +84,8 @@ HostProblem build(const Spec& s) {
   int nb, rows_q, rows_k, total_q;
   if (!s.q_lens.empty()) {
     p.batch = int(s.q_lens.size());
-    hp.cu_q = prefix(s.q_lens);
-    hp.cu_k = prefix(s.k_lens);
+    hp.cu_q = prefix_sums(s.q_lens);
+    hp.cu_k = prefix_sums(s.k_lens);
     p.max_seqlen_q = std::max(1, *std::max_element(s.q_lens.begin(), s.q_lens.end()));
     p.max_seqlen_k = *std::max_element(s.k_lens.begin(), s.k_lens.end());
     p.seqlen_q = p.max_seqlen_q, p.seqlen_k = p.max_seqlen_k;
