@@ -94,22 +94,31 @@ flare_status check_one_of(const char* array_name, const void* array, const char*
   return FLARE_OK;
 }
 
+// A host table of num_parts device pointers (part_ptrs, lse_ptrs): within the table limit, none
+// null, each aligned. `alternative` names the stacked form to use for more parts.
+template <typename Ptr>
+flare_status check_pointer_table(const char* table, const Ptr* ptrs, int num_parts,
+                                 uintptr_t align, const char* alternative) {
+  if (num_parts > FLARE_MERGE_MAX_PART_PTRS)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                "num_parts (%d) exceeds FLARE_MERGE_MAX_PART_PTRS (%d) with %s: pass %s instead",
+                num_parts, FLARE_MERGE_MAX_PART_PTRS, table, alternative);
+  char name[48];
+  for (int s = 0; s < num_parts; ++s) {
+    std::snprintf(name, sizeof name, "%s[%d]", table, s);
+    if (!ptrs[s]) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s is null", name);
+    FLARE_CHECK(check_aligned(name, ptrs[s], align));
+  }
+  return FLARE_OK;
+}
+
 flare_status check_parts(const flare_merge_params& p) {
   const int esize = merge_dtype_size(p.part_dtype);
   const uintptr_t align = uintptr_t(kVector * esize);
   FLARE_CHECK(check_one_of("part_ptrs", p.part_ptrs, "parts", p.parts));
-  char name[48];
   if (p.part_ptrs) {
-    if (p.num_parts > FLARE_MERGE_MAX_PART_PTRS)
-      return fail(FLARE_ERROR_INVALID_ARGUMENT,
-                  "num_parts (%d) exceeds FLARE_MERGE_MAX_PART_PTRS (%d) with part_ptrs: pass "
-                  "parts + part_stride instead",
-                  p.num_parts, FLARE_MERGE_MAX_PART_PTRS);
-    for (int s = 0; s < p.num_parts; ++s) {
-      std::snprintf(name, sizeof name, "part_ptrs[%d]", s);
-      if (!p.part_ptrs[s]) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s is null", name);
-      FLARE_CHECK(check_aligned(name, p.part_ptrs[s], align));
-    }
+    FLARE_CHECK(check_pointer_table("part_ptrs", p.part_ptrs, p.num_parts, align,
+                                    "parts + part_stride"));
   } else {
     FLARE_CHECK(check_aligned("parts", p.parts, align));
     FLARE_CHECK(check_vector_stride("part_stride", p.part_stride, esize));
@@ -119,18 +128,9 @@ flare_status check_parts(const flare_merge_params& p) {
 
 flare_status check_lses(const flare_merge_params& p) {
   FLARE_CHECK(check_one_of("lse_ptrs", p.lse_ptrs, "lse", p.lse));
-  char name[48];
   if (p.lse_ptrs) {
-    if (p.num_parts > FLARE_MERGE_MAX_PART_PTRS)
-      return fail(FLARE_ERROR_INVALID_ARGUMENT,
-                  "num_parts (%d) exceeds FLARE_MERGE_MAX_PART_PTRS (%d) with lse_ptrs: pass "
-                  "lse + lse_part_stride instead",
-                  p.num_parts, FLARE_MERGE_MAX_PART_PTRS);
-    for (int s = 0; s < p.num_parts; ++s) {
-      std::snprintf(name, sizeof name, "lse_ptrs[%d]", s);
-      if (!p.lse_ptrs[s]) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s is null", name);
-      FLARE_CHECK(check_aligned(name, p.lse_ptrs[s], 4));
-    }
+    FLARE_CHECK(check_pointer_table("lse_ptrs", p.lse_ptrs, p.num_parts, 4,
+                                    "lse + lse_part_stride"));
   } else {
     FLARE_CHECK(check_aligned("lse", p.lse, 4));
     FLARE_CHECK(check_non_negative("lse_part_stride", p.lse_part_stride));
