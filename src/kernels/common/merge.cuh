@@ -1,8 +1,7 @@
-// Merging partial attention states by their log-sum-exp on the device: the kernel of the public
-// flare_merge_attention_states (merge.cu: fp16/bf16/fp32 partials with any strides) and the
-// element helpers (store4, fma4) that the split-KV combine (combine.cu) also uses. The combine
-// still has its own kernel, verified on the GPU before this one worked; moving it onto
-// merge_row is the next step (it changes the combine's SASS, so it waits for a device run).
+// Merging partial attention states by their log-sum-exp on the device: the one kernel behind
+// the public flare_merge_attention_states (merge.cu: fp16/bf16/fp32 partials with any strides)
+// and the split-KV combine (combine.cu: fp32 split accumulators into out / lse). Each supplies
+// only a row layout.
 //
 // Math (that of common/lse_merge.h), per query row over its n parts in increasing order:
 //   mx = max_s lse_s;  lse = mx + log(sum_s exp(lse_s - mx))  (-inf when every part is empty)
