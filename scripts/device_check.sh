@@ -5,7 +5,8 @@
 #
 # Environment:
 #   STEPS        comma list of build,test,bench,compare (default: all four); also python
-#                (pip install + pytest of the package) and profile (scripts/profile_sm90.sh)
+#                (pip install + pytest of the package), profile (scripts/profile_sm90.sh) and gap
+#                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -132,6 +133,15 @@ if has_step profile; then
   set +e
   BUILD_DIR="$BUILD_DIR" bash scripts/profile_sm90.sh "$OUT_DIR/prof" 2>&1 | tail -n 200 | tee -a "$RUN_LOG"
   rm -rf "$OUT_DIR/prof"
+  set -e
+fi
+if has_step gap; then
+  # flare's kernels next to the peers' (SDPA flash = FA2, cuDNN) on the same shapes; the raw
+  # CSVs travel as one archive.
+  section "scripts/profile_gap.sh (Nsight Compute, flare vs peers)"
+  set +e
+  BUILD_DIR="$BUILD_DIR" bash scripts/profile_gap.sh "$OUT_DIR/gap" 2>&1 | tail -n 400 | tee -a "$RUN_LOG"
+  tar -czf "$OUT_DIR/gap.tgz" -C "$OUT_DIR" gap && rm -rf "$OUT_DIR/gap"
   set -e
 fi
 
