@@ -71,7 +71,10 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "ncu_*.csv"))):
     for r in rows:
         print(f"== {os.path.basename(path)} #{r.get('ID')} [{r.get('Kernel Name', '?')[:90]}]")
         cols = [c for c in want if c in r]
-        cols += sorted(c for c in r if "pipe_tensor" in c and "pct" in c)
+        cols += [c for c in ("sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed",
+                             "sm__inst_executed_pipe_tensor_op_gmma.avg.pct_of_peak_sustained_active",
+                             "sm__inst_executed_pipe_tensor_op_hmma.avg.pct_of_peak_sustained_active")
+                 if c in r]
         for c in cols:
             print(f"   {c:64s} {r[c]:>14s} {units.get(c, '')}")
         def num(c):

@@ -1,6 +1,7 @@
 #include "api/dispatch.h"
 
 #include "common/tile_config.h"
+#include "kernels/sm90/variant.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -36,24 +37,39 @@ FwdKernelFn for_head_dim(int head_dim) {
 
 #if FLARE_HAS_ARCH_90
 // Decode launches (<= 16 query rows per (batch, head), the planner's sm80_kernel_tile rule) go
-// to the sm80 family's decode kernel, built for sm90a too; the rest to the wgmma kernel.
+// to the sm80 family's decode kernel of the padded head dim HeadDim, built for sm90a too; the
+// rest to the wgmma kernel of sm90_kernel_head_dim(HeadDim): the d128 kernel for d96 and the
+// d256 kernel for d192, with p.head_dim (96 / 192, or less) columns used and the rest
+// zero-padded in shared memory.
 template <int Dtype, int HeadDim>
 int run_fwd_hopper(const FwdLaunch& launch, cudaStream_t stream) {
   if (sm80_use_decode_kernel(launch.max_seqlen_q))
     return run_fwd_sm80<90, Dtype, HeadDim>(launch, stream);
-  return run_fwd_sm90<Dtype, HeadDim>(launch, stream);
+  return run_fwd_sm90<Dtype, sm90_kernel_head_dim(HeadDim)>(launch, stream);
 }
 #endif
 
-// The Hopper kernels exist for head dims 64, 128 and 256 when sm90a is built.
+// The Hopper kernels are built for head dims 64, 128 and 256 when sm90a is built (CMake: only
+// those of FLARE_HEAD_DIMS); padded head dims 96 and 192 run on the 128 / 256 kernels when
+// those exist (and their own decode instance does), else on the mma.sync family as before.
+static_assert(sm90_kernel_head_dim(64) == 64 && sm90_kernel_head_dim(96) == 128 &&
+                  sm90_kernel_head_dim(128) == 128 && sm90_kernel_head_dim(192) == 256 &&
+                  sm90_kernel_head_dim(256) == 256 && sm90_kernel_head_dim(32) == 0,
+              "the #if guards of sm90_for_head_dim name the Hopper instance each case needs");
 template <int Dtype>
 FwdKernelFn sm90_for_head_dim(int head_dim) {
   switch (head_dim) {
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_64
     case 64: return &run_fwd_hopper<Dtype, 64>;
 #endif
+#if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_96 && FLARE_HAS_HDIM_128
+    case 96: return &run_fwd_hopper<Dtype, 96>;
+#endif
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_128
     case 128: return &run_fwd_hopper<Dtype, 128>;
+#endif
+#if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_192 && FLARE_HAS_HDIM_256
+    case 192: return &run_fwd_hopper<Dtype, 192>;
 #endif
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_256
     case 256: return &run_fwd_hopper<Dtype, 256>;

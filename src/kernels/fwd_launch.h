@@ -23,8 +23,10 @@ struct FwdLaunch {
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream);
 
-// Hopper forward kernels (sm90a only; run_fwd_sm90.cuh picks the variant). Head dims 64, 128,
-// 256. Returns a cudaError_t value.
+// Hopper forward kernels (sm90a only; run_fwd_sm90.cuh picks the variant). Compiled for head
+// dims 64, 128, 256; p.head_dim may be smaller (the dispatcher runs d96 on the 128 kernel and
+// d192 on the 256 kernel, sm90_kernel_head_dim): columns past p.head_dim are zero in shared
+// memory and never stored. Returns a cudaError_t value.
 template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
 

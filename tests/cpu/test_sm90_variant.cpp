@@ -1,13 +1,16 @@
-// The Hopper variant choice (src/kernels/sm90/variant.h): measured defaults per head dim, mask
-// and sequence length, the paged d256 exception, and the environment overrides.
+// The Hopper variant choice (src/kernels/sm90/variant.h): which compiled Hopper kernel a head
+// dim runs on, measured defaults per head dim, mask and sequence length, the paged d256
+// exception, and the environment overrides.
 #include <gtest/gtest.h>
 
+#include "common/tile_config.h"
 #include "flare/flare.h"
 #include "kernels/sm90/variant.h"
 
 namespace {
 
 using flare::choose_sm90_variant;
+using flare::sm90_kernel_head_dim;
 using flare::Sm90Overrides;
 using flare::TmaMode;
 
@@ -19,6 +22,28 @@ flare_mha_fwd_params prefill(int seqlen) {
   p.num_heads = p.num_heads_k = 8;
   p.head_dim = 128;
   return p;
+}
+
+TEST(Sm90Variant, KernelHeadDimPadsUpToTheNextHopperKernel) {
+  EXPECT_EQ(sm90_kernel_head_dim(32), 0);  // mma.sync kernels
+  EXPECT_EQ(sm90_kernel_head_dim(64), 64);
+  EXPECT_EQ(sm90_kernel_head_dim(96), 128);
+  EXPECT_EQ(sm90_kernel_head_dim(128), 128);
+  EXPECT_EQ(sm90_kernel_head_dim(192), 256);
+  EXPECT_EQ(sm90_kernel_head_dim(256), 256);
+  for (int bad : {0, -64, 8, 40, 100, 160, 320}) EXPECT_EQ(sm90_kernel_head_dim(bad), 0) << bad;
+  // Every valid head dim (multiples of 8 up to 256), through the planner's padding: the Hopper
+  // kernel is at least as wide and a whole number of 64-column atoms; d <= 32 has none. (d136
+  // to d192 run on the d256 kernel: from d192 on, its fourth atom is wholly padding.)
+  for (int d = 8; d <= 256; d += 8) {
+    const int k = sm90_kernel_head_dim(flare::padded_head_dim(d));
+    if (d <= 32) {
+      EXPECT_EQ(k, 0) << d;
+      continue;
+    }
+    EXPECT_GE(k, d) << d;
+    EXPECT_EQ(k % 64, 0) << d;
+  }
 }
 
 TEST(Sm90Variant, DefaultsFollowTheMeasurements) {
@@ -67,6 +92,50 @@ TEST(Sm90Variant, PagedHeadDim256StaysOnTheAllThreadsKernel) {
   force.warp_specialized = 1;
   EXPECT_FALSE(choose_sm90_variant(p, 256, force).warp_specialized);
   EXPECT_TRUE(choose_sm90_variant(p, 128, force).warp_specialized);
+}
+
+// d96 / d192 run on the d128 / d256 kernels and take their rules: the variant is chosen with the
+// compiled head dim, p.head_dim plays no part.
+TEST(Sm90Variant, PaddedHeadDimsFollowTheirKernel) {
+  const Sm90Overrides none;
+  for (int d : {96, 192}) {
+    const int k = sm90_kernel_head_dim(d);
+    for (int seqlen : {512, 1024, 4096}) {
+      flare_mha_fwd_params p = prefill(seqlen);
+      flare_mha_fwd_params wide = p;
+      p.head_dim = d;
+      const auto v = choose_sm90_variant(p, k, none);
+      const auto w = choose_sm90_variant(wide, k, none);
+      EXPECT_EQ(v.warp_specialized, w.warp_specialized) << d << " " << seqlen;
+      EXPECT_EQ(v.persistent, w.persistent) << d << " " << seqlen;
+      EXPECT_EQ(v.pingpong, w.pingpong) << d << " " << seqlen;
+      EXPECT_EQ(v.tma, w.tma) << d << " " << seqlen;
+    }
+  }
+  // d192: the d256 rule (warp-specialised from 1k keys); d96: always, never persistent.
+  flare_mha_fwd_params p = prefill(512);
+  p.head_dim = 192;
+  EXPECT_FALSE(choose_sm90_variant(p, sm90_kernel_head_dim(192), none).warp_specialized);
+  p = prefill(1024);
+  p.head_dim = 192;
+  EXPECT_TRUE(choose_sm90_variant(p, sm90_kernel_head_dim(192), none).warp_specialized);
+  p = prefill(512);
+  p.head_dim = 96;
+  const auto v96 = choose_sm90_variant(p, sm90_kernel_head_dim(96), none);
+  EXPECT_TRUE(v96.warp_specialized);
+  EXPECT_FALSE(v96.persistent);
+  // Paged: d192 stays on the all-threads kernel like d256 (its producer has 24 registers); d96
+  // takes the d128 kernel's paged cp.async producer.
+  int table[8] = {};
+  p = prefill(4096);
+  p.block_table = table;
+  p.head_dim = 192;
+  Sm90Overrides force;
+  force.warp_specialized = 1;
+  EXPECT_FALSE(choose_sm90_variant(p, sm90_kernel_head_dim(192), none).warp_specialized);
+  EXPECT_FALSE(choose_sm90_variant(p, sm90_kernel_head_dim(192), force).warp_specialized);
+  p.head_dim = 96;
+  EXPECT_TRUE(choose_sm90_variant(p, sm90_kernel_head_dim(96), none).warp_specialized);
 }
 
 TEST(Sm90Variant, OverridesWin) {

@@ -44,6 +44,21 @@ TEST(TmaMaps, DenseLayoutView) {
   EXPECT_EQ(t.strides_bytes[2], 1000u * 4 * 128 * 2);
 }
 
+// Head dims 96 and 192 run on the d128 / d256 Hopper kernels: the view's innermost extent stays
+// p.head_dim, so the TMA unit zero-fills the kernel's columns past it (one MQA head: the row
+// stride is the row itself, 192 / 384 bytes for d96 / d192, a multiple of 16 as TMA needs).
+TEST(TmaMaps, PaddedHeadDimsKeepTheirOwnExtent) {
+  for (int d : {40, 80, 96, 136, 192}) {
+    const flare_mha_fwd_params p = dense(2, 777, 1, d);
+    EXPECT_EQ(reason(p), "") << d;
+    for (bool is_v : {false, true}) {
+      const flare::TmaTensorView t = flare::kv_tma_view(p, is_v);
+      EXPECT_EQ(t.dims[0], uint64_t(d)) << d;
+      EXPECT_EQ(t.strides_bytes[0], uint64_t(d) * 2) << d;
+    }
+  }
+}
+
 TEST(TmaMaps, VUsesItsOwnStrides) {
   flare_mha_fwd_params p = dense(2, 64, 2, 64);
   p.v_row_stride = 3 * 64;  // V padded differently from K

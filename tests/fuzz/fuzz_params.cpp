@@ -223,9 +223,13 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
                 p, t.strides_bytes[i], i);
     }
   }
-  if (kernel_head_dim != 64 && kernel_head_dim != 128 && kernel_head_dim != 256) return;
-  const flare::Sm90Variant v = flare::choose_sm90_variant(p, kernel_head_dim, flare::Sm90Overrides{});
-  if (p.block_table != nullptr && kernel_head_dim > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
+  // The Hopper kernel the dispatcher runs (d96 on d128, d192 on d256; none for d32): at least
+  // as wide as the head dim, and the variant is chosen for that kernel.
+  const int sm90_hd = flare::sm90_kernel_head_dim(kernel_head_dim);
+  if (sm90_hd == 0) return;
+  REQUIRE(sm90_hd >= p.head_dim && sm90_hd % 64 == 0, p, sm90_hd, p.head_dim);
+  const flare::Sm90Variant v = flare::choose_sm90_variant(p, sm90_hd, flare::Sm90Overrides{});
+  if (p.block_table != nullptr && sm90_hd > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
   if (!v.warp_specialized) REQUIRE(!v.persistent && !v.pingpong, p, v.persistent, v.pingpong);
 }
 

@@ -24,6 +24,8 @@
 //                (flare_mha_fwd_num_splits >= 2) and still match the reference.
 //   Shared/*     pages shared by two sequences (read-only, no append).
 //   Long/*       caches up to 8192 rows.
+//   Chunks/*     chunked prefill (40 / 130 query rows appended) into paged and unpaged caches,
+//                d64/d96/d128/d192/d256: the prefill kernels (Hopper: wgmma) on a KV cache.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -441,6 +443,39 @@ void add_long(std::vector<DecCase>& out) {
       }
 }
 
+// Chunked prefill into a cache: more than 16 query rows take the prefill kernels (on Hopper the
+// wgmma kernels: unpaged K/V by TMA with open row extents, paged K/V by cp.async, paged d192 /
+// d256 on the all-threads kernel), for every head dim that has a Hopper kernel, the padded
+// d96 / d192 (run on the d128 / d256 kernels) included. Capacity >= 1024 keys: the d256
+// kernel's warp-specialised rule applies to the unpaged d192 / d256 cases.
+void add_chunks(std::vector<DecCase>& out) {
+  const int splits[] = {1, 0, 3};
+  int n = 0;
+  for (int hd : {64, 96, 128, 192, 256})
+    for (int page : {0, 64, 16})
+      for (int sq : {40, 130}) {
+        const int i = n++;
+        if (quick_mode() && i % 3 != 0) continue;
+        DecCase c;
+        c.group = "dchunk";
+        c.dtype = i % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+        c.head_dim = hd;
+        c.batch = 2;
+        c.capacity = 1100;
+        c.page_size = page;
+        c.seqlen_q = sq, c.seqlen_new = sq;
+        c.causal = true;
+        c.num_heads = 4, c.num_heads_k = 2;
+        c.num_splits = splits[i % 3];
+        c.lse = i % 4 != 3;
+        if (i % 4 == 1) c.rotary_dim = rot_half_dim(hd);
+        if (page == 0 && i % 4 == 2) c.batch_idx = true;
+        if (i % 5 == 4) c.leftpad = true;
+        choose_lengths(c, 6000 + i, {0, effective_capacity(c) - sq});
+        out.push_back(c);
+      }
+}
+
 const std::vector<DecCase>& all_decode_cases() {
   static const std::vector<DecCase> cases = [] {
     std::vector<DecCase> v;
@@ -450,6 +485,7 @@ const std::vector<DecCase>& all_decode_cases() {
     add_heuristic(v);
     add_shared(v);
     add_long(v);
+    add_chunks(v);
     for (size_t i = 0; i < v.size(); ++i) {
       v[i].id = i;
       v[i].name = make_name(v[i]);
@@ -629,6 +665,7 @@ INSTANTIATE_TEST_SUITE_P(Heuristic, DecodeSweep, ::testing::ValuesIn(cases_of("d
                          case_name);
 INSTANTIATE_TEST_SUITE_P(Shared, DecodeSweep, ::testing::ValuesIn(cases_of("dshared")), case_name);
 INSTANTIATE_TEST_SUITE_P(Long, DecodeSweep, ::testing::ValuesIn(cases_of("dlong")), case_name);
+INSTANTIATE_TEST_SUITE_P(Chunks, DecodeSweep, ::testing::ValuesIn(cases_of("dchunk")), case_name);
 
 }  // namespace
 }  // namespace flare_test

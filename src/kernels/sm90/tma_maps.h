@@ -8,8 +8,11 @@
 //
 // The kernel copies only whole tiles whose keys all lie inside the sequence; the last, partial
 // tile of a sequence is loaded by cp.async with zero fill. Bounds checking by the TMA unit is
-// therefore never needed for correctness, and the row/batch extents may be generous where the
-// host cannot know them (varlen token counts, cache capacity behind cache_batch_idx).
+// therefore never needed along rows, and the row/batch extents may be generous where the host
+// cannot know them (varlen token counts, cache capacity behind cache_batch_idx). Along columns
+// it is needed: the innermost extent is p.head_dim, and a kernel compiled for a wider head dim
+// (d96 on the d128 kernel, d192 on d256) relies on the TMA unit zero-filling the columns past it
+// (CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE; for d192 the fourth 64-column box lies wholly past it).
 #pragma once
 #include <cuda.h>  // CUtensorMap (types only: the encoder is reached through the runtime)
 
