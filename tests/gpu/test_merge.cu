@@ -199,10 +199,12 @@ TEST(MergeStates, MatchesCpuReference) {
   for (int pd : dtypes)
     for (int od : dtypes)
       for (int d : {4, 64, 200, 512})
-        for (int n : {1, 3, 9}) {
+        for (int n : {1, 3, 9, 70, 300}) {  // 9, 70: one row per CTA; 300: narrow again
+          // Pointer tables hold at most FLARE_MERGE_MAX_PART_PTRS parts.
+          const bool table = n <= FLARE_MERGE_MAX_PART_PTRS;
           const MergeCase cases[] = {{pd, od, d, n, false, false, true},
-                                     {pd, od, d, n, true, false, n != 3},
-                                     {pd, od, d, n, n % 2 == 1, true, true}};
+                                     {pd, od, d, n, table, false, n != 3},
+                                     {pd, od, d, n, table && n % 2 == 1, true, true}};
           for (const MergeCase& c : cases) {
             SCOPED_TRACE(testing::Message() << dname(pd) << "->" << dname(od) << " d=" << d
                                             << " n=" << n << " ptrs=" << c.ptr_table

@@ -205,9 +205,127 @@ __device__ __forceinline__ void merge_row(const Layout& L, int tpr_log2) {
   }
 }
 
+// Many parts, one row per CTA (the split-KV combine of a decode step: few rows, up to 128
+// splits). The narrow mapping above walks a row's parts in three dependent passes of kUnroll
+// loads each (max, sum, accumulate), ~3 n / kUnroll memory round trips per row: 11 us for 32
+// rows x 32 splits on an H100, more than half the decode kernel's time. Here the 4 warps share
+// a row: the part LSEs are read once into shared memory (one round trip), the warps accumulate
+// disjoint parts (warp w: parts w, w + 4, ...) with all their loads in flight, and the four
+// partial sums are added in warp order. Fixed order everywhere, so the result is deterministic.
+// In place is safe: every part and lse is read before the first __syncthreads that precedes
+// the writes.
+constexpr int kWideMaxParts = 256;  // LSEs cached in shared memory
+constexpr int kWideMinParts = 4;    // below this the narrow mapping has few round trips anyway
+
+template <typename TIn, typename TOut, int kChunks, class Layout>
+__device__ __forceinline__ void merge_row_wide(const Layout& L) {
+  constexpr int kWarps = kMergeThreads / 32;
+  constexpr int kUnroll = 16 / kChunks;  // parts whose loads one warp keeps in flight
+  __shared__ float s_lse[kWideMaxParts];
+  __shared__ float s_red[kWarps];
+  __shared__ float4 s_acc[kWarps][kChunks][32];
+  const int64_t row = blockIdx.x;
+  if (row >= L.num_rows()) return;
+  typename Layout::Row at;
+  if (!L.locate(row, at)) return;  // the whole CTA leaves together (one row)
+  const int n = L.num_parts();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  float mx = -INFINITY;
+  for (int s = tid; s < n; s += kMergeThreads) {
+    const float l = L.lse(s, at);
+    s_lse[s] = l;
+    mx = l > mx ? l : mx;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, mx, o);
+    mx = other > mx ? other : mx;
+  }
+  if (lane == 0) s_red[warp] = mx;
+  __syncthreads();  // s_lse and the warp maxima are complete
+  mx = s_red[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) mx = s_red[w] > mx ? s_red[w] : mx;
+  __syncthreads();  // s_red is reused for the sums
+  float lse = -INFINITY;
+  if (mx != -INFINITY) {
+    float sum = 0.f;
+    for (int s = tid; s < n; s += kMergeThreads) sum += expf(s_lse[s] - mx);  // exp(-inf) = 0
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) s_red[warp] = sum;
+    __syncthreads();
+    float total = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) total += s_red[w];
+    lse = mx + logf(total);
+  }
+
+  const int nchunks = L.head_dim() >> 2;
+  float4 acc[kChunks];
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (lse != -INFINITY) {
+    for (int s0 = warp; s0 < n; s0 += kWarps * kUnroll) {
+      float4 v[kUnroll][kChunks];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int s = s0 + u * kWarps;
+        // Empty parts (lse -inf) and parts past n are never read.
+        const TIn* src = s < n && s_lse[s] != -INFINITY ? L.part(s, at) : nullptr;
+#pragma unroll
+        for (int k = 0; k < kChunks; ++k) {
+          const int c = lane + k * 32;
+          v[u][k] = (src != nullptr && c < nchunks) ? load4<TIn>(src + 4 * c)
+                                                    : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int s = s0 + u * kWarps;
+        if (s >= n || s_lse[s] == -INFINITY) continue;
+        const float w = merge_weight(s_lse[s], lse);
+#pragma unroll
+        for (int k = 0; k < kChunks; ++k) fma4(acc[k], w, v[u][k]);
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) s_acc[warp][k][lane] = acc[k];
+  __syncthreads();  // every part has been read: the output may alias one
+
+  TOut* out = L.out(at);
+  for (int c = tid; c < nchunks; c += kMergeThreads) {
+    const int k = c / 32, l = c % 32;
+    float4 total = s_acc[0][k][l];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) {
+      const float4 x = s_acc[w][k][l];
+      total.x += x.x;
+      total.y += x.y;
+      total.z += x.z;
+      total.w += x.w;
+    }
+    store4<TOut>(out + 4 * c, total);
+  }
+  float* out_lse = L.out_lse(at);
+  if (out_lse != nullptr && tid == 0) *out_lse = lse;
+}
+
 template <typename TIn, typename TOut, int kChunks, class Layout>
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const Layout L, int tpr_log2) {
   merge_row<TIn, TOut, kChunks, Layout>(L, tpr_log2);
+}
+
+template <typename TIn, typename TOut, int kChunks, class Layout>
+__global__ void __launch_bounds__(kMergeThreads) merge_kernel_wide(const Layout L) {
+  merge_row_wide<TIn, TOut, kChunks, Layout>(L);
+}
+
+// The wide mapping (one row per CTA) when a row has many parts; the narrow one otherwise.
+__host__ __device__ constexpr bool merge_use_wide(int num_parts) {
+  return num_parts >= kWideMinParts && num_parts <= kWideMaxParts;
 }
 
 // Launches the merge over every row of L. head_dim must be a multiple of 4 in [4, 512].
@@ -215,11 +333,22 @@ template <typename TIn, typename TOut, class Layout>
 cudaError_t launch_merge(const Layout& L, cudaStream_t stream) {
   const int nchunks = L.head_dim() / 4;
   if (nchunks < 1 || nchunks > 128 || L.head_dim() % 4 != 0) return cudaErrorInvalidValue;
+  const int64_t rows = L.num_rows();
+  if (rows <= 0) return cudaSuccess;
+  if (merge_use_wide(L.num_parts())) {
+    if (rows > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    const unsigned blocks = (unsigned)rows;
+    if (nchunks <= 32)
+      merge_kernel_wide<TIn, TOut, 1, Layout><<<blocks, kMergeThreads, 0, stream>>>(L);
+    else if (nchunks <= 64)
+      merge_kernel_wide<TIn, TOut, 2, Layout><<<blocks, kMergeThreads, 0, stream>>>(L);
+    else
+      merge_kernel_wide<TIn, TOut, 4, Layout><<<blocks, kMergeThreads, 0, stream>>>(L);
+    return cudaGetLastError();
+  }
   int tpr_log2 = 0;
   while ((1 << tpr_log2) < nchunks && tpr_log2 < 5) ++tpr_log2;
   const int rows_per_block = kMergeThreads >> tpr_log2;
-  const int64_t rows = L.num_rows();
-  if (rows <= 0) return cudaSuccess;
   const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   if (nchunks <= 32)
