@@ -132,6 +132,7 @@ struct Options {
   std::string system = "flare";
   bool quick = false;
   int only_d = 0, only_causal = -1, only_seqlen = 0;  // --only D,CAUSAL,SEQLEN (prefill)
+  int only_batch = 0, only_kv_len = 0, only_page = -1;  // --only-decode B,L,PAGE
   int warmup = 5;
   int min_iters = 30;  // at least 20 are required; more where runs are short
   int max_iters = 300;
@@ -591,6 +592,10 @@ void bench_decode(Bench& B, flare_dtype dtype) {
     shapes = {{1, 32768}, {64, 8192}};
     pages = {0, 64};
   }
+  if (B.opt.only_batch > 0) {  // one shape, e.g. for a profiler
+    shapes = {{B.opt.only_batch, B.opt.only_kv_len}};
+    pages = {B.opt.only_page};
+  }
   std::printf("\n== decode, %s, seqlen_q 1, %d q heads / %d kv heads, d=%d ==\n",
               dtype_name(dtype), hq, hk, d);
   std::printf("  %5s %7s %5s %6s %4s %10s %10s\n", "batch", "kv_len", "page", "splits", "sets",
@@ -711,7 +716,9 @@ void usage() {
       "usage: flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16]\n"
       "                   [--json PATH] [--quick] [--system-name NAME]\n"
       "                   [--iters MIN_TIMED_RUNS] [--warmup N]\n"
-      "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n");
+      "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n"
+      "                   [--only-decode BATCH,KV_LEN,PAGE] (one decode shape; PAGE 0 =\n"
+      "                                                      contiguous)\n");
 }
 
 Options parse(int argc, char** argv) {
@@ -734,6 +741,15 @@ Options parse(int argc, char** argv) {
         die("--only needs HEAD_DIM,CAUSAL(0|1),SEQLEN with SEQLEN dividing 16384 (got '%s')",
             v.c_str());
       o.table = "prefill";
+    }
+    else if (a == "--only-decode") {
+      const std::string v = value(i);
+      if (std::sscanf(v.c_str(), "%d,%d,%d", &o.only_batch, &o.only_kv_len, &o.only_page) != 3 ||
+          o.only_batch <= 0 || o.only_kv_len <= 0 || o.only_page < 0 ||
+          (o.only_page > 0 && (o.only_page % 16 != 0 || o.only_kv_len % o.only_page != 0)))
+        die("--only-decode needs BATCH,KV_LEN,PAGE (PAGE 0 = contiguous, else a multiple of 16 "
+            "dividing KV_LEN; got '%s')", v.c_str());
+      o.table = "decode";
     }
     else if (a == "--system-name") o.system = value(i);
     else if (a == "--iters") o.min_iters = std::atoi(value(i).c_str());

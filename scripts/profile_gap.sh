@@ -30,7 +30,10 @@ d256c0s8k_flare;;$fb --only 256,0,8192;fwd_kernel;4
 d256c0s8k_cudnn;;$peer cudnn prefill 256 0 8192;fprop;2
 d128c0s4k_flare_sm80;FLARE_KERNEL_PATH=sm80;$fb --only 128,0,4096;fwd_kernel;4
 d128c0s4k_fa2;;$peer flash prefill 128 0 4096;flash_fwd;2
-dec_b1_8k_flare;;$fb --table decode;decode_kernel|merge_kernel;6
+dec_b1_8k_flare;;$fb --only-decode 1,8192,0;decode_kernel|merge_kernel;6
+dec_b64_8k_flare;;$fb --only-decode 64,8192,0;decode_kernel|merge_kernel;6
+dec_b8_32k_flare;;$fb --only-decode 8,32768,0;decode_kernel|merge_kernel;6
+dec_b8_32k_fa2;;$peer flash decode 8 32768;flash;2
 dec_b1_8k_cudnn;;$peer cudnn decode 1 8192;fprop|sdpa|cudnn;2
 dec_b64_8k_cudnn;;$peer cudnn decode 64 8192;fprop|sdpa|cudnn;2
 "
