@@ -6,7 +6,8 @@
 # Environment:
 #   STEPS        comma list of build,test,bench,compare (default: all four); also python
 #                (pip install + pytest of the package), profile (scripts/profile_sm90.sh) and gap
-#                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu)
+#                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu), ab
+#                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -133,6 +134,16 @@ if has_step profile; then
   set +e
   BUILD_DIR="$BUILD_DIR" bash scripts/profile_sm90.sh "$OUT_DIR/prof" 2>&1 | tail -n 200 | tee -a "$RUN_LOG"
   rm -rf "$OUT_DIR/prof"
+  set -e
+fi
+if has_step ab; then
+  # A/B timings of kernel options (a script of scripts/ab.sh calls, AB_SCRIPT); the log is
+  # appended to run.log.
+  section "A/B: ${AB_SCRIPT:-scripts/ab_cases.sh}"
+  set +e
+  BUILD_DIR="$BUILD_DIR" bash "${AB_SCRIPT:-scripts/ab_cases.sh}" "$OUT_DIR/ab.log" > /dev/null 2>&1
+  echo "A/B rc=$?" | tee -a "$RUN_LOG"
+  cat "$OUT_DIR/ab.log" >> "$RUN_LOG" && rm -f "$OUT_DIR/ab.log"
   set -e
 fi
 if has_step gap; then

@@ -1,6 +1,6 @@
 // The Hopper variant choice (src/kernels/sm90/variant.h): which compiled Hopper kernel a head
 // dim runs on, measured defaults per head dim, mask and sequence length, the paged d256
-// exception, and the environment overrides.
+// exception, the environment overrides, Q by TMA and the Q buffers of persistent launches.
 #include <gtest/gtest.h>
 
 #include "common/tile_config.h"
@@ -53,7 +53,9 @@ TEST(Sm90Variant, DefaultsFollowTheMeasurements) {
     EXPECT_TRUE(v.warp_specialized) << d;
     EXPECT_TRUE(v.pingpong) << d;
     EXPECT_EQ(v.tma, TmaMode::kOn) << d;
+    EXPECT_EQ(v.tma_q, TmaMode::kOn) << d;  // Q follows the K/V switch
     EXPECT_EQ(v.persistent, d == 64) << d;  // persistent only for unmasked d64
+    EXPECT_EQ(v.q_buffers, 1) << d;         // two Q buffers only when asked for
   }
   // d256: warp-specialised from 1k keys only.
   EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, none).warp_specialized);
@@ -158,6 +160,72 @@ TEST(Sm90Variant, OverridesWin) {
   o = Sm90Overrides{};
   o.tma = 0;
   EXPECT_EQ(choose_sm90_variant(prefill(512), 64, o).tma, TmaMode::kOff);
+}
+
+// FLARE_SM90_TMA_Q: unset, Q follows FLARE_SM90_TMA (off, on, require); set, it decides for Q
+// alone and leaves K/V to FLARE_SM90_TMA.
+TEST(Sm90Variant, QTmaFollowsTheKvSwitchUnlessSetOnItsOwn) {
+  const flare_mha_fwd_params p = prefill(2048);
+  for (int tma : {-1, 0, 1, 2}) {
+    Sm90Overrides o;
+    o.tma = tma;
+    const auto v = choose_sm90_variant(p, 128, o);
+    EXPECT_EQ(v.tma_q, v.tma) << tma;
+    for (int tma_q : {0, 1, 2}) {
+      o.tma_q = tma_q;
+      const auto w = choose_sm90_variant(p, 128, o);
+      EXPECT_EQ(w.tma_q, TmaMode(tma_q)) << tma << " " << tma_q;
+      EXPECT_EQ(w.tma, v.tma) << tma << " " << tma_q;
+    }
+  }
+}
+
+// FLARE_SM90_QBUFS=2: two Q buffers for persistent, unpaged launches of the d64 / d128 kernels
+// (d96 included); everything else keeps one, and unset or 1 keeps one everywhere.
+TEST(Sm90Variant, TwoQBuffersOnlyForPersistentUnpagedD64AndD128) {
+  EXPECT_EQ(flare::sm90_max_q_buffers(64), 2);
+  EXPECT_EQ(flare::sm90_max_q_buffers(128), 2);
+  EXPECT_EQ(flare::sm90_max_q_buffers(256), 1);  // Q 64 KB + two 64 KB stages already
+
+  Sm90Overrides two;
+  two.q_buffers = 2;
+  // Default persistence: d64 unmasked is persistent, d128 is not.
+  EXPECT_EQ(choose_sm90_variant(prefill(512), 64, two).q_buffers, 2);
+  EXPECT_EQ(choose_sm90_variant(prefill(512), 128, two).q_buffers, 1);
+  flare_mha_fwd_params causal = prefill(512);
+  causal.causal = 1;
+  EXPECT_EQ(choose_sm90_variant(causal, 64, two).q_buffers, 1);  // not persistent
+
+  Sm90Overrides persistent_two = two;
+  persistent_two.persistent = 1;
+  for (int d : {64, 128}) {
+    EXPECT_EQ(choose_sm90_variant(prefill(512), d, persistent_two).q_buffers, 2) << d;
+    EXPECT_EQ(choose_sm90_variant(causal, d, persistent_two).q_buffers, 2) << d;
+  }
+  flare_mha_fwd_params d96 = prefill(512);
+  d96.head_dim = 96;
+  EXPECT_EQ(choose_sm90_variant(d96, flare::sm90_kernel_head_dim(96), persistent_two).q_buffers,
+            2);
+  // d256 (and d192 on it): no room for a second buffer.
+  EXPECT_EQ(choose_sm90_variant(prefill(4096), 256, persistent_two).q_buffers, 1);
+  // Paged: no two-buffer instance.
+  int table[8] = {};
+  flare_mha_fwd_params paged = prefill(4096);
+  paged.block_table = table;
+  EXPECT_TRUE(choose_sm90_variant(paged, 128, persistent_two).persistent);
+  EXPECT_EQ(choose_sm90_variant(paged, 128, persistent_two).q_buffers, 1);
+  // Not persistent, or not warp-specialised: one.
+  Sm90Overrides one_cta = two;
+  one_cta.persistent = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(512), 64, one_cta).q_buffers, 1);
+  Sm90Overrides all_threads = persistent_two;
+  all_threads.warp_specialized = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(512), 64, all_threads).q_buffers, 1);
+  // FLARE_SM90_QBUFS=1 (or unset): one, persistent or not.
+  Sm90Overrides one = persistent_two;
+  one.q_buffers = 1;
+  for (int d : {64, 128, 256})
+    EXPECT_EQ(choose_sm90_variant(prefill(4096), d, one).q_buffers, 1) << d;
 }
 
 }  // namespace

@@ -1,11 +1,13 @@
-// The host logic of the Hopper K/V tensor maps (src/kernels/sm90/tma_maps.h): which launches
-// may load K/V by TMA, and the 4-D view {head_dim, rows, heads_k, batch} handed to the encoder.
+// The host logic of the Hopper Q/K/V tensor maps (src/kernels/sm90/tma_maps.h): which launches
+// may load Q or K/V by TMA, the 4-D view {head_dim, rows, heads, batch} handed to the encoder,
+// and the box limits.
 #include <gtest/gtest.h>
 
 #include <climits>
 #include <cstdint>
 #include <string>
 
+#include "common/sequence.h"
 #include "flare/flare.h"
 #include "kernels/sm90/tma_maps.h"
 
@@ -28,6 +30,31 @@ flare_mha_fwd_params dense(int batch, int seqlen_k, int heads_k, int d) {
 
 std::string reason(const flare_mha_fwd_params& p) {
   const char* r = flare::kv_tma_unsupported_reason(p);
+  return r ? r : "";
+}
+
+// Q of dense(): [batch, seqlen_q, heads, head_dim], contiguous (seqlen_q = seqlen_k there).
+flare_mha_fwd_params with_dense_q(flare_mha_fwd_params p) {
+  p.q_head_stride = p.head_dim;
+  p.q_row_stride = int64_t(p.num_heads) * p.head_dim;
+  p.q_batch_stride = int64_t(p.seqlen_q) * p.q_row_stride;
+  return p;
+}
+
+std::string q_reason(const flare_mha_fwd_params& p) {
+  const char* r = flare::q_tma_unsupported_reason(p);
+  return r ? r : "";
+}
+
+// Byte offset of element (col, row, head, batch) of a view, as the TMA unit computes it.
+uint64_t view_offset(const flare::TmaTensorView& t, int64_t col, int64_t row, int64_t head,
+                     int64_t batch) {
+  return uint64_t(col) * 2 + uint64_t(row) * t.strides_bytes[0] +
+         uint64_t(head) * t.strides_bytes[1] + uint64_t(batch) * t.strides_bytes[2];
+}
+
+std::string box_reason(int cols, int rows) {
+  const char* r = flare::tma_box_unsupported_reason(cols, rows, 2);
   return r ? r : "";
 }
 
@@ -125,6 +152,126 @@ TEST(TmaMaps, RejectsWhatTheTmaUnitCannotAddress) {
   p = dense(2, 128, 2, 64);
   p.k_row_stride = int64_t(1) << 39;  // 2^40 bytes
   EXPECT_NE(reason(p).find("row stride"), std::string::npos);
+}
+
+// The kernels' boxes: 64 columns x 128 (Q, K/V of d64/d128) or 64 (K/V of d256) rows, each one
+// 128-byte swizzle row wide. The encoder's limits: every box dimension 1..256 elements.
+TEST(TmaMaps, BoxLimits) {
+  EXPECT_EQ(flare::kTmaBoxCols * 2, 128);  // one 128-byte swizzle atom row of a 16-bit type
+  for (int rows : {1, 64, 128, 256}) EXPECT_EQ(box_reason(flare::kTmaBoxCols, rows), "") << rows;
+  for (int rows : {0, -1, 257, 512})
+    EXPECT_NE(box_reason(flare::kTmaBoxCols, rows).find("box dimension"), std::string::npos)
+        << rows;
+  EXPECT_NE(box_reason(128, 128).find("swizzle"), std::string::npos);  // 256-byte rows
+  EXPECT_NE(box_reason(4, 128).find("16 bytes"), std::string::npos);   // 8-byte rows
+  EXPECT_NE(box_reason(0, 128).find("box dimension"), std::string::npos);
+}
+
+TEST(TmaMaps, QDenseLayoutView) {
+  flare_mha_fwd_params p = dense(3, 1000, 4, 128);
+  p.num_heads = 8;  // GQA: Q has its own head count and strides
+  p = with_dense_q(p);
+  EXPECT_EQ(q_reason(p), "");
+  const flare::TmaTensorView t = flare::q_tma_view(p);
+  EXPECT_EQ(t.dims[0], 128u);
+  EXPECT_EQ(t.dims[1], 1000u);
+  EXPECT_EQ(t.dims[2], 8u);
+  EXPECT_EQ(t.dims[3], 3u);
+  EXPECT_EQ(t.strides_bytes[0], 8u * 128 * 2);
+  EXPECT_EQ(t.strides_bytes[1], 128u * 2);
+  EXPECT_EQ(t.strides_bytes[2], 1000u * 8 * 128 * 2);
+}
+
+// The kernel addresses a Q tile by (column, q_row0 + m0, head, batch or 0 for varlen): the view
+// must put every row where q_offset() does, for padded-batch, varlen and KV-cache launches.
+TEST(TmaMaps, QViewAgreesWithQOffset) {
+  flare_mha_fwd_params dense_p = with_dense_q(dense(3, 300, 2, 64));
+  dense_p.q_row_stride = 2 * 64 + 64;  // padded rows, strided heads and batch entries
+  dense_p.q_head_stride = 96;
+  dense_p.q_batch_stride = 300 * dense_p.q_row_stride + 8;
+
+  int cu[4] = {0, 130, 131, 400};
+  flare_mha_fwd_params varlen = with_dense_q(dense(3, 400, 2, 64));
+  varlen.cu_seqlens_q = cu;
+  varlen.cu_seqlens_k = cu;
+  varlen.q_batch_stride = 0;  // unused for varlen
+
+  int cache_seqlens[3] = {10, 20, 30}, batch_idx[3] = {2, 0, 1};
+  flare_mha_fwd_params cache = with_dense_q(dense(3, 7, 2, 64));
+  cache.cache_seqlens = cache_seqlens;
+  cache.cache_batch_idx = batch_idx;
+
+  for (const flare_mha_fwd_params* p : {&dense_p, &varlen, &cache}) {
+    ASSERT_EQ(q_reason(*p), "");
+    const flare::TmaTensorView t = flare::q_tma_view(*p);
+    for (int b = 0; b < p->batch; ++b) {
+      const flare::SequenceInfo seq = flare::sequence_info(*p, b);
+      const int q_batch = flare::is_varlen(*p) ? 0 : b;
+      for (int row = 0; row < seq.seqlen_q; row += 3)
+        for (int head = 0; head < p->num_heads; ++head) {
+          const uint64_t want = uint64_t(flare::q_offset(*p, seq, row, head)) * 2 + 2 * 8;
+          EXPECT_EQ(view_offset(t, 8, seq.q_row0 + row, head, q_batch), want)
+              << b << " " << row << " " << head;
+          EXPECT_LT(uint64_t(seq.q_row0 + row), t.dims[1]);
+          EXPECT_LT(uint64_t(q_batch), t.dims[3]);
+        }
+    }
+  }
+  // Varlen: the packed token count is on the device, so the rows are open; one batch entry.
+  EXPECT_EQ(flare::q_tma_view(varlen).dims[1], uint64_t(INT_MAX));
+  EXPECT_EQ(flare::q_tma_view(varlen).dims[3], 1u);
+  // A KV cache changes nothing for Q: its rows and batch entries are the launch's own.
+  EXPECT_EQ(flare::q_tma_view(cache).dims[1], 7u);
+  EXPECT_EQ(flare::q_tma_view(cache).dims[3], 3u);
+}
+
+TEST(TmaMaps, QPaddedHeadDimsKeepTheirOwnExtent) {
+  for (int d : {40, 80, 96, 136, 192}) {
+    const flare_mha_fwd_params p = with_dense_q(dense(2, 777, 1, d));
+    EXPECT_EQ(q_reason(p), "") << d;
+    const flare::TmaTensorView t = flare::q_tma_view(p);
+    EXPECT_EQ(t.dims[0], uint64_t(d)) << d;
+    EXPECT_EQ(t.strides_bytes[0], uint64_t(d) * 2) << d;
+    EXPECT_EQ(t.dims[2], 1u) << d;  // one head: unused dimension, the row stride
+    EXPECT_EQ(t.strides_bytes[1], t.strides_bytes[0]) << d;
+  }
+}
+
+TEST(TmaMaps, QRejectsWhatTheTmaUnitCannotAddress) {
+  // Paged KV does not concern Q.
+  int table[4] = {0, 1, 2, 3};
+  flare_mha_fwd_params p = with_dense_q(dense(2, 128, 2, 64));
+  p.block_table = table;
+  EXPECT_EQ(q_reason(p), "");
+
+  p = with_dense_q(dense(2, 128, 2, 64));
+  p.seqlen_q = 0;
+  EXPECT_NE(q_reason(p).find("seqlen_q"), std::string::npos);
+
+  p = with_dense_q(dense(2, 128, 2, 64));
+  p.q_head_stride = 0;  // query heads broadcast
+  EXPECT_NE(q_reason(p).find("head stride"), std::string::npos);
+  p.num_heads = p.num_heads_k = 1;  // never stepped with one head
+  EXPECT_EQ(q_reason(p), "");
+
+  p = with_dense_q(dense(2, 128, 2, 64));
+  p.q_batch_stride = 0;  // batch broadcast
+  EXPECT_NE(q_reason(p).find("batch stride"), std::string::npos);
+  p.batch = 1;
+  EXPECT_EQ(q_reason(p), "");
+
+  p = with_dense_q(dense(2, 128, 2, 64));
+  p.q_row_stride = 2 * 64 + 4;  // 264 bytes: not a multiple of 16
+  EXPECT_NE(q_reason(p).find("row stride"), std::string::npos);
+
+  // Q's strides only: K/V problems leave Q eligible, and the other way round.
+  p = with_dense_q(dense(2, 128, 2, 64));
+  p.k_head_stride = 0;
+  EXPECT_EQ(q_reason(p), "");
+  EXPECT_NE(reason(p), "");
+  p = with_dense_q(dense(2, 128, 2, 64));
+  p.q_head_stride = 0;
+  EXPECT_EQ(reason(p), "");
 }
 
 }  // namespace

@@ -209,20 +209,21 @@ unsigned __int128 region(unsigned __int128 a, unsigned __int128 b, unsigned __in
 
 // The Hopper-only host decisions for an accepted launch (see the header comment).
 void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
+  // Every view a qualifying launch encodes (K, V; Q with view index 2) is one the encoder takes.
+  auto check_view = [&](const flare::TmaTensorView& t, int which) {
+    REQUIRE(t.dims[0] == uint64_t(p.head_dim), p, t.dims[0], which);
+    for (int i = 0; i < 4; ++i)
+      REQUIRE(t.dims[i] >= 1 && t.dims[i] <= (uint64_t(1) << 32), p, t.dims[i], i);
+    for (int i = 0; i < 3; ++i)
+      REQUIRE(t.strides_bytes[i] > 0 && t.strides_bytes[i] % 16 == 0 &&
+                  t.strides_bytes[i] < (uint64_t(1) << 40),
+              p, t.strides_bytes[i], i);
+  };
   const char* reason = flare::kv_tma_unsupported_reason(p);
   if (p.block_table != nullptr) REQUIRE(reason != nullptr, p, 0, 0);
-  if (reason == nullptr) {
-    for (int is_v = 0; is_v < 2; ++is_v) {
-      const flare::TmaTensorView t = flare::kv_tma_view(p, is_v != 0);
-      REQUIRE(t.dims[0] == uint64_t(p.head_dim), p, t.dims[0], is_v);
-      for (int i = 0; i < 4; ++i)
-        REQUIRE(t.dims[i] >= 1 && t.dims[i] <= (uint64_t(1) << 32), p, t.dims[i], i);
-      for (int i = 0; i < 3; ++i)
-        REQUIRE(t.strides_bytes[i] > 0 && t.strides_bytes[i] % 16 == 0 &&
-                    t.strides_bytes[i] < (uint64_t(1) << 40),
-                p, t.strides_bytes[i], i);
-    }
-  }
+  if (reason == nullptr)
+    for (int is_v = 0; is_v < 2; ++is_v) check_view(flare::kv_tma_view(p, is_v != 0), is_v);
+  if (flare::q_tma_unsupported_reason(p) == nullptr) check_view(flare::q_tma_view(p), 2);
   // The Hopper kernel the dispatcher runs (d96 on d128, d192 on d256; none for d32): at least
   // as wide as the head dim, and the variant is chosen for that kernel.
   const int sm90_hd = flare::sm90_kernel_head_dim(kernel_head_dim);
@@ -231,6 +232,18 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
   const flare::Sm90Variant v = flare::choose_sm90_variant(p, sm90_hd, flare::Sm90Overrides{});
   if (p.block_table != nullptr && sm90_hd > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
   if (!v.warp_specialized) REQUIRE(!v.persistent && !v.pingpong, p, v.persistent, v.pingpong);
+  REQUIRE(v.q_buffers == 1, p, v.q_buffers, 0);  // two Q buffers only when asked for
+  // FLARE_SM90_QBUFS=2 with persistence forced: two buffers only where the kernel has an
+  // instance with them (warp-specialised, unpaged, d64 / d128).
+  flare::Sm90Overrides two;
+  two.q_buffers = 2;
+  two.persistent = 1;
+  const flare::Sm90Variant w = flare::choose_sm90_variant(p, sm90_hd, two);
+  REQUIRE(w.q_buffers == 1 || w.q_buffers == 2, p, w.q_buffers, 0);
+  if (w.q_buffers == 2)
+    REQUIRE(w.warp_specialized && w.persistent && p.block_table == nullptr &&
+                flare::sm90_max_q_buffers(sm90_hd) >= 2,
+            p, sm90_hd, w.warp_specialized);
 }
 
 void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan) {

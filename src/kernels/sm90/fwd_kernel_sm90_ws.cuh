@@ -1,43 +1,54 @@
-// Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills a ring of K/V
-// stages (TMA for whole tiles inside the sequence, cp.async otherwise) published by mbarriers;
-// two consumer warpgroups run the wgmma math of fwd_kernel_sm90.cuh, optionally taking turns
-// (ping-pong), over tiles assigned one per CTA or walked by persistent CTAs.
-// docs/notes/sm90-kernel.md (v4-v7) has the measurements behind each choice.
+// Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills one or two Q
+// buffers and a ring of K/V stages (TMA for whole tiles inside the sequence, cp.async otherwise)
+// published by mbarriers; two consumer warpgroups run the wgmma math of fwd_kernel_sm90.cuh,
+// optionally taking turns (ping-pong), over tiles assigned one per CTA or walked by persistent
+// CTAs. docs/notes/sm90-kernel.md (v4-v9) has the measurements behind each choice.
 #pragma once
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
 #include "kernels/sm90/tma_maps.h"
+#include "kernels/sm90/variant.h"
 
 namespace flare {
 namespace sm90 {
 
-template <int HeadDim>
+// QBuffers: 1, or 2 for persistent CTAs (the next tile's Q loads while the current one runs;
+// sm90_max_q_buffers says where a second buffer fits: it costs d128 one K/V stage).
+template <int HeadDim, int QBuffers = 1>
 struct Sm90WsTraits {
   static constexpr int kBlockM = 128, kBlockN = HeadDim <= 128 ? 128 : 64;
   static constexpr int kThreads = 384;
-  static constexpr int kStages = HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
-  static constexpr int kSmemQ = kBlockM * HeadDim * 2;
+  static constexpr int kQBuffers = QBuffers;
+  static constexpr int kStages = QBuffers == 1 ? (HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2)
+                                               : (HeadDim <= 64 ? 4 : 2);
+  static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // one Q buffer
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
-  static constexpr int kBarriers = 2 + 2 * kStages;  // full/empty Q, full/empty[stage]
-  static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
+  // full/empty[Q buffer], full/empty[stage]
+  static constexpr int kBarriers = 2 * kQBuffers + 2 * kStages;
+  static constexpr int kSmemBytes =
+      kQBuffers * kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
   // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
   // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel.
   static constexpr int kProducerRegs = HeadDim <= 128 ? 56 : 24;
   static constexpr int kConsumerRegs = HeadDim <= 128 ? 224 : 240;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
+  static_assert(QBuffers >= 1 && QBuffers <= sm90_max_q_buffers(HeadDim), "Q buffers");
+  // TMA boxes are 64 columns x kBlockM (Q) or kBlockN (K/V) rows: at most 256 rows.
+  static_assert(kBlockM <= 256 && kBlockN <= 256 && HeadDim % kTmaBoxCols == 0, "TMA box");
   static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "register file");
 };
 
-// Warp-specialised variant: warpgroup 0 produces (cp.async of Q and of K/V into a ring of
-// stages, each published by an mbarrier that completes when the copies land), warpgroups 1
-// and 2 consume and release a stage through a second mbarrier once its GEMMs are done. No CTA
-// barrier in the loop, so the consumers drift apart and one's softmax runs under the other's
-// GEMMs; the producer gives registers to the consumers (setmaxnreg).
-template <typename T, int HeadDim, bool Paged>
+// Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
+// K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
+// warpgroups 1 and 2 consume and release a stage (a Q buffer) through a second mbarrier once
+// its GEMMs (its last QK^T) are done. No CTA barrier in the loop, so the consumers drift apart
+// and one's softmax runs under the other's GEMMs; the producer gives registers to the consumers
+// (setmaxnreg).
+template <typename T, int HeadDim, bool Paged, int QBuffers>
 __global__ void __launch_bounds__(384, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
-                       const __grid_constant__ KvTensorMaps maps, int pingpong, int m_blocks) {
-  using Tr = Sm90WsTraits<HeadDim>;
+                       const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks) {
+  using Tr = Sm90WsTraits<HeadDim, QBuffers>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   constexpr int kOTiles = HeadDim / 8;   // n8 column tiles of O per thread
@@ -53,18 +64,21 @@ __global__ void __launch_bounds__(384, 1)
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
-  const uint32_t sQ = smem_base;
-  const uint32_t sK0 = sQ + Tr::kSmemQ;
+  const uint32_t sQ0 = smem_base;  // Q buffer b at sQ0 + b * kSmemQ
+  const uint32_t sK0 = sQ0 + Tr::kQBuffers * Tr::kSmemQ;
   const uint32_t sV0 = sK0 + Tr::kStages * Tr::kSmemKV;
   const uint32_t bar0 = sV0 + Tr::kStages * Tr::kSmemKV;
-  const uint32_t full_q = bar0, empty_q = bar0 + 8;
-  auto full = [&](int s) { return bar0 + 8 * (2 + s); };
-  auto empty = [&](int s) { return bar0 + 8 * (2 + Tr::kStages + s); };
+  auto full_q = [&](int b) { return bar0 + 8 * b; };
+  auto empty_q = [&](int b) { return bar0 + 8 * (Tr::kQBuffers + b); };
+  auto full = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + s); };
+  auto empty = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + Tr::kStages + s); };
   if (threadIdx.x == 0) {
-    mbarrier_init(full_q, 128);
-    mbarrier_init(empty_q, 256);  // every consumer thread is done with Q's last QK^T
+    for (int b = 0; b < Tr::kQBuffers; ++b) {
+      mbarrier_init(full_q(b), 128);   // one arrival per producer thread (+ TMA bytes)
+      mbarrier_init(empty_q(b), 256);  // every consumer thread is done with Q's last QK^T
+    }
     for (int s = 0; s < Tr::kStages; ++s) {
-      mbarrier_init(full(s), 128);   // one cp.async arrival per producer thread
+      mbarrier_init(full(s), 128);   // one arrival per producer thread (+ TMA bytes)
       mbarrier_init(empty(s), 256);  // every consumer thread releases
     }
   }
@@ -73,8 +87,8 @@ __global__ void __launch_bounds__(384, 1)
   if (role == 0) {
     // Producer.
     setmaxnreg_dec<Tr::kProducerRegs>();
-    int it = 0;      // K/V stage fills so far (over all tiles): stage it % kStages
-    int q_fills = 0;
+    int it = 0;       // K/V stage fills so far (over all tiles): stage it % kStages
+    int q_fills = 0;  // Q fills so far (tiles with key blocks): buffer q_fills % kQBuffers
     for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
       const int m_block = m_blocks - 1 - tile % m_blocks;
       const int rest = tile / m_blocks;
@@ -92,16 +106,38 @@ __global__ void __launch_bounds__(384, 1)
       if (num_blocks <= 0) continue;
       const T* k = static_cast<const T*>(p.k);
       const T* v = static_cast<const T*>(p.v);
-      // The previous tile's QK^T GEMMs must be done with Q before it is overwritten.
-      if (q_fills > 0) mbarrier_wait(empty_q, (q_fills - 1) & 1);
+      // This tile's Q buffer: the QK^T GEMMs of the tile that used it kQBuffers fills ago must
+      // be done with it before it is overwritten (with two buffers, that tile is the one before
+      // the consumers' current tile, so the wait is normally already satisfied).
+      const int qb = q_fills % Tr::kQBuffers;
+      const uint32_t sQ = sQ0 + qb * Tr::kSmemQ;
+      if (q_fills >= Tr::kQBuffers)
+        mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
       ++q_fills;
-      load_swizzled<HeadDim, kBlockM, 128>(sQ, static_cast<const T*>(p.q), p.head_dim,
-                                           [&](int r) -> int64_t {
-                                             return m0 + r < seq.seqlen_q
-                                                        ? q_offset(p, seq, m0 + r, head)
-                                                        : -1;
-                                           });
-      cp_async_mbarrier_arrive(full_q);
+      if (maps.q_enabled && m0 + kBlockM <= seq.seqlen_q) {
+        // A whole query tile inside the sequence: one thread copies it by TMA (the other
+        // producer threads still arrive: the barrier counts 128 arrivals per phase). Partial
+        // tiles keep cp.async, which zero-fills the rows past the sequence.
+        if (threadIdx.x == 0) {
+          const uint32_t bar = full_q(qb);
+          mbarrier_arrive_expect_tx(bar, Tr::kSmemQ);
+          const int row = int(seq.q_row0) + m0;
+          const int q_batch = is_varlen(p) ? 0 : batch;  // q_offset's terms
+#pragma unroll
+          for (int a = 0; a < HeadDim / 64; ++a)
+            tma_load_4d(sQ + a * kBlockM * 128, &maps.q, a * 64, row, head, q_batch, bar);
+        } else {
+          mbarrier_arrive(full_q(qb));
+        }
+      } else {
+        load_swizzled<HeadDim, kBlockM, 128>(sQ, static_cast<const T*>(p.q), p.head_dim,
+                                             [&](int r) -> int64_t {
+                                               return m0 + r < seq.seqlen_q
+                                                          ? q_offset(p, seq, m0 + r, head)
+                                                          : -1;
+                                             });
+        cp_async_mbarrier_arrive(full_q(qb));
+      }
       const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
       const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
       for (int i = 0; i < num_blocks; ++i, ++it) {
@@ -111,7 +147,7 @@ __global__ void __launch_bounds__(384, 1)
         if constexpr (!Paged) {
           // A whole tile inside the sequence: one thread copies it by TMA (the other producer
           // threads still arrive: the barrier counts 128 arrivals per phase).
-          if (maps.enabled && n0 + kBlockN <= seq.seqlen_k) {
+          if (maps.kv_enabled && n0 + kBlockN <= seq.seqlen_k) {
             if (threadIdx.x == 0) {
               const uint32_t bar = full(s);
               mbarrier_arrive_expect_tx(bar, 2 * Tr::kSmemKV);
@@ -156,8 +192,8 @@ __global__ void __launch_bounds__(384, 1)
   const int warp_in_wg = (tid % 128) / 32;   // each warp owns 16 of those rows
   const int lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  int it = 0;  // K/V stage uses so far, in the producer's order
-  int q_uses = 0;
+  int it = 0;      // K/V stage uses so far, in the producer's order
+  int q_uses = 0;  // Q buffer uses so far (tiles with key blocks), in the producer's order
   for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
   const int m_block = m_blocks - 1 - tile % m_blocks;
   const int rest = tile / m_blocks;
@@ -172,6 +208,12 @@ __global__ void __launch_bounds__(384, 1)
   if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
   const int num_blocks = range.end - range.begin;
   const int row_base = m0 + wg * 64 + warp_in_wg * 16 + g;  // + 8 for the second row
+  // This tile's Q buffer (used only when it has key blocks: the producer fills one exactly for
+  // those tiles). With two buffers, broadcast from lane 0 so the compiler knows it is
+  // warp-uniform and the QK^T descriptors built from it stay in uniform registers.
+  const int qb = q_uses % Tr::kQBuffers;
+  uint32_t sQ = sQ0;
+  if constexpr (Tr::kQBuffers > 1) sQ = __shfl_sync(0xffffffffu, sQ0 + qb * Tr::kSmemQ, 0);
 
   float acc_o[HeadDim / 2];
 #pragma unroll
@@ -294,7 +336,7 @@ __global__ void __launch_bounds__(384, 1)
       if (pingpong && !(last && wg == 1)) named_barrier_arrive(other_turn, 256);
     };
     if (pingpong && wg == 1) named_barrier_arrive(1, 256);
-    mbarrier_wait(full_q, q_uses & 1);
+    mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
     wait_block(0);
     uint32_t p_cur[kBlockN / 16][4];
     {
@@ -306,7 +348,7 @@ __global__ void __launch_bounds__(384, 1)
       turn_end(false);
       wgmma_wait<0>();
       fence_registers(acc_s);
-      if (num_blocks == 1) mbarrier_arrive(empty_q);  // Q's last QK^T is done
+      if (num_blocks == 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
       softmax_block(acc_s, block_of(0), p_cur, correction);
     }
     for (int i = 1; i < num_blocks; ++i) {
@@ -321,7 +363,7 @@ __global__ void __launch_bounds__(384, 1)
       turn_end(false);
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
-      if (i == num_blocks - 1) mbarrier_arrive(empty_q);  // Q's last QK^T is done
+      if (i == num_blocks - 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
       uint32_t p_next[kBlockN / 16][4];
       float correction[2];
       softmax_block(acc_s, block_of(i), p_next, correction);

@@ -1,5 +1,5 @@
 // run_fwd_sm90: picks the Hopper kernel variant for a launch (kernels/sm90/variant.h), builds
-// the K/V tensor maps when TMA applies, and launches. Included by the generated
+// the Q and K/V tensor maps when TMA applies, and launches. Included by the generated
 // fwd_sm90_wgmma_<dtype>_hdim<d>.cu translation units.
 #pragma once
 #include <cuda_runtime.h>
@@ -15,20 +15,21 @@ namespace flare {
 
 namespace sm90 {
 
-// The warp-specialised kernel: K/V tensor maps when TMA applies, one CTA per tile or, when
-// persistent, one per SM.
-template <typename T, int HeadDim>
-int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t stream) {
-  using Tr = Sm90WsTraits<HeadDim>;
-  KvTensorMaps maps{};
-  if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(launch.p) == nullptr) {
-    const int err = make_kv_tensor_maps(launch.p, Tr::kBlockN, &maps);
-    // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
-    if (err != 0 && variant.tma == TmaMode::kRequire) return err;
+// The warp-specialised kernel with QBuffers Q buffers: one CTA per tile or, when persistent,
+// one per SM.
+template <typename T, int HeadDim, int QBuffers>
+int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool persistent,
+                     bool pingpong, cudaStream_t stream) {
+  using Tr = Sm90WsTraits<HeadDim, QBuffers>;
+  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers>;
+  if (is_paged(launch.p)) {
+    // Paged KV has instances for d64 / d128 with one Q buffer only: variant.cpp keeps paged
+    // d256 on the all-threads kernel and paged launches at one Q buffer.
+    if constexpr (HeadDim <= 128 && QBuffers == 1)
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, true, 1>;
+    else
+      return cudaErrorInvalidConfiguration;
   }
-  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false>;
-  if constexpr (HeadDim <= 128)  // paged head dim 256 never gets here (variant.cpp)
-    if (is_paged(launch.p)) kernel = fwd_kernel_sm90_ws<T, HeadDim, true>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -37,7 +38,7 @@ int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t 
       int64_t(m_blocks) * launch.p.num_heads * launch.p.batch * launch.num_splits;
   if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
   int ctas = int(tiles);
-  if (variant.persistent) {
+  if (persistent) {
     int device = 0, sms = 0;
     err = cudaGetDevice(&device);
     if (err == cudaSuccess)
@@ -45,9 +46,32 @@ int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t 
     if (err != cudaSuccess) return err;
     ctas = ctas < sms ? ctas : sms;  // one CTA per SM (its shared memory allows no more)
   }
-  kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
+  kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, pingpong ? 1 : 0,
                                                            m_blocks);
   return cudaGetLastError();
+}
+
+// The warp-specialised kernel: Q and K/V tensor maps where TMA applies, then the instance with
+// the variant's Q buffers (2 only for persistent, unpaged launches of d64 / d128).
+template <typename T, int HeadDim>
+int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t stream) {
+  using Tr = Sm90WsTraits<HeadDim>;
+  Sm90TensorMaps maps{};
+  if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(launch.p) == nullptr) {
+    const int err = make_kv_tensor_maps(launch.p, Tr::kBlockN, &maps);
+    // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
+    if (err != 0 && variant.tma == TmaMode::kRequire) return err;
+  }
+  if (variant.tma_q != TmaMode::kOff && q_tma_unsupported_reason(launch.p) == nullptr) {
+    const int err = make_q_tensor_map(launch.p, Tr::kBlockM, &maps);
+    if (err != 0 && variant.tma_q == TmaMode::kRequire) return err;
+  }
+  if constexpr (sm90_max_q_buffers(HeadDim) >= 2) {
+    if (variant.q_buffers == 2 && variant.persistent && !is_paged(launch.p))
+      return launch_ws_kernel<T, HeadDim, 2>(launch, maps, true, variant.pingpong, stream);
+  }
+  return launch_ws_kernel<T, HeadDim, 1>(launch, maps, variant.persistent, variant.pingpong,
+                                         stream);
 }
 
 // The all-threads kernel: one CTA per (query block, head, batch x split).

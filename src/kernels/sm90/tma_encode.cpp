@@ -1,4 +1,4 @@
-// Encodes the K/V tensor maps through cudaGetDriverEntryPointByVersion: the library reaches
+// Encodes the Q/K/V tensor maps through cudaGetDriverEntryPointByVersion: the library reaches
 // the driver's cuTensorMapEncodeTiled without linking libcuda.
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
@@ -6,9 +6,9 @@
 #include "kernels/sm90/tma_maps.h"
 
 namespace flare {
+namespace {
 
-int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, KvTensorMaps* maps) {
-  maps->enabled = 0;
+PFN_cuTensorMapEncodeTiled_v12000 encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
@@ -20,22 +20,50 @@ int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, KvTensorMap
     }
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
-  if (encode == nullptr) return int(cudaErrorNotSupported);
+  return encode;
+}
+
+// One map: box kTmaBoxCols x box_rows, 128-byte swizzle, out-of-bounds columns zero-filled.
+int encode_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const flare_mha_fwd_params& p,
+               const void* base, const TmaTensorView& t, int box_rows, CUtensorMap* map) {
   const CUtensorMapDataType type =
       p.dtype == FLARE_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t box[4] = {cuuint32_t(kTmaBoxCols), cuuint32_t(box_rows), 1, 1};
   const cuuint32_t unit[4] = {1, 1, 1, 1};
+  // K/V tiles are re-read by every query tile of a head: promote whole 256-byte L2 sectors (Q,
+  // read once, takes the same setting; it only widens the L2 fills of a contiguous box).
+  const CUresult r = encode(map, type, 4, const_cast<void*>(base), t.dims, t.strides_bytes, box,
+                            unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? int(cudaSuccess) : int(cudaErrorInvalidValue);
+}
+
+}  // namespace
+
+int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps) {
+  maps->kv_enabled = 0;
+  if (tma_box_unsupported_reason(kTmaBoxCols, box_rows, 2) != nullptr)
+    return int(cudaErrorInvalidValue);
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = encoder();
+  if (encode == nullptr) return int(cudaErrorNotSupported);
   for (int is_v = 0; is_v < 2; ++is_v) {
-    const TmaTensorView t = kv_tma_view(p, is_v != 0);
-    CUtensorMap* map = is_v ? &maps->v : &maps->k;
-    // K/V tiles are re-read by every query tile of a head: promote whole 256-byte L2 sectors.
-    const CUresult r = encode(map, type, 4, const_cast<void*>(is_v ? p.v : p.k), t.dims,
-                              t.strides_bytes, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) return int(cudaErrorInvalidValue);
+    const int err = encode_map(encode, p, is_v ? p.v : p.k, kv_tma_view(p, is_v != 0), box_rows,
+                               is_v ? &maps->v : &maps->k);
+    if (err != int(cudaSuccess)) return err;
   }
-  maps->enabled = 1;
+  maps->kv_enabled = 1;
+  return int(cudaSuccess);
+}
+
+int make_q_tensor_map(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps) {
+  maps->q_enabled = 0;
+  if (tma_box_unsupported_reason(kTmaBoxCols, box_rows, 2) != nullptr)
+    return int(cudaErrorInvalidValue);
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = encoder();
+  if (encode == nullptr) return int(cudaErrorNotSupported);
+  const int err = encode_map(encode, p, p.q, q_tma_view(p), box_rows, &maps->q);
+  if (err != int(cudaSuccess)) return err;
+  maps->q_enabled = 1;
   return int(cudaSuccess);
 }
 

@@ -1,18 +1,20 @@
-// TMA tensor maps of the K and V tensors of a forward launch (Hopper, warp-specialised kernel).
+// TMA tensor maps of the Q, K and V tensors of a forward launch (Hopper, warp-specialised kernel).
 //
-// K and V are described as 4-D tensors {head_dim, rows, heads_k, batch} (innermost first) with
+// Each tensor is described as a 4-D tensor {head_dim, rows, heads, batch} (innermost first) with
 // the caller's strides, so one map serves contiguous, strided, GQA, varlen (batch extent 1,
-// rows = packed tokens), cache_batch_idx and leftpad layouts: the kernel addresses a tile by
-// (column, k_row0 + first key, head_k, kv_batch), the same terms as kv_offset(). Paged KV has no
-// affine layout and keeps the cp.async loads.
+// rows = packed tokens), cache_batch_idx and leftpad layouts: the kernel addresses a K/V tile by
+// (column, k_row0 + first key, head_k, kv_batch), the same terms as kv_offset(), and a Q tile by
+// (column, q_row0 + first row, head, batch or 0 for varlen), the same terms as q_offset(). Paged
+// KV has no affine layout and keeps the cp.async loads (its Q may still go by TMA).
 //
-// The kernel copies only whole tiles whose keys all lie inside the sequence; the last, partial
-// tile of a sequence is loaded by cp.async with zero fill. Bounds checking by the TMA unit is
-// therefore never needed along rows, and the row/batch extents may be generous where the host
-// cannot know them (varlen token counts, cache capacity behind cache_batch_idx). Along columns
-// it is needed: the innermost extent is p.head_dim, and a kernel compiled for a wider head dim
-// (d96 on the d128 kernel, d192 on d256) relies on the TMA unit zero-filling the columns past it
-// (CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE; for d192 the fourth 64-column box lies wholly past it).
+// The kernel copies only whole tiles whose rows all lie inside the sequence; the last, partial
+// tile of a sequence (keys or query rows) is loaded by cp.async with zero fill. Bounds checking by
+// the TMA unit is therefore never needed along rows, and the row/batch extents may be generous
+// where the host cannot know them (varlen token counts, cache capacity behind cache_batch_idx).
+// Along columns it is needed: the innermost extent is p.head_dim, and a kernel compiled for a
+// wider head dim (d96 on the d128 kernel, d192 on d256) relies on the TMA unit zero-filling the
+// columns past it (CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE; for d192 the fourth 64-column box lies
+// wholly past it).
 #pragma once
 #include <cuda.h>  // CUtensorMap (types only: the encoder is reached through the runtime)
 
@@ -23,17 +25,28 @@
 namespace flare {
 
 // Passed to the kernel as a __grid_constant__ parameter.
-struct KvTensorMaps {
+struct Sm90TensorMaps {
   CUtensorMap k;
   CUtensorMap v;
-  int enabled;  // 0: the kernel loads every tile with cp.async
+  CUtensorMap q;
+  int kv_enabled;  // 0: the kernel loads every K/V tile with cp.async
+  int q_enabled;   // 0: the kernel loads every Q tile with cp.async
 };
 
-// The 4-D view of one of K / V: extents and byte strides (dims 1..3) as the encoder takes them.
+// The 4-D view of one of Q / K / V: extents and byte strides (dims 1..3) as the encoder takes them.
 struct TmaTensorView {
   uint64_t dims[4];
   uint64_t strides_bytes[3];
 };
+
+// Every map's box is kTmaBoxCols columns (128 bytes of a 16-bit type: one row of a 128-byte
+// swizzle atom, the layout load_swizzled writes and the wgmma descriptors read) x box_rows rows.
+constexpr int kTmaBoxCols = 64;
+
+// Why a box of box_cols x box_rows elements of elem_bytes cannot be encoded with the 128-byte
+// swizzle (each box dimension 1..256 elements; the inner span a multiple of 16 bytes and at most
+// the 128-byte swizzle span), or nullptr when it can.
+const char* tma_box_unsupported_reason(int box_cols, int box_rows, int elem_bytes);
 
 // Why a launch cannot use TMA for K/V, or nullptr when it can. Pure host logic (CPU-tested):
 // paged KV, strides outside what the TMA unit accepts (multiples of 16 bytes below 2^40), or a
@@ -43,8 +56,15 @@ const char* kv_tma_unsupported_reason(const flare_mha_fwd_params& p);
 // The view of K (is_v = false) or V; valid only when kv_tma_unsupported_reason(p) is nullptr.
 TmaTensorView kv_tma_view(const flare_mha_fwd_params& p, bool is_v);
 
-// Encodes both maps (box: 64 columns x box_rows rows, 128-byte swizzle). Returns cudaSuccess,
-// or the error that made the encoder unavailable / reject the view (maps->enabled = 0 then).
-int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, KvTensorMaps* maps);
+// The same for Q (p.q as the launch sees it: the rotated copy when rotary applies, the packed
+// GQA view of a decode launch): strides, and a zero extent (seqlen_q 0, non-varlen).
+const char* q_tma_unsupported_reason(const flare_mha_fwd_params& p);
+TmaTensorView q_tma_view(const flare_mha_fwd_params& p);
+
+// Encode the maps (box: 64 columns x box_rows rows, 128-byte swizzle). Return cudaSuccess, or
+// the error that made the encoder unavailable / reject the view / the box (maps->kv_enabled or
+// maps->q_enabled = 0 then). Each sets only its own maps and flag.
+int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps);
+int make_q_tensor_map(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps);
 
 }  // namespace flare

@@ -15,6 +15,13 @@ int env_switch(const char* name) {
   return v[0] == '1' ? 1 : 0;
 }
 
+// -1 when unset or empty, 2 for a leading 'r' (require), 0 for a leading '0', else 1.
+int env_tma_mode(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || v[0] == '\0') return -1;
+  return v[0] == 'r' ? 2 : v[0] == '0' ? 0 : 1;
+}
+
 }  // namespace
 
 const Sm90Overrides& sm90_overrides_from_env() {
@@ -23,8 +30,10 @@ const Sm90Overrides& sm90_overrides_from_env() {
     r.warp_specialized = env_switch("FLARE_SM90_WS");
     r.persistent = env_switch("FLARE_SM90_PERSISTENT");
     r.pingpong = env_switch("FLARE_SM90_PINGPONG");
-    const char* t = std::getenv("FLARE_SM90_TMA");
-    r.tma = t == nullptr || t[0] == '\0' ? -1 : t[0] == 'r' ? 2 : t[0] == '0' ? 0 : 1;
+    r.tma = env_tma_mode("FLARE_SM90_TMA");
+    r.tma_q = env_tma_mode("FLARE_SM90_TMA_Q");
+    const char* q = std::getenv("FLARE_SM90_QBUFS");
+    r.q_buffers = q == nullptr || q[0] == '\0' ? -1 : q[0] == '2' ? 2 : 1;
     return r;
   }();
   return o;
@@ -33,6 +42,7 @@ const Sm90Overrides& sm90_overrides_from_env() {
 Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_dim,
                                 const Sm90Overrides& o) {
   Sm90Variant v{};
+  v.q_buffers = 1;
   const int keys = is_varlen(p) ? p.max_seqlen_k : p.seqlen_k;
   // Rules are per compiled kernel: head dims 96 and 192 run on the d128 / d256 kernels
   // (sm90_kernel_head_dim) and take their rules, measured at 128 / 256 only.
@@ -48,6 +58,15 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   v.persistent = o.persistent >= 0 ? o.persistent == 1 : kernel_head_dim == 64 && unmasked;
   v.pingpong = o.pingpong != 0;  // faster on every prefill shape measured
   v.tma = o.tma >= 0 ? TmaMode(o.tma) : TmaMode::kOn;
+  // Q by TMA (v9, not yet measured): follows the K/V switch unless set on its own.
+  v.tma_q = o.tma_q >= 0 ? TmaMode(o.tma_q) : v.tma;
+  // Two Q buffers (v9, not yet measured; opt-in): the next tile's Q loads while the current
+  // tile runs. Only persistent CTAs have a next tile; paged launches keep one buffer (no kernel
+  // instance for them), and d256 has no room for a second buffer.
+  v.q_buffers = o.q_buffers == 2 && v.persistent && !is_paged(p) &&
+                        sm90_max_q_buffers(kernel_head_dim) >= 2
+                    ? 2
+                    : 1;
   return v;
 }
 

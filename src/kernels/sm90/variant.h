@@ -13,7 +13,9 @@ struct Sm90Overrides {
   int warp_specialized = -1;  // FLARE_SM90_WS=0/1
   int persistent = -1;        // FLARE_SM90_PERSISTENT=0/1
   int pingpong = -1;          // FLARE_SM90_PINGPONG=0/1
-  int tma = -1;               // FLARE_SM90_TMA=0/1/require
+  int tma = -1;               // FLARE_SM90_TMA=0/1/require (K/V, and Q unless tma_q is set)
+  int tma_q = -1;             // FLARE_SM90_TMA_Q=0/1/require (Q alone; unset: follows tma)
+  int q_buffers = -1;         // FLARE_SM90_QBUFS=1/2 (persistent launches only)
 };
 
 struct Sm90Variant {
@@ -21,7 +23,14 @@ struct Sm90Variant {
   bool persistent;        // one CTA per SM walking the tiles (warp-specialised only)
   bool pingpong;          // consumer warpgroups alternate their GEMM issue (warp-specialised only)
   TmaMode tma;            // K/V by TMA where the launch qualifies (warp-specialised only)
+  TmaMode tma_q;          // Q by TMA where the launch qualifies (warp-specialised only)
+  int q_buffers;          // Q buffers of the warp-specialised kernel: 2 only when persistent
 };
+
+// Q buffers the warp-specialised kernel compiled for `kernel_head_dim` can hold next to its K/V
+// stages in 227 KB of shared memory: d64 2 Q (32 KB) + 4 stages (128 KB); d128 2 Q (64 KB) + 2
+// stages (128 KB, one stage fewer than with one Q buffer); d256 (Q 64 KB, a stage 64 KB) only one.
+constexpr int sm90_max_q_buffers(int kernel_head_dim) { return kernel_head_dim <= 128 ? 2 : 1; }
 
 // The Hopper kernel (compiled head dim) that runs a launch whose padded head dim is
 // `kernel_head_dim` (padded_head_dim(p.head_dim): 32, 64, 96, 128, 192 or 256): 64 on the d64
