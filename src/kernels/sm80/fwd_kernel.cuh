@@ -6,6 +6,11 @@
 //    S = QK^T, K[n-1] during softmax + PV, so each load has about half an iteration to land.
 //  - two-stage ring (Pipelined = true, opt-in, where shared memory allows): block n lives in
 //    stage n & 1, and each load is issued about one and a half iterations before it is read.
+// Keys per iteration (template BlockN): the planner's tile, and for d96/d128 also a 64-key
+// step (FLARE_SM80_D128_KEYS=64, single buffer): 128 O + 64 S fp32 accumulators per thread, so
+// it keeps its CTA-uniform values (sequence, mask, K/V source, alibi/softcap) in shared memory
+// (FwdCtaState) and issues the next K load after the softmax, as the ring does. Q is read from
+// shared memory with ldmatrix at every k16 step of QK^T in every variant.
 //
 // Features are runtime values read from the launch (masks, alibi, softcap, varlen, paged KV,
 // splits): they are uniform per CTA, so the branches cost little, and one kernel per
@@ -26,11 +31,41 @@
 namespace flare {
 namespace sm80 {
 
-template <int HeadDim>
+// Where a CTA's K/V rows are: what the K/V loads need besides the launch parameters.
+struct KvSource {
+  const int* table;    // paged: the batch entry's block table row, else null
+  int64_t k_base;      // element offset of key row 0 of head_k in k (paged: within a page)
+  int64_t v_base;      // same in v
+  uint32_t k_row0;     // paged: first cache row of the sequence (leftpad)
+  uint32_t page_size;  // paged: rows per page, else 1
+  int seqlen_k;
+  bool paged;
+};
+
+// CTA-uniform values that the wide (64-key) kernel keeps in shared memory instead of in
+// registers across the main loop: written once by thread 0 behind a barrier, re-read (one
+// broadcast LDS each) where an iteration or the epilogue needs them. With 128 O + 64 S fp32
+// accumulators per thread, the ~20 registers these took (with the next-K address math before
+// the softmax) were what spilled.
+struct FwdCtaState {
+  SequenceInfo seq;
+  KvSource kv;
+  MaskSpec mask;
+  float alibi;   // ALiBi slope in the units of x (0: off)
+  float cap_in;  // softcap: scale / softcap (0: off)
+  int head;
+  int split;
+};
+
+// BlockN: keys per main-loop step, also the unit of the split ranges (key_block_range /
+// split_block_range use the kernel's own kBlockN). The default is the planner's tile
+// (sm80_tile_config). d96/d128 also compile the wide step sm80_wide_block_n (64 keys:
+// FLARE_SM80_D128_KEYS=64), which keeps its CTA-uniform state in shared memory.
+template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n>
 struct FwdTraits {
   static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
   static constexpr int kBlockM = kTile.block_m;
-  static constexpr int kBlockN = kTile.block_n;
+  static constexpr int kBlockN = BlockN;
   static constexpr int kWarps = kTile.warps;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kWarpRows = kBlockM / kWarps;  // query rows owned by one warp
@@ -44,10 +79,16 @@ struct FwdTraits {
   static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks
   static constexpr int kSmemQ = kBlockM * kRowElems * 2;
   static constexpr int kSmemKV = kBlockN * kRowElems * 2;
-  // Q + `stages` K buffers + `stages` V buffers.
-  static constexpr int smem_bytes(int stages) { return kSmemQ + 2 * stages * kSmemKV; }
+  // The wide step keeps FwdCtaState in shared memory, after the K/V buffers.
+  static constexpr bool kStateInSmem = BlockN != kTile.block_n;
+  static constexpr int kSmemState = kStateInSmem ? int((sizeof(FwdCtaState) + 15) / 16 * 16) : 0;
+  // Byte offset of the state (Q + `stages` K buffers + `stages` V buffers before it).
+  static constexpr int state_offset(int stages) { return kSmemQ + 2 * stages * kSmemKV; }
+  static constexpr int smem_bytes(int stages) { return state_offset(stages) + kSmemState; }
   static_assert(kWarpRows % 16 == 0 && kDTiles % 2 == 0 && kNTiles % 2 == 0, "tile shape");
   static_assert(kThreads >= kChunksPerRow, "a pass loads at least one row");
+  static_assert(BlockN == kTile.block_n || BlockN == sm80_wide_block_n(HeadDim),
+                "the planner's tile or the wide step");
 };
 
 // Copies `Rows` rows of a head_dim-wide tile into padded shared memory with cp.async. Each
@@ -100,14 +141,16 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
   }
 }
 
-template <int Arch, typename T, int HeadDim, bool Pipelined>
-__global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
+template <int Arch, typename T, int HeadDim, bool Pipelined, int BlockN>
+__global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
     fwd_kernel(const __grid_constant__ FwdLaunch launch) {
-  using Tr = FwdTraits<HeadDim>;
+  using Tr = FwdTraits<HeadDim, BlockN>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kMTiles = Tr::kMTiles, kNTiles = Tr::kNTiles, kDTiles = Tr::kDTiles;
   constexpr int kRowBytes = Tr::kRowElems * 2;
   constexpr int kStages = Pipelined ? 2 : 1;
+  constexpr bool kStateInSmem = Tr::kStateInSmem;
+  static_assert(!(kStateInSmem && Pipelined), "the wide step runs the single buffer only");
   const flare_mha_fwd_params& p = launch.p;
 
   // Heavier (later) query blocks first: with a causal mask they have the most key blocks.
@@ -167,6 +210,23 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
   const float alibi = alibi_slope(p, batch, head) / unit;
   const int diagonal = mask.diagonal();
 
+  // Wide step: the CTA-uniform values go to shared memory once; the loop and the epilogue read
+  // them from there. The barrier makes thread 0's stores visible (it runs for empty ranges too:
+  // the epilogue reads the state); `kv` is stored below and first read after the loop's top
+  // barrier.
+  FwdCtaState* const state = reinterpret_cast<FwdCtaState*>(smem + Tr::state_offset(kStages));
+  if constexpr (kStateInSmem) {
+    if (tid == 0) {
+      state->seq = seq;
+      state->mask = mask;
+      state->alibi = alibi;
+      state->cap_in = cap_in;
+      state->head = head;
+      state->split = split;
+    }
+    __syncthreads();
+  }
+
   if (range.end > range.begin) {
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
@@ -175,44 +235,65 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     cp_async_commit();
     // Unpaged K/V rows are affine in the row index; paged rows go through the block table.
     // Paged rows: 32-bit page / in-page split (cache rows fit in 32 bits), one table read.
-    const bool paged = is_paged(p);
-    const int* table = paged ? p.block_table + int64_t(batch) * p.block_table_batch_stride : nullptr;
-    const uint32_t page_size = paged ? uint32_t(p.page_block_size) : 1u;
-    const uint32_t k_row0 = uint32_t(seq.k_row0);
-    const int64_t k_base = paged ? int64_t(head_k) * p.k_head_stride : k_offset(p, seq, 0, head_k);
-    const int64_t v_base = paged ? int64_t(head_k) * p.v_head_stride : v_offset(p, seq, 0, head_k);
-    auto load_k = [&](int n_block) {
+    KvSource kv_regs;
+    kv_regs.paged = is_paged(p);
+    kv_regs.table =
+        kv_regs.paged ? p.block_table + int64_t(batch) * p.block_table_batch_stride : nullptr;
+    kv_regs.page_size = kv_regs.paged ? uint32_t(p.page_block_size) : 1u;
+    kv_regs.k_row0 = uint32_t(seq.k_row0);
+    kv_regs.seqlen_k = seq.seqlen_k;
+    kv_regs.k_base =
+        kv_regs.paged ? int64_t(head_k) * p.k_head_stride : k_offset(p, seq, 0, head_k);
+    kv_regs.v_base =
+        kv_regs.paged ? int64_t(head_k) * p.v_head_stride : v_offset(p, seq, 0, head_k);
+    if constexpr (kStateInSmem) {
+      if (tid == 0) state->kv = kv_regs;
+    }
+    // The loads in the loop take their copy here: from shared memory (wide step) or the
+    // registers above.
+    auto kv_now = [&]() -> KvSource {
+      if constexpr (kStateInSmem) return state->kv;
+      else return kv_regs;
+    };
+    // Block-table entry `slot`. The wide step's table pointer comes from shared memory, which
+    // hides that it points to global memory: __ldg keeps the load a global one (the table is
+    // read-only for the launch).
+    auto page_of = [](const KvSource& kv, uint32_t slot) -> int {
+      if constexpr (kStateInSmem) return __ldg(kv.table + slot);
+      else return kv.table[slot];
+    };
+    auto load_k = [&](int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
       const uint32_t dst = sK + stage_off(n_block);
-      if (!paged) {
+      if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads>(
-            dst, k + (k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride, seq.seqlen_k - n0,
-            p.head_dim, k);
+            dst, k + (kv.k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride,
+            kv.seqlen_k - n0, p.head_dim, k);
         return;
       }
       load_tile<HeadDim, kBlockN, kThreads>(dst, k, p.head_dim, [&](int r) -> int64_t {
-        if (n0 + r >= seq.seqlen_k) return -1;
-        const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
-        const uint32_t slot = kv_row / page_size;
-        return int64_t(table[slot]) * p.k_batch_stride +
-               int64_t(kv_row - slot * page_size) * p.k_row_stride + k_base;
+        if (n0 + r >= kv.seqlen_k) return -1;
+        const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
+        const uint32_t slot = kv_row / kv.page_size;
+        return int64_t(page_of(kv, slot)) * p.k_batch_stride +
+               int64_t(kv_row - slot * kv.page_size) * p.k_row_stride + kv.k_base;
       });
     };
-    auto load_v = [&](int n_block) {
+    auto load_v = [&](int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
       const uint32_t dst = sV + stage_off(n_block);
-      if (!paged) {
+      if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads>(
-            dst, v + (v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride, seq.seqlen_k - n0,
-            p.head_dim, v);
+            dst, v + (kv.v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride,
+            kv.seqlen_k - n0, p.head_dim, v);
         return;
       }
       load_tile<HeadDim, kBlockN, kThreads>(dst, v, p.head_dim, [&](int r) -> int64_t {
-        if (n0 + r >= seq.seqlen_k) return -1;
-        const uint32_t kv_row = k_row0 + uint32_t(n0 + r);
-        const uint32_t slot = kv_row / page_size;
-        return int64_t(table[slot]) * p.v_batch_stride +
-               int64_t(kv_row - slot * page_size) * p.v_row_stride + v_base;
+        if (n0 + r >= kv.seqlen_k) return -1;
+        const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
+        const uint32_t slot = kv_row / kv.page_size;
+        return int64_t(page_of(kv, slot)) * p.v_batch_stride +
+               int64_t(kv_row - slot * kv.page_size) * p.v_row_stride + kv.v_base;
       });
     };
     // Commit groups, in issue order: Q, K[end-1], then (ring) V[end-1], K[end-2], and in the
@@ -221,12 +302,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     // Ring: at each wait the two groups committed after the awaited one may stay in flight
     // (top of iteration n awaits K[n]: V[n], K[n-1] pending; middle awaits V[n]: K[n-1],
     // V[n-1] pending).
-    load_k(range.end - 1);
+    load_k(range.end - 1, kv_regs);
     cp_async_commit();
     if constexpr (Pipelined) {
-      load_v(range.end - 1);
+      load_v(range.end - 1, kv_regs);
       cp_async_commit();
-      if (range.end - 2 >= range.begin) load_k(range.end - 2);
+      if (range.end - 2 >= range.begin) load_k(range.end - 2, kv_regs);
       cp_async_commit();
     }
     constexpr int kInFlight = Pipelined ? 2 : 0;
@@ -239,13 +320,15 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
 
     // Middle of an iteration: V[n] visible to all, and every warp is done with K[n] (its QK^T
     // precedes the barrier), so K[n-1] (single buffer) or K[n-2] (ring: same stage as K[n]) may
-    // overwrite it. The ring calls this after the softmax, where the fp32 scores are dead and
-    // the load's address math has registers to spare; the single buffer before (unchanged).
+    // overwrite it. The ring and the 64-key step call this after the softmax, where the fp32
+    // scores are dead and the load's address math has registers to spare (the 64-key step
+    // spilled with it before the softmax); the 32-key single buffer before (unchanged). After
+    // the softmax, K[n-1] has the P V of this iteration to land in, as V[n] has the QK^T.
     auto wait_v_load_next_k = [&](int n_block) {
       cp_async_wait<kInFlight>();
       __syncthreads();
       const int next = Pipelined ? n_block - 2 : n_block - 1;
-      if (next >= range.begin) load_k(next);
+      if (next >= range.begin) load_k(next, kv_now());
       cp_async_commit();
     };
 
@@ -256,9 +339,9 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
       cp_async_wait<kInFlight>();
       __syncthreads();
       if constexpr (Pipelined) {
-        if (n_block - 1 >= range.begin) load_v(n_block - 1);
+        if (n_block - 1 >= range.begin) load_v(n_block - 1, kv_now());
       } else {
-        load_v(n_block);
+        load_v(n_block, kv_now());
       }
       cp_async_commit();
       const uint32_t k_stage = k_lane + stage_off(n_block);
@@ -291,33 +374,45 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
         }
       }
 
-      // Softcap, ALiBi, mask (the mask only on blocks that cross a boundary).
-      const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
-      if (has_softcap || alibi != 0.f || needs_mask) {
+      // Softcap, ALiBi, mask (the mask only on blocks that cross a boundary). The wide step
+      // reads its CTA-uniform values back from shared memory here.
+      {
+        MaskSpec mask_n = mask;
+        float alibi_n = alibi, cap_in_n = cap_in;
+        if constexpr (kStateInSmem) {
+          mask_n = state->mask;
+          alibi_n = state->alibi;
+          cap_in_n = state->cap_in;
+        }
+        const int diagonal_n = kStateInSmem ? mask_n.diagonal() : diagonal;
+        const bool needs_mask = block_needs_mask(mask_n, m0, m0 + kBlockM, n_block, kBlockN);
+        if (has_softcap || alibi_n != 0.f || needs_mask) {
 #pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt)
+          for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-          for (int hr = 0; hr < 2; ++hr) {
-            const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
-            // Visible keys of a row form [first, end); columns are relative to this block.
-            const int block_col0 = n_block * kBlockN + 2 * t;
-            const int first = mask.first_key(row) - block_col0;
-            const int end = mask.end_key(row) - block_col0;
+            for (int hr = 0; hr < 2; ++hr) {
+              const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
+              // Visible keys of a row form [first, end); columns are relative to this block.
+              const int block_col0 = n_block * kBlockN + 2 * t;
+              const int first = mask_n.first_key(row) - block_col0;
+              const int end = mask_n.end_key(row) - block_col0;
 #pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt)
+              for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-              for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-                const int c = nt * 8 + (e & 1);
-                float x = acc_s[mt][nt][e];
-                if (has_softcap) x = p.softcap * tanhf(x * cap_in);
-                if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
-                if (needs_mask && (c < first || c >= end)) x = -INFINITY;
-                acc_s[mt][nt][e] = x;
-              }
-          }
+                for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
+                  const int c = nt * 8 + (e & 1);
+                  float x = acc_s[mt][nt][e];
+                  if (has_softcap) x = p.softcap * tanhf(x * cap_in_n);
+                  if (alibi_n != 0.f)
+                    x -= alibi_n * fabsf(float(row + diagonal_n - block_col0 - c));
+                  if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+                  acc_s[mt][nt][e] = x;
+                }
+            }
+        }
       }
 
-      if constexpr (!Pipelined) wait_v_load_next_k(n_block);
+      if constexpr (!Pipelined && !kStateInSmem) wait_v_load_next_k(n_block);
 
       // Online softmax: new row max and the rescale factor of what was accumulated; then the
       // probabilities, packed to 16 bits at once (they are the A operand of P V) so the fp32
@@ -359,7 +454,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
           p_frag[kk][mt][2] = pack2<T>(acc_s[mt][2 * kk + 1][0], acc_s[mt][2 * kk + 1][1]);
           p_frag[kk][mt][3] = pack2<T>(acc_s[mt][2 * kk + 1][2], acc_s[mt][2 * kk + 1][3]);
         }
-      if constexpr (Pipelined) wait_v_load_next_k(n_block);
+      if constexpr (Pipelined || kStateInSmem) wait_v_load_next_k(n_block);
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
@@ -402,15 +497,28 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
                           : (row_max[mt][hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
     }
 
+  // Where the rows go (wide step: the sequence, head and split read back from shared memory).
+  SequenceInfo seq_o = seq;
+  int head_o = head, split_o = split;
+  if constexpr (kStateInSmem) {
+    seq_o = state->seq;
+    head_o = state->head;
+    split_o = state->split;
+  }
+
   if (split_mode) {
     // Normalised fp32 partials straight to the workspace; the combine kernel merges them.
+    const int64_t acc_row0_o =
+        kStateInSmem ? ((int64_t(split_o) * p.batch + seq_o.batch) * p.num_heads + head_o) *
+                           launch.max_seqlen_q
+                     : acc_row0;
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
-        if (row >= seq.seqlen_q) continue;
-        const int64_t acc_row = acc_row0 + row;
+        if (row >= seq_o.seqlen_q) continue;
+        const int64_t acc_row = acc_row0_o + row;
         if (t == 0) launch.lse_accum[acc_row] = lse[mt][hr];
         if (lse[mt][hr] == -INFINITY) continue;  // the combine skips empty parts
         float* o = launch.o_accum + acc_row * p.head_dim;
@@ -451,8 +559,8 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
     const int r = c / Tr::kChunksPerRow;
     const int col = (c % Tr::kChunksPerRow) * 8;
     const int row = m0 + warp_row0 + r;
-    if (row < seq.seqlen_q && col < p.head_dim)
-      *reinterpret_cast<uint4*>(out + out_offset(p, seq, row, head) + col) =
+    if (row < seq_o.seqlen_q && col < p.head_dim)
+      *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
           *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
   }
   if (p.lse != nullptr && t == 0) {
@@ -461,7 +569,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
-        if (row < seq.seqlen_q) p.lse[lse_offset(p, seq, row, head)] = lse[mt][hr];
+        if (row < seq_o.seqlen_q) p.lse[lse_offset(p, seq_o, row, head_o)] = lse[mt][hr];
       }
   }
 }
@@ -472,6 +580,23 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim>::kThreads)
 #include "kernels/sm80/decode_kernel.cuh"
 
 namespace flare {
+namespace sm80 {
+
+// One prefill launch of `kernel` (a fwd_kernel instance with traits Tr): grid of m blocks x
+// heads x (batch * splits).
+template <typename Tr>
+int launch_fwd(void (*kernel)(FwdLaunch), int smem, const FwdLaunch& launch,
+               cudaStream_t stream) {
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
+  const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
+  kernel<<<grid, Tr::kThreads, smem, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+}  // namespace sm80
 
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
@@ -502,6 +627,28 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     const char* v = std::getenv("FLARE_SM80_PIPELINE");
     return v != nullptr && v[0] == '1';
   }();
+  // FLARE_SM80_D128_KEYS=64 (read once) runs d96/d128 on the 64-key step (single K/V buffer
+  // only; the ring flag is ignored for it). Default: the planner's 32-key tile. The kernel
+  // computes its key-block and split ranges in its own block size; the planner's split count
+  // was chosen on 32-key blocks, which only changes how evenly the splits divide the keys
+  // (a split may get no block; it writes LSE -inf and the combine skips it).
+  constexpr int kWideBlockN = sm80_wide_block_n(HeadDim);
+  if constexpr (kWideBlockN != 0) {
+    static const bool wide_enabled = [] {
+      const char* v = std::getenv("FLARE_SM80_D128_KEYS");
+      return v != nullptr && v[0] == '6' && v[1] == '4' && v[2] == '\0';
+    }();
+    if (wide_enabled) {
+      using Tw = sm80::FwdTraits<HeadDim, kWideBlockN>;
+      // The planner's CTA slots (ctas_per_sm = 2) hold for its shared memory on A100 (164 KB
+      // per SM) and H100 (228 KB), 1 KB reserved per CTA; registers (<= 255 x 128) allow 2.
+      static_assert(2 * (Tw::smem_bytes(1) + 1024) <= 164 * 1024 &&
+                        Tw::kTile.ctas_per_sm == 2,
+                    "the 64-key step keeps the planner's two CTAs per SM");
+      return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN>,
+                                  Tw::smem_bytes(1), launch, stream);
+    }
+  }
   using Tr = sm80::FwdTraits<HeadDim>;
   constexpr int kSmemRing = Tr::smem_bytes(2), kSmemSingle = Tr::smem_bytes(1);
   bool pipelined = false;
@@ -524,16 +671,12 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     };
     pipelined = kSmemRing <= optin && ctas(kSmemRing) >= ctas(kSmemSingle);
   }
-  auto kernel = pipelined ? sm80::fwd_kernel<Arch, T, HeadDim, true>
-                          : sm80::fwd_kernel<Arch, T, HeadDim, false>;
-  const int smem = pipelined ? kSmemRing : kSmemSingle;
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
-  const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
-  const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
-  kernel<<<grid, Tr::kThreads, smem, stream>>>(launch);
-  return cudaGetLastError();
+  constexpr int kBlockN = Tr::kBlockN;
+  return pipelined
+             ? sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, true, kBlockN>,
+                                    kSmemRing, launch, stream)
+             : sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, false, kBlockN>,
+                                    kSmemSingle, launch, stream);
 }
 
 }  // namespace flare
