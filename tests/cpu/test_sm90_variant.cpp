@@ -1,6 +1,7 @@
 // The Hopper variant choice (src/kernels/sm90/variant.h): which compiled Hopper kernel a head
 // dim runs on, measured defaults per head dim, mask and sequence length, the paged d256
-// exception, the environment overrides, Q by TMA and the Q buffers of persistent launches.
+// exception, the environment overrides, Q by TMA, the Q buffers and the tile scheduler of
+// persistent launches.
 #include <gtest/gtest.h>
 
 #include "common/tile_config.h"
@@ -226,6 +227,89 @@ TEST(Sm90Variant, TwoQBuffersOnlyForPersistentUnpagedD64AndD128) {
   one.q_buffers = 1;
   for (int d : {64, 128, 256})
     EXPECT_EQ(choose_sm90_variant(prefill(4096), d, one).q_buffers, 1) << d;
+}
+
+// FLARE_SM90_SCHED: 'dynamic' (or '1') and 'static' (or '0'); unset, empty or anything else is
+// the default (static).
+TEST(Sm90Variant, SchedParsesDynamicAndStatic) {
+  EXPECT_EQ(flare::sm90_sched_from_string(nullptr), -1);
+  EXPECT_EQ(flare::sm90_sched_from_string(""), -1);
+  EXPECT_EQ(flare::sm90_sched_from_string("dynamic"), 1);
+  EXPECT_EQ(flare::sm90_sched_from_string("Dynamic"), 1);
+  EXPECT_EQ(flare::sm90_sched_from_string("1"), 1);
+  EXPECT_EQ(flare::sm90_sched_from_string("static"), 0);
+  EXPECT_EQ(flare::sm90_sched_from_string("0"), 0);
+  EXPECT_EQ(flare::sm90_sched_from_string("longest-first"), -1);
+  EXPECT_EQ(Sm90Overrides{}.sched, -1);
+}
+
+// The dynamic tile scheduler: only when asked for, and only for persistent, unpaged launches of
+// the warp-specialised kernel (any head dim, any number of Q buffers); static striding otherwise.
+TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
+  flare_mha_fwd_params causal = prefill(4096);
+  causal.causal = 1;
+  // Default: static everywhere, persistent or not.
+  const Sm90Overrides none;
+  for (int d : {64, 128, 256}) {
+    EXPECT_FALSE(choose_sm90_variant(prefill(4096), d, none).dynamic_tiles) << d;
+    EXPECT_FALSE(choose_sm90_variant(causal, d, none).dynamic_tiles) << d;
+  }
+  Sm90Overrides persistent;
+  persistent.persistent = 1;
+  for (int d : {64, 128, 256})
+    EXPECT_FALSE(choose_sm90_variant(causal, d, persistent).dynamic_tiles) << d;
+  Sm90Overrides forced_static = persistent;
+  forced_static.sched = 0;
+  for (int d : {64, 128, 256})
+    EXPECT_FALSE(choose_sm90_variant(causal, d, forced_static).dynamic_tiles) << d;
+
+  // FLARE_SM90_SCHED=dynamic: only where the launch is persistent.
+  Sm90Overrides dynamic;
+  dynamic.sched = 1;
+  EXPECT_TRUE(choose_sm90_variant(prefill(512), 64, dynamic).dynamic_tiles);  // d64 default
+  EXPECT_FALSE(choose_sm90_variant(prefill(512), 128, dynamic).dynamic_tiles);
+  EXPECT_FALSE(choose_sm90_variant(causal, 64, dynamic).dynamic_tiles);  // causal: not persistent
+  Sm90Overrides persistent_dynamic = dynamic;
+  persistent_dynamic.persistent = 1;
+  for (int d : {64, 128, 256}) {
+    const auto v = choose_sm90_variant(causal, d, persistent_dynamic);
+    EXPECT_TRUE(v.persistent) << d;
+    EXPECT_TRUE(v.dynamic_tiles) << d;
+    EXPECT_EQ(v.q_buffers, 1) << d;  // independent of the Q buffers
+  }
+  Sm90Overrides two_buffers = persistent_dynamic;
+  two_buffers.q_buffers = 2;
+  for (int d : {64, 128}) {
+    const auto v = choose_sm90_variant(causal, d, two_buffers);
+    EXPECT_TRUE(v.dynamic_tiles) << d;
+    EXPECT_EQ(v.q_buffers, 2) << d;
+  }
+  EXPECT_TRUE(choose_sm90_variant(causal, 256, two_buffers).dynamic_tiles);
+  // Varlen (uneven sequences: the other case it is for).
+  int cu[4] = {0, 100, 3000, 3001};
+  flare_mha_fwd_params varlen = prefill(1);
+  varlen.cu_seqlens_q = varlen.cu_seqlens_k = cu;
+  varlen.batch = 3;
+  varlen.max_seqlen_q = varlen.max_seqlen_k = 2900;
+  EXPECT_TRUE(choose_sm90_variant(varlen, 128, persistent_dynamic).dynamic_tiles);
+  // Not persistent: nothing to schedule.
+  Sm90Overrides one_cta = persistent_dynamic;
+  one_cta.persistent = 0;
+  for (int d : {64, 128, 256})
+    EXPECT_FALSE(choose_sm90_variant(prefill(4096), d, one_cta).dynamic_tiles) << d;
+  // Paged: no instance with it (persistent paged launches stride statically).
+  int table[8] = {};
+  flare_mha_fwd_params paged = prefill(4096);
+  paged.block_table = table;
+  paged.causal = 1;
+  const auto v = choose_sm90_variant(paged, 128, persistent_dynamic);
+  EXPECT_TRUE(v.persistent);
+  EXPECT_FALSE(v.dynamic_tiles);
+  // The all-threads kernel: no tiles to walk.
+  Sm90Overrides all_threads = persistent_dynamic;
+  all_threads.warp_specialized = 0;
+  EXPECT_FALSE(choose_sm90_variant(causal, 128, all_threads).dynamic_tiles);
+  EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, persistent_dynamic).dynamic_tiles);
 }
 
 }  // namespace

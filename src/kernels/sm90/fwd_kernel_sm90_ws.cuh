@@ -2,7 +2,8 @@
 // buffers and a ring of K/V stages (TMA for whole tiles inside the sequence, cp.async otherwise)
 // published by mbarriers; two consumer warpgroups run the wgmma math of fwd_kernel_sm90.cuh,
 // optionally taking turns (ping-pong), over tiles assigned one per CTA or walked by persistent
-// CTAs. docs/notes/sm90-kernel.md (v4-v9) has the measurements behind each choice.
+// CTAs (static striding, or a dynamic ticket counter). docs/notes/sm90-kernel.md (v4-v10) has
+// the measurements behind each choice.
 #pragma once
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
 #include "kernels/sm90/tma_maps.h"
@@ -15,7 +16,9 @@ namespace sm90 {
 // sm90_max_q_buffers says where a second buffer fits: it costs d128 one K/V stage).
 template <int HeadDim, int QBuffers = 1>
 struct Sm90WsTraits {
-  static constexpr int kBlockM = 128, kBlockN = HeadDim <= 128 ? 128 : 64;
+  // Head dim 256: 80-key blocks (2 stages of 40 KB K + 40 KB V beside the 64 KB Q) rather than
+  // 64, so the per-block softmax and rescale cost is spread over 25% more keys.
+  static constexpr int kBlockM = 128, kBlockN = HeadDim <= 128 ? 128 : 80;
   static constexpr int kThreads = 384;
   static constexpr int kQBuffers = QBuffers;
   static constexpr int kStages = QBuffers == 1 ? (HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2)
@@ -38,16 +41,38 @@ struct Sm90WsTraits {
   static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "register file");
 };
 
+// Dynamic tile scheduler (DynamicTiles, FLARE_SM90_SCHED=dynamic, persistent launches only):
+// the ticket counters of a launch live in a ring of slots in this translation unit's module
+// (static: one ring per TU, so per compiled kernel family), zero at module load; no workspace.
+// The host gives each launch the next slot (`sched_slot`); a launch leaves its slot at zero
+// again: every CTA's producer counts itself in `done` after its last (failing) fetch, and the
+// CTA that completes the count resets both words, after which no access of that launch to the
+// slot can follow. Hazard: two launches on one slot at the same time would share tickets
+// (tiles skipped or run twice); that needs kSm90TileCounterSlots launches of one TU in flight at
+// once. A graph replay would reuse the captured slot while other launches use it: run_fwd_sm90
+// does not use dynamic tiles under stream capture.
+struct Sm90TileCounter {
+  unsigned int next;  // tickets taken after the first wave: ticket = gridDim.x + next++
+  unsigned int done;  // CTAs that have made their last fetch
+};
+constexpr int kSm90TileCounterSlots = 4096;
+static_assert((kSm90TileCounterSlots & (kSm90TileCounterSlots - 1)) == 0, "a power of two");
+static __device__ Sm90TileCounter g_sm90_tile_counters[kSm90TileCounterSlots];
+
 // Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
 // K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
 // warpgroups 1 and 2 consume and release a stage (a Q buffer) through a second mbarrier once
 // its GEMMs (its last QK^T) are done. No CTA barrier in the loop, so the consumers drift apart
 // and one's softmax runs under the other's GEMMs; the producer gives registers to the consumers
 // (setmaxnreg).
-template <typename T, int HeadDim, bool Paged, int QBuffers>
+// DynamicTiles: the producer takes each next tile from the launch's ticket counter and tells the
+// consumers which tile each Q buffer holds (see the producer); instantiated for persistent,
+// unpaged launches only. `sched_slot` (its counter slot) is unused otherwise.
+template <typename T, int HeadDim, bool Paged, int QBuffers, bool DynamicTiles = false>
 __global__ void __launch_bounds__(384, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
-                       const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks) {
+                       const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks,
+                       int sched_slot) {
   using Tr = Sm90WsTraits<HeadDim, QBuffers>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
@@ -58,9 +83,20 @@ __global__ void __launch_bounds__(384, 1)
   // share their heads' K/V in L2 (an order with heads innermost measured 10-30% slower), the
   // heaviest (latest) query block of a head first. A CTA takes tiles blockIdx.x,
   // blockIdx.x + gridDim.x, ...: one tile per CTA when the grid covers them all; persistent
-  // CTAs otherwise, whose next tile's loads overlap the current tile's epilogue.
+  // CTAs otherwise, whose next tile's loads overlap the current tile's epilogue. DynamicTiles:
+  // tile blockIdx.x first, then tickets gridDim.x + atomicAdd(next, 1) in the same order until
+  // a ticket reaches num_tiles, so a CTA that finishes early takes the next tile.
   const int num_tiles = m_blocks * p.num_heads * p.batch * launch.num_splits;
   const int heads_per_kv = p.num_heads / p.num_heads_k;
+  // DynamicTiles: the tile whose Q buffer b holds (-1: no more tiles), written by producer
+  // thread 0 before its own arrival on full_q(b) (a release: full_q counts 129 arrivals then),
+  // read by the consumers after their full_q(b) wait; and the producer's fetched tickets, two
+  // words (see next_tile). Unreferenced without DynamicTiles.
+  constexpr int kProducerBarrier = 3;  // named barrier of the 128 producer threads (1, 2 are
+                                       // the consumers' ping-pong)
+  __shared__ int s_q_tile[QBuffers];
+  __shared__ int s_ticket[2];
+  static_assert(!DynamicTiles || Tr::kSmemBytes + 64 <= 227 * 1024, "shared memory per CTA");
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -74,7 +110,8 @@ __global__ void __launch_bounds__(384, 1)
   auto empty = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + Tr::kStages + s); };
   if (threadIdx.x == 0) {
     for (int b = 0; b < Tr::kQBuffers; ++b) {
-      mbarrier_init(full_q(b), 128);   // one arrival per producer thread (+ TMA bytes)
+      // One arrival per producer thread (+ TMA bytes); DynamicTiles: + thread 0's tile id.
+      mbarrier_init(full_q(b), DynamicTiles ? 129 : 128);
       mbarrier_init(empty_q(b), 256);  // every consumer thread is done with Q's last QK^T
     }
     for (int s = 0; s < Tr::kStages; ++s) {
@@ -89,7 +126,50 @@ __global__ void __launch_bounds__(384, 1)
     setmaxnreg_dec<Tr::kProducerRegs>();
     int it = 0;       // K/V stage fills so far (over all tiles): stage it % kStages
     int q_fills = 0;  // Q fills so far (tiles with key blocks): buffer q_fills % kQBuffers
-    for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    // DynamicTiles. The consumers learn the tiles through the Q buffers: every tile with query
+    // rows takes one (those without key blocks take it without data, so that the consumers
+    // write their empty output), and a final -1 takes the next one. q_fills then counts these
+    // publications, as the consumers' q_uses does.
+    int fetches = 0;  // tickets fetched so far: word fetches % 2 of s_ticket
+    // (A function rather than a reference: the address is then recomputed where it is used
+    // instead of being kept, and spilled, across the loads.)
+    auto counter = [&]() -> Sm90TileCounter& {
+      return g_sm90_tile_counters[unsigned(sched_slot) % kSm90TileCounterSlots];
+    };
+    // The CTA's next tile: static striding, or the next ticket (num_tiles once they are all
+    // taken), fetched by thread 0 and passed to the 128 producer threads through s_ticket and
+    // the producer barrier. Two words: thread 0 writes word f % 2 at fetch f, and reaches fetch
+    // f + 2 only after every producer thread has passed barrier f + 1, so after it read word f.
+    auto next_tile = [&](int tile) -> int {
+      if constexpr (DynamicTiles) {
+        if (threadIdx.x == 0) {
+          const unsigned int ticket = gridDim.x + atomicAdd(&counter().next, 1u);
+          s_ticket[fetches & 1] = ticket < unsigned(num_tiles) ? int(ticket) : num_tiles;
+        }
+        __syncwarp();
+        named_barrier_sync(kProducerBarrier, 128);
+        // Every lane reads the same word; redux.sync puts it in a uniform register, so the
+        // compiler knows the tile (and what derives from it) is warp-uniform.
+        return __reduce_max_sync(0xffffffffu, s_ticket[fetches++ & 1]);
+      } else {
+        return tile + int(gridDim.x);
+      }
+    };
+    // DynamicTiles: the next Q buffer in the ring (after the consumers released its previous
+    // use), published with the tile it holds (-1: none, the consumers stop). The caller still
+    // makes the 128 data arrivals on full_q.
+    auto publish_q_buffer = [&](int tile) -> int {
+      const int qb = q_fills % Tr::kQBuffers;
+      if (q_fills >= Tr::kQBuffers)
+        mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
+      ++q_fills;
+      if (threadIdx.x == 0) {
+        s_q_tile[qb] = tile;
+        mbarrier_arrive(full_q(qb));  // release: orders the tile id before the consumers' wait
+      }
+      return qb;
+    };
+    for (int tile = blockIdx.x; tile < num_tiles; tile = next_tile(tile)) {
       const int m_block = m_blocks - 1 - tile % m_blocks;
       const int rest = tile / m_blocks;
       const int head = rest % p.num_heads;
@@ -103,17 +183,25 @@ __global__ void __launch_bounds__(384, 1)
       BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
       if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
       const int num_blocks = range.end - range.begin;
-      if (num_blocks <= 0) continue;
+      if (num_blocks <= 0) {
+        // DynamicTiles: a Q buffer without data, for the tile id (the consumers write its empty
+        // output: zero rows and LSE -inf, or LSE -inf of an empty split).
+        if constexpr (DynamicTiles) mbarrier_arrive(full_q(publish_q_buffer(tile)));
+        continue;
+      }
       const T* k = static_cast<const T*>(p.k);
       const T* v = static_cast<const T*>(p.v);
       // This tile's Q buffer: the QK^T GEMMs of the tile that used it kQBuffers fills ago must
       // be done with it before it is overwritten (with two buffers, that tile is the one before
       // the consumers' current tile, so the wait is normally already satisfied).
-      const int qb = q_fills % Tr::kQBuffers;
+      int qb = q_fills % Tr::kQBuffers;
+      if constexpr (DynamicTiles) qb = publish_q_buffer(tile);  // the same wait, and the tile id
       const uint32_t sQ = sQ0 + qb * Tr::kSmemQ;
-      if (q_fills >= Tr::kQBuffers)
-        mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
-      ++q_fills;
+      if constexpr (!DynamicTiles) {
+        if (q_fills >= Tr::kQBuffers)
+          mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
+        ++q_fills;
+      }
       if (maps.q_enabled && m0 + kBlockM <= seq.seqlen_q) {
         // A whole query tile inside the sequence: one thread copies it by TMA (the other
         // producer threads still arrive: the barrier counts 128 arrivals per phase). Partial
@@ -180,6 +268,21 @@ __global__ void __launch_bounds__(384, 1)
         cp_async_mbarrier_arrive(full(s));
       }
     }
+    if constexpr (DynamicTiles) {
+      // This CTA has made its last fetch (none if blockIdx.x >= num_tiles): count it. The CTA
+      // that completes the count puts the slot back to zero for the launch that takes it next;
+      // every fetch of this launch precedes its CTA's count, so none can follow the reset.
+      if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(&counter().done, 1u) == gridDim.x - 1) {
+          __threadfence();
+          atomicExch(&counter().next, 0u);
+          atomicExch(&counter().done, 0u);
+        }
+      }
+      // No more tiles: -1 through the next Q buffer (no data) stops the consumers.
+      mbarrier_arrive(full_q(publish_q_buffer(-1)));
+    }
     sm80::cp_async_wait<0>();
   } else {  // consumers: the other branch of the same if, so setmaxnreg applies to it
   setmaxnreg_inc<Tr::kConsumerRegs>();
@@ -194,7 +297,21 @@ __global__ void __launch_bounds__(384, 1)
   const int g = lane / 4, t = lane % 4;
   int it = 0;      // K/V stage uses so far, in the producer's order
   int q_uses = 0;  // Q buffer uses so far (tiles with key blocks), in the producer's order
-  for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+  // DynamicTiles: every Q buffer the producer publishes, tiles without key blocks included,
+  // counts as a use; the loop ends at the published -1.
+  for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
+  if constexpr (DynamicTiles) {
+    // The next tile is the one the next Q buffer was published with (wait first: the tile id
+    // is written before the producer's release arrival). Every lane reads the same word;
+    // redux.sync puts it in a uniform register, so that the compiler knows it (and what derives
+    // from it: num_blocks, hence `it` and the stage addresses) is warp-uniform. With
+    // __shfl_sync instead, the tile decode, `it` and the stage addresses lived in per-thread
+    // registers: consumer spills around the tile loop and an R2UR between the wgmmas.
+    const int qb = q_uses % Tr::kQBuffers;
+    mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
+    tile = __reduce_max_sync(0xffffffffu, s_q_tile[qb]);
+    if (tile < 0) break;
+  }
   const int m_block = m_blocks - 1 - tile % m_blocks;
   const int rest = tile / m_blocks;
   const int head = rest % p.num_heads;
@@ -202,15 +319,16 @@ __global__ void __launch_bounds__(384, 1)
   const int split = rest / p.num_heads % launch.num_splits;
   const SequenceInfo seq = sequence_info(p, batch);
   const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) continue;
+  if (m0 >= seq.seqlen_q) continue;  // DynamicTiles: never published
   const MaskSpec mask = sequence_mask(p, seq);
   BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
   if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
   const int num_blocks = range.end - range.begin;
   const int row_base = m0 + wg * 64 + warp_in_wg * 16 + g;  // + 8 for the second row
   // This tile's Q buffer (used only when it has key blocks: the producer fills one exactly for
-  // those tiles). With two buffers, broadcast from lane 0 so the compiler knows it is
-  // warp-uniform and the QK^T descriptors built from it stay in uniform registers.
+  // those tiles; DynamicTiles: the one waited for above). With two buffers, broadcast from
+  // lane 0 so the compiler knows it is warp-uniform and the QK^T descriptors built from it stay
+  // in uniform registers.
   const int qb = q_uses % Tr::kQBuffers;
   uint32_t sQ = sQ0;
   if constexpr (Tr::kQBuffers > 1) sQ = __shfl_sync(0xffffffffu, sQ0 + qb * Tr::kSmemQ, 0);
@@ -336,7 +454,7 @@ __global__ void __launch_bounds__(384, 1)
       if (pingpong && !(last && wg == 1)) named_barrier_arrive(other_turn, 256);
     };
     if (pingpong && wg == 1) named_barrier_arrive(1, 256);
-    mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
+    if constexpr (!DynamicTiles) mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
     wait_block(0);
     uint32_t p_cur[kBlockN / 16][4];
     {
@@ -387,6 +505,10 @@ __global__ void __launch_bounds__(384, 1)
     fence_registers(acc_o);
     release_block(num_blocks - 1);
     it += num_blocks;
+    ++q_uses;
+  } else if constexpr (DynamicTiles) {
+    // A published tile without key blocks: its Q buffer holds no data, release it at once.
+    mbarrier_arrive(empty_q(qb));
     ++q_uses;
   }
 

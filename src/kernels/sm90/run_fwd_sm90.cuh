@@ -4,6 +4,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
@@ -15,20 +16,39 @@ namespace flare {
 
 namespace sm90 {
 
+// The next slot of this translation unit's ring of tile counters (fwd_kernel_sm90_ws.cuh), one
+// per dynamic-tiles launch, round robin.
+static std::atomic<unsigned int> g_sm90_next_tile_counter_slot{0};
+
+// Whether a dynamic-tiles launch may go to `stream`: not while it is being captured (a graph
+// would replay the captured counter slot while later launches take it round robin), nor when
+// the capture status cannot be read. Those launches stride statically instead.
+inline bool dynamic_tiles_allowed(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
+         status == cudaStreamCaptureStatusNone;
+}
+
 // The warp-specialised kernel with QBuffers Q buffers: one CTA per tile or, when persistent,
-// one per SM.
+// one per SM, walking the tiles by static striding or (dynamic_tiles, unpaged persistent
+// launches only) by tickets of an atomic counter.
 template <typename T, int HeadDim, int QBuffers>
 int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool persistent,
-                     bool pingpong, cudaStream_t stream) {
+                     bool pingpong, bool dynamic_tiles, cudaStream_t stream) {
   using Tr = Sm90WsTraits<HeadDim, QBuffers>;
   auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers>;
+  int sched_slot = 0;
   if (is_paged(launch.p)) {
     // Paged KV has instances for d64 / d128 with one Q buffer only: variant.cpp keeps paged
-    // d256 on the all-threads kernel and paged launches at one Q buffer.
+    // d256 on the all-threads kernel and paged launches at one Q buffer and static striding.
     if constexpr (HeadDim <= 128 && QBuffers == 1)
       kernel = fwd_kernel_sm90_ws<T, HeadDim, true, 1>;
     else
       return cudaErrorInvalidConfiguration;
+  } else if (persistent && dynamic_tiles && dynamic_tiles_allowed(stream)) {
+    kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true>;
+    sched_slot = int(g_sm90_next_tile_counter_slot.fetch_add(1, std::memory_order_relaxed) %
+                     kSm90TileCounterSlots);
   }
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
@@ -47,12 +67,13 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool p
     ctas = ctas < sms ? ctas : sms;  // one CTA per SM (its shared memory allows no more)
   }
   kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, pingpong ? 1 : 0,
-                                                           m_blocks);
+                                                           m_blocks, sched_slot);
   return cudaGetLastError();
 }
 
 // The warp-specialised kernel: Q and K/V tensor maps where TMA applies, then the instance with
-// the variant's Q buffers (2 only for persistent, unpaged launches of d64 / d128).
+// the variant's Q buffers (2 only for persistent, unpaged launches of d64 / d128) and tile
+// scheduler (dynamic only for persistent, unpaged launches outside stream capture).
 template <typename T, int HeadDim>
 int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t stream) {
   using Tr = Sm90WsTraits<HeadDim>;
@@ -68,10 +89,11 @@ int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t 
   }
   if constexpr (sm90_max_q_buffers(HeadDim) >= 2) {
     if (variant.q_buffers == 2 && variant.persistent && !is_paged(launch.p))
-      return launch_ws_kernel<T, HeadDim, 2>(launch, maps, true, variant.pingpong, stream);
+      return launch_ws_kernel<T, HeadDim, 2>(launch, maps, true, variant.pingpong,
+                                             variant.dynamic_tiles, stream);
   }
   return launch_ws_kernel<T, HeadDim, 1>(launch, maps, variant.persistent, variant.pingpong,
-                                         stream);
+                                         variant.dynamic_tiles, stream);
 }
 
 // The all-threads kernel: one CTA per (query block, head, batch x split).

@@ -24,6 +24,15 @@ int env_tma_mode(const char* name) {
 
 }  // namespace
 
+int sm90_sched_from_string(const char* value) {
+  if (value == nullptr) return -1;
+  switch (value[0]) {
+    case 'd': case 'D': case '1': return 1;
+    case 's': case 'S': case '0': return 0;
+    default: return -1;
+  }
+}
+
 const Sm90Overrides& sm90_overrides_from_env() {
   static const Sm90Overrides o = [] {
     Sm90Overrides r;
@@ -34,6 +43,7 @@ const Sm90Overrides& sm90_overrides_from_env() {
     r.tma_q = env_tma_mode("FLARE_SM90_TMA_Q");
     const char* q = std::getenv("FLARE_SM90_QBUFS");
     r.q_buffers = q == nullptr || q[0] == '\0' ? -1 : q[0] == '2' ? 2 : 1;
+    r.sched = sm90_sched_from_string(std::getenv("FLARE_SM90_SCHED"));
     return r;
   }();
   return o;
@@ -67,6 +77,11 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
                         sm90_max_q_buffers(kernel_head_dim) >= 2
                     ? 2
                     : 1;
+  // Dynamic tile scheduler (v10, not yet measured; opt-in): persistent CTAs take their next tile
+  // from an atomic counter, so triangular (causal) and uneven (varlen) work balances. Only
+  // persistent launches walk tiles; paged launches have no instance with it (they keep static
+  // striding). run_fwd_sm90 also falls back to static striding under stream capture.
+  v.dynamic_tiles = o.sched == 1 && v.persistent && !is_paged(p);
   return v;
 }
 

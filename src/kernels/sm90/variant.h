@@ -16,6 +16,7 @@ struct Sm90Overrides {
   int tma = -1;               // FLARE_SM90_TMA=0/1/require (K/V, and Q unless tma_q is set)
   int tma_q = -1;             // FLARE_SM90_TMA_Q=0/1/require (Q alone; unset: follows tma)
   int q_buffers = -1;         // FLARE_SM90_QBUFS=1/2 (persistent launches only)
+  int sched = -1;             // FLARE_SM90_SCHED=static/dynamic: 0 / 1 (persistent launches only)
 };
 
 struct Sm90Variant {
@@ -25,6 +26,8 @@ struct Sm90Variant {
   TmaMode tma;            // K/V by TMA where the launch qualifies (warp-specialised only)
   TmaMode tma_q;          // Q by TMA where the launch qualifies (warp-specialised only)
   int q_buffers;          // Q buffers of the warp-specialised kernel: 2 only when persistent
+  bool dynamic_tiles;     // persistent CTAs take their tiles from an atomic ticket counter
+                          // instead of striding statically (persistent, unpaged only)
 };
 
 // Q buffers the warp-specialised kernel compiled for `kernel_head_dim` can hold next to its K/V
@@ -48,6 +51,10 @@ constexpr int sm90_kernel_head_dim(int kernel_head_dim) {
     default: return 0;
   }
 }
+
+// FLARE_SM90_SCHED's value: 1 (dynamic) for a leading 'd' or '1', 0 (static) for a leading 's'
+// or '0', -1 (the default: static) when unset, empty or anything else.
+int sm90_sched_from_string(const char* value);
 
 // Reads the FLARE_SM90_* variables (once per process).
 const Sm90Overrides& sm90_overrides_from_env();
