@@ -14,11 +14,14 @@ for s in 128,0,512 128,1,512 128,0,4096 128,1,4096 128,0,16384 128,1,16384 96,0,
   ab "FLARE_KERNEL_PATH=sm80 FLARE_SM80_D128_KEYS=32" "FLARE_KERNEL_PATH=sm80 FLARE_SM80_D128_KEYS=64" \
     -- --only "$s" --iters 20
 done
-# Hopper: default vs persistent (1 and 2 Q buffers) vs Q without TMA.
-for s in 128,0,512 128,1,512 128,0,2048 128,1,2048 64,0,512 64,1,1024 128,0,16384 128,1,16384 256,0,8192; do
-  ab "default" "FLARE_SM90_PERSISTENT=1" "FLARE_SM90_PERSISTENT=1 FLARE_SM90_QBUFS=2" "FLARE_SM90_TMA_Q=0" \
+# Hopper: default vs persistent CTAs (static striding; dynamic tickets; dynamic + 2 Q buffers)
+# vs Q without TMA.
+dyn="FLARE_SM90_PERSISTENT=1 FLARE_SM90_SCHED=dynamic"
+for s in 128,0,512 128,1,512 128,0,2048 128,1,2048 64,0,512 64,1,1024 128,0,16384 128,1,16384 256,1,8192; do
+  ab "default" "FLARE_SM90_PERSISTENT=1" "$dyn" "$dyn FLARE_SM90_QBUFS=2" "FLARE_SM90_TMA_Q=0" \
     -- --only "$s" --iters 20
 done
+ab "default" "$dyn" "$dyn FLARE_SM90_QBUFS=2" -- --table varlen --iters 20
 # Head dims 96 / 192: padded onto the Hopper d128 / d256 kernels vs the mma.sync kernels.
 for s in 96,0,512 96,0,4096 96,1,4096 192,0,1024 192,0,4096 192,1,4096; do
   ab "default" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20
