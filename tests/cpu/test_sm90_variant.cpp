@@ -55,26 +55,36 @@ TEST(Sm90Variant, DefaultsFollowTheMeasurements) {
     EXPECT_TRUE(v.pingpong) << d;
     EXPECT_EQ(v.tma, TmaMode::kOn) << d;
     EXPECT_EQ(v.tma_q, TmaMode::kOn) << d;  // Q follows the K/V switch
-    EXPECT_EQ(v.persistent, d == 64) << d;  // persistent only for unmasked d64
+    EXPECT_TRUE(v.persistent) << d;         // persistent CTAs with dynamic tickets (v10)
+    EXPECT_TRUE(v.dynamic_tiles) << d;
     EXPECT_EQ(v.q_buffers, 1) << d;         // two Q buffers only when asked for
   }
   // d256: warp-specialised from 1k keys only.
   EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, none).warp_specialized);
   EXPECT_TRUE(choose_sm90_variant(prefill(1024), 256, none).warp_specialized);
-  EXPECT_FALSE(choose_sm90_variant(prefill(4096), 256, none).persistent);
+  EXPECT_TRUE(choose_sm90_variant(prefill(4096), 256, none).persistent);
+  EXPECT_TRUE(choose_sm90_variant(prefill(4096), 256, none).dynamic_tiles);
 }
 
-TEST(Sm90Variant, MasksTurnPersistenceOff) {
+// Masked (triangular, banded) work is balanced by the dynamic tickets, so masks keep the
+// persistent CTAs; paged launches (no dynamic instance) run one CTA per tile.
+TEST(Sm90Variant, MasksKeepDynamicPersistencePagedDoesNot) {
   const Sm90Overrides none;
   flare_mha_fwd_params p = prefill(2048);
   p.causal = 1;
-  EXPECT_FALSE(choose_sm90_variant(p, 64, none).persistent);
+  EXPECT_TRUE(choose_sm90_variant(p, 64, none).persistent);
+  EXPECT_TRUE(choose_sm90_variant(p, 64, none).dynamic_tiles);
   p = prefill(2048);
   p.window_left = 128;
-  EXPECT_FALSE(choose_sm90_variant(p, 64, none).persistent);
+  EXPECT_TRUE(choose_sm90_variant(p, 128, none).dynamic_tiles);
   p = prefill(2048);
   p.window_right = 0;
-  EXPECT_FALSE(choose_sm90_variant(p, 64, none).persistent);
+  EXPECT_TRUE(choose_sm90_variant(p, 64, none).dynamic_tiles);
+  int table[8] = {};
+  p = prefill(2048);
+  p.block_table = table;
+  EXPECT_FALSE(choose_sm90_variant(p, 128, none).persistent);
+  EXPECT_FALSE(choose_sm90_variant(p, 128, none).dynamic_tiles);
 }
 
 TEST(Sm90Variant, VarlenUsesMaxSeqlenK) {
@@ -115,7 +125,7 @@ TEST(Sm90Variant, PaddedHeadDimsFollowTheirKernel) {
       EXPECT_EQ(v.tma, w.tma) << d << " " << seqlen;
     }
   }
-  // d192: the d256 rule (warp-specialised from 1k keys); d96: always, never persistent.
+  // d192: the d256 rule (warp-specialised from 1k keys); d96: always, persistent.
   flare_mha_fwd_params p = prefill(512);
   p.head_dim = 192;
   EXPECT_FALSE(choose_sm90_variant(p, sm90_kernel_head_dim(192), none).warp_specialized);
@@ -126,7 +136,7 @@ TEST(Sm90Variant, PaddedHeadDimsFollowTheirKernel) {
   p.head_dim = 96;
   const auto v96 = choose_sm90_variant(p, sm90_kernel_head_dim(96), none);
   EXPECT_TRUE(v96.warp_specialized);
-  EXPECT_FALSE(v96.persistent);
+  EXPECT_TRUE(v96.persistent);
   // Paged: d192 stays on the all-threads kernel like d256 (its producer has 24 registers); d96
   // takes the d128 kernel's paged cp.async producer.
   int table[8] = {};
@@ -190,12 +200,12 @@ TEST(Sm90Variant, TwoQBuffersOnlyForPersistentUnpagedD64AndD128) {
 
   Sm90Overrides two;
   two.q_buffers = 2;
-  // Default persistence: d64 unmasked is persistent, d128 is not.
+  // Default persistence (unpaged launches, masked or not): two buffers where asked for.
   EXPECT_EQ(choose_sm90_variant(prefill(512), 64, two).q_buffers, 2);
-  EXPECT_EQ(choose_sm90_variant(prefill(512), 128, two).q_buffers, 1);
+  EXPECT_EQ(choose_sm90_variant(prefill(512), 128, two).q_buffers, 2);
   flare_mha_fwd_params causal = prefill(512);
   causal.causal = 1;
-  EXPECT_EQ(choose_sm90_variant(causal, 64, two).q_buffers, 1);  // not persistent
+  EXPECT_EQ(choose_sm90_variant(causal, 64, two).q_buffers, 2);
 
   Sm90Overrides persistent_two = two;
   persistent_two.persistent = 1;
@@ -230,7 +240,7 @@ TEST(Sm90Variant, TwoQBuffersOnlyForPersistentUnpagedD64AndD128) {
 }
 
 // FLARE_SM90_SCHED: 'dynamic' (or '1') and 'static' (or '0'); unset, empty or anything else is
-// the default (static).
+// the default (dynamic, for the launches that are persistent).
 TEST(Sm90Variant, SchedParsesDynamicAndStatic) {
   EXPECT_EQ(flare::sm90_sched_from_string(nullptr), -1);
   EXPECT_EQ(flare::sm90_sched_from_string(""), -1);
@@ -243,21 +253,22 @@ TEST(Sm90Variant, SchedParsesDynamicAndStatic) {
   EXPECT_EQ(Sm90Overrides{}.sched, -1);
 }
 
-// The dynamic tile scheduler: only when asked for, and only for persistent, unpaged launches of
-// the warp-specialised kernel (any head dim, any number of Q buffers); static striding otherwise.
+// The dynamic tile scheduler: the default for persistent, unpaged launches of the
+// warp-specialised kernel (any head dim, any number of Q buffers); static striding only when
+// FLARE_SM90_SCHED=static.
 TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
   flare_mha_fwd_params causal = prefill(4096);
   causal.causal = 1;
-  // Default: static everywhere, persistent or not.
+  // Default: dynamic tickets for every unpaged launch of the warp-specialised kernel.
   const Sm90Overrides none;
   for (int d : {64, 128, 256}) {
-    EXPECT_FALSE(choose_sm90_variant(prefill(4096), d, none).dynamic_tiles) << d;
-    EXPECT_FALSE(choose_sm90_variant(causal, d, none).dynamic_tiles) << d;
+    EXPECT_TRUE(choose_sm90_variant(prefill(4096), d, none).dynamic_tiles) << d;
+    EXPECT_TRUE(choose_sm90_variant(causal, d, none).dynamic_tiles) << d;
   }
   Sm90Overrides persistent;
   persistent.persistent = 1;
   for (int d : {64, 128, 256})
-    EXPECT_FALSE(choose_sm90_variant(causal, d, persistent).dynamic_tiles) << d;
+    EXPECT_TRUE(choose_sm90_variant(causal, d, persistent).dynamic_tiles) << d;
   Sm90Overrides forced_static = persistent;
   forced_static.sched = 0;
   for (int d : {64, 128, 256})
@@ -267,8 +278,8 @@ TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
   Sm90Overrides dynamic;
   dynamic.sched = 1;
   EXPECT_TRUE(choose_sm90_variant(prefill(512), 64, dynamic).dynamic_tiles);  // d64 default
-  EXPECT_FALSE(choose_sm90_variant(prefill(512), 128, dynamic).dynamic_tiles);
-  EXPECT_FALSE(choose_sm90_variant(causal, 64, dynamic).dynamic_tiles);  // causal: not persistent
+  EXPECT_TRUE(choose_sm90_variant(prefill(512), 128, dynamic).dynamic_tiles);
+  EXPECT_TRUE(choose_sm90_variant(causal, 64, dynamic).dynamic_tiles);
   Sm90Overrides persistent_dynamic = dynamic;
   persistent_dynamic.persistent = 1;
   for (int d : {64, 128, 256}) {

@@ -7,7 +7,7 @@
 //  - two-stage ring (Pipelined = true, opt-in, where shared memory allows): block n lives in
 //    stage n & 1, and each load is issued about one and a half iterations before it is read.
 // Keys per iteration (template BlockN): the planner's tile, and for d96/d128 also a 64-key
-// step (FLARE_SM80_D128_KEYS=64, single buffer): 128 O + 64 S fp32 accumulators per thread, so
+// step (the default; FLARE_SM80_D128_KEYS=32 for the 32-key one; single buffer): 128 O + 64 S fp32 accumulators per thread, so
 // it keeps its CTA-uniform values (sequence, mask, K/V source, alibi/softcap) in shared memory
 // (FwdCtaState) and issues the next K load after the softmax, as the ring does. Q is read from
 // shared memory with ldmatrix at every k16 step of QK^T in every variant.
@@ -59,8 +59,8 @@ struct FwdCtaState {
 
 // BlockN: keys per main-loop step, also the unit of the split ranges (key_block_range /
 // split_block_range use the kernel's own kBlockN). The default is the planner's tile
-// (sm80_tile_config). d96/d128 also compile the wide step sm80_wide_block_n (64 keys:
-// FLARE_SM80_D128_KEYS=64), which keeps its CTA-uniform state in shared memory.
+// (sm80_tile_config). d96/d128 also compile the wide step sm80_wide_block_n (64 keys, the
+// default there; FLARE_SM80_D128_KEYS=32 for the tile's step), which keeps its CTA-uniform state in shared memory.
 template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n>
 struct FwdTraits {
   static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
@@ -627,8 +627,9 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     const char* v = std::getenv("FLARE_SM80_PIPELINE");
     return v != nullptr && v[0] == '1';
   }();
-  // FLARE_SM80_D128_KEYS=64 (read once) runs d96/d128 on the 64-key step (single K/V buffer
-  // only; the ring flag is ignored for it). Default: the planner's 32-key tile. The kernel
+  // d96/d128 run the 64-key step by default (single K/V buffer only; the ring flag is ignored
+  // for it): +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md, step 6).
+  // FLARE_SM80_D128_KEYS=32 (read once) selects the planner's 32-key tile instead. The kernel
   // computes its key-block and split ranges in its own block size; the planner's split count
   // was chosen on 32-key blocks, which only changes how evenly the splits divide the keys
   // (a split may get no block; it writes LSE -inf and the combine skips it).
@@ -636,7 +637,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   if constexpr (kWideBlockN != 0) {
     static const bool wide_enabled = [] {
       const char* v = std::getenv("FLARE_SM80_D128_KEYS");
-      return v != nullptr && v[0] == '6' && v[1] == '4' && v[2] == '\0';
+      return !(v != nullptr && v[0] == '3' && v[1] == '2' && v[2] == '\0');
     }();
     if (wide_enabled) {
       using Tw = sm80::FwdTraits<HeadDim, kWideBlockN>;

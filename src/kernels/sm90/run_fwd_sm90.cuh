@@ -22,7 +22,7 @@ static std::atomic<unsigned int> g_sm90_next_tile_counter_slot{0};
 
 // Whether a dynamic-tiles launch may go to `stream`: not while it is being captured (a graph
 // would replay the captured counter slot while later launches take it round robin), nor when
-// the capture status cannot be read. Those launches stride statically instead.
+// the capture status cannot be read. Those launches run one CTA per tile instead.
 inline bool dynamic_tiles_allowed(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   return cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
@@ -45,10 +45,14 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool p
       kernel = fwd_kernel_sm90_ws<T, HeadDim, true, 1>;
     else
       return cudaErrorInvalidConfiguration;
-  } else if (persistent && dynamic_tiles && dynamic_tiles_allowed(stream)) {
-    kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true>;
-    sched_slot = int(g_sm90_next_tile_counter_slot.fetch_add(1, std::memory_order_relaxed) %
-                     kSm90TileCounterSlots);
+  } else if (persistent && dynamic_tiles) {
+    if (dynamic_tiles_allowed(stream)) {
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true>;
+      sched_slot = int(g_sm90_next_tile_counter_slot.fetch_add(1, std::memory_order_relaxed) %
+                       kSm90TileCounterSlots);
+    } else {
+      persistent = false;  // captured: one CTA per tile (the hardware balances), not striding
+    }
   }
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);

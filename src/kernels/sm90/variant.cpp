@@ -62,26 +62,30 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   // At head dim 256 the producer has 24 registers: enough for TMA, not for paged cp.async.
   if (kernel_head_dim > 128 && is_paged(p)) v.warp_specialized = false;
   if (!v.warp_specialized) return v;
-  // Persistent CTAs: +2..25% for unmasked head dim 64; slower with a causal mask (static
-  // striding balances triangular work badly) and at head dims 128/256.
-  const bool unmasked = p.causal == 0 && p.window_left < 0 && p.window_right < 0;
-  v.persistent = o.persistent >= 0 ? o.persistent == 1 : kernel_head_dim == 64 && unmasked;
+  // Persistent CTAs taking tiles by atomic tickets (v10, FLARE_SM90_SCHED=dynamic, the default):
+  // at or above one CTA per tile on every shape of the A/B (causal s=512 +19%, d64 causal 1k
+  // +18%, varlen +10%, 16k +-2%). Static striding (FLARE_SM90_SCHED=static) balances triangular
+  // work badly (causal 16k -28%), so it is never the default. Paged launches have no dynamic
+  // instance: one CTA per tile.
+  const bool dynamic_ok = !is_paged(p);
+  v.persistent = o.persistent >= 0 ? o.persistent == 1 : dynamic_ok;
   v.pingpong = o.pingpong != 0;  // faster on every prefill shape measured
   v.tma = o.tma >= 0 ? TmaMode(o.tma) : TmaMode::kOn;
-  // Q by TMA (v9, not yet measured): follows the K/V switch unless set on its own.
+  // Q by TMA (v9): +5..20% below 4k keys, neutral at 16k. Follows the K/V switch unless set on
+  // its own.
   v.tma_q = o.tma_q >= 0 ? TmaMode(o.tma_q) : v.tma;
-  // Two Q buffers (v9, not yet measured; opt-in): the next tile's Q loads while the current
-  // tile runs. Only persistent CTAs have a next tile; paged launches keep one buffer (no kernel
-  // instance for them), and d256 has no room for a second buffer.
+  // Two Q buffers (v9; opt-in): the next tile's Q loads while the current tile runs, but at d128
+  // the second buffer costs a K/V stage, and that measured 2-20% slower. Only persistent CTAs
+  // have a next tile; paged launches keep one buffer (no kernel instance for them), and d256 has
+  // no room for a second buffer.
   v.q_buffers = o.q_buffers == 2 && v.persistent && !is_paged(p) &&
                         sm90_max_q_buffers(kernel_head_dim) >= 2
                     ? 2
                     : 1;
-  // Dynamic tile scheduler (v10, not yet measured; opt-in): persistent CTAs take their next tile
-  // from an atomic counter, so triangular (causal) and uneven (varlen) work balances. Only
-  // persistent launches walk tiles; paged launches have no instance with it (they keep static
-  // striding). run_fwd_sm90 also falls back to static striding under stream capture.
-  v.dynamic_tiles = o.sched == 1 && v.persistent && !is_paged(p);
+  // Dynamic tile scheduler (v10): persistent CTAs take their next tile from an atomic counter,
+  // so triangular (causal) and uneven (varlen) work balances. run_fwd_sm90 runs one CTA per
+  // tile instead under stream capture (a graph would replay one counter slot).
+  v.dynamic_tiles = v.persistent && dynamic_ok && o.sched != 0;
   return v;
 }
 
