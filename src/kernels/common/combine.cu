@@ -10,6 +10,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
 #include "common/sequence.h"
 #include "kernels/common/merge.cuh"
 #include "kernels/fwd_launch.h"
@@ -57,12 +59,28 @@ struct SplitAccumLayout {
   }
 };
 
+// FLARE_COMBINE_PDL=1 (read once): the combine is launched as a programmatic dependent of the
+// forward kernel on devices of compute capability >= 9, so its launch overlaps the forward
+// kernel's tail (docs/notes/merge-kernel.md, step 3). Off by default until measured.
+bool combine_pdl() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("FLARE_COMBINE_PDL");
+    return v != nullptr && v[0] == '1';
+  }();
+  if (!enabled) return false;
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+             cudaSuccess &&
+         major >= 9;
+}
+
 template <typename T>
 cudaError_t launch_combine(const FwdLaunch& launch, cudaStream_t stream) {
   SplitAccumLayout<T> L{};
   L.launch = launch;
   L.rows = (int64_t)launch.p.batch * launch.p.num_heads * launch.max_seqlen_q;
-  return merge_impl::launch_merge<float, T>(L, stream);
+  return merge_impl::launch_merge<float, T>(L, stream, combine_pdl());
 }
 
 }  // namespace

@@ -41,6 +41,16 @@ namespace merge_impl {
 
 constexpr int kMergeThreads = 128;
 
+// Programmatic dependent launch (sm90+): a merge launched with the PDL attribute right after
+// the kernel that writes its parts (the split-KV combine after the decode kernel) may start
+// before that kernel ends; it waits here until the prior grid has completed and its writes are
+// visible. Without the attribute (or below sm90) this is a no-op.
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Four consecutive elements as floats (one 8- or 16-byte load through the read-only path).
 template <typename T>
 __device__ __forceinline__ float4 load4(const T* src);
@@ -315,11 +325,13 @@ __device__ __forceinline__ void merge_row_wide(const Layout& L) {
 
 template <typename TIn, typename TOut, int kChunks, class Layout>
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const Layout L, int tpr_log2) {
+  wait_for_prior_grid();
   merge_row<TIn, TOut, kChunks, Layout>(L, tpr_log2);
 }
 
 template <typename TIn, typename TOut, int kChunks, class Layout>
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel_wide(const Layout L) {
+  wait_for_prior_grid();
   merge_row_wide<TIn, TOut, kChunks, Layout>(L);
 }
 
@@ -328,9 +340,29 @@ __host__ __device__ constexpr bool merge_use_wide(int num_parts) {
   return num_parts >= kWideMinParts && num_parts <= kWideMaxParts;
 }
 
+// Launches `kernel` on `blocks` CTAs, with programmatic stream serialisation when asked for
+// (the caller checks the device supports it: compute capability >= 9).
+template <typename Kernel, typename... Args>
+cudaError_t launch_rows(Kernel kernel, unsigned blocks, bool programmatic, cudaStream_t stream,
+                        Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kMergeThreads);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (programmatic) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 // Launches the merge over every row of L. head_dim must be a multiple of 4 in [4, 512].
+// programmatic: programmatic dependent launch after the kernel that writes the parts (sm90+).
 template <typename TIn, typename TOut, class Layout>
-cudaError_t launch_merge(const Layout& L, cudaStream_t stream) {
+cudaError_t launch_merge(const Layout& L, cudaStream_t stream, bool programmatic = false) {
   const int nchunks = L.head_dim() / 4;
   if (nchunks < 1 || nchunks > 128 || L.head_dim() % 4 != 0) return cudaErrorInvalidValue;
   const int64_t rows = L.num_rows();
@@ -339,25 +371,22 @@ cudaError_t launch_merge(const Layout& L, cudaStream_t stream) {
     if (rows > 0x7fffffff) return cudaErrorInvalidConfiguration;
     const unsigned blocks = (unsigned)rows;
     if (nchunks <= 32)
-      merge_kernel_wide<TIn, TOut, 1, Layout><<<blocks, kMergeThreads, 0, stream>>>(L);
-    else if (nchunks <= 64)
-      merge_kernel_wide<TIn, TOut, 2, Layout><<<blocks, kMergeThreads, 0, stream>>>(L);
-    else
-      merge_kernel_wide<TIn, TOut, 4, Layout><<<blocks, kMergeThreads, 0, stream>>>(L);
-    return cudaGetLastError();
+      return launch_rows(merge_kernel_wide<TIn, TOut, 1, Layout>, blocks, programmatic, stream, L);
+    if (nchunks <= 64)
+      return launch_rows(merge_kernel_wide<TIn, TOut, 2, Layout>, blocks, programmatic, stream, L);
+    return launch_rows(merge_kernel_wide<TIn, TOut, 4, Layout>, blocks, programmatic, stream, L);
   }
   int tpr_log2 = 0;
   while ((1 << tpr_log2) < nchunks && tpr_log2 < 5) ++tpr_log2;
   const int rows_per_block = kMergeThreads >> tpr_log2;
   const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const unsigned b = (unsigned)blocks;
   if (nchunks <= 32)
-    merge_kernel<TIn, TOut, 1, Layout><<<(unsigned)blocks, kMergeThreads, 0, stream>>>(L, tpr_log2);
-  else if (nchunks <= 64)
-    merge_kernel<TIn, TOut, 2, Layout><<<(unsigned)blocks, kMergeThreads, 0, stream>>>(L, tpr_log2);
-  else
-    merge_kernel<TIn, TOut, 4, Layout><<<(unsigned)blocks, kMergeThreads, 0, stream>>>(L, tpr_log2);
-  return cudaGetLastError();
+    return launch_rows(merge_kernel<TIn, TOut, 1, Layout>, b, programmatic, stream, L, tpr_log2);
+  if (nchunks <= 64)
+    return launch_rows(merge_kernel<TIn, TOut, 2, Layout>, b, programmatic, stream, L, tpr_log2);
+  return launch_rows(merge_kernel<TIn, TOut, 4, Layout>, b, programmatic, stream, L, tpr_log2);
 }
 
 }  // namespace merge_impl
