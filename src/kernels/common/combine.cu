@@ -59,13 +59,14 @@ struct SplitAccumLayout {
   }
 };
 
-// FLARE_COMBINE_PDL=1 (read once): the combine is launched as a programmatic dependent of the
-// forward kernel on devices of compute capability >= 9, so its launch overlaps the forward
-// kernel's tail (docs/notes/merge-kernel.md, step 3). Off by default until measured.
+// On devices of compute capability >= 9 the combine is launched as a programmatic dependent of
+// the forward kernel, so its launch overlaps the forward kernel's tail: decode b=1 L=8k +13%
+// on the H100 (docs/notes/merge-kernel.md, step 3). FLARE_COMBINE_PDL=0 (read once) turns it
+// off.
 bool combine_pdl() {
   static const bool enabled = [] {
     const char* v = std::getenv("FLARE_COMBINE_PDL");
-    return v != nullptr && v[0] == '1';
+    return !(v != nullptr && v[0] == '0');
   }();
   if (!enabled) return false;
   int device = 0, major = 0;

@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
                                   DecodeTraits<HeadDim>::kCtasPerSm)
     decode_kernel(const __grid_constant__ FwdLaunch launch) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // A split combine launched as a programmatic dependent (FLARE_COMBINE_PDL) may be scheduled
+  // The split combine, launched as a programmatic dependent (combine.cu), may be scheduled
   // from now on; it still waits for this grid to complete before reading (griddepcontrol.wait).
   if constexpr (Arch >= 90) asm volatile("griddepcontrol.launch_dependents;");
 #endif
