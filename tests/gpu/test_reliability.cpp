@@ -12,6 +12,8 @@
 //                       16-byte rule: rejected with FLARE_ERROR_MISALIGNED, nothing written.
 //   ReliabDeterminism   plain, split-KV, varlen and paged (+ append) calls: 100 runs over 4
 //                       streams, out and lse bit-identical to the first run (and correct).
+//   ReliabGraphCapture  the determinism cases captured into a CUDA graph and replayed: equal to
+//                       the eager run bit for bit.
 //   ReliabConcurrency   12 host threads, each with its own stream and shape, call flare_mha_fwd
 //                       at once; each checks its output and that flare_last_error() is
 //                       thread-local (its own bad call's message, unchanged by the others).
@@ -548,6 +550,56 @@ TEST(ReliabDeterminism, HundredRunsFourStreams) {
                   r.workspace = dp.workspace.get(), r.workspace_size = dp.workspace.bytes();
                   return resolved_splits(r);
                 }());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CUDA graphs: inference engines capture decode steps. Each determinism case is captured on a
+// stream (flare_mha_fwd must make no call that breaks a capture), the graph is replayed three
+// times over poisoned outputs, and every replay must equal the eager run bit for bit. This
+// covers the launches that change under capture: the Hopper kernels' persistent CTAs with
+// dynamic tickets (one CTA per tile while captured) and the split combine's programmatic
+// dependent launch (a programmatic edge in the graph).
+TEST(ReliabGraphCapture, ReplayEqualsEagerRun) {
+  FLARE_REQUIRE_GPU();
+  for (DetCase& c : det_cases()) {
+    Stream stream;
+    DeviceProblem dp(c.hp);
+    flare_mha_fwd_params p = dp.params(c.hp);
+    dp.poison();
+    std::string error;
+    ASSERT_EQ(run_flare(p, dp.workspace, stream.get(), &error), FLARE_OK) << c.name << ": " << error;
+    const std::vector<uint16_t> out0 = dp.out.download<uint16_t>();
+    const std::vector<float> lse0 = dp.lse.download<float>();
+
+    // run_flare sized the workspace; the captured call uses it as is.
+    size_t bytes = 0;
+    ASSERT_EQ(flare_mha_fwd_workspace_size(&p, g_device, &bytes), FLARE_OK);
+    p.workspace = bytes > 0 ? dp.workspace.get() : nullptr;
+    p.workspace_size = bytes > 0 ? dp.workspace.bytes() : 0;
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    const flare_status st = flare_mha_fwd(&p, stream.get());
+    const cudaError_t end = cudaStreamEndCapture(stream.get(), &graph);
+    ASSERT_EQ(st, FLARE_OK) << c.name << ": captured flare_mha_fwd: " << flare_last_error();
+    ASSERT_EQ(end, cudaSuccess) << c.name << ": " << cudaGetErrorString(end);
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    int differ = 0;
+    for (int replay = 0; replay < 3; ++replay) {
+      dp.poison();
+      CUDA_CHECK(cudaGraphLaunch(exec, stream.get()));
+      CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+      const std::vector<uint16_t> out = dp.out.download<uint16_t>();
+      const std::vector<float> lse = dp.lse.download<float>();
+      if (out != out0 || lse.size() != lse0.size() ||
+          std::memcmp(lse.data(), lse0.data(), lse.size() * sizeof(float)) != 0)
+        ++differ;
+    }
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    EXPECT_EQ(differ, 0) << c.name << ": " << differ << " of 3 graph replays differ from the eager run";
+    std::printf("ReliabGraphCapture %s: 3 replays, %d differ\n", c.name.c_str(), differ);
   }
 }
 
