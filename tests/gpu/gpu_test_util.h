@@ -440,6 +440,8 @@ struct RefOutputs {
   std::vector<double> out_lp; // NaiveLowPrecision reference, rounded to the dtype
   std::vector<double> lse64;  // Float64 log-sum-exp, laid out like the GPU lse
   double lse_naive_err = 0;   // max |naive lse - float64 lse| over finite entries
+  double out_naive_err = 0;   // max |out_lp - out64| over every element (NaN gaps ignored)
+  double out_max_abs = 0;     // max |out64| over every element (NaN gaps ignored)
 };
 
 // `p` must be bound to host data (for a KV cache: k/v = the caches after ref::append_kv);
@@ -462,6 +464,10 @@ inline RefOutputs compute_reference(const flare_mha_fwd_params& p, size_t out_el
   // precision (rounding an already rounded value is a no-op).
   for (double& x : r.out_lp)
     if (!std::isnan(x)) x = flare::ref::to_float(flare::ref::from_double(x, p.dtype), p.dtype);
+  for (size_t e = 0; e < out_elems; ++e) {
+    r.out_naive_err = std::max(r.out_naive_err, std::fabs(r.out_lp[e] - r.out64[e]));
+    r.out_max_abs = std::max(r.out_max_abs, std::fabs(r.out64[e]));
+  }
   return r;
 }
 
