@@ -2,27 +2,29 @@
 # The A/B timings behind this session's kernel decisions (device_check.sh step "ab"):
 # each shape runs under every setting, alternated over ROUNDS rounds (scripts/ab.sh).
 #   scripts/ab_cases.sh LOG
+# AB_GROUPS (comma list, default all): sm80 (wide vs planner step), hopper (scheduling and Q
+# loading), padded (d96/d192 on the Hopper kernels vs mma.sync).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="$1"
 : > "$log"
+group() { [[ ",${AB_GROUPS:-sm80,hopper,padded}," == *",$1,"* ]]; }
 ab() { local tmp; tmp=$(mktemp); ROUNDS="${ROUNDS:-2}" bash scripts/ab.sh "$tmp" "$@"; cat "$tmp" >> "$log"; rm -f "$tmp"; }
 
-# mma.sync path, head dims 96/128: 32-key steps with Q in registers vs 64-key steps with Q
-# re-read from shared memory.
-for s in 128,0,512 128,1,512 128,0,4096 128,1,4096 128,0,16384 128,1,16384 96,0,4096; do
-  ab "FLARE_KERNEL_PATH=sm80 FLARE_SM80_D128_KEYS=32" "FLARE_KERNEL_PATH=sm80 FLARE_SM80_D128_KEYS=64" \
-    -- --only "$s" --iters 20
+# mma.sync path: the planner's step vs the wide step (d64: 64 vs 128 keys; d96/d128: 32 vs 64
+# keys with Q re-read from shared memory).
+group sm80 && for s in 64,0,512 64,1,512 64,0,4096 64,1,4096 64,1,16384 128,0,512 128,1,4096 96,0,4096; do
+  ab "FLARE_KERNEL_PATH=sm80 FLARE_SM80_WIDE=0" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20
 done
 # Hopper: default vs persistent CTAs (static striding; dynamic tickets; dynamic + 2 Q buffers)
 # vs Q without TMA.
 dyn="FLARE_SM90_PERSISTENT=1 FLARE_SM90_SCHED=dynamic"
-for s in 128,0,512 128,1,512 128,0,2048 128,1,2048 64,0,512 64,1,1024 128,0,16384 128,1,16384 256,1,8192; do
+group hopper && for s in 128,0,512 128,1,512 128,0,2048 128,1,2048 64,0,512 64,1,1024 128,0,16384 128,1,16384 256,1,8192; do
   ab "default" "FLARE_SM90_PERSISTENT=1" "$dyn" "$dyn FLARE_SM90_QBUFS=2" "FLARE_SM90_TMA_Q=0" \
     -- --only "$s" --iters 20
 done
-ab "default" "$dyn" "$dyn FLARE_SM90_QBUFS=2" -- --table varlen --iters 20
+group hopper && ab "default" "$dyn" "$dyn FLARE_SM90_QBUFS=2" -- --table varlen --iters 20
 # Head dims 96 / 192: padded onto the Hopper d128 / d256 kernels vs the mma.sync kernels.
-for s in 96,0,512 96,0,4096 96,1,4096 192,0,1024 192,0,4096 192,1,4096; do
+group padded && for s in 96,0,512 96,0,4096 96,1,4096 192,0,1024 192,0,4096 192,1,4096; do
   ab "default" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20
 done

@@ -26,17 +26,19 @@ FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
                            : TileConfig{128, 64, 8, 1, 1};
 }
 
-// A second prefill step compiled for d = 96 / 128 (0 = none): 64 keys per iteration, FA2's
-// 128 x 64 tile. Q is re-read from shared memory at every k16 step (as in the 32-key step);
-// what spilled at 64 keys was ~20 CTA-uniform values (sequence, mask, K/V source, softcap/ALiBi,
-// epilogue offsets) held in registers across the loop next to 128 O + 64 S accumulators, and the
-// next-K address math before the softmax. The 64-key kernel keeps those values in shared memory
-// and loads K after the softmax: no spills (docs/notes/sm80-kernel.md, step 6). The default
-// (+7..17% at d128, +16% at d96 on the H100; FLARE_SM80_D128_KEYS=32 selects the 32-key step). The planner keeps counting the 32-key
-// blocks of sm80_tile_config: the kernel derives its ranges from its own block size, so only
-// how evenly a split count divides the keys depends on it (a split may get no block).
+// A second, wider prefill step (0 = none): d = 96 / 128 step 64 keys (FA2's 128 x 64 tile),
+// d = 64 steps 128 keys (FA2's 128 x 128 tile for d64). Q is re-read from shared memory at every
+// k16 step. What spilled at d128 with 64 keys was ~20 CTA-uniform values (sequence, mask, K/V
+// source, softcap/ALiBi, epilogue offsets) held in registers across the loop next to 128 O + 64
+// S accumulators, and the next-K address math before the softmax; the wide kernel keeps those
+// values in shared memory and loads K after the softmax: no spills (d64 at 128 keys: 255
+// registers, no spills either). The default (H100: +7..17% at d128, +16% at d96,
+// docs/notes/sm80-kernel.md steps 6 and 7); FLARE_SM80_WIDE=0 selects the planner's step. The
+// planner keeps counting the blocks of sm80_tile_config: the kernel derives its ranges from its
+// own block size, so only how evenly a split count divides the keys depends on it (a split may
+// get no block).
 FLARE_HD constexpr int sm80_wide_block_n(int head_dim) {
-  return head_dim > 64 && head_dim <= 128 ? 64 : 0;
+  return head_dim <= 32 ? 0 : head_dim <= 64 ? 128 : head_dim <= 128 ? 64 : 0;
 }
 
 // Decode kernel: few query rows (seqlen_q, or the packed query heads of one KV head), so one
@@ -47,10 +49,22 @@ constexpr int kSm80DecodeMaxRows = 16;
 
 FLARE_HD constexpr int sm80_decode_stages(int head_dim) { return head_dim <= 128 ? 3 : 2; }
 
-// Shared memory of the decode kernel: Q (16 rows) + stages x (K + V) blocks of 64 rows, rows
-// padded by 8 elements (2-byte elements).
+// K/V rows of the decode stages: where a row is a whole number of 128-byte lines (head_dim a
+// multiple of 64) its 16-byte chunks are XOR-swizzled by the row (chunk ^ (row & 7)) and the
+// rows are unpadded, so each 8-lane group of a cp.async writes one aligned 128-byte line of
+// shared memory; elsewhere (d = 32, 96) rows are padded by 8 elements against ldmatrix bank
+// conflicts. Padded 272-byte rows at d = 128 measured 1.34x cuDNN's L2 sector lookups for the
+// same DRAM bytes and 86.5% vs 91% DRAM activity (docs/notes/sm80-kernel.md, step 7).
+FLARE_HD constexpr bool sm80_decode_kv_swizzled(int head_dim) { return head_dim % 64 == 0; }
+FLARE_HD constexpr int sm80_decode_kv_row_bytes(int head_dim) {
+  return (sm80_decode_kv_swizzled(head_dim) ? head_dim : head_dim + 8) * 2;
+}
+
+// Shared memory of the decode kernel: Q (16 rows padded by 8 elements) + stages x (K + V)
+// blocks of 64 rows (2-byte elements).
 FLARE_HD constexpr int sm80_decode_smem_bytes(int head_dim) {
-  return (kSm80DecodeMaxRows + sm80_decode_stages(head_dim) * 2 * 64) * (head_dim + 8) * 2;
+  return kSm80DecodeMaxRows * (head_dim + 8) * 2 +
+         sm80_decode_stages(head_dim) * 2 * 64 * sm80_decode_kv_row_bytes(head_dim);
 }
 
 FLARE_HD constexpr int sm80_decode_ctas_per_sm(int head_dim) {

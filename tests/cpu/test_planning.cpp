@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "flare/flare.h"
+#include "common/tile_config.h"
 #include "planning/plan.h"
 
 namespace {
@@ -111,11 +112,13 @@ TEST(PlanForward, SmallDecodeGridSplits) {
 }
 
 TEST(PlanForward, DecodeKernelCountsItsOwnSlots) {
-  // d = 64, 240 heads. seqlen_q 16 runs the decode kernel: 3 CTAs of it fit on an SM, so
-  // slots = 396 and a grid of 240 CTAs (< 0.8 * 396 = 316.8) still splits; n_blocks = 64.
+  // d = 64, 240 heads. seqlen_q 16 runs the decode kernel: 4 CTAs of it (51.5 KB of shared
+  // memory each) fit on an SM, so slots = 528 and a grid of 240 CTAs (< 0.8 * 528) still
+  // splits; n_blocks = 64.
   // seqlen_q 17 runs the prefill kernel (2 CTAs per SM): 240 >= 0.8 * 264 = 211.2 -> 1.
   const FwdPlan decode = plan_forward(dense(1, 16, 4096, 240, 240, 64), kH100Sms);
-  EXPECT_EQ(decode.num_splits, num_splits_heuristic(240, 3 * kH100Sms, 64, 128));
+  EXPECT_EQ(decode.num_splits, num_splits_heuristic(240, 4 * kH100Sms, 64, 128));
+  EXPECT_EQ(flare::sm80_decode_ctas_per_sm(64), 4);
   EXPECT_GT(decode.num_splits, 1);
   const FwdPlan prefill = plan_forward(dense(1, 17, 4096, 240, 240, 64), kH100Sms);
   EXPECT_EQ(prefill.num_splits, 1);

@@ -31,10 +31,11 @@ struct DecodeTraits {
   static constexpr int kDTiles = HeadDim / 8;
   static constexpr int kKSteps = HeadDim / 16;
   static constexpr int kChunksPerRow = HeadDim / 8;
-  static constexpr int kRowElems = HeadDim + 8;
-  static constexpr int kRowBytes = kRowElems * 2;
+  static constexpr int kRowBytes = (HeadDim + 8) * 2;  // Q rows (padded)
+  static constexpr bool kKVSwizzled = sm80_decode_kv_swizzled(HeadDim);
+  static constexpr int kKVRowBytes = sm80_decode_kv_row_bytes(HeadDim);
   static constexpr int kSmemQ = kBlockM * kRowBytes;
-  static constexpr int kSmemTile = kBlockN * kRowBytes;  // one K or V block
+  static constexpr int kSmemTile = kBlockN * kKVRowBytes;  // one K or V block
   static constexpr int kSmemStage = 2 * kSmemTile;
   static constexpr int kSmemBytes = kSmemQ + kStages * kSmemStage;
   // Warp partials of the final merge, fp32, rows padded by 8 floats against bank conflicts.
@@ -47,6 +48,21 @@ struct DecodeTraits {
   static_assert(kSmemBytes == sm80_decode_smem_bytes(HeadDim), "planner and kernel disagree");
   static_assert(kSmemPartO + kSmemPartML <= kStages * kSmemStage, "merge area fits the stages");
   static_assert((kWarpKeys * kChunksPerRow) % 32 == 0, "whole chunks per lane");
+  static_assert(!kKVSwizzled || kChunksPerRow % 8 == 0, "the swizzle permutes 8-chunk lines");
+
+  // Byte offset of 16-byte chunk `chunk` in K/V row `row` of a stage (rows of a warp's group
+  // start at multiples of 8, so row & 7 is the same within the group and within the tile).
+  __device__ __forceinline__ static uint32_t kv_offset(int row, int chunk) {
+    return uint32_t(row * kKVRowBytes + ((kKVSwizzled ? chunk ^ (row & 7) : chunk) << 4));
+  }
+  // An ldmatrix lane reads chunk 2 s + half of its row at step s; the swizzle only permutes the
+  // low three chunk bits, so offset(s) = lane[s % 4] + 128 (s / 4): four registers per operand
+  // and an immediate, instead of one live offset per step (d256 spilled with those).
+  __device__ __forceinline__ static void ldmatrix_lane_offsets(int row, int half,
+                                                               uint32_t (&lane)[4]) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) lane[j] = kv_offset(row, 2 * j + half);
+  }
 };
 
 template <int Arch, typename T, int HeadDim>
@@ -122,7 +138,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     const int seqlen_k = seq.seqlen_k;
     // This lane's chunks of a warp's 16-row group: chunk c = lane + 32 i -> row c / kChunks.
     constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
-    const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * kRowBytes);
+    const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kKVRowBytes);
 
     // Loads this warp's 16 rows of K and V of key block n_block into stage `stage`.
     auto load_block = [&](int n_block, int stage) {
@@ -179,7 +195,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           const int r = r0 + i * kRowStep;
           const bool valid = r < valid_rows && col_ok;
           const bool second = r >= switch_row;
-          const uint32_t d = dst + uint32_t(r * kRowBytes + col * 2);
+          const uint32_t d = dst + Tr::kv_offset(r, col / 8);
           cp_async_16(d, valid ? (second ? kp1 : kp0) : k, valid ? 16 : 0);
           cp_async_16(d + Tr::kSmemTile, valid ? (second ? vp1 : vp0) : v, valid ? 16 : 0);
           kp0 += k_step, kp1 += k_step, vp0 += v_step, vp1 += v_step;
@@ -194,7 +210,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           const bool second = r >= switch_row;
           const T* ks = (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col);
           const T* vs = (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col);
-          const uint32_t d = dst + uint32_t(r * kRowBytes + col * 2);
+          const uint32_t d = dst + Tr::kv_offset(r, col / 8);
           cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
           cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
         }
@@ -213,10 +229,16 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 
     const uint32_t q_lane =
         sQ + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
-    const uint32_t k_lane = sKV + warp_stage_off + ((lane & 7) + (lane >> 4) * 8) * kRowBytes +
-                            ((lane >> 3) & 1) * 16;
-    const uint32_t v_lane = sKV + Tr::kSmemTile + warp_stage_off +
-                            ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+    // ldmatrix row addresses: K (x4 = two n8 key tiles x two k8 halves) reads row
+    // (lane & 7) + 8 (lane >> 4), chunk 2 ks + ((lane >> 3) & 1); V (x4.trans) reads row
+    // (lane & 7) + 8 ((lane >> 3) & 1), chunk 2 dp + (lane >> 4).
+    const int k_row = (lane & 7) + (lane >> 4) * 8, k_half = (lane >> 3) & 1;
+    const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_half = lane >> 4;
+    const uint32_t k_lane = sKV + warp_stage_off;
+    const uint32_t v_lane = sKV + Tr::kSmemTile + warp_stage_off;
+    uint32_t k_off[4], v_off[4];
+    Tr::ldmatrix_lane_offsets(k_row, k_half, k_off);
+    Tr::ldmatrix_lane_offsets(v_row, v_half, v_off);
     uint32_t q_frag[Tr::kQInRegs ? kKSteps : 1][4];
     if constexpr (Tr::kQInRegs) {
 #pragma unroll
@@ -254,7 +276,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           ldmatrix_x4(q_lane + ks * 32, a[0], a[1], a[2], a[3]);
         }
         uint32_t b0, b1, b2, b3;
-        ldmatrix_x4(k_lane + stage_off + ks * 32, b0, b1, b2, b3);
+        ldmatrix_x4(k_lane + stage_off + k_off[ks % 4] + (ks / 4) * 128, b0, b1, b2, b3);
         mma_16816<T>(acc_s[0], a, b0, b1);
         mma_16816<T>(acc_s[1], a, b2, b3);
       }
@@ -319,7 +341,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
         uint32_t b0, b1, b2, b3;
-        ldmatrix_x4_trans(v_lane + stage_off + dp * 32, b0, b1, b2, b3);
+        ldmatrix_x4_trans(v_lane + stage_off + v_off[dp % 4] + (dp / 4) * 128, b0, b1, b2, b3);
         mma_16816<T>(acc_o[2 * dp], p_frag, b0, b1);
         mma_16816<T>(acc_o[2 * dp + 1], p_frag, b2, b3);
       }

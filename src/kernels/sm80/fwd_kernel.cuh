@@ -6,10 +6,10 @@
 //    S = QK^T, K[n-1] during softmax + PV, so each load has about half an iteration to land.
 //  - two-stage ring (Pipelined = true, opt-in, where shared memory allows): block n lives in
 //    stage n & 1, and each load is issued about one and a half iterations before it is read.
-// Keys per iteration (template BlockN): the planner's tile, and for d96/d128 also a 64-key
-// step (the default; FLARE_SM80_D128_KEYS=32 for the 32-key one; single buffer): 128 O + 64 S fp32 accumulators per thread, so
-// it keeps its CTA-uniform values (sequence, mask, K/V source, alibi/softcap) in shared memory
-// (FwdCtaState) and issues the next K load after the softmax, as the ring does. Q is read from
+// Keys per iteration (template BlockN): the planner's tile, and for d64/d96/d128 also a wide
+// step of 128/64/64 keys (the default; FLARE_SM80_WIDE=0 for the planner's; single buffer):
+// up to 128 O + 64 S fp32 accumulators per thread, so it keeps its CTA-uniform values
+// (sequence, mask, K/V source, alibi/softcap) in shared memory (FwdCtaState) and issues the next K load after the softmax, as the ring does. Q is read from
 // shared memory with ldmatrix at every k16 step of QK^T in every variant.
 //
 // Features are runtime values read from the launch (masks, alibi, softcap, varlen, paged KV,
@@ -42,7 +42,7 @@ struct KvSource {
   bool paged;
 };
 
-// CTA-uniform values that the wide (64-key) kernel keeps in shared memory instead of in
+// CTA-uniform values that the wide-step kernel keeps in shared memory instead of in
 // registers across the main loop: written once by thread 0 behind a barrier, re-read (one
 // broadcast LDS each) where an iteration or the epilogue needs them. With 128 O + 64 S fp32
 // accumulators per thread, the ~20 registers these took (with the next-K address math before
@@ -59,8 +59,9 @@ struct FwdCtaState {
 
 // BlockN: keys per main-loop step, also the unit of the split ranges (key_block_range /
 // split_block_range use the kernel's own kBlockN). The default is the planner's tile
-// (sm80_tile_config). d96/d128 also compile the wide step sm80_wide_block_n (64 keys, the
-// default there; FLARE_SM80_D128_KEYS=32 for the tile's step), which keeps its CTA-uniform state in shared memory.
+// (sm80_tile_config). d64/d96/d128 also compile the wide step sm80_wide_block_n (128 / 64 keys,
+// the default there; FLARE_SM80_WIDE=0 for the tile's step), which keeps its CTA-uniform state
+// in shared memory.
 template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n>
 struct FwdTraits {
   static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
@@ -627,17 +628,17 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     const char* v = std::getenv("FLARE_SM80_PIPELINE");
     return v != nullptr && v[0] == '1';
   }();
-  // d96/d128 run the 64-key step by default (single K/V buffer only; the ring flag is ignored
-  // for it): +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md, step 6).
-  // FLARE_SM80_D128_KEYS=32 (read once) selects the planner's 32-key tile instead. The kernel
+  // d64/d96/d128 run the wide step by default (single K/V buffer only; the ring flag is ignored
+  // for it): d96/d128 +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md,
+  // steps 6 and 7). FLARE_SM80_WIDE=0 (read once) selects the planner's tile instead. The kernel
   // computes its key-block and split ranges in its own block size; the planner's split count
   // was chosen on 32-key blocks, which only changes how evenly the splits divide the keys
   // (a split may get no block; it writes LSE -inf and the combine skips it).
   constexpr int kWideBlockN = sm80_wide_block_n(HeadDim);
   if constexpr (kWideBlockN != 0) {
     static const bool wide_enabled = [] {
-      const char* v = std::getenv("FLARE_SM80_D128_KEYS");
-      return !(v != nullptr && v[0] == '3' && v[1] == '2' && v[2] == '\0');
+      const char* v = std::getenv("FLARE_SM80_WIDE");
+      return !(v != nullptr && v[0] == '0' && v[1] == '\0');
     }();
     if (wide_enabled) {
       using Tw = sm80::FwdTraits<HeadDim, kWideBlockN>;
@@ -645,7 +646,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       // per SM) and H100 (228 KB), 1 KB reserved per CTA; registers (<= 255 x 128) allow 2.
       static_assert(2 * (Tw::smem_bytes(1) + 1024) <= 164 * 1024 &&
                         Tw::kTile.ctas_per_sm == 2,
-                    "the 64-key step keeps the planner's two CTAs per SM");
+                    "the wide step keeps the planner's two CTAs per SM");
       return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN>,
                                   Tw::smem_bytes(1), launch, stream);
     }
