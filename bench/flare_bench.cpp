@@ -132,6 +132,8 @@ struct Options {
   std::string system = "flare";
   bool quick = false;
   int only_d = 0, only_causal = -1, only_seqlen = 0;  // --only D,CAUSAL,SEQLEN (prefill)
+  int head_dim = 0;                                    // --head-dim D: the table's rows of D
+  int splits = 0;  // --splits N: decode rows force N key splits (0: the library's heuristic)
   int only_batch = 0, only_kv_len = 0, only_page = -1;  // --only-decode B,L,PAGE
   int warmup = 5;
   int min_iters = 30;  // at least 20 are required; more where runs are short
@@ -428,6 +430,7 @@ void bench_prefill(Bench& B, flare_dtype dtype) {
     head_dims = {B.opt.only_d};
     seqlens = {B.opt.only_seqlen};
   }
+  if (B.opt.head_dim > 0) head_dims = {B.opt.head_dim};
   std::printf("\n== prefill, %s, %d tokens, model dim %d ==\n", dtype_name(dtype), tokens,
               model_dim);
   std::printf("  %5s %6s %6s %5s %5s %10s %10s\n", "d", "causal", "seqlen", "batch", "heads",
@@ -652,6 +655,7 @@ void bench_decode(Bench& B, flare_dtype dtype) {
         set_dense_strides(L, hk, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
         set_dense_strides(L, hk, d, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
       }
+      p.num_splits = B.opt.splits;
       DeviceBuffer ws;
       if (!prepare_call(B, p, ws, shape)) continue;
       int splits = 0;
@@ -717,6 +721,8 @@ void usage() {
       "                   [--json PATH] [--quick] [--system-name NAME]\n"
       "                   [--iters MIN_TIMED_RUNS] [--warmup N]\n"
       "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n"
+      "                   [--head-dim D]                    (the prefill rows of one head dim)\n"
+      "                   [--splits N]                      (decode: force N key splits)\n"
       "                   [--only-decode BATCH,KV_LEN,PAGE] (one decode shape; PAGE 0 =\n"
       "                                                      contiguous)\n");
 }
@@ -750,6 +756,16 @@ Options parse(int argc, char** argv) {
         die("--only-decode needs BATCH,KV_LEN,PAGE (PAGE 0 = contiguous, else a multiple of 16 "
             "dividing KV_LEN; got '%s')", v.c_str());
       o.table = "decode";
+    }
+    else if (a == "--head-dim") {
+      o.head_dim = std::atoi(value(i).c_str());
+      if (o.head_dim <= 0 || 2048 % o.head_dim != 0)
+        die("--head-dim needs a head dim dividing the model dim 2048 (got '%d')", o.head_dim);
+      o.table = "prefill";
+    }
+    else if (a == "--splits") {
+      o.splits = std::atoi(value(i).c_str());
+      if (o.splits < 1 || o.splits > 128) die("--splits needs 1..128 (got '%d')", o.splits);
     }
     else if (a == "--system-name") o.system = value(i);
     else if (a == "--iters") o.min_iters = std::atoi(value(i).c_str());
