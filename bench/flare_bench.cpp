@@ -299,19 +299,20 @@ bool is_unsupported(flare_status st) {
 // offer this shape in this build (the caller skips it); any other failure is fatal.
 bool prepare_call(Bench& B, flare_mha_fwd_params& p, DeviceBuffer& workspace,
                   const std::string& shape) {
-  const flare_status can = flare_can_implement(&p, B.device);
+  // Workspace first: a forced split count needs it before flare_can_implement accepts the call.
+  size_t ws = 0;
+  const flare_status sized = flare_mha_fwd_workspace_size(&p, B.device, &ws);
+  const flare_status can = sized == FLARE_OK ? flare_can_implement(&p, B.device) : sized;
   if (is_unsupported(can)) {
     std::printf("  %-48s skipped: %s (%s)\n", shape.c_str(), flare_status_string(can),
                 flare_last_error());
     return false;
   }
-  flare_check(can, "flare_can_implement", shape);
-  size_t ws = 0;
-  flare_check(flare_mha_fwd_workspace_size(&p, B.device, &ws), "flare_mha_fwd_workspace_size",
-              shape);
+  flare_check(sized, "flare_mha_fwd_workspace_size", shape);
   workspace = DeviceBuffer(ws);
   p.workspace = workspace.get();
   p.workspace_size = ws;
+  flare_check(flare_can_implement(&p, B.device), "flare_can_implement", shape);
   return true;
 }
 

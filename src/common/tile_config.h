@@ -41,6 +41,15 @@ FLARE_HD constexpr int sm80_wide_block_n(int head_dim) {
   return head_dim <= 32 ? 0 : head_dim <= 64 ? 128 : head_dim <= 128 ? 64 : 0;
 }
 
+// Whether a launch runs the wide step (where one is compiled). d64's 128-key step loses to its
+// 64-key step when rows see few keys through a causal or window mask (H100, bf16, one A/B
+// call: causal 512 -18%, 1024 -12%, 2048 +4%, 4096..16k +7..8%, non-causal +5..9% at every
+// length); the 64-key step of d96/d128 was faster on every measured shape (causal 512 +18%).
+// max_keys: seqlen_k, or max_seqlen_k of a varlen batch.
+FLARE_HD constexpr bool sm80_wide_step_pays(int head_dim, bool causal_or_window, int max_keys) {
+  return head_dim > 64 || !causal_or_window || max_keys >= 2048;
+}
+
 // Decode kernel: few query rows (seqlen_q, or the packed query heads of one KV head), so one
 // m16 tile of rows per CTA; the 4 warps split every 64-key block (16 keys each) and merge their
 // partial softmax states at the end. A multi-stage cp.async pipeline keeps several K/V blocks in

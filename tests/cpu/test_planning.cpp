@@ -355,3 +355,27 @@ TEST(PlanForward, DoesNotPackGqa) {
 }
 
 }  // namespace
+
+TEST(TileConfig, WideStepChoice) {
+  // d64's 128-key step only where rows see many keys or no causal/window mask.
+  EXPECT_EQ(flare::sm80_wide_block_n(64), 128);
+  EXPECT_FALSE(flare::sm80_wide_step_pays(64, true, 512));
+  EXPECT_FALSE(flare::sm80_wide_step_pays(64, true, 2047));
+  EXPECT_TRUE(flare::sm80_wide_step_pays(64, true, 2048));
+  EXPECT_TRUE(flare::sm80_wide_step_pays(64, false, 512));
+  // d96/d128: the 64-key step everywhere; d32/d192/d256 compile none.
+  EXPECT_EQ(flare::sm80_wide_block_n(128), 64);
+  EXPECT_TRUE(flare::sm80_wide_step_pays(128, true, 512));
+  EXPECT_EQ(flare::sm80_wide_block_n(32), 0);
+  EXPECT_EQ(flare::sm80_wide_block_n(256), 0);
+}
+
+TEST(TileConfig, DecodeSharedMemory) {
+  // Swizzled (unpadded) K/V rows where a row is whole 128-byte lines; padded rows elsewhere.
+  EXPECT_TRUE(flare::sm80_decode_kv_swizzled(128));
+  EXPECT_FALSE(flare::sm80_decode_kv_swizzled(96));
+  EXPECT_EQ(flare::sm80_decode_smem_bytes(128), 16 * 136 * 2 + 3 * 2 * 64 * 256);
+  EXPECT_EQ(flare::sm80_decode_smem_bytes(96), 16 * 104 * 2 + 3 * 2 * 64 * 208);
+  EXPECT_EQ(flare::sm80_decode_ctas_per_sm(128), 2);
+  EXPECT_EQ(flare::sm80_decode_ctas_per_sm(256), 1);
+}

@@ -640,7 +640,10 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       const char* v = std::getenv("FLARE_SM80_WIDE");
       return !(v != nullptr && v[0] == '0' && v[1] == '\0');
     }();
-    if (wide_enabled) {
+    const flare_mha_fwd_params& p = launch.p;
+    const bool masked = p.causal != 0 || p.window_left >= 0 || p.window_right >= 0;
+    const int max_keys = p.cu_seqlens_k != nullptr ? p.max_seqlen_k : p.seqlen_k;
+    if (wide_enabled && sm80_wide_step_pays(HeadDim, masked, max_keys)) {
       using Tw = sm80::FwdTraits<HeadDim, kWideBlockN>;
       // The planner's CTA slots (ctas_per_sm = 2) hold for its shared memory on A100 (164 KB
       // per SM) and H100 (228 KB), 1 KB reserved per CTA; registers (<= 255 x 128) allow 2.
