@@ -17,6 +17,7 @@
 #include "kernels/element_type.cuh"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
+#include "kernels/sm90/epilogue_sm90.cuh"
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_ops.cuh"
 
@@ -291,48 +292,8 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     fence_registers(acc_o);
   }
 
-  // Epilogue: quad-reduce the row sums, normalise, write O and the LSE.
-  float inv_sum[2], lse[2];
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    float sum = row_sum[hr];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const bool empty = !(sum > 0.f);
-    inv_sum[hr] = empty ? 0.f : 1.f / sum;
-    lse[hr] = empty ? -INFINITY : (row_max[hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
-  }
-  const bool split_mode = launch.num_splits > 1;
-  const int64_t acc_row0 =
-      ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    const int row = row_base + hr * 8;
-    if (row >= seq.seqlen_q) continue;
-    if (split_mode) {
-      const int64_t acc_row = acc_row0 + row;
-      if (t == 0) launch.lse_accum[acc_row] = lse[hr];
-      if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
-      float* o = launch.o_accum + acc_row * p.head_dim;
-#pragma unroll
-      for (int j = 0; j < kOTiles; ++j) {
-        const int col = j * 8 + 2 * t;
-        if (col < p.head_dim)
-          *reinterpret_cast<float2*>(o + col) =
-              make_float2(acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
-      }
-    } else {
-      T* o = static_cast<T*>(p.out) + out_offset(p, seq, row, head);
-#pragma unroll
-      for (int j = 0; j < kOTiles; ++j) {
-        const int col = j * 8 + 2 * t;
-        if (col < p.head_dim)
-          *reinterpret_cast<uint32_t*>(o + col) = sm80::pack2<T>(
-              acc_o[4 * j + 2 * hr] * inv_sum[hr], acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
-      }
-      if (p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
-    }
-  }
+  store_output_rows<T, HeadDim>(launch, seq, acc_o, row_max, row_sum, unit_log2, row_base, t,
+                                 batch, head, split);
 }
 
 }  // namespace sm90

@@ -1,0 +1,102 @@
+// Epilogue of the Hopper forward kernels (both the all-threads and the warp-specialised one):
+// one consumer thread's two query rows of the O accumulators (wgmma m64 layout: rows row_base
+// and row_base + 8, columns 8 j + 2 t and 8 j + 2 t + 1 of every n8 tile j) normalised and
+// written, with the LSE, to the output or to the split accumulators.
+#pragma once
+#include <cstdint>
+
+#include "common/sequence.h"
+#include "kernels/fwd_launch.h"
+#include "kernels/sm80/mma_sm80.cuh"
+
+namespace flare {
+namespace sm90 {
+
+// The four threads of a quad exchange 32-bit words so that thread t, which holds words[k] =
+// columns 8 (j0 + k) + 2 t, +1 of four n8 tiles, ends up with the four words of tile j0 + t
+// (columns 8 (j0 + t) .. + 7): a 4 x 4 transpose in two butterfly steps (lane bits 0 and 1).
+__device__ __forceinline__ void quad_transpose(uint32_t (&w)[4], int t) {
+#pragma unroll
+  for (int bit = 1; bit <= 2; bit <<= 1) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (k & bit) continue;  // pairs (k, k + bit)
+      const bool upper = (t & bit) != 0;
+      const uint32_t sent = upper ? w[k] : w[k + bit];
+      const uint32_t got = __shfl_xor_sync(0xffffffffu, sent, bit);
+      if (upper) w[k] = got;
+      else w[k + bit] = got;
+    }
+  }
+}
+
+template <typename T, int HeadDim>
+__device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const SequenceInfo& seq,
+                                                  const float (&acc_o)[HeadDim / 2],
+                                                  const float (&row_max)[2],
+                                                  const float (&row_sum)[2], float unit_log2,
+                                                  int row_base, int t, int batch, int head,
+                                                  int split) {
+  constexpr int kOTiles = HeadDim / 8;
+  static_assert(kOTiles % 4 == 0, "whole quads of n8 tiles");
+  const flare_mha_fwd_params& p = launch.p;
+  // Quad-reduce the row sums; a row that saw no key gets O = 0 and LSE -inf.
+  float inv_sum[2], lse[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float sum = row_sum[hr];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const bool empty = !(sum > 0.f);
+    inv_sum[hr] = empty ? 0.f : 1.f / sum;
+    lse[hr] = empty ? -INFINITY : (row_max[hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
+  }
+  if (launch.num_splits > 1) {
+    const int64_t acc_row0 =
+        ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int row = row_base + hr * 8;
+      if (row >= seq.seqlen_q) continue;
+      const int64_t acc_row = acc_row0 + row;
+      if (t == 0) launch.lse_accum[acc_row] = lse[hr];
+      if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
+      float* o = launch.o_accum + acc_row * p.head_dim;
+#pragma unroll
+      for (int j = 0; j < kOTiles; ++j) {
+        const int col = j * 8 + 2 * t;
+        if (col < p.head_dim)
+          *reinterpret_cast<float2*>(o + col) = make_float2(acc_o[4 * j + 2 * hr] * inv_sum[hr],
+                                                            acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      }
+    }
+    return;
+  }
+  // 16-byte stores: after a quad transpose of four tiles' words, thread t writes the 8 columns
+  // of tile j0 + t, so a warp store covers 8 rows x 64 contiguous bytes (whole sectors) instead
+  // of 8 rows x 16 bytes. Rows are 16-byte aligned (validated base and strides); a padded head
+  // dim (a multiple of 8) ends on a chunk boundary. The shuffles need the whole quad, so rows
+  // past the sequence take part and only skip the store.
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int row = row_base + hr * 8;
+    const bool row_ok = row < seq.seqlen_q;
+    T* o = static_cast<T*>(p.out) + (row_ok ? out_offset(p, seq, row, head) : 0);
+#pragma unroll
+    for (int j0 = 0; j0 < kOTiles; j0 += 4) {
+      uint32_t w[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        w[k] = sm80::pack2<T>(acc_o[4 * (j0 + k) + 2 * hr] * inv_sum[hr],
+                              acc_o[4 * (j0 + k) + 2 * hr + 1] * inv_sum[hr]);
+      quad_transpose(w, t);
+      const int col = (j0 + t) * 8;
+      if (row_ok && col < p.head_dim)
+        *reinterpret_cast<uint4*>(o + col) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    if (row_ok && p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
+  }
+}
+
+}  // namespace sm90
+}  // namespace flare
