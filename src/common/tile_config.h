@@ -88,6 +88,12 @@ FLARE_HD constexpr TileConfig sm80_decode_tile_config(int head_dim) {
                     sm80_decode_ctas_per_sm(head_dim)};
 }
 
+// CTA slots per SM that the split heuristic counts for the decode kernel: one, although 2-4
+// of its CTAs fit. It is bandwidth-bound; at batch 1 (d128, 8 KV heads, bf16, H100) 16 forced
+// splits beat the 29 chosen over two slots per SM by 4-6% at 32k/128k keys and tied at 8k
+// (docs/notes/sm80-kernel.md, step 7).
+FLARE_HD constexpr int sm80_decode_split_slots_per_sm() { return 1; }
+
 // The kernel a launch runs: decode when every (batch, head) has at most 16 query rows.
 FLARE_HD constexpr bool sm80_use_decode_kernel(int max_seqlen_q) {
   return max_seqlen_q <= kSm80DecodeMaxRows;

@@ -100,8 +100,12 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, int num_sms) {
   if (p.num_splits > 0) {
     plan.num_splits = std::min(p.num_splits, std::max(1, n_blocks));
   } else {
-    // Count CTA slots: resident CTAs per SM of the kernel that runs.
-    const int64_t slots = int64_t(std::max(num_sms, 1)) * tile.ctas_per_sm;
+    // FA2's rule over CTA slots. Prefill: resident CTAs per SM of the kernel that runs. Decode
+    // kernel: one per SM (sm80_decode_split_slots_per_sm): it streams K/V at DRAM speed, so a
+    // second resident CTA adds no bandwidth, only more partial rows and combine work.
+    const int per_sm = sm80_use_decode_kernel(plan.max_seqlen_q) ? sm80_decode_split_slots_per_sm()
+                                                                 : tile.ctas_per_sm;
+    const int64_t slots = int64_t(std::max(num_sms, 1)) * per_sm;
     const int64_t blocks = int64_t(p.batch) * p.num_heads * m_blocks;
     plan.num_splits = num_splits_heuristic(int(std::min<int64_t>(blocks, 0x7fffffff)),
                                            int(std::min<int64_t>(slots, 0x7fffffff)), n_blocks,

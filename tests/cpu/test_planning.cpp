@@ -111,17 +111,19 @@ TEST(PlanForward, SmallDecodeGridSplits) {
   EXPECT_EQ(plan.workspace_bytes, 32768u + 512u);
 }
 
-TEST(PlanForward, DecodeKernelCountsItsOwnSlots) {
-  // d = 64, 240 heads. seqlen_q 16 runs the decode kernel: 4 CTAs of it (51.5 KB of shared
-  // memory each) fit on an SM, so slots = 528 and a grid of 240 CTAs (< 0.8 * 528) still
-  // splits; n_blocks = 64.
-  // seqlen_q 17 runs the prefill kernel (2 CTAs per SM): 240 >= 0.8 * 264 = 211.2 -> 1.
-  const FwdPlan decode = plan_forward(dense(1, 16, 4096, 240, 240, 64), kH100Sms);
-  EXPECT_EQ(decode.num_splits, num_splits_heuristic(240, 4 * kH100Sms, 64, 128));
-  EXPECT_EQ(flare::sm80_decode_ctas_per_sm(64), 4);
+TEST(PlanForward, DecodeKernelCountsOneSlotPerSm) {
+  // d = 64, 100 heads. seqlen_q 16 runs the decode kernel, whose split heuristic counts one CTA
+  // per SM (4 fit): slots = 132 and a grid of 100 CTAs (< 0.8 * 132) still splits; n_blocks =
+  // 64. seqlen_q 17 runs the prefill kernel (2 CTAs per SM, 264 slots): 100 < 211.2 splits too,
+  // over its own slots and 64-key blocks.
+  const FwdPlan decode = plan_forward(dense(1, 16, 4096, 100, 100, 64), kH100Sms);
+  EXPECT_EQ(decode.num_splits, num_splits_heuristic(100, kH100Sms, 64, 128));
   EXPECT_GT(decode.num_splits, 1);
-  const FwdPlan prefill = plan_forward(dense(1, 17, 4096, 240, 240, 64), kH100Sms);
-  EXPECT_EQ(prefill.num_splits, 1);
+  EXPECT_EQ(flare::sm80_decode_ctas_per_sm(64), 4);
+  const FwdPlan prefill = plan_forward(dense(1, 17, 4096, 100, 100, 64), kH100Sms);
+  EXPECT_EQ(prefill.num_splits, num_splits_heuristic(100, 2 * kH100Sms, 64, 128));
+  // 240 heads: the decode grid (240 >= 0.8 * 132) no longer splits.
+  EXPECT_EQ(plan_forward(dense(1, 16, 4096, 240, 240, 64), kH100Sms).num_splits, 1);
 }
 
 TEST(PlanForward, FullGridDoesNotSplit) {
@@ -301,8 +303,8 @@ TEST(PlanForward, PacksGqaDecode) {
   EXPECT_EQ(plan.p.window_right, -1);
   EXPECT_EQ(plan.max_seqlen_q, 4);
   // The split count sees the packed grid: 2 batches * 8 heads * 1 m-block (decode kernel,
-  // block_m 16, 2 CTAs per SM at d = 128), 64 key blocks.
-  EXPECT_EQ(plan.num_splits, num_splits_heuristic(16, 2 * kH100Sms, 64, 128));
+  // block_m 16, one slot per SM), 64 key blocks.
+  EXPECT_EQ(plan.num_splits, num_splits_heuristic(16, kH100Sms, 64, 128));
   EXPECT_GE(plan.num_splits, 2);
 }
 
