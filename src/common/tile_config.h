@@ -59,9 +59,9 @@ constexpr int kSm80DecodeMaxRows = 16;
 FLARE_HD constexpr int sm80_decode_stages(int head_dim) { return head_dim <= 128 ? 3 : 2; }
 
 // K/V rows of the decode stages: where a row is a whole number of 128-byte lines (head_dim a
-// multiple of 64) its 16-byte chunks are XOR-swizzled by the row (chunk ^ (row & 7)) and the
-// rows are unpadded, so each 8-lane group of a cp.async writes one aligned 128-byte line of
-// shared memory; elsewhere (d = 32, 96) rows are padded by 8 elements against ldmatrix bank
+// multiple of 64) its 16-byte chunks are XOR-swizzled by the row (smem_swizzle.h) and the rows
+// are unpadded, so each 8-lane group of a cp.async writes one aligned 128-byte line of shared
+// memory; elsewhere (d = 32, 96) rows are padded by 8 elements against ldmatrix bank
 // conflicts. Padded 272-byte rows at d = 128 measured 1.34x cuDNN's L2 sector lookups for the
 // same DRAM bytes and 86.5% vs 91% DRAM activity (docs/notes/sm80-kernel.md, step 7).
 FLARE_HD constexpr bool sm80_decode_kv_swizzled(int head_dim) { return head_dim % 64 == 0; }

@@ -14,6 +14,7 @@
 // >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
 // selects the page per row with one compare.
 #pragma once
+#include "common/smem_swizzle.h"
 
 namespace flare {
 namespace sm80 {
@@ -53,7 +54,7 @@ struct DecodeTraits {
   // Byte offset of 16-byte chunk `chunk` in K/V row `row` of a stage (rows of a warp's group
   // start at multiples of 8, so row & 7 is the same within the group and within the tile).
   __device__ __forceinline__ static uint32_t kv_offset(int row, int chunk) {
-    return uint32_t(row * kKVRowBytes + ((kKVSwizzled ? chunk ^ (row & 7) : chunk) << 4));
+    return uint32_t(smem_chunk_offset(kKVSwizzled, kKVRowBytes, row, chunk));
   }
   // An ldmatrix lane reads chunk 2 s + half of its row at step s; the swizzle only permutes the
   // low three chunk bits, so offset(s) = lane[s % 4] + 128 (s / 4): four registers per operand

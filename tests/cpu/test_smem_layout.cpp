@@ -1,0 +1,84 @@
+// Properties of the shared-memory chunk placement (common/smem_swizzle.h) for the decode
+// kernel's K/V stages at every compiled head dim: every chunk has its own in-row slot, the 8
+// row addresses of an ldmatrix phase fall in 8 distinct bank groups, and (swizzled rows) each
+// 128-byte run of a row fills one aligned 128-byte line.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "common/smem_swizzle.h"
+#include "common/tile_config.h"
+
+namespace {
+
+using flare::smem_chunk_offset;
+
+constexpr int kHeadDims[] = {32, 64, 96, 128, 192, 256};
+constexpr int kRows = 64;  // one decode key block
+
+TEST(SmemLayout, DecodeChunksHaveDistinctInRowSlots) {
+  for (int d : kHeadDims) {
+    const bool swz = flare::sm80_decode_kv_swizzled(d);
+    const int rb = flare::sm80_decode_kv_row_bytes(d);
+    std::set<int> seen;
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < d / 8; ++c) {
+        const int off = smem_chunk_offset(swz, rb, r, c);
+        EXPECT_EQ(off % 16, 0) << "d " << d;
+        EXPECT_GE(off, r * rb) << "d " << d << " row " << r << " chunk " << c;
+        EXPECT_LE(off + 16, r * rb + d * 2) << "d " << d << " row " << r << " chunk " << c;
+        EXPECT_TRUE(seen.insert(off).second) << "d " << d << " row " << r << " chunk " << c;
+      }
+  }
+}
+
+TEST(SmemLayout, LdmatrixPhasesAreConflictFree) {
+  // An ldmatrix phase reads 8 rows r0..r0+7 (r0 a multiple of 8: the kernels' row groups) at
+  // one logical chunk; 16-byte bank group = (byte offset / 16) mod 8.
+  for (int d : kHeadDims) {
+    const bool swz = flare::sm80_decode_kv_swizzled(d);
+    const int rb = flare::sm80_decode_kv_row_bytes(d);
+    for (int r0 = 0; r0 < kRows; r0 += 8)
+      for (int c = 0; c < d / 8; ++c) {
+        std::set<int> groups;
+        for (int i = 0; i < 8; ++i) groups.insert(smem_chunk_offset(swz, rb, r0 + i, c) / 16 % 8);
+        EXPECT_EQ(groups.size(), 8u) << "d " << d << " rows " << r0 << "+ chunk " << c;
+      }
+  }
+}
+
+TEST(SmemLayout, SwizzledRunsFillWholeLines) {
+  // The swizzle is used exactly where rows are whole 128-byte lines, and then chunks 8k..8k+7
+  // of a row land in one aligned 128-byte line (what an 8-lane cp.async group writes).
+  for (int d : kHeadDims) {
+    EXPECT_EQ(flare::sm80_decode_kv_swizzled(d), d * 2 % 128 == 0) << "d " << d;
+    if (!flare::sm80_decode_kv_swizzled(d)) continue;
+    const int rb = flare::sm80_decode_kv_row_bytes(d);
+    EXPECT_EQ(rb, d * 2);
+    for (int r = 0; r < kRows; ++r)
+      for (int c0 = 0; c0 < d / 8; c0 += 8) {
+        std::set<int> lines, slots;
+        for (int c = c0; c < c0 + 8; ++c) {
+          const int off = smem_chunk_offset(true, rb, r, c);
+          lines.insert(off / 128);
+          slots.insert(off / 16 % 8);
+        }
+        EXPECT_EQ(lines.size(), 1u) << "d " << d << " row " << r << " run " << c0;
+        EXPECT_EQ(slots.size(), 8u) << "d " << d << " row " << r << " run " << c0;
+      }
+  }
+}
+
+TEST(SmemLayout, PaddedRowsStraddleLines) {
+  // Why the swizzle: with padded rows the 128-byte runs of every row but the first of each 8
+  // straddle two lines (the split cp.async requests measured on the H100).
+  const int d = 128, rb = (d + 8) * 2;
+  int straddling = 0;
+  for (int r = 0; r < 8; ++r) {
+    const int first = smem_chunk_offset(false, rb, r, 0), last = smem_chunk_offset(false, rb, r, 7);
+    straddling += first / 128 != (last + 15) / 128;
+  }
+  EXPECT_EQ(straddling, 7);
+}
+
+}  // namespace
