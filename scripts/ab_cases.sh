@@ -2,8 +2,9 @@
 # The A/B timings behind this session's kernel decisions (device_check.sh step "ab"):
 # each shape runs under every setting, alternated over ROUNDS rounds (scripts/ab.sh).
 #   scripts/ab_cases.sh LOG
-# AB_GROUPS (comma list, default all): sm80 (wide vs planner step), hopper (scheduling and Q
-# loading), padded (d96/d192 on the Hopper kernels vs mma.sync).
+# AB_GROUPS (comma list, default sm80,hopper,padded): sm80 (wide vs planner step), hopper
+# (scheduling and Q loading), padded (d96/d192 on the Hopper kernels vs mma.sync), swizzle
+# (mma.sync kernels on padded vs swizzled shared-memory rows, whole d64/d128/d256 tables).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="$1"
@@ -27,4 +28,8 @@ group hopper && ab "default" "$dyn" "$dyn FLARE_SM90_QBUFS=2" -- --table varlen 
 # Head dims 96 / 192: padded onto the Hopper d128 / d256 kernels vs the mma.sync kernels.
 group padded && for s in 96,0,512 96,0,4096 96,1,4096 192,0,1024 192,0,4096 192,1,4096; do
   ab "default" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20
+done
+# mma.sync path: padded vs swizzled shared-memory rows (FLARE_SM80_SWIZZLE=1, opt-in).
+group swizzle && for d in 64 128 256; do
+  ab "FLARE_KERNEL_PATH=sm80" "FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=1" -- --head-dim "$d" --iters 20
 done

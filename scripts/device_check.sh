@@ -7,7 +7,9 @@
 #   STEPS        comma list of build,test,bench,compare (default: all four); also python
 #                (pip install + pytest of the package), profile (scripts/profile_sm90.sh) and gap
 #                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu), ab
-#                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options)
+#                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options),
+#                test_swizzle (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=1,
+#                the opt-in swizzled shared-memory rows; brief output to run.log)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -93,6 +95,15 @@ if has_step test; then
   fi
   set -e
   test_status=$([[ $test_rc -eq 0 && $test_sm80_rc -eq 0 ]] && echo ok || echo "FAILED($test_rc/$test_sm80_rc)")
+fi
+
+if has_step test_swizzle; then
+  section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=1"
+  set +e
+  FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=1 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 2>&1 |
+    tee -a "$RUN_LOG"
+  echo "flare_tests_gpu (swizzled sm80 rows) exit status: ${PIPESTATUS[0]}" | tee -a "$RUN_LOG"
+  set -e
 fi
 
 if has_step bench; then

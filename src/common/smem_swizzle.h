@@ -16,4 +16,20 @@ FLARE_HD constexpr int smem_chunk_offset(bool swizzled, int row_bytes, int row, 
   return row * row_bytes + ((swizzled ? chunk ^ (row & 7) : chunk) << 4);
 }
 
+// ldmatrix lanes read chunk 2 s + half of their row at k16 step s. With the row address
+// computed once per lane (`ldmatrix_lane_address`), the address of step s is one XOR with an
+// immediate and an immediate offset (`ldmatrix_step_address`), so no per-step offset has to
+// live in a register: the swizzle only permutes chunk bits 0-2, i.e. address bits 4-6, and the
+// row address of a swizzled layout is a multiple of 128 (aligned base, 128-byte rows), so those
+// bits of the lane address are exactly (half ^ (row & 7)). Adding multiples of 128 (other m/n
+// tiles, stages) to the lane address keeps this true. Padded rows: plain offsets.
+FLARE_HD constexpr uint32_t ldmatrix_lane_address(bool swizzled, uint32_t row_address, int row,
+                                                  int half) {
+  return row_address + uint32_t((swizzled ? half ^ (row & 7) : half) << 4);
+}
+FLARE_HD constexpr uint32_t ldmatrix_step_address(bool swizzled, uint32_t lane_address, int s) {
+  return swizzled ? (lane_address ^ uint32_t((2 * (s & 3)) << 4)) + uint32_t((s >> 2) << 7)
+                  : lane_address + uint32_t(s * 32);
+}
+
 }  // namespace flare

@@ -82,3 +82,28 @@ TEST(SmemLayout, PaddedRowsStraddleLines) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(SmemLayout, LdmatrixStepAddressMatchesChunkOffset) {
+  // The kernels' per-step ldmatrix address (lane address, then XOR + immediate per step) is the
+  // address of chunk 2 s + half of the lane's row, for both layouts, every row of a 128-row
+  // tile, on a 128-byte-aligned base plus multiples of 128 (m/n tiles, stages).
+  for (int d : {64, 128, 192, 256}) {
+    for (bool swz : {false, true}) {
+      const int rb = swz ? d * 2 : (d + 8) * 2;
+      for (uint32_t base : {0u, 1024u, 40960u})
+        for (int row = 0; row < 128; ++row)
+          for (int half = 0; half < 2; ++half) {
+            const uint32_t lane = flare::ldmatrix_lane_address(swz, base + uint32_t(row * rb), row, half);
+            for (int s = 0; s < d / 16; ++s)
+              ASSERT_EQ(flare::ldmatrix_step_address(swz, lane, s),
+                        base + uint32_t(smem_chunk_offset(swz, rb, row, 2 * s + half)))
+                  << "d " << d << " swizzled " << swz << " row " << row << " half " << half
+                  << " step " << s;
+          }
+    }
+  }
+}
+
+}  // namespace

@@ -22,6 +22,7 @@
 
 #include "common/block_range.h"
 #include "common/sequence.h"
+#include "common/smem_swizzle.h"
 #include "common/split.h"
 #include "common/tile_config.h"
 #include "kernels/element_type.cuh"
@@ -62,7 +63,11 @@ struct FwdCtaState {
 // (sm80_tile_config). d64/d96/d128 also compile the wide step sm80_wide_block_n (128 / 64 keys,
 // the default there; FLARE_SM80_WIDE=0 for the tile's step), which keeps its CTA-uniform state
 // in shared memory.
-template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n>
+// Swizzled (FLARE_SM80_SWIZZLE=1, head dims that are multiples of 64): unpadded rows with
+// XOR-swizzled chunks (common/smem_swizzle.h) instead of rows padded by 16 bytes, so each cp.async
+// 8-lane group fills one aligned 128-byte line (the padded rows' split requests cost the decode
+// kernel 6%; docs/notes/sm80-kernel.md, step 7). Opt-in until measured on the prefill kernel.
+template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n, bool Swizzled = false>
 struct FwdTraits {
   static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
   static constexpr int kBlockM = kTile.block_m;
@@ -76,29 +81,38 @@ struct FwdTraits {
   static constexpr int kKSteps = HeadDim / 16;        // k16 steps of QK^T
   // Rows padded by 16 bytes: the 8 row addresses of an ldmatrix then fall in 8 distinct
   // 16-byte bank groups for every head dim we compile (row bytes = 16 mod 128 or 80 mod 128).
-  static constexpr int kRowElems = HeadDim + 8;
+  static constexpr bool kSwizzled = Swizzled;
+  static constexpr int kRowBytes = Swizzled ? HeadDim * 2 : (HeadDim + 8) * 2;
   static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks
-  static constexpr int kSmemQ = kBlockM * kRowElems * 2;
-  static constexpr int kSmemKV = kBlockN * kRowElems * 2;
+  static constexpr int kSmemQ = kBlockM * kRowBytes;
+  static constexpr int kSmemKV = kBlockN * kRowBytes;
+  // Swizzled: the buffers start at a 128-byte boundary of the shared window (up to 112 bytes
+  // of padding before Q; the smem size includes 128 bytes for it).
+  static constexpr int kAlignSlack = Swizzled ? 128 : 0;
   // The wide step keeps FwdCtaState in shared memory, after the K/V buffers.
   static constexpr bool kStateInSmem = BlockN != kTile.block_n;
   static constexpr int kSmemState = kStateInSmem ? int((sizeof(FwdCtaState) + 15) / 16 * 16) : 0;
   // Byte offset of the state (Q + `stages` K buffers + `stages` V buffers before it).
   static constexpr int state_offset(int stages) { return kSmemQ + 2 * stages * kSmemKV; }
-  static constexpr int smem_bytes(int stages) { return state_offset(stages) + kSmemState; }
+  static constexpr int smem_bytes(int stages) {
+    return state_offset(stages) + kSmemState + kAlignSlack;
+  }
   static_assert(kWarpRows % 16 == 0 && kDTiles % 2 == 0 && kNTiles % 2 == 0, "tile shape");
   static_assert(kThreads >= kChunksPerRow, "a pass loads at least one row");
   static_assert(BlockN == kTile.block_n || BlockN == sm80_wide_block_n(HeadDim),
                 "the planner's tile or the wide step");
+  static_assert(!Swizzled || HeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
 };
 
 // Copies `Rows` rows of a head_dim-wide tile into padded shared memory with cp.async. Each
 // pass covers Threads / chunks-per-row whole rows, so a thread keeps one column for all its
 // rows. Row r lives at element offset row_offset(r), or does not exist (row_offset < 0): it is
 // zero-filled, as are the columns past head_dim of a padded head dim.
-template <int HeadDim, int Rows, int Threads, typename T, typename RowOffset>
+template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T,
+          typename RowOffset>
 __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head_dim,
                                           RowOffset row_offset) {
+  constexpr int kRowBytes = Swizzled ? HeadDim * 2 : (HeadDim + 8) * 2;
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
   constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
@@ -112,17 +126,20 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head
     const int64_t off = row_offset(row);
     const bool valid = off >= 0 && col < head_dim;
     const T* src = valid ? base + off + col : base;
-    cp_async_16(smem + (row * (HeadDim + 8) + col) * 2, src, valid ? 16 : 0);
+    const uint32_t dst = Swizzled ? smem + smem_chunk_offset(true, kRowBytes, row, col / 8)
+                                  : smem + (row * (HeadDim + 8) + col) * 2;
+    cp_async_16(dst, src, valid ? 16 : 0);
   }
 }
 
 // load_tile for rows that are affine in the row index (row r at row0_ptr + r * row_stride),
 // rows r >= valid_rows zero-filled. A thread walks its rows with one pointer, so the compiler
 // has no per-row 64-bit offsets to hoist out of the main loop (they cost 2 registers per row).
-template <int HeadDim, int Rows, int Threads, typename T>
+template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T>
 __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_ptr,
                                                  int64_t row_stride, int valid_rows,
                                                  int head_dim, const T* fallback) {
+  constexpr int kRowBytes = Swizzled ? HeadDim * 2 : (HeadDim + 8) * 2;
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
   constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
@@ -137,18 +154,20 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
     const int row = row0 + i * kRowsPerPass;
     if (Rows % kRowsPerPass != 0 && row >= Rows) break;
     const bool valid = row < valid_rows && col_ok;
-    cp_async_16(smem + (row * (HeadDim + 8) + col) * 2, valid ? src : fallback, valid ? 16 : 0);
+    const uint32_t dst = Swizzled ? smem + smem_chunk_offset(true, kRowBytes, row, col / 8)
+                                  : smem + (row * (HeadDim + 8) + col) * 2;
+    cp_async_16(dst, valid ? src : fallback, valid ? 16 : 0);
     src += step;
   }
 }
 
-template <int Arch, typename T, int HeadDim, bool Pipelined, int BlockN>
-__global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
+template <int Arch, typename T, int HeadDim, bool Pipelined, int BlockN, bool Swizzled = false>
+__global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads)
     fwd_kernel(const __grid_constant__ FwdLaunch launch) {
-  using Tr = FwdTraits<HeadDim, BlockN>;
+  using Tr = FwdTraits<HeadDim, BlockN, Swizzled>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kMTiles = Tr::kMTiles, kNTiles = Tr::kNTiles, kDTiles = Tr::kDTiles;
-  constexpr int kRowBytes = Tr::kRowElems * 2;
+  constexpr int kRowBytes = Tr::kRowBytes;
   constexpr int kStages = Pipelined ? 2 : 1;
   constexpr bool kStateInSmem = Tr::kStateInSmem;
   static_assert(!(kStateInSmem && Pipelined), "the wide step runs the single buffer only");
@@ -167,7 +186,10 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
   BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
   if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // Swizzled: every buffer (and row) starts on a 128-byte boundary of the shared window.
+  unsigned char* const smem =
+      smem_raw + (Swizzled ? (128u - (smem_addr(smem_raw) & 127u)) & 127u : 0u);
   const uint32_t sQ = smem_addr(smem);
   const uint32_t sK = sQ + Tr::kSmemQ;              // kStages K buffers
   const uint32_t sV = sK + kStages * Tr::kSmemKV;   // kStages V buffers
@@ -232,7 +254,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
-    load_tile<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, q_row);
+    load_tile<HeadDim, kBlockM, kThreads, Swizzled>(sQ, q, p.head_dim, q_row);
     cp_async_commit();
     // Unpaged K/V rows are affine in the row index; paged rows go through the block table.
     // Paged rows: 32-bit page / in-page split (cache rows fit in 32 bits), one table read.
@@ -267,12 +289,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
       const int n0 = n_block * kBlockN;
       const uint32_t dst = sK + stage_off(n_block);
       if (!kv.paged) {
-        load_tile_affine<HeadDim, kBlockN, kThreads>(
+        load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
             dst, k + (kv.k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride,
             kv.seqlen_k - n0, p.head_dim, k);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads>(dst, k, p.head_dim, [&](int r) -> int64_t {
+      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, k, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= kv.seqlen_k) return -1;
         const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / kv.page_size;
@@ -284,12 +306,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
       const int n0 = n_block * kBlockN;
       const uint32_t dst = sV + stage_off(n_block);
       if (!kv.paged) {
-        load_tile_affine<HeadDim, kBlockN, kThreads>(
+        load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
             dst, v + (kv.v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride,
             kv.seqlen_k - n0, p.head_dim, v);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads>(dst, v, p.head_dim, [&](int r) -> int64_t {
+      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, v, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= kv.seqlen_k) return -1;
         const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / kv.page_size;
@@ -313,11 +335,32 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
     }
     constexpr int kInFlight = Pipelined ? 2 : 0;
 
-    // Per-lane ldmatrix row addresses (see the fragment layouts of mma.m16n8k16).
+    // Per-lane ldmatrix addresses (see the fragment layouts of mma.m16n8k16): Q and V read row
+    // (lane & 7) + 8 ((lane >> 3) & 1), chunk 2 s + (lane >> 4); K reads row
+    // (lane & 7) + 8 (lane >> 4), chunk 2 s + ((lane >> 3) & 1). Step s: ldm(lane, s).
+    // (Padded rows keep their original expressions, so the default kernels' code is unchanged.)
+    const int qv_row = (lane & 7) + ((lane >> 3) & 1) * 8, qv_half = lane >> 4;
+    const int k_row = (lane & 7) + (lane >> 4) * 8, k_half = (lane >> 3) & 1;
     const uint32_t q_lane =
-        sQ + (warp_row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
-    const uint32_t k_lane = sK + ((lane & 7) + (lane >> 4) * 8) * kRowBytes + ((lane >> 3) & 1) * 16;
-    const uint32_t v_lane = sV + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+        Swizzled ? ldmatrix_lane_address(true, sQ + uint32_t((warp_row0 + qv_row) * kRowBytes),
+                                         qv_row, qv_half)
+                 : sQ + (warp_row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes +
+                       (lane >> 4) * 16;
+    const uint32_t k_lane =
+        Swizzled ? ldmatrix_lane_address(true, sK + uint32_t(k_row * kRowBytes), k_row, k_half)
+                 : sK + ((lane & 7) + (lane >> 4) * 8) * kRowBytes + ((lane >> 3) & 1) * 16;
+    const uint32_t v_lane =
+        Swizzled ? ldmatrix_lane_address(true, sV + uint32_t(qv_row * kRowBytes), qv_row, qv_half)
+                 : sV + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+    // Address of step s (k16 chunk pair) of tile `tile` (16 rows each) from a lane address. Tiles
+    // are 16 x kRowBytes apart, a multiple of 128 when swizzled: added after the step's XOR,
+    // they stay immediates.
+    auto ldm = [](uint32_t lane_address, int tile, int s) -> uint32_t {
+      if constexpr (Swizzled)
+        return ldmatrix_step_address(true, lane_address, s) + uint32_t(tile * 16 * kRowBytes);
+      else
+        return lane_address + tile * 16 * kRowBytes + s * 32;
+    };
 
     // Middle of an iteration: V[n] visible to all, and every warp is done with K[n] (its QK^T
     // precedes the barrier), so K[n-1] (single buffer) or K[n-2] (ring: same stage as K[n]) may
@@ -361,12 +404,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
         uint32_t a[kMTiles][4];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
-          ldmatrix_x4(q_lane + mt * 16 * kRowBytes + ks * 32, a[mt][0], a[mt][1], a[mt][2],
-                      a[mt][3]);
+          ldmatrix_x4(ldm(q_lane, mt, ks), a[mt][0], a[mt][1], a[mt][2], a[mt][3]);
 #pragma unroll
         for (int np = 0; np < kNTiles / 2; ++np) {
           uint32_t b0, b1, b2, b3;
-          ldmatrix_x4(k_stage + np * 16 * kRowBytes + ks * 32, b0, b1, b2, b3);
+          ldmatrix_x4(ldm(k_stage, np, ks), b0, b1, b2, b3);
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma_16816<T>(acc_s[mt][2 * np], a[mt], b0, b1);
@@ -472,7 +514,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
 #pragma unroll
         for (int dp = 0; dp < kDTiles / 2; ++dp) {
           uint32_t b0, b1, b2, b3;
-          ldmatrix_x4_trans(v_stage + kk * 16 * kRowBytes + dp * 32, b0, b1, b2, b3);
+          ldmatrix_x4_trans(ldm(v_stage, kk, dp), b0, b1, b2, b3);
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma_16816<T>(acc_o[mt][2 * dp], p_frag[kk][mt], b0, b1);
@@ -547,9 +589,16 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) {
         const int col = dt * 8 + 2 * t;
-        *reinterpret_cast<uint32_t*>(staged + r * kRowBytes + col * 2) =
-            pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
-                     acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+        if constexpr (Swizzled) {
+          *reinterpret_cast<uint32_t*>(staged + smem_chunk_offset(true, kRowBytes, r, col / 8) +
+                                       (col % 8) * 2) =
+              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
+                       acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+        } else {
+          *reinterpret_cast<uint32_t*>(staged + r * kRowBytes + col * 2) =
+              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
+                       acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+        }
       }
     }
   __syncwarp();
@@ -560,9 +609,15 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN>::kThreads)
     const int r = c / Tr::kChunksPerRow;
     const int col = (c % Tr::kChunksPerRow) * 8;
     const int row = m0 + warp_row0 + r;
-    if (row < seq_o.seqlen_q && col < p.head_dim)
-      *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
-          *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
+    if (row < seq_o.seqlen_q && col < p.head_dim) {
+      if constexpr (Swizzled)
+        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
+            *reinterpret_cast<const uint4*>(staged +
+                                            smem_chunk_offset(true, kRowBytes, r, col / 8));
+      else
+        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
+            *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
+    }
   }
   if (p.lse != nullptr && t == 0) {
 #pragma unroll
@@ -634,6 +689,13 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   // computes its key-block and split ranges in its own block size; the planner's split count
   // was chosen on 32-key blocks, which only changes how evenly the splits divide the keys
   // (a split may get no block; it writes LSE -inf and the combine skips it).
+  // FLARE_SM80_SWIZZLE=1 (read once; head dims that are multiples of 64) runs the
+  // single-buffer steps on swizzled rows (FwdTraits). Opt-in: not yet measured.
+  constexpr bool kCanSwizzle = HeadDim % 64 == 0;
+  static const bool swizzle_enabled = [] {
+    const char* v = std::getenv("FLARE_SM80_SWIZZLE");
+    return kCanSwizzle && v != nullptr && v[0] == '1';
+  }();
   constexpr int kWideBlockN = sm80_wide_block_n(HeadDim);
   if constexpr (kWideBlockN != 0) {
     static const bool wide_enabled = [] {
@@ -650,6 +712,13 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       static_assert(2 * (Tw::smem_bytes(1) + 1024) <= 164 * 1024 &&
                         Tw::kTile.ctas_per_sm == 2,
                     "the wide step keeps the planner's two CTAs per SM");
+      if constexpr (kCanSwizzle) {
+        using Ts = sm80::FwdTraits<HeadDim, kWideBlockN, true>;
+        static_assert(2 * (Ts::smem_bytes(1) + 1024) <= 164 * 1024, "two CTAs per SM");
+        if (swizzle_enabled)
+          return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN, true>,
+                                      Ts::smem_bytes(1), launch, stream);
+      }
       return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN>,
                                   Tw::smem_bytes(1), launch, stream);
     }
@@ -677,6 +746,13 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     pipelined = kSmemRing <= optin && ctas(kSmemRing) >= ctas(kSmemSingle);
   }
   constexpr int kBlockN = Tr::kBlockN;
+  if constexpr (kCanSwizzle) {
+    using Ts = sm80::FwdTraits<HeadDim, kBlockN, true>;
+    static_assert(Ts::smem_bytes(1) <= kSmemSingle + 128, "no more shared memory than padded");
+    if (swizzle_enabled && !pipelined)
+      return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kBlockN, true>,
+                                  Ts::smem_bytes(1), launch, stream);
+  }
   return pipelined
              ? sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, true, kBlockN>,
                                     kSmemRing, launch, stream)
