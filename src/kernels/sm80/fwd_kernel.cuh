@@ -79,8 +79,9 @@ struct FwdTraits {
   static constexpr int kNTiles = kBlockN / 8;         // n8 tiles of S per warp
   static constexpr int kDTiles = HeadDim / 8;         // n8 tiles of O per warp
   static constexpr int kKSteps = HeadDim / 16;        // k16 steps of QK^T
-  // Rows padded by 16 bytes: the 8 row addresses of an ldmatrix then fall in 8 distinct
-  // 16-byte bank groups for every head dim we compile (row bytes = 16 mod 128 or 80 mod 128).
+  // Padded rows (16 extra bytes): the 8 row addresses of an ldmatrix then fall in 8 distinct
+  // 16-byte bank groups for every head dim we compile (row bytes = 16 mod 128 or 80 mod 128);
+  // swizzled rows get the same property from the chunk permutation.
   static constexpr bool kSwizzled = Swizzled;
   static constexpr int kRowBytes = Swizzled ? HeadDim * 2 : (HeadDim + 8) * 2;
   static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks
@@ -104,7 +105,8 @@ struct FwdTraits {
   static_assert(!Swizzled || HeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
 };
 
-// Copies `Rows` rows of a head_dim-wide tile into padded shared memory with cp.async. Each
+// Copies `Rows` rows of a head_dim-wide tile into padded (or swizzled: Swizzled, see FwdTraits)
+// shared memory with cp.async. Each
 // pass covers Threads / chunks-per-row whole rows, so a thread keeps one column for all its
 // rows. Row r lives at element offset row_offset(r), or does not exist (row_offset < 0): it is
 // zero-filled, as are the columns past head_dim of a padded head dim.
