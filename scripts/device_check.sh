@@ -102,8 +102,10 @@ if has_step test_swizzle; then
   set +e
   FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=1 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 2>&1 |
     tee -a "$RUN_LOG"
-  echo "flare_tests_gpu (swizzled sm80 rows) exit status: ${PIPESTATUS[0]}" | tee -a "$RUN_LOG"
+  swizzle_rc=${PIPESTATUS[0]}
+  echo "flare_tests_gpu (swizzled sm80 rows) exit status: $swizzle_rc" | tee -a "$RUN_LOG"
   set -e
+  [[ $swizzle_rc -eq 0 ]] || test_status="FAILED(swizzle $swizzle_rc)"
 fi
 
 if has_step bench; then

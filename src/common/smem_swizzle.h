@@ -1,7 +1,7 @@
 // Shared-memory placement of 16-byte chunks of 16-bit rows read by ldmatrix: one definition for
 // the kernels and the CPU tests that check its properties (tests/cpu/test_smem_layout.cpp).
 //
-// Padded rows (row_bytes = 16 mod 128) keep the 8 row addresses of an ldmatrix phase in 8
+// Padded rows (row_bytes = 16 or 80 mod 128) keep the 8 row addresses of an ldmatrix phase in 8
 // distinct 16-byte bank groups, but a 128-byte run of a row straddles two 128-byte lines, so
 // the cp.async that fills it is split into partial-line requests. Swizzled rows (row_bytes a
 // multiple of 128, no padding) place chunk c of row r at chunk c ^ (r & 7) of the row: the

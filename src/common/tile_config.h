@@ -19,7 +19,7 @@ struct TileConfig {
 // 128 O accumulators spilled (255 registers, LDL/STL in the main loop); 32 keys fit without
 // spills and measured faster on H100 (d128 non-causal +1..4%, causal s=512 +18%) than that
 // spilling version. The spill-free 64-key step below (sm80_wide_block_n) is what d96/d128 run by
-// default now; this 32-key tile is the planner's unit and FLARE_SM80_D128_KEYS=32's kernel.
+// default now; this 32-key tile is the planner's unit and FLARE_SM80_WIDE=0's kernel.
 FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
   return head_dim <= 64    ? TileConfig{128, 64, 4, 1, 2}
          : head_dim <= 128 ? TileConfig{128, 32, 4, 1, 2}
@@ -32,7 +32,7 @@ FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
 // source, softcap/ALiBi, epilogue offsets) held in registers across the loop next to 128 O + 64
 // S accumulators, and the next-K address math before the softmax; the wide kernel keeps those
 // values in shared memory and loads K after the softmax: no spills (d64 at 128 keys: 255
-// registers, no spills either). The default (H100: +7..17% at d128, +16% at d96,
+// registers, no spills either). The default (H100: +7..17% at d128, +16% at d96, d64 below,
 // docs/notes/sm80-kernel.md steps 6 and 7); FLARE_SM80_WIDE=0 selects the planner's step. The
 // planner keeps counting the blocks of sm80_tile_config: the kernel derives its ranges from its
 // own block size, so only how evenly a split count divides the keys depends on it (a split may
@@ -43,9 +43,11 @@ FLARE_HD constexpr int sm80_wide_block_n(int head_dim) {
 
 // Whether a launch runs the wide step (where one is compiled). d64's 128-key step loses to its
 // 64-key step when rows see few keys through a causal or window mask (H100, bf16, one A/B
-// call: causal 512 -18%, 1024 -12%, 2048 +4%, 4096..16k +7..8%, non-causal +5..9% at every
-// length); the 64-key step of d96/d128 was faster on every measured shape (causal 512 +18%).
-// max_keys: seqlen_k, or max_seqlen_k of a varlen batch.
+// call, two rounds: causal 512 -18%, 1024 -12%, 2048 +2..4%, 4096..16k +6..9%, non-causal
+// +4..9% at every length); the 64-key step of d96/d128 was faster on every measured shape
+// (causal 512 +18%). max_keys: seqlen_k, or max_seqlen_k of a varlen batch (the KV cache
+// capacity for a cache launch). A sliding window over long keys takes the wide step although
+// its rows see few keys: not measured.
 FLARE_HD constexpr bool sm80_wide_step_pays(int head_dim, bool causal_or_window, int max_keys) {
   return head_dim > 64 || !causal_or_window || max_keys >= 2048;
 }

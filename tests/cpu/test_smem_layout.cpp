@@ -69,6 +69,21 @@ TEST(SmemLayout, SwizzledRunsFillWholeLines) {
   }
 }
 
+TEST(SmemLayout, DecodeStepOffsets) {
+  // The decode kernel keeps four per-lane offsets (steps 0-3) and adds 128 bytes per further
+  // four steps: offset(row, 2 s + half) = offset(row, 2 (s % 4) + half) + 128 (s / 4).
+  for (int d : kHeadDims) {
+    const bool swz = flare::sm80_decode_kv_swizzled(d);
+    const int rb = flare::sm80_decode_kv_row_bytes(d);
+    for (int row = 0; row < kRows; ++row)
+      for (int half = 0; half < 2; ++half)
+        for (int s = 0; s < d / 16; ++s)
+          ASSERT_EQ(smem_chunk_offset(swz, rb, row, 2 * (s % 4) + half) + 128 * (s / 4),
+                    smem_chunk_offset(swz, rb, row, 2 * s + half))
+              << "d " << d << " row " << row << " half " << half << " step " << s;
+  }
+}
+
 TEST(SmemLayout, PaddedRowsStraddleLines) {
   // Why the swizzle: with padded rows the 128-byte runs of every row but the first of each 8
   // straddle two lines (the split cp.async requests measured on the H100).
@@ -96,11 +111,21 @@ TEST(SmemLayout, LdmatrixStepAddressMatchesChunkOffset) {
         for (int row = 0; row < 128; ++row)
           for (int half = 0; half < 2; ++half) {
             const uint32_t lane = flare::ldmatrix_lane_address(swz, base + uint32_t(row * rb), row, half);
-            for (int s = 0; s < d / 16; ++s)
+            for (int s = 0; s < d / 16; ++s) {
               ASSERT_EQ(flare::ldmatrix_step_address(swz, lane, s),
                         base + uint32_t(smem_chunk_offset(swz, rb, row, 2 * s + half)))
                   << "d " << d << " swizzled " << swz << " row " << row << " half " << half
                   << " step " << s;
+              // The prefill kernel's form: the lane address of the tile's first row, the step's
+              // XOR, then the tile offset (16 rows) added after it.
+              if (row >= 16) {
+                const uint32_t lane0 = flare::ldmatrix_lane_address(
+                    swz, base + uint32_t((row - 16) * rb), row - 16, half);
+                ASSERT_EQ(flare::ldmatrix_step_address(swz, lane0, s) + uint32_t(16 * rb),
+                          base + uint32_t(smem_chunk_offset(swz, rb, row, 2 * s + half)))
+                    << "d " << d << " swizzled " << swz << " row " << row << " step " << s;
+              }
+            }
           }
     }
   }

@@ -50,6 +50,9 @@ struct DecodeTraits {
   static_assert(kSmemPartO + kSmemPartML <= kStages * kSmemStage, "merge area fits the stages");
   static_assert((kWarpKeys * kChunksPerRow) % 32 == 0, "whole chunks per lane");
   static_assert(!kKVSwizzled || kChunksPerRow % 8 == 0, "the swizzle permutes 8-chunk lines");
+  // Whole lines need 128-byte-aligned stages: Q (and each stage) a multiple of 128 bytes from
+  // the dynamic shared-memory base (itself at the start of the CTA's window).
+  static_assert(!kKVSwizzled || (kSmemQ % 128 == 0 && kSmemStage % 128 == 0), "stage alignment");
 
   // Byte offset of 16-byte chunk `chunk` in K/V row `row` of a stage (rows of a warp's group
   // start at multiples of 8, so row & 7 is the same within the group and within the tile).

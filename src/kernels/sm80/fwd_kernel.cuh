@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include "common/block_range.h"
 #include "common/sequence.h"
@@ -689,7 +690,8 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   // for it): d96/d128 +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md,
   // steps 6 and 7). FLARE_SM80_WIDE=0 (read once) selects the planner's tile instead. The kernel
   // computes its key-block and split ranges in its own block size; the planner's split count
-  // was chosen on 32-key blocks, which only changes how evenly the splits divide the keys
+  // was chosen on the planner's blocks (32 keys at d96/d128, 64 at d64), which only changes how
+  // evenly the splits divide the keys
   // (a split may get no block; it writes LSE -inf and the combine skips it).
   // FLARE_SM80_SWIZZLE=1 (read once; head dims that are multiples of 64) runs the
   // single-buffer steps on swizzled rows (FwdTraits). Opt-in: not yet measured.
@@ -702,7 +704,10 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   if constexpr (kWideBlockN != 0) {
     static const bool wide_enabled = [] {
       const char* v = std::getenv("FLARE_SM80_WIDE");
-      return !(v != nullptr && v[0] == '0' && v[1] == '\0');
+      // FLARE_SM80_D128_KEYS=32: this switch's earlier name (d96/d128 only), still honoured.
+      const char* old = std::getenv("FLARE_SM80_D128_KEYS");
+      const bool old_off = HeadDim > 64 && old != nullptr && std::strcmp(old, "32") == 0;
+      return !(v != nullptr && v[0] == '0' && v[1] == '\0') && !old_off;
     }();
     const flare_mha_fwd_params& p = launch.p;
     const bool masked = p.causal != 0 || p.window_left >= 0 || p.window_right >= 0;
