@@ -3,11 +3,13 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "api/dispatch.h"
 #include "api/error.h"
 #include "api/validate.h"
 #include "common/sequence.h"
+#include "common/tile_config.h"
 #include "planning/plan.h"
 
 namespace flare {
@@ -16,7 +18,20 @@ namespace {
 struct DeviceInfo {
   int cc_major = 0;
   int num_sms = 0;
+  int smem_optin = 0;  // shared memory a block may opt in to, bytes
 };
+
+// FLARE_SMEM_LIMIT_KB (read once; a testing hook) lowers the opt-in shared memory flare assumes,
+// so a large-memory GPU can run the fallbacks of 99 KB parts (sm86/sm89/sm120) on the mma.sync
+// kernels (FLARE_KERNEL_PATH=sm80 on Hopper). 0: the device's own limit.
+int smem_limit_override() {
+  static const int bytes = [] {
+    const char* v = std::getenv("FLARE_SMEM_LIMIT_KB");
+    const int kb = v != nullptr ? std::atoi(v) : 0;
+    return kb > 0 ? kb * 1024 : 0;
+  }();
+  return bytes;
+}
 
 flare_status cuda_fail(cudaError_t err, const char* what) {
   return fail(FLARE_ERROR_CUDA, "%s failed: %s (%s)", what, cudaGetErrorName(err),
@@ -28,12 +43,17 @@ flare_status query_device(int device, DeviceInfo* info) {
   if (err != cudaSuccess) return cuda_fail(err, "cudaDeviceGetAttribute(compute capability)");
   err = cudaDeviceGetAttribute(&info->num_sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return cuda_fail(err, "cudaDeviceGetAttribute(multiprocessor count)");
+  err = cudaDeviceGetAttribute(&info->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaDeviceGetAttribute(shared memory per block)");
+  const int cap = smem_limit_override();
+  if (cap > 0 && cap < info->smem_optin) info->smem_optin = cap;
   return FLARE_OK;
 }
 
-// Validates, reads the device and builds the plan; on success also returns the kernel.
+// Validates, reads the device and builds the plan; on success also returns the kernel and the
+// device's opt-in shared memory per block.
 flare_status prepare(const flare_mha_fwd_params* params, int device, flare_mha_fwd_params* full,
-                     FwdPlan* plan, FwdKernelFn* kernel) {
+                     FwdPlan* plan, FwdKernelFn* kernel, int* smem_optin = nullptr) {
   flare_status st = read_params(params, full);
   if (st != FLARE_OK) return st;
   st = validate_params(full);
@@ -64,6 +84,17 @@ flare_status prepare(const flare_mha_fwd_params* params, int device, flare_mha_f
                 "no kernel for compute capability %d.x, dtype %d, head_dim %d (kernel head dim "
                 "%d): not in this build's FLARE_ARCHS / FLARE_DTYPES / FLARE_HEAD_DIMS",
                 info.cc_major, full->dtype, full->head_dim, plan->kernel_head_dim);
+  // Every kernel of the Hopper path fits its 227 KB; the mma.sync kernels need up to 140 KB,
+  // more than 99 KB parts offer at head dims 192/256. Refused here, before anything is written.
+  if (info.cc_major != 9 &&
+      sm80_fitting_kernel(plan->kernel_head_dim, plan->max_seqlen_q, info.smem_optin) ==
+          Sm80Kernel::kNone)
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "head_dim %d (kernel head dim %d) needs %d bytes of shared memory per block on "
+                "this GPU's kernels; device %d allows %d: not supported on this device yet",
+                full->head_dim, plan->kernel_head_dim,
+                sm80_prefill_min_smem_bytes(plan->kernel_head_dim), device, info.smem_optin);
+  if (smem_optin) *smem_optin = info.smem_optin;
   return FLARE_OK;
 }
 
@@ -127,7 +158,8 @@ extern "C" FLARE_API flare_status flare_mha_fwd(const flare_mha_fwd_params* para
   flare_mha_fwd_params full;
   FwdPlan plan;
   FwdKernelFn kernel;
-  flare_status st = prepare(params, device, &full, &plan, &kernel);
+  int smem_optin = 0;
+  flare_status st = prepare(params, device, &full, &plan, &kernel, &smem_optin);
   if (st != FLARE_OK) return st;
   if (plan.workspace_bytes > full.workspace_size)
     return fail(FLARE_ERROR_WORKSPACE_TOO_SMALL,
@@ -141,6 +173,7 @@ extern "C" FLARE_API flare_status flare_mha_fwd(const flare_mha_fwd_params* para
   launch.p = plan.p;
   launch.num_splits = plan.num_splits;
   launch.max_seqlen_q = plan.max_seqlen_q;
+  launch.smem_optin = smem_optin;
   if (plan.num_splits > 1) {
     launch.o_accum = reinterpret_cast<float*>(workspace + plan.o_accum_offset);
     launch.lse_accum = reinterpret_cast<float*>(workspace + plan.lse_accum_offset);

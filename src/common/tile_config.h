@@ -105,6 +105,30 @@ FLARE_HD constexpr TileConfig sm80_kernel_tile(int head_dim, int max_seqlen_q) {
                                               : sm80_tile_config(head_dim);
 }
 
+// Shared memory per block of the mma.sync kernels, against the device's opt-in limit: 227 KB on
+// H100 and 163 KB on A100 hold every variant, the 99 KB of sm86/sm89/sm120 do not. Prefill: the
+// planner's single-buffer step, the smallest prefill variant (the launcher takes the wide or
+// the pipelined step only where it fits too). Decode: its own stages.
+FLARE_HD constexpr int sm80_prefill_min_smem_bytes(int head_dim) {
+  return (sm80_tile_config(head_dim).block_m + 2 * sm80_tile_config(head_dim).block_n) *
+         (head_dim + 8) * 2;
+}
+
+// The mma.sync kernel a launch runs within `smem_optin` bytes per block (0: no known limit):
+// the decode kernel where it is chosen and fits, else the prefill kernel (which takes any
+// launch, decode shapes included) where it fits, else none (the launch is refused before
+// anything is written: a 99 KB device cannot run head dims 192/256 on these kernels).
+enum class Sm80Kernel { kDecode, kPrefill, kNone };
+FLARE_HD constexpr Sm80Kernel sm80_fitting_kernel(int head_dim, int max_seqlen_q,
+                                                  int smem_optin) {
+  return sm80_use_decode_kernel(max_seqlen_q) &&
+                 (smem_optin <= 0 || sm80_decode_smem_bytes(head_dim) <= smem_optin)
+             ? Sm80Kernel::kDecode
+         : smem_optin <= 0 || sm80_prefill_min_smem_bytes(head_dim) <= smem_optin
+             ? Sm80Kernel::kPrefill
+             : Sm80Kernel::kNone;
+}
+
 // Head dimensions with compiled kernels; others are padded up to the next one.
 FLARE_HD constexpr int padded_head_dim(int head_dim) {
   return head_dim <= 32 ? 32 : head_dim <= 64 ? 64 : head_dim <= 96 ? 96

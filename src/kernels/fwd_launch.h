@@ -16,6 +16,8 @@ struct FwdLaunch {
   int max_seqlen_q;         // rows per batch entry of the split accumulators
   float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, head_dim] when split
   float* lse_accum;         // [num_splits, batch, heads, max_seqlen_q] when split
+  int smem_optin;           // shared memory a block may opt in to on this device, bytes
+                            // (0: not known; the launchers then assume every variant fits)
 };
 
 // Forward kernel of the mma.sync family, compiled for `Arch` (80 or 90), element type

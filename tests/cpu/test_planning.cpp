@@ -384,3 +384,26 @@ TEST(TileConfig, DecodeSharedMemory) {
   EXPECT_EQ(flare::sm80_decode_ctas_per_sm(128), 2);
   EXPECT_EQ(flare::sm80_decode_ctas_per_sm(256), 1);
 }
+
+TEST(TileConfig, SharedMemoryFit) {
+  using flare::Sm80Kernel;
+  using flare::sm80_fitting_kernel;
+  constexpr int kH100 = 227 * 1024, kA100 = 163 * 1024, kSm89 = 99 * 1024;
+  for (int d : {32, 64, 96, 128, 192, 256}) {
+    // H100 and A100 hold every variant: decode shapes take the decode kernel.
+    EXPECT_EQ(sm80_fitting_kernel(d, 1, kH100), Sm80Kernel::kDecode) << d;
+    EXPECT_EQ(sm80_fitting_kernel(d, 16, kA100), Sm80Kernel::kDecode) << d;
+    EXPECT_EQ(sm80_fitting_kernel(d, 17, kA100), Sm80Kernel::kPrefill) << d;
+    EXPECT_EQ(sm80_fitting_kernel(d, 1, 0), Sm80Kernel::kDecode) << d;  // no known limit
+  }
+  // 99 KB parts: d128 decode (102.7 KB) falls back to the prefill kernel (52 KB); d192/d256 fit
+  // neither (the launch is refused before anything is written).
+  EXPECT_EQ(sm80_fitting_kernel(64, 1, kSm89), Sm80Kernel::kDecode);
+  EXPECT_EQ(sm80_fitting_kernel(96, 1, kSm89), Sm80Kernel::kDecode);
+  EXPECT_EQ(sm80_fitting_kernel(128, 1, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(128, 4096, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(192, 1, kSm89), Sm80Kernel::kNone);
+  EXPECT_EQ(sm80_fitting_kernel(256, 4096, kSm89), Sm80Kernel::kNone);
+  EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(128), (128 + 2 * 32) * 136 * 2);
+  EXPECT_GT(flare::sm80_decode_smem_bytes(128), kSm89);
+}

@@ -667,7 +667,12 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     const char* v = std::getenv("FLARE_SM80_DECODE");
     return !(v != nullptr && v[0] == '0');
   }();
-  if (decode_enabled && sm80_use_decode_kernel(launch.max_seqlen_q)) {
+  // Within the device's opt-in shared memory (launch.smem_optin; flare_api refused launches
+  // that fit no variant): the decode kernel where it fits, else the prefill kernel.
+  const int optin = launch.smem_optin;
+  auto fits = [optin](int bytes) { return optin <= 0 || bytes <= optin; };
+  if (decode_enabled && sm80_fitting_kernel(HeadDim, launch.max_seqlen_q, optin) ==
+                            Sm80Kernel::kDecode) {
     using Dr = sm80::DecodeTraits<HeadDim>;
     auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -712,8 +717,9 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     const flare_mha_fwd_params& p = launch.p;
     const bool masked = p.causal != 0 || p.window_left >= 0 || p.window_right >= 0;
     const int max_keys = p.cu_seqlens_k != nullptr ? p.max_seqlen_k : p.seqlen_k;
-    if (wide_enabled && sm80_wide_step_pays(HeadDim, masked, max_keys)) {
-      using Tw = sm80::FwdTraits<HeadDim, kWideBlockN>;
+    using Tw = sm80::FwdTraits<HeadDim, kWideBlockN>;
+    if (wide_enabled && sm80_wide_step_pays(HeadDim, masked, max_keys) &&
+        fits(Tw::smem_bytes(1))) {
       // The planner's CTA slots (ctas_per_sm = 2) hold for its shared memory on A100 (164 KB
       // per SM) and H100 (228 KB), 1 KB reserved per CTA; registers (<= 255 x 128) allow 2.
       static_assert(2 * (Tw::smem_bytes(1) + 1024) <= 164 * 1024 &&
@@ -722,7 +728,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       if constexpr (kCanSwizzle) {
         using Ts = sm80::FwdTraits<HeadDim, kWideBlockN, true>;
         static_assert(2 * (Ts::smem_bytes(1) + 1024) <= 164 * 1024, "two CTAs per SM");
-        if (swizzle_enabled)
+        if (swizzle_enabled && fits(Ts::smem_bytes(1)))
           return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN, true>,
                                       Ts::smem_bytes(1), launch, stream);
       }
@@ -732,12 +738,14 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   }
   using Tr = sm80::FwdTraits<HeadDim>;
   constexpr int kSmemRing = Tr::smem_bytes(2), kSmemSingle = Tr::smem_bytes(1);
+  static_assert(kSmemSingle == sm80_prefill_min_smem_bytes(HeadDim),
+                "flare_api's shared-memory check and the smallest prefill variant agree");
   bool pipelined = false;
   if (pipeline_enabled) {
-    int device = 0, optin = 0, per_sm = 0, reserved = 0;
+    int device = 0, device_optin = 0, per_sm = 0, reserved = 0;
     cudaError_t err = cudaGetDevice(&device);
     if (err == cudaSuccess)
-      err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+      err = cudaDeviceGetAttribute(&device_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
     if (err == cudaSuccess)
       err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
     if (err == cudaSuccess)
@@ -750,13 +758,13 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       const int n = per_sm / (bytes + reserved);
       return n < Tr::kTile.ctas_per_sm ? n : Tr::kTile.ctas_per_sm;
     };
-    pipelined = kSmemRing <= optin && ctas(kSmemRing) >= ctas(kSmemSingle);
+    pipelined = kSmemRing <= device_optin && fits(kSmemRing) && ctas(kSmemRing) >= ctas(kSmemSingle);
   }
   constexpr int kBlockN = Tr::kBlockN;
   if constexpr (kCanSwizzle) {
     using Ts = sm80::FwdTraits<HeadDim, kBlockN, true>;
     static_assert(Ts::smem_bytes(1) <= kSmemSingle + 128, "no more shared memory than padded");
-    if (swizzle_enabled && !pipelined)
+    if (swizzle_enabled && !pipelined && fits(Ts::smem_bytes(1)))
       return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kBlockN, true>,
                                   Ts::smem_bytes(1), launch, stream);
   }
