@@ -12,6 +12,12 @@
 
 namespace flare {
 
+// Bytes per row of a head_dim-wide tile of 16-bit elements: unpadded when swizzled, else
+// padded by 8 elements (16 bytes).
+FLARE_HD constexpr int smem_row_bytes(int head_dim, bool swizzled) {
+  return (swizzled ? head_dim : head_dim + 8) * 2;
+}
+
 FLARE_HD constexpr int smem_chunk_offset(bool swizzled, int row_bytes, int row, int chunk) {
   return row * row_bytes + ((swizzled ? chunk ^ (row & 7) : chunk) << 4);
 }

@@ -2,6 +2,7 @@
 // the planner (split heuristic, workspace), so both agree on block counts and CTA slots.
 #pragma once
 #include "host_device.h"
+#include "smem_swizzle.h"
 
 namespace flare {
 
@@ -68,7 +69,7 @@ FLARE_HD constexpr int sm80_decode_stages(int head_dim) { return head_dim <= 128
 // same DRAM bytes and 86.5% vs 91% DRAM activity (docs/notes/sm80-kernel.md, step 7).
 FLARE_HD constexpr bool sm80_decode_kv_swizzled(int head_dim) { return head_dim % 64 == 0; }
 FLARE_HD constexpr int sm80_decode_kv_row_bytes(int head_dim) {
-  return (sm80_decode_kv_swizzled(head_dim) ? head_dim : head_dim + 8) * 2;
+  return smem_row_bytes(head_dim, sm80_decode_kv_swizzled(head_dim));
 }
 
 // Shared memory of the decode kernel: Q (16 rows padded by 8 elements) + stages x (K + V)
@@ -114,6 +115,11 @@ FLARE_HD constexpr int sm80_prefill_min_smem_bytes(int head_dim) {
          (head_dim + 8) * 2;
 }
 
+// Whether `bytes` of shared memory per block fit a device's opt-in limit (0: no known limit).
+FLARE_HD constexpr bool smem_fits(int bytes, int smem_optin) {
+  return smem_optin <= 0 || bytes <= smem_optin;
+}
+
 // The mma.sync kernel a launch runs within `smem_optin` bytes per block (0: no known limit):
 // the decode kernel where it is chosen and fits, else the prefill kernel (which takes any
 // launch, decode shapes included) where it fits, else none (the launch is refused before
@@ -122,11 +128,10 @@ enum class Sm80Kernel { kDecode, kPrefill, kNone };
 FLARE_HD constexpr Sm80Kernel sm80_fitting_kernel(int head_dim, int max_seqlen_q,
                                                   int smem_optin) {
   return sm80_use_decode_kernel(max_seqlen_q) &&
-                 (smem_optin <= 0 || sm80_decode_smem_bytes(head_dim) <= smem_optin)
+                 smem_fits(sm80_decode_smem_bytes(head_dim), smem_optin)
              ? Sm80Kernel::kDecode
-         : smem_optin <= 0 || sm80_prefill_min_smem_bytes(head_dim) <= smem_optin
-             ? Sm80Kernel::kPrefill
-             : Sm80Kernel::kNone;
+         : smem_fits(sm80_prefill_min_smem_bytes(head_dim), smem_optin) ? Sm80Kernel::kPrefill
+                                                                        : Sm80Kernel::kNone;
 }
 
 // Head dimensions with compiled kernels; others are padded up to the next one.

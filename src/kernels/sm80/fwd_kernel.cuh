@@ -84,7 +84,7 @@ struct FwdTraits {
   // 16-byte bank groups for every head dim we compile (row bytes = 16 mod 128 or 80 mod 128);
   // swizzled rows get the same property from the chunk permutation.
   static constexpr bool kSwizzled = Swizzled;
-  static constexpr int kRowBytes = Swizzled ? HeadDim * 2 : (HeadDim + 8) * 2;
+  static constexpr int kRowBytes = smem_row_bytes(HeadDim, Swizzled);
   static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks
   static constexpr int kSmemQ = kBlockM * kRowBytes;
   static constexpr int kSmemKV = kBlockN * kRowBytes;
@@ -106,6 +106,14 @@ struct FwdTraits {
   static_assert(!Swizzled || HeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
 };
 
+// Byte offset of element `col` (a multiple of 8) of row `row` in a head_dim-wide tile (the
+// padded form is kept as it was written for the measured kernels).
+template <int HeadDim, bool Swizzled>
+__device__ __forceinline__ uint32_t tile_element_offset(int row, int col) {
+  return Swizzled ? smem_chunk_offset(true, smem_row_bytes(HeadDim, true), row, col / 8)
+                  : (row * (HeadDim + 8) + col) * 2;
+}
+
 // Copies `Rows` rows of a head_dim-wide tile into padded (or swizzled: Swizzled, see FwdTraits)
 // shared memory with cp.async. Each
 // pass covers Threads / chunks-per-row whole rows, so a thread keeps one column for all its
@@ -115,7 +123,6 @@ template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T,
           typename RowOffset>
 __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head_dim,
                                           RowOffset row_offset) {
-  constexpr int kRowBytes = Swizzled ? HeadDim * 2 : (HeadDim + 8) * 2;
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
   constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
@@ -129,9 +136,7 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head
     const int64_t off = row_offset(row);
     const bool valid = off >= 0 && col < head_dim;
     const T* src = valid ? base + off + col : base;
-    const uint32_t dst = Swizzled ? smem + smem_chunk_offset(true, kRowBytes, row, col / 8)
-                                  : smem + (row * (HeadDim + 8) + col) * 2;
-    cp_async_16(dst, src, valid ? 16 : 0);
+    cp_async_16(smem + tile_element_offset<HeadDim, Swizzled>(row, col), src, valid ? 16 : 0);
   }
 }
 
@@ -142,7 +147,6 @@ template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T>
 __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_ptr,
                                                  int64_t row_stride, int valid_rows,
                                                  int head_dim, const T* fallback) {
-  constexpr int kRowBytes = Swizzled ? HeadDim * 2 : (HeadDim + 8) * 2;
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
   constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
@@ -157,9 +161,8 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
     const int row = row0 + i * kRowsPerPass;
     if (Rows % kRowsPerPass != 0 && row >= Rows) break;
     const bool valid = row < valid_rows && col_ok;
-    const uint32_t dst = Swizzled ? smem + smem_chunk_offset(true, kRowBytes, row, col / 8)
-                                  : smem + (row * (HeadDim + 8) + col) * 2;
-    cp_async_16(dst, valid ? src : fallback, valid ? 16 : 0);
+    cp_async_16(smem + tile_element_offset<HeadDim, Swizzled>(row, col), valid ? src : fallback,
+                valid ? 16 : 0);
     src += step;
   }
 }
@@ -670,7 +673,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   // Within the device's opt-in shared memory (launch.smem_optin; flare_api refused launches
   // that fit no variant): the decode kernel where it fits, else the prefill kernel.
   const int optin = launch.smem_optin;
-  auto fits = [optin](int bytes) { return optin <= 0 || bytes <= optin; };
+  auto fits = [optin](int bytes) { return smem_fits(bytes, optin); };
   if (decode_enabled && sm80_fitting_kernel(HeadDim, launch.max_seqlen_q, optin) ==
                             Sm80Kernel::kDecode) {
     using Dr = sm80::DecodeTraits<HeadDim>;
