@@ -59,6 +59,18 @@ constexpr int kSm90TileCounterSlots = 4096;
 static_assert((kSm90TileCounterSlots & (kSm90TileCounterSlots - 1)) == 0, "a power of two");
 static __device__ Sm90TileCounter g_sm90_tile_counters[kSm90TileCounterSlots];
 
+// A tile id's (query block, head, batch, split), in the order of the kernel's tile list (query
+// blocks innermost, the latest query block of a head first). Shared by producer and consumers.
+struct Sm90Tile {
+  int m_block, head, batch, split;
+};
+__device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_heads,
+                                              int num_splits) {
+  const int rest = tile / m_blocks;
+  return Sm90Tile{m_blocks - 1 - tile % m_blocks, rest % num_heads,
+                  rest / num_heads / num_splits, rest / num_heads % num_splits};
+}
+
 // Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
 // K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
 // warpgroups 1 and 2 consume and release a stage (a Q buffer) through a second mbarrier once
@@ -170,11 +182,8 @@ __global__ void __launch_bounds__(384, 1)
       return qb;
     };
     for (int tile = blockIdx.x; tile < num_tiles; tile = next_tile(tile)) {
-      const int m_block = m_blocks - 1 - tile % m_blocks;
-      const int rest = tile / m_blocks;
-      const int head = rest % p.num_heads;
-      const int batch = rest / p.num_heads / launch.num_splits;
-      const int split = rest / p.num_heads % launch.num_splits;
+      const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
+      const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
       const SequenceInfo seq = sequence_info(p, batch);
       const int m0 = m_block * kBlockM;
       if (m0 >= seq.seqlen_q) continue;
@@ -312,11 +321,8 @@ __global__ void __launch_bounds__(384, 1)
     tile = __reduce_max_sync(0xffffffffu, s_q_tile[qb]);
     if (tile < 0) break;
   }
-  const int m_block = m_blocks - 1 - tile % m_blocks;
-  const int rest = tile / m_blocks;
-  const int head = rest % p.num_heads;
-  const int batch = rest / p.num_heads / launch.num_splits;
-  const int split = rest / p.num_heads % launch.num_splits;
+  const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
+  const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
   const SequenceInfo seq = sequence_info(p, batch);
   const int m0 = m_block * kBlockM;
   if (m0 >= seq.seqlen_q) continue;  // DynamicTiles: never published
