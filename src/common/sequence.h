@@ -103,6 +103,24 @@ FLARE_HD float alibi_slope(const flare_mha_fwd_params& p, int b, int head) {
   return p.alibi_slopes ? p.alibi_slopes[(int64_t)b * p.alibi_batch_stride + head] : 0.f;
 }
 
+// The units every kernel scores in. Softmax works in log2 units: p = exp2(x * unit_log2 - max *
+// unit_log2). Without softcap x is the raw q.k and unit = scale; with softcap x is already the
+// capped score softcap * tanh(q.k * cap_in) and unit = 1. The ALiBi bias is in the units of x.
+// (The Hopper kernels call it; the mma.sync kernels keep the same lines inline: through this
+// function their instruction schedule changes, so they move here after a device A/B.)
+struct ScoreUnits {
+  bool has_softcap;
+  float unit_log2;
+  float cap_in;  // softcap: scale / softcap, else 0
+  float alibi;   // ALiBi slope of (batch, head) in the units of x (0: off)
+};
+FLARE_HD ScoreUnits score_units(const flare_mha_fwd_params& p, int b, int head) {
+  const bool has_softcap = p.softcap > 0.f;
+  const float unit = has_softcap ? 1.f : p.softmax_scale;
+  return ScoreUnits{has_softcap, unit * 1.4426950408889634f,
+                    has_softcap ? p.softmax_scale / p.softcap : 0.f, alibi_slope(p, b, head) / unit};
+}
+
 // Rotary position of query row i: with a causal or windowed mask each query row sits at its
 // own cache position; otherwise all query rows share the position of the first new token.
 FLARE_HD int rotary_q_position(const flare_mha_fwd_params& p, const SequenceInfo& s, int i) {

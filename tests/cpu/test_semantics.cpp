@@ -557,3 +557,32 @@ TEST(SemanticsSequence, PagedMatchesContiguous) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(SemanticsScores, ScoreUnits) {
+  // Without softcap x = q.k and the softmax exponent is x * scale * log2(e); ALiBi slopes are
+  // divided by the scale (x carries no scale). With softcap x is already capped: unit 1.
+  flare_mha_fwd_params p;
+  flare_mha_fwd_params_init(&p);
+  p.softmax_scale = 0.125f;
+  p.num_heads = 4;
+  const float slopes[8] = {0.5f, 0.25f, 0.125f, 0.0625f, 1.f, 2.f, 3.f, 4.f};
+  p.alibi_slopes = slopes;
+  p.alibi_batch_stride = 4;
+  flare::ScoreUnits u = flare::score_units(p, 1, 2);
+  EXPECT_FALSE(u.has_softcap);
+  EXPECT_FLOAT_EQ(u.unit_log2, 0.125f * 1.4426950408889634f);
+  EXPECT_EQ(u.cap_in, 0.f);
+  EXPECT_FLOAT_EQ(u.alibi, 3.f / 0.125f);
+  p.softcap = 30.f;
+  u = flare::score_units(p, 0, 1);
+  EXPECT_TRUE(u.has_softcap);
+  EXPECT_FLOAT_EQ(u.unit_log2, 1.4426950408889634f);
+  EXPECT_FLOAT_EQ(u.cap_in, 0.125f / 30.f);
+  EXPECT_FLOAT_EQ(u.alibi, 0.25f);
+  p.alibi_slopes = nullptr;
+  EXPECT_EQ(flare::score_units(p, 0, 1).alibi, 0.f);
+}
+
+}  // namespace

@@ -344,11 +344,9 @@ __global__ void __launch_bounds__(384, 1)
   for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
 
-  const bool has_softcap = p.softcap > 0.f;
-  const float unit = has_softcap ? 1.f : p.softmax_scale;
-  const float unit_log2 = unit * 1.4426950408889634f;
-  const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
-  const float alibi = alibi_slope(p, batch, head) / unit;
+  const ScoreUnits units = score_units(p, batch, head);
+  const bool has_softcap = units.has_softcap;
+  const float unit_log2 = units.unit_log2, cap_in = units.cap_in, alibi = units.alibi;
   const int diagonal = mask.diagonal();
 
   // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
