@@ -9,7 +9,8 @@
 #                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu), ab
 #                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options),
 #                test_swizzle (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=1,
-#                the opt-in swizzled shared-memory rows; brief output to run.log)
+#                the opt-in swizzled shared-memory rows; brief output to run.log), test_smem99
+#                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -106,6 +107,20 @@ if has_step test_swizzle; then
   echo "flare_tests_gpu (swizzled sm80 rows) exit status: $swizzle_rc" | tee -a "$RUN_LOG"
   set -e
   [[ $swizzle_rc -eq 0 ]] || test_status="FAILED(swizzle $swizzle_rc)"
+fi
+
+if has_step test_smem99; then
+  # A 99 KB-per-block GPU (sm86/sm89/sm120) emulated on this one: the mma.sync kernels chosen
+  # within 99 KB (decode at d128 falls back to the prefill kernel). d192/d256 are refused there
+  # by design, so their cases are filtered out.
+  section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80 FLARE_SMEM_LIMIT_KB=99 (no d192/d256)"
+  set +e
+  FLARE_KERNEL_PATH=sm80 FLARE_SMEM_LIMIT_KB=99 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+    --gtest_filter='-*_d192_*:*_d256_*' 2>&1 | tee -a "$RUN_LOG"
+  smem99_rc=${PIPESTATUS[0]}
+  echo "flare_tests_gpu (99 KB emulation) exit status: $smem99_rc" | tee -a "$RUN_LOG"
+  set -e
+  [[ $smem99_rc -eq 0 ]] || test_status="FAILED(smem99 $smem99_rc)"
 fi
 
 if has_step bench; then
