@@ -29,7 +29,7 @@ group hopper && ab "default" "$dyn" "$dyn FLARE_SM90_QBUFS=2" -- --table varlen 
 group padded && for s in 96,0,512 96,0,4096 96,1,4096 192,0,1024 192,0,4096 192,1,4096; do
   ab "default" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20
 done
-# mma.sync path: padded vs swizzled shared-memory rows (FLARE_SM80_SWIZZLE=1, opt-in).
+# mma.sync path: padded (FLARE_SM80_SWIZZLE=0) vs swizzled shared-memory rows (the default).
 group swizzle && for d in 64 128 256; do
-  ab "FLARE_KERNEL_PATH=sm80" "FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=1" -- --head-dim "$d" --iters 20
+  ab "FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=0" "FLARE_KERNEL_PATH=sm80" -- --head-dim "$d" --iters 20
 done

@@ -8,8 +8,8 @@
 #                (pip install + pytest of the package), profile (scripts/profile_sm90.sh) and gap
 #                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu), ab
 #                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options),
-#                test_swizzle (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=1,
-#                the opt-in swizzled shared-memory rows; brief output to run.log), test_smem99
+#                test_padded (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=0,
+#                the padded shared-memory rows that the default replaced; brief output to run.log), test_smem99
 #                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
@@ -98,15 +98,15 @@ if has_step test; then
   test_status=$([[ $test_rc -eq 0 && $test_sm80_rc -eq 0 ]] && echo ok || echo "FAILED($test_rc/$test_sm80_rc)")
 fi
 
-if has_step test_swizzle; then
-  section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=1"
+if has_step test_padded; then
+  section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=0"
   set +e
-  FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=1 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 2>&1 |
+  FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=0 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 2>&1 |
     tee -a "$RUN_LOG"
-  swizzle_rc=${PIPESTATUS[0]}
-  echo "flare_tests_gpu (swizzled sm80 rows) exit status: $swizzle_rc" | tee -a "$RUN_LOG"
+  padded_rc=${PIPESTATUS[0]}
+  echo "flare_tests_gpu (padded sm80 rows) exit status: $padded_rc" | tee -a "$RUN_LOG"
   set -e
-  [[ $swizzle_rc -eq 0 ]] || test_status="FAILED(swizzle $swizzle_rc)"
+  [[ $padded_rc -eq 0 ]] || test_status="FAILED(padded $padded_rc)"
 fi
 
 if has_step test_smem99; then

@@ -64,10 +64,10 @@ struct FwdCtaState {
 // (sm80_tile_config). d64/d96/d128 also compile the wide step sm80_wide_block_n (128 / 64 keys,
 // the default there; FLARE_SM80_WIDE=0 for the tile's step), which keeps its CTA-uniform state
 // in shared memory.
-// Swizzled (FLARE_SM80_SWIZZLE=1, head dims that are multiples of 64): unpadded rows with
-// XOR-swizzled chunks (common/smem_swizzle.h) instead of rows padded by 16 bytes, so each cp.async
-// 8-lane group fills one aligned 128-byte line (the padded rows' split requests cost the decode
-// kernel 6%; docs/notes/sm80-kernel.md, step 7). Opt-in until measured on the prefill kernel.
+// Swizzled (the default for head dims that are multiples of 64; FLARE_SM80_SWIZZLE=0 for padded
+// rows): unpadded rows with XOR-swizzled chunks (common/smem_swizzle.h) instead of rows padded
+// by 16 bytes, so each cp.async 8-lane group fills one aligned 128-byte line (padded rows split
+// the requests: decode kernel -6%, prefill -3..9%; docs/notes/sm80-kernel.md, steps 7 and 9).
 template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n, bool Swizzled = false>
 struct FwdTraits {
   static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
@@ -701,12 +701,14 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   // was chosen on the planner's blocks (32 keys at d96/d128, 64 at d64), which only changes how
   // evenly the splits divide the keys
   // (a split may get no block; it writes LSE -inf and the combine skips it).
-  // FLARE_SM80_SWIZZLE=1 (read once; head dims that are multiples of 64) runs the
-  // single-buffer steps on swizzled rows (FwdTraits). Opt-in: not yet measured.
+  // Head dims that are multiples of 64 run the single-buffer steps on swizzled, unpadded rows
+  // (FwdTraits): +3..9% over padded rows on 30 of the 36 prefill shapes of the H100 table (d64,
+  // d128, d256; docs/notes/sm80-kernel.md, step 9). FLARE_SM80_SWIZZLE=0 (read once) selects the
+  // padded rows, for comparisons.
   constexpr bool kCanSwizzle = HeadDim % 64 == 0;
   static const bool swizzle_enabled = [] {
     const char* v = std::getenv("FLARE_SM80_SWIZZLE");
-    return kCanSwizzle && v != nullptr && v[0] == '1';
+    return kCanSwizzle && !(v != nullptr && v[0] == '0');
   }();
   constexpr int kWideBlockN = sm80_wide_block_n(HeadDim);
   if constexpr (kWideBlockN != 0) {
