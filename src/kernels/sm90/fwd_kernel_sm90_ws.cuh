@@ -306,6 +306,16 @@ __global__ void __launch_bounds__(384, 1)
   const int g = lane / 4, t = lane % 4;
   int it = 0;      // K/V stage uses so far, in the producer's order
   int q_uses = 0;  // Q buffer uses so far (tiles with key blocks), in the producer's order
+  // Ping-pong: the two consumer warpgroups take turns issuing their GEMMs (named barriers 1 and
+  // 2), so one's softmax runs while the tensor cores work through the other's GEMMs. Per tile
+  // each warpgroup has num_blocks + 1 issue turns, in the order A0 B0 A1 B1 ... over the whole
+  // CTA, tile boundaries included: B's last turn of a tile hands over to A's first turn of the
+  // next, so A's next QK^T is issued while B still writes its output (a hand-over renewed per
+  // tile would leave the tensor cores idle during B's epilogue). The second warpgroup opens
+  // A's very first turn; A takes B's final hand-over after the last tile, so every barrier
+  // sees as many arrivals as waits.
+  const int my_turn = 1 + wg, other_turn = 2 - wg;
+  if (pingpong && wg == 1) named_barrier_arrive(1, 256);
   // DynamicTiles: every Q buffer the producer publishes, tiles without key blocks included,
   // counts as a use; the loop ends at the published -1.
   for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
@@ -445,19 +455,12 @@ __global__ void __launch_bounds__(384, 1)
     auto stage_k = [&](int i) { return sK0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
     auto stage_v = [&](int i) { return sV0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
     auto release_block = [&](int i) { mbarrier_arrive(empty((it + i) % Tr::kStages)); };
-    // Ping-pong: the two consumer warpgroups take turns issuing their GEMMs (named barriers
-    // 1 and 2), so one's softmax runs while the tensor cores work through the other's GEMMs.
-    // Each warpgroup has num_blocks + 1 issue turns; the order is A0 B0 A1 B1 ... The second
-    // warpgroup opens A's first turn and skips the hand-over after its last one, so every
-    // barrier sees as many arrivals as waits.
-    const int my_turn = 1 + wg, other_turn = 2 - wg;
     auto turn_begin = [&] {
       if (pingpong) named_barrier_sync(my_turn, 256);
     };
-    auto turn_end = [&](bool last) {
-      if (pingpong && !(last && wg == 1)) named_barrier_arrive(other_turn, 256);
+    auto turn_end = [&] {
+      if (pingpong) named_barrier_arrive(other_turn, 256);
     };
-    if (pingpong && wg == 1) named_barrier_arrive(1, 256);
     if constexpr (!DynamicTiles) mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
     wait_block(0);
     uint32_t p_cur[kBlockN / 16][4];
@@ -467,7 +470,7 @@ __global__ void __launch_bounds__(384, 1)
       turn_begin();
       wgmma_fence();
       issue_qk(acc_s, stage_k(0));
-      turn_end(false);
+      turn_end();
       wgmma_wait<0>();
       fence_registers(acc_s);
       if (num_blocks == 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
@@ -482,7 +485,7 @@ __global__ void __launch_bounds__(384, 1)
       wgmma_fence();
       issue_qk(acc_s, stage_k(i));
       issue_pv(p_cur, stage_v(i - 1));
-      turn_end(false);
+      turn_end();
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
       if (i == num_blocks - 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
@@ -504,7 +507,7 @@ __global__ void __launch_bounds__(384, 1)
     turn_begin();
     wgmma_fence();
     issue_pv(p_cur, stage_v(num_blocks - 1));
-    turn_end(true);
+    turn_end();
     wgmma_wait<0>();
     fence_registers(acc_o);
     release_block(num_blocks - 1);
@@ -519,6 +522,7 @@ __global__ void __launch_bounds__(384, 1)
   store_output_rows<T, HeadDim>(launch, seq, acc_o, row_max, row_sum, unit_log2, row_base, t,
                                  batch, head, split);
   }  // tiles
+  if (pingpong && wg == 0) named_barrier_sync(1, 256);  // B's final hand-over
   }  // consumers
 }
 
