@@ -15,6 +15,7 @@
 #include "common/lse_merge.h"
 #include "common/mask.h"
 #include "common/rotary.h"
+#include "common/score_mods.h"
 #include "common/sequence.h"
 #include "common/split.h"
 
@@ -583,6 +584,59 @@ TEST(SemanticsScores, ScoreUnits) {
   EXPECT_FLOAT_EQ(u.alibi, 0.25f);
   p.alibi_slopes = nullptr;
   EXPECT_EQ(flare::score_units(p, 0, 1).alibi, 0.f);
+}
+
+}  // namespace
+
+namespace {
+
+// modify_row_scores and its one-pass form on one fragment row (8 n8 tiles, a thread's two
+// columns per tile) equal the element-by-element rule: softcap, ALiBi by key distance, mask.
+TEST(SemanticsScores, ModifyRowScoresMatchesElementRule) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> val(-4.f, 4.f);
+  constexpr int kTiles = 8;
+  for (int trial = 0; trial < 400; ++trial) {
+    const bool softcap_on = trial % 2 == 1;
+    const float softcap = 5.f, cap_in = 0.3f;
+    const float alibi = (trial / 2) % 2 ? 0.7f : 0.f;
+    const bool needs_mask = (trial / 4) % 2 == 1;
+    const int seqlen_q = 1 + int(rng() % 200), seqlen_k = 1 + int(rng() % 300);
+    const int wl = int(rng() % 3) == 0 ? -1 : int(rng() % 40);
+    const bool causal = rng() % 2 == 0;
+    const flare::MaskSpec mask = flare::make_mask(seqlen_q, seqlen_k, causal, wl, -1);
+    const int row = int(rng() % seqlen_q);
+    const int t = int(rng() % 4), n_block = int(rng() % 5), block_n = 64;
+    const int col0 = n_block * block_n + 2 * t;  // the thread's first column
+    float got[kTiles][2], got1[kTiles][2], want[kTiles][2];
+    for (int j = 0; j < kTiles; ++j)
+      for (int e = 0; e < 2; ++e) {
+        const int key = col0 + 8 * j + e;
+        float x = val(rng);
+        got[j][e] = got1[j][e] = x;
+        if (softcap_on) x = softcap * std::tanh(x * cap_in);
+        if (alibi != 0.f) x -= alibi * std::fabs(float(row + mask.diagonal() - key));
+        if (needs_mask && !(key >= mask.first_key(row) && key < mask.end_key(row))) x = -INFINITY;
+        want[j][e] = x;
+      }
+    flare::modify_row_scores<kTiles>([&](int j, int e) -> float& { return got[j][e]; },
+                                     softcap_on, softcap, cap_in, alibi,
+                                     row + mask.diagonal() - col0, needs_mask,
+                                     mask.first_key(row) - col0, mask.end_key(row) - col0);
+    flare::modify_row_scores_one_pass<kTiles>(
+        [&](int j, int e) -> float& { return got1[j][e]; }, softcap_on, softcap, cap_in, alibi,
+        row + mask.diagonal() - col0, needs_mask, mask.first_key(row) - col0,
+        mask.end_key(row) - col0);
+    for (int j = 0; j < kTiles; ++j)
+      for (int e = 0; e < 2; ++e) {
+        if (std::isinf(want[j][e])) {
+          EXPECT_EQ(got[j][e], want[j][e]) << "trial " << trial << " j " << j << " e " << e;
+        } else {
+          EXPECT_NEAR(got[j][e], want[j][e], 1e-5f) << "trial " << trial << " j " << j;
+        }
+        EXPECT_EQ(got1[j][e], got[j][e]) << "trial " << trial << " j " << j << " e " << e;
+      }
+  }
 }
 
 }  // namespace

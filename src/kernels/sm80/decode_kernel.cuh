@@ -14,6 +14,7 @@
 // >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
 // selects the page per row with one compare.
 #pragma once
+#include "common/score_mods.h"
 #include "common/smem_swizzle.h"
 
 namespace flare {
@@ -291,19 +292,10 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
           const int row = m0 + g + hr * 8;
-          const int first = mask.first_key(row) - block_col0;
-          const int end = mask.end_key(row) - block_col0;
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-            for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-              const int c = nt * 8 + (e & 1);
-              float x = acc_s[nt][e];
-              if (has_softcap) x = p.softcap * tanhf(x * cap_in);
-              if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
-              if (needs_mask && (c < first || c >= end)) x = -INFINITY;
-              acc_s[nt][e] = x;
-            }
+          modify_row_scores<2>([&](int nt, int e) -> float& { return acc_s[nt][2 * hr + e]; },
+                               has_softcap, p.softcap, cap_in, alibi,
+                               row + diagonal - block_col0, needs_mask,
+                               mask.first_key(row) - block_col0, mask.end_key(row) - block_col0);
         }
       }
 

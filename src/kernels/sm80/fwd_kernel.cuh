@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "common/block_range.h"
+#include "common/score_mods.h"
 #include "common/sequence.h"
 #include "common/smem_swizzle.h"
 #include "common/split.h"
@@ -443,20 +444,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
               const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
               // Visible keys of a row form [first, end); columns are relative to this block.
               const int block_col0 = n_block * kBlockN + 2 * t;
-              const int first = mask_n.first_key(row) - block_col0;
-              const int end = mask_n.end_key(row) - block_col0;
-#pragma unroll
-              for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-                for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-                  const int c = nt * 8 + (e & 1);
-                  float x = acc_s[mt][nt][e];
-                  if (has_softcap) x = p.softcap * tanhf(x * cap_in_n);
-                  if (alibi_n != 0.f)
-                    x -= alibi_n * fabsf(float(row + diagonal_n - block_col0 - c));
-                  if (needs_mask && (c < first || c >= end)) x = -INFINITY;
-                  acc_s[mt][nt][e] = x;
-                }
+              modify_row_scores<kNTiles>(
+                  [&](int nt, int e) -> float& { return acc_s[mt][nt][2 * hr + e]; },
+                  has_softcap, p.softcap, cap_in_n, alibi_n, row + diagonal_n - block_col0,
+                  needs_mask, mask_n.first_key(row) - block_col0,
+                  mask_n.end_key(row) - block_col0);
             }
         }
       }

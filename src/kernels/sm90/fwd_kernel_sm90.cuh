@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "common/block_range.h"
+#include "common/score_mods.h"
 #include "common/sequence.h"
 #include "common/split.h"
 #include "kernels/element_type.cuh"
@@ -114,8 +115,10 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
 
   // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
   // the factor that rescales what was accumulated before it.
+  // pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile; the scores are
+  // then modified in one pass (modify_row_scores_one_pass says why).
   auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
-                           float (&correction)[2]) {
+                           float (&correction)[2], bool pv_in_flight) {
     const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
     if (has_softcap || alibi != 0.f || needs_mask) {
       // Accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column 8 j + 2 t + e.
@@ -123,19 +126,14 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
       for (int hr = 0; hr < 2; ++hr) {
         const int row = row_base + hr * 8;
         const int block_col0 = n_block * kBlockN + 2 * t;
-        const int first = mask.first_key(row) - block_col0;
-        const int end = mask.end_key(row) - block_col0;
-#pragma unroll
-        for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int c = j * 8 + e;
-            float x = acc_s[4 * j + 2 * hr + e];
-            if (has_softcap) x = p.softcap * tanhf(x * cap_in);
-            if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
-            if (needs_mask && (c < first || c >= end)) x = -INFINITY;
-            acc_s[4 * j + 2 * hr + e] = x;
-          }
+        auto at = [&](int j, int e) -> float& { return acc_s[4 * j + 2 * hr + e]; };
+        const int first = mask.first_key(row) - block_col0, end = mask.end_key(row) - block_col0;
+        if (pv_in_flight)
+          modify_row_scores_one_pass<kSTiles>(at, has_softcap, p.softcap, cap_in, alibi,
+                                              row + diagonal - block_col0, needs_mask, first, end);
+        else
+          modify_row_scores<kSTiles>(at, has_softcap, p.softcap, cap_in, alibi,
+                                     row + diagonal - block_col0, needs_mask, first, end);
       }
     }
 #pragma unroll
@@ -246,7 +244,7 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
       issue_qk(acc_s, sK0);
       wgmma_wait<0>();
       fence_registers(acc_s);
-      softmax_block(acc_s, block_of(0), p_cur, correction);
+      softmax_block(acc_s, block_of(0), p_cur, correction, false);
     }
     for (int i = 1; i < num_blocks; ++i) {
       sm80::cp_async_wait<0>();  // K_i and V_{i-1} have landed
@@ -266,7 +264,7 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
       fence_registers(acc_s);
       uint32_t p_next[kBlockN / 16][4];
       float correction[2];
-      softmax_block(acc_s, block_of(i), p_next, correction);
+      softmax_block(acc_s, block_of(i), p_next, correction, true);
       wgmma_wait<0>();
       // P V read p_cur asynchronously: keep its registers alive (and unshared with the softmax
       // temporaries) until the wait, or ptxas has to serialise every wgmma.

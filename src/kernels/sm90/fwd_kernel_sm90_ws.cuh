@@ -361,8 +361,10 @@ __global__ void __launch_bounds__(384, 1)
 
   // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
   // the factor that rescales what was accumulated before it.
+  // pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile; the scores are
+  // then modified in one pass (modify_row_scores_one_pass says why).
   auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
-                           float (&correction)[2]) {
+                           float (&correction)[2], bool pv_in_flight) {
     const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
     if (has_softcap || alibi != 0.f || needs_mask) {
       // Accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column 8 j + 2 t + e.
@@ -370,19 +372,14 @@ __global__ void __launch_bounds__(384, 1)
       for (int hr = 0; hr < 2; ++hr) {
         const int row = row_base + hr * 8;
         const int block_col0 = n_block * kBlockN + 2 * t;
-        const int first = mask.first_key(row) - block_col0;
-        const int end = mask.end_key(row) - block_col0;
-#pragma unroll
-        for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int c = j * 8 + e;
-            float x = acc_s[4 * j + 2 * hr + e];
-            if (has_softcap) x = p.softcap * tanhf(x * cap_in);
-            if (alibi != 0.f) x -= alibi * fabsf(float(row + diagonal - block_col0 - c));
-            if (needs_mask && (c < first || c >= end)) x = -INFINITY;
-            acc_s[4 * j + 2 * hr + e] = x;
-          }
+        auto at = [&](int j, int e) -> float& { return acc_s[4 * j + 2 * hr + e]; };
+        const int first = mask.first_key(row) - block_col0, end = mask.end_key(row) - block_col0;
+        if (pv_in_flight)
+          modify_row_scores_one_pass<kSTiles>(at, has_softcap, p.softcap, cap_in, alibi,
+                                              row + diagonal - block_col0, needs_mask, first, end);
+        else
+          modify_row_scores<kSTiles>(at, has_softcap, p.softcap, cap_in, alibi,
+                                     row + diagonal - block_col0, needs_mask, first, end);
       }
     }
 #pragma unroll
@@ -474,7 +471,7 @@ __global__ void __launch_bounds__(384, 1)
       wgmma_wait<0>();
       fence_registers(acc_s);
       if (num_blocks == 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
-      softmax_block(acc_s, block_of(0), p_cur, correction);
+      softmax_block(acc_s, block_of(0), p_cur, correction, false);
     }
     for (int i = 1; i < num_blocks; ++i) {
       wait_block(i);
@@ -491,7 +488,7 @@ __global__ void __launch_bounds__(384, 1)
       if (i == num_blocks - 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
       uint32_t p_next[kBlockN / 16][4];
       float correction[2];
-      softmax_block(acc_s, block_of(i), p_next, correction);
+      softmax_block(acc_s, block_of(i), p_next, correction, true);
       wgmma_wait<0>();
       fence_registers(p_cur);
       fence_registers(acc_o);

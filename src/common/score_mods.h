@@ -1,0 +1,69 @@
+// What happens to a raw score q.k before the softmax, on one query row's scores of a key block
+// in registers: softcap, ALiBi bias, then the mask. Shared by every forward kernel (and the CPU
+// tests), in the units of `score_units` (sequence.h).
+#pragma once
+#include <math.h>
+
+#include "host_device.h"
+
+namespace flare {
+
+// One query row's scores of a key block: at(j, e) is the score of column 8 j + e (j < NTiles,
+// e < 2) relative to the thread's first column (mma fragments hold two adjacent columns per
+// n8 tile). The row's visible columns are [first, end) in the same relative numbering;
+// alibi_base is the row's key position minus the thread's first column (ALiBi's distance to
+// column c is |alibi_base - c|).
+//
+// Three passes, each under one condition that is uniform for the block: written as one loop
+// with the three conditions inside, the compiler kept a branch (softcap) and three predicated
+// ALiBi instructions per element even with neither feature on, and on a GPU the masked key
+// block then cost about five times an unmasked one (Hopper d64 causal 512: 20% of all
+// instructions and 20% of the warp stall samples waiting for instruction fetch).
+template <int NTiles, typename At>
+FLARE_HD void modify_row_scores(At&& at, bool has_softcap, float softcap, float cap_in,
+                                float alibi, int alibi_base, bool needs_mask, int first,
+                                int end) {
+  if (has_softcap) {
+#pragma unroll
+    for (int j = 0; j < NTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) at(j, e) = softcap * tanhf(at(j, e) * cap_in);
+  }
+  if (alibi != 0.f) {
+#pragma unroll
+    for (int j = 0; j < NTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) at(j, e) -= alibi * fabsf(float(alibi_base - (8 * j + e)));
+  }
+  if (needs_mask) {
+#pragma unroll
+    for (int j = 0; j < NTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int c = 8 * j + e;
+        if (c < first || c >= end) at(j, e) = -INFINITY;
+      }
+  }
+}
+
+// The same in one pass, the three conditions inside the element loop. The Hopper kernels use it
+// for the key blocks whose softmax runs while a P V wgmma is in flight: there the three-pass
+// form made ptxas serialise the wgmmas (C7513), which cost 20-30% on every long row.
+template <int NTiles, typename At>
+FLARE_HD void modify_row_scores_one_pass(At&& at, bool has_softcap, float softcap, float cap_in,
+                                         float alibi, int alibi_base, bool needs_mask, int first,
+                                         int end) {
+#pragma unroll
+  for (int j = 0; j < NTiles; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = 8 * j + e;
+      float x = at(j, e);
+      if (has_softcap) x = softcap * tanhf(x * cap_in);
+      if (alibi != 0.f) x -= alibi * fabsf(float(alibi_base - c));
+      if (needs_mask && (c < first || c >= end)) x = -INFINITY;
+      at(j, e) = x;
+    }
+}
+
+}  // namespace flare
