@@ -98,30 +98,27 @@ if has_step test; then
   test_status=$([[ $test_rc -eq 0 && $test_sm80_rc -eq 0 ]] && echo ok || echo "FAILED($test_rc/$test_sm80_rc)")
 fi
 
-if has_step test_padded; then
-  section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=0"
+# The GPU suite once more on the mma.sync kernels under extra settings (brief output to
+# run.log); a failure marks the tests failed. run_sm80_variant LABEL "VAR=VALUE ..." [GTEST_ARGS]
+run_sm80_variant() {
+  local label="$1" settings="$2" rc envs=()
+  shift 2
+  read -r -a envs <<< "FLARE_KERNEL_PATH=sm80 $settings"
+  section "flare_tests_gpu, ${envs[*]}${*:+ $*}"
   set +e
-  FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=0 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 2>&1 |
-    tee -a "$RUN_LOG"
-  padded_rc=${PIPESTATUS[0]}
-  echo "flare_tests_gpu (padded sm80 rows) exit status: $padded_rc" | tee -a "$RUN_LOG"
+  env "${envs[@]}" "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 "$@" 2>&1 | tee -a "$RUN_LOG"
+  rc=${PIPESTATUS[0]}
+  echo "flare_tests_gpu ($label) exit status: $rc" | tee -a "$RUN_LOG"
   set -e
-  [[ $padded_rc -eq 0 ]] || test_status="FAILED(padded $padded_rc)"
-fi
-
-if has_step test_smem99; then
-  # A 99 KB-per-block GPU (sm86/sm89/sm120) emulated on this one: the mma.sync kernels chosen
-  # within 99 KB (decode at d128 falls back to the prefill kernel). d192/d256 are refused there
-  # by design, so their cases are filtered out.
-  section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80 FLARE_SMEM_LIMIT_KB=99 (no d192/d256)"
-  set +e
-  FLARE_KERNEL_PATH=sm80 FLARE_SMEM_LIMIT_KB=99 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
-    --gtest_filter='-*_d192_*:*_d256_*' 2>&1 | tee -a "$RUN_LOG"
-  smem99_rc=${PIPESTATUS[0]}
-  echo "flare_tests_gpu (99 KB emulation) exit status: $smem99_rc" | tee -a "$RUN_LOG"
-  set -e
-  [[ $smem99_rc -eq 0 ]] || test_status="FAILED(smem99 $smem99_rc)"
-fi
+  [[ $rc -eq 0 ]] || test_status="FAILED($label $rc)"
+}
+# The padded shared-memory rows that the swizzled default replaced.
+has_step test_padded && run_sm80_variant padded "FLARE_SM80_SWIZZLE=0"
+# A 99 KB-per-block GPU (sm86/sm89/sm120) emulated on this one: the mma.sync kernels chosen
+# within 99 KB (decode at d128 falls back to the prefill kernel). d192/d256 are refused there
+# by design, so their cases are filtered out.
+has_step test_smem99 &&
+  run_sm80_variant smem99 "FLARE_SMEM_LIMIT_KB=99" --gtest_filter='-*_d192_*:*_d256_*'
 
 if has_step bench; then
   section "flare_bench --table all"

@@ -48,7 +48,8 @@ FLARE_HD void modify_row_scores(At&& at, bool has_softcap, float softcap, float 
 
 // The same in one pass, the three conditions inside the element loop. The Hopper kernels use it
 // for the key blocks whose softmax runs while a P V wgmma is in flight: there the three-pass
-// form made ptxas serialise the wgmmas (C7513), which cost 20-30% on every long row.
+// form made ptxas serialise the wgmmas (C7513), which cost 8-33% on the non-causal rows of the
+// H100 table (docs/notes/sm90-kernel.md, v14).
 template <int NTiles, typename At>
 FLARE_HD void modify_row_scores_one_pass(At&& at, bool has_softcap, float softcap, float cap_in,
                                          float alibi, int alibi_base, bool needs_mask, int first,
