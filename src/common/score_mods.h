@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "host_device.h"
+#include "mask.h"
 
 namespace flare {
 
@@ -65,6 +66,32 @@ FLARE_HD void modify_row_scores_one_pass(At&& at, bool has_softcap, float softca
       if (needs_mask && (c < first || c >= end)) x = -INFINITY;
       at(j, e) = x;
     }
+}
+
+// A key block's scores in a wgmma m64 accumulator fragment, both of the thread's rows:
+// accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column block_col0 + 8 j + e (block_col0
+// = the block's first key + 2 t). Unchanged unless softcap, ALiBi or the mask applies.
+// pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile, which takes the
+// one-pass form.
+template <int NTiles>
+FLARE_HD void modify_wgmma_block_scores(float (&acc)[4 * NTiles], const MaskSpec& mask,
+                                        int diagonal, int row_base, int block_col0,
+                                        bool pv_in_flight, bool has_softcap, float softcap,
+                                        float cap_in, float alibi, bool needs_mask) {
+  if (has_softcap || alibi != 0.f || needs_mask) {
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int row = row_base + hr * 8;
+      auto at = [&](int j, int e) -> float& { return acc[4 * j + 2 * hr + e]; };
+      const int first = mask.first_key(row) - block_col0, end = mask.end_key(row) - block_col0;
+      if (pv_in_flight)
+        modify_row_scores_one_pass<NTiles>(at, has_softcap, softcap, cap_in, alibi,
+                                           row + diagonal - block_col0, needs_mask, first, end);
+      else
+        modify_row_scores<NTiles>(at, has_softcap, softcap, cap_in, alibi,
+                                  row + diagonal - block_col0, needs_mask, first, end);
+    }
+  }
 }
 
 }  // namespace flare

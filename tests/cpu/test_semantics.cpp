@@ -640,3 +640,46 @@ TEST(SemanticsScores, ModifyRowScoresMatchesElementRule) {
 }
 
 }  // namespace
+
+namespace {
+
+// modify_wgmma_block_scores on a wgmma m64 fragment (accumulator 4 j + 2 hr + e = row
+// row_base + 8 hr, column block_col0 + 8 j + e), both forms, equals the element rule.
+TEST(SemanticsScores, WgmmaBlockScoresMatchElementRule) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> val(-3.f, 3.f);
+  constexpr int kTiles = 10;  // an 80-key block
+  for (int trial = 0; trial < 200; ++trial) {
+    const bool softcap_on = trial % 2 == 1, in_flight = (trial / 2) % 2 == 1;
+    const float alibi = (trial / 4) % 2 ? 0.4f : 0.f;
+    const bool needs_mask = (trial / 8) % 2 == 1;
+    const int seqlen_q = 1 + int(rng() % 300), seqlen_k = 1 + int(rng() % 400);
+    const flare::MaskSpec mask = flare::make_mask(seqlen_q, seqlen_k, trial % 3 != 0,
+                                                  trial % 5 == 0 ? 17 : -1, -1);
+    const int row_base = int(rng() % seqlen_q), col0 = 80 * int(rng() % 5) + 2 * int(rng() % 4);
+    float acc[4 * kTiles], want[4 * kTiles];
+    for (int j = 0; j < kTiles; ++j)
+      for (int hr = 0; hr < 2; ++hr)
+        for (int e = 0; e < 2; ++e) {
+          const int i = 4 * j + 2 * hr + e, row = row_base + 8 * hr, key = col0 + 8 * j + e;
+          float x = acc[i] = val(rng);
+          if (softcap_on) x = 4.f * std::tanh(x * 0.5f);
+          if (alibi != 0.f) x -= alibi * std::fabs(float(row + mask.diagonal() - key));
+          if (needs_mask && !(key >= mask.first_key(row) && key < mask.end_key(row)))
+            x = -INFINITY;
+          want[i] = x;
+        }
+    flare::modify_wgmma_block_scores<kTiles>(acc, mask, mask.diagonal(), row_base, col0,
+                                             in_flight, softcap_on, 4.f, 0.5f, alibi,
+                                             needs_mask);
+    for (int i = 0; i < 4 * kTiles; ++i) {
+      if (std::isinf(want[i])) {
+        EXPECT_EQ(acc[i], want[i]) << "trial " << trial << " i " << i;
+      } else {
+        EXPECT_NEAR(acc[i], want[i], 1e-5f) << "trial " << trial << " i " << i;
+      }
+    }
+  }
+}
+
+}  // namespace

@@ -361,27 +361,14 @@ __global__ void __launch_bounds__(384, 1)
 
   // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
   // the factor that rescales what was accumulated before it.
-  // pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile; the scores are
-  // then modified in one pass (modify_row_scores_one_pass says why).
+  // pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile (see
+  // modify_wgmma_block_scores).
   auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
                            float (&correction)[2], bool pv_in_flight) {
     const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
-    if (has_softcap || alibi != 0.f || needs_mask) {
-      // Accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column 8 j + 2 t + e.
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int row = row_base + hr * 8;
-        const int block_col0 = n_block * kBlockN + 2 * t;
-        auto at = [&](int j, int e) -> float& { return acc_s[4 * j + 2 * hr + e]; };
-        const int first = mask.first_key(row) - block_col0, end = mask.end_key(row) - block_col0;
-        if (pv_in_flight)
-          modify_row_scores_one_pass<kSTiles>(at, has_softcap, p.softcap, cap_in, alibi,
-                                              row + diagonal - block_col0, needs_mask, first, end);
-        else
-          modify_row_scores<kSTiles>(at, has_softcap, p.softcap, cap_in, alibi,
-                                     row + diagonal - block_col0, needs_mask, first, end);
-      }
-    }
+    modify_wgmma_block_scores<kSTiles>(acc_s, mask, diagonal, row_base, n_block * kBlockN + 2 * t,
+                                       pv_in_flight, has_softcap, p.softcap, cap_in, alibi,
+                                       needs_mask);
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       float mx = row_max[hr];
