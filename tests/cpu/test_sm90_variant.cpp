@@ -49,7 +49,7 @@ TEST(Sm90Variant, KernelHeadDimPadsUpToTheNextHopperKernel) {
 
 TEST(Sm90Variant, DefaultsFollowTheMeasurements) {
   const Sm90Overrides none;
-  for (int d : {64, 128}) {
+  for (int d : {64, 128, 256}) {
     const auto v = choose_sm90_variant(prefill(512), d, none);
     EXPECT_TRUE(v.warp_specialized) << d;
     EXPECT_TRUE(v.pingpong) << d;
@@ -59,9 +59,9 @@ TEST(Sm90Variant, DefaultsFollowTheMeasurements) {
     EXPECT_TRUE(v.dynamic_tiles) << d;
     EXPECT_EQ(v.q_buffers, 1) << d;         // two Q buffers only when asked for
   }
-  // d256: warp-specialised from 1k keys only.
-  EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, none).warp_specialized);
-  EXPECT_TRUE(choose_sm90_variant(prefill(1024), 256, none).warp_specialized);
+  // d256 at every length since K and V have barriers of their own (sixth session).
+  for (int seqlen : {128, 512, 1024, 4096})
+    EXPECT_TRUE(choose_sm90_variant(prefill(seqlen), 256, none).warp_specialized) << seqlen;
   EXPECT_TRUE(choose_sm90_variant(prefill(4096), 256, none).persistent);
   EXPECT_TRUE(choose_sm90_variant(prefill(4096), 256, none).dynamic_tiles);
 }
@@ -87,14 +87,18 @@ TEST(Sm90Variant, MasksKeepDynamicPersistencePagedDoesNot) {
   EXPECT_FALSE(choose_sm90_variant(p, 128, none).dynamic_tiles);
 }
 
-TEST(Sm90Variant, VarlenUsesMaxSeqlenK) {
+TEST(Sm90Variant, VarlenIsWarpSpecialisedWithDynamicTiles) {
   int cu[3] = {0, 100, 3000};
   flare_mha_fwd_params p = prefill(1);
   p.cu_seqlens_q = p.cu_seqlens_k = cu;
-  p.max_seqlen_q = p.max_seqlen_k = 2900;
-  EXPECT_TRUE(choose_sm90_variant(p, 256, Sm90Overrides{}).warp_specialized);
-  p.max_seqlen_k = 600;
-  EXPECT_FALSE(choose_sm90_variant(p, 256, Sm90Overrides{}).warp_specialized);
+  for (int max_len : {2900, 600}) {
+    p.max_seqlen_q = p.max_seqlen_k = max_len;
+    for (int d : {64, 128, 256}) {
+      const auto v = choose_sm90_variant(p, d, Sm90Overrides{});
+      EXPECT_TRUE(v.warp_specialized) << d << " " << max_len;
+      EXPECT_TRUE(v.dynamic_tiles) << d << " " << max_len;
+    }
+  }
 }
 
 TEST(Sm90Variant, PagedHeadDim256StaysOnTheAllThreadsKernel) {
@@ -125,13 +129,11 @@ TEST(Sm90Variant, PaddedHeadDimsFollowTheirKernel) {
       EXPECT_EQ(v.tma, w.tma) << d << " " << seqlen;
     }
   }
-  // d192: the d256 rule (warp-specialised from 1k keys); d96: always, persistent.
+  // d192 and d96: warp-specialised and persistent, like their kernels' head dims.
   flare_mha_fwd_params p = prefill(512);
   p.head_dim = 192;
-  EXPECT_FALSE(choose_sm90_variant(p, sm90_kernel_head_dim(192), none).warp_specialized);
-  p = prefill(1024);
-  p.head_dim = 192;
   EXPECT_TRUE(choose_sm90_variant(p, sm90_kernel_head_dim(192), none).warp_specialized);
+  EXPECT_TRUE(choose_sm90_variant(p, sm90_kernel_head_dim(192), none).persistent);
   p = prefill(512);
   p.head_dim = 96;
   const auto v96 = choose_sm90_variant(p, sm90_kernel_head_dim(96), none);
@@ -320,7 +322,10 @@ TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
   Sm90Overrides all_threads = persistent_dynamic;
   all_threads.warp_specialized = 0;
   EXPECT_FALSE(choose_sm90_variant(causal, 128, all_threads).dynamic_tiles);
-  EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, persistent_dynamic).dynamic_tiles);
+  EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, all_threads).dynamic_tiles);
+  flare_mha_fwd_params paged256 = prefill(4096);
+  paged256.block_table = table;  // d256 paged: the all-threads kernel (24 producer registers)
+  EXPECT_FALSE(choose_sm90_variant(paged256, 256, persistent_dynamic).dynamic_tiles);
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 // Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills one or two Q
-// buffers and a ring of K/V stages (TMA for whole tiles inside the sequence, cp.async otherwise)
-// published by mbarriers; two consumer warpgroups run the wgmma math of fwd_kernel_sm90.cuh,
+// buffers and a ring of K and a ring of V stages (TMA for whole tiles inside the sequence,
+// cp.async otherwise) published by mbarriers; two consumer warpgroups run the wgmma math of fwd_kernel_sm90.cuh,
 // optionally taking turns (ping-pong), over tiles assigned one per CTA or walked by persistent
 // CTAs (static striding, or a dynamic ticket counter). docs/notes/sm90-kernel.md (v4-v10) has
 // the measurements behind each choice.
 #pragma once
+#include <type_traits>
+
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
 #include "kernels/sm90/tma_maps.h"
 #include "kernels/sm90/variant.h"
@@ -25,8 +27,13 @@ struct Sm90WsTraits {
                                                : (HeadDim <= 64 ? 4 : 2);
   static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // one Q buffer
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
-  // full/empty[Q buffer], full/empty[stage]
-  static constexpr int kBarriers = 2 * kQBuffers + 2 * kStages;
+  // Head dim 256 (two stages): K and V of a stage have barriers of their own, so K's slot is
+  // refilled once its QK^T is done while V's still waits for the softmax and P V: +18..33% from
+  // 1k keys. d64/d128 (3-4 stages) measured 2-5% slower with the extra waits and arrivals, so
+  // one barrier pair covers K and V of a stage there.
+  static constexpr bool kSeparateKV = HeadDim > 128;
+  // full/empty[Q buffer], full/empty[K (and V) stage], full/empty[V stage]
+  static constexpr int kBarriers = 2 * kQBuffers + (kSeparateKV ? 4 : 2) * kStages;
   static constexpr int kSmemBytes =
       kQBuffers * kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
@@ -59,6 +66,9 @@ constexpr int kSm90TileCounterSlots = 4096;
 static_assert((kSm90TileCounterSlots & (kSm90TileCounterSlots - 1)) == 0, "a power of two");
 static __device__ Sm90TileCounter g_sm90_tile_counters[kSm90TileCounterSlots];
 
+// What a producer fill loads into a stage (fwd_kernel_sm90_ws).
+enum Sm90Fill { kFillK, kFillV, kFillKV };
+
 // A tile id's (query block, head, batch, split), in the order of the kernel's tile list (query
 // blocks innermost, the latest query block of a head first). Shared by producer and consumers.
 struct Sm90Tile {
@@ -73,8 +83,8 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
 
 // Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
 // K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
-// warpgroups 1 and 2 consume and release a stage (a Q buffer) through a second mbarrier once
-// its GEMMs (its last QK^T) are done. No CTA barrier in the loop, so the consumers drift apart
+// warpgroups 1 and 2 consume and release a K stage, a V stage (a Q buffer) through a second
+// mbarrier once its QK^T, its P V (its last QK^T) are done. No CTA barrier in the loop, so the consumers drift apart
 // and one's softmax runs under the other's GEMMs; the producer gives registers to the consumers
 // (setmaxnreg).
 // DynamicTiles: the producer takes each next tile from the launch's ticket counter and tells the
@@ -118,8 +128,10 @@ __global__ void __launch_bounds__(384, 1)
   const uint32_t bar0 = sV0 + Tr::kStages * Tr::kSmemKV;
   auto full_q = [&](int b) { return bar0 + 8 * b; };
   auto empty_q = [&](int b) { return bar0 + 8 * (Tr::kQBuffers + b); };
-  auto full = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + s); };
-  auto empty = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + Tr::kStages + s); };
+  auto full_k = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + s); };
+  auto full_v = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + Tr::kStages + s); };
+  auto empty_k = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + 2 * Tr::kStages + s); };
+  auto empty_v = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + 3 * Tr::kStages + s); };
   if (threadIdx.x == 0) {
     for (int b = 0; b < Tr::kQBuffers; ++b) {
       // One arrival per producer thread (+ TMA bytes); DynamicTiles: + thread 0's tile id.
@@ -127,8 +139,12 @@ __global__ void __launch_bounds__(384, 1)
       mbarrier_init(empty_q(b), 256);  // every consumer thread is done with Q's last QK^T
     }
     for (int s = 0; s < Tr::kStages; ++s) {
-      mbarrier_init(full(s), 128);   // one arrival per producer thread (+ TMA bytes)
-      mbarrier_init(empty(s), 256);  // every consumer thread releases
+      mbarrier_init(full_k(s), 128);   // one arrival per producer thread (+ TMA bytes)
+      mbarrier_init(empty_k(s), 256);  // every consumer thread releases
+      if (Tr::kSeparateKV) {
+        mbarrier_init(full_v(s), 128);
+        mbarrier_init(empty_v(s), 256);
+      }
     }
   }
   __syncthreads();
@@ -200,6 +216,65 @@ __global__ void __launch_bounds__(384, 1)
       }
       const T* k = static_cast<const T*>(p.k);
       const T* v = static_cast<const T*>(p.v);
+      const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
+      const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
+      // Fill `fill` (over all tiles: stage fill % kStages) of K, V or both (Which: kFillK,
+      // kFillV, kFillKV) with key block `n_block`, once the consumers released that stage's
+      // previous use. Both share the K barriers; V alone has its own (kSeparateKV).
+      auto fill_stage = [&](auto which, int fill, int n_block) {
+        constexpr int kWhich = decltype(which)::value;
+        constexpr bool kWithK = kWhich != kFillV, kWithV = kWhich != kFillK;
+        const int s = fill % Tr::kStages;
+        if (fill >= Tr::kStages)
+          mbarrier_wait(kWithK ? empty_k(s) : empty_v(s), ((fill / Tr::kStages) + 1) & 1);
+        const uint32_t bar = kWithK ? full_k(s) : full_v(s);
+        const int n0 = n_block * kBlockN;
+        if constexpr (!Paged) {
+          // A whole block inside the sequence: one thread copies it by TMA (the other producer
+          // threads still arrive: the barrier counts 128 arrivals per phase).
+          if (maps.kv_enabled && n0 + kBlockN <= seq.seqlen_k) {
+            if (threadIdx.x == 0) {
+              mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
+              const int row = int(seq.k_row0) + n0;
+#pragma unroll
+              for (int a = 0; a < HeadDim / 64; ++a) {
+                if (kWithK)
+                  tma_load_4d(sK0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.k, a * 64, row,
+                              head_k, seq.kv_batch, bar);
+                if (kWithV)
+                  tma_load_4d(sV0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.v, a * 64, row,
+                              head_k, seq.kv_batch, bar);
+              }
+            } else {
+              mbarrier_arrive(bar);
+            }
+            return;
+          }
+        }
+        if (kWithK)
+          load_swizzled<HeadDim, kBlockN, 128>(
+              sK0 + s * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
+                if (n0 + r >= seq.seqlen_k) return -1;
+                if constexpr (Paged) return k_offset(p, seq, n0 + r, head_k);
+                return k_base + (n0 + r) * p.k_row_stride;
+              });
+        if (kWithV)
+          load_swizzled<HeadDim, kBlockN, 128>(
+              sV0 + s * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
+                if (n0 + r >= seq.seqlen_k) return -1;
+                if constexpr (Paged) return v_offset(p, seq, n0 + r, head_k);
+                return v_base + (n0 + r) * p.v_row_stride;
+              });
+        cp_async_mbarrier_arrive(bar);
+      };
+      using FillK = std::integral_constant<int, kFillK>;
+      using FillV = std::integral_constant<int, kFillV>;
+      using FillKV = std::integral_constant<int, kFillKV>;
+      auto block_of = [&](int i) { return range.end - 1 - i; };  // blocks run from the last
+      // Separate K and V: K_0, Q, then K_i before V_(i-1) (the consumers issue QK^T_i with
+      // P V_(i-1)), V last. K_0 goes first so that it loads while the producer waits for the Q
+      // buffer; K_i does not wait behind V_(i-1)'s stage, which is freed one softmax later.
+      if constexpr (Tr::kSeparateKV) fill_stage(FillK{}, it, block_of(0));
       // This tile's Q buffer: the QK^T GEMMs of the tile that used it kQBuffers fills ago must
       // be done with it before it is overwritten (with two buffers, that tile is the one before
       // the consumers' current tile, so the wait is normally already satisfied).
@@ -235,47 +310,16 @@ __global__ void __launch_bounds__(384, 1)
                                              });
         cp_async_mbarrier_arrive(full_q(qb));
       }
-      const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
-      const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
-      for (int i = 0; i < num_blocks; ++i, ++it) {
-        const int s = it % Tr::kStages;
-        if (it >= Tr::kStages) mbarrier_wait(empty(s), ((it / Tr::kStages) + 1) & 1);
-        const int n0 = (range.end - 1 - i) * kBlockN;
-        if constexpr (!Paged) {
-          // A whole tile inside the sequence: one thread copies it by TMA (the other producer
-          // threads still arrive: the barrier counts 128 arrivals per phase).
-          if (maps.kv_enabled && n0 + kBlockN <= seq.seqlen_k) {
-            if (threadIdx.x == 0) {
-              const uint32_t bar = full(s);
-              mbarrier_arrive_expect_tx(bar, 2 * Tr::kSmemKV);
-              const int row = int(seq.k_row0) + n0;
-#pragma unroll
-              for (int a = 0; a < HeadDim / 64; ++a) {
-                tma_load_4d(sK0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.k, a * 64, row,
-                            head_k, seq.kv_batch, bar);
-                tma_load_4d(sV0 + s * Tr::kSmemKV + a * kBlockN * 128, &maps.v, a * 64, row,
-                            head_k, seq.kv_batch, bar);
-              }
-            } else {
-              mbarrier_arrive(full(s));
-            }
-            continue;
-          }
+      if constexpr (Tr::kSeparateKV) {
+        for (int i = 1; i < num_blocks; ++i) {
+          fill_stage(FillK{}, it + i, block_of(i));
+          fill_stage(FillV{}, it + i - 1, block_of(i - 1));
         }
-        load_swizzled<HeadDim, kBlockN, 128>(
-            sK0 + s * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
-              if (n0 + r >= seq.seqlen_k) return -1;
-              if constexpr (Paged) return k_offset(p, seq, n0 + r, head_k);
-              return k_base + (n0 + r) * p.k_row_stride;
-            });
-        load_swizzled<HeadDim, kBlockN, 128>(
-            sV0 + s * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
-              if (n0 + r >= seq.seqlen_k) return -1;
-              if constexpr (Paged) return v_offset(p, seq, n0 + r, head_k);
-              return v_base + (n0 + r) * p.v_row_stride;
-            });
-        cp_async_mbarrier_arrive(full(s));
+        fill_stage(FillV{}, it + num_blocks - 1, block_of(num_blocks - 1));
+      } else {
+        for (int i = 0; i < num_blocks; ++i) fill_stage(FillKV{}, it + i, block_of(i));
       }
+      it += num_blocks;
     }
     if constexpr (DynamicTiles) {
       // This CTA has made its last fetch (none if blockIdx.x >= num_tiles): count it. The CTA
@@ -431,14 +475,26 @@ __global__ void __launch_bounds__(384, 1)
 
   if (num_blocks > 0) {
     auto block_of = [&](int i) { return range.end - 1 - i; };
-    auto wait_block = [&](int i) {
-      mbarrier_wait(full((it + i) % Tr::kStages), ((it + i) / Tr::kStages) & 1);
-      // The copies were generic-proxy writes: order them before this thread's wgmma reads.
+    // Block i's K (V) is in stage (it + i) % kStages of the K (V) ring.
+    auto wait_kv = [&](uint32_t full_bar, int i) {
+      mbarrier_wait(full_bar, ((it + i) / Tr::kStages) & 1);
+      // cp.async copies are generic-proxy writes: order them before this thread's wgmma reads.
       fence_proxy_async();
+    };
+    // Without kSeparateKV, the K barriers cover K and V: the stage is released after P V.
+    auto wait_k = [&](int i) { wait_kv(full_k((it + i) % Tr::kStages), i); };
+    auto wait_v = [&](int i) {
+      if constexpr (Tr::kSeparateKV) wait_kv(full_v((it + i) % Tr::kStages), i);
     };
     auto stage_k = [&](int i) { return sK0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
     auto stage_v = [&](int i) { return sV0 + ((it + i) % Tr::kStages) * Tr::kSmemKV; };
-    auto release_block = [&](int i) { mbarrier_arrive(empty((it + i) % Tr::kStages)); };
+    auto release_k = [&](int i) {
+      if constexpr (Tr::kSeparateKV) mbarrier_arrive(empty_k((it + i) % Tr::kStages));
+    };
+    auto release_v = [&](int i) {
+      const int s = (it + i) % Tr::kStages;
+      mbarrier_arrive(Tr::kSeparateKV ? empty_v(s) : empty_k(s));
+    };
     auto turn_begin = [&] {
       if (pingpong) named_barrier_sync(my_turn, 256);
     };
@@ -446,7 +502,7 @@ __global__ void __launch_bounds__(384, 1)
       if (pingpong) named_barrier_arrive(other_turn, 256);
     };
     if constexpr (!DynamicTiles) mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
-    wait_block(0);
+    wait_k(0);
     uint32_t p_cur[kBlockN / 16][4];
     {
       float acc_s[kBlockN / 2];
@@ -457,11 +513,13 @@ __global__ void __launch_bounds__(384, 1)
       turn_end();
       wgmma_wait<0>();
       fence_registers(acc_s);
+      release_k(0);
       if (num_blocks == 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
       softmax_block(acc_s, block_of(0), p_cur, correction, false);
     }
     for (int i = 1; i < num_blocks; ++i) {
-      wait_block(i);
+      wait_k(i);
+      wait_v(i - 1);
       float acc_s[kBlockN / 2];
       fence_registers(p_cur);
       fence_registers(acc_o);
@@ -472,6 +530,7 @@ __global__ void __launch_bounds__(384, 1)
       turn_end();
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
+      release_k(i);
       if (i == num_blocks - 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
       uint32_t p_next[kBlockN / 16][4];
       float correction[2];
@@ -479,13 +538,14 @@ __global__ void __launch_bounds__(384, 1)
       wgmma_wait<0>();
       fence_registers(p_cur);
       fence_registers(acc_o);
-      release_block(i - 1);  // block i - 1's K and V are free
+      release_v(i - 1);
       rescale_o(correction);
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk)
 #pragma unroll
         for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
     }
+    wait_v(num_blocks - 1);
     fence_registers(p_cur);
     fence_registers(acc_o);
     turn_begin();
@@ -494,7 +554,7 @@ __global__ void __launch_bounds__(384, 1)
     turn_end();
     wgmma_wait<0>();
     fence_registers(acc_o);
-    release_block(num_blocks - 1);
+    release_v(num_blocks - 1);
     it += num_blocks;
     ++q_uses;
   } else if constexpr (DynamicTiles) {

@@ -53,12 +53,12 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
                                 const Sm90Overrides& o) {
   Sm90Variant v{};
   v.q_buffers = 1;
-  const int keys = is_varlen(p) ? p.max_seqlen_k : p.seqlen_k;
   // Rules are per compiled kernel: head dims 96 and 192 run on the d128 / d256 kernels
   // (sm90_kernel_head_dim) and take their rules, measured at 128 / 256 only.
-  // Head dim 256 (64-key blocks, two stages) gained 2-10% from 1k keys and lost 2-7% at 512.
-  v.warp_specialized = o.warp_specialized >= 0 ? o.warp_specialized == 1
-                                               : kernel_head_dim <= 128 || keys >= 1024;
+  // Every head dim and length: at head dim 256 the warp-specialised kernel lost 2-7% at 512
+  // keys while K and V of a stage shared one barrier; with their own barriers it gains
+  // 19..47% there (sixth session, call 2).
+  v.warp_specialized = o.warp_specialized >= 0 ? o.warp_specialized == 1 : true;
   // At head dim 256 the producer has 24 registers: enough for TMA, not for paged cp.async.
   if (kernel_head_dim > 128 && is_paged(p)) v.warp_specialized = false;
   if (!v.warp_specialized) return v;
