@@ -84,8 +84,9 @@ flare_status prepare(const flare_mha_fwd_params* params, int device, flare_mha_f
                 "no kernel for compute capability %d.x, dtype %d, head_dim %d (kernel head dim "
                 "%d): not in this build's FLARE_ARCHS / FLARE_DTYPES / FLARE_HEAD_DIMS",
                 info.cc_major, full->dtype, full->head_dim, plan->kernel_head_dim);
-  // Every kernel of the Hopper path fits its 227 KB; the mma.sync kernels need up to 140 KB,
-  // more than 99 KB parts offer at head dims 192/256. Refused here, before anything is written.
+  // Every kernel of the Hopper path fits its 227 KB; the smallest mma.sync variant of every head
+  // dim fits 99 KB (sm86/sm89/sm120). A device with less is refused here, before anything is
+  // written.
   if (info.cc_major != 9 &&
       sm80_fitting_kernel(plan->kernel_head_dim, plan->max_seqlen_q, info.smem_optin) ==
           Sm80Kernel::kNone)

@@ -21,10 +21,14 @@ struct TileConfig {
 // spills and measured faster on H100 (d128 non-causal +1..4%, causal s=512 +18%) than that
 // spilling version. The spill-free 64-key step below (sm80_wide_block_n) is what d96/d128 run by
 // default now; this 32-key tile is the planner's unit and FLARE_SM80_WIDE=0's kernel.
+// d = 192 / 256: 64 x 64 tiles of 4 warps, two CTAs per SM (96 KB each with swizzled rows), so
+// one CTA's prologue and epilogue run under the other's loop; 128 x 64 tiles of 8 warps (one
+// CTA per SM, 131 KB) issued 20-35% more instructions and ran 16-31% longer than FA2's 64 x 64
+// at 512 keys (Nsight Compute, sixth session). They also fit the 99 KB of sm86/sm89/sm120.
 FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
   return head_dim <= 64    ? TileConfig{128, 64, 4, 1, 2}
          : head_dim <= 128 ? TileConfig{128, 32, 4, 1, 2}
-                           : TileConfig{128, 64, 8, 1, 1};
+                           : TileConfig{64, 64, 4, 1, 2};
 }
 
 // A second, wider prefill step (0 = none): d = 96 / 128 step 64 keys (FA2's 128 x 64 tile),
@@ -107,7 +111,8 @@ FLARE_HD constexpr TileConfig sm80_kernel_tile(int head_dim, int max_seqlen_q) {
 }
 
 // Shared memory per block of the mma.sync kernels, against the device's opt-in limit: 227 KB on
-// H100 and 163 KB on A100 hold every variant, the 99 KB of sm86/sm89/sm120 do not. Prefill: the
+// H100 and 163 KB on A100 hold every variant, the 99 KB of sm86/sm89/sm120 the prefill kernel
+// of every head dim (d256 padded: exactly 99 KB) but not every decode kernel. Prefill: the
 // planner's single-buffer step, the smallest prefill variant (the launcher takes the wide or
 // the pipelined step only where it fits too). Decode: its own stages.
 FLARE_HD constexpr int sm80_prefill_min_smem_bytes(int head_dim) {
@@ -123,7 +128,7 @@ FLARE_HD constexpr bool smem_fits(int bytes, int smem_optin) {
 // The mma.sync kernel a launch runs within `smem_optin` bytes per block (0: no known limit):
 // the decode kernel where it is chosen and fits, else the prefill kernel (which takes any
 // launch, decode shapes included) where it fits, else none (the launch is refused before
-// anything is written: a 99 KB device cannot run head dims 192/256 on these kernels).
+// anything is written; no GPU of sm80 or newer offers that little).
 enum class Sm80Kernel { kDecode, kPrefill, kNone };
 FLARE_HD constexpr Sm80Kernel sm80_fitting_kernel(int head_dim, int max_seqlen_q,
                                                   int smem_optin) {

@@ -396,14 +396,19 @@ TEST(TileConfig, SharedMemoryFit) {
     EXPECT_EQ(sm80_fitting_kernel(d, 17, kA100), Sm80Kernel::kPrefill) << d;
     EXPECT_EQ(sm80_fitting_kernel(d, 1, 0), Sm80Kernel::kDecode) << d;  // no known limit
   }
-  // 99 KB parts: d128 decode (102.7 KB) falls back to the prefill kernel (52 KB); d192/d256 fit
-  // neither (the launch is refused before anything is written).
+  // 99 KB parts: d128 decode (102.7 KB) falls back to the prefill kernel (52 KB); so do d192 and
+  // d256, whose 64-row prefill tiles fit (d256 padded: exactly 99 KB).
   EXPECT_EQ(sm80_fitting_kernel(64, 1, kSm89), Sm80Kernel::kDecode);
   EXPECT_EQ(sm80_fitting_kernel(96, 1, kSm89), Sm80Kernel::kDecode);
   EXPECT_EQ(sm80_fitting_kernel(128, 1, kSm89), Sm80Kernel::kPrefill);
   EXPECT_EQ(sm80_fitting_kernel(128, 4096, kSm89), Sm80Kernel::kPrefill);
-  EXPECT_EQ(sm80_fitting_kernel(192, 1, kSm89), Sm80Kernel::kNone);
-  EXPECT_EQ(sm80_fitting_kernel(256, 4096, kSm89), Sm80Kernel::kNone);
+  EXPECT_EQ(sm80_fitting_kernel(192, 1, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(256, 1, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(256, 4096, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(256), (64 + 2 * 64) * 264 * 2);
+  // Below that, nothing fits: the launch is refused before anything is written.
+  EXPECT_EQ(sm80_fitting_kernel(256, 4096, kSm89 - 1024), Sm80Kernel::kNone);
+  EXPECT_EQ(sm80_fitting_kernel(192, 1, 64 * 1024), Sm80Kernel::kNone);
   EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(128), (128 + 2 * 32) * 136 * 2);
   EXPECT_GT(flare::sm80_decode_smem_bytes(128), kSm89);
 }
