@@ -199,6 +199,8 @@ void ensure_pool(Bench& B, flare_dtype dtype) {
   }
   B.pool = DeviceBuffer(n * 2);
   CUDA_CHECK(cudaMemcpy(B.pool.get(), host.data(), n * 2, cudaMemcpyHostToDevice));
+  // A pageable copy may return before it lands; the bench stream does not wait for it.
+  CUDA_CHECK(cudaDeviceSynchronize());
   B.pool_elems = n;
   B.pool_dtype = dtype;
   B.pool_ready = true;
@@ -229,6 +231,7 @@ DeviceBuffer int_buffer(const std::vector<int32_t>& values) {
   if (!values.empty())
     CUDA_CHECK(cudaMemcpy(buf.get(), values.data(), values.size() * sizeof(int32_t),
                           cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());  // see above: the bench stream does not wait for it
   return buf;
 }
 

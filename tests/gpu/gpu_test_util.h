@@ -156,7 +156,13 @@ class DeviceBuffer {
       ADD_FAILURE() << "DeviceBuffer::copy_from size mismatch";
       throw CudaFailure("size mismatch");
     }
-    if (bytes_ > 0) CUDA_CHECK(cudaMemcpy(ptr_, host.data(), bytes_, cudaMemcpyHostToDevice));
+    if (bytes_ > 0) {
+      CUDA_CHECK(cudaMemcpy(ptr_, host.data(), bytes_, cudaMemcpyHostToDevice));
+      // From pageable memory, cudaMemcpy may return before the DMA has landed, and the tests
+      // launch on non-blocking streams, which do not wait for the legacy stream: a late poison
+      // copy overwrote a finished output once (an "unwritten" row, session 6). Wait for it.
+      CUDA_CHECK(cudaDeviceSynchronize());
+    }
   }
   template <class T>
   std::vector<T> download() const {

@@ -368,6 +368,7 @@ TEST(ReliabExtremes, KvBeyond2Pow31Elements) {
                           hp.buf[kBufV].data() + size_t(b) * dense_batch, bytes,
                           cudaMemcpyHostToDevice));
   }
+  CUDA_CHECK(cudaDeviceSynchronize());  // pageable copies may still be landing (see copy_from)
   for (int splits : {1, 4}) {
     dp.poison();
     flare_mha_fwd_params p = dp.params(hp);
