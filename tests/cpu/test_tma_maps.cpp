@@ -131,6 +131,34 @@ TEST(TmaMaps, VarlenAndKvCacheOpenTheExtentsTheHostCannotKnow) {
   EXPECT_EQ(t.dims[3], uint64_t(INT_MAX));
 }
 
+// The kernel loads a sequence's partial last tile by TMA only where the view's rows end exactly
+// with the sequence (the TMA unit zero-fills the rest); open extents keep cp.async for it.
+TEST(TmaMaps, RowsExactOnlyWhereTheExtentIsTheSequenceLength) {
+  flare_mha_fwd_params p = with_dense_q(dense(2, 1000, 2, 256));
+  EXPECT_TRUE(flare::kv_tma_rows_exact(p));
+  EXPECT_TRUE(flare::q_tma_rows_exact(p));
+  EXPECT_EQ(flare::kv_tma_view(p, false).dims[1], uint64_t(p.seqlen_k));
+  EXPECT_EQ(flare::kv_tma_view(p, true).dims[1], uint64_t(p.seqlen_k));
+  EXPECT_EQ(flare::q_tma_view(p).dims[1], uint64_t(p.seqlen_q));
+
+  int cu[3] = {0, 5, 9};
+  flare_mha_fwd_params varlen = p;
+  varlen.cu_seqlens_q = varlen.cu_seqlens_k = cu;
+  EXPECT_FALSE(flare::kv_tma_rows_exact(varlen));
+  EXPECT_FALSE(flare::q_tma_rows_exact(varlen));
+  EXPECT_EQ(flare::kv_tma_view(varlen, false).dims[1], uint64_t(INT_MAX));
+  EXPECT_EQ(flare::q_tma_view(varlen).dims[1], uint64_t(INT_MAX));
+
+  // KV cache: rows past cache_seqlens are unwritten cache (and leftpad shifts the rows), but Q
+  // keeps its exact extent.
+  int cache_seqlens[2] = {3, 7};
+  flare_mha_fwd_params cache = p;
+  cache.cache_seqlens = cache_seqlens;
+  EXPECT_FALSE(flare::kv_tma_rows_exact(cache));
+  EXPECT_TRUE(flare::q_tma_rows_exact(cache));
+  EXPECT_EQ(flare::kv_tma_view(cache, false).dims[1], uint64_t(INT_MAX));
+}
+
 TEST(TmaMaps, RejectsWhatTheTmaUnitCannotAddress) {
   int table[4] = {0, 1, 2, 3};
   flare_mha_fwd_params p = dense(2, 128, 2, 64);

@@ -230,9 +230,10 @@ __global__ void __launch_bounds__(384, 1)
         const uint32_t bar = kWithK ? full_k(s) : full_v(s);
         const int n0 = n_block * kBlockN;
         if constexpr (!Paged) {
-          // A whole block inside the sequence: one thread copies it by TMA (the other producer
-          // threads still arrive: the barrier counts 128 arrivals per phase).
-          if (maps.kv_enabled && n0 + kBlockN <= seq.seqlen_k) {
+          // A whole block inside the sequence, or any block where the map's rows end with the
+          // sequence (the TMA unit zero-fills the rest): one thread copies it by TMA (the other
+          // producer threads still arrive: the barrier counts 128 arrivals per phase).
+          if (maps.kv_enabled && (maps.kv_rows_exact || n0 + kBlockN <= seq.seqlen_k)) {
             if (threadIdx.x == 0) {
               mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
               const int row = int(seq.k_row0) + n0;
@@ -286,10 +287,11 @@ __global__ void __launch_bounds__(384, 1)
           mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
         ++q_fills;
       }
-      if (maps.q_enabled && m0 + kBlockM <= seq.seqlen_q) {
-        // A whole query tile inside the sequence: one thread copies it by TMA (the other
-        // producer threads still arrive: the barrier counts 128 arrivals per phase). Partial
-        // tiles keep cp.async, which zero-fills the rows past the sequence.
+      if (maps.q_enabled && (maps.q_rows_exact || m0 + kBlockM <= seq.seqlen_q)) {
+        // A whole query tile inside the sequence (or a partial one where the TMA unit zero-fills
+        // the rows past it): one thread copies it by TMA (the other producer threads still
+        // arrive: the barrier counts 128 arrivals per phase). Other partial tiles keep
+        // cp.async, which zero-fills the rows past the sequence.
         if (threadIdx.x == 0) {
           const uint32_t bar = full_q(qb);
           mbarrier_arrive_expect_tx(bar, Tr::kSmemQ);

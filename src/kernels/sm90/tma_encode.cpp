@@ -42,6 +42,7 @@ int encode_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const flare_mha_fwd_par
 
 int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps) {
   maps->kv_enabled = 0;
+  maps->kv_rows_exact = 0;
   if (tma_box_unsupported_reason(kTmaBoxCols, box_rows, 2) != nullptr)
     return int(cudaErrorInvalidValue);
   const PFN_cuTensorMapEncodeTiled_v12000 encode = encoder();
@@ -52,11 +53,13 @@ int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, Sm90TensorM
     if (err != int(cudaSuccess)) return err;
   }
   maps->kv_enabled = 1;
+  maps->kv_rows_exact = kv_tma_rows_exact(p) ? 1 : 0;
   return int(cudaSuccess);
 }
 
 int make_q_tensor_map(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps) {
   maps->q_enabled = 0;
+  maps->q_rows_exact = 0;
   if (tma_box_unsupported_reason(kTmaBoxCols, box_rows, 2) != nullptr)
     return int(cudaErrorInvalidValue);
   const PFN_cuTensorMapEncodeTiled_v12000 encode = encoder();
@@ -64,6 +67,7 @@ int make_q_tensor_map(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMap
   const int err = encode_map(encode, p, p.q, q_tma_view(p), box_rows, &maps->q);
   if (err != int(cudaSuccess)) return err;
   maps->q_enabled = 1;
+  maps->q_rows_exact = q_tma_rows_exact(p) ? 1 : 0;
   return int(cudaSuccess);
 }
 

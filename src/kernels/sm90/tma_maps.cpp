@@ -86,8 +86,11 @@ const char* kv_tma_unsupported_reason(const flare_mha_fwd_params& p) {
   return nullptr;
 }
 
+bool kv_tma_rows_exact(const flare_mha_fwd_params& p) { return !is_varlen(p) && !is_kv_cache(p); }
+bool q_tma_rows_exact(const flare_mha_fwd_params& p) { return !is_varlen(p); }
+
 TmaTensorView kv_tma_view(const flare_mha_fwd_params& p, bool is_v) {
-  const bool open_rows = is_varlen(p) || is_kv_cache(p);
+  const bool open_rows = !kv_tma_rows_exact(p);
   const uint64_t batches = p.cache_batch_idx != nullptr ? kOpenExtent : uint64_t(p.batch);
   return make_view(p.head_dim, open_rows ? kOpenExtent : uint64_t(p.seqlen_k), p.num_heads_k,
                    kv_heads_used(p), batches, kv_batch_used(p), kv_strides(p, is_v));
@@ -100,7 +103,7 @@ const char* q_tma_unsupported_reason(const flare_mha_fwd_params& p) {
 
 TmaTensorView q_tma_view(const flare_mha_fwd_params& p) {
   // Varlen: rows are the packed tokens of all sequences, whose count the host cannot read.
-  return make_view(p.head_dim, is_varlen(p) ? kOpenExtent : uint64_t(p.seqlen_q), p.num_heads,
+  return make_view(p.head_dim, q_tma_rows_exact(p) ? uint64_t(p.seqlen_q) : kOpenExtent, p.num_heads,
                    q_heads_used(p), uint64_t(p.batch), q_batch_used(p), q_strides(p));
 }
 

@@ -7,10 +7,13 @@
 // (column, q_row0 + first row, head, batch or 0 for varlen), the same terms as q_offset(). Paged
 // KV has no affine layout and keeps the cp.async loads (its Q may still go by TMA).
 //
-// The kernel copies only whole tiles whose rows all lie inside the sequence; the last, partial
-// tile of a sequence (keys or query rows) is loaded by cp.async with zero fill. Bounds checking by
-// the TMA unit is therefore never needed along rows, and the row/batch extents may be generous
-// where the host cannot know them (varlen token counts, cache capacity behind cache_batch_idx).
+// Where the host knows a sequence's rows exactly (K/V: neither varlen nor a KV cache; Q: not
+// varlen) the map's row extent is the sequence length, and the last, partial tile of a sequence
+// goes by TMA too: the rows past it are out of bounds and zero-filled (still counted in the
+// transaction bytes). Elsewhere the row/batch extents are generous (varlen token counts, cache
+// capacity behind cache_batch_idx: rows past a sequence are another sequence's or unwritten
+// cache), so the kernel copies only whole tiles by TMA and the partial one by cp.async with
+// zero fill (rows_exact = 0).
 // Along columns it is needed: the innermost extent is p.head_dim, and a kernel compiled for a
 // wider head dim (d96 on the d128 kernel, d192 on d256) relies on the TMA unit zero-filling the
 // columns past it (CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE; for d192 the fourth 64-column box lies
@@ -31,6 +34,8 @@ struct Sm90TensorMaps {
   CUtensorMap q;
   int kv_enabled;  // 0: the kernel loads every K/V tile with cp.async
   int q_enabled;   // 0: the kernel loads every Q tile with cp.async
+  int kv_rows_exact;  // 1: K/V row extent = seqlen_k, partial tiles by TMA (kv_tma_rows_exact)
+  int q_rows_exact;   // 1: Q row extent = seqlen_q, partial tiles by TMA (q_tma_rows_exact)
 };
 
 // The 4-D view of one of Q / K / V: extents and byte strides (dims 1..3) as the encoder takes them.
@@ -55,6 +60,10 @@ const char* kv_tma_unsupported_reason(const flare_mha_fwd_params& p);
 
 // The view of K (is_v = false) or V; valid only when kv_tma_unsupported_reason(p) is nullptr.
 TmaTensorView kv_tma_view(const flare_mha_fwd_params& p, bool is_v);
+// Whether the views' row extents are exactly the sequence lengths (K/V: seqlen_k, Q: seqlen_q),
+// so that rows past a sequence are out of bounds and zero-filled by the TMA unit.
+bool kv_tma_rows_exact(const flare_mha_fwd_params& p);
+bool q_tma_rows_exact(const flare_mha_fwd_params& p);
 
 // The same for Q (p.q as the launch sees it: the rotated copy when rotary applies, the packed
 // GQA view of a decode launch): strides, and a zero extent (seqlen_q 0, non-varlen).
