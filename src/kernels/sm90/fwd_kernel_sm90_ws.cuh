@@ -98,7 +98,6 @@ __global__ void __launch_bounds__(384, 1)
   using Tr = Sm90WsTraits<HeadDim, QBuffers>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
-  constexpr int kOTiles = HeadDim / 8;   // n8 column tiles of O per thread
   const flare_mha_fwd_params& p = launch.p;
 
   // Tiles (query block, head, batch, split), query blocks innermost so the CTAs in flight
@@ -415,64 +414,7 @@ __global__ void __launch_bounds__(384, 1)
     modify_wgmma_block_scores<kSTiles>(acc_s, mask, diagonal, row_base, n_block * kBlockN + 2 * t,
                                        pv_in_flight, has_softcap, p.softcap, cap_in, alibi,
                                        needs_mask);
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      float mx = row_max[hr];
-#pragma unroll
-      for (int j = 0; j < kSTiles; ++j)
-        mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
-      const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
-      correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
-      row_max[hr] = mx;
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
-          acc_s[4 * j + 2 * hr + e] = pe;
-          sum += pe;
-        }
-      row_sum[hr] = row_sum[hr] * correction[hr] + sum;
-    }
-    // Two adjacent n8 tiles of S form the A fragment of one k16 step of P V.
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
-#pragma unroll
-      for (int r = 0; r < 4; ++r)
-        p_frag[kk][r] = sm80::pack2<T>(acc_s[8 * kk + 2 * r], acc_s[8 * kk + 2 * r + 1]);
-  };
-  // The issue functions only issue: the caller fences registers once before a group of them,
-  // since any non-wgmma instruction that touches wgmma registers between two wgmmas of one
-  // pipeline stage serialises them.
-  auto issue_qk = [&](float (&acc_s)[kBlockN / 2], uint32_t sK) {
-#pragma unroll
-    for (int ks = 0; ks < HeadDim / 16; ++ks) {
-      const uint32_t atom = ks / 4, within = (ks % 4) * 32;
-      const uint64_t a = desc_k_major(sQ + atom * (kBlockM * 128) + wg * 64 * 128 + within);
-      const uint64_t b = desc_k_major(sK + atom * (kBlockN * 128) + within);
-      wgmma_ss<T, kBlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
-    }
-    wgmma_commit();
-  };
-  auto issue_pv = [&](uint32_t (&p_frag)[kBlockN / 16][4], uint32_t sV) {
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
-      wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], desc_mn_major(sV + kk * 16 * 128, kBlockN * 128),
-                           1, TransB::kYes);
-    wgmma_commit();
-  };
-  auto rescale_o = [&](const float (&correction)[2]) {
-#pragma unroll
-    for (int j = 0; j < kOTiles; ++j) {
-      acc_o[4 * j + 0] *= correction[0];
-      acc_o[4 * j + 1] *= correction[0];
-      acc_o[4 * j + 2] *= correction[1];
-      acc_o[4 * j + 3] *= correction[1];
-    }
+    softmax_block_step<T, kBlockN>(acc_s, row_max, row_sum, unit_log2, p_frag, correction);
   };
 
   if (num_blocks > 0) {
@@ -511,7 +453,7 @@ __global__ void __launch_bounds__(384, 1)
       float correction[2];
       turn_begin();
       wgmma_fence();
-      issue_qk(acc_s, stage_k(0));
+      issue_qk<T, HeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(0), wg);
       turn_end();
       wgmma_wait<0>();
       fence_registers(acc_s);
@@ -527,8 +469,8 @@ __global__ void __launch_bounds__(384, 1)
       fence_registers(acc_o);
       turn_begin();
       wgmma_fence();
-      issue_qk(acc_s, stage_k(i));
-      issue_pv(p_cur, stage_v(i - 1));
+      issue_qk<T, HeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), wg);
+      issue_pv<T, HeadDim, kBlockN>(acc_o, p_cur, stage_v(i - 1));
       turn_end();
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
@@ -541,7 +483,7 @@ __global__ void __launch_bounds__(384, 1)
       fence_registers(p_cur);
       fence_registers(acc_o);
       release_v(i - 1);
-      rescale_o(correction);
+      rescale_o<HeadDim>(acc_o, correction);
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk)
 #pragma unroll
@@ -552,7 +494,7 @@ __global__ void __launch_bounds__(384, 1)
     fence_registers(acc_o);
     turn_begin();
     wgmma_fence();
-    issue_pv(p_cur, stage_v(num_blocks - 1));
+    issue_pv<T, HeadDim, kBlockN>(acc_o, p_cur, stage_v(num_blocks - 1));
     turn_end();
     wgmma_wait<0>();
     fence_registers(acc_o);

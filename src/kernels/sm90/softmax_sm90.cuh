@@ -1,0 +1,97 @@
+// The consumer warpgroups' per-block steps, shared by the Hopper kernels (fwd_kernel_sm90.cuh,
+// fwd_kernel_sm90_ws.cuh): the QK^T and P V wgmma issue, the online-softmax update of one key
+// block held in a wgmma accumulator fragment, and the rescale of O. A warpgroup owns 64 query
+// rows; a thread holds two of them (g and g + 8 of its warp's 16), kBlockN / 4 scores of each.
+#pragma once
+#include <cstdint>
+
+#include "kernels/sm80/mma_sm80.cuh"
+#include "kernels/sm90/wgmma_common.cuh"
+#include "kernels/sm90/wgmma_ops.cuh"
+
+namespace flare {
+namespace sm90 {
+
+// S (this warpgroup's 64 rows x kBlockN keys) = Q K^T. Only issues: the caller fences registers
+// once before a group of issues, since any non-wgmma instruction that touches wgmma registers
+// between two wgmmas of one pipeline stage serialises them.
+template <typename T, int HeadDim, int BlockM, int BlockN>
+__device__ __forceinline__ void issue_qk(float (&acc_s)[BlockN / 2], uint32_t sQ, uint32_t sK,
+                                         int wg) {
+#pragma unroll
+  for (int ks = 0; ks < HeadDim / 16; ++ks) {
+    const uint32_t atom = ks / 4, within = (ks % 4) * 32;
+    const uint64_t a = desc_k_major(sQ + atom * (BlockM * 128) + wg * 64 * 128 + within);
+    const uint64_t b = desc_k_major(sK + atom * (BlockN * 128) + within);
+    wgmma_ss<T, BlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
+  }
+  wgmma_commit();
+}
+
+// O += P V, P from registers (the A fragments that softmax_block_step packed).
+template <typename T, int HeadDim, int BlockN>
+__device__ __forceinline__ void issue_pv(float (&acc_o)[HeadDim / 2],
+                                         uint32_t (&p_frag)[BlockN / 16][4], uint32_t sV) {
+#pragma unroll
+  for (int kk = 0; kk < BlockN / 16; ++kk)
+    wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], desc_mn_major(sV + kk * 16 * 128, BlockN * 128), 1,
+                         TransB::kYes);
+  wgmma_commit();
+}
+
+// One key block's online-softmax update from its (already modified) scores: the new row maxima,
+// the factor `correction` that rescales what was accumulated before, the row sums, and the
+// probabilities packed as the 16-bit A fragments of P V (two adjacent n8 tiles of S form one k16
+// step). Softmax works in log2 units: p = exp2(x * unit_log2 - max * unit_log2).
+template <typename T, int BlockN>
+__device__ __forceinline__ void softmax_block_step(float (&acc_s)[BlockN / 2],
+                                                   float (&row_max)[2], float (&row_sum)[2],
+                                                   float unit_log2,
+                                                   uint32_t (&p_frag)[BlockN / 16][4],
+                                                   float (&correction)[2]) {
+  constexpr int kSTiles = BlockN / 8;  // n8 column tiles of S per thread
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float mx = row_max[hr];
+#pragma unroll
+    for (int j = 0; j < kSTiles; ++j)
+      mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
+    const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
+    correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
+    row_max[hr] = mx;
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
+        acc_s[4 * j + 2 * hr + e] = pe;
+        sum += pe;
+      }
+    row_sum[hr] = row_sum[hr] * correction[hr] + sum;
+  }
+#pragma unroll
+  for (int kk = 0; kk < BlockN / 16; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+      p_frag[kk][r] = sm80::pack2<T>(acc_s[8 * kk + 2 * r], acc_s[8 * kk + 2 * r + 1]);
+}
+
+// O *= correction, per row.
+template <int HeadDim>
+__device__ __forceinline__ void rescale_o(float (&acc_o)[HeadDim / 2],
+                                          const float (&correction)[2]) {
+#pragma unroll
+  for (int j = 0; j < HeadDim / 8; ++j) {
+    acc_o[4 * j + 0] *= correction[0];
+    acc_o[4 * j + 1] *= correction[0];
+    acc_o[4 * j + 2] *= correction[1];
+    acc_o[4 * j + 3] *= correction[1];
+  }
+}
+
+}  // namespace sm90
+}  // namespace flare
