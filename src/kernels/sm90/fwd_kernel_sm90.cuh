@@ -61,6 +61,22 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
   }
 }
 
+// Key rows [n0, n0 + Rows) of K (IsV false) or V into a swizzled tile by cp.async, the rows
+// past the sequence zero-filled. Unpaged rows are affine in the key: `base` is key 0's element
+// offset (k_offset / v_offset); paged rows go through the block table.
+template <int HeadDim, int Rows, int Threads, bool Paged, bool IsV, typename T>
+__device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
+                                             const flare_mha_fwd_params& p,
+                                             const SequenceInfo& seq, int n0, int head_k,
+                                             int64_t base) {
+  load_swizzled<HeadDim, Rows, Threads>(smem, src, p.head_dim, [&](int r) -> int64_t {
+    if (n0 + r >= seq.seqlen_k) return -1;
+    if constexpr (Paged)
+      return IsV ? v_offset(p, seq, n0 + r, head_k) : k_offset(p, seq, n0 + r, head_k);
+    return base + (n0 + r) * (IsV ? p.v_row_stride : p.k_row_stride);
+  });
+}
+
 // Paged is a template flag: the per-row block-table lookup would otherwise sit, branched, in
 // every row address of every tile load.
 template <typename T, int HeadDim, bool Paged>
@@ -133,22 +149,12 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
     const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
     auto load_k = [&](int n_block, int stage) {
-      const int n0 = n_block * kBlockN;
-      load_swizzled<HeadDim, kBlockN, kThreads>(
-          sK0 + stage * Tr::kSmemKV, k, p.head_dim, [&](int r) -> int64_t {
-            if (n0 + r >= seq.seqlen_k) return -1;
-            if constexpr (Paged) return k_offset(p, seq, n0 + r, head_k);
-            return k_base + (n0 + r) * p.k_row_stride;
-          });
+      load_kv_rows<HeadDim, kBlockN, kThreads, Paged, false>(
+          sK0 + stage * Tr::kSmemKV, k, p, seq, n_block * kBlockN, head_k, k_base);
     };
     auto load_v = [&](int n_block, int stage) {
-      const int n0 = n_block * kBlockN;
-      load_swizzled<HeadDim, kBlockN, kThreads>(
-          sV0 + stage * Tr::kSmemKV, v, p.head_dim, [&](int r) -> int64_t {
-            if (n0 + r >= seq.seqlen_k) return -1;
-            if constexpr (Paged) return v_offset(p, seq, n0 + r, head_k);
-            return v_base + (n0 + r) * p.v_row_stride;
-          });
+      load_kv_rows<HeadDim, kBlockN, kThreads, Paged, true>(
+          sV0 + stage * Tr::kSmemKV, v, p, seq, n_block * kBlockN, head_k, v_base);
     };
     // Blocks are visited from last to first: block i of the walk is range.end - 1 - i. K of
     // block i and V of block i go to stage i % 2. Software pipeline (after FlashAttention-3's
