@@ -135,14 +135,25 @@ TEST(PlanForward, FullGridDoesNotSplit) {
   EXPECT_EQ(plan.workspace_bytes, 0u);
 }
 
-TEST(PlanForward, HeadDim256CountsOneCtaPerSm) {
-  // d = 256: one CTA per SM -> slots = 132. grid = 1*1*1, n_blocks = 64, max = 64; waves < 1
+TEST(PlanForward, HeadDim256DecodeCountsOneCtaPerSm) {
+  // d = 256 decode: one slot per SM -> slots = 132. grid = 1*1*1, n_blocks = 64, max = 64; waves < 1
   // for s <= 64 < 132, so efficiency = s/132 peaks at s = 64 and the first eligible s with
   // s >= 0.85*64 = 54.4 is the first s >= 55 where ceil(64/s) changes: ceil(64/s) = 2 for
   // s in [32, 63], 1 at s = 64 -> 64.
   const FwdPlan plan = plan_forward(dense(1, 1, 4096, 1, 1, 256), kH100Sms);
   EXPECT_EQ(plan.num_splits, num_splits_heuristic(1, 132, 64, 128));
   EXPECT_EQ(plan.num_splits, 64);
+}
+
+// d = 256 prefill: 64-row tiles, two CTAs per SM (sixth session) -> m_blocks = 128 / 64 = 2,
+// slots = 2 * 132, n_blocks = 4096 / 64 = 64.
+TEST(PlanForward, HeadDim256PrefillCountsTwoCtasPerSmOf64Rows) {
+  EXPECT_EQ(flare::sm80_tile_config(256).block_m, 64);
+  EXPECT_EQ(flare::sm80_tile_config(256).ctas_per_sm, 2);
+  EXPECT_EQ(flare::sm80_tile_config(192).block_m, 64);
+  const FwdPlan plan = plan_forward(dense(1, 128, 4096, 1, 1, 256), kH100Sms);
+  EXPECT_EQ(plan.num_splits, num_splits_heuristic(2, 264, 64, 128));
+  EXPECT_GT(plan.num_splits, 1);
 }
 
 TEST(PlanForward, ForcedSplitsRespectedAndCapped) {
