@@ -16,7 +16,8 @@
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
 #   BENCH_ARGS   extra flare_bench arguments (e.g. "--quick")
 #   COMPARE_ARGS extra compare.py arguments (e.g. "--quick")
-#   FLARE_COMMIT commit to record when git cannot tell
+#   FLARE_COMMIT commit to record when git cannot tell; set it on the device tool, whose copy of
+#                the working tree carried stale git metadata once (a claim recorded an old commit)
 #
 # Files left in OUT (at most 8 come back from the device tool): build.log, run.log (tests,
 # bench and compare output, one after the other), gpu_tests.json, bench.json, summary.json,
