@@ -116,8 +116,8 @@ FLARE_HD constexpr TileConfig sm80_kernel_tile(int head_dim, int max_seqlen_q) {
 // planner's single-buffer step, the smallest prefill variant (the launcher takes the wide or
 // the pipelined step only where it fits too). Decode: its own stages.
 FLARE_HD constexpr int sm80_prefill_min_smem_bytes(int head_dim) {
-  return (sm80_tile_config(head_dim).block_m + 2 * sm80_tile_config(head_dim).block_n) *
-         (head_dim + 8) * 2;
+  const TileConfig tile = sm80_tile_config(head_dim);
+  return (tile.block_m + 2 * tile.block_n) * smem_row_bytes(head_dim, false);
 }
 
 // Whether `bytes` of shared memory per block fit a device's opt-in limit (0: no known limit).

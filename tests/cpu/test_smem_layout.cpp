@@ -106,11 +106,12 @@ TEST(SmemLayout, LdmatrixStepAddressMatchesChunkOffset) {
   // tile, on a 128-byte-aligned base plus multiples of 128 (m/n tiles, stages).
   for (int d : {64, 128, 192, 256}) {
     for (bool swz : {false, true}) {
-      const int rb = swz ? d * 2 : (d + 8) * 2;
+      const int rb = flare::smem_row_bytes(d, swz);
       for (uint32_t base : {0u, 1024u, 40960u})
         for (int row = 0; row < 128; ++row)
           for (int half = 0; half < 2; ++half) {
-            const uint32_t lane = flare::ldmatrix_lane_address(swz, base + uint32_t(row * rb), row, half);
+            const uint32_t lane =
+                flare::ldmatrix_lane_address(swz, base + uint32_t(row * rb), row, half);
             for (int s = 0; s < d / 16; ++s) {
               ASSERT_EQ(flare::ldmatrix_step_address(swz, lane, s),
                         base + uint32_t(smem_chunk_offset(swz, rb, row, 2 * s + half)))

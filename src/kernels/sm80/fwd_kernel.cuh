@@ -691,8 +691,8 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   // steps 6 and 7). FLARE_SM80_WIDE=0 (read once) selects the planner's tile instead. The kernel
   // computes its key-block and split ranges in its own block size; the planner's split count
   // was chosen on the planner's blocks (32 keys at d96/d128, 64 at d64), which only changes how
-  // evenly the splits divide the keys
-  // (a split may get no block; it writes LSE -inf and the combine skips it).
+  // evenly the splits divide the keys (a split may get no block; it writes LSE -inf and the
+  // combine skips it).
   // Head dims that are multiples of 64 run the single-buffer steps on swizzled, unpadded rows
   // (FwdTraits): +3..9% over padded rows on 30 of the 36 prefill shapes of the H100 table (d64,
   // d128, d256; docs/notes/sm80-kernel.md, step 9). FLARE_SM80_SWIZZLE=0 (read once) selects the
@@ -755,7 +755,8 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       const int n = per_sm / (bytes + reserved);
       return n < Tr::kTile.ctas_per_sm ? n : Tr::kTile.ctas_per_sm;
     };
-    pipelined = kSmemRing <= device_optin && fits(kSmemRing) && ctas(kSmemRing) >= ctas(kSmemSingle);
+    pipelined = kSmemRing <= device_optin && fits(kSmemRing) &&
+                ctas(kSmemRing) >= ctas(kSmemSingle);
   }
   constexpr int kBlockN = Tr::kBlockN;
   if constexpr (kCanSwizzle) {

@@ -1,9 +1,9 @@
 // Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills one or two Q
-// buffers and a ring of K and a ring of V stages (TMA for whole tiles inside the sequence,
-// cp.async otherwise) published by mbarriers; two consumer warpgroups run the wgmma math of fwd_kernel_sm90.cuh,
-// optionally taking turns (ping-pong), over tiles assigned one per CTA or walked by persistent
-// CTAs (static striding, or a dynamic ticket counter). docs/notes/sm90-kernel.md (v4-v10) has
-// the measurements behind each choice.
+// buffers and a ring of K/V stages (TMA where the tensor maps allow, tma_maps.h; cp.async
+// otherwise) published by mbarriers; two consumer warpgroups run the wgmma steps of
+// softmax_sm90.cuh, optionally taking turns (ping-pong), over tiles assigned one per CTA or walked
+// by persistent CTAs (static striding, or a dynamic ticket counter). docs/notes/sm90-kernel.md
+// (v4-v16) has the measurements behind each choice.
 #pragma once
 #include <type_traits>
 
@@ -83,10 +83,11 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
 
 // Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
 // K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
-// warpgroups 1 and 2 consume and release a K stage, a V stage (a Q buffer) through a second
-// mbarrier once its QK^T, its P V (its last QK^T) are done. No CTA barrier in the loop, so the consumers drift apart
-// and one's softmax runs under the other's GEMMs; the producer gives registers to the consumers
-// (setmaxnreg).
+// warpgroups 1 and 2 consume and release a stage (a Q buffer) through a second mbarrier once
+// its GEMMs (its last QK^T) are done; with kSeparateKV (d256) K and V of a stage have barrier
+// pairs of their own, K released after its QK^T, V after its P V. No CTA barrier in the loop,
+// so the consumers drift apart and one's softmax runs under the other's GEMMs; the producer
+// gives registers to the consumers (setmaxnreg).
 // DynamicTiles: the producer takes each next tile from the launch's ticket counter and tells the
 // consumers which tile each Q buffer holds (see the producer); instantiated for persistent,
 // unpaged launches only. `sched_slot` (its counter slot) is unused otherwise.

@@ -103,8 +103,9 @@ const char* q_tma_unsupported_reason(const flare_mha_fwd_params& p) {
 
 TmaTensorView q_tma_view(const flare_mha_fwd_params& p) {
   // Varlen: rows are the packed tokens of all sequences, whose count the host cannot read.
-  return make_view(p.head_dim, q_tma_rows_exact(p) ? uint64_t(p.seqlen_q) : kOpenExtent, p.num_heads,
-                   q_heads_used(p), uint64_t(p.batch), q_batch_used(p), q_strides(p));
+  return make_view(p.head_dim, q_tma_rows_exact(p) ? uint64_t(p.seqlen_q) : kOpenExtent,
+                   p.num_heads, q_heads_used(p), uint64_t(p.batch), q_batch_used(p),
+                   q_strides(p));
 }
 
 }  // namespace flare

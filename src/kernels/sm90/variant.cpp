@@ -58,7 +58,7 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   // Every head dim and length: at head dim 256 the warp-specialised kernel lost 2-7% at 512
   // keys while K and V of a stage shared one barrier; with their own barriers it gains
   // 19..47% there (sixth session, call 2).
-  v.warp_specialized = o.warp_specialized >= 0 ? o.warp_specialized == 1 : true;
+  v.warp_specialized = o.warp_specialized != 0;
   // At head dim 256 the producer has 24 registers: enough for TMA, not for paged cp.async.
   if (kernel_head_dim > 128 && is_paged(p)) v.warp_specialized = false;
   if (!v.warp_specialized) return v;
