@@ -1,7 +1,7 @@
 // flare_bench: forward-attention throughput through the public C ABI only.
 //
 //   flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16] [--json PATH]
-//               [--quick] [--system-name NAME] [--iters N] [--warmup N]
+//               [--quick] [--system-name NAME] [--iters N] [--warmup N] [--warmup-ms MS]
 //
 // Tables
 //   prefill  16k tokens per call (batch = 16384 / seqlen), model dim 2048 (heads = 2048 / d),
@@ -136,6 +136,9 @@ struct Options {
   int splits = 0;  // --splits N: decode rows force N key splits (0: the library's heuristic)
   int only_batch = 0, only_kv_len = 0, only_page = -1;  // --only-decode B,L,PAGE
   int warmup = 5;
+  // --warmup-ms: keep warming up (batches of `warmup` runs) until this much GPU time has passed,
+  // so that a shape timed in a fresh process runs at the clocks it would reach under load.
+  double warmup_ms = 0.0;
   int min_iters = 30;  // at least 20 are required; more where runs are short
   int max_iters = 300;
   double target_ms = 150.0;  // timed GPU time per shape we aim for
@@ -253,12 +256,16 @@ template <class Launch>
 double time_median_ms(Bench& B, Launch&& launch) {
   // Warm-up, which also gives a rough per-run time to size the timed loop.
   cudaEvent_t w0 = B.events[0], w1 = B.events[1];
-  CUDA_CHECK(cudaEventRecord(w0, B.stream));
-  for (int i = 0; i < B.opt.warmup; ++i) launch(i);
-  CUDA_CHECK(cudaEventRecord(w1, B.stream));
-  CUDA_CHECK(cudaEventSynchronize(w1));
   float warm_ms = 0.f;
-  CUDA_CHECK(cudaEventElapsedTime(&warm_ms, w0, w1));
+  for (double warmed_ms = 0.0; warmed_ms == 0.0 || warmed_ms < B.opt.warmup_ms;
+       warmed_ms += warm_ms) {
+    CUDA_CHECK(cudaEventRecord(w0, B.stream));
+    for (int i = 0; i < B.opt.warmup; ++i) launch(i);
+    CUDA_CHECK(cudaEventRecord(w1, B.stream));
+    CUDA_CHECK(cudaEventSynchronize(w1));
+    CUDA_CHECK(cudaEventElapsedTime(&warm_ms, w0, w1));
+    if (warm_ms <= 0.f) break;
+  }
   const double per_run = std::max(1e-3, double(warm_ms) / std::max(1, B.opt.warmup));
   int iters = int(std::ceil(B.opt.target_ms / per_run));
   iters = std::clamp(iters, B.opt.min_iters, B.opt.max_iters);
@@ -723,7 +730,7 @@ void usage() {
   std::printf(
       "usage: flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16]\n"
       "                   [--json PATH] [--quick] [--system-name NAME]\n"
-      "                   [--iters MIN_TIMED_RUNS] [--warmup N]\n"
+      "                   [--iters MIN_TIMED_RUNS] [--warmup N] [--warmup-ms MS]\n"
       "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n"
       "                   [--head-dim D]                    (the prefill rows of one head dim)\n"
       "                   [--splits N]                      (decode: force N key splits)\n"
@@ -774,6 +781,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--system-name") o.system = value(i);
     else if (a == "--iters") o.min_iters = std::atoi(value(i).c_str());
     else if (a == "--warmup") o.warmup = std::atoi(value(i).c_str());
+    else if (a == "--warmup-ms") o.warmup_ms = std::atof(value(i).c_str());
     else if (a == "--fp16") o.dtype = "fp16";
     else if (a == "-h" || a == "--help") {
       usage();

@@ -114,11 +114,22 @@ struct ScoreUnits {
   float cap_in;  // softcap: scale / softcap, else 0
   float alibi;   // ALiBi slope of (batch, head) in the units of x (0: off)
 };
-FLARE_HD ScoreUnits score_units(const flare_mha_fwd_params& p, int b, int head) {
+// The launch's part (alibi 0), which a persistent kernel computes once.
+FLARE_HD ScoreUnits launch_score_units(const flare_mha_fwd_params& p) {
   const bool has_softcap = p.softcap > 0.f;
   const float unit = has_softcap ? 1.f : p.softmax_scale;
   return ScoreUnits{has_softcap, unit * 1.4426950408889634f,
-                    has_softcap ? p.softmax_scale / p.softcap : 0.f, alibi_slope(p, b, head) / unit};
+                    has_softcap ? p.softmax_scale / p.softcap : 0.f, 0.f};
+}
+// The ALiBi slope of (b, head) in the units of x (0 without ALiBi, no division then).
+FLARE_HD float alibi_in_units(const flare_mha_fwd_params& p, int b, int head) {
+  if (p.alibi_slopes == nullptr) return 0.f;
+  return alibi_slope(p, b, head) / (p.softcap > 0.f ? 1.f : p.softmax_scale);
+}
+FLARE_HD ScoreUnits score_units(const flare_mha_fwd_params& p, int b, int head) {
+  ScoreUnits u = launch_score_units(p);
+  u.alibi = alibi_in_units(p, b, head);
+  return u;
 }
 
 // Rotary position of query row i: with a causal or windowed mask each query row sits at its

@@ -66,6 +66,19 @@ constexpr int kSm90TileCounterSlots = 4096;
 static_assert((kSm90TileCounterSlots & (kSm90TileCounterSlots - 1)) == 0, "a power of two");
 static __device__ Sm90TileCounter g_sm90_tile_counters[kSm90TileCounterSlots];
 
+// Whether the producer copies a key block starting at row n0 (a query tile at row m0) by TMA:
+// a whole block inside the sequence, or any block where the map's rows end with the sequence
+// (the TMA unit zero-fills the rest); cp.async otherwise. The consumers use the same rule: only
+// cp.async data (generic proxy) needs a proxy fence before wgmma reads it.
+template <bool Paged, int BlockN>
+__device__ __forceinline__ bool sm90_kv_by_tma(const Sm90TensorMaps& maps, int n0, int seqlen_k) {
+  return !Paged && maps.kv_enabled && (maps.kv_rows_exact || n0 + BlockN <= seqlen_k);
+}
+template <int BlockM>
+__device__ __forceinline__ bool sm90_q_by_tma(const Sm90TensorMaps& maps, int m0, int seqlen_q) {
+  return maps.q_enabled && (maps.q_rows_exact || m0 + BlockM <= seqlen_q);
+}
+
 // What a producer fill loads into a stage (fwd_kernel_sm90_ws).
 enum Sm90Fill { kFillK, kFillV, kFillKV };
 
@@ -73,6 +86,15 @@ enum Sm90Fill { kFillK, kFillV, kFillKV };
 // blocks innermost, the latest query block of a head first). Shared by producer and consumers.
 struct Sm90Tile {
   int m_block, head, batch, split;
+};
+
+// DynamicTiles: what the producer publishes with a Q buffer, so that the consumers need not
+// decode the tile (three integer divisions) nor compute its key blocks again: the tile (m_block
+// -1: no more tiles) and its key-block range, split included.
+struct alignas(16) Sm90PublishedTile {
+  Sm90Tile at;
+  BlockRange range;
+  int pad[2];
 };
 __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_heads,
                                               int num_splits) {
@@ -110,15 +132,16 @@ __global__ void __launch_bounds__(384, 1)
   // a ticket reaches num_tiles, so a CTA that finishes early takes the next tile.
   const int num_tiles = m_blocks * p.num_heads * p.batch * launch.num_splits;
   const int heads_per_kv = p.num_heads / p.num_heads_k;
-  // DynamicTiles: the tile whose Q buffer b holds (-1: no more tiles), written by producer
-  // thread 0 before its own arrival on full_q(b) (a release: full_q counts 129 arrivals then),
-  // read by the consumers after their full_q(b) wait; and the producer's fetched tickets, two
-  // words (see next_tile). Unreferenced without DynamicTiles.
-  constexpr int kProducerBarrier = 3;  // named barrier of the 128 producer threads (1, 2 are
+  // DynamicTiles: the tile whose Q buffer b holds (Sm90PublishedTile), written by producer
+  // thread 0 before its own arrival on full_q(b) (a release, counted besides the producer
+  // threads' data arrivals), read by the consumers after their full_q(b) wait; and the
+  // producer's fetched tickets, two words (see next_tile). Unreferenced without DynamicTiles.
+  constexpr int kProducerBarrier = 3;  // named barrier of the producer threads (1, 2 are
                                        // the consumers' ping-pong)
-  __shared__ int s_q_tile[QBuffers];
+  __shared__ Sm90PublishedTile s_q_tile[QBuffers];
   __shared__ int s_ticket[2];
-  static_assert(!DynamicTiles || Tr::kSmemBytes + 64 <= 227 * 1024, "shared memory per CTA");
+  static_assert(!DynamicTiles || Tr::kSmemBytes + sizeof(s_q_tile) + sizeof(s_ticket) <= 227 * 1024,
+                "shared memory per CTA");
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -132,17 +155,24 @@ __global__ void __launch_bounds__(384, 1)
   auto full_v = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + Tr::kStages + s); };
   auto empty_k = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + 2 * Tr::kStages + s); };
   auto empty_v = [&](int s) { return bar0 + 8 * (2 * Tr::kQBuffers + 3 * Tr::kStages + s); };
+  // Producer threads: one warp when every Q tile and K/V block goes by TMA (no paging, maps
+  // whose rows end with the sequences): one thread issues each copy, and three more warps would
+  // only repeat the tile bookkeeping and the barrier arrivals on the consumers' issue slots.
+  // Four warps otherwise: the cp.async fills need them all.
+  const bool tma_only = !Paged && maps.kv_enabled && maps.kv_rows_exact && maps.q_enabled &&
+                        maps.q_rows_exact;
+  const int producer_threads = tma_only ? 32 : 128;
   if (threadIdx.x == 0) {
     for (int b = 0; b < Tr::kQBuffers; ++b) {
       // One arrival per producer thread (+ TMA bytes); DynamicTiles: + thread 0's tile id.
-      mbarrier_init(full_q(b), DynamicTiles ? 129 : 128);
+      mbarrier_init(full_q(b), producer_threads + (DynamicTiles ? 1 : 0));
       mbarrier_init(empty_q(b), 256);  // every consumer thread is done with Q's last QK^T
     }
     for (int s = 0; s < Tr::kStages; ++s) {
-      mbarrier_init(full_k(s), 128);   // one arrival per producer thread (+ TMA bytes)
-      mbarrier_init(empty_k(s), 256);  // every consumer thread releases
+      mbarrier_init(full_k(s), producer_threads);  // one arrival per producer thread (+ TMA bytes)
+      mbarrier_init(empty_k(s), 256);              // every consumer thread releases
       if (Tr::kSeparateKV) {
-        mbarrier_init(full_v(s), 128);
+        mbarrier_init(full_v(s), producer_threads);
         mbarrier_init(empty_v(s), 256);
       }
     }
@@ -152,6 +182,7 @@ __global__ void __launch_bounds__(384, 1)
   if (role == 0) {
     // Producer.
     setmaxnreg_dec<Tr::kProducerRegs>();
+    if (int(threadIdx.x) >= producer_threads) return;  // idle producer warps (tma_only)
     int it = 0;       // K/V stage fills so far (over all tiles): stage it % kStages
     int q_fills = 0;  // Q fills so far (tiles with key blocks): buffer q_fills % kQBuffers
     // DynamicTiles. The consumers learn the tiles through the Q buffers: every tile with query
@@ -165,7 +196,7 @@ __global__ void __launch_bounds__(384, 1)
       return g_sm90_tile_counters[unsigned(sched_slot) % kSm90TileCounterSlots];
     };
     // The CTA's next tile: static striding, or the next ticket (num_tiles once they are all
-    // taken), fetched by thread 0 and passed to the 128 producer threads through s_ticket and
+    // taken), fetched by thread 0 and passed to the other producer threads through s_ticket and
     // the producer barrier. Two words: thread 0 writes word f % 2 at fetch f, and reaches fetch
     // f + 2 only after every producer thread has passed barrier f + 1, so after it read word f.
     auto next_tile = [&](int tile) -> int {
@@ -175,7 +206,7 @@ __global__ void __launch_bounds__(384, 1)
           s_ticket[fetches & 1] = ticket < unsigned(num_tiles) ? int(ticket) : num_tiles;
         }
         __syncwarp();
-        named_barrier_sync(kProducerBarrier, 128);
+        named_barrier_sync(kProducerBarrier, producer_threads);
         // Every lane reads the same word; redux.sync puts it in a uniform register, so the
         // compiler knows the tile (and what derives from it) is warp-uniform.
         return __reduce_max_sync(0xffffffffu, s_ticket[fetches++ & 1]);
@@ -184,15 +215,16 @@ __global__ void __launch_bounds__(384, 1)
       }
     };
     // DynamicTiles: the next Q buffer in the ring (after the consumers released its previous
-    // use), published with the tile it holds (-1: none, the consumers stop). The caller still
-    // makes the 128 data arrivals on full_q.
-    auto publish_q_buffer = [&](int tile) -> int {
+    // use), published with the tile it holds and its key blocks (m_block -1: none, the
+    // consumers stop). The caller still makes the data arrivals (one per producer thread).
+    auto publish_q_buffer = [&](const Sm90Tile& at, const BlockRange& range) -> int {
       const int qb = q_fills % Tr::kQBuffers;
       if (q_fills >= Tr::kQBuffers)
         mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
       ++q_fills;
       if (threadIdx.x == 0) {
-        s_q_tile[qb] = tile;
+        s_q_tile[qb].at = at;
+        s_q_tile[qb].range = range;
         mbarrier_arrive(full_q(qb));  // release: orders the tile id before the consumers' wait
       }
       return qb;
@@ -211,7 +243,7 @@ __global__ void __launch_bounds__(384, 1)
       if (num_blocks <= 0) {
         // DynamicTiles: a Q buffer without data, for the tile id (the consumers write its empty
         // output: zero rows and LSE -inf, or LSE -inf of an empty split).
-        if constexpr (DynamicTiles) mbarrier_arrive(full_q(publish_q_buffer(tile)));
+        if constexpr (DynamicTiles) mbarrier_arrive(full_q(publish_q_buffer(at, range)));
         continue;
       }
       const T* k = static_cast<const T*>(p.k);
@@ -230,10 +262,9 @@ __global__ void __launch_bounds__(384, 1)
         const uint32_t bar = kWithK ? full_k(s) : full_v(s);
         const int n0 = n_block * kBlockN;
         if constexpr (!Paged) {
-          // A whole block inside the sequence, or any block where the map's rows end with the
-          // sequence (the TMA unit zero-fills the rest): one thread copies it by TMA (the other
-          // producer threads still arrive: the barrier counts 128 arrivals per phase).
-          if (maps.kv_enabled && (maps.kv_rows_exact || n0 + kBlockN <= seq.seqlen_k)) {
+          // By TMA (sm90_kv_by_tma): one thread copies the block (the other producer threads
+          // still arrive: the barrier counts one arrival per producer thread).
+          if (sm90_kv_by_tma<Paged, kBlockN>(maps, n0, seq.seqlen_k)) {
             if (threadIdx.x == 0) {
               mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
               const int row = int(seq.k_row0) + n0;
@@ -280,18 +311,17 @@ __global__ void __launch_bounds__(384, 1)
       // be done with it before it is overwritten (with two buffers, that tile is the one before
       // the consumers' current tile, so the wait is normally already satisfied).
       int qb = q_fills % Tr::kQBuffers;
-      if constexpr (DynamicTiles) qb = publish_q_buffer(tile);  // the same wait, and the tile id
+      if constexpr (DynamicTiles) qb = publish_q_buffer(at, range);  // the same wait, and the tile
       const uint32_t sQ = sQ0 + qb * Tr::kSmemQ;
       if constexpr (!DynamicTiles) {
         if (q_fills >= Tr::kQBuffers)
           mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
         ++q_fills;
       }
-      if (maps.q_enabled && (maps.q_rows_exact || m0 + kBlockM <= seq.seqlen_q)) {
-        // A whole query tile inside the sequence (or a partial one where the TMA unit zero-fills
-        // the rows past it): one thread copies it by TMA (the other producer threads still
-        // arrive: the barrier counts 128 arrivals per phase). Other partial tiles keep
-        // cp.async, which zero-fills the rows past the sequence.
+      if (sm90_q_by_tma<kBlockM>(maps, m0, seq.seqlen_q)) {
+        // One thread copies the query tile by TMA (the other producer threads still arrive: the
+        // barrier counts one arrival per producer thread). Other partial tiles keep cp.async, which
+        // zero-fills the rows past the sequence.
         if (threadIdx.x == 0) {
           const uint32_t bar = full_q(qb);
           mbarrier_arrive_expect_tx(bar, Tr::kSmemQ);
@@ -336,7 +366,7 @@ __global__ void __launch_bounds__(384, 1)
         }
       }
       // No more tiles: -1 through the next Q buffer (no data) stops the consumers.
-      mbarrier_arrive(full_q(publish_q_buffer(-1)));
+      mbarrier_arrive(full_q(publish_q_buffer(Sm90Tile{-1, 0, 0, 0}, BlockRange{0, 0})));
     }
     sm80::cp_async_wait<0>();
   } else {  // consumers: the other branch of the same if, so setmaxnreg applies to it
@@ -361,30 +391,42 @@ __global__ void __launch_bounds__(384, 1)
   // A's very first turn; A takes B's final hand-over after the last tile, so every barrier
   // sees as many arrivals as waits.
   const int my_turn = 1 + wg, other_turn = 2 - wg;
+  const ScoreUnits units = launch_score_units(p);  // + each tile's ALiBi slope
   if (pingpong && wg == 1) named_barrier_arrive(1, 256);
   // DynamicTiles: every Q buffer the producer publishes, tiles without key blocks included,
   // counts as a use; the loop ends at the published -1.
   for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
+  Sm90Tile at;
+  BlockRange range;
   if constexpr (DynamicTiles) {
-    // The next tile is the one the next Q buffer was published with (wait first: the tile id
-    // is written before the producer's release arrival). Every lane reads the same word;
-    // redux.sync puts it in a uniform register, so that the compiler knows it (and what derives
-    // from it: num_blocks, hence `it` and the stage addresses) is warp-uniform. With
-    // __shfl_sync instead, the tile decode, `it` and the stage addresses lived in per-thread
-    // registers: consumer spills around the tile loop and an R2UR between the wgmmas.
+    // The next tile and its key blocks are the ones the next Q buffer was published with (wait
+    // first: they are written before the producer's release arrival). Every lane reads the same
+    // words; redux.sync puts each in a uniform register, so that the compiler knows it (and
+    // what derives from it: num_blocks, hence `it` and the stage addresses) is warp-uniform.
+    // With __shfl_sync instead, the tile decode, `it` and the stage addresses lived in
+    // per-thread registers: consumer spills around the tile loop and an R2UR between the wgmmas.
     const int qb = q_uses % Tr::kQBuffers;
     mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
-    tile = __reduce_max_sync(0xffffffffu, s_q_tile[qb]);
-    if (tile < 0) break;
+    const Sm90PublishedTile& pub = s_q_tile[qb];
+    at.m_block = __reduce_max_sync(0xffffffffu, pub.at.m_block);
+    if (at.m_block < 0) break;
+    at.head = __reduce_max_sync(0xffffffffu, pub.at.head);
+    at.batch = __reduce_max_sync(0xffffffffu, pub.at.batch);
+    at.split = __reduce_max_sync(0xffffffffu, pub.at.split);
+    range.begin = __reduce_max_sync(0xffffffffu, pub.range.begin);
+    range.end = __reduce_max_sync(0xffffffffu, pub.range.end);
+  } else {
+    at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
   }
-  const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
   const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
   const SequenceInfo seq = sequence_info(p, batch);
   const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) continue;  // DynamicTiles: never published
   const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  if constexpr (!DynamicTiles) {
+    if (m0 >= seq.seqlen_q) continue;
+    range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+    if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  }
   const int num_blocks = range.end - range.begin;
   const int row_base = m0 + wg * 64 + warp_in_wg * 16 + g;  // + 8 for the second row
   // This tile's Q buffer (used only when it has key blocks: the producer fills one exactly for
@@ -400,9 +442,9 @@ __global__ void __launch_bounds__(384, 1)
   for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
 
-  const ScoreUnits units = score_units(p, batch, head);
   const bool has_softcap = units.has_softcap;
-  const float unit_log2 = units.unit_log2, cap_in = units.cap_in, alibi = units.alibi;
+  const float unit_log2 = units.unit_log2, cap_in = units.cap_in;
+  const float alibi = alibi_in_units(p, batch, head);
   const int diagonal = mask.diagonal();
 
   // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
@@ -420,10 +462,10 @@ __global__ void __launch_bounds__(384, 1)
 
   if (num_blocks > 0) {
     auto block_of = [&](int i) { return range.end - 1 - i; };
-    // Block i's K (V) is in stage (it + i) % kStages of the K (V) ring.
+    // Block i's K (V) is in stage (it + i) % kStages of the K (V) ring. cp.async copies are
+    // generic-proxy writes: a proxy fence orders them before this thread's wgmma reads.
     auto wait_kv = [&](uint32_t full_bar, int i) {
       mbarrier_wait(full_bar, ((it + i) / Tr::kStages) & 1);
-      // cp.async copies are generic-proxy writes: order them before this thread's wgmma reads.
       fence_proxy_async();
     };
     // Without kSeparateKV, the K barriers cover K and V: the stage is released after P V.
@@ -447,7 +489,14 @@ __global__ void __launch_bounds__(384, 1)
       if (pingpong) named_barrier_arrive(other_turn, 256);
     };
     if constexpr (!DynamicTiles) mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
-    wait_k(0);
+    // Block 0's K and the Q tile: no fence when both came by TMA (async proxy). Its MEMBAR
+    // would also wait for the previous tile's output stores: skipping it measured +8% at d256
+    // causal 512. The fences inside the loop stay: skipping them too (a test per block)
+    // measured 3-5% slower on long rows (docs/notes/sm90-kernel.md, v17).
+    mbarrier_wait(full_k(it % Tr::kStages), (it / Tr::kStages) & 1);
+    if (!sm90_kv_by_tma<Paged, kBlockN>(maps, block_of(0) * kBlockN, seq.seqlen_k) ||
+        !sm90_q_by_tma<kBlockM>(maps, m0, seq.seqlen_q))
+      fence_proxy_async();
     uint32_t p_cur[kBlockN / 16][4];
     {
       float acc_s[kBlockN / 2];
