@@ -18,11 +18,12 @@ namespace sm90 {
 template <typename T, int HeadDim, int BlockM, int BlockN>
 __device__ __forceinline__ void issue_qk(float (&acc_s)[BlockN / 2], uint32_t sQ, uint32_t sK,
                                          int wg) {
+  const uint64_t a0 = desc_k_major(sQ + wg * 64 * 128), b0 = desc_k_major(sK);
 #pragma unroll
   for (int ks = 0; ks < HeadDim / 16; ++ks) {
     const uint32_t atom = ks / 4, within = (ks % 4) * 32;
-    const uint64_t a = desc_k_major(sQ + atom * (BlockM * 128) + wg * 64 * 128 + within);
-    const uint64_t b = desc_k_major(sK + atom * (BlockN * 128) + within);
+    const uint64_t a = desc_add(a0, atom * (BlockM * 128) + within);
+    const uint64_t b = desc_add(b0, atom * (BlockN * 128) + within);
     wgmma_ss<T, BlockN>(acc_s, a, b, ks > 0 ? 1 : 0, TransB::kNo);
   }
   wgmma_commit();
@@ -32,10 +33,10 @@ __device__ __forceinline__ void issue_qk(float (&acc_s)[BlockN / 2], uint32_t sQ
 template <typename T, int HeadDim, int BlockN>
 __device__ __forceinline__ void issue_pv(float (&acc_o)[HeadDim / 2],
                                          uint32_t (&p_frag)[BlockN / 16][4], uint32_t sV) {
+  const uint64_t v0 = desc_mn_major(sV, BlockN * 128);
 #pragma unroll
   for (int kk = 0; kk < BlockN / 16; ++kk)
-    wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], desc_mn_major(sV + kk * 16 * 128, BlockN * 128), 1,
-                         TransB::kYes);
+    wgmma_rs<T, HeadDim>(acc_o, p_frag[kk], desc_add(v0, kk * 16 * 128), 1, TransB::kYes);
   wgmma_commit();
 }
 

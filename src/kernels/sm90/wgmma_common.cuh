@@ -39,6 +39,15 @@ __device__ __forceinline__ uint64_t desc_mn_major(uint32_t smem_addr, uint32_t a
   return make_desc(smem_addr, atom_bytes, 1024);
 }
 
+// The descriptor of (start address + offset_bytes) from that of the start address: only the
+// start-address field (bits 0-13, address >> 4) moves. Shared-window addresses stay below 2^18,
+// so the field cannot carry into the leading-offset bits, and the high word is unchanged: one
+// 32-bit add per wgmma instead of rebuilding every field from the address.
+__device__ __forceinline__ uint64_t desc_add(uint64_t desc, uint32_t offset_bytes) {
+  const uint32_t lo = uint32_t(desc) + (offset_bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
+}
+
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
