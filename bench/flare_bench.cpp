@@ -137,8 +137,9 @@ struct Options {
   int only_batch = 0, only_kv_len = 0, only_page = -1;  // --only-decode B,L,PAGE
   int warmup = 5;
   // --warmup-ms: keep warming up (batches of `warmup` runs) until this much GPU time has passed,
-  // so that a shape timed in a fresh process runs at the clocks it would reach under load.
-  double warmup_ms = 0.0;
+  // so that each shape is timed at the clocks its own load settles to under the board's power
+  // cap (not at those of an idle GPU or of the previous shape). compare.py does the same.
+  double warmup_ms = 200.0;
   int min_iters = 30;  // at least 20 are required; more where runs are short
   int max_iters = 300;
   double target_ms = 150.0;  // timed GPU time per shape we aim for
