@@ -12,24 +12,6 @@
 namespace flare {
 namespace sm90 {
 
-// The four threads of a quad exchange 32-bit words so that thread t, which holds words[k] =
-// columns 8 (j0 + k) + 2 t, +1 of four n8 tiles, ends up with the four words of tile j0 + t
-// (columns 8 (j0 + t) .. + 7): a 4 x 4 transpose in two butterfly steps (lane bits 0 and 1).
-__device__ __forceinline__ void quad_transpose(uint32_t (&w)[4], int t) {
-#pragma unroll
-  for (int bit = 1; bit <= 2; bit <<= 1) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      if (k & bit) continue;  // pairs (k, k + bit)
-      const bool upper = (t & bit) != 0;
-      const uint32_t sent = upper ? w[k] : w[k + bit];
-      const uint32_t got = __shfl_xor_sync(0xffffffffu, sent, bit);
-      if (upper) w[k] = got;
-      else w[k + bit] = got;
-    }
-  }
-}
-
 template <typename T, int HeadDim>
 __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const SequenceInfo& seq,
                                                   const float (&acc_o)[HeadDim / 2],
@@ -38,7 +20,7 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
                                                   int row_base, int t, int batch, int head,
                                                   int split) {
   constexpr int kOTiles = HeadDim / 8;
-  static_assert(kOTiles % 4 == 0, "whole quads of n8 tiles");
+  static_assert(kOTiles % 2 == 0, "whole pairs of n8 tiles");
   const flare_mha_fwd_params& p = launch.p;
   // Quad-reduce the row sums; a row that saw no key gets O = 0 and LSE -inf.
   float inv_sum[2], lse[2];
@@ -72,27 +54,31 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
     }
     return;
   }
-  // 16-byte stores: after a quad transpose of four tiles' words, thread t writes the 8 columns
-  // of tile j0 + t, so a warp store covers 8 rows x 64 contiguous bytes (whole sectors) instead
-  // of 8 rows x 16 bytes. Rows are 16-byte aligned (validated base and strides); a padded head
-  // dim (a multiple of 8) ends on a chunk boundary. The shuffles need the whole quad, so rows
-  // past the sequence take part and only skip the store.
+  // 8-byte stores: the two threads of a lane pair (t, t ^ 1) swap one word per pair of n8 tiles
+  // (k, k + 1), so that the even thread holds columns 2t .. 2t + 3 of tile k and the odd one
+  // columns 2t - 2 .. 2t + 1 of tile k + 1: a warp store covers 8 rows x 32 contiguous bytes
+  // (whole sectors). Per two words one shuffle and three selects (a 16-byte store after a
+  // two-step quad transpose took two shuffles and six: 15% of the d256 instructions at 512
+  // keys). Rows are 8-byte aligned (validated base and strides); a padded head dim (a multiple
+  // of 8) ends on a chunk boundary. The shuffles need the whole pair, so rows past the sequence
+  // take part and only skip the store.
+  const bool upper = (t & 1) != 0;
+  const int col0 = 2 * (t & ~1) + (upper ? 8 : 0);  // this thread's chunk within a tile pair
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
     const int row = row_base + hr * 8;
     const bool row_ok = row < seq.seqlen_q;
     T* o = static_cast<T*>(p.out) + (row_ok ? out_offset(p, seq, row, head) : 0);
 #pragma unroll
-    for (int j0 = 0; j0 < kOTiles; j0 += 4) {
-      uint32_t w[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        w[k] = sm80::pack2<T>(acc_o[4 * (j0 + k) + 2 * hr] * inv_sum[hr],
-                              acc_o[4 * (j0 + k) + 2 * hr + 1] * inv_sum[hr]);
-      quad_transpose(w, t);
-      const int col = (j0 + t) * 8;
+    for (int j = 0; j < kOTiles; j += 2) {
+      const uint32_t w0 = sm80::pack2<T>(acc_o[4 * j + 2 * hr] * inv_sum[hr],
+                                         acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
+      const uint32_t w1 = sm80::pack2<T>(acc_o[4 * (j + 1) + 2 * hr] * inv_sum[hr],
+                                         acc_o[4 * (j + 1) + 2 * hr + 1] * inv_sum[hr]);
+      const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? w0 : w1, 1);
+      const int col = j * 8 + col0;
       if (row_ok && col < p.head_dim)
-        *reinterpret_cast<uint4*>(o + col) = make_uint4(w[0], w[1], w[2], w[3]);
+        *reinterpret_cast<uint2*>(o + col) = upper ? make_uint2(got, w1) : make_uint2(w0, got);
     }
     if (row_ok && p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
   }
