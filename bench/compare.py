@@ -11,8 +11,10 @@ multi-panel plots.png.
 
     python3 bench/compare.py --lib build/libflare.so --out out [--quick] [--dtype bf16|fp16]
 
-Timing: warm-up, then >= 20 timed runs (more for short runs), each between two CUDA events,
-median reported. Consecutive runs rotate over enough independent input sets that one sweep is
+Timing: warm-up (at least 5 runs and --warmup-ms of GPU time, default 200 ms, per system and
+shape: the board runs at its power cap, so each system is timed at the clocks its own load
+settles to), then >= 20 timed runs (more for short runs), each between two CUDA events, median
+reported. Consecutive runs rotate over enough independent input sets that one sweep is
 several times the L2 size. Large device copies are queued ahead of the timed runs so that the
 host (Python) can enqueue all of them while the GPU is busy: the numbers are GPU time.
 
