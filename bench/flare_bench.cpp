@@ -17,9 +17,10 @@
 // Method: inputs are random (never zero), copied from a random pool on the device. Each shape
 // gets enough independent buffer sets that one sweep over them exceeds a few times the L2 size,
 // and consecutive runs use different sets, so every run reads its operands from HBM. After a
-// warm-up (5 runs and at least --warmup-ms of GPU time, default 200 ms), a few large device copies are queued ahead of the timed runs so that the host can
-// enqueue all of them while the GPU is still busy; each run is then bracketed by its own pair
-// of CUDA events, and the median run time is reported (GPU time, host overhead excluded).
+// warm-up (5 runs and at least --warmup-ms of GPU time, default 200 ms), a few large device
+// copies are queued ahead of the timed runs so that the host can enqueue all of them while the
+// GPU is still busy; each run is then bracketed by its own pair of CUDA events, and the median
+// run time is reported (GPU time, host overhead excluded).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
