@@ -1,9 +1,11 @@
-// Hopper helpers around wgmma: shared-memory matrix descriptors for the 128-byte swizzled
-// layout, the fences and waits of the async warpgroup MMA, and the swizzled tile address.
+// Hopper helpers around wgmma: the fences and waits of the async warpgroup MMA, the swizzled
+// tile address, mbarriers and named barriers (the descriptors are in wgmma_desc.h).
 #pragma once
 #include <cuda/ptx>
 
 #include <cstdint>
+
+#include "kernels/sm90/wgmma_desc.h"
 
 namespace flare {
 namespace sm90 {
@@ -13,39 +15,6 @@ namespace sm90 {
 // needs every atom 1024-byte aligned). Byte offset of (row, 16-byte chunk) in such a tile:
 __device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk, int rows) {
   return uint32_t((chunk >> 3) * rows * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
-}
-
-// Matrix descriptor (PTX ISA "matrix descriptor format"): start address, leading- and
-// stride-dimension byte offsets (all >> 4), layout type 1 = 128-byte swizzle.
-__device__ __forceinline__ uint64_t make_desc(uint32_t smem_addr, uint32_t leading_bytes,
-                                              uint32_t stride_bytes) {
-  uint64_t d = 0;
-  d |= uint64_t((smem_addr >> 4) & 0x3FFF);
-  d |= uint64_t((leading_bytes >> 4) & 0x3FFF) << 16;
-  d |= uint64_t((stride_bytes >> 4) & 0x3FFF) << 32;
-  d |= uint64_t(1) << 62;
-  return d;
-}
-
-// K-major operand (rows = M or N, the 16-wide K step inside one 128-byte atom row): eight-row
-// groups are 1024 bytes apart; the leading offset is unused for this layout.
-__device__ __forceinline__ uint64_t desc_k_major(uint32_t smem_addr) {
-  return make_desc(smem_addr, 16, 1024);
-}
-
-// MN-major operand (B = V: keys are K, head dim is N): 64-element atoms along N are
-// `atom_bytes` apart, eight-key groups 1024 bytes apart.
-__device__ __forceinline__ uint64_t desc_mn_major(uint32_t smem_addr, uint32_t atom_bytes) {
-  return make_desc(smem_addr, atom_bytes, 1024);
-}
-
-// The descriptor of (start address + offset_bytes) from that of the start address: only the
-// start-address field (bits 0-13, address >> 4) moves. Shared-window addresses stay below 2^18,
-// so the field cannot carry into the leading-offset bits, and the high word is unchanged: one
-// 32-bit add per wgmma instead of rebuilding every field from the address.
-__device__ __forceinline__ uint64_t desc_add(uint64_t desc, uint32_t offset_bytes) {
-  const uint32_t lo = uint32_t(desc) + (offset_bytes >> 4);
-  return (desc & 0xFFFFFFFF00000000ull) | lo;
 }
 
 __device__ __forceinline__ void wgmma_fence() {
