@@ -159,6 +159,38 @@ TEST(TmaMaps, RowsExactOnlyWhereTheExtentIsTheSequenceLength) {
   EXPECT_EQ(flare::kv_tma_view(cache, false).dims[1], uint64_t(INT_MAX));
 }
 
+// The producer's copy rules (and the consumers' fence rule built on them): whole blocks by TMA
+// whenever the map is enabled, a sequence's partial last block only where the rows are exact,
+// paged K/V never; one producer warp exactly when every copy goes by TMA.
+TEST(TmaMaps, WhichCopiesGoByTma) {
+  for (int kv_enabled = 0; kv_enabled < 2; ++kv_enabled)
+    for (int q_enabled = 0; q_enabled < 2; ++q_enabled)
+      for (int kv_exact = 0; kv_exact < 2; ++kv_exact)
+        for (int q_exact = 0; q_exact < 2; ++q_exact)
+          for (int paged = 0; paged < 2; ++paged) {
+            flare::Sm90TensorMaps maps{};
+            maps.kv_enabled = kv_enabled;
+            maps.q_enabled = q_enabled;
+            maps.kv_rows_exact = kv_exact;
+            maps.q_rows_exact = q_exact;
+            const int seqlen = 1000, block = 128;  // the last block (896) is partial
+            bool all_kv = true, all_q = true;
+            for (int n0 = 0; n0 < seqlen; n0 += block) {
+              const bool whole = n0 + block <= seqlen;
+              const bool kv = flare::sm90_kv_block_by_tma(maps, paged, n0, block, seqlen);
+              const bool q = flare::sm90_q_tile_by_tma(maps, n0, block, seqlen);
+              EXPECT_EQ(kv, !paged && kv_enabled && (whole || kv_exact)) << n0;
+              EXPECT_EQ(q, q_enabled && (whole || q_exact)) << n0;
+              all_kv = all_kv && kv;
+              all_q = all_q && q;
+            }
+            // The all-TMA rule holds for every length, not just this one: it must imply both.
+            const bool all = flare::sm90_all_copies_by_tma(maps, paged);
+            EXPECT_EQ(all, !paged && kv_enabled && kv_exact && q_enabled && q_exact);
+            if (all) EXPECT_TRUE(all_kv && all_q);
+          }
+}
+
 TEST(TmaMaps, RejectsWhatTheTmaUnitCannotAddress) {
   int table[4] = {0, 1, 2, 3};
   flare_mha_fwd_params p = dense(2, 128, 2, 64);

@@ -66,19 +66,6 @@ constexpr int kSm90TileCounterSlots = 4096;
 static_assert((kSm90TileCounterSlots & (kSm90TileCounterSlots - 1)) == 0, "a power of two");
 static __device__ Sm90TileCounter g_sm90_tile_counters[kSm90TileCounterSlots];
 
-// Whether the producer copies a key block starting at row n0 (a query tile at row m0) by TMA:
-// a whole block inside the sequence, or any block where the map's rows end with the sequence
-// (the TMA unit zero-fills the rest); cp.async otherwise. The consumers use the same rule: only
-// cp.async data (generic proxy) needs a proxy fence before wgmma reads it.
-template <bool Paged, int BlockN>
-__device__ __forceinline__ bool sm90_kv_by_tma(const Sm90TensorMaps& maps, int n0, int seqlen_k) {
-  return !Paged && maps.kv_enabled && (maps.kv_rows_exact || n0 + BlockN <= seqlen_k);
-}
-template <int BlockM>
-__device__ __forceinline__ bool sm90_q_by_tma(const Sm90TensorMaps& maps, int m0, int seqlen_q) {
-  return maps.q_enabled && (maps.q_rows_exact || m0 + BlockM <= seqlen_q);
-}
-
 // What a producer fill loads into a stage (fwd_kernel_sm90_ws).
 enum Sm90Fill { kFillK, kFillV, kFillKV };
 
@@ -159,8 +146,7 @@ __global__ void __launch_bounds__(384, 1)
   // whose rows end with the sequences): one thread issues each copy, and three more warps would
   // only repeat the tile bookkeeping and the barrier arrivals on the consumers' issue slots.
   // Four warps otherwise: the cp.async fills need them all.
-  const bool tma_only = !Paged && maps.kv_enabled && maps.kv_rows_exact && maps.q_enabled &&
-                        maps.q_rows_exact;
+  const bool tma_only = sm90_all_copies_by_tma(maps, Paged);
   const int producer_threads = tma_only ? 32 : 128;
   if (threadIdx.x == 0) {
     for (int b = 0; b < Tr::kQBuffers; ++b) {
@@ -262,9 +248,9 @@ __global__ void __launch_bounds__(384, 1)
         const uint32_t bar = kWithK ? full_k(s) : full_v(s);
         const int n0 = n_block * kBlockN;
         if constexpr (!Paged) {
-          // By TMA (sm90_kv_by_tma): one thread copies the block (the other producer threads
-          // still arrive: the barrier counts one arrival per producer thread).
-          if (sm90_kv_by_tma<Paged, kBlockN>(maps, n0, seq.seqlen_k)) {
+          // By TMA (sm90_kv_block_by_tma): one thread copies the block (the other producer
+          // threads still arrive: the barrier counts one arrival per producer thread).
+          if (sm90_kv_block_by_tma(maps, Paged, n0, kBlockN, seq.seqlen_k)) {
             if (threadIdx.x == 0) {
               mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
               const int row = int(seq.k_row0) + n0;
@@ -318,7 +304,7 @@ __global__ void __launch_bounds__(384, 1)
           mbarrier_wait(empty_q(qb), (q_fills / Tr::kQBuffers - 1) & 1);
         ++q_fills;
       }
-      if (sm90_q_by_tma<kBlockM>(maps, m0, seq.seqlen_q)) {
+      if (sm90_q_tile_by_tma(maps, m0, kBlockM, seq.seqlen_q)) {
         // One thread copies the query tile by TMA (the other producer threads still arrive: the
         // barrier counts one arrival per producer thread). Other partial tiles keep cp.async, which
         // zero-fills the rows past the sequence.
@@ -494,8 +480,8 @@ __global__ void __launch_bounds__(384, 1)
     // causal 512. The fences inside the loop stay: skipping them too (a test per block)
     // measured 3-5% slower on long rows (docs/notes/sm90-kernel.md, v17).
     mbarrier_wait(full_k(it % Tr::kStages), (it / Tr::kStages) & 1);
-    if (!sm90_kv_by_tma<Paged, kBlockN>(maps, block_of(0) * kBlockN, seq.seqlen_k) ||
-        !sm90_q_by_tma<kBlockM>(maps, m0, seq.seqlen_q))
+    if (!sm90_kv_block_by_tma(maps, Paged, block_of(0) * kBlockN, kBlockN, seq.seqlen_k) ||
+        !sm90_q_tile_by_tma(maps, m0, kBlockM, seq.seqlen_q))
       fence_proxy_async();
     uint32_t p_cur[kBlockN / 16][4];
     {

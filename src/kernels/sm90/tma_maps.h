@@ -23,6 +23,7 @@
 
 #include <cstdint>
 
+#include "common/host_device.h"
 #include "flare/flare.h"
 
 namespace flare {
@@ -37,6 +38,24 @@ struct Sm90TensorMaps {
   int kv_rows_exact;  // 1: K/V row extent = seqlen_k, partial tiles by TMA (kv_tma_rows_exact)
   int q_rows_exact;   // 1: Q row extent = seqlen_q, partial tiles by TMA (q_tma_rows_exact)
 };
+
+// Which copies the warp-specialised kernel's producer makes by TMA; the consumers apply the same
+// rules (only cp.async data, written by the generic proxy, needs a proxy fence before wgmma reads
+// it). A key block starting at row n0 (a query tile at row m0) goes by TMA when its map is
+// enabled and the block lies inside the sequence, or the map's rows end with the sequence (the
+// TMA unit zero-fills the rest); by cp.async otherwise. Paged K/V always goes by cp.async.
+FLARE_HD bool sm90_kv_block_by_tma(const Sm90TensorMaps& maps, bool paged, int n0, int block_n,
+                                   int seqlen_k) {
+  return !paged && maps.kv_enabled && (maps.kv_rows_exact || n0 + block_n <= seqlen_k);
+}
+FLARE_HD bool sm90_q_tile_by_tma(const Sm90TensorMaps& maps, int m0, int block_m, int seqlen_q) {
+  return maps.q_enabled && (maps.q_rows_exact || m0 + block_m <= seqlen_q);
+}
+// Whether every copy of a launch goes by TMA, whatever the block: one producer warp then issues
+// them all (cp.async fills need the whole producer warpgroup).
+FLARE_HD bool sm90_all_copies_by_tma(const Sm90TensorMaps& maps, bool paged) {
+  return !paged && maps.kv_enabled && maps.kv_rows_exact && maps.q_enabled && maps.q_rows_exact;
+}
 
 // The 4-D view of one of Q / K / V: extents and byte strides (dims 1..3) as the encoder takes them.
 struct TmaTensorView {
