@@ -57,11 +57,11 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
   // 8-byte stores: the two threads of a lane pair (t, t ^ 1) swap one word per pair of n8 tiles
   // (k, k + 1), so that the even thread holds columns 2t .. 2t + 3 of tile k and the odd one
   // columns 2t - 2 .. 2t + 1 of tile k + 1: a warp store covers 8 rows x 32 contiguous bytes
-  // (whole sectors). Per two words one shuffle and three selects (a 16-byte store after a
-  // two-step quad transpose took two shuffles and six: 15% of the d256 instructions at 512
-  // keys). Rows are 8-byte aligned (validated base and strides); a padded head dim (a multiple
-  // of 8) ends on a chunk boundary. The shuffles need the whole pair, so rows past the sequence
-  // take part and only skip the store.
+  // (whole sectors). Per two words one shuffle and three selects; 16-byte stores after a
+  // two-step quad transpose took two shuffles and six (the epilogue was then 15% of the d256
+  // instructions at 512 keys). Rows are at least 8-byte aligned (validated base and strides); a
+  // padded head dim (a multiple of 8) ends on a chunk boundary. The shuffles need the whole
+  // pair, so rows past the sequence take part and only skip the store.
   const bool upper = (t & 1) != 0;
   const int col0 = 2 * (t & ~1) + (upper ? 8 : 0);  // this thread's chunk within a tile pair
 #pragma unroll
