@@ -15,7 +15,8 @@ bench="${BUILD_DIR:-build}/flare_bench"
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
 [[ -n "$NCU" ]] || { echo "profile_gap: ncu not found"; exit 2; }
 peer="python3 scripts/sdpa_once.py"
-fb="$bench --iters 20 --warmup 2"
+# --warmup-ms 0: the profiled launch is picked by index among a few count-based warm-ups.
+fb="$bench --iters 20 --warmup 2 --warmup-ms 0"
 default_cases="
 d128c1s512_flare;;$fb --only 128,1,512;fwd_kernel;4
 d128c1s512_flare_persist;FLARE_SM90_PERSISTENT=1;$fb --only 128,1,512;fwd_kernel;4

@@ -25,7 +25,8 @@ for shape in $shapes; do
     envs=""
     [[ "$var" != default ]] && envs="$var"
     # Skip the warm-up launches, profile one launch of the forward kernel.
-    cases+="${shape//,/_}_${var//[=]/-};$envs;$bench --only $shape --iters 20 --warmup 4;fwd_kernel;3"$'\n'
+    # --warmup-ms 0: the profiled launch is picked by index among the count-based warm-ups.
+    cases+="${shape//,/_}_${var//[=]/-};$envs;$bench --only $shape --iters 20 --warmup 4 --warmup-ms 0;fwd_kernel;3"$'\n'
   done
 done
 GAP_CASES="$cases" BUILD_DIR="${BUILD_DIR:-build}" exec bash scripts/profile_gap.sh "$out"

@@ -23,9 +23,10 @@ envs=()
 for shape in ${SRC_SHAPES:-64,1,512 128,0,512 256,0,2048}; do
   name="d${shape//,/_}"
   rep="$out/$name"
+  # --warmup-ms 0: the profiled launch is picked by index among the count-based warm-ups.
   env "${envs[@]}" "$NCU" --kernel-name regex:fwd_kernel --launch-skip 4 --launch-count 1 \
     --section SourceCounters --section WarpStateStats --section SpeedOfLight \
-    --import-source no -f -o "$rep" "$bench" --only "$shape" --iters 20 --warmup 2 \
+    --import-source no -f -o "$rep" "$bench" --only "$shape" --iters 20 --warmup 2 --warmup-ms 0 \
     > "$out/$name.ncu.log" 2>&1 || { echo "profile_source: ncu failed for $shape"; tail -5 "$out/$name.ncu.log"; }
   "$NCU" -i "$rep.ncu-rep" --page details > "$out/${name}_details.txt" 2>&1
   "$NCU" -i "$rep.ncu-rep" --page source --csv --print-source sass > "$out/$name.csv" 2>&1 ||
