@@ -114,17 +114,20 @@ struct ScoreUnits {
   float cap_in;  // softcap: scale / softcap, else 0
   float alibi;   // ALiBi slope of (batch, head) in the units of x (0: off)
 };
+// The unit of x: 1 with softcap (x is the capped score), else the softmax scale.
+FLARE_HD float score_unit(const flare_mha_fwd_params& p) {
+  return p.softcap > 0.f ? 1.f : p.softmax_scale;
+}
 // The launch's part (alibi 0), which a persistent kernel computes once.
 FLARE_HD ScoreUnits launch_score_units(const flare_mha_fwd_params& p) {
   const bool has_softcap = p.softcap > 0.f;
-  const float unit = has_softcap ? 1.f : p.softmax_scale;
-  return ScoreUnits{has_softcap, unit * 1.4426950408889634f,
+  return ScoreUnits{has_softcap, score_unit(p) * 1.4426950408889634f,
                     has_softcap ? p.softmax_scale / p.softcap : 0.f, 0.f};
 }
 // The ALiBi slope of (b, head) in the units of x (0 without ALiBi, no division then).
 FLARE_HD float alibi_in_units(const flare_mha_fwd_params& p, int b, int head) {
   if (p.alibi_slopes == nullptr) return 0.f;
-  return alibi_slope(p, b, head) / (p.softcap > 0.f ? 1.f : p.softmax_scale);
+  return alibi_slope(p, b, head) / score_unit(p);
 }
 FLARE_HD ScoreUnits score_units(const flare_mha_fwd_params& p, int b, int head) {
   ScoreUnits u = launch_score_units(p);
