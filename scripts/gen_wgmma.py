@@ -6,7 +6,7 @@ assembly is generated rather than written by hand. Run: python3 scripts/gen_wgmm
 """
 import pathlib
 
-SHAPES_N = [64, 80, 128, 256]
+SHAPES_N = [64, 80, 128, 192, 256]
 TYPES = {"bf16": "__nv_bfloat16", "f16": "__half"}
 
 def wrapper(n, ptx_type, cpp_type, a_from_regs):

@@ -329,3 +329,97 @@ TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
 }
 
 }  // namespace
+
+namespace {
+
+// Keys a query tile visits on average, the measure of the long-block rule.
+TEST(Sm90Variant, MeanKeysPerTile) {
+  using flare::sm90_mean_keys_per_tile;
+  flare_mha_fwd_params p = prefill(8192);
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 8192);
+  p.causal = 1;
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 4096);  // half the square, bottom-right aligned
+  p.seqlen_q = 512;                             // a chunk of new queries after 7680 cached keys
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 8192 - 256);
+  p.seqlen_q = 8192;
+  p.window_left = 255;
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 256 + 128);  // the window plus a tile's slide
+  p.causal = 0;
+  p.window_right = 64;
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 256 + 64 + 128);
+  p.window_left = -1;  // right window only: bottom-right aligned rows up to i + 64
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 4096 + 64);
+  p.window_right = -1;
+  p.window_left = 1000;  // left window only: row i sees up to 1001 + 8191 - i keys
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 1001 + 4096);
+  p.seqlen_k = 65536;    // the same behind a long cache
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 1001 + 4096);
+  p.window_left = 100000;  // wider than the keys: all of them
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 65536);
+  // Varlen: by the longest sequences.
+  int cu[3] = {0, 100, 9000};
+  flare_mha_fwd_params v = prefill(1);
+  v.cu_seqlens_q = v.cu_seqlens_k = cu;
+  v.max_seqlen_q = v.max_seqlen_k = 8900;
+  EXPECT_EQ(sm90_mean_keys_per_tile(v), 8900);
+  // Never negative (more queries than keys, causal: the first rows see none).
+  flare_mha_fwd_params few = prefill(100);
+  few.seqlen_q = 4000;
+  few.causal = 1;
+  EXPECT_EQ(sm90_mean_keys_per_tile(few), 0);
+}
+
+// d64 takes 192-key blocks from 4096 keys per query tile on average (v20), only with dynamic
+// tiles (its one instance), never when paged; d128 / d256 keep their blocks; the override wins
+// where the instance exists.
+TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
+  using flare::sm90_default_block_n;
+  using flare::sm90_long_block_n;
+  EXPECT_EQ(sm90_default_block_n(64), 128);
+  EXPECT_EQ(sm90_default_block_n(128), 128);
+  EXPECT_EQ(sm90_default_block_n(256), 80);
+  EXPECT_EQ(sm90_long_block_n(64), 192);
+  EXPECT_EQ(sm90_long_block_n(128), 0);
+  EXPECT_EQ(sm90_long_block_n(256), 0);
+  const Sm90Overrides none;
+  for (int s : {512, 1024, 2048}) EXPECT_EQ(choose_sm90_variant(prefill(s), 64, none).block_n, 128) << s;
+  for (int s : {4096, 8192, 16384}) EXPECT_EQ(choose_sm90_variant(prefill(s), 64, none).block_n, 192) << s;
+  flare_mha_fwd_params causal = prefill(4096);
+  causal.causal = 1;
+  EXPECT_EQ(choose_sm90_variant(causal, 64, none).block_n, 128);  // 2048 keys per tile
+  causal.seqlen_q = causal.seqlen_k = 8192;
+  EXPECT_EQ(choose_sm90_variant(causal, 64, none).block_n, 192);
+  for (int d : {128, 256})
+    EXPECT_EQ(choose_sm90_variant(prefill(16384), d, none).block_n, sm90_default_block_n(d)) << d;
+  flare_mha_fwd_params window = prefill(16384);
+  window.window_left = 1024;
+  window.window_right = 0;
+  EXPECT_EQ(choose_sm90_variant(window, 64, none).block_n, 128);
+  int table[8] = {};
+  flare_mha_fwd_params paged = prefill(16384);
+  paged.block_table = table;
+  EXPECT_EQ(choose_sm90_variant(paged, 64, none).block_n, 128);
+  Sm90Overrides forced_static;
+  forced_static.sched = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, forced_static).block_n, 128);
+  Sm90Overrides not_persistent;
+  not_persistent.persistent = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, not_persistent).block_n, 128);
+  // FLARE_SM90_BLOCK_N: 192 wherever the instance exists, 128 turns the rule off.
+  Sm90Overrides long_n;
+  long_n.block_n = 192;
+  EXPECT_EQ(choose_sm90_variant(prefill(512), 64, long_n).block_n, 192);
+  EXPECT_EQ(choose_sm90_variant(prefill(512), 128, long_n).block_n, 128);
+  EXPECT_EQ(choose_sm90_variant(paged, 64, long_n).block_n, 128);
+  Sm90Overrides short_n;
+  short_n.block_n = 128;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, short_n).block_n, 128);
+  // Two Q buffers fit beside three 192-key stages: 32 + 3 x 48 KB.
+  Sm90Overrides two_q;
+  two_q.q_buffers = 2;
+  const auto v = choose_sm90_variant(prefill(16384), 64, two_q);
+  EXPECT_EQ(v.q_buffers, 2);
+  EXPECT_EQ(v.block_n, 192);
+}
+
+}  // namespace

@@ -233,6 +233,11 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
   if (p.block_table != nullptr && sm90_hd > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
   if (!v.warp_specialized) REQUIRE(!v.persistent && !v.pingpong, p, v.persistent, v.pingpong);
   REQUIRE(v.q_buffers == 1, p, v.q_buffers, 0);  // two Q buffers only when asked for
+  // The long key block only where its (dynamic-tiles, unpaged) instance exists.
+  REQUIRE(v.block_n == flare::sm90_default_block_n(sm90_hd) ||
+              (v.block_n == flare::sm90_long_block_n(sm90_hd) && v.dynamic_tiles &&
+               p.block_table == nullptr),
+          p, v.block_n, sm90_hd);
   // FLARE_SM90_QBUFS=2 with persistence forced: two buffers only where the kernel has an
   // instance with them (warp-specialised, unpaged, d64 / d128).
   flare::Sm90Overrides two;

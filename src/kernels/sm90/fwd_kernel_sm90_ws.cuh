@@ -16,15 +16,19 @@ namespace sm90 {
 
 // QBuffers: 1, or 2 for persistent CTAs (the next tile's Q loads while the current one runs;
 // sm90_max_q_buffers says where a second buffer fits: it costs d128 one K/V stage).
-template <int HeadDim, int QBuffers = 1>
+// BlockN: keys per main-loop block (variant.h): sm90_default_block_n (d256: 80-key blocks, two
+// stages of 40 KB K + 40 KB V beside the 64 KB Q, so the per-block softmax and rescale cost is
+// spread over 25% more keys than with 64), or sm90_long_block_n for long rows (d64: 192, with
+// three stages).
+template <int HeadDim, int QBuffers = 1, int BlockN = sm90_default_block_n(HeadDim)>
 struct Sm90WsTraits {
-  // Head dim 256: 80-key blocks (2 stages of 40 KB K + 40 KB V beside the 64 KB Q) rather than
-  // 64, so the per-block softmax and rescale cost is spread over 25% more keys.
-  static constexpr int kBlockM = 128, kBlockN = HeadDim <= 128 ? 128 : 80;
+  static constexpr int kBlockM = 128, kBlockN = BlockN;
   static constexpr int kThreads = 384;
   static constexpr int kQBuffers = QBuffers;
-  static constexpr int kStages = QBuffers == 1 ? (HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2)
-                                               : (HeadDim <= 64 ? 4 : 2);
+  static constexpr int kStages =
+      BlockN > 128 ? 3
+                   : QBuffers == 1 ? (HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2)
+                                   : (HeadDim <= 64 ? 4 : 2);
   static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // one Q buffer
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
   // Head dim 256 (two stages): K and V of a stage have barriers of their own, so K's slot is
@@ -100,12 +104,13 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
 // DynamicTiles: the producer takes each next tile from the launch's ticket counter and tells the
 // consumers which tile each Q buffer holds (see the producer); instantiated for persistent,
 // unpaged launches only. `sched_slot` (its counter slot) is unused otherwise.
-template <typename T, int HeadDim, bool Paged, int QBuffers, bool DynamicTiles = false>
+template <typename T, int HeadDim, bool Paged, int QBuffers, bool DynamicTiles = false,
+          int BlockN = sm90_default_block_n(HeadDim)>
 __global__ void __launch_bounds__(384, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
                        const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks,
                        int sched_slot) {
-  using Tr = Sm90WsTraits<HeadDim, QBuffers>;
+  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   const flare_mha_fwd_params& p = launch.p;

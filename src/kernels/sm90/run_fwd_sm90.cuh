@@ -29,30 +29,37 @@ inline bool dynamic_tiles_allowed(cudaStream_t stream) {
          status == cudaStreamCaptureStatusNone;
 }
 
-// The warp-specialised kernel with QBuffers Q buffers: one CTA per tile or, when persistent,
-// one per SM, walking the tiles by static striding or (dynamic_tiles, unpaged persistent
-// launches only) by tickets of an atomic counter.
-template <typename T, int HeadDim, int QBuffers>
+// The warp-specialised kernel with QBuffers Q buffers and BlockN-key blocks: one CTA per tile
+// or, when persistent, one per SM, walking the tiles by static striding or (dynamic_tiles,
+// unpaged persistent launches only) by tickets of an atomic counter. A BlockN other than the
+// head dim's default (sm90_long_block_n) has the dynamic-tiles instance only, which is all
+// launch_ws sends it.
+template <typename T, int HeadDim, int QBuffers, int BlockN = sm90_default_block_n(HeadDim)>
 int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool persistent,
                      bool pingpong, bool dynamic_tiles, cudaStream_t stream) {
-  using Tr = Sm90WsTraits<HeadDim, QBuffers>;
-  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers>;
+  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN>;
+  constexpr bool kDefaultBlock = BlockN == sm90_default_block_n(HeadDim);
+  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, !kDefaultBlock, BlockN>;
   int sched_slot = 0;
   if (is_paged(launch.p)) {
     // Paged KV has instances for d64 / d128 with one Q buffer only: variant.cpp keeps paged
     // d256 on the all-threads kernel and paged launches at one Q buffer and static striding.
-    if constexpr (HeadDim <= 128 && QBuffers == 1)
+    if constexpr (HeadDim <= 128 && QBuffers == 1 && kDefaultBlock)
       kernel = fwd_kernel_sm90_ws<T, HeadDim, true, 1>;
     else
       return cudaErrorInvalidConfiguration;
   } else if (persistent && dynamic_tiles) {
     if (dynamic_tiles_allowed(stream)) {
-      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true>;
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true, BlockN>;
       sched_slot = int(g_sm90_next_tile_counter_slot.fetch_add(1, std::memory_order_relaxed) %
                        kSm90TileCounterSlots);
-    } else {
+    } else if (kDefaultBlock) {
       persistent = false;  // captured: one CTA per tile (the hardware balances), not striding
+    } else {
+      return cudaErrorInvalidConfiguration;
     }
+  } else if (!kDefaultBlock) {
+    return cudaErrorInvalidConfiguration;
   }
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
@@ -76,23 +83,35 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool p
 }
 
 // The warp-specialised kernel: Q and K/V tensor maps where TMA applies, then the instance with
-// the variant's Q buffers (2 only for persistent, unpaged launches of d64 / d128) and tile
-// scheduler (dynamic only for persistent, unpaged launches outside stream capture).
+// the variant's key block (the long one only with dynamic tiles outside stream capture), Q
+// buffers (2 only for persistent, unpaged launches of d64 / d128) and tile scheduler (dynamic
+// only for persistent, unpaged launches outside stream capture).
 template <typename T, int HeadDim>
 int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t stream) {
-  using Tr = Sm90WsTraits<HeadDim>;
+  constexpr int kLongN = sm90_long_block_n(HeadDim);
+  const bool long_block = kLongN > 0 && variant.block_n == kLongN && variant.dynamic_tiles &&
+                          !is_paged(launch.p) && dynamic_tiles_allowed(stream);
   Sm90TensorMaps maps{};
   if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(launch.p) == nullptr) {
-    const int err = make_kv_tensor_maps(launch.p, Tr::kBlockN, &maps);
+    const int block_n = long_block ? kLongN : sm90_default_block_n(HeadDim);
+    const int err = make_kv_tensor_maps(launch.p, block_n, &maps);
     // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
     if (err != 0 && variant.tma == TmaMode::kRequire) return err;
   }
   if (variant.tma_q != TmaMode::kOff && q_tma_unsupported_reason(launch.p) == nullptr) {
-    const int err = make_q_tensor_map(launch.p, Tr::kBlockM, &maps);
+    const int err = make_q_tensor_map(launch.p, Sm90WsTraits<HeadDim>::kBlockM, &maps);
     if (err != 0 && variant.tma_q == TmaMode::kRequire) return err;
   }
+  const bool two_q = variant.q_buffers == 2 && variant.persistent && !is_paged(launch.p);
+  if constexpr (kLongN > 0) {
+    if (long_block)
+      return two_q ? launch_ws_kernel<T, HeadDim, 2, kLongN>(launch, maps, true,
+                                                             variant.pingpong, true, stream)
+                   : launch_ws_kernel<T, HeadDim, 1, kLongN>(launch, maps, true,
+                                                             variant.pingpong, true, stream);
+  }
   if constexpr (sm90_max_q_buffers(HeadDim) >= 2) {
-    if (variant.q_buffers == 2 && variant.persistent && !is_paged(launch.p))
+    if (two_q)
       return launch_ws_kernel<T, HeadDim, 2>(launch, maps, true, variant.pingpong,
                                              variant.dynamic_tiles, stream);
   }

@@ -1,6 +1,7 @@
 // Hopper kernel variant choice: the measured defaults and the environment overrides.
 #include "kernels/sm90/variant.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "common/sequence.h"
@@ -44,15 +45,34 @@ const Sm90Overrides& sm90_overrides_from_env() {
     const char* q = std::getenv("FLARE_SM90_QBUFS");
     r.q_buffers = q == nullptr || q[0] == '\0' ? -1 : q[0] == '2' ? 2 : 1;
     r.sched = sm90_sched_from_string(std::getenv("FLARE_SM90_SCHED"));
+    const char* bn = std::getenv("FLARE_SM90_BLOCK_N");
+    r.block_n = bn == nullptr || bn[0] == '\0' ? -1 : std::atoi(bn);
     return r;
   }();
   return o;
+}
+
+long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p) {
+  const bool varlen = is_varlen(p);
+  const long long q = varlen ? p.max_seqlen_q : p.seqlen_q;
+  const long long k = varlen ? p.max_seqlen_k : p.seqlen_k;
+  const long long right = p.causal ? 0 : p.window_right;  // -1: unbounded
+  long long keys = k;
+  // Bottom-right aligned: query row i sees keys up to k - q + i + right, k - q / 2 + right on
+  // average.
+  if (right >= 0) keys = std::min(keys, k - q / 2 + right);
+  // A left window: left + 1 + right keys per row (+ a 128-row tile's slide); with the right
+  // unbounded, row i sees left + q - i, left + q / 2 on average.
+  if (p.window_left >= 0)
+    keys = std::min(keys, p.window_left + 1 + (right >= 0 ? right + 128 : q / 2));
+  return std::max(keys, 0LL);
 }
 
 Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_dim,
                                 const Sm90Overrides& o) {
   Sm90Variant v{};
   v.q_buffers = 1;
+  v.block_n = sm90_default_block_n(kernel_head_dim);
   // Rules are per compiled kernel: head dims 96 and 192 run on the d128 / d256 kernels
   // (sm90_kernel_head_dim) and take their rules, measured at 128 / 256 only.
   // Every head dim and length: at head dim 256 the warp-specialised kernel lost 2-7% at 512
@@ -86,6 +106,13 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   // so triangular (causal) and uneven (varlen) work balances. run_fwd_sm90 runs one CTA per
   // tile instead under stream capture (a graph would replay one counter slot).
   v.dynamic_tiles = v.persistent && dynamic_ok && o.sched != 0;
+  // The long key block (v20) has a dynamic-tiles instance only (run_fwd_sm90 launches the
+  // default block under stream capture, where dynamic tiles are off).
+  const int long_n = sm90_long_block_n(kernel_head_dim);
+  if (long_n > 0 && v.dynamic_tiles) {
+    const bool long_rows = sm90_mean_keys_per_tile(p) >= kSm90LongBlockMinKeys;
+    if (o.block_n == long_n || (o.block_n < 0 && long_rows)) v.block_n = long_n;
+  }
   return v;
 }
 

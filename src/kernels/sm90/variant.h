@@ -17,6 +17,8 @@ struct Sm90Overrides {
   int tma_q = -1;             // FLARE_SM90_TMA_Q=0/1/require (Q alone; unset: follows tma)
   int q_buffers = -1;         // FLARE_SM90_QBUFS=1/2 (persistent launches only)
   int sched = -1;             // FLARE_SM90_SCHED=static/dynamic: 0 / 1 (persistent launches only)
+  int block_n = -1;           // FLARE_SM90_BLOCK_N=128/192: key block of the d64 kernel (dynamic
+                              // tiles only)
 };
 
 struct Sm90Variant {
@@ -28,7 +30,27 @@ struct Sm90Variant {
   int q_buffers;          // Q buffers of the warp-specialised kernel: 2 only when persistent
   bool dynamic_tiles;     // persistent CTAs take their tiles from an atomic ticket counter
                           // instead of striding statically (persistent, unpaged only)
+  int block_n;            // keys per main-loop block of the warp-specialised kernel: its
+                          // default (sm90_default_block_n), or sm90_long_block_n for long rows
 };
+
+// Keys per main-loop block of the warp-specialised kernel compiled for `kernel_head_dim`: 128
+// at d64/d128; 80 at d256 (two stages of K and V beside a 64 KB Q tile, v11).
+constexpr int sm90_default_block_n(int kernel_head_dim) { return kernel_head_dim <= 128 ? 128 : 80; }
+
+// The longer key block for rows of many keys, 0 where the kernel has none: d64 192 (v20: fewer
+// per-block waits and hand-overs, +2..6% from 4k keys per query tile, but -14..29% at 512 keys,
+// where the last block is mostly past the row's end or the causal diagonal).
+constexpr int sm90_long_block_n(int kernel_head_dim) { return kernel_head_dim == 64 ? 192 : 0; }
+
+// Keys a query tile of `p` visits on average (a window's span, the average of a causal row's
+// bottom-right aligned triangle; varlen: by the longest sequences), the measure of
+// sm90_long_block_n's rule.
+long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p);
+
+// From this many keys per query tile the d64 kernel takes the long block (v20: causal 8k,
+// 4k keys per tile on average, +1..2%; non-causal 4k +0..2%; causal 4k, 2k per tile, -5%).
+constexpr long long kSm90LongBlockMinKeys = 4096;
 
 // Q buffers the warp-specialised kernel compiled for `kernel_head_dim` can hold next to its K/V
 // stages in 227 KB of shared memory: d64 2 Q (32 KB) + 4 stages (128 KB); d128 2 Q (64 KB) + 2
