@@ -356,6 +356,9 @@ TEST(Sm90Variant, MeanKeysPerTile) {
   EXPECT_EQ(sm90_mean_keys_per_tile(p), 1001 + 4096);
   p.window_left = 100000;  // wider than the keys: all of them
   EXPECT_EQ(sm90_mean_keys_per_tile(p), 65536);
+  p.window_left = 0x7fffffff;  // the widest valid window: no int overflow (found by the fuzzer)
+  p.window_right = 0x7fffffff;
+  EXPECT_EQ(sm90_mean_keys_per_tile(p), 65536);
   // Varlen: by the longest sequences.
   int cu[3] = {0, 100, 9000};
   flare_mha_fwd_params v = prefill(1);

@@ -64,7 +64,7 @@ long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p) {
   // A left window: left + 1 + right keys per row (+ a 128-row tile's slide); with the right
   // unbounded, row i sees left + q - i, left + q / 2 on average.
   if (p.window_left >= 0)
-    keys = std::min(keys, p.window_left + 1 + (right >= 0 ? right + 128 : q / 2));
+    keys = std::min(keys, (long long)p.window_left + 1 + (right >= 0 ? right + 128 : q / 2));
   return std::max(keys, 0LL);
 }
 
