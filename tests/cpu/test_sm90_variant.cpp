@@ -372,9 +372,9 @@ TEST(Sm90Variant, MeanKeysPerTile) {
   EXPECT_EQ(sm90_mean_keys_per_tile(few), 0);
 }
 
-// d64 takes 192-key blocks from 4096 keys per query tile on average (v20), only with dynamic
-// tiles (its one instance), never when paged; d128 / d256 keep their blocks; the override wins
-// where the instance exists.
+// d64 takes 192-key blocks from 4096 keys per query tile on average (v20) where it runs two
+// consumer warpgroups, only with dynamic tiles (its one instance), never when paged; d128 / d256
+// keep their blocks; the override wins where the instance exists.
 TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   using flare::sm90_default_block_n;
   using flare::sm90_long_block_n;
@@ -384,7 +384,8 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   EXPECT_EQ(sm90_long_block_n(64), 192);
   EXPECT_EQ(sm90_long_block_n(128), 0);
   EXPECT_EQ(sm90_long_block_n(256), 0);
-  const Sm90Overrides none;
+  Sm90Overrides none;
+  none.consumer_wgs = 2;  // the rule of three warpgroups (below) off
   for (int s : {512, 1024, 2048}) EXPECT_EQ(choose_sm90_variant(prefill(s), 64, none).block_n, 128) << s;
   for (int s : {4096, 8192, 16384}) EXPECT_EQ(choose_sm90_variant(prefill(s), 64, none).block_n, 192) << s;
   flare_mha_fwd_params causal = prefill(4096);
@@ -402,27 +403,98 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   flare_mha_fwd_params paged = prefill(16384);
   paged.block_table = table;
   EXPECT_EQ(choose_sm90_variant(paged, 64, none).block_n, 128);
-  Sm90Overrides forced_static;
+  Sm90Overrides forced_static = none;
   forced_static.sched = 0;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, forced_static).block_n, 128);
-  Sm90Overrides not_persistent;
+  Sm90Overrides not_persistent = none;
   not_persistent.persistent = 0;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, not_persistent).block_n, 128);
   // FLARE_SM90_BLOCK_N: 192 wherever the instance exists, 128 turns the rule off.
-  Sm90Overrides long_n;
+  Sm90Overrides long_n = none;
   long_n.block_n = 192;
   EXPECT_EQ(choose_sm90_variant(prefill(512), 64, long_n).block_n, 192);
   EXPECT_EQ(choose_sm90_variant(prefill(512), 128, long_n).block_n, 128);
   EXPECT_EQ(choose_sm90_variant(paged, 64, long_n).block_n, 128);
-  Sm90Overrides short_n;
+  Sm90Overrides short_n = none;
   short_n.block_n = 128;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, short_n).block_n, 128);
   // Two Q buffers fit beside three 192-key stages: 32 + 3 x 48 KB.
-  Sm90Overrides two_q;
+  Sm90Overrides two_q = none;
   two_q.q_buffers = 2;
   const auto v = choose_sm90_variant(prefill(16384), 64, two_q);
   EXPECT_EQ(v.q_buffers, 2);
   EXPECT_EQ(v.block_n, 192);
+  // By default three warpgroups take the long rows; the long block stays for long keys under
+  // fewer than 512 queries.
+  const Sm90Overrides rules;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, rules).block_n, 128);
+  flare_mha_fwd_params chunk = prefill(16384);
+  chunk.seqlen_q = 256;
+  chunk.causal = 1;
+  const auto c = choose_sm90_variant(chunk, 64, rules);
+  EXPECT_EQ(c.consumer_wgs, 2);
+  EXPECT_EQ(c.block_n, 192);
+}
+
+}  // namespace
+
+namespace {
+
+// Three consumer warpgroups (192-row tiles): d64 only, dynamic tiles only, with the default key
+// block; two everywhere by default.
+TEST(Sm90Variant, ThreeConsumerWarpgroupsForD64) {
+  EXPECT_EQ(flare::sm90_max_consumer_wgs(64), 3);
+  EXPECT_EQ(flare::sm90_max_consumer_wgs(128), 2);
+  EXPECT_EQ(flare::sm90_max_consumer_wgs(256), 2);
+  const Sm90Overrides none;
+  // Non-causal from 512 queries; causal from 2048 keys per query tile on average (causal 4k).
+  for (int s : {512, 1024, 4096, 16384}) {
+    const auto v = choose_sm90_variant(prefill(s), 64, none);
+    EXPECT_EQ(v.consumer_wgs, 3) << s;
+    EXPECT_EQ(v.block_n, 128) << s;  // not the long block
+  }
+  EXPECT_EQ(choose_sm90_variant(prefill(384), 64, none).consumer_wgs, 2);
+  flare_mha_fwd_params causal = prefill(2048);
+  causal.causal = 1;
+  EXPECT_EQ(choose_sm90_variant(causal, 64, none).consumer_wgs, 2);  // 1024 keys per tile
+  causal.seqlen_q = causal.seqlen_k = 4096;
+  EXPECT_EQ(choose_sm90_variant(causal, 64, none).consumer_wgs, 3);
+  flare_mha_fwd_params window = prefill(16384);
+  window.window_left = 1024;  // left edge only: unmasked on the right, three
+  EXPECT_EQ(choose_sm90_variant(window, 64, none).consumer_wgs, 3);
+  window.window_right = 0;    // a sliding causal window of 1k keys: two
+  EXPECT_EQ(choose_sm90_variant(window, 64, none).consumer_wgs, 2);
+  int cu[3] = {0, 100, 3000};  // varlen: by the longest sequence
+  flare_mha_fwd_params v = prefill(1);
+  v.cu_seqlens_q = v.cu_seqlens_k = cu;
+  v.max_seqlen_q = v.max_seqlen_k = 2900;
+  EXPECT_EQ(choose_sm90_variant(v, 64, none).consumer_wgs, 3);
+  v.max_seqlen_q = v.max_seqlen_k = 300;
+  EXPECT_EQ(choose_sm90_variant(v, 64, none).consumer_wgs, 2);
+  for (int d : {128, 256})
+    for (int s : {512, 16384}) EXPECT_EQ(choose_sm90_variant(prefill(s), d, none).consumer_wgs, 2);
+  // Never without dynamic tiles (the instance's one scheduler) or when paged.
+  int table[8] = {};
+  flare_mha_fwd_params paged = prefill(16384);
+  paged.block_table = table;
+  EXPECT_EQ(choose_sm90_variant(paged, 64, none).consumer_wgs, 2);
+  Sm90Overrides forced_static;
+  forced_static.sched = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, forced_static).consumer_wgs, 2);
+  Sm90Overrides ws_off;
+  ws_off.warp_specialized = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, ws_off).consumer_wgs, 2);
+  // FLARE_SM90_CONSUMERS: 3 wherever the instance exists, 2 turns the rule off.
+  Sm90Overrides three;
+  three.consumer_wgs = 3;
+  flare_mha_fwd_params short_causal = prefill(512);
+  short_causal.causal = 1;
+  EXPECT_EQ(choose_sm90_variant(short_causal, 64, three).consumer_wgs, 3);
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 128, three).consumer_wgs, 2);
+  EXPECT_EQ(choose_sm90_variant(paged, 64, three).consumer_wgs, 2);
+  Sm90Overrides two;
+  two.consumer_wgs = 2;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, two).consumer_wgs, 2);
 }
 
 }  // namespace

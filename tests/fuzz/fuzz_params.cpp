@@ -238,6 +238,13 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
               (v.block_n == flare::sm90_long_block_n(sm90_hd) && v.dynamic_tiles &&
                p.block_table == nullptr),
           p, v.block_n, sm90_hd);
+  // Three consumer warpgroups only where their (d64, dynamic-tiles, unpaged) instance exists,
+  // and then with the default key block.
+  REQUIRE(v.consumer_wgs == 2 ||
+              (v.consumer_wgs == 3 && flare::sm90_max_consumer_wgs(sm90_hd) >= 3 &&
+               v.dynamic_tiles && p.block_table == nullptr &&
+               v.block_n == flare::sm90_default_block_n(sm90_hd)),
+          p, v.consumer_wgs, sm90_hd);
   // FLARE_SM90_QBUFS=2 with persistence forced: two buffers only where the kernel has an
   // instance with them (warp-specialised, unpaged, d64 / d128).
   flare::Sm90Overrides two;

@@ -1,9 +1,9 @@
 // Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills one or two Q
 // buffers and a ring of K/V stages (TMA where the tensor maps allow, tma_maps.h; cp.async
-// otherwise) published by mbarriers; two consumer warpgroups run the wgmma steps of
-// softmax_sm90.cuh, optionally taking turns (ping-pong), over tiles assigned one per CTA or walked
-// by persistent CTAs (static striding, or a dynamic ticket counter). docs/notes/sm90-kernel.md
-// (v4-v16) has the measurements behind each choice.
+// otherwise) published by mbarriers; two (or at d64 three) consumer warpgroups run the wgmma
+// steps of softmax_sm90.cuh, optionally taking turns (ping-pong), over tiles assigned one per CTA
+// or walked by persistent CTAs (static striding, or a dynamic ticket counter).
+// docs/notes/sm90-kernel.md (v4-v21) has the measurements behind each choice.
 #pragma once
 #include <type_traits>
 
@@ -20,11 +20,20 @@ namespace sm90 {
 // stages of 40 KB K + 40 KB V beside the 64 KB Q, so the per-block softmax and rescale cost is
 // spread over 25% more keys than with 64), or sm90_long_block_n for long rows (d64: 192, with
 // three stages).
-template <int HeadDim, int QBuffers = 1, int BlockN = sm90_default_block_n(HeadDim)>
+// ConsumerWGs: 2, or 3 (sm90_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
+// registers per consumer thread), each owning 64 query rows of the tile.
+template <int HeadDim, int QBuffers = 1, int BlockN = sm90_default_block_n(HeadDim),
+          int ConsumerWGs = 2>
 struct Sm90WsTraits {
-  static constexpr int kBlockM = 128, kBlockN = BlockN;
-  static constexpr int kThreads = 384;
+  static constexpr int kConsumerWGs = ConsumerWGs;
+  static constexpr int kConsumerThreads = 128 * ConsumerWGs;
+  static constexpr int kBlockM = 64 * ConsumerWGs, kBlockN = BlockN;
+  static constexpr int kThreads = 128 + kConsumerThreads;
   static constexpr int kQBuffers = QBuffers;
+  // With two consumer warpgroups, P is double-buffered: block i's fragments are packed during
+  // its softmax while P V(i-1) still reads the previous ones. Three warpgroups have 160
+  // registers each: block i's probabilities stay in the fp32 scores until P V(i-1) is done.
+  static constexpr bool kSingleP = ConsumerWGs > 2;
   static constexpr int kStages =
       BlockN > 128 ? 3
                    : QBuffers == 1 ? (HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2)
@@ -43,13 +52,18 @@ struct Sm90WsTraits {
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
   // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
   // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel.
-  static constexpr int kProducerRegs = HeadDim <= 128 ? 56 : 24;
-  static constexpr int kConsumerRegs = HeadDim <= 128 ? 224 : 240;
+  // Three consumer warpgroups: 160 each, the producer 24.
+  static constexpr int kProducerRegs = ConsumerWGs > 2 || HeadDim > 128 ? 24 : 56;
+  static constexpr int kConsumerRegs = ConsumerWGs > 2 ? 160 : HeadDim <= 128 ? 224 : 240;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
   static_assert(QBuffers >= 1 && QBuffers <= sm90_max_q_buffers(HeadDim), "Q buffers");
   // TMA boxes are 64 columns x kBlockM (Q) or kBlockN (K/V) rows: at most 256 rows.
   static_assert(kBlockM <= 256 && kBlockN <= 256 && HeadDim % kTmaBoxCols == 0, "TMA box");
-  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "register file");
+  // Within what the launch bounds give the CTA (the compiler's per-thread cap, a multiple of
+  // 8, times the threads): 168 x 384 with two consumer warpgroups, 128 x 512 with three.
+  static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <=
+                    kThreads * ((65536 / kThreads) & ~7),
+                "register file");
 };
 
 // Dynamic tile scheduler (DynamicTiles, FLARE_SM90_SCHED=dynamic, persistent launches only):
@@ -96,8 +110,8 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
 
 // Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
 // K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
-// warpgroups 1 and 2 consume and release a stage (a Q buffer) through a second mbarrier once
-// its GEMMs (its last QK^T) are done; with kSeparateKV (d256) K and V of a stage have barrier
+// warpgroups 1 .. ConsumerWGs consume and release a stage (a Q buffer) through a second
+// mbarrier once its GEMMs (its last QK^T) are done; with kSeparateKV (d256) K and V of a stage have barrier
 // pairs of their own, K released after its QK^T, V after its P V. No CTA barrier in the loop,
 // so the consumers drift apart and one's softmax runs under the other's GEMMs; the producer
 // gives registers to the consumers (setmaxnreg).
@@ -105,12 +119,12 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
 // consumers which tile each Q buffer holds (see the producer); instantiated for persistent,
 // unpaged launches only. `sched_slot` (its counter slot) is unused otherwise.
 template <typename T, int HeadDim, bool Paged, int QBuffers, bool DynamicTiles = false,
-          int BlockN = sm90_default_block_n(HeadDim)>
-__global__ void __launch_bounds__(384, 1)
+          int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
+__global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
                        const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks,
                        int sched_slot) {
-  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN>;
+  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN, ConsumerWGs>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   const flare_mha_fwd_params& p = launch.p;
@@ -128,8 +142,8 @@ __global__ void __launch_bounds__(384, 1)
   // thread 0 before its own arrival on full_q(b) (a release, counted besides the producer
   // threads' data arrivals), read by the consumers after their full_q(b) wait; and the
   // producer's fetched tickets, two words (see next_tile). Unreferenced without DynamicTiles.
-  constexpr int kProducerBarrier = 3;  // named barrier of the producer threads (1, 2 are
-                                       // the consumers' ping-pong)
+  // Named barrier of the producer threads (1 .. kConsumerWGs are the consumers' ping-pong).
+  constexpr int kProducerBarrier = 1 + Tr::kConsumerWGs;
   __shared__ Sm90PublishedTile s_q_tile[QBuffers];
   __shared__ int s_ticket[2];
   static_assert(!DynamicTiles || Tr::kSmemBytes + sizeof(s_q_tile) + sizeof(s_ticket) <= 227 * 1024,
@@ -157,14 +171,15 @@ __global__ void __launch_bounds__(384, 1)
     for (int b = 0; b < Tr::kQBuffers; ++b) {
       // One arrival per producer thread (+ TMA bytes); DynamicTiles: + thread 0's tile id.
       mbarrier_init(full_q(b), producer_threads + (DynamicTiles ? 1 : 0));
-      mbarrier_init(empty_q(b), 256);  // every consumer thread is done with Q's last QK^T
+      // Every consumer thread is done with Q's last QK^T.
+      mbarrier_init(empty_q(b), Tr::kConsumerThreads);
     }
     for (int s = 0; s < Tr::kStages; ++s) {
       mbarrier_init(full_k(s), producer_threads);  // one arrival per producer thread (+ TMA bytes)
-      mbarrier_init(empty_k(s), 256);              // every consumer thread releases
+      mbarrier_init(empty_k(s), Tr::kConsumerThreads);  // every consumer thread releases
       if (Tr::kSeparateKV) {
         mbarrier_init(full_v(s), producer_threads);
-        mbarrier_init(empty_v(s), 256);
+        mbarrier_init(empty_v(s), Tr::kConsumerThreads);
       }
     }
   }
@@ -373,17 +388,19 @@ __global__ void __launch_bounds__(384, 1)
   const int g = lane / 4, t = lane % 4;
   int it = 0;      // K/V stage uses so far, in the producer's order
   int q_uses = 0;  // Q buffer uses so far (tiles with key blocks), in the producer's order
-  // Ping-pong: the two consumer warpgroups take turns issuing their GEMMs (named barriers 1 and
-  // 2), so one's softmax runs while the tensor cores work through the other's GEMMs. Per tile
-  // each warpgroup has num_blocks + 1 issue turns, in the order A0 B0 A1 B1 ... over the whole
-  // CTA, tile boundaries included: B's last turn of a tile hands over to A's first turn of the
-  // next, so A's next QK^T is issued while B still writes its output (a hand-over renewed per
-  // tile would leave the tensor cores idle during B's epilogue). The second warpgroup opens
-  // A's very first turn; A takes B's final hand-over after the last tile, so every barrier
-  // sees as many arrivals as waits.
-  const int my_turn = 1 + wg, other_turn = 2 - wg;
+  // Ping-pong: the consumer warpgroups take turns issuing their GEMMs (named barrier 1 + w is
+  // warpgroup w's turn), so one's softmax runs while the tensor cores work through the others'
+  // GEMMs. Per tile each warpgroup has num_blocks + 1 issue turns, in the order A0 B0 A1 B1 ...
+  // (A0 B0 C0 A1 ... with three) over the whole CTA, tile boundaries included: the last
+  // warpgroup's last turn of a tile hands over to A's first turn of the next, so A's next QK^T
+  // is issued while the others still write their output (a hand-over renewed per tile would
+  // leave the tensor cores idle during the epilogues). The last warpgroup opens A's very first
+  // turn; A takes its final hand-over after the last tile, so every barrier sees as many
+  // arrivals as waits.
+  const int my_turn = 1 + wg;
+  const int next_turn = Tr::kConsumerWGs == 2 ? 2 - wg : wg + 2 > Tr::kConsumerWGs ? 1 : wg + 2;
   const ScoreUnits units = launch_score_units(p);  // + each tile's ALiBi slope
-  if (pingpong && wg == 1) named_barrier_arrive(1, 256);
+  if (pingpong && wg == Tr::kConsumerWGs - 1) named_barrier_arrive(1, 256);
   // DynamicTiles: every Q buffer the producer publishes, tiles without key blocks included,
   // counts as a use; the loop ends at the published -1.
   for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
@@ -438,16 +455,19 @@ __global__ void __launch_bounds__(384, 1)
   const float alibi = alibi_in_units(p, batch, head);
   const int diagonal = mask.diagonal();
 
-  // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
-  // the factor that rescales what was accumulated before it.
-  // pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile (see
-  // modify_wgmma_block_scores).
-  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
-                           float (&correction)[2], bool pv_in_flight) {
+  // Softcap, ALiBi and the mask on the raw scores of one key block. pv_in_flight (a constant at
+  // each call): whether a P V wgmma runs meanwhile (see modify_wgmma_block_scores).
+  auto modify_block_scores = [&](float (&acc_s)[kBlockN / 2], int n_block, bool pv_in_flight) {
     const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
     modify_wgmma_block_scores<kSTiles>(acc_s, mask, diagonal, row_base, n_block * kBlockN + 2 * t,
                                        pv_in_flight, has_softcap, p.softcap, cap_in, alibi,
                                        needs_mask);
+  };
+  // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
+  // the factor that rescales what was accumulated before it.
+  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
+                           float (&correction)[2], bool pv_in_flight) {
+    modify_block_scores(acc_s, n_block, pv_in_flight);
     softmax_block_step<T, kBlockN>(acc_s, row_max, row_sum, unit_log2, p_frag, correction);
   };
 
@@ -477,7 +497,7 @@ __global__ void __launch_bounds__(384, 1)
       if (pingpong) named_barrier_sync(my_turn, 256);
     };
     auto turn_end = [&] {
-      if (pingpong) named_barrier_arrive(other_turn, 256);
+      if (pingpong) named_barrier_arrive(next_turn, 256);
     };
     if constexpr (!DynamicTiles) mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
     // Block 0's K and the Q tile: no fence when both came by TMA (async proxy). Its MEMBAR
@@ -517,18 +537,30 @@ __global__ void __launch_bounds__(384, 1)
       fence_registers(acc_s);
       release_k(i);
       if (i == num_blocks - 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
-      uint32_t p_next[kBlockN / 16][4];
       float correction[2];
-      softmax_block(acc_s, block_of(i), p_next, correction, true);
-      wgmma_wait<0>();
-      fence_registers(p_cur);
-      fence_registers(acc_o);
-      release_v(i - 1);
-      rescale_o<HeadDim>(acc_o, correction);
+      if constexpr (Tr::kSingleP) {
+        // Probabilities stay in acc_s until P V(i-1) is done with p_cur.
+        modify_block_scores(acc_s, block_of(i), true);
+        softmax_block_update<kBlockN>(acc_s, row_max, row_sum, unit_log2, correction);
+        wgmma_wait<0>();
+        fence_registers(p_cur);
+        fence_registers(acc_o);
+        release_v(i - 1);
+        rescale_o<HeadDim>(acc_o, correction);
+        pack_probabilities<T, kBlockN>(acc_s, p_cur);
+      } else {
+        uint32_t p_next[kBlockN / 16][4];
+        softmax_block(acc_s, block_of(i), p_next, correction, true);
+        wgmma_wait<0>();
+        fence_registers(p_cur);
+        fence_registers(acc_o);
+        release_v(i - 1);
+        rescale_o<HeadDim>(acc_o, correction);
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk)
+        for (int kk = 0; kk < kBlockN / 16; ++kk)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
+          for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
+      }
     }
     wait_v(num_blocks - 1);
     fence_registers(p_cur);
@@ -551,7 +583,7 @@ __global__ void __launch_bounds__(384, 1)
   store_output_rows<T, HeadDim>(launch, seq, acc_o, row_max, row_sum, unit_log2, row_base, t,
                                  batch, head, split);
   }  // tiles
-  if (pingpong && wg == 0) named_barrier_sync(1, 256);  // B's final hand-over
+  if (pingpong && wg == 0) named_barrier_sync(1, 256);  // the last warpgroup's final hand-over
   }  // consumers
 }
 

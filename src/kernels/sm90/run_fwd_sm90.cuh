@@ -29,17 +29,19 @@ inline bool dynamic_tiles_allowed(cudaStream_t stream) {
          status == cudaStreamCaptureStatusNone;
 }
 
-// The warp-specialised kernel with QBuffers Q buffers and BlockN-key blocks: one CTA per tile
-// or, when persistent, one per SM, walking the tiles by static striding or (dynamic_tiles,
-// unpaged persistent launches only) by tickets of an atomic counter. A BlockN other than the
-// head dim's default (sm90_long_block_n) has the dynamic-tiles instance only, which is all
-// launch_ws sends it.
-template <typename T, int HeadDim, int QBuffers, int BlockN = sm90_default_block_n(HeadDim)>
+// The warp-specialised kernel with QBuffers Q buffers, BlockN-key blocks and ConsumerWGs
+// consumer warpgroups: one CTA per tile or, when persistent, one per SM, walking the tiles by
+// static striding or (dynamic_tiles, unpaged persistent launches only) by tickets of an atomic
+// counter. A BlockN other than the head dim's default (sm90_long_block_n) or three consumer
+// warpgroups have the dynamic-tiles instance only, which is all launch_ws sends them.
+template <typename T, int HeadDim, int QBuffers, int BlockN = sm90_default_block_n(HeadDim),
+          int ConsumerWGs = 2>
 int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool persistent,
                      bool pingpong, bool dynamic_tiles, cudaStream_t stream) {
-  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN>;
-  constexpr bool kDefaultBlock = BlockN == sm90_default_block_n(HeadDim);
-  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, !kDefaultBlock, BlockN>;
+  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN, ConsumerWGs>;
+  constexpr bool kDefaultBlock = BlockN == sm90_default_block_n(HeadDim) && ConsumerWGs == 2;
+  auto kernel =
+      fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, !kDefaultBlock, BlockN, ConsumerWGs>;
   int sched_slot = 0;
   if (is_paged(launch.p)) {
     // Paged KV has instances for d64 / d128 with one Q buffer only: variant.cpp keeps paged
@@ -50,7 +52,7 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool p
       return cudaErrorInvalidConfiguration;
   } else if (persistent && dynamic_tiles) {
     if (dynamic_tiles_allowed(stream)) {
-      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true, BlockN>;
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true, BlockN, ConsumerWGs>;
       sched_slot = int(g_sm90_next_tile_counter_slot.fetch_add(1, std::memory_order_relaxed) %
                        kSm90TileCounterSlots);
     } else if (kDefaultBlock) {
@@ -89,8 +91,13 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool p
 template <typename T, int HeadDim>
 int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t stream) {
   constexpr int kLongN = sm90_long_block_n(HeadDim);
-  const bool long_block = kLongN > 0 && variant.block_n == kLongN && variant.dynamic_tiles &&
-                          !is_paged(launch.p) && dynamic_tiles_allowed(stream);
+  const bool dynamic_only_ok =
+      variant.dynamic_tiles && !is_paged(launch.p) && dynamic_tiles_allowed(stream);
+  const bool three_wgs = sm90_max_consumer_wgs(HeadDim) >= 3 && variant.consumer_wgs == 3 &&
+                         dynamic_only_ok;
+  const bool long_block =
+      !three_wgs && kLongN > 0 && variant.block_n == kLongN && dynamic_only_ok;
+  const int block_m = three_wgs ? 192 : Sm90WsTraits<HeadDim>::kBlockM;
   Sm90TensorMaps maps{};
   if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(launch.p) == nullptr) {
     const int block_n = long_block ? kLongN : sm90_default_block_n(HeadDim);
@@ -99,10 +106,15 @@ int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t 
     if (err != 0 && variant.tma == TmaMode::kRequire) return err;
   }
   if (variant.tma_q != TmaMode::kOff && q_tma_unsupported_reason(launch.p) == nullptr) {
-    const int err = make_q_tensor_map(launch.p, Sm90WsTraits<HeadDim>::kBlockM, &maps);
+    const int err = make_q_tensor_map(launch.p, block_m, &maps);
     if (err != 0 && variant.tma_q == TmaMode::kRequire) return err;
   }
   const bool two_q = variant.q_buffers == 2 && variant.persistent && !is_paged(launch.p);
+  if constexpr (sm90_max_consumer_wgs(HeadDim) >= 3) {
+    if (three_wgs)
+      return launch_ws_kernel<T, HeadDim, 1, sm90_default_block_n(HeadDim), 3>(
+          launch, maps, true, variant.pingpong, true, stream);
+  }
   if constexpr (kLongN > 0) {
     if (long_block)
       return two_q ? launch_ws_kernel<T, HeadDim, 2, kLongN>(launch, maps, true,

@@ -40,16 +40,14 @@ __device__ __forceinline__ void issue_pv(float (&acc_o)[HeadDim / 2],
   wgmma_commit();
 }
 
-// One key block's online-softmax update from its (already modified) scores: the new row maxima,
-// the factor `correction` that rescales what was accumulated before, the row sums, and the
-// probabilities packed as the 16-bit A fragments of P V (two adjacent n8 tiles of S form one k16
-// step). Softmax works in log2 units: p = exp2(x * unit_log2 - max * unit_log2).
-template <typename T, int BlockN>
-__device__ __forceinline__ void softmax_block_step(float (&acc_s)[BlockN / 2],
-                                                   float (&row_max)[2], float (&row_sum)[2],
-                                                   float unit_log2,
-                                                   uint32_t (&p_frag)[BlockN / 16][4],
-                                                   float (&correction)[2]) {
+// One key block's online-softmax update from its (already modified) scores, in place: the new
+// row maxima, the factor `correction` that rescales what was accumulated before, the row sums,
+// and the probabilities in acc_s. Softmax works in log2 units:
+// p = exp2(x * unit_log2 - max * unit_log2).
+template <int BlockN>
+__device__ __forceinline__ void softmax_block_update(float (&acc_s)[BlockN / 2],
+                                                     float (&row_max)[2], float (&row_sum)[2],
+                                                     float unit_log2, float (&correction)[2]) {
   constexpr int kSTiles = BlockN / 8;  // n8 column tiles of S per thread
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
@@ -74,11 +72,29 @@ __device__ __forceinline__ void softmax_block_step(float (&acc_s)[BlockN / 2],
       }
     row_sum[hr] = row_sum[hr] * correction[hr] + sum;
   }
+}
+
+// The probabilities of acc_s packed as the 16-bit A fragments of P V (two adjacent n8 tiles of
+// S form one k16 step).
+template <typename T, int BlockN>
+__device__ __forceinline__ void pack_probabilities(const float (&acc_s)[BlockN / 2],
+                                                   uint32_t (&p_frag)[BlockN / 16][4]) {
 #pragma unroll
   for (int kk = 0; kk < BlockN / 16; ++kk)
 #pragma unroll
     for (int r = 0; r < 4; ++r)
       p_frag[kk][r] = sm80::pack2<T>(acc_s[8 * kk + 2 * r], acc_s[8 * kk + 2 * r + 1]);
+}
+
+// Both: the update, then P's fragments.
+template <typename T, int BlockN>
+__device__ __forceinline__ void softmax_block_step(float (&acc_s)[BlockN / 2],
+                                                   float (&row_max)[2], float (&row_sum)[2],
+                                                   float unit_log2,
+                                                   uint32_t (&p_frag)[BlockN / 16][4],
+                                                   float (&correction)[2]) {
+  softmax_block_update<BlockN>(acc_s, row_max, row_sum, unit_log2, correction);
+  pack_probabilities<T, BlockN>(acc_s, p_frag);
 }
 
 // O *= correction, per row.

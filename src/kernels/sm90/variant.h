@@ -19,10 +19,12 @@ struct Sm90Overrides {
   int sched = -1;             // FLARE_SM90_SCHED=static/dynamic: 0 / 1 (persistent launches only)
   int block_n = -1;           // FLARE_SM90_BLOCK_N=128/192: key block of the d64 kernel (dynamic
                               // tiles only)
+  int consumer_wgs = -1;      // FLARE_SM90_CONSUMERS=2/3: consumer warpgroups of the d64 kernel
+                              // (three: 192-row tiles, dynamic tiles only; 2 turns the rule off)
 };
 
 struct Sm90Variant {
-  bool warp_specialized;  // producer warpgroup + 2 consumer warpgroups; else the all-threads kernel
+  bool warp_specialized;  // producer warpgroup + 2 (or 3) consumer warpgroups; else the all-threads kernel
   bool persistent;        // one CTA per SM walking the tiles (warp-specialised only)
   bool pingpong;          // consumer warpgroups alternate their GEMM issue (warp-specialised only)
   TmaMode tma;            // K/V by TMA where the launch qualifies (warp-specialised only)
@@ -32,7 +34,22 @@ struct Sm90Variant {
                           // instead of striding statically (persistent, unpaged only)
   int block_n;            // keys per main-loop block of the warp-specialised kernel: its
                           // default (sm90_default_block_n), or sm90_long_block_n for long rows
+  int consumer_wgs;       // consumer warpgroups (64 query rows each) of the warp-specialised
+                          // kernel: 2, or 3 where sm90_max_consumer_wgs allows, with dynamic
+                          // tiles only (then block_n is the default)
 };
+
+// Consumer warpgroups the warp-specialised kernel compiled for `kernel_head_dim` can run: three
+// at d64 (S 64 + P 32 + O 32 registers per consumer thread within 160, P single-buffered), two
+// elsewhere.
+constexpr int sm90_max_consumer_wgs(int kernel_head_dim) { return kernel_head_dim == 64 ? 3 : 2; }
+
+// Where the d64 kernel takes three consumer warpgroups (v21): at least this many query rows (a
+// 192-row tile wastes a third of a 256-row sequence; 512 was the shortest measured, +5%) and,
+// when a causal or right window edge masks the tiles, at least this many keys per query tile on
+// average (sm90_mean_keys_per_tile: causal 4k, 2048 per tile, +4%; causal 2k -1%).
+constexpr long long kSm90ThreeWgsMinQueries = 512;
+constexpr long long kSm90ThreeWgsMinMaskedKeys = 2048;
 
 // Keys per main-loop block of the warp-specialised kernel compiled for `kernel_head_dim`: 128
 // at d64/d128; 80 at d256 (two stages of K and V beside a 64 KB Q tile, v11).
@@ -40,12 +57,14 @@ constexpr int sm90_default_block_n(int kernel_head_dim) { return kernel_head_dim
 
 // The longer key block for rows of many keys, 0 where the kernel has none: d64 192 (v20: fewer
 // per-block waits and hand-overs, +2..6% from 4k keys per query tile, but -14..29% at 512 keys,
-// where the last block is mostly past the row's end or the causal diagonal).
+// where the last block is mostly past the row's end or the causal diagonal). Three consumer
+// warpgroups (v21) beat it where they apply; it remains for long keys under few queries (fewer
+// than kSm90ThreeWgsMinQueries, e.g. a chunk of a long prefill) and with FLARE_SM90_CONSUMERS=2.
 constexpr int sm90_long_block_n(int kernel_head_dim) { return kernel_head_dim == 64 ? 192 : 0; }
 
 // Keys a query tile of `p` visits on average (a window's span, the average of a causal row's
-// bottom-right aligned triangle; varlen: by the longest sequences), the measure of
-// sm90_long_block_n's rule.
+// bottom-right aligned triangle; varlen: by the longest sequences), the measure of the rules of
+// sm90_long_block_n and of three consumer warpgroups.
 long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p);
 
 // From this many keys per query tile the d64 kernel takes the long block (v20: causal 8k,
