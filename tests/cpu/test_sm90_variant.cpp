@@ -447,22 +447,24 @@ TEST(Sm90Variant, ThreeConsumerWarpgroupsForD64) {
   EXPECT_EQ(flare::sm90_max_consumer_wgs(128), 2);
   EXPECT_EQ(flare::sm90_max_consumer_wgs(256), 2);
   const Sm90Overrides none;
-  // Non-causal from 512 queries; causal from 2048 keys per query tile on average (causal 4k).
+  // Non-causal from 512 queries; causal from 1024 keys per query tile on average (causal 2k).
   for (int s : {512, 1024, 4096, 16384}) {
     const auto v = choose_sm90_variant(prefill(s), 64, none);
     EXPECT_EQ(v.consumer_wgs, 3) << s;
     EXPECT_EQ(v.block_n, 128) << s;  // not the long block
   }
   EXPECT_EQ(choose_sm90_variant(prefill(384), 64, none).consumer_wgs, 2);
-  flare_mha_fwd_params causal = prefill(2048);
+  flare_mha_fwd_params causal = prefill(1024);
   causal.causal = 1;
-  EXPECT_EQ(choose_sm90_variant(causal, 64, none).consumer_wgs, 2);  // 1024 keys per tile
-  causal.seqlen_q = causal.seqlen_k = 4096;
-  EXPECT_EQ(choose_sm90_variant(causal, 64, none).consumer_wgs, 3);
+  EXPECT_EQ(choose_sm90_variant(causal, 64, none).consumer_wgs, 2);  // 512 keys per tile
+  causal.seqlen_q = causal.seqlen_k = 2048;
+  EXPECT_EQ(choose_sm90_variant(causal, 64, none).consumer_wgs, 3);  // 1024
   flare_mha_fwd_params window = prefill(16384);
   window.window_left = 1024;  // left edge only: unmasked on the right, three
   EXPECT_EQ(choose_sm90_variant(window, 64, none).consumer_wgs, 3);
-  window.window_right = 0;    // a sliding causal window of 1k keys: two
+  window.window_right = 0;    // a sliding causal window of 1k keys (1153 per tile): three
+  EXPECT_EQ(choose_sm90_variant(window, 64, none).consumer_wgs, 3);
+  window.window_left = 256;   // of 256 keys: two
   EXPECT_EQ(choose_sm90_variant(window, 64, none).consumer_wgs, 2);
   int cu[3] = {0, 100, 3000};  // varlen: by the longest sequence
   flare_mha_fwd_params v = prefill(1);

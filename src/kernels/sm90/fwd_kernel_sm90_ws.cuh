@@ -500,12 +500,41 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       if (pingpong) named_barrier_arrive(next_turn, 256);
     };
     if constexpr (!DynamicTiles) mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
-    // Block 0's K and the Q tile: no fence when both came by TMA (async proxy). Its MEMBAR
+    // This warpgroup's blocks, in processing order: i0 .. i1 of the tile's 0 .. num_blocks - 1.
+    // Three warpgroups (192-row tiles): a causal or windowed tile's blocks that no row of this
+    // warpgroup sees are skipped (v22): the warpgroup still waits for and releases their stages
+    // and takes their ping-pong turns, so that every barrier sees the counts it expects.
+    int i0 = 0, i1 = 0;
+    bool has_blocks = true;
+    auto skip_block = [&](int j) {
+      mbarrier_wait(full_k((it + j) % Tr::kStages), ((it + j) / Tr::kStages) & 1);
+      if constexpr (Tr::kSeparateKV)
+        mbarrier_wait(full_v((it + j) % Tr::kStages), ((it + j) / Tr::kStages) & 1);
+      release_k(j);
+      release_v(j);
+      turn_begin();
+      turn_end();
+    };
+    if constexpr (Tr::kConsumerWGs > 2) {
+      const BlockRange own = key_block_range(mask, m0 + 64 * wg, m0 + 64 * wg + 64, kBlockN);
+      const int own_begin = own.begin > range.begin ? own.begin : range.begin;
+      const int own_end = own.end < range.end ? own.end : range.end;
+      has_blocks = own_end > own_begin;
+      i0 = has_blocks ? range.end - own_end : num_blocks;
+      i1 = has_blocks ? range.end - 1 - own_begin : num_blocks - 1;
+      for (int j = 0; j < i0; ++j) skip_block(j);
+    }
+    // (Written per case so that the two-warpgroup kernels compile as before: i0 = 0 there.)
+    const int i_end = Tr::kConsumerWGs > 2 ? i1 + 1 : num_blocks;
+    auto last = [&] { return Tr::kConsumerWGs > 2 ? i1 : num_blocks - 1; };
+    auto is_last = [&](int i) { return Tr::kConsumerWGs > 2 ? i == i1 : i == num_blocks - 1; };
+    if (has_blocks) {
+    // Block i0's K and the Q tile: no fence when both came by TMA (async proxy). Its MEMBAR
     // would also wait for the previous tile's output stores: skipping it measured +8% at d256
     // causal 512. The fences inside the loop stay: skipping them too (a test per block)
     // measured 3-5% slower on long rows (docs/notes/sm90-kernel.md, v17).
-    mbarrier_wait(full_k(it % Tr::kStages), (it / Tr::kStages) & 1);
-    if (!sm90_kv_block_by_tma(maps, Paged, block_of(0) * kBlockN, kBlockN, seq.seqlen_k) ||
+    mbarrier_wait(full_k((it + i0) % Tr::kStages), ((it + i0) / Tr::kStages) & 1);
+    if (!sm90_kv_block_by_tma(maps, Paged, block_of(i0) * kBlockN, kBlockN, seq.seqlen_k) ||
         !sm90_q_tile_by_tma(maps, m0, kBlockM, seq.seqlen_q))
       fence_proxy_async();
     uint32_t p_cur[kBlockN / 16][4];
@@ -514,15 +543,15 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       float correction[2];
       turn_begin();
       wgmma_fence();
-      issue_qk<T, HeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(0), wg);
+      issue_qk<T, HeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), wg);
       turn_end();
       wgmma_wait<0>();
       fence_registers(acc_s);
-      release_k(0);
-      if (num_blocks == 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
-      softmax_block(acc_s, block_of(0), p_cur, correction, false);
+      release_k(i0);
+      if (is_last(i0)) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
+      softmax_block(acc_s, block_of(i0), p_cur, correction, false);
     }
-    for (int i = 1; i < num_blocks; ++i) {
+    for (int i = i0 + 1; i < i_end; ++i) {
       wait_k(i);
       wait_v(i - 1);
       float acc_s[kBlockN / 2];
@@ -536,7 +565,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
       release_k(i);
-      if (i == num_blocks - 1) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
+      if (is_last(i)) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
       float correction[2];
       if constexpr (Tr::kSingleP) {
         // Probabilities stay in acc_s until P V(i-1) is done with p_cur.
@@ -562,16 +591,25 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
           for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
       }
     }
-    wait_v(num_blocks - 1);
+    wait_v(last());
     fence_registers(p_cur);
     fence_registers(acc_o);
     turn_begin();
     wgmma_fence();
-    issue_pv<T, HeadDim, kBlockN>(acc_o, p_cur, stage_v(num_blocks - 1));
+    issue_pv<T, HeadDim, kBlockN>(acc_o, p_cur, stage_v(last()));
     turn_end();
     wgmma_wait<0>();
     fence_registers(acc_o);
-    release_v(num_blocks - 1);
+    release_v(last());
+    } else {
+      // No block of this tile for this warpgroup: the turn of its final P V, and Q released.
+      turn_begin();
+      turn_end();
+      mbarrier_arrive(empty_q(qb));
+    }
+    if constexpr (Tr::kConsumerWGs > 2) {
+      for (int j = i1 + 1; j < num_blocks; ++j) skip_block(j);
+    }
     it += num_blocks;
     ++q_uses;
   } else if constexpr (DynamicTiles) {

@@ -116,9 +116,10 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
     const bool long_rows = sm90_mean_keys_per_tile(p) >= kSm90LongBlockMinKeys;
     if (o.block_n == long_n || (o.block_n < 0 && long_rows)) v.block_n = long_n;
   }
-  // Three consumer warpgroups (192-row tiles, v21), with 128-key blocks: +5..17% on every
-  // non-causal d64 row from 512 queries, +4..12% on causal rows from 2048 keys per query tile on
-  // average, but -17..22% on causal 512/1k (a 192-row tile's diagonal spans more masked keys).
+  // Three consumer warpgroups (192-row tiles, v21), with 128-key blocks, each skipping the
+  // blocks none of its rows sees (v22): +6..16% on every non-causal d64 row from 512 queries,
+  // +5..14% on causal rows from 1024 keys per query tile on average (causal 2k), but -5% at
+  // causal 1k and -19% at 512 (a 192-row tile's diagonal still costs more there).
   if (sm90_max_consumer_wgs(kernel_head_dim) >= 3 && v.dynamic_tiles) {
     const bool right_bounded = p.causal || p.window_right >= 0;
     const long long queries = is_varlen(p) ? p.max_seqlen_q : p.seqlen_q;

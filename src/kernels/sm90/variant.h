@@ -44,12 +44,13 @@ struct Sm90Variant {
 // elsewhere.
 constexpr int sm90_max_consumer_wgs(int kernel_head_dim) { return kernel_head_dim == 64 ? 3 : 2; }
 
-// Where the d64 kernel takes three consumer warpgroups (v21): at least this many query rows (a
-// 192-row tile wastes a third of a 256-row sequence; 512 was the shortest measured, +5%) and,
-// when a causal or right window edge masks the tiles, at least this many keys per query tile on
-// average (sm90_mean_keys_per_tile: causal 4k, 2048 per tile, +4%; causal 2k -1%).
+// Where the d64 kernel takes three consumer warpgroups (v21, v22): at least this many query
+// rows (a 192-row tile wastes a third of a 256-row sequence; 512 was the shortest measured,
+// +6%) and, when a causal or right window edge masks the tiles, at least this many keys per
+// query tile on average (sm90_mean_keys_per_tile: causal 2k, 1024 per tile, +5.5%; causal 1k
+// -5%, 512 -19%).
 constexpr long long kSm90ThreeWgsMinQueries = 512;
-constexpr long long kSm90ThreeWgsMinMaskedKeys = 2048;
+constexpr long long kSm90ThreeWgsMinMaskedKeys = 1024;
 
 // Keys per main-loop block of the warp-specialised kernel compiled for `kernel_head_dim`: 128
 // at d64/d128; 80 at d256 (two stages of K and V beside a 64 KB Q tile, v11).
