@@ -34,6 +34,12 @@ struct Sm90WsTraits {
   // its softmax while P V(i-1) still reads the previous ones. Three warpgroups have 160
   // registers each: block i's probabilities stay in the fp32 scores until P V(i-1) is done.
   static constexpr bool kSingleP = ConsumerWGs > 2;
+  // Each consumer warpgroup runs only the key blocks its own 64 rows see (v22): with three
+  // warpgroups (a 192-row tile's diagonal spans two 128-key blocks) and at d256 (80-key blocks
+  // end inside a 128-row tile's diagonal). Elsewhere a block boundary falls on a warpgroup's
+  // rows only when the causal diagonal is offset (seqlen_q != seqlen_k), and the per-tile range
+  // arithmetic is left out.
+  static constexpr bool kOwnBlocks = ConsumerWGs > 2 || HeadDim > 128;
   static constexpr int kStages =
       BlockN > 128 ? 3
                    : QBuffers == 1 ? (HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2)
@@ -501,9 +507,9 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     };
     if constexpr (!DynamicTiles) mbarrier_wait(full_q(qb), (q_uses / Tr::kQBuffers) & 1);
     // This warpgroup's blocks, in processing order: i0 .. i1 of the tile's 0 .. num_blocks - 1.
-    // Three warpgroups (192-row tiles): a causal or windowed tile's blocks that no row of this
-    // warpgroup sees are skipped (v22): the warpgroup still waits for and releases their stages
-    // and takes their ping-pong turns, so that every barrier sees the counts it expects.
+    // kOwnBlocks: a causal or windowed tile's blocks that no row of this warpgroup sees are
+    // skipped (v22): the warpgroup still waits for and releases their stages and takes their
+    // ping-pong turns, so that every barrier sees the counts it expects.
     int i0 = 0, i1 = 0;
     bool has_blocks = true;
     auto skip_block = [&](int j) {
@@ -515,7 +521,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       turn_begin();
       turn_end();
     };
-    if constexpr (Tr::kConsumerWGs > 2) {
+    if constexpr (Tr::kOwnBlocks) {
       const BlockRange own = key_block_range(mask, m0 + 64 * wg, m0 + 64 * wg + 64, kBlockN);
       const int own_begin = own.begin > range.begin ? own.begin : range.begin;
       const int own_end = own.end < range.end ? own.end : range.end;
@@ -524,10 +530,10 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       i1 = has_blocks ? range.end - 1 - own_begin : num_blocks - 1;
       for (int j = 0; j < i0; ++j) skip_block(j);
     }
-    // (Written per case so that the two-warpgroup kernels compile as before: i0 = 0 there.)
-    const int i_end = Tr::kConsumerWGs > 2 ? i1 + 1 : num_blocks;
-    auto last = [&] { return Tr::kConsumerWGs > 2 ? i1 : num_blocks - 1; };
-    auto is_last = [&](int i) { return Tr::kConsumerWGs > 2 ? i == i1 : i == num_blocks - 1; };
+    // (Written per case so that the d64/d128 two-warpgroup kernels compile as before.)
+    const int i_end = Tr::kOwnBlocks ? i1 + 1 : num_blocks;
+    auto last = [&] { return Tr::kOwnBlocks ? i1 : num_blocks - 1; };
+    auto is_last = [&](int i) { return Tr::kOwnBlocks ? i == i1 : i == num_blocks - 1; };
     if (has_blocks) {
     // Block i0's K and the Q tile: no fence when both came by TMA (async proxy). Its MEMBAR
     // would also wait for the previous tile's output stores: skipping it measured +8% at d256
@@ -607,7 +613,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       turn_end();
       mbarrier_arrive(empty_q(qb));
     }
-    if constexpr (Tr::kConsumerWGs > 2) {
+    if constexpr (Tr::kOwnBlocks) {
       for (int j = i1 + 1; j < num_blocks; ++j) skip_block(j);
     }
     it += num_blocks;
