@@ -25,6 +25,14 @@ flare_mha_fwd_params prefill(int seqlen) {
   return p;
 }
 
+// A paged prefill (the block table's contents play no part in the variant choice).
+int g_block_table[8] = {};
+flare_mha_fwd_params paged_prefill(int seqlen) {
+  flare_mha_fwd_params p = prefill(seqlen);
+  p.block_table = g_block_table;
+  return p;
+}
+
 TEST(Sm90Variant, KernelHeadDimPadsUpToTheNextHopperKernel) {
   EXPECT_EQ(sm90_kernel_head_dim(32), 0);  // mma.sync kernels
   EXPECT_EQ(sm90_kernel_head_dim(64), 64);
@@ -80,9 +88,7 @@ TEST(Sm90Variant, MasksKeepDynamicPersistencePagedDoesNot) {
   p = prefill(2048);
   p.window_right = 0;
   EXPECT_TRUE(choose_sm90_variant(p, 64, none).dynamic_tiles);
-  int table[8] = {};
-  p = prefill(2048);
-  p.block_table = table;
+  p = paged_prefill(2048);
   EXPECT_FALSE(choose_sm90_variant(p, 128, none).persistent);
   EXPECT_FALSE(choose_sm90_variant(p, 128, none).dynamic_tiles);
 }
@@ -102,9 +108,7 @@ TEST(Sm90Variant, VarlenIsWarpSpecialisedWithDynamicTiles) {
 }
 
 TEST(Sm90Variant, PagedHeadDim256StaysOnTheAllThreadsKernel) {
-  int table[8] = {};
-  flare_mha_fwd_params p = prefill(4096);
-  p.block_table = table;
+  flare_mha_fwd_params p = paged_prefill(4096);
   Sm90Overrides force;
   force.warp_specialized = 1;
   EXPECT_FALSE(choose_sm90_variant(p, 256, force).warp_specialized);
@@ -141,9 +145,7 @@ TEST(Sm90Variant, PaddedHeadDimsFollowTheirKernel) {
   EXPECT_TRUE(v96.persistent);
   // Paged: d192 stays on the all-threads kernel like d256 (its producer has 24 registers); d96
   // takes the d128 kernel's paged cp.async producer.
-  int table[8] = {};
-  p = prefill(4096);
-  p.block_table = table;
+  p = paged_prefill(4096);
   p.head_dim = 192;
   Sm90Overrides force;
   force.warp_specialized = 1;
@@ -222,9 +224,7 @@ TEST(Sm90Variant, TwoQBuffersOnlyForPersistentUnpagedD64AndD128) {
   // d256 (and d192 on it): no room for a second buffer.
   EXPECT_EQ(choose_sm90_variant(prefill(4096), 256, persistent_two).q_buffers, 1);
   // Paged: no two-buffer instance.
-  int table[8] = {};
-  flare_mha_fwd_params paged = prefill(4096);
-  paged.block_table = table;
+  flare_mha_fwd_params paged = paged_prefill(4096);
   EXPECT_TRUE(choose_sm90_variant(paged, 128, persistent_two).persistent);
   EXPECT_EQ(choose_sm90_variant(paged, 128, persistent_two).q_buffers, 1);
   // Not persistent, or not warp-specialised: one.
@@ -311,9 +311,7 @@ TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
   for (int d : {64, 128, 256})
     EXPECT_FALSE(choose_sm90_variant(prefill(4096), d, one_cta).dynamic_tiles) << d;
   // Paged: no instance with it (persistent paged launches stride statically).
-  int table[8] = {};
-  flare_mha_fwd_params paged = prefill(4096);
-  paged.block_table = table;
+  flare_mha_fwd_params paged = paged_prefill(4096);
   paged.causal = 1;
   const auto v = choose_sm90_variant(paged, 128, persistent_dynamic);
   EXPECT_TRUE(v.persistent);
@@ -323,8 +321,8 @@ TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
   all_threads.warp_specialized = 0;
   EXPECT_FALSE(choose_sm90_variant(causal, 128, all_threads).dynamic_tiles);
   EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, all_threads).dynamic_tiles);
-  flare_mha_fwd_params paged256 = prefill(4096);
-  paged256.block_table = table;  // d256 paged: the all-threads kernel (24 producer registers)
+  // d256 paged: the all-threads kernel (24 producer registers).
+  flare_mha_fwd_params paged256 = paged_prefill(4096);
   EXPECT_FALSE(choose_sm90_variant(paged256, 256, persistent_dynamic).dynamic_tiles);
 }
 
@@ -399,9 +397,7 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   window.window_left = 1024;
   window.window_right = 0;
   EXPECT_EQ(choose_sm90_variant(window, 64, none).block_n, 128);
-  int table[8] = {};
-  flare_mha_fwd_params paged = prefill(16384);
-  paged.block_table = table;
+  flare_mha_fwd_params paged = paged_prefill(16384);
   EXPECT_EQ(choose_sm90_variant(paged, 64, none).block_n, 128);
   Sm90Overrides forced_static = none;
   forced_static.sched = 0;
@@ -476,9 +472,7 @@ TEST(Sm90Variant, ThreeConsumerWarpgroupsForD64) {
   for (int d : {128, 256})
     for (int s : {512, 16384}) EXPECT_EQ(choose_sm90_variant(prefill(s), d, none).consumer_wgs, 2);
   // Never without dynamic tiles (the instance's one scheduler) or when paged.
-  int table[8] = {};
-  flare_mha_fwd_params paged = prefill(16384);
-  paged.block_table = table;
+  flare_mha_fwd_params paged = paged_prefill(16384);
   EXPECT_EQ(choose_sm90_variant(paged, 64, none).consumer_wgs, 2);
   Sm90Overrides forced_static;
   forced_static.sched = 0;
