@@ -20,7 +20,7 @@ namespace sm90 {
 // stages of 40 KB K + 40 KB V beside the 64 KB Q, so the per-block softmax and rescale cost is
 // spread over 25% more keys than with 64), or sm90_long_block_n for long rows (d64: 192, with
 // three stages).
-// ConsumerWGs: 2, or 3 (sm90_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
+// ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
 // registers per consumer thread), each owning 64 query rows of the tile.
 template <int HeadDim, int QBuffers = 1, int BlockN = sm90_default_block_n(HeadDim),
           int ConsumerWGs = 2>
@@ -481,8 +481,11 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     auto block_of = [&](int i) { return range.end - 1 - i; };
     // Block i's K (V) is in stage (it + i) % kStages of the K (V) ring. cp.async copies are
     // generic-proxy writes: a proxy fence orders them before this thread's wgmma reads.
-    auto wait_kv = [&](uint32_t full_bar, int i) {
+    auto wait_full = [&](uint32_t full_bar, int i) {
       mbarrier_wait(full_bar, ((it + i) / Tr::kStages) & 1);
+    };
+    auto wait_kv = [&](uint32_t full_bar, int i) {
+      wait_full(full_bar, i);
       fence_proxy_async();
     };
     // Without kSeparateKV, the K barriers cover K and V: the stage is released after P V.
@@ -513,9 +516,8 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     int i0 = 0, i1 = 0;
     bool has_blocks = true;
     auto skip_block = [&](int j) {
-      mbarrier_wait(full_k((it + j) % Tr::kStages), ((it + j) / Tr::kStages) & 1);
-      if constexpr (Tr::kSeparateKV)
-        mbarrier_wait(full_v((it + j) % Tr::kStages), ((it + j) / Tr::kStages) & 1);
+      wait_full(full_k((it + j) % Tr::kStages), j);
+      if constexpr (Tr::kSeparateKV) wait_full(full_v((it + j) % Tr::kStages), j);
       release_k(j);
       release_v(j);
       turn_begin();
@@ -539,7 +541,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     // would also wait for the previous tile's output stores: skipping it measured +8% at d256
     // causal 512. The fences inside the loop stay: skipping them too (a test per block)
     // measured 3-5% slower on long rows (docs/notes/sm90-kernel.md, v17).
-    mbarrier_wait(full_k((it + i0) % Tr::kStages), ((it + i0) / Tr::kStages) & 1);
+    wait_full(full_k((it + i0) % Tr::kStages), i0);
     if (!sm90_kv_block_by_tma(maps, Paged, block_of(i0) * kBlockN, kBlockN, seq.seqlen_k) ||
         !sm90_q_tile_by_tma(maps, m0, kBlockM, seq.seqlen_q))
       fence_proxy_async();
@@ -573,24 +575,22 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       release_k(i);
       if (is_last(i)) mbarrier_arrive(empty_q(qb));  // Q's last QK^T is done
       float correction[2];
+      uint32_t p_next[kBlockN / 16][4];  // kSingleP: unused (the probabilities stay in acc_s
+                                         // until P V(i-1) is done with p_cur)
       if constexpr (Tr::kSingleP) {
-        // Probabilities stay in acc_s until P V(i-1) is done with p_cur.
         modify_block_scores(acc_s, block_of(i), true);
         softmax_block_update<kBlockN>(acc_s, row_max, row_sum, unit_log2, correction);
-        wgmma_wait<0>();
-        fence_registers(p_cur);
-        fence_registers(acc_o);
-        release_v(i - 1);
-        rescale_o<HeadDim>(acc_o, correction);
+      } else {
+        softmax_block(acc_s, block_of(i), p_next, correction, true);
+      }
+      wgmma_wait<0>();
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      release_v(i - 1);
+      rescale_o<HeadDim>(acc_o, correction);
+      if constexpr (Tr::kSingleP) {
         pack_probabilities<T, kBlockN>(acc_s, p_cur);
       } else {
-        uint32_t p_next[kBlockN / 16][4];
-        softmax_block(acc_s, block_of(i), p_next, correction, true);
-        wgmma_wait<0>();
-        fence_registers(p_cur);
-        fence_registers(acc_o);
-        release_v(i - 1);
-        rescale_o<HeadDim>(acc_o, correction);
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk)
 #pragma unroll
