@@ -117,8 +117,8 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
 // Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
 // K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
 // warpgroups 1 .. ConsumerWGs consume and release a stage (a Q buffer) through a second
-// mbarrier once its GEMMs (its last QK^T) are done; with kSeparateKV (d256) K and V of a stage have barrier
-// pairs of their own, K released after its QK^T, V after its P V. No CTA barrier in the loop,
+// mbarrier once its GEMMs (its last QK^T) are done; with kSeparateKV (d256) K and V of a stage
+// have barrier pairs of their own, K released after its QK^T, V after its P V. No CTA barrier in the loop,
 // so the consumers drift apart and one's softmax runs under the other's GEMMs; the producer
 // gives registers to the consumers (setmaxnreg).
 // DynamicTiles: the producer takes each next tile from the launch's ticket counter and tells the

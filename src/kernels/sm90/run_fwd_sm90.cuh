@@ -29,16 +29,36 @@ inline bool dynamic_tiles_allowed(cudaStream_t stream) {
          status == cudaStreamCaptureStatusNone;
 }
 
+// The Q and K/V tensor maps of a launch whose instance has block_m-row query tiles and
+// block_n-key blocks, where the variant and the launch allow TMA.
+inline int make_ws_tensor_maps(const flare_mha_fwd_params& p, const Sm90Variant& variant,
+                               int block_m, int block_n, Sm90TensorMaps* maps) {
+  if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(p) == nullptr) {
+    const int err = make_kv_tensor_maps(p, block_n, maps);
+    // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
+    if (err != 0 && variant.tma == TmaMode::kRequire) return err;
+  }
+  if (variant.tma_q != TmaMode::kOff && q_tma_unsupported_reason(p) == nullptr) {
+    const int err = make_q_tensor_map(p, block_m, maps);
+    if (err != 0 && variant.tma_q == TmaMode::kRequire) return err;
+  }
+  return 0;
+}
+
 // The warp-specialised kernel with QBuffers Q buffers, BlockN-key blocks and ConsumerWGs
-// consumer warpgroups: one CTA per tile or, when persistent, one per SM, walking the tiles by
-// static striding or (dynamic_tiles, unpaged persistent launches only) by tickets of an atomic
-// counter. A BlockN other than the head dim's default (sm90_long_block_n) or three consumer
-// warpgroups have the dynamic-tiles instance only, which is all launch_ws sends them.
+// consumer warpgroups (tensor maps built for its tiles): one CTA per tile or, when persistent,
+// one per SM, walking the tiles by static striding or (dynamic_tiles, unpaged persistent
+// launches only) by tickets of an atomic counter. A BlockN other than the head dim's default
+// (sm90_long_block_n) or three consumer warpgroups have the dynamic-tiles instance only, which
+// is all launch_ws sends them.
 template <typename T, int HeadDim, int QBuffers, int BlockN = sm90_default_block_n(HeadDim),
           int ConsumerWGs = 2>
-int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool persistent,
-                     bool pingpong, bool dynamic_tiles, cudaStream_t stream) {
+int launch_ws_kernel(const FwdLaunch& launch, const Sm90Variant& variant, bool persistent,
+                     bool dynamic_tiles, cudaStream_t stream) {
   using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN, ConsumerWGs>;
+  Sm90TensorMaps maps{};
+  const int maps_err = make_ws_tensor_maps(launch.p, variant, Tr::kBlockM, Tr::kBlockN, &maps);
+  if (maps_err != 0) return maps_err;
   constexpr bool kDefaultBlock = BlockN == sm90_default_block_n(HeadDim) && ConsumerWGs == 2;
   auto kernel =
       fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, !kDefaultBlock, BlockN, ConsumerWGs>;
@@ -79,13 +99,13 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90TensorMaps& maps, bool p
     if (err != cudaSuccess) return err;
     ctas = ctas < sms ? ctas : sms;  // one CTA per SM (its shared memory allows no more)
   }
-  kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, pingpong ? 1 : 0,
+  kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
                                                            m_blocks, sched_slot);
   return cudaGetLastError();
 }
 
-// The warp-specialised kernel: Q and K/V tensor maps where TMA applies, then the instance with
-// the variant's key block (the long one only with dynamic tiles outside stream capture), Q
+// The warp-specialised kernel: the instance with the variant's consumer warpgroups and key
+// block (three warpgroups or the long block only with dynamic tiles outside stream capture), Q
 // buffers (2 only for persistent, unpaged launches of d64 / d128) and tile scheduler (dynamic
 // only for persistent, unpaged launches outside stream capture).
 template <typename T, int HeadDim>
@@ -93,41 +113,22 @@ int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t 
   constexpr int kLongN = sm90_long_block_n(HeadDim);
   const bool dynamic_only_ok =
       variant.dynamic_tiles && !is_paged(launch.p) && dynamic_tiles_allowed(stream);
-  const bool three_wgs = sm90_max_consumer_wgs(HeadDim) >= 3 && variant.consumer_wgs == 3 &&
-                         dynamic_only_ok;
-  const bool long_block =
-      !three_wgs && kLongN > 0 && variant.block_n == kLongN && dynamic_only_ok;
-  const int block_m = three_wgs ? 192 : Sm90WsTraits<HeadDim>::kBlockM;
-  Sm90TensorMaps maps{};
-  if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(launch.p) == nullptr) {
-    const int block_n = long_block ? kLongN : sm90_default_block_n(HeadDim);
-    const int err = make_kv_tensor_maps(launch.p, block_n, &maps);
-    // FLARE_SM90_TMA=require: a launch that qualifies must not fall back silently.
-    if (err != 0 && variant.tma == TmaMode::kRequire) return err;
-  }
-  if (variant.tma_q != TmaMode::kOff && q_tma_unsupported_reason(launch.p) == nullptr) {
-    const int err = make_q_tensor_map(launch.p, block_m, &maps);
-    if (err != 0 && variant.tma_q == TmaMode::kRequire) return err;
-  }
   const bool two_q = variant.q_buffers == 2 && variant.persistent && !is_paged(launch.p);
   if constexpr (sm90_max_consumer_wgs(HeadDim) >= 3) {
-    if (three_wgs)
-      return launch_ws_kernel<T, HeadDim, 1, sm90_default_block_n(HeadDim), 3>(
-          launch, maps, true, variant.pingpong, true, stream);
+    if (variant.consumer_wgs == 3 && dynamic_only_ok)
+      return launch_ws_kernel<T, HeadDim, 1, sm90_default_block_n(HeadDim), 3>(launch, variant,
+                                                                              true, true, stream);
   }
   if constexpr (kLongN > 0) {
-    if (long_block)
-      return two_q ? launch_ws_kernel<T, HeadDim, 2, kLongN>(launch, maps, true,
-                                                             variant.pingpong, true, stream)
-                   : launch_ws_kernel<T, HeadDim, 1, kLongN>(launch, maps, true,
-                                                             variant.pingpong, true, stream);
+    if (variant.block_n == kLongN && dynamic_only_ok)
+      return two_q ? launch_ws_kernel<T, HeadDim, 2, kLongN>(launch, variant, true, true, stream)
+                   : launch_ws_kernel<T, HeadDim, 1, kLongN>(launch, variant, true, true, stream);
   }
   if constexpr (sm90_max_q_buffers(HeadDim) >= 2) {
     if (two_q)
-      return launch_ws_kernel<T, HeadDim, 2>(launch, maps, true, variant.pingpong,
-                                             variant.dynamic_tiles, stream);
+      return launch_ws_kernel<T, HeadDim, 2>(launch, variant, true, variant.dynamic_tiles, stream);
   }
-  return launch_ws_kernel<T, HeadDim, 1>(launch, maps, variant.persistent, variant.pingpong,
+  return launch_ws_kernel<T, HeadDim, 1>(launch, variant, variant.persistent,
                                          variant.dynamic_tiles, stream);
 }
 
