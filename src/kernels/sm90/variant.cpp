@@ -16,6 +16,12 @@ int env_switch(const char* name) {
   return v[0] == '1' ? 1 : 0;
 }
 
+// -1 when unset or empty, else its integer value (atoi).
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || v[0] == '\0' ? -1 : std::atoi(v);
+}
+
 // -1 when unset or empty, 2 for a leading 'r' (require), 0 for a leading '0', else 1.
 int env_tma_mode(const char* name) {
   const char* v = std::getenv(name);
@@ -45,10 +51,8 @@ const Sm90Overrides& sm90_overrides_from_env() {
     const char* q = std::getenv("FLARE_SM90_QBUFS");
     r.q_buffers = q == nullptr || q[0] == '\0' ? -1 : q[0] == '2' ? 2 : 1;
     r.sched = sm90_sched_from_string(std::getenv("FLARE_SM90_SCHED"));
-    const char* bn = std::getenv("FLARE_SM90_BLOCK_N");
-    r.block_n = bn == nullptr || bn[0] == '\0' ? -1 : std::atoi(bn);
-    const char* cw = std::getenv("FLARE_SM90_CONSUMERS");
-    r.consumer_wgs = cw == nullptr || cw[0] == '\0' ? -1 : std::atoi(cw);
+    r.block_n = env_int("FLARE_SM90_BLOCK_N");
+    r.consumer_wgs = env_int("FLARE_SM90_CONSUMERS");
     return r;
   }();
   return o;
