@@ -1,6 +1,6 @@
 # Context parallelism (included from CMakeLists.txt when present).
-#   - flare_cp: the NCCL library (include/flare/flare_cp.hpp, src/cp/context_parallel.cpp) and
-#     examples/context_parallel.cpp, built only with FLARE_BUILD_CP, which defaults to ON when
+#   - flare_cp: the NCCL library (include/flare/flare_cp.hpp, src/cp/context_parallel.cpp),
+#     built only with FLARE_BUILD_CP, which defaults to ON when
 #     NCCL is found (CUDA toolkit directories, NCCL_ROOT / NCCL_HOME, or the system).
 #   - the tests that need no NCCL: the schedule on the CPU (tests/cpu/test_cp_schedule.cpp) and
 #     the single-GPU simulation (tests/gpu/test_cp_sim.cpp), added to the test executables.
@@ -37,12 +37,8 @@ if(FLARE_BUILD_CP)
   target_compile_options(flare_cp PRIVATE -Wall -Wextra)
   set_target_properties(flare_cp PROPERTIES VERSION ${PROJECT_VERSION}
                                             SOVERSION ${PROJECT_VERSION_MAJOR})
-  install(TARGETS flare_cp LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-
-  if(FLARE_BUILD_EXAMPLES)
-    add_executable(flare_cp_example examples/context_parallel.cpp)
-    target_link_libraries(flare_cp_example PRIVATE flare_cp flare CUDA::cudart Threads::Threads)
-  endif()
+  # Installed and exported with the other libraries (cmake/install.cmake); its example is in
+  # examples/CMakeLists.txt.
 else()
   message(STATUS "flare: context parallelism (flare_cp) not built: FLARE_BUILD_CP is OFF")
 endif()

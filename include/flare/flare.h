@@ -213,6 +213,23 @@ FLARE_API void flare_merge_params_init(flare_merge_params* params);
 FLARE_API flare_status flare_merge_attention_states(const flare_merge_params* params,
                                                     void* cuda_stream);
 
+/* ---- Library version and build configuration ------------------------------------------ */
+
+/* "MAJOR.MINOR.PATCH" of the library that is running (FLARE_VERSION_* when it was built);
+ * compare with the FLARE_VERSION_* macros to catch a header/library mismatch. Static storage,
+ * never null. */
+FLARE_API const char* flare_version(void);
+
+/* The build configuration, one `key=value` per line (each ending in '\n'), keys in this order:
+ *   version       MAJOR.MINOR.PATCH
+ *   cuda_runtime  CUDA runtime version built against, MAJOR.MINOR (e.g. 13.0)
+ *   archs         kernel architectures, ';'-separated (FLARE_ARCHS, e.g. 80;90a)
+ *   dtypes        element types with kernels (FLARE_DTYPES, e.g. fp16;bf16)
+ *   head_dims     head dimensions with kernels (FLARE_HEAD_DIMS, e.g. 32;64;96;128;192;256)
+ *   tuning        on / off (the tuning build option)
+ * Keys may be added in later versions; parse by key. Static storage, never null. */
+FLARE_API const char* flare_build_info(void);
+
 #ifdef __cplusplus
 }
 #endif

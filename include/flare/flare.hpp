@@ -71,6 +71,12 @@ inline void check(flare_status status) {
   }
 }
 
+// "MAJOR.MINOR.PATCH" of the loaded library (flare_version).
+inline std::string version() { return flare_version(); }
+
+// The library's build configuration, `key=value` lines (flare_build_info).
+inline std::string build_info() { return flare_build_info(); }
+
 namespace detail {
 [[noreturn]] inline void invalid(const std::string& message) {
   throw Error(FLARE_ERROR_INVALID_ARGUMENT, message);

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -57,6 +58,37 @@ class RunningTestTracker : public ::testing::EmptyTestEventListener {
   void OnTestEnd(const ::testing::TestInfo&) override { g_running_test.clear(); }
 };
 
+// Without a device: runs the tests (each skips itself) with gtest's per-test printer removed and
+// prints one summary line instead, `<binary>: no CUDA device found -- N GPU tests SKIPPED
+// (<reason>)`, plus the name of any test that failed anyway. The same line goes to the file named
+// by FLARE_GPU_SKIP_REPORT when set (ctest sets it; CTestCustom prints the reports at the end).
+// Returns the exit status: kSkipReturnCode when nothing failed.
+int run_without_device(const char* argv0, const char* reason) {
+  ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
+  delete listeners.Release(listeners.default_result_printer());
+  const int result = RUN_ALL_TESTS();
+  const ::testing::UnitTest& unit = *::testing::UnitTest::GetInstance();
+  const char* slash = std::strrchr(argv0, '/');
+  char line[512];
+  std::snprintf(line, sizeof line, "%s: no CUDA device found -- %d GPU tests SKIPPED (%s)",
+                slash ? slash + 1 : argv0, unit.skipped_test_count(), reason);
+  std::printf("%s\n", line);
+  for (int i = 0; i < unit.total_test_suite_count(); ++i) {
+    const ::testing::TestSuite& suite = *unit.GetTestSuite(i);
+    for (int j = 0; j < suite.total_test_count(); ++j)
+      if (suite.GetTestInfo(j)->result()->Failed())
+        std::printf("FAILED without a device: %s.%s\n", suite.name(), suite.GetTestInfo(j)->name());
+  }
+  std::fflush(stdout);
+  if (const char* report = std::getenv("FLARE_GPU_SKIP_REPORT")) {
+    if (std::FILE* f = std::fopen(report, "w")) {
+      std::fprintf(f, "%s\n", line);
+      std::fclose(f);
+    }
+  }
+  return result != 0 ? result : kSkipReturnCode;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -69,13 +101,9 @@ int main(int argc, char** argv) {
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
     cudaGetLastError();  // clear the sticky-free error of the failed query
-    std::printf("flare_tests_gpu: no CUDA device found -- GPU tests SKIPPED (%s)\n",
-                e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
-    std::fflush(stdout);
     flare_test::g_has_device = false;
     // ctest reports the test as skipped (SKIP_RETURN_CODE), visibly, instead of passed.
-    const int result = RUN_ALL_TESTS();
-    return result != 0 ? result : kSkipReturnCode;
+    return run_without_device(argv[0], e != cudaSuccess ? cudaGetErrorName(e) : "device count is 0");
   } else {
     flare_test::g_device = 0;
     cudaDeviceProp prop{};
