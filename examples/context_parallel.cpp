@@ -7,8 +7,9 @@
 //   ./flare_cp_example [seqlen_per_rank=4096] [strategy=auto|ring|allgather]
 //                      [mask=causal|full] [timed_runs=10]
 //
-// Exit status: 0 when the outputs agree (max |difference| < 0.05 in bf16), 2 when not, 1 on
-// an error. NVLink SHARP stays off (NCCL_NVLS_ENABLE=0 is set before the communicators exist).
+// Exit status: 0 when the outputs agree (max |difference| < 0.05 in bf16) or when there is no
+// GPU (it says so), 2 when not, 1 on an error. NVLink SHARP stays off (NCCL_NVLS_ENABLE=0 is
+// set before the communicators exist).
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -88,9 +89,12 @@ int main(int argc, char** argv) {
 
   setenv("NCCL_NVLS_ENABLE", "0", 1);  // before any communicator is created
   int world = 0;
-  CHECK_CUDA(cudaGetDeviceCount(&world));
-  if (world < 1 || rows_per_rank < 2 || rows_per_rank % 2) {
-    std::fprintf(stderr, "need >= 1 GPU and an even seqlen_per_rank\n");
+  if (cudaGetDeviceCount(&world) != cudaSuccess || world == 0) {
+    std::printf("SKIP: no CUDA driver/GPU found; the context-parallel example needs one or more\n");
+    return 0;
+  }
+  if (rows_per_rank < 2 || rows_per_rank % 2) {
+    std::fprintf(stderr, "seqlen_per_rank must be even and >= 2\n");
     return 1;
   }
   const int batch = 1, heads = 16, heads_k = 4, d = 128, c = rows_per_rank / 2;
