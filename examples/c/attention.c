@@ -15,18 +15,28 @@
 
 enum { B = 1, S = 128, H = 4, HK = 2, D = 64 }; /* 4 query heads share 2 K/V heads (GQA) */
 
-static float bf16_to_float(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
+static float bf16_to_float(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
 static uint16_t float_to_bf16(float f) { /* round to nearest even */
-  uint32_t u; memcpy(&u, &f, 4); u += 0x7FFF + ((u >> 16) & 1); return (uint16_t)(u >> 16);
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7FFF + ((u >> 16) & 1);
+  return (uint16_t)(u >> 16);
 }
 
-/* Causal softmax(q k^T / sqrt(D)) v of query row i, head h, in double. Layout [B=1, S, heads, D]. */
-static void reference_row(const uint16_t* q, const uint16_t* k, const uint16_t* v, int i, int h, double* out) {
+/* Causal softmax(q k^T / sqrt(D)) v of query row i, head h, in double; layout [1, S, heads, D]. */
+static void reference_row(const uint16_t* q, const uint16_t* k, const uint16_t* v, int i, int h,
+                          double* out) {
   const int hk = h / (H / HK);
   double p[S], max = -INFINITY, sum = 0.0;
   for (int j = 0; j <= i; ++j) { /* causal: row i sees keys 0..i (seqlen_q == seqlen_k) */
     double s = 0.0;
-    for (int d = 0; d < D; ++d) s += (double)bf16_to_float(q[(i * H + h) * D + d]) * bf16_to_float(k[(j * HK + hk) * D + d]);
+    for (int d = 0; d < D; ++d)
+      s += (double)bf16_to_float(q[(i * H + h) * D + d]) * bf16_to_float(k[(j * HK + hk) * D + d]);
     p[j] = s / sqrt((double)D);
     if (p[j] > max) max = p[j];
   }
@@ -38,8 +48,15 @@ static void reference_row(const uint16_t* q, const uint16_t* k, const uint16_t* 
   }
 }
 
-#define CUDA_OK(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \
-  fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_)); return 1; } } while (0)
+/* Returns 1 from main with the CUDA error when a CUDA call fails. */
+#define CUDA_OK(call)                                                  \
+  do {                                                                 \
+    const cudaError_t e_ = (call);                                     \
+    if (e_ != cudaSuccess) {                                           \
+      fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));      \
+      return 1;                                                        \
+    }                                                                  \
+  } while (0)
 
 int main(void) {
   int devices = 0;
@@ -75,11 +92,17 @@ int main(void) {
   p.causal = 1;
 
   size_t ws_bytes = 0; /* some shapes split the keys and need scratch memory */
-  if (flare_mha_fwd_workspace_size(&p, 0, &ws_bytes) != FLARE_OK) { fprintf(stderr, "%s\n", flare_last_error()); return 1; }
+  if (flare_mha_fwd_workspace_size(&p, 0, &ws_bytes) != FLARE_OK) {
+    fprintf(stderr, "flare_mha_fwd_workspace_size: %s\n", flare_last_error());
+    return 1;
+  }
   if (ws_bytes) CUDA_OK(cudaMalloc(&ws, ws_bytes));
   p.workspace = ws; p.workspace_size = ws_bytes;
   const flare_status st = flare_mha_fwd(&p, NULL); /* default stream */
-  if (st != FLARE_OK) { fprintf(stderr, "flare_mha_fwd: %s: %s\n", flare_status_string(st), flare_last_error()); return 1; }
+  if (st != FLARE_OK) {
+    fprintf(stderr, "flare_mha_fwd: %s: %s\n", flare_status_string(st), flare_last_error());
+    return 1;
+  }
   CUDA_OK(cudaMemcpy(out, dout, nq * 2, cudaMemcpyDeviceToHost)); /* synchronises */
 
   double max_err = 0.0, ref[D];

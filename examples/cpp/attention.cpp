@@ -12,20 +12,33 @@
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace {
 
-float bf16_to_float(uint16_t b) { uint32_t u = uint32_t(b) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+float bf16_to_float(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 uint16_t float_to_bf16(float f) {  // round to nearest even
-  uint32_t u; std::memcpy(&u, &f, 4); u += 0x7FFF + ((u >> 16) & 1); return uint16_t(u >> 16);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFF + ((u >> 16) & 1);
+  return uint16_t(u >> 16);
+}
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
 // A device buffer that frees itself.
 struct DeviceBuffer {
   void* ptr = nullptr;
   explicit DeviceBuffer(size_t bytes) {
-    if (bytes && cudaMalloc(&ptr, bytes) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
+    if (bytes) cuda_check(cudaMalloc(&ptr, bytes), "cudaMalloc");
   }
   ~DeviceBuffer() { cudaFree(ptr); }
 };
@@ -40,16 +53,17 @@ int main() try {
     return 0;
   }
   const int b = 2, s = 96, h = 8, hk = 2, d = 64;  // 8 query heads over 2 K/V heads
-  std::vector<uint16_t> q(size_t(b) * s * h * d), k(size_t(b) * s * hk * d), v(k.size()), out(q.size());
+  std::vector<uint16_t> q(size_t(b) * s * h * d), k(size_t(b) * s * hk * d), v(k.size());
+  std::vector<uint16_t> out(q.size());
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
   for (auto* t : {&q, &k, &v}) for (auto& x : *t) x = float_to_bf16(uni(rng));
 
   DeviceBuffer dq(q.size() * 2), dk(k.size() * 2), dv(v.size() * 2), dout(out.size() * 2);
   DeviceBuffer dlse(size_t(b) * h * s * sizeof(float));
-  cudaMemcpy(dq.ptr, q.data(), q.size() * 2, cudaMemcpyHostToDevice);
-  cudaMemcpy(dk.ptr, k.data(), k.size() * 2, cudaMemcpyHostToDevice);
-  cudaMemcpy(dv.ptr, v.data(), v.size() * 2, cudaMemcpyHostToDevice);
+  cuda_check(cudaMemcpy(dq.ptr, q.data(), q.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda_check(cudaMemcpy(dk.ptr, k.data(), k.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda_check(cudaMemcpy(dv.ptr, v.data(), v.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy");
 
   // Views in the FlashAttention-2 layout [batch, seqlen, heads, head_dim], contiguous.
   using flare::DType;
@@ -66,8 +80,9 @@ int main() try {
   flare::Workspace workspace{ws.ptr, ws_bytes};
   flare::flash_attn(Q, K, V, O, opts, /*stream=*/nullptr, &workspace);
   std::vector<float> lse(size_t(b) * h * s);
-  cudaMemcpy(out.data(), dout.ptr, out.size() * 2, cudaMemcpyDeviceToHost);
-  cudaMemcpy(lse.data(), dlse.ptr, lse.size() * sizeof(float), cudaMemcpyDeviceToHost);
+  // cudaMemcpy waits for the attention on the default stream.
+  cuda_check(cudaMemcpy(out.data(), dout.ptr, out.size() * 2, cudaMemcpyDeviceToHost), "out");
+  cuda_check(cudaMemcpy(lse.data(), dlse.ptr, lse.size() * 4, cudaMemcpyDeviceToHost), "lse");
 
   // Reference in double: row i of head hh sees keys 0..i (causal, seqlen_q == seqlen_k).
   double max_err = 0, max_lse_err = 0;

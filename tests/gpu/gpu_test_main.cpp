@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
     cudaGetLastError();  // clear the sticky-free error of the failed query
     flare_test::g_has_device = false;
     // ctest reports the test as skipped (SKIP_RETURN_CODE), visibly, instead of passed.
-    return run_without_device(argv[0], e != cudaSuccess ? cudaGetErrorName(e) : "device count is 0");
+    return run_without_device(argv[0],
+                              e != cudaSuccess ? cudaGetErrorName(e) : "device count is 0");
   } else {
     flare_test::g_device = 0;
     cudaDeviceProp prop{};
