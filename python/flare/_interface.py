@@ -10,6 +10,7 @@ never imported by this package.
 
 from __future__ import annotations
 
+import operator
 import sys
 from typing import Any, Optional, Tuple
 
@@ -64,19 +65,31 @@ def _stream_handle(stream: Any, ref: Any) -> int:
 
     Explicit ``stream``: an int handle, or an object with ``cuda_stream`` (torch.cuda.Stream)
     or ``ptr`` (cupy.cuda.Stream). Otherwise the current stream of the framework ``ref``
-    comes from (torch, cupy), else the legacy default stream 0.
+    comes from (torch, cupy), else the legacy default stream 0. A bad ``stream`` raises
+    ValueError naming it (before anything else is looked at).
     """
     if stream is not None:
-        if isinstance(stream, int):
-            return stream
-        for attr in ("cuda_stream", "ptr"):
-            handle = getattr(stream, attr, None)
-            if isinstance(handle, int):
-                return handle
-        raise ValueError(
-            "stream must be an int cudaStream_t handle, a torch.cuda.Stream or a "
-            f"cupy.cuda.Stream; got {type(stream).__name__}"
-        )
+        handle = None
+        if not isinstance(stream, bool):
+            try:
+                handle = operator.index(stream)
+            except TypeError:
+                for attr in ("cuda_stream", "ptr"):
+                    value = getattr(stream, attr, None)
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        handle = value
+                        break
+        if handle is None:
+            raise ValueError(
+                "stream must be an int cudaStream_t handle, a torch.cuda.Stream or a "
+                f"cupy.cuda.Stream; got {type(stream).__name__}"
+            )
+        if not 0 <= handle < 2**64:
+            raise ValueError(
+                f"stream must be a cudaStream_t handle in [0, 2**64) (0: the legacy default "
+                f"stream); got {handle}"
+            )
+        return handle
     if _is_torch(ref) and ref.is_cuda:
         torch = sys.modules["torch"]
         return int(torch.cuda.current_stream(ref.device).cuda_stream)
