@@ -249,7 +249,15 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
 
     Returns:
         out, or (out, softmax_lse, None) with return_attn_probs; softmax_lse is float32
-        (batch_size, nheads, seqlen_q), -inf for rows that see no key (whose out is 0).
+        (batch_size, nheads, seqlen_q). A row that sees no key gets out 0 and lse -inf
+        (FlashAttention-2 writes +inf there: a deliberate difference, -inf being the
+        log-sum-exp of no key, which merge_attention_states relies on).
+
+    Raises:
+        ValueError naming the argument for bad arguments (before any CUDA call, so also on a
+        machine without a GPU); NotImplementedError for dropout; RuntimeError("flare: no CUDA
+        driver/GPU found ...") for a valid call without a driver or GPU, and for library or
+        CUDA failures.
 
     No backward pass: gradients do not flow through this function.
     """
@@ -334,7 +342,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 
     Returns:
         out (total_q, nheads, headdim), or (out, softmax_lse, None) with return_attn_probs;
-        softmax_lse is float32 (nheads, total_q).
+        softmax_lse is float32 (nheads, total_q), -inf for rows that see no key (see
+        flash_attn_func).
     """
     return _varlen(q, k, v, _SEPARATE, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                    dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
@@ -397,7 +406,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         out, stream: as in flash_attn_func. Other arguments as in flash_attn_func.
 
     Returns:
-        out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse).
+        out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse); softmax_lse is
+        -inf for rows that see no key (see flash_attn_func). Errors as in flash_attn_func.
     """
     q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad, \
         block_table, alibi_slopes = (_prepare(x) for x in (
