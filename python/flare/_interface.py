@@ -108,9 +108,33 @@ def _check_dropout(dropout_p: float) -> None:
         )
 
 
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _int32(value: Any, name: str) -> int:
+    """An int argument the C API takes as int32; ValueError naming it otherwise."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        result = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not _INT32_MIN <= result <= _INT32_MAX:
+        raise ValueError(f"{name} ({result}) is out of the int32 range")
+    return result
+
+
+def _float(value: Any, name: str) -> float:
+    """A float argument; ValueError naming it when it is not a real number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a float, got {type(value).__name__}") from None
+
+
 def _scale(softmax_scale: Optional[float]) -> float:
     # 0 selects 1/sqrt(headdim) in the library.
-    return 0.0 if softmax_scale is None else float(softmax_scale)
+    return 0.0 if softmax_scale is None else _float(softmax_scale, "softmax_scale")
 
 
 def _window(window_size: Tuple[int, int]) -> Tuple[int, int]:
@@ -118,7 +142,7 @@ def _window(window_size: Tuple[int, int]) -> Tuple[int, int]:
         left, right = window_size
     except (TypeError, ValueError):
         raise ValueError(f"window_size must be a pair (left, right), got {window_size!r}") from None
-    return int(left), int(right)
+    return _int32(left, "window_size[0]"), _int32(right, "window_size[1]")
 
 
 class DLPackArray:
@@ -218,7 +242,7 @@ def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softca
             lse_shape = (out_shape[0], out_shape[2], out_shape[1])
     outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
     result = _flare._fwd(q, k, v, packing, outs.out, outs.lse, bool(return_attn_probs),
-                         _scale(softmax_scale), bool(causal), left, right, float(softcap),
+                         _scale(softmax_scale), bool(causal), left, right, _float(softcap, "softcap"),
                          alibi_slopes, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
@@ -316,10 +340,10 @@ def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         if out_shape is not None:
             lse_shape = (out_shape[1], out_shape[0])
     outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
-    result = _flare._varlen_fwd(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
-                                int(max_seqlen_k), outs.out, outs.lse, bool(return_attn_probs),
+    result = _flare._varlen_fwd(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, _int32(max_seqlen_q, "max_seqlen_q"),
+                                _int32(max_seqlen_k, "max_seqlen_k"), outs.out, outs.lse, bool(return_attn_probs),
                                 _scale(softmax_scale), bool(causal), left, right,
-                                float(softcap), alibi_slopes, handle)
+                                _float(softcap, "softcap"), alibi_slopes, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
@@ -425,8 +449,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     result = _flare._kvcache_fwd(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
                                  cache_batch_idx, cache_leftpad, block_table, outs.out, outs.lse,
                                  bool(return_softmax_lse), _scale(softmax_scale), bool(causal),
-                                 left, right, float(softcap), bool(rotary_interleaved),
-                                 alibi_slopes, int(num_splits), handle)
+                                 left, right, _float(softcap, "softcap"), bool(rotary_interleaved),
+                                 alibi_slopes, _int32(num_splits, "num_splits"), handle)
     o, lse = outs.wrap(result)
     return (o, lse) if return_softmax_lse else o
 

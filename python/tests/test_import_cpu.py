@@ -316,6 +316,20 @@ _BAD = [
      ValueError, "^stream must be an int cudaStream_t handle"),
     ("stream bool", lambda: flare.flash_attn_func(_Q, _K, _K, stream=True),
      ValueError, "^stream must be"),
+    ("window too large", lambda: flare.flash_attn_func(_Q, _K, _K, window_size=(2**40, 0)),
+     ValueError, r"window_size\[0\] \(1099511627776\) is out of the int32 range"),
+    ("window not an int", lambda: flare.flash_attn_func(_Q, _K, _K, window_size=(1.5, 0)),
+     ValueError, r"window_size\[0\] must be an int"),
+    ("softcap not a number", lambda: flare.flash_attn_func(_Q, _K, _K, softcap="x"),
+     ValueError, "softcap must be a float"),
+    ("softmax_scale not a number", lambda: flare.flash_attn_func(_Q, _K, _K, softmax_scale=[1]),
+     ValueError, "softmax_scale must be a float"),
+    ("varlen max_seqlen_k too large", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 2**31),
+     ValueError, r"max_seqlen_k \(2147483648\) is out of the int32 range"),
+    ("kvcache num_splits not an int", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=4, num_splits=None),
+     ValueError, "num_splits must be an int"),
     ("varlen cu_seqlens dtype", lambda: flare.flash_attn_varlen_func(
         _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _f((3,)), _i32((3,)), 4, 4),
      ValueError, "cu_seqlens_q must be int32"),
@@ -363,7 +377,7 @@ _BAD = [
      ValueError, "num_splits"),
     ("dropout", lambda: flare.flash_attn_func(_Q, _K, _K, dropout_p=0.1),
      NotImplementedError, "dropout"),
-    ("merge head dim 8 of 4 parts list", lambda: flare.merge_attention_states(
+    ("merge out dtype", lambda: flare.merge_attention_states(
         [_f((1, 8, 2, 64))], [_f((1, 2, 8), "float32")], out=_f((1, 8, 2, 64), "int32")),
      ValueError, "out must be float16, bfloat16 or float32"),
 ]
