@@ -5,6 +5,18 @@ if(NOT FLARE_BUILD_PYTHON)
   return()
 endif()
 
+# One line up front in `pip install -v .`: which kernels this build compiles (each unit is
+# one (arch, dtype, head dim); ninja's [n/N] lines follow as they compile).
+set(flare_py_units 0)
+foreach(arch IN LISTS FLARE_ARCHS)
+  string(REGEX REPLACE "[^0-9]" "" flare_py_arch_num "${arch}")
+  list(LENGTH FLARE_KERNEL_SOURCES_${flare_py_arch_num} flare_py_n)
+  math(EXPR flare_py_units "${flare_py_units} + ${flare_py_n}")
+endforeach()
+message(STATUS "flare: Python extension, kernel units to compile: ${flare_py_units} (FLARE_ARCHS="
+               "${FLARE_ARCHS}, FLARE_DTYPES=${FLARE_DTYPES}, FLARE_HEAD_DIMS=${FLARE_HEAD_DIMS}); "
+               "README.md gives the build times")
+
 find_package(Python 3.9 REQUIRED COMPONENTS Interpreter Development.Module)
 if(NOT nanobind_ROOT)
   execute_process(

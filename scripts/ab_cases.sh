@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The A/B timings behind this session's kernel decisions (device_check.sh step "ab"):
+# A/B timings of the kernel options that decide the defaults (device_check.sh step "ab"):
 # each shape runs under every setting, alternated over ROUNDS rounds (scripts/ab.sh).
 #   scripts/ab_cases.sh LOG
 # AB_GROUPS (comma list, default sm80,hopper,padded): sm80 (wide vs planner step), hopper

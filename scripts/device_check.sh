@@ -9,15 +9,15 @@
 #                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu), ab
 #                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options),
 #                test_padded (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=0,
-#                the padded shared-memory rows that the default replaced; brief output to run.log), test_smem99
+#                the padded shared-memory rows instead of the swizzled ones; brief output to run.log), test_smem99
 #                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
 #   BENCH_ARGS   extra flare_bench arguments (e.g. "--quick")
 #   COMPARE_ARGS extra compare.py arguments (e.g. "--quick")
-#   FLARE_COMMIT commit to record when git cannot tell; set it on the device tool, whose copy of
-#                the working tree carried stale git metadata once (a claim recorded an old commit)
+#   FLARE_COMMIT commit to record when git cannot tell, or when the tree's git metadata may not
+#                match its files (a copied working tree)
 #
 # Files left in OUT (at most 8 come back from the device tool): build.log, run.log (tests,
 # bench and compare output, one after the other), gpu_tests.json, bench.json, summary.json,
@@ -113,11 +113,11 @@ run_sm80_variant() {
   set -e
   [[ $rc -eq 0 ]] || test_status="FAILED($label $rc)"
 }
-# The padded shared-memory rows that the swizzled default replaced.
+# The padded shared-memory rows (instead of the swizzled ones).
 has_step test_padded && run_sm80_variant padded "FLARE_SM80_SWIZZLE=0"
 # A 99 KB-per-block GPU (sm86/sm89/sm120) emulated on this one: the mma.sync kernels chosen
 # within 99 KB (decode at d128/d192/d256 falls back to the prefill kernel, whose d192/d256 tiles
-# are 64 rows since the sixth session).
+# are 64 rows).
 has_step test_smem99 && run_sm80_variant smem99 "FLARE_SMEM_LIMIT_KB=99"
 
 if has_step bench; then

@@ -90,6 +90,9 @@ struct TensorView {
   std::array<int64_t, 4> shape{};
   std::array<int64_t, 4> stride{};  // in elements
   int rank = 0;
+  // What error messages call the view; null: the argument it is passed as (q, k_cache, ...).
+  // Bindings set their own argument names here.
+  const char* name = nullptr;
 
   bool defined() const { return data != nullptr; }
   int64_t size(int dim) const { return shape[static_cast<size_t>(dim)]; }
@@ -180,6 +183,11 @@ struct KvCacheOptions {
 
 namespace detail {
 
+// The name error messages give `t`: its own, else the argument's.
+inline const char* label(const char* argument, const TensorView& t) {
+  return t.name ? t.name : argument;
+}
+
 inline std::string dim_text(const char* name, int d, int64_t value) {
   return std::string(name) + ".shape[" + std::to_string(d) + "] (" + std::to_string(value) + ")";
 }
@@ -191,6 +199,7 @@ inline int to_int(const char* name, int d, int64_t value) {
 }
 
 inline void expect_rank(const char* name, const TensorView& t, int rank) {
+  name = label(name, t);
   if (t.rank != rank)
     invalid(std::string(name) + " must have " + std::to_string(rank) + " dimensions, got " +
             std::to_string(t.rank));
@@ -200,13 +209,16 @@ inline void expect_rank(const char* name, const TensorView& t, int rank) {
             ") must be 1: the head dimension is contiguous");
 }
 
-inline void expect_dtype(const char* name, const TensorView& t, DType dtype) {
-  if (t.dtype != dtype)
-    invalid(std::string(name) + " is " + dtype_name(t.dtype) + " but q is " + dtype_name(dtype));
+inline void expect_dtype(const char* name, const TensorView& t, const TensorView& q) {
+  name = label(name, t);
+  if (t.dtype != q.dtype)
+    invalid(std::string(name) + " is " + dtype_name(t.dtype) + " but " + label("q", q) + " is " +
+            dtype_name(q.dtype));
 }
 
 inline void expect_dim(const char* name, const TensorView& t, int d, int64_t expected,
                        const std::string& what) {
+  name = label(name, t);
   if (t.shape[static_cast<size_t>(d)] != expected)
     invalid(dim_text(name, d, t.shape[static_cast<size_t>(d)]) + " must equal " + what + " (" +
             std::to_string(expected) + ")");
@@ -214,37 +226,44 @@ inline void expect_dim(const char* name, const TensorView& t, int d, int64_t exp
 
 inline void expect_same_shape(const char* name, const TensorView& t, const char* ref_name,
                               const TensorView& ref) {
+  ref_name = label(ref_name, ref);
   for (int d = 0; d < ref.rank; ++d)
     expect_dim(name, t, d, ref.shape[static_cast<size_t>(d)],
                std::string(ref_name) + ".shape[" + std::to_string(d) + "]");
 }
 
-inline void expect_heads_divide(int heads, int heads_k) {
+inline void expect_heads_divide(const TensorView& q, const TensorView& k, int heads,
+                                int heads_k) {
   if (heads_k > 0 && heads % heads_k != 0)
-    invalid("q has " + std::to_string(heads) + " heads, not a multiple of the " +
-            std::to_string(heads_k) + " heads of k/v");
+    invalid(std::string(label("q", q)) + " has " + std::to_string(heads) +
+            " heads, not a multiple of the " + std::to_string(heads_k) + " heads of " +
+            (k.name ? k.name : "k/v"));
 }
 
 // Checks q/k/v/out of equal rank (3: varlen, 4: batched), returns head dims (h, hk, d).
+// k_name / v_name: what messages call k and v when the views carry no name.
 struct Heads {
   int heads, heads_k, head_dim;
 };
 
 inline Heads check_qkvo(const TensorView& q, const TensorView& k, const TensorView& v,
-                        const TensorView& out, int rank) {
+                        const TensorView& out, int rank, const char* k_name = "k",
+                        const char* v_name = "v") {
   expect_rank("q", q, rank);
-  expect_rank("k", k, rank);
-  expect_rank("v", v, rank);
+  expect_rank(k_name, k, rank);
+  expect_rank(v_name, v, rank);
   expect_rank("out", out, rank);
-  expect_dtype("k", k, q.dtype);
-  expect_dtype("v", v, q.dtype);
-  expect_dtype("out", out, q.dtype);
+  expect_dtype(k_name, k, q);
+  expect_dtype(v_name, v, q);
+  expect_dtype("out", out, q);
   expect_same_shape("out", out, "q", q);
-  expect_same_shape("v", v, "k", k);
+  expect_same_shape(v_name, v, label(k_name, k), k);
   const int hd = rank - 1, hh = rank - 2;
-  expect_dim("k", k, hd, q.size(hd), "q.shape[" + std::to_string(hd) + "]");
-  Heads h{to_int("q", hh, q.size(hh)), to_int("k", hh, k.size(hh)), to_int("q", hd, q.size(hd))};
-  expect_heads_divide(h.heads, h.heads_k);
+  expect_dim(k_name, k, hd, q.size(hd),
+             std::string(label("q", q)) + ".shape[" + std::to_string(hd) + "]");
+  Heads h{to_int(label("q", q), hh, q.size(hh)), to_int(label(k_name, k), hh, k.size(hh)),
+          to_int(label("q", q), hd, q.size(hd))};
+  expect_heads_divide(q, k, h.heads, h.heads_k);
   return h;
 }
 
@@ -335,7 +354,7 @@ inline flare_mha_fwd_params make_params_kvcache(const TensorView& q, const Tenso
                                                 const KvCacheOptions& kv,
                                                 const FlashAttnOptions& opts = {}) {
   using namespace detail;
-  const Heads h = check_qkvo(q, k_cache, v_cache, out, 4);
+  const Heads h = check_qkvo(q, k_cache, v_cache, out, 4, "k_cache", "v_cache");
   flare_mha_fwd_params p = base_params(q, k_cache, v_cache, out, h, opts);
   p.batch = to_int("q", 0, q.size(0));
   p.seqlen_q = to_int("q", 1, q.size(1));
@@ -366,14 +385,16 @@ inline flare_mha_fwd_params make_params_kvcache(const TensorView& q, const Tenso
     p.seqlen_k = to_int("k_cache", 1, k_cache.size(1));
   }
 
-  if (kv.k_new.defined() != kv.v_new.defined())
-    invalid(kv.k_new.defined() ? "v_new is missing while k_new is given"
-                               : "k_new is missing while v_new is given");
+  if (kv.k_new.defined() != kv.v_new.defined()) {
+    const std::string k_new = label("k_new", kv.k_new), v_new = label("v_new", kv.v_new);
+    invalid(kv.k_new.defined() ? v_new + " is missing while " + k_new + " is given"
+                               : k_new + " is missing while " + v_new + " is given");
+  }
   if (kv.k_new.defined()) {
     expect_rank("k_new", kv.k_new, 4);
     expect_rank("v_new", kv.v_new, 4);
-    expect_dtype("k_new", kv.k_new, q.dtype);
-    expect_dtype("v_new", kv.v_new, q.dtype);
+    expect_dtype("k_new", kv.k_new, q);
+    expect_dtype("v_new", kv.v_new, q);
     expect_dim("k_new", kv.k_new, 0, q.size(0), "q.shape[0]");
     expect_dim("k_new", kv.k_new, 2, h.heads_k, "the heads of k_cache");
     expect_dim("k_new", kv.k_new, 3, h.head_dim, "q.shape[3]");
@@ -385,20 +406,23 @@ inline flare_mha_fwd_params make_params_kvcache(const TensorView& q, const Tenso
     strides4(kv.v_new, p.v_new_batch_stride, p.v_new_row_stride, p.v_new_head_stride);
   }
 
-  if (kv.rotary_cos.defined() != kv.rotary_sin.defined())
-    invalid(kv.rotary_cos.defined() ? "rotary_sin is missing while rotary_cos is given"
-                                    : "rotary_cos is missing while rotary_sin is given");
+  if (kv.rotary_cos.defined() != kv.rotary_sin.defined()) {
+    const std::string cos = label("rotary_cos", kv.rotary_cos);
+    const std::string sin = label("rotary_sin", kv.rotary_sin);
+    invalid(kv.rotary_cos.defined() ? sin + " is missing while " + cos + " is given"
+                                    : cos + " is missing while " + sin + " is given");
+  }
   if (kv.rotary_cos.defined()) {
     expect_rank("rotary_cos", kv.rotary_cos, 2);
     expect_rank("rotary_sin", kv.rotary_sin, 2);
-    expect_dtype("rotary_cos", kv.rotary_cos, q.dtype);
-    expect_dtype("rotary_sin", kv.rotary_sin, q.dtype);
+    expect_dtype("rotary_cos", kv.rotary_cos, q);
+    expect_dtype("rotary_sin", kv.rotary_sin, q);
     expect_same_shape("rotary_sin", kv.rotary_sin, "rotary_cos", kv.rotary_cos);
     // The C ABI takes dense tables: rows of rotary_dim / 2 elements.
     for (const TensorView* t : {&kv.rotary_cos, &kv.rotary_sin})
       if (t->stride[0] != t->shape[1])
-        invalid(std::string(t == &kv.rotary_cos ? "rotary_cos" : "rotary_sin") + ".stride[0] (" +
-                std::to_string(t->stride[0]) + ") must equal its shape[1] (" +
+        invalid(std::string(label(t == &kv.rotary_cos ? "rotary_cos" : "rotary_sin", *t)) +
+                ".stride[0] (" + std::to_string(t->stride[0]) + ") must equal its shape[1] (" +
                 std::to_string(t->shape[1]) + "): the tables are dense");
     p.rotary_cos = kv.rotary_cos.data;
     p.rotary_sin = kv.rotary_sin.data;
@@ -470,10 +494,16 @@ inline void flash_attn_with_kvcache(const TensorView& q, const TensorView& k_cac
 //   out_lse   optional FP32 [batch, heads, seqlen] (may be the lse of the in-place part)
 // At most FLARE_MERGE_MAX_PART_PTRS parts (the C ABI also takes one base pointer + part
 // stride, without that limit).
-inline void merge_attention_states(const std::vector<TensorView>& parts,
-                                   const std::vector<TensorView>& lses, const TensorView& out,
-                                   const TensorView& out_lse = TensorView{},
-                                   void* stream = nullptr) {
+//
+// make_merge_params builds the params without calling the library (throws
+// Error(INVALID_ARGUMENT) on mismatched views); the params point into part_ptrs and lse_ptrs,
+// which it fills and which must outlive the call. An undefined out gets no pointer (set
+// params.out before the call).
+inline flare_merge_params make_merge_params(const std::vector<TensorView>& parts,
+                                            const std::vector<TensorView>& lses,
+                                            const TensorView& out, const TensorView& out_lse,
+                                            std::vector<const void*>& part_ptrs,
+                                            std::vector<const float*>& lse_ptrs) {
   using namespace detail;
   if (parts.empty()) invalid("merge_attention_states needs at least one part");
   if (lses.size() != parts.size())
@@ -483,26 +513,31 @@ inline void merge_attention_states(const std::vector<TensorView>& parts,
     invalid("merge_attention_states takes at most " +
             std::to_string(FLARE_MERGE_MAX_PART_PTRS) + " parts, got " +
             std::to_string(parts.size()));
-  expect_rank("out", out, 4);
   const TensorView& p0 = parts[0];
   const TensorView& l0 = lses[0];
-  std::vector<const void*> part_ptrs(parts.size());
-  std::vector<const float*> lse_ptrs(parts.size());
+  const std::string p0_name = label("parts[0]", p0), l0_name = label("lses[0]", l0);
+  expect_rank(p0_name.c_str(), p0, 4);
+  expect_rank("out", out, 4);
+  part_ptrs.assign(parts.size(), nullptr);
+  lse_ptrs.assign(parts.size(), nullptr);
   for (size_t s = 0; s < parts.size(); ++s) {
-    const std::string name = "parts[" + std::to_string(s) + "]";
-    const std::string lname = "lses[" + std::to_string(s) + "]";
+    const std::string name = label(("parts[" + std::to_string(s) + "]").c_str(), parts[s]);
+    const std::string lname = label(("lses[" + std::to_string(s) + "]").c_str(), lses[s]);
     expect_rank(name.c_str(), parts[s], 4);
     if (parts[s].dtype != p0.dtype)
-      invalid(name + " is " + dtype_name(parts[s].dtype) + " but parts[0] is " +
+      invalid(name + " is " + dtype_name(parts[s].dtype) + " but " + p0_name + " is " +
               dtype_name(p0.dtype));
     expect_same_shape(name.c_str(), parts[s], "out", out);
-    if (parts[s].stride != p0.stride) invalid(name + " has other strides than parts[0]");
+    if (parts[s].stride != p0.stride)
+      invalid(name + " has other strides than " + p0_name + ": all parts share their strides");
     if (lses[s].rank != 3) invalid(lname + " must have 3 dimensions [batch, heads, seqlen]");
     if (lses[s].dtype != DType::FP32) invalid(lname + " must be fp32");
-    expect_dim(lname.c_str(), lses[s], 0, out.size(0), "out.shape[0]");
-    expect_dim(lname.c_str(), lses[s], 1, out.size(2), "out.shape[2]");
-    expect_dim(lname.c_str(), lses[s], 2, out.size(1), "out.shape[1]");
-    if (lses[s].stride != l0.stride) invalid(lname + " has other strides than lses[0]");
+    const std::string out_name = label("out", out);
+    expect_dim(lname.c_str(), lses[s], 0, out.size(0), out_name + ".shape[0]");
+    expect_dim(lname.c_str(), lses[s], 1, out.size(2), out_name + ".shape[2]");
+    expect_dim(lname.c_str(), lses[s], 2, out.size(1), out_name + ".shape[1]");
+    if (lses[s].stride != l0.stride)
+      invalid(lname + " has other strides than " + l0_name + ": all lses share their strides");
     part_ptrs[s] = parts[s].data;
     lse_ptrs[s] = static_cast<const float*>(lses[s].data);
   }
@@ -524,16 +559,27 @@ inline void merge_attention_states(const std::vector<TensorView>& parts,
   p.out = out.data;
   strides4(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
   if (out_lse.defined()) {
-    if (out_lse.rank != 3) invalid("out_lse must have 3 dimensions [batch, heads, seqlen]");
-    if (out_lse.dtype != DType::FP32) invalid("out_lse must be fp32");
-    expect_dim("out_lse", out_lse, 0, out.size(0), "out.shape[0]");
-    expect_dim("out_lse", out_lse, 1, out.size(2), "out.shape[2]");
-    expect_dim("out_lse", out_lse, 2, out.size(1), "out.shape[1]");
+    const std::string name = label("out_lse", out_lse), out_name = label("out", out);
+    if (out_lse.rank != 3) invalid(name + " must have 3 dimensions [batch, heads, seqlen]");
+    if (out_lse.dtype != DType::FP32) invalid(name + " must be fp32");
+    expect_dim("out_lse", out_lse, 0, out.size(0), out_name + ".shape[0]");
+    expect_dim("out_lse", out_lse, 1, out.size(2), out_name + ".shape[2]");
+    expect_dim("out_lse", out_lse, 2, out.size(1), out_name + ".shape[1]");
     p.out_lse = static_cast<float*>(out_lse.data);
     p.out_lse_batch_stride = out_lse.stride[0];
     p.out_lse_head_stride = out_lse.stride[1];
     p.out_lse_row_stride = out_lse.stride[2];
   }
+  return p;
+}
+
+inline void merge_attention_states(const std::vector<TensorView>& parts,
+                                   const std::vector<TensorView>& lses, const TensorView& out,
+                                   const TensorView& out_lse = TensorView{},
+                                   void* stream = nullptr) {
+  std::vector<const void*> part_ptrs;
+  std::vector<const float*> lse_ptrs;
+  const flare_merge_params p = make_merge_params(parts, lses, out, out_lse, part_ptrs, lse_ptrs);
   check(flare_merge_attention_states(&p, stream));
 }
 

@@ -23,8 +23,10 @@
 //   flare::cp::CpOptions opts;  opts.causal = true;
 //   cp.forward(q, k, v, out, lse_or_nullptr, opts, stream);  // local shards, TensorViews
 //
-// Status: tested with a single-GPU simulation of the schedule and compute (virtual ranks,
-// copies instead of NCCL) and CPU tests of the schedule; not yet run on several GPUs.
+// Tested by CPU tests of the schedule (tests/cpu/test_cp_schedule.cpp), a single-GPU
+// simulation of the schedule and compute with R virtual ranks (tests/gpu/test_cp_sim.cpp:
+// copies instead of NCCL), and on two GPUs with NCCL by scripts/cp_check.sh (every output row
+// against single-GPU attention; results in bench/results/2026-11-25-NVIDIA-H100-80GB-HBM3-x2/).
 #ifndef FLARE_FLARE_CP_HPP
 #define FLARE_FLARE_CP_HPP
 

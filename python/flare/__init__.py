@@ -9,6 +9,11 @@ log-sum-exp (context parallelism, attention over a key set computed in parts).
 Forward only: no dropout (``dropout_p > 0`` raises NotImplementedError), no backward pass, and
 attention probabilities are never materialised (``return_attn_probs=True`` gives
 ``(out, softmax_lse, None)``). Importing this package does not import torch.
+
+Every argument is checked before any CUDA call: bad arguments raise ValueError naming the
+argument on any machine; a valid call without a CUDA driver or GPU raises
+RuntimeError("flare: no CUDA driver/GPU found ..."). Rows that see no key get lse -inf where
+FlashAttention-2 writes +inf (a deliberate difference; docs/api.md explains).
 """
 
 from . import _flare

@@ -10,6 +10,7 @@ never imported by this package.
 
 from __future__ import annotations
 
+import operator
 import sys
 from typing import Any, Optional, Tuple
 
@@ -64,19 +65,31 @@ def _stream_handle(stream: Any, ref: Any) -> int:
 
     Explicit ``stream``: an int handle, or an object with ``cuda_stream`` (torch.cuda.Stream)
     or ``ptr`` (cupy.cuda.Stream). Otherwise the current stream of the framework ``ref``
-    comes from (torch, cupy), else the legacy default stream 0.
+    comes from (torch, cupy), else the legacy default stream 0. A bad ``stream`` raises
+    ValueError naming it (before anything else is looked at).
     """
     if stream is not None:
-        if isinstance(stream, int):
-            return stream
-        for attr in ("cuda_stream", "ptr"):
-            handle = getattr(stream, attr, None)
-            if isinstance(handle, int):
-                return handle
-        raise ValueError(
-            "stream must be an int cudaStream_t handle, a torch.cuda.Stream or a "
-            f"cupy.cuda.Stream; got {type(stream).__name__}"
-        )
+        handle = None
+        if not isinstance(stream, bool):
+            try:
+                handle = operator.index(stream)
+            except TypeError:
+                for attr in ("cuda_stream", "ptr"):
+                    value = getattr(stream, attr, None)
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        handle = value
+                        break
+        if handle is None:
+            raise ValueError(
+                "stream must be an int cudaStream_t handle, a torch.cuda.Stream or a "
+                f"cupy.cuda.Stream; got {type(stream).__name__}"
+            )
+        if not 0 <= handle < 2**64:
+            raise ValueError(
+                f"stream must be a cudaStream_t handle in [0, 2**64) (0: the legacy default "
+                f"stream); got {handle}"
+            )
+        return handle
     if _is_torch(ref) and ref.is_cuda:
         torch = sys.modules["torch"]
         return int(torch.cuda.current_stream(ref.device).cuda_stream)
@@ -95,9 +108,33 @@ def _check_dropout(dropout_p: float) -> None:
         )
 
 
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _int32(value: Any, name: str) -> int:
+    """An int argument the C API takes as int32; ValueError naming it otherwise."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        result = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not _INT32_MIN <= result <= _INT32_MAX:
+        raise ValueError(f"{name} ({result}) is out of the int32 range")
+    return result
+
+
+def _float(value: Any, name: str) -> float:
+    """A float argument; ValueError naming it when it is not a real number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a float, got {type(value).__name__}") from None
+
+
 def _scale(softmax_scale: Optional[float]) -> float:
     # 0 selects 1/sqrt(headdim) in the library.
-    return 0.0 if softmax_scale is None else float(softmax_scale)
+    return 0.0 if softmax_scale is None else _float(softmax_scale, "softmax_scale")
 
 
 def _window(window_size: Tuple[int, int]) -> Tuple[int, int]:
@@ -105,7 +142,7 @@ def _window(window_size: Tuple[int, int]) -> Tuple[int, int]:
         left, right = window_size
     except (TypeError, ValueError):
         raise ValueError(f"window_size must be a pair (left, right), got {window_size!r}") from None
-    return int(left), int(right)
+    return _int32(left, "window_size[0]"), _int32(right, "window_size[1]")
 
 
 class DLPackArray:
@@ -205,7 +242,7 @@ def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softca
             lse_shape = (out_shape[0], out_shape[2], out_shape[1])
     outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
     result = _flare._fwd(q, k, v, packing, outs.out, outs.lse, bool(return_attn_probs),
-                         _scale(softmax_scale), bool(causal), left, right, float(softcap),
+                         _scale(softmax_scale), bool(causal), left, right, _float(softcap, "softcap"),
                          alibi_slopes, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
@@ -236,7 +273,15 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
 
     Returns:
         out, or (out, softmax_lse, None) with return_attn_probs; softmax_lse is float32
-        (batch_size, nheads, seqlen_q), -inf for rows that see no key (whose out is 0).
+        (batch_size, nheads, seqlen_q). A row that sees no key gets out 0 and lse -inf
+        (FlashAttention-2 writes +inf there: a deliberate difference, -inf being the
+        log-sum-exp of no key, which merge_attention_states relies on).
+
+    Raises:
+        ValueError naming the argument for bad arguments (before any CUDA call, so also on a
+        machine without a GPU); NotImplementedError for dropout; RuntimeError("flare: no CUDA
+        driver/GPU found ...") for a valid call without a driver or GPU, and for library or
+        CUDA failures.
 
     No backward pass: gradients do not flow through this function.
     """
@@ -295,10 +340,10 @@ def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         if out_shape is not None:
             lse_shape = (out_shape[1], out_shape[0])
     outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
-    result = _flare._varlen_fwd(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
-                                int(max_seqlen_k), outs.out, outs.lse, bool(return_attn_probs),
+    result = _flare._varlen_fwd(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, _int32(max_seqlen_q, "max_seqlen_q"),
+                                _int32(max_seqlen_k, "max_seqlen_k"), outs.out, outs.lse, bool(return_attn_probs),
                                 _scale(softmax_scale), bool(causal), left, right,
-                                float(softcap), alibi_slopes, handle)
+                                _float(softcap, "softcap"), alibi_slopes, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
@@ -321,7 +366,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 
     Returns:
         out (total_q, nheads, headdim), or (out, softmax_lse, None) with return_attn_probs;
-        softmax_lse is float32 (nheads, total_q).
+        softmax_lse is float32 (nheads, total_q), -inf for rows that see no key (see
+        flash_attn_func).
     """
     return _varlen(q, k, v, _SEPARATE, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                    dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
@@ -384,7 +430,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         out, stream: as in flash_attn_func. Other arguments as in flash_attn_func.
 
     Returns:
-        out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse).
+        out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse); softmax_lse is
+        -inf for rows that see no key (see flash_attn_func). Errors as in flash_attn_func.
     """
     q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad, \
         block_table, alibi_slopes = (_prepare(x) for x in (
@@ -402,8 +449,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     result = _flare._kvcache_fwd(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
                                  cache_batch_idx, cache_leftpad, block_table, outs.out, outs.lse,
                                  bool(return_softmax_lse), _scale(softmax_scale), bool(causal),
-                                 left, right, float(softcap), bool(rotary_interleaved),
-                                 alibi_slopes, int(num_splits), handle)
+                                 left, right, _float(softcap, "softcap"), bool(rotary_interleaved),
+                                 alibi_slopes, _int32(num_splits, "num_splits"), handle)
     o, lse = outs.wrap(result)
     return (o, lse) if return_softmax_lse else o
 

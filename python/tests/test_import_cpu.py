@@ -194,17 +194,18 @@ class _FakeCuda:
               "int32": (0, 32)}
     _alive = []  # the structs outlive the capsules (there is no deleter)
 
-    def __init__(self, shape, dtype="float16", strides=None, device=0):
+    def __init__(self, shape, dtype="float16", strides=None, device=0, data=0x10000):
         if strides is None:
             strides = [int(np.prod(shape[i + 1:])) for i in range(len(shape))]
         self.shape, self.dtype, self.strides, self.device = tuple(shape), dtype, strides, device
+        self.data = data
 
     def __dlpack_device__(self):
         return (2, self.device)  # kDLCUDA
 
     def __dlpack__(self, **kwargs):
         n = len(self.shape)
-        t = self._Tensor(data=0x10000, device=self._Device(2, self.device), ndim=n,
+        t = self._Tensor(data=self.data, device=self._Device(2, self.device), ndim=n,
                          dtype=self._DType(*self._CODES[self.dtype], 1),
                          shape=(ctypes.c_int64 * n)(*self.shape),
                          strides=(ctypes.c_int64 * n)(*self.strides))
@@ -221,24 +222,200 @@ _L = _FakeCuda((1, 2, 8), "float32")
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="builds DLPack capsules with ctypes")
 @pytest.mark.parametrize("outs, lses, kw, message", [
     ([_O, _FakeCuda((1, 8, 2, 64), "bfloat16")], [_L, _L], {},
-     r"outs\[1\] must have the dtype of outs\[0\] \(float16\), got bfloat16"),
+     r"outs\[1\] is bf16 but outs\[0\] is fp16"),
     ([_FakeCuda((1, 8, 2, 64), "float64")], [_L], {}, "must be float16, bfloat16 or float32"),
-    ([_O, _FakeCuda((1, 8, 3, 64))], [_L, _L], {}, r"outs\[1\].shape\[2\] is 3"),
+    ([_O, _FakeCuda((1, 8, 3, 64))], [_L, _L], {}, r"outs\[1\].shape\[2\] \(3\) must equal out.shape\[2\] \(2\)"),
     ([_FakeCuda((8, 2, 64))], [_L], {}, r"outs\[0\] must have 4 dimensions"),
     ([_FakeCuda((1, 8, 2, 64), strides=[2048, 256, 128, 2])], [_L], {},
-     "contiguous in its last dimension"),
+     r"outs\[0\].stride\[3\] \(2\) must be 1"),
     ([_O, _FakeCuda((1, 8, 2, 64), strides=[0, 256, 64, 1])], [_L, _L], {},
-     "all parts must share their strides"),
+     r"outs\[1\] has other strides than outs\[0\]"),
     ([_O, _FakeCuda((1, 8, 2, 64), device=1)], [_L, _L], {}, r"outs\[1\] is on CUDA device 1"),
     ([_O], [None], {}, r"lses\[0\] is None"),
     ([_O], [_FakeCuda((1, 2, 8))], {}, r"lses\[0\] must be float32, got float16"),
-    ([_O], [_FakeCuda((1, 8, 2), "float32")], {}, r"lses\[0\].shape\[1\] is 8"),
+    ([_O], [_FakeCuda((1, 8, 2), "float32")], {}, r"lses\[0\].shape\[1\] \(8\) must equal"),
     ([_O, _O], [_L, _FakeCuda((1, 2, 8), "float32", strides=[16, 1, 2])], {},
-     "all lses must share their strides"),
-    ([_O], [_L], {"out": _FakeCuda((1, 8, 2, 68))}, r"out.shape\[3\] is 68"),
+     r"lses\[1\] has other strides than lses\[0\]"),
+    ([_O], [_L], {"out": _FakeCuda((1, 8, 2, 68))}, r"must equal out.shape\[3\] \(68\)"),
     ([_O], [_L], {"out": _FakeCuda((1, 8, 2, 64), "int32")}, "out must be float16, bfloat16 or float32"),
     ([_O], [_L], {"out_lse": _FakeCuda((1, 2, 8), "float64")}, "out_lse must be float32"),
 ])
 def test_merge_argument_checks(outs, lses, kw, message):
     with pytest.raises(ValueError, match=message):
         flare.merge_attention_states(outs, lses, **kw)
+
+
+# ----------------------------------------------------------------------------- validation first
+#
+# Every argument check runs before any CUDA call: a bad argument raises ValueError (or
+# NotImplementedError) naming it whether or not a driver or GPU exists, and only a valid call
+# reaches the device, where a machine without one gets "no CUDA driver/GPU found". The fake
+# arrays are never dereferenced: every bad-argument case fails before anything touches a device.
+
+_CPYTHON = pytest.mark.skipif(sys.implementation.name != "cpython",
+                              reason="builds DLPack capsules with ctypes")
+
+
+def _f(shape, dtype="float16", **kw):
+    return _FakeCuda(shape, dtype, **kw)
+
+
+def _i32(shape, **kw):
+    return _FakeCuda(shape, "int32", **kw)
+
+
+_Q = _f((2, 8, 4, 64))
+_K = _f((2, 16, 2, 64))
+_KC = _f((2, 64, 2, 64))
+_PAGES = _f((8, 16, 2, 64))
+
+# (label, call, exception, message regex). Each message names the argument at fault.
+_BAD = [
+    # Rows padded to 64 elements, so only the head dim itself is wrong.
+    ("head_dim 7", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 7), strides=[2048, 256, 64, 1]), _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
+        _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
+        out=_f((2, 8, 4, 7), strides=[2048, 256, 64, 1])),
+     ValueError, "head_dim"),
+    ("misaligned q", lambda: flare.flash_attn_func(_f((2, 8, 4, 64), data=0x10002), _K, _K),
+     ValueError, r"\bq\b.*aligned|aligned.*\bq\b"),
+    ("heads not a multiple", lambda: flare.flash_attn_func(_f((2, 8, 3, 64)), _K, _K),
+     ValueError, r"q has 3 heads, not a multiple of the 2 heads of k"),
+    ("k dtype", lambda: flare.flash_attn_func(_Q, _f((2, 16, 2, 64), "bfloat16"), _K),
+     ValueError, "k is bf16 but q is fp16"),
+    ("q float32", lambda: flare.flash_attn_func(_f((2, 8, 4, 64), "float32"), _K, _K),
+     ValueError, "q must be float16 or bfloat16, got float32"),
+    ("k batch", lambda: flare.flash_attn_func(_Q, _f((3, 16, 2, 64)), _f((3, 16, 2, 64))),
+     ValueError, r"k.shape\[0\] \(3\) must equal q.shape\[0\]"),
+    ("v shape", lambda: flare.flash_attn_func(_Q, _K, _f((2, 15, 2, 64))),
+     ValueError, r"v.shape\[1\] \(15\) must equal k.shape\[1\]"),
+    ("k rank", lambda: flare.flash_attn_func(_Q, _f((16, 2, 64)), _K),
+     ValueError, "k must have 4 dimensions"),
+    ("k last stride", lambda: flare.flash_attn_func(
+        _Q, _f((2, 16, 2, 64), strides=[4096, 256, 128, 2]), _K),
+     ValueError, r"k.stride\[3\] \(2\) must be 1"),
+    ("k on another device", lambda: flare.flash_attn_func(_Q, _f((2, 16, 2, 64), device=1), _K),
+     ValueError, "k is on CUDA device 1 but q is on device 0"),
+    ("out shape", lambda: flare.flash_attn_func(_Q, _K, _K, out=_f((2, 8, 4, 32))),
+     ValueError, r"out.shape\[3\] \(32\) must equal q.shape\[3\]"),
+    ("window_left", lambda: flare.flash_attn_func(_Q, _K, _K, window_size=(-5, 0)),
+     ValueError, "window_left"),
+    ("softcap", lambda: flare.flash_attn_func(_Q, _K, _K, softcap=-1.0),
+     ValueError, "softcap"),
+    ("alibi dtype", lambda: flare.flash_attn_func(_Q, _K, _K, alibi_slopes=_f((4,))),
+     ValueError, "alibi_slopes must be float32"),
+    ("alibi shape", lambda: flare.flash_attn_func(_Q, _K, _K, alibi_slopes=_f((5,), "float32")),
+     ValueError, r"alibi_slopes.shape\[0\] is 5"),
+    ("qkv packing", lambda: flare.flash_attn_qkvpacked_func(_f((2, 8, 2, 4, 64))),
+     ValueError, r"qkv.shape\[2\] is 2 but must equal 3"),
+    ("stream -1", lambda: flare.flash_attn_func(_Q, _K, _K, stream=-1),
+     ValueError, r"^stream must be a cudaStream_t handle in \[0, 2\*\*64\)"),
+    ("stream 2**64", lambda: flare.flash_attn_func(_Q, _K, _K, stream=2**64),
+     ValueError, "^stream must be"),
+    ("stream str", lambda: flare.flash_attn_func(_Q, _K, _K, stream="default"),
+     ValueError, "^stream must be an int cudaStream_t handle"),
+    ("stream bool", lambda: flare.flash_attn_func(_Q, _K, _K, stream=True),
+     ValueError, "^stream must be"),
+    ("window too large", lambda: flare.flash_attn_func(_Q, _K, _K, window_size=(2**40, 0)),
+     ValueError, r"window_size\[0\] \(1099511627776\) is out of the int32 range"),
+    ("window not an int", lambda: flare.flash_attn_func(_Q, _K, _K, window_size=(1.5, 0)),
+     ValueError, r"window_size\[0\] must be an int"),
+    ("softcap not a number", lambda: flare.flash_attn_func(_Q, _K, _K, softcap="x"),
+     ValueError, "softcap must be a float"),
+    ("softmax_scale not a number", lambda: flare.flash_attn_func(_Q, _K, _K, softmax_scale=[1]),
+     ValueError, "softmax_scale must be a float"),
+    ("varlen max_seqlen_k too large", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 2**31),
+     ValueError, r"max_seqlen_k \(2147483648\) is out of the int32 range"),
+    ("kvcache num_splits not an int", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=4, num_splits=None),
+     ValueError, "num_splits must be an int"),
+    ("varlen cu_seqlens dtype", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _f((3,)), _i32((3,)), 4, 4),
+     ValueError, "cu_seqlens_q must be int32"),
+    ("varlen cu_seqlens_k length", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((4,)), 4, 4),
+     ValueError, r"cu_seqlens_k.shape\[0\] is 4"),
+    ("varlen max_seqlen_q", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 0, 4),
+     ValueError, "max_seqlen_q"),
+    ("varlen block_table", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 4,
+        block_table=_i32((2, 4))),
+     NotImplementedError, "block_table"),
+    ("kvcache seqlens range", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=65),
+     ValueError, r"cache_seqlens \(65\) must be in \[0, 64\]"),
+    ("kvcache seqlens dtype", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=_f((2,))),
+     ValueError, "cache_seqlens must be int32"),
+    ("kvcache append without seqlens", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, _f((2, 1, 2, 64)), _f((2, 1, 2, 64))),
+     ValueError, "cache_seqlens is required"),
+    ("kvcache k without v", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, _f((2, 1, 2, 64)), cache_seqlens=4),
+     ValueError, "v is missing while k is given"),
+    ("kvcache k heads", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, _f((2, 1, 4, 64)), _f((2, 1, 4, 64)), cache_seqlens=4),
+     ValueError, r"k.shape\[2\] \(4\) must equal the heads of k_cache"),
+    ("kvcache v_cache shape", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _f((2, 32, 2, 64)), cache_seqlens=4),
+     ValueError, r"v_cache.shape\[1\] \(32\) must equal k_cache.shape\[1\]"),
+    ("kvcache rotary without k", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, rotary_cos=_f((64, 16)), rotary_sin=_f((64, 16)),
+        cache_seqlens=4),
+     ValueError, "rotary_cos / rotary_sin need the new keys"),
+    ("kvcache page size", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _f((8, 8, 2, 64)), _f((8, 8, 2, 64)), cache_seqlens=4,
+        block_table=_i32((2, 4))),
+     ValueError, "page_block_size"),
+    ("kvcache block_table batch", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _PAGES, _PAGES, cache_seqlens=4, block_table=_i32((3, 4))),
+     ValueError, r"block_table.shape\[0\] is 3"),
+    ("kvcache num_splits", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=4, num_splits=-1),
+     ValueError, "num_splits"),
+    ("dropout", lambda: flare.flash_attn_func(_Q, _K, _K, dropout_p=0.1),
+     NotImplementedError, "dropout"),
+    ("merge out dtype", lambda: flare.merge_attention_states(
+        [_f((1, 8, 2, 64))], [_f((1, 2, 8), "float32")], out=_f((1, 8, 2, 64), "int32")),
+     ValueError, "out must be float16, bfloat16 or float32"),
+]
+
+
+@_CPYTHON
+@pytest.mark.parametrize("label, call, error, message", _BAD, ids=[b[0] for b in _BAD])
+def test_bad_arguments_fail_before_any_cuda_call(label, call, error, message):
+    with pytest.raises(error, match=message) as info:
+        call()
+    text = str(info.value)
+    for device_error in ("no CUDA driver", "CUDA error", "cudaError", "cudaGetDevice"):
+        assert device_error not in text, text
+
+
+# Valid calls: they pass every check, so on a machine without a driver or GPU the device is
+# what fails, with one clear message. (With a GPU the fake addresses must not reach it.)
+_VALID = [
+    ("flash_attn_func", lambda: flare.flash_attn_func(_Q, _K, _K, causal=True)),
+    ("flash_attn_func lse", lambda: flare.flash_attn_func(_Q, _K, _K, return_attn_probs=True)),
+    ("qkvpacked", lambda: flare.flash_attn_qkvpacked_func(_f((2, 8, 3, 4, 64)))),
+    ("kvpacked", lambda: flare.flash_attn_kvpacked_func(_Q, _f((2, 16, 2, 2, 64)))),
+    ("varlen", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 4)),
+    ("kvcache", lambda: flare.flash_attn_with_kvcache(_f((2, 1, 4, 64)), _KC, _KC,
+                                                       cache_seqlens=4)),
+    ("kvcache append + paged", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _PAGES, _PAGES, _f((2, 1, 2, 64)), _f((2, 1, 2, 64)),
+        cache_seqlens=_i32((2,)), block_table=_i32((2, 4)))),
+    ("merge", lambda: flare.merge_attention_states([_f((1, 8, 2, 64))] * 2,
+                                                   [_f((1, 2, 8), "float32")] * 2)),
+]
+
+
+@_CPYTHON
+@pytest.mark.skipif(flare.cuda_device_count() > 0,
+                    reason="a GPU is visible: this test's arrays are fake and must not reach it")
+@pytest.mark.parametrize("label, call", _VALID, ids=[v[0] for v in _VALID])
+def test_valid_call_without_a_device_says_so(label, call):
+    with pytest.raises(RuntimeError, match="^flare: no CUDA driver/GPU found"):
+        call()

@@ -5,6 +5,8 @@
 // each visible pair once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <set>
 #include <stdexcept>
 #include <vector>
@@ -94,8 +96,11 @@ void expand(const CpCall& call, int rows_local, int seq, KvGlobal kv_global,
     }
 }
 
+// Rank counts of the brute-force coverage tests: 1-6, and the 8 and 16 of one or two hosts.
+const int kWorlds[] = {1, 2, 3, 4, 5, 6, 8, 16};
+
 TEST(CpSchedule, RingCoversTheMaskExactlyOnce) {
-  for (int world = 1; world <= 6; ++world)
+  for (int world : kWorlds)
     for (int c = 1; c <= 3; ++c)
       for (bool causal : {false, true}) {
         SCOPED_TRACE(testing::Message() << "world=" << world << " c=" << c << " causal=" << causal);
@@ -140,7 +145,7 @@ TEST(CpSchedule, RingCoversTheMaskExactlyOnce) {
 }
 
 TEST(CpSchedule, AllGatherCoversTheMaskExactlyOnce) {
-  for (int world = 1; world <= 6; ++world)
+  for (int world : kWorlds)
     for (int c = 1; c <= 3; ++c)
       for (bool causal : {false, true}) {
         SCOPED_TRACE(testing::Message() << "world=" << world << " c=" << c << " causal=" << causal);
@@ -159,6 +164,117 @@ TEST(CpSchedule, AllGatherCoversTheMaskExactlyOnce) {
           }
         }
       }
+}
+
+// (query, key) pairs a call computes: all of them, or under flare's bottom-right causal mask
+// (query row i sees key rows j <= i + kv_rows - q_rows).
+int64_t call_work(const CpCall& call) {
+  const int64_t q = call.q_rows, kv = call.kv_rows;
+  if (!call.causal) return q * kv;
+  const int64_t off = kv - q;
+  if (off >= 0) return q * (off + 1) + q * (q - 1) / 2;  // row i sees i + off + 1 <= kv keys
+  int64_t n = 0;
+  for (int64_t i = 0; i < q; ++i) n += std::min(kv, std::max<int64_t>(0, i + off + 1));
+  return n;
+}
+
+// Chunk-level view of one schedule at real sequence lengths (too long to expand pair by pair):
+// every call is cut into c x c blocks, each of which must be wholly visible ("full"), a square
+// causal mask ("diagonal") or wholly masked; the blocks are counted per global (query chunk, key
+// chunk). kv_chunk maps a block's first key row in the call's K/V buffer to its global chunk.
+struct ChunkCover {
+  int chunks;
+  std::vector<int> full, diag;
+  explicit ChunkCover(int n) : chunks(n), full(size_t(n) * n, 0), diag(size_t(n) * n, 0) {}
+
+  template <class KvChunk>
+  void add(const CpCall& call, int rank, int world, int64_t c, KvChunk kv_chunk) {
+    ASSERT_EQ(call.q_begin % c, 0);
+    ASSERT_EQ(call.q_rows % c, 0);
+    ASSERT_EQ(call.kv_begin % c, 0);
+    ASSERT_EQ(call.kv_rows % c, 0);
+    const int64_t off = call.kv_rows - call.q_rows;
+    for (int64_t qi = 0; qi < call.q_rows / c; ++qi)
+      for (int64_t kj = 0; kj < call.kv_rows / c; ++kj) {
+        const int64_t i0 = qi * c, j0 = kj * c;  // first row / key of the block in the call
+        const int a = zigzag_chunk(rank, world, int((call.q_begin + i0) / c));
+        const int b = kv_chunk(call.kv_begin + j0);
+        if (!call.causal || j0 + c - 1 <= i0 + off) {
+          ++full[size_t(a) * chunks + b];
+        } else if (j0 == i0 + off) {
+          ++diag[size_t(a) * chunks + b];
+        } else {
+          ASSERT_GT(j0, i0 + c - 1 + off) << "a block cut by the mask off its diagonal";
+        }
+      }
+  }
+
+  // Every visible chunk pair once: b < a full, b == a the diagonal, b > a never (causal); every
+  // pair full without a mask.
+  void expect_exact(bool causal) const {
+    for (int a = 0; a < chunks; ++a)
+      for (int b = 0; b < chunks; ++b) {
+        const size_t i = size_t(a) * chunks + b;
+        const int want_full = (!causal || b < a) ? 1 : 0, want_diag = (causal && a == b) ? 1 : 0;
+        EXPECT_EQ(full[i], want_full) << "q chunk " << a << ", kv chunk " << b;
+        EXPECT_EQ(diag[i], want_diag) << "q chunk " << a << ", kv chunk " << b;
+      }
+  }
+};
+
+// The long-context sizes context parallelism is for (128k-1M tokens) on 2-16 ranks: the ring and
+// the all-gather cover every visible (query, key) pair exactly once, and the zig-zag shards
+// balance the work: with a causal mask every rank computes exactly S (S + 1) / (2 R) pairs in
+// all and, at each ring step, as many as every other rank (2c^2 + c at step 0, its own two
+// chunks; 2c^2 after: one key chunk fully visible to each query chunk or both to the late one).
+TEST(CpSchedule, LongSequencesCoverOnceAndBalance) {
+  for (int world : {2, 4, 8, 16})
+    for (int64_t seq : {int64_t(131072), int64_t(262144), int64_t(524288), int64_t(1048576)})
+      for (bool causal : {true, false}) {
+        SCOPED_TRACE(testing::Message() << "world=" << world << " seqlen=" << seq
+                                        << " causal=" << causal);
+        ASSERT_EQ(seq % (2 * world), 0);
+        const int64_t c = seq / (2 * world);
+        const int64_t total = causal ? seq * (seq + 1) / 2 : seq * seq;
+        ChunkCover ring(2 * world), gather(2 * world);
+        for (int r = 0; r < world; ++r) {
+          int64_t ring_work = 0, gather_work = 0;
+          for (int t = 0; t < world; ++t) {
+            const int src = ring_source_rank(r, world, t);
+            int64_t step_work = 0;
+            for (const CpCall& call : ring_step_calls(r, world, t, causal, int(c))) {
+              ring.add(call, r, world, c,
+                       [&](int64_t kv_row) { return zigzag_chunk(src, world, int(kv_row / c)); });
+              step_work += call_work(call);
+            }
+            const int64_t want = !causal ? 4 * c * c : t == 0 ? 2 * c * c + c : 2 * c * c;
+            EXPECT_EQ(step_work, want) << "rank " << r << " step " << t;
+            ring_work += step_work;
+          }
+          for (const CpCall& call : allgather_calls(r, world, causal, int(c))) {
+            gather.add(call, r, world, c, [&](int64_t kv_row) { return int(kv_row / c); });
+            gather_work += call_work(call);
+          }
+          EXPECT_EQ(ring_work * world, total) << "rank " << r;
+          EXPECT_EQ(gather_work * world, total) << "rank " << r;
+          if (HasFailure()) return;
+        }
+        ring.expect_exact(causal);
+        gather.expect_exact(causal);
+        if (HasFailure()) return;
+      }
+}
+
+TEST(CpSchedule, CallWorkMatchesTheMask) {
+  // call_work's closed form against counting, for the shapes the schedule produces.
+  for (const CpCall& call : {CpCall{0, 6, 0, 12, true}, CpCall{0, 6, 0, 6, true},
+                             CpCall{6, 6, 0, 24, true}, CpCall{0, 12, 0, 6, false}}) {
+    int64_t n = 0;
+    for (int i = 0; i < call.q_rows; ++i)
+      for (int j = 0; j < call.kv_rows; ++j)
+        n += (!call.causal || j <= i + call.kv_rows - call.q_rows) ? 1 : 0;
+    EXPECT_EQ(call_work(call), n);
+  }
 }
 
 TEST(CpSchedule, StrategyChoice) {

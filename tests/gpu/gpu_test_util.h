@@ -159,8 +159,8 @@ class DeviceBuffer {
     if (bytes_ > 0) {
       CUDA_CHECK(cudaMemcpy(ptr_, host.data(), bytes_, cudaMemcpyHostToDevice));
       // From pageable memory, cudaMemcpy may return before the DMA has landed, and the tests
-      // launch on non-blocking streams, which do not wait for the legacy stream: a late poison
-      // copy overwrote a finished output once (an "unwritten" row, session 6). Wait for it.
+      // launch on non-blocking streams, which do not wait for the legacy stream: without this
+      // wait a late poison copy can overwrite a finished output (read as an unwritten row).
       CUDA_CHECK(cudaDeviceSynchronize());
     }
   }

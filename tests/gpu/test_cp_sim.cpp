@@ -227,7 +227,7 @@ void run_sim_case(const SimCase& c) {
 TEST(ContextParallelSim, MatchesSingleGpuAttention) {
   FLARE_REQUIRE_GPU();
   for (cp::Strategy strategy : {cp::Strategy::Ring, cp::Strategy::AllGather})
-    for (int world : {1, 2, 3, 4})
+    for (int world : {1, 2, 3, 4, 8})
       for (bool causal : {true, false})
         for (int dtype : {FLARE_DTYPE_BF16, FLARE_DTYPE_FP16}) {
           if (world == 1 && strategy == cp::Strategy::AllGather) continue;
