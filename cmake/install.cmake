@@ -23,9 +23,21 @@ install(DIRECTORY include/flare DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 set(_flare_export_targets flare flare_static)
 if(TARGET flare_cp)
   list(APPEND _flare_export_targets flare_cp)
-  set_target_properties(flare_cp PROPERTIES INSTALL_RPATH "$ORIGIN"
-                                            INSTALL_RPATH_USE_LINK_PATH ON)
 endif()
+
+# Every other shared library of this directory (flare_cp, and any added later in
+# CMakeLists.txt) links libflare.so and is installed beside it: RUNPATH $ORIGIN. Deferred to the
+# end of the directory so that libraries defined after this file are covered too.
+function(_flare_library_runpaths)
+  get_property(_targets DIRECTORY PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(_t IN LISTS _targets)
+    get_target_property(_type ${_t} TYPE)
+    if(_type STREQUAL "SHARED_LIBRARY" AND NOT _t STREQUAL "flare")
+      set_target_properties(${_t} PROPERTIES INSTALL_RPATH "$ORIGIN" INSTALL_RPATH_USE_LINK_PATH ON)
+    endif()
+  endforeach()
+endfunction()
+cmake_language(DEFER CALL _flare_library_runpaths)
 install(TARGETS ${_flare_export_targets} EXPORT flareTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
