@@ -10,7 +10,7 @@
 #include "api/validate.h"
 #include "common/sequence.h"
 #include "common/tile_config.h"
-#include "planning/plan.h"
+#include "plan/plan.h"
 
 namespace flare {
 namespace {

@@ -1,4 +1,4 @@
-// Planning (src/planning/plan.cpp): the split-count heuristic, plan_forward's split choice,
+// Planning (src/plan/plan.cpp): the split-count heuristic, plan_forward's split choice,
 // workspace layout, head-dim padding and GQA packing. Expected values are derived by hand
 // from the rule documented in plan.h; each case shows its arithmetic.
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 
 #include "flare/flare.h"
 #include "common/tile_config.h"
-#include "planning/plan.h"
+#include "plan/plan.h"
 
 namespace {
 

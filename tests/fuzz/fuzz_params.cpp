@@ -19,7 +19,7 @@
 // Build (see .ci/steps/fuzz.sh):
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 //     -Iinclude -Isrc -I<cuda>/include tests/fuzz/fuzz_params.cpp src/api/error.cpp
-//     src/api/validate.cpp src/planning/plan.cpp src/kernels/sm90/tma_maps.cpp
+//     src/api/validate.cpp src/plan/plan.cpp src/kernels/sm90/tma_maps.cpp
 //     src/kernels/sm90/variant.cpp -o flare_fuzz_params
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -37,7 +37,7 @@
 #include "flare/flare.h"
 #include "kernels/sm90/tma_maps.h"
 #include "kernels/sm90/variant.h"
-#include "planning/plan.h"
+#include "plan/plan.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "planning/plan.h"
+#include "plan/plan.h"
 
 #include <algorithm>
 #include <cmath>
