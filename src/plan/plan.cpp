@@ -58,14 +58,10 @@ bool can_pack_gqa(const flare_mha_fwd_params& p) {
          p.alibi_slopes == nullptr && p.window_left < 0 && (p.window_right < 0 || p.causal);
 }
 
-}  // namespace
-
-FwdPlan plan_forward(const flare_mha_fwd_params& in, int num_sms) {
-  FwdPlan plan{};
-  plan.p = in;
+// Step 1: the params the kernels see.
+void resolve_params(FwdPlan& plan) {
   flare_mha_fwd_params& p = plan.p;
   if (p.softmax_scale == 0.f) p.softmax_scale = effective_scale(p);
-  plan.kernel_head_dim = padded_head_dim(p.head_dim);
   plan.rotate_q = p.cache_seqlens && p.k_new && p.rotary_dim > 0;
   if (plan.rotate_q) {
     // The append pass writes the rotated q densely into the workspace; the dispatcher points
@@ -88,33 +84,88 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, int num_sms) {
     if (p.max_seqlen_q) p.max_seqlen_q = ratio;
   }
   plan.max_seqlen_q = is_varlen(p) ? p.max_seqlen_q : p.seqlen_q;
+}
 
-  // The tile of the kernel this launch runs (decode or prefill), so block counts and CTA slots
-  // match what the kernel does.
-  const TileConfig tile = sm80_kernel_tile(plan.kernel_head_dim, plan.max_seqlen_q);
-  const int max_seqlen_k = is_varlen(p) ? p.max_seqlen_k
-                                            : p.seqlen_k;  // KV cache: the capacity
-  // 64-bit: validated lengths are <= 2^30 and batch, heads <= 65535, but their product is not.
-  const int64_t m_blocks = (int64_t(plan.max_seqlen_q) + tile.block_m - 1) / tile.block_m;
-  const int n_blocks = int((int64_t(max_seqlen_k) + tile.block_n - 1) / tile.block_n);
-  if (p.num_splits > 0) {
-    plan.num_splits = std::min(p.num_splits, std::max(1, n_blocks));
+// Step 2, mma.sync family: the decode kernel where it is enabled and fits, else the prefill
+// kernel with the wide key step where it pays and fits, swizzled rows where the head dim allows
+// and they fit.
+void choose_sm80(FwdPlan& plan, int smem_optin, const Tuning& t) {
+  const int d = plan.kernel_head_dim;
+  auto fits = [smem_optin](int bytes) { return smem_fits(bytes, smem_optin); };
+  const Sm80Kernel fitting = sm80_fitting_kernel(d, plan.max_seqlen_q, smem_optin);
+  if (fitting == Sm80Kernel::kNone) {
+    plan.family = FwdKernelFamily::kNone;
+    return;
+  }
+  if (t.sm80_decode && fitting == Sm80Kernel::kDecode) {
+    const TileConfig c = sm80_decode_tile_config(d);
+    plan.family = FwdKernelFamily::kSm80Decode;
+    // The decode kernel streams K/V at DRAM speed: the heuristic counts one CTA per SM
+    // (sm80_decode_split_slots_per_sm) although more fit.
+    plan.tile = {c.block_m, c.block_n, sm80_decode_split_slots_per_sm()};
+    return;
+  }
+  const TileConfig c = sm80_tile_config(d);
+  plan.family = FwdKernelFamily::kSm80Prefill;
+  plan.tile = {c.block_m, c.block_n, c.ctas_per_sm};
+  const bool can_swizzle = t.sm80_swizzle && d % 64 == 0;
+  const flare_mha_fwd_params& p = plan.p;
+  const int wide_n = sm80_wide_block_n(d);
+  const bool masked = p.causal != 0 || p.window_left >= 0 || p.window_right >= 0;
+  const int max_keys = is_varlen(p) ? p.max_seqlen_k : p.seqlen_k;
+  if (wide_n != 0 && t.sm80_wide && sm80_wide_step_pays(d, masked, max_keys) &&
+      fits(sm80_prefill_smem_bytes(d, c.block_m, wide_n, true, false))) {
+    plan.tile.block_n = wide_n;
+    plan.sm80_swizzled = can_swizzle && fits(sm80_prefill_smem_bytes(d, c.block_m, wide_n, true, true));
+    return;
+  }
+  plan.sm80_swizzled = can_swizzle && fits(sm80_prefill_smem_bytes(d, c.block_m, c.block_n, false, true));
+}
+
+// Step 2, Hopper: the variant, and with it the tile.
+void choose_sm90(FwdPlan& plan, const Tuning& t) {
+  Sm90Overrides o = t.sm90;
+  // Persistent tiles take their tickets from a counter in the workspace.
+  if (plan.p.workspace == nullptr) o.persistent = 0;
+  plan.sm90 = choose_sm90_variant(plan.p, plan.sm90_head_dim, o);
+  if (plan.sm90.warp_specialized) {
+    plan.family = FwdKernelFamily::kSm90WarpSpecialized;
+    plan.tile = {sm90_ws_block_m(plan.sm90.consumer_wgs), plan.sm90.block_n, kSm90CtasPerSm};
   } else {
-    // FA2's rule over CTA slots. Prefill: resident CTAs per SM of the kernel that runs. Decode
-    // kernel: one per SM (sm80_decode_split_slots_per_sm): it streams K/V at DRAM speed, so a
-    // second resident CTA adds no bandwidth, only more partial rows and combine work.
-    const int per_sm = sm80_use_decode_kernel(plan.max_seqlen_q) ? sm80_decode_split_slots_per_sm()
-                                                                 : tile.ctas_per_sm;
-    const int64_t slots = int64_t(std::max(num_sms, 1)) * per_sm;
+    plan.family = FwdKernelFamily::kSm90AllThreads;
+    plan.tile = {kSm90AllThreadsBlockM, sm90_all_threads_block_n(plan.sm90_head_dim),
+                 kSm90CtasPerSm};
+  }
+}
+
+// Step 3: the split count over the plan's own tile.
+int choose_splits(const FwdPlan& plan, int num_sms) {
+  const flare_mha_fwd_params& p = plan.p;
+  const int max_seqlen_k = is_varlen(p) ? p.max_seqlen_k : p.seqlen_k;  // KV cache: the capacity
+  // 64-bit: validated lengths are <= 2^30 and batch, heads <= 65535, but their product is not.
+  const int64_t m_blocks = (int64_t(plan.max_seqlen_q) + plan.tile.block_m - 1) / plan.tile.block_m;
+  const int n_blocks = int((int64_t(max_seqlen_k) + plan.tile.block_n - 1) / plan.tile.block_n);
+  int splits;
+  if (p.num_splits > 0) {
+    splits = std::min(p.num_splits, std::max(1, n_blocks));
+  } else if (p.workspace == nullptr) {
+    splits = 1;  // the heuristic never asks for memory the caller did not offer
+  } else {
+    const int64_t slots = int64_t(std::max(num_sms, 1)) * plan.tile.ctas_per_sm;
     const int64_t blocks = int64_t(p.batch) * p.num_heads * m_blocks;
-    plan.num_splits = num_splits_heuristic(int(std::min<int64_t>(blocks, 0x7fffffff)),
-                                           int(std::min<int64_t>(slots, 0x7fffffff)), n_blocks,
-                                           128);
+    splits = num_splits_heuristic(int(std::min<int64_t>(blocks, 0x7fffffff)),
+                                  int(std::min<int64_t>(slots, 0x7fffffff)), n_blocks, 128);
   }
   // The grid's z dimension is batch x splits, at most 65535 (a forced count is lowered).
-  plan.num_splits = std::max(1, std::min(plan.num_splits, kMaxGridZ / std::max(1, p.batch)));
+  return std::max(1, std::min(splits, kMaxGridZ / std::max(1, p.batch)));
+}
 
+// Step 4: the workspace layout, each region 256-byte aligned.
+void lay_out_workspace(FwdPlan& plan) {
+  const flare_mha_fwd_params& p = plan.p;
   size_t offset = 0;
+  plan.q_rot_offset = plan.o_accum_offset = plan.lse_accum_offset = kNoRegion;
+  plan.tile_counter_offset = kNoRegion;
   if (plan.rotate_q) {
     const size_t es = 2;
     plan.q_rot_offset = offset;
@@ -131,7 +182,42 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, int num_sms) {
     plan.lse_accum_offset = offset;
     offset = sat_add_aligned(offset, sat_mul(split_rows, sizeof(float)));
   }
+  if (plan.family == FwdKernelFamily::kSm90WarpSpecialized && plan.sm90.persistent) {
+    plan.tile_counter_offset = offset;
+    offset = sat_add_aligned(offset, kSm90TileCounterBytes);
+  }
   plan.workspace_bytes = offset;
+}
+
+}  // namespace
+
+FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
+                     const Tuning& tuning, const KernelSet& kernels) {
+  FwdPlan plan{};
+  plan.p = in;
+  plan.kernel_head_dim = padded_head_dim(in.head_dim);
+  plan.num_sms = device.num_sms;
+  plan.combine_pdl = tuning.combine_pdl && device.cc_major >= 9;
+  resolve_params(plan);
+
+  // Hopper kernels run on compute capability 9.0 (sm_90a code runs there only) where this build
+  // has the instance; launches of at most 16 query rows take the mma.sync decode kernel there
+  // too.
+  const int sm90_hd = sm90_kernel_head_dim(plan.kernel_head_dim);
+  const bool hopper = device.cc_major == 9 && tuning.hopper_kernels &&
+                      sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
+                      !sm80_use_decode_kernel(plan.max_seqlen_q);
+  if (hopper) {
+    plan.sm90_head_dim = sm90_hd;
+    choose_sm90(plan, tuning);
+  } else {
+    int smem = device.smem_optin;
+    if (tuning.smem_limit_bytes > 0 && (smem <= 0 || tuning.smem_limit_bytes < smem))
+      smem = tuning.smem_limit_bytes;
+    choose_sm80(plan, smem, tuning);
+  }
+  plan.num_splits = plan.family == FwdKernelFamily::kNone ? 1 : choose_splits(plan, device.num_sms);
+  lay_out_workspace(plan);
   return plan;
 }
 
