@@ -20,8 +20,9 @@ constexpr int64_t kUnknownSize = -1;
 
 // FLARE_ERROR_INVALID_ARGUMENT, naming the stride field, when entries of `tensor` overlap: the
 // dimensions of size > 1 sorted by stride must each step at least over the extent of the ones
-// inside them (`inner` contiguous elements innermost). Dimensions outside one of unknown size
-// cannot be checked and are accepted.
+// inside them (`inner` contiguous elements innermost). `dims` lists the dimensions outermost
+// first (batch, rows, heads); that order breaks ties of equal strides. Dimensions outside one of
+// unknown size cannot be checked and are accepted.
 flare_status check_no_overlap(const char* tensor, const LayoutDim* dims, int count, int64_t inner);
 
 }  // namespace flare

@@ -632,6 +632,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 }  // namespace flare
 
 #include "kernels/sm80/decode_kernel.cuh"
+#include "plan/plan.h"  // the planner's shared-memory table the launcher checks against
 
 namespace flare {
 namespace sm80 {
