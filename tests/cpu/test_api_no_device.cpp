@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -216,6 +217,7 @@ TEST(ApiBeforeDevice, ValidInputWithoutDeviceIsNoDevice) {
   }
   for (const EntryPoint& e : entry_points()) {
     const flare_status st = e.call(&p);
+    std::printf("%s: %s: %s\n", e.name, flare_status_string(st), flare_last_error());
     EXPECT_EQ(st, FLARE_ERROR_NO_DEVICE) << e.name << ": " << flare_last_error();
     EXPECT_NE(std::string(flare_last_error()).find("no CUDA driver/GPU found ("), std::string::npos)
         << e.name << ": " << flare_last_error();
