@@ -5,11 +5,16 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "flare/flare.h"
 #include "common/tile_config.h"
 #include "plan/plan.h"
+#include "plan/tuning.h"
 
 namespace {
 
@@ -625,6 +630,123 @@ TEST(PlanForward, Sm80SharedMemoryLimits) {
   no_decode.sm80_decode = false;
   EXPECT_EQ(make_plan(dense(1, 1, 4096, 8, 8, 64), kSm80, no_decode).family,
             FwdKernelFamily::kSm80Prefill);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Tuning: the parser the tests and flare_bench use, and a default build that ignores the
+// environment.
+
+namespace {
+
+struct EnvVar {
+  const char* name;
+  const char* value;  // null: unset
+};
+
+// The FLARE_* tuning variables, all unset.
+const std::initializer_list<EnvVar> kAllUnset = {
+    {"FLARE_KERNEL_PATH", nullptr},    {"FLARE_SMEM_LIMIT_KB", nullptr},
+    {"FLARE_SM80_DECODE", nullptr},    {"FLARE_SM80_WIDE", nullptr},
+    {"FLARE_SM80_SWIZZLE", nullptr},   {"FLARE_COMBINE_PDL", nullptr},
+    {"FLARE_SM90_WS", nullptr},        {"FLARE_SM90_PERSISTENT", nullptr},
+    {"FLARE_SM90_PINGPONG", nullptr},  {"FLARE_SM90_TMA", nullptr},
+    {"FLARE_SM90_TMA_Q", nullptr},     {"FLARE_SM90_BLOCK_N", nullptr},
+    {"FLARE_SM90_CONSUMERS", nullptr}};
+
+// Sets (or unsets) the variables for the scope and restores their previous values after it.
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(std::initializer_list<EnvVar> vars) {
+    for (const EnvVar& v : vars) {
+      const char* old = std::getenv(v.name);
+      saved_.push_back({v.name, old != nullptr, old != nullptr ? old : ""});
+      if (v.value != nullptr)
+        setenv(v.name, v.value, 1);
+      else
+        unsetenv(v.name);
+    }
+  }
+  ~ScopedEnv() {
+    for (const Saved& s : saved_) {
+      if (s.was_set)
+        setenv(s.name.c_str(), s.value.c_str(), 1);
+      else
+        unsetenv(s.name.c_str());
+    }
+  }
+
+ private:
+  struct Saved {
+    std::string name;
+    bool was_set;
+    std::string value;
+  };
+  std::vector<Saved> saved_;
+};
+
+TEST(Tuning, ParserReadsEveryVariable) {
+  const Tuning defaults;
+  {
+    ScopedEnv env({{"FLARE_KERNEL_PATH", "sm80"},
+                   {"FLARE_SMEM_LIMIT_KB", "99"},
+                   {"FLARE_SM80_DECODE", "0"},
+                   {"FLARE_SM80_WIDE", "0"},
+                   {"FLARE_SM80_SWIZZLE", "0"},
+                   {"FLARE_COMBINE_PDL", "0"},
+                   {"FLARE_SM90_WS", "1"},
+                   {"FLARE_SM90_PERSISTENT", "0"},
+                   {"FLARE_SM90_PINGPONG", "0"},
+                   {"FLARE_SM90_TMA", "require"},
+                   {"FLARE_SM90_TMA_Q", "0"},
+                   {"FLARE_SM90_BLOCK_N", "192"},
+                   {"FLARE_SM90_CONSUMERS", "3"}});
+    const Tuning t = flare::tuning_from_env();
+    EXPECT_FALSE(t.hopper_kernels);
+    EXPECT_EQ(t.smem_limit_bytes, 99 * 1024);
+    EXPECT_FALSE(t.sm80_decode);
+    EXPECT_FALSE(t.sm80_wide);
+    EXPECT_FALSE(t.sm80_swizzle);
+    EXPECT_FALSE(t.combine_pdl);
+    EXPECT_EQ(t.sm90.warp_specialized, 1);
+    EXPECT_EQ(t.sm90.persistent, 0);
+    EXPECT_EQ(t.sm90.pingpong, 0);
+    EXPECT_EQ(t.sm90.tma, 2);
+    EXPECT_EQ(t.sm90.tma_q, 0);
+    EXPECT_EQ(t.sm90.block_n, 192);
+    EXPECT_EQ(t.sm90.consumer_wgs, 3);
+  }
+  // Unset: the defaults.
+  ScopedEnv unset(kAllUnset);
+  const Tuning u = flare::tuning_from_env();
+  EXPECT_EQ(u.hopper_kernels, defaults.hopper_kernels);
+  EXPECT_EQ(u.smem_limit_bytes, 0);
+  EXPECT_TRUE(u.sm80_decode && u.sm80_wide && u.sm80_swizzle && u.combine_pdl);
+  EXPECT_EQ(u.sm90.warp_specialized, -1);
+  EXPECT_EQ(u.sm90.tma, -1);
+  EXPECT_EQ(u.sm90.consumer_wgs, -1);
+  // Other values of FLARE_KERNEL_PATH keep the Hopper kernels.
+  ScopedEnv other({{"FLARE_KERNEL_PATH", "sm90"}});
+  EXPECT_TRUE(flare::tuning_from_env().hopper_kernels);
+}
+
+// A default build plans with Tuning{} whatever the environment says; a FLARE_TUNING build reads
+// it at the first plan.
+TEST(Tuning, LibraryReadsEnvironmentOnlyInTuningBuilds) {
+  ScopedEnv env({{"FLARE_KERNEL_PATH", "sm80"}});
+#if defined(FLARE_TUNING_FROM_ENV)
+  EXPECT_FALSE(flare::current_tuning().hopper_kernels);
+#else
+  EXPECT_TRUE(flare::current_tuning().hopper_kernels);
+#endif
+  // set_tuning replaces it in either build.
+  Tuning t;
+  t.sm80_wide = false;
+  flare::set_tuning(t);
+  EXPECT_FALSE(flare::current_tuning().sm80_wide);
+  EXPECT_TRUE(flare::current_tuning().hopper_kernels);
+  flare::set_tuning(Tuning{});
 }
 
 }  // namespace

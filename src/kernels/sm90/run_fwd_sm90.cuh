@@ -77,6 +77,9 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
   int ctas = int(tiles);
   if (persistent) ctas = ctas < launch.num_sms ? ctas : launch.num_sms;  // one CTA per SM
+  // The tickets of a persistent launch are launch.tile_counter (zeroed by flare_mha_fwd on the
+  // stream before this launch); the last argument is the kernel's former counter-slot index,
+  // unused once the kernel reads launch.tile_counter.
   kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
                                                            m_blocks, 0);
   return cudaGetLastError();
