@@ -37,6 +37,7 @@ flare_status query_device(int device, DeviceInfo* info) {
     const cudaError_t count_err = cudaGetDeviceCount(&count);
     cudaGetLastError();
     if (count_err != cudaSuccess) return cuda_fail(count_err, "cudaGetDeviceCount");
+    if (count == 0) return cuda_fail(cudaErrorNoDevice, "cudaDeviceGetAttribute(compute capability)");
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "device (%d) is not a CUDA device ordinal: %d devices",
                 device, count);
   }
