@@ -5,6 +5,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
@@ -77,11 +78,15 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
   int ctas = int(tiles);
   if (persistent) ctas = ctas < launch.num_sms ? ctas : launch.num_sms;  // one CTA per SM
-  // The tickets of a persistent launch are launch.tile_counter (zeroed by flare_mha_fwd on the
-  // stream before this launch); the last argument is the kernel's former counter-slot index,
-  // unused once the kernel reads launch.tile_counter.
+  // MERGE NOTE (arch-kernel): the tickets of a persistent launch are launch.tile_counter
+  // (zeroed by flare_mha_fwd on the stream before this launch). Until the kernel reads it, the
+  // kernel's static slot ring is still used: each launch takes the next slot, so concurrent
+  // launches do not share one. Drop sched_slot with the ring.
+  static std::atomic<unsigned int> next_slot{0};
+  const int sched_slot =
+      persistent ? int(next_slot.fetch_add(1, std::memory_order_relaxed) % kSm90TileCounterSlots) : 0;
   kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
-                                                           m_blocks, 0);
+                                                           m_blocks, sched_slot);
   return cudaGetLastError();
 }
 
