@@ -17,6 +17,10 @@ namespace flare {
 
 namespace sm90 {
 
+// MERGE NOTE (arch-kernel): the next slot of this translation unit's static counter ring (one
+// ring per TU, shared by its kernel instances); goes with the ring.
+static std::atomic<unsigned int> g_next_counter_slot{0};
+
 // The Q and K/V tensor maps of a launch whose instance has block_m-row query tiles and
 // block_n-key blocks, where the variant and the launch allow TMA.
 inline int make_ws_tensor_maps(const flare_mha_fwd_params& p, const Sm90Variant& variant,
@@ -80,11 +84,12 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   if (persistent) ctas = ctas < launch.num_sms ? ctas : launch.num_sms;  // one CTA per SM
   // MERGE NOTE (arch-kernel): the tickets of a persistent launch are launch.tile_counter
   // (zeroed by flare_mha_fwd on the stream before this launch). Until the kernel reads it, the
-  // kernel's static slot ring is still used: each launch takes the next slot, so concurrent
-  // launches do not share one. Drop sched_slot with the ring.
-  static std::atomic<unsigned int> next_slot{0};
+  // kernel's static slot ring is still used: each launch takes the TU's next slot, so
+  // concurrent launches do not share one. Drop sched_slot with the ring.
   const int sched_slot =
-      persistent ? int(next_slot.fetch_add(1, std::memory_order_relaxed) % kSm90TileCounterSlots) : 0;
+      persistent ? int(g_next_counter_slot.fetch_add(1, std::memory_order_relaxed) %
+                       kSm90TileCounterSlots)
+                 : 0;
   kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
                                                            m_blocks, sched_slot);
   return cudaGetLastError();
