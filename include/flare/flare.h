@@ -154,9 +154,9 @@ typedef struct flare_mha_fwd_params {
 
   int32_t num_splits; /* 0 = heuristic, 1 = no split, n = forced */
   /* Device memory of at least flare_mha_fwd_workspace_size bytes, 256-byte aligned, or NULL:
-   * without a workspace the call runs without heuristic splits (a forced num_splits > 1 then
-   * fails with FLARE_ERROR_WORKSPACE_TOO_SMALL) and, on Hopper, with one CTA per tile instead
-   * of persistent CTAs, which may be slower. */
+   * without a workspace the call runs without heuristic splits and, on Hopper, with one CTA
+   * per tile instead of persistent CTAs, which may be slower; a forced num_splits > 1 or a
+   * rotary KV-cache append then fails with FLARE_ERROR_WORKSPACE_TOO_SMALL. */
   void* workspace;
   size_t workspace_size;
 
