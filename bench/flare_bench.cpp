@@ -1,4 +1,8 @@
-// flare_bench: forward-attention throughput through the public C ABI only.
+// flare_bench: forward-attention throughput through the public C ABI.
+//
+// A/B runs: the FLARE_* tuning variables of plan/tuning.h (FLARE_KERNEL_PATH=sm80,
+// FLARE_SMEM_LIMIT_KB, FLARE_SM80_*, FLARE_SM90_*, FLARE_COMBINE_PDL) are read here, not by the
+// library, and handed to it through its internal set_tuning (flare_bench links flare_static).
 //
 //   flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16] [--json PATH]
 //               [--quick] [--system-name NAME] [--iters N] [--warmup N] [--warmup-ms MS]
@@ -39,6 +43,7 @@
 #include <vector>
 
 #include "flare/flare.h"
+#include "plan/tuning.h"
 
 #if __has_include(<cublas_v2.h>)
 #include <cublas_v2.h>
@@ -807,6 +812,15 @@ Options parse(int argc, char** argv) {
 int main(int argc, char** argv) {
   Bench B;
   B.opt = parse(argc, argv);
+  const flare::Tuning tuning = flare::tuning_from_env();
+  flare::set_tuning(tuning);
+  std::printf("flare_bench: tuning: hopper_kernels=%d smem_limit_bytes=%d sm80_decode=%d "
+              "sm80_wide=%d sm80_swizzle=%d combine_pdl=%d sm90{ws=%d persistent=%d "
+              "pingpong=%d tma=%d tma_q=%d block_n=%d consumers=%d}\n",
+              tuning.hopper_kernels, tuning.smem_limit_bytes, tuning.sm80_decode,
+              tuning.sm80_wide, tuning.sm80_swizzle, tuning.combine_pdl,
+              tuning.sm90.warp_specialized, tuning.sm90.persistent, tuning.sm90.pingpong,
+              tuning.sm90.tma, tuning.sm90.tma_q, tuning.sm90.block_n, tuning.sm90.consumer_wgs);
   CUDA_CHECK(cudaGetDevice(&B.device));
   CUDA_CHECK(cudaGetDeviceProperties(&B.prop, B.device));
   CUDA_CHECK(cudaStreamCreateWithFlags(&B.stream, cudaStreamNonBlocking));

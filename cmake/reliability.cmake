@@ -24,9 +24,13 @@ if(FLARE_BUILD_FUZZ)
       tests/fuzz/fuzz_params.cpp
       src/api/error.cpp
       src/api/validate.cpp
-      src/planning/plan.cpp)
+      src/api/layout_check.cpp
+      src/plan/plan.cpp
+      src/plan/tuning.cpp
+      src/kernels/sm90/tma_maps.cpp
+      src/kernels/sm90/variant.cpp)
     target_include_directories(flare_fuzz_params PRIVATE
-      ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/src)
+      ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/src ${CUDAToolkit_INCLUDE_DIRS})
     target_compile_options(flare_fuzz_params PRIVATE ${_flare_fuzz_flags})
     target_link_options(flare_fuzz_params PRIVATE ${_flare_fuzz_flags})
   endif()

@@ -22,6 +22,25 @@
  *   d = seqlen_k - seqlen_q:  causal: j <= i + d;
  *   window: i + d - window_left <= j <= i + d + window_right (-1 = unbounded).
  * A row that sees no key writes out = 0 and lse = -inf.
+ *
+ * Errors: every call checks its arguments before it makes any CUDA call, so a bad argument gets
+ * its own status and a message naming the field (flare_last_error) even on a machine without a
+ * GPU; a machine without a CUDA driver or GPU gets FLARE_ERROR_NO_DEVICE.
+ *
+ * Devices: flare_mha_fwd and flare_merge_attention_states run on the STREAM's device: the
+ * device a created stream belongs to (cudaStreamGetDevice), or the calling thread's current
+ * device for the default streams (NULL, cudaStreamLegacy, cudaStreamPerThread). The calling
+ * thread's current device is the same after the call as before it. The query functions take
+ * the device ordinal explicitly.
+ *
+ * Threads and streams: every function may be called from several threads at once, on the same
+ * or different streams and devices. The error message is per thread (flare_last_error reads
+ * the calling thread's). The facts of a device (compute capability, SM count, shared memory)
+ * are read at its first use and cached for the process. Calls that run at the same time need
+ * workspaces of their own: a call's workspace is in use until its kernels on its stream have
+ * finished (the next call on the same stream may reuse it). A call holds no state between
+ * calls apart from the cached device facts, so its launches may be captured into a CUDA graph
+ * and replayed: each replay uses the workspace of the captured call.
  */
 #ifndef FLARE_FLARE_H
 #define FLARE_FLARE_H
@@ -52,7 +71,8 @@ typedef enum flare_status {
   FLARE_ERROR_NOT_SUPPORTED = 5,       /* a feature or combination flare does not offer (dropout) */
   FLARE_ERROR_ARCH_NOT_SUPPORTED = 6,  /* device older than sm80, or kernels not built for it */
   FLARE_ERROR_WORKSPACE_TOO_SMALL = 7,
-  FLARE_ERROR_CUDA = 8                 /* a CUDA runtime call or launch failed */
+  FLARE_ERROR_CUDA = 8,                /* a CUDA runtime call or launch failed */
+  FLARE_ERROR_NO_DEVICE = 9            /* no CUDA driver or no GPU found */
 } flare_status;
 
 typedef enum flare_dtype {
@@ -61,7 +81,10 @@ typedef enum flare_dtype {
   FLARE_DTYPE_FP32 = 2 /* flare_merge_attention_states only; flare_mha_fwd rejects it */
 } flare_dtype;
 
-/* Bumped when fields are added; the library reads only the first struct_size bytes. */
+/* Bumped when fields are added; the library reads only the first struct_size bytes. A
+ * struct_size larger than the library's struct (a caller compiled against a newer header) is
+ * accepted only when every byte past the library's struct is zero, i.e. no field the library
+ * does not know is set. */
 #define FLARE_MHA_FWD_PARAMS_VERSION 1
 
 typedef struct flare_mha_fwd_params {
@@ -87,6 +110,11 @@ typedef struct flare_mha_fwd_params {
   int64_t k_batch_stride, k_row_stride, k_head_stride; /* paged: batch stride = page stride */
   int64_t v_batch_stride, v_row_stride, v_head_stride;
   int64_t out_batch_stride, out_row_stride, out_head_stride;
+  /* out's (batch, row, head) entries must not overlap: sorted by stride, each stride of a
+   * dimension of size > 1 must be at least the extent of the dimensions inside it (e.g.
+   * out_row_stride >= (num_heads - 1) * out_head_stride + head_dim when heads are inner), or the
+   * call fails naming the stride. Likewise the K/V cache when k_new is appended. The read-only
+   * q, k, v may overlap (a zero stride broadcasts); out overlapping q, k or v is undefined. */
 
   float softmax_scale; /* 0 means 1/sqrt(head_dim) */
   int32_t causal;      /* same as window_right = 0 */
@@ -125,6 +153,10 @@ typedef struct flare_mha_fwd_params {
   int32_t rotary_max_positions; /* rows of rotary_cos/sin */
 
   int32_t num_splits; /* 0 = heuristic, 1 = no split, n = forced */
+  /* Device memory of at least flare_mha_fwd_workspace_size bytes, 256-byte aligned, or NULL:
+   * without a workspace the call runs without heuristic splits and, on Hopper, with one CTA
+   * per tile instead of persistent CTAs, which may be slower; a forced num_splits > 1 or a
+   * rotary KV-cache append then fails with FLARE_ERROR_WORKSPACE_TOO_SMALL. */
   void* workspace;
   size_t workspace_size;
 
@@ -134,16 +166,19 @@ typedef struct flare_mha_fwd_params {
 /* Zeroes the struct, sets struct_size, window_left = window_right = -1. */
 FLARE_API void flare_mha_fwd_params_init(flare_mha_fwd_params* params);
 
-/* Bytes of workspace flare_mha_fwd needs for these params on this device (0 is possible). */
+/* Bytes of workspace flare_mha_fwd needs for these params on `device` (0 is possible). The
+ * params' workspace fields are ignored. */
 FLARE_API flare_status flare_mha_fwd_workspace_size(const flare_mha_fwd_params* params, int device,
                                                     size_t* bytes);
 
 /* FLARE_OK when flare_mha_fwd would accept these params on this device (no launch). */
 FLARE_API flare_status flare_can_implement(const flare_mha_fwd_params* params, int device);
 
-/* Runs attention on the stream's device. On error nothing is launched or written. */
+/* Runs attention on the stream's device (see "Devices" above). On error nothing is launched
+ * or written. */
 FLARE_API flare_status flare_mha_fwd(const flare_mha_fwd_params* params, void* cuda_stream);
 
+/* A short constant text naming the status ("unknown status" for values not in flare_status). */
 FLARE_API const char* flare_status_string(flare_status status);
 
 /* The message of this thread's last failed call ("" when none). */
@@ -173,7 +208,8 @@ FLARE_API flare_status flare_mha_fwd_num_splits(const flare_mha_fwd_params* para
  * elements (8 bytes for fp16/bf16, 16 bytes for fp32); lse pointers are 4-byte aligned.
  * In place: out may be one of the parts (same address, dtype and strides) and out_lse that
  * part's lse (same address and strides); any other overlap of an output with an input is
- * undefined. */
+ * undefined. The entries of out (and of out_lse) must not overlap each other (the rule of
+ * flare_mha_fwd_params' out strides); struct_size follows flare_mha_fwd_params' rule. */
 #define FLARE_MERGE_PARAMS_VERSION 1
 #define FLARE_MERGE_MAX_PART_PTRS 64
 

@@ -33,6 +33,7 @@ extern "C" FLARE_API const char* flare_status_string(flare_status status) {
     case FLARE_ERROR_ARCH_NOT_SUPPORTED: return "GPU architecture not supported";
     case FLARE_ERROR_WORKSPACE_TOO_SMALL: return "workspace too small";
     case FLARE_ERROR_CUDA: return "CUDA error";
+    case FLARE_ERROR_NO_DEVICE: return "no CUDA driver or GPU found";
   }
   return "unknown status";
 }

@@ -8,7 +8,8 @@
 //      lse_part_stride;
 //   4. shapes: batch, seqlen, num_heads >= 1; head_dim a multiple of 4 in [4, 512];
 //   5. strides: part and out strides >= 0 and multiples of 4 elements; lse strides >= 0;
-//   6. out (non-null, aligned), out_lse (optional, 4-byte aligned, strides >= 0);
+//   6. out (non-null, aligned), out_lse (optional, 4-byte aligned, strides >= 0), and neither
+//      overlapping itself (api/layout_check.h);
 //   7. in-place use: an output at the address of an input must have its dtype and strides.
 #include "api/merge_validate.h"
 
@@ -18,6 +19,7 @@
 #include <cstring>
 
 #include "api/error.h"
+#include "api/layout_check.h"
 
 namespace flare {
 namespace {
@@ -172,6 +174,19 @@ flare_status check_outputs(const flare_merge_params& p) {
     FLARE_CHECK(check_non_negative("out_lse_row_stride", p.out_lse_row_stride));
     FLARE_CHECK(check_non_negative("out_lse_head_stride", p.out_lse_head_stride));
   }
+  // The merged rows are written: no two (batch, row, head) entries may share an element.
+  const LayoutDim out_dims[3] = {
+      {"out_batch_stride", "batch entries", p.batch, p.out_batch_stride},
+      {"out_row_stride", "rows", p.seqlen, p.out_row_stride},
+      {"out_head_stride", "heads", p.num_heads, p.out_head_stride}};
+  FLARE_CHECK(check_no_overlap("out", out_dims, 3, p.head_dim));
+  if (p.out_lse) {
+    const LayoutDim lse_dims[3] = {
+        {"out_lse_batch_stride", "batch entries", p.batch, p.out_lse_batch_stride},
+        {"out_lse_row_stride", "rows", p.seqlen, p.out_lse_row_stride},
+        {"out_lse_head_stride", "heads", p.num_heads, p.out_lse_head_stride}};
+    FLARE_CHECK(check_no_overlap("out_lse", lse_dims, 3, 1));
+  }
   return FLARE_OK;
 }
 
@@ -236,6 +251,15 @@ flare_status read_merge_params(const flare_merge_params* params, flare_merge_par
                 size, kMinMergeStructSize);
   if (size % 8 != 0)
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "struct_size (%zu) is not a multiple of 8", size);
+  // A newer caller's struct: the fields this library does not know must be unset (zero).
+  const unsigned char* tail = reinterpret_cast<const unsigned char*>(params);
+  for (size_t i = sizeof(*full); i < size; ++i)
+    if (tail[i] != 0)
+      return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                  "struct_size (%zu) is larger than this library's flare_merge_params (%zu "
+                  "bytes) and byte %zu past it is not zero: a field this library does not know "
+                  "is set",
+                  size, sizeof(*full), i);
   flare_merge_params_init(full);
   std::memcpy(static_cast<void*>(full), static_cast<const void*>(params),
               size < sizeof(*full) ? size : sizeof(*full));

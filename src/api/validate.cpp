@@ -19,7 +19,13 @@
 //   7. num_splits and the workspace pointer;
 //   8. the extent of every tensor (the element offset one past its last element, from the
 //      sizes and strides) is below 2^61, so no 64-bit offset computed on the host or in a
-//      kernel (packed-GQA strides included) can overflow.
+//      kernel (packed-GQA strides included) can overflow;
+//   9. the written tensors do not overlap themselves: out's rows and heads (and batch
+//      entries), and the K/V cache when k_new is appended (api/layout_check.h). Read-only
+//      inputs may overlap (a zero stride broadcasts).
+//
+// read_params accepts a struct_size larger than the library's struct only when every byte past
+// the library's struct is zero (a newer caller that sets no field this library lacks).
 //
 // Every pointer except the tensors' base addresses is a device pointer, and even those are
 // only compared, never read: validation never dereferences anything but the params struct.
@@ -39,6 +45,7 @@
 #include <cstring>
 
 #include "api/error.h"
+#include "api/layout_check.h"
 
 namespace flare {
 namespace {
@@ -375,6 +382,32 @@ flare_status check_extents(const flare_mha_fwd_params& p) {
   return FLARE_OK;
 }
 
+// Runs last. Outputs must not overlap themselves: out always, the K/V cache when the append
+// pass writes into it. The read-only inputs q, k, v may alias (a stride of 0 broadcasts, e.g.
+// one K/V for every batch entry); out overlapping an input is not detected and is undefined.
+flare_status check_output_layouts(const flare_mha_fwd_params& p) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const LayoutDim out_dims[3] = {
+      {"out_batch_stride", "batch entries", varlen ? 1 : p.batch, p.out_batch_stride},
+      {"out_row_stride", "rows", varlen ? kUnknownSize : p.seqlen_q, p.out_row_stride},
+      {"out_head_stride", "heads", p.num_heads, p.out_head_stride}};
+  FLARE_CHECK(check_no_overlap("out", out_dims, 3, p.head_dim));
+  if (p.cache_seqlens && p.k_new) {
+    const bool paged = p.block_table != nullptr;
+    const int64_t n = paged ? p.num_pages : p.batch;
+    const int64_t rows = paged ? p.page_block_size : p.seqlen_k;
+    const LayoutDim k_dims[3] = {{"k_batch_stride", "cache entries", n, p.k_batch_stride},
+                                 {"k_row_stride", "rows", rows, p.k_row_stride},
+                                 {"k_head_stride", "heads", p.num_heads_k, p.k_head_stride}};
+    FLARE_CHECK(check_no_overlap("the K cache k", k_dims, 3, p.head_dim));
+    const LayoutDim v_dims[3] = {{"v_batch_stride", "cache entries", n, p.v_batch_stride},
+                                 {"v_row_stride", "rows", rows, p.v_row_stride},
+                                 {"v_head_stride", "heads", p.num_heads_k, p.v_head_stride}};
+    FLARE_CHECK(check_no_overlap("the V cache v", v_dims, 3, p.head_dim));
+  }
+  return FLARE_OK;
+}
+
 }  // namespace
 
 flare_status read_params(const flare_mha_fwd_params* params, flare_mha_fwd_params* full) {
@@ -389,8 +422,17 @@ flare_status read_params(const flare_mha_fwd_params* params, flare_mha_fwd_param
   // Fields come in 8-byte groups, so a valid size never cuts a pointer in half.
   if (size % 8 != 0)
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "struct_size (%zu) is not a multiple of 8", size);
+  // A newer caller's struct: the fields this library does not know must be unset (zero), so
+  // that nothing the caller asked for is silently ignored.
+  const unsigned char* tail = reinterpret_cast<const unsigned char*>(params);
+  for (size_t i = sizeof(*full); i < size; ++i)
+    if (tail[i] != 0)
+      return fail(FLARE_ERROR_INVALID_ARGUMENT,
+                  "struct_size (%zu) is larger than this library's flare_mha_fwd_params (%zu "
+                  "bytes) and byte %zu past it is not zero: a field this library does not know "
+                  "is set",
+                  size, sizeof(*full), i);
   flare_mha_fwd_params_init(full);
-  // A newer caller's extra fields are unknown to this library and ignored.
   std::memcpy(static_cast<void*>(full), static_cast<const void*>(params),
               size < sizeof(*full) ? size : sizeof(*full));
   full->struct_size = sizeof(*full);
@@ -408,6 +450,7 @@ flare_status validate_params(const flare_mha_fwd_params* params) {
   FLARE_CHECK(check_kv_cache(p));
   FLARE_CHECK(check_splits_and_workspace(p));
   FLARE_CHECK(check_extents(p));
+  FLARE_CHECK(check_output_layouts(p));
   return FLARE_OK;
 }
 

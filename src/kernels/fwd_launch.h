@@ -1,14 +1,26 @@
-// The contract between the host dispatcher and the kernels: one resolved launch description,
-// and the entry points each kernel translation unit instantiates.
+// The contract between the host dispatcher and the kernels: one resolved launch description
+// (what the plan decided, plan/plan.h), and the entry points each kernel translation unit
+// instantiates. The launchers carry out the plan: they read no device attribute and no
+// environment.
 #pragma once
 #include <cstddef>
 #include "flare/flare.h"
+#include "kernels/sm90/variant.h"
 
 typedef struct CUstream_st* cudaStream_t;
 
 namespace flare {
 
-// Everything a forward launch needs, resolved on the host from the caller's params.
+// The kernel family a plan runs.
+enum class FwdKernelFamily : int {
+  kNone = 0,              // no kernel fits (the call is refused before anything is launched)
+  kSm80Prefill,           // mma.sync prefill kernel (fwd_kernel.cuh)
+  kSm80Decode,            // mma.sync decode kernel (decode_kernel.cuh), <= 16 query rows
+  kSm90WarpSpecialized,   // Hopper producer / consumer kernel (fwd_kernel_sm90_ws.cuh)
+  kSm90AllThreads,        // Hopper kernel without a producer warpgroup (fwd_kernel_sm90.cuh)
+};
+
+// Everything a forward launch needs, resolved on the host from the caller's params and the plan.
 struct FwdLaunch {
   flare_mha_fwd_params p;   // the caller's params, with q redirected to the rotated copy
                             // in the workspace when rotary is applied
@@ -16,19 +28,26 @@ struct FwdLaunch {
   int max_seqlen_q;         // rows per batch entry of the split accumulators
   float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, head_dim] when split
   float* lse_accum;         // [num_splits, batch, heads, max_seqlen_q] when split
-  int smem_optin;           // shared memory a block may opt in to on this device, bytes
-                            // (0: not known; the launchers then assume every variant fits)
+  FwdKernelFamily family;   // which kernel runs
+  int block_m, block_n;     // the instance's tile: query rows per CTA, keys per step
+  bool sm80_swizzled;       // mma.sync prefill: XOR-swizzled shared-memory rows
+  Sm90Variant sm90;         // Hopper variant (families kSm90*)
+  int num_sms;              // SMs of the device (grid of persistent launches)
+  bool combine_pdl;         // launch the split combine as a programmatic dependent
+  unsigned int* tile_counter;  // dynamic tile tickets: a zeroed word in the workspace (null when the plan has none)
 };
 
 // Forward kernel of the mma.sync family, compiled for `Arch` (80 or 90), element type
-// `Dtype` (flare_dtype) and head dimension `HeadDim`. Returns a cudaError_t value.
+// `Dtype` (flare_dtype) and head dimension `HeadDim`: the decode or prefill kernel and the
+// instance (key step, row layout) that launch.family / block_n / sm80_swizzled name. Returns a
+// cudaError_t value.
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream);
 
-// Hopper forward kernels (sm90a only; run_fwd_sm90.cuh picks the variant). Compiled for head
-// dims 64, 128, 256; p.head_dim may be smaller (the dispatcher runs d96 on the 128 kernel and
-// d192 on the 256 kernel, sm90_kernel_head_dim): columns past p.head_dim are zero in shared
-// memory and never stored. Returns a cudaError_t value.
+// Hopper forward kernels (sm90a only): the variant launch.sm90 names. Compiled for head dims
+// 64, 128, 256; p.head_dim may be smaller (the planner runs d96 on the 128 kernel and d192 on
+// the 256 kernel, sm90_kernel_head_dim): columns past p.head_dim are zero in shared memory and
+// never stored. Returns a cudaError_t value.
 template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
 

@@ -209,6 +209,10 @@ TEST(MergeValidation, Shapes) {
   for (int d : {4, 12, 100, 512}) {
     p = base_params();
     p.head_dim = d;
+    // out contiguous for this head dim (its rows and heads must not overlap).
+    p.out_head_stride = d;
+    p.out_row_stride = 4 * d;
+    p.out_batch_stride = 16 * 4 * d;
     EXPECT_EQ(flare::validate_merge_params(&p), FLARE_OK) << d << ": " << flare_last_error();
   }
 }
@@ -218,20 +222,21 @@ TEST(MergeValidation, Strides) {
     int64_t flare_merge_params::*field;
     const char* name;
     bool vector;  // must be a multiple of 4 elements
+    bool output;  // a stride of out / out_lse: 0 (or too small) makes entries overlap
   };
   const Case cases[] = {
-      {&flare_merge_params::part_batch_stride, "part_batch_stride", true},
-      {&flare_merge_params::part_row_stride, "part_row_stride", true},
-      {&flare_merge_params::part_head_stride, "part_head_stride", true},
-      {&flare_merge_params::out_batch_stride, "out_batch_stride", true},
-      {&flare_merge_params::out_row_stride, "out_row_stride", true},
-      {&flare_merge_params::out_head_stride, "out_head_stride", true},
-      {&flare_merge_params::lse_batch_stride, "lse_batch_stride", false},
-      {&flare_merge_params::lse_row_stride, "lse_row_stride", false},
-      {&flare_merge_params::lse_head_stride, "lse_head_stride", false},
-      {&flare_merge_params::out_lse_batch_stride, "out_lse_batch_stride", false},
-      {&flare_merge_params::out_lse_row_stride, "out_lse_row_stride", false},
-      {&flare_merge_params::out_lse_head_stride, "out_lse_head_stride", false},
+      {&flare_merge_params::part_batch_stride, "part_batch_stride", true, false},
+      {&flare_merge_params::part_row_stride, "part_row_stride", true, false},
+      {&flare_merge_params::part_head_stride, "part_head_stride", true, false},
+      {&flare_merge_params::out_batch_stride, "out_batch_stride", true, true},
+      {&flare_merge_params::out_row_stride, "out_row_stride", true, true},
+      {&flare_merge_params::out_head_stride, "out_head_stride", true, true},
+      {&flare_merge_params::lse_batch_stride, "lse_batch_stride", false, false},
+      {&flare_merge_params::lse_row_stride, "lse_row_stride", false, false},
+      {&flare_merge_params::lse_head_stride, "lse_head_stride", false, false},
+      {&flare_merge_params::out_lse_batch_stride, "out_lse_batch_stride", false, true},
+      {&flare_merge_params::out_lse_row_stride, "out_lse_row_stride", false, true},
+      {&flare_merge_params::out_lse_head_stride, "out_lse_head_stride", false, true},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -239,15 +244,35 @@ TEST(MergeValidation, Strides) {
     p.*c.field = -8;
     expect_invalid(p, FLARE_ERROR_INVALID_ARGUMENT, std::string(c.name) + " (-8) must be >= 0");
     p = base_params();
-    p.*c.field = 6;  // any value for lse strides; not a multiple of 4 for the others
+    p.*c.field = 6;  // any value for input lse strides; not a multiple of 4 for the others
     if (c.vector)
       expect_invalid(p, FLARE_ERROR_MISALIGNED, std::string(c.name) + " (6) is not a multiple");
+    else if (c.output)  // rows of out_lse 6 apart: they now overlap its heads (16 apart)
+      expect_invalid(p, FLARE_ERROR_INVALID_ARGUMENT, "of out_lse overlap");
     else
       EXPECT_EQ(flare::validate_merge_params(&p), FLARE_OK) << flare_last_error();
     p = base_params();
-    p.*c.field = 0;  // broadcast / unused dimension
-    EXPECT_EQ(flare::validate_merge_params(&p), FLARE_OK) << flare_last_error();
+    p.*c.field = 0;  // inputs: broadcast; outputs: entries would overlap
+    if (c.output)
+      expect_invalid(p, FLARE_ERROR_INVALID_ARGUMENT, std::string(c.name) + " (0) makes the");
+    else
+      EXPECT_EQ(flare::validate_merge_params(&p), FLARE_OK) << flare_last_error();
   }
+  // An output stride of 0 is fine where its dimension has one entry.
+  flare_merge_params one = base_params();
+  one.batch = 1;
+  one.out_batch_stride = one.out_lse_batch_stride = 0;
+  EXPECT_EQ(flare::validate_merge_params(&one), FLARE_OK) << flare_last_error();
+  // Rows packed tighter than a row of heads overlap; heads outermost is a valid layout.
+  one = base_params();
+  one.out_row_stride = 3 * 64;
+  expect_invalid(one, FLARE_ERROR_INVALID_ARGUMENT,
+                 "out_row_stride (192) makes the rows of out overlap: each spans 256 elements");
+  one = base_params();
+  one.out_head_stride = 2 * 16 * 64;  // [heads, batch, rows, d]
+  one.out_batch_stride = 16 * 64;
+  one.out_row_stride = 64;
+  EXPECT_EQ(flare::validate_merge_params(&one), FLARE_OK) << flare_last_error();
   // Without out_lse its strides are not looked at.
   flare_merge_params p = base_params();
   p.out_lse = nullptr;
@@ -269,6 +294,7 @@ TEST(MergeValidation, OutputsAndInPlace) {
   expect_invalid(p, FLARE_ERROR_INVALID_ARGUMENT, "out is part 1 in place but out_dtype (fp16)");
   p.out_dtype = FLARE_DTYPE_BF16;
   p.out_row_stride = 8 * 64;
+  p.out_batch_stride = 16 * 8 * 64;
   expect_invalid(p, FLARE_ERROR_INVALID_ARGUMENT, "out is part 1 in place but its strides");
 
   // out_lse = lse of part 2: same strides needed.
@@ -276,6 +302,7 @@ TEST(MergeValidation, OutputsAndInPlace) {
   p.out_lse = fake_ptr<float>(0x200000 + 4 * 2 * p.lse_part_stride);
   EXPECT_EQ(flare::validate_merge_params(&p), FLARE_OK) << flare_last_error();
   p.out_lse_head_stride = 32;
+  p.out_lse_batch_stride = 4 * 32;
   expect_invalid(p, FLARE_ERROR_INVALID_ARGUMENT, "out_lse is the lse of part 2 in place");
 
   // Pointer arrays: out = part_ptrs[0].
@@ -309,15 +336,22 @@ TEST(MergeValidation, ReadParams) {
   EXPECT_EQ(full.head_dim, 64);
   EXPECT_EQ(flare::validate_merge_params(&full), FLARE_OK) << flare_last_error();
 
-  // A newer caller's tail is ignored.
+  // A newer caller's struct: accepted when the fields past the library's are zero, refused
+  // (naming struct_size) when one is set.
   struct Bigger {
     flare_merge_params p;
     int64_t extra[2];
   } big{};
   big.p = base_params();
   big.p.struct_size = sizeof(Bigger);
-  EXPECT_EQ(flare::read_merge_params(&big.p, &full), FLARE_OK);
+  EXPECT_EQ(flare::read_merge_params(&big.p, &full), FLARE_OK) << flare_last_error();
   EXPECT_EQ(full.struct_size, sizeof(flare_merge_params));
+  big.extra[1] = 1;
+  EXPECT_EQ(flare::read_merge_params(&big.p, &full), FLARE_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(flare_last_error()).find("struct_size (" + std::to_string(sizeof(Bigger)) +
+                                                 ") is larger than"),
+            std::string::npos)
+      << flare_last_error();
 }
 
 // ---- CPU reference merge ----

@@ -1,22 +1,30 @@
-// Planning (src/planning/plan.cpp): the split-count heuristic, plan_forward's split choice,
+// Planning (src/plan/plan.cpp): the split-count heuristic, plan_forward's split choice,
 // workspace layout, head-dim padding and GQA packing. Expected values are derived by hand
 // from the rule documented in plan.h; each case shows its arithmetic.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "flare/flare.h"
 #include "common/tile_config.h"
-#include "planning/plan.h"
+#include "plan/plan.h"
+#include "plan/tuning.h"
 
 namespace {
 
+using flare::DeviceInfo;
+using flare::FwdKernelFamily;
 using flare::FwdPlan;
+using flare::kNoRegion;
 using flare::kWorkspaceAlignment;
 using flare::num_splits_heuristic;
-using flare::plan_forward;
+using flare::Tuning;
 
 // ---------------------------------------------------------------------------------------------
 // num_splits_heuristic(batch_nheads_mblocks, num_sms (CTA slots), num_n_blocks, max_splits)
@@ -69,7 +77,8 @@ TEST(NumSplitsHeuristic, StaysWithinBounds) {
 // ---------------------------------------------------------------------------------------------
 // plan_forward
 
-// Contiguous fp16 q/out [batch, seqlen_q, heads, d], k/v [batch, seqlen_k, heads_k, d].
+// Contiguous fp16 q/out [batch, seqlen_q, heads, d], k/v [batch, seqlen_k, heads_k, d], with a
+// workspace offered (the heuristic splits only then).
 flare_mha_fwd_params dense(int batch, int seqlen_q, int seqlen_k, int heads, int heads_k,
                            int head_dim) {
   flare_mha_fwd_params p;
@@ -89,16 +98,27 @@ flare_mha_fwd_params dense(int batch, int seqlen_q, int seqlen_k, int heads, int
   p.k_head_stride = p.v_head_stride = head_dim;
   p.k_row_stride = p.v_row_stride = int64_t(heads_k) * head_dim;
   p.k_batch_stride = p.v_batch_stride = int64_t(seqlen_k) * heads_k * head_dim;
+  p.workspace = reinterpret_cast<void*>(uintptr_t(0x800000));
   return p;
 }
 
 constexpr int kH100Sms = 132;
+// An mma.sync device (compute capability 8.0) with the H100's SM count and shared memory, so the
+// arithmetic below counts 132 SMs; and the H100 itself.
+constexpr DeviceInfo kSm80{8, 0, kH100Sms, 227 * 1024};
+constexpr DeviceInfo kH100{9, 0, kH100Sms, 227 * 1024};
+
+// flare::plan_forward on the mma.sync device by default, with the default Tuning.
+FwdPlan make_plan(const flare_mha_fwd_params& p, const DeviceInfo& device = kSm80,
+                     const Tuning& tuning = Tuning{}) {
+  return flare::plan_forward(p, device, tuning);
+}
 
 TEST(PlanForward, SmallDecodeGridSplits) {
   // seqlen_q 8 <= 16: the decode kernel (block_m 16, 3 CTAs per SM at d = 64).
   // m_blocks = 1, grid = 1*2*1 = 2 CTAs, n_blocks = 512/64 = 8, slots = 3*132 = 396
   // -> as in the "decode_small_grid" row above (all waves < 1, best at s = 8): 8 splits.
-  const FwdPlan plan = plan_forward(dense(1, 8, 512, 2, 2, 64), kH100Sms);
+  const FwdPlan plan = make_plan(dense(1, 8, 512, 2, 2, 64));
   EXPECT_GE(plan.num_splits, 2);
   EXPECT_EQ(plan.num_splits, 8);
   EXPECT_EQ(plan.kernel_head_dim, 64);
@@ -112,25 +132,33 @@ TEST(PlanForward, SmallDecodeGridSplits) {
 }
 
 TEST(PlanForward, DecodeKernelCountsOneSlotPerSm) {
-  // d = 64, 40 heads, 64 key blocks. seqlen_q 16 runs the decode kernel, whose split heuristic
-  // counts one CTA per SM (4 fit): slots = 132. seqlen_q 17 runs the prefill kernel over its
-  // own slots (2 CTAs per SM). The three slot counts give different answers here, so a change
-  // in what is counted shows.
-  const int over_132 = num_splits_heuristic(40, kH100Sms, 64, 128);
-  const int over_264 = num_splits_heuristic(40, 2 * kH100Sms, 64, 128);
-  const int over_528 = num_splits_heuristic(40, 4 * kH100Sms, 64, 128);
-  ASSERT_NE(over_132, over_264);
-  ASSERT_NE(over_132, over_528);
+  // d = 64, 40 heads, 4096 keys. seqlen_q 16 runs the decode kernel (64-key blocks), whose split
+  // heuristic counts one CTA per SM (4 fit): slots = 132, 64 blocks. seqlen_q 17 runs the prefill
+  // kernel on its wide 128-key step (non-causal) over its own slots (2 CTAs per SM): slots 264,
+  // 32 blocks. The slot counts give different answers here, so a change in what is counted
+  // shows.
+  const int decode = num_splits_heuristic(40, kH100Sms, 64, 128);
+  const int prefill = num_splits_heuristic(40, 2 * kH100Sms, 32, 128);
+  ASSERT_NE(decode, num_splits_heuristic(40, 4 * kH100Sms, 64, 128));
+  ASSERT_NE(decode, num_splits_heuristic(40, 2 * kH100Sms, 64, 128));
   EXPECT_EQ(flare::sm80_decode_ctas_per_sm(64), 4);
-  EXPECT_EQ(plan_forward(dense(1, 16, 4096, 40, 40, 64), kH100Sms).num_splits, over_132);
-  EXPECT_EQ(plan_forward(dense(1, 17, 4096, 40, 40, 64), kH100Sms).num_splits, over_264);
+  const FwdPlan d = make_plan(dense(1, 16, 4096, 40, 40, 64));
+  EXPECT_EQ(d.family, FwdKernelFamily::kSm80Decode);
+  EXPECT_EQ(d.tile.block_m, 16);
+  EXPECT_EQ(d.tile.block_n, 64);
+  EXPECT_EQ(d.tile.ctas_per_sm, 1);
+  EXPECT_EQ(d.num_splits, decode);
+  const FwdPlan p = make_plan(dense(1, 17, 4096, 40, 40, 64));
+  EXPECT_EQ(p.family, FwdKernelFamily::kSm80Prefill);
+  EXPECT_EQ(p.tile.block_n, 128);
+  EXPECT_EQ(p.num_splits, prefill);
   // 240 heads: the decode grid (240 >= 0.8 * 132) does not split.
-  EXPECT_EQ(plan_forward(dense(1, 16, 4096, 240, 240, 64), kH100Sms).num_splits, 1);
+  EXPECT_EQ(make_plan(dense(1, 16, 4096, 240, 240, 64)).num_splits, 1);
 }
 
 TEST(PlanForward, FullGridDoesNotSplit) {
   // m_blocks = 1024/128 = 8, grid = 16*16*8 = 2048 >= 0.8 * 264 -> 1; no workspace.
-  const FwdPlan plan = plan_forward(dense(16, 1024, 1024, 16, 16, 128), kH100Sms);
+  const FwdPlan plan = make_plan(dense(16, 1024, 1024, 16, 16, 128));
   EXPECT_EQ(plan.num_splits, 1);
   EXPECT_EQ(plan.workspace_bytes, 0u);
 }
@@ -140,18 +168,18 @@ TEST(PlanForward, HeadDim256DecodeCountsOneCtaPerSm) {
   // for s <= 64 < 132, so efficiency = s/132 peaks at s = 64 and the first eligible s with
   // s >= 0.85*64 = 54.4 is the first s >= 55 where ceil(64/s) changes: ceil(64/s) = 2 for
   // s in [32, 63], 1 at s = 64 -> 64.
-  const FwdPlan plan = plan_forward(dense(1, 1, 4096, 1, 1, 256), kH100Sms);
+  const FwdPlan plan = make_plan(dense(1, 1, 4096, 1, 1, 256));
   EXPECT_EQ(plan.num_splits, num_splits_heuristic(1, 132, 64, 128));
   EXPECT_EQ(plan.num_splits, 64);
 }
 
-// d = 256 prefill: 64-row tiles, two CTAs per SM (sixth session) -> m_blocks = 128 / 64 = 2,
+// d = 256 prefill: 64-row tiles, two CTAs per SM -> m_blocks = 128 / 64 = 2,
 // slots = 2 * 132, n_blocks = 4096 / 64 = 64.
 TEST(PlanForward, HeadDim256PrefillCountsTwoCtasPerSmOf64Rows) {
   EXPECT_EQ(flare::sm80_tile_config(256).block_m, 64);
   EXPECT_EQ(flare::sm80_tile_config(256).ctas_per_sm, 2);
   EXPECT_EQ(flare::sm80_tile_config(192).block_m, 64);
-  const FwdPlan plan = plan_forward(dense(1, 128, 4096, 1, 1, 256), kH100Sms);
+  const FwdPlan plan = make_plan(dense(1, 128, 4096, 1, 1, 256));
   EXPECT_EQ(plan.num_splits, num_splits_heuristic(2, 264, 64, 128));
   EXPECT_GT(plan.num_splits, 1);
 }
@@ -159,22 +187,22 @@ TEST(PlanForward, HeadDim256PrefillCountsTwoCtasPerSmOf64Rows) {
 TEST(PlanForward, ForcedSplitsRespectedAndCapped) {
   flare_mha_fwd_params p = dense(1, 8, 512, 2, 2, 64);  // n_blocks = 8
   p.num_splits = 5;
-  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 5);
+  EXPECT_EQ(make_plan(p).num_splits, 5);
   p.num_splits = 100;
-  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 8);
+  EXPECT_EQ(make_plan(p).num_splits, 8);
   p.num_splits = 1;
-  const FwdPlan one = plan_forward(p, kH100Sms);
+  const FwdPlan one = make_plan(p);
   EXPECT_EQ(one.num_splits, 1);
   EXPECT_EQ(one.workspace_bytes, 0u);
   // Forced splits also override a grid that fills the GPU.
   flare_mha_fwd_params big = dense(16, 1024, 1024, 16, 16, 128);
   big.num_splits = 3;
-  EXPECT_EQ(plan_forward(big, kH100Sms).num_splits, 3);
+  EXPECT_EQ(make_plan(big).num_splits, 3);
   // No key at all: n_blocks = 0, capped at 1.
   flare_mha_fwd_params empty = dense(1, 8, 0, 2, 2, 64);
   empty.num_splits = 4;
-  EXPECT_EQ(plan_forward(empty, kH100Sms).num_splits, 1);
-  EXPECT_EQ(plan_forward(empty, kH100Sms).workspace_bytes, 0u);
+  EXPECT_EQ(make_plan(empty).num_splits, 1);
+  EXPECT_EQ(make_plan(empty).workspace_bytes, 0u);
 }
 
 TEST(PlanForward, WorkspaceAccumulatorsAligned) {
@@ -182,7 +210,7 @@ TEST(PlanForward, WorkspaceAccumulatorsAligned) {
   // rows = 1*1*3 = 3; o_accum = 3*3*8*4 = 288 -> 512; lse = 3*3*4 = 36 -> 512 + 36 -> 768.
   flare_mha_fwd_params p = dense(1, 3, 200, 1, 1, 8);
   p.num_splits = 3;
-  const FwdPlan plan = plan_forward(p, kH100Sms);
+  const FwdPlan plan = make_plan(p);
   EXPECT_EQ(plan.kernel_head_dim, 32);
   ASSERT_EQ(plan.num_splits, 3);
   EXPECT_EQ(plan.o_accum_offset, 0u);
@@ -193,22 +221,23 @@ TEST(PlanForward, WorkspaceAccumulatorsAligned) {
 }
 
 TEST(PlanForward, VarlenUsesMaxSeqlens) {
-  // batch 3, heads 2, max_seqlen_q 100 (m_blocks 1), max_seqlen_k 1000 (n_blocks 16):
-  // grid = 6, slots 264, eligible {1,2,3,4,6,8,16}, efficiency 6s/264 -> best at 16;
-  // 0.85*96 = 81.6 -> first eligible s with 6s >= 81.6 is 16.
-  // rows = 3*2*100 = 600; o_accum = 16*600*64*4 = 2457600 (= 9600*256);
-  // lse = 16*600*4 = 38400 (= 150*256).
+  // batch 3, heads 2, d 64, max_seqlen_q 100 (prefill, m_blocks 1), max_seqlen_k 1000: the wide
+  // 128-key step (non-causal), n_blocks 8; grid = 6, slots 264, eligible {1,2,3,4,8},
+  // efficiency 6s/264 -> best at 8; 0.85*48 = 40.8 -> first eligible s with 6s >= 40.8 is 8.
+  // rows = 3*2*100 = 600; o_accum = 8*600*64*4 = 1228800 (= 4800*256);
+  // lse = 8*600*4 = 19200 (= 75*256).
   flare_mha_fwd_params p = dense(3, 0, 0, 2, 2, 64);
   p.q_batch_stride = p.out_batch_stride = p.k_batch_stride = p.v_batch_stride = 0;
   p.cu_seqlens_q = reinterpret_cast<const int32_t*>(uintptr_t(0x300000));
   p.cu_seqlens_k = reinterpret_cast<const int32_t*>(uintptr_t(0x300100));
   p.max_seqlen_q = 100;
   p.max_seqlen_k = 1000;
-  const FwdPlan plan = plan_forward(p, kH100Sms);
+  const FwdPlan plan = make_plan(p);
   EXPECT_EQ(plan.max_seqlen_q, 100);
-  EXPECT_EQ(plan.num_splits, 16);
-  EXPECT_EQ(plan.lse_accum_offset, 2457600u);
-  EXPECT_EQ(plan.workspace_bytes, 2457600u + 38400u);
+  EXPECT_EQ(plan.tile.block_n, 128);
+  EXPECT_EQ(plan.num_splits, 8);
+  EXPECT_EQ(plan.lse_accum_offset, 1228800u);
+  EXPECT_EQ(plan.workspace_bytes, 1228800u + 19200u);
 }
 
 // KV cache decode with append and rotary: batch 2, seqlen_q 3, 4 heads (no GQA), d 64,
@@ -232,7 +261,7 @@ TEST(PlanForward, RotaryWorkspaceWithoutSplit) {
   // q_rot = 2*3*4*64*2 bytes = 3072 (= 12*256); no split -> that is all.
   flare_mha_fwd_params p = kv_rotary();
   p.num_splits = 1;
-  const FwdPlan plan = plan_forward(p, kH100Sms);
+  const FwdPlan plan = make_plan(p);
   EXPECT_TRUE(plan.rotate_q);
   EXPECT_EQ(plan.num_splits, 1);
   EXPECT_EQ(plan.q_rot_offset, 0u);
@@ -248,7 +277,7 @@ TEST(PlanForward, RotaryWorkspaceWithSplit) {
   // lse = 2*24*4 = 192 at 15360 -> 15552 -> aligned up to 15616.
   flare_mha_fwd_params p = kv_rotary();
   p.num_splits = 2;
-  const FwdPlan plan = plan_forward(p, kH100Sms);
+  const FwdPlan plan = make_plan(p);
   ASSERT_EQ(plan.num_splits, 2);
   EXPECT_EQ(plan.q_rot_offset, 0u);
   EXPECT_EQ(plan.o_accum_offset, 3072u);
@@ -262,7 +291,7 @@ TEST(PlanForward, NoRotaryWithoutAppend) {
   flare_mha_fwd_params p = kv_rotary();
   p.k_new = p.v_new = nullptr;
   p.num_splits = 1;
-  const FwdPlan plan = plan_forward(p, kH100Sms);
+  const FwdPlan plan = make_plan(p);
   EXPECT_FALSE(plan.rotate_q);
   EXPECT_EQ(plan.workspace_bytes, 0u);
   EXPECT_EQ(plan.p.q_row_stride, 1024);
@@ -276,21 +305,21 @@ TEST(PlanForward, KvCacheKeyBlocksCountCapacity) {
   p.k_new = p.v_new = reinterpret_cast<const void*>(uintptr_t(0x500000));
   p.seqlen_new = 1;
   p.num_splits = 10;
-  EXPECT_EQ(plan_forward(p, kH100Sms).num_splits, 2);
+  EXPECT_EQ(make_plan(p).num_splits, 2);
 }
 
 TEST(PlanForward, DefaultSoftmaxScaleResolved) {
-  EXPECT_FLOAT_EQ(plan_forward(dense(1, 8, 8, 1, 1, 64), kH100Sms).p.softmax_scale, 0.125f);
+  EXPECT_FLOAT_EQ(make_plan(dense(1, 8, 8, 1, 1, 64)).p.softmax_scale, 0.125f);
   flare_mha_fwd_params p = dense(1, 8, 8, 1, 1, 64);
   p.softmax_scale = 0.5f;
-  EXPECT_FLOAT_EQ(plan_forward(p, kH100Sms).p.softmax_scale, 0.5f);
+  EXPECT_FLOAT_EQ(make_plan(p).p.softmax_scale, 0.5f);
 }
 
 TEST(PlanForward, HeadDimPaddedToCompiled) {
   const std::pair<int, int> cases[] = {{8, 32},   {32, 32},   {40, 64},   {64, 64},  {72, 96},
                                        {128, 128}, {136, 192}, {200, 256}, {256, 256}};
   for (const auto& c : cases)
-    EXPECT_EQ(plan_forward(dense(1, 8, 8, 1, 1, c.first), kH100Sms).kernel_head_dim, c.second)
+    EXPECT_EQ(make_plan(dense(1, 8, 8, 1, 1, c.first)).kernel_head_dim, c.second)
         << c.first;
 }
 
@@ -302,7 +331,7 @@ TEST(PlanForward, PacksGqaDecode) {
   // group (old head stride), head = KV head (ratio * old head stride).
   flare_mha_fwd_params p = dense(2, 1, 4096, 32, 8, 128);
   p.causal = 1;  // vacuous for a single query row
-  const FwdPlan plan = plan_forward(p, kH100Sms);
+  const FwdPlan plan = make_plan(p);
   EXPECT_TRUE(plan.packed_gqa);
   EXPECT_EQ(plan.p.seqlen_q, 4);
   EXPECT_EQ(plan.p.num_heads, 8);
@@ -324,7 +353,7 @@ TEST(PlanForward, PacksGqaDecode) {
 TEST(PlanForward, PacksGqaForKvCacheDecode) {
   flare_mha_fwd_params p = dense(4, 1, 2048, 16, 2, 64);
   p.cache_seqlens = reinterpret_cast<const int32_t*>(uintptr_t(0x400000));
-  const FwdPlan plan = plan_forward(p, kH100Sms);
+  const FwdPlan plan = make_plan(p);
   EXPECT_TRUE(plan.packed_gqa);
   EXPECT_EQ(plan.p.seqlen_q, 8);
   EXPECT_EQ(plan.p.num_heads, 2);
@@ -360,7 +389,7 @@ TEST(PlanForward, DoesNotPackGqa) {
   for (const NoPackCase& c : cases) {
     flare_mha_fwd_params p = dense(2, 1, 4096, 32, 8, 128);
     c.mutate(p);
-    const FwdPlan plan = plan_forward(p, kH100Sms);
+    const FwdPlan plan = make_plan(p);
     EXPECT_FALSE(plan.packed_gqa) << c.name;
     EXPECT_EQ(plan.p.num_heads, 32) << c.name;
     EXPECT_EQ(plan.p.seqlen_q, p.seqlen_q) << c.name;
@@ -423,3 +452,301 @@ TEST(TileConfig, SharedMemoryFit) {
   EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(128), (128 + 2 * 32) * 136 * 2);
   EXPECT_GT(flare::sm80_decode_smem_bytes(128), kSm89);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kernel family, variant and tile: the planner's choices, and the split count over the plan's
+// own tile.
+
+namespace {
+
+bool is_sm90(FwdKernelFamily f) {
+  return f == FwdKernelFamily::kSm90WarpSpecialized || f == FwdKernelFamily::kSm90AllThreads;
+}
+
+TEST(PlanForward, HopperCountsSplitsWithItsOwnTile) {
+  // H100, d128, batch 1, 8 heads, 512 queries and keys: the warp-specialised kernel (two
+  // consumer warpgroups at d128), 128 x 128 tiles, one CTA per SM: m_blocks 4, grid 32,
+  // n_blocks 4, slots 132 -> max 4, efficiency 32s/132, best at 4 (0.97), 0.85 * 0.97 = 0.82 ->
+  // 4 (3: 0.73). The mma.sync tile (128 x 32 keys on the narrow step, two CTAs per SM) would
+  // have counted 16 key blocks over 264 slots.
+  const FwdPlan plan = make_plan(dense(1, 512, 512, 8, 8, 128), kH100);
+  EXPECT_EQ(plan.family, FwdKernelFamily::kSm90WarpSpecialized);
+  EXPECT_EQ(plan.sm90_head_dim, 128);
+  EXPECT_TRUE(plan.sm90.persistent);
+  EXPECT_EQ(plan.tile.block_m, 128);
+  EXPECT_EQ(plan.tile.block_n, 128);
+  EXPECT_EQ(plan.tile.ctas_per_sm, 1);
+  EXPECT_EQ(plan.num_splits, num_splits_heuristic(32, 132, 4, 128));
+  EXPECT_EQ(plan.num_splits, 4);
+  EXPECT_NE(plan.num_splits, num_splits_heuristic(32, 264, 16, 128));
+  EXPECT_EQ(plan.num_sms, kH100Sms);
+  EXPECT_TRUE(plan.combine_pdl);
+  // Workspace: o_accum 4*8*512*128*4 = 8 MiB at 0, lse 4*8*512*4 = 65536 after it, then the
+  // tile counter (256 bytes, aligned).
+  const size_t rows = 8 * 512;
+  EXPECT_EQ(plan.o_accum_offset, 0u);
+  EXPECT_EQ(plan.lse_accum_offset, 4 * rows * 128 * 4);
+  EXPECT_EQ(plan.tile_counter_offset, plan.lse_accum_offset + 4 * rows * 4);
+  EXPECT_EQ(plan.tile_counter_offset % kWorkspaceAlignment, 0u);
+  EXPECT_EQ(plan.workspace_bytes, plan.tile_counter_offset + flare::kSm90TileCounterBytes);
+}
+
+TEST(PlanForward, HopperD64ThreeConsumerWarpgroupsTile) {
+  // d64, 4096 queries and keys, non-causal: three consumer warpgroups, 192-row tiles, 128-key
+  // blocks; the full grid (22 m-blocks x 16 heads x 2) does not split.
+  const FwdPlan plan = make_plan(dense(2, 4096, 4096, 16, 16, 64), kH100);
+  EXPECT_EQ(plan.family, FwdKernelFamily::kSm90WarpSpecialized);
+  EXPECT_EQ(plan.sm90.consumer_wgs, 3);
+  EXPECT_EQ(plan.tile.block_m, 192);
+  EXPECT_EQ(plan.tile.block_n, 128);
+  EXPECT_EQ(plan.num_splits, 1);
+  // No split accumulators: the tile counter is the whole workspace.
+  EXPECT_EQ(plan.o_accum_offset, kNoRegion);
+  EXPECT_EQ(plan.tile_counter_offset, 0u);
+  EXPECT_EQ(plan.workspace_bytes, flare::kSm90TileCounterBytes);
+}
+
+TEST(PlanForward, HopperWithoutWorkspaceIsNotPersistent) {
+  // No workspace: no tile counter, so one CTA per tile, no heuristic split, nothing to allocate.
+  flare_mha_fwd_params p = dense(1, 512, 512, 8, 8, 128);
+  p.workspace = nullptr;
+  const FwdPlan plan = make_plan(p, kH100);
+  EXPECT_EQ(plan.family, FwdKernelFamily::kSm90WarpSpecialized);
+  EXPECT_FALSE(plan.sm90.persistent);
+  EXPECT_EQ(plan.num_splits, 1);
+  EXPECT_EQ(plan.tile_counter_offset, kNoRegion);
+  EXPECT_EQ(plan.workspace_bytes, 0u);
+  // d64 long rows: three warpgroups and the long block need persistence too.
+  flare_mha_fwd_params q = dense(2, 4096, 4096, 16, 16, 64);
+  q.workspace = nullptr;
+  const FwdPlan plan64 = make_plan(q, kH100);
+  EXPECT_EQ(plan64.sm90.consumer_wgs, 2);
+  EXPECT_EQ(plan64.tile.block_m, 128);
+  EXPECT_EQ(plan64.tile.block_n, 128);
+}
+
+TEST(PlanForward, HopperAllThreadsAndPagedTiles) {
+  Tuning t;
+  t.sm90.warp_specialized = 0;
+  const FwdPlan a = make_plan(dense(1, 512, 512, 8, 8, 256), kH100, t);
+  EXPECT_EQ(a.family, FwdKernelFamily::kSm90AllThreads);
+  EXPECT_EQ(a.tile.block_m, 128);
+  EXPECT_EQ(a.tile.block_n, 64);
+  EXPECT_EQ(a.tile_counter_offset, kNoRegion);
+  // Paged d128: warp-specialised, one CTA per tile, no counter.
+  flare_mha_fwd_params p = dense(1, 512, 512, 8, 8, 128);
+  p.cache_seqlens = reinterpret_cast<const int32_t*>(uintptr_t(0x400000));
+  p.block_table = reinterpret_cast<const int32_t*>(uintptr_t(0x410000));
+  p.block_table_batch_stride = 4;
+  p.page_block_size = 128;
+  p.num_pages = 4;
+  const FwdPlan paged = make_plan(p, kH100);
+  EXPECT_EQ(paged.family, FwdKernelFamily::kSm90WarpSpecialized);
+  EXPECT_FALSE(paged.sm90.persistent);
+  EXPECT_EQ(paged.tile_counter_offset, kNoRegion);
+  // d256 (80-key blocks of the warp-specialised kernel) and d192 on it.
+  const FwdPlan d256 = make_plan(dense(1, 512, 512, 8, 8, 256), kH100);
+  EXPECT_EQ(d256.tile.block_n, 80);
+  EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 192), kH100).sm90_head_dim, 256);
+}
+
+TEST(PlanForward, HopperFamilyOnlyWhereItApplies) {
+  // Decode shapes (<= 16 rows) take the mma.sync decode kernel on Hopper too.
+  EXPECT_EQ(make_plan(dense(1, 16, 4096, 8, 8, 128), kH100).family,
+            FwdKernelFamily::kSm80Decode);
+  // d32 has no Hopper kernel.
+  EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 32), kH100).family,
+            FwdKernelFamily::kSm80Prefill);
+  // hopper_kernels = false (FLARE_KERNEL_PATH=sm80 in the tests).
+  Tuning sm80;
+  sm80.hopper_kernels = false;
+  const FwdPlan m = make_plan(dense(1, 512, 512, 8, 8, 128), kH100, sm80);
+  EXPECT_EQ(m.family, FwdKernelFamily::kSm80Prefill);
+  EXPECT_EQ(m.tile_counter_offset, kNoRegion);
+  // A build without the instance.
+  flare::KernelSet none;
+  none.sm90[FLARE_DTYPE_FP16][1] = false;
+  EXPECT_EQ(flare::plan_forward(dense(1, 512, 512, 8, 8, 128), kH100, Tuning{}, none).family,
+            FwdKernelFamily::kSm80Prefill);
+  EXPECT_TRUE(is_sm90(flare::plan_forward(dense(1, 512, 512, 8, 8, 64), kH100, Tuning{}, none).family));
+  // Other compute capabilities never run Hopper kernels.
+  for (int major : {8, 10, 12}) {
+    const DeviceInfo dev{major, 0, kH100Sms, 227 * 1024};
+    EXPECT_FALSE(is_sm90(make_plan(dense(1, 512, 512, 8, 8, 128), dev).family)) << major;
+    EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 128), dev).combine_pdl, major >= 9) << major;
+  }
+  Tuning no_pdl;
+  no_pdl.combine_pdl = false;
+  EXPECT_FALSE(make_plan(dense(1, 512, 512, 8, 8, 128), kH100, no_pdl).combine_pdl);
+}
+
+TEST(PlanForward, Sm80KeyStepAndRows) {
+  // d128: the wide 64-key step on swizzled rows; FLARE_SM80_WIDE=0 / _SWIZZLE=0 equivalents.
+  const FwdPlan w = make_plan(dense(1, 512, 512, 8, 8, 128));
+  EXPECT_EQ(w.family, FwdKernelFamily::kSm80Prefill);
+  EXPECT_EQ(w.tile.block_m, 128);
+  EXPECT_EQ(w.tile.block_n, 64);
+  EXPECT_TRUE(w.sm80_swizzled);
+  Tuning narrow;
+  narrow.sm80_wide = false;
+  EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 128), kSm80, narrow).tile.block_n, 32);
+  Tuning padded;
+  padded.sm80_swizzle = false;
+  EXPECT_FALSE(make_plan(dense(1, 512, 512, 8, 8, 128), kSm80, padded).sm80_swizzled);
+  // d96: wide, never swizzled (rows are not whole 128-byte lines).
+  const FwdPlan d96 = make_plan(dense(1, 512, 512, 8, 8, 96));
+  EXPECT_EQ(d96.tile.block_n, 64);
+  EXPECT_FALSE(d96.sm80_swizzled);
+  // d64 causal at 512 keys keeps the tile's 64-key step (sm80_wide_step_pays).
+  flare_mha_fwd_params causal = dense(1, 512, 512, 8, 8, 64);
+  causal.causal = 1;
+  EXPECT_EQ(make_plan(causal).tile.block_n, 64);
+  // d256: no wide step, 64 x 64 tiles.
+  const FwdPlan d256 = make_plan(dense(1, 512, 512, 8, 8, 256));
+  EXPECT_EQ(d256.tile.block_m, 64);
+  EXPECT_EQ(d256.tile.block_n, 64);
+}
+
+TEST(PlanForward, Sm80SharedMemoryLimits) {
+  // 99 KB parts: d128 decode (102.7 KB) falls back to the prefill kernel; the limit can be
+  // emulated through Tuning (FLARE_SMEM_LIMIT_KB) on a larger device.
+  const DeviceInfo sm89{8, 9, 128, 99 * 1024};
+  EXPECT_EQ(make_plan(dense(1, 1, 4096, 8, 8, 128), sm89).family,
+            FwdKernelFamily::kSm80Prefill);
+  Tuning limit;
+  limit.smem_limit_bytes = 99 * 1024;
+  EXPECT_EQ(make_plan(dense(1, 1, 4096, 8, 8, 128), kSm80, limit).family,
+            FwdKernelFamily::kSm80Prefill);
+  EXPECT_EQ(make_plan(dense(1, 1, 4096, 8, 8, 128)).family, FwdKernelFamily::kSm80Decode);
+  // d256 on 99 KB: the 64-row prefill fits, swizzled (192 rows x 512 bytes + 128 = 98432).
+  const FwdPlan d256 = make_plan(dense(1, 512, 512, 8, 8, 256), sm89);
+  EXPECT_EQ(d256.family, FwdKernelFamily::kSm80Prefill);
+  EXPECT_TRUE(d256.sm80_swizzled);
+  // Below the smallest prefill variant: no kernel (the call is refused).
+  const DeviceInfo tiny{8, 0, 16, 64 * 1024};
+  EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 256), tiny).family, FwdKernelFamily::kNone);
+  // FLARE_SM80_DECODE=0: decode shapes run the prefill kernel.
+  Tuning no_decode;
+  no_decode.sm80_decode = false;
+  EXPECT_EQ(make_plan(dense(1, 1, 4096, 8, 8, 64), kSm80, no_decode).family,
+            FwdKernelFamily::kSm80Prefill);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Tuning: the parser the tests and flare_bench use, and a default build that ignores the
+// environment.
+
+namespace {
+
+struct EnvVar {
+  const char* name;
+  const char* value;  // null: unset
+};
+
+// The FLARE_* tuning variables, all unset.
+const std::initializer_list<EnvVar> kAllUnset = {
+    {"FLARE_KERNEL_PATH", nullptr},    {"FLARE_SMEM_LIMIT_KB", nullptr},
+    {"FLARE_SM80_DECODE", nullptr},    {"FLARE_SM80_WIDE", nullptr},
+    {"FLARE_SM80_SWIZZLE", nullptr},   {"FLARE_COMBINE_PDL", nullptr},
+    {"FLARE_SM90_WS", nullptr},        {"FLARE_SM90_PERSISTENT", nullptr},
+    {"FLARE_SM90_PINGPONG", nullptr},  {"FLARE_SM90_TMA", nullptr},
+    {"FLARE_SM90_TMA_Q", nullptr},     {"FLARE_SM90_BLOCK_N", nullptr},
+    {"FLARE_SM90_CONSUMERS", nullptr}};
+
+// Sets (or unsets) the variables for the scope and restores their previous values after it.
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(std::initializer_list<EnvVar> vars) {
+    for (const EnvVar& v : vars) {
+      const char* old = std::getenv(v.name);
+      saved_.push_back({v.name, old != nullptr, old != nullptr ? old : ""});
+      if (v.value != nullptr)
+        setenv(v.name, v.value, 1);
+      else
+        unsetenv(v.name);
+    }
+  }
+  ~ScopedEnv() {
+    for (const Saved& s : saved_) {
+      if (s.was_set)
+        setenv(s.name.c_str(), s.value.c_str(), 1);
+      else
+        unsetenv(s.name.c_str());
+    }
+  }
+
+ private:
+  struct Saved {
+    std::string name;
+    bool was_set;
+    std::string value;
+  };
+  std::vector<Saved> saved_;
+};
+
+TEST(Tuning, ParserReadsEveryVariable) {
+  const Tuning defaults;
+  {
+    ScopedEnv env({{"FLARE_KERNEL_PATH", "sm80"},
+                   {"FLARE_SMEM_LIMIT_KB", "99"},
+                   {"FLARE_SM80_DECODE", "0"},
+                   {"FLARE_SM80_WIDE", "0"},
+                   {"FLARE_SM80_SWIZZLE", "0"},
+                   {"FLARE_COMBINE_PDL", "0"},
+                   {"FLARE_SM90_WS", "1"},
+                   {"FLARE_SM90_PERSISTENT", "0"},
+                   {"FLARE_SM90_PINGPONG", "0"},
+                   {"FLARE_SM90_TMA", "require"},
+                   {"FLARE_SM90_TMA_Q", "0"},
+                   {"FLARE_SM90_BLOCK_N", "192"},
+                   {"FLARE_SM90_CONSUMERS", "3"}});
+    const Tuning t = flare::tuning_from_env();
+    EXPECT_FALSE(t.hopper_kernels);
+    EXPECT_EQ(t.smem_limit_bytes, 99 * 1024);
+    EXPECT_FALSE(t.sm80_decode);
+    EXPECT_FALSE(t.sm80_wide);
+    EXPECT_FALSE(t.sm80_swizzle);
+    EXPECT_FALSE(t.combine_pdl);
+    EXPECT_EQ(t.sm90.warp_specialized, 1);
+    EXPECT_EQ(t.sm90.persistent, 0);
+    EXPECT_EQ(t.sm90.pingpong, 0);
+    EXPECT_EQ(t.sm90.tma, 2);
+    EXPECT_EQ(t.sm90.tma_q, 0);
+    EXPECT_EQ(t.sm90.block_n, 192);
+    EXPECT_EQ(t.sm90.consumer_wgs, 3);
+  }
+  // Unset: the defaults.
+  ScopedEnv unset(kAllUnset);
+  const Tuning u = flare::tuning_from_env();
+  EXPECT_EQ(u.hopper_kernels, defaults.hopper_kernels);
+  EXPECT_EQ(u.smem_limit_bytes, 0);
+  EXPECT_TRUE(u.sm80_decode && u.sm80_wide && u.sm80_swizzle && u.combine_pdl);
+  EXPECT_EQ(u.sm90.warp_specialized, -1);
+  EXPECT_EQ(u.sm90.tma, -1);
+  EXPECT_EQ(u.sm90.consumer_wgs, -1);
+  // Other values of FLARE_KERNEL_PATH keep the Hopper kernels.
+  ScopedEnv other({{"FLARE_KERNEL_PATH", "sm90"}});
+  EXPECT_TRUE(flare::tuning_from_env().hopper_kernels);
+}
+
+// A default build plans with Tuning{} whatever the environment says; a FLARE_TUNING build reads
+// it at the first plan.
+TEST(Tuning, LibraryReadsEnvironmentOnlyInTuningBuilds) {
+  ScopedEnv env({{"FLARE_KERNEL_PATH", "sm80"}});
+#if defined(FLARE_TUNING_FROM_ENV)
+  EXPECT_FALSE(flare::current_tuning().hopper_kernels);
+#else
+  EXPECT_TRUE(flare::current_tuning().hopper_kernels);
+#endif
+  // set_tuning replaces it in either build.
+  Tuning t;
+  t.sm80_wide = false;
+  flare::set_tuning(t);
+  EXPECT_FALSE(flare::current_tuning().sm80_wide);
+  EXPECT_TRUE(flare::current_tuning().hopper_kernels);
+  flare::set_tuning(Tuning{});
+}
+
+}  // namespace

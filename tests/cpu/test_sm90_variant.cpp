@@ -1,7 +1,7 @@
 // The Hopper variant choice (src/kernels/sm90/variant.h): which compiled Hopper kernel a head
 // dim runs on, measured defaults per head dim, mask and sequence length, the paged d256
-// exception, the environment overrides, Q by TMA, the Q buffers and the tile scheduler of
-// persistent launches.
+// exception, the Tuning overrides, Q by TMA, persistence, the key block and the consumer
+// warpgroups, and the tile table the planner reads.
 #include <gtest/gtest.h>
 
 #include "common/tile_config.h"
@@ -63,37 +63,32 @@ TEST(Sm90Variant, DefaultsFollowTheMeasurements) {
     EXPECT_TRUE(v.pingpong) << d;
     EXPECT_EQ(v.tma, TmaMode::kOn) << d;
     EXPECT_EQ(v.tma_q, TmaMode::kOn) << d;  // Q follows the K/V switch
-    EXPECT_TRUE(v.persistent) << d;         // persistent CTAs with dynamic tickets (v10)
-    EXPECT_TRUE(v.dynamic_tiles) << d;
-    EXPECT_EQ(v.q_buffers, 1) << d;         // two Q buffers only when asked for
+    EXPECT_TRUE(v.persistent) << d;         // persistent CTAs taking tile tickets
   }
-  // d256 at every length since K and V have barriers of their own (sixth session).
+  // d256 at every length (K and V of a stage have barriers of their own).
   for (int seqlen : {128, 512, 1024, 4096})
     EXPECT_TRUE(choose_sm90_variant(prefill(seqlen), 256, none).warp_specialized) << seqlen;
   EXPECT_TRUE(choose_sm90_variant(prefill(4096), 256, none).persistent);
-  EXPECT_TRUE(choose_sm90_variant(prefill(4096), 256, none).dynamic_tiles);
 }
 
-// Masked (triangular, banded) work is balanced by the dynamic tickets, so masks keep the
-// persistent CTAs; paged launches (no dynamic instance) run one CTA per tile.
+// Masked (triangular, banded) work is balanced by the tile tickets, so masks keep the
+// persistent CTAs; paged launches (no persistent instance) run one CTA per tile.
 TEST(Sm90Variant, MasksKeepDynamicPersistencePagedDoesNot) {
   const Sm90Overrides none;
   flare_mha_fwd_params p = prefill(2048);
   p.causal = 1;
   EXPECT_TRUE(choose_sm90_variant(p, 64, none).persistent);
-  EXPECT_TRUE(choose_sm90_variant(p, 64, none).dynamic_tiles);
   p = prefill(2048);
   p.window_left = 128;
-  EXPECT_TRUE(choose_sm90_variant(p, 128, none).dynamic_tiles);
+  EXPECT_TRUE(choose_sm90_variant(p, 128, none).persistent);
   p = prefill(2048);
   p.window_right = 0;
-  EXPECT_TRUE(choose_sm90_variant(p, 64, none).dynamic_tiles);
+  EXPECT_TRUE(choose_sm90_variant(p, 64, none).persistent);
   p = paged_prefill(2048);
   EXPECT_FALSE(choose_sm90_variant(p, 128, none).persistent);
-  EXPECT_FALSE(choose_sm90_variant(p, 128, none).dynamic_tiles);
 }
 
-TEST(Sm90Variant, VarlenIsWarpSpecialisedWithDynamicTiles) {
+TEST(Sm90Variant, VarlenIsWarpSpecialisedAndPersistent) {
   int cu[3] = {0, 100, 3000};
   flare_mha_fwd_params p = prefill(1);
   p.cu_seqlens_q = p.cu_seqlens_k = cu;
@@ -102,7 +97,7 @@ TEST(Sm90Variant, VarlenIsWarpSpecialisedWithDynamicTiles) {
     for (int d : {64, 128, 256}) {
       const auto v = choose_sm90_variant(p, d, Sm90Overrides{});
       EXPECT_TRUE(v.warp_specialized) << d << " " << max_len;
-      EXPECT_TRUE(v.dynamic_tiles) << d << " " << max_len;
+      EXPECT_TRUE(v.persistent) << d << " " << max_len;
     }
   }
 }
@@ -177,8 +172,8 @@ TEST(Sm90Variant, OverridesWin) {
   EXPECT_EQ(choose_sm90_variant(prefill(512), 64, o).tma, TmaMode::kOff);
 }
 
-// FLARE_SM90_TMA_Q: unset, Q follows FLARE_SM90_TMA (off, on, require); set, it decides for Q
-// alone and leaves K/V to FLARE_SM90_TMA.
+// tma_q: unset, Q follows tma (off, on, require); set, it decides for Q alone and leaves K/V
+// to tma.
 TEST(Sm90Variant, QTmaFollowsTheKvSwitchUnlessSetOnItsOwn) {
   const flare_mha_fwd_params p = prefill(2048);
   for (int tma : {-1, 0, 1, 2}) {
@@ -193,137 +188,6 @@ TEST(Sm90Variant, QTmaFollowsTheKvSwitchUnlessSetOnItsOwn) {
       EXPECT_EQ(w.tma, v.tma) << tma << " " << tma_q;
     }
   }
-}
-
-// FLARE_SM90_QBUFS=2: two Q buffers for persistent, unpaged launches of the d64 / d128 kernels
-// (d96 included); everything else keeps one, and unset or 1 keeps one everywhere.
-TEST(Sm90Variant, TwoQBuffersOnlyForPersistentUnpagedD64AndD128) {
-  EXPECT_EQ(flare::sm90_max_q_buffers(64), 2);
-  EXPECT_EQ(flare::sm90_max_q_buffers(128), 2);
-  EXPECT_EQ(flare::sm90_max_q_buffers(256), 1);  // Q 64 KB + two 64 KB stages already
-
-  Sm90Overrides two;
-  two.q_buffers = 2;
-  // Default persistence (unpaged launches, masked or not): two buffers where asked for.
-  EXPECT_EQ(choose_sm90_variant(prefill(512), 64, two).q_buffers, 2);
-  EXPECT_EQ(choose_sm90_variant(prefill(512), 128, two).q_buffers, 2);
-  flare_mha_fwd_params causal = prefill(512);
-  causal.causal = 1;
-  EXPECT_EQ(choose_sm90_variant(causal, 64, two).q_buffers, 2);
-
-  Sm90Overrides persistent_two = two;
-  persistent_two.persistent = 1;
-  for (int d : {64, 128}) {
-    EXPECT_EQ(choose_sm90_variant(prefill(512), d, persistent_two).q_buffers, 2) << d;
-    EXPECT_EQ(choose_sm90_variant(causal, d, persistent_two).q_buffers, 2) << d;
-  }
-  flare_mha_fwd_params d96 = prefill(512);
-  d96.head_dim = 96;
-  EXPECT_EQ(choose_sm90_variant(d96, flare::sm90_kernel_head_dim(96), persistent_two).q_buffers,
-            2);
-  // d256 (and d192 on it): no room for a second buffer.
-  EXPECT_EQ(choose_sm90_variant(prefill(4096), 256, persistent_two).q_buffers, 1);
-  // Paged: no two-buffer instance.
-  flare_mha_fwd_params paged = paged_prefill(4096);
-  EXPECT_TRUE(choose_sm90_variant(paged, 128, persistent_two).persistent);
-  EXPECT_EQ(choose_sm90_variant(paged, 128, persistent_two).q_buffers, 1);
-  // Not persistent, or not warp-specialised: one.
-  Sm90Overrides one_cta = two;
-  one_cta.persistent = 0;
-  EXPECT_EQ(choose_sm90_variant(prefill(512), 64, one_cta).q_buffers, 1);
-  Sm90Overrides all_threads = persistent_two;
-  all_threads.warp_specialized = 0;
-  EXPECT_EQ(choose_sm90_variant(prefill(512), 64, all_threads).q_buffers, 1);
-  // FLARE_SM90_QBUFS=1 (or unset): one, persistent or not.
-  Sm90Overrides one = persistent_two;
-  one.q_buffers = 1;
-  for (int d : {64, 128, 256})
-    EXPECT_EQ(choose_sm90_variant(prefill(4096), d, one).q_buffers, 1) << d;
-}
-
-// FLARE_SM90_SCHED: 'dynamic' (or '1') and 'static' (or '0'); unset, empty or anything else is
-// the default (dynamic, for the launches that are persistent).
-TEST(Sm90Variant, SchedParsesDynamicAndStatic) {
-  EXPECT_EQ(flare::sm90_sched_from_string(nullptr), -1);
-  EXPECT_EQ(flare::sm90_sched_from_string(""), -1);
-  EXPECT_EQ(flare::sm90_sched_from_string("dynamic"), 1);
-  EXPECT_EQ(flare::sm90_sched_from_string("Dynamic"), 1);
-  EXPECT_EQ(flare::sm90_sched_from_string("1"), 1);
-  EXPECT_EQ(flare::sm90_sched_from_string("static"), 0);
-  EXPECT_EQ(flare::sm90_sched_from_string("0"), 0);
-  EXPECT_EQ(flare::sm90_sched_from_string("longest-first"), -1);
-  EXPECT_EQ(Sm90Overrides{}.sched, -1);
-}
-
-// The dynamic tile scheduler: the default for persistent, unpaged launches of the
-// warp-specialised kernel (any head dim, any number of Q buffers); static striding only when
-// FLARE_SM90_SCHED=static.
-TEST(Sm90Variant, DynamicTilesOnlyForPersistentUnpagedLaunches) {
-  flare_mha_fwd_params causal = prefill(4096);
-  causal.causal = 1;
-  // Default: dynamic tickets for every unpaged launch of the warp-specialised kernel.
-  const Sm90Overrides none;
-  for (int d : {64, 128, 256}) {
-    EXPECT_TRUE(choose_sm90_variant(prefill(4096), d, none).dynamic_tiles) << d;
-    EXPECT_TRUE(choose_sm90_variant(causal, d, none).dynamic_tiles) << d;
-  }
-  Sm90Overrides persistent;
-  persistent.persistent = 1;
-  for (int d : {64, 128, 256})
-    EXPECT_TRUE(choose_sm90_variant(causal, d, persistent).dynamic_tiles) << d;
-  Sm90Overrides forced_static = persistent;
-  forced_static.sched = 0;
-  for (int d : {64, 128, 256})
-    EXPECT_FALSE(choose_sm90_variant(causal, d, forced_static).dynamic_tiles) << d;
-
-  // FLARE_SM90_SCHED=dynamic: only where the launch is persistent.
-  Sm90Overrides dynamic;
-  dynamic.sched = 1;
-  EXPECT_TRUE(choose_sm90_variant(prefill(512), 64, dynamic).dynamic_tiles);  // d64 default
-  EXPECT_TRUE(choose_sm90_variant(prefill(512), 128, dynamic).dynamic_tiles);
-  EXPECT_TRUE(choose_sm90_variant(causal, 64, dynamic).dynamic_tiles);
-  Sm90Overrides persistent_dynamic = dynamic;
-  persistent_dynamic.persistent = 1;
-  for (int d : {64, 128, 256}) {
-    const auto v = choose_sm90_variant(causal, d, persistent_dynamic);
-    EXPECT_TRUE(v.persistent) << d;
-    EXPECT_TRUE(v.dynamic_tiles) << d;
-    EXPECT_EQ(v.q_buffers, 1) << d;  // independent of the Q buffers
-  }
-  Sm90Overrides two_buffers = persistent_dynamic;
-  two_buffers.q_buffers = 2;
-  for (int d : {64, 128}) {
-    const auto v = choose_sm90_variant(causal, d, two_buffers);
-    EXPECT_TRUE(v.dynamic_tiles) << d;
-    EXPECT_EQ(v.q_buffers, 2) << d;
-  }
-  EXPECT_TRUE(choose_sm90_variant(causal, 256, two_buffers).dynamic_tiles);
-  // Varlen (uneven sequences: the other case it is for).
-  int cu[4] = {0, 100, 3000, 3001};
-  flare_mha_fwd_params varlen = prefill(1);
-  varlen.cu_seqlens_q = varlen.cu_seqlens_k = cu;
-  varlen.batch = 3;
-  varlen.max_seqlen_q = varlen.max_seqlen_k = 2900;
-  EXPECT_TRUE(choose_sm90_variant(varlen, 128, persistent_dynamic).dynamic_tiles);
-  // Not persistent: nothing to schedule.
-  Sm90Overrides one_cta = persistent_dynamic;
-  one_cta.persistent = 0;
-  for (int d : {64, 128, 256})
-    EXPECT_FALSE(choose_sm90_variant(prefill(4096), d, one_cta).dynamic_tiles) << d;
-  // Paged: no instance with it (persistent paged launches stride statically).
-  flare_mha_fwd_params paged = paged_prefill(4096);
-  paged.causal = 1;
-  const auto v = choose_sm90_variant(paged, 128, persistent_dynamic);
-  EXPECT_TRUE(v.persistent);
-  EXPECT_FALSE(v.dynamic_tiles);
-  // The all-threads kernel: no tiles to walk.
-  Sm90Overrides all_threads = persistent_dynamic;
-  all_threads.warp_specialized = 0;
-  EXPECT_FALSE(choose_sm90_variant(causal, 128, all_threads).dynamic_tiles);
-  EXPECT_FALSE(choose_sm90_variant(prefill(512), 256, all_threads).dynamic_tiles);
-  // d256 paged: the all-threads kernel (24 producer registers).
-  flare_mha_fwd_params paged256 = paged_prefill(4096);
-  EXPECT_FALSE(choose_sm90_variant(paged256, 256, persistent_dynamic).dynamic_tiles);
 }
 
 }  // namespace
@@ -370,9 +234,9 @@ TEST(Sm90Variant, MeanKeysPerTile) {
   EXPECT_EQ(sm90_mean_keys_per_tile(few), 0);
 }
 
-// d64 takes 192-key blocks from 4096 keys per query tile on average (v20) where it runs two
-// consumer warpgroups, only with dynamic tiles (its one instance), never when paged; d128 / d256
-// keep their blocks; the override wins where the instance exists.
+// d64 takes 192-key blocks from 4096 keys per query tile on average where it runs two consumer
+// warpgroups, only when persistent (its one instance), never when paged; d128 / d256 keep their
+// blocks; the override wins where the instance exists.
 TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   using flare::sm90_default_block_n;
   using flare::sm90_long_block_n;
@@ -399,13 +263,10 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   EXPECT_EQ(choose_sm90_variant(window, 64, none).block_n, 128);
   flare_mha_fwd_params paged = paged_prefill(16384);
   EXPECT_EQ(choose_sm90_variant(paged, 64, none).block_n, 128);
-  Sm90Overrides forced_static = none;
-  forced_static.sched = 0;
-  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, forced_static).block_n, 128);
   Sm90Overrides not_persistent = none;
   not_persistent.persistent = 0;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, not_persistent).block_n, 128);
-  // FLARE_SM90_BLOCK_N: 192 wherever the instance exists, 128 turns the rule off.
+  // block_n: 192 wherever the instance exists, 128 turns the rule off.
   Sm90Overrides long_n = none;
   long_n.block_n = 192;
   EXPECT_EQ(choose_sm90_variant(prefill(512), 64, long_n).block_n, 192);
@@ -414,12 +275,6 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   Sm90Overrides short_n = none;
   short_n.block_n = 128;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, short_n).block_n, 128);
-  // Two Q buffers fit beside three 192-key stages: 32 + 3 x 48 KB.
-  Sm90Overrides two_q = none;
-  two_q.q_buffers = 2;
-  const auto v = choose_sm90_variant(prefill(16384), 64, two_q);
-  EXPECT_EQ(v.q_buffers, 2);
-  EXPECT_EQ(v.block_n, 192);
   // By default three warpgroups take the long rows; the long block stays for long keys under
   // fewer than 512 queries.
   const Sm90Overrides rules;
@@ -436,7 +291,7 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
 
 namespace {
 
-// Three consumer warpgroups (192-row tiles): d64 only, dynamic tiles only, with the default key
+// Three consumer warpgroups (192-row tiles): d64 only, persistent only, with the default key
 // block; two everywhere by default.
 TEST(Sm90Variant, ThreeConsumerWarpgroupsForD64) {
   EXPECT_EQ(flare::sm90_max_consumer_wgs(64), 3);
@@ -471,16 +326,16 @@ TEST(Sm90Variant, ThreeConsumerWarpgroupsForD64) {
   EXPECT_EQ(choose_sm90_variant(v, 64, none).consumer_wgs, 2);
   for (int d : {128, 256})
     for (int s : {512, 16384}) EXPECT_EQ(choose_sm90_variant(prefill(s), d, none).consumer_wgs, 2);
-  // Never without dynamic tiles (the instance's one scheduler) or when paged.
+  // Never without persistence (the instance's one scheduler) or when paged.
   flare_mha_fwd_params paged = paged_prefill(16384);
   EXPECT_EQ(choose_sm90_variant(paged, 64, none).consumer_wgs, 2);
-  Sm90Overrides forced_static;
-  forced_static.sched = 0;
-  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, forced_static).consumer_wgs, 2);
+  Sm90Overrides one_cta;
+  one_cta.persistent = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, one_cta).consumer_wgs, 2);
   Sm90Overrides ws_off;
   ws_off.warp_specialized = 0;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, ws_off).consumer_wgs, 2);
-  // FLARE_SM90_CONSUMERS: 3 wherever the instance exists, 2 turns the rule off.
+  // consumer_wgs: 3 wherever the instance exists, 2 turns the rule off.
   Sm90Overrides three;
   three.consumer_wgs = 3;
   flare_mha_fwd_params short_causal = prefill(512);
@@ -491,6 +346,21 @@ TEST(Sm90Variant, ThreeConsumerWarpgroupsForD64) {
   Sm90Overrides two;
   two.consumer_wgs = 2;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, two).consumer_wgs, 2);
+}
+
+}  // namespace
+
+namespace {
+
+// The tile table the planner reads (variant.h) for each variant.
+TEST(Sm90Variant, TileTable) {
+  EXPECT_EQ(flare::sm90_ws_block_m(2), 128);
+  EXPECT_EQ(flare::sm90_ws_block_m(3), 192);
+  EXPECT_EQ(flare::kSm90AllThreadsBlockM, 128);
+  EXPECT_EQ(flare::sm90_all_threads_block_n(64), 128);
+  EXPECT_EQ(flare::sm90_all_threads_block_n(128), 128);
+  EXPECT_EQ(flare::sm90_all_threads_block_n(256), 64);
+  EXPECT_EQ(flare::kSm90TileCounterBytes % 256, 0u);
 }
 
 }  // namespace

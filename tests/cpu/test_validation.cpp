@@ -170,8 +170,41 @@ std::vector<GoodCase> good_cases() {
        }},
       {"seqlen_k_zero", Base::Dense, [](flare_mha_fwd_params& p) { p.seqlen_k = 0; }},
       {"head_dim_8", Base::Dense, [](flare_mha_fwd_params& p) { p.head_dim = 8; }},
-      {"head_dim_200_padded", Base::Dense, [](flare_mha_fwd_params& p) { p.head_dim = 200; }},
-      {"head_dim_256", Base::Dense, [](flare_mha_fwd_params& p) { p.head_dim = 256; }},
+      {"head_dim_200_padded", Base::Dense,
+       [](flare_mha_fwd_params& p) {
+         p.head_dim = 200;
+         p.out_head_stride = 200;
+         p.out_row_stride = 8 * 200;
+         p.out_batch_stride = 128 * 8 * 200;
+       }},
+      {"head_dim_256", Base::Dense,
+       [](flare_mha_fwd_params& p) {
+         p.head_dim = 256;
+         p.out_head_stride = 256;
+         p.out_row_stride = 8 * 256;
+         p.out_batch_stride = 128 * 8 * 256;
+       }},
+      // Read-only inputs may overlap: one K/V for every batch entry, one q row for all heads.
+      {"k_v_broadcast_over_batch", Base::Dense,
+       [](flare_mha_fwd_params& p) { p.k_batch_stride = p.v_batch_stride = 0; }},
+      {"q_broadcast_over_heads", Base::Dense, [](flare_mha_fwd_params& p) { p.q_head_stride = 0; }},
+      // Outputs may have gaps and any nesting order: heads outermost, rows padded.
+      {"out_heads_outermost", Base::Dense,
+       [](flare_mha_fwd_params& p) {
+         p.out_row_stride = 64;
+         p.out_batch_stride = 128 * 64;
+         p.out_head_stride = 2 * 128 * 64;
+       }},
+      {"out_rows_padded", Base::Dense,
+       [](flare_mha_fwd_params& p) {
+         p.out_row_stride = 8 * 64 + 64;
+         p.out_batch_stride = 128 * (8 * 64 + 64);
+       }},
+      {"varlen_out_heads_outer", Base::Varlen,
+       [](flare_mha_fwd_params& p) {
+         p.out_row_stride = 64;
+         p.out_head_stride = int64_t(1) << 24;  // total rows unknown on the host: accepted
+       }},
       {"mha_equal_heads", Base::Dense, [](flare_mha_fwd_params& p) { p.num_heads_k = 8; }},
       {"softcap_with_alibi", Base::Dense,
        [](flare_mha_fwd_params& p) {
@@ -303,6 +336,21 @@ std::vector<BadCase> bad_cases() {
          p.alibi_batch_stride = -8;
        },
        INVALID, "alibi_batch_stride (-8)"},
+      // overlapping outputs
+      {"out_rows_overlap", Base::Dense, [](P& p) { p.out_row_stride = 64; }, INVALID,
+       "out_row_stride (64) makes the rows of out overlap: each spans 512 elements"},
+      {"out_heads_overlap", Base::Dense, [](P& p) { p.out_head_stride = 32; }, INVALID,
+       "out_head_stride (32) makes the heads of out overlap: each spans 64 elements"},
+      {"out_head_stride_zero", Base::Dense, [](P& p) { p.out_head_stride = 0; }, INVALID,
+       "out_head_stride (0) makes the heads of out overlap"},
+      {"out_batches_overlap", Base::Dense, [](P& p) { p.out_batch_stride = 8 * 64; }, INVALID,
+       "out_batch_stride (512) makes the batch entries of out overlap"},
+      {"varlen_out_rows_overlap", Base::Varlen, [](P& p) { p.out_row_stride = 8; }, INVALID,
+       "out_row_stride (8) makes the rows of out overlap"},
+      {"kv_append_cache_rows_overlap", Base::KvUnpaged, [](P& p) { p.k_row_stride = 64; }, INVALID,
+       "k_row_stride (64) makes the rows of the K cache k overlap"},
+      {"kv_append_pages_overlap", Base::KvPaged, [](P& p) { p.v_batch_stride = 128; }, INVALID,
+       "v_batch_stride (128) makes the cache entries of the V cache v overlap"},
       {"p_dropout_0_1", Base::Dense, [](P& p) { p.p_dropout = 0.1f; }, NOT_SUPPORTED,
        "p_dropout (0.1) is not supported: flare implements inference attention without dropout"},
       {"p_dropout_negative", Base::Dense, [](P& p) { p.p_dropout = -0.5f; }, NOT_SUPPORTED,
@@ -566,19 +614,36 @@ TEST(ReadParams, ShortStructGetsDefaults) {
   EXPECT_EQ(flare::validate_params(&full), FLARE_OK) << flare_last_error();
 }
 
-TEST(ReadParams, NewerCallerExtraBytesIgnored) {
-  struct Newer {
-    flare_mha_fwd_params base;
-    int64_t future_field;
-  } newer;
+// A newer caller's struct: its fields past this library's struct must be zero (unset).
+struct Newer {
+  flare_mha_fwd_params base;
+  int64_t future_field;
+};
+
+TEST(ReadParams, NewerCallerZeroTailAccepted) {
+  Newer newer{};
+  newer.base = dense_base();
+  newer.base.struct_size = sizeof(Newer);
+  flare_mha_fwd_params full;
+  ASSERT_EQ(flare::read_params(&newer.base, &full), FLARE_OK) << flare_last_error();
+  EXPECT_EQ(full.struct_size, sizeof(flare_mha_fwd_params));
+  EXPECT_EQ(full.batch, 2);
+  EXPECT_EQ(full.window_left, -1);
+}
+
+TEST(ReadParams, NewerCallerNonZeroTailRejected) {
+  Newer newer{};
   newer.base = dense_base();
   newer.base.struct_size = sizeof(Newer);
   newer.future_field = 42;
   flare_mha_fwd_params full;
-  ASSERT_EQ(flare::read_params(&newer.base, &full), FLARE_OK);
-  EXPECT_EQ(full.struct_size, sizeof(flare_mha_fwd_params));
-  EXPECT_EQ(full.batch, 2);
-  EXPECT_EQ(full.window_left, -1);
+  EXPECT_EQ(flare::read_params(&newer.base, &full), FLARE_ERROR_INVALID_ARGUMENT);
+  const std::string msg = flare_last_error();
+  EXPECT_NE(msg.find("struct_size (" + std::to_string(sizeof(Newer)) + ") is larger than this "
+                     "library's flare_mha_fwd_params (" +
+                     std::to_string(sizeof(flare_mha_fwd_params)) + " bytes)"),
+            std::string::npos)
+      << msg;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -593,7 +658,8 @@ TEST(Status, EveryValueHasDistinctString) {
                               FLARE_ERROR_NOT_SUPPORTED,
                               FLARE_ERROR_ARCH_NOT_SUPPORTED,
                               FLARE_ERROR_WORKSPACE_TOO_SMALL,
-                              FLARE_ERROR_CUDA};
+                              FLARE_ERROR_CUDA,
+                              FLARE_ERROR_NO_DEVICE};
   const std::string unknown = flare_status_string(static_cast<flare_status>(15));
   EXPECT_FALSE(unknown.empty());
   std::set<std::string> seen;

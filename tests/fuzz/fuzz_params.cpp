@@ -9,24 +9,30 @@
 //
 // Invariants checked (a violation aborts, which libFuzzer reports as a crash):
 //   - no crash, no UB (ASan + UBSan, -fno-sanitize-recover);
-//   - every rejection returns a status in [1, 8] and leaves a non-empty flare_last_error();
-//   - for accepted params, plan_forward with a random SM count gives 1 <= num_splits <= 128
-//     (forced counts never raised), kernel_head_dim >= head_dim and one of the compiled head
-//     dims, 256-byte aligned workspace regions that lie within workspace_bytes, and a CUDA grid
-//     (m_blocks, heads, batch * splits) within the launch limits; the re-plan that flare_mha_fwd
-//     does without a workspace asks for no split accumulators.
+//   - every rejection returns an input status (INVALID_ARGUMENT .. NOT_SUPPORTED, never a
+//     device or CUDA status) and leaves a non-empty flare_last_error(); a struct_size larger
+//     than the library's struct is accepted only with an all-zero tail;
+//   - for accepted params, plan_forward on a random device (compute capability 8.x / 9.0 /
+//     12.x, SM count, opt-in shared memory) and Tuning gives 1 <= num_splits <= 128 (forced
+//     counts never raised), kernel_head_dim >= head_dim and one of the compiled head dims, a
+//     family that matches the device, a tile whose split count is the heuristic's over that
+//     same tile, 256-byte aligned workspace regions (rotated q, split accumulators, tile
+//     counter) that lie within workspace_bytes and do not overlap, a tile counter exactly for
+//     persistent Hopper launches, and a CUDA grid within the launch limits; without a
+//     workspace the plan needs none unless it forces splits or rotates q.
 //
 // Build (see .ci/steps/fuzz.sh):
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 //     -Iinclude -Isrc -I<cuda>/include tests/fuzz/fuzz_params.cpp src/api/error.cpp
-//     src/api/validate.cpp src/planning/plan.cpp src/kernels/sm90/tma_maps.cpp
-//     src/kernels/sm90/variant.cpp -o flare_fuzz_params
+//     src/api/validate.cpp src/api/layout_check.cpp src/plan/plan.cpp src/plan/tuning.cpp
+//     src/kernels/sm90/tma_maps.cpp src/kernels/sm90/variant.cpp -o flare_fuzz_params
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -37,7 +43,7 @@
 #include "flare/flare.h"
 #include "kernels/sm90/tma_maps.h"
 #include "kernels/sm90/variant.h"
-#include "planning/plan.h"
+#include "plan/plan.h"
 
 namespace {
 
@@ -232,33 +238,24 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
   const flare::Sm90Variant v = flare::choose_sm90_variant(p, sm90_hd, flare::Sm90Overrides{});
   if (p.block_table != nullptr && sm90_hd > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
   if (!v.warp_specialized) REQUIRE(!v.persistent && !v.pingpong, p, v.persistent, v.pingpong);
-  REQUIRE(v.q_buffers == 1, p, v.q_buffers, 0);  // two Q buffers only when asked for
-  // The long key block only where its (dynamic-tiles, unpaged) instance exists.
+  if (p.block_table != nullptr) REQUIRE(!v.persistent, p, 0, 0);  // no paged persistent instance
+  // The long key block only where its (persistent, unpaged) instance exists.
   REQUIRE(v.block_n == flare::sm90_default_block_n(sm90_hd) ||
-              (v.block_n == flare::sm90_long_block_n(sm90_hd) && v.dynamic_tiles &&
+              (v.block_n == flare::sm90_long_block_n(sm90_hd) && v.persistent &&
                p.block_table == nullptr),
           p, v.block_n, sm90_hd);
-  // Three consumer warpgroups only where their (d64, dynamic-tiles, unpaged) instance exists,
+  // Three consumer warpgroups only where their (d64, persistent, unpaged) instance exists,
   // and then with the default key block.
   REQUIRE(v.consumer_wgs == 2 ||
               (v.consumer_wgs == 3 && flare::sm90_max_consumer_wgs(sm90_hd) >= 3 &&
-               v.dynamic_tiles && p.block_table == nullptr &&
+               v.persistent && p.block_table == nullptr &&
                v.block_n == flare::sm90_default_block_n(sm90_hd)),
           p, v.consumer_wgs, sm90_hd);
-  // FLARE_SM90_QBUFS=2 with persistence forced: two buffers only where the kernel has an
-  // instance with them (warp-specialised, unpaged, d64 / d128).
-  flare::Sm90Overrides two;
-  two.q_buffers = 2;
-  two.persistent = 1;
-  const flare::Sm90Variant w = flare::choose_sm90_variant(p, sm90_hd, two);
-  REQUIRE(w.q_buffers == 1 || w.q_buffers == 2, p, w.q_buffers, 0);
-  if (w.q_buffers == 2)
-    REQUIRE(w.warp_specialized && w.persistent && p.block_table == nullptr &&
-                flare::sm90_max_q_buffers(sm90_hd) >= 2,
-            p, sm90_hd, w.warp_specialized);
 }
 
-void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan) {
+void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
+                const flare::DeviceInfo& dev) {
+  using flare::FwdKernelFamily;
   REQUIRE(plan.num_splits >= 1 && plan.num_splits <= 128, p, plan.num_splits, 0);
   if (p.num_splits > 0) REQUIRE(plan.num_splits <= p.num_splits, p, plan.num_splits, p.num_splits);
   REQUIRE(plan.kernel_head_dim >= p.head_dim, p, plan.kernel_head_dim, p.head_dim);
@@ -266,38 +263,81 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan) {
   REQUIRE(kd == 32 || kd == 64 || kd == 96 || kd == 128 || kd == 192 || kd == 256, p, kd, 0);
   REQUIRE(plan.max_seqlen_q >= 1, p, plan.max_seqlen_q, 0);
 
+  // The family fits the device: Hopper kernels on 9.x only, never for decode shapes.
+  const bool sm90 = plan.family == FwdKernelFamily::kSm90WarpSpecialized ||
+                    plan.family == FwdKernelFamily::kSm90AllThreads;
+  if (sm90)
+    REQUIRE(dev.cc_major == 9 && plan.sm90_head_dim == flare::sm90_kernel_head_dim(kd) &&
+                plan.sm90_head_dim != 0 && plan.max_seqlen_q > flare::kSm80DecodeMaxRows,
+            p, dev.cc_major, plan.sm90_head_dim);
+  if (plan.family == FwdKernelFamily::kSm80Decode)
+    REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows, p, plan.max_seqlen_q, 0);
+  if (plan.family == FwdKernelFamily::kNone) {
+    REQUIRE(dev.smem_optin > 0 && !sm90, p, dev.smem_optin, 0);
+    return;
+  }
+  REQUIRE(plan.tile.block_m >= 16 && plan.tile.block_n >= 32 && plan.tile.ctas_per_sm >= 1, p,
+          plan.tile.block_m, plan.tile.block_n);
+
+  // The split count is the heuristic's over the plan's own tile.
+  const int max_seqlen_k = plan.p.cu_seqlens_k != nullptr ? plan.p.max_seqlen_k : plan.p.seqlen_k;
+  const long long m_blocks =
+      (static_cast<long long>(plan.max_seqlen_q) + plan.tile.block_m - 1) / plan.tile.block_m;
+  const long long n_blocks =
+      (static_cast<long long>(max_seqlen_k) + plan.tile.block_n - 1) / plan.tile.block_n;
+  if (p.num_splits == 0 && p.workspace != nullptr) {
+    const long long blocks = static_cast<long long>(plan.p.batch) * plan.p.num_heads * m_blocks;
+    const long long slots = static_cast<long long>(dev.num_sms) * plan.tile.ctas_per_sm;
+    int expected = flare::num_splits_heuristic(int(std::min(blocks, 0x7fffffffLL)),
+                                               int(std::min(slots, 0x7fffffffLL)),
+                                               int(n_blocks), 128);
+    expected = std::max(1, std::min(expected, 65535 / plan.p.batch));
+    REQUIRE(plan.num_splits == expected, p, plan.num_splits, expected);
+  }
+  if (p.num_splits == 0 && p.workspace == nullptr) REQUIRE(plan.num_splits == 1, p, plan.num_splits, 0);
+
   // CUDA grid of the forward kernel: (m_blocks, heads, batch * splits).
-  const flare::TileConfig tile = flare::sm80_tile_config(kd);
-  const long long m_blocks = (static_cast<long long>(plan.max_seqlen_q) + tile.block_m - 1) / tile.block_m;
   REQUIRE(m_blocks <= 0x7fffffffLL, p, m_blocks, 0);
   REQUIRE(plan.p.num_heads >= 1 && plan.p.num_heads <= 65535, p, plan.p.num_heads, 0);
   REQUIRE(static_cast<long long>(plan.p.batch) * plan.num_splits <= 65535, p, plan.p.batch,
           plan.num_splits);
 
+  // A tile counter exactly for persistent warp-specialised launches, which need a workspace.
+  const bool counter = plan.family == FwdKernelFamily::kSm90WarpSpecialized && plan.sm90.persistent;
+  REQUIRE(counter == (plan.tile_counter_offset != flare::kNoRegion), p, counter, 0);
+  if (counter) REQUIRE(p.workspace != nullptr && p.block_table == nullptr, p, 0, 0);
+
   const size_t ws = plan.workspace_bytes;
   REQUIRE(ws % flare::kWorkspaceAlignment == 0 || ws == SIZE_MAX, p, ws, 0);
+  if (p.workspace == nullptr && p.num_splits <= 1)
+    REQUIRE(ws == 0 || plan.rotate_q, p, ws, 0);
   if (ws == SIZE_MAX) return;  // saturated: more than any address space; flare_mha_fwd refuses
-  auto within = [&](size_t offset, unsigned __int128 bytes, const char* what) {
-    if (offset % flare::kWorkspaceAlignment != 0) violated(what, p, offset, 0);
-    if (static_cast<unsigned __int128>(offset) + bytes > ws) violated(what, p, offset, ws);
-  };
+  // Every region aligned, within the workspace, and disjoint from the others.
+  struct Region { size_t offset; unsigned __int128 bytes; const char* what; };
+  Region regions[4];
+  int n = 0;
   if (plan.rotate_q)
-    within(plan.q_rot_offset,
-           region(p.batch, p.seqlen_q, p.num_heads, p.head_dim, 2), "q_rot region");
+    regions[n++] = {plan.q_rot_offset, region(p.batch, p.seqlen_q, p.num_heads, p.head_dim, 2),
+                    "q_rot region"};
   if (plan.num_splits > 1) {
     const unsigned __int128 rows =
         static_cast<unsigned __int128>(plan.p.batch) * plan.p.num_heads * plan.max_seqlen_q;
-    within(plan.o_accum_offset, rows * plan.num_splits * plan.p.head_dim * 4, "o_accum region");
-    within(plan.lse_accum_offset, rows * plan.num_splits * 4, "lse_accum region");
-    if (plan.o_accum_offset < plan.lse_accum_offset)
-      REQUIRE(plan.o_accum_offset + rows * plan.num_splits * plan.p.head_dim * 4 <=
-                  plan.lse_accum_offset,
-              p, plan.o_accum_offset, plan.lse_accum_offset);
+    regions[n++] = {plan.o_accum_offset, rows * plan.num_splits * plan.p.head_dim * 4,
+                    "o_accum region"};
+    regions[n++] = {plan.lse_accum_offset, rows * plan.num_splits * 4, "lse_accum region"};
   }
-  if (plan.rotate_q && plan.num_splits > 1)
-    REQUIRE(plan.q_rot_offset + region(p.batch, p.seqlen_q, p.num_heads, p.head_dim, 2) <=
-                plan.o_accum_offset,
-            p, plan.q_rot_offset, plan.o_accum_offset);
+  if (counter) regions[n++] = {plan.tile_counter_offset, flare::kSm90TileCounterBytes, "tile counter"};
+  for (int i = 0; i < n; ++i) {
+    const Region& r = regions[i];
+    if (r.offset % flare::kWorkspaceAlignment != 0) violated(r.what, p, r.offset, 0);
+    if (static_cast<unsigned __int128>(r.offset) + r.bytes > ws) violated(r.what, p, r.offset, ws);
+    for (int j = 0; j < i; ++j) {
+      const Region& o = regions[j];
+      const bool disjoint = static_cast<unsigned __int128>(r.offset) + r.bytes <= o.offset ||
+                            static_cast<unsigned __int128>(o.offset) + o.bytes <= r.offset;
+      if (!disjoint) violated(r.what, p, r.offset, o.offset);
+    }
+  }
 }
 
 }  // namespace
@@ -306,19 +346,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   flare_mha_fwd_params p;
   fill(in, p);
-  const int num_sms = in.ConsumeBool() ? in.ConsumeIntegralInRange<int>(1, 264)
-                                       : in.ConsumeIntegralInRange<int>(1, 1 << 20);
+  flare::DeviceInfo dev;
+  static const int kMajors[] = {8, 9, 12};
+  dev.cc_major = in.PickValueInArray(kMajors);
+  dev.num_sms = in.ConsumeBool() ? in.ConsumeIntegralInRange<int>(1, 264)
+                                 : in.ConsumeIntegralInRange<int>(1, 1 << 20);
+  static const int kSmem[] = {0, 48 * 1024, 99 * 1024, 163 * 1024, 227 * 1024};
+  dev.smem_optin = in.PickValueInArray(kSmem);
+  flare::Tuning tuning;
+  tuning.hopper_kernels = in.ConsumeIntegralInRange<int>(0, 3) != 0;
+  tuning.sm80_decode = in.ConsumeIntegralInRange<int>(0, 3) != 0;
+  tuning.sm80_wide = in.ConsumeIntegralInRange<int>(0, 3) != 0;
+  tuning.sm80_swizzle = in.ConsumeIntegralInRange<int>(0, 3) != 0;
+  tuning.sm90.warp_specialized = in.ConsumeIntegralInRange<int>(-1, 1);
+  tuning.sm90.persistent = in.ConsumeIntegralInRange<int>(-1, 1);
+  tuning.sm90.consumer_wgs = in.ConsumeBool() ? -1 : in.ConsumeIntegralInRange<int>(2, 3);
+  tuning.sm90.block_n = in.ConsumeBool() ? -1 : (in.ConsumeBool() ? 128 : 192);
 
   // The caller's struct: usually the full size, sometimes an older (shorter) or newer (longer)
-  // caller, or garbage. The block holds exactly struct_size bytes (at least the size field).
+  // caller, or garbage. The block holds exactly struct_size bytes (at least the size field);
+  // bytes past the library's struct are zero or not.
   uint32_t struct_size = sizeof(flare_mha_fwd_params);
   switch (in.ConsumeIntegralInRange<int>(0, 7)) {
     case 0: struct_size = in.ConsumeIntegralInRange<uint32_t>(0, sizeof(p) + 64); break;
     case 1: struct_size = 8 * in.ConsumeIntegralInRange<uint32_t>(0, (sizeof(p) + 64) / 8); break;
     default: break;
   }
+  const bool zero_tail = in.ConsumeBool();
   const size_t block = std::max<size_t>(struct_size, sizeof(uint32_t));
-  std::vector<unsigned char> caller(block, 0xA5);
+  std::vector<unsigned char> caller(block, zero_tail ? 0 : 0xA5);
   p.struct_size = struct_size;
   std::memcpy(caller.data(), &p, std::min(block, sizeof(p)));
   // Heap block of exactly `block` bytes (vector storage) so ASan sees over-reads.
@@ -328,32 +384,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   flare_mha_fwd_params full;
   flare_status st = flare::read_params(user, &full);
   if (st != FLARE_OK) {
-    REQUIRE(st >= 1 && st <= 8, p, st, 0);
+    REQUIRE(st >= FLARE_ERROR_INVALID_ARGUMENT && st <= FLARE_ERROR_NOT_SUPPORTED, p, st, 0);
     REQUIRE(flare_last_error()[0] != '\0', p, st, 0);
     return 0;
   }
   REQUIRE(full.struct_size == sizeof(full), p, full.struct_size, 0);
+  REQUIRE(struct_size <= sizeof(full) || zero_tail, p, struct_size, zero_tail);
 
   flare::clear_error();
   st = flare::validate_params(&full);
   if (st != FLARE_OK) {
-    REQUIRE(st >= 1 && st <= 8, full, st, 0);
+    REQUIRE(st >= FLARE_ERROR_INVALID_ARGUMENT && st <= FLARE_ERROR_NOT_SUPPORTED, full, st, 0);
     REQUIRE(flare_last_error()[0] != '\0', full, st, 0);
     REQUIRE(std::strlen(flare_last_error()) < 512, full, st, 0);
     return 0;
   }
 
-  const flare::FwdPlan plan = flare::plan_forward(full, num_sms);
-  check_plan(full, plan);
+  const flare::FwdPlan plan = flare::plan_forward(full, dev, tuning);
+  check_plan(full, plan, dev);
   check_sm90_choices(full, plan.kernel_head_dim);
-  // flare_mha_fwd without a workspace and a heuristic split re-plans with num_splits = 1.
-  if (full.num_splits == 0) {
-    flare_mha_fwd_params no_split = full;
-    no_split.num_splits = 1;
-    const flare::FwdPlan single = flare::plan_forward(no_split, num_sms);
-    check_plan(no_split, single);
-    REQUIRE(single.num_splits == 1, full, single.num_splits, 0);
-    REQUIRE(single.workspace_bytes == 0 || single.rotate_q, full, single.workspace_bytes, 0);
-  }
+  // The same call without a workspace (flare_mha_fwd with workspace NULL).
+  flare_mha_fwd_params bare = full;
+  bare.workspace = nullptr;
+  bare.workspace_size = 0;
+  check_plan(bare, flare::plan_forward(bare, dev, tuning), dev);
   return 0;
 }

@@ -1,5 +1,8 @@
 // Entry point of flare_tests_gpu. Without a CUDA device every test skips and the run succeeds,
 // so the suite can sit in a CPU-only CI job; with one it prints the device and runs.
+// The library reads no environment: the FLARE_* tuning variables (FLARE_KERNEL_PATH=sm80,
+// FLARE_SMEM_LIMIT_KB, FLARE_SM80_*, FLARE_SM90_*, FLARE_COMBINE_PDL; plan/tuning.h) are read
+// here and handed to the library through its internal set_tuning.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +16,7 @@
 #include <string>
 
 #include "gpu/gpu_test_util.h"
+#include "plan/tuning.h"
 
 namespace flare_test {
 bool g_has_device = false;
@@ -96,6 +100,15 @@ int main(int argc, char** argv) {
   ::testing::UnitTest::GetInstance()->listeners().Append(new RunningTestTracker);
   std::atexit(report_exit_during_test);
   std::set_terminate(report_terminate);
+  const flare::Tuning tuning = flare::tuning_from_env();
+  flare::set_tuning(tuning);
+  std::printf("flare_tests_gpu: tuning: hopper_kernels=%d smem_limit_bytes=%d sm80_decode=%d "
+              "sm80_wide=%d sm80_swizzle=%d combine_pdl=%d sm90{ws=%d persistent=%d pingpong=%d "
+              "tma=%d tma_q=%d block_n=%d consumers=%d}\n",
+              tuning.hopper_kernels, tuning.smem_limit_bytes, tuning.sm80_decode,
+              tuning.sm80_wide, tuning.sm80_swizzle, tuning.combine_pdl,
+              tuning.sm90.warp_specialized, tuning.sm90.persistent, tuning.sm90.pingpong,
+              tuning.sm90.tma, tuning.sm90.tma_q, tuning.sm90.block_n, tuning.sm90.consumer_wgs);
 
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);

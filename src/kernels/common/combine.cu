@@ -10,8 +10,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-
 #include "common/sequence.h"
 #include "kernels/common/merge.cuh"
 #include "kernels/fwd_launch.h"
@@ -59,29 +57,14 @@ struct SplitAccumLayout {
   }
 };
 
-// On devices of compute capability >= 9 the combine is launched as a programmatic dependent of
-// the forward kernel, so its launch overlaps the forward kernel's tail: decode b=1 L=8k +13%
-// on the H100 (docs/notes/merge-kernel.md, step 3). FLARE_COMBINE_PDL=0 (read once) turns it
-// off.
-bool combine_pdl() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("FLARE_COMBINE_PDL");
-    return !(v != nullptr && v[0] == '0');
-  }();
-  if (!enabled) return false;
-  int device = 0, major = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
-             cudaSuccess &&
-         major >= 9;
-}
-
 template <typename T>
 cudaError_t launch_combine(const FwdLaunch& launch, cudaStream_t stream) {
   SplitAccumLayout<T> L{};
   L.launch = launch;
   L.rows = (int64_t)launch.p.batch * launch.p.num_heads * launch.max_seqlen_q;
-  return merge_impl::launch_merge<float, T>(L, stream, combine_pdl());
+  // On devices of compute capability >= 9 the plan makes the combine a programmatic dependent of
+  // the forward kernel (launch.combine_pdl), so its launch overlaps the forward kernel's tail.
+  return merge_impl::launch_merge<float, T>(L, stream, launch.combine_pdl);
 }
 
 }  // namespace

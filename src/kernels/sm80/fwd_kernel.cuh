@@ -632,6 +632,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 }  // namespace flare
 
 #include "kernels/sm80/decode_kernel.cuh"
+#include "plan/plan.h"  // the planner's shared-memory table the launcher checks against
 
 namespace flare {
 namespace sm80 {
@@ -655,20 +656,11 @@ int launch_fwd(void (*kernel)(FwdLaunch), int smem, const FwdLaunch& launch,
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
-  // The planner counted blocks and CTA slots with the same rule (sm80_kernel_tile). The prefill
-  // kernel takes any split count and grid too, so FLARE_SM80_DECODE=0 (read once) may send
-  // decode launches to it instead, for comparisons.
-  static const bool decode_enabled = [] {
-    const char* v = std::getenv("FLARE_SM80_DECODE");
-    return !(v != nullptr && v[0] == '0');
-  }();
-  // Within the device's opt-in shared memory (launch.smem_optin; flare_api refused launches
-  // that fit no variant): the decode kernel where it fits, else the prefill kernel.
-  const int optin = launch.smem_optin;
-  auto fits = [optin](int bytes) { return smem_fits(bytes, optin); };
-  if (decode_enabled && sm80_fitting_kernel(HeadDim, launch.max_seqlen_q, optin) ==
-                            Sm80Kernel::kDecode) {
+  if (launch.family == FwdKernelFamily::kSm80Decode) {
     using Dr = sm80::DecodeTraits<HeadDim>;
+    static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
+                      Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
+                  "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
     auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Dr::kSmemBytes);
@@ -679,98 +671,51 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
     return cudaGetLastError();
   }
-  // FLARE_SM80_PIPELINE=1 (read once) selects the two-stage K/V ring. Off by default: on the
-  // H100 it measured 0-5% slower than the single buffer (docs/notes/sm80-kernel.md, step 5);
-  // not yet measured on sm80 hardware, where load latency weighs more.
-  static const bool pipeline_enabled = [] {
-    const char* v = std::getenv("FLARE_SM80_PIPELINE");
-    return v != nullptr && v[0] == '1';
-  }();
-  // d64/d96/d128 run the wide step by default (single K/V buffer only; the ring flag is ignored
-  // for it): d96/d128 +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md,
-  // steps 6 and 7). FLARE_SM80_WIDE=0 (read once) selects the planner's tile instead. The kernel
-  // computes its key-block and split ranges in its own block size; the planner's split count
-  // was chosen on the planner's blocks (32 keys at d96/d128, 64 at d64), which only changes how
-  // evenly the splits divide the keys (a split may get no block; it writes LSE -inf and the
-  // combine skips it).
-  // Head dims that are multiples of 64 run the single-buffer steps on swizzled, unpadded rows
-  // (FwdTraits): +3..9% over padded rows on 30 of the 36 prefill shapes of the H100 table (d64,
-  // d128, d256; docs/notes/sm80-kernel.md, step 9). FLARE_SM80_SWIZZLE=0 (read once) selects the
-  // padded rows, for comparisons.
+  if (launch.family != FwdKernelFamily::kSm80Prefill) return cudaErrorInvalidConfiguration;
+  // The prefill instance of the plan's key step (the tile's, or the wide step) and row layout
+  // (padded, or swizzled where the head dim is a multiple of 64).
+  using Tr = sm80::FwdTraits<HeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kTileN = Tr::kBlockN;
+  constexpr int kWideN = sm80_wide_block_n(HeadDim);
   constexpr bool kCanSwizzle = HeadDim % 64 == 0;
-  static const bool swizzle_enabled = [] {
-    const char* v = std::getenv("FLARE_SM80_SWIZZLE");
-    return kCanSwizzle && !(v != nullptr && v[0] == '0');
-  }();
-  constexpr int kWideBlockN = sm80_wide_block_n(HeadDim);
-  if constexpr (kWideBlockN != 0) {
-    static const bool wide_enabled = [] {
-      const char* v = std::getenv("FLARE_SM80_WIDE");
-      // FLARE_SM80_D128_KEYS=32: this switch's earlier name (d96/d128 only), still honoured.
-      const char* old = std::getenv("FLARE_SM80_D128_KEYS");
-      const bool old_off = HeadDim > 64 && old != nullptr && std::strcmp(old, "32") == 0;
-      return !(v != nullptr && v[0] == '0' && v[1] == '\0') && !old_off;
-    }();
-    const flare_mha_fwd_params& p = launch.p;
-    const bool masked = p.causal != 0 || p.window_left >= 0 || p.window_right >= 0;
-    const int max_keys = p.cu_seqlens_k != nullptr ? p.max_seqlen_k : p.seqlen_k;
-    using Tw = sm80::FwdTraits<HeadDim, kWideBlockN>;
-    if (wide_enabled && sm80_wide_step_pays(HeadDim, masked, max_keys) &&
-        fits(Tw::smem_bytes(1))) {
+  static_assert(Tr::smem_bytes(1) == sm80_prefill_min_smem_bytes(HeadDim) &&
+                    Tr::smem_bytes(1) == sm80_prefill_smem_bytes(HeadDim, kBlockM, kTileN, false, false),
+                "flare_api's shared-memory check and the smallest prefill variant agree");
+  if (launch.block_m != kBlockM || (launch.sm80_swizzled && !kCanSwizzle))
+    return cudaErrorInvalidConfiguration;
+  if constexpr (kWideN != 0) {
+    if (launch.block_n == kWideN) {
+      using Tw = sm80::FwdTraits<HeadDim, kWideN>;
       // The planner's CTA slots (ctas_per_sm = 2) hold for its shared memory on A100 (164 KB
       // per SM) and H100 (228 KB), 1 KB reserved per CTA; registers (<= 255 x 128) allow 2.
-      static_assert(2 * (Tw::smem_bytes(1) + 1024) <= 164 * 1024 &&
-                        Tw::kTile.ctas_per_sm == 2,
+      static_assert(2 * (Tw::smem_bytes(1) + 1024) <= 164 * 1024 && Tw::kTile.ctas_per_sm == 2,
                     "the wide step keeps the planner's two CTAs per SM");
+      static_assert(Tw::smem_bytes(1) <= sm80_prefill_smem_bytes(HeadDim, kBlockM, kWideN, true, false),
+                    "the planner's shared-memory bound of the wide step holds");
       if constexpr (kCanSwizzle) {
-        using Ts = sm80::FwdTraits<HeadDim, kWideBlockN, true>;
+        using Ts = sm80::FwdTraits<HeadDim, kWideN, true>;
         static_assert(2 * (Ts::smem_bytes(1) + 1024) <= 164 * 1024, "two CTAs per SM");
-        if (swizzle_enabled && fits(Ts::smem_bytes(1)))
-          return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN, true>,
+        static_assert(Ts::smem_bytes(1) <= sm80_prefill_smem_bytes(HeadDim, kBlockM, kWideN, true, true),
+                      "the planner's shared-memory bound of the wide swizzled step holds");
+        if (launch.sm80_swizzled)
+          return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideN, true>,
                                       Ts::smem_bytes(1), launch, stream);
       }
-      return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN>,
+      return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideN>,
                                   Tw::smem_bytes(1), launch, stream);
     }
   }
-  using Tr = sm80::FwdTraits<HeadDim>;
-  constexpr int kSmemRing = Tr::smem_bytes(2), kSmemSingle = Tr::smem_bytes(1);
-  static_assert(kSmemSingle == sm80_prefill_min_smem_bytes(HeadDim),
-                "flare_api's shared-memory check and the smallest prefill variant agree");
-  bool pipelined = false;
-  if (pipeline_enabled) {
-    int device = 0, device_optin = 0, per_sm = 0, reserved = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err == cudaSuccess)
-      err = cudaDeviceGetAttribute(&device_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (err == cudaSuccess)
-      err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
-    if (err == cudaSuccess)
-      err = cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device);
-    if (err != cudaSuccess) return err;
-    // The ring only where it fits and keeps as many CTAs per SM as the single buffer, up to the
-    // planner's slots (d256 does not fit in 163 KB on A100; d64/d96 would drop to one CTA on
-    // 100 KB parts such as sm86/sm89/sm120).
-    auto ctas = [&](int bytes) {
-      const int n = per_sm / (bytes + reserved);
-      return n < Tr::kTile.ctas_per_sm ? n : Tr::kTile.ctas_per_sm;
-    };
-    pipelined = kSmemRing <= device_optin && fits(kSmemRing) &&
-                ctas(kSmemRing) >= ctas(kSmemSingle);
-  }
-  constexpr int kBlockN = Tr::kBlockN;
+  if (launch.block_n != kTileN) return cudaErrorInvalidConfiguration;
   if constexpr (kCanSwizzle) {
-    using Ts = sm80::FwdTraits<HeadDim, kBlockN, true>;
-    static_assert(Ts::smem_bytes(1) <= kSmemSingle + 128, "no more shared memory than padded");
-    if (swizzle_enabled && !pipelined && fits(Ts::smem_bytes(1)))
-      return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kBlockN, true>,
+    using Ts = sm80::FwdTraits<HeadDim, kTileN, true>;
+    static_assert(Ts::smem_bytes(1) == sm80_prefill_smem_bytes(HeadDim, kBlockM, kTileN, false, true),
+                  "the planner's shared memory of the swizzled step is the kernel's");
+    if (launch.sm80_swizzled)
+      return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kTileN, true>,
                                   Ts::smem_bytes(1), launch, stream);
   }
-  return pipelined
-             ? sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, true, kBlockN>,
-                                    kSmemRing, launch, stream)
-             : sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, false, kBlockN>,
-                                    kSmemSingle, launch, stream);
+  return sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, false, kTileN>,
+                              Tr::smem_bytes(1), launch, stream);
 }
 
 }  // namespace flare
