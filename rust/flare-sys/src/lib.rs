@@ -274,13 +274,13 @@ c_struct! {
         pub window_right: i32,
         /// Softcap, 0 = off.
         pub softcap: f32,
-        /// Optional ALiBi slopes, [num_heads] or [batch, num_heads].
+        /// Optional ALiBi slopes, `[num_heads]` or `[batch, num_heads]`.
         pub alibi_slopes: *const f32,
         /// 0 when the slopes are shared by every batch entry.
         pub alibi_batch_stride: i64,
-        /// Varlen: cumulative query rows, [batch + 1].
+        /// Varlen: cumulative query rows, `[batch + 1]`.
         pub cu_seqlens_q: *const i32,
-        /// Varlen: cumulative key rows, [batch + 1].
+        /// Varlen: cumulative key rows, `[batch + 1]`.
         pub cu_seqlens_k: *const i32,
         /// Optional: keys used per sequence.
         pub seqused_k: *const i32,
@@ -288,13 +288,13 @@ c_struct! {
         pub max_seqlen_q: i32,
         /// Varlen: longest key sequence.
         pub max_seqlen_k: i32,
-        /// KV cache: rows in use per sequence, [batch].
+        /// KV cache: rows in use per sequence, `[batch]`.
         pub cache_seqlens: *const i32,
         /// Optional: cache row of sequence b.
         pub cache_batch_idx: *const i32,
         /// Optional: left padding per sequence.
         pub leftpad_k: *const i32,
-        /// Optional paged KV: [batch, max_pages].
+        /// Optional paged KV: `[batch, max_pages]`.
         pub block_table: *const i32,
         /// Entries between block-table rows.
         pub block_table_batch_stride: i64,
@@ -320,7 +320,7 @@ c_struct! {
         pub v_new_row_stride: i64,
         /// v_new stride between heads.
         pub v_new_head_stride: i64,
-        /// Rotary cos table, [positions, rotary_dim / 2], dtype of q.
+        /// Rotary cos table, `[positions, rotary_dim / 2]`, dtype of q.
         pub rotary_cos: *const c_void,
         /// Rotary sin table, like rotary_cos.
         pub rotary_sin: *const c_void,
