@@ -3,10 +3,9 @@
 //! out `[sq, h, d]`, lse `[h, sq]`.
 //!
 //! `attend` computes in float64: the ground truth. `attend_lowp` is the naive implementation
-//! in low precision that the project's error bound is measured against: scores and softmax in
-//! float32, the probabilities rounded to the dtype before P.V (as a kernel feeding a 16-bit
-//! matmul does), the output rounded to the dtype. With `round` the identity it is the float32
-//! reference candle's tests use.
+//! in low precision that the project's error bound is measured against: scores rounded to the
+//! dtype, the normalised probabilities rounded to the dtype before P.V, the output rounded to
+//! the dtype (the rounding points of the C++ suite's naive reference).
 
 /// Masking and scoring of one call (flare.h's semantics).
 #[derive(Clone, Debug, Default)]
@@ -100,46 +99,49 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], sq: usize, sk: usize, h: usize, h
     Attn { out, lse }
 }
 
-/// The naive low-precision attention of one sequence (see the module comment).
+/// The naive low-precision attention of one sequence (see the module comment): the rounding
+/// points of src/reference/reference.cpp's naive pipeline, so the bound means what it means
+/// in the C++ GPU suite.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_lowp(
     q: &[f32], k: &[f32], v: &[f32], sq: usize, sk: usize, h: usize, hk: usize, d: usize, spec: &Spec,
     round: &dyn Fn(f32) -> f32,
 ) -> Attn {
+    let rnd = |x: f64| round(x as f32) as f64;
     let group = h / hk;
     let mut out = vec![0.0; sq * h * d];
     let mut lse = vec![f64::NEG_INFINITY; h * sq];
-    let mut scores = vec![0.0f32; sk];
+    let mut scores = vec![0.0f64; sk];
     for head in 0..h {
         let kh = head / group;
         for i in 0..sq {
-            let mut max = f32::NEG_INFINITY;
+            let mut max = f64::NEG_INFINITY;
             for j in 0..sk {
-                scores[j] = f32::NEG_INFINITY;
+                scores[j] = f64::NEG_INFINITY;
                 if !spec.visible(i, j, sq, sk) {
                     continue;
                 }
-                let dot: f32 = (0..d).map(|c| q[(i * h + head) * d + c] * k[(j * hk + kh) * d + c]).sum();
-                scores[j] = spec.score(dot as f64, i, j, sq, sk, head) as f32;
+                let dot: f64 = (0..d).map(|c| q[(i * h + head) * d + c] as f64 * k[(j * hk + kh) * d + c] as f64).sum();
+                scores[j] = rnd(spec.score(dot, i, j, sq, sk, head));
                 max = max.max(scores[j]);
             }
-            if max == f32::NEG_INFINITY {
+            if max == f64::NEG_INFINITY {
                 continue;
             }
-            let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
-            lse[head * sq + i] = (max + sum.ln()) as f64;
-            let mut acc = vec![0.0f32; d];
+            let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+            lse[head * sq + i] = max + sum.ln();
+            let mut acc = vec![0.0f64; d];
             for j in 0..sk {
-                let p = round((scores[j] - max).exp());
+                let p = rnd((scores[j] - max).exp() / sum);
                 if p == 0.0 {
                     continue;
                 }
                 for c in 0..d {
-                    acc[c] += p * v[(j * hk + kh) * d + c];
+                    acc[c] += p * v[(j * hk + kh) * d + c] as f64;
                 }
             }
             for c in 0..d {
-                out[(i * h + head) * d + c] = round(acc[c] / sum) as f64;
+                out[(i * h + head) * d + c] = rnd(acc[c]);
             }
         }
     }

@@ -567,3 +567,27 @@ fn reference_matches_a_hand_computed_case() {
     let r = attend(&[1.0, 1.0], &[1.0], &[2.0], 2, 1, 1, 1, 1, &spec);
     assert_eq!((r.out[0], r.lse[0], r.out[1]), (0.0, f64::NEG_INFINITY, 2.0));
 }
+
+/// The GPU tests' bound is attainable: a correctly rounded result (float64 rounded to the
+/// dtype) passes it for the shapes and options those tests use, in both dtypes.
+#[test]
+fn error_bound_accepts_a_correctly_rounded_result() {
+    use testutil::half::{round, Rng};
+    use testutil::reference::*;
+    for (dtype, sq, sk, h, hk, d, causal, softcap) in [
+        (DType::F16, 37, 70, 4, 2, 64, true, 0.0),
+        (DType::BF16, 37, 70, 4, 2, 64, false, 0.0),
+        (DType::F16, 24, 50, 4, 2, 96, false, 1.5),
+        (DType::BF16, 4, 100, 4, 2, 256, true, 0.0),
+    ] {
+        let mut rng = Rng::new(3);
+        let (_, q) = rng.tensor(dtype, sq * h * d);
+        let (_, k) = rng.tensor(dtype, sk * hk * d);
+        let (_, v) = rng.tensor(dtype, sk * hk * d);
+        let spec = Spec { causal, softcap, ..Spec::new(if softcap > 0.0 { 2.0 } else { 1.0 / (d as f64).sqrt() }) };
+        let exact = attend(&q, &k, &v, sq, sk, h, hk, d, &spec);
+        let naive = attend_lowp(&q, &k, &v, sq, sk, h, hk, d, &spec, &|x| round(dtype, x));
+        let perfect: Vec<f32> = exact.out.iter().map(|&x| round(dtype, x as f32)).collect();
+        assert_within_bound(&format!("{dtype:?} d{d}"), &perfect, &exact.out, &naive.out);
+    }
+}
