@@ -320,7 +320,7 @@ fn flash_attn_varlen_paged_windowed_is_refused_or_correct() {
     let dvp = DeviceVec::upload(&vpool, p.dtype, &shape);
     let dtable = DeviceVec::upload(&table, DType::I32, &[2, max_pages]);
     let mut t = t;
-    let r = flare::flash_attn_varlen_paged_windowed(&t.dq, &dkp, &dvp, &mut t.dout, &dtable, &t.cu_q, &t.cu_k, 8, 40, scale(&p), Some(6), None, &launch());
+    let r = flare::flash_attn_varlen_paged_windowed(&t.dq, &dkp, &dvp, &mut t.dout, &t.cu_q, &t.cu_k, &dtable, None, 8, 40, scale(&p), Some(6), None, page, None, &launch());
     match r {
         Err(e) => {
             eprintln!("flash_attn_varlen_paged_windowed refused (expected until paged varlen exists): {e}");

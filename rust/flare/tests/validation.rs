@@ -413,6 +413,19 @@ fn varlen_paged_is_refused_by_the_library() {
     let cu = aux.t(DType::I32, &[B + 1]);
     let p = MhaParams::varlen_paged(&q, &kp, &kp, &mut o, &table, &cu, &cu, 12, 32).unwrap();
     let e = p.can_implement(0, &Launch::default()).unwrap_err();
+    drop(p);
+    // Prefix ranges have no field in the C ABI: refused before the library.
+    let ranges = aux.t(DType::I32, &[B, 1, 2]);
+    expect_err(
+        flare::flash_attn_varlen_paged_windowed(&q, &kp, &kp, &mut o, &cu, &cu, &table, Some(&ranges), 12, 32, 0.1, None, None, 16, None, &Launch::default()),
+        Status::NotSupported,
+        "mm_prefix_ranges",
+    );
+    expect_err(
+        flare::flash_attn_varlen_paged_windowed(&q, &kp, &kp, &mut o, &cu, &cu, &table, None, 12, 32, 0.1, None, None, 32, None, &Launch::default()),
+        Status::InvalidArgument,
+        "page_block_size (32) does not match k.shape[1] (16)",
+    );
     assert!(e.status().raw() != flare::sys::FLARE_OK);
     if !testutil::cuda::have_gpu() {
         assert!(matches!(e.status(), Status::InvalidArgument | Status::NotSupported), "{e}");
