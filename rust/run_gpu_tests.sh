@@ -9,6 +9,10 @@
 #    so keep it out of .gitignore or carry it):
 #      bash rust/run_gpu_tests.sh rust/gpu-tests
 #    or name binaries: bash rust/run_gpu_tests.sh rust/gpu-tests/gpu_family rust/gpu-tests/...
+#    The libraries are loaded from FLARE_LIB_DIR when set (a flare build of the same source on
+#    the GPU machine, e.g. FLARE_LIB_DIR=build), else from the binaries' folder; with
+#    FLARE_LIB_DIR the collected libflare.so (~80 MB with every kernel) need not travel:
+#    FLARE_GPU_TESTS_NO_LIBS=1 at --build time leaves it (and libflare_candle.so) out.
 #
 # A test that finds no GPU prints "skipped: no CUDA GPU" and passes; here that is a failure,
 # since this script exists to run them on one. Exit status: 0 when every binary passed.
@@ -31,7 +35,9 @@ if [ "${1:-}" = "--build" ]; then
   done
   libdir=$FLARE_DIR
   for sub in lib lib64; do [ -e "$FLARE_DIR/$sub/libflare.so" ] && libdir=$FLARE_DIR/$sub; done
-  cp -P "$libdir"/libflare.so* "$libdir"/libflare_candle.so* "$out/"
+  if [ -z "${FLARE_GPU_TESTS_NO_LIBS:-}" ]; then
+    cp -P "$libdir"/libflare.so* "$libdir"/libflare_candle.so* "$out/"
+  fi
   nvcc_dir=$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")
   for d in "$nvcc_dir/../lib64" "$nvcc_dir/../targets/x86_64-linux/lib"; do
     if ls "$d"/libcudart.so.* >/dev/null 2>&1; then cp -P "$d"/libcudart.so* "$out/"; break; fi
@@ -57,7 +63,9 @@ for bin in "${bins[@]}"; do
   log=$(mktemp)
   start=$(date +%s)
   # One test at a time: the tests allocate and time on one GPU.
-  if LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" --test-threads=1 --nocapture 2>&1 | tee "$log"; then
+  libs=$dir
+  [ -n "${FLARE_LIB_DIR:-}" ] && libs="$(cd "$FLARE_LIB_DIR" && pwd):$dir"
+  if LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" --test-threads=1 --nocapture 2>&1 | tee "$log"; then
     status=0
   else
     status=1
