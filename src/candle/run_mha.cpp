@@ -201,19 +201,28 @@ extern "C" FLARE_API void run_mha(
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const size_t ws_aligned = (workspace_bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
   const size_t seqlens_bytes = cache_seqlens.size() * sizeof(int32_t);
+  // One allocation holds the workspace and the paged call's cache_seqlens. It is over-sized by
+  // one alignment unit so the workspace can start on flare's 256-byte boundary whatever the
+  // pool returns.
+  void* allocation = nullptr;
   char* scratch = nullptr;
   if (ws_aligned + seqlens_bytes > 0) {
-    cudaError_t err = cudaMallocAsync(reinterpret_cast<void**>(&scratch), ws_aligned + seqlens_bytes, stream);
+    const size_t bytes = ws_aligned + seqlens_bytes + kWorkspaceAlign;
+    cudaError_t err = cudaMallocAsync(&allocation, bytes, stream);
     if (err != cudaSuccess && paged) {
       (void)cudaGetLastError();
-      refuse("cudaMallocAsync of %zu bytes (cache_seqlens of the paged call) failed: %s",
-             ws_aligned + seqlens_bytes, cudaGetErrorString(err));
+      refuse("cudaMallocAsync of %zu bytes (cache_seqlens of the paged call) failed: %s", bytes,
+             cudaGetErrorString(err));
       return;
     }
     if (err != cudaSuccess) {
       // No workspace: flare's heuristic then does not split, and needs none.
       (void)cudaGetLastError();
-      scratch = nullptr;
+      allocation = nullptr;
+    } else {
+      const uintptr_t base = reinterpret_cast<uintptr_t>(allocation);
+      scratch = reinterpret_cast<char*>((base + kWorkspaceAlign - 1) / kWorkspaceAlign *
+                                        kWorkspaceAlign);
     }
   }
   if (scratch != nullptr && workspace_bytes > 0) {
@@ -226,7 +235,7 @@ extern "C" FLARE_API void run_mha(
     cudaError_t err = cudaMemcpyAsync(seqlens_dev, cache_seqlens.data(), seqlens_bytes,
                                       cudaMemcpyHostToDevice, stream);
     if (err != cudaSuccess) {
-      (void)cudaFreeAsync(scratch, stream);
+      (void)cudaFreeAsync(allocation, stream);
       refuse("cudaMemcpyAsync of cache_seqlens failed: %s", cudaGetErrorString(err));
       return;
     }
@@ -234,6 +243,6 @@ extern "C" FLARE_API void run_mha(
   }
 
   st = flare_mha_fwd(&p, stream);
-  if (scratch != nullptr) (void)cudaFreeAsync(scratch, stream);
+  if (allocation != nullptr) (void)cudaFreeAsync(allocation, stream);
   if (st != FLARE_OK) refuse_status(st, "flare_mha_fwd failed");
 }
