@@ -185,7 +185,7 @@ fn candle_acausal_and_softcap() {
     let dk = DeviceVec::upload(&bits(DType::F16, &k), DType::F16, &[48]);
     let dv = DeviceVec::upload(&bits(DType::F16, &v), DType::F16, &[48]);
     for softcap in [0.0f32, 2.0] {
-        let dout = DeviceVec::upload(&vec![half::nan_bits(DType::F16); 48], DType::F16, &[48]);
+        let dout = DeviceVec::upload(&[half::nan_bits(DType::F16); 48], DType::F16, &[48]);
         let dlse = DeviceVec::upload(&vec![f32::NAN; h * s], DType::F32, &[h * s]);
         let mut c = Call::new(1, h as u32, h as u32, d as u32, s as u32, s as u32);
         (c.q, c.k, c.v, c.o, c.lse) = (dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), dlse.ptr());
@@ -215,7 +215,7 @@ fn candle_varlen() {
     let dq = DeviceVec::upload(&bits(DType::F16, &q), DType::F16, &[48]);
     let dk = DeviceVec::upload(&bits(DType::F16, &k), DType::F16, &[48]);
     let dv = DeviceVec::upload(&bits(DType::F16, &v), DType::F16, &[48]);
-    let dout = DeviceVec::upload(&vec![half::nan_bits(DType::F16); 48], DType::F16, &[48]);
+    let dout = DeviceVec::upload(&[half::nan_bits(DType::F16); 48], DType::F16, &[48]);
     let dlse = DeviceVec::upload(&vec![f32::NAN; h * s], DType::F32, &[h * s]);
     let cu = DeviceVec::upload(&[0i32, 2], DType::I32, &[2]);
     let mut c = Call::new(1, h as u32, h as u32, d as u32, 32, 32);

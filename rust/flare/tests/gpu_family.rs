@@ -347,7 +347,6 @@ fn lse_and_forced_splits_match_reference() {
     let splits = params.planned_splits(0, &l).unwrap();
     assert!(splits > 1, "num_splits(4) with a workspace planned {splits} split(s)");
     params.run(&l).unwrap();
-    drop(params);
     t.check("prefill, 4 splits", &|_| spec(&p, false, -1, -1, 0.0, &[]));
     let (exact, _) = t.reference(&|_| spec(&p, false, -1, -1, 0.0, &[]));
     let lse = lse_dev.download::<f32>();
@@ -361,7 +360,6 @@ fn lse_and_forced_splits_match_reference() {
     let small = DeviceVec::alloc(256);
     let e = params.run(&launch().with_workspace(&small)).unwrap_err();
     assert_eq!(e.status(), flare::Status::WorkspaceTooSmall, "{e}");
-    drop(params);
     assert!(t2.out_f32().iter().all(|x| x.is_nan()));
 }
 
@@ -503,7 +501,6 @@ fn flash_attn_with_kvcache_append_and_rotary_matches_reference() {
         let params = MhaParams::kv_cache(&dq, &mut dkc, &mut dvc, &mut dout, &kv).unwrap().options(&opts).unwrap();
         let bytes = params.workspace_size(0).unwrap();
         let ws = DeviceVec::alloc(bytes);
-        drop(params);
         flare::flash_attn_with_kvcache(&dq, &mut dkc, &mut dvc, &mut dout, &kv, &opts, &launch().with_workspace(&ws)).unwrap();
 
         let got: Vec<f32> = dout.download::<u16>().iter().map(|&x| half::from_bits(dtype, x)).collect();

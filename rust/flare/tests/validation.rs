@@ -413,7 +413,6 @@ fn varlen_paged_is_refused_by_the_library() {
     let cu = aux.t(DType::I32, &[B + 1]);
     let p = MhaParams::varlen_paged(&q, &kp, &kp, &mut o, &table, &cu, &cu, 12, 32).unwrap();
     let e = p.can_implement(0, &Launch::default()).unwrap_err();
-    drop(p);
     // Prefix ranges have no field in the C ABI: refused before the library.
     let ranges = aux.t(DType::I32, &[B, 1, 2]);
     expect_err(
@@ -547,7 +546,7 @@ fn half_conversions_round_to_nearest_even() {
     assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00); // tie to even
     assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
     assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-    assert_eq!(f16_to_f32(0x3555), 0.333251953125);
+    assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
     assert_eq!(f32_to_bf16(1.0), 0x3f80);
     assert_eq!(f32_to_bf16(1.0 + 2f32.powi(-8)), 0x3f80); // tie to even
     assert_eq!(bf16_to_f32(0x4049), 3.140625);
