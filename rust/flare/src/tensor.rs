@@ -57,6 +57,23 @@ impl DType {
 /// A tensor in CUDA device memory, described by its first element's address, dtype, shape and
 /// strides (in elements, one per dimension).
 ///
+/// A framework's tensor type plugs in by implementing it, e.g. for an allocation of one's own:
+///
+/// ```
+/// use core::ffi::c_void;
+/// use flare::{DType, DeviceTensor};
+///
+/// struct MyTensor { ptr: u64, shape: Vec<usize>, strides: Vec<usize> } // ptr from cuMemAlloc
+///
+/// // SAFETY: MyTensor owns its allocation and never changes shape while borrowed.
+/// unsafe impl DeviceTensor for MyTensor {
+///     fn device_ptr(&self) -> *const c_void { self.ptr as *const c_void }
+///     fn dtype(&self) -> DType { DType::BF16 }
+///     fn shape(&self) -> &[usize] { &self.shape }
+///     fn strides(&self) -> &[usize] { &self.strides }
+/// }
+/// ```
+///
 /// # Safety
 /// An implementation guarantees that, for as long as the value is borrowed by flare, every
 /// element the shape and strides address lies in live device memory of the device the call
