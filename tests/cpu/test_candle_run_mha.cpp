@@ -1,0 +1,228 @@
+// flare_candle's run_mha on the CPU: every refusal names its reason in
+// flare_candle_last_error() and on stderr, and writes nothing. The tensors are host buffers
+// poisoned with a pattern: run_mha and flare's validation compare pointers but never read or
+// write them, so an unchanged buffer shows nothing was written. Refusals by flare's own
+// validation come before any device query, so they hold on a machine without a GPU.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "flare_candle.h"
+
+namespace {
+
+constexpr uint16_t kPoison = 0x7e11;
+
+// One run_mha call's arguments: a padded batch of b=2, seqlen 8 / 16, h=4, h_k=2, d=64, with
+// contiguous [b, s, h, d] tensors in 16-byte aligned host buffers.
+struct Call {
+  std::vector<uint16_t> q, k, v, o;
+  std::vector<float> lse;
+  const void* q_ptr;
+  const void* k_ptr;
+  const void* v_ptr;
+  const void* o_ptr;
+  const void* lse_ptr;
+  const void* alibi = nullptr;
+  const int32_t* cu_q = nullptr;
+  const int32_t* cu_k = nullptr;
+  uint32_t b = 2, h = 4, h_k = 2, d = 64, seqlen_q = 8, seqlen_k = 16;
+  uint32_t q_bs, k_bs, v_bs, o_bs, alibi_bs = 0;
+  uint32_t q_rs, k_rs, v_rs, o_rs, q_hs, k_hs, v_hs, o_hs;
+  float scale = 0.125f;
+  int is_bf16 = 0, is_causal = 0, unpadded_lse = 0, wl = -1, wr = -1;
+  float softcap = 0.f;
+  const int32_t* block_table = nullptr;
+  uint32_t bt_stride = 0;
+  int page_block_size = -1;
+  const int32_t* mm = nullptr;
+  int max_mm = 0;
+
+  Call() {
+    q.assign(size_t(b) * seqlen_q * h * d + 8, kPoison);
+    o = q;
+    k.assign(size_t(b) * seqlen_k * h_k * d + 8, kPoison);
+    v = k;
+    lse.assign(size_t(b) * h * seqlen_q, -7.f);
+    q_ptr = q.data();
+    k_ptr = k.data();
+    v_ptr = v.data();
+    o_ptr = o.data();
+    lse_ptr = lse.data();
+    q_rs = o_rs = h * d;
+    k_rs = v_rs = h_k * d;
+    q_hs = k_hs = v_hs = o_hs = d;
+    q_bs = o_bs = seqlen_q * h * d;
+    k_bs = v_bs = seqlen_k * h_k * d;
+  }
+
+  void run() {
+    run_mha(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, alibi, cu_q, cu_k, q_bs, k_bs, v_bs, o_bs,
+            alibi_bs, q_rs, k_rs, v_rs, o_rs, q_hs, k_hs, v_hs, o_hs, b, h, h_k, d,
+            (d + 31) / 32 * 32, scale, seqlen_q, seqlen_k, (seqlen_q + 127) / 128 * 128,
+            (seqlen_k + 127) / 128 * 128, b * seqlen_q, is_bf16, is_causal, unpadded_lse, wl, wr,
+            softcap, block_table, bt_stride, page_block_size, mm, 0, max_mm, nullptr);
+  }
+
+  bool untouched() const {
+    for (uint16_t x : o)
+      if (x != kPoison) return false;
+    for (uint16_t x : q)
+      if (x != kPoison) return false;
+    for (float x : lse)
+      if (x != -7.f) return false;
+    return true;
+  }
+};
+
+bool has_gpu() {
+  int n = 0;
+  const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  (void)cudaGetLastError();
+  return ok;
+}
+
+// Runs the call, expects a refusal whose message contains `needle`, on stderr too.
+void expect_refused(Call& c, const std::string& needle) {
+  testing::internal::CaptureStderr();
+  c.run();
+  const std::string err = testing::internal::GetCapturedStderr();
+  const char* last = flare_candle_last_error();
+  ASSERT_NE(last, nullptr) << "run_mha accepted the call";
+  EXPECT_NE(std::string(last).find(needle), std::string::npos) << last;
+  EXPECT_NE(err.find("flare_candle: run_mha: "), std::string::npos) << err;
+  EXPECT_NE(err.find(last), std::string::npos) << err;
+  EXPECT_TRUE(c.untouched());
+}
+
+}  // namespace
+
+TEST(CandleRunMha, LastErrorIsNullBeforeAnyCall) {
+  const char* seen = reinterpret_cast<const char*>(1);
+  std::thread([&] { seen = flare_candle_last_error(); }).join();
+  EXPECT_EQ(seen, nullptr);
+}
+
+TEST(CandleRunMha, MultimodalPrefixRangesAreNotSupported) {
+  Call c;
+  const int32_t ranges[4] = {0, 4, 0, 0};
+  c.mm = ranges;
+  c.max_mm = 2;
+  expect_refused(c, "mm_prefix_ranges");
+}
+
+TEST(CandleRunMha, PagedVarlenIsNotSupported) {
+  Call c;
+  const int32_t cu[3] = {0, 8, 16};
+  const int32_t table[4] = {0, 1, 2, 3};
+  c.cu_q = cu;
+  c.cu_k = cu;
+  c.unpadded_lse = 1;
+  c.block_table = table;
+  c.bt_stride = 2;
+  c.page_block_size = 16;
+  expect_refused(c, "block_table with cu_seqlens");
+}
+
+TEST(CandleRunMha, OneCuSeqlensAloneIsRefused) {
+  Call c;
+  const int32_t cu[3] = {0, 8, 16};
+  c.cu_q = cu;
+  c.unpadded_lse = 1;
+  expect_refused(c, "cu_seqlens_k is null");
+}
+
+TEST(CandleRunMha, LseLayoutMustMatchTheBatchKind) {
+  Call padded;
+  padded.unpadded_lse = 1;
+  expect_refused(padded, "unpadded_lse != 0 without cu_seqlens");
+
+  Call varlen;
+  const int32_t cu[3] = {0, 8, 16};
+  varlen.cu_q = cu;
+  varlen.cu_k = cu;
+  varlen.unpadded_lse = 0;
+  expect_refused(varlen, "unpadded_lse == 0 with cu_seqlens");
+}
+
+TEST(CandleRunMha, ZeroScaleIsRefused) {
+  Call c;
+  c.scale = 0.f;
+  expect_refused(c, "softmax_scale 0");
+}
+
+TEST(CandleRunMha, SizesBeyondInt32AreRefused) {
+  Call c;
+  c.seqlen_k = 0x80000000u;
+  expect_refused(c, "seqlen_k (2147483648) is out of range");
+}
+
+// flare's own validation, reached through run_mha: status and message pass through.
+TEST(CandleRunMha, FlareValidationMessagesPassThrough) {
+  {
+    Call c;
+    c.d = 12;
+    c.q_hs = c.k_hs = c.v_hs = c.o_hs = 16;
+    expect_refused(c, "head_dim (12) is not supported");
+  }
+  {
+    Call c;
+    c.q_ptr = reinterpret_cast<const char*>(c.q.data()) + 2;
+    expect_refused(c, "is not 16-byte aligned");
+  }
+  {
+    Call c;
+    c.h = 3;  // not a multiple of h_k = 2
+    expect_refused(c, "num_heads (3) is not a multiple of num_heads_k (2)");
+  }
+  {
+    Call c;
+    c.k_rs = 100;  // not a multiple of 8 elements
+    expect_refused(c, "k_row_stride (100) is not a multiple of 8");
+  }
+}
+
+TEST(CandleRunMha, PagedArgumentsAreChecked) {
+  Call c;
+  const int32_t table[2] = {0, 1};
+  c.block_table = table;
+  c.bt_stride = 0;
+  c.page_block_size = 16;
+  expect_refused(c, "block_table_batch_stride (0) is smaller than the 1 pages");
+
+  Call odd;
+  odd.block_table = table;
+  odd.bt_stride = 1;
+  odd.page_block_size = 0;
+  expect_refused(odd, "page_block_size (0) must be > 0");
+}
+
+// Paged K/V of a padded batch is served through flare's KV-cache path: it passes validation,
+// so without a GPU the only refusal left is the device's.
+TEST(CandleRunMha, ValidCallsFailOnlyForTheDeviceWithoutGpu) {
+  if (has_gpu()) GTEST_SKIP() << "a GPU is present: the GPU suites run these calls";
+  Call plain;
+  plain.run();
+  ASSERT_NE(flare_candle_last_error(), nullptr);
+  EXPECT_EQ(std::string(flare_candle_last_error()).find("not supported"), std::string::npos)
+      << flare_candle_last_error();
+  EXPECT_TRUE(plain.untouched());
+
+  Call paged;
+  const int32_t table[2] = {1, 0};
+  paged.block_table = table;
+  paged.bt_stride = 1;
+  paged.page_block_size = 16;
+  paged.k_bs = paged.v_bs = 16 * paged.h_k * paged.d;
+  paged.run();
+  ASSERT_NE(flare_candle_last_error(), nullptr);
+  const std::string msg = flare_candle_last_error();
+  EXPECT_EQ(msg.find("not supported"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("block_table"), std::string::npos) << msg;
+  EXPECT_TRUE(paged.untouched());
+}
