@@ -1,0 +1,286 @@
+// GPU tests of the serving features of issue 20 through the C ABI: paged KV in variable-length
+// attention at any page size (and odd page sizes in KV-cache decode), head dims 1..512 with a
+// separate V head dim, attention sinks, multimodal prefix ranges; each alone and combined with
+// causal / window / ALiBi / softcap / GQA / LSE / split-KV / padded strides.
+//
+// Every case runs flare_mha_fwd on poisoned outputs. While the GPU kernels lack a feature the
+// case uses (its switch below is false), the call must fail with that feature's status and a
+// message naming it, and leave out, lse and the KV cache exactly as they were. Once a feature's
+// switch is true the case is compared with the float64 CPU reference like every forward case
+// (gpu_test_util.h: error <= 2x the naive low-precision error + 1e-5, every element written,
+// stride gaps untouched, empty rows 0 with lse = the sink; caches after the append as the
+// reference appends them). Cases that use no missing feature (page sizes 16 / 48 / 256 in the
+// KV cache, head dims of today's set) run against the reference today.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "gpu/gpu_test_util.h"
+#include "gpu/serving_problem.h"
+
+namespace flare_test {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// One switch per line of serving_features_not_yet_supported (src/api/validate_serving.cpp):
+// flip a switch in the same change that deletes its line and lands the kernels.
+constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside multiples of 8 in [8, 256]
+constexpr bool kHeadDimVOnGpu = false;       // head_dim_v != head_dim, i.e. (192, 128)
+constexpr bool kSinksOnGpu = false;          // sink
+constexpr bool kPrefixRangesOnGpu = false;   // mm_prefix_ranges
+constexpr bool kPagedVarlenOnGpu = false;    // block_table with cu_seqlens_q
+constexpr bool kAnyPageSizeOnGpu = false;    // page_block_size not a multiple of 16
+
+// The refusal a case gets while a feature it uses is missing: the first missing feature in
+// the order serving_features_not_yet_supported checks them.
+struct Refusal {
+  bool refused = false;
+  flare_status status = FLARE_OK;
+  const char* message = "";
+};
+
+Refusal expected_refusal(const ServingCase& c) {
+  const bool kernel_head_dim = c.head_dim % 8 == 0 && c.head_dim >= 8 && c.head_dim <= 256;
+  if (!kernel_head_dim && !kOddHeadDimsOnGpu)
+    return {true, FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "is not supported by the GPU kernels yet"};
+  if (c.dv() != c.head_dim && !kHeadDimVOnGpu)
+    return {true, FLARE_ERROR_NOT_SUPPORTED, "a separate V head dim is not implemented"};
+  if (c.sink && !kSinksOnGpu)
+    return {true, FLARE_ERROR_NOT_SUPPORTED, "sink: attention sinks are not implemented"};
+  if (c.max_ranges > 0 && !kPrefixRangesOnGpu)
+    return {true, FLARE_ERROR_NOT_SUPPORTED, "mm_prefix_ranges: multimodal prefix ranges"};
+  if (c.page_size > 0 && c.mode == KvMode::kVarlen && !kPagedVarlenOnGpu)
+    return {true, FLARE_ERROR_NOT_SUPPORTED, "block_table with cu_seqlens_q"};
+  if (c.page_size > 0 && c.page_size % 16 != 0 && !kAnyPageSizeOnGpu)
+    return {true, FLARE_ERROR_NOT_SUPPORTED, "page sizes that are not a multiple of 16"};
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases.
+std::vector<ServingCase> serving_cases() {
+  std::vector<ServingCase> out;
+  uint64_t seed = 0x5E41000;
+  auto add = [&](ServingCase c) {
+    c.seed = ++seed;
+    out.push_back(std::move(c));
+  };
+  // A vLLM-style mixed step: prefill chunks over cached prefixes, a decode row, a whole prompt,
+  // an empty sequence.
+  const std::vector<int> mixed_q = {37, 1, 0, 100, 1};
+  const std::vector<int> mixed_k = {170, 65, 9, 100, 300};
+
+  // 1. Paged varlen at every page size of the issue, key counts from cu_seqlens_k or seqused_k.
+  for (int page : {1, 3, 16, 48, 256})
+    for (int used : {0, 1}) {
+      ServingCase c;
+      c.name = "paged_varlen_page" + std::to_string(page) + (used ? "_seqused" : "_cuk");
+      c.dtype = used ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = page == 48 ? 128 : 64;
+      c.num_heads = 8, c.num_heads_k = 2;
+      c.q_lens = mixed_q, c.k_lens = mixed_k;
+      c.page_size = page, c.seqused_only = used == 1;
+      c.causal = true;
+      c.num_splits = page == 3 ? 3 : page == 16 ? 0 : 1;
+      c.padded = page == 48;
+      add(c);
+    }
+  {  // paged varlen with every other feature: window, ALiBi, softcap, splits
+    ServingCase c;
+    c.name = "paged_varlen_page3_window_alibi_softcap_split";
+    c.head_dim = 96, c.num_heads = 6, c.num_heads_k = 3;
+    c.q_lens = mixed_q, c.k_lens = mixed_k, c.page_size = 3;
+    c.window_left = 40, c.window_right = 7, c.alibi = true, c.softcap = 20.f, c.num_splits = 4;
+    add(c);
+  }
+  // 2. KV-cache decode and chunked prefill at odd page sizes (and 16 / 48 / 256, which run
+  //    today), with append.
+  for (int page : {1, 3, 16, 48, 256}) {
+    ServingCase c;
+    c.name = "kv_page" + std::to_string(page) + "_append";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 8, c.num_heads_k = 1;
+    c.q_lens = {1, 1, 1}, c.k_lens = {1, 77, 300};
+    c.page_size = page, c.seqlen_new = 1, c.causal = true;
+    c.num_splits = page == 256 ? 0 : 3;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "kv_page1_chunk40_causal";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 64, c.num_heads = 4, c.num_heads_k = 4;
+    c.q_lens = {40, 40}, c.k_lens = {40, 250};
+    c.page_size = 1, c.seqlen_new = 40, c.causal = true, c.num_splits = 2;
+    add(c);
+  }
+  // 3. Head dims: FlashAttention-2's odd 59 and 111, the extremes, 200 / 264 / 511 / 512, and the
+  //    (192, 128) pair (DeepSeek), plus d40 (today's set) as a control.
+  for (int d : {1, 7, 40, 59, 111, 200, 264, 511, 512}) {
+    ServingCase c;
+    c.name = "head_dim" + std::to_string(d);
+    c.dtype = d % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+    c.head_dim = d;
+    c.q_lens = {65, 3}, c.k_lens = {130, 70};
+    c.causal = d != 111;
+    c.num_splits = d == 512 ? 3 : 1;
+    c.padded = d == 59;
+    add(c);
+  }
+  for (int splits : {1, 0}) {
+    ServingCase c;
+    c.name = std::string("head_dim192_v128_causal_sp") + std::to_string(splits);
+    c.head_dim = 192, c.head_dim_v = 128, c.num_heads = 8, c.num_heads_k = 8;
+    c.q_lens = {128, 77}, c.k_lens = {128, 300};
+    c.causal = true, c.num_splits = splits;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "head_dim192_v128_kv_page16_append";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 192, c.head_dim_v = 128;
+    c.q_lens = {1, 1}, c.k_lens = {33, 1000};
+    c.page_size = 16, c.seqlen_new = 1, c.num_splits = 0;
+    add(c);
+  }
+  // 4. Sinks: with split-KV (the combine must count the sink once), varlen, decode with GQA
+  //    packing, rows that see no key (lse = the sink), ALiBi + softcap.
+  for (int splits : {1, 3, 0}) {
+    ServingCase c;
+    c.name = "sink_varlen_causal_sp" + std::to_string(splits);
+    c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {50, 130, 1}, c.k_lens = {20, 400, 64};  // sequence 0: rows before key 0
+    c.causal = true, c.sink = true, c.num_splits = splits;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "sink_decode_gqa_pack_page16";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 16, c.num_heads_k = 2;
+    c.q_lens = {1, 1, 1, 1}, c.k_lens = {1, 17, 512, 2000};
+    c.page_size = 16, c.seqlen_new = 1, c.sink = true, c.num_splits = 0;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "sink_alibi_softcap_window";
+    c.num_heads = 3, c.num_heads_k = 1;
+    c.q_lens = {90}, c.k_lens = {90};
+    c.window_left = 16, c.window_right = 0, c.alibi = true, c.softcap = 10.f, c.sink = true;
+    add(c);
+  }
+  // 5. Prefix ranges: ranges crossing key tiles (64 / 128) and split boundaries, with causal and
+  //    window masks, empty and out-of-range slots, rows of decode.
+  {
+    ServingCase c;
+    c.name = "ranges_causal_cross_tiles_split3";
+    c.q_lens = {300, 200}, c.k_lens = {300, 260};
+    c.causal = true, c.num_splits = 3;
+    c.max_ranges = 3;
+    c.ranges = {{{5, 70}, {100, 260}, {280, 280}}, {{60, 200}, {250, 400}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_window_gqa_lse";
+    c.head_dim = 128, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {129, 64}, c.k_lens = {257, 64};
+    c.window_left = 32, c.window_right = 0, c.max_ranges = 2;
+    c.ranges = {{{128, 250}, {-5, 3}}, {{0, 64}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_decode_kv_page16";
+    c.mode = KvMode::kKvCache;
+    c.q_lens = {4, 4}, c.k_lens = {100, 36};
+    c.page_size = 16, c.seqlen_new = 4, c.causal = true, c.max_ranges = 1;
+    c.ranges = {{{90, 110}}, {{33, 35}}};
+    add(c);
+  }
+  {  // no range in any slot: must equal the same call without ranges (and run once enabled)
+    ServingCase c;
+    c.name = "ranges_all_empty";
+    c.q_lens = {64}, c.k_lens = {128};
+    c.causal = true, c.max_ranges = 2;
+    c.ranges = {{{7, 7}, {9, 3}}};
+    add(c);
+  }
+  // 6. Everything at once.
+  {
+    ServingCase c;
+    c.name = "all_paged_varlen_page3_d192v128_sink_ranges_split";
+    c.head_dim = 192, c.head_dim_v = 128, c.num_heads = 4, c.num_heads_k = 2;
+    c.q_lens = mixed_q, c.k_lens = mixed_k;
+    c.page_size = 3, c.seqused_only = true, c.causal = true, c.sink = true, c.num_splits = 0;
+    c.max_ranges = 2;
+    c.ranges = {{{120, 160}}, {}, {}, {{10, 90}, {95, 96}}, {{250, 299}}};
+    add(c);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+std::vector<uint16_t> download16(const DeviceBuffer& b) { return b.download<uint16_t>(); }
+
+class ServingSweep : public ::testing::TestWithParam<ServingCase> {};
+
+TEST_P(ServingSweep, RefusedUntouchedOrMatchesReference) {
+  FLARE_REQUIRE_GPU();
+  const ServingCase& c = GetParam();
+  const HostProblem hp = build_serving_problem(c);
+  DeviceProblem dp(hp);
+  const flare_mha_fwd_params p = dp.params(hp);
+  Stream stream;
+  const Refusal want = expected_refusal(c);
+
+  if (want.refused) {
+    // Every entry point refuses the same way, and nothing is written.
+    size_t bytes = 0;
+    EXPECT_EQ(flare_mha_fwd_workspace_size(&p, g_device, &bytes), want.status) << c.name;
+    EXPECT_EQ(flare_can_implement(&p, g_device), want.status) << c.name;
+    const flare_status st = flare_mha_fwd(&p, stream.get());
+    EXPECT_EQ(st, want.status) << c.name << ": " << flare_status_string(st);
+    const std::string msg = flare_last_error();
+    EXPECT_NE(msg.find(want.message), std::string::npos)
+        << c.name << ": \"" << msg << "\" lacks \"" << want.message << "\"";
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint16_t> out = download16(dp.out);
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_EQ(out[i], kPoison16) << c.name << ": out[" << i << "] written";
+    const std::vector<float> lse = dp.lse.download<float>();
+    for (size_t i = 0; i < lse.size(); ++i)
+      ASSERT_TRUE(is_poison_f32(lse[i])) << c.name << ": lse[" << i << "] written";
+    EXPECT_EQ(download16(dp.buf[kBufK]), hp.buf[kBufK]) << c.name << ": K cache written";
+    EXPECT_EQ(download16(dp.buf[kBufV]), hp.buf[kBufV]) << c.name << ": V cache written";
+    return;
+  }
+
+  std::string error;
+  const flare_status st = run_flare(p, dp.workspace, stream.get(), &error);
+  ASSERT_EQ(st, FLARE_OK) << c.name << ": " << error;
+  const std::vector<uint16_t> out = download16(dp.out);
+  const std::vector<float> lse = dp.lse.download<float>();
+  const ServingReference ref = serving_reference(hp);
+  HostProblem appended = hp;
+  if (!ref.k_after.empty()) {
+    appended.buf[kBufK] = ref.k_after;
+    appended.buf[kBufV] = ref.v_after;
+    EXPECT_EQ(download16(dp.buf[kBufK]), ref.k_after) << c.name << ": K cache after append";
+    EXPECT_EQ(download16(dp.buf[kBufV]), ref.v_after) << c.name << ": V cache after append";
+  }
+  const Verdict v = check_output(host_params(appended), out, lse, ref.ref);
+  if (!v.ok) report_failure(c.name, v.summary());
+}
+
+INSTANTIATE_TEST_SUITE_P(Serving, ServingSweep, ::testing::ValuesIn(serving_cases()),
+                         [](const ::testing::TestParamInfo<ServingCase>& info) {
+                           return info.param.name;
+                         });
+
+}  // namespace
+}  // namespace flare_test
