@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -281,6 +282,70 @@ INSTANTIATE_TEST_SUITE_P(Serving, ServingSweep, ::testing::ValuesIn(serving_case
                          [](const ::testing::TestParamInfo<ServingCase>& info) {
                            return info.param.name;
                          });
+
+// ---------------------------------------------------------------------------------------------
+// Bad serving fields: the specific status, a message naming the field, nothing written. These
+// stay errors whatever the kernels implement.
+struct ServingBad {
+  const char* name;
+  std::function<void(flare_mha_fwd_params&, const DeviceProblem&)> mutate;
+  flare_status status;
+  const char* message;
+};
+
+TEST(ServingBadInput, RejectedWithoutWriting) {
+  FLARE_REQUIRE_GPU();
+  using P = flare_mha_fwd_params;
+  using D = DeviceProblem;
+  const ServingBad rows[] = {
+      {"page_size_zero", [](P& p, const D&) { p.page_block_size = 0; },
+       FLARE_ERROR_INVALID_ARGUMENT, "page_block_size (0) must be >= 1"},
+      {"sink_misaligned",
+       [](P& p, const D& d) { p.sink = reinterpret_cast<const float*>(d.buf[kBufQ].as<char>() + 2); },
+       FLARE_ERROR_MISALIGNED, "sink"},
+      {"head_dim_v_unsupported_pair", [](P& p, const D&) { p.head_dim_v = 32; },
+       FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim_v (32) with head_dim (64)"},
+      {"ranges_misaligned",
+       [](P& p, const D& d) {
+         p.mm_prefix_ranges = reinterpret_cast<const int32_t*>(d.buf[kBufQ].as<char>() + 2);
+         p.max_mm_prefix_ranges = 1, p.mm_prefix_ranges_batch_stride = 2;
+       },
+       FLARE_ERROR_MISALIGNED, "mm_prefix_ranges"},
+      {"ranges_stride_short",
+       [](P& p, const D& d) {
+         p.mm_prefix_ranges = d.buf[kBufQ].as<const int32_t>();
+         p.max_mm_prefix_ranges = 2, p.mm_prefix_ranges_batch_stride = 3;
+       },
+       FLARE_ERROR_INVALID_ARGUMENT, "mm_prefix_ranges_batch_stride (3)"},
+      {"ranges_negative_count",
+       [](P& p, const D& d) {
+         p.mm_prefix_ranges = d.buf[kBufQ].as<const int32_t>();
+         p.max_mm_prefix_ranges = -1;
+       },
+       FLARE_ERROR_INVALID_ARGUMENT, "max_mm_prefix_ranges (-1)"},
+  };
+  ServingCase c;  // a valid paged varlen problem (page 16) that each row breaks once
+  c.name = "bad_base";
+  c.q_lens = {33, 7}, c.k_lens = {70, 7};
+  c.page_size = 16, c.causal = true, c.num_splits = 3, c.seed = 0xBAD;
+  const HostProblem hp = build_serving_problem(c);
+  Stream stream;
+  for (const ServingBad& row : rows) {
+    DeviceProblem dp(hp);
+    flare_mha_fwd_params p = dp.params(hp);
+    row.mutate(p, dp);
+    const flare_status st = flare_mha_fwd(&p, stream.get());
+    EXPECT_EQ(st, row.status) << row.name << ": " << flare_last_error();
+    EXPECT_NE(std::string(flare_last_error()).find(row.message), std::string::npos)
+        << row.name << ": \"" << flare_last_error() << "\" lacks \"" << row.message << "\"";
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint16_t> out = download16(dp.out);
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], kPoison16) << row.name << " out " << i;
+    const std::vector<float> lse = dp.lse.download<float>();
+    for (size_t i = 0; i < lse.size(); ++i)
+      ASSERT_TRUE(is_poison_f32(lse[i])) << row.name << " lse " << i;
+  }
+}
 
 }  // namespace
 }  // namespace flare_test
