@@ -14,10 +14,14 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "gpu/gpu_reference.h"
 #include "gpu/gpu_test_util.h"
 #include "gpu/serving_problem.h"
 
@@ -281,6 +285,145 @@ TEST_P(ServingSweep, RefusedUntouchedOrMatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Serving, ServingSweep, ::testing::ValuesIn(serving_cases()),
                          [](const ::testing::TestParamInfo<ServingCase>& info) {
                            return info.param.name;
+                         });
+
+// ---------------------------------------------------------------------------------------------
+// Chunked prefill over a paged cache at the bench shape (8 sequences, 512 new tokens
+// each over 8192 cached, 32 / 8 heads, d128, bf16, causal), pages of 1, 16 and 256 rows
+// shuffled over the pool, against the fp32 GPU reference run per sequence on the contiguous
+// keys; page 16 adds sinks. Bounds as ForwardLarge (test_forward.cpp): relative L2 < 1e-2, lse
+// within 1e-3 + 1e-4 |lse|. While a feature is missing the call must refuse and leave out
+// poisoned.
+class ServingLarge : public ::testing::TestWithParam<int> {};
+
+TEST_P(ServingLarge, PagedChunkedPrefillMatchesGpuReference) {
+  FLARE_REQUIRE_GPU();
+  const int page = GetParam();
+  const int nseq = quick_mode() ? 2 : 8, q_len = 512, k_len = (quick_mode() ? 2048 : 8192) + q_len;
+  const int h = 32, hk = 8, d = 128, dtype = FLARE_DTYPE_BF16;
+  ServingCase c;  // what the call uses, for expected_refusal
+  c.name = "large_page" + std::to_string(page);
+  c.head_dim = d, c.num_heads = h, c.num_heads_k = hk, c.dtype = dtype;
+  c.q_lens.assign(nseq, q_len), c.k_lens.assign(nseq, k_len);
+  c.page_size = page, c.causal = true, c.sink = page == 16;
+  const int64_t total_q = int64_t(nseq) * q_len, total_k = int64_t(nseq) * k_len;
+  const int64_t q_row = int64_t(h) * d, k_row = int64_t(hk) * d;
+  Stream stream;
+  const uint64_t seed = mix_seed(base_seed(), 0x5E4100 + page);
+  DeviceBuffer q(total_q * q_row * 2), k(total_k * k_row * 2), v(total_k * k_row * 2);
+  CUDA_CHECK(gpu_fill_normal(q.get(), total_q * q_row, dtype, seed, stream.get()));
+  CUDA_CHECK(gpu_fill_normal(k.get(), total_k * k_row, dtype, seed + 1, stream.get()));
+  CUDA_CHECK(gpu_fill_normal(v.get(), total_k * k_row, dtype, seed + 2, stream.get()));
+
+  // The pool: garbage everywhere, then each sequence's rows copied page by page (a page's rows
+  // are contiguous in both layouts).
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> table;
+  int64_t table_stride = 0;
+  const int num_pages = make_block_table(c.k_lens, page, 3, rng, &table, &table_stride);
+  const int64_t pool_elems = int64_t(num_pages) * page * k_row;
+  DeviceBuffer k_pool(pool_elems * 2), v_pool(pool_elems * 2);
+  CUDA_CHECK(gpu_fill_normal(k_pool.get(), pool_elems, dtype, seed + 3, stream.get()));
+  CUDA_CHECK(gpu_fill_normal(v_pool.get(), pool_elems, dtype, seed + 4, stream.get()));
+  for (int b = 0; b < nseq; ++b)
+    for (int t = 0; t * page < k_len; ++t) {
+      const int rows = std::min(page, k_len - t * page);
+      const int64_t src = (int64_t(b) * k_len + int64_t(t) * page) * k_row;
+      const int64_t dst = int64_t(table[size_t(b) * table_stride + t]) * page * k_row;
+      const size_t bytes = size_t(rows) * k_row * 2;
+      CUDA_CHECK(cudaMemcpyAsync(k_pool.as<uint16_t>() + dst, k.as<uint16_t>() + src, bytes,
+                                 cudaMemcpyDeviceToDevice, stream.get()));
+      CUDA_CHECK(cudaMemcpyAsync(v_pool.as<uint16_t>() + dst, v.as<uint16_t>() + src, bytes,
+                                 cudaMemcpyDeviceToDevice, stream.get()));
+    }
+  DeviceBuffer cu_q, cu_k, dev_table, sink, out(total_q * q_row * 2), lse(total_q * h * 4);
+  cu_q.upload(prefix_sums(c.q_lens));
+  cu_k.upload(prefix_sums(c.k_lens));
+  dev_table.upload(table);
+  std::vector<float> sinks;
+  if (c.sink) sinks = make_sinks(h, rng);
+  sink.upload(sinks);
+  CUDA_CHECK(gpu_fill_u16(out.get(), total_q * q_row, kPoison16, stream.get()));
+  CUDA_CHECK(gpu_fill_f32(lse.as<float>(), total_q * h, poison_f32(), stream.get()));
+  CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+
+  flare_mha_fwd_params p;
+  flare_mha_fwd_params_init(&p);
+  p.dtype = dtype;
+  p.q = q.get(), p.k = k_pool.get(), p.v = v_pool.get(), p.out = out.get();
+  p.lse = lse.as<float>();
+  p.batch = nseq, p.num_heads = h, p.num_heads_k = hk, p.head_dim = d;
+  p.q_row_stride = p.out_row_stride = q_row, p.q_head_stride = p.out_head_stride = d;
+  p.k_row_stride = p.v_row_stride = k_row, p.k_head_stride = p.v_head_stride = d;
+  p.k_batch_stride = p.v_batch_stride = int64_t(page) * k_row;
+  p.cu_seqlens_q = cu_q.as<const int32_t>(), p.cu_seqlens_k = cu_k.as<const int32_t>();
+  p.max_seqlen_q = q_len, p.max_seqlen_k = k_len;
+  p.block_table = dev_table.as<const int32_t>(), p.block_table_batch_stride = table_stride;
+  p.page_block_size = page, p.num_pages = num_pages;
+  p.sink = sink.as<const float>();
+  p.causal = 1;
+  p.num_splits = 0;
+
+  const Refusal want = expected_refusal(c);
+  if (want.refused) {
+    EXPECT_EQ(flare_mha_fwd(&p, stream.get()), want.status) << flare_last_error();
+    EXPECT_NE(std::string(flare_last_error()).find(want.message), std::string::npos)
+        << flare_last_error();
+    CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    DeviceBuffer zeros(total_q * q_row * 4);
+    CUDA_CHECK(cudaMemset(zeros.get(), 0, zeros.bytes()));
+    GpuDiffStats st;
+    CUDA_CHECK(gpu_diff_stats(out.get(), dtype, zeros.as<float>(), total_q * q_row, &st,
+                              stream.get()));
+    EXPECT_EQ(st.nonfinite, (unsigned long long)(total_q * q_row)) << "out written";
+    return;
+  }
+  DeviceBuffer ws;
+  std::string error;
+  ASSERT_EQ(run_flare(p, ws, stream.get(), &error), FLARE_OK) << error;
+
+  DeviceBuffer ref_out(total_q * q_row * 4), ref_lse(total_q * h * 4);
+  for (int b = 0; b < nseq; ++b) {
+    GpuRefArgs a;
+    a.dtype = dtype;
+    a.q = q.as<uint16_t>() + int64_t(b) * q_len * q_row;
+    a.k = k.as<uint16_t>() + int64_t(b) * k_len * k_row;
+    a.v = v.as<uint16_t>() + int64_t(b) * k_len * k_row;
+    a.out = ref_out.as<float>() + int64_t(b) * q_len * q_row;
+    a.lse = ref_lse.as<float>() + int64_t(b) * h * q_len;  // [h, q_len] of sequence b
+    a.batch = 1, a.seqlen_q = q_len, a.seqlen_k = k_len, a.num_heads = h, a.num_heads_k = hk;
+    a.head_dim = d;
+    a.q_row_stride = q_row, a.k_row_stride = a.v_row_stride = k_row;
+    a.q_head_stride = a.k_head_stride = a.v_head_stride = d;
+    a.causal = 1;
+    a.sink = c.sink ? sink.as<const float>() : nullptr;
+    CUDA_CHECK(gpu_reference_attention(a, stream.get()));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  GpuDiffStats st;
+  CUDA_CHECK(gpu_diff_stats(out.get(), dtype, ref_out.as<float>(), total_q * q_row, &st,
+                            stream.get()));
+  const double rel = std::sqrt(st.diff_sq / std::max(st.ref_sq, 1e-300));
+  std::printf("ServingLarge page=%d sink=%d: rel_l2=%.3e max_abs=%.3e nonfinite=%llu\n", page,
+              int(c.sink), rel, st.max_abs, st.nonfinite);
+  EXPECT_EQ(st.nonfinite, 0u) << "unwritten (still poisoned) or non-finite outputs";
+  EXPECT_LT(rel, 1e-2) << "relative L2 error against the fp32 GPU reference";
+  // flare's varlen lse is [h, total_q]; the reference's [b][h, q_len].
+  const std::vector<float> got = lse.download<float>(), want_lse = ref_lse.download<float>();
+  size_t bad = 0;
+  for (int b = 0; b < nseq; ++b)
+    for (int hh = 0; hh < h; ++hh)
+      for (int i = 0; i < q_len; ++i) {
+        const float g = got[size_t(hh) * total_q + int64_t(b) * q_len + i];
+        const float r = want_lse[(size_t(b) * h + hh) * q_len + i];
+        if (!std::isfinite(g) || std::fabs(double(g) - r) > 1e-3 + 1e-4 * std::fabs(r)) ++bad;
+      }
+  EXPECT_EQ(bad, 0u) << "lse mismatches";
+}
+
+INSTANTIATE_TEST_SUITE_P(Bf16, ServingLarge, ::testing::Values(1, 16, 256),
+                         [](const ::testing::TestParamInfo<int>& i) {
+                           return "page" + std::to_string(i.param);
                          });
 
 // ---------------------------------------------------------------------------------------------
