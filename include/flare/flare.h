@@ -94,7 +94,7 @@ typedef struct flare_mha_fwd_params {
                        in block_table x page_block_size); appended rows must fit in it */
   int32_t num_heads;
   int32_t num_heads_k;
-  int32_t head_dim;
+  int32_t head_dim; /* 1..512 */
 
   int64_t q_batch_stride, q_row_stride, q_head_stride;
   int64_t k_batch_stride, k_row_stride, k_head_stride; /* paged: batch stride = page stride */
@@ -151,7 +151,12 @@ typedef struct flare_mha_fwd_params {
   float p_dropout; /* must be 0: flare is an inference library */
 
   /* Serving fields. They start a new 8-byte group (4 bytes of padding follow p_dropout), so the
-   * tail padding of an older, smaller struct is never read as one of them. */
+   * tail padding of an older, smaller struct is never read as one of them.
+   * The GPU kernels of this version do not run every valid serving input yet: flare_mha_fwd
+   * (and flare_can_implement) refuse a sink, mm_prefix_ranges with ranges, head_dim_v !=
+   * head_dim, block_table with cu_seqlens_q and page sizes that are not a multiple of 16 with
+   * FLARE_ERROR_NOT_SUPPORTED, and head dims other than multiples of 8 in [8, 256] with
+   * FLARE_ERROR_UNSUPPORTED_HEAD_DIM, each with a message naming the feature. */
 
   /* Optional per-head sink logit, fp32 [num_heads] (query heads), 4-byte aligned, in the units
    * of the scores s (after scale, softcap and ALiBi). It joins the softmax denominator and
@@ -164,9 +169,9 @@ typedef struct flare_mha_fwd_params {
    * entry (b, r) is the [start, end) pair of key positions of sequence b, at
    * mm_prefix_ranges + b * mm_prefix_ranges_batch_stride + 2 * r. A query row whose absolute
    * position a_i lies in [start, end) also sees every key of [start, end) (see the score
-   * rules). An entry with start >= end is empty: unused slots hold start == end. Positions
-   * outside [0, seqlen_k) select nothing. The contents live on the device and are not
-   * validated. */
+   * rules; a_i may be negative when seqlen_q > seqlen_k, and only keys in [0, seqlen_k) are
+   * ever visible). An entry with start >= end is empty: unused slots hold start == end. The
+   * contents live on the device and are not validated. */
   const int32_t* mm_prefix_ranges;
   int64_t mm_prefix_ranges_batch_stride; /* int32 elements, >= 2 * max_mm_prefix_ranges */
   int32_t max_mm_prefix_ranges;          /* ranges per sequence, >= 0 */
