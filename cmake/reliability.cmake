@@ -24,6 +24,7 @@ if(FLARE_BUILD_FUZZ)
       tests/fuzz/fuzz_params.cpp
       src/api/error.cpp
       src/api/validate.cpp
+      src/api/validate_serving.cpp
       src/planning/plan.cpp)
     target_include_directories(flare_fuzz_params PRIVATE
       ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/src)
