@@ -75,6 +75,11 @@ class FlareParams(ctypes.Structure):
         ("workspace", c_ptr),
         ("workspace_size", c_size),
         ("p_dropout", c_f32),
+        ("sink", c_ptr),  # const float*
+        ("mm_prefix_ranges", c_ptr),  # const int32_t*
+        ("mm_prefix_ranges_batch_stride", c_i64),
+        ("max_mm_prefix_ranges", c_i32),
+        ("head_dim_v", c_i32),
     ]
 
 

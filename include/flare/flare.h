@@ -10,18 +10,29 @@
  *
  * Layouts (all strides in elements, 64-bit, the head dimension contiguous):
  *   q   [batch, seqlen_q, num_heads,   head_dim]   (varlen: [total_q, num_heads, head_dim])
- *   k,v [batch, seqlen_k, num_heads_k, head_dim]   (varlen: [total_k, ...];
+ *   k   [batch, seqlen_k, num_heads_k, head_dim]   (varlen: [total_k, ...];
  *        paged: [num_pages, page_block_size, num_heads_k, head_dim])
- *   out like q; lse (fp32) [batch, num_heads, seqlen_q] or, varlen, [num_heads, total_q].
+ *   v   like k with head_dim_v (dv) in place of head_dim; k_new / v_new like k / v
+ *   out like q with dv in place of head_dim; lse (fp32) [batch, num_heads, seqlen_q] or,
+ *   varlen, [num_heads, total_q].  dv = head_dim_v, or head_dim when head_dim_v is 0.
  *
- * Score of query row i and key column j of one (batch, head):
+ * Score of query row i and key column j of one (batch, head h); the key positions j of a
+ * sequence are 0-based over the keys it sees (after leftpad_k, through the pages when paged),
+ * and query row i sits at the absolute key position a_i = i + seqlen_k - seqlen_q
+ * (bottom-right alignment; seqlen_k is the sequence's own key count):
  *   s = scale * q_i.k_j                 (softcap == 0)
  *   s = softcap * tanh(scale * q_i.k_j / softcap)
- *   s -= alibi_slope * |i + seqlen_k - seqlen_q - j|      (when alibi_slopes)
- *   key j is visible when j < seqlen_k and, with the bottom-right alignment
- *   d = seqlen_k - seqlen_q:  causal: j <= i + d;
- *   window: i + d - window_left <= j <= i + d + window_right (-1 = unbounded).
- * A row that sees no key writes out = 0 and lse = -inf.
+ *   s -= alibi_slope * |a_i - j|        (when alibi_slopes)
+ *   key j (0 <= j < seqlen_k) is visible when it passes the mask:
+ *     causal: j <= a_i;  window: a_i - window_left <= j <= a_i + window_right (-1 = unbounded);
+ *   or, with mm_prefix_ranges, when some range [start, end) of the sequence holds both j and
+ *   a_i (start <= j < end and start <= a_i < end): a query inside a range sees the whole
+ *   range, on top of the mask (bidirectional prefix / image spans).
+ * Softmax over the visible keys V(i), with the optional per-head sink logit z = sink[h] (in
+ * the units of s) joining the denominator only:
+ *   lse = log(exp(z) + sum_{j in V(i)} exp(s_j))       (without sink: no exp(z) term)
+ *   out = sum_{j in V(i)} exp(s_j - lse) v_j
+ * A row that sees no key writes out = 0 and lse = z with a sink, -inf without.
  *
  * Errors: every call checks its arguments before it makes any CUDA call, so a bad argument gets
  * its own status and a message naming the field (flare_last_error) even on a machine without a
@@ -81,11 +92,13 @@ typedef enum flare_dtype {
   FLARE_DTYPE_FP32 = 2 /* flare_merge_attention_states only; flare_mha_fwd rejects it */
 } flare_dtype;
 
-/* Bumped when fields are added; the library reads only the first struct_size bytes. A
+/* Bumped when fields are added; the library reads only the first struct_size bytes, and a
+ * field the caller's struct does not reach keeps the default of flare_mha_fwd_params_init (so a
+ * caller compiled against an older header gets every later field as zero / unset). A
  * struct_size larger than the library's struct (a caller compiled against a newer header) is
  * accepted only when every byte past the library's struct is zero, i.e. no field the library
  * does not know is set. */
-#define FLARE_MHA_FWD_PARAMS_VERSION 1
+#define FLARE_MHA_FWD_PARAMS_VERSION 2
 
 typedef struct flare_mha_fwd_params {
   /* sizeof(flare_mha_fwd_params) as the caller compiled it: set by flare_mha_fwd_params_init. */
@@ -104,7 +117,7 @@ typedef struct flare_mha_fwd_params {
                        in block_table x page_block_size); appended rows must fit in it */
   int32_t num_heads;
   int32_t num_heads_k;
-  int32_t head_dim;
+  int32_t head_dim; /* 1..512 */
 
   int64_t q_batch_stride, q_row_stride, q_head_stride;
   int64_t k_batch_stride, k_row_stride, k_head_stride; /* paged: batch stride = page stride */
@@ -124,7 +137,11 @@ typedef struct flare_mha_fwd_params {
   const float* alibi_slopes;  /* optional, [num_heads] or [batch, num_heads] */
   int64_t alibi_batch_stride; /* 0 when the slopes are shared by every batch */
 
-  /* Variable length: q and k rows of sequence b are [cu_seqlens[b], cu_seqlens[b+1]). */
+  /* Variable length: q and k rows of sequence b are [cu_seqlens[b], cu_seqlens[b+1]).
+   * Paged varlen (block_table set, no cache_seqlens): q as above; the keys of sequence b are
+   * rows [0, len_k(b)) of its pages (block_table row b), len_k(b) = seqused_k[b] when given,
+   * else cu_seqlens_k[b+1] - cu_seqlens_k[b]; cu_seqlens_k may then be null when seqused_k is
+   * set. */
   const int32_t* cu_seqlens_q;
   const int32_t* cu_seqlens_k;
   const int32_t* seqused_k; /* optional: use only the first seqused_k[b] keys of sequence b */
@@ -137,9 +154,12 @@ typedef struct flare_mha_fwd_params {
   const int32_t* cache_seqlens;
   const int32_t* cache_batch_idx; /* optional: cache row of sequence b */
   const int32_t* leftpad_k;       /* optional */
-  const int32_t* block_table;     /* optional paged KV: [batch, max_pages] */
+  const int32_t* block_table;     /* optional paged KV: [batch, max_pages], with cache_seqlens
+                                     (KV cache) or cu_seqlens_q (paged varlen); row r of a
+                                     sequence is row r % page_block_size of page
+                                     block_table[b][r / page_block_size] */
   int64_t block_table_batch_stride;
-  int32_t page_block_size;
+  int32_t page_block_size; /* rows per page, >= 1 */
   int32_t num_pages; /* pages in the paged K/V pools (for validation) */
   const void* k_new;
   const void* v_new;
@@ -161,6 +181,36 @@ typedef struct flare_mha_fwd_params {
   size_t workspace_size;
 
   float p_dropout; /* must be 0: flare is an inference library */
+
+  /* Serving fields. They start a new 8-byte group (4 bytes of padding follow p_dropout), so the
+   * tail padding of an older, smaller struct is never read as one of them.
+   * The GPU kernels of this version do not run every valid serving input yet: flare_mha_fwd
+   * (and flare_can_implement) refuse a sink, mm_prefix_ranges with ranges, head_dim_v !=
+   * head_dim, block_table with cu_seqlens_q and page sizes that are not a multiple of 16 with
+   * FLARE_ERROR_NOT_SUPPORTED, and head dims other than multiples of 8 in [8, 256] with
+   * FLARE_ERROR_UNSUPPORTED_HEAD_DIM, each with a message naming the feature. */
+
+  /* Optional per-head sink logit, fp32 [num_heads] (query heads), 4-byte aligned, in the units
+   * of the scores s (after scale, softcap and ALiBi). It joins the softmax denominator and
+   * nothing else (see the score rules above); lse includes it. With split-KV it is counted once.
+   * flare_merge_attention_states knows nothing of sinks: when a caller splits one row's keys
+   * over several calls, only one of them may pass the sink. -inf is the same as no sink. */
+  const float* sink;
+
+  /* Optional multimodal prefix ranges: int32 [batch, max_mm_prefix_ranges, 2], 4-byte aligned;
+   * entry (b, r) is the [start, end) pair of key positions of sequence b, at
+   * mm_prefix_ranges + b * mm_prefix_ranges_batch_stride + 2 * r. A query row whose absolute
+   * position a_i lies in [start, end) also sees every key of [start, end) (see the score
+   * rules; a_i may be negative when seqlen_q > seqlen_k, and only keys in [0, seqlen_k) are
+   * ever visible). An entry with start >= end is empty: unused slots hold start == end. The
+   * contents live on the device and are not validated. */
+  const int32_t* mm_prefix_ranges;
+  int64_t mm_prefix_ranges_batch_stride; /* int32 elements, >= 2 * max_mm_prefix_ranges */
+  int32_t max_mm_prefix_ranges;          /* ranges per sequence, >= 0 */
+
+  /* Head dim of v and out (and of the split-KV accumulators); 0 = head_dim. Accepted pairs
+   * (head_dim, head_dim_v): every equal pair, and (192, 128). */
+  int32_t head_dim_v;
 } flare_mha_fwd_params;
 
 /* Zeroes the struct, sets struct_size, window_left = window_right = -1. */

@@ -8,14 +8,16 @@
 //   1. dtype;
 //   2. the tensors q, k, v, out: non-null, base 16-byte aligned, strides non-negative and
 //      multiples of 8 elements;
-//   3. shapes: batch, seqlen_q / seqlen_k (or max_seqlen_* for varlen), heads, head_dim, and
+//   3. shapes: batch, seqlen_q / seqlen_k (or max_seqlen_* for varlen), heads, and
 //      the launch limits: batch and num_heads <= 65535 (CUDA grid y / z), sequence lengths
 //      <= 2^30 (row indices and block counts stay in 32-bit ints);
 //   4. scalar options: softmax_scale, softcap, causal, windows, alibi, p_dropout, and the
 //      alignment of the optional alibi_slopes / lse arrays;
 //   5. variable length (cu_seqlens_q / cu_seqlens_k / seqused_k, max_seqlen_*);
-//   6. KV cache: append (k_new / v_new), rotary, cache_batch_idx / leftpad_k, paged KV;
+//   6. KV cache: append (k_new / v_new), rotary, cache_batch_idx / leftpad_k;
 //      or, without cache_seqlens, that no KV-cache-only field is set;
+//   6b. the serving fields (head dims, sink, mm_prefix_ranges, paged KV) and the features the
+//      GPU kernels do not run yet (api/validate_serving.cpp);
 //   7. num_splits and the workspace pointer;
 //   8. the extent of every tensor (the element offset one past its last element, from the
 //      sizes and strides) is below 2^61, so no 64-bit offset computed on the host or in a
@@ -46,6 +48,8 @@
 
 #include "api/error.h"
 #include "api/layout_check.h"
+#include "api/validate_serving.h"
+#include "common/serving_semantics.h"
 
 namespace flare {
 namespace {
@@ -59,10 +63,7 @@ constexpr int64_t kStrideMultiple = 8;  // elements: 16 bytes of fp16/bf16
 constexpr uintptr_t kTensorAlignment = 16;
 constexpr uintptr_t kWordAlignment = 4;  // float / int32 device arrays
 constexpr uintptr_t kWorkspaceAlign = 256;
-constexpr int kMinHeadDim = 8;
-constexpr int kMaxHeadDim = 256;
 constexpr int kMaxSplits = 128;
-constexpr int kPageBlockMultiple = 16;
 // The forward grid is (query blocks, heads, batch x splits): CUDA allows 65535 in y and z.
 constexpr int kMaxGridYZ = 65535;
 // Rows of one sequence: row indices, row + block size and block counts fit in int.
@@ -187,10 +188,6 @@ flare_status check_shapes(const flare_mha_fwd_params& p) {
   if (p.num_heads % p.num_heads_k != 0)
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "num_heads (%d) is not a multiple of num_heads_k (%d)",
                 p.num_heads, p.num_heads_k);
-  if (p.head_dim < kMinHeadDim || p.head_dim > kMaxHeadDim || p.head_dim % 8 != 0)
-    return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,
-                "head_dim (%d) is not supported: it must be a multiple of 8 in [%d, %d]",
-                p.head_dim, kMinHeadDim, kMaxHeadDim);
   return FLARE_OK;
 }
 
@@ -212,7 +209,9 @@ flare_status check_options(const flare_mha_fwd_params& p) {
 }
 
 flare_status check_varlen(const flare_mha_fwd_params& p) {
-  FLARE_CHECK(check_pair("cu_seqlens_q", p.cu_seqlens_q, "cu_seqlens_k", p.cu_seqlens_k));
+  // Paged varlen may give the key counts by seqused_k alone.
+  if (!(p.block_table && p.seqused_k && p.cu_seqlens_q))
+    FLARE_CHECK(check_pair("cu_seqlens_q", p.cu_seqlens_q, "cu_seqlens_k", p.cu_seqlens_k));
   FLARE_CHECK(check_alignment("seqused_k", p.seqused_k, kWordAlignment));
   if (!p.cu_seqlens_q) return FLARE_OK;
   FLARE_CHECK(check_alignment("cu_seqlens_q", p.cu_seqlens_q, kWordAlignment));
@@ -234,7 +233,6 @@ flare_status check_no_cache_fields(const flare_mha_fwd_params& p) {
   FLARE_CHECK(check_requires_cache("v_new", p.v_new));
   FLARE_CHECK(check_requires_cache("rotary_cos", p.rotary_cos));
   FLARE_CHECK(check_requires_cache("rotary_sin", p.rotary_sin));
-  FLARE_CHECK(check_requires_cache("block_table", p.block_table));
   FLARE_CHECK(check_requires_cache("cache_batch_idx", p.cache_batch_idx));
   FLARE_CHECK(check_requires_cache("leftpad_k", p.leftpad_k));
   return FLARE_OK;
@@ -280,24 +278,6 @@ flare_status check_rotary(const flare_mha_fwd_params& p) {
   return FLARE_OK;
 }
 
-flare_status check_paged(const flare_mha_fwd_params& p) {
-  if (!p.block_table) return FLARE_OK;
-  if (p.cache_batch_idx)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "cache_batch_idx with block_table is not supported: index the block table "
-                "instead");
-  FLARE_CHECK(check_alignment("block_table", p.block_table, kWordAlignment));
-  if (p.page_block_size <= 0 || p.page_block_size % kPageBlockMultiple != 0)
-    return fail(FLARE_ERROR_INVALID_ARGUMENT,
-                "page_block_size (%d) must be a positive multiple of %d", p.page_block_size,
-                kPageBlockMultiple);
-  FLARE_CHECK(check_at_least("block_table_batch_stride", p.block_table_batch_stride, 1));
-  FLARE_CHECK(check_at_most("page_block_size", p.page_block_size, kMaxSeqlen,
-                           "2^30 rows per sequence"));
-  FLARE_CHECK(check_at_least("num_pages", p.num_pages, 1));
-  return FLARE_OK;
-}
-
 flare_status check_kv_cache(const flare_mha_fwd_params& p) {
   if (!p.cache_seqlens) return check_no_cache_fields(p);
   if (p.cu_seqlens_q)
@@ -315,7 +295,6 @@ flare_status check_kv_cache(const flare_mha_fwd_params& p) {
                 "seqlen_k (%d) is the KV cache capacity and must be >= 1", p.seqlen_k);
   FLARE_CHECK(check_append(p));
   FLARE_CHECK(check_rotary(p));
-  FLARE_CHECK(check_paged(p));
   return FLARE_OK;
 }
 
@@ -368,7 +347,7 @@ flare_status check_extents(const flare_mha_fwd_params& p) {
   // indexed by cache_batch_idx is assumed to hold `batch` entries (its contents are on device).
   int64_t nk = p.batch, rows_k = p.seqlen_k;
   if (varlen) nk = 1, rows_k = kMaxVarlenRows;
-  if (p.cache_seqlens && p.block_table) nk = p.num_pages, rows_k = p.page_block_size;
+  if (p.block_table) nk = p.num_pages, rows_k = p.page_block_size;
   FLARE_CHECK(check_extent("k", nk, rows_k, p.num_heads_k, p, p.k_batch_stride, p.k_row_stride,
                            p.k_head_stride));
   FLARE_CHECK(check_extent("v", nk, rows_k, p.num_heads_k, p, p.v_batch_stride, p.v_row_stride,
@@ -391,7 +370,7 @@ flare_status check_output_layouts(const flare_mha_fwd_params& p) {
       {"out_batch_stride", "batch entries", varlen ? 1 : p.batch, p.out_batch_stride},
       {"out_row_stride", "rows", varlen ? kUnknownSize : p.seqlen_q, p.out_row_stride},
       {"out_head_stride", "heads", p.num_heads, p.out_head_stride}};
-  FLARE_CHECK(check_no_overlap("out", out_dims, 3, p.head_dim));
+  FLARE_CHECK(check_no_overlap("out", out_dims, 3, v_head_dim(p)));
   if (p.cache_seqlens && p.k_new) {
     const bool paged = p.block_table != nullptr;
     const int64_t n = paged ? p.num_pages : p.batch;
@@ -403,7 +382,7 @@ flare_status check_output_layouts(const flare_mha_fwd_params& p) {
     const LayoutDim v_dims[3] = {{"v_batch_stride", "cache entries", n, p.v_batch_stride},
                                  {"v_row_stride", "rows", rows, p.v_row_stride},
                                  {"v_head_stride", "heads", p.num_heads_k, p.v_head_stride}};
-    FLARE_CHECK(check_no_overlap("the V cache v", v_dims, 3, p.head_dim));
+    FLARE_CHECK(check_no_overlap("the V cache v", v_dims, 3, v_head_dim(p)));
   }
   return FLARE_OK;
 }
@@ -448,6 +427,7 @@ flare_status validate_params(const flare_mha_fwd_params* params) {
   FLARE_CHECK(check_options(p));
   FLARE_CHECK(check_varlen(p));
   FLARE_CHECK(check_kv_cache(p));
+  FLARE_CHECK(check_serving_params(p));
   FLARE_CHECK(check_splits_and_workspace(p));
   FLARE_CHECK(check_extents(p));
   FLARE_CHECK(check_output_layouts(p));

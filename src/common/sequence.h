@@ -31,8 +31,10 @@ FLARE_HD SequenceInfo sequence_info(const flare_mha_fwd_params& p, int b) {
   if (is_varlen(p)) {
     s.q_row0 = p.cu_seqlens_q[b];
     s.seqlen_q = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
-    s.k_row0 = p.cu_seqlens_k[b];
-    s.seqlen_k = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
+    // Paged varlen: the keys are rows [0, len) of the sequence's pages; cu_seqlens_k (which may
+    // be null there when seqused_k is given) only gives len.
+    s.k_row0 = (p.cu_seqlens_k && !is_paged(p)) ? p.cu_seqlens_k[b] : 0;
+    s.seqlen_k = p.cu_seqlens_k ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : 0;
     s.kv_batch = 0;
   } else {
     s.q_row0 = 0;

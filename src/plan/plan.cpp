@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "common/tile_config.h"
 
 namespace flare {
@@ -178,7 +179,7 @@ void lay_out_workspace(FwdPlan& plan) {
                                 size_t(plan.max_seqlen_q));
     const size_t split_rows = sat_mul(size_t(plan.num_splits), rows);
     plan.o_accum_offset = offset;
-    offset = sat_add_aligned(offset, sat_mul(sat_mul(split_rows, size_t(p.head_dim)), sizeof(float)));
+    offset = sat_add_aligned(offset, sat_mul(sat_mul(split_rows, size_t(v_head_dim(p))), sizeof(float)));
     plan.lse_accum_offset = offset;
     offset = sat_add_aligned(offset, sat_mul(split_rows, sizeof(float)));
   }

@@ -13,6 +13,7 @@
 #include "common/mask.h"
 #include "common/rotary.h"
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 
 namespace flare {
 namespace ref {
@@ -223,6 +224,8 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
     throw std::invalid_argument("flare::ref: num_heads must be a multiple of num_heads_k");
   const int dtype = p.dtype;
   const int d = p.head_dim;
+  const int dv = v_head_dim(p);
+  if (d < 1 || dv < 1) throw std::invalid_argument("flare::ref: head_dim and head_dim_v must be >= 1");
   const bool naive = precision == Precision::NaiveLowPrecision;
   const int group = p.num_heads / p.num_heads_k;
   const double scale = effective_scale(p);
@@ -233,7 +236,7 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
   const auto* vp = static_cast<const uint16_t*>(p.v);
   const double neg_inf = -std::numeric_limits<double>::infinity();
 
-  std::vector<double> kd, vd, q(d), qr(d), acc(d), score;
+  std::vector<double> kd, vd, q(d), qr(d), acc(dv), score;
   std::vector<int> keys;
 
   for (int b = 0; b < p.batch; ++b) {
@@ -242,7 +245,7 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
     const MaskSpec m = sequence_mask(p, s);
     const int sk = s.seqlen_k > 0 ? s.seqlen_k : 0;
     kd.resize(static_cast<size_t>(sk) * d);
-    vd.resize(static_cast<size_t>(sk) * d);
+    vd.resize(static_cast<size_t>(sk) * dv);
     score.resize(sk);
     keys.reserve(sk);
 
@@ -250,18 +253,20 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
       // Keys and values of this (sequence, kv head), converted once for the whole group.
       for (int j = 0; j < sk; ++j) {
         load_row(kp + k_offset(p, s, j, hk), d, dtype, &kd[static_cast<size_t>(j) * d]);
-        load_row(vp + v_offset(p, s, j, hk), d, dtype, &vd[static_cast<size_t>(j) * d]);
+        load_row(vp + v_offset(p, s, j, hk), dv, dtype, &vd[static_cast<size_t>(j) * dv]);
       }
       for (int h = hk * group; h < (hk + 1) * group; ++h) {
         const double slope = alibi_slope(p, b, h);
+        // The sink joins the denominator only: -inf (no sink) adds nothing.
+        const double sink = sink_logit(p, h);
         for (int i = 0; i < s.seqlen_q; ++i) {
           double* o = out + out_offset(p, s, i, h);
           keys.clear();
           for (int j = 0; j < sk; ++j)
-            if (m.visible(i, j)) keys.push_back(j);
+            if (key_visible(p, s, m, i, j)) keys.push_back(j);
           if (keys.empty()) {
-            for (int e = 0; e < d; ++e) o[e] = 0.0;
-            if (lse) lse[lse_offset(p, s, i, h)] = neg_inf;
+            for (int e = 0; e < dv; ++e) o[e] = 0.0;
+            if (lse) lse[lse_offset(p, s, i, h)] = has_sink(p) ? sink : neg_inf;
             continue;
           }
 
@@ -299,7 +304,10 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
             score[u] = x;
             if (x > mx) mx = x;
           }
-          double sum = 0;
+          // A finite sink above every score becomes the max, as a softmax over the scores and
+          // the sink column would take it (a naive kernel too).
+          if (sink > mx) mx = sink;
+          double sum = sink > neg_inf ? std::exp(sink - mx) : 0.0;
           for (size_t u = 0; u < nk; ++u) {
             score[u] = std::exp(score[u] - mx);
             sum += score[u];
@@ -311,23 +319,23 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
           }
 
           // out = sum_j p_j v_j, four keys per pass over the row.
-          for (int e = 0; e < d; ++e) acc[e] = 0.0;
+          for (int e = 0; e < dv; ++e) acc[e] = 0.0;
           t = 0;
           for (; t + 4 <= nk; t += 4) {
             const double p0 = score[t], p1 = score[t + 1], p2 = score[t + 2], p3 = score[t + 3];
-            const double* v0 = &vd[static_cast<size_t>(keys[t]) * d];
-            const double* v1 = &vd[static_cast<size_t>(keys[t + 1]) * d];
-            const double* v2 = &vd[static_cast<size_t>(keys[t + 2]) * d];
-            const double* v3 = &vd[static_cast<size_t>(keys[t + 3]) * d];
-            for (int e = 0; e < d; ++e)
+            const double* v0 = &vd[static_cast<size_t>(keys[t]) * dv];
+            const double* v1 = &vd[static_cast<size_t>(keys[t + 1]) * dv];
+            const double* v2 = &vd[static_cast<size_t>(keys[t + 2]) * dv];
+            const double* v3 = &vd[static_cast<size_t>(keys[t + 3]) * dv];
+            for (int e = 0; e < dv; ++e)
               acc[e] += (p0 * v0[e] + p1 * v1[e]) + (p2 * v2[e] + p3 * v3[e]);
           }
           for (; t < nk; ++t) {
             const double p0 = score[t];
-            const double* v0 = &vd[static_cast<size_t>(keys[t]) * d];
-            for (int e = 0; e < d; ++e) acc[e] += p0 * v0[e];
+            const double* v0 = &vd[static_cast<size_t>(keys[t]) * dv];
+            for (int e = 0; e < dv; ++e) acc[e] += p0 * v0[e];
           }
-          for (int e = 0; e < d; ++e) o[e] = naive ? round_to(acc[e], dtype) : acc[e];
+          for (int e = 0; e < dv; ++e) o[e] = naive ? round_to(acc[e], dtype) : acc[e];
           if (lse) lse[lse_offset(p, s, i, h)] = mx + std::log(sum);
         }
       }
@@ -341,6 +349,7 @@ void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cac
   if (p.v_new == nullptr) throw std::invalid_argument("flare::ref: k_new without v_new");
   const int dtype = p.dtype;
   const int d = p.head_dim;
+  const int dv = v_head_dim(p);
   const RotaryTables rot(p);
   const auto* kn = static_cast<const uint16_t*>(p.k_new);
   const auto* vn = static_cast<const uint16_t*>(p.v_new);
@@ -375,7 +384,7 @@ void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cac
         } else {
           for (int e = 0; e < d; ++e) kdst[e] = ksrc[e];
         }
-        for (int e = 0; e < d; ++e) vdst[e] = vsrc[e];
+        for (int e = 0; e < dv; ++e) vdst[e] = vsrc[e];
       }
     }
   }

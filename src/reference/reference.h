@@ -17,15 +17,19 @@ float to_float(uint16_t bits, int dtype);     // fp16/bf16 bits -> float
 uint16_t from_float(float x, int dtype);      // round to nearest even
 uint16_t from_double(double x, int dtype);    // round to nearest even (via double)
 
-// Attention forward. Reads q, k, v (for a KV cache: the cache AFTER append_kv), masks, alibi,
-// softcap, varlen and paged KV exactly as the GPU does (src/common/sequence.h). Writes
-// out[out_offset(...)] and, when lse != nullptr, lse[lse_offset(...)] (natural log; -inf for a
-// row that sees no key; out = 0 there). Only elements of real rows are written, so callers size
-// `out` as they would the GPU output. With rotary (KV cache, k_new and rotary_dim > 0) q is
-// rotated first at rotary_q_position().
+// Attention forward with every rule of flare.h. Reads q, k, v (for a KV cache: the cache AFTER
+// append_kv), masks, multimodal prefix ranges, alibi, softcap, sinks, varlen and paged KV (KV
+// cache or paged varlen, any page size >= 1) exactly as the GPU does (src/common/sequence.h,
+// src/common/serving_semantics.h); v and out rows have head_dim_v elements (0: head_dim), any
+// head dims >= 1. Writes out[out_offset(...)] and, when lse != nullptr, lse[lse_offset(...)]
+// (natural log, the sink included; a row that sees no key gets out = 0 and lse = its sink
+// logit, -inf without sinks). Only elements of real rows are written, so callers size `out` as
+// they would the GPU output. With rotary (KV cache, k_new and rotary_dim > 0) q is rotated
+// first at rotary_q_position().
 void attention_forward(const flare_mha_fwd_params& p, Precision precision, double* out, double* lse);
 
-// The KV cache append: writes k_new (rotated when rotary_dim > 0) and v_new into the host
+// The KV cache append: writes k_new (rotated when rotary_dim > 0) and v_new (head_dim_v
+// elements a row) into the host
 // caches `k_cache`/`v_cache` (same layout/strides as p.k / p.v, paged or not) at rows
 // [cache_seqlens[b], cache_seqlens[b] + seqlen_new) of each sequence.
 void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cache);

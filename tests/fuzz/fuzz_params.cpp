@@ -20,15 +20,21 @@
 //     counter) that lie within workspace_bytes and do not overlap, a tile counter exactly for
 //     persistent Hopper launches, and a CUDA grid within the launch limits; without a
 //     workspace the plan needs none unless it forces splits or rotates q.
+//   - the serving fields (fill_serving, check_serving_*): an older caller's struct never sets
+//     them; accepted params pass validate_serving_fields and serving_features_not_yet_supported
+//     (so a feature the GPU kernels lack never reaches a plan) and obey the documented rules
+//     (head dims, sink / range alignment and strides, paged KV modes and page size); the split
+//     accumulators hold head_dim_v columns.
 //
 // Build (see .ci/steps/fuzz.sh):
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 //     -Iinclude -Isrc -I<cuda>/include tests/fuzz/fuzz_params.cpp src/api/error.cpp
-//     src/api/validate.cpp src/api/layout_check.cpp src/plan/plan.cpp src/plan/tuning.cpp
+//     src/api/validate.cpp src/api/layout_check.cpp src/api/validate_serving.cpp src/plan/plan.cpp src/plan/tuning.cpp
 //     src/kernels/sm90/tma_maps.cpp src/kernels/sm90/variant.cpp -o flare_fuzz_params
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -39,6 +45,8 @@
 
 #include "api/error.h"
 #include "api/validate.h"
+#include "api/validate_serving.h"
+#include "common/serving_semantics.h"
 #include "common/tile_config.h"
 #include "flare/flare.h"
 #include "kernels/sm90/tma_maps.h"
@@ -128,6 +136,42 @@ const void* pick_ptr(FuzzedDataProvider& in, int null_weight) {
   return reinterpret_cast<const void*>(base);
 }
 
+// The serving fields: head dims up to 512 and head_dim_v, sinks, multimodal prefix ranges, and
+// paged KV in varlen at any page size. Mostly left unset, so the other fields keep their weight.
+void fill_serving(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    static const int32_t kDims[] = {1, 7, 59, 111, 192, 200, 256, 264, 511, 512, 513};
+    p.head_dim = in.ConsumeBool() ? in.PickValueInArray(kDims) : pick_int(in, 1, 520);
+  }
+  switch (in.ConsumeIntegralInRange<int>(0, 5)) {
+    case 0: p.head_dim_v = p.head_dim; break;
+    case 1: p.head_dim_v = in.ConsumeBool() ? 128 : pick_int(in, -1, 520); break;
+    case 2: p.head_dim = 192, p.head_dim_v = 128; break;
+    default: break;  // 0: head_dim
+  }
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0)
+    p.sink = static_cast<const float*>(pick_ptr(in, 0));
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    p.mm_prefix_ranges = static_cast<const int32_t*>(pick_ptr(in, 1));
+    p.max_mm_prefix_ranges = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 8)
+                                              : pick_int(in, -1, 64);
+    p.mm_prefix_ranges_batch_stride =
+        in.ConsumeBool() ? 2 * int64_t(p.max_mm_prefix_ranges) + in.ConsumeIntegralInRange<int>(-1, 2)
+                         : pick_stride(in);
+  }
+  if (p.cu_seqlens_q != nullptr && in.ConsumeIntegralInRange<int>(0, 2) == 0) {  // paged varlen
+    p.block_table = static_cast<const int32_t*>(pick_ptr(in, 0));
+    p.block_table_batch_stride =
+        in.ConsumeBool() ? in.ConsumeIntegralInRange<int64_t>(-1, 4096) : pick_stride(in);
+    p.page_block_size = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 300)
+                                         : pick_int(in, -16, 1024);
+    p.num_pages = pick_int(in, 0, 1 << 16);
+    if (in.ConsumeBool()) p.cu_seqlens_k = nullptr;  // key counts from seqused_k alone
+  } else if (p.block_table != nullptr && in.ConsumeBool()) {
+    p.page_block_size = pick_int(in, 1, 300);  // KV cache: any page size
+  }
+}
+
 void fill(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
   flare_mha_fwd_params_init(&p);
   p.dtype = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 1) : pick_int(in, -2, 3);
@@ -206,6 +250,7 @@ void fill(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
   p.workspace = const_cast<void*>(pick_ptr(in, 2));
   p.workspace_size = in.ConsumeBool() ? 0 : in.ConsumeIntegral<size_t>();
   p.p_dropout = in.ConsumeIntegralInRange<int>(0, 15) == 0 ? pick_float(in, 0.1f) : 0.f;
+  fill_serving(in, p);
 }
 
 unsigned __int128 region(unsigned __int128 a, unsigned __int128 b, unsigned __int128 c,
@@ -340,6 +385,54 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   }
 }
 
+// A struct that ends before the serving fields never sets them.
+void check_serving_read(uint32_t struct_size, const flare_mha_fwd_params& full) {
+  if (struct_size > offsetof(flare_mha_fwd_params, sink)) return;
+  REQUIRE(full.sink == nullptr && full.mm_prefix_ranges == nullptr, full, struct_size, 0);
+  REQUIRE(full.mm_prefix_ranges_batch_stride == 0 && full.max_mm_prefix_ranges == 0, full,
+          struct_size, full.max_mm_prefix_ranges);
+  REQUIRE(full.head_dim_v == 0, full, struct_size, full.head_dim_v);
+}
+
+// Accepted params: the serving checks agree (validate_params runs them, so nothing the GPU
+// kernels lack reaches a plan) and the documented rules hold.
+void check_serving_accepted(const flare_mha_fwd_params& p) {
+  flare::clear_error();
+  REQUIRE(flare::validate_serving_fields(p) == FLARE_OK, p, 0, 0);
+  REQUIRE(flare::serving_features_not_yet_supported(p) == FLARE_OK, p, 0, 0);
+  REQUIRE(p.head_dim >= 1 && p.head_dim <= 512, p, p.head_dim, 0);
+  REQUIRE(p.head_dim_v == 0 || p.head_dim_v == p.head_dim ||
+              (p.head_dim == 192 && p.head_dim_v == 128),
+          p, p.head_dim, p.head_dim_v);
+  REQUIRE(reinterpret_cast<uintptr_t>(p.sink) % 4 == 0, p, 0, 0);
+  if (p.mm_prefix_ranges != nullptr) {
+    REQUIRE(reinterpret_cast<uintptr_t>(p.mm_prefix_ranges) % 4 == 0, p, 0, 0);
+    REQUIRE(p.max_mm_prefix_ranges >= 0, p, p.max_mm_prefix_ranges, 0);
+    REQUIRE(p.mm_prefix_ranges_batch_stride >= 2 * int64_t(p.max_mm_prefix_ranges), p,
+            p.mm_prefix_ranges_batch_stride, p.max_mm_prefix_ranges);
+  } else {
+    REQUIRE(p.max_mm_prefix_ranges == 0, p, p.max_mm_prefix_ranges, 0);
+  }
+  if (p.block_table != nullptr) {
+    REQUIRE(p.cache_seqlens != nullptr || p.cu_seqlens_q != nullptr, p, 0, 0);
+    REQUIRE(p.page_block_size >= 1 && p.num_pages >= 1 && p.block_table_batch_stride >= 1, p,
+            p.page_block_size, p.num_pages);
+  }
+  if (p.cu_seqlens_q != nullptr && p.cu_seqlens_k == nullptr)  // paged varlen by seqused_k
+    REQUIRE(p.block_table != nullptr && p.seqused_k != nullptr, p, 0, 0);
+}
+
+// The split accumulators of a plan hold head_dim_v columns a row (v_head_dim <= head_dim for
+// every accepted pair, so a plan sized by head_dim is large enough).
+void check_serving_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan) {
+  if (plan.num_splits <= 1 || plan.workspace_bytes == SIZE_MAX) return;
+  const unsigned __int128 rows = static_cast<unsigned __int128>(plan.p.batch) *
+                                 plan.p.num_heads * plan.max_seqlen_q * plan.num_splits;
+  const unsigned __int128 o_end =
+      plan.o_accum_offset + rows * static_cast<unsigned>(flare::v_head_dim(p)) * 4;
+  REQUIRE(o_end <= plan.workspace_bytes, p, plan.o_accum_offset, plan.workspace_bytes);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -390,6 +483,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   REQUIRE(full.struct_size == sizeof(full), p, full.struct_size, 0);
   REQUIRE(struct_size <= sizeof(full) || zero_tail, p, struct_size, zero_tail);
+  check_serving_read(struct_size, full);
 
   flare::clear_error();
   st = flare::validate_params(&full);
@@ -400,8 +494,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
 
+  check_serving_accepted(full);
   const flare::FwdPlan plan = flare::plan_forward(full, dev, tuning);
   check_plan(full, plan, dev);
+  check_serving_plan(full, plan);
   check_sm90_choices(full, plan.kernel_head_dim);
   // The same call without a workspace (flare_mha_fwd with workspace NULL).
   flare_mha_fwd_params bare = full;

@@ -3,9 +3,11 @@
 // Kernel layout: a block of 8 warps handles 8 consecutive query rows of one (batch, head); each
 // warp owns one row. Keys are visited in tiles of 32 that the whole block stages in shared
 // memory as fp32. Within a tile lane j scores key j with a plain dot product, the warp updates
-// an online softmax (running max and sum, fp32), and every lane accumulates the head_dim / 32
-// output columns it owns. No tensor cores, no low-precision intermediates: the only rounding is
-// fp32 arithmetic, so its error is orders of magnitude below the bf16 output rounding of flare.
+// an online softmax (running max and sum, fp32), and every lane accumulates the head_dim_v / 32
+// output columns it owns; the sink logit joins the denominator at the end, and prefix ranges
+// widen the visible keys (then every key tile is visited). No tensor cores, no low-precision
+// intermediates: the only rounding is fp32 arithmetic, so its error is orders of magnitude below
+// the bf16 output rounding of flare.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -21,7 +23,7 @@ namespace {
 
 constexpr int kRowsPerBlock = 8;   // one warp per query row
 constexpr int kKeysPerTile = 32;   // one lane per key while scoring
-constexpr int kMaxCols = 8;        // head_dim <= 256 = 8 columns per lane
+constexpr int kMaxCols = 16;       // head_dim_v <= 512 = 16 columns per lane
 
 __device__ __forceinline__ float load_elem(const uint16_t* p, int64_t i, int dtype) {
   const uint16_t bits = p[i];
@@ -32,10 +34,11 @@ __device__ __forceinline__ float load_elem(const uint16_t* p, int64_t i, int dty
 __global__ void reference_attention_kernel(GpuRefArgs a, float scale) {
   extern __shared__ float smem[];
   const int d = a.head_dim;
+  const int dv = a.head_dim_v > 0 ? a.head_dim_v : d;
   const int kpitch = d + 1;  // padded so lane j reading row j column t hits distinct banks
   float* k_tile = smem;                            // [32][d + 1]
-  float* v_tile = k_tile + kKeysPerTile * kpitch;  // [32][d]
-  float* q_rows = v_tile + kKeysPerTile * d;       // [8][d]
+  float* v_tile = k_tile + kKeysPerTile * kpitch;  // [32][dv]
+  float* q_rows = v_tile + kKeysPerTile * dv;      // [8][d]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = blockIdx.z, h = blockIdx.y;
@@ -55,10 +58,20 @@ __global__ void reference_attention_kernel(GpuRefArgs a, float scale) {
     for (int t = lane; t < d; t += 32) q_rows[warp * d + t] = load_elem(q, qb + t, a.dtype);
   }
 
-  // Keys any row of this block may see.
+  // Keys any row of this block may see (every key when prefix ranges may add some).
+  const bool has_ranges = a.mm_prefix_ranges != nullptr && a.max_mm_prefix_ranges > 0;
   const int last_row = min(row0 + kRowsPerBlock, a.seqlen_q) - 1;
-  const int key_lo = mask.first_key(row0);
-  const int key_hi = mask.end_key(last_row);
+  const int key_lo = has_ranges ? 0 : mask.first_key(row0);
+  const int key_hi = has_ranges ? a.seqlen_k : mask.end_key(last_row);
+  // flare.h: a range [start, end) that holds the row's position row + seqlen_k - seqlen_q
+  // opens all its keys to the row.
+  auto range_visible = [&](int j) {
+    const long long pos = (long long)row + a.seqlen_k - a.seqlen_q;
+    const int32_t* r = a.mm_prefix_ranges + int64_t(b) * a.mm_prefix_ranges_batch_stride;
+    for (int i = 0; i < a.max_mm_prefix_ranges; ++i)
+      if (r[2 * i] <= pos && pos < r[2 * i + 1] && r[2 * i] <= j && j < r[2 * i + 1]) return true;
+    return false;
+  };
 
   float m_run = -INFINITY, l_run = 0.f;
   float acc[kMaxCols];
@@ -71,22 +84,27 @@ __global__ void reference_attention_kernel(GpuRefArgs a, float scale) {
     for (int idx = threadIdx.x; idx < kKeysPerTile * d; idx += blockDim.x) {
       const int jj = idx / d, t = idx % d;
       const int j = j0 + jj;
-      float kv = 0.f, vv = 0.f;
-      if (j < a.seqlen_k) {
+      float kv = 0.f;
+      if (j < a.seqlen_k)
         kv = load_elem(k, b * a.k_batch_stride + j * a.k_row_stride + hk * a.k_head_stride + t,
                        a.dtype);
+      k_tile[jj * kpitch + t] = kv;
+    }
+    for (int idx = threadIdx.x; idx < kKeysPerTile * dv; idx += blockDim.x) {
+      const int jj = idx / dv, t = idx % dv;
+      const int j = j0 + jj;
+      float vv = 0.f;
+      if (j < a.seqlen_k)
         vv = load_elem(v, b * a.v_batch_stride + j * a.v_row_stride + hk * a.v_head_stride + t,
                        a.dtype);
-      }
-      k_tile[jj * kpitch + t] = kv;
-      v_tile[jj * d + t] = vv;
+      v_tile[jj * dv + t] = vv;
     }
     __syncthreads();
     if (!active) continue;  // whole warp inactive: no shuffles below are affected
 
     const int j = j0 + lane;
     float s = -INFINITY;
-    if (j < a.seqlen_k && mask.visible(row, j)) {
+    if (j < a.seqlen_k && (mask.visible(row, j) || (has_ranges && range_visible(j)))) {
       float dot = 0.f;
       for (int t = 0; t < d; ++t) dot += q_rows[warp * d + t] * k_tile[lane * kpitch + t];
       s = dot * scale;
@@ -110,23 +128,31 @@ __global__ void reference_attention_kernel(GpuRefArgs a, float scale) {
 #pragma unroll
       for (int c = 0; c < kMaxCols; ++c) {
         const int t = lane + 32 * c;
-        if (t < d) acc[c] += pj * v_tile[jj * d + t];
+        if (t < dv) acc[c] += pj * v_tile[jj * dv + t];
       }
     }
     m_run = m_new;
   }
 
   if (!active) return;
-  const float inv = l_run > 0.f ? 1.f / l_run : 0.f;
-  float* o = a.out + ((int64_t(b) * a.seqlen_q + row) * a.num_heads + h) * d;
+  // The sink z joins the denominator only: l = l_run e^(m_run - m) + e^(z - m), m = max(m_run, z).
+  float m_fin = m_run, l_fin = l_run, acc_scale = 1.f;
+  const float z = a.sink != nullptr ? a.sink[h] : -INFINITY;
+  if (z > -INFINITY) {
+    m_fin = fmaxf(m_run, z);
+    acc_scale = m_run == -INFINITY ? 0.f : expf(m_run - m_fin);
+    l_fin = l_run * acc_scale + expf(z - m_fin);
+  }
+  const float inv = l_fin > 0.f ? acc_scale / l_fin : 0.f;
+  float* o = a.out + ((int64_t(b) * a.seqlen_q + row) * a.num_heads + h) * dv;
 #pragma unroll
   for (int c = 0; c < kMaxCols; ++c) {
     const int t = lane + 32 * c;
-    if (t < d) o[t] = acc[c] * inv;
+    if (t < dv) o[t] = acc[c] * inv;
   }
   if (a.lse != nullptr && lane == 0)
     a.lse[(int64_t(b) * a.num_heads + h) * a.seqlen_q + row] =
-        l_run > 0.f ? m_run + logf(l_run) : -INFINITY;
+        l_fin > 0.f ? m_fin + logf(l_fin) : -INFINITY;
 }
 
 __device__ __forceinline__ uint64_t hash64(uint64_t x) {
@@ -214,13 +240,14 @@ unsigned grid_for(size_t n) {
 }  // namespace
 
 cudaError_t gpu_reference_attention(const GpuRefArgs& a, cudaStream_t stream) {
-  if (a.head_dim <= 0 || a.head_dim > 32 * kMaxCols || a.num_heads_k <= 0 ||
-      a.num_heads % a.num_heads_k != 0)
+  const int dv = a.head_dim_v > 0 ? a.head_dim_v : a.head_dim;
+  if (a.head_dim <= 0 || a.head_dim > 32 * kMaxCols || dv > 32 * kMaxCols ||
+      a.num_heads_k <= 0 || a.num_heads % a.num_heads_k != 0)
     return cudaErrorInvalidValue;
   if (a.batch == 0 || a.seqlen_q == 0 || a.num_heads == 0) return cudaSuccess;
   const float scale = a.softmax_scale != 0.f ? a.softmax_scale : 1.f / sqrtf(float(a.head_dim));
   const size_t smem = sizeof(float) * (size_t(kKeysPerTile) * (a.head_dim + 1) +
-                                       size_t(kKeysPerTile) * a.head_dim +
+                                       size_t(kKeysPerTile) * dv +
                                        size_t(kRowsPerBlock) * a.head_dim);
   cudaError_t e = cudaFuncSetAttribute(reference_attention_kernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));

@@ -14,9 +14,10 @@ struct GpuRefArgs {
   const void* q = nullptr;
   const void* k = nullptr;
   const void* v = nullptr;
-  float* out = nullptr;  // fp32 [batch, seqlen_q, num_heads, head_dim], dense
+  float* out = nullptr;  // fp32 [batch, seqlen_q, num_heads, head_dim_v], dense
   float* lse = nullptr;  // optional fp32 [batch, num_heads, seqlen_q]
   int batch = 0, seqlen_q = 0, seqlen_k = 0, num_heads = 0, num_heads_k = 0, head_dim = 0;
+  int head_dim_v = 0;  // of v and out; 0: head_dim
   int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
   int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
   int64_t v_batch_stride = 0, v_row_stride = 0, v_head_stride = 0;
@@ -24,9 +25,16 @@ struct GpuRefArgs {
   float softcap = 0.f;
   int causal = 0;
   int window_left = -1, window_right = -1;  // bottom-right aligned, like flare
+  // The serving fields with flare.h's meaning: per-head sink logits [num_heads] (device), and
+  // multimodal prefix ranges int32 [batch, max_mm_prefix_ranges, 2] (device).
+  const float* sink = nullptr;
+  const int32_t* mm_prefix_ranges = nullptr;
+  int64_t mm_prefix_ranges_batch_stride = 0;
+  int max_mm_prefix_ranges = 0;
 };
 
-// Launches the reference on `stream` (head_dim <= 256; GQA when num_heads_k divides num_heads).
+// Launches the reference on `stream` (head_dim and head_dim_v <= 512; GQA when num_heads_k
+// divides num_heads).
 cudaError_t gpu_reference_attention(const GpuRefArgs& args, cudaStream_t stream);
 
 // n values ~ N(0, 1) rounded to the dtype, from a counter-based hash of (seed, index).

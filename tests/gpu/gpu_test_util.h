@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "flare/flare.h"
 #include "reference/reference.h"
 
@@ -289,6 +290,8 @@ struct HostProblem {
   std::vector<uint16_t> buf[kNumBufs];
   TensorRef q, k, v, k_new, v_new, rotary_cos, rotary_sin;
   std::vector<float> alibi;
+  std::vector<float> sink;           // [num_heads] or empty (serving_problem.h builds them)
+  std::vector<int32_t> mm_ranges;    // [batch, max_mm_prefix_ranges, 2] or empty
   std::vector<int32_t> cu_q, cu_k, seqused_k, cache_seqlens, cache_batch_idx, leftpad_k,
       block_table;
   size_t out_elems = 0;      // elements of the output buffer (covers every stride gap)
@@ -301,6 +304,8 @@ struct HostProblem {
 struct Bases {
   void* buf[kNumBufs] = {};
   const float* alibi = nullptr;
+  const float* sink = nullptr;
+  const int32_t* mm_ranges = nullptr;
   const int32_t* cu_q = nullptr;
   const int32_t* cu_k = nullptr;
   const int32_t* seqused_k = nullptr;
@@ -326,6 +331,8 @@ inline flare_mha_fwd_params bind(const HostProblem& hp, const Bases& b) {
   p.rotary_cos = at(hp.rotary_cos);
   p.rotary_sin = at(hp.rotary_sin);
   p.alibi_slopes = b.alibi;
+  p.sink = b.sink;
+  p.mm_prefix_ranges = b.mm_ranges;
   p.cu_seqlens_q = b.cu_q;
   p.cu_seqlens_k = b.cu_k;
   p.seqused_k = b.seqused_k;
@@ -348,6 +355,8 @@ inline Bases host_bases(const HostProblem& hp) {
   Bases b;
   for (int i = 0; i < kNumBufs; ++i) b.buf[i] = host_ptr(hp.buf[i]);
   b.alibi = host_ptr(hp.alibi);
+  b.sink = host_ptr(hp.sink);
+  b.mm_ranges = host_ptr(hp.mm_ranges);
   b.cu_q = host_ptr(hp.cu_q);
   b.cu_k = host_ptr(hp.cu_k);
   b.seqused_k = host_ptr(hp.seqused_k);
@@ -363,13 +372,15 @@ inline flare_mha_fwd_params host_params(const HostProblem& hp) { return bind(hp,
 // Device copies of a problem plus the poisoned output buffers and the workspace.
 struct DeviceProblem {
   DeviceBuffer buf[kNumBufs];
-  DeviceBuffer alibi, cu_q, cu_k, seqused_k, cache_seqlens, cache_batch_idx, leftpad_k,
-      block_table;
+  DeviceBuffer alibi, sink, mm_ranges, cu_q, cu_k, seqused_k, cache_seqlens, cache_batch_idx,
+      leftpad_k, block_table;
   DeviceBuffer out, lse, workspace;
 
   explicit DeviceProblem(const HostProblem& hp) {
     for (int i = 0; i < kNumBufs; ++i) buf[i].upload(hp.buf[i]);
     alibi.upload(hp.alibi);
+    sink.upload(hp.sink);
+    mm_ranges.upload(hp.mm_ranges);
     cu_q.upload(hp.cu_q);
     cu_k.upload(hp.cu_k);
     seqused_k.upload(hp.seqused_k);
@@ -393,6 +404,8 @@ struct DeviceProblem {
     Bases b;
     for (int i = 0; i < kNumBufs; ++i) b.buf[i] = buf[i].get();
     b.alibi = alibi.as<const float>();
+    b.sink = sink.as<const float>();
+    b.mm_ranges = mm_ranges.as<const int32_t>();
     b.cu_q = cu_q.as<const int32_t>();
     b.cu_k = cu_k.as<const int32_t>();
     b.seqused_k = seqused_k.as<const int32_t>();
@@ -495,11 +508,13 @@ inline size_t ref_lse_size(const flare_mha_fwd_params& p, int total_q) {
 
 // ---------------------------------------------------------------------------------------------
 // Comparison.
-//   out:  max|flare - f64| <= 2 * max|naive_lowp - f64| + 1e-5 over every element of every real
-//         row; every such element written (no NaN left from the poison), finite; rows that see
-//         no key exactly 0; elements outside real rows (stride gaps) still poisoned.
-//   lse:  |flare - f64| <= max(1e-3, 2 x naive lse error) + 1e-4 |f64|; -inf exactly where the reference is -inf; entries
-//         outside real rows still poisoned.
+//   out:  max|flare - f64| <= 2 * max|naive_lowp - f64| + 1e-5 over every element (head_dim_v
+//         of them) of every real row; every such element written (no NaN left from the poison),
+//         finite; rows that see no key exactly 0; elements outside real rows (stride gaps)
+//         still poisoned.
+//   lse:  |flare - f64| <= max(1e-3, 2 x naive lse error) + 1e-4 |f64|; a row that sees no key
+//         exactly its sink logit (-inf without sinks); entries outside real rows still
+//         poisoned.
 struct Verdict {
   bool ok = true;
   double max_err = 0, naive_err = 0, bound = 0, lse_err = 0;
@@ -531,15 +546,21 @@ inline Verdict check_output(const flare_mha_fwd_params& hp, const std::vector<ui
   };
   int wb = -1, wrow = -1, wh = -1, wt = -1;
   double wgot = 0, wref = 0;
+  const int dv = flare::v_head_dim(hp);
   for (int b = 0; b < hp.batch; ++b) {
     const flare::SequenceInfo s = flare::sequence_info(hp, b);
+    const flare::MaskSpec mask = flare::sequence_mask(hp, s);
     for (int row = 0; row < s.seqlen_q; ++row) {
+      // The mask's keys are one interval; only a row the mask leaves empty scans for range keys.
+      bool sees_a_key = mask.first_key(row) < mask.end_key(row);
+      for (int j = 0; j < s.seqlen_k && !sees_a_key; ++j)
+        sees_a_key = flare::key_visible(hp, s, mask, row, j);
+      const bool empty_row = !sees_a_key;
       for (int h = 0; h < hp.num_heads; ++h) {
         const int64_t lo = flare::lse_offset(hp, s, row, h);
         const double rl = ref.lse64[lo];
-        const bool empty_row = std::isinf(rl) && rl < 0;
         const int64_t base = flare::out_offset(hp, s, row, h);
-        for (int t = 0; t < hp.head_dim; ++t) {
+        for (int t = 0; t < dv; ++t) {
           const int64_t idx = base + t;
           if (idx < 0 || size_t(idx) >= out.size()) {
             ++v.nonfinite;
@@ -573,7 +594,8 @@ inline Verdict check_output(const flare_mha_fwd_params& hp, const std::vector<ui
           const float g = lse[lo];
           bool bad;
           if (empty_row) {
-            bad = !(std::isinf(g) && g < 0);
+            // The reference's lse of such a row is the sink logit exactly (-inf without).
+            bad = !(g == float(flare::sink_logit(hp, h)));
           } else {
             const double e = std::fabs(double(g) - rl);
             // The output rule applied to the LSE: at most twice the naive implementation's
