@@ -18,6 +18,7 @@ struct FwdLaunch {
   float* lse_accum;         // [num_splits, batch, heads, max_seqlen_q] when split
   int smem_optin;           // shared memory a block may opt in to on this device, bytes
                             // (0: not known; the launchers then assume every variant fits)
+  unsigned int* tile_counter;  // dynamic tile tickets: a zeroed word in the workspace (null when the plan has none)
 };
 
 // Forward kernel of the mma.sync family, compiled for `Arch` (80 or 90), element type

@@ -1,16 +1,13 @@
 // The mma.sync forward kernel (sm80 and newer): one CTA computes a block_m x head_dim tile of
 // the output for one (batch, head, split), walking its key blocks from last to first with an
-// online softmax. Q stays in shared memory. K and V are loaded with cp.async on one of two
-// schedules (template flag Pipelined, chosen at launch):
-//  - single buffer (Pipelined = false): one K and one V buffer; V[n] streams in during
-//    S = QK^T, K[n-1] during softmax + PV, so each load has about half an iteration to land.
-//  - two-stage ring (Pipelined = true, opt-in, where shared memory allows): block n lives in
-//    stage n & 1, and each load is issued about one and a half iterations before it is read.
+// online softmax. Q stays in shared memory. K and V are loaded with cp.async into one K and one
+// V buffer: V[n] streams in during S = QK^T, K[n-1] during softmax + PV, so each load has about
+// half an iteration to land.
 // Keys per iteration (template BlockN): the planner's tile, and for d64/d96/d128 also a wide
-// step of 128/64/64 keys (the default; FLARE_SM80_WIDE=0 for the planner's; single buffer):
-// up to 128 O + 64 S fp32 accumulators per thread, so it keeps its CTA-uniform values
-// (sequence, mask, K/V source, alibi/softcap) in shared memory (FwdCtaState) and issues the next K load after the softmax, as the ring does. Q is read from
-// shared memory with ldmatrix at every k16 step of QK^T in every variant.
+// step of 128/64/64 keys: up to 128 O + 64 S fp32 accumulators per thread, so it keeps its
+// CTA-uniform values (sequence, mask, K/V source, alibi/softcap) in shared memory (FwdCtaState)
+// and issues the next K load after the softmax, where the fp32 scores are dead. Q is read from
+// shared memory with ldmatrix at every k16 step of QK^T.
 //
 // Features are runtime values read from the launch (masks, alibi, softcap, varlen, paged KV,
 // splits): they are uniform per CTA, so the branches cost little, and one kernel per
@@ -168,16 +165,15 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
   }
 }
 
-template <int Arch, typename T, int HeadDim, bool Pipelined, int BlockN, bool Swizzled = false>
+template <int Arch, typename T, int HeadDim, int BlockN, bool Swizzled = false>
 __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads)
     fwd_kernel(const __grid_constant__ FwdLaunch launch) {
   using Tr = FwdTraits<HeadDim, BlockN, Swizzled>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kMTiles = Tr::kMTiles, kNTiles = Tr::kNTiles, kDTiles = Tr::kDTiles;
   constexpr int kRowBytes = Tr::kRowBytes;
-  constexpr int kStages = Pipelined ? 2 : 1;
+  constexpr int kStages = 1;  // one K and one V buffer
   constexpr bool kStateInSmem = Tr::kStateInSmem;
-  static_assert(!(kStateInSmem && Pipelined), "the wide step runs the single buffer only");
   const flare_mha_fwd_params& p = launch.p;
 
   // Heavier (later) query blocks first: with a causal mask they have the most key blocks.
@@ -198,12 +194,8 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   unsigned char* const smem =
       smem_raw + (Swizzled ? (128u - (smem_addr(smem_raw) & 127u)) & 127u : 0u);
   const uint32_t sQ = smem_addr(smem);
-  const uint32_t sK = sQ + Tr::kSmemQ;              // kStages K buffers
-  const uint32_t sV = sK + kStages * Tr::kSmemKV;   // kStages V buffers
-  // Byte offset of key block n's stage within the K (or V) buffers.
-  auto stage_off = [](int n_block) -> uint32_t {
-    return Pipelined ? uint32_t(n_block & 1) * Tr::kSmemKV : 0u;
-  };
+  const uint32_t sK = sQ + Tr::kSmemQ;  // the K buffer
+  const uint32_t sV = sK + Tr::kSmemKV;  // the V buffer
 
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -294,7 +286,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     };
     auto load_k = [&](int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
-      const uint32_t dst = sK + stage_off(n_block);
+      const uint32_t dst = sK;
       if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
             dst, k + (kv.k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride,
@@ -311,7 +303,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     };
     auto load_v = [&](int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
-      const uint32_t dst = sV + stage_off(n_block);
+      const uint32_t dst = sV;
       if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
             dst, v + (kv.v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride,
@@ -326,21 +318,10 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
                int64_t(kv_row - slot * kv.page_size) * p.v_row_stride + kv.v_base;
       });
     };
-    // Commit groups, in issue order: Q, K[end-1], then (ring) V[end-1], K[end-2], and in the
-    // loop one V and one K group per iteration (empty when there is no block to load, so the
-    // counts below hold at the ends of the range). Single buffer: every wait drains all groups.
-    // Ring: at each wait the two groups committed after the awaited one may stay in flight
-    // (top of iteration n awaits K[n]: V[n], K[n-1] pending; middle awaits V[n]: K[n-1],
-    // V[n-1] pending).
+    // Commit groups, in issue order: Q, K[end-1], and in the loop one V and one K group per
+    // iteration (empty when there is no block to load). Every wait drains all groups.
     load_k(range.end - 1, kv_regs);
     cp_async_commit();
-    if constexpr (Pipelined) {
-      load_v(range.end - 1, kv_regs);
-      cp_async_commit();
-      if (range.end - 2 >= range.begin) load_k(range.end - 2, kv_regs);
-      cp_async_commit();
-    }
-    constexpr int kInFlight = Pipelined ? 2 : 0;
 
     // Per-lane ldmatrix addresses (see the fragment layouts of mma.m16n8k16): Q and V read row
     // (lane & 7) + 8 ((lane >> 3) & 1), chunk 2 s + (lane >> 4); K reads row
@@ -370,33 +351,27 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     };
 
     // Middle of an iteration: V[n] visible to all, and every warp is done with K[n] (its QK^T
-    // precedes the barrier), so K[n-1] (single buffer) or K[n-2] (ring: same stage as K[n]) may
-    // overwrite it. The ring and the 64-key step call this after the softmax, where the fp32
-    // scores are dead and the load's address math has registers to spare (the 64-key step
-    // spilled with it before the softmax); the 32-key single buffer before (unchanged). After
+    // precedes the barrier), so K[n-1] may overwrite it. The wide step calls this after the
+    // softmax, where the fp32 scores are dead and the load's address math has registers to
+    // spare (it spills with the load before the softmax); the planner's step before it. After
     // the softmax, K[n-1] has the P V of this iteration to land in, as V[n] has the QK^T.
     auto wait_v_load_next_k = [&](int n_block) {
-      cp_async_wait<kInFlight>();
+      cp_async_wait<0>();
       __syncthreads();
-      const int next = Pipelined ? n_block - 2 : n_block - 1;
+      const int next = n_block - 1;
       if (next >= range.begin) load_k(next, kv_now());
       cp_async_commit();
     };
 
     for (int n_block = range.end - 1; n_block >= range.begin; --n_block) {
       // Top: K[n] visible to all, and every warp is done with the PV of iteration n+1, so the V
-      // buffer it read may be overwritten: with V[n] (single buffer) or V[n-1] (ring: the stage
-      // of V[n+1]).
-      cp_async_wait<kInFlight>();
+      // buffer it read may be overwritten with V[n].
+      cp_async_wait<0>();
       __syncthreads();
-      if constexpr (Pipelined) {
-        if (n_block - 1 >= range.begin) load_v(n_block - 1, kv_now());
-      } else {
-        load_v(n_block, kv_now());
-      }
+      load_v(n_block, kv_now());
       cp_async_commit();
-      const uint32_t k_stage = k_lane + stage_off(n_block);
-      const uint32_t v_stage = v_lane + stage_off(n_block);
+      const uint32_t k_stage = k_lane;
+      const uint32_t v_stage = v_lane;
 
       // S = Q K^T for this warp's rows.
       float acc_s[kMTiles][kNTiles][4];
@@ -453,7 +428,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         }
       }
 
-      if constexpr (!Pipelined && !kStateInSmem) wait_v_load_next_k(n_block);
+      if constexpr (!kStateInSmem) wait_v_load_next_k(n_block);
 
       // Online softmax: new row max and the rescale factor of what was accumulated; then the
       // probabilities, packed to 16 bits at once (they are the A operand of P V) so the fp32
@@ -495,7 +470,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
           p_frag[kk][mt][2] = pack2<T>(acc_s[mt][2 * kk + 1][0], acc_s[mt][2 * kk + 1][1]);
           p_frag[kk][mt][3] = pack2<T>(acc_s[mt][2 * kk + 1][2], acc_s[mt][2 * kk + 1][3]);
         }
-      if constexpr (Pipelined || kStateInSmem) wait_v_load_next_k(n_block);
+      if constexpr (kStateInSmem) wait_v_load_next_k(n_block);
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
@@ -679,15 +654,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
     return cudaGetLastError();
   }
-  // FLARE_SM80_PIPELINE=1 (read once) selects the two-stage K/V ring. Off by default: on the
-  // H100 it measured 0-5% slower than the single buffer (docs/notes/sm80-kernel.md, step 5);
-  // not yet measured on sm80 hardware, where load latency weighs more.
-  static const bool pipeline_enabled = [] {
-    const char* v = std::getenv("FLARE_SM80_PIPELINE");
-    return v != nullptr && v[0] == '1';
-  }();
-  // d64/d96/d128 run the wide step by default (single K/V buffer only; the ring flag is ignored
-  // for it): d96/d128 +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md,
+  // d64/d96/d128 run the wide step by default: d96/d128 +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md,
   // steps 6 and 7). FLARE_SM80_WIDE=0 (read once) selects the planner's tile instead. The kernel
   // computes its key-block and split ranges in its own block size; the planner's split count
   // was chosen on the planner's blocks (32 keys at d96/d128, 64 at d64), which only changes how
@@ -726,51 +693,27 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
         using Ts = sm80::FwdTraits<HeadDim, kWideBlockN, true>;
         static_assert(2 * (Ts::smem_bytes(1) + 1024) <= 164 * 1024, "two CTAs per SM");
         if (swizzle_enabled && fits(Ts::smem_bytes(1)))
-          return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN, true>,
+          return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, kWideBlockN, true>,
                                       Ts::smem_bytes(1), launch, stream);
       }
-      return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideBlockN>,
+      return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, kWideBlockN>,
                                   Tw::smem_bytes(1), launch, stream);
     }
   }
   using Tr = sm80::FwdTraits<HeadDim>;
-  constexpr int kSmemRing = Tr::smem_bytes(2), kSmemSingle = Tr::smem_bytes(1);
+  constexpr int kSmemSingle = Tr::smem_bytes(1);
   static_assert(kSmemSingle == sm80_prefill_min_smem_bytes(HeadDim),
                 "flare_api's shared-memory check and the smallest prefill variant agree");
-  bool pipelined = false;
-  if (pipeline_enabled) {
-    int device = 0, device_optin = 0, per_sm = 0, reserved = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err == cudaSuccess)
-      err = cudaDeviceGetAttribute(&device_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (err == cudaSuccess)
-      err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
-    if (err == cudaSuccess)
-      err = cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device);
-    if (err != cudaSuccess) return err;
-    // The ring only where it fits and keeps as many CTAs per SM as the single buffer, up to the
-    // planner's slots (d256 does not fit in 163 KB on A100; d64/d96 would drop to one CTA on
-    // 100 KB parts such as sm86/sm89/sm120).
-    auto ctas = [&](int bytes) {
-      const int n = per_sm / (bytes + reserved);
-      return n < Tr::kTile.ctas_per_sm ? n : Tr::kTile.ctas_per_sm;
-    };
-    pipelined = kSmemRing <= device_optin && fits(kSmemRing) &&
-                ctas(kSmemRing) >= ctas(kSmemSingle);
-  }
   constexpr int kBlockN = Tr::kBlockN;
   if constexpr (kCanSwizzle) {
     using Ts = sm80::FwdTraits<HeadDim, kBlockN, true>;
     static_assert(Ts::smem_bytes(1) <= kSmemSingle + 128, "no more shared memory than padded");
-    if (swizzle_enabled && !pipelined && fits(Ts::smem_bytes(1)))
-      return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kBlockN, true>,
+    if (swizzle_enabled && fits(Ts::smem_bytes(1)))
+      return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, kBlockN, true>,
                                   Ts::smem_bytes(1), launch, stream);
   }
-  return pipelined
-             ? sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, true, kBlockN>,
-                                    kSmemRing, launch, stream)
-             : sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, false, kBlockN>,
-                                    kSmemSingle, launch, stream);
+  return sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, kBlockN>, kSmemSingle, launch,
+                              stream);
 }
 
 }  // namespace flare

@@ -1,35 +1,32 @@
-// Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills one or two Q
-// buffers and a ring of K/V stages (TMA where the tensor maps allow, tma_maps.h; cp.async
-// otherwise) published by mbarriers; two (or at d64 three) consumer warpgroups run the wgmma
-// steps of softmax_sm90.cuh, optionally taking turns (ping-pong), over tiles assigned one per CTA
-// or walked by persistent CTAs (static striding, or a dynamic ticket counter).
-// docs/notes/sm90-kernel.md (v4-v21) has the measurements behind each choice.
+// Hopper forward kernel, warp-specialised (sm90a): a producer warpgroup fills the Q buffer and
+// a ring of K/V stages (TMA where the tensor maps allow, tma_maps.h; cp.async otherwise)
+// published by mbarriers; two (or at d64 three) consumer warpgroups run the wgmma steps of
+// softmax_sm90.cuh, optionally taking turns (ping-pong), over tiles assigned one per CTA or
+// taken by persistent CTAs from a ticket counter (tile_scheduler.cuh).
 #pragma once
 #include <type_traits>
 
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
+#include "kernels/sm90/tile_scheduler.cuh"
 #include "kernels/sm90/tma_maps.h"
 #include "kernels/sm90/variant.h"
 
 namespace flare {
 namespace sm90 {
 
-// QBuffers: 1, or 2 for persistent CTAs (the next tile's Q loads while the current one runs;
-// sm90_max_q_buffers says where a second buffer fits: it costs d128 one K/V stage).
 // BlockN: keys per main-loop block (variant.h): sm90_default_block_n (d256: 80-key blocks, two
 // stages of 40 KB K + 40 KB V beside the 64 KB Q, so the per-block softmax and rescale cost is
 // spread over 25% more keys than with 64), or sm90_long_block_n for long rows (d64: 192, with
 // three stages).
 // ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
 // registers per consumer thread), each owning 64 query rows of the tile.
-template <int HeadDim, int QBuffers = 1, int BlockN = sm90_default_block_n(HeadDim),
-          int ConsumerWGs = 2>
+template <int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
 struct Sm90WsTraits {
   static constexpr int kConsumerWGs = ConsumerWGs;
   static constexpr int kConsumerThreads = 128 * ConsumerWGs;
   static constexpr int kBlockM = 64 * ConsumerWGs, kBlockN = BlockN;
   static constexpr int kThreads = 128 + kConsumerThreads;
-  static constexpr int kQBuffers = QBuffers;
+  static constexpr int kQBuffers = 1;
   // With two consumer warpgroups, P is double-buffered: block i's fragments are packed during
   // its softmax while P V(i-1) still reads the previous ones. Three warpgroups have 160
   // registers each: block i's probabilities stay in the fp32 scores until P V(i-1) is done.
@@ -40,11 +37,8 @@ struct Sm90WsTraits {
   // rows only when the causal diagonal is offset (seqlen_q != seqlen_k), and the per-tile range
   // arithmetic is left out.
   static constexpr bool kOwnBlocks = ConsumerWGs > 2 || HeadDim > 128;
-  static constexpr int kStages =
-      BlockN > 128 ? 3
-                   : QBuffers == 1 ? (HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2)
-                                   : (HeadDim <= 64 ? 4 : 2);
-  static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // one Q buffer
+  static constexpr int kStages = BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
+  static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // the Q buffer
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
   // Head dim 256 (two stages): K and V of a stage have barriers of their own, so K's slot is
   // refilled once its QK^T is done while V's still waits for the softmax and P V: +18..33% from
@@ -62,7 +56,6 @@ struct Sm90WsTraits {
   static constexpr int kProducerRegs = ConsumerWGs > 2 || HeadDim > 128 ? 24 : 56;
   static constexpr int kConsumerRegs = ConsumerWGs > 2 ? 160 : HeadDim <= 128 ? 224 : 240;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
-  static_assert(QBuffers >= 1 && QBuffers <= sm90_max_q_buffers(HeadDim), "Q buffers");
   // TMA boxes are 64 columns x kBlockM (Q) or kBlockN (K/V) rows: at most 256 rows.
   static_assert(kBlockM <= 256 && kBlockN <= 256 && HeadDim % kTmaBoxCols == 0, "TMA box");
   // Within what the launch bounds give the CTA (the compiler's per-thread cap, a multiple of
@@ -72,47 +65,8 @@ struct Sm90WsTraits {
                 "register file");
 };
 
-// Dynamic tile scheduler (DynamicTiles, FLARE_SM90_SCHED=dynamic, persistent launches only):
-// the ticket counters of a launch live in a ring of slots in this translation unit's module
-// (static: one ring per TU, so per compiled kernel family), zero at module load; no workspace.
-// The host gives each launch the next slot (`sched_slot`); a launch leaves its slot at zero
-// again: every CTA's producer counts itself in `done` after its last (failing) fetch, and the
-// CTA that completes the count resets both words, after which no access of that launch to the
-// slot can follow. Hazard: two launches on one slot at the same time would share tickets
-// (tiles skipped or run twice); that needs kSm90TileCounterSlots launches of one TU in flight at
-// once. A graph replay would reuse the captured slot while other launches use it: run_fwd_sm90
-// does not use dynamic tiles under stream capture.
-struct Sm90TileCounter {
-  unsigned int next;  // tickets taken after the first wave: ticket = gridDim.x + next++
-  unsigned int done;  // CTAs that have made their last fetch
-};
-constexpr int kSm90TileCounterSlots = 4096;
-static_assert((kSm90TileCounterSlots & (kSm90TileCounterSlots - 1)) == 0, "a power of two");
-static __device__ Sm90TileCounter g_sm90_tile_counters[kSm90TileCounterSlots];
-
 // What a producer fill loads into a stage (fwd_kernel_sm90_ws).
 enum Sm90Fill { kFillK, kFillV, kFillKV };
-
-// A tile id's (query block, head, batch, split), in the order of the kernel's tile list (query
-// blocks innermost, the latest query block of a head first). Shared by producer and consumers.
-struct Sm90Tile {
-  int m_block, head, batch, split;
-};
-
-// DynamicTiles: what the producer publishes with a Q buffer, so that the consumers need not
-// decode the tile (three integer divisions) nor compute its key blocks again: the tile (m_block
-// -1: no more tiles) and its key-block range, split included.
-struct alignas(16) Sm90PublishedTile {
-  Sm90Tile at;
-  BlockRange range;
-  int pad[2];
-};
-__device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_heads,
-                                              int num_splits) {
-  const int rest = tile / m_blocks;
-  return Sm90Tile{m_blocks - 1 - tile % m_blocks, rest % num_heads,
-                  rest / num_heads / num_splits, rest / num_heads % num_splits};
-}
 
 // Warp-specialised variant: warpgroup 0 produces (TMA or cp.async of Q into its buffer and of
 // K/V into a ring of stages, each published by an mbarrier that completes when the copies land),
@@ -121,38 +75,34 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
 // have barrier pairs of their own, K released after its QK^T, V after its P V. No CTA barrier in the loop,
 // so the consumers drift apart and one's softmax runs under the other's GEMMs; the producer
 // gives registers to the consumers (setmaxnreg).
-// DynamicTiles: the producer takes each next tile from the launch's ticket counter and tells the
-// consumers which tile each Q buffer holds (see the producer); instantiated for persistent,
-// unpaged launches only. `sched_slot` (its counter slot) is unused otherwise.
-template <typename T, int HeadDim, bool Paged, int QBuffers, bool DynamicTiles = false,
+// DynamicTiles: persistent CTAs; the producer takes each next tile from the launch's ticket
+// counter and tells the consumers which tile each Q buffer holds (see the producer);
+// instantiated for unpaged launches only. Otherwise one tile per CTA.
+template <typename T, int HeadDim, bool Paged, bool DynamicTiles = false,
           int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
 __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
-                       const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks,
-                       int sched_slot) {
-  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN, ConsumerWGs>;
+                       const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks) {
+  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs>;
+  constexpr int QBuffers = Tr::kQBuffers;
+  using Scheduler = std::conditional_t<DynamicTiles, DynamicTileScheduler, SingleTileScheduler>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   const flare_mha_fwd_params& p = launch.p;
 
-  // Tiles (query block, head, batch, split), query blocks innermost so the CTAs in flight
-  // share their heads' K/V in L2 (an order with heads innermost measured 10-30% slower), the
-  // heaviest (latest) query block of a head first. A CTA takes tiles blockIdx.x,
-  // blockIdx.x + gridDim.x, ...: one tile per CTA when the grid covers them all; persistent
-  // CTAs otherwise, whose next tile's loads overlap the current tile's epilogue. DynamicTiles:
-  // tile blockIdx.x first, then tickets gridDim.x + atomicAdd(next, 1) in the same order until
-  // a ticket reaches num_tiles, so a CTA that finishes early takes the next tile.
+  // Tiles in the scheduler's order (tile_scheduler.cuh); persistent CTAs load the next tile
+  // while the current one's epilogue runs.
   const int num_tiles = m_blocks * p.num_heads * p.batch * launch.num_splits;
   const int heads_per_kv = p.num_heads / p.num_heads_k;
   // DynamicTiles: the tile whose Q buffer b holds (Sm90PublishedTile), written by producer
   // thread 0 before its own arrival on full_q(b) (a release, counted besides the producer
   // threads' data arrivals), read by the consumers after their full_q(b) wait; and the
-  // producer's fetched tickets, two words (see next_tile). Unreferenced without DynamicTiles.
+  // scheduler's shared words. Unreferenced without DynamicTiles.
   // Named barrier of the producer threads (1 .. kConsumerWGs are the consumers' ping-pong).
   constexpr int kProducerBarrier = 1 + Tr::kConsumerWGs;
   __shared__ Sm90PublishedTile s_q_tile[QBuffers];
-  __shared__ int s_ticket[2];
-  static_assert(!DynamicTiles || Tr::kSmemBytes + sizeof(s_q_tile) + sizeof(s_ticket) <= 227 * 1024,
+  __shared__ typename Scheduler::SharedStorage s_sched;
+  static_assert(!DynamicTiles || Tr::kSmemBytes + sizeof(s_q_tile) + sizeof(s_sched) <= 227 * 1024,
                 "shared memory per CTA");
 
   extern __shared__ unsigned char smem_raw[];
@@ -201,31 +151,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     // rows takes one (those without key blocks take it without data, so that the consumers
     // write their empty output), and a final -1 takes the next one. q_fills then counts these
     // publications, as the consumers' q_uses does.
-    int fetches = 0;  // tickets fetched so far: word fetches % 2 of s_ticket
-    // (A function rather than a reference: the address is then recomputed where it is used
-    // instead of being kept, and spilled, across the loads.)
-    auto counter = [&]() -> Sm90TileCounter& {
-      return g_sm90_tile_counters[unsigned(sched_slot) % kSm90TileCounterSlots];
-    };
-    // The CTA's next tile: static striding, or the next ticket (num_tiles once they are all
-    // taken), fetched by thread 0 and passed to the other producer threads through s_ticket and
-    // the producer barrier. Two words: thread 0 writes word f % 2 at fetch f, and reaches fetch
-    // f + 2 only after every producer thread has passed barrier f + 1, so after it read word f.
-    auto next_tile = [&](int tile) -> int {
-      if constexpr (DynamicTiles) {
-        if (threadIdx.x == 0) {
-          const unsigned int ticket = gridDim.x + atomicAdd(&counter().next, 1u);
-          s_ticket[fetches & 1] = ticket < unsigned(num_tiles) ? int(ticket) : num_tiles;
-        }
-        __syncwarp();
-        named_barrier_sync(kProducerBarrier, producer_threads);
-        // Every lane reads the same word; redux.sync puts it in a uniform register, so the
-        // compiler knows the tile (and what derives from it) is warp-uniform.
-        return __reduce_max_sync(0xffffffffu, s_ticket[fetches++ & 1]);
-      } else {
-        return tile + int(gridDim.x);
-      }
-    };
+    Scheduler sched(launch, num_tiles, s_sched, producer_threads, kProducerBarrier);
     // DynamicTiles: the next Q buffer in the ring (after the consumers released its previous
     // use), published with the tile it holds and its key blocks (m_block -1: none, the
     // consumers stop). The caller still makes the data arrivals (one per producer thread).
@@ -241,7 +167,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       }
       return qb;
     };
-    for (int tile = blockIdx.x; tile < num_tiles; tile = next_tile(tile)) {
+    for (int tile = sched.initial_work(); sched.is_valid(tile); tile = sched.next_work(tile)) {
       const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
       const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
       const SequenceInfo seq = sequence_info(p, batch);
@@ -366,17 +292,6 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       it += num_blocks;
     }
     if constexpr (DynamicTiles) {
-      // This CTA has made its last fetch (none if blockIdx.x >= num_tiles): count it. The CTA
-      // that completes the count puts the slot back to zero for the launch that takes it next;
-      // every fetch of this launch precedes its CTA's count, so none can follow the reset.
-      if (threadIdx.x == 0) {
-        __threadfence();
-        if (atomicAdd(&counter().done, 1u) == gridDim.x - 1) {
-          __threadfence();
-          atomicExch(&counter().next, 0u);
-          atomicExch(&counter().done, 0u);
-        }
-      }
       // No more tiles: -1 through the next Q buffer (no data) stops the consumers.
       mbarrier_arrive(full_q(publish_q_buffer(Sm90Tile{-1, 0, 0, 0}, BlockRange{0, 0})));
     }
@@ -409,6 +324,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
   if (pingpong && wg == Tr::kConsumerWGs - 1) named_barrier_arrive(1, 256);
   // DynamicTiles: every Q buffer the producer publishes, tiles without key blocks included,
   // counts as a use; the loop ends at the published -1.
+  // One tile (SingleTileScheduler: blockIdx.x), or the published ones until the -1.
   for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
   Sm90Tile at;
   BlockRange range;

@@ -4,7 +4,6 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
@@ -15,19 +14,6 @@
 namespace flare {
 
 namespace sm90 {
-
-// The next slot of this translation unit's ring of tile counters (fwd_kernel_sm90_ws.cuh), one
-// per dynamic-tiles launch, round robin.
-static std::atomic<unsigned int> g_sm90_next_tile_counter_slot{0};
-
-// Whether a dynamic-tiles launch may go to `stream`: not while it is being captured (a graph
-// would replay the captured counter slot while later launches take it round robin), nor when
-// the capture status cannot be read. Those launches run one CTA per tile instead.
-inline bool dynamic_tiles_allowed(cudaStream_t stream) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  return cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
-         status == cudaStreamCaptureStatusNone;
-}
 
 // The Q and K/V tensor maps of a launch whose instance has block_m-row query tiles and
 // block_n-key blocks, where the variant and the launch allow TMA.
@@ -45,43 +31,34 @@ inline int make_ws_tensor_maps(const flare_mha_fwd_params& p, const Sm90Variant&
   return 0;
 }
 
-// The warp-specialised kernel with QBuffers Q buffers, BlockN-key blocks and ConsumerWGs
-// consumer warpgroups (tensor maps built for its tiles): one CTA per tile or, when persistent,
-// one per SM, walking the tiles by static striding or (dynamic_tiles, unpaged persistent
-// launches only) by tickets of an atomic counter. A BlockN other than the head dim's default
-// (sm90_long_block_n) or three consumer warpgroups have the dynamic-tiles instance only, which
-// is all launch_ws sends them.
-template <typename T, int HeadDim, int QBuffers, int BlockN = sm90_default_block_n(HeadDim),
+// The warp-specialised kernel with BlockN-key blocks and ConsumerWGs consumer warpgroups
+// (tensor maps built for its tiles): persistent CTAs, one per SM, taking tiles from the
+// launch's ticket counter (`dynamic`: unpaged launches with a counter), or one CTA per tile. A
+// BlockN other than the head dim's default (sm90_long_block_n) or three consumer warpgroups
+// have the dynamic instance only, which is all launch_ws sends them.
+template <typename T, int HeadDim, int BlockN = sm90_default_block_n(HeadDim),
           int ConsumerWGs = 2>
-int launch_ws_kernel(const FwdLaunch& launch, const Sm90Variant& variant, bool persistent,
-                     bool dynamic_tiles, cudaStream_t stream) {
-  using Tr = Sm90WsTraits<HeadDim, QBuffers, BlockN, ConsumerWGs>;
+int launch_ws_kernel(const FwdLaunch& launch, const Sm90Variant& variant, bool dynamic,
+                     cudaStream_t stream) {
+  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs>;
   Sm90TensorMaps maps{};
   const int maps_err = make_ws_tensor_maps(launch.p, variant, Tr::kBlockM, Tr::kBlockN, &maps);
   if (maps_err != 0) return maps_err;
   constexpr bool kDefaultBlock = BlockN == sm90_default_block_n(HeadDim) && ConsumerWGs == 2;
-  auto kernel =
-      fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, !kDefaultBlock, BlockN, ConsumerWGs>;
-  int sched_slot = 0;
+  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, true, BlockN, ConsumerWGs>;
   if (is_paged(launch.p)) {
-    // Paged KV has instances for d64 / d128 with one Q buffer only: variant.cpp keeps paged
-    // d256 on the all-threads kernel and paged launches at one Q buffer and static striding.
-    if constexpr (HeadDim <= 128 && QBuffers == 1 && kDefaultBlock)
-      kernel = fwd_kernel_sm90_ws<T, HeadDim, true, 1>;
+    // Paged KV has one-CTA-per-tile instances for d64 / d128: variant.cpp keeps paged d256 on
+    // the all-threads kernel.
+    if constexpr (HeadDim <= 128 && kDefaultBlock)
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, true, false>;
     else
       return cudaErrorInvalidConfiguration;
-  } else if (persistent && dynamic_tiles) {
-    if (dynamic_tiles_allowed(stream)) {
-      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, QBuffers, true, BlockN, ConsumerWGs>;
-      sched_slot = int(g_sm90_next_tile_counter_slot.fetch_add(1, std::memory_order_relaxed) %
-                       kSm90TileCounterSlots);
-    } else if (kDefaultBlock) {
-      persistent = false;  // captured: one CTA per tile (the hardware balances), not striding
-    } else {
+    dynamic = false;
+  } else if (!dynamic) {
+    if constexpr (kDefaultBlock)
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, false>;
+    else
       return cudaErrorInvalidConfiguration;
-    }
-  } else if (!kDefaultBlock) {
-    return cudaErrorInvalidConfiguration;
   }
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
@@ -91,7 +68,7 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90Variant& variant, bool p
       int64_t(m_blocks) * launch.p.num_heads * launch.p.batch * launch.num_splits;
   if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
   int ctas = int(tiles);
-  if (persistent) {
+  if (dynamic) {
     int device = 0, sms = 0;
     err = cudaGetDevice(&device);
     if (err == cudaSuccess)
@@ -100,36 +77,29 @@ int launch_ws_kernel(const FwdLaunch& launch, const Sm90Variant& variant, bool p
     ctas = ctas < sms ? ctas : sms;  // one CTA per SM (its shared memory allows no more)
   }
   kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
-                                                           m_blocks, sched_slot);
+                                                           m_blocks);
   return cudaGetLastError();
 }
 
 // The warp-specialised kernel: the instance with the variant's consumer warpgroups and key
-// block (three warpgroups or the long block only with dynamic tiles outside stream capture), Q
-// buffers (2 only for persistent, unpaged launches of d64 / d128) and tile scheduler (dynamic
-// only for persistent, unpaged launches outside stream capture).
+// block (three warpgroups or the long block only with dynamic tiles) and tile scheduler
+// (dynamic for persistent, unpaged launches whose workspace holds a tile counter; one CTA per
+// tile otherwise).
 template <typename T, int HeadDim>
 int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t stream) {
   constexpr int kLongN = sm90_long_block_n(HeadDim);
-  const bool dynamic_only_ok =
-      variant.dynamic_tiles && !is_paged(launch.p) && dynamic_tiles_allowed(stream);
-  const bool two_q = variant.q_buffers == 2 && variant.persistent && !is_paged(launch.p);
+  const bool dynamic = variant.persistent && variant.dynamic_tiles && !is_paged(launch.p) &&
+                       launch.tile_counter != nullptr;
   if constexpr (sm90_max_consumer_wgs(HeadDim) >= 3) {
-    if (variant.consumer_wgs == 3 && dynamic_only_ok)
-      return launch_ws_kernel<T, HeadDim, 1, sm90_default_block_n(HeadDim), 3>(launch, variant,
-                                                                              true, true, stream);
+    if (variant.consumer_wgs == 3 && dynamic)
+      return launch_ws_kernel<T, HeadDim, sm90_default_block_n(HeadDim), 3>(launch, variant,
+                                                                           true, stream);
   }
   if constexpr (kLongN > 0) {
-    if (variant.block_n == kLongN && dynamic_only_ok)
-      return two_q ? launch_ws_kernel<T, HeadDim, 2, kLongN>(launch, variant, true, true, stream)
-                   : launch_ws_kernel<T, HeadDim, 1, kLongN>(launch, variant, true, true, stream);
+    if (variant.block_n == kLongN && dynamic)
+      return launch_ws_kernel<T, HeadDim, kLongN>(launch, variant, true, stream);
   }
-  if constexpr (sm90_max_q_buffers(HeadDim) >= 2) {
-    if (two_q)
-      return launch_ws_kernel<T, HeadDim, 2>(launch, variant, true, variant.dynamic_tiles, stream);
-  }
-  return launch_ws_kernel<T, HeadDim, 1>(launch, variant, variant.persistent,
-                                         variant.dynamic_tiles, stream);
+  return launch_ws_kernel<T, HeadDim>(launch, variant, dynamic, stream);
 }
 
 // The all-threads kernel: one CTA per (query block, head, batch x split).
