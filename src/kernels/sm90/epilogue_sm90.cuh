@@ -1,4 +1,4 @@
-// Epilogue of the Hopper forward kernels (both the all-threads and the warp-specialised one):
+// Epilogue (store) of the Hopper forward kernels, the all-threads and the warp-specialised one:
 // one consumer thread's two query rows of the O accumulators (wgmma m64 layout: rows row_base
 // and row_base + 8, columns 8 j + 2 t and 8 j + 2 t + 1 of every n8 tile j) normalised and
 // written, with the LSE, to the output or to the split accumulators.
@@ -57,9 +57,8 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
   // 8-byte stores: the two threads of a lane pair (t, t ^ 1) swap one word per pair of n8 tiles
   // (k, k + 1), so that the even thread holds columns 2t .. 2t + 3 of tile k and the odd one
   // columns 2t - 2 .. 2t + 1 of tile k + 1: a warp store covers 8 rows x 32 contiguous bytes
-  // (whole sectors). Per two words one shuffle and three selects; 16-byte stores after a
-  // two-step quad transpose took two shuffles and six (the epilogue was then 15% of the d256
-  // instructions at 512 keys). Rows are at least 8-byte aligned (validated base and strides); a
+  // (whole sectors), for one shuffle and three selects per two words (docs/decisions.md).
+  // Rows are at least 8-byte aligned (validated base and strides); a
   // padded head dim (a multiple of 8) ends on a chunk boundary. The shuffles need the whole
   // pair, so rows past the sequence take part and only skip the store.
   const bool upper = (t & 1) != 0;

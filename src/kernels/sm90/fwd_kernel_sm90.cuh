@@ -20,6 +20,7 @@
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/epilogue_sm90.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
+#include "kernels/sm90/tile_scheduler.cuh"
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_ops.cuh"
 
@@ -77,20 +78,22 @@ __device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
   });
 }
 
-// Paged is a template flag: the per-row block-table lookup would otherwise sit, branched, in
-// every row address of every tile load.
+// One tile per CTA (SingleTileScheduler, m_blocks query blocks per head). Paged is a template
+// flag: the per-row block-table lookup would otherwise sit, branched, in every row address of
+// every tile load.
 template <typename T, int HeadDim, bool Paged>
 __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
-    fwd_kernel_sm90(const __grid_constant__ FwdLaunch launch) {
+    fwd_kernel_sm90(const __grid_constant__ FwdLaunch launch, int m_blocks) {
   using Tr = Sm90Traits<HeadDim>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   const flare_mha_fwd_params& p = launch.p;
 
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavier causal blocks first
-  const int head = blockIdx.y;
-  const int batch = blockIdx.z / launch.num_splits;
-  const int split = blockIdx.z % launch.num_splits;
+  const SingleTileScheduler sched(m_blocks * p.num_heads * p.batch * launch.num_splits);
+  const int tile = sched.initial_work();
+  if (!sched.is_valid(tile)) return;
+  const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
+  const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
   const SequenceInfo seq = sequence_info(p, batch);
   const int m0 = m_block * kBlockM;
   if (m0 >= seq.seqlen_q) return;

@@ -52,6 +52,8 @@ struct SingleTileScheduler {
 
   int num_tiles;
 
+  __device__ __forceinline__ explicit SingleTileScheduler(int num_tiles_) : num_tiles(num_tiles_) {}
+  // The dynamic scheduler's signature (the warp-specialised kernel builds either).
   __device__ __forceinline__ SingleTileScheduler(const FwdLaunch&, int num_tiles_,
                                                  SharedStorage&, int /*threads*/, int /*bar*/)
       : num_tiles(num_tiles_) {}
