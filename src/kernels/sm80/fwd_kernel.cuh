@@ -24,6 +24,7 @@
 #include "common/smem_swizzle.h"
 #include "common/split.h"
 #include "common/tile_config.h"
+#include "kernels/common/online_softmax.cuh"
 #include "kernels/element_type.cuh"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
@@ -210,17 +211,17 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   const int64_t acc_row0 =
       ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
 
+  // O and the online softmax of this thread's rows: row 2 mt + hr is row g + 8 hr of m16 tile
+  // mt of the warp.
   float acc_o[kMTiles][kDTiles][4];
-  float row_max[kMTiles][2], row_sum[kMTiles][2];
 #pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt) {
+  for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] = 0.f;
-    row_max[mt][0] = row_max[mt][1] = -INFINITY;
-    row_sum[mt][0] = row_sum[mt][1] = 0.f;
-  }
+  OnlineSoftmax<2 * kMTiles> softmax;
+  softmax.init();
 
   // Softmax works in log2 units: p = exp2(x * unit_log2 - max * unit_log2). Without softcap x is
   // the raw q.k and unit = scale; with softcap x is already the capped score and unit = 1.
@@ -433,32 +434,10 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       // Online softmax: new row max and the rescale factor of what was accumulated; then the
       // probabilities, packed to 16 bits at once (they are the A operand of P V) so the fp32
       // scores die early and the accumulators keep their registers.
-      float correction[kMTiles][2];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          float mx = row_max[mt][hr];
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt)
-            mx = fmaxf(mx, fmaxf(acc_s[mt][nt][2 * hr], acc_s[mt][nt][2 * hr + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
-          const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
-          correction[mt][hr] = fast_exp2(row_max[mt][hr] * unit_log2 - base);
-          row_max[mt][hr] = mx;
-          float sum = 0.f;
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-            for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-              const float pe = fast_exp2(acc_s[mt][nt][e] * unit_log2 - base);
-              acc_s[mt][nt][e] = pe;
-              sum += pe;
-            }
-          row_sum[mt][hr] = row_sum[mt][hr] * correction[mt][hr] + sum;
-        }
+      float correction[2 * kMTiles];
+      softmax.update<2 * kNTiles>(
+          [&](int r, int c) -> float& { return acc_s[r / 2][c / 2][2 * (r % 2) + c % 2]; },
+          unit_log2, correction);
       // The S accumulators of two adjacent n8 tiles form the A fragment of one k16 step of PV.
       uint32_t p_frag[kNTiles / 2][kMTiles][4];
 #pragma unroll
@@ -474,12 +453,8 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt) {
-          acc_o[mt][dt][0] *= correction[mt][0];
-          acc_o[mt][dt][1] *= correction[mt][0];
-          acc_o[mt][dt][2] *= correction[mt][1];
-          acc_o[mt][dt][3] *= correction[mt][1];
-        }
+        for (int dt = 0; dt < kDTiles; ++dt)
+          OnlineSoftmax<2 * kMTiles>::rescale_tile(acc_o[mt][dt], correction, mt);
 
       // O += P V.
 #pragma unroll
@@ -498,20 +473,10 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     }
   }
 
-  // Epilogue: finish the row sums across the quad, normalise, write O and the LSE.
-  float inv_sum[kMTiles][2], lse[kMTiles][2];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      float sum = row_sum[mt][hr];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const bool empty = !(sum > 0.f);
-      inv_sum[mt][hr] = empty ? 0.f : 1.f / sum;
-      lse[mt][hr] = empty ? -INFINITY
-                          : (row_max[mt][hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
-    }
+  // Epilogue: finish the row sums across the quad, normalise, write O and the LSE (row
+  // 2 mt + hr of inv_sum and lse).
+  float inv_sum[2 * kMTiles], lse[2 * kMTiles];
+  softmax.finalize(unit_log2, inv_sum, lse);
 
   // Where the rows go (wide step: the sequence, head and split read back from shared memory).
   SequenceInfo seq_o = seq;
@@ -535,16 +500,16 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
         if (row >= seq_o.seqlen_q) continue;
         const int64_t acc_row = acc_row0_o + row;
-        if (t == 0) launch.lse_accum[acc_row] = lse[mt][hr];
-        if (lse[mt][hr] == -INFINITY) continue;  // the combine skips empty parts
+        if (t == 0) launch.lse_accum[acc_row] = lse[2 * mt + hr];
+        if (lse[2 * mt + hr] == -INFINITY) continue;  // the combine skips empty parts
         float* o = launch.o_accum + acc_row * p.head_dim;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
           const int col = dt * 8 + 2 * t;
           if (col < p.head_dim)
             *reinterpret_cast<float2*>(o + col) =
-                make_float2(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
-                            acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+                make_float2(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
+                            acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
         }
       }
     return;
@@ -565,12 +530,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         if constexpr (Swizzled) {
           *reinterpret_cast<uint32_t*>(staged + smem_chunk_offset(true, kRowBytes, r, col / 8) +
                                        (col % 8) * 2) =
-              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
-                       acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
+                       acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
         } else {
           *reinterpret_cast<uint32_t*>(staged + r * kRowBytes + col * 2) =
-              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
-                       acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
+                       acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
         }
       }
     }
@@ -598,7 +563,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
-        if (row < seq_o.seqlen_q) p.lse[lse_offset(p, seq_o, row, head_o)] = lse[mt][hr];
+        if (row < seq_o.seqlen_q) p.lse[lse_offset(p, seq_o, row, head_o)] = lse[2 * mt + hr];
       }
   }
 }

@@ -78,21 +78,18 @@ __device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
   });
 }
 
-// One tile per CTA (SingleTileScheduler, m_blocks query blocks per head). Paged is a template
-// flag: the per-row block-table lookup would otherwise sit, branched, in every row address of
-// every tile load.
+// One tile per CTA of a 3-D grid (SingleTileScheduler::grid_tile). Paged is a template flag:
+// the per-row block-table lookup would otherwise sit, branched, in every row address of every
+// tile load.
 template <typename T, int HeadDim, bool Paged>
 __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
-    fwd_kernel_sm90(const __grid_constant__ FwdLaunch launch, int m_blocks) {
+    fwd_kernel_sm90(const __grid_constant__ FwdLaunch launch) {
   using Tr = Sm90Traits<HeadDim>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   const flare_mha_fwd_params& p = launch.p;
 
-  const SingleTileScheduler sched(m_blocks * p.num_heads * p.batch * launch.num_splits);
-  const int tile = sched.initial_work();
-  if (!sched.is_valid(tile)) return;
-  const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
+  const Sm90Tile at = SingleTileScheduler::grid_tile(launch.num_splits);
   const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
   const SequenceInfo seq = sequence_info(p, batch);
   const int m0 = m_block * kBlockM;
@@ -125,7 +122,8 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   float acc_o[HeadDim / 2];
 #pragma unroll
   for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  Sm90Softmax softmax;
+  softmax.init();
 
   const ScoreUnits units = score_units(p, batch, head);
   const bool has_softcap = units.has_softcap;
@@ -142,7 +140,7 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     modify_wgmma_block_scores<kSTiles>(acc_s, mask, diagonal, row_base, n_block * kBlockN + 2 * t,
                                        pv_in_flight, has_softcap, p.softcap, cap_in, alibi,
                                        needs_mask);
-    softmax_block_step<T, kBlockN>(acc_s, row_max, row_sum, unit_log2, p_frag, correction);
+    softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
   };
 
   if (range.end > range.begin) {
@@ -227,7 +225,7 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     fence_registers(acc_o);
   }
 
-  store_output_rows<T, HeadDim>(launch, seq, acc_o, row_max, row_sum, unit_log2, row_base, t,
+  store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax, unit_log2, row_base, t,
                                  batch, head, split);
 }
 

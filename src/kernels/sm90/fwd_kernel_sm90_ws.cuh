@@ -132,9 +132,10 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       float acc_o[HeadDim / 2];
 #pragma unroll
       for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
-      float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-      mainloop.mma(at, seq, mask, m0, range, acc_o, row_max, row_sum);
-      store_output_rows<T, HeadDim>(launch, seq, acc_o, row_max, row_sum,
+      Sm90Softmax softmax;
+      softmax.init();
+      mainloop.mma(at, seq, mask, m0, range, acc_o, softmax);
+      store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax,
                                     mainloop.units.unit_log2, mainloop.row_base(m0), mainloop.t,
                                     at.batch, at.head, at.split);
     }

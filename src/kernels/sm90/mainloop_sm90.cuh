@@ -107,12 +107,11 @@ struct Sm90Mainloop {
     return true;
   }
 
-  // This warpgroup's rows of the tile at (m0, at) against key blocks `range`: O (unnormalised)
-  // and the online-softmax state (row maxima in score units, row sums).
+  // This warpgroup's rows of the tile at (m0, at) against key blocks `range`, accumulated into
+  // O (unnormalised) and the online-softmax state.
   __device__ __forceinline__ void mma(const Sm90Tile& at, const SequenceInfo& seq,
                                       const MaskSpec& mask, int m0, const BlockRange& range,
-                                      float (&acc_o)[kHeadDim / 2], float (&row_max)[2],
-                                      float (&row_sum)[2]) {
+                                      float (&acc_o)[kHeadDim / 2], Sm90Softmax& softmax) {
     const flare_mha_fwd_params& p = launch.p;
     const int num_blocks = range.end - range.begin;
     const int row0 = row_base(m0);
@@ -137,7 +136,7 @@ struct Sm90Mainloop {
                              uint32_t (&p_frag)[kBlockN / 16][4], float (&correction)[2],
                              bool pv_in_flight) {
       modify_block_scores(acc_s, n_block, pv_in_flight);
-      softmax_block_step<T, kBlockN>(acc_s, row_max, row_sum, unit_log2, p_frag, correction);
+      softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
     };
 
     if (num_blocks > 0) {
@@ -235,7 +234,7 @@ struct Sm90Mainloop {
                                            // until P V(i-1) is done with p_cur)
         if constexpr (Tr::kSingleP) {
           modify_block_scores(acc_s, block_of(i), true);
-          softmax_block_update<kBlockN>(acc_s, row_max, row_sum, unit_log2, correction);
+          softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
         } else {
           softmax_block(acc_s, block_of(i), p_next, correction, true);
         }

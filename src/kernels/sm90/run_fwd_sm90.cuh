@@ -102,7 +102,7 @@ int launch_ws(const FwdLaunch& launch, const Sm90Variant& variant, cudaStream_t 
   return launch_ws_kernel<T, HeadDim>(launch, variant, dynamic, stream);
 }
 
-// The all-threads kernel: one CTA per tile (query block, head, batch, split).
+// The all-threads kernel: one CTA per tile, a 3-D grid (query block, head, batch x split).
 template <typename T, int HeadDim>
 int launch_all_threads(const FwdLaunch& launch, cudaStream_t stream) {
   using Tr = Sm90Traits<HeadDim>;
@@ -112,10 +112,8 @@ int launch_all_threads(const FwdLaunch& launch, cudaStream_t stream) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   if (err != cudaSuccess) return err;
   const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
-  const int64_t tiles =
-      int64_t(m_blocks) * launch.p.num_heads * launch.p.batch * launch.num_splits;
-  if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
-  kernel<<<int(tiles), Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, m_blocks);
+  const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch);
   return cudaGetLastError();
 }
 

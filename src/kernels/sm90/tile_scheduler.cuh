@@ -52,7 +52,6 @@ struct SingleTileScheduler {
 
   int num_tiles;
 
-  __device__ __forceinline__ explicit SingleTileScheduler(int num_tiles_) : num_tiles(num_tiles_) {}
   // The dynamic scheduler's signature (the warp-specialised kernel builds either).
   __device__ __forceinline__ SingleTileScheduler(const FwdLaunch&, int num_tiles_,
                                                  SharedStorage&, int /*threads*/, int /*bar*/)
@@ -62,6 +61,14 @@ struct SingleTileScheduler {
   // Past the last tile when the grid covers every tile. (A grid stride rather than a constant:
   // the loop the kernels write around it then compiles to fewer instructions.)
   __device__ __forceinline__ int next_work(int tile) { return tile + int(gridDim.x); }
+
+  // The tile of a CTA of a 3-D grid (m_blocks, heads, batch x splits), in the same order: the
+  // all-threads kernel's launch, which so needs no tile-id decode (its d256 instances have no
+  // registers to spare for one).
+  static __device__ __forceinline__ Sm90Tile grid_tile(int num_splits) {
+    return Sm90Tile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y),
+                    int(blockIdx.z / unsigned(num_splits)), int(blockIdx.z % unsigned(num_splits))};
+  }
 };
 
 // Persistent CTAs taking tickets from the launch's counter (launch.tile_counter, zero at launch
