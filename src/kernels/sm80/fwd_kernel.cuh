@@ -45,9 +45,8 @@ struct KvSource {
 
 // CTA-uniform values that the wide-step kernel keeps in shared memory instead of in
 // registers across the main loop: written once by thread 0 behind a barrier, re-read (one
-// broadcast LDS each) where an iteration or the epilogue needs them. With 128 O + 64 S fp32
-// accumulators per thread, the ~20 registers these took (with the next-K address math before
-// the softmax) were what spilled.
+// broadcast LDS each) where an iteration or the epilogue needs them. Beside 128 O + 64 S fp32
+// accumulators per thread, the registers they would take spill (docs/decisions.md).
 struct FwdCtaState {
   SequenceInfo seq;
   KvSource kv;
@@ -66,7 +65,7 @@ struct FwdCtaState {
 // Swizzled (the default for head dims that are multiples of 64; FLARE_SM80_SWIZZLE=0 for padded
 // rows): unpadded rows with XOR-swizzled chunks (common/smem_swizzle.h) instead of rows padded
 // by 16 bytes, so each cp.async 8-lane group fills one aligned 128-byte line (padded rows split
-// the requests: decode kernel -6%, prefill -3..9%; docs/notes/sm80-kernel.md, steps 7 and 9).
+// the requests; docs/decisions.md).
 template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n, bool Swizzled = false>
 struct FwdTraits {
   static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
@@ -105,8 +104,7 @@ struct FwdTraits {
   static_assert(!Swizzled || HeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
 };
 
-// Byte offset of element `col` (a multiple of 8) of row `row` in a head_dim-wide tile (the
-// padded form is kept as it was written for the measured kernels).
+// Byte offset of element `col` (a multiple of 8) of row `row` in a head_dim-wide tile.
 template <int HeadDim, bool Swizzled>
 __device__ __forceinline__ uint32_t tile_element_offset(int row, int col) {
   return Swizzled ? smem_chunk_offset(true, smem_row_bytes(HeadDim, true), row, col / 8)
@@ -327,7 +325,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     // Per-lane ldmatrix addresses (see the fragment layouts of mma.m16n8k16): Q and V read row
     // (lane & 7) + 8 ((lane >> 3) & 1), chunk 2 s + (lane >> 4); K reads row
     // (lane & 7) + 8 (lane >> 4), chunk 2 s + ((lane >> 3) & 1). Step s: ldm(lane, s).
-    // (Padded rows keep their original expressions, so the default kernels' code is unchanged.)
+    // (The padded rows' expressions are written out separately: docs/decisions.md.)
     const int qv_row = (lane & 7) + ((lane >> 3) & 1) * 8, qv_half = lane >> 4;
     const int k_row = (lane & 7) + (lane >> 4) * 8, k_half = (lane >> 3) & 1;
     const uint32_t q_lane =

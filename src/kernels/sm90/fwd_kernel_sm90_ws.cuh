@@ -128,16 +128,12 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
         range = key_block_range(mask, m0, m0 + Tr::kBlockM, Tr::kBlockN);
         if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, at.split);
       }
-      // O and the online-softmax state of this thread's two rows, empty.
-      float acc_o[HeadDim / 2];
-#pragma unroll
-      for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
-      Sm90Softmax softmax;
-      softmax.init();
-      mainloop.mma(at, seq, mask, m0, range, acc_o, softmax);
-      store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax,
-                                    mainloop.units.unit_log2, mainloop.row_base(m0), mainloop.t,
-                                    at.batch, at.head, at.split);
+      // S = QK^T, softmax, O += PV over the tile's key blocks; then the epilogue stores the rows.
+      mainloop.mma(at, seq, mask, m0, range, [&](const auto& acc_o, const Sm90Softmax& softmax) {
+        store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax, mainloop.units.unit_log2,
+                                      mainloop.row_base(m0), mainloop.t, at.batch, at.head,
+                                      at.split);
+      });
     }
     mainloop.turns.finish();  // the last warpgroup's final hand-over
   }

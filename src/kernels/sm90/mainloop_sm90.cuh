@@ -108,14 +108,21 @@ struct Sm90Mainloop {
   }
 
   // This warpgroup's rows of the tile at (m0, at) against key blocks `range`, accumulated into
-  // O (unnormalised) and the online-softmax state.
+  // O (unnormalised) and the online-softmax state, which are then handed to
+  // epilogue(acc_o, softmax).
+  template <typename Epilogue>
   __device__ __forceinline__ void mma(const Sm90Tile& at, const SequenceInfo& seq,
                                       const MaskSpec& mask, int m0, const BlockRange& range,
-                                      float (&acc_o)[kHeadDim / 2], Sm90Softmax& softmax) {
+                                      Epilogue&& epilogue) {
     const flare_mha_fwd_params& p = launch.p;
     const int num_blocks = range.end - range.begin;
     const int row0 = row_base(m0);
     const uint32_t sQ = smem.q;
+    float acc_o[kHeadDim / 2];
+#pragma unroll
+    for (int i = 0; i < kHeadDim / 2; ++i) acc_o[i] = 0.f;
+    Sm90Softmax softmax;
+    softmax.init();
 
     const bool has_softcap = units.has_softcap;
     const float unit_log2 = units.unit_log2, cap_in = units.cap_in;
@@ -281,6 +288,7 @@ struct Sm90Mainloop {
       smem.q_ring.consumer_release(q_uses);
       ++q_uses;
     }
+    epilogue(acc_o, softmax);
   }
 };
 
