@@ -57,7 +57,8 @@ struct OnlineSoftmax {
     for (int r = 0; r < Rows; ++r) {
       float mx = row_max[r];
 #pragma unroll
-      for (int k = 0; k < Cols / 2; ++k) mx = fmaxf(mx, fmaxf(score(r, 2 * k), score(r, 2 * k + 1)));
+      for (int k = 0; k < Cols / 2; ++k)
+        mx = fmaxf(mx, fmaxf(score(r, 2 * k), score(r, 2 * k + 1)));
       mx = Reduce::max(mx);
       const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
       correction[r] = sm80::fast_exp2(row_max[r] * unit_log2 - base);

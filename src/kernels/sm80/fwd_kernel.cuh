@@ -617,8 +617,9 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
     return cudaGetLastError();
   }
-  // d64/d96/d128 run the wide step by default: d96/d128 +7..17% over the 32-key step on the H100 (docs/notes/sm80-kernel.md,
-  // steps 6 and 7). FLARE_SM80_WIDE=0 (read once) selects the planner's tile instead. The kernel
+  // d64/d96/d128 run the wide step by default: d96/d128 +7..17% over the 32-key step on the
+  // H100 (docs/notes/sm80-kernel.md, steps 6 and 7). FLARE_SM80_WIDE=0 (read once) selects
+  // the planner's tile instead. The kernel
   // computes its key-block and split ranges in its own block size; the planner's split count
   // was chosen on the planner's blocks (32 keys at d96/d128, 64 at d64), which only changes how
   // evenly the splits divide the keys (a split may get no block; it writes LSE -inf and the
