@@ -16,6 +16,7 @@
 #pragma once
 #include "common/score_mods.h"
 #include "common/smem_swizzle.h"
+#include "kernels/common/online_softmax.cuh"
 
 namespace flare {
 namespace sm80 {
@@ -123,7 +124,9 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
   for (int dt = 0; dt < kDTiles; ++dt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc_o[dt][e] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  // This warp's online softmax of the thread's rows g and g + 8 over the warp's keys.
+  OnlineSoftmax<2> softmax;
+  softmax.init();
 
   if (num_blocks > 0) {
     auto q_row = [&](int r) -> int64_t {
@@ -301,38 +304,15 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 
       // Online softmax of this warp's keys.
       float correction[2];
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        float mx = fmaxf(row_max[hr], fmaxf(fmaxf(acc_s[0][2 * hr], acc_s[0][2 * hr + 1]),
-                                            fmaxf(acc_s[1][2 * hr], acc_s[1][2 * hr + 1])));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
-        correction[hr] = fast_exp2(row_max[hr] * unit_log2 - base);
-        row_max[hr] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-          for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-            const float pe = fast_exp2(acc_s[nt][e] * unit_log2 - base);
-            acc_s[nt][e] = pe;
-            sum += pe;
-          }
-        row_sum[hr] = row_sum[hr] * correction[hr] + sum;
-      }
+      softmax.update<4>([&](int r, int c) -> float& { return acc_s[c / 2][2 * r + c % 2]; },
+                        unit_log2, correction);
       uint32_t p_frag[4];
       p_frag[0] = pack2<T>(acc_s[0][0], acc_s[0][1]);
       p_frag[1] = pack2<T>(acc_s[0][2], acc_s[0][3]);
       p_frag[2] = pack2<T>(acc_s[1][0], acc_s[1][1]);
       p_frag[3] = pack2<T>(acc_s[1][2], acc_s[1][3]);
 #pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
-        acc_o[dt][0] *= correction[0];
-        acc_o[dt][1] *= correction[0];
-        acc_o[dt][2] *= correction[1];
-        acc_o[dt][3] *= correction[1];
-      }
+      for (int dt = 0; dt < kDTiles; ++dt) OnlineSoftmax<2>::rescale_tile(acc_o[dt], correction, 0);
       // O += P V over this warp's 16 keys (one k16 step).
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
@@ -346,19 +326,19 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     cp_async_wait<0>();
   }
 
-  // Merge the four warp states. Each warp publishes its row max (log2 units), row sum and
-  // unnormalised O rows; then each thread finishes 8 columns of one row.
+  // Merge the four warp states (OnlineSoftmax::merge_weight). Each warp publishes its row max
+  // (log2 units), row sum and unnormalised O rows; then each thread finishes 8 columns of one
+  // row.
   __syncthreads();  // every warp is done with the stages the partials overwrite
   float* part_o = reinterpret_cast<float*>(smem + Tr::kSmemQ);
   float* part_ml = part_o + Tr::kSmemPartO / 4;
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
-    float sum = row_sum[hr];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float sum = softmax.total_sum(hr);
     const int r = g + hr * 8;
     if (t == 0) {
-      part_ml[(warp * kBlockM + r) * 2] = row_max[hr] == -INFINITY ? -INFINITY : row_max[hr] * unit_log2;
+      const float mx = softmax.row_max[hr];
+      part_ml[(warp * kBlockM + r) * 2] = mx == -INFINITY ? -INFINITY : mx * unit_log2;
       part_ml[(warp * kBlockM + r) * 2 + 1] = sum;
     }
     float* o_row = part_o + (warp * kBlockM + r) * Tr::kPartRowFloats;
@@ -391,7 +371,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     for (int j = 0; j < 8; ++j) o[j] = 0.f;
 #pragma unroll
     for (int w = 0; w < Tr::kWarps; ++w) {
-      const float wt = mx == -INFINITY ? 0.f : fast_exp2(mw[w] - mx);
+      const float wt = OnlineSoftmax<2>::merge_weight(mw[w], mx);
       sum += wt * part_ml[(w * kBlockM + r) * 2 + 1];
       const float* o_row = part_o + (w * kBlockM + r) * Tr::kPartRowFloats + col;
       const float4 lo = *reinterpret_cast<const float4*>(o_row);
@@ -399,9 +379,9 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       o[0] += wt * lo.x, o[1] += wt * lo.y, o[2] += wt * lo.z, o[3] += wt * lo.w;
       o[4] += wt * hi.x, o[5] += wt * hi.y, o[6] += wt * hi.z, o[7] += wt * hi.w;
     }
-    const bool empty = !(sum > 0.f);
-    const float inv = empty ? 0.f : 1.f / sum;
-    const float lse = empty ? -INFINITY : (mx + __log2f(sum)) * 0.6931471805599453f;
+    const bool empty = !(sum > 0.f);  // no visible key in any warp's part
+    float inv, lse;
+    OnlineSoftmax<2>::finish(mx, sum, inv, lse);
 #pragma unroll
     for (int j = 0; j < 8; ++j) o[j] *= inv;
     if (split_mode) {

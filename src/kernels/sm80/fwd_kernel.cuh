@@ -1,16 +1,13 @@
 // The mma.sync forward kernel (sm80 and newer): one CTA computes a block_m x head_dim tile of
 // the output for one (batch, head, split), walking its key blocks from last to first with an
-// online softmax. Q stays in shared memory. K and V are loaded with cp.async on one of two
-// schedules (template flag Pipelined, chosen at launch):
-//  - single buffer (Pipelined = false): one K and one V buffer; V[n] streams in during
-//    S = QK^T, K[n-1] during softmax + PV, so each load has about half an iteration to land.
-//  - two-stage ring (Pipelined = true, opt-in, where shared memory allows): block n lives in
-//    stage n & 1, and each load is issued about one and a half iterations before it is read.
+// online softmax. Q stays in shared memory. K and V are loaded with cp.async into one K and one
+// V buffer: V[n] streams in during S = QK^T, K[n-1] during softmax + PV, so each load has about
+// half an iteration to land.
 // Keys per iteration (template BlockN): the planner's tile, and for d64/d96/d128 also a wide
-// step of 128/64/64 keys (the default; FLARE_SM80_WIDE=0 for the planner's; single buffer):
-// up to 128 O + 64 S fp32 accumulators per thread, so it keeps its CTA-uniform values
-// (sequence, mask, K/V source, alibi/softcap) in shared memory (FwdCtaState) and issues the next K load after the softmax, as the ring does. Q is read from
-// shared memory with ldmatrix at every k16 step of QK^T in every variant.
+// step of 128/64/64 keys: up to 128 O + 64 S fp32 accumulators per thread, so it keeps its
+// CTA-uniform values (sequence, mask, K/V source, alibi/softcap) in shared memory (FwdCtaState)
+// and issues the next K load after the softmax, where the fp32 scores are dead. Q is read from
+// shared memory with ldmatrix at every k16 step of QK^T.
 //
 // Features are runtime values read from the launch (masks, alibi, softcap, varlen, paged KV,
 // splits): they are uniform per CTA, so the branches cost little, and one kernel per
@@ -27,6 +24,7 @@
 #include "common/smem_swizzle.h"
 #include "common/split.h"
 #include "common/tile_config.h"
+#include "kernels/common/online_softmax.cuh"
 #include "kernels/element_type.cuh"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
@@ -47,9 +45,8 @@ struct KvSource {
 
 // CTA-uniform values that the wide-step kernel keeps in shared memory instead of in
 // registers across the main loop: written once by thread 0 behind a barrier, re-read (one
-// broadcast LDS each) where an iteration or the epilogue needs them. With 128 O + 64 S fp32
-// accumulators per thread, the ~20 registers these took (with the next-K address math before
-// the softmax) were what spilled.
+// broadcast LDS each) where an iteration or the epilogue needs them. Beside 128 O + 64 S fp32
+// accumulators per thread, the registers they would take spill (docs/decisions.md).
 struct FwdCtaState {
   SequenceInfo seq;
   KvSource kv;
@@ -68,7 +65,7 @@ struct FwdCtaState {
 // Swizzled (the default for head dims that are multiples of 64; FLARE_SM80_SWIZZLE=0 for padded
 // rows): unpadded rows with XOR-swizzled chunks (common/smem_swizzle.h) instead of rows padded
 // by 16 bytes, so each cp.async 8-lane group fills one aligned 128-byte line (padded rows split
-// the requests: decode kernel -6%, prefill -3..9%; docs/notes/sm80-kernel.md, steps 7 and 9).
+// the requests; docs/decisions.md).
 template <int HeadDim, int BlockN = sm80_tile_config(HeadDim).block_n, bool Swizzled = false>
 struct FwdTraits {
   static constexpr TileConfig kTile = sm80_tile_config(HeadDim);
@@ -107,8 +104,7 @@ struct FwdTraits {
   static_assert(!Swizzled || HeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
 };
 
-// Byte offset of element `col` (a multiple of 8) of row `row` in a head_dim-wide tile (the
-// padded form is kept as it was written for the measured kernels).
+// Byte offset of element `col` (a multiple of 8) of row `row` in a head_dim-wide tile.
 template <int HeadDim, bool Swizzled>
 __device__ __forceinline__ uint32_t tile_element_offset(int row, int col) {
   return Swizzled ? smem_chunk_offset(true, smem_row_bytes(HeadDim, true), row, col / 8)
@@ -168,16 +164,15 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
   }
 }
 
-template <int Arch, typename T, int HeadDim, bool Pipelined, int BlockN, bool Swizzled = false>
+template <int Arch, typename T, int HeadDim, int BlockN, bool Swizzled = false>
 __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads)
     fwd_kernel(const __grid_constant__ FwdLaunch launch) {
   using Tr = FwdTraits<HeadDim, BlockN, Swizzled>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kMTiles = Tr::kMTiles, kNTiles = Tr::kNTiles, kDTiles = Tr::kDTiles;
   constexpr int kRowBytes = Tr::kRowBytes;
-  constexpr int kStages = Pipelined ? 2 : 1;
+  constexpr int kStages = 1;  // one K and one V buffer
   constexpr bool kStateInSmem = Tr::kStateInSmem;
-  static_assert(!(kStateInSmem && Pipelined), "the wide step runs the single buffer only");
   const flare_mha_fwd_params& p = launch.p;
 
   // Heavier (later) query blocks first: with a causal mask they have the most key blocks.
@@ -198,12 +193,8 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   unsigned char* const smem =
       smem_raw + (Swizzled ? (128u - (smem_addr(smem_raw) & 127u)) & 127u : 0u);
   const uint32_t sQ = smem_addr(smem);
-  const uint32_t sK = sQ + Tr::kSmemQ;              // kStages K buffers
-  const uint32_t sV = sK + kStages * Tr::kSmemKV;   // kStages V buffers
-  // Byte offset of key block n's stage within the K (or V) buffers.
-  auto stage_off = [](int n_block) -> uint32_t {
-    return Pipelined ? uint32_t(n_block & 1) * Tr::kSmemKV : 0u;
-  };
+  const uint32_t sK = sQ + Tr::kSmemQ;  // the K buffer
+  const uint32_t sV = sK + Tr::kSmemKV;  // the V buffer
 
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -218,17 +209,17 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   const int64_t acc_row0 =
       ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
 
+  // O and the online softmax of this thread's rows: row 2 mt + hr is row g + 8 hr of m16 tile
+  // mt of the warp.
   float acc_o[kMTiles][kDTiles][4];
-  float row_max[kMTiles][2], row_sum[kMTiles][2];
 #pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt) {
+  for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] = 0.f;
-    row_max[mt][0] = row_max[mt][1] = -INFINITY;
-    row_sum[mt][0] = row_sum[mt][1] = 0.f;
-  }
+  OnlineSoftmax<2 * kMTiles> softmax;
+  softmax.init();
 
   // Softmax works in log2 units: p = exp2(x * unit_log2 - max * unit_log2). Without softcap x is
   // the raw q.k and unit = scale; with softcap x is already the capped score and unit = 1.
@@ -294,7 +285,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     };
     auto load_k = [&](int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
-      const uint32_t dst = sK + stage_off(n_block);
+      const uint32_t dst = sK;
       if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
             dst, k + (kv.k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride,
@@ -311,7 +302,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     };
     auto load_v = [&](int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
-      const uint32_t dst = sV + stage_off(n_block);
+      const uint32_t dst = sV;
       if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
             dst, v + (kv.v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride,
@@ -326,26 +317,15 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
                int64_t(kv_row - slot * kv.page_size) * p.v_row_stride + kv.v_base;
       });
     };
-    // Commit groups, in issue order: Q, K[end-1], then (ring) V[end-1], K[end-2], and in the
-    // loop one V and one K group per iteration (empty when there is no block to load, so the
-    // counts below hold at the ends of the range). Single buffer: every wait drains all groups.
-    // Ring: at each wait the two groups committed after the awaited one may stay in flight
-    // (top of iteration n awaits K[n]: V[n], K[n-1] pending; middle awaits V[n]: K[n-1],
-    // V[n-1] pending).
+    // Commit groups, in issue order: Q, K[end-1], and in the loop one V and one K group per
+    // iteration (empty when there is no block to load). Every wait drains all groups.
     load_k(range.end - 1, kv_regs);
     cp_async_commit();
-    if constexpr (Pipelined) {
-      load_v(range.end - 1, kv_regs);
-      cp_async_commit();
-      if (range.end - 2 >= range.begin) load_k(range.end - 2, kv_regs);
-      cp_async_commit();
-    }
-    constexpr int kInFlight = Pipelined ? 2 : 0;
 
     // Per-lane ldmatrix addresses (see the fragment layouts of mma.m16n8k16): Q and V read row
     // (lane & 7) + 8 ((lane >> 3) & 1), chunk 2 s + (lane >> 4); K reads row
     // (lane & 7) + 8 (lane >> 4), chunk 2 s + ((lane >> 3) & 1). Step s: ldm(lane, s).
-    // (Padded rows keep their original expressions, so the default kernels' code is unchanged.)
+    // (The padded rows' expressions are written out separately: docs/decisions.md.)
     const int qv_row = (lane & 7) + ((lane >> 3) & 1) * 8, qv_half = lane >> 4;
     const int k_row = (lane & 7) + (lane >> 4) * 8, k_half = (lane >> 3) & 1;
     const uint32_t q_lane =
@@ -370,33 +350,27 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     };
 
     // Middle of an iteration: V[n] visible to all, and every warp is done with K[n] (its QK^T
-    // precedes the barrier), so K[n-1] (single buffer) or K[n-2] (ring: same stage as K[n]) may
-    // overwrite it. The ring and the 64-key step call this after the softmax, where the fp32
-    // scores are dead and the load's address math has registers to spare (the 64-key step
-    // spilled with it before the softmax); the 32-key single buffer before (unchanged). After
+    // precedes the barrier), so K[n-1] may overwrite it. The wide step calls this after the
+    // softmax, where the fp32 scores are dead and the load's address math has registers to
+    // spare (it spills with the load before the softmax); the planner's step before it. After
     // the softmax, K[n-1] has the P V of this iteration to land in, as V[n] has the QK^T.
     auto wait_v_load_next_k = [&](int n_block) {
-      cp_async_wait<kInFlight>();
+      cp_async_wait<0>();
       __syncthreads();
-      const int next = Pipelined ? n_block - 2 : n_block - 1;
+      const int next = n_block - 1;
       if (next >= range.begin) load_k(next, kv_now());
       cp_async_commit();
     };
 
     for (int n_block = range.end - 1; n_block >= range.begin; --n_block) {
       // Top: K[n] visible to all, and every warp is done with the PV of iteration n+1, so the V
-      // buffer it read may be overwritten: with V[n] (single buffer) or V[n-1] (ring: the stage
-      // of V[n+1]).
-      cp_async_wait<kInFlight>();
+      // buffer it read may be overwritten with V[n].
+      cp_async_wait<0>();
       __syncthreads();
-      if constexpr (Pipelined) {
-        if (n_block - 1 >= range.begin) load_v(n_block - 1, kv_now());
-      } else {
-        load_v(n_block, kv_now());
-      }
+      load_v(n_block, kv_now());
       cp_async_commit();
-      const uint32_t k_stage = k_lane + stage_off(n_block);
-      const uint32_t v_stage = v_lane + stage_off(n_block);
+      const uint32_t k_stage = k_lane;
+      const uint32_t v_stage = v_lane;
 
       // S = Q K^T for this warp's rows.
       float acc_s[kMTiles][kNTiles][4];
@@ -453,37 +427,15 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         }
       }
 
-      if constexpr (!Pipelined && !kStateInSmem) wait_v_load_next_k(n_block);
+      if constexpr (!kStateInSmem) wait_v_load_next_k(n_block);
 
       // Online softmax: new row max and the rescale factor of what was accumulated; then the
       // probabilities, packed to 16 bits at once (they are the A operand of P V) so the fp32
       // scores die early and the accumulators keep their registers.
-      float correction[kMTiles][2];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          float mx = row_max[mt][hr];
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt)
-            mx = fmaxf(mx, fmaxf(acc_s[mt][nt][2 * hr], acc_s[mt][nt][2 * hr + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
-          const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
-          correction[mt][hr] = fast_exp2(row_max[mt][hr] * unit_log2 - base);
-          row_max[mt][hr] = mx;
-          float sum = 0.f;
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-            for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
-              const float pe = fast_exp2(acc_s[mt][nt][e] * unit_log2 - base);
-              acc_s[mt][nt][e] = pe;
-              sum += pe;
-            }
-          row_sum[mt][hr] = row_sum[mt][hr] * correction[mt][hr] + sum;
-        }
+      float correction[2 * kMTiles];
+      softmax.update<2 * kNTiles>(
+          [&](int r, int c) -> float& { return acc_s[r / 2][c / 2][2 * (r % 2) + c % 2]; },
+          unit_log2, correction);
       // The S accumulators of two adjacent n8 tiles form the A fragment of one k16 step of PV.
       uint32_t p_frag[kNTiles / 2][kMTiles][4];
 #pragma unroll
@@ -495,16 +447,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
           p_frag[kk][mt][2] = pack2<T>(acc_s[mt][2 * kk + 1][0], acc_s[mt][2 * kk + 1][1]);
           p_frag[kk][mt][3] = pack2<T>(acc_s[mt][2 * kk + 1][2], acc_s[mt][2 * kk + 1][3]);
         }
-      if constexpr (Pipelined || kStateInSmem) wait_v_load_next_k(n_block);
+      if constexpr (kStateInSmem) wait_v_load_next_k(n_block);
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt) {
-          acc_o[mt][dt][0] *= correction[mt][0];
-          acc_o[mt][dt][1] *= correction[mt][0];
-          acc_o[mt][dt][2] *= correction[mt][1];
-          acc_o[mt][dt][3] *= correction[mt][1];
-        }
+        for (int dt = 0; dt < kDTiles; ++dt)
+          OnlineSoftmax<2 * kMTiles>::rescale_tile(acc_o[mt][dt], correction, mt);
 
       // O += P V.
 #pragma unroll
@@ -523,20 +471,10 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     }
   }
 
-  // Epilogue: finish the row sums across the quad, normalise, write O and the LSE.
-  float inv_sum[kMTiles][2], lse[kMTiles][2];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      float sum = row_sum[mt][hr];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const bool empty = !(sum > 0.f);
-      inv_sum[mt][hr] = empty ? 0.f : 1.f / sum;
-      lse[mt][hr] = empty ? -INFINITY
-                          : (row_max[mt][hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
-    }
+  // Epilogue: finish the row sums across the quad, normalise, write O and the LSE (row
+  // 2 mt + hr of inv_sum and lse).
+  float inv_sum[2 * kMTiles], lse[2 * kMTiles];
+  softmax.finalize(unit_log2, inv_sum, lse);
 
   // Where the rows go (wide step: the sequence, head and split read back from shared memory).
   SequenceInfo seq_o = seq;
@@ -560,16 +498,16 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
         if (row >= seq_o.seqlen_q) continue;
         const int64_t acc_row = acc_row0_o + row;
-        if (t == 0) launch.lse_accum[acc_row] = lse[mt][hr];
-        if (lse[mt][hr] == -INFINITY) continue;  // the combine skips empty parts
+        if (t == 0) launch.lse_accum[acc_row] = lse[2 * mt + hr];
+        if (lse[2 * mt + hr] == -INFINITY) continue;  // the combine skips empty parts
         float* o = launch.o_accum + acc_row * p.head_dim;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
           const int col = dt * 8 + 2 * t;
           if (col < p.head_dim)
             *reinterpret_cast<float2*>(o + col) =
-                make_float2(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
-                            acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+                make_float2(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
+                            acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
         }
       }
     return;
@@ -590,12 +528,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         if constexpr (Swizzled) {
           *reinterpret_cast<uint32_t*>(staged + smem_chunk_offset(true, kRowBytes, r, col / 8) +
                                        (col % 8) * 2) =
-              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
-                       acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
+                       acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
         } else {
           *reinterpret_cast<uint32_t*>(staged + r * kRowBytes + col * 2) =
-              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[mt][hr],
-                       acc_o[mt][dt][2 * hr + 1] * inv_sum[mt][hr]);
+              pack2<T>(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
+                       acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
         }
       }
     }
@@ -623,7 +561,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
-        if (row < seq_o.seqlen_q) p.lse[lse_offset(p, seq_o, row, head_o)] = lse[mt][hr];
+        if (row < seq_o.seqlen_q) p.lse[lse_offset(p, seq_o, row, head_o)] = lse[2 * mt + hr];
       }
   }
 }
@@ -698,10 +636,10 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
         static_assert(Ts::smem_bytes(1) <= sm80_prefill_smem_bytes(HeadDim, kBlockM, kWideN, true, true),
                       "the planner's shared-memory bound of the wide swizzled step holds");
         if (launch.sm80_swizzled)
-          return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideN, true>,
+          return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, kWideN, true>,
                                       Ts::smem_bytes(1), launch, stream);
       }
-      return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, false, kWideN>,
+      return sm80::launch_fwd<Tw>(sm80::fwd_kernel<Arch, T, HeadDim, kWideN>,
                                   Tw::smem_bytes(1), launch, stream);
     }
   }
@@ -711,10 +649,10 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     static_assert(Ts::smem_bytes(1) == sm80_prefill_smem_bytes(HeadDim, kBlockM, kTileN, false, true),
                   "the planner's shared memory of the swizzled step is the kernel's");
     if (launch.sm80_swizzled)
-      return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, false, kTileN, true>,
+      return sm80::launch_fwd<Ts>(sm80::fwd_kernel<Arch, T, HeadDim, kTileN, true>,
                                   Ts::smem_bytes(1), launch, stream);
   }
-  return sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, false, kTileN>,
+  return sm80::launch_fwd<Tr>(sm80::fwd_kernel<Arch, T, HeadDim, kTileN>,
                               Tr::smem_bytes(1), launch, stream);
 }
 

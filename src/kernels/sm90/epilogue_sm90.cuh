@@ -1,4 +1,4 @@
-// Epilogue of the Hopper forward kernels (both the all-threads and the warp-specialised one):
+// Epilogue (store) of the Hopper forward kernels, the all-threads and the warp-specialised one:
 // one consumer thread's two query rows of the O accumulators (wgmma m64 layout: rows row_base
 // and row_base + 8, columns 8 j + 2 t and 8 j + 2 t + 1 of every n8 tile j) normalised and
 // written, with the LSE, to the output or to the split accumulators.
@@ -8,6 +8,7 @@
 #include "common/sequence.h"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
+#include "kernels/sm90/softmax_sm90.cuh"
 
 namespace flare {
 namespace sm90 {
@@ -15,24 +16,15 @@ namespace sm90 {
 template <typename T, int HeadDim>
 __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const SequenceInfo& seq,
                                                   const float (&acc_o)[HeadDim / 2],
-                                                  const float (&row_max)[2],
-                                                  const float (&row_sum)[2], float unit_log2,
+                                                  const Sm90Softmax& softmax, float unit_log2,
                                                   int row_base, int t, int batch, int head,
                                                   int split) {
   constexpr int kOTiles = HeadDim / 8;
   static_assert(kOTiles % 2 == 0, "whole pairs of n8 tiles");
   const flare_mha_fwd_params& p = launch.p;
-  // Quad-reduce the row sums; a row that saw no key gets O = 0 and LSE -inf.
+  // A row that saw no key gets O = 0 and LSE -inf.
   float inv_sum[2], lse[2];
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    float sum = row_sum[hr];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const bool empty = !(sum > 0.f);
-    inv_sum[hr] = empty ? 0.f : 1.f / sum;
-    lse[hr] = empty ? -INFINITY : (row_max[hr] * unit_log2 + __log2f(sum)) * 0.6931471805599453f;
-  }
+  softmax.finalize(unit_log2, inv_sum, lse);
   if (launch.num_splits > 1) {
     const int64_t acc_row0 =
         ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;
@@ -57,9 +49,8 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
   // 8-byte stores: the two threads of a lane pair (t, t ^ 1) swap one word per pair of n8 tiles
   // (k, k + 1), so that the even thread holds columns 2t .. 2t + 3 of tile k and the odd one
   // columns 2t - 2 .. 2t + 1 of tile k + 1: a warp store covers 8 rows x 32 contiguous bytes
-  // (whole sectors). Per two words one shuffle and three selects; 16-byte stores after a
-  // two-step quad transpose took two shuffles and six (the epilogue was then 15% of the d256
-  // instructions at 512 keys). Rows are at least 8-byte aligned (validated base and strides); a
+  // (whole sectors), for one shuffle and three selects per two words (docs/decisions.md).
+  // Rows are at least 8-byte aligned (validated base and strides); a
   // padded head dim (a multiple of 8) ends on a chunk boundary. The shuffles need the whole
   // pair, so rows past the sequence take part and only skip the store.
   const bool upper = (t & 1) != 0;

@@ -20,6 +20,7 @@
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/epilogue_sm90.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
+#include "kernels/sm90/tile_scheduler.cuh"
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_ops.cuh"
 
@@ -77,8 +78,9 @@ __device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
   });
 }
 
-// Paged is a template flag: the per-row block-table lookup would otherwise sit, branched, in
-// every row address of every tile load.
+// One tile per CTA of a 3-D grid (SingleTileScheduler::grid_tile). Paged is a template flag:
+// the per-row block-table lookup would otherwise sit, branched, in every row address of every
+// tile load.
 template <typename T, int HeadDim, bool Paged>
 __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdLaunch launch) {
@@ -87,10 +89,8 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   constexpr int kSTiles = kBlockN / 8;   // n8 column tiles of S per thread
   const flare_mha_fwd_params& p = launch.p;
 
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // heavier causal blocks first
-  const int head = blockIdx.y;
-  const int batch = blockIdx.z / launch.num_splits;
-  const int split = blockIdx.z % launch.num_splits;
+  const Sm90Tile at = SingleTileScheduler::grid_tile(launch.num_splits);
+  const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
   const SequenceInfo seq = sequence_info(p, batch);
   const int m0 = m_block * kBlockM;
   if (m0 >= seq.seqlen_q) return;
@@ -122,7 +122,8 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   float acc_o[HeadDim / 2];
 #pragma unroll
   for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  Sm90Softmax softmax;
+  softmax.init();
 
   const ScoreUnits units = score_units(p, batch, head);
   const bool has_softcap = units.has_softcap;
@@ -139,7 +140,7 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     modify_wgmma_block_scores<kSTiles>(acc_s, mask, diagonal, row_base, n_block * kBlockN + 2 * t,
                                        pv_in_flight, has_softcap, p.softcap, cap_in, alibi,
                                        needs_mask);
-    softmax_block_step<T, kBlockN>(acc_s, row_max, row_sum, unit_log2, p_frag, correction);
+    softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
   };
 
   if (range.end > range.begin) {
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     fence_registers(acc_o);
   }
 
-  store_output_rows<T, HeadDim>(launch, seq, acc_o, row_max, row_sum, unit_log2, row_base, t,
+  store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax, unit_log2, row_base, t,
                                  batch, head, split);
 }
 

@@ -5,7 +5,6 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
@@ -16,10 +15,6 @@
 namespace flare {
 
 namespace sm90 {
-
-// MERGE NOTE (arch-kernel): the next slot of this translation unit's static counter ring (one
-// ring per TU, shared by its kernel instances); goes with the ring.
-static std::atomic<unsigned int> g_next_counter_slot{0};
 
 // The Q and K/V tensor maps of a launch whose instance has block_m-row query tiles and
 // block_n-key blocks, where the variant and the launch allow TMA.
@@ -44,7 +39,7 @@ inline int make_ws_tensor_maps(const flare_mha_fwd_params& p, const Sm90Variant&
 // instance only, which is all launch_ws sends them.
 template <typename T, int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
 int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
-  using Tr = Sm90WsTraits<HeadDim, 1, BlockN, ConsumerWGs>;
+  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs>;
   static_assert(Tr::kBlockM == sm90_ws_block_m(ConsumerWGs) && Tr::kBlockN == BlockN,
                 "the planner's tile table (variant.h) and the instance agree");
   // The planner counted splits and tiles with this instance's tile.
@@ -57,19 +52,19 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   constexpr bool kDefaultBlock = BlockN == sm90_default_block_n(HeadDim) && ConsumerWGs == 2;
   const bool persistent = variant.persistent;
   if (persistent && launch.tile_counter == nullptr) return cudaErrorInvalidConfiguration;
-  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, 1, true, BlockN, ConsumerWGs>;
+  auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, true, BlockN, ConsumerWGs>;
   if (is_paged(launch.p)) {
     // Paged KV has one-CTA-per-tile instances for d64 / d128 only: the planner keeps paged d256
     // on the all-threads kernel and paged launches one CTA per tile.
     if constexpr (HeadDim <= 128 && kDefaultBlock) {
       if (persistent) return cudaErrorInvalidConfiguration;
-      kernel = fwd_kernel_sm90_ws<T, HeadDim, true, 1>;
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, true, false>;
     } else {
       return cudaErrorInvalidConfiguration;
     }
   } else if (!persistent) {
     if constexpr (kDefaultBlock)
-      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, 1>;
+      kernel = fwd_kernel_sm90_ws<T, HeadDim, false, false>;
     else
       return cudaErrorInvalidConfiguration;
   }
@@ -82,16 +77,10 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
   int ctas = int(tiles);
   if (persistent) ctas = ctas < launch.num_sms ? ctas : launch.num_sms;  // one CTA per SM
-  // MERGE NOTE (arch-kernel): the tickets of a persistent launch are launch.tile_counter
-  // (zeroed by flare_mha_fwd on the stream before this launch). Until the kernel reads it, the
-  // kernel's static slot ring is still used: each launch takes the TU's next slot, so
-  // concurrent launches do not share one. Drop sched_slot with the ring.
-  const int sched_slot =
-      persistent ? int(g_next_counter_slot.fetch_add(1, std::memory_order_relaxed) %
-                       kSm90TileCounterSlots)
-                 : 0;
+  // A persistent launch takes its tiles by tickets of launch.tile_counter, which
+  // flare_mha_fwd zeroed on the stream right before this launch.
   kernel<<<ctas, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch, maps, variant.pingpong ? 1 : 0,
-                                                           m_blocks, sched_slot);
+                                                           m_blocks);
   return cudaGetLastError();
 }
 
@@ -111,7 +100,7 @@ int launch_ws(const FwdLaunch& launch, cudaStream_t stream) {
   return launch_ws_kernel<T, HeadDim>(launch, stream);
 }
 
-// The all-threads kernel: one CTA per (query block, head, batch x split).
+// The all-threads kernel: one CTA per tile, a 3-D grid (query block, head, batch x split).
 template <typename T, int HeadDim>
 int launch_all_threads(const FwdLaunch& launch, cudaStream_t stream) {
   using Tr = Sm90Traits<HeadDim>;

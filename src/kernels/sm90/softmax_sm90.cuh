@@ -1,10 +1,12 @@
 // The consumer warpgroups' per-block steps, shared by the Hopper kernels (fwd_kernel_sm90.cuh,
-// fwd_kernel_sm90_ws.cuh): the QK^T and P V wgmma issue, the online-softmax update of one key
-// block held in a wgmma accumulator fragment, and the rescale of O. A warpgroup owns 64 query
+// fwd_kernel_sm90_ws.cuh): the QK^T and P V wgmma issue, the online-softmax update
+// (common/online_softmax.cuh) of one key block held in a wgmma accumulator fragment, and the
+// rescale of O. A warpgroup owns 64 query
 // rows; a thread holds two of them (g and g + 8 of its warp's 16), kBlockN / 4 scores of each.
 #pragma once
 #include <cstdint>
 
+#include "kernels/common/online_softmax.cuh"
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_ops.cuh"
@@ -40,38 +42,19 @@ __device__ __forceinline__ void issue_pv(float (&acc_o)[HeadDim / 2],
   wgmma_commit();
 }
 
-// One key block's online-softmax update from its (already modified) scores, in place: the new
-// row maxima, the factor `correction` that rescales what was accumulated before, the row sums,
-// and the probabilities in acc_s. Softmax works in log2 units:
-// p = exp2(x * unit_log2 - max * unit_log2).
+// A consumer thread's online-softmax state: its two rows (g and g + 8 of its warp's 16).
+using Sm90Softmax = OnlineSoftmax<2>;
+
+// One key block's online-softmax update from its (already modified) scores, in place: the
+// probabilities in acc_s and the factor `correction` that rescales what was accumulated
+// before. Row r's scores are acc_s[4 j + 2 r + e] (n8 tile j, column 2t + e).
 template <int BlockN>
 __device__ __forceinline__ void softmax_block_update(float (&acc_s)[BlockN / 2],
-                                                     float (&row_max)[2], float (&row_sum)[2],
-                                                     float unit_log2, float (&correction)[2]) {
-  constexpr int kSTiles = BlockN / 8;  // n8 column tiles of S per thread
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    float mx = row_max[hr];
-#pragma unroll
-    for (int j = 0; j < kSTiles; ++j)
-      mx = fmaxf(mx, fmaxf(acc_s[4 * j + 2 * hr], acc_s[4 * j + 2 * hr + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    // A row that has seen only masked keys keeps max -inf; exp2(-inf - 0) = 0 then.
-    const float base = mx == -INFINITY ? 0.f : mx * unit_log2;
-    correction[hr] = sm80::fast_exp2(row_max[hr] * unit_log2 - base);
-    row_max[hr] = mx;
-    float sum = 0.f;
-#pragma unroll
-    for (int j = 0; j < kSTiles; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float pe = sm80::fast_exp2(acc_s[4 * j + 2 * hr + e] * unit_log2 - base);
-        acc_s[4 * j + 2 * hr + e] = pe;
-        sum += pe;
-      }
-    row_sum[hr] = row_sum[hr] * correction[hr] + sum;
-  }
+                                                     Sm90Softmax& softmax, float unit_log2,
+                                                     float (&correction)[2]) {
+  softmax.update<BlockN / 4>(
+      [&](int r, int c) -> float& { return acc_s[4 * (c / 2) + 2 * r + c % 2]; }, unit_log2,
+      correction);
 }
 
 // The probabilities of acc_s packed as the 16-bit A fragments of P V (two adjacent n8 tiles of
@@ -89,11 +72,10 @@ __device__ __forceinline__ void pack_probabilities(const float (&acc_s)[BlockN /
 // Both: the update, then P's fragments.
 template <typename T, int BlockN>
 __device__ __forceinline__ void softmax_block_step(float (&acc_s)[BlockN / 2],
-                                                   float (&row_max)[2], float (&row_sum)[2],
-                                                   float unit_log2,
+                                                   Sm90Softmax& softmax, float unit_log2,
                                                    uint32_t (&p_frag)[BlockN / 16][4],
                                                    float (&correction)[2]) {
-  softmax_block_update<BlockN>(acc_s, row_max, row_sum, unit_log2, correction);
+  softmax_block_update<BlockN>(acc_s, softmax, unit_log2, correction);
   pack_probabilities<T, BlockN>(acc_s, p_frag);
 }
 
@@ -102,12 +84,7 @@ template <int HeadDim>
 __device__ __forceinline__ void rescale_o(float (&acc_o)[HeadDim / 2],
                                           const float (&correction)[2]) {
 #pragma unroll
-  for (int j = 0; j < HeadDim / 8; ++j) {
-    acc_o[4 * j + 0] *= correction[0];
-    acc_o[4 * j + 1] *= correction[0];
-    acc_o[4 * j + 2] *= correction[1];
-    acc_o[4 * j + 3] *= correction[1];
-  }
+  for (int j = 0; j < HeadDim / 8; ++j) Sm90Softmax::rescale_tile(&acc_o[4 * j], correction, 0);
 }
 
 }  // namespace sm90

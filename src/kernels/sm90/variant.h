@@ -51,10 +51,6 @@ constexpr int sm90_long_block_n(int kernel_head_dim) { return kernel_head_dim ==
 // From this many keys per query tile the d64 kernel takes the long block.
 constexpr long long kSm90LongBlockMinKeys = 4096;
 
-// Q buffers of the warp-specialised kernel: one (a second one, loading a persistent CTA's next
-// Q during the current tile, measured slower: docs/decisions.md).
-constexpr int sm90_max_q_buffers(int /*kernel_head_dim*/) { return 1; }
-
 // Tile sizes of the Hopper kernels, read by the planner (split count, grid) and checked by the
 // launcher against the instance it runs (run_fwd_sm90.cuh static_asserts).
 // Warp-specialised: 64 query rows per consumer warpgroup, the variant's key block.

@@ -1,0 +1,205 @@
+// The producer of the warp-specialised Hopper kernel: for each tile it fills the Q buffer and
+// one K/V stage per key block (pipeline.cuh), by TMA where the tensor maps allow (tma_maps.h)
+// and by cp.async otherwise, in the order the consumers read them: key blocks from the last to
+// the first.
+//
+// Producer threads: one warp when every copy of the launch goes by TMA (one thread issues each
+// copy; more warps would only repeat the bookkeeping and the barrier arrivals on the consumers'
+// issue slots), four warps otherwise (the cp.async fills need them all). Every producer thread
+// arrives once on each full barrier it fills, whoever made the copies.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "common/block_range.h"
+#include "common/sequence.h"
+#include "common/split.h"
+#include "kernels/fwd_launch.h"
+#include "kernels/sm90/fwd_kernel_sm90.cuh"
+#include "kernels/sm90/pipeline.cuh"
+#include "kernels/sm90/tile_scheduler.cuh"
+#include "kernels/sm90/tma_maps.h"
+
+namespace flare {
+namespace sm90 {
+
+// What a fill loads into a stage.
+enum Sm90Fill { kFillK, kFillV, kFillKV };
+
+// Producer state of one thread: how many K/V stage fills and Q fills it has made (the ring use
+// counters of pipeline.cuh). DynamicTiles: the consumers learn their tiles from the producer:
+// every tile with query rows takes the Q buffer (one without key blocks takes it without data,
+// so that the consumers write its empty output: zero rows and LSE -inf), and a final -1 takes
+// it once more; q_fills counts these publications too.
+template <typename T, typename Tr, bool Paged, bool DynamicTiles>
+struct Sm90Producer {
+  static constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+
+  const FwdLaunch& launch;
+  const Sm90TensorMaps& maps;
+  const Sm90WsSmem<Tr>& smem;
+  Sm90PublishedTile* published;  // DynamicTiles: the tile the Q buffer holds
+  int m_blocks;
+  int heads_per_kv;  // query heads per K/V head
+  int it = 0;       // K/V stage fills so far (over all tiles)
+  int q_fills = 0;  // Q fills so far
+
+  // DynamicTiles: the Q buffer, once the consumers released its previous use, published with
+  // the tile it holds and its key blocks (m_block -1: none, the consumers stop). Thread 0 writes
+  // the tile before its own arrival on full (a release, counted besides the producer threads'
+  // data arrivals); the caller still makes the data arrivals.
+  __device__ __forceinline__ void publish(const Sm90Tile& at, const BlockRange& range) {
+    smem.q_ring.producer_acquire(q_fills);
+    ++q_fills;
+    if (threadIdx.x == 0) {
+      published->at = at;
+      published->range = range;
+      mbarrier_arrive(smem.q_ring.full(0));  // release: orders the tile before the consumers' wait
+    }
+  }
+
+  // The Q tile of query rows [m0, m0 + kBlockM) of `head` into the Q buffer. By TMA when the
+  // tile lies inside the sequence (or the map's rows end with it); other partial tiles by
+  // cp.async, which zero-fills the rows past the sequence.
+  __device__ __forceinline__ void load_q(const SequenceInfo& seq, int m0, int head,
+                                         int batch) const {
+    const flare_mha_fwd_params& p = launch.p;
+    if (sm90_q_tile_by_tma(maps, m0, kBlockM, seq.seqlen_q)) {
+      if (threadIdx.x == 0) {
+        const uint32_t bar = smem.q_ring.full(0);
+        mbarrier_arrive_expect_tx(bar, Tr::kSmemQ);
+        const int row = int(seq.q_row0) + m0;
+        const int q_batch = is_varlen(p) ? 0 : batch;  // q_offset's terms
+#pragma unroll
+        for (int a = 0; a < kHeadDim / 64; ++a)
+          tma_load_4d(smem.q + a * kBlockM * 128, &maps.q, a * 64, row, head, q_batch, bar);
+      } else {
+        mbarrier_arrive(smem.q_ring.full(0));
+      }
+    } else {
+      load_swizzled<kHeadDim, kBlockM, 128>(smem.q, static_cast<const T*>(p.q), p.head_dim,
+                                            [&](int r) -> int64_t {
+                                              return m0 + r < seq.seqlen_q
+                                                         ? q_offset(p, seq, m0 + r, head)
+                                                         : -1;
+                                            });
+      cp_async_mbarrier_arrive(smem.q_ring.full(0));
+    }
+  }
+
+  // Loads tile `tile`: Q and its key blocks, from the last to the first. Tiles past the
+  // sequence are skipped; DynamicTiles: tiles without key blocks are published without data.
+  __device__ __forceinline__ void load(int tile) {
+    const flare_mha_fwd_params& p = launch.p;
+    const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
+    const int head = at.head, batch = at.batch, split = at.split;
+    const SequenceInfo seq = sequence_info(p, batch);
+    const int m0 = at.m_block * kBlockM;
+    if (m0 >= seq.seqlen_q) return;
+    const int head_k = head / heads_per_kv;
+    const MaskSpec mask = sequence_mask(p, seq);
+    BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+    if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+    const int num_blocks = range.end - range.begin;
+    if (num_blocks <= 0) {
+      if constexpr (DynamicTiles) {
+        publish(at, range);
+        mbarrier_arrive(smem.q_ring.full(0));
+      }
+      return;
+    }
+    const T* k = static_cast<const T*>(p.k);
+    const T* v = static_cast<const T*>(p.v);
+    const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
+    const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
+    // Fill `fill` (over all tiles) of K, V or both (kWhich: kFillK, kFillV, kFillKV) with key
+    // block `n_block`, once the consumers released that stage's previous use. Both share the K
+    // ring; V alone has its own (Tr::kSeparateKV).
+    auto fill_stage = [&](auto which, int fill, int n_block) {
+      constexpr int kWhich = decltype(which)::value;
+      constexpr bool kWithK = kWhich != kFillV, kWithV = kWhich != kFillK;
+      const auto& ring = kWithK ? smem.k_ring : smem.v_ring;
+      const int s = ring.stage(fill);
+      ring.producer_acquire(fill);
+      const uint32_t bar = ring.full(s);
+      const int n0 = n_block * kBlockN;
+      if constexpr (!Paged) {
+        // By TMA (sm90_kv_block_by_tma): one thread copies the block.
+        if (sm90_kv_block_by_tma(maps, Paged, n0, kBlockN, seq.seqlen_k)) {
+          if (threadIdx.x == 0) {
+            mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
+            const int row = int(seq.k_row0) + n0;
+#pragma unroll
+            for (int a = 0; a < kHeadDim / 64; ++a) {
+              if (kWithK)
+                tma_load_4d(smem.k_stage(s) + a * kBlockN * 128, &maps.k, a * 64, row, head_k,
+                            seq.kv_batch, bar);
+              if (kWithV)
+                tma_load_4d(smem.v_stage(s) + a * kBlockN * 128, &maps.v, a * 64, row, head_k,
+                            seq.kv_batch, bar);
+            }
+          } else {
+            mbarrier_arrive(bar);
+          }
+          return;
+        }
+      }
+      if (kWithK)
+        load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
+                                              [&](int r) -> int64_t {
+                                                if (n0 + r >= seq.seqlen_k) return -1;
+                                                if constexpr (Paged)
+                                                  return k_offset(p, seq, n0 + r, head_k);
+                                                return k_base + (n0 + r) * p.k_row_stride;
+                                              });
+      if (kWithV)
+        load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, p.head_dim,
+                                              [&](int r) -> int64_t {
+                                                if (n0 + r >= seq.seqlen_k) return -1;
+                                                if constexpr (Paged)
+                                                  return v_offset(p, seq, n0 + r, head_k);
+                                                return v_base + (n0 + r) * p.v_row_stride;
+                                              });
+      cp_async_mbarrier_arrive(bar);
+    };
+    using FillK = std::integral_constant<int, kFillK>;
+    using FillV = std::integral_constant<int, kFillV>;
+    using FillKV = std::integral_constant<int, kFillKV>;
+    auto block_of = [&](int i) { return range.end - 1 - i; };  // blocks run from the last
+    // Separate K and V: K_0, Q, then K_i before V_(i-1) (the consumers issue QK^T_i with
+    // P V_(i-1)), V last. K_0 goes first so that it loads while the producer waits for the Q
+    // buffer; K_i does not wait behind V_(i-1)'s stage, which is freed one softmax later.
+    if constexpr (Tr::kSeparateKV) fill_stage(FillK{}, it, block_of(0));
+    // The Q buffer: the last QK^T of the tile that used it before must be done with it.
+    if constexpr (DynamicTiles) {
+      publish(at, range);  // the same wait, and the tile
+    } else {
+      smem.q_ring.producer_acquire(q_fills);
+      ++q_fills;
+    }
+    load_q(seq, m0, head, batch);
+    if constexpr (Tr::kSeparateKV) {
+      for (int i = 1; i < num_blocks; ++i) {
+        fill_stage(FillK{}, it + i, block_of(i));
+        fill_stage(FillV{}, it + i - 1, block_of(i - 1));
+      }
+      fill_stage(FillV{}, it + num_blocks - 1, block_of(num_blocks - 1));
+    } else {
+      for (int i = 0; i < num_blocks; ++i)
+        fill_stage(FillKV{}, it + i, block_of(i));
+    }
+    it += num_blocks;
+  }
+
+  // After the last tile. DynamicTiles: -1 through the Q buffer (no data) stops the consumers.
+  __device__ __forceinline__ void finish() {
+    if constexpr (DynamicTiles) {
+      publish(Sm90Tile{-1, 0, 0, 0}, BlockRange{0, 0});
+      mbarrier_arrive(smem.q_ring.full(0));
+    }
+    sm80::cp_async_wait<0>();
+  }
+};
+
+}  // namespace sm90
+}  // namespace flare
