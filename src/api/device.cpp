@@ -89,7 +89,15 @@ flare_status stream_device(cudaStream_t stream, int* device) {
     const cudaError_t err = cudaGetDevice(device);
     return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaGetDevice");
   }
-  const cudaError_t err = cudaStreamGetDevice(stream, device);
+  // CUDA refuses cudaStreamGetDevice while a stream of this thread is captured in the global
+  // mode (cudaErrorStreamCaptureUnsupported); the query records nothing into a graph, so it
+  // runs under the relaxed mode and the thread's mode is restored.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaError_t err = cudaThreadExchangeStreamCaptureMode(&mode);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaThreadExchangeStreamCaptureMode");
+  err = cudaStreamGetDevice(stream, device);
+  const cudaError_t restore = cudaThreadExchangeStreamCaptureMode(&mode);
+  if (err == cudaSuccess) err = restore;
   return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaStreamGetDevice");
 }
 
