@@ -282,8 +282,9 @@ fn flash_attn_varlen_alibi_windowed_softcap_matches_reference() {
     t.check("flash_attn_varlen_alibi_windowed_softcap", &|_| Spec { scale: 2.0, ..spec(&p, false, -1, -1, 1.5, &s) });
 }
 
-/// Paged variable-length attention: flare refuses it until it exists, and then writes
-/// nothing; once served, the result must match the reference.
+/// Paged variable-length attention: until flare's kernels run it, flare refuses it with
+/// NotSupported naming the feature and writes nothing; once served, the result must match
+/// the reference.
 #[test]
 fn flash_attn_varlen_paged_windowed_is_refused_or_correct() {
     require_gpu!();
@@ -324,6 +325,8 @@ fn flash_attn_varlen_paged_windowed_is_refused_or_correct() {
     match r {
         Err(e) => {
             eprintln!("flash_attn_varlen_paged_windowed refused (expected until paged varlen exists): {e}");
+            assert_eq!(e.status(), flare::Status::NotSupported, "{e}");
+            assert!(e.message().contains("block_table with cu_seqlens_q"), "{e}");
             assert!(t.out_f32().iter().all(|x| x.is_nan()), "a refused call wrote its output");
         }
         Ok(()) => t.check("flash_attn_varlen_paged_windowed", &|_| spec(&p, false, 6, -1, 0.0, &[])),
