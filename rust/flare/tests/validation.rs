@@ -748,6 +748,53 @@ fn reference_matches_a_hand_computed_case() {
     assert_eq!((r.out[0], r.lse[0], r.out[1]), (0.0, f64::NEG_INFINITY, 2.0));
 }
 
+#[test]
+fn reference_serving_rules_match_hand_computed_cases() {
+    use testutil::reference::*;
+    let (p0, p1) = (0.5f64.exp(), 1.5f64.exp());
+    // A sink z = 1 joins the denominator only: softmax over [0.5, 1.5] and z, values [2, 4].
+    let spec = Spec { sink: vec![1.0], ..Spec::new(0.5) };
+    let r = attend(&[1.0], &[1.0, 3.0], &[2.0, 4.0], 1, 2, 1, 1, 1, &spec);
+    let z = 1f64.exp();
+    assert!((r.out[0] - (2.0 * p0 + 4.0 * p1) / (z + p0 + p1)).abs() < 1e-12);
+    assert!((r.lse[0] - (z + p0 + p1).ln()).abs() < 1e-12);
+    // A sink far above every score is the max: the output vanishes, lse is about the sink.
+    let spec = Spec { sink: vec![100.0], ..Spec::new(0.5) };
+    let r = attend(&[1.0], &[1.0, 3.0], &[2.0, 4.0], 1, 2, 1, 1, 1, &spec);
+    assert!(r.out[0].abs() < 1e-40 && (r.lse[0] - 100.0).abs() < 1e-12);
+    // A row that sees no key: out 0 and lse = the sink; a -inf sink is no sink.
+    let spec = Spec { causal: true, sink: vec![0.25], ..Spec::new(1.0) };
+    let r = attend(&[1.0, 1.0], &[1.0], &[2.0], 2, 1, 1, 1, 1, &spec);
+    assert_eq!((r.out[0], r.lse[0]), (0.0, 0.25));
+    let spec = Spec { sink: vec![f64::NEG_INFINITY], ..Spec::new(0.5) };
+    let r = attend(&[1.0], &[1.0, 3.0], &[2.0, 4.0], 1, 2, 1, 1, 1, &spec);
+    assert!((r.out[0] - (2.0 * p0 + 4.0 * p1) / (p0 + p1)).abs() < 1e-12);
+
+    // Prefix range [0, 2) with causal, sq = sk = 3, equal scores: row 0 sees keys 0 and 1
+    // (the range), row 1 keys 0 and 1, row 2 (outside the range) keys 0..2 by the mask.
+    let spec = Spec { causal: true, mm_ranges: vec![(0, 2)], ..Spec::new(1.0) };
+    let r = attend(&[1.0; 3], &[1.0; 3], &[2.0, 4.0, 6.0], 3, 3, 1, 1, 1, &spec);
+    assert_eq!((r.out[0], r.out[1], r.out[2]), (3.0, 3.0, 4.0));
+    assert!(spec.visible(0, 1, 3, 3) && !spec.visible(1, 2, 3, 3));
+    // An empty range (start == end) opens nothing; a range past the window opens keys to the
+    // left: window_left 0, range [0, 3), row 2 sees all three keys.
+    let spec = Spec { causal: true, mm_ranges: vec![(1, 1)], ..Spec::new(1.0) };
+    assert!(!spec.visible(0, 1, 3, 3));
+    let spec = Spec { window_left: 0, window_right: 0, mm_ranges: vec![(0, 3)], ..Spec::new(1.0) };
+    let r = attend(&[1.0; 3], &[1.0; 3], &[2.0, 4.0, 6.0], 3, 3, 1, 1, 1, &spec);
+    assert_eq!(r.out[2], 4.0);
+
+    // head_dim_v 2 with head_dim 1: v rows [2, 20] and [4, 40].
+    let r = attend_dv(&[1.0], &[1.0, 3.0], &[2.0, 20.0, 4.0, 40.0], 1, 2, 1, 1, 1, 2, &Spec::new(0.5));
+    let w = (p0 / (p0 + p1), p1 / (p0 + p1));
+    assert!((r.out[0] - (2.0 * w.0 + 4.0 * w.1)).abs() < 1e-12);
+    assert!((r.out[1] - (20.0 * w.0 + 40.0 * w.1)).abs() < 1e-12);
+    // The low-precision twin rounds at the same points with the same layout.
+    let n = attend_lowp_dv(&[1.0], &[1.0, 3.0], &[2.0, 20.0, 4.0, 40.0], 1, 2, 1, 1, 1, 2, &Spec::new(0.5), &|x| x);
+    assert_eq!(n.out.len(), 2);
+    assert!((n.out[1] - r.out[1]).abs() < 1e-5);
+}
+
 /// The GPU tests' bound is attainable: a correctly rounded result (float64 rounded to the
 /// dtype) passes it for the shapes and options those tests use, in both dtypes.
 #[test]
