@@ -6,7 +6,8 @@
  *   - layouts: q/o [b, seqlen_q, h, d], k/v [b, seqlen_k, h_k, d] with the given strides in
  *     elements (the head dimension contiguous); varlen (cu_seqlens_q and cu_seqlens_k given):
  *     q/o [total_q, h, d], k/v [total_k, h_k, d], b is the number of sequences, seqlen_q /
- *     seqlen_k are the longest sequences, the batch strides are ignored;
+ *     seqlen_k are the longest sequences, the batch strides are ignored (except the page
+ *     strides of paged K/V, below);
  *   - softmax_lse (fp32, optional): [b, h, seqlen_q] when unpadded_lse == 0 (padded batch),
  *     [h, total_q] when unpadded_lse == 1 (varlen);
  *   - window_size_left / right: -1 is unbounded; is_causal is window_size_right = 0;
@@ -14,9 +15,14 @@
  *   - alibi_slopes (fp32, optional): [h] or, with a batch stride, [b, h];
  *   - d_rounded, seqlen_q_rounded, seqlen_k_rounded: ignored (flare needs no padded buffers);
  *   - block_table with page_block_size: paged K/V pools [pages, page_block_size, h_k, d]
- *     (k/v batch strides are the page strides) for a padded batch (every sequence has seqlen_k
- *     keys); block_table with varlen is not served yet;
- *   - mm_prefix_ranges: not served yet.
+ *     (k/v batch strides are the page strides); for a padded batch every sequence has seqlen_k
+ *     keys, with varlen sequence b has cu_seqlens_k[b+1] - cu_seqlens_k[b] (flare's paged
+ *     varlen mode);
+ *   - mm_prefix_ranges (int32 [b, max_mm_prefix_ranges, 2] [start, end) key positions,
+ *     mm_prefix_range_batch_stride int32 elements between sequences): flare's
+ *     mm_prefix_ranges fields;
+ *   - what flare does not run yet (today paged varlen, multimodal prefix ranges, head dims
+ *     beyond 256) is refused by flare itself, with its message (see Errors);
  *   - stream_ptr: the cudaStream_t to run on (NULL: the default stream).
  *
  * Workspace: candle passes none. run_mha sizes the split-KV workspace flare wants for the call
@@ -28,9 +34,9 @@
  *
  * Errors: run_mha returns void. A call flare cannot serve (bad arguments, an unsupported
  * feature, a CUDA failure) writes nothing and launches nothing, prints one line
- * "flare_candle: run_mha: <reason>" on stderr and records the reason, which
- * flare_candle_last_error() returns (per thread) until the next run_mha call; after a call
- * that succeeded it returns NULL. */
+ * "flare_candle: run_mha: <reason>" on stderr and records the reason (for a refusal by flare:
+ * flare's message and status string), which flare_candle_last_error() returns (per thread)
+ * until the next run_mha call; after a call that succeeded it returns NULL. */
 #ifndef FLARE_CANDLE_H
 #define FLARE_CANDLE_H
 

@@ -1,8 +1,9 @@
 // candle-flash-attn's run_mha, computed by flare. The contract (layouts, which arguments are
 // honoured, the workspace, how a refused call is reported) is in flare_candle.h.
 //
-// A call goes: translate the arguments into flare_mha_fwd_params (refusing what flare cannot
-// serve), let flare validate and size the workspace (flare_mha_fwd_workspace_size validates
+// A call goes: translate the arguments into flare_mha_fwd_params (refusing only argument
+// combinations that have no flare reading; every feature, served or not, is flare's to
+// answer), let flare validate and size the workspace (flare_mha_fwd_workspace_size validates
 // before it touches the device), take the workspace from the stream-ordered allocator, run,
 // and give the workspace back on the same stream.
 #include "flare_candle.h"
@@ -69,15 +70,11 @@ extern "C" FLARE_API void run_mha(
     int is_bf16, int is_causal, int unpadded_lse, int window_size_left, int window_size_right,
     float softcap, const int32_t* block_table_ptr, uint32_t block_table_batch_stride,
     int page_block_size, const int32_t* mm_prefix_ranges_ptr,
-    uint32_t /*mm_prefix_range_batch_stride*/, int max_mm_prefix_ranges, void* stream_ptr) {
+    uint32_t mm_prefix_range_batch_stride, int max_mm_prefix_ranges, void* stream_ptr) {
   t_failed = false;
   t_error[0] = '\0';
 
-  // ---- what flare does not serve (yet) ----
-  if (mm_prefix_ranges_ptr != nullptr && max_mm_prefix_ranges > 0) {
-    refuse("mm_prefix_ranges (multimodal prefix ranges) are not supported by flare yet");
-    return;
-  }
+  // ---- candle's arguments that have no flare reading ----
   const bool varlen = cu_seqlens_q_ptr != nullptr || cu_seqlens_k_ptr != nullptr;
   if (varlen && (cu_seqlens_q_ptr == nullptr || cu_seqlens_k_ptr == nullptr)) {
     refuse("%s is null but %s is set: varlen needs both", cu_seqlens_q_ptr ? "cu_seqlens_k" : "cu_seqlens_q",
@@ -85,10 +82,6 @@ extern "C" FLARE_API void run_mha(
     return;
   }
   const bool paged = block_table_ptr != nullptr;
-  if (paged && varlen) {
-    refuse("block_table with cu_seqlens (paged variable-length KV) is not supported by flare yet");
-    return;
-  }
   if (softmax_lse_ptr != nullptr && (unpadded_lse != 0) != varlen) {
     refuse(varlen ? "unpadded_lse == 0 with cu_seqlens is not supported: flare writes the "
                     "variable-length lse as [h, total_q] (unpadded_lse = 1)"
@@ -120,9 +113,10 @@ extern "C" FLARE_API void run_mha(
   p.num_heads_k = heads_k;
   p.head_dim = head_dim;
   // The batch strides of a varlen call are unused (rows come from cu_seqlens); candle passes 0.
+  // Paged K/V pools keep theirs: it is the page stride.
   p.q_batch_stride = varlen ? 0 : q_batch_stride;
-  p.k_batch_stride = varlen ? 0 : k_batch_stride;
-  p.v_batch_stride = varlen ? 0 : v_batch_stride;
+  p.k_batch_stride = varlen && !paged ? 0 : k_batch_stride;
+  p.v_batch_stride = varlen && !paged ? 0 : v_batch_stride;
   p.out_batch_stride = varlen ? 0 : o_batch_stride;
   p.q_row_stride = q_row_stride;
   p.k_row_stride = k_row_stride;
@@ -140,6 +134,11 @@ extern "C" FLARE_API void run_mha(
   p.softcap = softcap > 0.f ? softcap : 0.f;
   p.alibi_slopes = static_cast<const float*>(alibi_slopes_ptr);
   p.alibi_batch_stride = alibi_slopes_ptr ? alibi_slopes_batch_stride : 0;
+  // Multimodal prefix ranges as candle gives them (int32 [b, max, 2], batch stride in int32
+  // elements); flare validates them and answers for what its kernels run.
+  p.mm_prefix_ranges = mm_prefix_ranges_ptr;
+  p.mm_prefix_ranges_batch_stride = mm_prefix_range_batch_stride;
+  p.max_mm_prefix_ranges = max_mm_prefix_ranges;
 
   if (varlen) {
     p.cu_seqlens_q = cu_seqlens_q_ptr;
@@ -151,12 +150,21 @@ extern "C" FLARE_API void run_mha(
     p.seqlen_k = sk;
   }
 
-  // Paged K/V of a padded batch: flare's KV-cache path with every sequence holding seqlen_k
-  // keys (cache_seqlens[b] = seqlen_k, a device array run_mha fills) and a capacity of the
-  // pages those keys span. The pool's page count is not passed by candle: num_pages is the
-  // largest index a block-table entry (int32) can name.
+  // Paged K/V. candle does not pass the pool's page count: num_pages is the largest index a
+  // block-table entry (int32) can name.
+  //  - varlen: flare's paged varlen mode (block_table with cu_seqlens_q; the keys of sequence
+  //    b are the first cu_seqlens_k[b+1] - cu_seqlens_k[b] rows of its pages), passed as it
+  //    is for flare to validate and serve;
+  //  - padded batch: flare's KV-cache path with every sequence holding seqlen_k keys
+  //    (cache_seqlens[b] = seqlen_k, a device array run_mha fills) and a capacity of the pages
+  //    those keys span.
   std::vector<int32_t> cache_seqlens;
-  if (paged) {
+  if (paged && varlen) {
+    p.block_table = block_table_ptr;
+    p.block_table_batch_stride = block_table_batch_stride;
+    p.page_block_size = page_block_size;
+    p.num_pages = INT32_MAX;
+  } else if (paged) {
     if (page_block_size <= 0) {
       refuse("page_block_size (%d) must be > 0 with block_table", page_block_size);
       return;
@@ -209,7 +217,7 @@ extern "C" FLARE_API void run_mha(
   if (ws_aligned + seqlens_bytes > 0) {
     const size_t bytes = ws_aligned + seqlens_bytes + kWorkspaceAlign;
     cudaError_t err = cudaMallocAsync(&allocation, bytes, stream);
-    if (err != cudaSuccess && paged) {
+    if (err != cudaSuccess && seqlens_bytes > 0) {
       (void)cudaGetLastError();
       refuse("cudaMallocAsync of %zu bytes (cache_seqlens of the paged call) failed: %s", bytes,
              cudaGetErrorString(err));
@@ -229,7 +237,7 @@ extern "C" FLARE_API void run_mha(
     p.workspace = scratch;
     p.workspace_size = workspace_bytes;
   }
-  if (paged) {
+  if (seqlens_bytes > 0) {
     int32_t* seqlens_dev = reinterpret_cast<int32_t*>(scratch + ws_aligned);
     // From pageable memory: the call returns once the data is staged, so the vector may go.
     cudaError_t err = cudaMemcpyAsync(seqlens_dev, cache_seqlens.data(), seqlens_bytes,

@@ -41,6 +41,7 @@ struct Call {
   uint32_t bt_stride = 0;
   int page_block_size = -1;
   const int32_t* mm = nullptr;
+  uint32_t mm_stride = 0;
   int max_mm = 0;
 
   Call() {
@@ -66,7 +67,7 @@ struct Call {
             alibi_bs, q_rs, k_rs, v_rs, o_rs, q_hs, k_hs, v_hs, o_hs, b, h, h_k, d,
             (d + 31) / 32 * 32, scale, seqlen_q, seqlen_k, (seqlen_q + 127) / 128 * 128,
             (seqlen_k + 127) / 128 * 128, b * seqlen_q, is_bf16, is_causal, unpadded_lse, wl, wr,
-            softcap, block_table, bt_stride, page_block_size, mm, 0, max_mm, nullptr);
+            softcap, block_table, bt_stride, page_block_size, mm, mm_stride, max_mm, nullptr);
   }
 
   bool untouched() const {
@@ -87,18 +88,28 @@ bool has_gpu() {
   return ok;
 }
 
-// Runs the call, expects a refusal whose message contains `needle`, on stderr too.
-void expect_refused(Call& c, const std::string& needle) {
+// Runs the call, expects a refusal whose message contains every one of `needles`, on stderr
+// too.
+void expect_refused(Call& c, const std::vector<std::string>& needles) {
   testing::internal::CaptureStderr();
   c.run();
   const std::string err = testing::internal::GetCapturedStderr();
   const char* last = flare_candle_last_error();
   ASSERT_NE(last, nullptr) << "run_mha accepted the call";
-  EXPECT_NE(std::string(last).find(needle), std::string::npos) << last;
+  for (const std::string& needle : needles)
+    EXPECT_NE(std::string(last).find(needle), std::string::npos) << last;
   EXPECT_NE(err.find("flare_candle: run_mha: "), std::string::npos) << err;
   EXPECT_NE(err.find(last), std::string::npos) << err;
   EXPECT_TRUE(c.untouched());
 }
+
+void expect_refused(Call& c, const char* needle) {
+  expect_refused(c, std::vector<std::string>{needle});
+}
+
+// A refusal by flare carries flare's message and its status string.
+constexpr const char* kNotSupported = "(feature or combination not supported)";
+constexpr const char* kInvalidArgument = "(invalid argument)";
 
 }  // namespace
 
@@ -108,25 +119,74 @@ TEST(CandleRunMha, LastErrorIsNullBeforeAnyCall) {
   EXPECT_EQ(seen, nullptr);
 }
 
-TEST(CandleRunMha, MultimodalPrefixRangesAreNotSupported) {
-  Call c;
-  const int32_t ranges[4] = {0, 4, 0, 0};
-  c.mm = ranges;
-  c.max_mm = 2;
-  expect_refused(c, "mm_prefix_ranges");
+// Multimodal prefix ranges go to flare as candle gives them: flare validates them and, until
+// its kernels run them, refuses valid ones with FLARE_ERROR_NOT_SUPPORTED.
+TEST(CandleRunMha, MultimodalPrefixRangesAreFlaresToAnswer) {
+  const int32_t ranges[4] = {0, 4, 0, 0};  // b = 2, one range each; the second is empty
+  {
+    Call c;
+    c.mm = ranges;
+    c.mm_stride = 2;
+    c.max_mm = 1;
+    expect_refused(c, {"mm_prefix_ranges: multimodal prefix ranges are not implemented on the "
+                       "GPU kernels yet",
+                       kNotSupported});
+  }
+  {
+    Call c;
+    c.mm = ranges;
+    c.mm_stride = 2;
+    c.max_mm = 2;
+    expect_refused(c, {"mm_prefix_ranges_batch_stride (2) must be >= 2 * max_mm_prefix_ranges (4)",
+                       kInvalidArgument});
+  }
+  {
+    Call c;
+    c.max_mm = 2;
+    expect_refused(c, {"max_mm_prefix_ranges (2) is set but mm_prefix_ranges is null",
+                       kInvalidArgument});
+  }
+  {
+    Call c;
+    c.mm = ranges;
+    c.mm_stride = 2;
+    c.max_mm = -1;
+    expect_refused(c, {"max_mm_prefix_ranges (-1) must be >= 0", kInvalidArgument});
+  }
 }
 
-TEST(CandleRunMha, PagedVarlenIsNotSupported) {
-  Call c;
+// Paged K/V with cu_seqlens is flare's paged varlen mode: flare validates the paging fields
+// and, until its kernels run the mode, refuses it with FLARE_ERROR_NOT_SUPPORTED.
+TEST(CandleRunMha, PagedVarlenIsFlaresToAnswer) {
   const int32_t cu[3] = {0, 8, 16};
   const int32_t table[4] = {0, 1, 2, 3};
-  c.cu_q = cu;
-  c.cu_k = cu;
-  c.unpadded_lse = 1;
-  c.block_table = table;
-  c.bt_stride = 2;
-  c.page_block_size = 16;
-  expect_refused(c, "block_table with cu_seqlens");
+  auto paged_varlen = [&](Call& c) {
+    c.cu_q = cu;
+    c.cu_k = cu;
+    c.unpadded_lse = 1;
+    c.block_table = table;
+    c.bt_stride = 2;
+    c.page_block_size = 16;
+  };
+  {
+    Call c;
+    paged_varlen(c);
+    expect_refused(c, {"block_table with cu_seqlens_q: paged KV in variable-length attention is "
+                       "not implemented on the GPU kernels yet",
+                       kNotSupported});
+  }
+  {
+    Call c;
+    paged_varlen(c);
+    c.page_block_size = 0;
+    expect_refused(c, {"page_block_size (0) must be >= 1", kInvalidArgument});
+  }
+  {
+    Call c;
+    paged_varlen(c);
+    c.bt_stride = 0;
+    expect_refused(c, {"block_table_batch_stride (0) must be >= 1", kInvalidArgument});
+  }
 }
 
 TEST(CandleRunMha, OneCuSeqlensAloneIsRefused) {
@@ -202,8 +262,9 @@ TEST(CandleRunMha, PagedArgumentsAreChecked) {
   expect_refused(odd, "page_block_size (0) must be > 0");
 }
 
-// Paged K/V of a padded batch is served through flare's KV-cache path: it passes validation,
-// so without a GPU the only refusal left is the device's.
+// Paged K/V of a padded batch is served through flare's KV-cache path, and a ranges pointer
+// with no ranges is plain attention: both pass validation, so without a GPU the only refusal
+// left is the device's.
 TEST(CandleRunMha, ValidCallsFailOnlyForTheDeviceWithoutGpu) {
   if (has_gpu()) GTEST_SKIP() << "a GPU is present: the GPU suites run these calls";
   Call plain;
@@ -225,4 +286,17 @@ TEST(CandleRunMha, ValidCallsFailOnlyForTheDeviceWithoutGpu) {
   EXPECT_EQ(msg.find("not supported"), std::string::npos) << msg;
   EXPECT_EQ(msg.find("block_table"), std::string::npos) << msg;
   EXPECT_TRUE(paged.untouched());
+
+  // A ranges pointer with zero ranges per sequence is no range at all.
+  Call no_ranges;
+  const int32_t ranges[2] = {0, 4};
+  no_ranges.mm = ranges;
+  no_ranges.mm_stride = 2;
+  no_ranges.max_mm = 0;
+  no_ranges.run();
+  ASSERT_NE(flare_candle_last_error(), nullptr);
+  const std::string msg_ranges = flare_candle_last_error();
+  EXPECT_EQ(msg_ranges.find("not supported"), std::string::npos) << msg_ranges;
+  EXPECT_EQ(msg_ranges.find("mm_prefix_ranges"), std::string::npos) << msg_ranges;
+  EXPECT_TRUE(no_ranges.untouched());
 }

@@ -165,7 +165,7 @@ c_defines! {
     /// Patch version of the header these bindings follow.
     FLARE_VERSION_PATCH: c_int = 0;
     /// Version of [`flare_mha_fwd_params`] (bumped when fields are added).
-    FLARE_MHA_FWD_PARAMS_VERSION: c_int = 1;
+    FLARE_MHA_FWD_PARAMS_VERSION: c_int = 2;
     /// Version of [`flare_merge_params`] (bumped when fields are added).
     FLARE_MERGE_PARAMS_VERSION: c_int = 1;
     /// Most entries `flare_merge_params::part_ptrs` / `lse_ptrs` may hold.
@@ -338,6 +338,18 @@ c_struct! {
         pub workspace_size: usize,
         /// Must be 0.
         pub p_dropout: f32,
+        /// Optional per-head sink logit, fp32 `[num_heads]`, in the units of the scores; joins
+        /// the softmax denominator only.
+        pub sink: *const f32,
+        /// Optional multimodal prefix ranges, int32 `[batch, max_mm_prefix_ranges, 2]` of
+        /// `[start, end)` key positions: a query inside a range sees the whole range.
+        pub mm_prefix_ranges: *const i32,
+        /// int32 elements between the ranges of consecutive sequences (>= 2 * max ranges).
+        pub mm_prefix_ranges_batch_stride: i64,
+        /// Ranges per sequence, >= 0.
+        pub max_mm_prefix_ranges: i32,
+        /// Head dim of v and out; 0 = head_dim.
+        pub head_dim_v: i32,
     }
 }
 

@@ -7,7 +7,7 @@
 //! softcap)`. Variable-length functions take int32 `seqlens_q` / `seqlens_k` of `batch + 1`
 //! cumulative row counts and the longest sequences.
 
-use crate::error::{Error, Result, Status};
+use crate::error::{Error, Result};
 use crate::params::{AttnOptions, KvCache, MhaParams};
 use crate::tensor::{DeviceTensor, Launch};
 
@@ -151,15 +151,14 @@ pub fn flash_attn_varlen_windowed(
 }
 
 /// Variable-length queries over paged K/V pools `[num_pages, page_block_size, heads_k, d]`
-/// addressed through `block_table` (int32 `[batch, max_pages]`), with a sliding window and
-/// an optional softcap; candle-flash-attn's argument order. `page_block_size` must equal the
-/// pools' `shape[1]`.
+/// addressed through `block_table` (int32 `[batch, max_pages]`), with a sliding window, an
+/// optional softcap and optional multimodal prefix ranges (int32 `[batch, n, 2]`, all `n`
+/// entries of each sequence used; see [`MhaParams::mm_prefix_ranges`]); candle-flash-attn's
+/// argument order. `page_block_size` must equal the pools' `shape[1]`.
 ///
-/// flare does not serve paged variable-length attention yet: the call is handed to the
-/// library as it is, and its refusal comes back unchanged (today
-/// [`crate::Status::InvalidArgument`], "block_table requires cache_seqlens"). Multimodal
-/// prefix ranges have no field in flare's C ABI yet: `Some` is refused here with
-/// [`crate::Status::NotSupported`]. Nothing is launched or written.
+/// The call is handed to flare as it is: what flare's kernels do not run yet (paged
+/// variable-length attention, prefix ranges) comes back as flare's own status and message
+/// ([`crate::Status::NotSupported`] naming the feature), with nothing launched or written.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attn_varlen_paged_windowed(
     q: &dyn DeviceTensor,
@@ -179,23 +178,20 @@ pub fn flash_attn_varlen_paged_windowed(
     softcap: Option<f32>,
     launch: &Launch<'_>,
 ) -> Result<()> {
-    if mm_prefix_ranges.is_some() {
-        return Err(Error::new(
-            Status::NotSupported,
-            "mm_prefix_ranges (multimodal prefix ranges) are not supported by flare yet",
-        ));
-    }
     if k.shape().len() == 4 && k.shape()[1] != page_block_size {
         return Err(Error::invalid(format!(
             "page_block_size ({page_block_size}) does not match k.shape[1] ({})",
             k.shape()[1]
         )));
     }
-    MhaParams::varlen_paged(q, k, v, out, block_table, seqlens_q, seqlens_k, max_seqlen_q, max_seqlen_k)?
+    let mut p = MhaParams::varlen_paged(q, k, v, out, block_table, seqlens_q, seqlens_k, max_seqlen_q, max_seqlen_k)?
         .softmax_scale(softmax_scale)
         .window(window_size_left, window_size_right)
-        .softcap(softcap.unwrap_or(0.0))
-        .run(launch)
+        .softcap(softcap.unwrap_or(0.0));
+    if let Some(ranges) = mm_prefix_ranges {
+        p = p.mm_prefix_ranges(ranges, ranges.shape().get(1).copied().unwrap_or(0))?;
+    }
+    p.run(launch)
 }
 
 /// [`flash_attn_varlen`] with ALiBi slopes.

@@ -158,9 +158,12 @@ struct Heads {
     heads: i32,
     heads_k: i32,
     head_dim: i32,
+    head_dim_v: i32,
 }
 
-/// q, k, v, out of one rank (4: padded batch, 3: varlen): dtypes, shapes and heads agree.
+/// q, k, v, out of one rank (4: padded batch, 3: varlen): dtypes, shapes and heads agree. q
+/// and k share the head dim `head_dim`; v and out share `head_dim_v`, which may differ (flare
+/// decides which pairs it accepts).
 fn check_qkvo(
     q: &dyn DeviceTensor,
     k: &dyn DeviceTensor,
@@ -176,14 +179,16 @@ fn check_qkvo(
     expect_dtype("k", k, q.dtype(), "q")?;
     expect_dtype("v", v, q.dtype(), "q")?;
     expect_dtype("out", out, q.dtype(), "q")?;
-    expect_same_shape("out", out, "q", q)?;
-    expect_same_shape("v", v, "k", k)?;
     let (hd, hh) = (rank - 1, rank - 2);
+    expect_same_leading_dims("out", out, "q", q)?;
+    expect_same_leading_dims("v", v, "k", k)?;
     expect_dim("k", k, hd, q.shape()[hd], &format!("q.shape[{hd}]"))?;
+    expect_dim("out", out, hd, v.shape()[hd], &format!("v.shape[{hd}]"))?;
     let heads = Heads {
         heads: to_i32("q", hh, q.shape()[hh])?,
         heads_k: to_i32("k", hh, k.shape()[hh])?,
         head_dim: to_i32("q", hd, q.shape()[hd])?,
+        head_dim_v: to_i32("v", hd, v.shape()[hd])?,
     };
     if heads.heads_k > 0 && heads.heads % heads.heads_k != 0 {
         return Err(Error::invalid(format!(
@@ -192,6 +197,14 @@ fn check_qkvo(
         )));
     }
     Ok(heads)
+}
+
+/// Every dimension but the last (the head dim) of `t` equals `r`'s.
+fn expect_same_leading_dims(name: &str, t: &dyn DeviceTensor, ref_name: &str, r: &dyn DeviceTensor) -> Result<()> {
+    for d in 0..r.shape().len() - 1 {
+        expect_dim(name, t, d, r.shape()[d], &format!("{ref_name}.shape[{d}]"))?;
+    }
+    Ok(())
 }
 
 /// (batch, row, head) strides of a rank-4 view, or (0, row, head) of a rank-3 (varlen) view.
@@ -232,6 +245,7 @@ impl<'a> MhaParams<'a> {
         raw.num_heads = heads.heads;
         raw.num_heads_k = heads.heads_k;
         raw.head_dim = heads.head_dim;
+        raw.head_dim_v = heads.head_dim_v;
         (raw.q_batch_stride, raw.q_row_stride, raw.q_head_stride) = strides3("q", q)?;
         (raw.k_batch_stride, raw.k_row_stride, raw.k_head_stride) = strides3("k", k)?;
         (raw.v_batch_stride, raw.v_row_stride, raw.v_head_stride) = strides3("v", v)?;
@@ -240,8 +254,10 @@ impl<'a> MhaParams<'a> {
         Ok(MhaParams { raw, layout, _tensors: PhantomData })
     }
 
-    /// Attention over a padded batch: q, out `[batch, seqlen_q, heads, d]`; k, v
-    /// `[batch, seqlen_k, heads_k, d]`; any strides with the head dimension contiguous.
+    /// Attention over a padded batch: q `[batch, seqlen_q, heads, d]`, k `[batch, seqlen_k,
+    /// heads_k, d]`, v `[batch, seqlen_k, heads_k, d_v]`, out `[batch, seqlen_q, heads, d_v]`;
+    /// any strides with the head dimension contiguous. A `d_v` other than `d` is flare's
+    /// `head_dim_v` (every builder reads it from v the same way).
     pub fn prefill(
         q: &'a dyn DeviceTensor,
         k: &'a dyn DeviceTensor,
@@ -256,7 +272,8 @@ impl<'a> MhaParams<'a> {
         Ok(p)
     }
 
-    /// Variable-length batch: q, out `[total_q, heads, d]`; k, v `[total_k, heads_k, d]`;
+    /// Variable-length batch: q `[total_q, heads, d]`, out `[total_q, heads, d_v]`; k
+    /// `[total_k, heads_k, d]`, v `[total_k, heads_k, d_v]`;
     /// sequence b has q rows `[cu_seqlens_q[b], cu_seqlens_q[b+1])` and likewise for k.
     /// `cu_seqlens_*` are int32 `[batch + 1]`; `max_seqlen_*` the longest sequences.
     #[allow(clippy::too_many_arguments)]
@@ -300,10 +317,11 @@ impl<'a> MhaParams<'a> {
     }
 
     /// Variable-length queries over paged K/V pools `[num_pages, page_block_size, heads_k, d]`
-    /// through `block_table` (int32 `[batch, max_pages]`), keys of sequence b counted by
-    /// `cu_seqlens_k`. The params are passed to flare as they are; flare does not serve paged
-    /// variable-length attention yet and answers with its own status and message (today
-    /// [`crate::Status::InvalidArgument`]: block_table requires cache_seqlens).
+    /// (v: `d_v`) through `block_table` (int32 `[batch, max_pages]`), keys of sequence b
+    /// counted by `cu_seqlens_k`. The params are passed to flare as they are: whether paged
+    /// variable-length attention runs is flare's answer, with its own status and message
+    /// (until its kernels run it, [`crate::Status::NotSupported`] naming block_table with
+    /// cu_seqlens_q).
     #[allow(clippy::too_many_arguments)]
     pub fn varlen_paged(
         q: &'a dyn DeviceTensor,
@@ -320,7 +338,7 @@ impl<'a> MhaParams<'a> {
         expect_rank("out", &*out, 3)?;
         expect_rank("k_pool", k_pool, 4)?;
         expect_rank("v_pool", v_pool, 4)?;
-        expect_same_shape("v_pool", v_pool, "k_pool", k_pool)?;
+        expect_same_leading_dims("v_pool", v_pool, "k_pool", k_pool)?;
         // Check q/out against a [total_q, heads, d] reading of the pools' last two dimensions.
         let heads_k = to_i32("k_pool", 2, k_pool.shape()[2])?;
         expect_dim("k_pool", k_pool, 3, q.shape()[2], "q.shape[2]")?;
@@ -328,7 +346,8 @@ impl<'a> MhaParams<'a> {
         expect_dtype("k_pool", k_pool, q.dtype(), "q")?;
         expect_dtype("v_pool", v_pool, q.dtype(), "q")?;
         expect_dtype("out", &*out, q.dtype(), "q")?;
-        expect_same_shape("out", &*out, "q", q)?;
+        expect_same_leading_dims("out", &*out, "q", q)?;
+        expect_dim("out", &*out, 2, v_pool.shape()[3], "v_pool.shape[3]")?;
         let mut raw = core::mem::MaybeUninit::<sys::flare_mha_fwd_params>::uninit();
         // SAFETY: the init function writes the whole struct.
         let mut raw = unsafe {
@@ -343,6 +362,7 @@ impl<'a> MhaParams<'a> {
         raw.num_heads = to_i32("q", 1, q.shape()[1])?;
         raw.num_heads_k = heads_k;
         raw.head_dim = to_i32("q", 2, q.shape()[2])?;
+        raw.head_dim_v = to_i32("v_pool", 3, v_pool.shape()[3])?;
         (raw.q_batch_stride, raw.q_row_stride, raw.q_head_stride) = strides3("q", q)?;
         (raw.out_batch_stride, raw.out_row_stride, raw.out_head_stride) = strides3("out", &*out)?;
         (raw.k_batch_stride, raw.k_row_stride, raw.k_head_stride) = strides3("k_pool", k_pool)?;
@@ -376,9 +396,10 @@ impl<'a> MhaParams<'a> {
         Ok(())
     }
 
-    /// Decoding against a KV cache: q, out `[batch, seqlen_q, heads, d]`; k_cache, v_cache
-    /// `[cache_batch, capacity, heads_k, d]` or, paged, `[num_pages, page_block_size, heads_k,
-    /// d]`. The caches are written when `kv` appends rows.
+    /// Decoding against a KV cache: q `[batch, seqlen_q, heads, d]`, out `[batch, seqlen_q,
+    /// heads, d_v]`; k_cache `[cache_batch, capacity, heads_k, d]` or, paged, `[num_pages,
+    /// page_block_size, heads_k, d]`, v_cache the same with `d_v`. The caches are written when
+    /// `kv` appends rows (k_new with `d`, v_new with `d_v`).
     pub fn kv_cache(
         q: &'a dyn DeviceTensor,
         k_cache: &'a mut dyn DeviceTensor,
@@ -418,7 +439,8 @@ impl<'a> MhaParams<'a> {
                 expect_dim("k_new", k_new, 0, batch, "q.shape[0]")?;
                 expect_dim("k_new", k_new, 2, k_cache.shape()[2], "the heads of k_cache")?;
                 expect_dim("k_new", k_new, 3, q.shape()[3], "q.shape[3]")?;
-                expect_same_shape("v_new", v_new, "k_new", k_new)?;
+                expect_same_leading_dims("v_new", v_new, "k_new", k_new)?;
+                expect_dim("v_new", v_new, 3, v_cache.shape()[3], "v_cache.shape[3]")?;
                 p.raw.k_new = k_new.device_ptr();
                 p.raw.v_new = v_new.device_ptr();
                 p.raw.seqlen_new = to_i32("k_new", 1, k_new.shape()[1])?;
@@ -530,6 +552,47 @@ impl<'a> MhaParams<'a> {
         };
         expect_dense("lse", &*lse, DType::F32, &shape)?;
         self.raw.lse = lse.device_ptr() as *mut f32;
+        Ok(self)
+    }
+
+    /// Per-head sink logit, fp32 `[heads]` (the query heads), in the units of the scores
+    /// (after scale, softcap and ALiBi): it joins every row's softmax denominator and nothing
+    /// else, and the lse includes it. Whether the kernels run it is flare's answer.
+    pub fn sink(mut self, sink: &'a dyn DeviceTensor) -> Result<Self> {
+        expect_dense("sink", sink, DType::F32, &[self.raw.num_heads as usize])?;
+        self.raw.sink = sink.device_ptr() as *const f32;
+        Ok(self)
+    }
+
+    /// Multimodal prefix ranges: int32 `[batch, n, 2]`, entry (b, r) the `[start, end)` key
+    /// positions of a span of sequence b; a query row inside a span also sees the whole span.
+    /// The first `max_ranges` (<= n) entries of each sequence are used; an entry with start >=
+    /// end is empty. Each sequence's pairs are dense; the batch stride is the tensor's. Whether
+    /// the kernels run ranges is flare's answer.
+    pub fn mm_prefix_ranges(mut self, ranges: &'a dyn DeviceTensor, max_ranges: usize) -> Result<Self> {
+        expect_rank("mm_prefix_ranges", ranges, 3)?;
+        if ranges.dtype() != DType::I32 {
+            return Err(Error::invalid(format!("mm_prefix_ranges must be int32, got {}", ranges.dtype().name())));
+        }
+        expect_dim("mm_prefix_ranges", ranges, 0, self.raw.batch as usize, "the batch")?;
+        expect_dim("mm_prefix_ranges", ranges, 2, 2, "the [start, end) pair size")?;
+        let n = ranges.shape()[1];
+        if n > 1 && ranges.strides()[1] != 2 {
+            return Err(Error::invalid(format!(
+                "mm_prefix_ranges.strides[1] ({}) must be 2: the pairs of a sequence are dense",
+                ranges.strides()[1]
+            )));
+        }
+        if max_ranges > n {
+            return Err(Error::invalid(format!(
+                "max_ranges ({max_ranges}) exceeds the {n} ranges per sequence of mm_prefix_ranges.shape[1]"
+            )));
+        }
+        // A tensor of one sequence may carry any batch stride: its rows are then n pairs apart.
+        let batch_stride = if ranges.shape()[0] > 1 { ranges.strides()[0] } else { 2 * n };
+        self.raw.mm_prefix_ranges = ranges.device_ptr() as *const i32;
+        self.raw.mm_prefix_ranges_batch_stride = stride_i64("mm_prefix_ranges", 0, batch_stride)?;
+        self.raw.max_mm_prefix_ranges = to_i32("mm_prefix_ranges", 1, max_ranges)?;
         Ok(self)
     }
 

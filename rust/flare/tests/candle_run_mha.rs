@@ -381,21 +381,30 @@ fn candle_paged_shuffled_block_table() {
     }
 }
 
-/// Paged variable-length K/V and head dim 512: refused with nothing written until flare
-/// serves them, correct afterwards.
+/// Paged variable-length K/V and head dim 512 go to flare as candle gives them: until flare's
+/// kernels run them, flare's refusal (naming the feature) comes back with nothing written;
+/// once served, the result must match the reference.
 #[test]
 fn candle_paged_varlen_and_d512_refused_or_correct() {
     require_gpu!();
-    for (varlen, d) in [(true, 256), (false, 512), (true, 512)] {
+    for (varlen, d, feature) in [
+        (true, 256, "block_table with cu_seqlens_q"),
+        (false, 512, "head_dim (512)"),
+        (true, 512, "head_dim (512)"),
+    ] {
         let p = Paged { dtype: DType::F16, b: 2, h: 4, hk: 2, d, sq: 4, sk: 100, page: 16 };
         match p.run(varlen) {
             Ok(()) => eprintln!("paged varlen={varlen} d{d}: served and correct"),
-            Err(reason) => eprintln!("paged varlen={varlen} d{d}: refused ({reason})"),
+            Err(reason) => {
+                eprintln!("paged varlen={varlen} d{d}: refused ({reason})");
+                assert!(reason.contains(feature), "refusal does not name {feature:?}: {reason}");
+            }
         }
     }
 }
 
-/// Multimodal prefix ranges (with a window) are not served yet: refused, nothing written.
+/// Multimodal prefix ranges (with a window) go to flare; until its kernels run them, flare's
+/// NotSupported naming them comes back, nothing written.
 #[test]
 fn candle_mm_prefix_ranges_are_refused() {
     require_gpu!();
@@ -412,7 +421,8 @@ fn candle_mm_prefix_ranges_are_refused() {
     c.mm_prefix_range_batch_stride = 4;
     c.max_mm_prefix_ranges = 2;
     let reason = c.run().expect("mm_prefix_ranges served: compare it with a reference here");
-    assert!(reason.contains("mm_prefix_ranges"), "{reason}");
+    assert!(reason.contains("mm_prefix_ranges: multimodal prefix ranges are not implemented"), "{reason}");
+    assert!(reason.contains("(feature or combination not supported)"), "{reason}");
     assert!(download(DType::F16, &dout, qb.len()).iter().all(|x| x.is_nan()));
 }
 

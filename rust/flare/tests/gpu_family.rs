@@ -12,7 +12,7 @@ mod testutil;
 use flare::{AttnOptions, DType, DeviceTensor, KvCache, Launch, MergeParams, MhaParams, Stream};
 use testutil::cuda::DeviceVec;
 use testutil::half::{self, Rng};
-use testutil::reference::{assert_within_bound, attend, attend_lowp, Attn, Spec};
+use testutil::reference::{assert_within_bound, attend, attend_dv, attend_lowp, attend_lowp_dv, Attn, Spec};
 
 /// One attention problem: per-sequence query/key counts, heads, head dim, dtype, and whether
 /// the tensors are packed (varlen) or padded.
@@ -149,6 +149,7 @@ fn spec(p: &Problem, causal: bool, wl: i64, wr: i64, softcap: f64, alibi: &[f32]
         window_right: wr,
         softcap,
         alibi: alibi.iter().map(|&x| x as f64).collect(),
+        ..Spec::default()
     }
 }
 
@@ -282,8 +283,9 @@ fn flash_attn_varlen_alibi_windowed_softcap_matches_reference() {
     t.check("flash_attn_varlen_alibi_windowed_softcap", &|_| Spec { scale: 2.0, ..spec(&p, false, -1, -1, 1.5, &s) });
 }
 
-/// Paged variable-length attention: flare refuses it until it exists, and then writes
-/// nothing; once served, the result must match the reference.
+/// Paged variable-length attention: until flare's kernels run it, flare refuses it with
+/// NotSupported naming the feature and writes nothing; once served, the result must match
+/// the reference.
 #[test]
 fn flash_attn_varlen_paged_windowed_is_refused_or_correct() {
     require_gpu!();
@@ -324,9 +326,103 @@ fn flash_attn_varlen_paged_windowed_is_refused_or_correct() {
     match r {
         Err(e) => {
             eprintln!("flash_attn_varlen_paged_windowed refused (expected until paged varlen exists): {e}");
+            assert_eq!(e.status(), flare::Status::NotSupported, "{e}");
+            assert!(e.message().contains("block_table with cu_seqlens_q"), "{e}");
             assert!(t.out_f32().iter().all(|x| x.is_nan()), "a refused call wrote its output");
         }
         Ok(()) => t.check("flash_attn_varlen_paged_windowed", &|_| spec(&p, false, 6, -1, 0.0, &[])),
+    }
+}
+
+// ---- serving fields: sink, prefix ranges, head_dim_v ----
+
+/// A call of a feature flare's kernels may not run yet: refused with NotSupported naming the
+/// feature and nothing written, or served and within the bound of the float64 reference.
+fn refused_or_correct(r: flare::Result<()>, t: &Data, feature: &str, what: &str, spec_of: &dyn Fn(usize) -> Spec) {
+    match r {
+        Err(e) => {
+            eprintln!("{what}: refused (expected until flare's kernels run {feature}): {e}");
+            assert_eq!(e.status(), flare::Status::NotSupported, "{e}");
+            assert!(e.message().contains(feature), "{e}");
+            assert!(t.out_f32().iter().all(|x| x.is_nan()), "a refused call wrote its output");
+        }
+        Ok(()) => t.check(what, spec_of),
+    }
+}
+
+#[test]
+fn sink_is_refused_or_correct() {
+    require_gpu!();
+    let p = Problem::padded(DType::F16, 2, 37, 70, 4, 2, 64);
+    // A sink above every score, a small one, a negative one, and none (-inf) for the last head.
+    let sinks = [8.0f32, 0.5, -1.0, f32::NEG_INFINITY];
+    let dsink = DeviceVec::upload(&sinks, DType::F32, &[p.h]);
+    let sink_spec = |causal| Spec { sink: sinks.iter().map(|&x| x as f64).collect(), ..spec(&p, causal, -1, -1, 0.0, &[]) };
+    for causal in [false, true] {
+        let mut t = Data::new(&p, 21);
+        let r = MhaParams::prefill(&t.dq, &t.dk, &t.dv, &mut t.dout).unwrap().causal(causal).sink(&dsink).unwrap().run(&launch());
+        refused_or_correct(r, &t, "sink", &format!("sink (causal {causal})"), &|_| sink_spec(causal));
+    }
+}
+
+#[test]
+fn mm_prefix_ranges_are_refused_or_correct() {
+    require_gpu!();
+    // Causal with a left window of 8: the ranges open keys the mask hides, to the right (inside
+    // a range) and to the left (a range longer than the window). Sequence 1's second slot is
+    // empty (start == end).
+    let p = Problem::padded(DType::F16, 2, 50, 50, 4, 2, 64);
+    let ranges: [[(i32, i32); 2]; 2] = [[(5, 20), (30, 34)], [(0, 12), (12, 12)]];
+    let flat: Vec<i32> = ranges.iter().flatten().flat_map(|&(a, b)| [a, b]).collect();
+    let dranges = DeviceVec::upload(&flat, DType::I32, &[2, 2, 2]);
+    let mut t = Data::new(&p, 22);
+    let r = MhaParams::prefill(&t.dq, &t.dk, &t.dv, &mut t.dout)
+        .unwrap()
+        .causal(true)
+        .window(Some(8), Some(0))
+        .mm_prefix_ranges(&dranges, 2)
+        .unwrap()
+        .run(&launch());
+    refused_or_correct(r, &t, "mm_prefix_ranges", "mm_prefix_ranges (causal, window 8)", &|s| Spec {
+        mm_ranges: ranges[s].iter().map(|&(a, b)| (a as i64, b as i64)).collect(),
+        ..spec(&p, true, 8, 0, 0.0, &[])
+    });
+}
+
+/// head_dim 192 with head_dim_v 128 (the accepted separate pair): v and out 128 wide.
+#[test]
+fn head_dim_v_is_refused_or_correct() {
+    require_gpu!();
+    let (dtype, b, sq, sk, h, hk, d, dv) = (DType::BF16, 2usize, 24usize, 50usize, 4usize, 2usize, 192usize, 128usize);
+    let mut rng = Rng::new(23);
+    let (qb, q) = rng.tensor(dtype, b * sq * h * d);
+    let (kb, k) = rng.tensor(dtype, b * sk * hk * d);
+    let (vb, v) = rng.tensor(dtype, b * sk * hk * dv);
+    let dq = DeviceVec::upload(&qb, dtype, &[b, sq, h, d]);
+    let dk = DeviceVec::upload(&kb, dtype, &[b, sk, hk, d]);
+    let dvv = DeviceVec::upload(&vb, dtype, &[b, sk, hk, dv]);
+    let mut dout = DeviceVec::upload(&vec![half::nan_bits(dtype); b * sq * h * dv], dtype, &[b, sq, h, dv]);
+    let r = MhaParams::prefill(&dq, &dk, &dvv, &mut dout).unwrap().causal(true).run(&launch());
+    let got: Vec<f32> = dout.download::<u16>().iter().map(|&x| half::from_bits(dtype, x)).collect();
+    match r {
+        Err(e) => {
+            eprintln!("head_dim_v: refused (expected until flare's kernels run it): {e}");
+            assert_eq!(e.status(), flare::Status::NotSupported, "{e}");
+            assert!(e.message().contains("head_dim_v (128)"), "{e}");
+            assert!(got.iter().all(|x| x.is_nan()), "a refused call wrote its output");
+        }
+        Ok(()) => {
+            let spec = Spec { causal: true, ..Spec::new(1.0 / (d as f64).sqrt()) };
+            let (mut exact, mut naive) = (Vec::new(), Vec::new());
+            for s in 0..b {
+                let qs = &q[s * sq * h * d..(s + 1) * sq * h * d];
+                let ks = &k[s * sk * hk * d..(s + 1) * sk * hk * d];
+                let vs = &v[s * sk * hk * dv..(s + 1) * sk * hk * dv];
+                exact.extend(attend_dv(qs, ks, vs, sq, sk, h, hk, d, dv, &spec).out);
+                naive.extend(attend_lowp_dv(qs, ks, vs, sq, sk, h, hk, d, dv, &spec, &|x| half::round(dtype, x)).out);
+            }
+            assert_within_bound("head_dim 192 / head_dim_v 128", &got, &exact, &naive);
+        }
     }
 }
 

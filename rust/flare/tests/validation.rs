@@ -392,18 +392,23 @@ fn library_validation_of_kv_cache_features() {
     let p = MhaParams::kv_cache(&q, &mut kc, &mut vc, &mut o, &KvCache::new(&seqlens).rotary(&cos, &cos, true)).unwrap();
     expect_err(p.workspace_size(0), Status::NotSupported, "rotary_cos without k_new is not supported");
 
-    // Pages of 8 rows: flare needs multiples of 16.
+    // Pages of 8 rows: valid, but flare's kernels run multiples of 16 only.
     let mut kp = m.k.t(DType::F16, &[4, 8, HK, D]);
     let mut vp = m.v.t(DType::F16, &[4, 8, HK, D]);
     let table = aux.t(DType::I32, &[B, 2]);
     let p = MhaParams::kv_cache(&q, &mut kp, &mut vp, &mut o, &KvCache::new(&seqlens).paged(&table)).unwrap();
-    expect_err(p.workspace_size(0), Status::InvalidArgument, "page_block_size (8) must be a positive multiple of 16");
+    expect_err(
+        p.workspace_size(0),
+        Status::NotSupported,
+        "page_block_size (8): page sizes that are not a multiple of 16 are not implemented",
+    );
 }
 
-/// Paged variable-length attention goes to the library as it is; flare refuses it today
-/// (until paged varlen exists) and the refusal comes back unchanged.
+/// Paged variable-length attention goes to the library as it is: flare validates it and,
+/// until its kernels run it, refuses it with NotSupported naming the feature. Validation comes
+/// before any device query, so this holds with or without a GPU.
 #[test]
-fn varlen_paged_is_refused_by_the_library() {
+fn varlen_paged_is_answered_by_the_library() {
     let m = Qkvo::new();
     let q = m.q.t(DType::F16, &[20, H, D]);
     let mut o = m.o.t(DType::F16, &[20, H, D]);
@@ -412,23 +417,186 @@ fn varlen_paged_is_refused_by_the_library() {
     let table = aux.t(DType::I32, &[B, 2]);
     let cu = aux.t(DType::I32, &[B + 1]);
     let p = MhaParams::varlen_paged(&q, &kp, &kp, &mut o, &table, &cu, &cu, 12, 32).unwrap();
-    let e = p.can_implement(0, &Launch::default()).unwrap_err();
-    // Prefix ranges have no field in the C ABI: refused before the library.
+    let raw = p.as_raw();
+    assert_eq!((raw.page_block_size, raw.num_pages, raw.block_table_batch_stride), (16, 4, 2));
+    assert!(raw.cache_seqlens.is_null() && !raw.cu_seqlens_q.is_null());
+    let paged_varlen = "block_table with cu_seqlens_q: paged KV in variable-length attention is not implemented";
+    expect_err(p.can_implement(0, &Launch::default()), Status::NotSupported, paged_varlen);
+    expect_err(p.workspace_size(0), Status::NotSupported, paged_varlen);
+    expect_err(
+        flare::flash_attn_varlen_paged_windowed(&q, &kp, &kp, &mut o, &cu, &cu, &table, None, 12, 32, 0.1, None, None, 16, None, &Launch::default()),
+        Status::NotSupported,
+        paged_varlen,
+    );
+    // Prefix ranges reach the library too; flare names them (it checks them before paging).
     let ranges = aux.t(DType::I32, &[B, 1, 2]);
     expect_err(
         flare::flash_attn_varlen_paged_windowed(&q, &kp, &kp, &mut o, &cu, &cu, &table, Some(&ranges), 12, 32, 0.1, None, None, 16, None, &Launch::default()),
         Status::NotSupported,
-        "mm_prefix_ranges",
+        "mm_prefix_ranges: multimodal prefix ranges are not implemented",
+    );
+    // Flare's validation of the paging fields comes back as well (a table with a zero stride).
+    let table0 = aux.strided(DType::I32, &[B, 2], &[0, 1]);
+    expect_err(
+        MhaParams::varlen_paged(&q, &kp, &kp, &mut o, &table0, &cu, &cu, 12, 32).unwrap().workspace_size(0),
+        Status::InvalidArgument,
+        "block_table_batch_stride (0) must be >= 1",
     );
     expect_err(
         flare::flash_attn_varlen_paged_windowed(&q, &kp, &kp, &mut o, &cu, &cu, &table, None, 12, 32, 0.1, None, None, 32, None, &Launch::default()),
         Status::InvalidArgument,
         "page_block_size (32) does not match k.shape[1] (16)",
     );
-    assert!(e.status().raw() != flare::sys::FLARE_OK);
+}
+
+// ---- serving fields: head_dim_v, sink, mm_prefix_ranges ----
+
+/// A V whose head dim differs from q/k's is flare's head_dim_v; out follows v.
+#[test]
+fn head_dim_v_comes_from_v() {
+    let (dk, dv) = (192usize, 128usize);
+    let q_m = Fake::new(B * SQ * H * dk * 2);
+    let k_m = Fake::new(B * SK * HK * dk * 2);
+    let v_m = Fake::new(B * SK * HK * dv * 2);
+    let o_m = Fake::new(B * SQ * H * dk * 2);
+    let q = q_m.t(DType::F16, &[B, SQ, H, dk]);
+    let k = k_m.t(DType::F16, &[B, SK, HK, dk]);
+    let v = v_m.t(DType::F16, &[B, SK, HK, dv]);
+    let mut o = o_m.t(DType::F16, &[B, SQ, H, dv]);
+    let p = MhaParams::prefill(&q, &k, &v, &mut o).unwrap();
+    let raw = p.as_raw();
+    assert_eq!((raw.head_dim, raw.head_dim_v), (192, 128));
+    assert_eq!((raw.v_batch_stride, raw.v_row_stride, raw.v_head_stride), ((SK * HK * dv) as i64, (HK * dv) as i64, dv as i64));
+    assert_eq!((raw.out_batch_stride, raw.out_row_stride, raw.out_head_stride), ((SQ * H * dv) as i64, (H * dv) as i64, dv as i64));
+    // A valid pair the kernels do not run yet: the library's NotSupported naming head_dim_v.
+    expect_err(p.workspace_size(0), Status::NotSupported, "head_dim_v (128) != head_dim (192)");
+    expect_err(p.can_implement(0, &Launch::default()), Status::NotSupported, "head_dim_v (128) != head_dim (192)");
+
+    // out must follow v, not q.
+    let mut o_q = o_m.t(DType::F16, &[B, SQ, H, dk]);
+    expect_err(MhaParams::prefill(&q, &k, &v, &mut o_q), Status::InvalidArgument, "out.shape[3] (192) must equal v.shape[3] (128)");
+    // A pair flare does not accept: its own status and message.
+    let q64 = q_m.t(DType::F16, &[B, SQ, H, 64]);
+    let k64 = k_m.t(DType::F16, &[B, SK, HK, 64]);
+    let v32 = v_m.t(DType::F16, &[B, SK, HK, 32]);
+    let mut o32 = o_m.t(DType::F16, &[B, SQ, H, 32]);
+    let p = MhaParams::prefill(&q64, &k64, &v32, &mut o32).unwrap();
+    assert_eq!(p.as_raw().head_dim_v, 32);
+    expect_err(p.workspace_size(0), Status::UnsupportedHeadDim, "head_dim_v (32) with head_dim (64) is not supported");
+
+    // Equal dims: head_dim_v is that dim, which flare treats as head_dim.
+    let m = Qkvo::new();
+    let (q, k, v, mut o) = m.tensors();
+    assert_eq!(MhaParams::prefill(&q, &k, &v, &mut o).unwrap().as_raw().head_dim_v, D as i32);
+
+    // Varlen, paged varlen and the KV cache read d_v from v the same way.
+    let qv = q_m.t(DType::F16, &[20, H, dk]);
+    let kv3 = k_m.t(DType::F16, &[30, HK, dk]);
+    let vv3 = v_m.t(DType::F16, &[30, HK, dv]);
+    let mut ov = o_m.t(DType::F16, &[20, H, dv]);
+    let aux = Fake::new(4096);
+    let cu = aux.t(DType::I32, &[B + 1]);
+    let p = MhaParams::varlen(&qv, &kv3, &vv3, &mut ov, &cu, &cu, 12, 20).unwrap();
+    assert_eq!((p.as_raw().head_dim, p.as_raw().head_dim_v), (192, 128));
+    let kpool = k_m.t(DType::F16, &[4, 16, HK, dk]);
+    let vpool = v_m.t(DType::F16, &[4, 16, HK, dv]);
+    let table = aux.t(DType::I32, &[B, 2]);
+    let p = MhaParams::varlen_paged(&qv, &kpool, &vpool, &mut ov, &table, &cu, &cu, 12, 32).unwrap();
+    assert_eq!((p.as_raw().head_dim, p.as_raw().head_dim_v), (192, 128));
+    let mut ov_q = o_m.t(DType::F16, &[20, H, dk]);
+    expect_err(
+        MhaParams::varlen_paged(&qv, &kpool, &vpool, &mut ov_q, &table, &cu, &cu, 12, 32),
+        Status::InvalidArgument,
+        "out.shape[2] (192) must equal v_pool.shape[3] (128)",
+    );
+    let qd = q_m.t(DType::F16, &[B, 1, H, dk]);
+    let mut od = o_m.t(DType::F16, &[B, 1, H, dv]);
+    let mut kc = k_m.t(DType::F16, &[B, SK, HK, dk]);
+    let mut vc = v_m.t(DType::F16, &[B, SK, HK, dv]);
+    let seqlens = aux.t(DType::I32, &[B]);
+    let new_m = Fake::new(B * 2 * HK * dk * 2);
+    let k_new = new_m.t(DType::F16, &[B, 2, HK, dk]);
+    let v_new = new_m.t(DType::F16, &[B, 2, HK, dv]);
+    let p = MhaParams::kv_cache(&qd, &mut kc, &mut vc, &mut od, &KvCache::new(&seqlens).append(&k_new, &v_new)).unwrap();
+    assert_eq!((p.as_raw().head_dim, p.as_raw().head_dim_v), (192, 128));
+    expect_err(
+        MhaParams::kv_cache(&qd, &mut kc, &mut vc, &mut od, &KvCache::new(&seqlens).append(&k_new, &k_new)),
+        Status::InvalidArgument,
+        "v_new.shape[3] (192) must equal v_cache.shape[3] (128)",
+    );
+}
+
+#[test]
+fn sink_reaches_the_library() {
+    let m = Qkvo::new();
+    let (q, k, v, mut o) = m.tensors();
+    let aux = Fake::new(256);
+    let sink = aux.t(DType::F32, &[H]);
+    let p = MhaParams::prefill(&q, &k, &v, &mut o).unwrap().sink(&sink).unwrap();
+    assert_eq!(p.as_raw().sink as *const c_void, aux.ptr());
+    expect_err(p.workspace_size(0), Status::NotSupported, "sink: attention sinks are not implemented");
+    expect_err(p.run(&Launch::default()), Status::NotSupported, "sink: attention sinks are not implemented");
+
+    let sink_kv = aux.t(DType::F32, &[HK]);
+    expect_err(
+        MhaParams::prefill(&q, &k, &v, &mut o).unwrap().sink(&sink_kv),
+        Status::InvalidArgument,
+        "sink must have shape [4], got [2]",
+    );
+    let sink_f16 = aux.t(DType::F16, &[H]);
+    expect_err(MhaParams::prefill(&q, &k, &v, &mut o).unwrap().sink(&sink_f16), Status::InvalidArgument, "sink must be fp32, got fp16");
+    // A sink off its 4-byte alignment: the library's check.
+    let sink_off = aux.offset(2, DType::F32, &[H]);
+    expect_err(
+        MhaParams::prefill(&q, &k, &v, &mut o).unwrap().sink(&sink_off).unwrap().workspace_size(0),
+        Status::Misaligned,
+        "sink",
+    );
+}
+
+#[test]
+fn mm_prefix_ranges_reach_the_library() {
+    let m = Qkvo::new();
+    let (q, k, v, mut o) = m.tensors();
+    let aux = Fake::new(1024);
+    let ranges = aux.t(DType::I32, &[B, 3, 2]);
+    let p = MhaParams::prefill(&q, &k, &v, &mut o).unwrap().mm_prefix_ranges(&ranges, 2).unwrap();
+    let raw = p.as_raw();
+    assert_eq!(raw.mm_prefix_ranges as *const c_void, aux.ptr());
+    assert_eq!((raw.mm_prefix_ranges_batch_stride, raw.max_mm_prefix_ranges), (6, 2));
+    expect_err(p.workspace_size(0), Status::NotSupported, "mm_prefix_ranges: multimodal prefix ranges are not implemented");
+    expect_err(p.run(&Launch::default()), Status::NotSupported, "mm_prefix_ranges: multimodal prefix ranges are not implemented");
+
+    // A batch stride wider than the ranges: the tensor's own.
+    let wide = aux.strided(DType::I32, &[B, 1, 2], &[8, 2, 1]);
+    let p = MhaParams::prefill(&q, &k, &v, &mut o).unwrap().mm_prefix_ranges(&wide, 1).unwrap();
+    assert_eq!((p.as_raw().mm_prefix_ranges_batch_stride, p.as_raw().max_mm_prefix_ranges), (8, 1));
+
+    // The builder's checks of the tensor.
+    for (t, needle) in [
+        (aux.t(DType::I32, &[B, 2]), "mm_prefix_ranges must have 3 dimensions, got 2"),
+        (aux.t(DType::F32, &[B, 1, 2]), "mm_prefix_ranges must be int32, got fp32"),
+        (aux.t(DType::I32, &[B + 1, 1, 2]), "mm_prefix_ranges.shape[0] (3) must equal the batch (2)"),
+        (aux.t(DType::I32, &[B, 1, 3]), "mm_prefix_ranges.shape[2] (3) must equal the [start, end) pair size (2)"),
+        (aux.strided(DType::I32, &[B, 2, 2], &[8, 4, 1]), "mm_prefix_ranges.strides[1] (4) must be 2"),
+    ] {
+        expect_err(MhaParams::prefill(&q, &k, &v, &mut o).unwrap().mm_prefix_ranges(&t, 1), Status::InvalidArgument, needle);
+    }
+    expect_err(
+        MhaParams::prefill(&q, &k, &v, &mut o).unwrap().mm_prefix_ranges(&ranges, 4),
+        Status::InvalidArgument,
+        "max_ranges (4) exceeds the 3 ranges per sequence",
+    );
+    // The library's check of the pointer.
+    let off = aux.offset(2, DType::I32, &[B, 1, 2]);
+    expect_err(
+        MhaParams::prefill(&q, &k, &v, &mut o).unwrap().mm_prefix_ranges(&off, 1).unwrap().workspace_size(0),
+        Status::Misaligned,
+        "mm_prefix_ranges",
+    );
+    // No range per sequence is no range at all: nothing left to refuse but the device.
     if !testutil::cuda::have_gpu() {
-        assert!(matches!(e.status(), Status::InvalidArgument | Status::NotSupported), "{e}");
-        assert!(e.message().contains("block_table"), "{e}");
+        expect_device_error(MhaParams::prefill(&q, &k, &v, &mut o).unwrap().mm_prefix_ranges(&ranges, 0).unwrap().run(&Launch::default()));
     }
 }
 
@@ -461,7 +629,7 @@ fn family_functions_report_builder_errors() {
     expect_err(
         flare::flash_attn_windowed(&q, &k, &v, &mut o_bad, 0.1, Some(4), Some(0), &Launch::default()),
         Status::InvalidArgument,
-        "out.shape[3] (32) must equal q.shape[3] (64)",
+        "out.shape[3] (32) must equal v.shape[3] (64)",
     );
     let slopes = Fake::new(64);
     let sl = slopes.t(DType::I32, &[H]);
@@ -578,6 +746,53 @@ fn reference_matches_a_hand_computed_case() {
     let spec = Spec { causal: true, ..Spec::new(1.0) };
     let r = attend(&[1.0, 1.0], &[1.0], &[2.0], 2, 1, 1, 1, 1, &spec);
     assert_eq!((r.out[0], r.lse[0], r.out[1]), (0.0, f64::NEG_INFINITY, 2.0));
+}
+
+#[test]
+fn reference_serving_rules_match_hand_computed_cases() {
+    use testutil::reference::*;
+    let (p0, p1) = (0.5f64.exp(), 1.5f64.exp());
+    // A sink z = 1 joins the denominator only: softmax over [0.5, 1.5] and z, values [2, 4].
+    let spec = Spec { sink: vec![1.0], ..Spec::new(0.5) };
+    let r = attend(&[1.0], &[1.0, 3.0], &[2.0, 4.0], 1, 2, 1, 1, 1, &spec);
+    let z = 1f64.exp();
+    assert!((r.out[0] - (2.0 * p0 + 4.0 * p1) / (z + p0 + p1)).abs() < 1e-12);
+    assert!((r.lse[0] - (z + p0 + p1).ln()).abs() < 1e-12);
+    // A sink far above every score is the max: the output vanishes, lse is about the sink.
+    let spec = Spec { sink: vec![100.0], ..Spec::new(0.5) };
+    let r = attend(&[1.0], &[1.0, 3.0], &[2.0, 4.0], 1, 2, 1, 1, 1, &spec);
+    assert!(r.out[0].abs() < 1e-40 && (r.lse[0] - 100.0).abs() < 1e-12);
+    // A row that sees no key: out 0 and lse = the sink; a -inf sink is no sink.
+    let spec = Spec { causal: true, sink: vec![0.25], ..Spec::new(1.0) };
+    let r = attend(&[1.0, 1.0], &[1.0], &[2.0], 2, 1, 1, 1, 1, &spec);
+    assert_eq!((r.out[0], r.lse[0]), (0.0, 0.25));
+    let spec = Spec { sink: vec![f64::NEG_INFINITY], ..Spec::new(0.5) };
+    let r = attend(&[1.0], &[1.0, 3.0], &[2.0, 4.0], 1, 2, 1, 1, 1, &spec);
+    assert!((r.out[0] - (2.0 * p0 + 4.0 * p1) / (p0 + p1)).abs() < 1e-12);
+
+    // Prefix range [0, 2) with causal, sq = sk = 3, equal scores: row 0 sees keys 0 and 1
+    // (the range), row 1 keys 0 and 1, row 2 (outside the range) keys 0..2 by the mask.
+    let spec = Spec { causal: true, mm_ranges: vec![(0, 2)], ..Spec::new(1.0) };
+    let r = attend(&[1.0; 3], &[1.0; 3], &[2.0, 4.0, 6.0], 3, 3, 1, 1, 1, &spec);
+    assert_eq!((r.out[0], r.out[1], r.out[2]), (3.0, 3.0, 4.0));
+    assert!(spec.visible(0, 1, 3, 3) && !spec.visible(1, 2, 3, 3));
+    // An empty range (start == end) opens nothing; a range past the window opens keys to the
+    // left: window_left 0, range [0, 3), row 2 sees all three keys.
+    let spec = Spec { causal: true, mm_ranges: vec![(1, 1)], ..Spec::new(1.0) };
+    assert!(!spec.visible(0, 1, 3, 3));
+    let spec = Spec { window_left: 0, window_right: 0, mm_ranges: vec![(0, 3)], ..Spec::new(1.0) };
+    let r = attend(&[1.0; 3], &[1.0; 3], &[2.0, 4.0, 6.0], 3, 3, 1, 1, 1, &spec);
+    assert_eq!(r.out[2], 4.0);
+
+    // head_dim_v 2 with head_dim 1: v rows [2, 20] and [4, 40].
+    let r = attend_dv(&[1.0], &[1.0, 3.0], &[2.0, 20.0, 4.0, 40.0], 1, 2, 1, 1, 1, 2, &Spec::new(0.5));
+    let w = (p0 / (p0 + p1), p1 / (p0 + p1));
+    assert!((r.out[0] - (2.0 * w.0 + 4.0 * w.1)).abs() < 1e-12);
+    assert!((r.out[1] - (20.0 * w.0 + 40.0 * w.1)).abs() < 1e-12);
+    // The low-precision twin rounds at the same points with the same layout.
+    let n = attend_lowp_dv(&[1.0], &[1.0, 3.0], &[2.0, 20.0, 4.0, 40.0], 1, 2, 1, 1, 1, 2, &Spec::new(0.5), &|x| x);
+    assert_eq!(n.out.len(), 2);
+    assert!((n.out[1] - r.out[1]).abs() < 1e-5);
 }
 
 /// The GPU tests' bound is attainable: a correctly rounded result (float64 rounded to the
