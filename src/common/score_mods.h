@@ -49,8 +49,7 @@ FLARE_HD void modify_row_scores(At&& at, bool has_softcap, float softcap, float 
 
 // The same in one pass, the three conditions inside the element loop. The Hopper kernels use it
 // for the key blocks whose softmax runs while a P V wgmma is in flight: there the three-pass
-// form made ptxas serialise the wgmmas (C7513), which cost 8-33% on the non-causal rows of the
-// H100 table (docs/notes/sm90-kernel.md, v14).
+// form makes ptxas serialise the wgmmas (warning C7513; docs/decisions.md has the measurement).
 template <int NTiles, typename At>
 FLARE_HD void modify_row_scores_one_pass(At&& at, bool has_softcap, float softcap, float cap_in,
                                          float alibi, int alibi_base, bool needs_mask, int first,

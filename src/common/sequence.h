@@ -108,8 +108,8 @@ FLARE_HD float alibi_slope(const flare_mha_fwd_params& p, int b, int head) {
 // The units every kernel scores in. Softmax works in log2 units: p = exp2(x * unit_log2 - max *
 // unit_log2). Without softcap x is the raw q.k and unit = scale; with softcap x is already the
 // capped score softcap * tanh(q.k * cap_in) and unit = 1. The ALiBi bias is in the units of x.
-// (The Hopper kernels call it; the mma.sync kernels keep the same lines inline: through this
-// function their instruction schedule changes, so they move here after a device A/B.)
+// (The Hopper kernels call it; the mma.sync kernels spell the same lines inline, since calling
+// it changes their instruction schedule.)
 struct ScoreUnits {
   bool has_softcap;
   float unit_log2;

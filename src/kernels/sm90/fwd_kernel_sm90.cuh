@@ -1,5 +1,7 @@
-// Hopper forward kernel (sm90a): the tiles of one CTA are multiplied by wgmma, two consumer
-// warpgroups of 64 query rows each sharing K/V tiles in 128-byte-swizzled shared memory.
+// Hopper all-threads forward kernel (sm90a): every warpgroup both loads and computes (no
+// producer warpgroup); the planner runs it where the warp-specialised kernel has no instance
+// (paged d256/d192). Two warpgroups of 64 query rows each share K/V tiles in 128-byte-swizzled
+// shared memory.
 // S = Q K^T takes both operands from shared memory; O += P V takes P from registers (the S
 // accumulators, rounded to 16 bits) and V, MN-major, from shared memory.
 //
