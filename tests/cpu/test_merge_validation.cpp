@@ -16,15 +16,13 @@
 #include "api/merge_validate.h"
 #include "flare/flare.h"
 #include "reference/merge_reference.h"
+#include "valid_params.h"
 
 namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
 
-template <typename T = void>
-T* fake_ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
+using flare_test::fake_ptr;
 
 // 3 bf16 parts [2, 16, 4, 64] stacked with part_stride, lse [part][batch, heads, seqlen],
 // fp16 out contiguous, merged lse [batch, heads, seqlen].

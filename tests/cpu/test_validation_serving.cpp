@@ -16,36 +16,16 @@
 #include "api/validate.h"
 #include "api/validate_serving.h"
 #include "flare/flare.h"
+#include "valid_params.h"
 
 namespace {
 
-template <typename T = void>
-T* fake_ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
+using flare_test::fake_ptr;
 
 // Dense fp16 batch: q [2, 64, 4, 64], k/v [2, 128, 2, 64], all contiguous.
 flare_mha_fwd_params dense_base() {
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = FLARE_DTYPE_FP16;
-  p.q = fake_ptr(0x100000);
-  p.k = fake_ptr(0x200000);
-  p.v = fake_ptr(0x300000);
-  p.out = fake_ptr(0x400000);
+  flare_mha_fwd_params p = flare_test::dense_fp16_params(2, 64, 128, 4, 2, 64);
   p.lse = fake_ptr<float>(0x500000);
-  p.batch = 2;
-  p.seqlen_q = 64;
-  p.seqlen_k = 128;
-  p.num_heads = 4;
-  p.num_heads_k = 2;
-  p.head_dim = 64;
-  p.q_head_stride = p.out_head_stride = 64;
-  p.q_row_stride = p.out_row_stride = 4 * 64;
-  p.q_batch_stride = p.out_batch_stride = 64 * 4 * 64;
-  p.k_head_stride = p.v_head_stride = 64;
-  p.k_row_stride = p.v_row_stride = 2 * 64;
-  p.k_batch_stride = p.v_batch_stride = 128 * 2 * 64;
   return p;
 }
 
