@@ -18,6 +18,9 @@ namespace {
 
 constexpr uint16_t kPoison = 0x7e11;
 
+// cu_seqlens for the batch as variable-length sequences of 8 rows (queries and keys alike).
+constexpr int32_t kCuSeqlens[3] = {0, 8, 16};
+
 // One run_mha call's arguments: a padded batch of b=2, seqlen 8 / 16, h=4, h_k=2, d=64, with
 // contiguous [b, s, h, d] tensors in 16-byte aligned host buffers.
 struct Call {
@@ -68,6 +71,12 @@ struct Call {
             (d + 31) / 32 * 32, scale, seqlen_q, seqlen_k, (seqlen_q + 127) / 128 * 128,
             (seqlen_k + 127) / 128 * 128, b * seqlen_q, is_bf16, is_causal, unpadded_lse, wl, wr,
             softcap, block_table, bt_stride, page_block_size, mm, mm_stride, max_mm, nullptr);
+  }
+
+  // The batch as variable-length sequences (kCuSeqlens), lse unpadded.
+  void make_varlen() {
+    cu_q = cu_k = kCuSeqlens;
+    unpadded_lse = 1;
   }
 
   bool untouched() const {
@@ -158,12 +167,9 @@ TEST(CandleRunMha, MultimodalPrefixRangesAreFlaresToAnswer) {
 // Paged K/V with cu_seqlens is flare's paged varlen mode: flare validates the paging fields
 // and, until its kernels run the mode, refuses it with FLARE_ERROR_NOT_SUPPORTED.
 TEST(CandleRunMha, PagedVarlenIsFlaresToAnswer) {
-  const int32_t cu[3] = {0, 8, 16};
   const int32_t table[4] = {0, 1, 2, 3};
   auto paged_varlen = [&](Call& c) {
-    c.cu_q = cu;
-    c.cu_k = cu;
-    c.unpadded_lse = 1;
+    c.make_varlen();
     c.block_table = table;
     c.bt_stride = 2;
     c.page_block_size = 16;
@@ -191,9 +197,8 @@ TEST(CandleRunMha, PagedVarlenIsFlaresToAnswer) {
 
 TEST(CandleRunMha, OneCuSeqlensAloneIsRefused) {
   Call c;
-  const int32_t cu[3] = {0, 8, 16};
-  c.cu_q = cu;
-  c.unpadded_lse = 1;
+  c.make_varlen();
+  c.cu_k = nullptr;
   expect_refused(c, "cu_seqlens_k is null");
 }
 
@@ -203,9 +208,7 @@ TEST(CandleRunMha, LseLayoutMustMatchTheBatchKind) {
   expect_refused(padded, "unpadded_lse != 0 without cu_seqlens");
 
   Call varlen;
-  const int32_t cu[3] = {0, 8, 16};
-  varlen.cu_q = cu;
-  varlen.cu_k = cu;
+  varlen.make_varlen();
   varlen.unpadded_lse = 0;
   expect_refused(varlen, "unpadded_lse == 0 with cu_seqlens");
 }
