@@ -204,23 +204,7 @@ TEST(ApiBeforeDevice, ValidInputWithoutDeviceIsNoDevice) {
         << e.name << ": " << flare_last_error();
   }
   // The merge: two bf16 parts [1, 4, 2, 64] stacked, contiguous out and lse.
-  flare_merge_params m;
-  flare_merge_params_init(&m);
-  m.num_parts = 2;
-  m.part_dtype = m.out_dtype = FLARE_DTYPE_BF16;
-  m.parts = fake_ptr(0x100000);
-  m.part_stride = 4 * 2 * 64;
-  m.lse = fake_ptr<const float>(0x200000);
-  m.lse_part_stride = 4 * 2;
-  m.batch = 1;
-  m.seqlen = 4;
-  m.num_heads = 2;
-  m.head_dim = 64;
-  m.part_head_stride = m.out_head_stride = 64;
-  m.part_row_stride = m.out_row_stride = 2 * 64;
-  m.lse_head_stride = 1;
-  m.lse_row_stride = 2;
-  m.out = fake_ptr(0x300000);
+  flare_merge_params m = flare_test::merge_params(2, 1, 4, 2, 64);
   const flare_status st = flare_merge_attention_states(&m, nullptr);
   std::printf("flare_merge_attention_states: %s: %s\n", flare_status_string(st), flare_last_error());
   EXPECT_EQ(st, FLARE_ERROR_NO_DEVICE) << flare_last_error();

@@ -37,17 +37,9 @@ flare_mha_fwd_params dense_base() {
 // Varlen bf16: 3 sequences packed as q [total_q, 8, 64], k/v [total_k, 2, 64]; the padded
 // seqlen and batch-stride fields are left 0 (ignored).
 flare_mha_fwd_params varlen_base() {
-  flare_mha_fwd_params p = dense_base();
+  flare_mha_fwd_params p = flare_test::as_varlen(dense_base(), 3, 100, 300);
   p.dtype = FLARE_DTYPE_BF16;
-  p.batch = 3;
-  p.seqlen_q = 0;
-  p.seqlen_k = 0;
-  p.q_batch_stride = p.out_batch_stride = p.k_batch_stride = p.v_batch_stride = 0;
-  p.cu_seqlens_q = fake_ptr<const int32_t>(0x600000);
-  p.cu_seqlens_k = fake_ptr<const int32_t>(0x600100);
   p.seqused_k = fake_ptr<const int32_t>(0x600200);
-  p.max_seqlen_q = 100;
-  p.max_seqlen_k = 300;
   p.causal = 1;
   return p;
 }

@@ -32,15 +32,8 @@ flare_mha_fwd_params dense_base() {
 // Paged varlen: 3 sequences, q [total_q, 4, 64], K/V pools [40 pages, 16 rows, 2, 64], block
 // table [3, 8], key counts from cu_seqlens_k.
 flare_mha_fwd_params paged_varlen_base() {
-  flare_mha_fwd_params p = dense_base();
-  p.batch = 3;
-  p.seqlen_q = p.seqlen_k = 0;
-  p.q_batch_stride = p.out_batch_stride = 0;
+  flare_mha_fwd_params p = flare_test::as_varlen(dense_base(), 3, 50, 128);
   p.k_batch_stride = p.v_batch_stride = 16 * 2 * 64;  // page stride
-  p.cu_seqlens_q = fake_ptr<const int32_t>(0x600000);
-  p.cu_seqlens_k = fake_ptr<const int32_t>(0x600100);
-  p.max_seqlen_q = 50;
-  p.max_seqlen_k = 128;
   p.block_table = fake_ptr<const int32_t>(0x700200);
   p.block_table_batch_stride = 8;
   p.page_block_size = 16;
