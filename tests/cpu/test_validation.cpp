@@ -47,18 +47,8 @@ flare_mha_fwd_params varlen_base() {
 // Decode into a paged KV cache with append and rotary: q [4, 1, 8, 64], K/V pools
 // [64 pages, 256 rows, 2, 64], block table [4, 4] (capacity 1024 rows per sequence).
 flare_mha_fwd_params kv_paged_base() {
-  flare_mha_fwd_params p = dense_base();
-  p.batch = 4;
-  p.seqlen_q = 1;
-  p.seqlen_k = 1024;
-  p.q_batch_stride = p.out_batch_stride = 8 * 64;
-  p.k_batch_stride = p.v_batch_stride = 256 * 2 * 64;  // page stride
-  p.cache_seqlens = fake_ptr<const int32_t>(0x700000);
+  flare_mha_fwd_params p = flare_test::as_paged_decode(dense_base(), 4, 1024, 256, 4, 64);
   p.leftpad_k = fake_ptr<const int32_t>(0x700100);
-  p.block_table = fake_ptr<const int32_t>(0x700200);
-  p.block_table_batch_stride = 4;
-  p.page_block_size = 256;
-  p.num_pages = 64;
   p.k_new = fake_ptr(0x800000);
   p.v_new = fake_ptr(0x900000);
   p.seqlen_new = 1;

@@ -44,18 +44,7 @@ flare_mha_fwd_params paged_varlen_base() {
 
 // Decode over a paged KV cache: q [4, 1, 4, 64], pools [64 pages, 16 rows, 2, 64].
 flare_mha_fwd_params kv_paged_base() {
-  flare_mha_fwd_params p = dense_base();
-  p.batch = 4;
-  p.seqlen_q = 1;
-  p.seqlen_k = 256;
-  p.q_batch_stride = p.out_batch_stride = 4 * 64;
-  p.k_batch_stride = p.v_batch_stride = 16 * 2 * 64;
-  p.cache_seqlens = fake_ptr<const int32_t>(0x700000);
-  p.block_table = fake_ptr<const int32_t>(0x700200);
-  p.block_table_batch_stride = 16;
-  p.page_block_size = 16;
-  p.num_pages = 64;
-  return p;
+  return flare_test::as_paged_decode(dense_base(), 4, 256, 16, 16, 64);
 }
 
 flare_status intake(const flare_mha_fwd_params& params) {

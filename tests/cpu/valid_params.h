@@ -54,6 +54,25 @@ inline flare_mha_fwd_params as_varlen(flare_mha_fwd_params p, int batch, int max
   return p;
 }
 
+// p (dense) as decode over a paged KV cache: `batch` single-query sequences over seqlen_k keys,
+// K/V pools of num_pages pages of page_block_size rows (batch stride = page stride), block
+// table [batch, pages_per_seq] at 0x700200, cache_seqlens at 0x700000.
+inline flare_mha_fwd_params as_paged_decode(flare_mha_fwd_params p, int batch, int seqlen_k,
+                                            int page_block_size, int pages_per_seq,
+                                            int num_pages) {
+  p.batch = batch;
+  p.seqlen_q = 1;
+  p.seqlen_k = seqlen_k;
+  p.q_batch_stride = p.out_batch_stride = int64_t{p.num_heads} * p.head_dim;
+  p.k_batch_stride = p.v_batch_stride = int64_t{page_block_size} * p.num_heads_k * p.head_dim;
+  p.cache_seqlens = fake_ptr<const int32_t>(0x700000);
+  p.block_table = fake_ptr<const int32_t>(0x700200);
+  p.block_table_batch_stride = pages_per_seq;
+  p.page_block_size = page_block_size;
+  p.num_pages = num_pages;
+  return p;
+}
+
 // num_parts bf16 parts [batch, seqlen, num_heads, head_dim], contiguous and stacked with
 // part_stride, at 0x100000; their lse [part][batch, num_heads, seqlen] at 0x200000; bf16 out of
 // the parts' layout at 0x300000; no merged lse.
