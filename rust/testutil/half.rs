@@ -124,4 +124,51 @@ impl Rng {
         }
         p
     }
+    /// Random K and V pools of `pool_pages` pages `[page, heads_k, d]` each and a block table
+    /// `[seqs, pages_per_seq]` of distinct pool pages in shuffled order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_pools(
+        &mut self,
+        dtype: DType,
+        pool_pages: usize,
+        page: usize,
+        heads_k: usize,
+        d: usize,
+        seqs: usize,
+        pages_per_seq: usize,
+    ) -> PagedPools {
+        let n = pool_pages * page * heads_k * d;
+        let (k_bits, k) = self.tensor(dtype, n);
+        let (v_bits, v) = self.tensor(dtype, n);
+        let perm = self.permutation(pool_pages);
+        let table = perm[..seqs * pages_per_seq].iter().map(|&i| i as i32).collect();
+        PagedPools { k_bits, k, v_bits, v, table, page, row: heads_k * d, pages_per_seq }
+    }
+}
+
+/// [`Rng::paged_pools`]: the pools as bits and values, and the block table.
+pub struct PagedPools {
+    pub k_bits: Vec<u16>,
+    pub k: Vec<f32>,
+    pub v_bits: Vec<u16>,
+    pub v: Vec<f32>,
+    pub table: Vec<i32>,
+    page: usize,
+    row: usize,
+    pages_per_seq: usize,
+}
+
+impl PagedPools {
+    /// The first `len` key and value rows `[len, heads_k, d]` of sequence `seq`, gathered
+    /// through its block-table row.
+    pub fn sequence(&self, seq: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let (mut keys, mut vals) = (Vec::new(), Vec::new());
+        for r in 0..len {
+            let pg = self.table[seq * self.pages_per_seq + r / self.page] as usize;
+            let at = (pg * self.page + r % self.page) * self.row;
+            keys.extend_from_slice(&self.k[at..at + self.row]);
+            vals.extend_from_slice(&self.v[at..at + self.row]);
+        }
+        (keys, vals)
+    }
 }

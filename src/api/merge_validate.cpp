@@ -20,6 +20,7 @@
 
 #include "api/error.h"
 #include "api/layout_check.h"
+#include "api/read_struct.h"
 
 namespace flare {
 namespace {
@@ -241,30 +242,8 @@ int merge_dtype_size(int32_t dtype) {
 }
 
 flare_status read_merge_params(const flare_merge_params* params, flare_merge_params* full) {
-  if (!params) return fail(FLARE_ERROR_INVALID_ARGUMENT, "params is null");
-  if (!full) return fail(FLARE_ERROR_INVALID_ARGUMENT, "full is null");
-  const size_t size = params->struct_size;
-  if (size < kMinMergeStructSize)
-    return fail(FLARE_ERROR_INVALID_ARGUMENT,
-                "struct_size (%zu) is too small: at least %zu bytes (through out_head_stride) "
-                "are required; call flare_merge_params_init",
-                size, kMinMergeStructSize);
-  if (size % 8 != 0)
-    return fail(FLARE_ERROR_INVALID_ARGUMENT, "struct_size (%zu) is not a multiple of 8", size);
-  // A newer caller's struct: the fields this library does not know must be unset (zero).
-  const unsigned char* tail = reinterpret_cast<const unsigned char*>(params);
-  for (size_t i = sizeof(*full); i < size; ++i)
-    if (tail[i] != 0)
-      return fail(FLARE_ERROR_INVALID_ARGUMENT,
-                  "struct_size (%zu) is larger than this library's flare_merge_params (%zu "
-                  "bytes) and byte %zu past it is not zero: a field this library does not know "
-                  "is set",
-                  size, sizeof(*full), i);
-  flare_merge_params_init(full);
-  std::memcpy(static_cast<void*>(full), static_cast<const void*>(params),
-              size < sizeof(*full) ? size : sizeof(*full));
-  full->struct_size = sizeof(*full);
-  return FLARE_OK;
+  return read_struct(params, full, kMinMergeStructSize, "flare_merge_params",
+                     &flare_merge_params_init);
 }
 
 flare_status validate_merge_params(const flare_merge_params* params) {

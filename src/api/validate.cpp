@@ -48,6 +48,7 @@
 
 #include "api/error.h"
 #include "api/layout_check.h"
+#include "api/read_struct.h"
 #include "api/validate_serving.h"
 #include "common/serving_semantics.h"
 
@@ -390,32 +391,8 @@ flare_status check_output_layouts(const flare_mha_fwd_params& p) {
 }  // namespace
 
 flare_status read_params(const flare_mha_fwd_params* params, flare_mha_fwd_params* full) {
-  if (!params) return fail(FLARE_ERROR_INVALID_ARGUMENT, "params is null");
-  if (!full) return fail(FLARE_ERROR_INVALID_ARGUMENT, "full is null");
-  const size_t size = params->struct_size;
-  if (size < kMinStructSize)
-    return fail(FLARE_ERROR_INVALID_ARGUMENT,
-                "struct_size (%zu) is too small: at least %zu bytes (through out_head_stride) "
-                "are required; call flare_mha_fwd_params_init",
-                size, kMinStructSize);
-  // Fields come in 8-byte groups, so a valid size never cuts a pointer in half.
-  if (size % 8 != 0)
-    return fail(FLARE_ERROR_INVALID_ARGUMENT, "struct_size (%zu) is not a multiple of 8", size);
-  // A newer caller's struct: the fields this library does not know must be unset (zero), so
-  // that nothing the caller asked for is silently ignored.
-  const unsigned char* tail = reinterpret_cast<const unsigned char*>(params);
-  for (size_t i = sizeof(*full); i < size; ++i)
-    if (tail[i] != 0)
-      return fail(FLARE_ERROR_INVALID_ARGUMENT,
-                  "struct_size (%zu) is larger than this library's flare_mha_fwd_params (%zu "
-                  "bytes) and byte %zu past it is not zero: a field this library does not know "
-                  "is set",
-                  size, sizeof(*full), i);
-  flare_mha_fwd_params_init(full);
-  std::memcpy(static_cast<void*>(full), static_cast<const void*>(params),
-              size < sizeof(*full) ? size : sizeof(*full));
-  full->struct_size = sizeof(*full);
-  return FLARE_OK;
+  return read_struct(params, full, kMinStructSize, "flare_mha_fwd_params",
+                     &flare_mha_fwd_params_init);
 }
 
 flare_status validate_params(const flare_mha_fwd_params* params) {

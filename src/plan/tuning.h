@@ -6,6 +6,8 @@
 // FLARE_* environment variables (tuning_from_env, the one parser) before its first plan.
 #pragma once
 
+#include <string>
+
 namespace flare {
 
 // Overrides of the Hopper variant rules (kernels/sm90/variant.h); -1 = the rule decides.
@@ -54,5 +56,9 @@ void set_tuning(const Tuning& tuning);
 // Defined in tuning_env.cpp, which a default library does not contain: tests and flare_bench
 // link it (CMake target flare_tuning_env) to pass the environment on through set_tuning.
 Tuning tuning_from_env();
+
+// One line naming every field of tuning ("hopper_kernels=1 smem_limit_bytes=0 ... sm90{ws=-1
+// ...}"), for the tests and flare_bench to print the Tuning they run under. In tuning_env.cpp.
+std::string describe(const Tuning& tuning);
 
 }  // namespace flare

@@ -1,5 +1,7 @@
-// tuning_from_env: the only place flare reads the environment. Linked by the tests and
-// flare_bench (flare_tuning_env) and, in a -DFLARE_TUNING=ON build, by the library itself.
+// tuning_from_env, the only place flare reads the environment, and describe, its one-line
+// print. Linked by the tests and flare_bench (flare_tuning_env) and, in a -DFLARE_TUNING=ON
+// build, by the library itself.
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -57,6 +59,20 @@ Tuning tuning_from_env() {
   t.sm90.block_n = env_int("FLARE_SM90_BLOCK_N");
   t.sm90.consumer_wgs = env_int("FLARE_SM90_CONSUMERS");
   return t;
+}
+
+std::string describe(const Tuning& tuning) {
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "hopper_kernels=%d smem_limit_bytes=%d sm80_decode=%d sm80_wide=%d "
+                "sm80_swizzle=%d combine_pdl=%d sm90{ws=%d persistent=%d pingpong=%d tma=%d "
+                "tma_q=%d block_n=%d consumers=%d}",
+                tuning.hopper_kernels, tuning.smem_limit_bytes, tuning.sm80_decode,
+                tuning.sm80_wide, tuning.sm80_swizzle, tuning.combine_pdl,
+                tuning.sm90.warp_specialized, tuning.sm90.persistent, tuning.sm90.pingpong,
+                tuning.sm90.tma, tuning.sm90.tma_q, tuning.sm90.block_n,
+                tuning.sm90.consumer_wgs);
+  return line;
 }
 
 }  // namespace flare

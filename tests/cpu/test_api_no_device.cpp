@@ -15,37 +15,16 @@
 #include <vector>
 
 #include "flare/flare.h"
+#include "valid_params.h"
 
 namespace {
 
-template <typename T = void>
-T* fake_ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
+using flare_test::fake_ptr;
 
 // Dense fp16 q/out [2, 128, 8, 64], k/v [2, 256, 2, 64], fake device addresses (validation
 // compares pointers and never dereferences them).
 flare_mha_fwd_params valid_params() {
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = FLARE_DTYPE_FP16;
-  p.q = fake_ptr(0x100000);
-  p.k = fake_ptr(0x200000);
-  p.v = fake_ptr(0x300000);
-  p.out = fake_ptr(0x400000);
-  p.batch = 2;
-  p.seqlen_q = 128;
-  p.seqlen_k = 256;
-  p.num_heads = 8;
-  p.num_heads_k = 2;
-  p.head_dim = 64;
-  p.q_head_stride = p.out_head_stride = 64;
-  p.q_row_stride = p.out_row_stride = 8 * 64;
-  p.q_batch_stride = p.out_batch_stride = 128 * 8 * 64;
-  p.k_head_stride = p.v_head_stride = 64;
-  p.k_row_stride = p.v_row_stride = 2 * 64;
-  p.k_batch_stride = p.v_batch_stride = 256 * 2 * 64;
-  return p;
+  return flare_test::dense_fp16_params(2, 128, 256, 8, 2, 64);
 }
 
 // Whether this machine has a usable CUDA device (then valid inputs are not run through
@@ -225,23 +204,7 @@ TEST(ApiBeforeDevice, ValidInputWithoutDeviceIsNoDevice) {
         << e.name << ": " << flare_last_error();
   }
   // The merge: two bf16 parts [1, 4, 2, 64] stacked, contiguous out and lse.
-  flare_merge_params m;
-  flare_merge_params_init(&m);
-  m.num_parts = 2;
-  m.part_dtype = m.out_dtype = FLARE_DTYPE_BF16;
-  m.parts = fake_ptr(0x100000);
-  m.part_stride = 4 * 2 * 64;
-  m.lse = fake_ptr<const float>(0x200000);
-  m.lse_part_stride = 4 * 2;
-  m.batch = 1;
-  m.seqlen = 4;
-  m.num_heads = 2;
-  m.head_dim = 64;
-  m.part_head_stride = m.out_head_stride = 64;
-  m.part_row_stride = m.out_row_stride = 2 * 64;
-  m.lse_head_stride = 1;
-  m.lse_row_stride = 2;
-  m.out = fake_ptr(0x300000);
+  flare_merge_params m = flare_test::merge_params(2, 1, 4, 2, 64);
   const flare_status st = flare_merge_attention_states(&m, nullptr);
   std::printf("flare_merge_attention_states: %s: %s\n", flare_status_string(st), flare_last_error());
   EXPECT_EQ(st, FLARE_ERROR_NO_DEVICE) << flare_last_error();

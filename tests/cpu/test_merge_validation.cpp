@@ -16,39 +16,22 @@
 #include "api/merge_validate.h"
 #include "flare/flare.h"
 #include "reference/merge_reference.h"
+#include "valid_params.h"
 
 namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
 
-template <typename T = void>
-T* fake_ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
+using flare_test::fake_ptr;
 
 // 3 bf16 parts [2, 16, 4, 64] stacked with part_stride, lse [part][batch, heads, seqlen],
 // fp16 out contiguous, merged lse [batch, heads, seqlen].
 flare_merge_params base_params() {
-  flare_merge_params p;
-  flare_merge_params_init(&p);
-  p.num_parts = 3;
-  p.part_dtype = FLARE_DTYPE_BF16;
+  flare_merge_params p = flare_test::merge_params(3, 2, 16, 4, 64);
   p.out_dtype = FLARE_DTYPE_FP16;
-  p.parts = fake_ptr(0x100000);
-  p.part_stride = 2 * 16 * 4 * 64;
-  p.lse = fake_ptr<const float>(0x200000);
-  p.lse_part_stride = 2 * 4 * 16;
-  p.batch = 2;
-  p.seqlen = 16;
-  p.num_heads = 4;
-  p.head_dim = 64;
-  p.part_head_stride = p.out_head_stride = 64;
-  p.part_row_stride = p.out_row_stride = 4 * 64;
-  p.part_batch_stride = p.out_batch_stride = 16 * 4 * 64;
-  p.lse_row_stride = p.out_lse_row_stride = 1;
-  p.lse_head_stride = p.out_lse_head_stride = 16;
-  p.lse_batch_stride = p.out_lse_batch_stride = 4 * 16;
-  p.out = fake_ptr(0x300000);
+  p.out_lse_row_stride = 1;
+  p.out_lse_head_stride = 16;
+  p.out_lse_batch_stride = 4 * 16;
   p.out_lse = fake_ptr<float>(0x400000);
   return p;
 }

@@ -15,6 +15,7 @@
 #include "common/tile_config.h"
 #include "plan/plan.h"
 #include "plan/tuning.h"
+#include "valid_params.h"
 
 namespace {
 
@@ -81,24 +82,9 @@ TEST(NumSplitsHeuristic, StaysWithinBounds) {
 // workspace offered (the heuristic splits only then).
 flare_mha_fwd_params dense(int batch, int seqlen_q, int seqlen_k, int heads, int heads_k,
                            int head_dim) {
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = FLARE_DTYPE_FP16;
-  p.q = p.k = p.v = reinterpret_cast<const void*>(uintptr_t(0x100000));
-  p.out = reinterpret_cast<void*>(uintptr_t(0x200000));
-  p.batch = batch;
-  p.seqlen_q = seqlen_q;
-  p.seqlen_k = seqlen_k;
-  p.num_heads = heads;
-  p.num_heads_k = heads_k;
-  p.head_dim = head_dim;
-  p.q_head_stride = p.out_head_stride = head_dim;
-  p.q_row_stride = p.out_row_stride = int64_t(heads) * head_dim;
-  p.q_batch_stride = p.out_batch_stride = int64_t(seqlen_q) * heads * head_dim;
-  p.k_head_stride = p.v_head_stride = head_dim;
-  p.k_row_stride = p.v_row_stride = int64_t(heads_k) * head_dim;
-  p.k_batch_stride = p.v_batch_stride = int64_t(seqlen_k) * heads_k * head_dim;
-  p.workspace = reinterpret_cast<void*>(uintptr_t(0x800000));
+  flare_mha_fwd_params p =
+      flare_test::dense_fp16_params(batch, seqlen_q, seqlen_k, heads, heads_k, head_dim);
+  p.workspace = flare_test::fake_ptr(0x800000);
   return p;
 }
 

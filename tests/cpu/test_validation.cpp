@@ -18,56 +18,28 @@
 #include "api/error.h"
 #include "api/validate.h"
 #include "flare/flare.h"
+#include "valid_params.h"
 
 namespace {
 
-template <typename T = void>
-T* fake_ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
+using flare_test::fake_ptr;
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();
 
 // Dense fp16 batch: q [2, 128, 8, 64], k/v [2, 256, 2, 64] (GQA 4:1), all contiguous.
 flare_mha_fwd_params dense_base() {
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = FLARE_DTYPE_FP16;
-  p.q = fake_ptr(0x100000);
-  p.k = fake_ptr(0x200000);
-  p.v = fake_ptr(0x300000);
-  p.out = fake_ptr(0x400000);
+  flare_mha_fwd_params p = flare_test::dense_fp16_params(2, 128, 256, 8, 2, 64);
   p.lse = fake_ptr<float>(0x500000);
-  p.batch = 2;
-  p.seqlen_q = 128;
-  p.seqlen_k = 256;
-  p.num_heads = 8;
-  p.num_heads_k = 2;
-  p.head_dim = 64;
-  p.q_head_stride = p.out_head_stride = 64;
-  p.q_row_stride = p.out_row_stride = 8 * 64;
-  p.q_batch_stride = p.out_batch_stride = 128 * 8 * 64;
-  p.k_head_stride = p.v_head_stride = 64;
-  p.k_row_stride = p.v_row_stride = 2 * 64;
-  p.k_batch_stride = p.v_batch_stride = 256 * 2 * 64;
   return p;
 }
 
 // Varlen bf16: 3 sequences packed as q [total_q, 8, 64], k/v [total_k, 2, 64]; the padded
 // seqlen and batch-stride fields are left 0 (ignored).
 flare_mha_fwd_params varlen_base() {
-  flare_mha_fwd_params p = dense_base();
+  flare_mha_fwd_params p = flare_test::as_varlen(dense_base(), 3, 100, 300);
   p.dtype = FLARE_DTYPE_BF16;
-  p.batch = 3;
-  p.seqlen_q = 0;
-  p.seqlen_k = 0;
-  p.q_batch_stride = p.out_batch_stride = p.k_batch_stride = p.v_batch_stride = 0;
-  p.cu_seqlens_q = fake_ptr<const int32_t>(0x600000);
-  p.cu_seqlens_k = fake_ptr<const int32_t>(0x600100);
   p.seqused_k = fake_ptr<const int32_t>(0x600200);
-  p.max_seqlen_q = 100;
-  p.max_seqlen_k = 300;
   p.causal = 1;
   return p;
 }
@@ -75,18 +47,8 @@ flare_mha_fwd_params varlen_base() {
 // Decode into a paged KV cache with append and rotary: q [4, 1, 8, 64], K/V pools
 // [64 pages, 256 rows, 2, 64], block table [4, 4] (capacity 1024 rows per sequence).
 flare_mha_fwd_params kv_paged_base() {
-  flare_mha_fwd_params p = dense_base();
-  p.batch = 4;
-  p.seqlen_q = 1;
-  p.seqlen_k = 1024;
-  p.q_batch_stride = p.out_batch_stride = 8 * 64;
-  p.k_batch_stride = p.v_batch_stride = 256 * 2 * 64;  // page stride
-  p.cache_seqlens = fake_ptr<const int32_t>(0x700000);
+  flare_mha_fwd_params p = flare_test::as_paged_decode(dense_base(), 4, 1024, 256, 4, 64);
   p.leftpad_k = fake_ptr<const int32_t>(0x700100);
-  p.block_table = fake_ptr<const int32_t>(0x700200);
-  p.block_table_batch_stride = 4;
-  p.page_block_size = 256;
-  p.num_pages = 64;
   p.k_new = fake_ptr(0x800000);
   p.v_new = fake_ptr(0x900000);
   p.seqlen_new = 1;

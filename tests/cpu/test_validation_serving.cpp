@@ -16,51 +16,24 @@
 #include "api/validate.h"
 #include "api/validate_serving.h"
 #include "flare/flare.h"
+#include "valid_params.h"
 
 namespace {
 
-template <typename T = void>
-T* fake_ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
+using flare_test::fake_ptr;
 
 // Dense fp16 batch: q [2, 64, 4, 64], k/v [2, 128, 2, 64], all contiguous.
 flare_mha_fwd_params dense_base() {
-  flare_mha_fwd_params p;
-  flare_mha_fwd_params_init(&p);
-  p.dtype = FLARE_DTYPE_FP16;
-  p.q = fake_ptr(0x100000);
-  p.k = fake_ptr(0x200000);
-  p.v = fake_ptr(0x300000);
-  p.out = fake_ptr(0x400000);
+  flare_mha_fwd_params p = flare_test::dense_fp16_params(2, 64, 128, 4, 2, 64);
   p.lse = fake_ptr<float>(0x500000);
-  p.batch = 2;
-  p.seqlen_q = 64;
-  p.seqlen_k = 128;
-  p.num_heads = 4;
-  p.num_heads_k = 2;
-  p.head_dim = 64;
-  p.q_head_stride = p.out_head_stride = 64;
-  p.q_row_stride = p.out_row_stride = 4 * 64;
-  p.q_batch_stride = p.out_batch_stride = 64 * 4 * 64;
-  p.k_head_stride = p.v_head_stride = 64;
-  p.k_row_stride = p.v_row_stride = 2 * 64;
-  p.k_batch_stride = p.v_batch_stride = 128 * 2 * 64;
   return p;
 }
 
 // Paged varlen: 3 sequences, q [total_q, 4, 64], K/V pools [40 pages, 16 rows, 2, 64], block
 // table [3, 8], key counts from cu_seqlens_k.
 flare_mha_fwd_params paged_varlen_base() {
-  flare_mha_fwd_params p = dense_base();
-  p.batch = 3;
-  p.seqlen_q = p.seqlen_k = 0;
-  p.q_batch_stride = p.out_batch_stride = 0;
+  flare_mha_fwd_params p = flare_test::as_varlen(dense_base(), 3, 50, 128);
   p.k_batch_stride = p.v_batch_stride = 16 * 2 * 64;  // page stride
-  p.cu_seqlens_q = fake_ptr<const int32_t>(0x600000);
-  p.cu_seqlens_k = fake_ptr<const int32_t>(0x600100);
-  p.max_seqlen_q = 50;
-  p.max_seqlen_k = 128;
   p.block_table = fake_ptr<const int32_t>(0x700200);
   p.block_table_batch_stride = 8;
   p.page_block_size = 16;
@@ -71,18 +44,7 @@ flare_mha_fwd_params paged_varlen_base() {
 
 // Decode over a paged KV cache: q [4, 1, 4, 64], pools [64 pages, 16 rows, 2, 64].
 flare_mha_fwd_params kv_paged_base() {
-  flare_mha_fwd_params p = dense_base();
-  p.batch = 4;
-  p.seqlen_q = 1;
-  p.seqlen_k = 256;
-  p.q_batch_stride = p.out_batch_stride = 4 * 64;
-  p.k_batch_stride = p.v_batch_stride = 16 * 2 * 64;
-  p.cache_seqlens = fake_ptr<const int32_t>(0x700000);
-  p.block_table = fake_ptr<const int32_t>(0x700200);
-  p.block_table_batch_stride = 16;
-  p.page_block_size = 16;
-  p.num_pages = 64;
-  return p;
+  return flare_test::as_paged_decode(dense_base(), 4, 256, 16, 16, 64);
 }
 
 flare_status intake(const flare_mha_fwd_params& params) {

@@ -102,13 +102,7 @@ int main(int argc, char** argv) {
   std::set_terminate(report_terminate);
   const flare::Tuning tuning = flare::tuning_from_env();
   flare::set_tuning(tuning);
-  std::printf("flare_tests_gpu: tuning: hopper_kernels=%d smem_limit_bytes=%d sm80_decode=%d "
-              "sm80_wide=%d sm80_swizzle=%d combine_pdl=%d sm90{ws=%d persistent=%d pingpong=%d "
-              "tma=%d tma_q=%d block_n=%d consumers=%d}\n",
-              tuning.hopper_kernels, tuning.smem_limit_bytes, tuning.sm80_decode,
-              tuning.sm80_wide, tuning.sm80_swizzle, tuning.combine_pdl,
-              tuning.sm90.warp_specialized, tuning.sm90.persistent, tuning.sm90.pingpong,
-              tuning.sm90.tma, tuning.sm90.tma_q, tuning.sm90.block_n, tuning.sm90.consumer_wgs);
+  std::printf("flare_tests_gpu: tuning: %s\n", flare::describe(tuning).c_str());
 
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);

@@ -11,6 +11,24 @@ use crate::error::{Error, Result};
 use crate::params::{AttnOptions, KvCache, MhaParams};
 use crate::tensor::{DeviceTensor, Launch};
 
+/// The options of the `*_alibi_windowed_softcap` functions (padded and variable-length alike).
+fn alibi_windowed_softcap<'a>(
+    alibi_slopes: Option<&'a dyn DeviceTensor>,
+    softmax_scale: f32,
+    window_size_left: Option<usize>,
+    window_size_right: Option<usize>,
+    softcap: f32,
+) -> AttnOptions<'a> {
+    AttnOptions {
+        softmax_scale: Some(softmax_scale),
+        window_left: window_size_left,
+        window_right: window_size_right,
+        softcap: Some(softcap),
+        alibi_slopes,
+        ..AttnOptions::default()
+    }
+}
+
 /// Attention over a padded batch: q, out `[batch, seqlen_q, heads, d]`; k, v `[batch,
 /// seqlen_k, heads_k, d]`; causal aligned to the bottom-right.
 pub fn flash_attn(
@@ -96,14 +114,13 @@ pub fn flash_attn_alibi_windowed_softcap(
     softcap: f32,
     launch: &Launch<'_>,
 ) -> Result<()> {
-    let options = AttnOptions {
-        softmax_scale: Some(softmax_scale),
-        window_left: window_size_left,
-        window_right: window_size_right,
-        softcap: Some(softcap),
+    let options = alibi_windowed_softcap(
         alibi_slopes,
-        ..AttnOptions::default()
-    };
+        softmax_scale,
+        window_size_left,
+        window_size_right,
+        softcap,
+    );
     MhaParams::prefill(q, k, v, out)?.options(&options)?.run(launch)
 }
 
@@ -259,14 +276,13 @@ pub fn flash_attn_varlen_alibi_windowed_softcap(
     softcap: f32,
     launch: &Launch<'_>,
 ) -> Result<()> {
-    let options = AttnOptions {
-        softmax_scale: Some(softmax_scale),
-        window_left: window_size_left,
-        window_right: window_size_right,
-        softcap: Some(softcap),
+    let options = alibi_windowed_softcap(
         alibi_slopes,
-        ..AttnOptions::default()
-    };
+        softmax_scale,
+        window_size_left,
+        window_size_right,
+        softcap,
+    );
     MhaParams::varlen(q, k, v, out, seqlens_q, seqlens_k, max_seqlen_q, max_seqlen_k)?
         .options(&options)?
         .run(launch)

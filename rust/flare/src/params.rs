@@ -222,6 +222,28 @@ fn int_array(name: &str, t: &dyn DeviceTensor, len: usize) -> Result<*const i32>
     Ok(t.device_ptr() as *const i32)
 }
 
+/// Initialised C params (`flare_mha_fwd_params_init`) holding the attention dtype and the four
+/// tensors' device addresses; the shapes and strides are the caller's to fill.
+fn init_raw(
+    q: &dyn DeviceTensor,
+    k: &dyn DeviceTensor,
+    v: &dyn DeviceTensor,
+    out: &dyn DeviceTensor,
+) -> Result<sys::flare_mha_fwd_params> {
+    let mut raw = core::mem::MaybeUninit::<sys::flare_mha_fwd_params>::uninit();
+    // SAFETY: the init function writes the whole struct.
+    let mut raw = unsafe {
+        sys::flare_mha_fwd_params_init(raw.as_mut_ptr());
+        raw.assume_init()
+    };
+    raw.dtype = attention_dtype(q)?;
+    raw.q = q.device_ptr();
+    raw.k = k.device_ptr();
+    raw.v = v.device_ptr();
+    raw.out = out.device_ptr() as *mut _;
+    Ok(raw)
+}
+
 impl<'a> MhaParams<'a> {
     fn base(
         q: &'a dyn DeviceTensor,
@@ -231,17 +253,7 @@ impl<'a> MhaParams<'a> {
         rank: usize,
     ) -> Result<MhaParams<'a>> {
         let heads = check_qkvo(q, k, v, &*out, rank)?;
-        let mut raw = core::mem::MaybeUninit::<sys::flare_mha_fwd_params>::uninit();
-        // SAFETY: the init function writes the whole struct.
-        let mut raw = unsafe {
-            sys::flare_mha_fwd_params_init(raw.as_mut_ptr());
-            raw.assume_init()
-        };
-        raw.dtype = attention_dtype(q)?;
-        raw.q = q.device_ptr();
-        raw.k = k.device_ptr();
-        raw.v = v.device_ptr();
-        raw.out = out.device_ptr() as *mut _;
+        let mut raw = init_raw(q, k, v, &*out)?;
         raw.num_heads = heads.heads;
         raw.num_heads_k = heads.heads_k;
         raw.head_dim = heads.head_dim;
@@ -348,17 +360,7 @@ impl<'a> MhaParams<'a> {
         expect_dtype("out", &*out, q.dtype(), "q")?;
         expect_same_leading_dims("out", &*out, "q", q)?;
         expect_dim("out", &*out, 2, v_pool.shape()[3], "v_pool.shape[3]")?;
-        let mut raw = core::mem::MaybeUninit::<sys::flare_mha_fwd_params>::uninit();
-        // SAFETY: the init function writes the whole struct.
-        let mut raw = unsafe {
-            sys::flare_mha_fwd_params_init(raw.as_mut_ptr());
-            raw.assume_init()
-        };
-        raw.dtype = attention_dtype(q)?;
-        raw.q = q.device_ptr();
-        raw.k = k_pool.device_ptr();
-        raw.v = v_pool.device_ptr();
-        raw.out = out.device_ptr() as *mut _;
+        let mut raw = init_raw(q, k_pool, v_pool, &*out)?;
         raw.num_heads = to_i32("q", 1, q.shape()[1])?;
         raw.num_heads_k = heads_k;
         raw.head_dim = to_i32("q", 2, q.shape()[2])?;

@@ -156,6 +156,33 @@ fn rows_from_heads(x: &[f32], heads: usize, seq: usize, d: usize) -> Vec<f32> {
     out
 }
 
+/// candle's test tensors: q, k, v = arange(48) / 30, 40, 50 in fp16, [heads 3, seq 2, d 8], on
+/// the device as they are and, for the reference, as [seq, heads, d] rows.
+struct CandleQkv {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    dq: DeviceVec,
+    dk: DeviceVec,
+    dv: DeviceVec,
+}
+
+impl CandleQkv {
+    fn new() -> CandleQkv {
+        let (h, s, d) = (3, 2, 8);
+        let upload = |x: &[f32]| DeviceVec::upload(&bits(DType::F16, x), DType::F16, &[48]);
+        let (q, k, v) = (arange_tensor(30.0), arange_tensor(40.0), arange_tensor(50.0));
+        CandleQkv {
+            dq: upload(&q),
+            dk: upload(&k),
+            dv: upload(&v),
+            q: rows_from_heads(&q, h, s, d),
+            k: rows_from_heads(&k, h, s, d),
+            v: rows_from_heads(&v, h, s, d),
+        }
+    }
+}
+
 fn bits(dtype: DType, x: &[f32]) -> Vec<u16> {
     x.iter().map(|&v| half::to_bits(dtype, v)).collect()
 }
@@ -178,17 +205,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
 fn candle_acausal_and_softcap() {
     require_gpu!();
     let (h, s, d) = (3usize, 2usize, 8usize);
-    let q = arange_tensor(30.0);
-    let k = arange_tensor(40.0);
-    let v = arange_tensor(50.0);
-    let dq = DeviceVec::upload(&bits(DType::F16, &q), DType::F16, &[48]);
-    let dk = DeviceVec::upload(&bits(DType::F16, &k), DType::F16, &[48]);
-    let dv = DeviceVec::upload(&bits(DType::F16, &v), DType::F16, &[48]);
+    let t = CandleQkv::new();
     for softcap in [0.0f32, 2.0] {
         let dout = DeviceVec::upload(&[half::nan_bits(DType::F16); 48], DType::F16, &[48]);
         let dlse = DeviceVec::upload(&vec![f32::NAN; h * s], DType::F32, &[h * s]);
         let mut c = Call::new(1, h as u32, h as u32, d as u32, s as u32, s as u32);
-        (c.q, c.k, c.v, c.o, c.lse) = (dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), dlse.ptr());
+        (c.q, c.k, c.v, c.o, c.lse) = (t.dq.ptr(), t.dk.ptr(), t.dv.ptr(), dout.ptr(), dlse.ptr());
         c.batch_strides = [48; 4];
         c.row_strides = [8, 8, 8, 24];
         c.head_strides = [16, 16, 16, 8];
@@ -196,7 +218,7 @@ fn candle_acausal_and_softcap() {
         c.softcap = softcap;
         assert_eq!(c.run(), None);
         let spec = Spec { softcap: softcap as f64, ..Spec::new(0.5) };
-        let r = attend(&rows_from_heads(&q, h, s, d), &rows_from_heads(&k, h, s, d), &rows_from_heads(&v, h, s, d), s, s, h, h, d, &spec);
+        let r = attend(&t.q, &t.k, &t.v, s, s, h, h, d, &spec);
         assert_close(&format!("acausal softcap={softcap}"), &download(DType::F16, &dout, 48), &r.out, TOL);
         assert_close("acausal lse", &dlse.download::<f32>(), &r.lse, 1e-3);
     }
@@ -209,17 +231,12 @@ fn candle_acausal_and_softcap() {
 fn candle_varlen() {
     require_gpu!();
     let (h, s, d) = (3usize, 2usize, 8usize);
-    let q = arange_tensor(30.0);
-    let k = arange_tensor(40.0);
-    let v = arange_tensor(50.0);
-    let dq = DeviceVec::upload(&bits(DType::F16, &q), DType::F16, &[48]);
-    let dk = DeviceVec::upload(&bits(DType::F16, &k), DType::F16, &[48]);
-    let dv = DeviceVec::upload(&bits(DType::F16, &v), DType::F16, &[48]);
+    let t = CandleQkv::new();
     let dout = DeviceVec::upload(&[half::nan_bits(DType::F16); 48], DType::F16, &[48]);
     let dlse = DeviceVec::upload(&vec![f32::NAN; h * s], DType::F32, &[h * s]);
     let cu = DeviceVec::upload(&[0i32, 2], DType::I32, &[2]);
     let mut c = Call::new(1, h as u32, h as u32, d as u32, 32, 32);
-    (c.q, c.k, c.v, c.o, c.lse) = (dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), dlse.ptr());
+    (c.q, c.k, c.v, c.o, c.lse) = (t.dq.ptr(), t.dk.ptr(), t.dv.ptr(), dout.ptr(), dlse.ptr());
     (c.cu_q, c.cu_k) = (cu.ptr() as *const i32, cu.ptr() as *const i32);
     c.row_strides = [8, 8, 8, 24];
     c.head_strides = [16, 16, 16, 8];
@@ -227,7 +244,7 @@ fn candle_varlen() {
     c.unpadded_lse = 1;
     c.scale = 0.5;
     assert_eq!(c.run(), None);
-    let r = attend(&rows_from_heads(&q, h, s, d), &rows_from_heads(&k, h, s, d), &rows_from_heads(&v, h, s, d), s, s, h, h, d, &Spec::new(0.5));
+    let r = attend(&t.q, &t.k, &t.v, s, s, h, h, d, &Spec::new(0.5));
     assert_close("varlen", &download(DType::F16, &dout, 48), &r.out, TOL);
     assert_close("varlen lse", &dlse.download::<f32>(), &r.lse, 1e-3);
 }
@@ -315,14 +332,11 @@ impl Paged {
         let pool = b * pages_per_seq + 5;
         let mut rng = Rng::new(11 + d as u64);
         let (qb, q) = rng.tensor(dtype, b * sq * h * d);
-        let (kpb, kp) = rng.tensor(dtype, pool * page * hk * d);
-        let (vpb, vp) = rng.tensor(dtype, pool * page * hk * d);
-        let perm = rng.permutation(pool);
-        let table: Vec<i32> = (0..b * pages_per_seq).map(|i| perm[i] as i32).collect();
+        let pools = rng.paged_pools(dtype, pool, page, hk, d, b, pages_per_seq);
         let dq = DeviceVec::upload(&qb, dtype, &[qb.len()]);
-        let dk = DeviceVec::upload(&kpb, dtype, &[kpb.len()]);
-        let dv = DeviceVec::upload(&vpb, dtype, &[vpb.len()]);
-        let dt = DeviceVec::upload(&table, DType::I32, &[table.len()]);
+        let dk = DeviceVec::upload(&pools.k_bits, dtype, &[pools.k_bits.len()]);
+        let dv = DeviceVec::upload(&pools.v_bits, dtype, &[pools.v_bits.len()]);
+        let dt = DeviceVec::upload(&pools.table, DType::I32, &[pools.table.len()]);
         let dout = DeviceVec::upload(&vec![half::nan_bits(dtype); qb.len()], dtype, &[qb.len()]);
         let cu_q: Vec<i32> = (0..=b).map(|i| (i * sq) as i32).collect();
         let cu_k: Vec<i32> = (0..=b).map(|i| (i * sk) as i32).collect();
@@ -349,16 +363,10 @@ impl Paged {
             assert!(out.iter().all(|x| x.is_nan()), "refused ({reason}) but the output was written");
             return Err(reason);
         }
-        let row = hk * d;
         let got = download(dtype, &dout, qb.len());
         let mut want = vec![0.0; got.len()];
         for s in 0..b {
-            let (mut keys, mut vals) = (Vec::new(), Vec::new());
-            for r in 0..sk {
-                let at = (table[s * pages_per_seq + r / page] as usize * page + r % page) * row;
-                keys.extend_from_slice(&kp[at..at + row]);
-                vals.extend_from_slice(&vp[at..at + row]);
-            }
+            let (keys, vals) = pools.sequence(s, sk);
             let spec = Spec { causal: true, ..Spec::new(1.0 / (d as f64).sqrt()) };
             let r = attend(&q[s * sq * h * d..(s + 1) * sq * h * d], &keys, &vals, sq, sk, h, hk, d, &spec);
             want[s * sq * h * d..(s + 1) * sq * h * d].copy_from_slice(&r.out);

@@ -648,31 +648,21 @@ fn flash_attn_with_kvcache_paged_shuffled_matches_reference() {
         let pool_pages = b * max_pages + 3;
         let mut rng = Rng::new(18 + d as u64);
         let (qb, q) = rng.tensor(dtype, b * sq * h * d);
-        let (kpb, kp) = rng.tensor(dtype, pool_pages * page * hk * d);
-        let (vpb, vp) = rng.tensor(dtype, pool_pages * page * hk * d);
-        let perm = rng.permutation(pool_pages);
-        let table: Vec<i32> = (0..b * max_pages).map(|i| perm[i] as i32).collect();
+        let pools = rng.paged_pools(dtype, pool_pages, page, hk, d, b, max_pages);
         let dq = DeviceVec::upload(&qb, dtype, &[b, sq, h, d]);
-        let mut dkp = DeviceVec::upload(&kpb, dtype, &[pool_pages, page, hk, d]);
-        let mut dvp = DeviceVec::upload(&vpb, dtype, &[pool_pages, page, hk, d]);
-        let dtable = DeviceVec::upload(&table, DType::I32, &[b, max_pages]);
+        let mut dkp = DeviceVec::upload(&pools.k_bits, dtype, &[pool_pages, page, hk, d]);
+        let mut dvp = DeviceVec::upload(&pools.v_bits, dtype, &[pool_pages, page, hk, d]);
+        let dtable = DeviceVec::upload(&pools.table, DType::I32, &[b, max_pages]);
         let dlens = DeviceVec::upload(&lens.iter().map(|&x| x as i32).collect::<Vec<_>>(), DType::I32, &[b]);
         let mut dout = DeviceVec::upload(&vec![half::nan_bits(dtype); b * sq * h * d], dtype, &[b, sq, h, d]);
         let kv = KvCache::new(&dlens).paged(&dtable);
         let opts = AttnOptions { causal: true, ..AttnOptions::default() };
         flare::flash_attn_with_kvcache(&dq, &mut dkp, &mut dvp, &mut dout, &kv, &opts, &launch()).unwrap();
         let got: Vec<f32> = dout.download::<u16>().iter().map(|&x| half::from_bits(dtype, x)).collect();
-        let row = hk * d;
         let mut exact = vec![0.0; got.len()];
         let mut naive = vec![0.0; got.len()];
         for s in 0..b {
-            let (mut keys, mut vals) = (Vec::new(), Vec::new());
-            for r in 0..lens[s] {
-                let pg = table[s * max_pages + r / page] as usize;
-                let at = (pg * page + r % page) * row;
-                keys.extend_from_slice(&kp[at..at + row]);
-                vals.extend_from_slice(&vp[at..at + row]);
-            }
+            let (keys, vals) = pools.sequence(s, lens[s]);
             let qs = &q[s * sq * h * d..(s + 1) * sq * h * d];
             let sp = Spec { causal: true, ..Spec::new(1.0 / (d as f64).sqrt()) };
             let e = attend(qs, &keys, &vals, sq, lens[s], h, hk, d, &sp);
