@@ -40,9 +40,11 @@
  *
  * Devices: flare_mha_fwd and flare_merge_attention_states run on the STREAM's device: the
  * device a created stream belongs to (cudaStreamGetDevice), or the calling thread's current
- * device for the default streams (NULL, cudaStreamLegacy, cudaStreamPerThread). The calling
- * thread's current device is the same after the call as before it. The query functions take
- * the device ordinal explicitly.
+ * device for the default streams (NULL, cudaStreamLegacy, cudaStreamPerThread) and for a
+ * stream that is being captured into a CUDA graph (CUDA does not report a capturing stream's
+ * device: capture on the current device's streams). The calling thread's current device is
+ * the same after the call as before it. The query functions take the device ordinal
+ * explicitly.
  *
  * Threads and streams: every function may be called from several threads at once, on the same
  * or different streams and devices. The error message is per thread (flare_last_error reads

@@ -89,15 +89,17 @@ flare_status stream_device(cudaStream_t stream, int* device) {
     const cudaError_t err = cudaGetDevice(device);
     return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaGetDevice");
   }
-  // CUDA refuses cudaStreamGetDevice while a stream of this thread is captured in the global
-  // mode (cudaErrorStreamCaptureUnsupported); the query records nothing into a graph, so it
-  // runs under the relaxed mode and the thread's mode is restored.
-  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
-  cudaError_t err = cudaThreadExchangeStreamCaptureMode(&mode);
-  if (err != cudaSuccess) return cuda_fail(err, "cudaThreadExchangeStreamCaptureMode");
+  // A stream that is being captured into a graph does not answer cudaStreamGetDevice
+  // (cudaErrorStreamCaptureUnsupported, also under the relaxed capture mode): a captured call
+  // runs on the calling thread's current device (flare.h says so).
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  cudaError_t err = cudaStreamIsCapturing(stream, &capture);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaStreamIsCapturing");
+  if (capture != cudaStreamCaptureStatusNone) {
+    err = cudaGetDevice(device);
+    return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaGetDevice");
+  }
   err = cudaStreamGetDevice(stream, device);
-  const cudaError_t restore = cudaThreadExchangeStreamCaptureMode(&mode);
-  if (err == cudaSuccess) err = restore;
   return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaStreamGetDevice");
 }
 
