@@ -56,6 +56,16 @@ flare_status plan_call(const flare_mha_fwd_params& full, int device, FwdPlan* pl
   return FLARE_OK;
 }
 
+// The query entry points' common part: the caller's params read and validated, then planned
+// for `device` (the plan's kernel is not needed there).
+flare_status validate_and_plan(const flare_mha_fwd_params* params, int device,
+                               flare_mha_fwd_params* full, FwdPlan* plan) {
+  flare_status st = read_and_validate(params, full);
+  if (st != FLARE_OK) return st;
+  FwdKernelFn kernel;
+  return plan_call(*full, device, plan, &kernel);
+}
+
 flare_status check_workspace(const flare_mha_fwd_params& full, const FwdPlan& plan) {
   if (plan.workspace_bytes > full.workspace_size)
     return fail(FLARE_ERROR_WORKSPACE_TOO_SMALL,
@@ -119,11 +129,8 @@ extern "C" FLARE_API flare_status flare_mha_fwd_num_splits(const flare_mha_fwd_p
                                                            int device, int* num_splits) {
   if (num_splits == nullptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "num_splits is null");
   flare_mha_fwd_params full;
-  flare_status st = read_and_validate(params, &full);
-  if (st != FLARE_OK) return st;
   FwdPlan plan;
-  FwdKernelFn kernel;
-  st = plan_call(full, device, &plan, &kernel);
+  const flare_status st = validate_and_plan(params, device, &full, &plan);
   if (st != FLARE_OK) return st;
   *num_splits = plan.num_splits;
   clear_error();
@@ -133,11 +140,8 @@ extern "C" FLARE_API flare_status flare_mha_fwd_num_splits(const flare_mha_fwd_p
 extern "C" FLARE_API flare_status flare_can_implement(const flare_mha_fwd_params* params,
                                                       int device) {
   flare_mha_fwd_params full;
-  flare_status st = read_and_validate(params, &full);
-  if (st != FLARE_OK) return st;
   FwdPlan plan;
-  FwdKernelFn kernel;
-  st = plan_call(full, device, &plan, &kernel);
+  flare_status st = validate_and_plan(params, device, &full, &plan);
   if (st != FLARE_OK) return st;
   st = check_workspace(full, plan);
   if (st != FLARE_OK) return st;
