@@ -33,6 +33,8 @@ find_package(nanobind CONFIG REQUIRED)
 
 nanobind_add_module(_flare NB_STATIC python/src/flare_module.cpp)
 target_link_libraries(_flare PRIVATE flare_static CUDA::cudart_static)
+# src/ for the merge's host checks (api/merge_validate.h), compiled into flare_static.
+target_include_directories(_flare PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 # The build's kernel set, reported as flare.build_config.
 string(REPLACE ";" "," flare_py_archs "${FLARE_ARCHS}")
 string(REPLACE ";" "," flare_py_hdims "${FLARE_HEAD_DIMS}")

@@ -23,6 +23,8 @@
 #include <flare/flare.h>
 #include <flare/flare.hpp>
 
+#include "api/merge_validate.h"  // flare_static's host checks: merge validation before CUDA
+
 #include <cuda_runtime.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -48,10 +50,6 @@ namespace {
 #ifndef FLARE_PY_DTYPES
 #define FLARE_PY_DTYPES ""
 #endif
-
-// flare_status value of FLARE_ERROR_NO_DEVICE (no CUDA driver or no GPU); compared by value so
-// the binding also builds against a flare.h that does not name it.
-constexpr int kStatusNoDevice = 9;
 
 // ---------------------------------------------------------------- errors
 
@@ -84,7 +82,7 @@ void check_status(flare_status status) {
   const char* detail = flare_last_error();
   std::string message = std::string("flare: ") + flare_status_string(status);
   if (detail && *detail) message += ": " + std::string(detail);
-  if (static_cast<int>(status) == kStatusNoDevice)
+  if (status == FLARE_ERROR_NO_DEVICE)
     raise(PyExc_RuntimeError, std::string("flare: ") + kNoDeviceText +
                                   (detail && *detail ? " (" + std::string(detail) + ")" : ""));
   if (status == FLARE_ERROR_NOT_SUPPORTED) raise(PyExc_NotImplementedError, message);
@@ -844,7 +842,11 @@ nb::tuple merge(nb::list parts_h, nb::list lses_h, nb::handle out_h, nb::handle 
     return flare::make_merge_params(part_t, lse_t, out_t, out_lse_t, part_ptrs, lse_ptrs);
   });
 
-  // The library validates the rest (alignment, head dim) when it runs; from here on CUDA.
+  // Every remaining rule (alignment, head dim, strides) before any CUDA call: the out placeholder
+  // and, without out_lse, a null out_lse stand for the dense arrays allocated below. An empty
+  // merge (some extent 0) has nothing to check or run.
+  if (p0.shape[0] != 0 && p0.shape[1] != 0 && p0.shape[2] != 0)
+    check_status(flare::validate_merge_params(&p));
   require_device(device);
   DeviceGuard guard(device);
   nb::object out_obj = nb::none(), lse_obj = nb::none();

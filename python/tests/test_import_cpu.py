@@ -271,6 +271,10 @@ _PAGES = _f((8, 16, 2, 64))
 
 # (label, call, exception, message regex). Each message names the argument at fault.
 _BAD = [
+    # A new out allocated by the binding: the library's merge rules still come first.
+    ("merge head_dim", lambda: flare.merge_attention_states(
+        [_f((1, 8, 2, 6))] * 2, [_f((1, 2, 8), "float32")] * 2),
+     ValueError, "head_dim"),
     # Rows padded to 64 elements, so only the head dim itself is wrong.
     ("head_dim 7", lambda: flare.flash_attn_func(
         _f((2, 8, 4, 7), strides=[2048, 256, 64, 1]), _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
