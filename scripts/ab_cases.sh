@@ -17,14 +17,12 @@ ab() { local tmp; tmp=$(mktemp); ROUNDS="${ROUNDS:-2}" bash scripts/ab.sh "$tmp"
 group sm80 && for s in 64,0,512 64,1,512 64,0,4096 64,1,4096 64,1,16384 128,0,512 128,1,4096 96,0,4096; do
   ab "FLARE_KERNEL_PATH=sm80 FLARE_SM80_WIDE=0" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20
 done
-# Hopper: default vs persistent CTAs (static striding; dynamic tickets; dynamic + 2 Q buffers)
-# vs Q without TMA.
-dyn="FLARE_SM90_PERSISTENT=1 FLARE_SM90_SCHED=dynamic"
+# Hopper: default vs one CTA per tile (no persistent CTAs) vs Q without TMA vs no ping-pong.
 group hopper && for s in 128,0,512 128,1,512 128,0,2048 128,1,2048 64,0,512 64,1,1024 128,0,16384 128,1,16384 256,1,8192; do
-  ab "default" "FLARE_SM90_PERSISTENT=1" "$dyn" "$dyn FLARE_SM90_QBUFS=2" "FLARE_SM90_TMA_Q=0" \
+  ab "default" "FLARE_SM90_PERSISTENT=0" "FLARE_SM90_TMA_Q=0" "FLARE_SM90_PINGPONG=0" \
     -- --only "$s" --iters 20
 done
-group hopper && ab "default" "$dyn" "$dyn FLARE_SM90_QBUFS=2" -- --table varlen --iters 20
+group hopper && ab "default" "FLARE_SM90_PERSISTENT=0" -- --table varlen --iters 20
 # Head dims 96 / 192: padded onto the Hopper d128 / d256 kernels vs the mma.sync kernels.
 group padded && for s in 96,0,512 96,0,4096 96,1,4096 192,0,1024 192,0,4096 192,1,4096; do
   ab "default" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20

@@ -10,7 +10,7 @@
 #   PROFILE_SHAPES    "HEAD_DIM,CAUSAL,SEQLEN ..." (default: d128 causal/non-causal at 512 and
 #                     16k, d256 non-causal 8k); bf16, 16k tokens, model dim 2048 as in the bench
 #   PROFILE_VARIANTS  environment settings to compare, "default" = none (default:
-#                     "default FLARE_SM90_SCHED=static FLARE_SM90_PINGPONG=0")
+#                     "default FLARE_SM90_PERSISTENT=0 FLARE_SM90_PINGPONG=0")
 # Writes ncu_<shape>_<variant>.csv (raw page) and gap_summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ out="${1:-${OUT:-prof}}"
 bench="${BUILD_DIR:-build}/flare_bench"
 [[ -x "$bench" ]] || { echo "profile: $bench not built"; exit 2; }
 shapes="${PROFILE_SHAPES:-128,0,512 128,1,512 128,0,16384 128,1,16384 256,0,8192}"
-variants="${PROFILE_VARIANTS:-default FLARE_SM90_SCHED=static FLARE_SM90_PINGPONG=0}"
+variants="${PROFILE_VARIANTS:-default FLARE_SM90_PERSISTENT=0 FLARE_SM90_PINGPONG=0}"
 cases=""
 for shape in $shapes; do
   for var in $variants; do
