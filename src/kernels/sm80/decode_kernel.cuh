@@ -14,6 +14,7 @@
 // >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
 // selects the page per row with one compare.
 #pragma once
+#include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/smem_swizzle.h"
 #include "kernels/common/online_softmax.cuh"
@@ -90,13 +91,12 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
   const int head = blockIdx.y;
   const int batch = blockIdx.z / launch.num_splits;
   const int split = blockIdx.z % launch.num_splits;
-  const SequenceInfo seq = sequence_info(p, batch);
-  const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
-  const int head_k = head / (p.num_heads / p.num_heads_k);
-  const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  QueryTile qt;
+  if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, launch.num_splits, split, qt)) return;
+  const SequenceInfo seq = qt.seq;
+  const int m0 = qt.m0, head_k = qt.head_k;
+  const MaskSpec mask = qt.mask;
+  const BlockRange range = qt.range;
   const int num_blocks = range.end > range.begin ? range.end - range.begin : 0;
 
   extern __shared__ __align__(16) unsigned char smem[];

@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "common/block_range.h"
+#include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
 #include "common/smem_swizzle.h"
@@ -180,13 +181,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   const int head = blockIdx.y;
   const int batch = blockIdx.z / launch.num_splits;
   const int split = blockIdx.z % launch.num_splits;
-  const SequenceInfo seq = sequence_info(p, batch);
-  const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
-  const int head_k = head / (p.num_heads / p.num_heads_k);
-  const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  QueryTile qt;
+  if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, launch.num_splits, split, qt)) return;
+  const SequenceInfo seq = qt.seq;
+  const int m0 = qt.m0, head_k = qt.head_k;
+  const MaskSpec mask = qt.mask;
+  const BlockRange range = qt.range;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Swizzled: every buffer (and row) starts on a 128-byte boundary of the shared window.

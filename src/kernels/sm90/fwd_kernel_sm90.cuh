@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/block_range.h"
+#include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
 #include "common/split.h"
@@ -93,13 +94,12 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
 
   const Sm90Tile at = SingleTileScheduler::grid_tile(launch.num_splits);
   const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
-  const SequenceInfo seq = sequence_info(p, batch);
-  const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
-  const int head_k = head / (p.num_heads / p.num_heads_k);
-  const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  QueryTile qt;
+  if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, launch.num_splits, split, qt)) return;
+  const SequenceInfo seq = qt.seq;
+  const int m0 = qt.m0, head_k = qt.head_k;
+  const MaskSpec mask = qt.mask;
+  const BlockRange range = qt.range;
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
