@@ -283,39 +283,29 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       if constexpr (kStateInSmem) return __ldg(kv.table + slot);
       else return kv.table[slot];
     };
-    auto load_k = [&](int n_block, const KvSource& kv) {
+    // Key block n_block of K or V into dst: the two differ only in tensor, base and strides.
+    auto load_kv = [&](uint32_t dst, const T* src, int64_t base, int64_t row_stride,
+                       int64_t batch_stride, int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
-      const uint32_t dst = sK;
       if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
-            dst, k + (kv.k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride,
-            kv.seqlen_k - n0, p.head_dim, k);
+            dst, src + (base + int64_t(n0) * row_stride), row_stride, kv.seqlen_k - n0,
+            p.head_dim, src);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, k, p.head_dim, [&](int r) -> int64_t {
+      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, src, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= kv.seqlen_k) return -1;
         const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / kv.page_size;
-        return int64_t(page_of(kv, slot)) * p.k_batch_stride +
-               int64_t(kv_row - slot * kv.page_size) * p.k_row_stride + kv.k_base;
+        return int64_t(page_of(kv, slot)) * batch_stride +
+               int64_t(kv_row - slot * kv.page_size) * row_stride + base;
       });
     };
+    auto load_k = [&](int n_block, const KvSource& kv) {
+      load_kv(sK, k, kv.k_base, p.k_row_stride, p.k_batch_stride, n_block, kv);
+    };
     auto load_v = [&](int n_block, const KvSource& kv) {
-      const int n0 = n_block * kBlockN;
-      const uint32_t dst = sV;
-      if (!kv.paged) {
-        load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
-            dst, v + (kv.v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride,
-            kv.seqlen_k - n0, p.head_dim, v);
-        return;
-      }
-      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, v, p.head_dim, [&](int r) -> int64_t {
-        if (n0 + r >= kv.seqlen_k) return -1;
-        const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
-        const uint32_t slot = kv_row / kv.page_size;
-        return int64_t(page_of(kv, slot)) * p.v_batch_stride +
-               int64_t(kv_row - slot * kv.page_size) * p.v_row_stride + kv.v_base;
-      });
+      load_kv(sV, v, kv.v_base, p.v_row_stride, p.v_batch_stride, n_block, kv);
     };
     // Commit groups, in issue order: Q, K[end-1], and in the loop one V and one K group per
     // iteration (empty when there is no block to load). Every wait drains all groups.
