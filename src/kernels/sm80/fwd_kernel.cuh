@@ -185,8 +185,6 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, launch.num_splits, split, qt)) return;
   const SequenceInfo seq = qt.seq;
   const int m0 = qt.m0, head_k = qt.head_k;
-  const MaskSpec mask = qt.mask;
-  const BlockRange range = qt.range;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Swizzled: every buffer (and row) starts on a 128-byte boundary of the shared window.
@@ -229,7 +227,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
   // ALiBi bias in the same units as x, so it is scaled with it.
   const float alibi = alibi_slope(p, batch, head) / unit;
-  const int diagonal = mask.diagonal();
+  const int diagonal = qt.mask.diagonal();
 
   // Wide step: the CTA-uniform values go to shared memory once; the loop and the epilogue read
   // them from there. The barrier makes thread 0's stores visible (it runs for empty ranges too:
@@ -239,7 +237,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   if constexpr (kStateInSmem) {
     if (tid == 0) {
       state->seq = seq;
-      state->mask = mask;
+      state->mask = qt.mask;
       state->alibi = alibi;
       state->cap_in = cap_in;
       state->head = head;
@@ -248,7 +246,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     __syncthreads();
   }
 
-  if (range.end > range.begin) {
+  if (qt.range.end > qt.range.begin) {
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
@@ -309,7 +307,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     };
     // Commit groups, in issue order: Q, K[end-1], and in the loop one V and one K group per
     // iteration (empty when there is no block to load). Every wait drains all groups.
-    load_k(range.end - 1, kv_regs);
+    load_k(qt.range.end - 1, kv_regs);
     cp_async_commit();
 
     // Per-lane ldmatrix addresses (see the fragment layouts of mma.m16n8k16): Q and V read row
@@ -348,11 +346,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       cp_async_wait<0>();
       __syncthreads();
       const int next = n_block - 1;
-      if (next >= range.begin) load_k(next, kv_now());
+      if (next >= qt.range.begin) load_k(next, kv_now());
       cp_async_commit();
     };
 
-    for (int n_block = range.end - 1; n_block >= range.begin; --n_block) {
+    for (int n_block = qt.range.end - 1; n_block >= qt.range.begin; --n_block) {
       // Top: K[n] visible to all, and every warp is done with the PV of iteration n+1, so the V
       // buffer it read may be overwritten with V[n].
       cp_async_wait<0>();
@@ -391,7 +389,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       // Softcap, ALiBi, mask (the mask only on blocks that cross a boundary). The wide step
       // reads its CTA-uniform values back from shared memory here.
       {
-        MaskSpec mask_n = mask;
+        MaskSpec mask_n = qt.mask;
         float alibi_n = alibi, cap_in_n = cap_in;
         if constexpr (kStateInSmem) {
           mask_n = state->mask;
