@@ -14,6 +14,7 @@
 // >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
 // selects the page per row with one compare.
 #pragma once
+#include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/smem_swizzle.h"
 #include "kernels/common/online_softmax.cuh"
@@ -90,14 +91,11 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
   const int head = blockIdx.y;
   const int batch = blockIdx.z / launch.num_splits;
   const int split = blockIdx.z % launch.num_splits;
-  const SequenceInfo seq = sequence_info(p, batch);
-  const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
-  const int head_k = head / (p.num_heads / p.num_heads_k);
-  const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
-  const int num_blocks = range.end > range.begin ? range.end - range.begin : 0;
+  QueryTile qt;
+  if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, launch.num_splits, split, qt)) return;
+  const SequenceInfo seq = qt.seq;
+  const int m0 = qt.m0, head_k = qt.head_k;
+  const int num_blocks = qt.range.end > qt.range.begin ? qt.range.end - qt.range.begin : 0;
 
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sQ = smem_addr(smem);
@@ -117,7 +115,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
   const float unit_log2 = unit * 1.4426950408889634f;
   const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
   const float alibi = alibi_slope(p, batch, head) / unit;
-  const int diagonal = mask.diagonal();
+  const int diagonal = qt.mask.diagonal();
 
   float acc_o[kDTiles][4];
 #pragma unroll
@@ -228,7 +226,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     // Prologue: kStages - 1 blocks in flight (empty groups keep the group count uniform).
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      if (s < num_blocks) load_block(range.begin + s, s);
+      if (s < num_blocks) load_block(qt.range.begin + s, s);
       cp_async_commit();
     }
     // Q is the oldest group: complete once at most kStages - 1 groups are pending.
@@ -256,14 +254,14 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 
     int stage = 0;
     for (int i = 0; i < num_blocks; ++i) {
-      const int n_block = range.begin + i;
+      const int n_block = qt.range.begin + i;
       cp_async_wait<kStages - 2>();
       __syncwarp();  // this warp's rows of block i are visible; its reads of block i-1 are done
       {
         const int next = i + kStages - 1;
         int next_stage = stage + kStages - 1;
         if (next_stage >= kStages) next_stage -= kStages;
-        if (next < num_blocks) load_block(range.begin + next, next_stage);
+        if (next < num_blocks) load_block(qt.range.begin + next, next_stage);
         cp_async_commit();
       }
       const uint32_t stage_off = uint32_t(stage * Tr::kSmemStage);
@@ -289,7 +287,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         mma_16816<T>(acc_s[1], a, b2, b3);
       }
 
-      const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
+      const bool needs_mask = block_needs_mask(qt.mask, m0, m0 + kBlockM, n_block, kBlockN);
       if (has_softcap || alibi != 0.f || needs_mask) {
         const int block_col0 = n_block * kBlockN + warp * Tr::kWarpKeys + 2 * t;
 #pragma unroll
@@ -298,7 +296,8 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           modify_row_scores<2>([&](int nt, int e) -> float& { return acc_s[nt][2 * hr + e]; },
                                has_softcap, p.softcap, cap_in, alibi,
                                row + diagonal - block_col0, needs_mask,
-                               mask.first_key(row) - block_col0, mask.end_key(row) - block_col0);
+                               qt.mask.first_key(row) - block_col0,
+                               qt.mask.end_key(row) - block_col0);
         }
       }
 

@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "common/block_range.h"
+#include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
 #include "common/smem_swizzle.h"
@@ -180,13 +181,10 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   const int head = blockIdx.y;
   const int batch = blockIdx.z / launch.num_splits;
   const int split = blockIdx.z % launch.num_splits;
-  const SequenceInfo seq = sequence_info(p, batch);
-  const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
-  const int head_k = head / (p.num_heads / p.num_heads_k);
-  const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  QueryTile qt;
+  if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, launch.num_splits, split, qt)) return;
+  const SequenceInfo seq = qt.seq;
+  const int m0 = qt.m0, head_k = qt.head_k;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Swizzled: every buffer (and row) starts on a 128-byte boundary of the shared window.
@@ -229,7 +227,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
   // ALiBi bias in the same units as x, so it is scaled with it.
   const float alibi = alibi_slope(p, batch, head) / unit;
-  const int diagonal = mask.diagonal();
+  const int diagonal = qt.mask.diagonal();
 
   // Wide step: the CTA-uniform values go to shared memory once; the loop and the epilogue read
   // them from there. The barrier makes thread 0's stores visible (it runs for empty ranges too:
@@ -239,7 +237,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   if constexpr (kStateInSmem) {
     if (tid == 0) {
       state->seq = seq;
-      state->mask = mask;
+      state->mask = qt.mask;
       state->alibi = alibi;
       state->cap_in = cap_in;
       state->head = head;
@@ -248,7 +246,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     __syncthreads();
   }
 
-  if (range.end > range.begin) {
+  if (qt.range.end > qt.range.begin) {
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
@@ -283,43 +281,33 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       if constexpr (kStateInSmem) return __ldg(kv.table + slot);
       else return kv.table[slot];
     };
-    auto load_k = [&](int n_block, const KvSource& kv) {
+    // Key block n_block of K or V into dst: the two differ only in tensor, base and strides.
+    auto load_kv = [&](uint32_t dst, const T* src, int64_t base, int64_t row_stride,
+                       int64_t batch_stride, int n_block, const KvSource& kv) {
       const int n0 = n_block * kBlockN;
-      const uint32_t dst = sK;
       if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
-            dst, k + (kv.k_base + int64_t(n0) * p.k_row_stride), p.k_row_stride,
-            kv.seqlen_k - n0, p.head_dim, k);
+            dst, src + (base + int64_t(n0) * row_stride), row_stride, kv.seqlen_k - n0,
+            p.head_dim, src);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, k, p.head_dim, [&](int r) -> int64_t {
+      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, src, p.head_dim, [&](int r) -> int64_t {
         if (n0 + r >= kv.seqlen_k) return -1;
         const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / kv.page_size;
-        return int64_t(page_of(kv, slot)) * p.k_batch_stride +
-               int64_t(kv_row - slot * kv.page_size) * p.k_row_stride + kv.k_base;
+        return int64_t(page_of(kv, slot)) * batch_stride +
+               int64_t(kv_row - slot * kv.page_size) * row_stride + base;
       });
     };
+    auto load_k = [&](int n_block, const KvSource& kv) {
+      load_kv(sK, k, kv.k_base, p.k_row_stride, p.k_batch_stride, n_block, kv);
+    };
     auto load_v = [&](int n_block, const KvSource& kv) {
-      const int n0 = n_block * kBlockN;
-      const uint32_t dst = sV;
-      if (!kv.paged) {
-        load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
-            dst, v + (kv.v_base + int64_t(n0) * p.v_row_stride), p.v_row_stride,
-            kv.seqlen_k - n0, p.head_dim, v);
-        return;
-      }
-      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, v, p.head_dim, [&](int r) -> int64_t {
-        if (n0 + r >= kv.seqlen_k) return -1;
-        const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
-        const uint32_t slot = kv_row / kv.page_size;
-        return int64_t(page_of(kv, slot)) * p.v_batch_stride +
-               int64_t(kv_row - slot * kv.page_size) * p.v_row_stride + kv.v_base;
-      });
+      load_kv(sV, v, kv.v_base, p.v_row_stride, p.v_batch_stride, n_block, kv);
     };
     // Commit groups, in issue order: Q, K[end-1], and in the loop one V and one K group per
     // iteration (empty when there is no block to load). Every wait drains all groups.
-    load_k(range.end - 1, kv_regs);
+    load_k(qt.range.end - 1, kv_regs);
     cp_async_commit();
 
     // Per-lane ldmatrix addresses (see the fragment layouts of mma.m16n8k16): Q and V read row
@@ -358,11 +346,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       cp_async_wait<0>();
       __syncthreads();
       const int next = n_block - 1;
-      if (next >= range.begin) load_k(next, kv_now());
+      if (next >= qt.range.begin) load_k(next, kv_now());
       cp_async_commit();
     };
 
-    for (int n_block = range.end - 1; n_block >= range.begin; --n_block) {
+    for (int n_block = qt.range.end - 1; n_block >= qt.range.begin; --n_block) {
       // Top: K[n] visible to all, and every warp is done with the PV of iteration n+1, so the V
       // buffer it read may be overwritten with V[n].
       cp_async_wait<0>();
@@ -401,7 +389,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       // Softcap, ALiBi, mask (the mask only on blocks that cross a boundary). The wide step
       // reads its CTA-uniform values back from shared memory here.
       {
-        MaskSpec mask_n = mask;
+        MaskSpec mask_n = qt.mask;
         float alibi_n = alibi, cap_in_n = cap_in;
         if constexpr (kStateInSmem) {
           mask_n = state->mask;

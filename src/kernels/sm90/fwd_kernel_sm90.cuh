@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/block_range.h"
+#include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
 #include "common/split.h"
@@ -93,13 +94,10 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
 
   const Sm90Tile at = SingleTileScheduler::grid_tile(launch.num_splits);
   const int m_block = at.m_block, head = at.head, batch = at.batch, split = at.split;
-  const SequenceInfo seq = sequence_info(p, batch);
-  const int m0 = m_block * kBlockM;
-  if (m0 >= seq.seqlen_q) return;
-  const int head_k = head / (p.num_heads / p.num_heads_k);
-  const MaskSpec mask = sequence_mask(p, seq);
-  BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
-  if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
+  QueryTile qt;
+  if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, launch.num_splits, split, qt)) return;
+  const SequenceInfo seq = qt.seq;
+  const int m0 = qt.m0, head_k = qt.head_k;
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -130,7 +128,7 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   const ScoreUnits units = score_units(p, batch, head);
   const bool has_softcap = units.has_softcap;
   const float unit_log2 = units.unit_log2, cap_in = units.cap_in, alibi = units.alibi;
-  const int diagonal = mask.diagonal();
+  const int diagonal = qt.mask.diagonal();
 
   // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
   // the factor that rescales what was accumulated before it.
@@ -138,14 +136,14 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   // modify_wgmma_block_scores).
   auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
                            float (&correction)[2], bool pv_in_flight) {
-    const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
-    modify_wgmma_block_scores<kSTiles>(acc_s, mask, diagonal, row_base, n_block * kBlockN + 2 * t,
-                                       pv_in_flight, has_softcap, p.softcap, cap_in, alibi,
-                                       needs_mask);
+    const bool needs_mask = block_needs_mask(qt.mask, m0, m0 + kBlockM, n_block, kBlockN);
+    modify_wgmma_block_scores<kSTiles>(acc_s, qt.mask, diagonal, row_base,
+                                       n_block * kBlockN + 2 * t, pv_in_flight, has_softcap,
+                                       p.softcap, cap_in, alibi, needs_mask);
     softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
   };
 
-  if (range.end > range.begin) {
+  if (qt.range.end > qt.range.begin) {
     load_swizzled<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     });
@@ -164,8 +162,8 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
     // intra-warpgroup overlap): iteration i issues S_i = Q K_i^T and O += P_{i-1} V_{i-1}
     // back to back, then runs the softmax of S_i while P V is still on the tensor cores;
     // meanwhile K_{i+1} and V_i stream in.
-    const int num_blocks = range.end - range.begin;
-    auto block_of = [&](int i) { return range.end - 1 - i; };
+    const int num_blocks = qt.range.end - qt.range.begin;
+    auto block_of = [&](int i) { return qt.range.end - 1 - i; };
     load_k(block_of(0), 0);
     sm80::cp_async_commit();  // group: Q, K_0
     if (num_blocks > 1) load_k(block_of(1), 1);
