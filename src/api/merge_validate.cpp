@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "api/checks.h"
 #include "api/error.h"
 #include "api/layout_check.h"
 #include "api/read_struct.h"
@@ -31,12 +32,6 @@ constexpr size_t kMinMergeStructSize =
 constexpr int kMinHeadDim = 4;
 constexpr int kMaxHeadDim = 512;
 constexpr int64_t kVector = 4;  // elements per vector access
-
-#define FLARE_CHECK(expr)                                  \
-  do {                                                     \
-    const flare_status flare_check_s_ = (expr);            \
-    if (flare_check_s_ != FLARE_OK) return flare_check_s_; \
-  } while (0)
 
 const char* dtype_text(int32_t dtype) {
   switch (dtype) {
@@ -53,13 +48,6 @@ flare_status check_dtype(const char* name, int32_t dtype) {
                 "%s (%d) is not supported: use FLARE_DTYPE_FP16 (%d), FLARE_DTYPE_BF16 (%d) or "
                 "FLARE_DTYPE_FP32 (%d)",
                 name, dtype, int(FLARE_DTYPE_FP16), int(FLARE_DTYPE_BF16), int(FLARE_DTYPE_FP32));
-  return FLARE_OK;
-}
-
-flare_status check_aligned(const char* name, const void* ptr, uintptr_t alignment) {
-  if (reinterpret_cast<uintptr_t>(ptr) % alignment != 0)
-    return fail(FLARE_ERROR_MISALIGNED, "%s (%p) is not %u-byte aligned", name, ptr,
-                unsigned(alignment));
   return FLARE_OK;
 }
 
@@ -110,7 +98,7 @@ flare_status check_pointer_table(const char* table, const Ptr* ptrs, int num_par
   for (int s = 0; s < num_parts; ++s) {
     std::snprintf(name, sizeof name, "%s[%d]", table, s);
     if (!ptrs[s]) return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s is null", name);
-    FLARE_CHECK(check_aligned(name, ptrs[s], align));
+    FLARE_CHECK(check_alignment(name, ptrs[s], align));
   }
   return FLARE_OK;
 }
@@ -123,7 +111,7 @@ flare_status check_parts(const flare_merge_params& p) {
     FLARE_CHECK(check_pointer_table("part_ptrs", p.part_ptrs, p.num_parts, align,
                                     "parts + part_stride"));
   } else {
-    FLARE_CHECK(check_aligned("parts", p.parts, align));
+    FLARE_CHECK(check_alignment("parts", p.parts, align));
     FLARE_CHECK(check_vector_stride("part_stride", p.part_stride, esize));
   }
   return FLARE_OK;
@@ -135,7 +123,7 @@ flare_status check_lses(const flare_merge_params& p) {
     FLARE_CHECK(check_pointer_table("lse_ptrs", p.lse_ptrs, p.num_parts, 4,
                                     "lse + lse_part_stride"));
   } else {
-    FLARE_CHECK(check_aligned("lse", p.lse, 4));
+    FLARE_CHECK(check_alignment("lse", p.lse, 4));
     FLARE_CHECK(check_non_negative("lse_part_stride", p.lse_part_stride));
   }
   return FLARE_OK;
@@ -168,9 +156,9 @@ flare_status check_strides(const flare_merge_params& p) {
 
 flare_status check_outputs(const flare_merge_params& p) {
   if (!p.out) return fail(FLARE_ERROR_INVALID_ARGUMENT, "out is null");
-  FLARE_CHECK(check_aligned("out", p.out, uintptr_t(kVector * merge_dtype_size(p.out_dtype))));
+  FLARE_CHECK(check_alignment("out", p.out, uintptr_t(kVector * merge_dtype_size(p.out_dtype))));
   if (p.out_lse) {
-    FLARE_CHECK(check_aligned("out_lse", p.out_lse, 4));
+    FLARE_CHECK(check_alignment("out_lse", p.out_lse, 4));
     FLARE_CHECK(check_non_negative("out_lse_batch_stride", p.out_lse_batch_stride));
     FLARE_CHECK(check_non_negative("out_lse_row_stride", p.out_lse_row_stride));
     FLARE_CHECK(check_non_negative("out_lse_head_stride", p.out_lse_head_stride));
@@ -261,7 +249,6 @@ flare_status validate_merge_params(const flare_merge_params* params) {
   return FLARE_OK;
 }
 
-#undef FLARE_CHECK
 
 }  // namespace flare
 

@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "api/checks.h"
 #include "api/error.h"
 #include "api/layout_check.h"
 #include "api/read_struct.h"
@@ -62,35 +63,12 @@ constexpr size_t kMinStructSize =
 
 constexpr int64_t kStrideMultiple = 8;  // elements: 16 bytes of fp16/bf16
 constexpr uintptr_t kTensorAlignment = 16;
-constexpr uintptr_t kWordAlignment = 4;  // float / int32 device arrays
 constexpr uintptr_t kWorkspaceAlign = 256;
 constexpr int kMaxSplits = 128;
 // The forward grid is (query blocks, heads, batch x splits): CUDA allows 65535 in y and z.
 constexpr int kMaxGridYZ = 65535;
-// Rows of one sequence: row indices, row + block size and block counts fit in int.
-constexpr int kMaxSeqlen = 1 << 30;
 // Varlen row indices come from int32 cu_seqlens.
 constexpr int64_t kMaxVarlenRows = 0x7fffffff;
-// Largest element offset any tensor may reach (leaves headroom for stride x ratio products).
-constexpr int64_t kMaxExtent = int64_t(1) << 61;
-
-// Returns from the enclosing function with the status of the first failing check.
-#define FLARE_CHECK(expr)                                  \
-  do {                                                     \
-    const flare_status flare_check_s_ = (expr);            \
-    if (flare_check_s_ != FLARE_OK) return flare_check_s_; \
-  } while (0)
-
-bool is_aligned(const void* ptr, uintptr_t alignment) {
-  return reinterpret_cast<uintptr_t>(ptr) % alignment == 0;
-}
-
-flare_status check_alignment(const char* name, const void* ptr, uintptr_t alignment) {
-  if (ptr && !is_aligned(ptr, alignment))
-    return fail(FLARE_ERROR_MISALIGNED, "%s (%p) is not %u-byte aligned", name, ptr,
-                unsigned(alignment));
-  return FLARE_OK;
-}
 
 flare_status check_at_most(const char* name, long long value, long long max, const char* why) {
   if (value > max)
@@ -411,6 +389,5 @@ flare_status validate_params(const flare_mha_fwd_params* params) {
   return FLARE_OK;
 }
 
-#undef FLARE_CHECK
 
 }  // namespace flare

@@ -29,34 +29,19 @@
 
 #include <cstdint>
 
+#include "api/checks.h"
 #include "api/error.h"
 
 namespace flare {
 namespace {
 
 constexpr int kMaxHeadDim = 512;
-constexpr uintptr_t kWordAlignment = 4;  // float / int32 device arrays
-constexpr int kMaxSeqlen = 1 << 30;
-constexpr int64_t kMaxExtent = int64_t(1) << 61;
 // The head dims the GPU kernels run today: multiples of 8 in [8, 256].
 constexpr int kKernelMinHeadDim = 8;
 constexpr int kKernelMaxHeadDim = 256;
 constexpr int kKernelHeadDimMultiple = 8;
 // The page sizes the GPU kernels run today: multiples of 16.
 constexpr int kKernelPageMultiple = 16;
-
-#define FLARE_CHECK(expr)                                  \
-  do {                                                     \
-    const flare_status flare_check_s_ = (expr);            \
-    if (flare_check_s_ != FLARE_OK) return flare_check_s_; \
-  } while (0)
-
-flare_status check_word_aligned(const char* name, const void* ptr) {
-  if (ptr && reinterpret_cast<uintptr_t>(ptr) % kWordAlignment != 0)
-    return fail(FLARE_ERROR_MISALIGNED, "%s (%p) is not %u-byte aligned", name, ptr,
-                unsigned(kWordAlignment));
-  return FLARE_OK;
-}
 
 // (head_dim, head_dim_v) pairs with a separate V head dim that flare accepts.
 struct HeadDimPair {
@@ -85,7 +70,7 @@ flare_status check_mm_prefix_ranges(const flare_mha_fwd_params& p) {
                   p.max_mm_prefix_ranges);
     return FLARE_OK;
   }
-  FLARE_CHECK(check_word_aligned("mm_prefix_ranges", p.mm_prefix_ranges));
+  FLARE_CHECK(check_alignment("mm_prefix_ranges", p.mm_prefix_ranges, kWordAlignment));
   if (p.max_mm_prefix_ranges < 0)
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "max_mm_prefix_ranges (%d) must be >= 0",
                 p.max_mm_prefix_ranges);
@@ -116,7 +101,7 @@ flare_status check_paged(const flare_mha_fwd_params& p) {
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "cache_batch_idx with block_table is not supported: index the block table "
                 "instead");
-  FLARE_CHECK(check_word_aligned("block_table", p.block_table));
+  FLARE_CHECK(check_alignment("block_table", p.block_table, kWordAlignment));
   if (p.page_block_size < 1)
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "page_block_size (%d) must be >= 1",
                 p.page_block_size);
@@ -136,7 +121,7 @@ flare_status check_paged(const flare_mha_fwd_params& p) {
 
 flare_status validate_serving_fields(const flare_mha_fwd_params& p) {
   FLARE_CHECK(check_head_dims(p));
-  FLARE_CHECK(check_word_aligned("sink", p.sink));
+  FLARE_CHECK(check_alignment("sink", p.sink, kWordAlignment));
   FLARE_CHECK(check_mm_prefix_ranges(p));
   FLARE_CHECK(check_paged(p));
   return FLARE_OK;
@@ -179,6 +164,5 @@ flare_status check_serving_params(const flare_mha_fwd_params& p) {
   return serving_features_not_yet_supported(p);
 }
 
-#undef FLARE_CHECK
 
 }  // namespace flare
