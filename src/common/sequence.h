@@ -23,6 +23,15 @@ FLARE_HD bool is_varlen(const flare_mha_fwd_params& p) { return p.cu_seqlens_q !
 FLARE_HD bool is_kv_cache(const flare_mha_fwd_params& p) { return p.cache_seqlens != nullptr; }
 FLARE_HD bool is_paged(const flare_mha_fwd_params& p) { return p.block_table != nullptr; }
 
+// The longest sequence's query rows and keys: the varlen maxima, else the fixed lengths (the
+// KV cache's: its capacity).
+FLARE_HD int max_query_rows(const flare_mha_fwd_params& p) {
+  return is_varlen(p) ? p.max_seqlen_q : p.seqlen_q;
+}
+FLARE_HD int max_key_rows(const flare_mha_fwd_params& p) {
+  return is_varlen(p) ? p.max_seqlen_k : p.seqlen_k;
+}
+
 FLARE_HD SequenceInfo sequence_info(const flare_mha_fwd_params& p, int b) {
   SequenceInfo s;
   s.batch = b;

@@ -84,7 +84,7 @@ void resolve_params(FwdPlan& plan) {
     p.window_right = -1;
     if (p.max_seqlen_q) p.max_seqlen_q = ratio;
   }
-  plan.max_seqlen_q = is_varlen(p) ? p.max_seqlen_q : p.seqlen_q;
+  plan.max_seqlen_q = max_query_rows(p);
 }
 
 // Step 2, mma.sync family: the decode kernel where it is enabled and fits, else the prefill
@@ -113,7 +113,7 @@ void choose_sm80(FwdPlan& plan, int smem_optin, const Tuning& t) {
   const flare_mha_fwd_params& p = plan.p;
   const int wide_n = sm80_wide_block_n(d);
   const bool masked = p.causal != 0 || p.window_left >= 0 || p.window_right >= 0;
-  const int max_keys = is_varlen(p) ? p.max_seqlen_k : p.seqlen_k;
+  const int max_keys = max_key_rows(p);
   if (wide_n != 0 && t.sm80_wide && sm80_wide_step_pays(d, masked, max_keys) &&
       fits(sm80_prefill_smem_bytes(d, c.block_m, wide_n, true, false))) {
     plan.tile.block_n = wide_n;
@@ -142,7 +142,7 @@ void choose_sm90(FwdPlan& plan, const Tuning& t) {
 // Step 3: the split count over the plan's own tile.
 int choose_splits(const FwdPlan& plan, int num_sms) {
   const flare_mha_fwd_params& p = plan.p;
-  const int max_seqlen_k = is_varlen(p) ? p.max_seqlen_k : p.seqlen_k;  // KV cache: the capacity
+  const int max_seqlen_k = max_key_rows(p);
   // 64-bit: validated lengths are <= 2^30 and batch, heads <= 65535, but their product is not.
   const int64_t m_blocks = (int64_t(plan.max_seqlen_q) + plan.tile.block_m - 1) / plan.tile.block_m;
   const int n_blocks = int((int64_t(max_seqlen_k) + plan.tile.block_n - 1) / plan.tile.block_n);

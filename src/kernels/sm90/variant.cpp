@@ -9,9 +9,8 @@
 namespace flare {
 
 long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p) {
-  const bool varlen = is_varlen(p);
-  const long long q = varlen ? p.max_seqlen_q : p.seqlen_q;
-  const long long k = varlen ? p.max_seqlen_k : p.seqlen_k;
+  const long long q = max_query_rows(p);
+  const long long k = max_key_rows(p);
   const long long right = p.causal ? 0 : p.window_right;  // -1: unbounded
   long long keys = k;
   // Bottom-right aligned: query row i sees keys up to k - q + i + right, k - q / 2 + right on
@@ -54,7 +53,7 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   // right window edge masks the tiles, on enough keys per tile.
   if (sm90_max_consumer_wgs(kernel_head_dim) >= 3 && v.persistent) {
     const bool right_bounded = p.causal || p.window_right >= 0;
-    const long long queries = is_varlen(p) ? p.max_seqlen_q : p.seqlen_q;
+    const long long queries = max_query_rows(p);
     const bool three = queries >= kSm90ThreeWgsMinQueries &&
                        (!right_bounded || sm90_mean_keys_per_tile(p) >= kSm90ThreeWgsMinMaskedKeys);
     if (o.consumer_wgs == 3 || (o.consumer_wgs < 0 && three)) {
