@@ -85,22 +85,19 @@ flare_status device_info(int device, DeviceInfo* info) {
 }
 
 flare_status stream_device(cudaStream_t stream, int* device) {
-  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) {
-    const cudaError_t err = cudaGetDevice(device);
-    return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaGetDevice");
+  bool current = stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread;
+  if (!current) {
+    // A stream that is being captured into a graph does not answer cudaStreamGetDevice
+    // (cudaErrorStreamCaptureUnsupported, also under the relaxed capture mode): a captured call
+    // runs on the calling thread's current device (flare.h says so).
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    const cudaError_t err = cudaStreamIsCapturing(stream, &capture);
+    if (err != cudaSuccess) return cuda_fail(err, "cudaStreamIsCapturing");
+    current = capture != cudaStreamCaptureStatusNone;
   }
-  // A stream that is being captured into a graph does not answer cudaStreamGetDevice
-  // (cudaErrorStreamCaptureUnsupported, also under the relaxed capture mode): a captured call
-  // runs on the calling thread's current device (flare.h says so).
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  cudaError_t err = cudaStreamIsCapturing(stream, &capture);
-  if (err != cudaSuccess) return cuda_fail(err, "cudaStreamIsCapturing");
-  if (capture != cudaStreamCaptureStatusNone) {
-    err = cudaGetDevice(device);
-    return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaGetDevice");
-  }
-  err = cudaStreamGetDevice(stream, device);
-  return err == cudaSuccess ? FLARE_OK : cuda_fail(err, "cudaStreamGetDevice");
+  const cudaError_t err = current ? cudaGetDevice(device) : cudaStreamGetDevice(stream, device);
+  return err == cudaSuccess ? FLARE_OK
+                            : cuda_fail(err, current ? "cudaGetDevice" : "cudaStreamGetDevice");
 }
 
 ScopedDevice::~ScopedDevice() {

@@ -18,7 +18,7 @@ flare_status device_info(int device, DeviceInfo* info);
 
 // The device a stream belongs to: cudaStreamGetDevice for a created stream, the calling
 // thread's current device for the legacy and per-thread default streams (null, cudaStreamLegacy,
-// cudaStreamPerThread).
+// cudaStreamPerThread) and for a stream that is being captured.
 flare_status stream_device(cudaStream_t stream, int* device);
 
 // Makes `device` current for the calling thread while it lives (launches and function
