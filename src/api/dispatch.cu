@@ -28,6 +28,9 @@ FwdKernelFn for_head_dim(int head_dim) {
 #if FLARE_HAS_HDIM_256
     case 256: return &run_fwd_sm80<Arch, Dtype, 256>;
 #endif
+#if FLARE_HAS_HDIM_512
+    case 512: return &run_fwd_sm80<Arch, Dtype, 512>;
+#endif
     default: return nullptr;
   }
 }

@@ -89,6 +89,8 @@ FwdLaunch make_launch(const FwdPlan& plan, char* workspace) {
   launch.family = plan.family;
   launch.block_m = plan.tile.block_m;
   launch.block_n = plan.tile.block_n;
+  launch.kernel_head_dim_v = plan.kernel_head_dim_v;
+  launch.v_parts = plan.v_parts;
   launch.sm80_swizzled = plan.sm80_swizzled;
   launch.sm90 = plan.sm90;
   launch.num_sms = plan.num_sms;

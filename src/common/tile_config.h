@@ -25,10 +25,33 @@ struct TileConfig {
 // one CTA's prologue and epilogue run under the other's loop; 128 x 64 tiles of 8 warps (one
 // CTA per SM, 131 KB) issued 20-35% more instructions and ran 16-31% longer than FA2's 64 x 64
 // at 512 keys (Nsight Compute, sixth session). They also fit the 99 KB of sm86/sm89/sm120.
+// d = 512: 64 x 32 tiles of 4 warps, each CTA computing 256 of the 512 O columns
+// (sm80_kernel_head_dim_v): Q and K rows are 1 KB, so a 64-key step would need 160 KB (one CTA
+// per SM, and barely the A100's 163 KB); 32 keys take 112 KB swizzled, two CTAs per SM on H100
+// (228 KB) and one on A100. The planner counts one.
 FLARE_HD constexpr TileConfig sm80_tile_config(int head_dim) {
   return head_dim <= 64    ? TileConfig{128, 64, 4, 1, 2}
          : head_dim <= 128 ? TileConfig{128, 32, 4, 1, 2}
-                           : TileConfig{64, 64, 4, 1, 2};
+         : head_dim <= 256 ? TileConfig{64, 64, 4, 1, 2}
+                           : TileConfig{64, 32, 4, 1, 1};
+}
+
+// The widest O one mma.sync CTA accumulates: 256 columns (16 rows x 256 fp32 per warp are 128
+// registers per thread; 512 columns would leave none for S and the addresses).
+constexpr int kSm80MaxHeadDimV = 256;
+
+// V columns (and O columns) one CTA of the mma.sync kernel compiled for `kernel_head_dim`
+// computes: the head dim itself up to 256; the d512 kernel computes 256, and the grid runs
+// v_column_parts CTAs per (query block, head, split), part j on O columns
+// [j * 256, j * 256 + 256). Every part computes the same S = Q K^T.
+FLARE_HD constexpr int sm80_kernel_head_dim_v(int kernel_head_dim) {
+  return kernel_head_dim < kSm80MaxHeadDimV ? kernel_head_dim : kSm80MaxHeadDimV;
+}
+
+// CTAs per (query block, head, split) that cover `head_dim_v` O columns with a kernel computing
+// `kernel_head_dim_v` of them each.
+FLARE_HD constexpr int v_column_parts(int head_dim_v, int kernel_head_dim_v) {
+  return (head_dim_v + kernel_head_dim_v - 1) / kernel_head_dim_v;
 }
 
 // A second, wider prefill step (0 = none): d = 96 / 128 step 64 keys (FA2's 128 x 64 tile),
@@ -83,6 +106,11 @@ FLARE_HD constexpr int sm80_decode_smem_bytes(int head_dim) {
          sm80_decode_stages(head_dim) * 2 * 64 * sm80_decode_kv_row_bytes(head_dim);
 }
 
+// Whether the decode kernel is compiled for `head_dim`: up to 256. At d512 its stages of 64-key
+// K (1 KB rows) and V blocks would take 209 KB with two stages (over the A100's 163 KB), and its
+// warps' 16 x 512 O accumulators do not fit in registers: d512 decode runs on the prefill kernel.
+FLARE_HD constexpr bool sm80_has_decode_kernel(int head_dim) { return head_dim <= 256; }
+
 FLARE_HD constexpr int sm80_decode_ctas_per_sm(int head_dim) {
   // 228 KiB of shared memory per SM (sm80/sm90), 1 KiB of it reserved per CTA.
   return 233472 / (sm80_decode_smem_bytes(head_dim) + 1024) > 4
@@ -106,18 +134,22 @@ FLARE_HD constexpr bool sm80_use_decode_kernel(int max_seqlen_q) {
   return max_seqlen_q <= kSm80DecodeMaxRows;
 }
 FLARE_HD constexpr TileConfig sm80_kernel_tile(int head_dim, int max_seqlen_q) {
-  return sm80_use_decode_kernel(max_seqlen_q) ? sm80_decode_tile_config(head_dim)
-                                              : sm80_tile_config(head_dim);
+  return sm80_use_decode_kernel(max_seqlen_q) && sm80_has_decode_kernel(head_dim)
+             ? sm80_decode_tile_config(head_dim)
+             : sm80_tile_config(head_dim);
 }
 
 // Shared memory per block of the mma.sync kernels, against the device's opt-in limit: 227 KB on
 // H100 and 163 KB on A100 hold every variant, the 99 KB of sm86/sm89/sm120 the prefill kernel
-// of every head dim (d256 padded: exactly 99 KB) but not every decode kernel. Prefill: the
+// of every head dim up to 256 (d256 padded: exactly 99 KB; d512 needs 114 KB) but not every
+// decode kernel. Prefill: the
 // planner's single-buffer step, the smallest prefill variant (the launcher takes the wide or
-// the pipelined step only where it fits too). Decode: its own stages.
+// the pipelined step only where it fits too). Decode: its own stages. Q and K rows are
+// head_dim wide, V rows sm80_kernel_head_dim_v wide.
 FLARE_HD constexpr int sm80_prefill_min_smem_bytes(int head_dim) {
   const TileConfig tile = sm80_tile_config(head_dim);
-  return (tile.block_m + 2 * tile.block_n) * smem_row_bytes(head_dim, false);
+  return (tile.block_m + tile.block_n) * smem_row_bytes(head_dim, false) +
+         tile.block_n * smem_row_bytes(sm80_kernel_head_dim_v(head_dim), false);
 }
 
 // Whether `bytes` of shared memory per block fit a device's opt-in limit (0: no known limit).
@@ -132,17 +164,18 @@ FLARE_HD constexpr bool smem_fits(int bytes, int smem_optin) {
 enum class Sm80Kernel { kDecode, kPrefill, kNone };
 FLARE_HD constexpr Sm80Kernel sm80_fitting_kernel(int head_dim, int max_seqlen_q,
                                                   int smem_optin) {
-  return sm80_use_decode_kernel(max_seqlen_q) &&
+  return sm80_use_decode_kernel(max_seqlen_q) && sm80_has_decode_kernel(head_dim) &&
                  smem_fits(sm80_decode_smem_bytes(head_dim), smem_optin)
              ? Sm80Kernel::kDecode
          : smem_fits(sm80_prefill_min_smem_bytes(head_dim), smem_optin) ? Sm80Kernel::kPrefill
                                                                         : Sm80Kernel::kNone;
 }
 
-// Head dimensions with compiled kernels; others are padded up to the next one.
+// Head dimensions with compiled kernels (32, 64, 96, 128, 192, 256, 512); others are padded up
+// to the next one (257..512 run on the d512 kernel, its columns past head_dim zero-filled).
 FLARE_HD constexpr int padded_head_dim(int head_dim) {
   return head_dim <= 32 ? 32 : head_dim <= 64 ? 64 : head_dim <= 96 ? 96
-       : head_dim <= 128 ? 128 : head_dim <= 192 ? 192 : 256;
+       : head_dim <= 128 ? 128 : head_dim <= 192 ? 192 : head_dim <= 256 ? 256 : 512;
 }
 
 }  // namespace flare

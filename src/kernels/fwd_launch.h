@@ -26,10 +26,14 @@ struct FwdLaunch {
                             // in the workspace when rotary is applied
   int num_splits;           // >= 1
   int max_seqlen_q;         // rows per batch entry of the split accumulators
-  float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, head_dim] when split
+  float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, head_dim_v] when split
   float* lse_accum;         // [num_splits, batch, heads, max_seqlen_q] when split
   FwdKernelFamily family;   // which kernel runs
   int block_m, block_n;     // the instance's tile: query rows per CTA, keys per step
+  int kernel_head_dim_v;    // O columns one CTA computes (the instance's V width)
+  int v_parts;              // CTAs per (query block, head, split): part j computes O columns
+                            // [j * kernel_head_dim_v, (j + 1) * kernel_head_dim_v); the grid's x
+                            // dimension runs m blocks x v_parts
   bool sm80_swizzled;       // mma.sync prefill: XOR-swizzled shared-memory rows
   Sm90Variant sm90;         // Hopper variant (families kSm90*)
   int num_sms;              // SMs of the device (grid of persistent launches)
@@ -38,8 +42,10 @@ struct FwdLaunch {
 };
 
 // Forward kernel of the mma.sync family, compiled for `Arch` (80 or 90), element type
-// `Dtype` (flare_dtype) and head dimension `HeadDim`: the decode or prefill kernel and the
-// instance (key step, row layout) that launch.family / block_n / sm80_swizzled name. Returns a
+// `Dtype` (flare_dtype) and head dimension `HeadDim` (32, 64, 96, 128, 192, 256, 512): the
+// decode or prefill kernel and the instance (key step, row layout) that launch.family / block_n
+// / sm80_swizzled name. V, out and the split accumulators have v_head_dim(p) columns (at most
+// p.head_dim); the d512 instance computes 256 of them per CTA (launch.v_parts). Returns a
 // cudaError_t value.
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream);
@@ -47,7 +53,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream);
 // Hopper forward kernels (sm90a only): the variant launch.sm90 names. Compiled for head dims
 // 64, 128, 256; p.head_dim may be smaller (the planner runs d96 on the 128 kernel and d192 on
 // the 256 kernel, sm90_kernel_head_dim): columns past p.head_dim are zero in shared memory and
-// never stored. Returns a cudaError_t value.
+// never stored; likewise V's columns past v_head_dim(p). Returns a cudaError_t value.
 template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
 

@@ -153,7 +153,8 @@ int choose_splits(const FwdPlan& plan, int num_sms) {
     splits = 1;  // the heuristic never asks for memory the caller did not offer
   } else {
     const int64_t slots = int64_t(std::max(num_sms, 1)) * plan.tile.ctas_per_sm;
-    const int64_t blocks = int64_t(p.batch) * p.num_heads * m_blocks;
+    // Every V column part is a CTA of its own.
+    const int64_t blocks = int64_t(p.batch) * p.num_heads * m_blocks * plan.v_parts;
     splits = num_splits_heuristic(int(std::min<int64_t>(blocks, 0x7fffffff)),
                                   int(std::min<int64_t>(slots, 0x7fffffff)), n_blocks, 128);
   }
@@ -203,7 +204,8 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
 
   // Hopper kernels run on compute capability 9.0 (sm_90a code runs there only) where this build
   // has the instance; launches of at most 16 query rows take the mma.sync decode kernel there
-  // too.
+  // too. Head dims above 256 have no Hopper kernel (sm90_kernel_head_dim(512) is 0): they run
+  // the mma.sync d512 kernel on Hopper as well.
   const int sm90_hd = sm90_kernel_head_dim(plan.kernel_head_dim);
   const bool hopper = device.cc_major == 9 && tuning.hopper_kernels &&
                       sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
@@ -217,6 +219,9 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
       smem = tuning.smem_limit_bytes;
     choose_sm80(plan, smem, tuning);
   }
+  plan.kernel_head_dim_v =
+      plan.sm90_head_dim != 0 ? plan.sm90_head_dim : sm80_kernel_head_dim_v(plan.kernel_head_dim);
+  plan.v_parts = v_column_parts(v_head_dim(plan.p), plan.kernel_head_dim_v);
   plan.num_splits = plan.family == FwdKernelFamily::kNone ? 1 : choose_splits(plan, device.num_sms);
   lay_out_workspace(plan);
   return plan;

@@ -64,6 +64,11 @@ struct FwdPlan {
   FwdKernelFamily family;  // kNone: no mma.sync kernel fits the device's shared memory
   int kernel_head_dim;     // padded head dim (padded_head_dim): the mma.sync instance
   int sm90_head_dim;       // Hopper instance (sm90_kernel_head_dim), 0 on the mma.sync path
+  int kernel_head_dim_v;   // O columns one CTA of the instance computes (V rows it loads):
+                           // sm80_kernel_head_dim_v, or sm90_head_dim on the Hopper path
+  int v_parts;             // CTAs per (query block, head, split), part j computing O columns
+                           // [j * kernel_head_dim_v, (j + 1) * kernel_head_dim_v) below
+                           // v_head_dim(p): 2 on the d512 mma.sync kernel, else 1
   TileShape tile;
   bool sm80_swizzled;      // mma.sync prefill: XOR-swizzled rows instead of padded ones
   Sm90Variant sm90;        // the Hopper variant (family kSm90*)
@@ -86,12 +91,14 @@ FwdPlan plan_forward(const flare_mha_fwd_params& p, const DeviceInfo& device,
 
 // Shared memory per block of an mma.sync prefill instance with `block_n`-key steps (the tile's
 // or the wide step) and padded or swizzled rows, as the planner counts it against the device's
-// limit: Q + one K and one V buffer, the wide step's CTA state (an upper bound), the swizzled
-// layout's alignment slack. run_fwd_sm80 checks each instance's exact size against it.
+// limit: Q + one K buffer (head_dim wide) and one V buffer (sm80_kernel_head_dim_v wide), the
+// wide step's CTA state (an upper bound), the swizzled layout's alignment slack. run_fwd_sm80
+// checks each instance's exact size against it.
 constexpr int kSm80WideStateBytesMax = 512;
 constexpr int sm80_prefill_smem_bytes(int head_dim, int block_m, int block_n, bool wide,
                                       bool swizzled) {
-  return (block_m + 2 * block_n) * smem_row_bytes(head_dim, swizzled) +
+  return (block_m + block_n) * smem_row_bytes(head_dim, swizzled) +
+         block_n * smem_row_bytes(sm80_kernel_head_dim_v(head_dim), swizzled) +
          (wide ? kSm80WideStateBytesMax : 0) + (swizzled ? 128 : 0);
 }
 

@@ -302,11 +302,103 @@ TEST(PlanForward, DefaultSoftmaxScaleResolved) {
 }
 
 TEST(PlanForward, HeadDimPaddedToCompiled) {
-  const std::pair<int, int> cases[] = {{8, 32},   {32, 32},   {40, 64},   {64, 64},  {72, 96},
-                                       {128, 128}, {136, 192}, {200, 256}, {256, 256}};
+  const std::pair<int, int> cases[] = {{8, 32},    {32, 32},   {40, 64},   {64, 64},
+                                       {72, 96},   {128, 128}, {136, 192}, {200, 256},
+                                       {256, 256}, {264, 512}, {320, 512}, {504, 512},
+                                       {512, 512}};
   for (const auto& c : cases)
     EXPECT_EQ(make_plan(dense(1, 8, 8, 1, 1, c.first)).kernel_head_dim, c.second)
         << c.first;
+}
+
+TEST(TileConfig, VColumnParts) {
+  // One CTA computes at most 256 O columns: the d512 kernel's V width is 256.
+  for (int d : {32, 64, 96, 128, 192, 256}) EXPECT_EQ(flare::sm80_kernel_head_dim_v(d), d) << d;
+  EXPECT_EQ(flare::sm80_kernel_head_dim_v(512), 256);
+  EXPECT_EQ(flare::v_column_parts(512, 256), 2);
+  EXPECT_EQ(flare::v_column_parts(264, 256), 2);
+  EXPECT_EQ(flare::v_column_parts(256, 256), 1);
+  EXPECT_EQ(flare::v_column_parts(128, 192), 1);  // (192, 128) on the d192 kernel
+  // d512: 64 x 32 tiles; Q and K rows of 512, V rows of 256 (padded: + 8 elements).
+  EXPECT_EQ(flare::sm80_tile_config(512).block_m, 64);
+  EXPECT_EQ(flare::sm80_tile_config(512).block_n, 32);
+  EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(512), (64 + 32) * 520 * 2 + 32 * 264 * 2);
+  EXPECT_EQ(flare::sm80_prefill_smem_bytes(512, 64, 32, false, true),
+            (64 + 32) * 1024 + 32 * 512 + 128);
+  EXPECT_FALSE(flare::sm80_has_decode_kernel(512));
+  EXPECT_TRUE(flare::sm80_has_decode_kernel(256));
+}
+
+TEST(PlanForward, HeadDim512RunsTwoVColumnParts) {
+  // d512, batch 1, 8 heads, 512 rows: the mma.sync prefill kernel, 64 x 32 swizzled tiles, two
+  // CTAs per (query block, head) computing 256 O columns each. Split count: m_blocks 8, grid
+  // 1 * 8 * 8 * 2 = 128 CTAs >= 0.8 * 132 (one CTA slot per SM) -> 1 split; without the parts
+  // (64 CTAs) it would have split.
+  for (const DeviceInfo& dev : {kSm80, kH100}) {
+    const FwdPlan plan = make_plan(dense(1, 512, 512, 8, 8, 512), dev);
+    EXPECT_EQ(plan.family, FwdKernelFamily::kSm80Prefill) << dev.cc_major;
+    EXPECT_EQ(plan.kernel_head_dim, 512);
+    EXPECT_EQ(plan.sm90_head_dim, 0);  // no Hopper d512 kernel
+    EXPECT_EQ(plan.kernel_head_dim_v, 256);
+    EXPECT_EQ(plan.v_parts, 2);
+    EXPECT_EQ(plan.tile.block_m, 64);
+    EXPECT_EQ(plan.tile.block_n, 32);
+    EXPECT_EQ(plan.tile.ctas_per_sm, 1);
+    EXPECT_TRUE(plan.sm80_swizzled);
+    EXPECT_EQ(plan.num_splits, 1);
+  }
+  EXPECT_GT(num_splits_heuristic(64, kH100Sms, 16, 128), 1);
+  // Head dims 264..511 run on the same instance, also in two parts.
+  const FwdPlan d264 = make_plan(dense(1, 512, 512, 8, 8, 264), kH100);
+  EXPECT_EQ(d264.kernel_head_dim, 512);
+  EXPECT_EQ(d264.v_parts, 2);
+  // Decode shapes: no d512 decode kernel, the prefill kernel takes them. 1 query row, 8 heads,
+  // 4096 keys: m_blocks 1, 1 * 8 * 1 * 2 = 16 CTAs over 132 slots, 4096 / 32 = 128 key blocks.
+  const FwdPlan dec = make_plan(dense(1, 1, 4096, 8, 8, 512), kH100);
+  EXPECT_EQ(dec.family, FwdKernelFamily::kSm80Prefill);
+  EXPECT_EQ(dec.v_parts, 2);
+  EXPECT_EQ(dec.num_splits, num_splits_heuristic(16, kH100Sms, 128, 128));
+  EXPECT_GT(dec.num_splits, 1);
+  // Split accumulators of 512 columns: rows 1 * 8 * 1.
+  EXPECT_EQ(dec.lse_accum_offset, size_t(dec.num_splits) * 8 * 512 * 4);
+  // A100 (163 KB): the swizzled tile (112.1 KB) fits; 99 KB parts have no d512 kernel.
+  const DeviceInfo a100{8, 0, 108, 163 * 1024};
+  EXPECT_TRUE(make_plan(dense(1, 512, 512, 8, 8, 512), a100).sm80_swizzled);
+  const DeviceInfo sm89{8, 9, 128, 99 * 1024};
+  EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 512), sm89).family, FwdKernelFamily::kNone);
+  // Every other head dim runs one part.
+  for (int d : {32, 64, 128, 256})
+    EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, d), kH100).v_parts, 1) << d;
+}
+
+TEST(PlanForward, SeparateVHeadDim) {
+  // (192, 128): the kernel of the QK head dim loads V with 128 valid columns; one part. The
+  // split accumulators hold 128 columns: forced 4 splits, rows 1 * 8 * 512, o_accum 4 * 4096 *
+  // 128 * 4 bytes.
+  flare_mha_fwd_params p = dense(1, 512, 512, 8, 8, 192);
+  p.head_dim_v = 128;
+  p.num_splits = 4;
+  const FwdPlan m = make_plan(p);
+  EXPECT_EQ(m.family, FwdKernelFamily::kSm80Prefill);
+  EXPECT_EQ(m.kernel_head_dim, 192);
+  EXPECT_EQ(m.kernel_head_dim_v, 192);
+  EXPECT_EQ(m.v_parts, 1);
+  EXPECT_EQ(m.num_splits, 4);
+  EXPECT_EQ(m.lse_accum_offset, size_t(4) * 4096 * 128 * 4);
+  // Hopper: the d256 kernel.
+  const FwdPlan h = make_plan(p, kH100);
+  EXPECT_TRUE(h.family == FwdKernelFamily::kSm90WarpSpecialized ||
+              h.family == FwdKernelFamily::kSm90AllThreads);
+  EXPECT_EQ(h.sm90_head_dim, 256);
+  EXPECT_EQ(h.kernel_head_dim_v, 256);
+  EXPECT_EQ(h.v_parts, 1);
+  // Decode shape: the d192 decode kernel.
+  flare_mha_fwd_params d = dense(1, 1, 4096, 8, 8, 192);
+  d.head_dim_v = 128;
+  const FwdPlan dec = make_plan(d, kH100);
+  EXPECT_EQ(dec.family, FwdKernelFamily::kSm80Decode);
+  EXPECT_EQ(dec.kernel_head_dim_v, 192);
+  EXPECT_EQ(dec.v_parts, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,6 +529,10 @@ TEST(TileConfig, SharedMemoryFit) {
   EXPECT_EQ(sm80_fitting_kernel(192, 1, 64 * 1024), Sm80Kernel::kNone);
   EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(128), (128 + 2 * 32) * 136 * 2);
   EXPECT_GT(flare::sm80_decode_smem_bytes(128), kSm89);
+  // d512: no decode kernel; its prefill kernel (114 KB padded) fits H100 and A100, not 99 KB.
+  EXPECT_EQ(sm80_fitting_kernel(512, 1, kH100), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(512, 4096, kA100), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(512, 1, kSm89), Sm80Kernel::kNone);
 }
 
 // ---------------------------------------------------------------------------------------------

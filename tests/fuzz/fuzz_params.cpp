@@ -305,7 +305,15 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   if (p.num_splits > 0) REQUIRE(plan.num_splits <= p.num_splits, p, plan.num_splits, p.num_splits);
   REQUIRE(plan.kernel_head_dim >= p.head_dim, p, plan.kernel_head_dim, p.head_dim);
   const int kd = plan.kernel_head_dim;
-  REQUIRE(kd == 32 || kd == 64 || kd == 96 || kd == 128 || kd == 192 || kd == 256, p, kd, 0);
+  REQUIRE(kd == 32 || kd == 64 || kd == 96 || kd == 128 || kd == 192 || kd == 256 || kd == 512,
+          p, kd, 0);
+  // V column parts: together they cover v_head_dim, each at most 256 columns (sm80) or the
+  // Hopper kernel's width; more than one only on the d512 kernel.
+  REQUIRE(plan.v_parts >= 1 && plan.kernel_head_dim_v >= 1 &&
+              int64_t(plan.v_parts) * plan.kernel_head_dim_v >= flare::v_head_dim(p) &&
+              int64_t(plan.v_parts - 1) * plan.kernel_head_dim_v < flare::v_head_dim(p) &&
+              (plan.v_parts == 1 || kd == 512),
+          p, plan.v_parts, plan.kernel_head_dim_v);
   REQUIRE(plan.max_seqlen_q >= 1, p, plan.max_seqlen_q, 0);
 
   // The family fits the device: Hopper kernels on 9.x only, never for decode shapes.
@@ -331,7 +339,8 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   const long long n_blocks =
       (static_cast<long long>(max_seqlen_k) + plan.tile.block_n - 1) / plan.tile.block_n;
   if (p.num_splits == 0 && p.workspace != nullptr) {
-    const long long blocks = static_cast<long long>(plan.p.batch) * plan.p.num_heads * m_blocks;
+    const long long blocks =
+        static_cast<long long>(plan.p.batch) * plan.p.num_heads * m_blocks * plan.v_parts;
     const long long slots = static_cast<long long>(dev.num_sms) * plan.tile.ctas_per_sm;
     int expected = flare::num_splits_heuristic(int(std::min(blocks, 0x7fffffffLL)),
                                                int(std::min(slots, 0x7fffffffLL)),

@@ -12,16 +12,24 @@
 // Features are runtime values read from the launch (masks, alibi, softcap, varlen, paged KV,
 // splits): they are uniform per CTA, so the branches cost little, and one kernel per
 // (arch, dtype, head dim) keeps each translation unit small.
+//
+// V and O have v_head_dim(p) columns (at most p.head_dim). A CTA loads V rows and computes O
+// columns of its instance's V width (FwdTraits::kHeadDimV = sm80_kernel_head_dim_v(HeadDim)):
+// the head dim itself up to 256, 256 at d512, where the grid runs launch.v_parts CTAs per query
+// block, part j computing O columns [256 j, 256 j + 256) over the same S = Q K^T (only part 0
+// writes the LSE). V columns past v_head_dim(p) are zero in shared memory and never stored.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "common/block_range.h"
 #include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "common/smem_swizzle.h"
 #include "common/split.h"
 #include "common/tile_config.h"
@@ -77,16 +85,23 @@ struct FwdTraits {
   static constexpr int kWarpRows = kBlockM / kWarps;  // query rows owned by one warp
   static constexpr int kMTiles = kWarpRows / 16;      // m16 tiles per warp
   static constexpr int kNTiles = kBlockN / 8;         // n8 tiles of S per warp
-  static constexpr int kDTiles = HeadDim / 8;         // n8 tiles of O per warp
+  // V rows and O columns of one CTA (sm80_kernel_head_dim_v); narrower than HeadDim at d512,
+  // whose grid runs launch.v_parts column parts.
+  static constexpr int kHeadDimV = sm80_kernel_head_dim_v(HeadDim);
+  static constexpr bool kSplitV = kHeadDimV < HeadDim;
+  static constexpr int kDTiles = kHeadDimV / 8;       // n8 tiles of O per warp
   static constexpr int kKSteps = HeadDim / 16;        // k16 steps of QK^T
   // Padded rows (16 extra bytes): the 8 row addresses of an ldmatrix then fall in 8 distinct
   // 16-byte bank groups for every head dim we compile (row bytes = 16 mod 128 or 80 mod 128);
   // swizzled rows get the same property from the chunk permutation.
   static constexpr bool kSwizzled = Swizzled;
-  static constexpr int kRowBytes = smem_row_bytes(HeadDim, Swizzled);
-  static constexpr int kChunksPerRow = HeadDim / 8;  // 16-byte chunks
+  static constexpr int kRowBytes = smem_row_bytes(HeadDim, Swizzled);     // Q and K rows
+  static constexpr int kRowBytesV = smem_row_bytes(kHeadDimV, Swizzled);  // V rows
+  static constexpr int kChunksPerRow = HeadDim / 8;    // 16-byte chunks of a Q / K row
+  static constexpr int kChunksPerRowV = kHeadDimV / 8; // of a V row and of an O row
   static constexpr int kSmemQ = kBlockM * kRowBytes;
-  static constexpr int kSmemKV = kBlockN * kRowBytes;
+  static constexpr int kSmemKV = kBlockN * kRowBytes;  // one K buffer
+  static constexpr int kSmemV = kBlockN * kRowBytesV;  // one V buffer
   // Swizzled: the buffers start at a 128-byte boundary of the shared window (up to 112 bytes
   // of padding before Q; the smem size includes 128 bytes for it).
   static constexpr int kAlignSlack = Swizzled ? 128 : 0;
@@ -94,12 +109,13 @@ struct FwdTraits {
   static constexpr bool kStateInSmem = BlockN != kTile.block_n;
   static constexpr int kSmemState = kStateInSmem ? int((sizeof(FwdCtaState) + 15) / 16 * 16) : 0;
   // Byte offset of the state (Q + `stages` K buffers + `stages` V buffers before it).
-  static constexpr int state_offset(int stages) { return kSmemQ + 2 * stages * kSmemKV; }
+  static constexpr int state_offset(int stages) { return kSmemQ + stages * (kSmemKV + kSmemV); }
   static constexpr int smem_bytes(int stages) {
     return state_offset(stages) + kSmemState + kAlignSlack;
   }
   static_assert(kWarpRows % 16 == 0 && kDTiles % 2 == 0 && kNTiles % 2 == 0, "tile shape");
   static_assert(kThreads >= kChunksPerRow, "a pass loads at least one row");
+  static_assert(!kSplitV || !(BlockN != kTile.block_n), "column parts have no wide step");
   static_assert(BlockN == kTile.block_n || BlockN == sm80_wide_block_n(HeadDim),
                 "the planner's tile or the wide step");
   static_assert(!Swizzled || HeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
@@ -176,8 +192,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   constexpr bool kStateInSmem = Tr::kStateInSmem;
   const flare_mha_fwd_params& p = launch.p;
 
-  // Heavier (later) query blocks first: with a causal mask they have the most key blocks.
-  const int m_block = gridDim.x - 1 - blockIdx.x;
+  // Heavier (later) query blocks first: with a causal mask they have the most key blocks. The
+  // V column parts of a query block are adjacent in x (they read the same K rows).
+  const int m_block = Tr::kSplitV ? int(gridDim.x - 1 - blockIdx.x) / launch.v_parts
+                                  : int(gridDim.x - 1 - blockIdx.x);
+  const int v_part = Tr::kSplitV ? int(blockIdx.x) % launch.v_parts : 0;
   const int head = blockIdx.y;
   const int batch = blockIdx.z / launch.num_splits;
   const int split = blockIdx.z % launch.num_splits;
@@ -192,7 +211,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       smem_raw + (Swizzled ? (128u - (smem_addr(smem_raw) & 127u)) & 127u : 0u);
   const uint32_t sQ = smem_addr(smem);
   const uint32_t sK = sQ + Tr::kSmemQ;  // the K buffer
-  const uint32_t sV = sK + Tr::kSmemKV;  // the V buffer
+  const uint32_t sV = sK + Tr::kSmemKV;  // the V buffer (kHeadDimV columns a row)
 
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -201,7 +220,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
-  const T* v = static_cast<const T*>(p.v);
+  // This CTA's V columns: [v_col0, v_col0 + kHeadDimV) of V and O, of which
+  // v_head_dim(p) - v_col0 exist (recomputed from the launch where used, not held across the
+  // main loop).
+  const int v_col0 = v_part * Tr::kHeadDimV;
+  const T* v = static_cast<const T*>(p.v) + v_col0;
 
   const bool split_mode = launch.num_splits > 1;
   const int64_t acc_row0 =
@@ -281,17 +304,19 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       if constexpr (kStateInSmem) return __ldg(kv.table + slot);
       else return kv.table[slot];
     };
-    // Key block n_block of K or V into dst: the two differ only in tensor, base and strides.
-    auto load_kv = [&](uint32_t dst, const T* src, int64_t base, int64_t row_stride,
-                       int64_t batch_stride, int n_block, const KvSource& kv) {
+    // Key block n_block of K or V into dst: the two differ only in tensor, base, strides and
+    // width (Width: the tile's columns, of which `cols` exist).
+    auto load_kv = [&](auto width, uint32_t dst, const T* src, int64_t base, int64_t row_stride,
+                       int64_t batch_stride, int cols, int n_block, const KvSource& kv) {
+      constexpr int Width = decltype(width)::value;
       const int n0 = n_block * kBlockN;
       if (!kv.paged) {
-        load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
-            dst, src + (base + int64_t(n0) * row_stride), row_stride, kv.seqlen_k - n0,
-            p.head_dim, src);
+        load_tile_affine<Width, kBlockN, kThreads, Swizzled>(
+            dst, src + (base + int64_t(n0) * row_stride), row_stride, kv.seqlen_k - n0, cols,
+            src);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, src, p.head_dim, [&](int r) -> int64_t {
+      load_tile<Width, kBlockN, kThreads, Swizzled>(dst, src, cols, [&](int r) -> int64_t {
         if (n0 + r >= kv.seqlen_k) return -1;
         const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / kv.page_size;
@@ -300,10 +325,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       });
     };
     auto load_k = [&](int n_block, const KvSource& kv) {
-      load_kv(sK, k, kv.k_base, p.k_row_stride, p.k_batch_stride, n_block, kv);
+      load_kv(std::integral_constant<int, HeadDim>{}, sK, k, kv.k_base, p.k_row_stride,
+              p.k_batch_stride, p.head_dim, n_block, kv);
     };
     auto load_v = [&](int n_block, const KvSource& kv) {
-      load_kv(sV, v, kv.v_base, p.v_row_stride, p.v_batch_stride, n_block, kv);
+      load_kv(std::integral_constant<int, Tr::kHeadDimV>{}, sV, v, kv.v_base, p.v_row_stride,
+              p.v_batch_stride, v_head_dim(p) - v_col0, n_block, kv);
     };
     // Commit groups, in issue order: Q, K[end-1], and in the loop one V and one K group per
     // iteration (empty when there is no block to load). Every wait drains all groups.
@@ -324,17 +351,24 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     const uint32_t k_lane =
         Swizzled ? ldmatrix_lane_address(true, sK + uint32_t(k_row * kRowBytes), k_row, k_half)
                  : sK + ((lane & 7) + (lane >> 4) * 8) * kRowBytes + ((lane >> 3) & 1) * 16;
+    constexpr int kRowBytesV = Tr::kRowBytesV;
     const uint32_t v_lane =
-        Swizzled ? ldmatrix_lane_address(true, sV + uint32_t(qv_row * kRowBytes), qv_row, qv_half)
-                 : sV + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytes + (lane >> 4) * 16;
+        Swizzled ? ldmatrix_lane_address(true, sV + uint32_t(qv_row * kRowBytesV), qv_row, qv_half)
+                 : sV + ((lane & 7) + ((lane >> 3) & 1) * 8) * kRowBytesV + (lane >> 4) * 16;
     // Address of step s (k16 chunk pair) of tile `tile` (16 rows each) from a lane address. Tiles
     // are 16 x kRowBytes apart, a multiple of 128 when swizzled: added after the step's XOR,
-    // they stay immediates.
+    // they stay immediates. ldm_v: the same in V's rows.
     auto ldm = [](uint32_t lane_address, int tile, int s) -> uint32_t {
       if constexpr (Swizzled)
         return ldmatrix_step_address(true, lane_address, s) + uint32_t(tile * 16 * kRowBytes);
       else
         return lane_address + tile * 16 * kRowBytes + s * 32;
+    };
+    auto ldm_v = [](uint32_t lane_address, int tile, int s) -> uint32_t {
+      if constexpr (Swizzled)
+        return ldmatrix_step_address(true, lane_address, s) + uint32_t(tile * 16 * kRowBytesV);
+      else
+        return lane_address + tile * 16 * kRowBytesV + s * 32;
     };
 
     // Middle of an iteration: V[n] visible to all, and every warp is done with K[n] (its QK^T
@@ -448,7 +482,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 #pragma unroll
         for (int dp = 0; dp < kDTiles / 2; ++dp) {
           uint32_t b0, b1, b2, b3;
-          ldmatrix_x4_trans(ldm(v_stage, kk, dp), b0, b1, b2, b3);
+          ldmatrix_x4_trans(ldm_v(v_stage, kk, dp), b0, b1, b2, b3);
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma_16816<T>(acc_o[mt][2 * dp], p_frag[kk][mt], b0, b1);
@@ -463,6 +497,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   // 2 mt + hr of inv_sum and lse).
   float inv_sum[2 * kMTiles], lse[2 * kMTiles];
   softmax.finalize(unit_log2, inv_sum, lse);
+  const int v_cols = v_head_dim(p) - v_col0;  // O columns of this CTA that exist
 
   // Where the rows go (wide step: the sequence, head and split read back from shared memory).
   SequenceInfo seq_o = seq;
@@ -486,13 +521,13 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
         if (row >= seq_o.seqlen_q) continue;
         const int64_t acc_row = acc_row0_o + row;
-        if (t == 0) launch.lse_accum[acc_row] = lse[2 * mt + hr];
+        if (t == 0 && v_part == 0) launch.lse_accum[acc_row] = lse[2 * mt + hr];
         if (lse[2 * mt + hr] == -INFINITY) continue;  // the combine skips empty parts
-        float* o = launch.o_accum + acc_row * p.head_dim;
+        float* o = launch.o_accum + acc_row * v_head_dim(p) + v_col0;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
           const int col = dt * 8 + 2 * t;
-          if (col < p.head_dim)
+          if (col < v_cols)
             *reinterpret_cast<float2*>(o + col) =
                 make_float2(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
                             acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
@@ -501,8 +536,9 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     return;
   }
 
-  // Stage this warp's rows in its own rows of the Q buffer (only this warp read them), then
-  // store 16-byte chunks so each row goes out in full sectors.
+  // Stage this warp's rows in its own rows of the Q buffer (only this warp read them; O rows
+  // are at most as wide as Q rows), then store 16-byte chunks so each row goes out in full
+  // sectors.
   __syncwarp();
   unsigned char* staged = smem + warp_row0 * kRowBytes;
 #pragma unroll
@@ -527,23 +563,23 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     }
   __syncwarp();
   T* out = static_cast<T*>(p.out);
-  constexpr int kChunks = Tr::kWarpRows * Tr::kChunksPerRow;
+  constexpr int kChunks = Tr::kWarpRows * Tr::kChunksPerRowV;
 #pragma unroll
   for (int c = lane; c < kChunks; c += 32) {
-    const int r = c / Tr::kChunksPerRow;
-    const int col = (c % Tr::kChunksPerRow) * 8;
+    const int r = c / Tr::kChunksPerRowV;
+    const int col = (c % Tr::kChunksPerRowV) * 8;
     const int row = m0 + warp_row0 + r;
-    if (row < seq_o.seqlen_q && col < p.head_dim) {
+    if (row < seq_o.seqlen_q && col < v_cols) {
       if constexpr (Swizzled)
-        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
+        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + v_col0 + col) =
             *reinterpret_cast<const uint4*>(staged +
                                             smem_chunk_offset(true, kRowBytes, r, col / 8));
       else
-        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
+        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + v_col0 + col) =
             *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
     }
   }
-  if (p.lse != nullptr && t == 0) {
+  if (p.lse != nullptr && t == 0 && v_part == 0) {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
@@ -572,7 +608,9 @@ int launch_fwd(void (*kernel)(FwdLaunch), int smem, const FwdLaunch& launch,
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
-  const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch * launch.num_splits);
+  // x: m blocks x V column parts (one part unless the instance splits V, FwdTraits::kSplitV).
+  const int parts = Tr::kSplitV ? launch.v_parts : 1;
+  const dim3 grid(m_blocks * parts, launch.p.num_heads, launch.p.batch * launch.num_splits);
   kernel<<<grid, Tr::kThreads, smem, stream>>>(launch);
   return cudaGetLastError();
 }
@@ -582,7 +620,14 @@ int launch_fwd(void (*kernel)(FwdLaunch), int smem, const FwdLaunch& launch,
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
+  // The plan's V width is the instance's (sm80_kernel_head_dim_v), and only the d512 instance
+  // runs several V column parts.
+  if (launch.kernel_head_dim_v != sm80_kernel_head_dim_v(HeadDim) || launch.v_parts < 1 ||
+      (launch.v_parts > 1 && !sm80::FwdTraits<HeadDim>::kSplitV))
+    return cudaErrorInvalidConfiguration;
   if (launch.family == FwdKernelFamily::kSm80Decode) {
+    if constexpr (!sm80_has_decode_kernel(HeadDim)) return cudaErrorInvalidConfiguration;
+    else {
     using Dr = sm80::DecodeTraits<HeadDim>;
     static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
                       Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
@@ -596,6 +641,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
                     launch.p.batch * launch.num_splits);
     kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
     return cudaGetLastError();
+    }
   }
   if (launch.family != FwdKernelFamily::kSm80Prefill) return cudaErrorInvalidConfiguration;
   // The prefill instance of the plan's key step (the tile's, or the wide step) and row layout
