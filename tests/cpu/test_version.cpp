@@ -86,7 +86,8 @@ TEST(BuildInfo, ValuesDescribeThisBuild) {
     EXPECT_TRUE(d == "fp16" || d == "bf16") << "dtype '" << d << "'";
   for (const std::string& h : split(info["head_dims"], ';')) {
     const int hd = std::stoi(h);
-    EXPECT_TRUE(hd == 32 || hd == 64 || hd == 96 || hd == 128 || hd == 192 || hd == 256)
+    EXPECT_TRUE(hd == 32 || hd == 64 || hd == 96 || hd == 128 || hd == 192 || hd == 256 ||
+                hd == 512)
         << "head dim '" << h << "'";
   }
 }
