@@ -36,9 +36,10 @@ namespace flare {
 namespace {
 
 constexpr int kMaxHeadDim = 512;
-// The head dims the GPU kernels run today: multiples of 8 in [8, 256].
+// The head dims the GPU kernels run today: multiples of 8 in [8, 512] (257..512 on the
+// mma.sync d512 kernel, on Hopper too).
 constexpr int kKernelMinHeadDim = 8;
-constexpr int kKernelMaxHeadDim = 256;
+constexpr int kKernelMaxHeadDim = 512;
 constexpr int kKernelHeadDimMultiple = 8;
 // The page sizes the GPU kernels run today: multiples of 16.
 constexpr int kKernelPageMultiple = 16;
@@ -134,11 +135,6 @@ flare_status serving_features_not_yet_supported(const flare_mha_fwd_params& p) {
                 "head_dim (%d) is not supported by the GPU kernels yet: they run multiples of %d "
                 "in [%d, %d]",
                 p.head_dim, kKernelHeadDimMultiple, kKernelMinHeadDim, kKernelMaxHeadDim);
-  if (p.head_dim_v != 0 && p.head_dim_v != p.head_dim)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "head_dim_v (%d) != head_dim (%d): a separate V head dim is not implemented on "
-                "the GPU kernels yet",
-                p.head_dim_v, p.head_dim);
   if (p.sink)
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "sink: attention sinks are not implemented on the GPU kernels yet");

@@ -86,6 +86,21 @@ TEST(TmaMaps, PaddedHeadDimsKeepTheirOwnExtent) {
   }
 }
 
+// (head_dim, head_dim_v) = (192, 128): V's view is 128 columns wide (the d256 kernel's V
+// columns past it are zero-filled by the TMA unit), K's stays 192.
+TEST(TmaMaps, VViewHasTheVHeadDim) {
+  flare_mha_fwd_params p = dense(2, 777, 1, 192);
+  p.head_dim_v = 128;
+  p.v_head_stride = 128;
+  p.v_row_stride = 128;
+  p.v_batch_stride = 777 * 128;
+  EXPECT_EQ(reason(p), "");
+  EXPECT_EQ(flare::kv_tma_view(p, false).dims[0], 192u);
+  const flare::TmaTensorView v = flare::kv_tma_view(p, true);
+  EXPECT_EQ(v.dims[0], 128u);
+  EXPECT_EQ(v.strides_bytes[0], 128u * 2);
+}
+
 TEST(TmaMaps, VUsesItsOwnStrides) {
   flare_mha_fwd_params p = dense(2, 64, 2, 64);
   p.v_row_stride = 3 * 64;  // V padded differently from K

@@ -272,7 +272,7 @@ std::vector<BadCase> bad_cases() {
       {"head_dim_4", Base::Dense, [](P& p) { p.head_dim = 4; }, BAD_HDIM, "head_dim (4)"},
       {"head_dim_not_multiple_of_8", Base::Dense, [](P& p) { p.head_dim = 100; }, BAD_HDIM,
        "head_dim (100)"},
-      {"head_dim_264", Base::Dense, [](P& p) { p.head_dim = 264; }, BAD_HDIM, "head_dim (264)"},
+      {"head_dim_520", Base::Dense, [](P& p) { p.head_dim = 520; }, BAD_HDIM, "head_dim (520)"},
       {"head_dim_negative", Base::Dense, [](P& p) { p.head_dim = -64; }, BAD_HDIM, "head_dim (-64)"},
       // scalar options
       {"softmax_scale_negative", Base::Dense, [](P& p) { p.softmax_scale = -1.f; }, INVALID,

@@ -170,8 +170,6 @@ TEST(ValidationServing, NotYetSupported) {
   const Case cases[] = {
       {"sink", dense_base, [](P& p) { p.sink = fake_ptr<const float>(0x900000); }, NOT_YET,
        "sink: attention sinks are not implemented on the GPU kernels yet"},
-      {"head_dim_v_192_128", dense_base, [](P& p) { p.head_dim = 192, p.head_dim_v = 128; },
-       NOT_YET, "head_dim_v (128) != head_dim (192)"},
       {"ranges", dense_base,
        [](P& p) {
          p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900000);
@@ -190,8 +188,6 @@ TEST(ValidationServing, NotYetSupported) {
       // Head dims keep the status they had before 1..512 became valid input.
       {"head_dim_59", dense_base, [](P& p) { p.head_dim = 59; }, BAD_HDIM,
        "head_dim (59) is not supported by the GPU kernels yet"},
-      {"head_dim_512", dense_base, [](P& p) { p.head_dim = 512; }, BAD_HDIM,
-       "head_dim (512) is not supported by the GPU kernels yet"},
       {"head_dim_1", dense_base, [](P& p) { p.head_dim = 1; }, BAD_HDIM, "head_dim (1)"},
   };
   for (const Case& c : cases) expect_case(c);
@@ -219,17 +215,28 @@ TEST(ValidationServing, StillAccepted) {
     p.page_block_size = page;
     EXPECT_EQ(intake(p), FLARE_OK) << page << ": " << last_error();
   }
+  // Head dims up to 512 (multiples of 8) and the (192, 128) pair: v and out 128 wide.
+  for (int d : {264, 320, 504, 512}) {
+    const P p = flare_test::dense_fp16_params(2, 64, 128, 4, 2, d);
+    EXPECT_EQ(intake(p), FLARE_OK) << d << ": " << last_error();
+  }
+  P pair = flare_test::dense_fp16_params(2, 64, 128, 4, 2, 192);
+  pair.head_dim_v = 128;
+  pair.v_head_stride = pair.out_head_stride = 128;
+  pair.v_row_stride = 2 * 128, pair.v_batch_stride = 128 * 2 * 128;
+  pair.out_row_stride = 4 * 128, pair.out_batch_stride = 64 * 4 * 128;
+  EXPECT_EQ(intake(pair), FLARE_OK) << last_error();
 }
 
 // Every head dim in [1, 512] and the accepted pairs pass the field rules; exactly the multiples
-// of 8 in [8, 256] with equal V dims pass the not-yet list.
+// of 8 in [8, 512] pass the not-yet list.
 TEST(ValidationServing, HeadDimRangeAndKernelSet) {
   for (int d = 1; d <= 512; ++d) {
     P p = dense_base();
     p.head_dim = d;
     p.q_head_stride = p.out_head_stride = p.k_head_stride = p.v_head_stride = (d + 7) / 8 * 8;
     EXPECT_EQ(flare::validate_serving_fields(p), FLARE_OK) << d << ": " << last_error();
-    const bool kernel = d % 8 == 0 && d >= 8 && d <= 256;
+    const bool kernel = d % 8 == 0 && d >= 8 && d <= 512;
     EXPECT_EQ(flare::serving_features_not_yet_supported(p) == FLARE_OK, kernel) << d;
     p.head_dim_v = d;
     EXPECT_EQ(flare::validate_serving_fields(p), FLARE_OK) << d;
@@ -238,6 +245,7 @@ TEST(ValidationServing, HeadDimRangeAndKernelSet) {
   p.head_dim = 192;
   p.head_dim_v = 128;
   EXPECT_EQ(flare::validate_serving_fields(p), FLARE_OK) << last_error();
+  EXPECT_EQ(flare::serving_features_not_yet_supported(p), FLARE_OK) << last_error();
 }
 
 // Rejections never read the device arrays: the pointers are fake, and every failing call leaves

@@ -14,7 +14,7 @@
 //     the same rows with the same values).
 //
 // Sweep (DecodeSweep):
-//   Features/*   17 features x 8 head dims x 2 dtypes; batch, capacity, LSE and num_splits
+//   Features/*   17 features x 9 head dims (d512: the prefill kernel) x 2 dtypes; batch, capacity, LSE and num_splits
 //                (1, 2, 3, 7, 0 = heuristic, 128) rotate over the cases.
 //   Pages/*      page sizes 16, 64, 256, 512 x every split count x {q1 append1, q4 causal
 //                append4 + rotary}.
@@ -251,7 +251,7 @@ HostProblem build_decode_problem(const DecCase& c) {
 
 // ---------------------------------------------------------------------------------------------
 // The sweep.
-constexpr int kHeadDims[] = {32, 40, 64, 80, 96, 128, 192, 256};
+constexpr int kHeadDims[] = {32, 40, 64, 80, 96, 128, 192, 256, 512};
 constexpr int kDecodeSplits[] = {1, 2, 3, 7, 0, 128};
 constexpr int kPageSizes[] = {16, 64, 256, 512};
 

@@ -2,7 +2,7 @@
 //
 // ForwardSweep (parameterized, one test per case; every case is compared with the float64 CPU
 // reference, the tolerance set by the naive low-precision reference, see gpu_test_util.h):
-//   Features/*  every feature x every head dim (32, 40, 64, 80, 96, 128, 192, 256) x both
+//   Features/*  every feature x every head dim (32, 40, 64, 80, 96, 128, 192, 256, 512) x both
 //               dtypes at two small-to-medium shapes each; the shape, batch (1/3), LSE on/off and
 //               num_splits (1, 0 = heuristic, 3, 7) rotate deterministically over the cases.
 //   Sizes/*     every (seqlen_q, seqlen_k) pair of {1, 3, 17, 64, 113, 127, 128, 129, 255, 256,
@@ -241,7 +241,7 @@ HostProblem build_forward_problem(const FwdCase& c) {
 
 // ---------------------------------------------------------------------------------------------
 // The sweep.
-constexpr int kAllHeadDims[] = {32, 40, 64, 80, 96, 128, 192, 256};
+constexpr int kAllHeadDims[] = {32, 40, 64, 80, 96, 128, 192, 256, 512};
 constexpr int kSplitCycle[] = {1, 0, 3, 7};
 constexpr int kSizeSet[] = {1, 3, 17, 64, 113, 127, 128, 129, 255, 256, 512, 1023, 1024, 2049};
 
@@ -728,7 +728,7 @@ std::vector<BadInput> bad_inputs() {
       {"BadDtype", [](P& p, const C&) { p.dtype = 7; }, FLARE_ERROR_UNSUPPORTED_DTYPE},
       {"HeadDim0", [](P& p, const C&) { p.head_dim = 0; }, FLARE_ERROR_UNSUPPORTED_HEAD_DIM},
       {"HeadDim60", [](P& p, const C&) { p.head_dim = 60; }, FLARE_ERROR_UNSUPPORTED_HEAD_DIM},
-      {"HeadDim512", [](P& p, const C&) { p.head_dim = 512; }, FLARE_ERROR_UNSUPPORTED_HEAD_DIM},
+      {"HeadDim513", [](P& p, const C&) { p.head_dim = 513; }, FLARE_ERROR_UNSUPPORTED_HEAD_DIM},
       {"HeadsNotMultiple", [](P& p, const C&) { p.num_heads_k = 3; },
        FLARE_ERROR_INVALID_ARGUMENT},
       {"HeadsKZero", [](P& p, const C&) { p.num_heads_k = 0; }, FLARE_ERROR_INVALID_ARGUMENT},

@@ -31,8 +31,8 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // One switch per line of serving_features_not_yet_supported (src/api/validate_serving.cpp):
 // flip a switch in the same change that deletes its line and lands the kernels.
-constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside multiples of 8 in [8, 256]
-constexpr bool kHeadDimVOnGpu = false;       // head_dim_v != head_dim, i.e. (192, 128)
+constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside multiples of 8
+constexpr bool kHeadDimVOnGpu = true;        // head_dim_v != head_dim, i.e. (192, 128)
 constexpr bool kSinksOnGpu = false;          // sink
 constexpr bool kPrefixRangesOnGpu = false;   // mm_prefix_ranges
 constexpr bool kPagedVarlenOnGpu = false;    // block_table with cu_seqlens_q
@@ -47,7 +47,7 @@ struct Refusal {
 };
 
 Refusal expected_refusal(const ServingCase& c) {
-  const bool kernel_head_dim = c.head_dim % 8 == 0 && c.head_dim >= 8 && c.head_dim <= 256;
+  const bool kernel_head_dim = c.head_dim % 8 == 0 && c.head_dim >= 8 && c.head_dim <= 512;
   if (!kernel_head_dim && !kOddHeadDimsOnGpu)
     return {true, FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "is not supported by the GPU kernels yet"};
   if (c.dv() != c.head_dim && !kHeadDimVOnGpu)
@@ -132,6 +132,45 @@ std::vector<ServingCase> serving_cases() {
     c.causal = d != 111;
     c.num_splits = d == 512 ? 3 : 1;
     c.padded = d == 59;
+    add(c);
+  }
+  // d512 and d264 (the d512 kernel, two V column parts) with every feature: GQA, window,
+  // ALiBi, softcap, LSE, forced and heuristic split-KV, padded strides, paged KV-cache decode
+  // with GQA packing and append, chunked prefill into a cache.
+  for (int d : {264, 512}) {
+    ServingCase c;
+    c.name = "head_dim" + std::to_string(d) + "_gqa_window_alibi_softcap_split4";
+    c.head_dim = d, c.num_heads = 6, c.num_heads_k = 2;
+    c.q_lens = {70, 130, 1}, c.k_lens = {200, 130, 90};
+    c.window_left = 50, c.window_right = 10, c.alibi = true, c.softcap = 15.f;
+    c.num_splits = 4, c.padded = d == 264;
+    add(c);
+  }
+  for (int d : {264, 512}) {
+    ServingCase c;
+    c.name = "head_dim" + std::to_string(d) + "_causal_gqa_heuristic_split";
+    c.dtype = FLARE_DTYPE_FP16;
+    c.head_dim = d, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {33, 1}, c.k_lens = {700, 1000};
+    c.causal = true, c.num_splits = 0;
+    add(c);
+  }
+  for (int d : {264, 512}) {
+    ServingCase c;
+    c.name = "head_dim" + std::to_string(d) + "_kv_page16_decode_gqa_append";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = d, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {1, 1, 1}, c.k_lens = {1, 100, 700};
+    c.page_size = 16, c.seqlen_new = 1, c.causal = true, c.num_splits = 0;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "head_dim512_kv_page48_chunk20_causal_split3";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 512, c.num_heads = 4, c.num_heads_k = 4;
+    c.q_lens = {20, 20}, c.k_lens = {40, 300};
+    c.page_size = 48, c.seqlen_new = 20, c.causal = true, c.num_splits = 3;
     add(c);
   }
   for (int splits : {1, 0}) {

@@ -13,6 +13,7 @@
 
 #include "common/rotary.h"
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "kernels/fwd_launch.h"
 
 namespace flare {
@@ -171,7 +172,8 @@ __global__ void __launch_bounds__(kAppendThreads)
                         k_offset(p, s, row, hk) + c0;
       *reinterpret_cast<uint4*>(k_dst) = k;
 
-      if (p.v_new != nullptr) {
+      // v_new / V rows have v_head_dim(p) <= head_dim columns: the first chunks of a K row's.
+      if (p.v_new != nullptr && c0 < v_head_dim(p)) {
         const uint16_t* v_src = static_cast<const uint16_t*>(p.v_new) +
                                 (int64_t)b * p.v_new_batch_stride +
                                 (int64_t)t * p.v_new_row_stride +

@@ -4,13 +4,15 @@
 // this file only describes where the split accumulators and the outputs live.
 //
 // Layout of the accumulators (row r = (b * heads + h) * max_seqlen_q + i):
-//   lse_accum[s * rows + r]                 natural-log LSE of split s, -inf when it saw no key
-//   o_accum[(s * rows + r) * head_dim + d]  normalised partial output (garbage when lse is -inf)
+//   lse_accum[s * rows + r]           natural-log LSE of split s, -inf when it saw no key
+//   o_accum[(s * rows + r) * dv + d]  normalised partial output (garbage when lse is -inf);
+//                                     dv = v_head_dim(p), the columns of V and out
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "kernels/common/merge.cuh"
 #include "kernels/fwd_launch.h"
 
@@ -32,7 +34,7 @@ struct SplitAccumLayout {
 
   __host__ __device__ int64_t num_rows() const { return rows; }
   __host__ __device__ int num_parts() const { return launch.num_splits; }
-  __host__ __device__ int head_dim() const { return launch.p.head_dim; }
+  __host__ __device__ int head_dim() const { return v_head_dim(launch.p); }
   __device__ bool locate(int64_t r, Row& at) const {
     const int max_seqlen_q = launch.max_seqlen_q;
     at.r = r;
@@ -43,7 +45,7 @@ struct SplitAccumLayout {
     return at.i < at.seq.seqlen_q;
   }
   __device__ const float* part(int s, const Row& at) const {
-    return launch.o_accum + ((int64_t)s * rows + at.r) * launch.p.head_dim;
+    return launch.o_accum + ((int64_t)s * rows + at.r) * v_head_dim(launch.p);
   }
   __device__ float lse(int s, const Row& at) const {
     return __ldg(launch.lse_accum + (int64_t)s * rows + at.r);
@@ -71,7 +73,8 @@ cudaError_t launch_combine(const FwdLaunch& launch, cudaStream_t stream) {
 
 int run_split_combine(const FwdLaunch& launch, cudaStream_t stream) {
   const flare_mha_fwd_params& p = launch.p;
-  if (p.head_dim <= 0 || p.head_dim % 8 != 0 || p.head_dim > 256 || launch.num_splits < 1 ||
+  const int dv = v_head_dim(p);
+  if (dv <= 0 || dv % 8 != 0 || dv > 512 || launch.num_splits < 1 ||
       launch.o_accum == nullptr || launch.lse_accum == nullptr || p.out == nullptr)
     return (int)cudaErrorInvalidValue;
   switch (p.dtype) {

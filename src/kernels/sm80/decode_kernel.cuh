@@ -13,9 +13,13 @@
 // Paged KV: a warp's 16 rows lie in at most two pages (page sizes are multiples of 16 and
 // >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
 // selects the page per row with one compare.
+//
+// V and O have v_head_dim(p) columns (at most p.head_dim): V's columns past it are zero-filled
+// in shared memory, O's are never stored.
 #pragma once
 #include "common/query_tile.h"
 #include "common/score_mods.h"
+#include "common/serving_semantics.h"
 #include "common/smem_swizzle.h"
 #include "kernels/common/online_softmax.cuh"
 
@@ -108,6 +112,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
   const T* v = static_cast<const T*>(p.v);
+  const int head_dim_v = v_head_dim(p);  // columns of V and O
 
   // Softmax in log2 units, as in the prefill kernel.
   const bool has_softcap = p.softcap > 0.f;
@@ -191,6 +196,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         const int r0 = lane / kChunks;
         const int col = (lane % kChunks) * 8;
         const bool col_ok = col < p.head_dim;
+        const bool v_col_ok = col < head_dim_v;
         const int64_t k_off = int64_t(r0) * p.k_row_stride + col;
         const int64_t v_off = int64_t(r0) * p.v_row_stride + col;
         kp0 += k_off, kp1 += k_off, vp0 += v_off, vp1 += v_off;
@@ -200,10 +206,11 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         for (int i = 0; i < kLaneChunks; ++i) {
           const int r = r0 + i * kRowStep;
           const bool valid = r < valid_rows && col_ok;
+          const bool valid_v = r < valid_rows && v_col_ok;
           const bool second = r >= switch_row;
           const uint32_t d = dst + Tr::kv_offset(r, col / 8);
           cp_async_16(d, valid ? (second ? kp1 : kp0) : k, valid ? 16 : 0);
-          cp_async_16(d + Tr::kSmemTile, valid ? (second ? vp1 : vp0) : v, valid ? 16 : 0);
+          cp_async_16(d + Tr::kSmemTile, valid_v ? (second ? vp1 : vp0) : v, valid_v ? 16 : 0);
           kp0 += k_step, kp1 += k_step, vp0 += v_step, vp1 += v_step;
         }
       } else {
@@ -213,12 +220,13 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           const int r = c / kChunks;
           const int col = (c % kChunks) * 8;
           const bool valid = r < valid_rows && col < p.head_dim;
+          const bool valid_v = r < valid_rows && col < head_dim_v;
           const bool second = r >= switch_row;
           const T* ks = (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col);
           const T* vs = (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col);
           const uint32_t d = dst + Tr::kv_offset(r, col / 8);
           cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
-          cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+          cp_async_16(d + Tr::kSmemTile, valid_v ? vs : v, valid_v ? 16 : 0);
         }
       }
     };
@@ -386,13 +394,13 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     if (split_mode) {
       const int64_t acc_row = acc_row0 + row;
       if (col == 0) launch.lse_accum[acc_row] = lse;
-      if (empty || col >= p.head_dim) continue;  // the combine skips empty parts
-      float* dst = launch.o_accum + acc_row * p.head_dim + col;
+      if (empty || col >= head_dim_v) continue;  // the combine skips empty parts
+      float* dst = launch.o_accum + acc_row * head_dim_v + col;
       *reinterpret_cast<float4*>(dst) = make_float4(o[0], o[1], o[2], o[3]);
       *reinterpret_cast<float4*>(dst + 4) = make_float4(o[4], o[5], o[6], o[7]);
       continue;
     }
-    if (col < p.head_dim) {
+    if (col < head_dim_v) {
       uint4 packed;
       packed.x = pack2<T>(o[0], o[1]);
       packed.y = pack2<T>(o[2], o[3]);

@@ -1,11 +1,13 @@
 // Epilogue (store) of the Hopper forward kernels, the all-threads and the warp-specialised one:
 // one consumer thread's two query rows of the O accumulators (wgmma m64 layout: rows row_base
 // and row_base + 8, columns 8 j + 2 t and 8 j + 2 t + 1 of every n8 tile j) normalised and
-// written, with the LSE, to the output or to the split accumulators.
+// written, with the LSE, to the output or to the split accumulators. Output rows have
+// v_head_dim(p) columns; the accumulators' columns past it (zero V columns) are not stored.
 #pragma once
 #include <cstdint>
 
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
@@ -22,6 +24,7 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
   constexpr int kOTiles = HeadDim / 8;
   static_assert(kOTiles % 2 == 0, "whole pairs of n8 tiles");
   const flare_mha_fwd_params& p = launch.p;
+  const int head_dim_v = v_head_dim(p);
   // A row that saw no key gets O = 0 and LSE -inf.
   float inv_sum[2], lse[2];
   softmax.finalize(unit_log2, inv_sum, lse);
@@ -35,11 +38,11 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
       const int64_t acc_row = acc_row0 + row;
       if (t == 0) launch.lse_accum[acc_row] = lse[hr];
       if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
-      float* o = launch.o_accum + acc_row * p.head_dim;
+      float* o = launch.o_accum + acc_row * head_dim_v;
 #pragma unroll
       for (int j = 0; j < kOTiles; ++j) {
         const int col = j * 8 + 2 * t;
-        if (col < p.head_dim)
+        if (col < head_dim_v)
           *reinterpret_cast<float2*>(o + col) = make_float2(acc_o[4 * j + 2 * hr] * inv_sum[hr],
                                                             acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
       }
@@ -68,7 +71,7 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
                                          acc_o[4 * (j + 1) + 2 * hr + 1] * inv_sum[hr]);
       const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? w0 : w1, 1);
       const int col = j * 8 + col0;
-      if (row_ok && col < p.head_dim)
+      if (row_ok && col < head_dim_v)
         *reinterpret_cast<uint2*>(o + col) = upper ? make_uint2(got, w1) : make_uint2(w0, got);
     }
     if (row_ok && p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];

@@ -66,14 +66,15 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
 }
 
 // Key rows [n0, n0 + Rows) of K (IsV false) or V into a swizzled tile by cp.async, the rows
-// past the sequence zero-filled. Unpaged rows are affine in the key: `base` is key 0's element
+// past the sequence and the columns past head_dim (K) or v_head_dim (V) zero-filled. Unpaged rows are affine in the key: `base` is key 0's element
 // offset (k_offset / v_offset); paged rows go through the block table.
 template <int HeadDim, int Rows, int Threads, bool Paged, bool IsV, typename T>
 __device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
                                              const flare_mha_fwd_params& p,
                                              const SequenceInfo& seq, int n0, int head_k,
                                              int64_t base) {
-  load_swizzled<HeadDim, Rows, Threads>(smem, src, p.head_dim, [&](int r) -> int64_t {
+  load_swizzled<HeadDim, Rows, Threads>(smem, src, IsV ? v_head_dim(p) : p.head_dim,
+                                        [&](int r) -> int64_t {
     if (n0 + r >= seq.seqlen_k) return -1;
     if constexpr (Paged)
       return IsV ? v_offset(p, seq, n0 + r, head_k) : k_offset(p, seq, n0 + r, head_k);

@@ -153,7 +153,7 @@ struct Sm90Producer {
                                                 return k_base + (n0 + r) * p.k_row_stride;
                                               });
       if (kWithV)
-        load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, p.head_dim,
+        load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, v_head_dim(p),
                                               [&](int r) -> int64_t {
                                                 if (n0 + r >= seq.seqlen_k) return -1;
                                                 if constexpr (Paged)

@@ -5,6 +5,7 @@
 #include <climits>
 
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 
 namespace flare {
 namespace {
@@ -92,7 +93,9 @@ bool q_tma_rows_exact(const flare_mha_fwd_params& p) { return !is_varlen(p); }
 TmaTensorView kv_tma_view(const flare_mha_fwd_params& p, bool is_v) {
   const bool open_rows = !kv_tma_rows_exact(p);
   const uint64_t batches = p.cache_batch_idx != nullptr ? kOpenExtent : uint64_t(p.batch);
-  return make_view(p.head_dim, open_rows ? kOpenExtent : uint64_t(p.seqlen_k), p.num_heads_k,
+  // V's rows have v_head_dim columns: a kernel wider than that gets the rest zero-filled.
+  return make_view(is_v ? v_head_dim(p) : p.head_dim,
+                   open_rows ? kOpenExtent : uint64_t(p.seqlen_k), p.num_heads_k,
                    kv_heads_used(p), batches, kv_batch_used(p), kv_strides(p, is_v));
 }
 

@@ -14,10 +14,10 @@
 // capacity behind cache_batch_idx: rows past a sequence are another sequence's or unwritten
 // cache), so the kernel copies only whole tiles by TMA and the partial one by cp.async with
 // zero fill (rows_exact = 0).
-// Along columns it is needed: the innermost extent is p.head_dim, and a kernel compiled for a
-// wider head dim (d96 on the d128 kernel, d192 on d256) relies on the TMA unit zero-filling the
-// columns past it (CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE; for d192 the fourth 64-column box lies
-// wholly past it).
+// Along columns it is needed: the innermost extent is p.head_dim (V: v_head_dim(p)), and a
+// kernel compiled for a wider head dim (d96 on the d128 kernel, d192 on d256) relies on the TMA
+// unit zero-filling the columns past it (CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE; for d192 the fourth
+// 64-column box lies wholly past it, for V of (192, 128) the third and fourth).
 #pragma once
 #include <cuda.h>  // CUtensorMap (types only: the encoder is reached through the runtime)
 
