@@ -262,7 +262,9 @@ unsigned __int128 region(unsigned __int128 a, unsigned __int128 b, unsigned __in
 void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
   // Every view a qualifying launch encodes (K, V; Q with view index 2) is one the encoder takes.
   auto check_view = [&](const flare::TmaTensorView& t, int which) {
-    REQUIRE(t.dims[0] == uint64_t(p.head_dim), p, t.dims[0], which);
+    // V's rows (view index 1) have v_head_dim columns, Q's and K's head_dim.
+    REQUIRE(t.dims[0] == uint64_t(which == 1 ? flare::v_head_dim(p) : p.head_dim), p, t.dims[0],
+            which);
     for (int i = 0; i < 4; ++i)
       REQUIRE(t.dims[i] >= 1 && t.dims[i] <= (uint64_t(1) << 32), p, t.dims[i], i);
     for (int i = 0; i < 3; ++i)
@@ -376,7 +378,8 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   if (plan.num_splits > 1) {
     const unsigned __int128 rows =
         static_cast<unsigned __int128>(plan.p.batch) * plan.p.num_heads * plan.max_seqlen_q;
-    regions[n++] = {plan.o_accum_offset, rows * plan.num_splits * plan.p.head_dim * 4,
+    regions[n++] = {plan.o_accum_offset,
+                    rows * plan.num_splits * unsigned(flare::v_head_dim(plan.p)) * 4,
                     "o_accum region"};
     regions[n++] = {plan.lse_accum_offset, rows * plan.num_splits * 4, "lse_accum region"};
   }

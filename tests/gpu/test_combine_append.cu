@@ -108,10 +108,11 @@ const char* dtype_name(int dtype) { return dtype == FLARE_DTYPE_FP16 ? "fp16" : 
 
 struct CombineCase {
   int dtype;
-  int head_dim;
+  int head_dim;  // columns of the accumulators and out: the V head dim
   int num_splits;
   std::vector<int> cu_seqlens_q;  // empty: padded batch with seqlen_q = max_seqlen_q
   bool with_lse;
+  int qk_head_dim = 0;  // != 0: head_dim of a (qk_head_dim, head_dim) pair, head_dim_v set
 };
 
 void run_combine_case(const CombineCase& c) {
@@ -147,7 +148,8 @@ void run_combine_case(const CombineCase& c) {
   hp.batch = batch;
   hp.num_heads = heads;
   hp.num_heads_k = heads;
-  hp.head_dim = d;
+  hp.head_dim = c.qk_head_dim != 0 ? c.qk_head_dim : d;
+  hp.head_dim_v = c.qk_head_dim != 0 ? d : 0;
   hp.seqlen_q = max_seqlen_q;
   hp.seqlen_k = 64;
   hp.max_seqlen_q = max_seqlen_q;
@@ -268,7 +270,7 @@ TEST(SplitCombine, MatchesHostMerge) {
   if (!has_device()) GTEST_SKIP() << "no CUDA device";
   const std::vector<std::vector<int>> layouts = {{}, {0, 0, 4}, {0, 5, 5}};
   for (int dtype : {FLARE_DTYPE_FP16, FLARE_DTYPE_BF16})
-    for (int head_dim : {8, 64, 96, 256})
+    for (int head_dim : {8, 64, 96, 256, 512})
       for (int splits = 1; splits <= 5; ++splits)
         for (size_t layout = 0; layout < layouts.size(); ++layout) {
           CombineCase c{dtype, head_dim, splits, layouts[layout], splits != 2};
@@ -277,6 +279,13 @@ TEST(SplitCombine, MatchesHostMerge) {
           run_combine_case(c);
           if (::testing::Test::HasFatalFailure()) return;
         }
+  // (head_dim, head_dim_v) = (192, 128): the accumulators and out have 128 columns.
+  for (int splits : {2, 3}) {
+    CombineCase c{FLARE_DTYPE_BF16, 128, splits, {}, true, 192};
+    SCOPED_TRACE(::testing::Message() << "d=192 dv=128 splits=" << splits);
+    run_combine_case(c);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
 }
 
 // =====================================================================================
