@@ -14,8 +14,9 @@
 //     the same rows with the same values).
 //
 // Sweep (DecodeSweep):
-//   Features/*   17 features x 9 head dims (d512: the prefill kernel) x 2 dtypes; batch, capacity, LSE and num_splits
-//                (1, 2, 3, 7, 0 = heuristic, 128) rotate over the cases.
+//   Features/*   17 features x 9 head dims (d512: the prefill kernel) x 2 dtypes; batch,
+//                capacity, LSE and num_splits (1, 2, 3, 7, 0 = heuristic, 128) rotate over the
+//                cases.
 //   Pages/*      page sizes 16, 64, 256, 512 x every split count x {q1 append1, q4 causal
 //                append4 + rotary}.
 //   Edges/*      split counts beyond the key blocks with short or empty caches (empty splits,

@@ -115,7 +115,7 @@ struct FwdTraits {
   }
   static_assert(kWarpRows % 16 == 0 && kDTiles % 2 == 0 && kNTiles % 2 == 0, "tile shape");
   static_assert(kThreads >= kChunksPerRow, "a pass loads at least one row");
-  static_assert(!kSplitV || !(BlockN != kTile.block_n), "column parts have no wide step");
+  static_assert(!kSplitV || BlockN == kTile.block_n, "column parts have no wide step");
   static_assert(BlockN == kTile.block_n || BlockN == sm80_wide_block_n(HeadDim),
                 "the planner's tile or the wide step");
   static_assert(!Swizzled || HeadDim % 64 == 0, "swizzled rows are whole 128-byte lines");
@@ -626,21 +626,23 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       (launch.v_parts > 1 && !sm80::FwdTraits<HeadDim>::kSplitV))
     return cudaErrorInvalidConfiguration;
   if (launch.family == FwdKernelFamily::kSm80Decode) {
-    if constexpr (!sm80_has_decode_kernel(HeadDim)) return cudaErrorInvalidConfiguration;
-    else {
-    using Dr = sm80::DecodeTraits<HeadDim>;
-    static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
-                      Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
-                  "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
-    auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           Dr::kSmemBytes);
-    if (err != cudaSuccess) return err;
-    const int m_blocks = (launch.max_seqlen_q + Dr::kBlockM - 1) / Dr::kBlockM;
-    const dim3 grid(m_blocks > 0 ? m_blocks : 1, launch.p.num_heads,
-                    launch.p.batch * launch.num_splits);
-    kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
-    return cudaGetLastError();
+    // d512 has no decode kernel (sm80_has_decode_kernel): the planner never picks it there.
+    if constexpr (!sm80_has_decode_kernel(HeadDim)) {
+      return cudaErrorInvalidConfiguration;
+    } else {
+      using Dr = sm80::DecodeTraits<HeadDim>;
+      static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
+                        Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
+                    "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
+      auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
+      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             Dr::kSmemBytes);
+      if (err != cudaSuccess) return err;
+      const int m_blocks = (launch.max_seqlen_q + Dr::kBlockM - 1) / Dr::kBlockM;
+      const dim3 grid(m_blocks > 0 ? m_blocks : 1, launch.p.num_heads,
+                      launch.p.batch * launch.num_splits);
+      kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
+      return cudaGetLastError();
     }
   }
   if (launch.family != FwdKernelFamily::kSm80Prefill) return cudaErrorInvalidConfiguration;
@@ -650,6 +652,10 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
   constexpr int kBlockM = Tr::kBlockM, kTileN = Tr::kBlockN;
   constexpr int kWideN = sm80_wide_block_n(HeadDim);
   constexpr bool kCanSwizzle = HeadDim % 64 == 0;
+  static_assert(!Tr::kSplitV || (Tr::kHeadDimV == kSm80MaxHeadDimV &&
+                                  Tr::smem_bytes(1) <= 163 * 1024 && Tr::kTile.ctas_per_sm == 1),
+                "the d512 tile computes 256 O columns, fits the A100's 163 KB, and the planner "
+                "counts one CTA per SM");
   static_assert(Tr::smem_bytes(1) == sm80_prefill_min_smem_bytes(HeadDim) &&
                     Tr::smem_bytes(1) == sm80_prefill_smem_bytes(HeadDim, kBlockM, kTileN, false, false),
                 "flare_api's shared-memory check and the smallest prefill variant agree");

@@ -66,8 +66,9 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
 }
 
 // Key rows [n0, n0 + Rows) of K (IsV false) or V into a swizzled tile by cp.async, the rows
-// past the sequence and the columns past head_dim (K) or v_head_dim (V) zero-filled. Unpaged rows are affine in the key: `base` is key 0's element
-// offset (k_offset / v_offset); paged rows go through the block table.
+// past the sequence and the columns past head_dim (K) or v_head_dim (V) zero-filled. Unpaged
+// rows are affine in the key: `base` is key 0's element offset (k_offset / v_offset); paged rows
+// go through the block table.
 template <int HeadDim, int Rows, int Threads, bool Paged, bool IsV, typename T>
 __device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
                                              const flare_mha_fwd_params& p,
