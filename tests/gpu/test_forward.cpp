@@ -595,6 +595,7 @@ TEST_P(ForwardSweep, MatchesReference) {
   Stream stream;
   DeviceProblem dp(prep.hp);
   const flare_mha_fwd_params p = dp.params(prep.hp);
+  FLARE_SKIP_IF_NO_KERNEL_FITS(p);
   std::string error;
   if (run_flare(p, dp.workspace, stream.get(), &error) != FLARE_OK) {
     report_failure(describe(c), error);
