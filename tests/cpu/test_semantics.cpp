@@ -749,7 +749,8 @@ TEST(SemanticsPrefixRanges, RowKeysAreKeyVisible) {
   }
 }
 
-// tile_key_blocks: the blocks cover every key visible to a row of the tile, `prefix` is set exactly when some row sees a key outside its mask interval, and
+// tile_key_blocks: the blocks cover every key visible to a row of the tile, `prefix` is set
+// exactly when some row sees a key outside its mask interval, and
 // without it the range is key_block_range's; a block that block_needs_mask calls mask-free
 // is fully visible to every row of the tile.
 TEST(SemanticsPrefixRanges, TileKeyBlocksAreTheVisibleBlocks) {
