@@ -190,7 +190,8 @@ TEST(ValidationServing, NotYetSupported) {
 }
 
 // What stays valid: empty serving fields, a range pointer with 0 ranges per sequence, head_dim_v
-// equal to head_dim, page sizes that are multiples of 16.
+// equal to head_dim, page sizes that are multiples of 16; and what the kernels run: sinks and
+// prefix ranges.
 TEST(ValidationServing, StillAccepted) {
   const Mutation ok[] = {
       [](P&) {},
@@ -199,6 +200,16 @@ TEST(ValidationServing, StillAccepted) {
       [](P& p) {
         p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900000);
         p.mm_prefix_ranges_batch_stride = 6;
+      },
+      [](P& p) { p.sink = fake_ptr<const float>(0x900000); },
+      [](P& p) {
+        p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900000);
+        p.max_mm_prefix_ranges = 2, p.mm_prefix_ranges_batch_stride = 4;
+      },
+      [](P& p) {
+        p.sink = fake_ptr<const float>(0x900000);
+        p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900100);
+        p.max_mm_prefix_ranges = 3, p.mm_prefix_ranges_batch_stride = 8;
       },
   };
   for (const Mutation& m : ok) {
