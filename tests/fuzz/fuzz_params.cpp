@@ -337,7 +337,12 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
   const flare::Sm90Variant v = flare::choose_sm90_variant(p, sm90_hd, flare::Sm90Overrides{});
   if (p.block_table != nullptr && sm90_hd > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
   if (!v.warp_specialized) REQUIRE(!v.persistent && !v.pingpong, p, v.persistent, v.pingpong);
-  if (p.block_table != nullptr) REQUIRE(!v.persistent, p, 0, 0);  // no paged persistent instance
+  // Paged warp-specialised launches: the instances of the default key block and two consumer
+  // warpgroups only (persistent or not), at d64 / d128.
+  if (p.block_table != nullptr && v.warp_specialized)
+    REQUIRE(sm90_hd <= 128 && v.block_n == flare::sm90_default_block_n(sm90_hd) &&
+                v.consumer_wgs == 2,
+            p, v.block_n, v.consumer_wgs);
   // The long key block only where its (persistent, unpaged) instance exists.
   REQUIRE(v.block_n == flare::sm90_default_block_n(sm90_hd) ||
               (v.block_n == flare::sm90_long_block_n(sm90_hd) && v.persistent &&
@@ -405,7 +410,7 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   // A tile counter exactly for persistent warp-specialised launches, which need a workspace.
   const bool counter = plan.family == FwdKernelFamily::kSm90WarpSpecialized && plan.sm90.persistent;
   REQUIRE(counter == (plan.tile_counter_offset != flare::kNoRegion), p, counter, 0);
-  if (counter) REQUIRE(p.workspace != nullptr && p.block_table == nullptr, p, 0, 0);
+  if (counter) REQUIRE(p.workspace != nullptr, p, 0, 0);
 
   const size_t ws = plan.workspace_bytes;
   REQUIRE(ws % flare::kWorkspaceAlignment == 0 || ws == SIZE_MAX, p, ws, 0);
