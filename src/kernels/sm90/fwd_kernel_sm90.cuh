@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/block_range.h"
+#include "common/paged_rows.h"
 #include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
@@ -66,19 +67,17 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
 }
 
 // Paged K/V rows of one load_swizzled fill: where a thread's rows are (kv_offset's page and
-// in-page row) without a table read and a division per row. load_swizzled gives thread x the
-// rows x / kChunks + i kRowsPerPass, so a warp copies kWarpRows rows per pass and at most 32
-// per fill: lane l looks up the warp's row of pass l / kWarpRows, position l % kWarpRows (one
-// table read, one 32-bit division), and the lanes copying that row take its page by shuffle.
-// A page of any size >= 1 costs the same; the lookup can be issued early (before a stage wait)
-// so that its latency hides behind the wait.
+// in-page row) without a table read and a division per row. Each lane looks up one row its warp
+// copies (common/paged_rows.h: one table read, one 32-bit division) and the lanes copying that
+// row take its page by shuffle, so a page of any size >= 1 costs the same. The lookup can be
+// issued early (before a stage wait) so that its latency hides behind the wait.
 template <int HeadDim, int Rows, int Threads>
 struct PagedFillRows {
   static constexpr int kChunks = HeadDim / 8;
-  static constexpr int kWarpRows = 32 / kChunks;           // rows of a warp in one pass
-  static constexpr int kRowsPerPass = Threads / kChunks;  // rows of all threads in one pass
-  static constexpr int kPasses = Rows / kRowsPerPass;
-  static_assert(32 % kChunks == 0 && kWarpRows * kPasses <= 32, "one looked-up row per lane");
+  using Lanes = PagedLaneRows<kChunks, Threads, Rows>;
+  static constexpr int kRowsPerPass = Lanes::kRowsPerPass;
+  static constexpr int kPasses = Lanes::kPasses;
+  static_assert(Lanes::kApplies, "one looked-up row per lane");
 
   int page = 0;     // the page of this lane's looked-up row (0 past the sequence: unused)
   int in_page = 0;  // its row within the page
@@ -86,9 +85,8 @@ struct PagedFillRows {
   // Looks up this lane's row of the fill of key rows [n0, n0 + Rows).
   __device__ __forceinline__ void lookup(const flare_mha_fwd_params& p, const SequenceInfo& seq,
                                          int n0) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int row = warp * kWarpRows + lane % kWarpRows + (lane / kWarpRows) * kRowsPerPass;
-    if (lane < kWarpRows * kPasses && n0 + row < seq.seqlen_k) {
+    const int row = Lanes::lookup_row(threadIdx.x / 32, threadIdx.x % 32);
+    if (row >= 0 && n0 + row < seq.seqlen_k) {
       const uint32_t page_size = uint32_t(p.page_block_size);
       const uint32_t r = uint32_t(seq.k_row0) + uint32_t(n0 + row);
       const uint32_t slot = r / page_size;
@@ -107,25 +105,26 @@ struct PagedFillRows {
                                        int n0, int seqlen_k) const {
     static_assert(kRowsPerPass % 8 == 0, "the same swizzle in every pass");
     const int chunk = threadIdx.x % kChunks;
-    const int row0 = threadIdx.x / kChunks;
-    const int lane_row = (threadIdx.x % 32) / kChunks;  // row0's position in its warp
+    const int row0 = Lanes::copied_row(threadIdx.x, 0);
     const uint32_t dst0 = swizzled_offset(row0, chunk, Rows);
     const bool col_ok = chunk * 8 < p.head_dim;
     const T* k0 = k + (int64_t(head_k) * p.k_head_stride + chunk * 8);
     const T* v0 = v + (int64_t(head_k) * p.v_head_stride + chunk * 8);
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
-      const int holder = i * kWarpRows + lane_row;
+      const int holder = Lanes::holder(threadIdx.x, i);
       const int row_page = __shfl_sync(0xffffffffu, page, holder);
       const int row_in = __shfl_sync(0xffffffffu, in_page, holder);
       const bool valid = col_ok && n0 + row0 + i * kRowsPerPass < seqlen_k;
       const uint32_t dst = dst0 + uint32_t(i * kRowsPerPass * 128);
       if constexpr (WithK) {
-        const T* from = k0 + (int64_t(row_page) * p.k_batch_stride + int64_t(row_in) * p.k_row_stride);
+        const T* from =
+            k0 + (int64_t(row_page) * p.k_batch_stride + int64_t(row_in) * p.k_row_stride);
         sm80::cp_async_16(smem_k + dst, valid ? from : k, valid ? 16 : 0);
       }
       if constexpr (WithV) {
-        const T* from = v0 + (int64_t(row_page) * p.v_batch_stride + int64_t(row_in) * p.v_row_stride);
+        const T* from =
+            v0 + (int64_t(row_page) * p.v_batch_stride + int64_t(row_in) * p.v_row_stride);
         sm80::cp_async_16(smem_v + dst, valid ? from : v, valid ? 16 : 0);
       }
     }
