@@ -369,11 +369,6 @@ _BAD = [
         _f((2, 1, 4, 64)), _KC, _KC, rotary_cos=_f((64, 16)), rotary_sin=_f((64, 16)),
         cache_seqlens=4),
      ValueError, "rotary_cos / rotary_sin need the new keys"),
-    # A page size the kernels do not serve yet: valid input, refused as not supported.
-    ("kvcache page size", lambda: flare.flash_attn_with_kvcache(
-        _f((2, 1, 4, 64)), _f((8, 8, 2, 64)), _f((8, 8, 2, 64)), cache_seqlens=4,
-        block_table=_i32((2, 4))),
-     NotImplementedError, "page_block_size"),
     ("kvcache block_table batch", lambda: flare.flash_attn_with_kvcache(
         _f((2, 1, 4, 64)), _PAGES, _PAGES, cache_seqlens=4, block_table=_i32((3, 4))),
      ValueError, r"block_table.shape\[0\] is 3"),
@@ -412,6 +407,9 @@ _VALID = [
     ("kvcache append + paged", lambda: flare.flash_attn_with_kvcache(
         _f((2, 1, 4, 64)), _PAGES, _PAGES, _f((2, 1, 2, 64)), _f((2, 1, 2, 64)),
         cache_seqlens=_i32((2,)), block_table=_i32((2, 4)))),
+    ("kvcache paged, pages of 8 rows", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _f((8, 8, 2, 64)), _f((8, 8, 2, 64)), cache_seqlens=4,
+        block_table=_i32((2, 4)))),
     ("merge", lambda: flare.merge_attention_states([_f((1, 8, 2, 64))] * 2,
                                                    [_f((1, 2, 8), "float32")] * 2)),
 ]

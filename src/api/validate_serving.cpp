@@ -40,8 +40,6 @@ constexpr int kMaxHeadDim = 512;
 constexpr int kKernelMinHeadDim = 8;
 constexpr int kKernelMaxHeadDim = 256;
 constexpr int kKernelHeadDimMultiple = 8;
-// The page sizes the GPU kernels run today: multiples of 16.
-constexpr int kKernelPageMultiple = 16;
 
 // (head_dim, head_dim_v) pairs with a separate V head dim that flare accepts.
 struct HeadDimPair {
@@ -139,15 +137,6 @@ flare_status serving_features_not_yet_supported(const flare_mha_fwd_params& p) {
                 "head_dim_v (%d) != head_dim (%d): a separate V head dim is not implemented on "
                 "the GPU kernels yet",
                 p.head_dim_v, p.head_dim);
-  if (p.block_table && p.cu_seqlens_q)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "block_table with cu_seqlens_q: paged KV in variable-length attention is not "
-                "implemented on the GPU kernels yet");
-  if (p.block_table && p.page_block_size % kKernelPageMultiple != 0)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "page_block_size (%d): page sizes that are not a multiple of %d are not "
-                "implemented on the GPU kernels yet",
-                p.page_block_size, kKernelPageMultiple);
   return FLARE_OK;
 }
 

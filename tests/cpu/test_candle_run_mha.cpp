@@ -174,8 +174,8 @@ TEST(CandleRunMha, MultimodalPrefixRangesAreFlaresToAnswer) {
   }
 }
 
-// Paged K/V with cu_seqlens is flare's paged varlen mode: flare validates the paging fields
-// and, until its kernels run the mode, refuses it with FLARE_ERROR_NOT_SUPPORTED.
+// Paged K/V with cu_seqlens is flare's paged varlen mode: flare validates the paging fields;
+// a valid call (any page size) is refused without a GPU only for the device.
 TEST(CandleRunMha, PagedVarlenIsFlaresToAnswer) {
   const int32_t table[4] = {0, 1, 2, 3};
   auto paged_varlen = [&](Call& c) {
@@ -183,13 +183,16 @@ TEST(CandleRunMha, PagedVarlenIsFlaresToAnswer) {
     c.block_table = table;
     c.bt_stride = 2;
     c.page_block_size = 16;
+    c.k_bs = c.v_bs = 16 * c.h_k * c.d;
   };
-  {
-    Call c;
-    paged_varlen(c);
-    expect_refused(c, {"block_table with cu_seqlens_q: paged KV in variable-length attention is "
-                       "not implemented on the GPU kernels yet",
-                       kNotSupported});
+  if (!has_gpu()) {
+    for (int page : {16, 3}) {
+      Call c;
+      paged_varlen(c);
+      c.page_block_size = page;
+      c.k_bs = c.v_bs = page * c.h_k * c.d;
+      expect_refused_only_for_the_device(c, "block_table");
+    }
   }
   {
     Call c;

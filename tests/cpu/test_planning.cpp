@@ -519,7 +519,8 @@ TEST(PlanForward, HopperAllThreadsAndPagedTiles) {
   EXPECT_EQ(a.tile.block_m, 128);
   EXPECT_EQ(a.tile.block_n, 64);
   EXPECT_EQ(a.tile_counter_offset, kNoRegion);
-  // Paged d128: warp-specialised, one CTA per tile, no counter.
+  // Paged d128: warp-specialised; persistent with a tile counter where the call has a
+  // workspace, one CTA per tile without one.
   flare_mha_fwd_params p = dense(1, 512, 512, 8, 8, 128);
   p.cache_seqlens = reinterpret_cast<const int32_t*>(uintptr_t(0x400000));
   p.block_table = reinterpret_cast<const int32_t*>(uintptr_t(0x410000));
@@ -528,8 +529,15 @@ TEST(PlanForward, HopperAllThreadsAndPagedTiles) {
   p.num_pages = 4;
   const FwdPlan paged = make_plan(p, kH100);
   EXPECT_EQ(paged.family, FwdKernelFamily::kSm90WarpSpecialized);
-  EXPECT_FALSE(paged.sm90.persistent);
-  EXPECT_EQ(paged.tile_counter_offset, kNoRegion);
+  EXPECT_EQ(paged.sm90.persistent, p.workspace != nullptr);
+  EXPECT_EQ(paged.tile_counter_offset == kNoRegion, p.workspace == nullptr);
+  p.workspace = reinterpret_cast<void*>(uintptr_t(0x500000));
+  p.workspace_size = size_t(1) << 20;
+  const FwdPlan paged_ws = make_plan(p, kH100);
+  EXPECT_EQ(paged_ws.family, FwdKernelFamily::kSm90WarpSpecialized);
+  EXPECT_TRUE(paged_ws.sm90.persistent);
+  EXPECT_NE(paged_ws.tile_counter_offset, kNoRegion);
+  EXPECT_EQ(paged_ws.tile.block_n, 128);
   // d256 (80-key blocks of the warp-specialised kernel) and d192 on it.
   const FwdPlan d256 = make_plan(dense(1, 512, 512, 8, 8, 256), kH100);
   EXPECT_EQ(d256.tile.block_n, 80);

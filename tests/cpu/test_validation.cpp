@@ -402,8 +402,6 @@ std::vector<BadCase> bad_cases() {
        [](P& p) { p.block_table = fake_ptr<const int32_t>(0x700202); }, MISALIGNED, "block_table"},
       {"page_block_size_zero", Base::KvPaged, [](P& p) { p.page_block_size = 0; }, INVALID,
        "page_block_size (0)"},
-      {"page_block_size_24_not_yet", Base::KvPaged, [](P& p) { p.page_block_size = 24; },
-       NOT_SUPPORTED, "page_block_size (24): page sizes that are not a multiple of 16"},
       {"page_block_size_negative", Base::KvPaged, [](P& p) { p.page_block_size = -16; }, INVALID,
        "page_block_size (-16)"},
       {"block_table_batch_stride_zero", Base::KvPaged, [](P& p) { p.block_table_batch_stride = 0; },

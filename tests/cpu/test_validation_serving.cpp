@@ -170,15 +170,6 @@ TEST(ValidationServing, NotYetSupported) {
   const Case cases[] = {
       {"head_dim_v_192_128", dense_base, [](P& p) { p.head_dim = 192, p.head_dim_v = 128; },
        NOT_YET, "head_dim_v (128) != head_dim (192)"},
-      {"paged_varlen", paged_varlen_base, [](P&) {}, NOT_YET,
-       "block_table with cu_seqlens_q: paged KV in variable-length attention is not implemented"},
-      {"paged_varlen_seqused_k", paged_varlen_base,
-       [](P& p) { p.cu_seqlens_k = nullptr, p.seqused_k = fake_ptr<const int32_t>(0x600200); },
-       NOT_YET, "block_table with cu_seqlens_q"},
-      {"kv_page_size_1", kv_paged_base, [](P& p) { p.page_block_size = 1; }, NOT_YET,
-       "page_block_size (1): page sizes that are not a multiple of 16"},
-      {"kv_page_size_3", kv_paged_base, [](P& p) { p.page_block_size = 3; }, NOT_YET,
-       "page_block_size (3)"},
       // Head dims keep the status they had before 1..512 became valid input.
       {"head_dim_59", dense_base, [](P& p) { p.head_dim = 59; }, BAD_HDIM,
        "head_dim (59) is not supported by the GPU kernels yet"},
@@ -190,8 +181,8 @@ TEST(ValidationServing, NotYetSupported) {
 }
 
 // What stays valid: empty serving fields, a range pointer with 0 ranges per sequence, head_dim_v
-// equal to head_dim, page sizes that are multiples of 16; and what the kernels run: sinks and
-// prefix ranges.
+// equal to head_dim; paged KV at any page size >= 1, in KV-cache and in varlen mode (key counts
+// from cu_seqlens_k or from seqused_k alone); and what the kernels run: sinks and prefix ranges.
 TEST(ValidationServing, StillAccepted) {
   const Mutation ok[] = {
       [](P&) {},
@@ -217,10 +208,17 @@ TEST(ValidationServing, StillAccepted) {
     m(p);
     EXPECT_EQ(intake(p), FLARE_OK) << last_error();
   }
-  for (int page : {16, 48, 256}) {
+  for (int page : {1, 3, 16, 17, 48, 256, 1000}) {
     P p = kv_paged_base();
     p.page_block_size = page;
-    EXPECT_EQ(intake(p), FLARE_OK) << page << ": " << last_error();
+    p.k_batch_stride = p.v_batch_stride = int64_t(page) * p.k_row_stride;  // whole pages
+    EXPECT_EQ(intake(p), FLARE_OK) << "kv page " << page << ": " << last_error();
+    P v = paged_varlen_base();
+    v.page_block_size = page;
+    v.k_batch_stride = v.v_batch_stride = int64_t(page) * v.k_row_stride;
+    EXPECT_EQ(intake(v), FLARE_OK) << "varlen page " << page << ": " << last_error();
+    v.cu_seqlens_k = nullptr, v.seqused_k = fake_ptr<const int32_t>(0x600200);
+    EXPECT_EQ(intake(v), FLARE_OK) << "varlen seqused_k page " << page << ": " << last_error();
   }
 }
 

@@ -16,8 +16,8 @@
 // Sweep (DecodeSweep):
 //   Features/*   17 features x 8 head dims x 2 dtypes; batch, capacity, LSE and num_splits
 //                (1, 2, 3, 7, 0 = heuristic, 128) rotate over the cases.
-//   Pages/*      page sizes 16, 64, 256, 512 x every split count x {q1 append1, q4 causal
-//                append4 + rotary}.
+//   Pages/*      page sizes 16, 64, 256, 512 and 1, 3, 48 x every split count x {q1 append1,
+//                q4 causal append4 + rotary}.
 //   Edges/*      split counts beyond the key blocks with short or empty caches (empty splits,
 //                rows that see nothing: out 0, lse -inf).
 //   Heuristic/*  batch 1, heads 2, seqlen_q 8, seqlen_k 512, d64: the heuristic must split
@@ -25,7 +25,8 @@
 //   Shared/*     pages shared by two sequences (read-only, no append).
 //   Long/*       caches up to 8192 rows.
 //   Chunks/*     chunked prefill (40 / 130 query rows appended) into paged and unpaged caches,
-//                d64/d96/d128/d192/d256: the prefill kernels (Hopper: wgmma) on a KV cache.
+//                d64/d96/d128/d192/d256: the prefill kernels (Hopper: wgmma) on a KV cache;
+//                pages of 1 and 3 rows at d64/d128/d256.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -254,6 +255,9 @@ HostProblem build_decode_problem(const DecCase& c) {
 constexpr int kHeadDims[] = {32, 40, 64, 80, 96, 128, 192, 256};
 constexpr int kDecodeSplits[] = {1, 2, 3, 7, 0, 128};
 constexpr int kPageSizes[] = {16, 64, 256, 512};
+// Page sizes below and between those: every key row its own page, pages smaller than the
+// decode kernel's 16-row warp groups, and a size that is no multiple of 16.
+constexpr int kSmallPageSizes[] = {1, 3, 48};
 
 int rot_half_dim(int d) { return (d / 2) % 2 == 0 ? d / 2 : d / 2 - 1; }
 
@@ -327,7 +331,9 @@ void add_features(std::vector<DecCase>& out) {
 
 void add_pages(std::vector<DecCase>& out) {
   int n = 0;
-  for (int page : kPageSizes)
+  std::vector<int> pages(std::begin(kPageSizes), std::end(kPageSizes));
+  pages.insert(pages.end(), std::begin(kSmallPageSizes), std::end(kSmallPageSizes));
+  for (int page : pages)
     for (int sp : kDecodeSplits)
       for (int mode = 0; mode < 2; ++mode, ++n) {
         if (quick_mode() && n % 4 != 0) continue;
@@ -345,7 +351,7 @@ void add_pages(std::vector<DecCase>& out) {
         } else {
           c.seqlen_q = 4, c.seqlen_new = 4, c.causal = true;
           c.rotary_dim = 64, c.rotary_interleaved = n % 4 == 1;
-          c.leftpad = page == 64;
+          c.leftpad = page == 64 || page == 3;
         }
         // Fill levels: empty, one page boundary +- 1, random.
         choose_lengths(c, 1000 + n, {0, page + (mode ? -1 : 1)});
@@ -471,6 +477,30 @@ void add_chunks(std::vector<DecCase>& out) {
         if (i % 4 == 1) c.rotary_dim = rot_half_dim(hd);
         if (page == 0 && i % 4 == 2) c.batch_idx = true;
         if (i % 5 == 4) c.leftpad = true;
+        choose_lengths(c, 6000 + i, {0, effective_capacity(c) - sq});
+        out.push_back(c);
+      }
+  // Small pages: the prefill kernels (Hopper: the paged producer) over pages of 1 and 3 rows,
+  // with leftpad and GQA.
+  for (int hd : {64, 128, 256})
+    for (int page : {1, 3})
+      for (int sq : {40, 130}) {
+        const int i = n++;
+        if (quick_mode() && i % 3 != 0) continue;
+        DecCase c;
+        c.group = "dchunk";
+        c.dtype = i % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+        c.head_dim = hd;
+        c.batch = 2;
+        c.capacity = 1100;
+        c.page_size = page;
+        c.seqlen_q = sq, c.seqlen_new = sq;
+        c.causal = true;
+        c.num_heads = 8, c.num_heads_k = 2;
+        c.num_splits = splits[i % 3];
+        c.lse = i % 4 != 3;
+        if (i % 4 == 1) c.rotary_dim = rot_half_dim(hd);
+        c.leftpad = page == 3;
         choose_lengths(c, 6000 + i, {0, effective_capacity(c) - sq});
         out.push_back(c);
       }

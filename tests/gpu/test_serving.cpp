@@ -35,8 +35,8 @@ constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside mul
 constexpr bool kHeadDimVOnGpu = false;       // head_dim_v != head_dim, i.e. (192, 128)
 constexpr bool kSinksOnGpu = true;           // sink
 constexpr bool kPrefixRangesOnGpu = true;    // mm_prefix_ranges
-constexpr bool kPagedVarlenOnGpu = false;    // block_table with cu_seqlens_q
-constexpr bool kAnyPageSizeOnGpu = false;    // page_block_size not a multiple of 16
+constexpr bool kPagedVarlenOnGpu = true;     // block_table with cu_seqlens_q
+constexpr bool kAnyPageSizeOnGpu = true;     // page_block_size not a multiple of 16
 
 // The refusal a case gets while a feature it uses is missing: the first missing feature in
 // the order serving_features_not_yet_supported checks them.
@@ -100,6 +100,36 @@ std::vector<ServingCase> serving_cases() {
     c.window_left = 40, c.window_right = 7, c.alibi = true, c.softcap = 20.f, c.num_splits = 4;
     add(c);
   }
+  // Paged varlen batches of decode rows only (at most 16 query rows per sequence: the decode
+  // kernel on both paths), pages smaller than and not dividing its 16-row key groups.
+  for (int page : {1, 3, 5, 48}) {
+    ServingCase c;
+    c.name = "paged_varlen_decode_rows_page" + std::to_string(page);
+    c.dtype = page % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+    c.head_dim = page == 5 ? 64 : 128, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {1, 16, 0, 3, 1}, c.k_lens = {1, 200, 17, 64, 1000};
+    c.page_size = page, c.seqused_only = page == 3;
+    c.causal = page != 5;
+    c.num_splits = page == 1 ? 3 : page == 48 ? 0 : 1;
+    add(c);
+  }
+  // Many key blocks per tile through the paged producer / all-threads kernel: page 1 (every
+  // row its own page), 7 and 256 with GQA, non-causal and windowed, forced splits; d256 runs
+  // the Hopper all-threads kernel.
+  for (int page : {1, 7, 256})
+    for (int d : {64, 128, 256}) {
+      ServingCase c;
+      c.name = "paged_varlen_long_page" + std::to_string(page) + "_d" + std::to_string(d);
+      c.dtype = d == 128 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = d == 256 ? 4 : 1;
+      c.q_lens = {300, 129, 0, 17}, c.k_lens = {1100, 700, 50, 17};
+      c.page_size = page;
+      c.causal = d == 128;
+      if (d == 64) c.window_left = 200, c.window_right = 30;
+      c.num_splits = page == 7 ? 5 : 1;
+      c.padded = page == 256;
+      add(c);
+    }
   // 2. KV-cache decode and chunked prefill at odd page sizes (and 16 / 48 / 256, which run
   //    today), with append.
   for (int page : {1, 3, 16, 48, 256}) {

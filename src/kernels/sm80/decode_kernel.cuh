@@ -10,9 +10,11 @@
 // consumes, so the main loop needs no CTA barrier: a per-thread cp.async group wait and a
 // __syncwarp order a stage. K and V of a block share one stage; kStages stages are in flight.
 //
-// Paged KV: a warp's 16 rows lie in at most two pages (page sizes are multiples of 16 and
-// >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
-// selects the page per row with one compare.
+// Paged KV, pages of >= 16 rows: a warp's 16 rows lie in at most two pages, so each thread
+// looks up the block table at most twice per block, in 32-bit math, and selects the page per
+// row with one compare. Smaller pages (any size >= 1): lane r < 16 looks up row r of the
+// warp's group once per block and the lanes that copy a chunk of row r take its page and
+// in-page row by shuffle.
 #pragma once
 #include "common/query_tile.h"
 #include "common/score_mods.h"
@@ -146,10 +148,44 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
     const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kKVRowBytes);
 
+    // Pages of fewer than 16 rows: this warp's 16-row group starting at key n0 (rows r <
+    // valid_rows exist) into dst. Lane r < 16 looks up row r (page, in-page row), the lanes
+    // copying row r's chunks take both by shuffle: one table read and one division per lane.
+    auto load_group_small_pages = [&](int n0, int valid_rows, uint32_t dst) {
+      int page = 0, in_page = 0;
+      if (lane < valid_rows && lane < Tr::kWarpKeys) {
+        const uint32_t row = uint32_t(k_row0 + n0 + lane);
+        const uint32_t slot = row / page_size;
+        page = table[slot];
+        in_page = int(row - slot * page_size);
+      }
+#pragma unroll
+      for (int i = 0; i < kLaneChunks; ++i) {
+        const int c = lane + 32 * i;
+        const int r = c / kChunks;
+        const int col = (c % kChunks) * 8;
+        const int row_page = __shfl_sync(0xffffffffu, page, r);
+        const int row_in = __shfl_sync(0xffffffffu, in_page, r);
+        const bool valid = r < valid_rows && col < p.head_dim;
+        const T* ks = k + (int64_t(row_page) * p.k_batch_stride + k_head_off +
+                           int64_t(row_in) * p.k_row_stride + col);
+        const T* vs = v + (int64_t(row_page) * p.v_batch_stride + v_head_off +
+                           int64_t(row_in) * p.v_row_stride + col);
+        const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+        cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
+        cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+      }
+    };
+
     // Loads this warp's 16 rows of K and V of key block n_block into stage `stage`.
     auto load_block = [&](int n_block, int stage) {
       const int n0 = n_block * kBlockN + warp * Tr::kWarpKeys;  // first key of the group
       const int valid_rows = seqlen_k - n0;                      // rows r < valid_rows exist
+      const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
+      if (paged && page_size < uint32_t(Tr::kWarpKeys)) {
+        load_group_small_pages(n0, valid_rows, dst);
+        return;
+      }
       // Pointers to row n0 (p0) and, for rows r >= switch_row, to the next page (p1), both
       // biased so that row r lives at p + r * row_stride.
       const T* kp0 = k;
@@ -183,7 +219,6 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           vp1 = vp0;
         }
       }
-      const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
       if constexpr (32 % kChunks == 0) {
         // A lane keeps one column and steps 32 / kChunks rows per chunk: walk the rows with
         // pointers (no per-row 64-bit offsets for the compiler to keep live across blocks).
