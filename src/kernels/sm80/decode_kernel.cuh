@@ -17,6 +17,8 @@
 #include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/smem_swizzle.h"
+#include "common/split.h"
+#include "kernels/common/narrow_copy.cuh"
 #include "kernels/common/online_softmax.cuh"
 
 namespace flare {
@@ -130,7 +132,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
-    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, q_row);
+    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, launch.narrow, q_row);
     cp_async_commit();
 
     // K/V addressing of this (sequence, KV head). Unpaged rows are affine in the row index;
@@ -184,6 +186,24 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         }
       }
       const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
+      if (launch.narrow) {
+        // Element by element (narrow_copy.cuh): the same chunks as the paths below. Not
+        // unrolled: one chunk's loads live at a time, no registers added to the fast path's.
+#pragma unroll 1
+        for (int i = 0; i < kLaneChunks; ++i) {
+          const int c = lane + 32 * i;
+          const int r = c / kChunks;
+          const int col = (c % kChunks) * 8;
+          const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
+          const bool second = r >= switch_row;
+          const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+          narrow_load_chunk(d, n ? (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col) : k,
+                            n);
+          narrow_load_chunk(d + Tr::kSmemTile,
+                            n ? (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col) : v, n);
+        }
+        return;
+      }
       if constexpr (32 % kChunks == 0) {
         // A lane keeps one column and steps 32 / kChunks rows per chunk: walk the rows with
         // pointers (no per-row 64-bit offsets for the compiler to keep live across blocks).
@@ -387,7 +407,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       const int64_t acc_row = acc_row0 + row;
       if (col == 0) launch.lse_accum[acc_row] = lse;
       if (empty || col >= p.head_dim) continue;  // the combine skips empty parts
-      float* dst = launch.o_accum + acc_row * p.head_dim + col;
+      float* dst = launch.o_accum + acc_row * split_accum_row_floats(p.head_dim) + col;
       *reinterpret_cast<float4*>(dst) = make_float4(o[0], o[1], o[2], o[3]);
       *reinterpret_cast<float4*>(dst + 4) = make_float4(o[4], o[5], o[6], o[7]);
       continue;
@@ -398,7 +418,11 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       packed.y = pack2<T>(o[2], o[3]);
       packed.z = pack2<T>(o[4], o[5]);
       packed.w = pack2<T>(o[6], o[7]);
-      *reinterpret_cast<uint4*>(out + out_offset(p, seq, row, head) + col) = packed;
+      T* dst = out + out_offset(p, seq, row, head) + col;
+      if (launch.narrow)
+        narrow_store_chunk(dst, packed, chunk_elements(col, p.head_dim));
+      else
+        *reinterpret_cast<uint4*>(dst) = packed;
     }
     if (p.lse != nullptr && col == 0) p.lse[lse_offset(p, seq, row, head)] = lse;
   }
