@@ -13,9 +13,9 @@
 
 namespace flare {
 
-// Elements [src, src + n) (0 <= n <= 8) into the 16-byte shared chunk at `smem`, zeros after.
+// Elements [src, src + n) (0 <= n <= 8) as one chunk in registers, zeros after: 2-byte loads.
 template <typename T>
-__device__ __forceinline__ void narrow_load_chunk(uint32_t smem, const T* src, int n) {
+__device__ __forceinline__ uint4 narrow_load_elements(const T* src, int n) {
   static_assert(sizeof(T) == 2, "fp16 / bf16 elements");
   const unsigned short* s = reinterpret_cast<const unsigned short*>(src);
   uint32_t w[4];
@@ -25,9 +25,20 @@ __device__ __forceinline__ void narrow_load_chunk(uint32_t smem, const T* src, i
     const uint32_t hi = 2 * i + 1 < n ? uint32_t(__ldg(s + 2 * i + 1)) : 0u;
     w[i] = lo | (hi << 16);
   }
-  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(smem), "r"(w[0]), "r"(w[1]),
-               "r"(w[2]), "r"(w[3])
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// One chunk into shared memory with a 16-byte st.shared.
+__device__ __forceinline__ void st_shared_16(uint32_t smem, const uint4& v) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(smem), "r"(v.x), "r"(v.y),
+               "r"(v.z), "r"(v.w)
                : "memory");
+}
+
+// Elements [src, src + n) (0 <= n <= 8) into the 16-byte shared chunk at `smem`, zeros after.
+template <typename T>
+__device__ __forceinline__ void narrow_load_chunk(uint32_t smem, const T* src, int n) {
+  st_shared_16(smem, narrow_load_elements(src, n));
 }
 
 // The first n (<= 8) elements of a chunk held as four packed words, stored element by element.

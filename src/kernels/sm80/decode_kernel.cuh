@@ -74,7 +74,11 @@ struct DecodeTraits {
   }
 };
 
-template <int Arch, typename T, int HeadDim>
+// Narrow (launch.narrow, common/narrow.h): K/V/Q loaded and O stored element by element. A
+// template flag rather than the runtime branch of the prefill kernel: the decode main loop
+// keeps O and Q in registers (d192: 250 of 255), and an element loader in the same loop made
+// the fast path spill.
+template <int Arch, typename T, int HeadDim, bool Narrow = false>
 __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
                                   DecodeTraits<HeadDim>::kCtasPerSm)
     decode_kernel(const __grid_constant__ FwdLaunch launch) {
@@ -132,7 +136,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
-    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, launch.narrow, q_row);
+    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, Narrow, q_row);
     cp_async_commit();
 
     // K/V addressing of this (sequence, KV head). Unpaged rows are affine in the row index;
@@ -186,9 +190,9 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         }
       }
       const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
-      if (launch.narrow) {
-        // Element by element (narrow_copy.cuh): the same chunks as the paths below. Not
-        // unrolled: one chunk's loads live at a time, no registers added to the fast path's.
+      if constexpr (Narrow) {
+        // Element by element (narrow_copy.cuh): the same chunks as the paths below, a K and a
+        // V chunk in flight together; not unrolled (unrolled, the d64 / d128 instances spill).
 #pragma unroll 1
         for (int i = 0; i < kLaneChunks; ++i) {
           const int c = lane + 32 * i;
@@ -197,14 +201,14 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
           const bool second = r >= switch_row;
           const uint32_t d = dst + Tr::kv_offset(r, col / 8);
-          narrow_load_chunk(d, n ? (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col) : k,
-                            n);
-          narrow_load_chunk(d + Tr::kSmemTile,
-                            n ? (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col) : v, n);
+          const uint4 kx = narrow_load_elements(
+              n ? (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col) : k, n);
+          const uint4 vx = narrow_load_elements(
+              n ? (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col) : v, n);
+          st_shared_16(d, kx);
+          st_shared_16(d + Tr::kSmemTile, vx);
         }
-        return;
-      }
-      if constexpr (32 % kChunks == 0) {
+      } else if constexpr (32 % kChunks == 0) {
         // A lane keeps one column and steps 32 / kChunks rows per chunk: walk the rows with
         // pointers (no per-row 64-bit offsets for the compiler to keep live across blocks).
         constexpr int kRowStep = 32 / kChunks;
@@ -419,7 +423,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       packed.z = pack2<T>(o[4], o[5]);
       packed.w = pack2<T>(o[6], o[7]);
       T* dst = out + out_offset(p, seq, row, head) + col;
-      if (launch.narrow)
+      if constexpr (Narrow)
         narrow_store_chunk(dst, packed, chunk_elements(col, p.head_dim));
       else
         *reinterpret_cast<uint4*>(dst) = packed;

@@ -626,7 +626,9 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
                       Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
                   "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
-    auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
+    // The narrow instance moves elements one by one (decode_kernel's Narrow).
+    auto kernel = launch.narrow ? sm80::decode_kernel<Arch, T, HeadDim, true>
+                                : sm80::decode_kernel<Arch, T, HeadDim, false>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Dr::kSmemBytes);
     if (err != cudaSuccess) return err;
