@@ -92,9 +92,11 @@ FwdLaunch make_launch(const FwdPlan& plan, char* workspace) {
   launch.kernel_head_dim_v = plan.kernel_head_dim_v;
   launch.v_parts = plan.v_parts;
   launch.sm80_swizzled = plan.sm80_swizzled;
+  launch.narrow = plan.narrow;
   launch.sm90 = plan.sm90;
   launch.num_sms = plan.num_sms;
   launch.combine_pdl = plan.combine_pdl;
+  launch.packed_gqa = plan.packed_gqa;
   if (plan.tile_counter_offset != kNoRegion)
     launch.tile_counter = reinterpret_cast<unsigned int*>(workspace + plan.tile_counter_offset);
   return launch;

@@ -22,9 +22,8 @@
 //
 // serving_features_not_yet_supported then lists the valid params the GPU kernels cannot run
 // yet, one feature a check; each check goes away when its kernels land (and its GPU tests flip,
-// tests/gpu/test_serving.cpp). Head dims keep FLARE_ERROR_UNSUPPORTED_HEAD_DIM, the status
-// they had before head dims up to 512 became valid input; the other features return
-// FLARE_ERROR_NOT_SUPPORTED.
+// tests/gpu/test_serving.cpp). Every serving field runs on the GPU kernels now: the list is
+// empty (head dims 1..512 and head_dim_v pairs included).
 #include "api/validate_serving.h"
 
 #include <cstdint>
@@ -35,14 +34,9 @@
 namespace flare {
 namespace {
 
+// Head dims 1..512 all run on the GPU kernels: those that are not multiples of 8 as narrow
+// launches (common/narrow.h), 257..512 on the mma.sync d512 kernel (on Hopper too).
 constexpr int kMaxHeadDim = 512;
-// The head dims the GPU kernels run today: multiples of 8 in [8, 512] (257..512 on the
-// mma.sync d512 kernel, on Hopper too).
-constexpr int kKernelMinHeadDim = 8;
-constexpr int kKernelMaxHeadDim = 512;
-constexpr int kKernelHeadDimMultiple = 8;
-// The page sizes the GPU kernels run today: multiples of 16.
-constexpr int kKernelPageMultiple = 16;
 
 // (head_dim, head_dim_v) pairs with a separate V head dim that flare accepts.
 struct HeadDimPair {
@@ -128,30 +122,7 @@ flare_status validate_serving_fields(const flare_mha_fwd_params& p) {
   return FLARE_OK;
 }
 
-flare_status serving_features_not_yet_supported(const flare_mha_fwd_params& p) {
-  if (p.head_dim < kKernelMinHeadDim || p.head_dim > kKernelMaxHeadDim ||
-      p.head_dim % kKernelHeadDimMultiple != 0)
-    return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,
-                "head_dim (%d) is not supported by the GPU kernels yet: they run multiples of %d "
-                "in [%d, %d]",
-                p.head_dim, kKernelHeadDimMultiple, kKernelMinHeadDim, kKernelMaxHeadDim);
-  if (p.sink)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "sink: attention sinks are not implemented on the GPU kernels yet");
-  // A null pointer or zero ranges per sequence is no range at all.
-  if (p.mm_prefix_ranges && p.max_mm_prefix_ranges > 0)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "mm_prefix_ranges: multimodal prefix ranges are not implemented on the GPU "
-                "kernels yet");
-  if (p.block_table && p.cu_seqlens_q)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "block_table with cu_seqlens_q: paged KV in variable-length attention is not "
-                "implemented on the GPU kernels yet");
-  if (p.block_table && p.page_block_size % kKernelPageMultiple != 0)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "page_block_size (%d): page sizes that are not a multiple of %d are not "
-                "implemented on the GPU kernels yet",
-                p.page_block_size, kKernelPageMultiple);
+flare_status serving_features_not_yet_supported(const flare_mha_fwd_params&) {
   return FLARE_OK;
 }
 

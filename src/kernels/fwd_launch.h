@@ -26,7 +26,8 @@ struct FwdLaunch {
                             // in the workspace when rotary is applied
   int num_splits;           // >= 1
   int max_seqlen_q;         // rows per batch entry of the split accumulators
-  float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, head_dim_v] when split
+  float* o_accum;           // [num_splits, batch, heads, max_seqlen_q,
+                            //  split_accum_row_floats(head_dim_v)] when split
   float* lse_accum;         // [num_splits, batch, heads, max_seqlen_q] when split
   FwdKernelFamily family;   // which kernel runs
   int block_m, block_n;     // the instance's tile: query rows per CTA, keys per step
@@ -35,9 +36,13 @@ struct FwdLaunch {
                             // [j * kernel_head_dim_v, (j + 1) * kernel_head_dim_v); the grid's x
                             // dimension runs m blocks x v_parts
   bool sm80_swizzled;       // mma.sync prefill: XOR-swizzled shared-memory rows
+  bool narrow;              // tensors not movable in 16-byte chunks: element-granular loads
+                            // and stores (common/narrow.h); CTA-uniform
   Sm90Variant sm90;         // Hopper variant (families kSm90*)
   int num_sms;              // SMs of the device (grid of persistent launches)
   bool combine_pdl;         // launch the split combine as a programmatic dependent
+  bool packed_gqa;          // GQA packing (plan.cpp): row r of head h is query head
+                            // h * p.seqlen_q + r (row_query_head: the sink's head)
   unsigned int* tile_counter;  // dynamic tile tickets: a zeroed word in the workspace (null when the plan has none)
 };
 

@@ -165,36 +165,24 @@ TEST(ValidationServing, BadInput) {
   for (const Case& c : cases) expect_case(c);
 }
 
-// Valid params the kernels do not run yet: the status and the message naming the feature.
-TEST(ValidationServing, NotYetSupported) {
-  const Case cases[] = {
-      {"sink", dense_base, [](P& p) { p.sink = fake_ptr<const float>(0x900000); }, NOT_YET,
-       "sink: attention sinks are not implemented on the GPU kernels yet"},
-      {"ranges", dense_base,
-       [](P& p) {
-         p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900000);
-         p.max_mm_prefix_ranges = 2, p.mm_prefix_ranges_batch_stride = 4;
-       },
-       NOT_YET, "mm_prefix_ranges: multimodal prefix ranges are not implemented"},
-      {"paged_varlen", paged_varlen_base, [](P&) {}, NOT_YET,
-       "block_table with cu_seqlens_q: paged KV in variable-length attention is not implemented"},
-      {"paged_varlen_seqused_k", paged_varlen_base,
-       [](P& p) { p.cu_seqlens_k = nullptr, p.seqused_k = fake_ptr<const int32_t>(0x600200); },
-       NOT_YET, "block_table with cu_seqlens_q"},
-      {"kv_page_size_1", kv_paged_base, [](P& p) { p.page_block_size = 1; }, NOT_YET,
-       "page_block_size (1): page sizes that are not a multiple of 16"},
-      {"kv_page_size_3", kv_paged_base, [](P& p) { p.page_block_size = 3; }, NOT_YET,
-       "page_block_size (3)"},
-      // Head dims keep the status they had before 1..512 became valid input.
-      {"head_dim_59", dense_base, [](P& p) { p.head_dim = 59; }, BAD_HDIM,
-       "head_dim (59) is not supported by the GPU kernels yet"},
-      {"head_dim_1", dense_base, [](P& p) { p.head_dim = 1; }, BAD_HDIM, "head_dim (1)"},
+// Every valid serving field runs on the GPU kernels: the not-yet list passes them all.
+TEST(ValidationServing, NothingNotYetSupported) {
+  const Mutation all[] = {
+      [](P& p) { p.head_dim = 192, p.head_dim_v = 128; },
+      [](P& p) { p.head_dim = 512; },
+      [](P& p) { p.head_dim = 59; },
+      [](P& p) { p.sink = fake_ptr<const float>(0x900000); },
   };
-  for (const Case& c : cases) expect_case(c);
+  for (const Mutation& m : all) {
+    P p = dense_base();
+    m(p);
+    EXPECT_EQ(flare::serving_features_not_yet_supported(p), FLARE_OK) << last_error();
+  }
 }
 
 // What stays valid: empty serving fields, a range pointer with 0 ranges per sequence, head_dim_v
-// equal to head_dim, page sizes that are multiples of 16.
+// equal to head_dim; paged KV at any page size >= 1, in KV-cache and in varlen mode (key counts
+// from cu_seqlens_k or from seqused_k alone); and what the kernels run: sinks and prefix ranges.
 TEST(ValidationServing, StillAccepted) {
   const Mutation ok[] = {
       [](P&) {},
@@ -204,16 +192,33 @@ TEST(ValidationServing, StillAccepted) {
         p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900000);
         p.mm_prefix_ranges_batch_stride = 6;
       },
+      [](P& p) { p.sink = fake_ptr<const float>(0x900000); },
+      [](P& p) {
+        p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900000);
+        p.max_mm_prefix_ranges = 2, p.mm_prefix_ranges_batch_stride = 4;
+      },
+      [](P& p) {
+        p.sink = fake_ptr<const float>(0x900000);
+        p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900100);
+        p.max_mm_prefix_ranges = 3, p.mm_prefix_ranges_batch_stride = 8;
+      },
   };
   for (const Mutation& m : ok) {
     P p = dense_base();
     m(p);
     EXPECT_EQ(intake(p), FLARE_OK) << last_error();
   }
-  for (int page : {16, 48, 256}) {
+  for (int page : {1, 3, 16, 17, 48, 256, 1000}) {
     P p = kv_paged_base();
     p.page_block_size = page;
-    EXPECT_EQ(intake(p), FLARE_OK) << page << ": " << last_error();
+    p.k_batch_stride = p.v_batch_stride = int64_t(page) * p.k_row_stride;  // whole pages
+    EXPECT_EQ(intake(p), FLARE_OK) << "kv page " << page << ": " << last_error();
+    P v = paged_varlen_base();
+    v.page_block_size = page;
+    v.k_batch_stride = v.v_batch_stride = int64_t(page) * v.k_row_stride;
+    EXPECT_EQ(intake(v), FLARE_OK) << "varlen page " << page << ": " << last_error();
+    v.cu_seqlens_k = nullptr, v.seqused_k = fake_ptr<const int32_t>(0x600200);
+    EXPECT_EQ(intake(v), FLARE_OK) << "varlen seqused_k page " << page << ": " << last_error();
   }
   // Head dims up to 512 (multiples of 8) and the (192, 128) pair: v and out 128 wide.
   for (int d : {264, 320, 504, 512}) {
@@ -228,16 +233,14 @@ TEST(ValidationServing, StillAccepted) {
   EXPECT_EQ(intake(pair), FLARE_OK) << last_error();
 }
 
-// Every head dim in [1, 512] and the accepted pairs pass the field rules; exactly the multiples
-// of 8 in [8, 512] pass the not-yet list.
+// Every head dim in [1, 512] and the accepted pairs pass the field rules and the not-yet list.
 TEST(ValidationServing, HeadDimRangeAndKernelSet) {
   for (int d = 1; d <= 512; ++d) {
     P p = dense_base();
     p.head_dim = d;
     p.q_head_stride = p.out_head_stride = p.k_head_stride = p.v_head_stride = (d + 7) / 8 * 8;
     EXPECT_EQ(flare::validate_serving_fields(p), FLARE_OK) << d << ": " << last_error();
-    const bool kernel = d % 8 == 0 && d >= 8 && d <= 512;
-    EXPECT_EQ(flare::serving_features_not_yet_supported(p) == FLARE_OK, kernel) << d;
+    EXPECT_EQ(flare::serving_features_not_yet_supported(p), FLARE_OK) << d;
     p.head_dim_v = d;
     EXPECT_EQ(flare::validate_serving_fields(p), FLARE_OK) << d;
   }

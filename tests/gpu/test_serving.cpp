@@ -31,12 +31,12 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // One switch per line of serving_features_not_yet_supported (src/api/validate_serving.cpp):
 // flip a switch in the same change that deletes its line and lands the kernels.
-constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside multiples of 8
+constexpr bool kOddHeadDimsOnGpu = true;     // head_dim in [1, 512] not a multiple of 8 (narrow)
 constexpr bool kHeadDimVOnGpu = true;        // head_dim_v != head_dim, i.e. (192, 128)
-constexpr bool kSinksOnGpu = false;          // sink
-constexpr bool kPrefixRangesOnGpu = false;   // mm_prefix_ranges
-constexpr bool kPagedVarlenOnGpu = false;    // block_table with cu_seqlens_q
-constexpr bool kAnyPageSizeOnGpu = false;    // page_block_size not a multiple of 16
+constexpr bool kSinksOnGpu = true;           // sink
+constexpr bool kPrefixRangesOnGpu = true;    // mm_prefix_ranges
+constexpr bool kPagedVarlenOnGpu = true;     // block_table with cu_seqlens_q
+constexpr bool kAnyPageSizeOnGpu = true;     // page_block_size not a multiple of 16
 
 // The refusal a case gets while a feature it uses is missing: the first missing feature in
 // the order serving_features_not_yet_supported checks them.
@@ -47,7 +47,9 @@ struct Refusal {
 };
 
 Refusal expected_refusal(const ServingCase& c) {
-  const bool kernel_head_dim = c.head_dim % 8 == 0 && c.head_dim >= 8 && c.head_dim <= 512;
+  // Head dims up to 512 run (narrow where not a multiple of 8) once kOddHeadDimsOnGpu is on;
+  // 257..512 on the d512 instance.
+  const bool kernel_head_dim = c.head_dim <= 512 && (c.head_dim % 8 == 0 || kOddHeadDimsOnGpu);
   if (!kernel_head_dim && !kOddHeadDimsOnGpu)
     return {true, FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "is not supported by the GPU kernels yet"};
   if (c.dv() != c.head_dim && !kHeadDimVOnGpu)
@@ -100,6 +102,36 @@ std::vector<ServingCase> serving_cases() {
     c.window_left = 40, c.window_right = 7, c.alibi = true, c.softcap = 20.f, c.num_splits = 4;
     add(c);
   }
+  // Paged varlen batches of decode rows only (at most 16 query rows per sequence: the decode
+  // kernel on both paths), pages smaller than and not dividing its 16-row key groups.
+  for (int page : {1, 3, 5, 48}) {
+    ServingCase c;
+    c.name = "paged_varlen_decode_rows_page" + std::to_string(page);
+    c.dtype = page % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+    c.head_dim = page == 5 ? 64 : 128, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {1, 16, 0, 3, 1}, c.k_lens = {1, 200, 17, 64, 1000};
+    c.page_size = page, c.seqused_only = page == 3;
+    c.causal = page != 5;
+    c.num_splits = page == 1 ? 3 : page == 48 ? 0 : 1;
+    add(c);
+  }
+  // Many key blocks per tile through the paged producer / all-threads kernel: page 1 (every
+  // row its own page), 7 and 256 with GQA, non-causal and windowed, forced splits; d256 runs
+  // the Hopper all-threads kernel.
+  for (int page : {1, 7, 256})
+    for (int d : {64, 128, 256}) {
+      ServingCase c;
+      c.name = "paged_varlen_long_page" + std::to_string(page) + "_d" + std::to_string(d);
+      c.dtype = d == 128 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = d == 256 ? 4 : 1;
+      c.q_lens = {300, 129, 0, 17}, c.k_lens = {1100, 700, 50, 17};
+      c.page_size = page;
+      c.causal = d == 128;
+      if (d == 64) c.window_left = 200, c.window_right = 30;
+      c.num_splits = page == 7 ? 5 : 1;
+      c.padded = page == 256;
+      add(c);
+    }
   // 2. KV-cache decode and chunked prefill at odd page sizes (and 16 / 48 / 256, which run
   //    today), with append.
   for (int page : {1, 3, 16, 48, 256}) {
@@ -173,6 +205,74 @@ std::vector<ServingCase> serving_cases() {
     c.page_size = 48, c.seqlen_new = 20, c.causal = true, c.num_splits = 3;
     add(c);
   }
+  // 3b. Narrow tensors (common/narrow.h): the odd head dims with strides of exactly the
+  //     head dim (never multiples of 8) and with odd gaps, bases that are only 2-byte aligned
+  //     (an aligned head dim made narrow by its addresses alone), varlen, KV cache with append
+  //     and rotary-free append into odd-strided caches, paged, split-KV, GQA-packed decode,
+  //     causal and window masks.
+  for (int d : {1, 7, 59, 111, 200, 264, 511}) {
+    for (int padded : {0, 1}) {
+      ServingCase c;
+      c.name = "narrow_d" + std::to_string(d) + (padded ? "_padded_odd_gaps" : "_contiguous");
+      c.dtype = (d + padded) % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = 2;
+      c.tight = true, c.padded = padded == 1;
+      c.q_lens = {70, 1, 129}, c.k_lens = {200, 33, 129};
+      c.causal = padded == 0;
+      if (padded) c.window_left = 50, c.window_right = 3;
+      c.num_splits = padded ? 3 : 1;
+      add(c);
+    }
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_d64_odd_base_offsets";
+    c.head_dim = 64, c.num_heads = 4, c.num_heads_k = 4;
+    c.base_offset = 1;
+    c.q_lens = {100, 17}, c.k_lens = {260, 17};
+    c.causal = true, c.num_splits = 0;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_d128_tight_gaps_split4";
+    c.dtype = FLARE_DTYPE_FP16;
+    c.head_dim = 128, c.num_heads = 2, c.num_heads_k = 1;
+    c.tight = true, c.padded = true;  // aligned head dim, odd gaps
+    c.q_lens = {200}, c.k_lens = {700};
+    c.num_splits = 4;
+    add(c);
+  }
+  for (int d : {7, 59, 111}) {
+    ServingCase c;
+    c.name = "narrow_kv_d" + std::to_string(d) + "_append_decode_gqa";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = d, c.num_heads = 8, c.num_heads_k = 2;
+    c.tight = true, c.base_offset = d == 59 ? 3 : 0;
+    c.q_lens = {1, 1, 1}, c.k_lens = {1, 90, 400};
+    c.seqlen_new = 1, c.num_splits = d == 111 ? 0 : 3;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_kv_d59_page16_chunk_append_causal";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 59, c.num_heads = 4, c.num_heads_k = 2;
+    c.tight = true, c.padded = true;
+    c.q_lens = {24, 24}, c.k_lens = {24, 150};
+    c.page_size = 16, c.seqlen_new = 24, c.causal = true, c.num_splits = 2;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_varlen_d111_alibi_softcap";
+    c.dtype = FLARE_DTYPE_FP16;
+    c.head_dim = 111, c.num_heads = 6, c.num_heads_k = 3;
+    c.tight = true, c.base_offset = 5;
+    c.q_lens = {37, 1, 0, 100, 1}, c.k_lens = {170, 65, 9, 100, 300};
+    c.alibi = true, c.softcap = 20.f, c.causal = true, c.num_splits = 0;
+    add(c);
+  }
   for (int splits : {1, 0}) {
     ServingCase c;
     c.name = std::string("head_dim192_v128_causal_sp") + std::to_string(splits);
@@ -217,6 +317,56 @@ std::vector<ServingCase> serving_cases() {
     c.window_left = 16, c.window_right = 0, c.alibi = true, c.softcap = 10.f, c.sink = true;
     add(c);
   }
+  // Sinks with forced splits on prefill and decode shapes (the combine adds the sink once),
+  // GQA packing unsplit and split (the sink of the packed row's own query head; 32 query heads
+  // per KV head take the prefill kernels), rows that see no key under a window, sinks far above
+  // and below every score, and the Hopper tile shapes (d64 / d128 / d256).
+  for (int splits : {2, 3, 4}) {
+    ServingCase c;
+    c.name = "sink_prefill_split" + std::to_string(splits);
+    c.head_dim = splits == 2 ? 128 : splits == 3 ? 256 : 64;
+    c.num_heads = 6, c.num_heads_k = 2;
+    c.q_lens = {200, 64, 7}, c.k_lens = {333, 64, 500};
+    c.causal = splits != 3, c.sink = true, c.num_splits = splits;
+    add(c);
+  }
+  for (int splits : {1, 2, 4}) {
+    ServingCase c;
+    c.name = "sink_decode_kv_split" + std::to_string(splits);
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 4, c.num_heads_k = 4;
+    c.q_lens = {5, 5}, c.k_lens = {40, 700};
+    c.seqlen_new = 5, c.causal = true, c.sink = true, c.num_splits = splits;
+    add(c);
+  }
+  for (int splits : {1, 4}) {
+    for (int ratio : {8, 32}) {
+      ServingCase c;
+      c.name = "sink_gqa_pack_r" + std::to_string(ratio) + "_split" + std::to_string(splits);
+      c.mode = KvMode::kKvCache;
+      c.head_dim = ratio == 8 ? 128 : 64;
+      c.num_heads = 2 * ratio, c.num_heads_k = 2;
+      c.q_lens = {1, 1, 1}, c.k_lens = {3, 260, 1500};
+      c.seqlen_new = 1, c.causal = true, c.sink = true, c.num_splits = splits;
+      add(c);
+    }
+  }
+  for (int splits : {1, 2}) {
+    ServingCase c;
+    c.name = "sink_window_empty_rows_split" + std::to_string(splits);
+    c.num_heads = 3, c.num_heads_k = 3;
+    c.q_lens = {150, 40}, c.k_lens = {60, 300};  // sequence 0: rows before key -2 see nothing
+    c.window_left = 5, c.window_right = 2, c.sink = true, c.num_splits = splits;
+    add(c);
+  }
+  for (float shift : {-60.f, 60.f}) {
+    ServingCase c;
+    c.name = std::string("sink_far_") + (shift > 0 ? "above" : "below") + "_split3";
+    c.num_heads = 4, c.num_heads_k = 1;
+    c.q_lens = {70, 1}, c.k_lens = {200, 90};
+    c.causal = true, c.sink = true, c.sink_shift = shift, c.num_splits = shift > 0 ? 3 : 1;
+    add(c);
+  }
   // 5. Prefix ranges: ranges crossing key tiles (64 / 128) and split boundaries, with causal and
   //    window masks, empty and out-of-range slots, rows of decode.
   {
@@ -252,6 +402,62 @@ std::vector<ServingCase> serving_cases() {
     c.q_lens = {64}, c.k_lens = {128};
     c.causal = true, c.max_ranges = 2;
     c.ranges = {{{7, 7}, {9, 3}}};
+    add(c);
+  }
+  // Ranges crossing 64 / 128 / 192-row tiles and every split boundary, seqlen_q < seqlen_k,
+  // overlapping and touching ranges, unused slots, a sequence without ranges, window + causal,
+  // the Hopper tile shapes (d64: three consumer warpgroups on long rows; d256: per-warpgroup
+  // blocks), decode rows with splits, and GQA-packed decode (whose row sees every key).
+  for (int d : {64, 128, 256}) {
+    for (int splits : {1, 4}) {
+      ServingCase c;
+      c.name = "ranges_causal_d" + std::to_string(d) + "_split" + std::to_string(splits);
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = 2;
+      c.q_lens = {300, 129, 200}, c.k_lens = {700, 129, 1200};
+      c.causal = true, c.num_splits = splits, c.max_ranges = 4;
+      c.ranges = {{{100, 450}, {430, 520}, {520, 700}},  // overlapping, touching, to the end
+                  {},                                    // no range at all
+                  {{1000, 1100}, {1190, 1300}}};         // the second past seqlen_k
+      add(c);
+    }
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_window_causal_split2";
+    c.head_dim = 128, c.num_heads = 2, c.num_heads_k = 1;
+    c.q_lens = {400}, c.k_lens = {400};
+    c.causal = true, c.window_left = 50, c.num_splits = 2, c.max_ranges = 2;
+    c.ranges = {{{60, 200}, {250, 390}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_window_both_sides_sink";
+    c.head_dim = 64, c.num_heads = 4, c.num_heads_k = 4;
+    c.q_lens = {256, 33}, c.k_lens = {512, 20};  // sequence 1: rows before key 0
+    c.window_left = 20, c.window_right = 10, c.sink = true, c.max_ranges = 3;
+    c.ranges = {{{0, 128}, {300, 301}, {250, 500}}, {{-20, 5}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_decode_kv_window_split3";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 4, c.num_heads_k = 2;
+    c.q_lens = {8, 8}, c.k_lens = {900, 64};
+    c.seqlen_new = 8, c.window_left = 16, c.window_right = 0, c.num_splits = 3;
+    c.max_ranges = 2;
+    c.ranges = {{{100, 895}, {}}, {{0, 60}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_gqa_pack_decode_sink_split2";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {1, 1}, c.k_lens = {300, 50};
+    c.seqlen_new = 1, c.causal = true, c.sink = true, c.num_splits = 2, c.max_ranges = 1;
+    c.ranges = {{{10, 300}}, {{49, 60}}};
     add(c);
   }
   // 6. Everything at once.

@@ -33,6 +33,7 @@
 #include "common/smem_swizzle.h"
 #include "common/split.h"
 #include "common/tile_config.h"
+#include "kernels/common/narrow_copy.cuh"
 #include "kernels/common/online_softmax.cuh"
 #include "kernels/element_type.cuh"
 #include "kernels/fwd_launch.h"
@@ -64,6 +65,7 @@ struct FwdCtaState {
   float cap_in;  // softcap: scale / softcap (0: off)
   int head;
   int split;
+  bool prefix;   // QueryTile::prefix: masked blocks take each row's keys from row_keys
 };
 
 // BlockN: keys per main-loop step, also the unit of the split ranges (key_block_range /
@@ -133,9 +135,11 @@ __device__ __forceinline__ uint32_t tile_element_offset(int row, int col) {
 // pass covers Threads / chunks-per-row whole rows, so a thread keeps one column for all its
 // rows. Row r lives at element offset row_offset(r), or does not exist (row_offset < 0): it is
 // zero-filled, as are the columns past head_dim of a padded head dim.
+// `narrow` (the launch's, CTA-uniform): the same chunks element by element (narrow_copy.cuh),
+// for rows that are not 16-byte addressable or a head dim that ends inside a chunk.
 template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T,
           typename RowOffset>
-__device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head_dim,
+__device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head_dim, bool narrow,
                                           RowOffset row_offset) {
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
@@ -143,6 +147,20 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head
   const int col = (threadIdx.x % kChunks) * 8;
   const int row0 = threadIdx.x / kChunks;
   if (row0 >= kRowsPerPass) return;
+  if (narrow) {
+    // Not unrolled: one chunk's eight loads live at a time, so this path adds no registers to
+    // the kernel's allocation (the fast path's loop stays as it was).
+    const int n_col = chunk_elements(col, head_dim);
+#pragma unroll 1
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = row0 + i * kRowsPerPass;
+      if (Rows % kRowsPerPass != 0 && row >= Rows) break;
+      const int64_t off = row_offset(row);
+      narrow_load_chunk(smem + tile_element_offset<HeadDim, Swizzled>(row, col),
+                        base + (off >= 0 ? off + col : 0), off >= 0 ? n_col : 0);
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
     const int row = row0 + i * kRowsPerPass;
@@ -157,10 +175,11 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head
 // load_tile for rows that are affine in the row index (row r at row0_ptr + r * row_stride),
 // rows r >= valid_rows zero-filled. A thread walks its rows with one pointer, so the compiler
 // has no per-row 64-bit offsets to hoist out of the main loop (they cost 2 registers per row).
+// `narrow`: element by element, as in load_tile.
 template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T>
 __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_ptr,
                                                  int64_t row_stride, int valid_rows,
-                                                 int head_dim, const T* fallback) {
+                                                 int head_dim, bool narrow, const T* fallback) {
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
   constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
@@ -169,6 +188,21 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
   if (row0 >= kRowsPerPass) return;
   const T* src = row0_ptr + (int64_t(row0) * row_stride + col);
   const int64_t step = int64_t(kRowsPerPass) * row_stride;
+  if (narrow) {
+    // Not unrolled: one chunk's eight loads live at a time, so this path adds no registers to
+    // the kernel's allocation (the fast path's loop stays as it was).
+    const int n_col = chunk_elements(col, head_dim);
+#pragma unroll 1
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = row0 + i * kRowsPerPass;
+      if (Rows % kRowsPerPass != 0 && row >= Rows) break;
+      const bool valid = row < valid_rows;
+      narrow_load_chunk(smem + tile_element_offset<HeadDim, Swizzled>(row, col),
+                        valid ? src : fallback, valid ? n_col : 0);
+      src += step;
+    }
+    return;
+  }
   const bool col_ok = col < head_dim;
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
@@ -265,6 +299,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       state->cap_in = cap_in;
       state->head = head;
       state->split = split;
+      state->prefix = qt.prefix;
     }
     __syncthreads();
   }
@@ -273,7 +308,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
-    load_tile<HeadDim, kBlockM, kThreads, Swizzled>(sQ, q, p.head_dim, q_row);
+    load_tile<HeadDim, kBlockM, kThreads, Swizzled>(sQ, q, p.head_dim, launch.narrow, q_row);
     cp_async_commit();
     // Unpaged K/V rows are affine in the row index; paged rows go through the block table.
     // Paged rows: 32-bit page / in-page split (cache rows fit in 32 bits), one table read.
@@ -313,10 +348,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       if (!kv.paged) {
         load_tile_affine<Width, kBlockN, kThreads, Swizzled>(
             dst, src + (base + int64_t(n0) * row_stride), row_stride, kv.seqlen_k - n0, cols,
-            src);
+            launch.narrow, src);
         return;
       }
-      load_tile<Width, kBlockN, kThreads, Swizzled>(dst, src, cols, [&](int r) -> int64_t {
+      load_tile<Width, kBlockN, kThreads, Swizzled>(dst, src, cols, launch.narrow,
+                                                    [&](int r) -> int64_t {
         if (n0 + r >= kv.seqlen_k) return -1;
         const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / kv.page_size;
@@ -425,10 +461,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       {
         MaskSpec mask_n = qt.mask;
         float alibi_n = alibi, cap_in_n = cap_in;
+        bool prefix_n = qt.prefix;
         if constexpr (kStateInSmem) {
           mask_n = state->mask;
           alibi_n = state->alibi;
           cap_in_n = state->cap_in;
+          prefix_n = state->prefix;
         }
         const int diagonal_n = kStateInSmem ? mask_n.diagonal() : diagonal;
         const bool needs_mask = block_needs_mask(mask_n, m0, m0 + kBlockM, n_block, kBlockN);
@@ -438,13 +476,16 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 #pragma unroll
             for (int hr = 0; hr < 2; ++hr) {
               const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
-              // Visible keys of a row form [first, end); columns are relative to this block.
+              // Visible keys of a row form [first, end) (prefix ranges widen it: row_keys);
+              // columns are relative to this block.
               const int block_col0 = n_block * kBlockN + 2 * t;
+              int first = mask_n.first_key(row), end = mask_n.end_key(row);
+              if (prefix_n && needs_mask)
+                row_keys(p, kStateInSmem ? state->seq.batch : seq.batch, mask_n, row, first, end);
               modify_row_scores<kNTiles>(
                   [&](int nt, int e) -> float& { return acc_s[mt][nt][2 * hr + e]; },
                   has_softcap, p.softcap, cap_in_n, alibi_n, row + diagonal_n - block_col0,
-                  needs_mask, mask_n.first_key(row) - block_col0,
-                  mask_n.end_key(row) - block_col0);
+                  needs_mask, first - block_col0, end - block_col0);
             }
         }
       }
@@ -495,10 +536,6 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 
   // Epilogue: finish the row sums across the quad, normalise, write O and the LSE (row
   // 2 mt + hr of inv_sum and lse).
-  float inv_sum[2 * kMTiles], lse[2 * kMTiles];
-  softmax.finalize(unit_log2, inv_sum, lse);
-  const int v_cols = v_head_dim(p) - v_col0;  // O columns of this CTA that exist
-
   // Where the rows go (wide step: the sequence, head and split read back from shared memory).
   SequenceInfo seq_o = seq;
   int head_o = head, split_o = split;
@@ -507,6 +544,23 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     head_o = state->head;
     split_o = state->split;
   }
+  // The sink joins the denominator here, unless split (the combine adds it once).
+  float inv_sum[2 * kMTiles], lse[2 * kMTiles];
+  if (!split_mode && p.sink != nullptr) {
+    float sink_log2[2 * kMTiles];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
+        sink_log2[2 * mt + hr] =
+            row_sink_log2(p, launch.packed_gqa, head_o, row, row < seq_o.seqlen_q);
+      }
+    softmax.finalize(unit_log2, sink_log2, inv_sum, lse);
+  } else {
+    softmax.finalize(unit_log2, inv_sum, lse);
+  }
+  const int v_cols = v_head_dim(p) - v_col0;  // O columns of this CTA that exist
 
   if (split_mode) {
     // Normalised fp32 partials straight to the workspace; the combine kernel merges them.
@@ -523,11 +577,14 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         const int64_t acc_row = acc_row0_o + row;
         if (t == 0 && v_part == 0) launch.lse_accum[acc_row] = lse[2 * mt + hr];
         if (lse[2 * mt + hr] == -INFINITY) continue;  // the combine skips empty parts
-        float* o = launch.o_accum + acc_row * v_head_dim(p) + v_col0;
+        // Whole chunks of the padded row (columns past v_head_dim hold zeros: V's columns there
+        // are zero-filled), so the combine's 4-float reads never see unwritten floats.
+        const int accum_cols = split_accum_row_floats(v_head_dim(p));
+        float* o = launch.o_accum + acc_row * accum_cols + v_col0;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
           const int col = dt * 8 + 2 * t;
-          if (col < v_cols)
+          if (col < accum_cols - v_col0)
             *reinterpret_cast<float2*>(o + col) =
                 make_float2(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
                             acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
@@ -538,7 +595,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 
   // Stage this warp's rows in its own rows of the Q buffer (only this warp read them; O rows
   // are at most as wide as Q rows), then store 16-byte chunks so each row goes out in full
-  // sectors.
+  // sectors (narrow: element by element).
   __syncwarp();
   unsigned char* staged = smem + warp_row0 * kRowBytes;
 #pragma unroll
@@ -570,13 +627,15 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     const int col = (c % Tr::kChunksPerRowV) * 8;
     const int row = m0 + warp_row0 + r;
     if (row < seq_o.seqlen_q && col < v_cols) {
-      if constexpr (Swizzled)
-        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + v_col0 + col) =
-            *reinterpret_cast<const uint4*>(staged +
-                                            smem_chunk_offset(true, kRowBytes, r, col / 8));
+      const uint4 chunk =
+          Swizzled ? *reinterpret_cast<const uint4*>(
+                         staged + smem_chunk_offset(true, kRowBytes, r, col / 8))
+                   : *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
+      T* dst = out + out_offset(p, seq_o, row, head_o) + v_col0 + col;
+      if (launch.narrow)
+        narrow_store_chunk(dst, chunk, chunk_elements(col, v_cols));
       else
-        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + v_col0 + col) =
-            *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
+        *reinterpret_cast<uint4*>(dst) = chunk;
     }
   }
   if (p.lse != nullptr && t == 0 && v_part == 0) {
@@ -634,7 +693,9 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
                         Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
                     "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
-      auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
+      // The narrow instance moves elements one by one (decode_kernel's Narrow).
+      auto kernel = launch.narrow ? sm80::decode_kernel<Arch, T, HeadDim, true>
+                                  : sm80::decode_kernel<Arch, T, HeadDim, false>;
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              Dr::kSmemBytes);
       if (err != cudaSuccess) return err;

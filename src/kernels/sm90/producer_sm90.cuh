@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "common/block_range.h"
+#include "common/prefix_ranges.h"
 #include "common/sequence.h"
 #include "common/split.h"
 #include "kernels/fwd_launch.h"
@@ -34,6 +35,10 @@ enum Sm90Fill { kFillK, kFillV, kFillKV };
 template <typename T, typename Tr, bool Paged, bool DynamicTiles>
 struct Sm90Producer {
   static constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  // Paged fills: the rows' pages, looked up once per fill (PagedFillRows).
+  struct NoPagedRows {};
+  using PagedRows =
+      std::conditional_t<Paged, PagedFillRows<kHeadDim, kBlockN, 128>, NoPagedRows>;
 
   const FwdLaunch& launch;
   const Sm90TensorMaps& maps;
@@ -48,12 +53,14 @@ struct Sm90Producer {
   // the tile it holds and its key blocks (m_block -1: none, the consumers stop). Thread 0 writes
   // the tile before its own arrival on full (a release, counted besides the producer threads'
   // data arrivals); the caller still makes the data arrivals.
-  __device__ __forceinline__ void publish(const Sm90Tile& at, const BlockRange& range) {
+  __device__ __forceinline__ void publish(const Sm90Tile& at, const BlockRange& range,
+                                          bool prefix) {
     smem.q_ring.producer_acquire(q_fills);
     ++q_fills;
     if (threadIdx.x == 0) {
       published->at = at;
       published->range = range;
+      published->prefix = prefix;
       mbarrier_arrive(smem.q_ring.full(0));  // release: orders the tile before the consumers' wait
     }
   }
@@ -98,12 +105,13 @@ struct Sm90Producer {
     if (m0 >= seq.seqlen_q) return;
     const int head_k = head / heads_per_kv;
     const MaskSpec mask = sequence_mask(p, seq);
-    BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+    const TileKeys keys = tile_key_blocks(p, batch, mask, m0, m0 + kBlockM, kBlockN);
+    BlockRange range = keys.range;
     if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
     const int num_blocks = range.end - range.begin;
     if (num_blocks <= 0) {
       if constexpr (DynamicTiles) {
-        publish(at, range);
+        publish(at, range, keys.prefix);
         mbarrier_arrive(smem.q_ring.full(0));
       }
       return;
@@ -120,9 +128,13 @@ struct Sm90Producer {
       constexpr bool kWithK = kWhich != kFillV, kWithV = kWhich != kFillK;
       const auto& ring = kWithK ? smem.k_ring : smem.v_ring;
       const int s = ring.stage(fill);
+      const int n0 = n_block * kBlockN;
+      // Paged: this lane's block-table read goes out before the stage wait, which hides it;
+      // K and V of the block share it.
+      [[maybe_unused]] PagedRows paged_rows;
+      if constexpr (Paged) paged_rows.lookup(p, seq, n0);
       ring.producer_acquire(fill);
       const uint32_t bar = ring.full(s);
-      const int n0 = n_block * kBlockN;
       if constexpr (!Paged) {
         // By TMA (sm90_kv_block_by_tma): one thread copies the block.
         if (sm90_kv_block_by_tma(maps, Paged, n0, kBlockN, seq.seqlen_k)) {
@@ -144,22 +156,23 @@ struct Sm90Producer {
           return;
         }
       }
-      if (kWithK)
-        load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
-                                              [&](int r) -> int64_t {
-                                                if (n0 + r >= seq.seqlen_k) return -1;
-                                                if constexpr (Paged)
-                                                  return k_offset(p, seq, n0 + r, head_k);
-                                                return k_base + (n0 + r) * p.k_row_stride;
-                                              });
-      if (kWithV)
-        load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, v_head_dim(p),
-                                              [&](int r) -> int64_t {
-                                                if (n0 + r >= seq.seqlen_k) return -1;
-                                                if constexpr (Paged)
-                                                  return v_offset(p, seq, n0 + r, head_k);
-                                                return v_base + (n0 + r) * p.v_row_stride;
-                                              });
+      if constexpr (Paged) {
+        paged_rows.template load<kWithK, kWithV>(p, smem.k_stage(s), smem.v_stage(s), k, v,
+                                                 head_k, n0, seq.seqlen_k);
+      } else {
+        if (kWithK)
+          load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
+                                                [&](int r) -> int64_t {
+                                                  if (n0 + r >= seq.seqlen_k) return -1;
+                                                  return k_base + (n0 + r) * p.k_row_stride;
+                                                });
+        if (kWithV)
+          load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, v_head_dim(p),
+                                                [&](int r) -> int64_t {
+                                                  if (n0 + r >= seq.seqlen_k) return -1;
+                                                  return v_base + (n0 + r) * p.v_row_stride;
+                                                });
+      }
       cp_async_mbarrier_arrive(bar);
     };
     using FillK = std::integral_constant<int, kFillK>;
@@ -172,7 +185,7 @@ struct Sm90Producer {
     if constexpr (Tr::kSeparateKV) fill_stage(FillK{}, it, block_of(0));
     // The Q buffer: the last QK^T of the tile that used it before must be done with it.
     if constexpr (DynamicTiles) {
-      publish(at, range);  // the same wait, and the tile
+      publish(at, range, keys.prefix);  // the same wait, and the tile
     } else {
       smem.q_ring.producer_acquire(q_fills);
       ++q_fills;
@@ -194,7 +207,7 @@ struct Sm90Producer {
   // After the last tile. DynamicTiles: -1 through the Q buffer (no data) stops the consumers.
   __device__ __forceinline__ void finish() {
     if constexpr (DynamicTiles) {
-      publish(Sm90Tile{-1, 0, 0, 0}, BlockRange{0, 0});
+      publish(Sm90Tile{-1, 0, 0, 0}, BlockRange{0, 0}, false);
       mbarrier_arrive(smem.q_ring.full(0));
     }
     sm80::cp_async_wait<0>();
