@@ -227,6 +227,11 @@ DECODE_SHAPES = [(1, 8192), (1, 32768), (1, 131072), (8, 8192), (8, 32768), (32,
                  (64, 8192), (128, 2048)]
 DECODE_PAGES = [0, 64, 256]
 PEERS = ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
+# Chunked prefill over a paged cache: sequences x new tokens over cached tokens, q / kv heads,
+# head dim; flare's contiguous varlen call (page 0) and its paged calls at these page sizes.
+CHUNKED_SEQS, CHUNKED_NEW, CHUNKED_CACHED = 8, 512, 8192
+CHUNKED_HQ, CHUNKED_HK, CHUNKED_D = 32, 8, 128
+CHUNKED_PAGES = [0, 1, 16, 256]
 TOKENS, MODEL_DIM = 16384, 2048
 DEC_HQ, DEC_HK, DEC_D = 32, 8, 128
 
@@ -459,6 +464,100 @@ class Runner:
             params.append(p)
         return params, keep
 
+    def chunked(self):
+        """Chunked prefill over a paged KV cache (causal, bottom-right aligned): flare's varlen
+        call on contiguous K/V and on shuffled page pools of several page sizes, against SDPA on
+        the contiguous layout with a lower-right causal mask (SDPA has no paged path)."""
+        torch = self.torch
+        from torch.nn.attention.bias import causal_lower_right
+        n, sq, hq, hk, d = CHUNKED_SEQS, CHUNKED_NEW, CHUNKED_HQ, CHUNKED_HK, CHUNKED_D
+        sk = CHUNKED_CACHED + sq
+        pages = [0, 1, 16] if self.args.quick else CHUNKED_PAGES
+        print(f"\n== chunked prefill over a paged cache {self.args.dtype}: {n} x {sq} new tokens "
+              f"over {CHUNKED_CACHED} cached, {hq}/{hk} heads, d={d}, causal: TFLOP/s ==")
+        q, k, v = self.randn(n, sq, hq, d), self.randn(n, sk, hk, d), self.randn(n, sk, hk, d)
+        # Row i of a sequence sees CHUNKED_CACHED + i + 1 keys.
+        flops = 4.0 * hq * d * n * (sq * CHUNKED_CACHED + sq * (sq + 1) / 2)
+        base = {"table": "chunked", "dtype": self.args.dtype, "head_dim": d, "causal": True,
+                "batch": n, "heads": hq, "heads_k": hk, "seqlen_q": sq, "seqlen_k": sk}
+        label = f"n={n} sq={sq} sk={sk}"
+        # SDPA on [b, h, s, d] views with the lower-right causal mask; K/V heads repeated for
+        # the query heads (not every backend takes enable_gqa with a mask).
+        mask = causal_lower_right(sq, sk)
+        views = (q.transpose(1, 2), k.repeat_interleave(hq // hk, dim=2).transpose(1, 2),
+                 v.repeat_interleave(hq // hk, dim=2).transpose(1, 2))
+        ref, line = None, []
+        for system in PEERS:
+            ms, out0 = None, None
+            try:
+                with warnings.catch_warnings(), self.sdpa_kernel([self.backends[system]]):
+                    warnings.simplefilter("ignore")
+                    call = lambda i: self.F.scaled_dot_product_attention(*views, attn_mask=mask)
+                    out0 = call(0)
+                    ms = self.timer.median_ms(call)
+            except Exception as e:  # a backend may not take the mask or GQA: record null
+                print(f"  {system} chunked {label}: unavailable ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:160]})")
+                torch.cuda.synchronize()
+            if ref is None and out0 is not None:
+                ref = out0.transpose(1, 2).contiguous()
+            tflops = None if ms is None else flops / ms / 1e9
+            self.rows.append(dict(base, paged=0, system=system, tflops=tflops))
+            line.append(f"{system}={fmt(tflops)}")
+            del out0
+        # flare: q / out [n * sq, hq, d] and K/V [n * sk, hk, d] with cu_seqlens, or pools.
+        qv = q.reshape(n * sq, hq, d)
+        cu_q = torch.arange(0, n + 1, device="cuda", dtype=torch.int32) * sq
+        cu_k = torch.arange(0, n + 1, device="cuda", dtype=torch.int32) * sk
+        contiguous_ms = None
+        for page in pages:
+            out = torch.empty_like(qv)
+            p = self.flare.params()
+            p.dtype = FLARE_DTYPE[self.args.dtype]
+            p.q, p.out = qv.data_ptr(), out.data_ptr()
+            p.batch, p.seqlen_q, p.seqlen_k = n, sq, sk
+            p.num_heads, p.num_heads_k, p.head_dim = hq, hk, d
+            p.q_row_stride, p.q_head_stride = qv.stride(0), qv.stride(1)
+            p.out_row_stride, p.out_head_stride = out.stride(0), out.stride(1)
+            p.cu_seqlens_q, p.cu_seqlens_k = cu_q.data_ptr(), cu_k.data_ptr()
+            p.max_seqlen_q, p.max_seqlen_k = sq, sk
+            p.causal = 1
+            if page == 0:
+                kc, vc = k.reshape(n * sk, hk, d), v.reshape(n * sk, hk, d)
+                keep = (kc, vc)
+                p.k, p.v = kc.data_ptr(), vc.data_ptr()
+                p.k_row_stride, p.k_head_stride = kc.stride(0), kc.stride(1)
+                p.v_row_stride, p.v_head_stride = vc.stride(0), vc.stride(1)
+            else:
+                pps = sk // page
+                num_pages = n * pps
+                perm = torch.randperm(num_pages, device="cuda", generator=self.gen)
+                table = perm.to(torch.int32).view(n, pps).contiguous()
+                k_pool = torch.empty(num_pages, page, hk, d, device="cuda", dtype=k.dtype)
+                v_pool = torch.empty_like(k_pool)
+                k_pool[perm] = k.reshape(num_pages, page, hk, d)
+                v_pool[perm] = v.reshape(num_pages, page, hk, d)
+                keep = (table, k_pool, v_pool)
+                p.k, p.v = k_pool.data_ptr(), v_pool.data_ptr()
+                p.k_batch_stride, p.k_row_stride, p.k_head_stride = k_pool.stride()[:3]
+                p.v_batch_stride, p.v_row_stride, p.v_head_stride = v_pool.stride()[:3]
+                p.block_table, p.block_table_batch_stride = table.data_ptr(), pps
+                p.page_block_size, p.num_pages = page, num_pages
+            ms, ws = self.time_flare([p], f"chunked {label} page={page}")
+            if page == 0:
+                contiguous_ms = ms
+            err = self.rel_err(out.view(n, sq, hq, d), ref) if ms is not None else None
+            tflops = None if ms is None else flops / ms / 1e9
+            vs = None if ms is None or contiguous_ms is None else contiguous_ms / ms
+            self.rows.append(dict(base, paged=page, system=self.args.system, tflops=tflops,
+                                  rel_err=err, speed_vs_contiguous=vs))
+            line.append(f"{self.args.system}[page {page}]={fmt(tflops)}"
+                        f" (x{fmt(vs, '.3f')} of contiguous, rel_err {fmt(err, '.2e')})")
+            del keep, ws, out
+        print(f"  {label}  " + "  ".join(line))
+        del q, k, v, views, ref
+        torch.cuda.empty_cache()
+
     def ceilings(self):
         torch = self.torch
         copy_gbs = self.timer.measure_copy()
@@ -485,16 +584,21 @@ def shape_key(r):
             r["seqlen_q"], r["seqlen_k"])
 
 
+def flops_bound(r):
+    """Rows measured in TFLOP/s (against the GEMM ceiling); the others in GB/s (copy)."""
+    return "tflops" in r
+
+
 def add_ratios(rows, ceilings, flare_system):
     best = {}
     for r in rows:
         if r["system"] in PEERS:
-            m = r.get("tflops") if r["table"] == "prefill" else r.get("gbs")
+            m = r.get("tflops") if flops_bound(r) else r.get("gbs")
             if m is not None:
                 best[shape_key(r)] = max(best.get(shape_key(r), 0.0), m)
     for r in rows:
-        metric = r.get("tflops") if r["table"] == "prefill" else r.get("gbs")
-        ceiling = ceilings["gemm_bf16_tflops"] if r["table"] == "prefill" else ceilings["copy_gbs"]
+        metric = r.get("tflops") if flops_bound(r) else r.get("gbs")
+        ceiling = ceilings["gemm_bf16_tflops"] if flops_bound(r) else ceilings["copy_gbs"]
         r["fraction_of_ceiling"] = None if metric is None or not ceiling else metric / ceiling
         if r["system"] == flare_system:
             b = best.get(shape_key(r))
@@ -548,6 +652,34 @@ def markdown(summary, flare_system, pages):
             out.append(f"| {b} | {L} | " + " | ".join(cells) +
                        f" | {fmt(fc.get('ratio_to_best_peer'), '.2f')} | {fmt(fc.get('rel_err'), '.1e')} |")
         out.append("")
+    return "\n".join(out)
+
+
+def markdown_chunked(summary, flare_system):
+    rows = [r for r in summary["rows"] if r["table"] == "chunked"]
+    if not rows:
+        return ""
+    r0 = rows[0]
+    pages = sorted({r["paged"] for r in rows if r["system"] == flare_system})
+    out = [f"## Chunked prefill over a paged cache, {r0['dtype']}, {r0['batch']} sequences x "
+           f"{r0['seqlen_q']} new tokens over {r0['seqlen_k'] - r0['seqlen_q']} cached, "
+           f"{r0['heads']} q heads / {r0['heads_k']} kv heads, d {r0['head_dim']}, causal: "
+           "TFLOP/s", "",
+           "SDPA has no paged path: its columns run the contiguous layout (lower-right causal "
+           "mask).", "",
+           "| " + " | ".join(f"{flare_system} {'contiguous' if p == 0 else f'page {p}'}"
+                             for p in pages) + " | " + " | ".join(PEERS) + " |",
+           "|" + "---|" * (len(pages) + len(PEERS))]
+    cells = [fmt((find(rows, system=flare_system, paged=p) or {}).get("tflops"), ".0f")
+             for p in pages]
+    cells += [fmt((find(rows, system=p) or {}).get("tflops"), ".0f") for p in PEERS]
+    out.append("| " + " | ".join(cells) + " |")
+    out += ["", "| page | speed / contiguous | flare / best peer | rel_err |", "|---|---|---|---|"]
+    for p in pages:
+        f = find(rows, system=flare_system, paged=p) or {}
+        out.append(f"| {p if p else 'contiguous'} | {fmt(f.get('speed_vs_contiguous'), '.3f')} | "
+                   f"{fmt(f.get('ratio_to_best_peer'), '.2f')} | {fmt(f.get('rel_err'), '.1e')} |")
+    out.append("")
     return "\n".join(out)
 
 
@@ -622,7 +754,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", default="build/libflare.so", help="path of libflare.so")
     ap.add_argument("--out", default="out", help="output folder")
-    ap.add_argument("--table", choices=["prefill", "decode", "all"], default="all")
+    ap.add_argument("--table", choices=["prefill", "decode", "chunked", "all"], default="all")
     ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     ap.add_argument("--quick", action="store_true", help="a tiny subset of the shapes")
     ap.add_argument("--iters", type=int, default=30, help="minimum timed runs per shape (>= 20)")
@@ -647,6 +779,8 @@ def main():
         runner.prefill()
     if args.table in ("decode", "all"):
         runner.decode()
+    if args.table in ("chunked", "all"):
+        runner.chunked()
 
     pages = [0, 64] if args.quick else DECODE_PAGES
     add_ratios(runner.rows, ceilings, args.system)
@@ -660,6 +794,7 @@ def main():
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     md = markdown(summary, args.system, pages)
+    md += "\n" + markdown_chunked(summary, args.system)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(md + "\n")
     if not args.no_plot:

@@ -4,7 +4,7 @@
 // FLARE_SMEM_LIMIT_KB, FLARE_SM80_*, FLARE_SM90_*, FLARE_COMBINE_PDL) are read here, not by the
 // library, and handed to it through its internal set_tuning (flare_bench links flare_static).
 //
-//   flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16] [--json PATH]
+//   flare_bench [--table prefill|decode|varlen|chunked|all] [--dtype bf16|fp16] [--json PATH]
 //               [--quick] [--system-name NAME] [--iters N] [--warmup N] [--warmup-ms MS]
 //
 // Tables
@@ -15,6 +15,10 @@
 //   decode   seqlen_q = 1, 32 query heads over 8 KV heads, d = 128, several (batch, kv length);
 //            contiguous K/V and paged K/V (page 64 and 256, pages shuffled). Metric GB/s of
 //            the K and V bytes read.
+//   chunked  chunked prefill over a paged cache: 8 sequences of 512 new tokens over 8192 cached,
+//            32 / 8 heads, d = 128, causal, varlen (cu_seqlens_q / cu_seqlens_k); contiguous
+//            K/V (page 0) and pages of 1, 16 and 256 rows, shuffled. Metric TFLOP/s and the
+//            speed relative to the contiguous call.
 // Ceilings measured in the same process: a 1 GiB device-to-device copy (GB/s counts bytes read
 // plus bytes written) and, when libcublas can be loaded at run time, a bf16 GEMM 8192^3.
 //
@@ -139,7 +143,7 @@ struct Options {
   bool quick = false;
   int only_d = 0, only_causal = -1, only_seqlen = 0;  // --only D,CAUSAL,SEQLEN (prefill)
   int head_dim = 0;                                    // --head-dim D: the table's rows of D
-  int splits = 0;  // --splits N: decode rows force N key splits (0: the library's heuristic)
+  int splits = 0;  // --splits N: decode and chunked rows force N key splits (0: the heuristic)
   int only_batch = 0, only_kv_len = 0, only_page = -1;  // --only-decode B,L,PAGE
   int warmup = 5;
   // --warmup-ms: keep warming up (batches of `warmup` runs) until this much GPU time has passed,
@@ -702,6 +706,117 @@ void bench_decode(Bench& B, flare_dtype dtype) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Chunked prefill over a paged KV cache (vLLM-style): each sequence appends a chunk of new
+// query rows to a long cached prefix, and its keys are read through the block table. The same
+// call on contiguous varlen K/V (page 0) is the row each paged row is measured against.
+
+void bench_chunked_paged(Bench& B, flare_dtype dtype) {
+  const int nseq = 8, q_len = 512, cached = 8192, k_len = cached + q_len;
+  const int hq = 32, hk = 8, d = 128;
+  std::vector<int> pages = {0, 1, 16, 256};
+  if (B.opt.quick) pages = {0, 1, 16};
+  std::printf("\n== chunked prefill over a paged cache, %s, %d sequences x %d new tokens over "
+              "%d cached, %d q heads / %d kv heads, d=%d, causal ==\n",
+              dtype_name(dtype), nseq, q_len, cached, hq, hk, d);
+  std::printf("  %5s %6s %10s %10s %12s\n", "page", "splits", "ms", "TFLOP/s", "/ contiguous");
+  std::vector<int32_t> cu_q(1, 0), cu_k(1, 0);
+  for (int b = 0; b < nseq; ++b) {
+    cu_q.push_back(cu_q.back() + q_len);
+    cu_k.push_back(cu_k.back() + k_len);
+  }
+  DeviceBuffer cu_q_dev = int_buffer(cu_q), cu_k_dev = int_buffer(cu_k);
+  const size_t q_elems = size_t(nseq) * q_len * hq * d;
+  const size_t kv_elems = size_t(nseq) * k_len * hk * d;  // per K (or V), any page size
+  const int sets = buffer_sets(B, (2 * q_elems + 2 * kv_elems) * 2);
+  std::vector<DeviceBuffer> q, o;
+  for (int i = 0; i < sets; ++i) {
+    q.push_back(random_buffer(B, q_elems, dtype));
+    o.emplace_back(q_elems * 2);
+  }
+  // Causal, bottom-right aligned: query row i of a sequence sees cached + i + 1 keys.
+  const double keys_per_seq = double(q_len) * cached + double(q_len) * (q_len + 1) / 2.0;
+  const double flops = 4.0 * hq * d * keys_per_seq * nseq;
+  double contiguous_ms = 0.0;
+  for (int page : pages) {
+    const std::string shape = strf("chunked paged page=%d", page);
+    // K/V: contiguous varlen [total_k, hk, d], or pools [num_pages, page, hk, d] with each
+    // sequence's pages at random places (the values are random either way: timing only).
+    const int pages_per_seq = page ? (k_len + page - 1) / page : 0;
+    const int num_pages = nseq * pages_per_seq;
+    const size_t pool_elems = page ? size_t(num_pages) * page * hk * d : kv_elems;
+    std::vector<DeviceBuffer> k, v, tables;
+    for (int i = 0; i < sets; ++i) {
+      k.push_back(random_buffer(B, pool_elems, dtype));
+      v.push_back(random_buffer(B, pool_elems, dtype));
+      if (page) {
+        std::vector<int32_t> table(num_pages);
+        std::iota(table.begin(), table.end(), 0);
+        for (int j = num_pages - 1; j > 0; --j)
+          std::swap(table[j], table[next_random(B.rng_state) % uint64_t(j + 1)]);
+        tables.push_back(int_buffer(table));
+      }
+    }
+    flare_mha_fwd_params p;
+    flare_mha_fwd_params_init(&p);
+    p.dtype = dtype;
+    p.q = q[0].get();
+    p.k = k[0].get();
+    p.v = v[0].get();
+    p.out = o[0].get();
+    p.batch = nseq;
+    p.seqlen_q = q_len;
+    p.seqlen_k = k_len;
+    p.max_seqlen_q = q_len;
+    p.max_seqlen_k = k_len;
+    p.cu_seqlens_q = cu_q_dev.as<int32_t>();
+    p.cu_seqlens_k = cu_k_dev.as<int32_t>();
+    p.num_heads = hq;
+    p.num_heads_k = hk;
+    p.head_dim = d;
+    p.causal = 1;
+    set_dense_strides(0, hq, d, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+    set_dense_strides(0, hq, d, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+    // Varlen: batch strides 0; paged: the page stride.
+    set_dense_strides(page, hk, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+    set_dense_strides(page, hk, d, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+    if (page) {
+      p.block_table = tables[0].as<int32_t>();
+      p.block_table_batch_stride = pages_per_seq;
+      p.page_block_size = page;
+      p.num_pages = num_pages;
+    }
+    p.num_splits = B.opt.splits;
+    DeviceBuffer ws;
+    if (!prepare_call(B, p, ws, shape)) continue;
+    int splits = 0;
+    flare_check(flare_mha_fwd_num_splits(&p, B.device, &splits), "flare_mha_fwd_num_splits",
+                shape);
+    const double ms = time_median_ms(B, [&](int i) {
+      flare_mha_fwd_params pi = p;
+      const int set = i % sets;
+      pi.q = q[set].get();
+      pi.k = k[set].get();
+      pi.v = v[set].get();
+      pi.out = o[set].get();
+      if (page) pi.block_table = tables[set].as<int32_t>();
+      run_flare(B, pi, shape);
+    });
+    if (page == 0) contiguous_ms = ms;
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    const double rel = contiguous_ms > 0 ? contiguous_ms / ms : std::nan("");
+    std::printf("  %5d %6d %10.4f %10.1f %12.3f\n", page, splits, ms, tflops, rel);
+    B.rows.push_back({strf("{\"table\": \"chunked\", \"dtype\": \"%s\", \"head_dim\": %d, "
+                           "\"causal\": true, \"batch\": %d, \"heads\": %d, \"heads_k\": %d, "
+                           "\"seqlen_q\": %d, \"seqlen_k\": %d, \"paged\": %d, "
+                           "\"system\": \"%s\", \"ms\": %s, \"tflops\": %s, "
+                           "\"speed_vs_contiguous\": %s}",
+                           dtype_name(dtype), d, nseq, hq, hk, q_len, k_len, page,
+                           B.opt.system.c_str(), json_number(ms).c_str(),
+                           json_number(tflops).c_str(), json_number(rel).c_str())});
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 
 std::string json_escape(const std::string& s) {
   std::string out;
@@ -735,12 +850,12 @@ void write_json(const Bench& B) {
 
 void usage() {
   std::printf(
-      "usage: flare_bench [--table prefill|decode|varlen|all] [--dtype bf16|fp16]\n"
+      "usage: flare_bench [--table prefill|decode|varlen|chunked|all] [--dtype bf16|fp16]\n"
       "                   [--json PATH] [--quick] [--system-name NAME]\n"
       "                   [--iters MIN_TIMED_RUNS] [--warmup N] [--warmup-ms MS]\n"
       "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n"
       "                   [--head-dim D]                    (the prefill rows of one head dim)\n"
-      "                   [--splits N]                      (decode: force N key splits)\n"
+      "                   [--splits N]                      (decode, chunked: force N key splits)\n"
       "                   [--only-decode BATCH,KV_LEN,PAGE] (one decode shape; PAGE 0 =\n"
       "                                                      contiguous)\n");
 }
@@ -770,8 +885,8 @@ Options parse(int argc, char** argv) {
       const std::string v = value(i);
       if (std::sscanf(v.c_str(), "%d,%d,%d", &o.only_batch, &o.only_kv_len, &o.only_page) != 3 ||
           o.only_batch <= 0 || o.only_kv_len <= 0 || o.only_page < 0 ||
-          (o.only_page > 0 && (o.only_page % 16 != 0 || o.only_kv_len % o.only_page != 0)))
-        die("--only-decode needs BATCH,KV_LEN,PAGE (PAGE 0 = contiguous, else a multiple of 16 "
+          (o.only_page > 0 && o.only_kv_len % o.only_page != 0))
+        die("--only-decode needs BATCH,KV_LEN,PAGE (PAGE 0 = contiguous, else a page size "
             "dividing KV_LEN; got '%s')", v.c_str());
       o.table = "decode";
     }
@@ -798,8 +913,9 @@ Options parse(int argc, char** argv) {
       die("unknown argument '%s'", a.c_str());
     }
   }
-  if (o.table != "prefill" && o.table != "decode" && o.table != "varlen" && o.table != "all")
-    die("--table must be prefill, decode, varlen or all (got '%s')", o.table.c_str());
+  if (o.table != "prefill" && o.table != "decode" && o.table != "varlen" &&
+      o.table != "chunked" && o.table != "all")
+    die("--table must be prefill, decode, varlen, chunked or all (got '%s')", o.table.c_str());
   if (o.dtype != "bf16" && o.dtype != "fp16") die("--dtype must be bf16 or fp16");
   if (o.min_iters < 20) die("--iters must be >= 20 (median of at least 20 timed runs)");
   if (o.warmup < 1) o.warmup = 1;
@@ -847,6 +963,7 @@ int main(int argc, char** argv) {
   if (all || B.opt.table == "prefill") bench_prefill(B, dtype);
   if (all || B.opt.table == "varlen") bench_varlen(B, dtype);
   if (all || B.opt.table == "decode") bench_decode(B, dtype);
+  if (all || B.opt.table == "chunked") bench_chunked_paged(B, dtype);
 
   if (!B.opt.json_path.empty()) write_json(B);
   for (auto& e : B.events) CUDA_CHECK(cudaEventDestroy(e));

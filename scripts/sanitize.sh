@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a reduced GPU test
 # selection that reaches every kernel: forward (plain, padded head dims, varlen), split-KV +
-# combine, KV append with rotary, paged KV, plus the reliability stride checks.
+# combine, KV append with rotary, paged KV (pages of 1, 3 and 48 rows, paged varlen), the
+# serving features of flare.h (sinks with split-KV, prefix ranges, odd head dims, head dim 512,
+# head_dim_v 128 under head_dim 192), plus the reliability stride checks. Serving cases whose
+# kernel head dim is not in FLARE_HEAD_DIMS are left out and listed (for all of them:
+# FLARE_HEAD_DIMS="32;64;128;192;256;512").
 #
 #   scripts/sanitize.sh [OUT_DIR]        (default OUT_DIR: build-sanitize/reports)
 #
@@ -42,6 +46,19 @@ if [ -z "$filter" ]; then
   dims=$(echo "$FLARE_HEAD_DIMS" | tr ';' '|')
   all=$("$bin" --gtest_list_tests | awk '/^[^ ]/{s=$1} /^  /{print s $1}')
   pick() { echo "$all" | grep -E "$1" | grep -E "_d($dims)_" | head -"$2"; }
+  # serving "DIMS" NAME: the ServingSweep case NAME when every kernel head dim in DIMS is
+  # built (else noted on stderr); a name the binary lacks is noted too.
+  serving() {
+    local need=$1 name=$2 d
+    for d in $need; do
+      if ! echo ";$FLARE_HEAD_DIMS;" | grep -q ";$d;"; then
+        echo "sanitize: left out $name (needs head dim $d in FLARE_HEAD_DIMS)" >&2
+        return
+      fi
+    done
+    echo "$all" | grep -E "^Serving/ServingSweep\.RefusedUntouchedOrMatchesReference/$name\$" ||
+      echo "sanitize: no serving case $name in this binary" >&2
+  }
   sel=$( {
     echo "$all" | grep -E '^(SplitCombine|AppendKv)\.' | head -4
     pick '^Features/ForwardSweep\..*_b1_.*_sp1$' 2
@@ -59,6 +76,27 @@ if [ -z "$filter" ]; then
     case "|$dims|" in *"|64|"*)
       echo "$all" | grep -E '^Serving/ServingSweep\..*/(sink_prefill_split4|sink_gqa_pack_r32_split4|ranges_causal_d64_split4|ranges_window_both_sides_sink)$' ;;
     esac
+    # Paged KV at pages below the decode kernel's 16-row key groups and not a multiple of 16.
+    pick '^Pages/DecodeSweep\..*_page1_' 1
+    pick '^Pages/DecodeSweep\..*_page3_lpad' 1
+    pick '^Pages/DecodeSweep\..*_page48_' 1
+    pick '^Chunks/DecodeSweep\..*_page1_' 1
+    pick '^Chunks/DecodeSweep\..*_page3_' 1
+    # Serving cases (tests/gpu/test_serving.cpp), by name, with the kernel head dims they need.
+    serving 64 paged_varlen_page1_cuk
+    serving 64 paged_varlen_page3_seqused
+    serving 128 paged_varlen_page48_cuk
+    serving 128 paged_varlen_decode_rows_page3
+    serving 128 paged_varlen_long_page1_d128
+    serving 64 paged_varlen_long_page7_d64
+    serving 128 kv_page3_append
+    serving 64 sink_varlen_causal_sp3
+    serving 64 ranges_causal_cross_tiles_split3
+    serving 64 head_dim59
+    serving 128 head_dim111
+    serving 32 head_dim7
+    serving 512 head_dim512
+    serving "192 256" head_dim192_v128_causal_sp0
   } | awk 'NF && !seen[$0]++')
   filter=$(echo "$sel" | paste -sd: -)
 fi

@@ -14,6 +14,7 @@
 #include "common/block_range.h"
 #include "common/lse_merge.h"
 #include "common/mask.h"
+#include "common/paged_rows.h"
 #include "common/prefix_ranges.h"
 #include "common/rotary.h"
 #include "common/score_mods.h"
@@ -493,6 +494,50 @@ TEST(SemanticsSequence, KvCacheLeftpadAndBatchIndex) {
     const flare::SequenceInfo s = flare::sequence_info(p, b);
     EXPECT_EQ(flare::rotary_q_position(p, s, 1), cache[b] + 1);
   }
+}
+
+// The paged fills' lane lookups (common/paged_rows.h) for the shapes the Hopper kernels run
+// (chunks per row x threads x rows: producer 128 threads, all-threads kernel 256): every row of
+// a fill is looked up by exactly one lane, and in every pass each thread's shuffle source (a lane
+// of its own warp) looked up the very row the thread copies.
+template <int Chunks, int Threads, int Rows>
+void check_paged_lane_rows() {
+  using L = flare::PagedLaneRows<Chunks, Threads, Rows>;
+  SCOPED_TRACE(::testing::Message() << Chunks << " chunks, " << Threads << " threads, " << Rows
+                                    << " rows");
+  ASSERT_TRUE(L::kApplies);
+  std::vector<int> looked_up(Rows, 0);
+  for (int warp = 0; warp < Threads / 32; ++warp)
+    for (int lane = 0; lane < 32; ++lane) {
+      const int row = L::lookup_row(warp, lane);
+      if (row < 0) continue;
+      ASSERT_LT(row, Rows);
+      ++looked_up[row];
+    }
+  for (int r = 0; r < Rows; ++r) EXPECT_EQ(looked_up[r], 1) << "row " << r;
+  std::vector<int> copied(Rows * Chunks, 0);
+  for (int t = 0; t < Threads; ++t)
+    for (int i = 0; i < L::kPasses; ++i) {
+      const int row = L::copied_row(t, i);
+      ASSERT_LT(row, Rows);
+      ++copied[row * Chunks + t % Chunks];
+      const int holder = L::holder(t, i);
+      ASSERT_GE(holder, 0);
+      ASSERT_LT(holder, 32);
+      EXPECT_EQ(L::lookup_row(t / 32, holder), row) << "thread " << t << " pass " << i;
+    }
+  for (int c : copied) EXPECT_EQ(c, 1);  // every chunk of every row exactly once
+}
+
+TEST(SemanticsSequence, PagedFillLaneLookups) {
+  check_paged_lane_rows<8, 128, 128>();   // d64 producer
+  check_paged_lane_rows<16, 128, 128>();  // d128 producer
+  check_paged_lane_rows<8, 256, 128>();   // d64 all-threads
+  check_paged_lane_rows<16, 256, 128>();  // d128 all-threads
+  check_paged_lane_rows<32, 256, 64>();   // d256 all-threads
+  // A warp split across rows, or more rows per warp than lanes: not this layout.
+  EXPECT_FALSE((flare::PagedLaneRows<12, 128, 128>::kApplies));
+  EXPECT_FALSE((flare::PagedLaneRows<8, 128, 192>::kApplies));
 }
 
 TEST(SemanticsSequence, PagedMatchesContiguous) {

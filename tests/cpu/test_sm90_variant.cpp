@@ -72,8 +72,8 @@ TEST(Sm90Variant, DefaultsFollowTheMeasurements) {
 }
 
 // Masked (triangular, banded) work is balanced by the tile tickets, so masks keep the
-// persistent CTAs; paged launches (no persistent instance) run one CTA per tile.
-TEST(Sm90Variant, MasksKeepDynamicPersistencePagedDoesNot) {
+// persistent CTAs; paged launches are persistent too (d64 / d128 have the instance).
+TEST(Sm90Variant, MasksAndPagesKeepDynamicPersistence) {
   const Sm90Overrides none;
   flare_mha_fwd_params p = prefill(2048);
   p.causal = 1;
@@ -85,7 +85,15 @@ TEST(Sm90Variant, MasksKeepDynamicPersistencePagedDoesNot) {
   p.window_right = 0;
   EXPECT_TRUE(choose_sm90_variant(p, 64, none).persistent);
   p = paged_prefill(2048);
-  EXPECT_FALSE(choose_sm90_variant(p, 128, none).persistent);
+  for (int d : {64, 128}) {
+    const auto v = choose_sm90_variant(p, d, none);
+    EXPECT_TRUE(v.warp_specialized && v.persistent) << d;
+    EXPECT_EQ(v.block_n, flare::sm90_default_block_n(d)) << d;
+    EXPECT_EQ(v.consumer_wgs, 2) << d;
+  }
+  Sm90Overrides off = none;
+  off.persistent = 0;
+  EXPECT_FALSE(choose_sm90_variant(p, 128, off).persistent);
 }
 
 TEST(Sm90Variant, VarlenIsWarpSpecialisedAndPersistent) {

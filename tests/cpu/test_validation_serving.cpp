@@ -170,28 +170,16 @@ TEST(ValidationServing, NotYetSupported) {
   const Case cases[] = {
       {"head_dim_v_192_128", dense_base, [](P& p) { p.head_dim = 192, p.head_dim_v = 128; },
        NOT_YET, "head_dim_v (128) != head_dim (192)"},
-      {"paged_varlen", paged_varlen_base, [](P&) {}, NOT_YET,
-       "block_table with cu_seqlens_q: paged KV in variable-length attention is not implemented"},
-      {"paged_varlen_seqused_k", paged_varlen_base,
-       [](P& p) { p.cu_seqlens_k = nullptr, p.seqused_k = fake_ptr<const int32_t>(0x600200); },
-       NOT_YET, "block_table with cu_seqlens_q"},
-      {"kv_page_size_1", kv_paged_base, [](P& p) { p.page_block_size = 1; }, NOT_YET,
-       "page_block_size (1): page sizes that are not a multiple of 16"},
-      {"kv_page_size_3", kv_paged_base, [](P& p) { p.page_block_size = 3; }, NOT_YET,
-       "page_block_size (3)"},
       // Head dims keep the status they had before 1..512 became valid input.
-      {"head_dim_59", dense_base, [](P& p) { p.head_dim = 59; }, BAD_HDIM,
-       "head_dim (59) is not supported by the GPU kernels yet"},
       {"head_dim_512", dense_base, [](P& p) { p.head_dim = 512; }, BAD_HDIM,
        "head_dim (512) is not supported by the GPU kernels yet"},
-      {"head_dim_1", dense_base, [](P& p) { p.head_dim = 1; }, BAD_HDIM, "head_dim (1)"},
   };
   for (const Case& c : cases) expect_case(c);
 }
 
 // What stays valid: empty serving fields, a range pointer with 0 ranges per sequence, head_dim_v
-// equal to head_dim, page sizes that are multiples of 16; and what the kernels run: sinks and
-// prefix ranges.
+// equal to head_dim; paged KV at any page size >= 1, in KV-cache and in varlen mode (key counts
+// from cu_seqlens_k or from seqused_k alone); and what the kernels run: sinks and prefix ranges.
 TEST(ValidationServing, StillAccepted) {
   const Mutation ok[] = {
       [](P&) {},
@@ -217,10 +205,17 @@ TEST(ValidationServing, StillAccepted) {
     m(p);
     EXPECT_EQ(intake(p), FLARE_OK) << last_error();
   }
-  for (int page : {16, 48, 256}) {
+  for (int page : {1, 3, 16, 17, 48, 256, 1000}) {
     P p = kv_paged_base();
     p.page_block_size = page;
-    EXPECT_EQ(intake(p), FLARE_OK) << page << ": " << last_error();
+    p.k_batch_stride = p.v_batch_stride = int64_t(page) * p.k_row_stride;  // whole pages
+    EXPECT_EQ(intake(p), FLARE_OK) << "kv page " << page << ": " << last_error();
+    P v = paged_varlen_base();
+    v.page_block_size = page;
+    v.k_batch_stride = v.v_batch_stride = int64_t(page) * v.k_row_stride;
+    EXPECT_EQ(intake(v), FLARE_OK) << "varlen page " << page << ": " << last_error();
+    v.cu_seqlens_k = nullptr, v.seqused_k = fake_ptr<const int32_t>(0x600200);
+    EXPECT_EQ(intake(v), FLARE_OK) << "varlen seqused_k page " << page << ": " << last_error();
   }
 }
 
@@ -232,7 +227,7 @@ TEST(ValidationServing, HeadDimRangeAndKernelSet) {
     p.head_dim = d;
     p.q_head_stride = p.out_head_stride = p.k_head_stride = p.v_head_stride = (d + 7) / 8 * 8;
     EXPECT_EQ(flare::validate_serving_fields(p), FLARE_OK) << d << ": " << last_error();
-    const bool kernel = d % 8 == 0 && d >= 8 && d <= 256;
+    const bool kernel = d <= 256;  // narrow launches where d is not a multiple of 8
     EXPECT_EQ(flare::serving_features_not_yet_supported(p) == FLARE_OK, kernel) << d;
     p.head_dim_v = d;
     EXPECT_EQ(flare::validate_serving_fields(p), FLARE_OK) << d;
@@ -263,8 +258,8 @@ TEST(ValidationServing, OlderStructGetsServingFieldsZero) {
                 "sink starts the 8-byte group after p_dropout's");
   static_assert(offsetof(flare_mha_fwd_params, head_dim_v) >
                     offsetof(flare_mha_fwd_params, max_mm_prefix_ranges),
-                "head_dim_v is the last field");
-  static_assert(FLARE_MHA_FWD_PARAMS_VERSION == 2, "the serving fields are version 2");
+                "head_dim_v follows max_mm_prefix_ranges");
+  static_assert(FLARE_MHA_FWD_PARAMS_VERSION >= 2, "the serving fields came with version 2");
   const size_t older_size = offsetof(flare_mha_fwd_params, sink);
   P src = dense_base();
   src.struct_size = uint32_t(older_size);

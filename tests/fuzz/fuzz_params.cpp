@@ -24,7 +24,13 @@
 //     them; accepted params pass validate_serving_fields and serving_features_not_yet_supported
 //     (so a feature the GPU kernels lack never reaches a plan) and obey the documented rules
 //     (head dims, sink / range alignment and strides, paged KV modes and page size); the split
-//     accumulators hold head_dim_v columns.
+//     accumulators hold head_dim_v columns; paged KV is never refused for its page size or
+//     for varlen mode (every page size >= 1 runs, paged varlen runs).
+//   - validation and planning read no device memory: the per-sequence arrays (cu_seqlens,
+//     seqused_k, cache_seqlens, leftpad_k, block_table, sink, mm_prefix_ranges) sometimes point
+//     into a host arena that AddressSanitizer poisons, holding what would be bad contents if
+//     anyone read them (ranges with start > end, negative and out-of-pool page indices,
+//     decreasing cu_seqlens): any read is an ASan report.
 //
 // Build (see .ci/steps/fuzz.sh):
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
@@ -32,6 +38,7 @@
 //     src/api/validate.cpp src/api/layout_check.cpp src/api/validate_serving.cpp src/plan/plan.cpp src/plan/tuning.cpp
 //     src/kernels/sm90/tma_maps.cpp src/kernels/sm90/variant.cpp -o flare_fuzz_params
 #include <fuzzer/FuzzedDataProvider.h>
+#include <sanitizer/asan_interface.h>
 
 #include <cmath>
 #include <cstddef>
@@ -41,12 +48,16 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "api/error.h"
 #include "api/validate.h"
 #include "api/validate_serving.h"
+#include "common/sequence.h"
+#include "common/narrow.h"
 #include "common/serving_semantics.h"
+#include "common/split.h"
 #include "common/tile_config.h"
 #include "flare/flare.h"
 #include "kernels/sm90/tma_maps.h"
@@ -136,6 +147,40 @@ const void* pick_ptr(FuzzedDataProvider& in, int null_weight) {
   return reinterpret_cast<const void*>(base);
 }
 
+// "Device memory" the host part must never read: 64 KiB of int32 values that would be bad
+// input (ranges with start > end, negative and huge page indices, decreasing offsets),
+// poisoned for AddressSanitizer once. Pointers into it are 16-byte aligned.
+const void* poisoned_arena(size_t offset_words) {
+  static int32_t* arena = [] {
+    constexpr size_t kWords = 16384;
+    auto* a = static_cast<int32_t*>(std::aligned_alloc(256, kWords * sizeof(int32_t)));
+    static const int32_t kBad[] = {100, 5, -1, 0x7fffffff, -0x7fffffff - 1, 3, 1 << 30, -7};
+    for (size_t i = 0; i < kWords; ++i) a[i] = kBad[i % 8];
+    ASAN_POISON_MEMORY_REGION(a, kWords * sizeof(int32_t));
+    return a;
+  }();
+  return arena + (offset_words % 16000) / 4 * 4;
+}
+
+// Points some of the per-sequence arrays that are set into the poisoned arena.
+void point_into_arena(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
+  auto maybe = [&](const auto*& ptr) {
+    using E = std::remove_cv_t<std::remove_pointer_t<std::remove_reference_t<decltype(ptr)>>>;
+    if (ptr != nullptr && in.ConsumeBool())
+      ptr = static_cast<const E*>(poisoned_arena(in.ConsumeIntegral<uint16_t>()));
+  };
+  maybe(p.cu_seqlens_q);
+  maybe(p.cu_seqlens_k);
+  maybe(p.seqused_k);
+  maybe(p.cache_seqlens);
+  maybe(p.leftpad_k);
+  maybe(p.cache_batch_idx);
+  maybe(p.block_table);
+  maybe(p.sink);
+  maybe(p.mm_prefix_ranges);
+  maybe(p.alibi_slopes);
+}
+
 // The serving fields: head dims up to 512 and head_dim_v, sinks, multimodal prefix ranges, and
 // paged KV in varlen at any page size. Mostly left unset, so the other fields keep their weight.
 void fill_serving(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
@@ -170,6 +215,14 @@ void fill_serving(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
   } else if (p.block_table != nullptr && in.ConsumeBool()) {
     p.page_block_size = pick_int(in, 1, 300);  // KV cache: any page size
   }
+  if (p.block_table != nullptr && in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    // Whole pages in k / v (the page stride of a pool of page_block_size rows), so that the
+    // extent checks let more paged calls through to the planner.
+    int64_t page_stride = 0;
+    if (!__builtin_mul_overflow(int64_t(p.page_block_size), p.k_row_stride, &page_stride))
+      p.k_batch_stride = p.v_batch_stride = page_stride;
+  }
+  if (in.ConsumeIntegralInRange<int>(0, 2) == 0) point_into_arena(in, p);
 }
 
 void fill(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
@@ -219,8 +272,11 @@ void fill(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
       p.block_table = static_cast<const int32_t*>(pick_ptr(in, 0));
       p.block_table_batch_stride = in.ConsumeBool() ? in.ConsumeIntegralInRange<int64_t>(-1, 4096)
                                                     : pick_stride(in);
-      p.page_block_size = in.ConsumeBool() ? 16 * in.ConsumeIntegralInRange<int32_t>(0, 64)
-                                           : pick_int(in, -16, 1024);
+      switch (in.ConsumeIntegralInRange<int>(0, 2)) {
+        case 0: p.page_block_size = 16 * in.ConsumeIntegralInRange<int32_t>(0, 64); break;
+        case 1: p.page_block_size = in.ConsumeIntegralInRange<int32_t>(1, 300); break;
+        default: p.page_block_size = pick_int(in, -16, 1024); break;
+      }
       p.num_pages = pick_int(in, 0, 1 << 16);
     }
     if (in.ConsumeBool()) {
@@ -283,7 +339,12 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
   const flare::Sm90Variant v = flare::choose_sm90_variant(p, sm90_hd, flare::Sm90Overrides{});
   if (p.block_table != nullptr && sm90_hd > 128) REQUIRE(!v.warp_specialized, p, 0, 0);
   if (!v.warp_specialized) REQUIRE(!v.persistent && !v.pingpong, p, v.persistent, v.pingpong);
-  if (p.block_table != nullptr) REQUIRE(!v.persistent, p, 0, 0);  // no paged persistent instance
+  // Paged warp-specialised launches: the instances of the default key block and two consumer
+  // warpgroups only (persistent or not), at d64 / d128.
+  if (p.block_table != nullptr && v.warp_specialized)
+    REQUIRE(sm90_hd <= 128 && v.block_n == flare::sm90_default_block_n(sm90_hd) &&
+                v.consumer_wgs == 2,
+            p, v.block_n, v.consumer_wgs);
   // The long key block only where its (persistent, unpaged) instance exists.
   REQUIRE(v.block_n == flare::sm90_default_block_n(sm90_hd) ||
               (v.block_n == flare::sm90_long_block_n(sm90_hd) && v.persistent &&
@@ -317,6 +378,13 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
             p, dev.cc_major, plan.sm90_head_dim);
   if (plan.family == FwdKernelFamily::kSm80Decode)
     REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows, p, plan.max_seqlen_q, 0);
+  // Narrow launches (element-granular loads and stores) exactly where some row is not 16-byte
+  // addressable; they never take the Hopper kernels (TMA / 16-byte cp.async only). Accepted
+  // tensors are element aligned.
+  REQUIRE(plan.narrow == flare::is_narrow(p), p, plan.narrow, 0);
+  if (plan.narrow) REQUIRE(!sm90, p, int(plan.family), 0);
+  for (const void* t : {p.q, p.k, p.v, static_cast<const void*>(p.out)})
+    REQUIRE(reinterpret_cast<uintptr_t>(t) % 2 == 0, p, reinterpret_cast<uintptr_t>(t), 0);
   if (plan.family == FwdKernelFamily::kNone) {
     REQUIRE(dev.smem_optin > 0 && !sm90, p, dev.smem_optin, 0);
     return;
@@ -325,7 +393,8 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
           plan.tile.block_m, plan.tile.block_n);
 
   // The split count is the heuristic's over the plan's own tile.
-  const int max_seqlen_k = plan.p.cu_seqlens_k != nullptr ? plan.p.max_seqlen_k : plan.p.seqlen_k;
+  // Varlen (paged varlen by seqused_k alone too): max_seqlen_k; else seqlen_k.
+  const int max_seqlen_k = flare::max_key_rows(plan.p);
   const long long m_blocks =
       (static_cast<long long>(plan.max_seqlen_q) + plan.tile.block_m - 1) / plan.tile.block_m;
   const long long n_blocks =
@@ -350,7 +419,7 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   // A tile counter exactly for persistent warp-specialised launches, which need a workspace.
   const bool counter = plan.family == FwdKernelFamily::kSm90WarpSpecialized && plan.sm90.persistent;
   REQUIRE(counter == (plan.tile_counter_offset != flare::kNoRegion), p, counter, 0);
-  if (counter) REQUIRE(p.workspace != nullptr && p.block_table == nullptr, p, 0, 0);
+  if (counter) REQUIRE(p.workspace != nullptr, p, 0, 0);
 
   const size_t ws = plan.workspace_bytes;
   REQUIRE(ws % flare::kWorkspaceAlignment == 0 || ws == SIZE_MAX, p, ws, 0);
@@ -367,7 +436,8 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   if (plan.num_splits > 1) {
     const unsigned __int128 rows =
         static_cast<unsigned __int128>(plan.p.batch) * plan.p.num_heads * plan.max_seqlen_q;
-    regions[n++] = {plan.o_accum_offset, rows * plan.num_splits * plan.p.head_dim * 4,
+    regions[n++] = {plan.o_accum_offset,
+                    rows * plan.num_splits * flare::split_accum_row_floats(plan.p.head_dim) * 4,
                     "o_accum region"};
     regions[n++] = {plan.lse_accum_offset, rows * plan.num_splits * 4, "lse_accum region"};
   }
@@ -429,7 +499,8 @@ void check_serving_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& pla
   const unsigned __int128 rows = static_cast<unsigned __int128>(plan.p.batch) *
                                  plan.p.num_heads * plan.max_seqlen_q * plan.num_splits;
   const unsigned __int128 o_end =
-      plan.o_accum_offset + rows * static_cast<unsigned>(flare::v_head_dim(p)) * 4;
+      plan.o_accum_offset +
+      rows * static_cast<unsigned>(flare::split_accum_row_floats(flare::v_head_dim(p))) * 4;
   REQUIRE(o_end <= plan.workspace_bytes, p, plan.o_accum_offset, plan.workspace_bytes);
 }
 
@@ -491,6 +562,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     REQUIRE(st >= FLARE_ERROR_INVALID_ARGUMENT && st <= FLARE_ERROR_NOT_SUPPORTED, full, st, 0);
     REQUIRE(flare_last_error()[0] != '\0', full, st, 0);
     REQUIRE(std::strlen(flare_last_error()) < 512, full, st, 0);
+    // Every page size >= 1 and paged varlen run on the GPU kernels: no refusal names them.
+    if (st == FLARE_ERROR_NOT_SUPPORTED) {
+      REQUIRE(std::strstr(flare_last_error(), "page_block_size") == nullptr, full, st,
+              full.page_block_size);
+      REQUIRE(std::strstr(flare_last_error(), "block_table with cu_seqlens_q") == nullptr, full,
+              st, 0);
+    }
     return 0;
   }
 

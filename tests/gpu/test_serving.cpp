@@ -31,12 +31,12 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // One switch per line of serving_features_not_yet_supported (src/api/validate_serving.cpp):
 // flip a switch in the same change that deletes its line and lands the kernels.
-constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside multiples of 8 in [8, 256]
+constexpr bool kOddHeadDimsOnGpu = true;     // head_dim in [1, 256] not a multiple of 8 (narrow)
 constexpr bool kHeadDimVOnGpu = false;       // head_dim_v != head_dim, i.e. (192, 128)
 constexpr bool kSinksOnGpu = true;           // sink
 constexpr bool kPrefixRangesOnGpu = true;    // mm_prefix_ranges
-constexpr bool kPagedVarlenOnGpu = false;    // block_table with cu_seqlens_q
-constexpr bool kAnyPageSizeOnGpu = false;    // page_block_size not a multiple of 16
+constexpr bool kPagedVarlenOnGpu = true;     // block_table with cu_seqlens_q
+constexpr bool kAnyPageSizeOnGpu = true;     // page_block_size not a multiple of 16
 
 // The refusal a case gets while a feature it uses is missing: the first missing feature in
 // the order serving_features_not_yet_supported checks them.
@@ -47,7 +47,9 @@ struct Refusal {
 };
 
 Refusal expected_refusal(const ServingCase& c) {
-  const bool kernel_head_dim = c.head_dim % 8 == 0 && c.head_dim >= 8 && c.head_dim <= 256;
+  // Head dims above 256 are the d512 instance's; the others run (narrow where not a multiple
+  // of 8) once kOddHeadDimsOnGpu is on.
+  const bool kernel_head_dim = c.head_dim <= 256 && (c.head_dim % 8 == 0 || kOddHeadDimsOnGpu);
   if (!kernel_head_dim && !kOddHeadDimsOnGpu)
     return {true, FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "is not supported by the GPU kernels yet"};
   if (c.dv() != c.head_dim && !kHeadDimVOnGpu)
@@ -100,6 +102,36 @@ std::vector<ServingCase> serving_cases() {
     c.window_left = 40, c.window_right = 7, c.alibi = true, c.softcap = 20.f, c.num_splits = 4;
     add(c);
   }
+  // Paged varlen batches of decode rows only (at most 16 query rows per sequence: the decode
+  // kernel on both paths), pages smaller than and not dividing its 16-row key groups.
+  for (int page : {1, 3, 5, 48}) {
+    ServingCase c;
+    c.name = "paged_varlen_decode_rows_page" + std::to_string(page);
+    c.dtype = page % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+    c.head_dim = page == 5 ? 64 : 128, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {1, 16, 0, 3, 1}, c.k_lens = {1, 200, 17, 64, 1000};
+    c.page_size = page, c.seqused_only = page == 3;
+    c.causal = page != 5;
+    c.num_splits = page == 1 ? 3 : page == 48 ? 0 : 1;
+    add(c);
+  }
+  // Many key blocks per tile through the paged producer / all-threads kernel: page 1 (every
+  // row its own page), 7 and 256 with GQA, non-causal and windowed, forced splits; d256 runs
+  // the Hopper all-threads kernel.
+  for (int page : {1, 7, 256})
+    for (int d : {64, 128, 256}) {
+      ServingCase c;
+      c.name = "paged_varlen_long_page" + std::to_string(page) + "_d" + std::to_string(d);
+      c.dtype = d == 128 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = d == 256 ? 4 : 1;
+      c.q_lens = {300, 129, 0, 17}, c.k_lens = {1100, 700, 50, 17};
+      c.page_size = page;
+      c.causal = d == 128;
+      if (d == 64) c.window_left = 200, c.window_right = 30;
+      c.num_splits = page == 7 ? 5 : 1;
+      c.padded = page == 256;
+      add(c);
+    }
   // 2. KV-cache decode and chunked prefill at odd page sizes (and 16 / 48 / 256, which run
   //    today), with append.
   for (int page : {1, 3, 16, 48, 256}) {
@@ -132,6 +164,74 @@ std::vector<ServingCase> serving_cases() {
     c.causal = d != 111;
     c.num_splits = d == 512 ? 3 : 1;
     c.padded = d == 59;
+    add(c);
+  }
+  // 3b. Narrow tensors (common/narrow.h): the odd head dims with strides of exactly the
+  //     head dim (never multiples of 8) and with odd gaps, bases that are only 2-byte aligned
+  //     (an aligned head dim made narrow by its addresses alone), varlen, KV cache with append
+  //     and rotary-free append into odd-strided caches, paged, split-KV, GQA-packed decode,
+  //     causal and window masks.
+  for (int d : {1, 7, 59, 111, 200, 264, 511}) {
+    for (int padded : {0, 1}) {
+      ServingCase c;
+      c.name = "narrow_d" + std::to_string(d) + (padded ? "_padded_odd_gaps" : "_contiguous");
+      c.dtype = (d + padded) % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = 2;
+      c.tight = true, c.padded = padded == 1;
+      c.q_lens = {70, 1, 129}, c.k_lens = {200, 33, 129};
+      c.causal = padded == 0;
+      if (padded) c.window_left = 50, c.window_right = 3;
+      c.num_splits = padded ? 3 : 1;
+      add(c);
+    }
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_d64_odd_base_offsets";
+    c.head_dim = 64, c.num_heads = 4, c.num_heads_k = 4;
+    c.base_offset = 1;
+    c.q_lens = {100, 17}, c.k_lens = {260, 17};
+    c.causal = true, c.num_splits = 0;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_d128_tight_gaps_split4";
+    c.dtype = FLARE_DTYPE_FP16;
+    c.head_dim = 128, c.num_heads = 2, c.num_heads_k = 1;
+    c.tight = true, c.padded = true;  // aligned head dim, odd gaps
+    c.q_lens = {200}, c.k_lens = {700};
+    c.num_splits = 4;
+    add(c);
+  }
+  for (int d : {7, 59, 111}) {
+    ServingCase c;
+    c.name = "narrow_kv_d" + std::to_string(d) + "_append_decode_gqa";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = d, c.num_heads = 8, c.num_heads_k = 2;
+    c.tight = true, c.base_offset = d == 59 ? 3 : 0;
+    c.q_lens = {1, 1, 1}, c.k_lens = {1, 90, 400};
+    c.seqlen_new = 1, c.num_splits = d == 111 ? 0 : 3;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_kv_d59_page16_chunk_append_causal";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 59, c.num_heads = 4, c.num_heads_k = 2;
+    c.tight = true, c.padded = true;
+    c.q_lens = {24, 24}, c.k_lens = {24, 150};
+    c.page_size = 16, c.seqlen_new = 24, c.causal = true, c.num_splits = 2;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_varlen_d111_alibi_softcap";
+    c.dtype = FLARE_DTYPE_FP16;
+    c.head_dim = 111, c.num_heads = 6, c.num_heads_k = 3;
+    c.tight = true, c.base_offset = 5;
+    c.q_lens = {37, 1, 0, 100, 1}, c.k_lens = {170, 65, 9, 100, 300};
+    c.alibi = true, c.softcap = 20.f, c.causal = true, c.num_splits = 0;
     add(c);
   }
   for (int splits : {1, 0}) {

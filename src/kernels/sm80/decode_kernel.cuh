@@ -10,13 +10,17 @@
 // consumes, so the main loop needs no CTA barrier: a per-thread cp.async group wait and a
 // __syncwarp order a stage. K and V of a block share one stage; kStages stages are in flight.
 //
-// Paged KV: a warp's 16 rows lie in at most two pages (page sizes are multiples of 16 and
-// >= 16), so each thread looks up the block table at most twice per block, in 32-bit math, and
-// selects the page per row with one compare.
+// Paged KV, pages of >= 16 rows: a warp's 16 rows lie in at most two pages, so each thread
+// looks up the block table at most twice per block, in 32-bit math, and selects the page per
+// row with one compare. Smaller pages (any size >= 1): lane r < 16 looks up row r of the
+// warp's group once per block and the lanes that copy a chunk of row r take its page and
+// in-page row by shuffle.
 #pragma once
 #include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/smem_swizzle.h"
+#include "common/split.h"
+#include "kernels/common/narrow_copy.cuh"
 #include "kernels/common/online_softmax.cuh"
 
 namespace flare {
@@ -72,7 +76,11 @@ struct DecodeTraits {
   }
 };
 
-template <int Arch, typename T, int HeadDim>
+// Narrow (launch.narrow, common/narrow.h): K/V/Q loaded and O stored element by element. A
+// template flag rather than the runtime branch of the prefill kernel: the decode main loop
+// keeps O and Q in registers (d192: 250 of 255), and an element loader in the same loop made
+// the fast path spill.
+template <int Arch, typename T, int HeadDim, bool Narrow = false>
 __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
                                   DecodeTraits<HeadDim>::kCtasPerSm)
     decode_kernel(const __grid_constant__ FwdLaunch launch) {
@@ -130,7 +138,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
-    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, q_row);
+    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, Narrow, q_row);
     cp_async_commit();
 
     // K/V addressing of this (sequence, KV head). Unpaged rows are affine in the row index;
@@ -146,10 +154,50 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
     const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kKVRowBytes);
 
+    // Pages of fewer than 16 rows: this warp's 16-row group starting at key n0 (rows r <
+    // valid_rows exist) into dst. Lane r < 16 looks up row r (page, in-page row), the lanes
+    // copying row r's chunks take both by shuffle: one table read and one division per lane.
+    auto load_group_small_pages = [&](int n0, int valid_rows, uint32_t dst) {
+      int page = 0, in_page = 0;
+      if (lane < valid_rows && lane < Tr::kWarpKeys) {
+        const uint32_t row = uint32_t(k_row0 + n0 + lane);
+        const uint32_t slot = row / page_size;
+        page = table[slot];
+        in_page = int(row - slot * page_size);
+      }
+#pragma unroll
+      for (int i = 0; i < kLaneChunks; ++i) {
+        const int c = lane + 32 * i;
+        const int r = c / kChunks;
+        const int col = (c % kChunks) * 8;
+        const int row_page = __shfl_sync(0xffffffffu, page, r);
+        const int row_in = __shfl_sync(0xffffffffu, in_page, r);
+        const bool valid = r < valid_rows && col < p.head_dim;
+        const T* ks = k + (int64_t(row_page) * p.k_batch_stride + k_head_off +
+                           int64_t(row_in) * p.k_row_stride + col);
+        const T* vs = v + (int64_t(row_page) * p.v_batch_stride + v_head_off +
+                           int64_t(row_in) * p.v_row_stride + col);
+        const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+        if constexpr (Narrow) {
+          const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
+          st_shared_16(d, narrow_load_elements(n ? ks : k, n));
+          st_shared_16(d + Tr::kSmemTile, narrow_load_elements(n ? vs : v, n));
+        } else {
+          cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
+          cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+        }
+      }
+    };
+
     // Loads this warp's 16 rows of K and V of key block n_block into stage `stage`.
     auto load_block = [&](int n_block, int stage) {
       const int n0 = n_block * kBlockN + warp * Tr::kWarpKeys;  // first key of the group
       const int valid_rows = seqlen_k - n0;                      // rows r < valid_rows exist
+      const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
+      if (paged && page_size < uint32_t(Tr::kWarpKeys)) {
+        load_group_small_pages(n0, valid_rows, dst);
+        return;
+      }
       // Pointers to row n0 (p0) and, for rows r >= switch_row, to the next page (p1), both
       // biased so that row r lives at p + r * row_stride.
       const T* kp0 = k;
@@ -183,8 +231,25 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           vp1 = vp0;
         }
       }
-      const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
-      if constexpr (32 % kChunks == 0) {
+      if constexpr (Narrow) {
+        // Element by element (narrow_copy.cuh): the same chunks as the paths below, a K and a
+        // V chunk in flight together; not unrolled (unrolled, the d64 / d128 instances spill).
+#pragma unroll 1
+        for (int i = 0; i < kLaneChunks; ++i) {
+          const int c = lane + 32 * i;
+          const int r = c / kChunks;
+          const int col = (c % kChunks) * 8;
+          const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
+          const bool second = r >= switch_row;
+          const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+          const uint4 kx = narrow_load_elements(
+              n ? (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col) : k, n);
+          const uint4 vx = narrow_load_elements(
+              n ? (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col) : v, n);
+          st_shared_16(d, kx);
+          st_shared_16(d + Tr::kSmemTile, vx);
+        }
+      } else if constexpr (32 % kChunks == 0) {
         // A lane keeps one column and steps 32 / kChunks rows per chunk: walk the rows with
         // pointers (no per-row 64-bit offsets for the compiler to keep live across blocks).
         constexpr int kRowStep = 32 / kChunks;
@@ -394,7 +459,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       const int64_t acc_row = acc_row0 + row;
       if (col == 0) launch.lse_accum[acc_row] = lse;
       if (empty || col >= p.head_dim) continue;  // the combine skips empty parts
-      float* dst = launch.o_accum + acc_row * p.head_dim + col;
+      float* dst = launch.o_accum + acc_row * split_accum_row_floats(p.head_dim) + col;
       *reinterpret_cast<float4*>(dst) = make_float4(o[0], o[1], o[2], o[3]);
       *reinterpret_cast<float4*>(dst + 4) = make_float4(o[4], o[5], o[6], o[7]);
       continue;
@@ -405,7 +470,11 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       packed.y = pack2<T>(o[2], o[3]);
       packed.z = pack2<T>(o[4], o[5]);
       packed.w = pack2<T>(o[6], o[7]);
-      *reinterpret_cast<uint4*>(out + out_offset(p, seq, row, head) + col) = packed;
+      T* dst = out + out_offset(p, seq, row, head) + col;
+      if constexpr (Narrow)
+        narrow_store_chunk(dst, packed, chunk_elements(col, p.head_dim));
+      else
+        *reinterpret_cast<uint4*>(dst) = packed;
     }
     if (p.lse != nullptr && col == 0) p.lse[lse_offset(p, seq, row, head)] = lse;
   }

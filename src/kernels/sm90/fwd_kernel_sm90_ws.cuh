@@ -68,7 +68,7 @@ struct Sm90WsTraits {
 
 // The producer gives registers to the consumers (setmaxnreg). No CTA barrier after the
 // barrier initialisation: the consumer warpgroups drift apart, so one's softmax runs under the
-// others' GEMMs. DynamicTiles: persistent CTAs (unpaged launches only); the producer takes the
+// others' GEMMs. DynamicTiles: persistent CTAs (paged too); the producer takes the
 // tiles from the ticket counter and publishes each to the consumers with the Q buffer.
 // Otherwise one tile per CTA, which producer and consumers decode alike.
 template <typename T, int HeadDim, bool Paged, bool DynamicTiles = false,

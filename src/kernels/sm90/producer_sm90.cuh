@@ -35,6 +35,10 @@ enum Sm90Fill { kFillK, kFillV, kFillKV };
 template <typename T, typename Tr, bool Paged, bool DynamicTiles>
 struct Sm90Producer {
   static constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  // Paged fills: the rows' pages, looked up once per fill (PagedFillRows).
+  struct NoPagedRows {};
+  using PagedRows =
+      std::conditional_t<Paged, PagedFillRows<kHeadDim, kBlockN, 128>, NoPagedRows>;
 
   const FwdLaunch& launch;
   const Sm90TensorMaps& maps;
@@ -124,9 +128,13 @@ struct Sm90Producer {
       constexpr bool kWithK = kWhich != kFillV, kWithV = kWhich != kFillK;
       const auto& ring = kWithK ? smem.k_ring : smem.v_ring;
       const int s = ring.stage(fill);
+      const int n0 = n_block * kBlockN;
+      // Paged: this lane's block-table read goes out before the stage wait, which hides it;
+      // K and V of the block share it.
+      [[maybe_unused]] PagedRows paged_rows;
+      if constexpr (Paged) paged_rows.lookup(p, seq, n0);
       ring.producer_acquire(fill);
       const uint32_t bar = ring.full(s);
-      const int n0 = n_block * kBlockN;
       if constexpr (!Paged) {
         // By TMA (sm90_kv_block_by_tma): one thread copies the block.
         if (sm90_kv_block_by_tma(maps, Paged, n0, kBlockN, seq.seqlen_k)) {
@@ -148,22 +156,23 @@ struct Sm90Producer {
           return;
         }
       }
-      if (kWithK)
-        load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
-                                              [&](int r) -> int64_t {
-                                                if (n0 + r >= seq.seqlen_k) return -1;
-                                                if constexpr (Paged)
-                                                  return k_offset(p, seq, n0 + r, head_k);
-                                                return k_base + (n0 + r) * p.k_row_stride;
-                                              });
-      if (kWithV)
-        load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, p.head_dim,
-                                              [&](int r) -> int64_t {
-                                                if (n0 + r >= seq.seqlen_k) return -1;
-                                                if constexpr (Paged)
-                                                  return v_offset(p, seq, n0 + r, head_k);
-                                                return v_base + (n0 + r) * p.v_row_stride;
-                                              });
+      if constexpr (Paged) {
+        paged_rows.template load<kWithK, kWithV>(p, smem.k_stage(s), smem.v_stage(s), k, v,
+                                                 head_k, n0, seq.seqlen_k);
+      } else {
+        if (kWithK)
+          load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
+                                                [&](int r) -> int64_t {
+                                                  if (n0 + r >= seq.seqlen_k) return -1;
+                                                  return k_base + (n0 + r) * p.k_row_stride;
+                                                });
+        if (kWithV)
+          load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, p.head_dim,
+                                                [&](int r) -> int64_t {
+                                                  if (n0 + r >= seq.seqlen_k) return -1;
+                                                  return v_base + (n0 + r) * p.v_row_stride;
+                                                });
+      }
       cp_async_mbarrier_arrive(bar);
     };
     using FillK = std::integral_constant<int, kFillK>;

@@ -54,11 +54,12 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   if (persistent && launch.tile_counter == nullptr) return cudaErrorInvalidConfiguration;
   auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, true, BlockN, ConsumerWGs>;
   if (is_paged(launch.p)) {
-    // Paged KV has one-CTA-per-tile instances for d64 / d128 only: the planner keeps paged d256
-    // on the all-threads kernel and paged launches one CTA per tile.
+    // Paged KV has instances (persistent and one CTA per tile) for d64 / d128 with the default
+    // key block and two consumer warpgroups only: the planner keeps paged d256 on the
+    // all-threads kernel and paged launches on the default tile.
     if constexpr (HeadDim <= 128 && kDefaultBlock) {
-      if (persistent) return cudaErrorInvalidConfiguration;
-      kernel = fwd_kernel_sm90_ws<T, HeadDim, true, false>;
+      kernel = persistent ? fwd_kernel_sm90_ws<T, HeadDim, true, true>
+                          : fwd_kernel_sm90_ws<T, HeadDim, true, false>;
     } else {
       return cudaErrorInvalidConfiguration;
     }

@@ -36,22 +36,24 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   if (kernel_head_dim > 128 && is_paged(p)) v.warp_specialized = false;
   if (!v.warp_specialized) return v;
   // Persistent CTAs taking tiles by atomic tickets, so triangular (causal) and uneven (varlen)
-  // work balances. Paged launches have no persistent instance: one CTA per tile.
-  v.persistent = !is_paged(p) && o.persistent != 0;
+  // work balances; paged launches too (their instance has the default key block and two
+  // consumer warpgroups).
+  v.persistent = o.persistent != 0;
+  const bool paged = is_paged(p);
   v.pingpong = o.pingpong != 0;  // faster on every prefill shape measured
   v.tma = o.tma >= 0 ? TmaMode(o.tma) : TmaMode::kOn;
   // Q by TMA follows the K/V switch unless set on its own.
   v.tma_q = o.tma_q >= 0 ? TmaMode(o.tma_q) : v.tma;
-  // The long key block has a persistent instance only.
+  // The long key block has a persistent, unpaged instance only.
   const int long_n = sm90_long_block_n(kernel_head_dim);
-  if (long_n > 0 && v.persistent) {
+  if (long_n > 0 && v.persistent && !paged) {
     const bool long_rows = sm90_mean_keys_per_tile(p) >= kSm90LongBlockMinKeys;
     if (o.block_n == long_n || (o.block_n < 0 && long_rows)) v.block_n = long_n;
   }
   // Three consumer warpgroups (192-row tiles, 128-key blocks, each warpgroup skipping the
-  // blocks none of its rows sees): persistent only; on long enough rows, and where a causal or
-  // right window edge masks the tiles, on enough keys per tile.
-  if (sm90_max_consumer_wgs(kernel_head_dim) >= 3 && v.persistent) {
+  // blocks none of its rows sees): persistent and unpaged only; on long enough rows, and where
+  // a causal or right window edge masks the tiles, on enough keys per tile.
+  if (sm90_max_consumer_wgs(kernel_head_dim) >= 3 && v.persistent && !paged) {
     const bool right_bounded = p.causal || p.window_right >= 0;
     const long long queries = max_query_rows(p);
     const bool three = queries >= kSm90ThreeWgsMinQueries &&

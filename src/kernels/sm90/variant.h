@@ -14,8 +14,8 @@ struct Sm90Variant {
   bool warp_specialized;  // producer warpgroup + 2 (or 3) consumer warpgroups; else the
                           // all-threads kernel
   bool persistent;        // one CTA per SM taking tiles by tickets of an atomic counter (the
-                          // workspace's tile counter); else one CTA per tile. Warp-specialised,
-                          // unpaged launches only
+                          // workspace's tile counter); else one CTA per tile. Warp-specialised
+                          // launches only (paged: default key block, two consumer warpgroups)
   bool pingpong;          // consumer warpgroups alternate their GEMM issue (warp-specialised only)
   TmaMode tma;            // K/V by TMA where the launch qualifies (warp-specialised only)
   TmaMode tma_q;          // Q by TMA where the launch qualifies (warp-specialised only)
