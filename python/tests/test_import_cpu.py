@@ -294,12 +294,6 @@ _BAD = [
     ("merge head_dim", lambda: flare.merge_attention_states(
         [_f((1, 8, 2, 6))] * 2, [_f((1, 2, 8), "float32")] * 2),
      ValueError, "head_dim"),
-    # Rows padded to 64 elements, so only the head dim itself is wrong.
-    ("head_dim 7", lambda: flare.flash_attn_func(
-        _f((2, 8, 4, 7), strides=[2048, 256, 64, 1]), _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
-        _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
-        out=_f((2, 8, 4, 7), strides=[2048, 256, 64, 1])),
-     ValueError, "head_dim"),
     ("misaligned q", lambda: flare.flash_attn_func(_f((2, 8, 4, 64), data=0x10002), _K, _K),
      ValueError, r"\bq\b.*aligned|aligned.*\bq\b"),
     ("heads not a multiple", lambda: flare.flash_attn_func(_f((2, 8, 3, 64)), _K, _K),
@@ -492,11 +486,6 @@ _BAD = [
         _f((2, 1, 4, 64)), _KC, _KC, rotary_cos=_f((64, 16)), rotary_sin=_f((64, 16)),
         cache_seqlens=4),
      ValueError, "rotary_cos / rotary_sin need the new keys"),
-    # A page size the kernels do not serve yet: valid input, refused as not supported.
-    ("kvcache page size", lambda: flare.flash_attn_with_kvcache(
-        _f((2, 1, 4, 64)), _f((8, 8, 2, 64)), _f((8, 8, 2, 64)), cache_seqlens=4,
-        block_table=_i32((2, 4))),
-     NotImplementedError, "page_block_size"),
     ("kvcache block_table batch", lambda: flare.flash_attn_with_kvcache(
         _f((2, 1, 4, 64)), _PAGES, _PAGES, cache_seqlens=4, block_table=_i32((3, 4))),
      ValueError, r"block_table.shape\[0\] is 3"),
@@ -549,6 +538,9 @@ _SERVING_VALID = [
     ("paged varlen page 1", lambda: flare.flash_attn_varlen_func(
         _f((8, 4, 64)), _f((64, 1, 2, 64)), _f((64, 1, 2, 64)), _i32((3,)), _i32((3,)), 4, 30,
         block_table=_i32((2, 32))), "block_table"),
+    ("kvcache page 8", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _f((8, 8, 2, 64)), _f((8, 8, 2, 64)), cache_seqlens=4,
+        block_table=_i32((2, 4))), "page_block_size"),
     ("kvcache page 3", lambda: flare.flash_attn_with_kvcache(
         _f((2, 1, 4, 64)), _f((8, 3, 2, 64)), _f((8, 3, 2, 64)), cache_seqlens=4,
         block_table=_i32((2, 4))), "page_block_size"),
@@ -570,6 +562,10 @@ _SERVING_VALID = [
     ("head_dim_v kvcache", lambda: flare.flash_attn_with_kvcache(
         _f((2, 1, 4, 192)), _f((2, 64, 2, 192)), _f((2, 64, 2, 128)), cache_seqlens=4),
      "head_dim_v"),
+    ("head_dim 7", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 7), strides=[2048, 256, 64, 1]), _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
+        _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
+        out=_f((2, 8, 4, 7), strides=[2048, 256, 64, 1])), "head_dim"),
     # Head dim 59 in rows padded to 64 elements, and dense (FlashAttention-2's test-suite):
     # dense rows of 59 elements are not 16-byte addressable, which the library refuses as
     # misaligned until its kernels take such tensors.
