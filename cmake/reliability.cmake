@@ -26,6 +26,7 @@ if(FLARE_BUILD_FUZZ)
       src/api/validate.cpp
       src/api/layout_check.cpp
       src/api/validate_serving.cpp
+      src/api/validate_fp8.cpp
       src/plan/plan.cpp
       src/plan/tuning.cpp
       src/kernels/sm90/tma_maps.cpp

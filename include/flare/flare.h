@@ -91,7 +91,9 @@ typedef enum flare_status {
 typedef enum flare_dtype {
   FLARE_DTYPE_FP16 = 0,
   FLARE_DTYPE_BF16 = 1,
-  FLARE_DTYPE_FP32 = 2 /* flare_merge_attention_states only; flare_mha_fwd rejects it */
+  FLARE_DTYPE_FP32 = 2, /* flare_merge_attention_states only; flare_mha_fwd rejects it */
+  FLARE_DTYPE_E4M3 = 3, /* float8_e4m3fn: flare_mha_fwd's kv_dtype / q_dtype only */
+  FLARE_DTYPE_E5M2 = 4  /* float8_e5m2: flare_mha_fwd's kv_dtype only */
 } flare_dtype;
 
 /* Bumped when fields are added; the library reads only the first struct_size bytes, and a
@@ -100,7 +102,7 @@ typedef enum flare_dtype {
  * struct_size larger than the library's struct (a caller compiled against a newer header) is
  * accepted only when every byte past the library's struct is zero, i.e. no field the library
  * does not know is set. */
-#define FLARE_MHA_FWD_PARAMS_VERSION 2
+#define FLARE_MHA_FWD_PARAMS_VERSION 3
 
 typedef struct flare_mha_fwd_params {
   /* sizeof(flare_mha_fwd_params) as the caller compiled it: set by flare_mha_fwd_params_init. */
@@ -213,6 +215,30 @@ typedef struct flare_mha_fwd_params {
   /* Head dim of v and out (and of the split-KV accumulators); 0 = head_dim. Accepted pairs
    * (head_dim, head_dim_v): every equal pair, and (192, 128). */
   int32_t head_dim_v;
+
+  /* FP8 inputs. kv_dtype: 0 = k and v (the KV cache, with cache_seqlens) have `dtype`;
+   * FLARE_DTYPE_E4M3 or FLARE_DTYPE_E5M2 = they hold 8-bit codes, and the value of a code c of
+   * K head hk in sequence b is float(c) * k_descale[b * k_descale_batch_stride +
+   * hk * k_descale_head_stride] (likewise v with v_descale). q_dtype: 0 = q has `dtype`;
+   * FLARE_DTYPE_E4M3 = q holds e4m3 codes scaled by q_descale the same way (FP8 prefill; needs
+   * kv_dtype FLARE_DTYPE_E4M3). `dtype` stays the type of out (fp16 / bf16) and of k_new / v_new,
+   * which an append quantizes into an FP8 cache as the code nearest to x / descale (round to
+   * nearest even, saturated to the format's largest finite value). The descale pointers are
+   * device fp32 arrays, 4-byte aligned, indexed by batch entry b and K/V head hk (strides 0 and
+   * 0: one factor per tensor; FlashAttention-3's shape [batch, num_heads_k]: batch stride
+   * num_heads_k, head stride 1); each must be set exactly when its tensor is FP8. FP8 tensors
+   * have 16-byte aligned bases and strides that are multiples of 16 elements, and head dims
+   * that are multiples of 16.
+   * The GPU kernels of this version do not run FP8 inputs yet: flare_mha_fwd refuses them with
+   * FLARE_ERROR_NOT_SUPPORTED after validating them. */
+  int32_t kv_dtype;
+  int32_t q_dtype;
+  const float* q_descale;
+  int64_t q_descale_batch_stride, q_descale_head_stride;
+  const float* k_descale;
+  int64_t k_descale_batch_stride, k_descale_head_stride;
+  const float* v_descale;
+  int64_t v_descale_batch_stride, v_descale_head_stride;
 } flare_mha_fwd_params;
 
 /* Zeroes the struct, sets struct_size, window_left = window_right = -1. */

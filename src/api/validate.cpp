@@ -16,6 +16,8 @@
 //   5. variable length (cu_seqlens_q / cu_seqlens_k / seqused_k, max_seqlen_*);
 //   6. KV cache: append (k_new / v_new), rotary, cache_batch_idx / leftpad_k;
 //      or, without cache_seqlens, that no KV-cache-only field is set;
+//   6a. the FP8 fields: kv_dtype / q_dtype, the descale arrays, FP8 alignment
+//      (api/validate_fp8.cpp);
 //   6b. the serving fields (head dims, sink, mm_prefix_ranges, paged KV) and the features the
 //      GPU kernels do not run yet (api/validate_serving.cpp);
 //   7. num_splits and the workspace pointer;
@@ -24,7 +26,8 @@
 //      kernel (packed-GQA strides included) can overflow;
 //   9. the written tensors do not overlap themselves: out's rows and heads (and batch
 //      entries), and the K/V cache when k_new is appended (api/layout_check.h). Read-only
-//      inputs may overlap (a zero stride broadcasts).
+//      inputs may overlap (a zero stride broadcasts);
+//  10. FP8 inputs the GPU kernels do not run yet (api/validate_fp8.cpp).
 //
 // read_params accepts a struct_size larger than the library's struct only when every byte past
 // the library's struct is zero (a newer caller that sets no field this library lacks).
@@ -50,6 +53,7 @@
 #include "api/error.h"
 #include "api/layout_check.h"
 #include "api/read_struct.h"
+#include "api/validate_fp8.h"
 #include "api/validate_serving.h"
 #include "common/serving_semantics.h"
 
@@ -382,11 +386,12 @@ flare_status validate_params(const flare_mha_fwd_params* params) {
   FLARE_CHECK(check_options(p));
   FLARE_CHECK(check_varlen(p));
   FLARE_CHECK(check_kv_cache(p));
+  FLARE_CHECK(validate_fp8_fields(p));
   FLARE_CHECK(check_serving_params(p));
   FLARE_CHECK(check_splits_and_workspace(p));
   FLARE_CHECK(check_extents(p));
   FLARE_CHECK(check_output_layouts(p));
-  return FLARE_OK;
+  return fp8_not_yet_supported(p);
 }
 
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fp8_params.h"
 #include "common/mask.h"
 #include "common/rotary.h"
 #include "common/sequence.h"
@@ -124,6 +125,18 @@ void load_row(const uint16_t* src, int n, int dtype, double* dst) {
   }
 }
 
+// The row of n elements at element `offset` of a tensor of type `dtype` (fp16 / bf16, or FP8
+// codes times their descale factor: exact in double).
+void load_tensor_row(const void* base, int64_t offset, int n, int dtype, float descale,
+                     double* dst) {
+  if (!is_fp8_dtype(dtype)) {
+    load_row(static_cast<const uint16_t*>(base) + offset, n, dtype, dst);
+    return;
+  }
+  const uint8_t* src = static_cast<const uint8_t*>(base) + offset;
+  for (int e = 0; e < n; ++e) dst[e] = double(fp8_to_float(src[e], dtype)) * double(descale);
+}
+
 // Four dot products against the same q row, with independent accumulators so the inner loop is
 // not one long chain of dependent additions.
 void dot4(const double* q, const double* k0, const double* k1, const double* k2,
@@ -231,9 +244,10 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
   const double scale = effective_scale(p);
   const double softcap = p.softcap;
   const RotaryTables rot(p);
-  const auto* qp = static_cast<const uint16_t*>(p.q);
-  const auto* kp = static_cast<const uint16_t*>(p.k);
-  const auto* vp = static_cast<const uint16_t*>(p.v);
+  const int q_dtype = q_element_dtype(p), kv_dtype = kv_element_dtype(p);
+  // The naive model of FP8 prefill quantizes the unnormalised probabilities to e4m3 for P V, as
+  // an FP8 kernel feeds its second GEMM (the row sum stays unrounded).
+  const bool fp8_p = has_fp8_q(p);
   const double neg_inf = -std::numeric_limits<double>::infinity();
 
   std::vector<double> kd, vd, q(d), qr(d), acc(dv), score;
@@ -251,9 +265,12 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
 
     for (int hk = 0; hk < p.num_heads_k; ++hk) {
       // Keys and values of this (sequence, kv head), converted once for the whole group.
+      const float kscale = k_descale(p, b, hk), vscale = v_descale(p, b, hk);
       for (int j = 0; j < sk; ++j) {
-        load_row(kp + k_offset(p, s, j, hk), d, dtype, &kd[static_cast<size_t>(j) * d]);
-        load_row(vp + v_offset(p, s, j, hk), dv, dtype, &vd[static_cast<size_t>(j) * dv]);
+        load_tensor_row(p.k, k_offset(p, s, j, hk), d, kv_dtype, kscale,
+                        &kd[static_cast<size_t>(j) * d]);
+        load_tensor_row(p.v, v_offset(p, s, j, hk), dv, kv_dtype, vscale,
+                        &vd[static_cast<size_t>(j) * dv]);
       }
       for (int h = hk * group; h < (hk + 1) * group; ++h) {
         const double slope = alibi_slope(p, b, h);
@@ -270,7 +287,7 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
             continue;
           }
 
-          load_row(qp + q_offset(p, s, i, h), d, dtype, q.data());
+          load_tensor_row(p.q, q_offset(p, s, i, h), d, q_dtype, q_descale(p, b, hk), q.data());
           const double* qrow = q.data();
           if (rot.on) {
             for (int e = 0; e < d; ++e) qr[e] = q[e];
@@ -314,6 +331,10 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
           }
           const double inv = 1.0 / sum;
           for (size_t u = 0; u < nk; ++u) {
+            if (naive && fp8_p) {
+              score[u] = double(e4m3_to_float(float_to_e4m3(float(score[u])))) * inv;
+              continue;
+            }
             const double pr = score[u] * inv;
             score[u] = naive ? round_to(pr, dtype) : pr;
           }
@@ -343,7 +364,7 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
   }
 }
 
-void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cache) {
+void append_kv(const flare_mha_fwd_params& p, void* k_cache, void* v_cache) {
   check_dtype(p.dtype);
   if (!is_kv_cache(p) || p.k_new == nullptr || p.seqlen_new <= 0) return;
   if (p.v_new == nullptr) throw std::invalid_argument("flare::ref: k_new without v_new");
@@ -353,6 +374,7 @@ void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cac
   const RotaryTables rot(p);
   const auto* kn = static_cast<const uint16_t*>(p.k_new);
   const auto* vn = static_cast<const uint16_t*>(p.v_new);
+  const int kv_dtype = kv_element_dtype(p);
   std::vector<float> x(d);
 
   for (int b = 0; b < p.batch; ++b) {
@@ -366,8 +388,27 @@ void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cac
         const uint16_t* vsrc = vn + static_cast<int64_t>(b) * p.v_new_batch_stride +
                                static_cast<int64_t>(t) * p.v_new_row_stride +
                                static_cast<int64_t>(hk) * p.v_new_head_stride;
-        uint16_t* kdst = k_cache + k_offset(p, s, row, hk);
-        uint16_t* vdst = v_cache + v_offset(p, s, row, hk);
+        if (is_fp8_dtype(kv_dtype)) {
+          // FP8 cache: the (rotated) fp32 value, quantized with the factor of (b, hk).
+          uint8_t* kdst = static_cast<uint8_t*>(k_cache) + k_offset(p, s, row, hk);
+          uint8_t* vdst = static_cast<uint8_t*>(v_cache) + v_offset(p, s, row, hk);
+          const float kscale = k_descale(p, b, hk), vscale = v_descale(p, b, hk);
+          for (int e = 0; e < d; ++e) x[e] = to_float(ksrc[e], dtype);
+          for (int e = 0; e < d; ++e) {
+            float value = x[e];
+            if (rot.on && e < rot.dim) {
+              const int pos = static_cast<int>(s.k_row0) + s.cache_len + t;
+              const RotaryPair pr = rotary_pair(e, rot.dim, rot.interleaved);
+              value = rotary_apply(pr, x[e], x[pr.partner], rot.cos_at(pos, pr.freq),
+                                   rot.sin_at(pos, pr.freq));
+            }
+            kdst[e] = quantize_fp8(value, kscale, kv_dtype);
+          }
+          for (int e = 0; e < dv; ++e) vdst[e] = quantize_fp8(to_float(vsrc[e], dtype), vscale, kv_dtype);
+          continue;
+        }
+        uint16_t* kdst = static_cast<uint16_t*>(k_cache) + k_offset(p, s, row, hk);
+        uint16_t* vdst = static_cast<uint16_t*>(v_cache) + v_offset(p, s, row, hk);
         if (rot.on) {
           const int pos = static_cast<int>(s.k_row0) + s.cache_len + t;
           for (int e = 0; e < d; ++e) x[e] = to_float(ksrc[e], dtype);

@@ -1,7 +1,9 @@
 // CPU reference of flare's full forward semantics, in float64 and in a "naive low precision"
 // variant (scores and probabilities rounded to the element type, as a straightforward fp16/bf16
 // implementation would do). All pointers in the params are HOST pointers; fp16/bf16 tensors are
-// stored as uint16_t bit patterns.
+// stored as uint16_t bit patterns, FP8 tensors (kv_dtype / q_dtype) as byte codes whose values
+// are code x descale (flare.h, "FP8 inputs"). The naive model of FP8 prefill (q_dtype e4m3)
+// rounds the unnormalised probabilities to e4m3 before P V, as an FP8 kernel does.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -31,8 +33,9 @@ void attention_forward(const flare_mha_fwd_params& p, Precision precision, doubl
 // The KV cache append: writes k_new (rotated when rotary_dim > 0) and v_new (head_dim_v
 // elements a row) into the host
 // caches `k_cache`/`v_cache` (same layout/strides as p.k / p.v, paged or not) at rows
-// [cache_seqlens[b], cache_seqlens[b] + seqlen_new) of each sequence.
-void append_kv(const flare_mha_fwd_params& p, uint16_t* k_cache, uint16_t* v_cache);
+// [cache_seqlens[b], cache_seqlens[b] + seqlen_new) of each sequence. An FP8 cache (kv_dtype)
+// holds byte codes: the (rotated) fp32 values are quantized with quantize_fp8 (fp8_params.h).
+void append_kv(const flare_mha_fwd_params& p, void* k_cache, void* v_cache);
 
 }  // namespace ref
 }  // namespace flare

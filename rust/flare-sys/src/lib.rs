@@ -165,7 +165,7 @@ c_defines! {
     /// Patch version of the header these bindings follow.
     FLARE_VERSION_PATCH: c_int = 0;
     /// Version of [`flare_mha_fwd_params`] (bumped when fields are added).
-    FLARE_MHA_FWD_PARAMS_VERSION: c_int = 2;
+    FLARE_MHA_FWD_PARAMS_VERSION: c_int = 3;
     /// Version of [`flare_merge_params`] (bumped when fields are added).
     FLARE_MERGE_PARAMS_VERSION: c_int = 1;
     /// Most entries `flare_merge_params::part_ptrs` / `lse_ptrs` may hold.
@@ -207,6 +207,10 @@ c_enum! {
         FLARE_DTYPE_BF16 = 1,
         /// float32: `flare_merge_attention_states` only; `flare_mha_fwd` rejects it.
         FLARE_DTYPE_FP32 = 2,
+        /// float8_e4m3fn (`kv_dtype` / `q_dtype` of [`flare_mha_fwd_params`] only).
+        FLARE_DTYPE_E4M3 = 3,
+        /// float8_e5m2 (`kv_dtype` only).
+        FLARE_DTYPE_E5M2 = 4,
     }
 }
 
@@ -350,6 +354,29 @@ c_struct! {
         pub max_mm_prefix_ranges: i32,
         /// Head dim of v and out; 0 = head_dim.
         pub head_dim_v: i32,
+        /// Element type of k and v: 0 = `dtype`, or `FLARE_DTYPE_E4M3` / `FLARE_DTYPE_E5M2`
+        /// (codes scaled by `k_descale` / `v_descale`).
+        pub kv_dtype: i32,
+        /// Element type of q: 0 = `dtype`, or `FLARE_DTYPE_E4M3` (FP8 prefill).
+        pub q_dtype: i32,
+        /// fp32 descale factors of q, indexed by (batch entry, K/V head); null unless q is FP8.
+        pub q_descale: *const f32,
+        /// Elements between the factors of consecutive batch entries (0: shared).
+        pub q_descale_batch_stride: i64,
+        /// Elements between the factors of consecutive K/V heads (0: shared).
+        pub q_descale_head_stride: i64,
+        /// fp32 descale factors of k; null unless `kv_dtype` is FP8.
+        pub k_descale: *const f32,
+        /// Batch stride of `k_descale`.
+        pub k_descale_batch_stride: i64,
+        /// Head stride of `k_descale`.
+        pub k_descale_head_stride: i64,
+        /// fp32 descale factors of v; null unless `kv_dtype` is FP8.
+        pub v_descale: *const f32,
+        /// Batch stride of `v_descale`.
+        pub v_descale_batch_stride: i64,
+        /// Head stride of `v_descale`.
+        pub v_descale_head_stride: i64,
     }
 }
 
