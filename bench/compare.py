@@ -87,6 +87,13 @@ class FlareParams(ctypes.Structure):
         ("mm_prefix_ranges_batch_stride", c_i64),
         ("max_mm_prefix_ranges", c_i32),
         ("head_dim_v", c_i32),
+        ("kv_dtype", c_i32), ("q_dtype", c_i32),
+        ("q_descale", c_ptr),  # const float*
+        ("q_descale_batch_stride", c_i64), ("q_descale_head_stride", c_i64),
+        ("k_descale", c_ptr),
+        ("k_descale_batch_stride", c_i64), ("k_descale_head_stride", c_i64),
+        ("v_descale", c_ptr),
+        ("v_descale_batch_stride", c_i64), ("v_descale_head_stride", c_i64),
     ]
 
 
