@@ -240,16 +240,17 @@ PREFILL_SEQLENS = [512, 1024, 2048, 4096, 8192, 16384]
 DECODE_SHAPES = [(1, 8192), (1, 32768), (1, 131072), (8, 8192), (8, 32768), (32, 4096),
                  (64, 8192), (128, 2048)]
 DECODE_PAGES = [0, 64, 256]
-# The peers of every table, each timed by Runner.time_peer. A peer outside SDPA (e.g.
-# FlashAttention-4, whose flash_attn_func takes [b, s, h, d] tensors and learnable_sink=) adds its
-# name here and a branch in time_peer.
 PEERS = ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
-D512_SEQLENS = [1024, 2048, 4096, 8192, 16384]
-DV_SHAPE = (192, 128, 16)  # head_dim, head_dim_v, heads
-OVERHEAD_SHAPE = (128, 16, 4096)  # head_dim, heads, seqlen (causal, 16k tokens)
-OVERHEAD_IMAGE = (512, 1536)  # the image range [start, end) of every sequence
 TOKENS, MODEL_DIM = 16384, 2048
 DEC_HQ, DEC_HK, DEC_D = 32, 8, 128
+
+# Serving rows: the d512 and (192, 128) prefill tables' seqlens (16k tokens per call), the
+# (head_dim, head_dim_v, heads) of the latter, and the overhead rows' (head_dim, heads, seqlen)
+# with the image range [start, end) of every sequence.
+SERVING_SEQLENS = [1024, 2048, 4096, 8192, 16384]
+DV_SHAPE = (192, 128, 16)
+OVERHEAD_SHAPE = (128, 16, 4096)
+OVERHEAD_IMAGE = (512, 1536)
 
 
 def dense_strides(t):
@@ -326,7 +327,11 @@ class Runner:
     # --- peers ---------------------------------------------------------------------------
     def time_peer(self, system, views, causal, gqa, label):
         """views: per set (q, k, v) in [b, h, s, d]. Returns (ms, output of set 0 in [b, h, s,
-        dv]), or (None, None) when the peer cannot run the shape."""
+        dv]), or (None, None) when the peer cannot run the shape.
+
+        Every system of PEERS is timed here. A peer outside SDPA (e.g. FlashAttention-4, whose
+        flash_attn_func takes [b, s, h, d] tensors and learnable_sink=) adds its name to PEERS
+        and a branch below."""
         if system.startswith("sdpa-"):
             return self.time_sdpa(system, views, causal, gqa, label)
         raise ValueError(f"no runner for peer {system}")
@@ -370,7 +375,7 @@ class Runner:
                     self.prefill_shape(d, d, MODEL_DIM // d, causal, s)
 
     def prefill_d512(self):
-        seqlens = [1024, 8192] if self.args.quick else D512_SEQLENS
+        seqlens = [1024, 8192] if self.args.quick else SERVING_SEQLENS
         print(f"\n== prefill d512 {self.args.dtype}, {TOKENS} tokens, model dim {MODEL_DIM} ==")
         for causal in (False, True):
             for s in seqlens:
@@ -378,7 +383,7 @@ class Runner:
 
     def prefill_dv(self):
         d, dv, h = DV_SHAPE
-        seqlens = [1024, 8192] if self.args.quick else D512_SEQLENS
+        seqlens = [1024, 8192] if self.args.quick else SERVING_SEQLENS
         print(f"\n== prefill head_dim {d} / head_dim_v {dv} {self.args.dtype}, {TOKENS} tokens, "
               f"{h} heads ==")
         for causal in (False, True):
@@ -596,21 +601,16 @@ def shape_key(r):
             r["batch"], r["heads"], r["seqlen_q"], r["seqlen_k"], r.get("feature"))
 
 
-def row_metric(r):
-    """GB/s for decode rows, TFLOP/s for every other table."""
-    return r.get("gbs") if r["table"] == "decode" else r.get("tflops")
-
-
 def add_ratios(rows, ceilings, flare_system):
     best = {}
     for r in rows:
         if r["system"] in PEERS:
-            m = row_metric(r)
+            m = r.get("tflops") if r["table"] == "prefill" else r.get("gbs")
             if m is not None:
                 best[shape_key(r)] = max(best.get(shape_key(r), 0.0), m)
     for r in rows:
-        metric = row_metric(r)
-        ceiling = ceilings["copy_gbs"] if r["table"] == "decode" else ceilings["gemm_bf16_tflops"]
+        metric = r.get("tflops") if r["table"] == "prefill" else r.get("gbs")
+        ceiling = ceilings["gemm_bf16_tflops"] if r["table"] == "prefill" else ceilings["copy_gbs"]
         r["fraction_of_ceiling"] = None if metric is None or not ceiling else metric / ceiling
         if r["system"] == flare_system:
             b = best.get(shape_key(r))
@@ -780,14 +780,14 @@ def main():
     ceilings = runner.ceilings()
     if args.table in ("prefill", "all"):
         runner.prefill()
-    if args.table in ("decode", "all"):
-        runner.decode()
     if args.table in ("d512", "serving", "all"):
         runner.prefill_d512()
     if args.table in ("dv", "serving", "all"):
         runner.prefill_dv()
     if args.table in ("overhead", "serving", "all"):
         runner.overhead()
+    if args.table in ("decode", "all"):
+        runner.decode()
 
     pages = [0, 64] if args.quick else DECODE_PAGES
     add_ratios(runner.rows, ceilings, args.system)
