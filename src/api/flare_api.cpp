@@ -93,6 +93,7 @@ FwdLaunch make_launch(const FwdPlan& plan, char* workspace) {
   launch.sm90 = plan.sm90;
   launch.num_sms = plan.num_sms;
   launch.combine_pdl = plan.combine_pdl;
+  launch.packed_gqa = plan.packed_gqa;
   if (plan.tile_counter_offset != kNoRegion)
     launch.tile_counter = reinterpret_cast<unsigned int*>(workspace + plan.tile_counter_offset);
   return launch;

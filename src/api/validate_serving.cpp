@@ -139,14 +139,6 @@ flare_status serving_features_not_yet_supported(const flare_mha_fwd_params& p) {
                 "head_dim_v (%d) != head_dim (%d): a separate V head dim is not implemented on "
                 "the GPU kernels yet",
                 p.head_dim_v, p.head_dim);
-  if (p.sink)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "sink: attention sinks are not implemented on the GPU kernels yet");
-  // A null pointer or zero ranges per sequence is no range at all.
-  if (p.mm_prefix_ranges && p.max_mm_prefix_ranges > 0)
-    return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "mm_prefix_ranges: multimodal prefix ranges are not implemented on the GPU "
-                "kernels yet");
   if (p.block_table && p.cu_seqlens_q)
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "block_table with cu_seqlens_q: paged KV in variable-length attention is not "

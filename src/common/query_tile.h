@@ -3,6 +3,7 @@
 // decides these so that the kernels cannot drift apart.
 #pragma once
 #include "block_range.h"
+#include "prefix_ranges.h"
 #include "sequence.h"
 #include "split.h"
 
@@ -14,6 +15,7 @@ struct QueryTile {
   int head_k;        // K/V head of the tile's query head
   MaskSpec mask;     // visibility of the sequence's keys
   BlockRange range;  // key blocks of this split (end <= begin: none)
+  bool prefix;       // some row sees keys through a prefix range: masked blocks use row_keys
 };
 
 // Query block m_block (rows of block_m) of query head `head` in sequence `batch`, split `split`
@@ -28,7 +30,9 @@ FLARE_HD bool query_tile(const flare_mha_fwd_params& p, int batch, int head, int
   if (t.m0 >= t.seq.seqlen_q) return false;
   t.head_k = head / (p.num_heads / p.num_heads_k);
   t.mask = sequence_mask(p, t.seq);
-  t.range = key_block_range(t.mask, t.m0, t.m0 + block_m, block_n);
+  const TileKeys keys = tile_key_blocks(p, batch, t.mask, t.m0, t.m0 + block_m, block_n);
+  t.range = keys.range;
+  t.prefix = keys.prefix;
   if (num_splits > 1) t.range = split_block_range(t.range, num_splits, split);
   return true;
 }

@@ -71,18 +71,23 @@ FLARE_HD void modify_row_scores_one_pass(At&& at, bool has_softcap, float softca
 // accumulator 4 j + 2 hr + e holds row row_base + 8 hr, column block_col0 + 8 j + e (block_col0
 // = the block's first key + 2 t). Unchanged unless softcap, ALiBi or the mask applies.
 // pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile, which takes the
-// one-pass form.
-template <int NTiles>
+// one-pass form. widen(row, first, end): called on a masked block with the row's mask interval,
+// widens it by the row's prefix ranges where the tile has any (prefix_ranges.h: row_keys).
+template <int NTiles, typename Widen>
 FLARE_HD void modify_wgmma_block_scores(float (&acc)[4 * NTiles], const MaskSpec& mask,
                                         int diagonal, int row_base, int block_col0,
                                         bool pv_in_flight, bool has_softcap, float softcap,
-                                        float cap_in, float alibi, bool needs_mask) {
+                                        float cap_in, float alibi, bool needs_mask,
+                                        Widen&& widen) {
   if (has_softcap || alibi != 0.f || needs_mask) {
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       const int row = row_base + hr * 8;
       auto at = [&](int j, int e) -> float& { return acc[4 * j + 2 * hr + e]; };
-      const int first = mask.first_key(row) - block_col0, end = mask.end_key(row) - block_col0;
+      int first = mask.first_key(row), end = mask.end_key(row);
+      if (needs_mask) widen(row, first, end);
+      first -= block_col0;
+      end -= block_col0;
       if (pv_in_flight)
         modify_row_scores_one_pass<NTiles>(at, has_softcap, softcap, cap_in, alibi,
                                            row + diagonal - block_col0, needs_mask, first, end);

@@ -24,6 +24,21 @@ FLARE_HD float sink_logit(const flare_mha_fwd_params& p, int head) {
   return p.sink ? p.sink[head] : -INFINITY;
 }
 
+// The query head of row `row` of the kernels' head `head`: `head`, or under GQA packing
+// (plan.cpp: the query heads of a KV head become the rows of one kernel head, p.seqlen_q of
+// them) head * p.seqlen_q + row. p is the params the kernels see.
+FLARE_HD int row_query_head(const flare_mha_fwd_params& p, bool packed_gqa, int head, int row) {
+  return packed_gqa ? head * p.seqlen_q + row : head;
+}
+
+// The sink of a kernel row in log2 units (for OnlineSoftmax::finish_with_sink); -inf without
+// sinks and for rows past the sequence (row_ok false), whose packed head may not exist.
+FLARE_HD float row_sink_log2(const flare_mha_fwd_params& p, bool packed_gqa, int head, int row,
+                             bool row_ok) {
+  if (!row_ok || !p.sink) return -INFINITY;
+  return p.sink[row_query_head(p, packed_gqa, head, row)] * 1.4426950408889634f;
+}
+
 // One multimodal prefix range of a sequence: key positions [start, end); empty when
 // start >= end (unused slots hold start == end).
 struct KeyRange {

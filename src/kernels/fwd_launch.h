@@ -34,6 +34,8 @@ struct FwdLaunch {
   Sm90Variant sm90;         // Hopper variant (families kSm90*)
   int num_sms;              // SMs of the device (grid of persistent launches)
   bool combine_pdl;         // launch the split combine as a programmatic dependent
+  bool packed_gqa;          // GQA packing (plan.cpp): row r of head h is query head
+                            // h * p.seqlen_q + r (row_query_head: the sink's head)
   unsigned int* tile_counter;  // dynamic tile tickets: a zeroed word in the workspace (null when the plan has none)
 };
 

@@ -139,8 +139,8 @@ TEST(CandleRunMha, LastErrorIsNullBeforeAnyCall) {
   EXPECT_EQ(seen, nullptr);
 }
 
-// Multimodal prefix ranges go to flare as candle gives them: flare validates them and, until
-// its kernels run them, refuses valid ones with FLARE_ERROR_NOT_SUPPORTED.
+// Multimodal prefix ranges go to flare as candle gives them: flare validates them and runs
+// valid ones (here, without a GPU, only the device is missing).
 TEST(CandleRunMha, MultimodalPrefixRangesAreFlaresToAnswer) {
   const int32_t ranges[4] = {0, 4, 0, 0};  // b = 2, one range each; the second is empty
   {
@@ -148,9 +148,7 @@ TEST(CandleRunMha, MultimodalPrefixRangesAreFlaresToAnswer) {
     c.mm = ranges;
     c.mm_stride = 2;
     c.max_mm = 1;
-    expect_refused(c, {"mm_prefix_ranges: multimodal prefix ranges are not implemented on the "
-                       "GPU kernels yet",
-                       kNotSupported});
+    expect_refused_only_for_the_device(c, "mm_prefix_ranges");
   }
   {
     Call c;

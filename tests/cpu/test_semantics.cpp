@@ -14,8 +14,10 @@
 #include "common/block_range.h"
 #include "common/lse_merge.h"
 #include "common/mask.h"
+#include "common/prefix_ranges.h"
 #include "common/rotary.h"
 #include "common/score_mods.h"
+#include "common/serving_semantics.h"
 #include "common/sequence.h"
 #include "common/split.h"
 
@@ -644,19 +646,27 @@ TEST(SemanticsScores, ModifyRowScoresMatchesElementRule) {
 namespace {
 
 // modify_wgmma_block_scores on a wgmma m64 fragment (accumulator 4 j + 2 hr + e = row
-// row_base + 8 hr, column block_col0 + 8 j + e), both forms, equals the element rule.
+// row_base + 8 hr, column block_col0 + 8 j + e), both forms, equals the element rule; with a
+// widening callback (prefix ranges) a masked block takes each row's widened bounds.
 TEST(SemanticsScores, WgmmaBlockScoresMatchElementRule) {
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> val(-3.f, 3.f);
   constexpr int kTiles = 10;  // an 80-key block
-  for (int trial = 0; trial < 200; ++trial) {
+  for (int trial = 0; trial < 400; ++trial) {
     const bool softcap_on = trial % 2 == 1, in_flight = (trial / 2) % 2 == 1;
     const float alibi = (trial / 4) % 2 ? 0.4f : 0.f;
     const bool needs_mask = (trial / 8) % 2 == 1;
+    const bool widened = (trial / 16) % 2 == 1;
     const int seqlen_q = 1 + int(rng() % 300), seqlen_k = 1 + int(rng() % 400);
     const flare::MaskSpec mask = flare::make_mask(seqlen_q, seqlen_k, trial % 3 != 0,
                                                   trial % 5 == 0 ? 17 : -1, -1);
     const int row_base = int(rng() % seqlen_q), col0 = 80 * int(rng() % 5) + 2 * int(rng() % 4);
+    // The extra interval of the widened rows (as row_keys would add it).
+    const int extra_lo = std::max(0, col0 - 30), extra_hi = std::min(seqlen_k, col0 + 45);
+    auto bounds = [&](int row, int& first, int& end) {
+      first = mask.first_key(row), end = mask.end_key(row);
+      if (widened) flare::row_keys_union(first, end, extra_lo, extra_hi);
+    };
     float acc[4 * kTiles], want[4 * kTiles];
     for (int j = 0; j < kTiles; ++j)
       for (int hr = 0; hr < 2; ++hr)
@@ -665,13 +675,16 @@ TEST(SemanticsScores, WgmmaBlockScoresMatchElementRule) {
           float x = acc[i] = val(rng);
           if (softcap_on) x = 4.f * std::tanh(x * 0.5f);
           if (alibi != 0.f) x -= alibi * std::fabs(float(row + mask.diagonal() - key));
-          if (needs_mask && !(key >= mask.first_key(row) && key < mask.end_key(row)))
-            x = -INFINITY;
+          int first, end;
+          bounds(row, first, end);
+          if (needs_mask && !(key >= first && key < end)) x = -INFINITY;
           want[i] = x;
         }
-    flare::modify_wgmma_block_scores<kTiles>(acc, mask, mask.diagonal(), row_base, col0,
-                                             in_flight, softcap_on, 4.f, 0.5f, alibi,
-                                             needs_mask);
+    flare::modify_wgmma_block_scores<kTiles>(
+        acc, mask, mask.diagonal(), row_base, col0, in_flight, softcap_on, 4.f, 0.5f, alibi,
+        needs_mask, [&](int, int& first, int& end) {
+          if (widened) flare::row_keys_union(first, end, extra_lo, extra_hi);
+        });
     for (int i = 0; i < 4 * kTiles; ++i) {
       if (std::isinf(want[i])) {
         EXPECT_EQ(acc[i], want[i]) << "trial " << trial << " i " << i;
@@ -679,6 +692,134 @@ TEST(SemanticsScores, WgmmaBlockScoresMatchElementRule) {
         EXPECT_NEAR(acc[i], want[i], 1e-5f) << "trial " << trial << " i " << i;
       }
     }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Prefix ranges (prefix_ranges.h) against key_visible, the reference rule, by brute force over
+// random masks, ranges (empty slots, starts before key 0, ends past seqlen_k, overlapping and
+// touching ranges) and lengths with seqlen_q below, equal to and above seqlen_k.
+struct RangesProblem {
+  flare_mha_fwd_params p;
+  std::vector<int32_t> ranges;  // [1, n, 2]
+  flare::SequenceInfo seq;
+  flare::MaskSpec mask;
+};
+
+RangesProblem random_ranges_problem(std::mt19937& rng, int trial) {
+  RangesProblem r;
+  flare_mha_fwd_params_init(&r.p);
+  const int sq = 1 + int(rng() % 300), sk = int(rng() % 400);
+  const int n = int(rng() % 4);
+  r.ranges.resize(2 * std::max(n, 1));
+  for (int i = 0; i < n; ++i) {
+    int s = int(rng() % (sk + 40)) - 20, e = s + int(rng() % 160) - 10;  // some empty
+    if (rng() % 6 == 0) e = s;
+    r.ranges[2 * i] = s, r.ranges[2 * i + 1] = e;
+  }
+  r.p.mm_prefix_ranges = r.ranges.data();
+  r.p.max_mm_prefix_ranges = n;
+  r.p.mm_prefix_ranges_batch_stride = 2 * std::max(n, 1);
+  const int kind = trial % 5;
+  const bool causal = kind == 0 || kind == 3;
+  const int wl = kind == 1 || kind == 3 ? int(rng() % 70) : -1;
+  const int wr = kind == 1 ? int(rng() % 20) : kind == 2 ? int(rng() % 40) : -1;
+  r.p.causal = causal, r.p.window_left = wl, r.p.window_right = wr;
+  r.seq = flare::SequenceInfo{0, sq, sk, 0, 0, 0, 0};
+  r.mask = flare::make_mask(sq, sk, causal, wl, wr);
+  return r;
+}
+
+TEST(SemanticsPrefixRanges, RowKeysAreKeyVisible) {
+  std::mt19937 rng(20);
+  for (int trial = 0; trial < 3000; ++trial) {
+    const RangesProblem r = random_ranges_problem(rng, trial);
+    for (int i = 0; i < r.seq.seqlen_q; ++i) {
+      int first = r.mask.first_key(i), end = r.mask.end_key(i);
+      flare::row_keys(r.p, 0, r.mask, i, first, end);
+      for (int j = -3; j < r.seq.seqlen_k + 3; ++j) {
+        const bool want = flare::key_visible(r.p, r.seq, r.mask, i, j);
+        const bool got = j >= 0 && j < r.seq.seqlen_k && j >= first && j < end;
+        ASSERT_EQ(got, want) << "trial " << trial << " row " << i << " key " << j;
+      }
+    }
+  }
+}
+
+// tile_key_blocks: the blocks cover every key visible to a row of the tile, `prefix` is set
+// exactly when some row sees a key outside its mask interval, and
+// without it the range is key_block_range's; a block that block_needs_mask calls mask-free
+// is fully visible to every row of the tile.
+TEST(SemanticsPrefixRanges, TileKeyBlocksAreTheVisibleBlocks) {
+  std::mt19937 rng(21);
+  const int kBlockMs[] = {16, 64, 128, 192};
+  const int kBlockNs[] = {64, 80, 128, 176};
+  int tiles = 0, prefix_tiles = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const RangesProblem r = random_ranges_problem(rng, trial);
+    const int bm = kBlockMs[trial % 4], bn = kBlockNs[(trial / 4) % 4];
+    for (int m0 = 0; m0 < r.seq.seqlen_q; m0 += bm) {
+      const flare::TileKeys t = flare::tile_key_blocks(r.p, 0, r.mask, m0, m0 + bm, bn);
+      int lo = INT32_MAX, hi = -1;
+      bool outside_mask = false;
+      for (int i = m0; i < std::min(m0 + bm, r.seq.seqlen_q); ++i)
+        for (int j = 0; j < r.seq.seqlen_k; ++j) {
+          if (!flare::key_visible(r.p, r.seq, r.mask, i, j)) continue;
+          lo = std::min(lo, j / bn), hi = std::max(hi, j / bn);
+          if (!r.mask.visible(i, j)) outside_mask = true;
+        }
+      ASSERT_EQ(t.prefix, outside_mask) << "trial " << trial << " m0 " << m0;
+      ++tiles;
+      prefix_tiles += t.prefix ? 1 : 0;
+      if (!t.prefix) {
+        const BlockRange k = flare::key_block_range(r.mask, m0, m0 + bm, bn);
+        ASSERT_EQ(t.range.begin, k.begin) << "trial " << trial << " m0 " << m0;
+        ASSERT_EQ(t.range.end, k.end) << "trial " << trial << " m0 " << m0;
+      }
+      if (hi < 0) {
+        ASSERT_LE(t.range.end, t.range.begin) << "trial " << trial << " m0 " << m0;
+        continue;
+      }
+      ASSERT_LE(t.range.begin, lo) << "trial " << trial << " m0 " << m0;
+      ASSERT_GE(t.range.end, hi + 1) << "trial " << trial << " m0 " << m0;
+      ASSERT_GE(t.range.begin, 0) << "trial " << trial << " m0 " << m0;
+      ASSERT_LE(t.range.end, (r.seq.seqlen_k + bn - 1) / bn) << "trial " << trial;
+      for (int nb = t.range.begin; nb < t.range.end; ++nb) {
+        if (flare::block_needs_mask(r.mask, m0, m0 + bm, nb, bn)) continue;
+        for (int i = m0; i < std::min(m0 + bm, r.seq.seqlen_q); ++i)
+          for (int j = nb * bn; j < (nb + 1) * bn; ++j)
+            ASSERT_TRUE(flare::key_visible(r.p, r.seq, r.mask, i, j))
+                << "trial " << trial << " m0 " << m0 << " block " << nb;
+      }
+    }
+  }
+  // The sweep has both kinds of tiles in numbers.
+  EXPECT_GT(prefix_tiles, tiles / 10) << prefix_tiles << " of " << tiles;
+  EXPECT_LT(prefix_tiles, tiles - tiles / 10) << prefix_tiles << " of " << tiles;
+}
+
+// A mask that bounds no row leaves the ranges nothing to add (so GQA packing, whose one
+// decode row is unbounded, ignores them exactly); without ranges tile_key_blocks is
+// key_block_range.
+TEST(SemanticsPrefixRanges, UnboundedMaskAndNoRangesAreTodaysBlocks) {
+  std::mt19937 rng(22);
+  for (int trial = 0; trial < 500; ++trial) {
+    RangesProblem r = random_ranges_problem(rng, trial);
+    const flare::MaskSpec full = flare::make_mask(r.seq.seqlen_q, r.seq.seqlen_k, false, -1, -1);
+    EXPECT_FALSE(flare::prefix_ranges_apply(r.p, full));
+    for (int i = 0; i < r.seq.seqlen_q; ++i)
+      for (int j = 0; j < r.seq.seqlen_k; ++j)
+        ASSERT_TRUE(flare::key_visible(r.p, r.seq, full, i, j));
+    r.p.mm_prefix_ranges = nullptr;
+    r.p.max_mm_prefix_ranges = 0;
+    const flare::TileKeys t = flare::tile_key_blocks(r.p, 0, r.mask, 0, 64, 128);
+    const BlockRange k = flare::key_block_range(r.mask, 0, 64, 128);
+    EXPECT_FALSE(t.prefix);
+    EXPECT_EQ(t.range.begin, k.begin);
+    EXPECT_EQ(t.range.end, k.end);
   }
 }
 

@@ -168,16 +168,8 @@ TEST(ValidationServing, BadInput) {
 // Valid params the kernels do not run yet: the status and the message naming the feature.
 TEST(ValidationServing, NotYetSupported) {
   const Case cases[] = {
-      {"sink", dense_base, [](P& p) { p.sink = fake_ptr<const float>(0x900000); }, NOT_YET,
-       "sink: attention sinks are not implemented on the GPU kernels yet"},
       {"head_dim_v_192_128", dense_base, [](P& p) { p.head_dim = 192, p.head_dim_v = 128; },
        NOT_YET, "head_dim_v (128) != head_dim (192)"},
-      {"ranges", dense_base,
-       [](P& p) {
-         p.mm_prefix_ranges = fake_ptr<const int32_t>(0x900000);
-         p.max_mm_prefix_ranges = 2, p.mm_prefix_ranges_batch_stride = 4;
-       },
-       NOT_YET, "mm_prefix_ranges: multimodal prefix ranges are not implemented"},
       {"paged_varlen", paged_varlen_base, [](P&) {}, NOT_YET,
        "block_table with cu_seqlens_q: paged KV in variable-length attention is not implemented"},
       {"paged_varlen_seqused_k", paged_varlen_base,

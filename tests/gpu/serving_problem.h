@@ -42,6 +42,7 @@ struct ServingCase {
   bool alibi = false;
   float softcap = 0.f;
   bool sink = false;
+  float sink_shift = 0.f;  // added to every sink: far above or below the scores
   std::vector<std::vector<std::pair<int, int>>> ranges;  // per sequence [start, end) pairs
   int max_ranges = 0;  // slots per sequence; unused slots hold start == end
   bool lse = true;
@@ -197,7 +198,10 @@ inline HostProblem build_serving_problem(const ServingCase& c) {
     hp.alibi.resize(h);
     for (int i = 0; i < h; ++i) hp.alibi[i] = std::pow(2.f, -8.f * float(i + 1) / float(h));
   }
-  if (c.sink) hp.sink = make_sinks(h, rng);
+  if (c.sink) {
+    hp.sink = make_sinks(h, rng);
+    for (float& z : hp.sink) z += c.sink_shift;
+  }
   if (c.max_ranges > 0) {
     // One spare int32 pair per sequence beyond the slots: the batch stride is not 2 * max.
     const int64_t stride = 2 * int64_t(c.max_ranges) + 2;

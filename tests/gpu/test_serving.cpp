@@ -33,8 +33,8 @@ namespace {
 // flip a switch in the same change that deletes its line and lands the kernels.
 constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside multiples of 8 in [8, 256]
 constexpr bool kHeadDimVOnGpu = false;       // head_dim_v != head_dim, i.e. (192, 128)
-constexpr bool kSinksOnGpu = false;          // sink
-constexpr bool kPrefixRangesOnGpu = false;   // mm_prefix_ranges
+constexpr bool kSinksOnGpu = true;           // sink
+constexpr bool kPrefixRangesOnGpu = true;    // mm_prefix_ranges
 constexpr bool kPagedVarlenOnGpu = false;    // block_table with cu_seqlens_q
 constexpr bool kAnyPageSizeOnGpu = false;    // page_block_size not a multiple of 16
 
@@ -178,6 +178,56 @@ std::vector<ServingCase> serving_cases() {
     c.window_left = 16, c.window_right = 0, c.alibi = true, c.softcap = 10.f, c.sink = true;
     add(c);
   }
+  // Sinks with forced splits on prefill and decode shapes (the combine adds the sink once),
+  // GQA packing unsplit and split (the sink of the packed row's own query head; 32 query heads
+  // per KV head take the prefill kernels), rows that see no key under a window, sinks far above
+  // and below every score, and the Hopper tile shapes (d64 / d128 / d256).
+  for (int splits : {2, 3, 4}) {
+    ServingCase c;
+    c.name = "sink_prefill_split" + std::to_string(splits);
+    c.head_dim = splits == 2 ? 128 : splits == 3 ? 256 : 64;
+    c.num_heads = 6, c.num_heads_k = 2;
+    c.q_lens = {200, 64, 7}, c.k_lens = {333, 64, 500};
+    c.causal = splits != 3, c.sink = true, c.num_splits = splits;
+    add(c);
+  }
+  for (int splits : {1, 2, 4}) {
+    ServingCase c;
+    c.name = "sink_decode_kv_split" + std::to_string(splits);
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 4, c.num_heads_k = 4;
+    c.q_lens = {5, 5}, c.k_lens = {40, 700};
+    c.seqlen_new = 5, c.causal = true, c.sink = true, c.num_splits = splits;
+    add(c);
+  }
+  for (int splits : {1, 4}) {
+    for (int ratio : {8, 32}) {
+      ServingCase c;
+      c.name = "sink_gqa_pack_r" + std::to_string(ratio) + "_split" + std::to_string(splits);
+      c.mode = KvMode::kKvCache;
+      c.head_dim = ratio == 8 ? 128 : 64;
+      c.num_heads = 2 * ratio, c.num_heads_k = 2;
+      c.q_lens = {1, 1, 1}, c.k_lens = {3, 260, 1500};
+      c.seqlen_new = 1, c.causal = true, c.sink = true, c.num_splits = splits;
+      add(c);
+    }
+  }
+  for (int splits : {1, 2}) {
+    ServingCase c;
+    c.name = "sink_window_empty_rows_split" + std::to_string(splits);
+    c.num_heads = 3, c.num_heads_k = 3;
+    c.q_lens = {150, 40}, c.k_lens = {60, 300};  // sequence 0: rows before key -2 see nothing
+    c.window_left = 5, c.window_right = 2, c.sink = true, c.num_splits = splits;
+    add(c);
+  }
+  for (float shift : {-60.f, 60.f}) {
+    ServingCase c;
+    c.name = std::string("sink_far_") + (shift > 0 ? "above" : "below") + "_split3";
+    c.num_heads = 4, c.num_heads_k = 1;
+    c.q_lens = {70, 1}, c.k_lens = {200, 90};
+    c.causal = true, c.sink = true, c.sink_shift = shift, c.num_splits = shift > 0 ? 3 : 1;
+    add(c);
+  }
   // 5. Prefix ranges: ranges crossing key tiles (64 / 128) and split boundaries, with causal and
   //    window masks, empty and out-of-range slots, rows of decode.
   {
@@ -213,6 +263,62 @@ std::vector<ServingCase> serving_cases() {
     c.q_lens = {64}, c.k_lens = {128};
     c.causal = true, c.max_ranges = 2;
     c.ranges = {{{7, 7}, {9, 3}}};
+    add(c);
+  }
+  // Ranges crossing 64 / 128 / 192-row tiles and every split boundary, seqlen_q < seqlen_k,
+  // overlapping and touching ranges, unused slots, a sequence without ranges, window + causal,
+  // the Hopper tile shapes (d64: three consumer warpgroups on long rows; d256: per-warpgroup
+  // blocks), decode rows with splits, and GQA-packed decode (whose row sees every key).
+  for (int d : {64, 128, 256}) {
+    for (int splits : {1, 4}) {
+      ServingCase c;
+      c.name = "ranges_causal_d" + std::to_string(d) + "_split" + std::to_string(splits);
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = 2;
+      c.q_lens = {300, 129, 200}, c.k_lens = {700, 129, 1200};
+      c.causal = true, c.num_splits = splits, c.max_ranges = 4;
+      c.ranges = {{{100, 450}, {430, 520}, {520, 700}},  // overlapping, touching, to the end
+                  {},                                    // no range at all
+                  {{1000, 1100}, {1190, 1300}}};         // the second past seqlen_k
+      add(c);
+    }
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_window_causal_split2";
+    c.head_dim = 128, c.num_heads = 2, c.num_heads_k = 1;
+    c.q_lens = {400}, c.k_lens = {400};
+    c.causal = true, c.window_left = 50, c.num_splits = 2, c.max_ranges = 2;
+    c.ranges = {{{60, 200}, {250, 390}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_window_both_sides_sink";
+    c.head_dim = 64, c.num_heads = 4, c.num_heads_k = 4;
+    c.q_lens = {256, 33}, c.k_lens = {512, 20};  // sequence 1: rows before key 0
+    c.window_left = 20, c.window_right = 10, c.sink = true, c.max_ranges = 3;
+    c.ranges = {{{0, 128}, {300, 301}, {250, 500}}, {{-20, 5}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_decode_kv_window_split3";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 4, c.num_heads_k = 2;
+    c.q_lens = {8, 8}, c.k_lens = {900, 64};
+    c.seqlen_new = 8, c.window_left = 16, c.window_right = 0, c.num_splits = 3;
+    c.max_ranges = 2;
+    c.ranges = {{{100, 895}, {}}, {{0, 60}}};
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "ranges_gqa_pack_decode_sink_split2";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 128, c.num_heads = 8, c.num_heads_k = 2;
+    c.q_lens = {1, 1}, c.k_lens = {300, 50};
+    c.seqlen_new = 1, c.causal = true, c.sink = true, c.num_splits = 2, c.max_ranges = 1;
+    c.ranges = {{{10, 300}}, {{49, 60}}};
     add(c);
   }
   // 6. Everything at once.

@@ -6,16 +6,25 @@
 // Layout of the accumulators (row r = (b * heads + h) * max_seqlen_q + i):
 //   lse_accum[s * rows + r]                 natural-log LSE of split s, -inf when it saw no key
 //   o_accum[(s * rows + r) * head_dim + d]  normalised partial output (garbage when lse is -inf)
+//
+// Sinks: the splits write their parts without the sink; the combine counts it once, as one more
+// part whose lse is the row's sink logit z and whose output is zero (kZeroRow):
+//   lse = log(sum_s exp(lse_s) + exp(z)),  out = sum_s exp(lse_s - lse) o_s,
+// and a row whose splits are all empty gets out 0 and lse z.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "kernels/common/merge.cuh"
 #include "kernels/fwd_launch.h"
 
 namespace flare {
 namespace {
+
+// The output of the sink's part: zeros, as wide as the widest row the merge takes.
+__device__ __align__(16) float kZeroRow[512];
 
 // merge.cuh's row layout over the split accumulators (parts = splits, fp32) and the caller's
 // out / lse (any strides, varlen). Padding rows of shorter varlen sequences are skipped.
@@ -31,7 +40,10 @@ struct SplitAccumLayout {
   };
 
   __host__ __device__ int64_t num_rows() const { return rows; }
-  __host__ __device__ int num_parts() const { return launch.num_splits; }
+  // The splits, and the sink's part after them.
+  __host__ __device__ int num_parts() const {
+    return launch.num_splits + (launch.p.sink != nullptr ? 1 : 0);
+  }
   __host__ __device__ int head_dim() const { return launch.p.head_dim; }
   __device__ bool locate(int64_t r, Row& at) const {
     const int max_seqlen_q = launch.max_seqlen_q;
@@ -43,9 +55,12 @@ struct SplitAccumLayout {
     return at.i < at.seq.seqlen_q;
   }
   __device__ const float* part(int s, const Row& at) const {
+    if (s == launch.num_splits) return kZeroRow;
     return launch.o_accum + ((int64_t)s * rows + at.r) * launch.p.head_dim;
   }
   __device__ float lse(int s, const Row& at) const {
+    if (s == launch.num_splits)
+      return __ldg(launch.p.sink + row_query_head(launch.p, launch.packed_gqa, at.h, at.i));
     return __ldg(launch.lse_accum + (int64_t)s * rows + at.r);
   }
   __device__ T* out(const Row& at) const {

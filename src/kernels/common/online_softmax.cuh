@@ -112,6 +112,38 @@ struct OnlineSoftmax {
     }
   }
 
+  // finish with a sink logit `sink_log2` (log2 units, the sink z times log2(e)) in the
+  // denominator: lse = log(exp(z) + sum), output weight 1 / (sum + exp(z - max)). The larger of
+  // the row max and the sink is the reference point, so neither term overflows however far z
+  // lies from the scores. An empty row gets normaliser 0 and LSE z; a sink of -inf (none) is
+  // plain finish.
+  static __device__ __forceinline__ void finish_with_sink(float max_log2, float sum,
+                                                          float sink_log2, float& inv_sum,
+                                                          float& lse) {
+    if (!(sink_log2 > -INFINITY)) {
+      finish(max_log2, sum, inv_sum, lse);
+      return;
+    }
+    const bool empty = !(sum > 0.f);
+    const float ref = empty ? sink_log2 : fmaxf(max_log2, sink_log2);
+    const float keys = empty ? 0.f : sm80::fast_exp2(max_log2 - ref);  // weight of the keys' sum
+    const float total = sum * keys + sm80::fast_exp2(sink_log2 - ref);
+    inv_sum = keys / total;
+    lse = (ref + __log2f(total)) * 0.6931471805599453f;
+  }
+
+  // finalize with each row's sink logit in log2 units (-inf: none), for launches that are not
+  // split (a split writes its part without the sink; the combine adds it once).
+  __device__ __forceinline__ void finalize(float unit_log2, const float (&sink_log2)[Rows],
+                                           float (&inv_sum)[Rows], float (&lse)[Rows]) const {
+#pragma unroll
+    for (int r = 0; r < Rows; ++r) {
+      const float sum = total_sum(r);
+      const float max_log2 = row_max[r] == -INFINITY ? -INFINITY : row_max[r] * unit_log2;
+      finish_with_sink(max_log2, sum, sink_log2[r], inv_sum[r], lse[r]);
+    }
+  }
+
   // Merging states (of the same rows over disjoint keys): a state with max m (log2 units) and
   // sum s enters the merged state, whose max is the largest m, with weight exp2(m - max) on its
   // sum and output; an empty state (m -inf) with weight 0.

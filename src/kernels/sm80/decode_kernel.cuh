@@ -293,11 +293,12 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
           const int row = m0 + g + hr * 8;
+          int first = qt.mask.first_key(row), end = qt.mask.end_key(row);
+          if (qt.prefix && needs_mask) row_keys(p, batch, qt.mask, row, first, end);
           modify_row_scores<2>([&](int nt, int e) -> float& { return acc_s[nt][2 * hr + e]; },
                                has_softcap, p.softcap, cap_in, alibi,
-                               row + diagonal - block_col0, needs_mask,
-                               qt.mask.first_key(row) - block_col0,
-                               qt.mask.end_key(row) - block_col0);
+                               row + diagonal - block_col0, needs_mask, first - block_col0,
+                               end - block_col0);
         }
       }
 
@@ -380,7 +381,13 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     }
     const bool empty = !(sum > 0.f);  // no visible key in any warp's part
     float inv, lse;
-    OnlineSoftmax<2>::finish(mx, sum, inv, lse);
+    // The sink joins the merged denominator once, unless split (the combine adds it).
+    if (!split_mode && p.sink != nullptr) {
+      const float sink_log2 = row_sink_log2(p, launch.packed_gqa, head, row, true);
+      OnlineSoftmax<2>::finish_with_sink(mx, sum, sink_log2, inv, lse);
+    } else {
+      OnlineSoftmax<2>::finish(mx, sum, inv, lse);
+    }
 #pragma unroll
     for (int j = 0; j < 8; ++j) o[j] *= inv;
     if (split_mode) {

@@ -22,6 +22,7 @@
 #include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "common/smem_swizzle.h"
 #include "common/split.h"
 #include "common/tile_config.h"
@@ -56,6 +57,7 @@ struct FwdCtaState {
   float cap_in;  // softcap: scale / softcap (0: off)
   int head;
   int split;
+  bool prefix;   // QueryTile::prefix: masked blocks take each row's keys from row_keys
 };
 
 // BlockN: keys per main-loop step, also the unit of the split ranges (key_block_range /
@@ -242,6 +244,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       state->cap_in = cap_in;
       state->head = head;
       state->split = split;
+      state->prefix = qt.prefix;
     }
     __syncthreads();
   }
@@ -391,10 +394,12 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       {
         MaskSpec mask_n = qt.mask;
         float alibi_n = alibi, cap_in_n = cap_in;
+        bool prefix_n = qt.prefix;
         if constexpr (kStateInSmem) {
           mask_n = state->mask;
           alibi_n = state->alibi;
           cap_in_n = state->cap_in;
+          prefix_n = state->prefix;
         }
         const int diagonal_n = kStateInSmem ? mask_n.diagonal() : diagonal;
         const bool needs_mask = block_needs_mask(mask_n, m0, m0 + kBlockM, n_block, kBlockN);
@@ -404,13 +409,16 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 #pragma unroll
             for (int hr = 0; hr < 2; ++hr) {
               const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
-              // Visible keys of a row form [first, end); columns are relative to this block.
+              // Visible keys of a row form [first, end) (prefix ranges widen it: row_keys);
+              // columns are relative to this block.
               const int block_col0 = n_block * kBlockN + 2 * t;
+              int first = mask_n.first_key(row), end = mask_n.end_key(row);
+              if (prefix_n && needs_mask)
+                row_keys(p, kStateInSmem ? state->seq.batch : seq.batch, mask_n, row, first, end);
               modify_row_scores<kNTiles>(
                   [&](int nt, int e) -> float& { return acc_s[mt][nt][2 * hr + e]; },
                   has_softcap, p.softcap, cap_in_n, alibi_n, row + diagonal_n - block_col0,
-                  needs_mask, mask_n.first_key(row) - block_col0,
-                  mask_n.end_key(row) - block_col0);
+                  needs_mask, first - block_col0, end - block_col0);
             }
         }
       }
@@ -461,9 +469,6 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
 
   // Epilogue: finish the row sums across the quad, normalise, write O and the LSE (row
   // 2 mt + hr of inv_sum and lse).
-  float inv_sum[2 * kMTiles], lse[2 * kMTiles];
-  softmax.finalize(unit_log2, inv_sum, lse);
-
   // Where the rows go (wide step: the sequence, head and split read back from shared memory).
   SequenceInfo seq_o = seq;
   int head_o = head, split_o = split;
@@ -471,6 +476,22 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     seq_o = state->seq;
     head_o = state->head;
     split_o = state->split;
+  }
+  // The sink joins the denominator here, unless split (the combine adds it once).
+  float inv_sum[2 * kMTiles], lse[2 * kMTiles];
+  if (!split_mode && p.sink != nullptr) {
+    float sink_log2[2 * kMTiles];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int row = m0 + warp_row0 + mt * 16 + g + hr * 8;
+        sink_log2[2 * mt + hr] =
+            row_sink_log2(p, launch.packed_gqa, head_o, row, row < seq_o.seqlen_q);
+      }
+    softmax.finalize(unit_log2, sink_log2, inv_sum, lse);
+  } else {
+    softmax.finalize(unit_log2, inv_sum, lse);
   }
 
   if (split_mode) {

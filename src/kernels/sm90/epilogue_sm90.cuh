@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "common/sequence.h"
+#include "common/serving_semantics.h"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
@@ -22,9 +23,20 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
   constexpr int kOTiles = HeadDim / 8;
   static_assert(kOTiles % 2 == 0, "whole pairs of n8 tiles");
   const flare_mha_fwd_params& p = launch.p;
-  // A row that saw no key gets O = 0 and LSE -inf.
+  // A row that saw no key gets O = 0 and LSE -inf, or the sink's logit: the sink joins the
+  // denominator here unless the launch is split (the combine adds it once).
   float inv_sum[2], lse[2];
-  softmax.finalize(unit_log2, inv_sum, lse);
+  if (launch.num_splits == 1 && p.sink != nullptr) {
+    float sink_log2[2];
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int row = row_base + hr * 8;
+      sink_log2[hr] = row_sink_log2(p, launch.packed_gqa, head, row, row < seq.seqlen_q);
+    }
+    softmax.finalize(unit_log2, sink_log2, inv_sum, lse);
+  } else {
+    softmax.finalize(unit_log2, inv_sum, lse);
+  }
   if (launch.num_splits > 1) {
     const int64_t acc_row0 =
         ((int64_t(split) * p.batch + batch) * p.num_heads + head) * launch.max_seqlen_q;

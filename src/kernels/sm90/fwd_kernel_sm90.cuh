@@ -137,9 +137,11 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
                            float (&correction)[2], bool pv_in_flight) {
     const bool needs_mask = block_needs_mask(qt.mask, m0, m0 + kBlockM, n_block, kBlockN);
-    modify_wgmma_block_scores<kSTiles>(acc_s, qt.mask, diagonal, row_base,
-                                       n_block * kBlockN + 2 * t, pv_in_flight, has_softcap,
-                                       p.softcap, cap_in, alibi, needs_mask);
+    modify_wgmma_block_scores<kSTiles>(
+        acc_s, qt.mask, diagonal, row_base, n_block * kBlockN + 2 * t, pv_in_flight,
+        has_softcap, p.softcap, cap_in, alibi, needs_mask, [&](int row, int& first, int& end) {
+          if (qt.prefix) row_keys(p, batch, qt.mask, row, first, end);
+        });
     softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
   };
 

@@ -115,8 +115,9 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
       Sm90Tile at;
       BlockRange range;
+      bool prefix;
       if constexpr (DynamicTiles) {
-        if (!mainloop.receive(at, range)) break;
+        if (!mainloop.receive(at, range, prefix)) break;
       } else {
         at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
       }
@@ -125,15 +126,20 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       const MaskSpec mask = sequence_mask(p, seq);
       if constexpr (!DynamicTiles) {
         if (m0 >= seq.seqlen_q) continue;
-        range = key_block_range(mask, m0, m0 + Tr::kBlockM, Tr::kBlockN);
+        const TileKeys keys =
+            tile_key_blocks(p, at.batch, mask, m0, m0 + Tr::kBlockM, Tr::kBlockN);
+        range = keys.range;
+        prefix = keys.prefix;
         if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, at.split);
       }
       // S = QK^T, softmax, O += PV over the tile's key blocks; then the epilogue stores the rows.
-      mainloop.mma(at, seq, mask, m0, range, [&](const auto& acc_o, const Sm90Softmax& softmax) {
-        store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax, mainloop.units.unit_log2,
-                                      mainloop.row_base(m0), mainloop.t, at.batch, at.head,
-                                      at.split);
-      });
+      mainloop.mma(at, seq, mask, m0, range, prefix,
+                   [&](const auto& acc_o, const Sm90Softmax& softmax) {
+                     store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax,
+                                                   mainloop.units.unit_log2,
+                                                   mainloop.row_base(m0), mainloop.t, at.batch,
+                                                   at.head, at.split);
+                   });
     }
     mainloop.turns.finish();  // the last warpgroup's final hand-over
   }

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "common/block_range.h"
+#include "common/prefix_ranges.h"
 #include "common/score_mods.h"
 #include "common/sequence.h"
 #include "kernels/fwd_launch.h"
@@ -94,7 +95,7 @@ struct Sm90Mainloop {
   // compiler knows it (and what derives from it: num_blocks, hence `it` and the stage
   // addresses) is warp-uniform. With __shfl_sync they lived in per-thread registers: spills
   // around the tile loop and an R2UR between the wgmmas.
-  __device__ __forceinline__ bool receive(Sm90Tile& at, BlockRange& range) const {
+  __device__ __forceinline__ bool receive(Sm90Tile& at, BlockRange& range, bool& prefix) const {
     smem.q_ring.consumer_wait(q_uses);
     const Sm90PublishedTile& pub = *published;
     at.m_block = __reduce_max_sync(0xffffffffu, pub.at.m_block);
@@ -104,16 +105,18 @@ struct Sm90Mainloop {
     at.split = __reduce_max_sync(0xffffffffu, pub.at.split);
     range.begin = __reduce_max_sync(0xffffffffu, pub.range.begin);
     range.end = __reduce_max_sync(0xffffffffu, pub.range.end);
+    prefix = __reduce_max_sync(0xffffffffu, pub.prefix) != 0;
     return true;
   }
 
   // This warpgroup's rows of the tile at (m0, at) against key blocks `range`, accumulated into
   // O (unnormalised) and the online-softmax state, which are then handed to
-  // epilogue(acc_o, softmax).
+  // epilogue(acc_o, softmax). prefix: the tile's TileKeys::prefix (masked blocks widen each
+  // row's keys by its prefix ranges).
   template <typename Epilogue>
   __device__ __forceinline__ void mma(const Sm90Tile& at, const SequenceInfo& seq,
                                       const MaskSpec& mask, int m0, const BlockRange& range,
-                                      Epilogue&& epilogue) {
+                                      bool prefix, Epilogue&& epilogue) {
     const flare_mha_fwd_params& p = launch.p;
     const int num_blocks = range.end - range.begin;
     const int row0 = row_base(m0);
@@ -133,9 +136,11 @@ struct Sm90Mainloop {
     // at each call): whether a P V wgmma runs meanwhile (see modify_wgmma_block_scores).
     auto modify_block_scores = [&](float (&acc_s)[kBlockN / 2], int n_block, bool pv_in_flight) {
       const bool needs_mask = block_needs_mask(mask, m0, m0 + kBlockM, n_block, kBlockN);
-      modify_wgmma_block_scores<kSTiles>(acc_s, mask, diagonal, row0, n_block * kBlockN + 2 * t,
-                                         pv_in_flight, has_softcap, p.softcap, cap_in, alibi,
-                                         needs_mask);
+      modify_wgmma_block_scores<kSTiles>(
+          acc_s, mask, diagonal, row0, n_block * kBlockN + 2 * t, pv_in_flight, has_softcap,
+          p.softcap, cap_in, alibi, needs_mask, [&](int row, int& first, int& end) {
+            if (prefix) row_keys(p, at.batch, mask, row, first, end);
+          });
     };
     // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
     // the factor that rescales what was accumulated before it.
@@ -187,7 +192,8 @@ struct Sm90Mainloop {
       turns.end_turn();
     };
     if constexpr (Tr::kOwnBlocks) {
-      const BlockRange own = key_block_range(mask, m0 + 64 * wg, m0 + 64 * wg + 64, kBlockN);
+      const BlockRange own =
+          tile_key_blocks(p, at.batch, mask, m0 + 64 * wg, m0 + 64 * wg + 64, kBlockN).range;
       const int own_begin = own.begin > range.begin ? own.begin : range.begin;
       const int own_end = own.end < range.end ? own.end : range.end;
       has_blocks = own_end > own_begin;

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "common/block_range.h"
+#include "common/prefix_ranges.h"
 #include "common/sequence.h"
 #include "common/split.h"
 #include "kernels/fwd_launch.h"
@@ -48,12 +49,14 @@ struct Sm90Producer {
   // the tile it holds and its key blocks (m_block -1: none, the consumers stop). Thread 0 writes
   // the tile before its own arrival on full (a release, counted besides the producer threads'
   // data arrivals); the caller still makes the data arrivals.
-  __device__ __forceinline__ void publish(const Sm90Tile& at, const BlockRange& range) {
+  __device__ __forceinline__ void publish(const Sm90Tile& at, const BlockRange& range,
+                                          bool prefix) {
     smem.q_ring.producer_acquire(q_fills);
     ++q_fills;
     if (threadIdx.x == 0) {
       published->at = at;
       published->range = range;
+      published->prefix = prefix;
       mbarrier_arrive(smem.q_ring.full(0));  // release: orders the tile before the consumers' wait
     }
   }
@@ -98,12 +101,13 @@ struct Sm90Producer {
     if (m0 >= seq.seqlen_q) return;
     const int head_k = head / heads_per_kv;
     const MaskSpec mask = sequence_mask(p, seq);
-    BlockRange range = key_block_range(mask, m0, m0 + kBlockM, kBlockN);
+    const TileKeys keys = tile_key_blocks(p, batch, mask, m0, m0 + kBlockM, kBlockN);
+    BlockRange range = keys.range;
     if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
     const int num_blocks = range.end - range.begin;
     if (num_blocks <= 0) {
       if constexpr (DynamicTiles) {
-        publish(at, range);
+        publish(at, range, keys.prefix);
         mbarrier_arrive(smem.q_ring.full(0));
       }
       return;
@@ -172,7 +176,7 @@ struct Sm90Producer {
     if constexpr (Tr::kSeparateKV) fill_stage(FillK{}, it, block_of(0));
     // The Q buffer: the last QK^T of the tile that used it before must be done with it.
     if constexpr (DynamicTiles) {
-      publish(at, range);  // the same wait, and the tile
+      publish(at, range, keys.prefix);  // the same wait, and the tile
     } else {
       smem.q_ring.producer_acquire(q_fills);
       ++q_fills;
@@ -194,7 +198,7 @@ struct Sm90Producer {
   // After the last tile. DynamicTiles: -1 through the Q buffer (no data) stops the consumers.
   __device__ __forceinline__ void finish() {
     if constexpr (DynamicTiles) {
-      publish(Sm90Tile{-1, 0, 0, 0}, BlockRange{0, 0});
+      publish(Sm90Tile{-1, 0, 0, 0}, BlockRange{0, 0}, false);
       mbarrier_arrive(smem.q_ring.full(0));
     }
     sm80::cp_async_wait<0>();

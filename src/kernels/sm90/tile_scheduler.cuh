@@ -30,11 +30,13 @@ struct Sm90Tile {
 
 // What the producer publishes with a Q buffer so that the consumers need not decode the tile
 // (three integer divisions) nor compute its key blocks again: the tile (m_block -1: no more
-// tiles) and its key-block range, split included.
+// tiles), its key-block range, split included, and whether its rows see keys through prefix
+// ranges (TileKeys::prefix).
 struct alignas(16) Sm90PublishedTile {
   Sm90Tile at;
   BlockRange range;
-  int pad[2];
+  int prefix;
+  int pad;
 };
 
 // A tile id's (query block, head, batch, split), in the order described above.
