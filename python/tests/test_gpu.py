@@ -565,7 +565,7 @@ def test_kvcache_append_batch_idx_leftpad():
     assert torch.equal(kc[3, 50:52], kn[0]) and torch.equal(vc[1, 70:72], vn[1])
 
 
-@pytest.mark.parametrize("page", [16, 64])
+@pytest.mark.parametrize("page", [1, 3, 16, 64])
 def test_kvcache_paged_append_rotary(page):
     torch.manual_seed(13)
     b, pages_per_seq, h, hk, sn = 3, 6, 8, 2, 1
