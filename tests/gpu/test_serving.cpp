@@ -361,7 +361,7 @@ std::vector<ServingCase> serving_cases() {
   }
   for (float shift : {-60.f, 60.f}) {
     ServingCase c;
-    c.name = std::string("sink_far_") + (shift > 0 ? "above" : "below") + "_split3";
+    c.name = shift > 0 ? "sink_far_above_split3" : "sink_far_below_split1";
     c.num_heads = 4, c.num_heads_k = 1;
     c.q_lens = {70, 1}, c.k_lens = {200, 90};
     c.causal = true, c.sink = true, c.sink_shift = shift, c.num_splits = shift > 0 ? 3 : 1;

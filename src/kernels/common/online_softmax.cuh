@@ -128,7 +128,7 @@ struct OnlineSoftmax {
     const float ref = empty ? sink_log2 : fmaxf(max_log2, sink_log2);
     const float keys = empty ? 0.f : sm80::fast_exp2(max_log2 - ref);  // weight of the keys' sum
     const float total = sum * keys + sm80::fast_exp2(sink_log2 - ref);
-    inv_sum = keys / total;
+    inv_sum = __fdividef(keys, total);  // 1 <= total <= key count + 1: no slow path needed
     lse = (ref + __log2f(total)) * 0.6931471805599453f;
   }
 
