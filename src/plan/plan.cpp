@@ -65,6 +65,9 @@ bool can_pack_gqa(const flare_mha_fwd_params& p) {
 void resolve_params(FwdPlan& plan) {
   flare_mha_fwd_params& p = plan.p;
   if (p.softmax_scale == 0.f) p.softmax_scale = effective_scale(p);
+  // head_dim_v resolved (never 0): an epilogue reads p.head_dim_v straight from the launch
+  // instead of holding v_head_dim's select in a register (the Hopper d256 kernel spilled with it).
+  p.head_dim_v = v_head_dim(p);
   plan.rotate_q = p.cache_seqlens && p.k_new && p.rotary_dim > 0;
   if (plan.rotate_q) {
     // The append pass writes the rotated q densely into the workspace; the dispatcher points

@@ -3,7 +3,8 @@
 // they read no device attribute and no environment.
 //
 // Order of the decisions (plan_forward):
-//   1. the params the kernels see: default scale, rotated-q strides, GQA packing;
+//   1. the params the kernels see: default scale, head_dim_v (never 0), rotated-q strides, GQA
+//      packing;
 //   2. the kernel family (mma.sync prefill or decode, Hopper warp-specialised or all-threads)
 //      and its variant (sm80: key step and row layout within the shared memory; sm90: the
 //      Sm90Variant), hence the tile (rows, keys per step, CTAs per SM);

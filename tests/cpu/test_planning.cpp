@@ -401,6 +401,7 @@ TEST(PlanForward, HeadDim512RunsTwoVColumnParts) {
     EXPECT_EQ(plan.sm90_head_dim, 0);  // no Hopper d512 kernel
     EXPECT_EQ(plan.kernel_head_dim_v, 256);
     EXPECT_EQ(plan.v_parts, 2);
+    EXPECT_EQ(plan.p.head_dim_v, 512);  // resolved from 0: the kernels read it as is
     EXPECT_EQ(plan.tile.block_m, 64);
     EXPECT_EQ(plan.tile.block_n, 32);
     EXPECT_EQ(plan.tile.ctas_per_sm, 1);
@@ -439,6 +440,7 @@ TEST(PlanForward, SeparateVHeadDim) {
   p.head_dim_v = 128;
   p.num_splits = 4;
   const FwdPlan m = make_plan(p);
+  EXPECT_EQ(m.p.head_dim_v, 128);
   EXPECT_EQ(m.family, FwdKernelFamily::kSm80Prefill);
   EXPECT_EQ(m.kernel_head_dim, 192);
   EXPECT_EQ(m.kernel_head_dim_v, 192);
