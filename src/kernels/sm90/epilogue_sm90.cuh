@@ -25,9 +25,10 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
   constexpr int kOTiles = HeadDim / 8;
   static_assert(kOTiles % 2 == 0, "whole pairs of n8 tiles");
   const flare_mha_fwd_params& p = launch.p;
-  // The planner resolves head_dim_v (plan.cpp, never 0 in a launch): read from the launch's
-  // constants where used, it holds no register across the stores.
-  const int head_dim_v = p.head_dim_v;
+  // O's columns: head_dim_v on the kernel that runs (192, 128) (sm90_kernel_has_narrower_v;
+  // the planner resolves head_dim_v, never 0 in a launch), else head_dim. Read from the
+  // launch's constants where used, it holds no register across the stores.
+  const int head_dim_v = sm90_kernel_has_narrower_v(HeadDim) ? p.head_dim_v : p.head_dim;
   // A row that saw no key gets O = 0 and LSE -inf, or the sink's logit: the sink joins the
   // denominator here unless the launch is split (the combine adds it once).
   float inv_sum[2], lse[2];

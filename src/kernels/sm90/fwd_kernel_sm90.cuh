@@ -66,6 +66,15 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
   }
 }
 
+// Columns of V's rows that the loaders copy (the rest zero-filled): head_dim_v on the kernel
+// that runs (192, 128) (sm90_kernel_has_narrower_v; the planner resolves head_dim_v, never 0),
+// else head_dim, K's own limit.
+template <int HeadDim>
+__device__ __forceinline__ int sm90_v_columns(const flare_mha_fwd_params& p) {
+  if constexpr (sm90_kernel_has_narrower_v(HeadDim)) return p.head_dim_v;
+  else return p.head_dim;
+}
+
 // Paged K/V rows of one load_swizzled fill: where a thread's rows are (kv_offset's page and
 // in-page row) without a table read and a division per row. Each lane looks up one row its warp
 // copies (common/paged_rows.h: one table read, one 32-bit division) and the lanes copying that
@@ -108,7 +117,7 @@ struct PagedFillRows {
     const int row0 = Lanes::copied_row(threadIdx.x, 0);
     const uint32_t dst0 = swizzled_offset(row0, chunk, Rows);
     const bool col_ok = chunk * 8 < p.head_dim;
-    const bool v_col_ok = chunk * 8 < v_head_dim(p);  // V rows have v_head_dim columns
+    const bool v_col_ok = chunk * 8 < sm90_v_columns<HeadDim>(p);
     const T* k0 = k + (int64_t(head_k) * p.k_head_stride + chunk * 8);
     const T* v0 = v + (int64_t(head_k) * p.v_head_stride + chunk * 8);
 #pragma unroll
@@ -149,7 +158,7 @@ __device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
     rows.template load<!IsV, IsV>(p, smem, smem, src, src, head_k, n0, seq.seqlen_k);
     return;
   }
-  load_swizzled<HeadDim, Rows, Threads>(smem, src, IsV ? v_head_dim(p) : p.head_dim,
+  load_swizzled<HeadDim, Rows, Threads>(smem, src, IsV ? sm90_v_columns<HeadDim>(p) : p.head_dim,
                                         [&](int r) -> int64_t {
     if (n0 + r >= seq.seqlen_k) return -1;
     return base + (n0 + r) * (IsV ? p.v_row_stride : p.k_row_stride);

@@ -167,7 +167,7 @@ struct Sm90Producer {
                                                   return k_base + (n0 + r) * p.k_row_stride;
                                                 });
         if (kWithV)
-          load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, v_head_dim(p),
+          load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, sm90_v_columns<kHeadDim>(p),
                                                 [&](int r) -> int64_t {
                                                   if (n0 + r >= seq.seqlen_k) return -1;
                                                   return v_base + (n0 + r) * p.v_row_stride;

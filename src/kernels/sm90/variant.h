@@ -90,6 +90,12 @@ constexpr int sm90_kernel_head_dim(int kernel_head_dim) {
   }
 }
 
+// Whether launches of the Hopper kernel compiled for `kernel_head_dim` may have head_dim_v <
+// head_dim: the one accepted pair (192, 128) (validate_serving.cpp) runs on the d256 kernel. The
+// other kernels bound V's columns by head_dim, as K's, so their loaders hold no second column
+// limit (the d128 producer's 24 registers spilled with one).
+constexpr bool sm90_kernel_has_narrower_v(int kernel_head_dim) { return kernel_head_dim == 256; }
+
 // The variant for params `p` on the Hopper kernel compiled for `kernel_head_dim` (64, 128 or
 // 256: sm90_kernel_head_dim's value, not p.head_dim, which may be smaller). Persistence needs a
 // tile counter in the workspace; the planner turns it off (overrides.persistent = 0) when the
