@@ -238,7 +238,13 @@ TEST(ValidationServing, EveryRejectionHasAMessage) {
   p.sink = fake_ptr<const float>(0x10);
   p.mm_prefix_ranges = fake_ptr<const int32_t>(0x20);
   p.max_mm_prefix_ranges = 1, p.mm_prefix_ranges_batch_stride = 2;
-  EXPECT_EQ(intake(p), NOT_YET);
+  EXPECT_EQ(intake(p), FLARE_OK) << last_error();  // paged varlen with sinks and ranges runs
+  p.mm_prefix_ranges = fake_ptr<const int32_t>(0x22);
+  EXPECT_EQ(intake(p), MISALIGNED);
+  EXPECT_FALSE(last_error().empty());
+  p.mm_prefix_ranges = fake_ptr<const int32_t>(0x20);
+  p.page_block_size = 0;
+  EXPECT_EQ(intake(p), INVALID);
   EXPECT_FALSE(last_error().empty());
 }
 
