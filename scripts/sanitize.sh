@@ -72,6 +72,10 @@ if [ -z "$filter" ]; then
     pick '^Repeat/ForwardDeterminism\.' 1
     echo "$all" | grep -E '^Params/ForwardBadInput\.RejectedWithoutWriting/Baseline$'
     echo "$all" | grep -E '^ReliabStrides\.' | head -1
+    # Sinks with split-KV and GQA packing, prefix ranges across tiles and splits (d64 cases).
+    case "|$dims|" in *"|64|"*)
+      echo "$all" | grep -E '^Serving/ServingSweep\..*/(sink_prefill_split4|sink_gqa_pack_r32_split4|ranges_causal_d64_split4|ranges_window_both_sides_sink)$' ;;
+    esac
     # Paged KV at pages below the decode kernel's 16-row key groups and not a multiple of 16.
     pick '^Pages/DecodeSweep\..*_page1_' 1
     pick '^Pages/DecodeSweep\..*_page3_lpad' 1

@@ -90,6 +90,7 @@ FwdLaunch make_launch(const FwdPlan& plan, char* workspace) {
   launch.block_m = plan.tile.block_m;
   launch.block_n = plan.tile.block_n;
   launch.sm80_swizzled = plan.sm80_swizzled;
+  launch.narrow = plan.narrow;
   launch.sm90 = plan.sm90;
   launch.num_sms = plan.num_sms;
   launch.combine_pdl = plan.combine_pdl;

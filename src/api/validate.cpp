@@ -6,8 +6,9 @@
 //
 // validate_params checks, in this order, and stops at the first failure:
 //   1. dtype;
-//   2. the tensors q, k, v, out: non-null, base 16-byte aligned, strides non-negative and
-//      multiples of 8 elements;
+//   2. the tensors q, k, v, out (and k_new, v_new in step 6): non-null, base aligned to one
+//      element (2 bytes: an odd address is refused), strides non-negative, in elements, any
+//      value (0 broadcasts);
 //   3. shapes: batch, seqlen_q / seqlen_k (or max_seqlen_* for varlen), heads, and
 //      the launch limits: batch and num_heads <= 65535 (CUDA grid y / z), sequence lengths
 //      <= 2^30 (row indices and block counts stay in 32-bit ints);
@@ -38,10 +39,12 @@
 // seqlen_new <= capacity, leftpad_k[b] <= cache_seqlens[b], block table entries < num_pages,
 // cache_batch_idx[b] in range) cannot be checked here; they are the caller's responsibility.
 //
-// The head dimension is contiguous by definition (the struct has no head-dim stride), so the
-// 16-byte alignment of every row of a tensor follows from an aligned base and strides that
-// are multiples of 8 fp16/bf16 elements. A stride of 0 is a multiple of 8 and is accepted: it
-// is how a caller leaves the batch stride of a batch of one (or of a varlen tensor) unset.
+// The head dimension is contiguous by definition (the struct has no head-dim stride). Tensors
+// need only element alignment: where a row is not 16-byte addressable (a base not 16-byte
+// aligned, a stride not a multiple of 8 elements, a head dim not a multiple of 8) the planner
+// makes the launch narrow (common/narrow.h) and the kernels move elements one by one instead of
+// 16-byte chunks; the output keeps the caller's head dim and layout. A stride of 0 is accepted:
+// it is how a caller leaves the batch stride of a batch of one (or of a varlen tensor) unset.
 #include "api/validate.h"
 
 #include <cmath>
@@ -65,8 +68,7 @@ namespace {
 constexpr size_t kMinStructSize =
     offsetof(flare_mha_fwd_params, out_head_stride) + sizeof(int64_t);
 
-constexpr int64_t kStrideMultiple = 8;  // elements: 16 bytes of fp16/bf16
-constexpr uintptr_t kTensorAlignment = 16;
+constexpr uintptr_t kTensorAlignment = 2;  // one fp16/bf16 element
 constexpr uintptr_t kWorkspaceAlign = 256;
 constexpr int kMaxSplits = 128;
 // The forward grid is (query blocks, heads, batch x splits): CUDA allows 65535 in y and z.
@@ -116,10 +118,6 @@ flare_status check_stride(const char* tensor, const char* dim, int64_t value) {
   if (value < 0)
     return fail(FLARE_ERROR_INVALID_ARGUMENT, "%s_%s_stride (%lld) must be >= 0", tensor, dim,
                 (long long)value);
-  if (value % kStrideMultiple != 0)
-    return fail(FLARE_ERROR_MISALIGNED,
-                "%s_%s_stride (%lld) is not a multiple of %lld elements (16 bytes)", tensor, dim,
-                (long long)value, (long long)kStrideMultiple);
   return FLARE_OK;
 }
 

@@ -36,10 +36,9 @@ namespace flare {
 namespace {
 
 constexpr int kMaxHeadDim = 512;
-// The head dims the GPU kernels run today: multiples of 8 in [8, 256].
-constexpr int kKernelMinHeadDim = 8;
+// The head dims the GPU kernels run today: [1, 256] (those that are not multiples of 8 as
+// narrow launches, common/narrow.h).
 constexpr int kKernelMaxHeadDim = 256;
-constexpr int kKernelHeadDimMultiple = 8;
 
 // (head_dim, head_dim_v) pairs with a separate V head dim that flare accepts.
 struct HeadDimPair {
@@ -126,12 +125,10 @@ flare_status validate_serving_fields(const flare_mha_fwd_params& p) {
 }
 
 flare_status serving_features_not_yet_supported(const flare_mha_fwd_params& p) {
-  if (p.head_dim < kKernelMinHeadDim || p.head_dim > kKernelMaxHeadDim ||
-      p.head_dim % kKernelHeadDimMultiple != 0)
+  if (p.head_dim > kKernelMaxHeadDim)
     return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,
-                "head_dim (%d) is not supported by the GPU kernels yet: they run multiples of %d "
-                "in [%d, %d]",
-                p.head_dim, kKernelHeadDimMultiple, kKernelMinHeadDim, kKernelMaxHeadDim);
+                "head_dim (%d) is not supported by the GPU kernels yet: they run [1, %d]",
+                p.head_dim, kKernelMaxHeadDim);
   if (p.head_dim_v != 0 && p.head_dim_v != p.head_dim)
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "head_dim_v (%d) != head_dim (%d): a separate V head dim is not implemented on "

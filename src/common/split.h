@@ -16,4 +16,9 @@ FLARE_HD BlockRange split_block_range(BlockRange range, int num_splits, int spli
   return BlockRange{b, e};
 }
 
+// Floats per row of the split-KV accumulators (o_accum) of a head dim: rounded up to whole
+// 8-element chunks, so every row starts 32-byte aligned and the kernels' float2 / float4 stores
+// of a chunk never cross into the next row, narrow head dims included.
+FLARE_HD constexpr int split_accum_row_floats(int head_dim) { return (head_dim + 7) / 8 * 8; }
+
 }  // namespace flare

@@ -26,11 +26,13 @@ struct FwdLaunch {
                             // in the workspace when rotary is applied
   int num_splits;           // >= 1
   int max_seqlen_q;         // rows per batch entry of the split accumulators
-  float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, head_dim] when split
+  float* o_accum;           // [num_splits, batch, heads, max_seqlen_q, split_accum_row_floats]
   float* lse_accum;         // [num_splits, batch, heads, max_seqlen_q] when split
   FwdKernelFamily family;   // which kernel runs
   int block_m, block_n;     // the instance's tile: query rows per CTA, keys per step
   bool sm80_swizzled;       // mma.sync prefill: XOR-swizzled shared-memory rows
+  bool narrow;              // tensors not movable in 16-byte chunks: element-granular loads
+                            // and stores (common/narrow.h); CTA-uniform
   Sm90Variant sm90;         // Hopper variant (families kSm90*)
   int num_sms;              // SMs of the device (grid of persistent launches)
   bool combine_pdl;         // launch the split combine as a programmatic dependent

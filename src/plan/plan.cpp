@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/narrow.h"
 #include "common/sequence.h"
 #include "common/serving_semantics.h"
+#include "common/split.h"
 #include "common/tile_config.h"
 
 namespace flare {
@@ -179,7 +181,8 @@ void lay_out_workspace(FwdPlan& plan) {
                                 size_t(plan.max_seqlen_q));
     const size_t split_rows = sat_mul(size_t(plan.num_splits), rows);
     plan.o_accum_offset = offset;
-    offset = sat_add_aligned(offset, sat_mul(sat_mul(split_rows, size_t(v_head_dim(p))), sizeof(float)));
+    offset = sat_add_aligned(offset, sat_mul(sat_mul(split_rows, size_t(split_accum_row_floats(v_head_dim(p)))),
+                                                     sizeof(float)));
     plan.lse_accum_offset = offset;
     offset = sat_add_aligned(offset, sat_mul(split_rows, sizeof(float)));
   }
@@ -199,15 +202,17 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
   plan.kernel_head_dim = padded_head_dim(in.head_dim);
   plan.num_sms = device.num_sms;
   plan.combine_pdl = tuning.combine_pdl && device.cc_major >= 9;
+  plan.narrow = is_narrow(in);
   resolve_params(plan);
 
   // Hopper kernels run on compute capability 9.0 (sm_90a code runs there only) where this build
   // has the instance; launches of at most 16 query rows take the mma.sync decode kernel there
-  // too.
+  // too. Narrow launches take the mma.sync family: the Hopper producer moves K/V by TMA or
+  // 16-byte cp.async only (common/narrow.h).
   const int sm90_hd = sm90_kernel_head_dim(plan.kernel_head_dim);
   const bool hopper = device.cc_major == 9 && tuning.hopper_kernels &&
                       sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
-                      !sm80_use_decode_kernel(plan.max_seqlen_q);
+                      !sm80_use_decode_kernel(plan.max_seqlen_q) && !plan.narrow;
   if (hopper) {
     plan.sm90_head_dim = sm90_hd;
     choose_sm90(plan, tuning);

@@ -69,6 +69,7 @@ struct FwdPlan {
   Sm90Variant sm90;        // the Hopper variant (family kSm90*)
   bool packed_gqa;         // seqlen_q == 1 decode: the query heads of a KV head became rows
   bool rotate_q;           // KV cache with rotary: q is rotated into the workspace
+  bool narrow;             // element-granular loads and stores (common/narrow.h)
   int num_splits;
   int max_seqlen_q;        // rows per (batch, head) in the split accumulators
   int num_sms;             // the device's SMs (persistent grids)

@@ -388,10 +388,11 @@ TEST(MakeParams, LibraryValidationStatusesSurface) {
     v->shape[3] = 12;
     v->stride[2] = 12;
   }
-  expect_error([&] { validate(odd.make()); }, FLARE_ERROR_MISALIGNED, "q_head_stride (12)");
+  // Head dim 12 with strides of 12 elements is a narrow launch (common/narrow.h): valid.
+  validate(odd.make());
 
   Views misaligned = t;
-  misaligned.k.data = reinterpret_cast<void*>(0x200008);
+  misaligned.k.data = reinterpret_cast<void*>(0x200009);  // tensors need 2-byte alignment
   expect_error([&] { validate(misaligned.make()); }, FLARE_ERROR_MISALIGNED, "k (");
 }
 

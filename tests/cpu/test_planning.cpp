@@ -13,6 +13,7 @@
 
 #include "flare/flare.h"
 #include "common/tile_config.h"
+#include "common/split.h"
 #include "plan/plan.h"
 #include "plan/tuning.h"
 #include "valid_params.h"
@@ -204,6 +205,65 @@ TEST(PlanForward, WorkspaceAccumulatorsAligned) {
   EXPECT_EQ(plan.workspace_bytes, 768u);
   EXPECT_EQ(plan.lse_accum_offset % kWorkspaceAlignment, 0u);
   EXPECT_EQ(plan.workspace_bytes % kWorkspaceAlignment, 0u);
+}
+
+// Narrow launches (common/narrow.h): any tensor whose rows are not 16-byte addressable, or a
+// head dim that is not a multiple of 8. They run the mma.sync family on Hopper too, and the
+// split accumulators' rows are padded to whole 8-float chunks.
+TEST(PlanForward, NarrowWhereRowsAreNotChunkAddressable) {
+  const flare_mha_fwd_params aligned = dense(2, 256, 512, 4, 2, 64);
+  EXPECT_FALSE(make_plan(aligned).narrow);
+  EXPECT_FALSE(make_plan(aligned, kH100).narrow);
+  EXPECT_EQ(make_plan(aligned, kH100).family, flare::FwdKernelFamily::kSm90WarpSpecialized);
+  using Mutation = void (*)(flare_mha_fwd_params&);
+  const Mutation narrowing[] = {
+      [](flare_mha_fwd_params& p) { p.q = static_cast<const char*>(p.q) + 2; },
+      [](flare_mha_fwd_params& p) { p.k = static_cast<const char*>(p.k) + 8; },
+      [](flare_mha_fwd_params& p) { p.v = static_cast<const char*>(p.v) + 14; },
+      [](flare_mha_fwd_params& p) { p.out = static_cast<char*>(p.out) + 4; },
+      [](flare_mha_fwd_params& p) { p.q_batch_stride += 1; },
+      [](flare_mha_fwd_params& p) { p.k_row_stride += 4; },
+      [](flare_mha_fwd_params& p) { p.v_head_stride = 66; },
+      [](flare_mha_fwd_params& p) { p.out_row_stride += 2; },
+  };
+  for (Mutation m : narrowing) {
+    flare_mha_fwd_params p = aligned;
+    m(p);
+    EXPECT_TRUE(make_plan(p).narrow);
+    const FwdPlan hopper = make_plan(p, kH100);
+    EXPECT_TRUE(hopper.narrow);
+    EXPECT_EQ(hopper.family, flare::FwdKernelFamily::kSm80Prefill);
+    EXPECT_EQ(hopper.sm90_head_dim, 0);
+  }
+  // Head dims 1..7 run on the d32 instance, 9..63 on d64, 111 on d128.
+  for (int d : {1, 7, 59, 111}) {
+    flare_mha_fwd_params p = dense(1, 100, 300, 2, 2, d);
+    p.q_head_stride = p.k_head_stride = p.v_head_stride = p.out_head_stride = d;
+    p.q_row_stride = p.out_row_stride = 2 * d;
+    p.k_row_stride = p.v_row_stride = 2 * d;
+    p.q_batch_stride = p.out_batch_stride = 100 * 2 * d;
+    p.k_batch_stride = p.v_batch_stride = 300 * 2 * d;
+    const FwdPlan plan = make_plan(p, kH100);
+    EXPECT_TRUE(plan.narrow) << d;
+    EXPECT_EQ(plan.kernel_head_dim, flare::padded_head_dim(d)) << d;
+    EXPECT_EQ(plan.family, flare::FwdKernelFamily::kSm80Prefill) << d;
+  }
+}
+
+TEST(PlanForward, NarrowSplitAccumulatorRowsArePadded) {
+  // d = 59, forced 3 splits: rows = 1*1*3 = 3; o_accum rows of 64 floats: 3*3*64*4 = 2304
+  // -> 2304 (aligned); lse = 3*3*4 = 36 -> 2560.
+  flare_mha_fwd_params p = dense(1, 3, 200, 1, 1, 59);
+  p.num_splits = 3;
+  const FwdPlan plan = make_plan(p);
+  EXPECT_TRUE(plan.narrow);
+  ASSERT_EQ(plan.num_splits, 3);
+  EXPECT_EQ(flare::split_accum_row_floats(59), 64);
+  EXPECT_EQ(flare::split_accum_row_floats(64), 64);
+  EXPECT_EQ(flare::split_accum_row_floats(1), 8);
+  EXPECT_EQ(plan.o_accum_offset, 0u);
+  EXPECT_EQ(plan.lse_accum_offset, 2304u);
+  EXPECT_EQ(plan.workspace_bytes, 2560u);
 }
 
 TEST(PlanForward, VarlenUsesMaxSeqlens) {

@@ -745,8 +745,8 @@ TEST(SemanticsScores, WgmmaBlockScoresMatchElementRule) {
 namespace {
 
 // Prefix ranges (prefix_ranges.h) against key_visible, the reference rule, by brute force over
-// random masks, ranges (empty slots, starts before key 0, ends past seqlen_k, overlapping and
-// touching ranges) and lengths with seqlen_q below, equal to and above seqlen_k.
+// random masks, ranges (empty slots, starts before key 0, ends past seqlen_k, the int32
+// extremes, overlapping and touching ranges) and lengths with seqlen_q below, equal to and above seqlen_k.
 struct RangesProblem {
   flare_mha_fwd_params p;
   std::vector<int32_t> ranges;  // [1, n, 2]
@@ -763,6 +763,8 @@ RangesProblem random_ranges_problem(std::mt19937& rng, int trial) {
   for (int i = 0; i < n; ++i) {
     int s = int(rng() % (sk + 40)) - 20, e = s + int(rng() % 160) - 10;  // some empty
     if (rng() % 6 == 0) e = s;
+    if (rng() % 12 == 0) s = INT32_MIN;  // the int32 extremes: no overflow anywhere
+    if (rng() % 12 == 0) e = INT32_MAX;
     r.ranges[2 * i] = s, r.ranges[2 * i + 1] = e;
   }
   r.p.mm_prefix_ranges = r.ranges.data();

@@ -56,7 +56,9 @@
 #include "api/validate.h"
 #include "api/validate_serving.h"
 #include "common/sequence.h"
+#include "common/narrow.h"
 #include "common/serving_semantics.h"
+#include "common/split.h"
 #include "common/tile_config.h"
 #include "flare/flare.h"
 #include "kernels/sm90/tma_maps.h"
@@ -377,6 +379,13 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
             p, dev.cc_major, plan.sm90_head_dim);
   if (plan.family == FwdKernelFamily::kSm80Decode)
     REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows, p, plan.max_seqlen_q, 0);
+  // Narrow launches (element-granular loads and stores) exactly where some row is not 16-byte
+  // addressable; they never take the Hopper kernels (TMA / 16-byte cp.async only). Accepted
+  // tensors are element aligned.
+  REQUIRE(plan.narrow == flare::is_narrow(p), p, plan.narrow, 0);
+  if (plan.narrow) REQUIRE(!sm90, p, int(plan.family), 0);
+  for (const void* t : {p.q, p.k, p.v, static_cast<const void*>(p.out)})
+    REQUIRE(reinterpret_cast<uintptr_t>(t) % 2 == 0, p, reinterpret_cast<uintptr_t>(t), 0);
   if (plan.family == FwdKernelFamily::kNone) {
     REQUIRE(dev.smem_optin > 0 && !sm90, p, dev.smem_optin, 0);
     return;
@@ -428,7 +437,8 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   if (plan.num_splits > 1) {
     const unsigned __int128 rows =
         static_cast<unsigned __int128>(plan.p.batch) * plan.p.num_heads * plan.max_seqlen_q;
-    regions[n++] = {plan.o_accum_offset, rows * plan.num_splits * plan.p.head_dim * 4,
+    regions[n++] = {plan.o_accum_offset,
+                    rows * plan.num_splits * flare::split_accum_row_floats(plan.p.head_dim) * 4,
                     "o_accum region"};
     regions[n++] = {plan.lse_accum_offset, rows * plan.num_splits * 4, "lse_accum region"};
   }
@@ -490,7 +500,8 @@ void check_serving_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& pla
   const unsigned __int128 rows = static_cast<unsigned __int128>(plan.p.batch) *
                                  plan.p.num_heads * plan.max_seqlen_q * plan.num_splits;
   const unsigned __int128 o_end =
-      plan.o_accum_offset + rows * static_cast<unsigned>(flare::v_head_dim(p)) * 4;
+      plan.o_accum_offset +
+      rows * static_cast<unsigned>(flare::split_accum_row_floats(flare::v_head_dim(p))) * 4;
   REQUIRE(o_end <= plan.workspace_bytes, p, plan.o_accum_offset, plan.workspace_bytes);
 }
 

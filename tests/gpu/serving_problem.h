@@ -48,6 +48,11 @@ struct ServingCase {
   bool lse = true;
   int num_splits = 1;
   bool padded = false;  // padded strides (gaps that must stay poisoned)
+  // Narrow tensors (flare's common/narrow.h): strides of exactly the row's width in elements
+  // (padded: plus odd gaps), so rows are not 16-byte addressable whatever the head dim; and
+  // bases of q, k, v, k_new, v_new moved by `base_offset` elements (odd: 2-byte aligned only).
+  bool tight = false;
+  int base_offset = 0;
   uint64_t seed = 1;
 
   int dv() const { return head_dim_v != 0 ? head_dim_v : head_dim; }
@@ -55,15 +60,24 @@ struct ServingCase {
 
 inline void PrintTo(const ServingCase& c, std::ostream* os) { *os << c.name; }
 
-// The head stride of a row of `width` elements: a multiple of 8 elements (16 bytes) as flare
-// requires, plus 8 more with padded strides.
-inline Strides serving_strides(bool padded, int n, int rows, int heads, int width) {
+// The head stride of a row of `width` elements: a multiple of 8 elements (16 bytes, the fast
+// path's chunk), plus 8 more with padded strides; tight: exactly `width` (plus odd gaps 3 / 5 / 7
+// with padded strides), which makes the launch narrow unless width is a multiple of 8 and no
+// gap is used. `offset` elements more for a base moved by that much.
+inline Strides serving_strides(bool padded, int n, int rows, int heads, int width,
+                               bool tight = false, int offset = 0) {
   Strides s;
   const int64_t w8 = (width + 7) / 8 * 8;
-  s.head = padded ? w8 + 8 : w8;
-  s.row = int64_t(heads) * s.head + (padded ? 16 : 0);
-  s.batch = int64_t(rows) * s.row + (padded ? 32 : 0);
-  s.elems = size_t(n) * size_t(s.batch);
+  if (tight) {
+    s.head = padded ? width + 3 : width;
+    s.row = int64_t(heads) * s.head + (padded ? 5 : 0);
+    s.batch = int64_t(rows) * s.row + (padded ? 7 : 0);
+  } else {
+    s.head = padded ? w8 + 8 : w8;
+    s.row = int64_t(heads) * s.head + (padded ? 16 : 0);
+    s.batch = int64_t(rows) * s.row + (padded ? 32 : 0);
+  }
+  s.elems = size_t(n) * size_t(s.batch) + size_t(offset);
   return s;
 }
 
@@ -128,10 +142,10 @@ inline HostProblem build_serving_problem(const ServingCase& c) {
   // q / out: packed rows (varlen) or a padded batch (KV cache).
   const int total_q = std::accumulate(c.q_lens.begin(), c.q_lens.end(), 0);
   const int nq = cache ? p.batch : 1, rows_q = cache ? max_q : total_q;
-  const Strides sq = serving_strides(c.padded, nq, rows_q, h, d);
-  const Strides so = serving_strides(c.padded, nq, rows_q, h, dv);
+  const Strides sq = serving_strides(c.padded, nq, rows_q, h, d, c.tight, c.base_offset);
+  const Strides so = serving_strides(c.padded, nq, rows_q, h, dv, c.tight);
   hp.buf[kBufQ] = random_tensor(sq.elems, c.dtype, rng);
-  hp.q = {kBufQ, 0};
+  hp.q = {kBufQ, c.base_offset};
   p.q_batch_stride = sq.batch, p.q_row_stride = sq.row, p.q_head_stride = sq.head;
   p.out_batch_stride = so.batch, p.out_row_stride = so.row, p.out_head_stride = so.head;
   hp.out_elems = so.elems;
@@ -164,12 +178,12 @@ inline HostProblem build_serving_problem(const ServingCase& c) {
   } else {
     nk = 1, rows_k = std::max(1, std::accumulate(c.k_lens.begin(), c.k_lens.end(), 0));
   }
-  const Strides sk = serving_strides(c.padded, nk, rows_k, hk, d);
-  const Strides sv = serving_strides(c.padded, nk, rows_k, hk, dv);
+  const Strides sk = serving_strides(c.padded, nk, rows_k, hk, d, c.tight, c.base_offset);
+  const Strides sv = serving_strides(c.padded, nk, rows_k, hk, dv, c.tight, c.base_offset);
   hp.buf[kBufK] = random_tensor(sk.elems, c.dtype, rng);
   hp.buf[kBufV] = random_tensor(sv.elems, c.dtype, rng);
-  hp.k = {kBufK, 0};
-  hp.v = {kBufV, 0};
+  hp.k = {kBufK, c.base_offset};
+  hp.v = {kBufV, c.base_offset};
   p.k_batch_stride = sk.batch, p.k_row_stride = sk.row, p.k_head_stride = sk.head;
   p.v_batch_stride = sv.batch, p.v_row_stride = sv.row, p.v_head_stride = sv.head;
 
@@ -177,12 +191,14 @@ inline HostProblem build_serving_problem(const ServingCase& c) {
     hp.cache_seqlens.resize(p.batch);
     for (int b = 0; b < p.batch; ++b) hp.cache_seqlens[b] = c.k_lens[b] - c.seqlen_new;
     if (c.seqlen_new > 0) {
-      const Strides sn = serving_strides(c.padded, p.batch, c.seqlen_new, hk, d);
-      const Strides snv = serving_strides(c.padded, p.batch, c.seqlen_new, hk, dv);
+      const Strides sn = serving_strides(c.padded, p.batch, c.seqlen_new, hk, d, c.tight,
+                                            c.base_offset);
+      const Strides snv = serving_strides(c.padded, p.batch, c.seqlen_new, hk, dv, c.tight,
+                                             c.base_offset);
       hp.buf[kBufKNew] = random_tensor(sn.elems, c.dtype, rng);
       hp.buf[kBufVNew] = random_tensor(snv.elems, c.dtype, rng);
-      hp.k_new = {kBufKNew, 0};
-      hp.v_new = {kBufVNew, 0};
+      hp.k_new = {kBufKNew, c.base_offset};
+      hp.v_new = {kBufVNew, c.base_offset};
       p.seqlen_new = c.seqlen_new;
       p.k_new_batch_stride = sn.batch, p.k_new_row_stride = sn.row, p.k_new_head_stride = sn.head;
       p.v_new_batch_stride = snv.batch, p.v_new_row_stride = snv.row;

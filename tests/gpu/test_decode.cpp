@@ -27,6 +27,10 @@
 //   Chunks/*     chunked prefill (40 / 130 query rows appended) into paged and unpaged caches,
 //                d64/d96/d128/d192/d256: the prefill kernels (Hopper: wgmma) on a KV cache;
 //                pages of 1 and 3 rows at d64/d128/d256.
+//   Narrow/*     head dims 1, 7, 59, 111 (contiguous: strides not multiples of 8) and 200 (a
+//                control) with append, rotary (even rotary_dim, both modes), GQA packing,
+//                pages, leftpad, cache_batch_idx, windows and split-KV: the narrow launches
+//                (flare's common/narrow.h) of the append pass, decode and prefill kernels.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -506,6 +510,54 @@ void add_chunks(std::vector<DecCase>& out) {
       }
 }
 
+// Narrow launches: the KV-cache path with head dims that are not multiples of 8 (contiguous
+// tensors then have strides that are not either). rotary_dim stays even (validation).
+void add_narrow(std::vector<DecCase>& out) {
+  int n = 0;
+  for (int d : {1, 7, 59, 111, 200})
+    for (int f = 0; f < 5; ++f) {
+      const int i = n++;
+      if (quick_mode() && i % 2 != 0) continue;
+      DecCase c;
+      c.group = "dnarrow";
+      c.dtype = i % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = d;
+      c.batch = 3;
+      c.capacity = 300;
+      const int rot = d >= 2 ? d / 2 * 2 : 0;  // the largest even rotary_dim <= d
+      switch (f) {
+        case 0:  // decode, packed GQA, interleaved rotary over every pair, splits
+          c.num_heads = 8, c.num_heads_k = 2, c.seqlen_new = 1;
+          c.rotary_dim = rot, c.rotary_interleaved = true;
+          c.num_splits = 3;
+          break;
+        case 1:  // 4 rows appended into pages of 16, half-mode rotary on part of the dims
+          c.seqlen_q = 4, c.seqlen_new = 4, c.causal = true;
+          c.page_size = 16;
+          c.rotary_dim = rot >= 4 ? rot / 4 * 2 : rot;
+          c.num_splits = 0;
+          break;
+        case 2:  // chunked prefill (the prefill kernel), leftpad, rotary
+          c.seqlen_q = 40, c.seqlen_new = 40, c.causal = true;
+          c.capacity = 500, c.leftpad = true;
+          c.rotary_dim = rot;
+          c.num_heads = 4, c.num_heads_k = 2, c.num_splits = 2;
+          break;
+        case 3:  // no append, window, cache_batch_idx, MQA
+          c.num_heads = 6, c.num_heads_k = 1, c.seqlen_q = 2;
+          c.window_left = 40, c.window_right = 0, c.batch_idx = true;
+          c.num_splits = 7;
+          break;
+        case 4:  // padded strides (16-byte aligned gaps) with an odd head dim, alibi, softcap
+          c.padded = true, c.seqlen_q = 3, c.seqlen_new = 3, c.causal = true;
+          c.alibi = 1, c.softcap = 30.f, c.num_splits = 1;
+          break;
+      }
+      choose_lengths(c, 7000 + i, {c.capacity - c.seqlen_new, 0});
+      out.push_back(c);
+    }
+}
+
 const std::vector<DecCase>& all_decode_cases() {
   static const std::vector<DecCase> cases = [] {
     std::vector<DecCase> v;
@@ -516,6 +568,7 @@ const std::vector<DecCase>& all_decode_cases() {
     add_shared(v);
     add_long(v);
     add_chunks(v);
+    add_narrow(v);
     for (size_t i = 0; i < v.size(); ++i) {
       v[i].id = i;
       v[i].name = make_name(v[i]);
@@ -696,6 +749,7 @@ INSTANTIATE_TEST_SUITE_P(Heuristic, DecodeSweep, ::testing::ValuesIn(cases_of("d
 INSTANTIATE_TEST_SUITE_P(Shared, DecodeSweep, ::testing::ValuesIn(cases_of("dshared")), case_name);
 INSTANTIATE_TEST_SUITE_P(Long, DecodeSweep, ::testing::ValuesIn(cases_of("dlong")), case_name);
 INSTANTIATE_TEST_SUITE_P(Chunks, DecodeSweep, ::testing::ValuesIn(cases_of("dchunk")), case_name);
+INSTANTIATE_TEST_SUITE_P(Narrow, DecodeSweep, ::testing::ValuesIn(cases_of("dnarrow")), case_name);
 
 }  // namespace
 }  // namespace flare_test

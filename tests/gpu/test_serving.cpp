@@ -31,7 +31,7 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // One switch per line of serving_features_not_yet_supported (src/api/validate_serving.cpp):
 // flip a switch in the same change that deletes its line and lands the kernels.
-constexpr bool kOddHeadDimsOnGpu = false;    // head_dim in [1, 512] outside multiples of 8 in [8, 256]
+constexpr bool kOddHeadDimsOnGpu = true;     // head_dim in [1, 256] not a multiple of 8 (narrow)
 constexpr bool kHeadDimVOnGpu = false;       // head_dim_v != head_dim, i.e. (192, 128)
 constexpr bool kSinksOnGpu = true;           // sink
 constexpr bool kPrefixRangesOnGpu = true;    // mm_prefix_ranges
@@ -47,7 +47,9 @@ struct Refusal {
 };
 
 Refusal expected_refusal(const ServingCase& c) {
-  const bool kernel_head_dim = c.head_dim % 8 == 0 && c.head_dim >= 8 && c.head_dim <= 256;
+  // Head dims above 256 are the d512 instance's; the others run (narrow where not a multiple
+  // of 8) once kOddHeadDimsOnGpu is on.
+  const bool kernel_head_dim = c.head_dim <= 256 && (c.head_dim % 8 == 0 || kOddHeadDimsOnGpu);
   if (!kernel_head_dim && !kOddHeadDimsOnGpu)
     return {true, FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "is not supported by the GPU kernels yet"};
   if (c.dv() != c.head_dim && !kHeadDimVOnGpu)
@@ -162,6 +164,74 @@ std::vector<ServingCase> serving_cases() {
     c.causal = d != 111;
     c.num_splits = d == 512 ? 3 : 1;
     c.padded = d == 59;
+    add(c);
+  }
+  // 3b. Narrow tensors (common/narrow.h): the odd head dims with strides of exactly the
+  //     head dim (never multiples of 8) and with odd gaps, bases that are only 2-byte aligned
+  //     (an aligned head dim made narrow by its addresses alone), varlen, KV cache with append
+  //     and rotary-free append into odd-strided caches, paged, split-KV, GQA-packed decode,
+  //     causal and window masks.
+  for (int d : {1, 7, 59, 111, 200, 264, 511}) {
+    for (int padded : {0, 1}) {
+      ServingCase c;
+      c.name = "narrow_d" + std::to_string(d) + (padded ? "_padded_odd_gaps" : "_contiguous");
+      c.dtype = (d + padded) % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+      c.head_dim = d, c.num_heads = 4, c.num_heads_k = 2;
+      c.tight = true, c.padded = padded == 1;
+      c.q_lens = {70, 1, 129}, c.k_lens = {200, 33, 129};
+      c.causal = padded == 0;
+      if (padded) c.window_left = 50, c.window_right = 3;
+      c.num_splits = padded ? 3 : 1;
+      add(c);
+    }
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_d64_odd_base_offsets";
+    c.head_dim = 64, c.num_heads = 4, c.num_heads_k = 4;
+    c.base_offset = 1;
+    c.q_lens = {100, 17}, c.k_lens = {260, 17};
+    c.causal = true, c.num_splits = 0;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_d128_tight_gaps_split4";
+    c.dtype = FLARE_DTYPE_FP16;
+    c.head_dim = 128, c.num_heads = 2, c.num_heads_k = 1;
+    c.tight = true, c.padded = true;  // aligned head dim, odd gaps
+    c.q_lens = {200}, c.k_lens = {700};
+    c.num_splits = 4;
+    add(c);
+  }
+  for (int d : {7, 59, 111}) {
+    ServingCase c;
+    c.name = "narrow_kv_d" + std::to_string(d) + "_append_decode_gqa";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = d, c.num_heads = 8, c.num_heads_k = 2;
+    c.tight = true, c.base_offset = d == 59 ? 3 : 0;
+    c.q_lens = {1, 1, 1}, c.k_lens = {1, 90, 400};
+    c.seqlen_new = 1, c.num_splits = d == 111 ? 0 : 3;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_kv_d59_page16_chunk_append_causal";
+    c.mode = KvMode::kKvCache;
+    c.head_dim = 59, c.num_heads = 4, c.num_heads_k = 2;
+    c.tight = true, c.padded = true;
+    c.q_lens = {24, 24}, c.k_lens = {24, 150};
+    c.page_size = 16, c.seqlen_new = 24, c.causal = true, c.num_splits = 2;
+    add(c);
+  }
+  {
+    ServingCase c;
+    c.name = "narrow_varlen_d111_alibi_softcap";
+    c.dtype = FLARE_DTYPE_FP16;
+    c.head_dim = 111, c.num_heads = 6, c.num_heads_k = 3;
+    c.tight = true, c.base_offset = 5;
+    c.q_lens = {37, 1, 0, 100, 1}, c.k_lens = {170, 65, 9, 100, 300};
+    c.alibi = true, c.softcap = 20.f, c.causal = true, c.num_splits = 0;
     add(c);
   }
   for (int splits : {1, 0}) {

@@ -411,14 +411,14 @@ fn candle_paged_varlen_and_d512_refused_or_correct() {
     }
 }
 
-/// Multimodal prefix ranges (with a window) go to flare; until its kernels run them, flare's
-/// NotSupported naming them comes back, nothing written.
+/// Multimodal prefix ranges (with a window) go to flare and are served: the rows inside the
+/// range [2, 6) also see the whole range, on top of the window (4, 0).
 #[test]
-fn candle_mm_prefix_ranges_are_refused() {
+fn candle_mm_prefix_ranges() {
     require_gpu!();
     let (b, h, sq, sk, d) = (1usize, 2usize, 16usize, 16usize, 64usize);
     let mut rng = Rng::new(12);
-    let (qb, _) = rng.tensor(DType::F16, b * sq * h * d);
+    let (qb, q) = rng.tensor(DType::F16, b * sq * h * d);
     let dq = DeviceVec::upload(&qb, DType::F16, &[qb.len()]);
     let dout = DeviceVec::upload(&vec![half::nan_bits(DType::F16); qb.len()], DType::F16, &[qb.len()]);
     let ranges = DeviceVec::upload(&[2i32, 6, 0, 0], DType::I32, &[4]);
@@ -428,10 +428,10 @@ fn candle_mm_prefix_ranges_are_refused() {
     c.mm_prefix_ranges = ranges.ptr() as *const i32;
     c.mm_prefix_range_batch_stride = 4;
     c.max_mm_prefix_ranges = 2;
-    let reason = c.run().expect("mm_prefix_ranges served: compare it with a reference here");
-    assert!(reason.contains("mm_prefix_ranges: multimodal prefix ranges are not implemented"), "{reason}");
-    assert!(reason.contains("(feature or combination not supported)"), "{reason}");
-    assert!(download(DType::F16, &dout, qb.len()).iter().all(|x| x.is_nan()));
+    assert_eq!(c.run(), None);
+    let spec = Spec { window_left: 4, window_right: 0, mm_ranges: vec![(2, 6)], ..Spec::new(1.0 / (d as f64).sqrt()) };
+    let r = attend(&q, &q, &q, sq, sk, h, h, d, &spec);
+    assert_close("mm prefix ranges + window", &download(DType::F16, &dout, qb.len()), &r.out, TOL);
 }
 
 /// On any machine: a refused call names its reason, and a later accepted one clears it.

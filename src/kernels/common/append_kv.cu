@@ -7,10 +7,14 @@
 //   [kv_items, + q_items):    (b, i, h, chunk) of q
 // so consecutive threads touch consecutive bytes of a row. Elements at or past rotary_dim are
 // copied bit for bit; rotated elements are computed in fp32 and rounded to nearest.
+// Narrow calls (common/narrow.h: a head dim that is not a multiple of 8, or a tensor whose rows
+// are not 16-byte addressable) keep the same work items and move each chunk's elements one by
+// one, the last chunk of a row cut at head_dim.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "common/narrow.h"
 #include "common/rotary.h"
 #include "common/sequence.h"
 #include "kernels/fwd_launch.h"
@@ -46,23 +50,47 @@ union Chunk {
   uint16_t e[8];
 };
 
+// The n (<= 8) elements of a chunk at src, zeros after: one 16-byte load, or (narrow) one
+// 2-byte load each.
+__device__ __forceinline__ uint4 load_chunk(const uint16_t* src, int n, bool narrow) {
+  if (!narrow) return __ldg(reinterpret_cast<const uint4*>(src));
+  Chunk x;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) x.e[e] = e < n ? __ldg(src + e) : uint16_t(0);
+  return x.v;
+}
+
+// The first n (<= 8) elements of a chunk to dst: one 16-byte store, or (narrow) one each.
+__device__ __forceinline__ void store_chunk(uint16_t* dst, const uint4& v, int n, bool narrow) {
+  if (!narrow) {
+    *reinterpret_cast<uint4*>(dst) = v;
+    return;
+  }
+  Chunk x;
+  x.v = v;
+#pragma unroll
+  for (int e = 0; e < 8; ++e)
+    if (e < n) dst[e] = x.e[e];
+}
+
 struct RotaryArgs {
   const uint16_t* cos;  // [positions, rotary_dim / 2]
   const uint16_t* sin;
   int dim;              // 0: no rotary
   int half;             // dim / 2
   bool interleaved;
-  bool vec_partner;     // half mode: partner chunks are whole 16-byte chunks (half % 8 == 0)
+  bool vec_partner;     // half mode: partner chunks are whole 16-byte chunks (half % 8 == 0,
+                        // not narrow)
   bool vec_tables;      // cos/sin rows can be read with 16-byte (half mode) / 8-byte loads
 };
 
-// Loads the 8-element chunk at `src + c0` (c0 a multiple of 8) and returns it with its first
-// rotary_dim elements rotated at position `pos`.
+// Loads the chunk of n (<= 8) elements at `src + c0` (c0 a multiple of 8) and returns it with
+// its first rotary_dim elements rotated at position `pos`.
 template <typename T>
-__device__ __forceinline__ uint4 load_rotated(const uint16_t* src, int c0, int pos,
-                                              const RotaryArgs& r) {
+__device__ __forceinline__ uint4 load_rotated(const uint16_t* src, int c0, int n, bool narrow,
+                                              int pos, const RotaryArgs& r) {
   Chunk x;
-  x.v = __ldg(reinterpret_cast<const uint4*>(src + c0));
+  x.v = load_chunk(src + c0, n, narrow);
   if (c0 >= r.dim) return x.v;  // past the rotary part (also when rotary is off: dim == 0)
 
   const bool whole = c0 + 8 <= r.dim;  // the chunk lies entirely in the rotary part
@@ -147,13 +175,14 @@ __device__ __forceinline__ uint4 load_rotated(const uint16_t* src, int c0, int p
 template <typename T>
 __global__ void __launch_bounds__(kAppendThreads)
     append_kv_kernel(const flare_mha_fwd_params p, uint16_t* __restrict__ q_rotated,
-                     RotaryArgs rot, int64_t kv_items, int64_t q_items) {
-  const int chunks = p.head_dim >> 3;
+                     RotaryArgs rot, int64_t kv_items, int64_t q_items, bool narrow) {
+  const int chunks = (p.head_dim + 7) >> 3;
   const int64_t total = kv_items + q_items;
   for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)gridDim.x * blockDim.x) {
     if (idx < kv_items) {
       const int c0 = (int)(idx % chunks) * 8;
+      const int n = p.head_dim - c0 < 8 ? p.head_dim - c0 : 8;
       int64_t rest = idx / chunks;
       const int hk = (int)(rest % p.num_heads_k);
       rest /= p.num_heads_k;
@@ -166,24 +195,25 @@ __global__ void __launch_bounds__(kAppendThreads)
       const uint16_t* k_src = static_cast<const uint16_t*>(p.k_new) +
                               (int64_t)b * p.k_new_batch_stride +
                               (int64_t)t * p.k_new_row_stride + (int64_t)hk * p.k_new_head_stride;
-      const uint4 k = load_rotated<T>(k_src, c0, pos, rot);
+      const uint4 k = load_rotated<T>(k_src, c0, n, narrow, pos, rot);
       uint16_t* k_dst = const_cast<uint16_t*>(static_cast<const uint16_t*>(p.k)) +
                         k_offset(p, s, row, hk) + c0;
-      *reinterpret_cast<uint4*>(k_dst) = k;
+      store_chunk(k_dst, k, n, narrow);
 
       if (p.v_new != nullptr) {
         const uint16_t* v_src = static_cast<const uint16_t*>(p.v_new) +
                                 (int64_t)b * p.v_new_batch_stride +
                                 (int64_t)t * p.v_new_row_stride +
                                 (int64_t)hk * p.v_new_head_stride + c0;
-        const uint4 v = __ldg(reinterpret_cast<const uint4*>(v_src));
+        const uint4 v = load_chunk(v_src, n, narrow);
         uint16_t* v_dst = const_cast<uint16_t*>(static_cast<const uint16_t*>(p.v)) +
                           v_offset(p, s, row, hk) + c0;
-        *reinterpret_cast<uint4*>(v_dst) = v;
+        store_chunk(v_dst, v, n, narrow);
       }
     } else {
       const int64_t q_idx = idx - kv_items;
       const int c0 = (int)(q_idx % chunks) * 8;
+      const int n = p.head_dim - c0 < 8 ? p.head_dim - c0 : 8;
       int64_t rest = q_idx / chunks;
       const int h = (int)(rest % p.num_heads);
       rest /= p.num_heads;
@@ -192,17 +222,19 @@ __global__ void __launch_bounds__(kAppendThreads)
       const SequenceInfo s = sequence_info(p, b);
       if (i >= s.seqlen_q) continue;  // varlen: row past this sequence's queries
       const uint16_t* q_src = static_cast<const uint16_t*>(p.q) + q_offset(p, s, i, h);
-      const uint4 q = load_rotated<T>(q_src, c0, rotary_q_position(p, s, i), rot);
+      const uint4 q = load_rotated<T>(q_src, c0, n, narrow, rotary_q_position(p, s, i), rot);
       uint16_t* q_dst =
           q_rotated + (((int64_t)b * p.seqlen_q + i) * p.num_heads + h) * p.head_dim + c0;
-      *reinterpret_cast<uint4*>(q_dst) = q;
+      store_chunk(q_dst, q, n, narrow);
     }
   }
 }
 
 template <typename T>
 cudaError_t launch_append(const flare_mha_fwd_params& p, void* q_rotated, cudaStream_t stream) {
-  const int64_t chunks = p.head_dim / 8;
+  const int64_t chunks = (p.head_dim + 7) / 8;
+  // The rotated q is dense with head_dim per row: narrow exactly when the call is.
+  const bool narrow = is_narrow(p);
   const int64_t kv_items =
       (p.k_new != nullptr && p.seqlen_new > 0)
           ? (int64_t)p.batch * p.seqlen_new * p.num_heads_k * chunks
@@ -221,7 +253,7 @@ cudaError_t launch_append(const flare_mha_fwd_params& p, void* q_rotated, cudaSt
     rot.dim = p.rotary_dim;
     rot.half = p.rotary_dim / 2;
     rot.interleaved = p.rotary_interleaved != 0;
-    rot.vec_partner = rot.half % 8 == 0;
+    rot.vec_partner = rot.half % 8 == 0 && !narrow;
     const uintptr_t align = rot.interleaved ? 8 : 16;
     const int per_load = rot.interleaved ? 4 : 8;  // table elements per vector load
     rot.vec_tables = rot.half % per_load == 0 &&
@@ -232,14 +264,14 @@ cudaError_t launch_append(const flare_mha_fwd_params& p, void* q_rotated, cudaSt
   const int64_t blocks_needed = (total + kAppendThreads - 1) / kAppendThreads;
   const unsigned blocks = (unsigned)(blocks_needed < (1 << 20) ? blocks_needed : (1 << 20));
   append_kv_kernel<T><<<blocks, kAppendThreads, 0, stream>>>(
-      p, static_cast<uint16_t*>(q_rotated), rot, kv_items, q_items);
+      p, static_cast<uint16_t*>(q_rotated), rot, kv_items, q_items, narrow);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 int run_append_kv(const flare_mha_fwd_params& p, void* q_rotated, cudaStream_t stream) {
-  if (p.head_dim <= 0 || p.head_dim % 8 != 0 || p.batch <= 0) return (int)cudaErrorInvalidValue;
+  if (p.head_dim <= 0 || p.batch <= 0) return (int)cudaErrorInvalidValue;
   if (p.k_new != nullptr && (p.k == nullptr || p.cache_seqlens == nullptr))
     return (int)cudaErrorInvalidValue;
   if (p.v_new != nullptr && p.v == nullptr) return (int)cudaErrorInvalidValue;

@@ -5,7 +5,9 @@
 //
 // Layout of the accumulators (row r = (b * heads + h) * max_seqlen_q + i):
 //   lse_accum[s * rows + r]                 natural-log LSE of split s, -inf when it saw no key
-//   o_accum[(s * rows + r) * head_dim + d]  normalised partial output (garbage when lse is -inf)
+//   o_accum[(s * rows + r) * split_accum_row_floats(head_dim) + d]
+//                                           normalised partial output (garbage when lse is -inf;
+//                                           the row's floats past head_dim are never stored)
 //
 // Sinks: the splits write their parts without the sink; the combine counts it once, as one more
 // part whose lse is the row's sink logit z and whose output is zero (kZeroRow):
@@ -17,6 +19,7 @@
 
 #include "common/sequence.h"
 #include "common/serving_semantics.h"
+#include "common/split.h"
 #include "kernels/common/merge.cuh"
 #include "kernels/fwd_launch.h"
 
@@ -45,6 +48,8 @@ struct SplitAccumLayout {
     return launch.num_splits + (launch.p.sink != nullptr ? 1 : 0);
   }
   __host__ __device__ int head_dim() const { return launch.p.head_dim; }
+  // Narrow launches (common/narrow.h): out rows may be odd-element aligned.
+  __host__ __device__ bool out_elementwise() const { return launch.narrow; }
   __device__ bool locate(int64_t r, Row& at) const {
     const int max_seqlen_q = launch.max_seqlen_q;
     at.r = r;
@@ -56,7 +61,8 @@ struct SplitAccumLayout {
   }
   __device__ const float* part(int s, const Row& at) const {
     if (s == launch.num_splits) return kZeroRow;
-    return launch.o_accum + ((int64_t)s * rows + at.r) * launch.p.head_dim;
+    return launch.o_accum +
+           ((int64_t)s * rows + at.r) * split_accum_row_floats(launch.p.head_dim);
   }
   __device__ float lse(int s, const Row& at) const {
     if (s == launch.num_splits)
@@ -86,7 +92,8 @@ cudaError_t launch_combine(const FwdLaunch& launch, cudaStream_t stream) {
 
 int run_split_combine(const FwdLaunch& launch, cudaStream_t stream) {
   const flare_mha_fwd_params& p = launch.p;
-  if (p.head_dim <= 0 || p.head_dim % 8 != 0 || p.head_dim > 256 || launch.num_splits < 1 ||
+  if (p.head_dim <= 0 || (p.head_dim % 8 != 0 && !launch.narrow) || p.head_dim > 256 ||
+      launch.num_splits < 1 ||
       launch.o_accum == nullptr || launch.lse_accum == nullptr || p.out == nullptr)
     return (int)cudaErrorInvalidValue;
   switch (p.dtype) {

@@ -39,6 +39,7 @@ struct StatesLayout {
   __host__ __device__ int64_t num_rows() const { return rows; }
   __host__ __device__ int num_parts() const { return n; }
   __host__ __device__ int head_dim() const { return d; }
+  __host__ __device__ bool out_elementwise() const { return false; }  // validated alignment
   __device__ bool locate(int64_t r, Row& at) const {
     at.h = (int)(r % heads);
     const int64_t bi = r / heads;

@@ -20,7 +20,10 @@
 //
 // The row layout is a template parameter, a trivially copyable struct passed by value:
 //   int64_t num_rows() const;  int num_parts() const;  int head_dim() const;  (__host__
-//     __device__: launch_merge calls them on the host. A __device__-only member called there
+//     __device__: launch_merge calls them on the host.
+//   bool out_elementwise() const;  // __host__ __device__: out rows are not 8-byte addressable
+//     or head_dim is not a multiple of 4: the output is stored element by element (the parts
+//     are still read in 4-float chunks, so their rows must be padded to a multiple of 4). A __device__-only member called there
 //     compiles, inside a template, to a host stub that calls exit(1) -- no diagnostic.)
 //   bool locate(int64_t row, Row& at) const;   // false: a padding row, nothing to do
 //   const TIn* part(int s, const Row& at) const;   // first element of part s's row
@@ -85,6 +88,26 @@ __device__ __forceinline__ float4 load4<__nv_bfloat16>(const __nv_bfloat16* src)
 // Four floats to four elements of T with one 8- or 16-byte store (round to nearest even).
 template <typename T>
 __device__ __forceinline__ void store4(T* dst, const float4& v);
+
+// The first n (<= 4) of four floats to elements of T, one store each (round to nearest even).
+template <typename T>
+__device__ __forceinline__ void store_elements(T* dst, const float4& v, int n) {
+  const float f[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int e = 0; e < 4; ++e)
+    if (e < n) dst[e] = T(f[e]);
+}
+
+// Chunk c of an output row: store4, or element by element where the layout says so.
+template <typename T, class Layout>
+__device__ __forceinline__ void store_chunk(const Layout& L, T* out, int c, const float4& v) {
+  if (L.out_elementwise()) {
+    const int n = L.head_dim() - 4 * c;
+    store_elements<T>(out + 4 * c, v, n < 4 ? n : 4);
+  } else {
+    store4<T>(out + 4 * c, v);
+  }
+}
 
 template <>
 __device__ __forceinline__ void store4<float>(float* dst, const float4& v) {
@@ -166,7 +189,7 @@ __device__ __forceinline__ void merge_row(const Layout& L, int tpr_log2) {
     lse = mx + logf(sum);
   }
 
-  const int nchunks = L.head_dim() >> 2;
+  const int nchunks = (L.head_dim() + 3) >> 2;
   float4 acc[kChunks];
 #pragma unroll
   for (int k = 0; k < kChunks; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -202,7 +225,7 @@ __device__ __forceinline__ void merge_row(const Layout& L, int tpr_log2) {
 #pragma unroll
   for (int k = 0; k < kChunks; ++k) {
     const int c = lane_in_row + k * tpr;
-    if (c < nchunks) store4<TOut>(out + 4 * c, acc[k]);
+    if (c < nchunks) store_chunk<TOut>(L, out, c, acc[k]);
   }
   float* out_lse = L.out_lse(at);
   if (out_lse != nullptr) {
@@ -272,7 +295,7 @@ __device__ __forceinline__ void merge_row_wide(const Layout& L) {
     lse = mx + logf(total);
   }
 
-  const int nchunks = L.head_dim() >> 2;
+  const int nchunks = (L.head_dim() + 3) >> 2;
   float4 acc[kChunks];
 #pragma unroll
   for (int k = 0; k < kChunks; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -317,7 +340,7 @@ __device__ __forceinline__ void merge_row_wide(const Layout& L) {
       total.z += x.z;
       total.w += x.w;
     }
-    store4<TOut>(out + 4 * c, total);
+    store_chunk<TOut>(L, out, c, total);
   }
   float* out_lse = L.out_lse(at);
   if (out_lse != nullptr && tid == 0) *out_lse = lse;
@@ -359,12 +382,14 @@ cudaError_t launch_rows(Kernel kernel, unsigned blocks, bool programmatic, cudaS
   return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
-// Launches the merge over every row of L. head_dim must be a multiple of 4 in [4, 512].
+// Launches the merge over every row of L. head_dim must be in [1, 512], a multiple of 4 unless
+// the output is stored element by element (out_elementwise).
 // programmatic: programmatic dependent launch after the kernel that writes the parts (sm90+).
 template <typename TIn, typename TOut, class Layout>
 cudaError_t launch_merge(const Layout& L, cudaStream_t stream, bool programmatic = false) {
-  const int nchunks = L.head_dim() / 4;
-  if (nchunks < 1 || nchunks > 128 || L.head_dim() % 4 != 0) return cudaErrorInvalidValue;
+  const int nchunks = (L.head_dim() + 3) / 4;
+  if (nchunks < 1 || nchunks > 128 || (L.head_dim() % 4 != 0 && !L.out_elementwise()))
+    return cudaErrorInvalidValue;
   const int64_t rows = L.num_rows();
   if (rows <= 0) return cudaSuccess;
   if (merge_use_wide(L.num_parts())) {

@@ -19,6 +19,8 @@
 #include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/smem_swizzle.h"
+#include "common/split.h"
+#include "kernels/common/narrow_copy.cuh"
 #include "kernels/common/online_softmax.cuh"
 
 namespace flare {
@@ -74,7 +76,11 @@ struct DecodeTraits {
   }
 };
 
-template <int Arch, typename T, int HeadDim>
+// Narrow (launch.narrow, common/narrow.h): K/V/Q loaded and O stored element by element. A
+// template flag rather than the runtime branch of the prefill kernel: the decode main loop
+// keeps O and Q in registers (d192: 250 of 255), and an element loader in the same loop made
+// the fast path spill.
+template <int Arch, typename T, int HeadDim, bool Narrow = false>
 __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
                                   DecodeTraits<HeadDim>::kCtasPerSm)
     decode_kernel(const __grid_constant__ FwdLaunch launch) {
@@ -132,7 +138,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
-    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, q_row);
+    load_tile<HeadDim, kBlockM, Tr::kThreads>(sQ, q, p.head_dim, Narrow, q_row);
     cp_async_commit();
 
     // K/V addressing of this (sequence, KV head). Unpaged rows are affine in the row index;
@@ -172,8 +178,14 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         const T* vs = v + (int64_t(row_page) * p.v_batch_stride + v_head_off +
                            int64_t(row_in) * p.v_row_stride + col);
         const uint32_t d = dst + Tr::kv_offset(r, col / 8);
-        cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
-        cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+        if constexpr (Narrow) {
+          const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
+          st_shared_16(d, narrow_load_elements(n ? ks : k, n));
+          st_shared_16(d + Tr::kSmemTile, narrow_load_elements(n ? vs : v, n));
+        } else {
+          cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
+          cp_async_16(d + Tr::kSmemTile, valid ? vs : v, valid ? 16 : 0);
+        }
       }
     };
 
@@ -219,7 +231,25 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           vp1 = vp0;
         }
       }
-      if constexpr (32 % kChunks == 0) {
+      if constexpr (Narrow) {
+        // Element by element (narrow_copy.cuh): the same chunks as the paths below, a K and a
+        // V chunk in flight together; not unrolled (unrolled, the d64 / d128 instances spill).
+#pragma unroll 1
+        for (int i = 0; i < kLaneChunks; ++i) {
+          const int c = lane + 32 * i;
+          const int r = c / kChunks;
+          const int col = (c % kChunks) * 8;
+          const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
+          const bool second = r >= switch_row;
+          const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+          const uint4 kx = narrow_load_elements(
+              n ? (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col) : k, n);
+          const uint4 vx = narrow_load_elements(
+              n ? (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col) : v, n);
+          st_shared_16(d, kx);
+          st_shared_16(d + Tr::kSmemTile, vx);
+        }
+      } else if constexpr (32 % kChunks == 0) {
         // A lane keeps one column and steps 32 / kChunks rows per chunk: walk the rows with
         // pointers (no per-row 64-bit offsets for the compiler to keep live across blocks).
         constexpr int kRowStep = 32 / kChunks;
@@ -429,7 +459,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       const int64_t acc_row = acc_row0 + row;
       if (col == 0) launch.lse_accum[acc_row] = lse;
       if (empty || col >= p.head_dim) continue;  // the combine skips empty parts
-      float* dst = launch.o_accum + acc_row * p.head_dim + col;
+      float* dst = launch.o_accum + acc_row * split_accum_row_floats(p.head_dim) + col;
       *reinterpret_cast<float4*>(dst) = make_float4(o[0], o[1], o[2], o[3]);
       *reinterpret_cast<float4*>(dst + 4) = make_float4(o[4], o[5], o[6], o[7]);
       continue;
@@ -440,7 +470,11 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       packed.y = pack2<T>(o[2], o[3]);
       packed.z = pack2<T>(o[4], o[5]);
       packed.w = pack2<T>(o[6], o[7]);
-      *reinterpret_cast<uint4*>(out + out_offset(p, seq, row, head) + col) = packed;
+      T* dst = out + out_offset(p, seq, row, head) + col;
+      if constexpr (Narrow)
+        narrow_store_chunk(dst, packed, chunk_elements(col, p.head_dim));
+      else
+        *reinterpret_cast<uint4*>(dst) = packed;
     }
     if (p.lse != nullptr && col == 0) p.lse[lse_offset(p, seq, row, head)] = lse;
   }

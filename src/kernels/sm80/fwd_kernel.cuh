@@ -26,6 +26,7 @@
 #include "common/smem_swizzle.h"
 #include "common/split.h"
 #include "common/tile_config.h"
+#include "kernels/common/narrow_copy.cuh"
 #include "kernels/common/online_softmax.cuh"
 #include "kernels/element_type.cuh"
 #include "kernels/fwd_launch.h"
@@ -119,9 +120,11 @@ __device__ __forceinline__ uint32_t tile_element_offset(int row, int col) {
 // pass covers Threads / chunks-per-row whole rows, so a thread keeps one column for all its
 // rows. Row r lives at element offset row_offset(r), or does not exist (row_offset < 0): it is
 // zero-filled, as are the columns past head_dim of a padded head dim.
+// `narrow` (the launch's, CTA-uniform): the same chunks element by element (narrow_copy.cuh),
+// for rows that are not 16-byte addressable or a head dim that ends inside a chunk.
 template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T,
           typename RowOffset>
-__device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head_dim,
+__device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head_dim, bool narrow,
                                           RowOffset row_offset) {
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
@@ -129,6 +132,20 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head
   const int col = (threadIdx.x % kChunks) * 8;
   const int row0 = threadIdx.x / kChunks;
   if (row0 >= kRowsPerPass) return;
+  if (narrow) {
+    // Not unrolled: one chunk's eight loads live at a time, so this path adds no registers to
+    // the kernel's allocation (the fast path's loop stays as it was).
+    const int n_col = chunk_elements(col, head_dim);
+#pragma unroll 1
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = row0 + i * kRowsPerPass;
+      if (Rows % kRowsPerPass != 0 && row >= Rows) break;
+      const int64_t off = row_offset(row);
+      narrow_load_chunk(smem + tile_element_offset<HeadDim, Swizzled>(row, col),
+                        base + (off >= 0 ? off + col : 0), off >= 0 ? n_col : 0);
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
     const int row = row0 + i * kRowsPerPass;
@@ -143,10 +160,11 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const T* base, int head
 // load_tile for rows that are affine in the row index (row r at row0_ptr + r * row_stride),
 // rows r >= valid_rows zero-filled. A thread walks its rows with one pointer, so the compiler
 // has no per-row 64-bit offsets to hoist out of the main loop (they cost 2 registers per row).
+// `narrow`: element by element, as in load_tile.
 template <int HeadDim, int Rows, int Threads, bool Swizzled = false, typename T>
 __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_ptr,
                                                  int64_t row_stride, int valid_rows,
-                                                 int head_dim, const T* fallback) {
+                                                 int head_dim, bool narrow, const T* fallback) {
   constexpr int kChunks = HeadDim / 8;
   constexpr int kRowsPerPass = Threads / kChunks;
   constexpr int kPasses = (Rows + kRowsPerPass - 1) / kRowsPerPass;
@@ -155,6 +173,21 @@ __device__ __forceinline__ void load_tile_affine(uint32_t smem, const T* row0_pt
   if (row0 >= kRowsPerPass) return;
   const T* src = row0_ptr + (int64_t(row0) * row_stride + col);
   const int64_t step = int64_t(kRowsPerPass) * row_stride;
+  if (narrow) {
+    // Not unrolled: one chunk's eight loads live at a time, so this path adds no registers to
+    // the kernel's allocation (the fast path's loop stays as it was).
+    const int n_col = chunk_elements(col, head_dim);
+#pragma unroll 1
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = row0 + i * kRowsPerPass;
+      if (Rows % kRowsPerPass != 0 && row >= Rows) break;
+      const bool valid = row < valid_rows;
+      narrow_load_chunk(smem + tile_element_offset<HeadDim, Swizzled>(row, col),
+                        valid ? src : fallback, valid ? n_col : 0);
+      src += step;
+    }
+    return;
+  }
   const bool col_ok = col < head_dim;
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
@@ -253,7 +286,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     auto q_row = [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     };
-    load_tile<HeadDim, kBlockM, kThreads, Swizzled>(sQ, q, p.head_dim, q_row);
+    load_tile<HeadDim, kBlockM, kThreads, Swizzled>(sQ, q, p.head_dim, launch.narrow, q_row);
     cp_async_commit();
     // Unpaged K/V rows are affine in the row index; paged rows go through the block table.
     // Paged rows: 32-bit page / in-page split (cache rows fit in 32 bits), one table read.
@@ -291,10 +324,11 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
       if (!kv.paged) {
         load_tile_affine<HeadDim, kBlockN, kThreads, Swizzled>(
             dst, src + (base + int64_t(n0) * row_stride), row_stride, kv.seqlen_k - n0,
-            p.head_dim, src);
+            p.head_dim, launch.narrow, src);
         return;
       }
-      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, src, p.head_dim, [&](int r) -> int64_t {
+      load_tile<HeadDim, kBlockN, kThreads, Swizzled>(dst, src, p.head_dim, launch.narrow,
+                                                      [&](int r) -> int64_t {
         if (n0 + r >= kv.seqlen_k) return -1;
         const uint32_t kv_row = kv.k_row0 + uint32_t(n0 + r);
         const uint32_t slot = kv_row / kv.page_size;
@@ -509,11 +543,14 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
         const int64_t acc_row = acc_row0_o + row;
         if (t == 0) launch.lse_accum[acc_row] = lse[2 * mt + hr];
         if (lse[2 * mt + hr] == -INFINITY) continue;  // the combine skips empty parts
-        float* o = launch.o_accum + acc_row * p.head_dim;
+        // Whole chunks of the padded row (columns past head_dim hold zeros: V's columns there
+        // are zero-filled), so the combine's 4-float reads never see unwritten floats.
+        const int accum_cols = split_accum_row_floats(p.head_dim);
+        float* o = launch.o_accum + acc_row * accum_cols;
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
           const int col = dt * 8 + 2 * t;
-          if (col < p.head_dim)
+          if (col < accum_cols)
             *reinterpret_cast<float2*>(o + col) =
                 make_float2(acc_o[mt][dt][2 * hr] * inv_sum[2 * mt + hr],
                             acc_o[mt][dt][2 * hr + 1] * inv_sum[2 * mt + hr]);
@@ -523,7 +560,7 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
   }
 
   // Stage this warp's rows in its own rows of the Q buffer (only this warp read them), then
-  // store 16-byte chunks so each row goes out in full sectors.
+  // store 16-byte chunks so each row goes out in full sectors (narrow: element by element).
   __syncwarp();
   unsigned char* staged = smem + warp_row0 * kRowBytes;
 #pragma unroll
@@ -555,13 +592,15 @@ __global__ void __launch_bounds__(FwdTraits<HeadDim, BlockN, Swizzled>::kThreads
     const int col = (c % Tr::kChunksPerRow) * 8;
     const int row = m0 + warp_row0 + r;
     if (row < seq_o.seqlen_q && col < p.head_dim) {
-      if constexpr (Swizzled)
-        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
-            *reinterpret_cast<const uint4*>(staged +
-                                            smem_chunk_offset(true, kRowBytes, r, col / 8));
+      const uint4 chunk =
+          Swizzled ? *reinterpret_cast<const uint4*>(
+                         staged + smem_chunk_offset(true, kRowBytes, r, col / 8))
+                   : *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
+      T* dst = out + out_offset(p, seq_o, row, head_o) + col;
+      if (launch.narrow)
+        narrow_store_chunk(dst, chunk, chunk_elements(col, p.head_dim));
       else
-        *reinterpret_cast<uint4*>(out + out_offset(p, seq_o, row, head_o) + col) =
-            *reinterpret_cast<const uint4*>(staged + r * kRowBytes + col * 2);
+        *reinterpret_cast<uint4*>(dst) = chunk;
     }
   }
   if (p.lse != nullptr && t == 0) {
@@ -608,7 +647,9 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
                       Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
                   "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
-    auto kernel = sm80::decode_kernel<Arch, T, HeadDim>;
+    // The narrow instance moves elements one by one (decode_kernel's Narrow).
+    auto kernel = launch.narrow ? sm80::decode_kernel<Arch, T, HeadDim, true>
+                                : sm80::decode_kernel<Arch, T, HeadDim, false>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Dr::kSmemBytes);
     if (err != cudaSuccess) return err;

@@ -7,6 +7,7 @@
 
 #include "common/sequence.h"
 #include "common/serving_semantics.h"
+#include "common/split.h"
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
@@ -47,7 +48,7 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
       const int64_t acc_row = acc_row0 + row;
       if (t == 0) launch.lse_accum[acc_row] = lse[hr];
       if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
-      float* o = launch.o_accum + acc_row * p.head_dim;
+      float* o = launch.o_accum + acc_row * split_accum_row_floats(p.head_dim);
 #pragma unroll
       for (int j = 0; j < kOTiles; ++j) {
         const int col = j * 8 + 2 * t;

@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
       Sm90Tile at;
       BlockRange range;
-      bool prefix;
+      bool prefix = false;
       if constexpr (DynamicTiles) {
         if (!mainloop.receive(at, range, prefix)) break;
       } else {
