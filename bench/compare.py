@@ -10,6 +10,13 @@ Outputs under --out: summary.json (docs: /work/shared/results-schema.md), table.
 multi-panel plots.png.
 
     python3 bench/compare.py --lib build/libflare.so --out out [--quick] [--dtype bf16|fp16]
+        [--table prefill|decode|d512|dv|overhead|serving|all]
+
+Tables: prefill (head dims 64/128/256), decode, and the serving rows: d512 (the prefill table's
+shapes at head dim 512), dv (head_dim 192 with head_dim_v 128; SDPA's cuDNN backend takes a
+different V head dim, its FlashAttention-2 backend does not) and overhead (flare alone: d128
+causal 4k with a sink, with mm_prefix_ranges holding no range and with a 1k-token image range,
+each next to the same call without the feature).
 
 Timing: warm-up (at least 5 runs and --warmup-ms of GPU time, default 200 ms, per system and
 shape: the board runs at its power cap, so each system is timed at the clocks its own load
@@ -80,6 +87,13 @@ class FlareParams(ctypes.Structure):
         ("mm_prefix_ranges_batch_stride", c_i64),
         ("max_mm_prefix_ranges", c_i32),
         ("head_dim_v", c_i32),
+        ("kv_dtype", c_i32), ("q_dtype", c_i32),
+        ("q_descale", c_ptr),  # const float*
+        ("q_descale_batch_stride", c_i64), ("q_descale_head_stride", c_i64),
+        ("k_descale", c_ptr),
+        ("k_descale_batch_stride", c_i64), ("k_descale_head_stride", c_i64),
+        ("v_descale", c_ptr),
+        ("v_descale_batch_stride", c_i64), ("v_descale_head_stride", c_i64),
     ]
 
 
@@ -235,6 +249,14 @@ CHUNKED_PAGES = [0, 1, 16, 256]
 TOKENS, MODEL_DIM = 16384, 2048
 DEC_HQ, DEC_HK, DEC_D = 32, 8, 128
 
+# Serving rows: the d512 and (192, 128) prefill tables' seqlens (16k tokens per call), the
+# (head_dim, head_dim_v, heads) of the latter, and the overhead rows' (head_dim, heads, seqlen)
+# with the image range [start, end) of every sequence.
+SERVING_SEQLENS = [1024, 2048, 4096, 8192, 16384]
+DV_SHAPE = (192, 128, 16)
+OVERHEAD_SHAPE = (128, 16, 4096)
+OVERHEAD_IMAGE = (512, 1536)
+
 
 def dense_strides(t):
     """(batch, row, head) element strides of a [b, s, h, d] tensor (d contiguous)."""
@@ -275,6 +297,7 @@ class Runner:
         p.q, p.k, p.v, p.out = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
         p.batch, p.seqlen_q, p.num_heads, p.head_dim = q.shape[0], q.shape[1], q.shape[2], q.shape[3]
         p.seqlen_k, p.num_heads_k = k.shape[1], k.shape[2]
+        p.head_dim_v = 0 if v.shape[3] == q.shape[3] else v.shape[3]
         p.q_batch_stride, p.q_row_stride, p.q_head_stride = dense_strides(q)
         p.k_batch_stride, p.k_row_stride, p.k_head_stride = dense_strides(k)
         p.v_batch_stride, p.v_row_stride, p.v_head_stride = dense_strides(v)
@@ -306,7 +329,18 @@ class Runner:
             return None, ws
         return ms, ws
 
-    # --- SDPA ----------------------------------------------------------------------------
+    # --- peers ---------------------------------------------------------------------------
+    def time_peer(self, system, views, causal, gqa, label):
+        """views: per set (q, k, v) in [b, h, s, d]. Returns (ms, output of set 0 in [b, h, s,
+        dv]), or (None, None) when the peer cannot run the shape.
+
+        Every system of PEERS is timed here. A peer outside SDPA (e.g. FlashAttention-4, whose
+        flash_attn_func takes [b, s, h, d] tensors and learnable_sink=) adds its name to PEERS
+        and a branch below."""
+        if system.startswith("sdpa-"):
+            return self.time_sdpa(system, views, causal, gqa, label)
+        raise ValueError(f"no runner for peer {system}")
+
     def time_sdpa(self, system, views, causal, gqa, label):
         """views: per set (q, k, v) in [b, h, s, d]. Returns (ms, output of set 0) or None."""
         F = self.F
@@ -336,7 +370,6 @@ class Runner:
 
     # --- tables --------------------------------------------------------------------------
     def prefill(self):
-        torch = self.torch
         hds, seqlens = PREFILL_HEAD_DIMS, PREFILL_SEQLENS
         if self.args.quick:
             hds, seqlens = [128], [1024, 4096]
@@ -344,39 +377,122 @@ class Runner:
         for d in hds:
             for causal in (False, True):
                 for s in seqlens:
-                    b, h = TOKENS // s, MODEL_DIM // d
-                    label = f"d={d} causal={int(causal)} s={s} b={b} h={h}"
-                    nsets = self.sets_for(4 * b * s * h * d * 2)
-                    sets = [(self.randn(b, s, h, d), self.randn(b, s, h, d), self.randn(b, s, h, d))
-                            for _ in range(nsets)]
-                    outs = [torch.empty_like(q) for q, _, _ in sets]
-                    views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-                             for q, k, v in sets]
-                    flops = 4.0 * b * h * s * s * d * (0.5 if causal else 1.0)
-                    base = {"table": "prefill", "dtype": self.args.dtype, "head_dim": d,
-                            "causal": causal, "batch": b, "heads": h, "seqlen_q": s, "seqlen_k": s}
-                    ref = None
-                    peer = {}
-                    for system in PEERS:
-                        ms, out0 = self.time_sdpa(system, views, causal, False, label)
-                        peer[system] = ms
-                        if ref is None and out0 is not None:
-                            ref = out0.transpose(1, 2)  # back to [b, s, h, d]
-                        del out0
-                        self.rows.append(dict(base, system=system,
-                                              tflops=None if ms is None else flops / ms / 1e9))
-                    params = [self.flare_params(q, k, v, o, causal) for (q, k, v), o in zip(sets, outs)]
-                    ms, ws = self.time_flare(params, "prefill " + label)
-                    err = self.rel_err(outs[0], ref) if ms is not None else None
-                    self.rows.append(dict(base, system=self.args.system,
-                                          tflops=None if ms is None else flops / ms / 1e9,
-                                          rel_err=err))
-                    print("  " + label + "  " + "  ".join(
-                        f"{sy}={fmt(None if t is None else flops / t / 1e9)}"
-                        for sy, t in [(self.args.system, ms)] + list(peer.items()))
-                        + f"  TFLOP/s  rel_err={fmt(err, '.2e')}")
-                    del sets, outs, views, ref, ws
-                    torch.cuda.empty_cache()
+                    self.prefill_shape(d, d, MODEL_DIM // d, causal, s)
+
+    def prefill_d512(self):
+        seqlens = [1024, 8192] if self.args.quick else SERVING_SEQLENS
+        print(f"\n== prefill d512 {self.args.dtype}, {TOKENS} tokens, model dim {MODEL_DIM} ==")
+        for causal in (False, True):
+            for s in seqlens:
+                self.prefill_shape(512, 512, MODEL_DIM // 512, causal, s)
+
+    def prefill_dv(self):
+        d, dv, h = DV_SHAPE
+        seqlens = [1024, 8192] if self.args.quick else SERVING_SEQLENS
+        print(f"\n== prefill head_dim {d} / head_dim_v {dv} {self.args.dtype}, {TOKENS} tokens, "
+              f"{h} heads ==")
+        for causal in (False, True):
+            for s in seqlens:
+                self.prefill_shape(d, dv, h, causal, s)
+
+    def prefill_shape(self, d, dv, h, causal, s):
+        """One prefill row per system: q/k [b, s, h, d], v/out [b, s, h, dv], b = TOKENS / s."""
+        torch = self.torch
+        b = TOKENS // s
+        label = f"d={d}" + (f"/{dv}" if dv != d else "") + f" causal={int(causal)} s={s} b={b} h={h}"
+        nsets = self.sets_for(2 * b * s * h * (d + dv) * 2)
+        sets = [(self.randn(b, s, h, d), self.randn(b, s, h, d), self.randn(b, s, h, dv))
+                for _ in range(nsets)]
+        outs = [torch.empty_like(v) for _, _, v in sets]
+        views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)) for q, k, v in sets]
+        flops = 2.0 * b * h * s * s * (d + dv) * (0.5 if causal else 1.0)
+        base = {"table": "prefill", "dtype": self.args.dtype, "head_dim": d,
+                "causal": causal, "batch": b, "heads": h, "seqlen_q": s, "seqlen_k": s}
+        if dv != d:
+            base["head_dim_v"] = dv
+        ref = None
+        peer = {}
+        for system in PEERS:
+            ms, out0 = self.time_peer(system, views, causal, False, label)
+            peer[system] = ms
+            if ref is None and out0 is not None:
+                ref = out0.transpose(1, 2)  # back to [b, s, h, dv]
+            del out0
+            self.rows.append(dict(base, system=system,
+                                  tflops=None if ms is None else flops / ms / 1e9))
+        params = [self.flare_params(q, k, v, o, causal) for (q, k, v), o in zip(sets, outs)]
+        ms, ws = self.time_flare(params, "prefill " + label)
+        err = self.rel_err(outs[0], ref) if ms is not None else None
+        self.rows.append(dict(base, system=self.args.system,
+                              tflops=None if ms is None else flops / ms / 1e9, rel_err=err))
+        print("  " + label + "  " + "  ".join(
+            f"{sy}={fmt(None if t is None else flops / t / 1e9)}"
+            for sy, t in [(self.args.system, ms)] + list(peer.items()))
+            + f"  TFLOP/s  rel_err={fmt(err, '.2e')}")
+        del sets, outs, views, ref, ws
+        torch.cuda.empty_cache()
+
+    def overhead(self):
+        """flare alone: the plain d128 causal 4k call and the same call with each serving
+        feature, interleaved twice (the faster median kept, so clock drift over the table does
+        not read as a feature's cost). rel_err: against the plain call for the features that
+        leave the result unchanged (no range), else null."""
+        torch = self.torch
+        d, h, s = OVERHEAD_SHAPE
+        b = TOKENS // s
+        print(f"\n== serving overhead {self.args.dtype}, d={d} causal, seqlen {s}, batch {b}, "
+              f"{h} heads ==")
+        nsets = self.sets_for(4 * b * s * h * d * 2)
+        sets = [(self.randn(b, s, h, d), self.randn(b, s, h, d), self.randn(b, s, h, d))
+                for _ in range(nsets)]
+        sink = (torch.arange(h, device="cuda", dtype=torch.float32) % 5) * 0.25 - 0.5
+        empty = torch.zeros(b, 1, 2, dtype=torch.int32, device="cuda")
+        image = torch.tensor(OVERHEAD_IMAGE, dtype=torch.int32, device="cuda").repeat(b, 1, 1)
+
+        def with_sink(p):
+            p.sink = sink.data_ptr()
+
+        def with_ranges(table):
+            def apply(p):
+                p.mm_prefix_ranges = table.data_ptr()
+                p.max_mm_prefix_ranges = 1
+                p.mm_prefix_ranges_batch_stride = 2
+            return apply
+
+        variants = [("none", None), ("sink", with_sink),
+                    ("mm_prefix_ranges-empty", with_ranges(empty)),
+                    ("mm_prefix_ranges-image-1k", with_ranges(image))]
+        outs = {name: [torch.empty_like(q) for q, _, _ in sets] for name, _ in variants}
+        best = {}
+        for _ in range(2):
+            for name, apply in variants:
+                params = []
+                for (q, k, v), o in zip(sets, outs[name]):
+                    p = self.flare_params(q, k, v, o, True)
+                    if apply:
+                        apply(p)
+                    params.append(p)
+                ms, ws = self.time_flare(params, f"overhead {name}")
+                del ws
+                if ms is not None:
+                    best[name] = min(best.get(name, ms), ms)
+        flops = 4.0 * b * h * s * s * d * 0.5
+        base_ms = best.get("none")
+        base = {"table": "serving_overhead", "dtype": self.args.dtype, "head_dim": d,
+                "causal": True, "batch": b, "heads": h, "seqlen_q": s, "seqlen_k": s}
+        for name, _ in variants:
+            ms = best.get(name)
+            ratio = None if ms is None or not base_ms else ms / base_ms
+            err = None
+            if name == "mm_prefix_ranges-empty" and ms is not None and base_ms:
+                err = self.rel_err(outs[name][0], outs["none"][0])
+            self.rows.append(dict(base, feature=name, system=self.args.system,
+                                  tflops=None if ms is None else flops / ms / 1e9,
+                                  ms=ms, time_vs_none=ratio, rel_err=err))
+            print(f"  {name:28s} {fmt(ms, '.4f')} ms  {fmt(None if ms is None else flops / ms / 1e9)}"
+                  f" TFLOP/s  x{fmt(ratio, '.4f')} of none")
+        del sets, outs
+        torch.cuda.empty_cache()
 
     def decode_reference(self, q, k, v):
         """fp32 attention for seqlen_q = 1 with grouped heads: q [b,1,hq,d], k/v [b,L,hk,d]."""
@@ -411,7 +527,7 @@ class Runner:
             line = []
             views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)) for q, k, v in sets]
             for system in PEERS:
-                ms, out0 = self.time_sdpa(system, views, False, True, label)
+                ms, out0 = self.time_peer(system, views, False, True, label)
                 gbs = None if ms is None else kv_bytes / ms / 1e6
                 err = self.rel_err(out0.transpose(1, 2), ref) if out0 is not None else None
                 self.rows.append(dict(base, paged=0, system=system, gbs=gbs, rel_err=err))
@@ -580,8 +696,8 @@ def fmt(x, spec=".1f"):
 # Derived fields, Markdown and plots.
 
 def shape_key(r):
-    return (r["table"], r["dtype"], r["head_dim"], r.get("causal"), r["batch"], r["heads"],
-            r["seqlen_q"], r["seqlen_k"])
+    return (r["table"], r["dtype"], r["head_dim"], r.get("head_dim_v"), r.get("causal"),
+            r["batch"], r["heads"], r["seqlen_q"], r["seqlen_k"], r.get("feature"))
 
 
 def flops_bound(r):
@@ -606,6 +722,7 @@ def add_ratios(rows, ceilings, flare_system):
 
 
 def find(rows, **kw):
+    """The first row whose fields equal kw (a field the row lacks counts as None)."""
     for r in rows:
         if all(r.get(k) == v for k, v in kw.items()):
             return r
@@ -621,17 +738,20 @@ def markdown(summary, flare_system, pages):
     pre = [r for r in rows if r["table"] == "prefill"]
     if pre:
         dt = pre[0]["dtype"]
-        out += [f"## Prefill, {dt}, {TOKENS} tokens, model dim {MODEL_DIM}: TFLOP/s", "",
+        out += [f"## Prefill, {dt}, {TOKENS} tokens, model dim {MODEL_DIM} (head dim 192/128: "
+                f"{DV_SHAPE[2]} heads, FLOPs 2·b·h·s²·(d + dv)): TFLOP/s", "",
                 f"| head dim | causal | seqlen | {flare_system} | " + " | ".join(PEERS) +
                 " | flare / best peer | rel_err |",
                 "|---|---|---|---|" + "---|" * len(PEERS) + "---|---|"]
-        keys = sorted({(r["head_dim"], r["causal"], r["seqlen_q"]) for r in pre})
-        for d, c, s in keys:
-            f = find(pre, head_dim=d, causal=c, seqlen_q=s, system=flare_system) or {}
+        keys = sorted({(r["head_dim"], r.get("head_dim_v") or 0, r["causal"], r["seqlen_q"])
+                       for r in pre})
+        for d, dv, c, s in keys:
+            at = dict(head_dim=d, head_dim_v=dv or None, causal=c, seqlen_q=s)
+            f = find(pre, system=flare_system, **at) or {}
             cells = [fmt(f.get("tflops"), ".0f")]
-            cells += [fmt((find(pre, head_dim=d, causal=c, seqlen_q=s, system=p) or {}).get("tflops"),
-                          ".0f") for p in PEERS]
-            out.append(f"| {d} | {'yes' if c else 'no'} | {s} | " + " | ".join(cells) +
+            cells += [fmt((find(pre, system=p, **at) or {}).get("tflops"), ".0f") for p in PEERS]
+            dims = f"{d}/{dv}" if dv else f"{d}"
+            out.append(f"| {dims} | {'yes' if c else 'no'} | {s} | " + " | ".join(cells) +
                        f" | {fmt(f.get('ratio_to_best_peer'), '.2f')} | {fmt(f.get('rel_err'), '.1e')} |")
         out.append("")
     dec = [r for r in rows if r["table"] == "decode"]
@@ -651,6 +771,17 @@ def markdown(summary, flare_system, pages):
                       for p in PEERS]
             out.append(f"| {b} | {L} | " + " | ".join(cells) +
                        f" | {fmt(fc.get('ratio_to_best_peer'), '.2f')} | {fmt(fc.get('rel_err'), '.1e')} |")
+        out.append("")
+    ovh = [r for r in rows if r["table"] == "serving_overhead"]
+    if ovh:
+        r0 = ovh[0]
+        out += [f"## Serving features' cost, {r0['dtype']}, d {r0['head_dim']} causal, seqlen "
+                f"{r0['seqlen_q']}, batch {r0['batch']}, {r0['heads']} heads", "",
+                "| feature | ms | TFLOP/s (plain call's FLOPs) | time / none |",
+                "|---|---|---|---|"]
+        for r in ovh:
+            out.append(f"| {r['feature']} | {fmt(r.get('ms'), '.4f')} | {fmt(r.get('tflops'))} | "
+                       f"{fmt(r.get('time_vs_none'), '.4f')} |")
         out.append("")
     return "\n".join(out)
 
@@ -690,22 +821,24 @@ def plot(summary, flare_system, pages, path):
     rows = summary["rows"]
     pre = [r for r in rows if r["table"] == "prefill"]
     dec = [r for r in rows if r["table"] == "decode"]
-    hds = sorted({r["head_dim"] for r in pre}) or [128]
+    hds = sorted({(r["head_dim"], r.get("head_dim_v")) for r in pre},
+                 key=lambda x: (x[0], x[1] or 0)) or [(128, None)]
     fig = plt.figure(figsize=(6 * max(3, len(hds)), 16))
     grid = fig.add_gridspec(3, max(3, len(hds)))
     systems = [flare_system] + PEERS
-    for col, d in enumerate(hds):
+    for col, (d, dv) in enumerate(hds):
         for row, causal in enumerate((False, True)):
             ax = fig.add_subplot(grid[row, col])
             for sy in systems:
                 pts = sorted((r["seqlen_q"], r["tflops"]) for r in pre if r["head_dim"] == d
-                             and r["causal"] == causal and r["system"] == sy
-                             and r.get("tflops") is not None)
+                             and r.get("head_dim_v") == dv and r["causal"] == causal
+                             and r["system"] == sy and r.get("tflops") is not None)
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sy,
                             linewidth=2.5 if sy == flare_system else 1.2)
             ax.set_xscale("log", base=2)
-            ax.set_title(f"prefill d={d} {'causal' if causal else 'non-causal'}")
+            dims = f"{d}/{dv}" if dv else f"{d}"
+            ax.set_title(f"prefill d={dims} {'causal' if causal else 'non-causal'}")
             ax.set_xlabel("seqlen (16k tokens per call)")
             ax.set_ylabel("TFLOP/s")
             ax.set_ylim(bottom=0)
@@ -754,7 +887,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", default="build/libflare.so", help="path of libflare.so")
     ap.add_argument("--out", default="out", help="output folder")
-    ap.add_argument("--table", choices=["prefill", "decode", "chunked", "all"], default="all")
+    ap.add_argument("--table", default="all",
+                    choices=["prefill", "decode", "chunked", "d512", "dv", "overhead", "serving",
+                             "all"],
+                    help="serving: d512 + dv + overhead; all: every table")
     ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     ap.add_argument("--quick", action="store_true", help="a tiny subset of the shapes")
     ap.add_argument("--iters", type=int, default=30, help="minimum timed runs per shape (>= 20)")
@@ -777,6 +913,12 @@ def main():
     ceilings = runner.ceilings()
     if args.table in ("prefill", "all"):
         runner.prefill()
+    if args.table in ("d512", "serving", "all"):
+        runner.prefill_d512()
+    if args.table in ("dv", "serving", "all"):
+        runner.prefill_dv()
+    if args.table in ("overhead", "serving", "all"):
+        runner.overhead()
     if args.table in ("decode", "all"):
         runner.decode()
     if args.table in ("chunked", "all"):

@@ -10,6 +10,17 @@
 // Tables
 //   prefill  16k tokens per call (batch = 16384 / seqlen), model dim 2048 (heads = 2048 / d),
 //            d in {64, 128, 256}, seqlen 512 .. 16384, causal and not. Metric TFLOP/s.
+//   d512     the prefill table's shapes at head dim 512 (4 heads), seqlen 1024 .. 16384, causal
+//            and not (rows of table "prefill", head_dim 512). Run it once more with
+//            FLARE_KERNEL_PATH=sm80 (--system-name flare-sm80) for the mma.sync path's own speed.
+//   dv       prefill with head_dim 192 and head_dim_v 128 (DeepSeek-V3 prefill), 16 heads,
+//            seqlen 1024 .. 16384, causal and not (rows of table "prefill" with "head_dim_v";
+//            FLOPs 2·b·h·sq·sk·(d + dv), halved when causal).
+//   overhead d128 causal 4k prefill (batch 4, 16 heads) with a sink, with mm_prefix_ranges
+//            holding no range, and with a 1k-token image range, each next to the same call
+//            without the feature (table "serving_overhead"; tflops counts the causal FLOPs of
+//            the plain call, so the ratio of two rows is the ratio of their times).
+//   serving  d512 + dv + overhead (--table d512|dv|overhead|serving; all of them in all).
 //   varlen   16k tokens split into sequences of mixed lengths (128 .. 4096), d = 128, 16 heads,
 //            causal and not. Metric TFLOP/s summed over the sequences.
 //   decode   seqlen_q = 1, 32 query heads over 8 KV heads, d = 128, several (batch, kv length);
@@ -515,6 +526,156 @@ void bench_prefill(Bench& B, flare_dtype dtype) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Serving shapes: head dim 512, a separate V head dim, and the cost of sinks and prefix ranges.
+
+// One dense prefill shape with its own buffer sets: q/k [b, s, h, d], v/out [b, s, h, dv].
+struct PrefillShape {
+  int d = 0, dv = 0, b = 0, s = 0, h = 0;
+  int sets = 0;
+  std::vector<DeviceBuffer> q, k, v, o;
+  flare_mha_fwd_params p{};
+
+  PrefillShape(Bench& B, flare_dtype dtype, int d_, int dv_, int b_, int s_, int h_, int causal)
+      : d(d_), dv(dv_), b(b_), s(s_), h(h_) {
+    const size_t qk = size_t(b) * s * h * d, vo = size_t(b) * s * h * dv;
+    sets = buffer_sets(B, (2 * qk + 2 * vo) * 2);
+    for (int i = 0; i < sets; ++i) {
+      q.push_back(random_buffer(B, qk, dtype));
+      k.push_back(random_buffer(B, qk, dtype));
+      v.push_back(random_buffer(B, vo, dtype));
+      o.emplace_back(vo * 2);
+    }
+    flare_mha_fwd_params_init(&p);
+    p.dtype = dtype;
+    p.q = q[0].get();
+    p.k = k[0].get();
+    p.v = v[0].get();
+    p.out = o[0].get();
+    p.batch = b;
+    p.seqlen_q = p.seqlen_k = s;
+    p.num_heads = p.num_heads_k = h;
+    p.head_dim = d;
+    p.head_dim_v = dv == d ? 0 : dv;
+    p.causal = causal;
+    set_dense_strides(s, h, d, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+    set_dense_strides(s, h, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+    set_dense_strides(s, h, dv, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+    set_dense_strides(s, h, dv, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+  }
+
+  // FLOPs of QK^T (d) and PV (dv), halved when causal.
+  double flops() const {
+    return 2.0 * b * h * double(s) * s * (d + dv) * (p.causal ? 0.5 : 1.0);
+  }
+
+  // Median ms of `params` (a copy of p with options set) rotating over the buffer sets, or a
+  // negative value when flare does not offer it in this build.
+  double time(Bench& B, flare_mha_fwd_params params, const std::string& shape) {
+    DeviceBuffer ws;
+    if (!prepare_call(B, params, ws, shape)) return -1.0;
+    return time_median_ms(B, [&](int i) {
+      flare_mha_fwd_params pi = params;
+      const int set = i % sets;
+      pi.q = q[set].get();
+      pi.k = k[set].get();
+      pi.v = v[set].get();
+      pi.out = o[set].get();
+      run_flare(B, pi, shape);
+    });
+  }
+};
+
+// A prefill table over seqlens 1024 .. 16384 at 16k tokens per call, d / dv and heads fixed.
+void bench_prefill_serving(Bench& B, flare_dtype dtype, int d, int dv, int h, const char* title) {
+  const int tokens = 16384;
+  std::vector<int> seqlens = {1024, 2048, 4096, 8192, 16384};
+  if (B.opt.quick) seqlens = {1024, 8192};
+  std::printf("\n== %s, %s, %d tokens, head_dim %d, head_dim_v %d, %d heads ==\n", title,
+              dtype_name(dtype), tokens, d, dv, h);
+  std::printf("  %6s %6s %5s %10s %10s\n", "causal", "seqlen", "batch", "ms", "TFLOP/s");
+  for (int causal : {0, 1}) {
+    for (int s : seqlens) {
+      const int b = tokens / s;
+      const std::string shape =
+          strf("prefill d=%d dv=%d causal=%d s=%d b=%d h=%d", d, dv, causal, s, b, h);
+      PrefillShape ps(B, dtype, d, dv, b, s, h, causal);
+      const double ms = ps.time(B, ps.p, shape);
+      if (ms < 0) continue;
+      const double tflops = ps.flops() / (ms * 1e-3) / 1e12;
+      std::printf("  %6s %6d %5d %10.4f %10.1f\n", causal ? "yes" : "no", s, b, ms, tflops);
+      const std::string dv_field = dv != d ? strf("\"head_dim_v\": %d, ", dv) : std::string();
+      B.rows.push_back({strf("{\"table\": \"prefill\", \"dtype\": \"%s\", \"head_dim\": %d, %s"
+                             "\"causal\": %s, \"batch\": %d, \"heads\": %d, \"seqlen_q\": %d, "
+                             "\"seqlen_k\": %d, \"system\": \"%s\", \"tflops\": %s}",
+                             dtype_name(dtype), d, dv_field.c_str(), causal ? "true" : "false", b,
+                             h, s, s, B.opt.system.c_str(), json_number(tflops).c_str())});
+    }
+  }
+}
+
+// d128 causal 4k: the plain call, then each feature on the same inputs. Each variant is timed
+// twice, interleaved with the others, and the faster median kept, so that a drift of the
+// board's clocks over the table does not read as the cost of a feature.
+void bench_serving_overhead(Bench& B, flare_dtype dtype) {
+  const int d = 128, h = 16, s = 4096, b = 16384 / s;
+  const int image_start = 512, image_len = 1024;
+  std::printf("\n== serving overhead, %s, d=%d causal, seqlen %d, batch %d, %d heads ==\n",
+              dtype_name(dtype), d, s, b, h);
+  std::printf("  %-26s %10s %10s %8s\n", "feature", "ms", "TFLOP/s", "vs none");
+  PrefillShape ps(B, dtype, d, d, b, s, h, 1);
+  std::vector<float> sinks(h);
+  for (int i = 0; i < h; ++i) sinks[i] = 0.25f * float(i % 5) - 0.5f;
+  DeviceBuffer sink_dev(sinks.size() * sizeof(float));
+  CUDA_CHECK(cudaMemcpy(sink_dev.get(), sinks.data(), sinks.size() * sizeof(float),
+                        cudaMemcpyHostToDevice));
+  // One range slot per sequence: empty (start == end), or the image [512, 1536).
+  std::vector<int32_t> empty(2 * b, 0), image(2 * b);
+  for (int i = 0; i < b; ++i) {
+    image[2 * i] = image_start;
+    image[2 * i + 1] = image_start + image_len;
+  }
+  DeviceBuffer empty_dev = int_buffer(empty), image_dev = int_buffer(image);
+
+  struct Variant {
+    const char* name;
+    flare_mha_fwd_params p;
+    double ms;
+  };
+  std::vector<Variant> variants = {{"none", ps.p, -1.0},
+                                   {"sink", ps.p, -1.0},
+                                   {"mm_prefix_ranges-empty", ps.p, -1.0},
+                                   {"mm_prefix_ranges-image-1k", ps.p, -1.0}};
+  variants[1].p.sink = sink_dev.as<float>();
+  for (int v : {2, 3}) {
+    variants[v].p.mm_prefix_ranges = (v == 2 ? empty_dev : image_dev).as<int32_t>();
+    variants[v].p.max_mm_prefix_ranges = 1;
+    variants[v].p.mm_prefix_ranges_batch_stride = 2;
+  }
+  for (int rep = 0; rep < 2; ++rep) {
+    for (Variant& v : variants) {
+      const std::string shape = strf("overhead %s d=%d causal s=%d b=%d h=%d", v.name, d, s, b, h);
+      const double ms = ps.time(B, v.p, shape);
+      if (ms < 0) continue;
+      v.ms = v.ms < 0 ? ms : std::min(v.ms, ms);
+    }
+  }
+  const double base_ms = variants[0].ms;
+  for (const Variant& v : variants) {
+    if (v.ms < 0) continue;
+    const double tflops = ps.flops() / (v.ms * 1e-3) / 1e12;
+    const double ratio = base_ms > 0 ? v.ms / base_ms : NAN;
+    std::printf("  %-26s %10.4f %10.1f %8.4f\n", v.name, v.ms, tflops, ratio);
+    B.rows.push_back({strf("{\"table\": \"serving_overhead\", \"dtype\": \"%s\", \"head_dim\": %d, "
+                           "\"causal\": true, \"batch\": %d, \"heads\": %d, \"seqlen_q\": %d, "
+                           "\"seqlen_k\": %d, \"feature\": \"%s\", \"system\": \"%s\", "
+                           "\"tflops\": %s, \"ms\": %s, \"time_vs_none\": %s}",
+                           dtype_name(dtype), d, b, h, s, s, v.name, B.opt.system.c_str(),
+                           json_number(tflops).c_str(), json_number(v.ms).c_str(),
+                           json_number(ratio).c_str())});
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // Varlen.
 
 std::vector<int> varlen_lengths(int total, int lo, int hi, uint64_t seed) {
@@ -857,7 +1018,8 @@ void usage() {
       "                   [--head-dim D]                    (the prefill rows of one head dim)\n"
       "                   [--splits N]                      (decode, chunked: force N key splits)\n"
       "                   [--only-decode BATCH,KV_LEN,PAGE] (one decode shape; PAGE 0 =\n"
-      "                                                      contiguous)\n");
+      "                                                      contiguous)\n"
+      "       --table also takes d512, dv, overhead and serving (the three of them)\n");
 }
 
 Options parse(int argc, char** argv) {
@@ -913,9 +1075,13 @@ Options parse(int argc, char** argv) {
       die("unknown argument '%s'", a.c_str());
     }
   }
-  if (o.table != "prefill" && o.table != "decode" && o.table != "varlen" &&
-      o.table != "chunked" && o.table != "all")
-    die("--table must be prefill, decode, varlen, chunked or all (got '%s')", o.table.c_str());
+  const char* const tables[] = {"prefill", "decode", "varlen", "chunked", "d512", "dv",
+                                "overhead", "serving", "all"};
+  if (std::none_of(std::begin(tables), std::end(tables),
+                   [&](const char* t) { return o.table == t; }))
+    die("--table must be prefill, decode, varlen, chunked, d512, dv, overhead, serving or all "
+        "(got '%s')",
+        o.table.c_str());
   if (o.dtype != "bf16" && o.dtype != "fp16") die("--dtype must be bf16 or fp16");
   if (o.min_iters < 20) die("--iters must be >= 20 (median of at least 20 timed runs)");
   if (o.warmup < 1) o.warmup = 1;
@@ -961,6 +1127,12 @@ int main(int argc, char** argv) {
   const flare_dtype dtype = B.opt.dtype == "fp16" ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
   const bool all = B.opt.table == "all";
   if (all || B.opt.table == "prefill") bench_prefill(B, dtype);
+  const bool serving = all || B.opt.table == "serving";
+  if (serving || B.opt.table == "d512")
+    bench_prefill_serving(B, dtype, 512, 512, 2048 / 512, "prefill d512");
+  if (serving || B.opt.table == "dv")
+    bench_prefill_serving(B, dtype, 192, 128, 16, "prefill (192, 128)");
+  if (serving || B.opt.table == "overhead") bench_serving_overhead(B, dtype);
   if (all || B.opt.table == "varlen") bench_varlen(B, dtype);
   if (all || B.opt.table == "decode") bench_decode(B, dtype);
   if (all || B.opt.table == "chunked") bench_chunked_paged(B, dtype);

@@ -2,11 +2,16 @@
 //
 // Tensors are passed as TensorView: a non-owning pointer with dtype, shape and strides (in
 // elements). Shapes follow FlashAttention-2:
-//   flash_attn:              q, out [batch, seqlen_q, heads, d]; k, v [batch, seqlen_k, heads_k, d]
-//   flash_attn_varlen:       q, out [total_q, heads, d];          k, v [total_k, heads_k, d]
-//   flash_attn_with_kvcache: q, out [batch, seqlen_q, heads, d];
-//                            k_cache, v_cache [cache_batch, capacity, heads_k, d]
+//   flash_attn:              q [batch, seqlen_q, heads, d]; k [batch, seqlen_k, heads_k, d]
+//   flash_attn_varlen:       q [total_q, heads, d];          k [total_k, heads_k, d]
+//                            or, paged (VarlenArgs::block_table), [num_pages, page_block_size,
+//                            heads_k, d]
+//   flash_attn_with_kvcache: q [batch, seqlen_q, heads, d];
+//                            k_cache [cache_batch, capacity, heads_k, d]
 //                            or, paged, [num_pages, page_block_size, heads_k, d]
+// v (v_cache, v_new) is shaped like k with its own head dim dv, and out like q with dv: dv is
+// read from v's last extent and becomes head_dim_v (0 in the params when dv == d). Which
+// (d, dv) pairs run is the library's rule (flare.h, head_dim_v).
 // The last (head) dimension must be contiguous (stride 1): the C ABI has no head-dim stride.
 //
 // Each run function builds flare_mha_fwd_params (make_params*), which only checks how the views
@@ -146,6 +151,14 @@ struct FlashAttnOptions {
   int64_t alibi_batch_stride = 0;       // 0: slopes shared by every batch entry
   float* lse = nullptr;  // device, [batch, heads, seqlen_q] (varlen: [heads, total_q]); optional
   int num_splits = 0;    // 0: heuristic, 1: no split, n: forced
+  // Per-head sink logit, device fp32 [heads] (query heads), in score units: joins the softmax
+  // denominator only (flare.h's score rules). Optional.
+  const float* sink = nullptr;
+  // Multimodal prefix ranges, device int32 [batch, max_mm_prefix_ranges, 2] of [start, end)
+  // key positions: a query inside a range also sees the whole range (flare.h). Optional.
+  const int32_t* mm_prefix_ranges = nullptr;
+  int max_mm_prefix_ranges = 0;                // ranges per sequence
+  int64_t mm_prefix_ranges_batch_stride = 0;   // int32 elements; 0: 2 * max_mm_prefix_ranges
 };
 
 // Device memory for the call; size it with workspace_size().
@@ -162,6 +175,13 @@ struct VarlenArgs {
   int max_seqlen_q = 0;  // longest q sequence (required)
   int max_seqlen_k = 0;  // longest k sequence
   const int32_t* seqused_k = nullptr;  // device, [batch]; optional
+  // Paged KV (chunked prefill on a paged cache): k and v are page pools [num_pages,
+  // page_block_size, heads_k, d] and block_table is [batch, max_pages_per_seq]; the keys of
+  // sequence b are rows [0, len_k(b)) of its pages, len_k(b) = seqused_k[b] when given, else
+  // cu_seqlens_k[b + 1] - cu_seqlens_k[b] (cu_seqlens_k may then be null). Any page size >= 1.
+  const int32_t* block_table = nullptr;
+  int max_pages_per_seq = 0;
+  int64_t block_table_batch_stride = 0;  // 0: max_pages_per_seq
 };
 
 struct KvCacheOptions {
@@ -240,30 +260,47 @@ inline void expect_heads_divide(const TensorView& q, const TensorView& k, int he
             (k.name ? k.name : "k/v"));
 }
 
-// Checks q/k/v/out of equal rank (3: varlen, 4: batched), returns head dims (h, hk, d).
-// k_name / v_name: what messages call k and v when the views carry no name.
+// Checks q/out (rank_q: 3 varlen, 4 batched) against k/v (rank_kv: rank_q, or 4 for page
+// pools) and returns the head counts and dims. v is shaped like k but for its head dim dv;
+// out like q but for dv. k_name / v_name: what messages call k and v when the views carry no
+// name.
 struct Heads {
-  int heads, heads_k, head_dim;
+  int heads, heads_k, head_dim, head_dim_v;
 };
 
-inline Heads check_qkvo(const TensorView& q, const TensorView& k, const TensorView& v,
-                        const TensorView& out, int rank, const char* k_name = "k",
-                        const char* v_name = "v") {
-  expect_rank("q", q, rank);
-  expect_rank(k_name, k, rank);
-  expect_rank(v_name, v, rank);
-  expect_rank("out", out, rank);
+inline Heads check_views(const TensorView& q, const TensorView& k, const TensorView& v,
+                         const TensorView& out, int rank_q, int rank_kv, const char* k_name = "k",
+                         const char* v_name = "v") {
+  expect_rank("q", q, rank_q);
+  expect_rank(k_name, k, rank_kv);
+  expect_rank(v_name, v, rank_kv);
+  expect_rank("out", out, rank_q);
   expect_dtype(k_name, k, q);
   expect_dtype(v_name, v, q);
   expect_dtype("out", out, q);
-  expect_same_shape("out", out, "q", q);
-  expect_same_shape(v_name, v, label(k_name, k), k);
-  const int hd = rank - 1, hh = rank - 2;
-  expect_dim(k_name, k, hd, q.size(hd),
-             std::string(label("q", q)) + ".shape[" + std::to_string(hd) + "]");
-  Heads h{to_int(label("q", q), hh, q.size(hh)), to_int(label(k_name, k), hh, k.size(hh)),
-          to_int(label("q", q), hd, q.size(hd))};
+  const int qd = rank_q - 1, qh = rank_q - 2, kd = rank_kv - 1, kh = rank_kv - 2;
+  const std::string qn = label("q", q), kn = label(k_name, k), vn = label(v_name, v);
+  auto dim = [](const std::string& name, int d) {
+    return name + ".shape[" + std::to_string(d) + "]";
+  };
+  for (int d = 0; d < qd; ++d) expect_dim("out", out, d, q.size(d), dim(qn, d));
+  for (int d = 0; d < kd; ++d) expect_dim(v_name, v, d, k.size(d), dim(kn, d));
+  expect_dim(k_name, k, kd, q.size(qd), dim(qn, qd));
+  expect_dim("out", out, qd, v.size(kd), dim(vn, kd) + ", the head dim of v");
+  Heads h{to_int(qn.c_str(), qh, q.size(qh)), to_int(kn.c_str(), kh, k.size(kh)),
+          to_int(qn.c_str(), qd, q.size(qd)), to_int(vn.c_str(), kd, v.size(kd))};
   expect_heads_divide(q, k, h.heads, h.heads_k);
+  return h;
+}
+
+// check_views for callers without a separate V head dim (q, k, v, out of one rank and one
+// head dim).
+inline Heads check_qkvo(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, int rank, const char* k_name = "k",
+                        const char* v_name = "v") {
+  const Heads h = check_views(q, k, v, out, rank, rank, k_name, v_name);
+  expect_dim(v_name, v, rank - 1, h.head_dim,
+             std::string(label("q", q)) + ".shape[" + std::to_string(rank - 1) + "]");
   return h;
 }
 
@@ -277,6 +314,12 @@ inline void apply_options(flare_mha_fwd_params& p, const FlashAttnOptions& o) {
   p.alibi_batch_stride = o.alibi_batch_stride;
   p.lse = o.lse;
   p.num_splits = o.num_splits;
+  p.sink = o.sink;
+  p.mm_prefix_ranges = o.mm_prefix_ranges;
+  p.max_mm_prefix_ranges = o.max_mm_prefix_ranges;
+  p.mm_prefix_ranges_batch_stride = o.mm_prefix_ranges_batch_stride
+                                        ? o.mm_prefix_ranges_batch_stride
+                                        : 2 * int64_t(o.max_mm_prefix_ranges);
 }
 
 inline flare_mha_fwd_params base_params(const TensorView& q, const TensorView& k,
@@ -292,6 +335,7 @@ inline flare_mha_fwd_params base_params(const TensorView& q, const TensorView& k
   p.num_heads = h.heads;
   p.num_heads_k = h.heads_k;
   p.head_dim = h.head_dim;
+  p.head_dim_v = h.head_dim_v == h.head_dim ? 0 : h.head_dim_v;
   apply_options(p, opts);
   return p;
 }
@@ -310,6 +354,22 @@ inline void strides3(const TensorView& t, int64_t& batch, int64_t& row, int64_t&
   head = t.stride[1];
 }
 
+// Paged K/V: the block table and the pool's geometry from `pool` [num_pages, page_block_size,
+// heads_k, d] (its batch stride is the page stride).
+inline void set_paged(flare_mha_fwd_params& p, const TensorView& pool, const char* pool_name,
+                      const int32_t* block_table, int max_pages_per_seq,
+                      int64_t block_table_batch_stride) {
+  if (max_pages_per_seq < 1)
+    invalid("max_pages_per_seq (" + std::to_string(max_pages_per_seq) +
+            ") must be >= 1 with block_table");
+  const char* name = label(pool_name, pool);
+  p.block_table = block_table;
+  p.page_block_size = to_int(name, 1, pool.size(1));
+  p.num_pages = to_int(name, 0, pool.size(0));
+  p.block_table_batch_stride = block_table_batch_stride ? block_table_batch_stride
+                                                        : max_pages_per_seq;
+}
+
 }  // namespace detail
 
 // ---- building params (no CUDA call; throws Error(INVALID_ARGUMENT) on mismatched views) ----
@@ -317,7 +377,7 @@ inline void strides3(const TensorView& t, int64_t& batch, int64_t& row, int64_t&
 inline flare_mha_fwd_params make_params(const TensorView& q, const TensorView& k,
                                         const TensorView& v, const TensorView& out,
                                         const FlashAttnOptions& opts = {}) {
-  const detail::Heads h = detail::check_qkvo(q, k, v, out, 4);
+  const detail::Heads h = detail::check_views(q, k, v, out, 4, 4);
   detail::expect_dim("k", k, 0, q.size(0), "q.shape[0]");
   flare_mha_fwd_params p = detail::base_params(q, k, v, out, h, opts);
   p.batch = detail::to_int("q", 0, q.size(0));
@@ -334,18 +394,27 @@ inline flare_mha_fwd_params make_params_varlen(const TensorView& q, const Tensor
                                                const TensorView& v, const TensorView& out,
                                                const VarlenArgs& varlen,
                                                const FlashAttnOptions& opts = {}) {
-  const detail::Heads h = detail::check_qkvo(q, k, v, out, 3);
-  flare_mha_fwd_params p = detail::base_params(q, k, v, out, h, opts);
+  using namespace detail;
+  const bool paged = varlen.block_table != nullptr;
+  const Heads h = check_views(q, k, v, out, 3, paged ? 4 : 3);
+  flare_mha_fwd_params p = base_params(q, k, v, out, h, opts);
   p.batch = varlen.batch;
   p.cu_seqlens_q = varlen.cu_seqlens_q;
   p.cu_seqlens_k = varlen.cu_seqlens_k;
   p.seqused_k = varlen.seqused_k;
   p.max_seqlen_q = varlen.max_seqlen_q;
   p.max_seqlen_k = varlen.max_seqlen_k;
-  detail::strides3(q, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
-  detail::strides3(k, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
-  detail::strides3(v, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
-  detail::strides3(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+  strides3(q, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+  strides3(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+  if (paged) {
+    set_paged(p, k, "k", varlen.block_table, varlen.max_pages_per_seq,
+              varlen.block_table_batch_stride);
+    strides4(k, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+    strides4(v, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+  } else {
+    strides3(k, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+    strides3(v, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+  }
   return p;
 }
 
@@ -354,7 +423,7 @@ inline flare_mha_fwd_params make_params_kvcache(const TensorView& q, const Tenso
                                                 const KvCacheOptions& kv,
                                                 const FlashAttnOptions& opts = {}) {
   using namespace detail;
-  const Heads h = check_qkvo(q, k_cache, v_cache, out, 4, "k_cache", "v_cache");
+  const Heads h = check_views(q, k_cache, v_cache, out, 4, 4, "k_cache", "v_cache");
   flare_mha_fwd_params p = base_params(q, k_cache, v_cache, out, h, opts);
   p.batch = to_int("q", 0, q.size(0));
   p.seqlen_q = to_int("q", 1, q.size(1));
@@ -367,14 +436,7 @@ inline flare_mha_fwd_params make_params_kvcache(const TensorView& q, const Tenso
   strides4(out, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
 
   if (kv.block_table) {
-    if (kv.max_pages_per_seq < 1)
-      invalid("max_pages_per_seq (" + std::to_string(kv.max_pages_per_seq) +
-              ") must be >= 1 with block_table");
-    p.block_table = kv.block_table;
-    p.page_block_size = to_int("k_cache", 1, k_cache.size(1));
-    p.num_pages = to_int("k_cache", 0, k_cache.size(0));
-    p.block_table_batch_stride =
-        kv.block_table_batch_stride ? kv.block_table_batch_stride : kv.max_pages_per_seq;
+    set_paged(p, k_cache, "k_cache", kv.block_table, kv.max_pages_per_seq, kv.block_table_batch_stride);
     const int64_t capacity = int64_t(kv.max_pages_per_seq) * p.page_block_size;
     if (capacity > std::numeric_limits<int32_t>::max())
       invalid("max_pages_per_seq * page_block_size (" + std::to_string(capacity) +
@@ -398,7 +460,11 @@ inline flare_mha_fwd_params make_params_kvcache(const TensorView& q, const Tenso
     expect_dim("k_new", kv.k_new, 0, q.size(0), "q.shape[0]");
     expect_dim("k_new", kv.k_new, 2, h.heads_k, "the heads of k_cache");
     expect_dim("k_new", kv.k_new, 3, h.head_dim, "q.shape[3]");
-    expect_same_shape("v_new", kv.v_new, "k_new", kv.k_new);
+    for (int d = 0; d < 3; ++d)
+      expect_dim("v_new", kv.v_new, d, kv.k_new.size(d),
+                 std::string(label("k_new", kv.k_new)) + ".shape[" + std::to_string(d) + "]");
+    expect_dim("v_new", kv.v_new, 3, h.head_dim_v,
+               std::string(label("v_cache", v_cache)) + ".shape[3]");
     p.k_new = kv.k_new.data;
     p.v_new = kv.v_new.data;
     p.seqlen_new = to_int("k_new", 1, kv.k_new.size(1));

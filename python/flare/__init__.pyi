@@ -22,21 +22,27 @@ def flash_attn_func(q: Array, k: Array, v: Array, dropout_p: float = 0.0,
                     window_size: Tuple[int, int] = (-1, -1), softcap: float = 0.0,
                     alibi_slopes: Optional[Array] = None, deterministic: bool = False,
                     return_attn_probs: Literal[False] = False, *, out: Optional[Array] = None,
-                    stream: Optional[Stream] = None) -> Array: ...
+                    stream: Optional[Stream] = None,
+                    learnable_sink: Optional[Array] = None,
+                    mm_prefix_ranges: Optional[Array] = None) -> Array: ...
 @overload
 def flash_attn_func(q: Array, k: Array, v: Array, dropout_p: float = 0.0,
                     softmax_scale: Optional[float] = None, causal: bool = False,
                     window_size: Tuple[int, int] = (-1, -1), softcap: float = 0.0,
                     alibi_slopes: Optional[Array] = None, deterministic: bool = False, *,
                     return_attn_probs: Literal[True], out: Optional[Array] = None,
-                    stream: Optional[Stream] = None) -> Tuple[Array, Array, None]: ...
+                    stream: Optional[Stream] = None,
+                    learnable_sink: Optional[Array] = None,
+                    mm_prefix_ranges: Optional[Array] = None) -> Tuple[Array, Array, None]: ...
 
 def flash_attn_qkvpacked_func(qkv: Array, dropout_p: float = 0.0,
                               softmax_scale: Optional[float] = None, causal: bool = False,
                               window_size: Tuple[int, int] = (-1, -1), softcap: float = 0.0,
                               alibi_slopes: Optional[Array] = None, deterministic: bool = False,
                               return_attn_probs: bool = False, *, out: Optional[Array] = None,
-                              stream: Optional[Stream] = None
+                              stream: Optional[Stream] = None,
+                              learnable_sink: Optional[Array] = None,
+                              mm_prefix_ranges: Optional[Array] = None
                               ) -> Union[Array, Tuple[Array, Array, None]]: ...
 
 def flash_attn_kvpacked_func(q: Array, kv: Array, dropout_p: float = 0.0,
@@ -44,7 +50,9 @@ def flash_attn_kvpacked_func(q: Array, kv: Array, dropout_p: float = 0.0,
                              window_size: Tuple[int, int] = (-1, -1), softcap: float = 0.0,
                              alibi_slopes: Optional[Array] = None, deterministic: bool = False,
                              return_attn_probs: bool = False, *, out: Optional[Array] = None,
-                             stream: Optional[Stream] = None
+                             stream: Optional[Stream] = None,
+                             learnable_sink: Optional[Array] = None,
+                             mm_prefix_ranges: Optional[Array] = None
                              ) -> Union[Array, Tuple[Array, Array, None]]: ...
 
 def flash_attn_varlen_func(q: Array, k: Array, v: Array, cu_seqlens_q: Array,
@@ -54,7 +62,9 @@ def flash_attn_varlen_func(q: Array, k: Array, v: Array, cu_seqlens_q: Array,
                            softcap: float = 0.0, alibi_slopes: Optional[Array] = None,
                            deterministic: bool = False, return_attn_probs: bool = False,
                            block_table: Optional[Array] = None, *,
-                           out: Optional[Array] = None, stream: Optional[Stream] = None
+                           out: Optional[Array] = None, stream: Optional[Stream] = None,
+                           learnable_sink: Optional[Array] = None,
+                           mm_prefix_ranges: Optional[Array] = None
                            ) -> Union[Array, Tuple[Array, Array, None]]: ...
 
 def flash_attn_varlen_qkvpacked_func(qkv: Array, cu_seqlens: Array, max_seqlen: int,
@@ -67,7 +77,9 @@ def flash_attn_varlen_qkvpacked_func(qkv: Array, cu_seqlens: Array, max_seqlen: 
                                      deterministic: bool = False,
                                      return_attn_probs: bool = False, *,
                                      out: Optional[Array] = None,
-                                     stream: Optional[Stream] = None
+                                     stream: Optional[Stream] = None,
+                                     learnable_sink: Optional[Array] = None,
+                                     mm_prefix_ranges: Optional[Array] = None
                                      ) -> Union[Array, Tuple[Array, Array, None]]: ...
 
 def flash_attn_varlen_kvpacked_func(q: Array, kv: Array, cu_seqlens_q: Array,
@@ -80,7 +92,9 @@ def flash_attn_varlen_kvpacked_func(q: Array, kv: Array, cu_seqlens_q: Array,
                                     deterministic: bool = False,
                                     return_attn_probs: bool = False, *,
                                     out: Optional[Array] = None,
-                                    stream: Optional[Stream] = None
+                                    stream: Optional[Stream] = None,
+                                    learnable_sink: Optional[Array] = None,
+                                    mm_prefix_ranges: Optional[Array] = None
                                     ) -> Union[Array, Tuple[Array, Array, None]]: ...
 
 def flash_attn_with_kvcache(q: Array, k_cache: Array, v_cache: Array,
@@ -96,7 +110,9 @@ def flash_attn_with_kvcache(q: Array, k_cache: Array, v_cache: Array,
                             rotary_interleaved: bool = True,
                             alibi_slopes: Optional[Array] = None, num_splits: int = 0,
                             return_softmax_lse: bool = False, *, out: Optional[Array] = None,
-                            stream: Optional[Stream] = None
+                            stream: Optional[Stream] = None,
+                            learnable_sink: Optional[Array] = None,
+                            mm_prefix_ranges: Optional[Array] = None
                             ) -> Union[Array, Tuple[Array, Array]]: ...
 
 def merge_attention_states(outs: Sequence[Array], lses: Sequence[Array],

@@ -222,13 +222,22 @@ def _shape(x: Any):
     return tuple(x.shape) if hasattr(x, "shape") else None
 
 
+def _with_head_dim(shape, v: Any):
+    """``shape`` with its last extent replaced by v's head dim (head_dim_v): out's shape."""
+    vs = _shape(v)
+    if shape is None or not vs:
+        return shape
+    return tuple(shape[:-1]) + (vs[-1],)
+
+
 # ----------------------------------------------------------------------------- fixed length
 
 
 def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softcap,
-         alibi_slopes, return_attn_probs, out, stream):
+         alibi_slopes, return_attn_probs, out, stream, learnable_sink, mm_prefix_ranges):
     _check_dropout(dropout_p)
-    q, k, v, alibi_slopes = (_prepare(x) for x in (q, k, v, alibi_slopes))
+    q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges = (
+        _prepare(x) for x in (q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges))
     left, right = _window(window_size)
     handle = _stream_handle(stream, q)
     qs = _shape(q)
@@ -236,27 +245,32 @@ def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softca
     if qs is not None:
         if packing == _QKV_PACKED and len(qs) == 5:
             out_shape = (qs[0], qs[1], qs[3], qs[4])
-        elif packing != _QKV_PACKED and len(qs) == 4:
+        elif packing == _SEPARATE and len(qs) == 4:
+            out_shape = _with_head_dim(qs, v)
+        elif packing == _KV_PACKED and len(qs) == 4:
             out_shape = qs
         if out_shape is not None:
             lse_shape = (out_shape[0], out_shape[2], out_shape[1])
     outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
     result = _flare._fwd(q, k, v, packing, outs.out, outs.lse, bool(return_attn_probs),
                          _scale(softmax_scale), bool(causal), left, right, _float(softcap, "softcap"),
-                         alibi_slopes, handle)
+                         alibi_slopes, learnable_sink, mm_prefix_ranges, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
                     window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
-                    return_attn_probs=False, *, out=None, stream=None):
+                    return_attn_probs=False, *, out=None, stream=None, learnable_sink=None,
+                    mm_prefix_ranges=None):
     """Exact attention forward, FlashAttention-2 layout.
 
     Arguments:
         q: (batch_size, seqlen_q, nheads, headdim), float16 or bfloat16, CUDA.
         k, v: (batch_size, seqlen_k, nheads_k, headdim); nheads divisible by nheads_k
-            (MQA / GQA).
+            (MQA / GQA). v may have its own head dim headdim_v (v.shape[-1]); out then has
+            it. Any head dim flare accepts (1 to 512; headdim_v: equal dims or (192, 128)) is
+            used as it is, without padding or copies.
         dropout_p: must be 0.0 (NotImplementedError otherwise).
         softmax_scale: default 1 / sqrt(headdim).
         causal: causal mask aligned to the bottom-right corner when seqlen_q != seqlen_k.
@@ -267,12 +281,21 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
         deterministic: accepted and ignored (the forward pass is deterministic).
         return_attn_probs: also return the log-sum-exp. Probabilities are never
             materialised: the third element is always None.
-        out: optional (batch_size, seqlen_q, nheads, headdim) array to write the result into.
+        out: optional (batch_size, seqlen_q, nheads, headdim_v) array to write the result into.
+        learnable_sink: optional float32 (nheads,): a per-head sink logit (in the units of the
+            scaled scores) that joins the softmax denominator and nothing else (gpt-oss;
+            FlashAttention-4's name). lse includes it; a row that sees no key gets lse = sink.
+        mm_prefix_ranges: optional int32 (batch_size, max_ranges, 2) of [start, end) key
+            positions per sequence (candle-flash-attn's semantics): a query whose position
+            i + seqlen_k - seqlen_q lies in a range also sees every key of that range, on top of
+            the causal / window mask (bidirectional image spans). Pairs with start >= end are
+            empty; the contents are not validated.
         stream: optional stream (int cudaStream_t, torch.cuda.Stream, cupy.cuda.Stream).
             Default: torch's / cupy's current stream for their arrays, else stream 0.
 
     Returns:
-        out, or (out, softmax_lse, None) with return_attn_probs; softmax_lse is float32
+        out (batch_size, seqlen_q, nheads, headdim_v), or (out, softmax_lse, None) with
+        return_attn_probs; softmax_lse is float32
         (batch_size, nheads, seqlen_q). A row that sees no key gets out 0 and lse -inf
         (FlashAttention-2 writes +inf there: a deliberate difference, -inf being the
         log-sum-exp of no key, which merge_attention_states relies on).
@@ -286,32 +309,34 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
     No backward pass: gradients do not flow through this function.
     """
     return _fwd(q, k, v, _SEPARATE, dropout_p, softmax_scale, causal, window_size, softcap,
-                alibi_slopes, return_attn_probs, out, stream)
+                alibi_slopes, return_attn_probs, out, stream, learnable_sink, mm_prefix_ranges)
 
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False,
                               window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                               deterministic=False, return_attn_probs=False, *, out=None,
-                              stream=None):
+                              stream=None, learnable_sink=None, mm_prefix_ranges=None):
     """flash_attn_func with q, k, v packed: qkv is (batch_size, seqlen, 3, nheads, headdim).
 
     Returns out (batch_size, seqlen, nheads, headdim), or (out, softmax_lse, None) with
     return_attn_probs. See flash_attn_func for the other arguments.
     """
     return _fwd(qkv, None, None, _QKV_PACKED, dropout_p, softmax_scale, causal, window_size,
-                softcap, alibi_slopes, return_attn_probs, out, stream)
+                softcap, alibi_slopes, return_attn_probs, out, stream, learnable_sink,
+                mm_prefix_ranges)
 
 
 def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False,
                              window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                              deterministic=False, return_attn_probs=False, *, out=None,
-                             stream=None):
+                             stream=None, learnable_sink=None, mm_prefix_ranges=None):
     """flash_attn_func with k, v packed: kv is (batch_size, seqlen_k, 2, nheads_k, headdim).
 
     See flash_attn_func for the other arguments and the return value.
     """
     return _fwd(q, kv, None, _KV_PACKED, dropout_p, softmax_scale, causal, window_size,
-                softcap, alibi_slopes, return_attn_probs, out, stream)
+                softcap, alibi_slopes, return_attn_probs, out, stream, learnable_sink,
+                mm_prefix_ranges)
 
 
 # ----------------------------------------------------------------------------- variable length
@@ -319,15 +344,12 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
 
 def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
             dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-            return_attn_probs, block_table, out, stream):
+            return_attn_probs, block_table, out, stream, learnable_sink, mm_prefix_ranges):
     _check_dropout(dropout_p)
-    if block_table is not None:
-        raise NotImplementedError(
-            "block_table (paged KV) with the varlen functions is not supported by flare; use "
-            "flash_attn_with_kvcache for paged KV caches"
-        )
-    q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes = (
-        _prepare(x) for x in (q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes))
+    q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table, learnable_sink, \
+        mm_prefix_ranges = (_prepare(x) for x in (
+            q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table, learnable_sink,
+            mm_prefix_ranges))
     left, right = _window(window_size)
     handle = _stream_handle(stream, q)
     qs = _shape(q)
@@ -335,7 +357,9 @@ def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     if qs is not None:
         if packing == _QKV_PACKED and len(qs) == 4:
             out_shape = (qs[0], qs[2], qs[3])
-        elif packing != _QKV_PACKED and len(qs) == 3:
+        elif packing == _SEPARATE and len(qs) == 3:
+            out_shape = _with_head_dim(qs, v)
+        elif packing == _KV_PACKED and len(qs) == 3:
             out_shape = qs
         if out_shape is not None:
             lse_shape = (out_shape[1], out_shape[0])
@@ -343,7 +367,8 @@ def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     result = _flare._varlen_fwd(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, _int32(max_seqlen_q, "max_seqlen_q"),
                                 _int32(max_seqlen_k, "max_seqlen_k"), outs.out, outs.lse, bool(return_attn_probs),
                                 _scale(softmax_scale), bool(causal), left, right,
-                                _float(softcap, "softcap"), alibi_slopes, handle)
+                                _float(softcap, "softcap"), alibi_slopes, block_table,
+                                learnable_sink, mm_prefix_ranges, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
@@ -352,47 +377,56 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                            dropout_p=0.0, softmax_scale=None, causal=False,
                            window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, block_table=None,
-                           *, out=None, stream=None):
+                           *, out=None, stream=None, learnable_sink=None, mm_prefix_ranges=None):
     """Attention over a batch of sequences of different lengths, packed without padding.
 
     Arguments:
-        q: (total_q, nheads, headdim); k, v: (total_k, nheads_k, headdim).
+        q: (total_q, nheads, headdim); k: (total_k, nheads_k, headdim); v: (total_k,
+            nheads_k, headdim_v).
         cu_seqlens_q, cu_seqlens_k: int32 (batch_size + 1,), CUDA: sequence b has rows
             [cu_seqlens[b], cu_seqlens[b + 1]).
         max_seqlen_q, max_seqlen_k: the longest sequence lengths (ints).
-        block_table: paged KV is not supported here (NotImplementedError); use
-            flash_attn_with_kvcache.
+        block_table: optional int32 (batch_size, max_num_blocks_per_seq): paged KV (chunked
+            prefill over a paged cache). k and v are then the page pools (num_blocks,
+            page_block_size, nheads_k, headdim / headdim_v), the page size is k.shape[1] (any
+            size >= 1), and the keys of sequence b are rows [0, cu_seqlens_k[b + 1] -
+            cu_seqlens_k[b]) of its pages block_table[b].
+        mm_prefix_ranges: optional int32 (batch_size, max_ranges, 2), see flash_attn_func.
         Other arguments as in flash_attn_func.
 
     Returns:
-        out (total_q, nheads, headdim), or (out, softmax_lse, None) with return_attn_probs;
+        out (total_q, nheads, headdim_v), or (out, softmax_lse, None) with return_attn_probs;
         softmax_lse is float32 (nheads, total_q), -inf for rows that see no key (see
         flash_attn_func).
     """
     return _varlen(q, k, v, _SEPARATE, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                    dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-                   return_attn_probs, block_table, out, stream)
+                   return_attn_probs, block_table, out, stream, learnable_sink, mm_prefix_ranges)
 
 
 def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
                                      softmax_scale=None, causal=False, window_size=(-1, -1),
                                      softcap=0.0, alibi_slopes=None, deterministic=False,
-                                     return_attn_probs=False, *, out=None, stream=None):
+                                     return_attn_probs=False, *, out=None, stream=None,
+                                     learnable_sink=None, mm_prefix_ranges=None):
     """flash_attn_varlen_func with qkv packed as (total, 3, nheads, headdim)."""
     return _varlen(qkv, None, None, _QKV_PACKED, cu_seqlens, cu_seqlens, max_seqlen,
                    max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap,
-                   alibi_slopes, return_attn_probs, None, out, stream)
+                   alibi_slopes, return_attn_probs, None, out, stream, learnable_sink,
+                   mm_prefix_ranges)
 
 
 def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                     max_seqlen_k, dropout_p=0.0, softmax_scale=None,
                                     causal=False, window_size=(-1, -1), softcap=0.0,
                                     alibi_slopes=None, deterministic=False,
-                                    return_attn_probs=False, *, out=None, stream=None):
+                                    return_attn_probs=False, *, out=None, stream=None,
+                                    learnable_sink=None, mm_prefix_ranges=None):
     """flash_attn_varlen_func with kv packed as (total_k, 2, nheads_k, headdim)."""
     return _varlen(q, kv, None, _KV_PACKED, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                    max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap,
-                   alibi_slopes, return_attn_probs, None, out, stream)
+                   alibi_slopes, return_attn_probs, None, out, stream, learnable_sink,
+                   mm_prefix_ranges)
 
 
 # ----------------------------------------------------------------------------- KV cache
@@ -403,14 +437,15 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             cache_leftpad=None, block_table=None, softmax_scale=None,
                             causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0,
-                            return_softmax_lse=False, *, out=None, stream=None):
+                            return_softmax_lse=False, *, out=None, stream=None,
+                            learnable_sink=None, mm_prefix_ranges=None):
     """Attention against a KV cache (decoding), optionally appending new keys/values first.
 
     Arguments:
         q: (batch_size, seqlen_q, nheads, headdim).
         k_cache, v_cache: (batch_size_cache, seqlen_cache, nheads_k, headdim), or with
-            block_table (paged) (num_blocks, page_block_size, nheads_k, headdim);
-            page_block_size must be a multiple of 16.
+            block_table (paged) (num_blocks, page_block_size, nheads_k, headdim), any
+            page_block_size >= 1; v_cache (and v) may have their own head dim headdim_v.
         k, v: optional (batch_size, seqlen_new, nheads_k, headdim): written into the cache
             in place at rows [cache_seqlens[b], cache_seqlens[b] + seqlen_new) before
             attention (the caches must then be writable arrays).
@@ -427,16 +462,18 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         num_splits: 0 chooses split-KV by heuristic, 1 disables it, n forces n splits.
         return_softmax_lse: also return the float32 (batch_size, nheads, seqlen_q)
             log-sum-exp.
-        out, stream: as in flash_attn_func. Other arguments as in flash_attn_func.
+        out, stream, learnable_sink, mm_prefix_ranges: as in flash_attn_func (the key
+            positions of mm_prefix_ranges count over the cache's keys after cache_leftpad,
+            appended rows included). Other arguments as in flash_attn_func.
 
     Returns:
-        out (batch_size, seqlen_q, nheads, headdim), or (out, softmax_lse); softmax_lse is
+        out (batch_size, seqlen_q, nheads, headdim_v), or (out, softmax_lse); softmax_lse is
         -inf for rows that see no key (see flash_attn_func). Errors as in flash_attn_func.
     """
     q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad, \
-        block_table, alibi_slopes = (_prepare(x) for x in (
+        block_table, alibi_slopes, learnable_sink, mm_prefix_ranges = (_prepare(x) for x in (
             q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
-            block_table, alibi_slopes))
+            block_table, alibi_slopes, learnable_sink, mm_prefix_ranges))
     if not isinstance(cache_seqlens, int):
         cache_seqlens = _prepare(cache_seqlens)
     left, right = _window(window_size)
@@ -444,13 +481,14 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     qs = _shape(q)
     out_shape = lse_shape = None
     if qs is not None and len(qs) == 4:
-        out_shape, lse_shape = qs, (qs[0], qs[2], qs[1])
+        out_shape, lse_shape = _with_head_dim(qs, v_cache), (qs[0], qs[2], qs[1])
     outs = _Outputs(q, out, out_shape, lse_shape, return_softmax_lse, handle)
     result = _flare._kvcache_fwd(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
                                  cache_batch_idx, cache_leftpad, block_table, outs.out, outs.lse,
                                  bool(return_softmax_lse), _scale(softmax_scale), bool(causal),
                                  left, right, _float(softcap, "softcap"), bool(rotary_interleaved),
-                                 alibi_slopes, _int32(num_splits, "num_splits"), handle)
+                                 alibi_slopes, learnable_sink, mm_prefix_ranges,
+                                 _int32(num_splits, "num_splits"), handle)
     o, lse = outs.wrap(result)
     return (o, lse) if return_softmax_lse else o
 

@@ -5,7 +5,9 @@
 // (flare::make_params*, flare::make_merge_params in <flare/flare.hpp>), which checks how the
 // views relate (ranks, shapes, dtypes, heads). What that API cannot see is checked here: that an
 // argument is a CUDA array of an accepted dtype on q's device, and the arrays the C API takes as
-// bare pointers (cu_seqlens, cache_seqlens, block_table, alibi_slopes, lse).
+// bare pointers (cu_seqlens, cache_seqlens, block_table, alibi_slopes, learnable_sink,
+// mm_prefix_ranges, lse). Head dims are passed through as they come (the library takes any it
+// accepts; nothing is padded or copied), and out takes v's head dim (head_dim_v).
 //
 // Order of a call (every argument check before any CUDA call):
 //   1. the checks above and the C++ API's, on host data only;
@@ -409,16 +411,25 @@ struct Outputs {
   bool want_lse = false;
   nb::object out_obj = nb::none(), lse_obj = nb::none();
 
-  // The out view the params are built from: the caller's, or a dense placeholder like q.
-  flare::TensorView out_tensor(const View& q, flare::DType dt) const {
+  // The shape of a fresh out: q's with v's head dim dv last.
+  static std::vector<size_t> fresh_shape(const View& q, int64_t dv) {
+    std::vector<size_t> shape(q.shape.begin(), q.shape.begin() + q.ndim);
+    shape.back() = static_cast<size_t>(dv);
+    return shape;
+  }
+
+  // The out view the params are built from: the caller's, or a dense placeholder shaped like q
+  // with v's head dim dv.
+  flare::TensorView out_tensor(const View& q, int64_t dv, flare::DType dt) const {
     if (out.defined()) return tensor_of(out, dtype_of(out, false));
     View fresh = q;
     fresh.name = "out";
     fresh.data = static_cast<char*>(placeholder());
+    fresh.shape[q.ndim - 1] = dv;
     int64_t dense = 1;
     for (int d = q.ndim - 1; d >= 0; --d) {
       fresh.stride[d] = dense;
-      dense *= q.shape[d];
+      dense *= fresh.shape[d];
     }
     return tensor_of(fresh, dt);
   }
@@ -445,8 +456,8 @@ struct Outputs {
   // Allocates the fresh outputs (after validation, with the device current) into p.
   void allocate(flare_mha_fwd_params& p, const View& q, const std::vector<int64_t>& lse_shape) {
     if (!out.defined()) {
-      std::vector<size_t> shape(q.shape.begin(), q.shape.begin() + q.ndim);
-      nb::ndarray<> a = new_array(q.device, q.dtype, shape);
+      const int64_t dv = p.head_dim_v ? p.head_dim_v : p.head_dim;
+      nb::ndarray<> a = new_array(q.device, q.dtype, fresh_shape(q, dv));
       out_obj = nb::cast(a);
       p.out = a.data();
     }
@@ -467,6 +478,9 @@ Outputs outputs(nb::handle out_h, nb::handle lse_h, bool want_lse, const View& q
   expect_device(o.out, q.device);
   return o;
 }
+
+// The head dim of v (and out): its last extent.
+int64_t v_head_dim(const View& v) { return v.ndim > 0 ? v.shape[v.ndim - 1] : 0; }
 
 nb::tuple result(const Outputs& o) { return nb::make_tuple(o.out_obj, o.lse_obj); }
 
@@ -504,6 +518,62 @@ void apply_alibi(flare::FlashAttnOptions& o, nb::handle alibi_h, const View& q, 
                 shape_text(alibi));
   }
   o.alibi_slopes = reinterpret_cast<const float*>(alibi.data);
+}
+
+// learnable_sink: float32 (nheads,), one sink logit per query head, contiguous.
+void apply_sink(flare::FlashAttnOptions& o, nb::handle sink_h, const View& q, int64_t heads) {
+  View sink = as_view("learnable_sink", sink_h, false);
+  if (!sink.defined()) return;
+  expect_device(sink, q.device);
+  expect_ndim(sink, 1, "(nheads,)");
+  expect_kind(sink, Kind::Float32);
+  expect_dim(sink, 0, heads, "the number of query heads");
+  expect_contiguous_last(sink);
+  o.sink = reinterpret_cast<const float*>(sink.data);
+}
+
+// mm_prefix_ranges: int32 (batch_size, max_ranges, 2) of [start, end) key positions, each
+// sequence's pairs dense (the C API reads pair r of sequence b at b * batch_stride + 2 * r).
+void apply_ranges(flare::FlashAttnOptions& o, nb::handle ranges_h, const View& q, int64_t batch) {
+  View ranges = as_view("mm_prefix_ranges", ranges_h, false);
+  if (!ranges.defined()) return;
+  expect_device(ranges, q.device);
+  expect_ndim(ranges, 3, "(batch_size, max_ranges, 2)");
+  expect_kind(ranges, Kind::Int32);
+  expect_dim(ranges, 0, batch, "the batch size");
+  expect_dim(ranges, 2, 2, "2 (start, end)");
+  if (ranges.shape[1] > INT32_MAX / 2) value_error("mm_prefix_ranges.shape[1] is too large");
+  if (ranges.shape[1] == 0) return;  // no range per sequence: nothing to pass
+  if (ranges.stride[2] != 1 || (ranges.shape[1] > 1 && ranges.stride[1] != 2))
+    value_error("mm_prefix_ranges must hold each sequence's (start, end) pairs densely (strides "
+                "(*, 2, 1)), got strides (" + std::to_string(ranges.stride[0]) + ", " +
+                std::to_string(ranges.stride[1]) + ", " + std::to_string(ranges.stride[2]) + ")");
+  o.mm_prefix_ranges = reinterpret_cast<const int32_t*>(ranges.data);
+  o.max_mm_prefix_ranges = static_cast<int>(ranges.shape[1]);
+  o.mm_prefix_ranges_batch_stride = ranges.shape[0] > 1 ? ranges.stride[0] : 0;
+}
+
+// The array options (alibi_slopes, learnable_sink, mm_prefix_ranges) once p knows its batch and
+// heads: checked here, then mapped onto p by the C++ API like every other option.
+void apply_array_options(flare_mha_fwd_params& p, flare::FlashAttnOptions& o, nb::handle alibi_h,
+                         nb::handle sink_h, nb::handle ranges_h, const View& q) {
+  apply_alibi(o, alibi_h, q, p.batch, p.num_heads);
+  apply_sink(o, sink_h, q, p.num_heads);
+  apply_ranges(o, ranges_h, q, p.batch);
+  flare::detail::apply_options(p, o);
+}
+
+// block_table: int32 (batch_size, max_num_blocks_per_seq), rows contiguous.
+const int32_t* block_table_of(const View& block_table, int64_t batch, const std::string& batch_what,
+                              int& max_pages, int64_t& batch_stride) {
+  expect_ndim(block_table, 2, "(batch_size, max_num_blocks_per_seq)");
+  expect_kind(block_table, Kind::Int32);
+  expect_contiguous_last(block_table);
+  expect_dim(block_table, 0, batch, batch_what);
+  if (block_table.shape[1] > INT32_MAX) value_error("block_table.shape[1] is too large");
+  max_pages = static_cast<int>(block_table.shape[1]);
+  batch_stride = block_table.shape[0] == 1 ? 0 : block_table.stride[0];
+  return reinterpret_cast<const int32_t*>(block_table.data);
 }
 
 // ---------------------------------------------------------------- launch
@@ -596,17 +666,17 @@ Qkv qkv_tensors(const View& q, const View& k, const View& v, bool keep_kv_leadin
 
 nb::tuple fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing, nb::handle out_h,
               nb::handle lse_h, bool want_lse, float softmax_scale, bool causal, int window_left,
-              int window_right, float softcap, nb::handle alibi_h, uintptr_t stream) {
+              int window_right, float softcap, nb::handle alibi_h, nb::handle sink_h,
+              nb::handle ranges_h, uintptr_t stream) {
   View q, k, v;
   unpack(packing, q_h, k_h, v_h, q, k, v, 4);
   const Qkv t = qkv_tensors(q, k, v);
   Outputs outs = outputs(out_h, lse_h, want_lse, q);
   flare::FlashAttnOptions o = options(softmax_scale, causal, window_left, window_right, softcap);
-  flare_mha_fwd_params p =
-      build([&] { return flare::make_params(t.q, t.k, t.v, outs.out_tensor(q, t.dtype), o); });
-  apply_alibi(o, alibi_h, q, p.batch, p.num_heads);
-  p.alibi_slopes = o.alibi_slopes;
-  p.alibi_batch_stride = o.alibi_batch_stride;
+  flare_mha_fwd_params p = build([&] {
+    return flare::make_params(t.q, t.k, t.v, outs.out_tensor(q, v_head_dim(v), t.dtype), o);
+  });
+  apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.batch, p.num_heads, p.seqlen_q};
   p.lse = outs.lse_pointer(lse_shape, q.device);
   launch(p, q, outs, lse_shape, stream);
@@ -617,10 +687,13 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
                      nb::handle cu_q_h, nb::handle cu_k_h, int max_seqlen_q, int max_seqlen_k,
                      nb::handle out_h, nb::handle lse_h, bool want_lse, float softmax_scale,
                      bool causal, int window_left, int window_right, float softcap,
-                     nb::handle alibi_h, uintptr_t stream) {
+                     nb::handle alibi_h, nb::handle block_table_h, nb::handle sink_h,
+                     nb::handle ranges_h, uintptr_t stream) {
   View q, k, v;
   unpack(packing, q_h, k_h, v_h, q, k, v, 3);
-  const Qkv t = qkv_tensors(q, k, v);
+  // Paged (block_table): k and v are page pools whose page stride is used at any extent.
+  View block_table = as_view("block_table", block_table_h, false);
+  const Qkv t = qkv_tensors(q, k, v, /*keep_kv_leading=*/block_table.defined());
   View cu_q = as_view("cu_seqlens_q", cu_q_h, false);
   View cu_k = as_view("cu_seqlens_k", cu_k_h, false);
   if (!cu_q.defined()) value_error("cu_seqlens_q is required");
@@ -642,14 +715,19 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
   varlen.batch = static_cast<int>(cu_q.shape[0] - 1);
   varlen.max_seqlen_q = max_seqlen_q;
   varlen.max_seqlen_k = max_seqlen_k;
+  if (block_table.defined()) {
+    expect_device(block_table, q.device);
+    varlen.block_table =
+        block_table_of(block_table, varlen.batch, "cu_seqlens_q.shape[0] - 1 (batch_size)",
+                       varlen.max_pages_per_seq, varlen.block_table_batch_stride);
+  }
   flare_mha_fwd_params p = build([&] {
-    return flare::make_params_varlen(t.q, t.k, t.v, outs.out_tensor(q, t.dtype), varlen, o);
+    return flare::make_params_varlen(t.q, t.k, t.v, outs.out_tensor(q, v_head_dim(v), t.dtype),
+                                     varlen, o);
   });
   p.seqlen_q = max_seqlen_q;
   p.seqlen_k = max_seqlen_k;
-  apply_alibi(o, alibi_h, q, p.batch, p.num_heads);
-  p.alibi_slopes = o.alibi_slopes;
-  p.alibi_batch_stride = o.alibi_batch_stride;
+  apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.num_heads, q.shape[0]};
   p.lse = outs.lse_pointer(lse_shape, q.device);
   launch(p, q, outs, lse_shape, stream);
@@ -662,7 +740,8 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
                       nb::handle block_table_h, nb::handle out_h, nb::handle lse_h,
                       bool want_lse, float softmax_scale, bool causal, int window_left,
                       int window_right, float softcap, bool rotary_interleaved,
-                      nb::handle alibi_h, int num_splits, uintptr_t stream) {
+                      nb::handle alibi_h, nb::handle sink_h, nb::handle ranges_h, int num_splits,
+                      uintptr_t stream) {
   View q = as_view("q", q_h, false);
   if (!q.defined()) value_error("q is required");
   const bool appending = !k_h.is_none() || !v_h.is_none();
@@ -700,16 +779,10 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
   View batch_idx = as_view("cache_batch_idx", batch_idx_h, false);
   View leftpad = as_view("cache_leftpad", leftpad_h, false);
   if (block_table.defined()) {
-    expect_ndim(block_table, 2, "(batch_size, max_num_blocks_per_seq)");
-    expect_kind(block_table, Kind::Int32);
-    expect_contiguous_last(block_table);
-    expect_dim(block_table, 0, batch, dim_name(q, 0) + " (batch_size)");
+    kv.block_table = block_table_of(block_table, batch, dim_name(q, 0) + " (batch_size)",
+                                    kv.max_pages_per_seq, kv.block_table_batch_stride);
     expect_device(block_table, q.device);
     if (batch_idx.defined()) value_error("cache_batch_idx cannot be combined with block_table");
-    if (block_table.shape[1] > INT32_MAX) value_error("block_table.shape[1] is too large");
-    kv.block_table = reinterpret_cast<const int32_t*>(block_table.data);
-    kv.max_pages_per_seq = static_cast<int>(block_table.shape[1]);
-    kv.block_table_batch_stride = block_table.shape[0] == 1 ? 0 : block_table.stride[0];
   }
   if (batch_idx.defined()) {
     expect_int_vector(batch_idx, batch, dim_name(q, 0) + " (batch_size)");
@@ -741,7 +814,8 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
   flare::FlashAttnOptions o = options(softmax_scale, causal, window_left, window_right, softcap);
   o.num_splits = num_splits;
   flare_mha_fwd_params p = build([&] {
-    return flare::make_params_kvcache(t.q, t.k, t.v, outs.out_tensor(q, t.dtype), kv, o);
+    return flare::make_params_kvcache(t.q, t.k, t.v, outs.out_tensor(q, v_head_dim(vc), t.dtype),
+                                      kv, o);
   });
   if (upload_seqlens) {
     // p.seqlen_k is the capacity per sequence (paged: pages per sequence x page size).
@@ -758,9 +832,7 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
                   std::to_string(p.seqlen_k) + "] (the cache capacity)");
     upload.assign(static_cast<size_t>(batch), static_cast<int32_t>(n));
   }
-  apply_alibi(o, alibi_h, q, p.batch, p.num_heads);
-  p.alibi_slopes = o.alibi_slopes;
-  p.alibi_batch_stride = o.alibi_batch_stride;
+  apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.batch, p.num_heads, p.seqlen_q};
   p.lse = outs.lse_pointer(lse_shape, q.device);
   launch(p, q, outs, lse_shape, stream, upload);
@@ -903,17 +975,21 @@ NB_MODULE(_flare, m) {
   using namespace nb::literals;
   m.def("_fwd", &fwd, "q"_a.none(), "k"_a.none(), "v"_a.none(), "packing"_a, "out"_a.none(),
         "lse"_a.none(), "want_lse"_a, "softmax_scale"_a, "causal"_a, "window_left"_a,
-        "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(), "stream"_a);
+        "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(), "learnable_sink"_a.none(),
+        "mm_prefix_ranges"_a.none(), "stream"_a);
   m.def("_varlen_fwd", &varlen_fwd, "q"_a.none(), "k"_a.none(), "v"_a.none(), "packing"_a,
         "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "max_seqlen_q"_a, "max_seqlen_k"_a,
         "out"_a.none(), "lse"_a.none(), "want_lse"_a, "softmax_scale"_a, "causal"_a,
-        "window_left"_a, "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(), "stream"_a);
+        "window_left"_a, "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(),
+        "block_table"_a.none(), "learnable_sink"_a.none(), "mm_prefix_ranges"_a.none(),
+        "stream"_a);
   m.def("_kvcache_fwd", &kvcache_fwd, "q"_a.none(), "k_cache"_a.none(), "v_cache"_a.none(),
         "k"_a.none(), "v"_a.none(), "rotary_cos"_a.none(), "rotary_sin"_a.none(),
         "cache_seqlens"_a.none(), "cache_batch_idx"_a.none(), "cache_leftpad"_a.none(),
         "block_table"_a.none(), "out"_a.none(), "lse"_a.none(), "want_lse"_a,
         "softmax_scale"_a, "causal"_a, "window_left"_a, "window_right"_a, "softcap"_a,
-        "rotary_interleaved"_a, "alibi_slopes"_a.none(), "num_splits"_a, "stream"_a);
+        "rotary_interleaved"_a, "alibi_slopes"_a.none(), "learnable_sink"_a.none(),
+        "mm_prefix_ranges"_a.none(), "num_splits"_a, "stream"_a);
   m.def("_merge", &merge, "outs"_a, "lses"_a, "out"_a.none(), "out_lse"_a.none(), "stream"_a);
   m.attr("MERGE_MAX_PART_PTRS") = FLARE_MERGE_MAX_PART_PTRS;
 }

@@ -45,11 +45,13 @@ def rand(*shape, dtype=DT):
 
 
 def ref_attn(q, k, v, *, scale=None, causal=False, window=(-1, -1), softcap=0.0, alibi=None,
-             dtype=torch.float64):
-    """One batch of attention. q (b, sq, h, d); k, v (b, sk, hk, d); alibi (h,) or (b, h).
+             sink=None, ranges=None, dtype=torch.float64):
+    """One batch of attention. q (b, sq, h, d); k (b, sk, hk, d); v (b, sk, hk, dv);
+    alibi (h,) or (b, h); sink (h,) logits joining the denominator; ranges (b, r, 2) of
+    [start, end) key positions: a query whose position lies in a range sees the whole range.
 
-    Bottom-right aligned masks; rows that see no key give out 0, lse -inf.
-    Returns out (b, sq, h, d) and lse (b, h, sq) in `dtype`.
+    Bottom-right aligned masks; rows that see no key give out 0, lse -inf (the sink with one).
+    Returns out (b, sq, h, dv) and lse (b, h, sq) in `dtype`.
     """
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     b, sq, h, d = q.shape
@@ -75,8 +77,16 @@ def ref_attn(q, k, v, *, scale=None, causal=False, window=(-1, -1), softcap=0.0,
         mask &= j >= diag - wl
     if wr >= 0:
         mask &= j <= diag + wr
-    s = s.masked_fill(~mask, float("-inf"))
+    mask = mask.expand(b, sq, sk).clone()
+    if ranges is not None:
+        for bi in range(b):
+            for start, end in ranges[bi].tolist():
+                inside = (j >= start) & (j < end) & (diag >= start) & (diag < end)
+                mask[bi] |= inside
+    s = s.masked_fill(~mask[:, None], float("-inf"))
     lse = torch.logsumexp(s, dim=-1)
+    if sink is not None:
+        lse = torch.logaddexp(lse, sink.to(dtype)[None, :, None].expand_as(lse))
     p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
     out = torch.einsum("bhqk,bkhd->bqhd", p, v)
     return out, lse
@@ -284,10 +294,11 @@ def test_errors_name_the_argument():
         flare.flash_attn_func(q, k, v, out=torch.empty(1, 16, 2, D + 8, device=DEV, dtype=DT))
     with pytest.raises(NotImplementedError, match="dropout"):
         flare.flash_attn_func(q, k, v, dropout_p=0.1)
-    big = rand(1, 16, 2, 264)
-    with pytest.raises(ValueError, match="head_dim"):  # flare's own status text surfaces
+    big = rand(1, 16, 2, 520)
+    with pytest.raises(ValueError, match=r"head_dim \(520\)"):  # flare's own status text surfaces
         flare.flash_attn_func(big, big, big)
-    missing = next((d for d in (32, 96, 128, 192, 256) if d not in HDIMS), None)
+    # A head dim above every built kernel's (a smaller one may run on a wider kernel).
+    missing = next((d for d in (64, 128, 256, 512) if d > max(HDIMS)), None)
     if missing is not None:
         x = rand(1, 16, 2, missing)
         with pytest.raises(RuntimeError, match="FLARE_HEAD_DIMS"):
@@ -355,13 +366,67 @@ def test_varlen_packed_functions():
     check_out(out, want, DT)
 
 
-def test_varlen_block_table_not_supported():
+def test_varlen_cu_seqlens_dtype():
     q, k, v, cu_q, cu_k = make_varlen([16], [16], 2, 2, D)
-    bt = torch.zeros(1, 1, dtype=torch.int32, device=DEV)
-    with pytest.raises(NotImplementedError, match="block_table"):
-        flare.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 16, 16, block_table=bt)
     with pytest.raises(ValueError, match="cu_seqlens_q must be int32"):
         flare.flash_attn_varlen_func(q, k, v, cu_q.long(), cu_k, 16, 16)
+
+
+def to_pages(tensors, cu, page, extra_pages=3):
+    """Packed rows (total, hk, d) of the sequences cu, for each tensor, into shuffled page pools.
+
+    Returns the pools (num_pages, page, hk, d), one per tensor, sharing one block table
+    (batch, max_pages) of distinct pool pages; unused rows and pages hold random values.
+    """
+    lens = [int(cu[i + 1] - cu[i]) for i in range(len(cu) - 1)]
+    max_pages = max(1, max(-(-n // page) for n in lens))
+    num_pages = len(lens) * max_pages + extra_pages
+    table = torch.randperm(num_pages, device=DEV)[: len(lens) * max_pages].to(torch.int32)
+    table = table.view(len(lens), max_pages)
+    pools = []
+    for x in tensors:
+        pool = torch.randn(num_pages, page, *x.shape[1:], device=DEV).to(x.dtype)
+        for b, n in enumerate(lens):
+            rows = x[int(cu[b]):int(cu[b]) + n]
+            for pg in range(-(-n // page)):
+                chunk = rows[pg * page:(pg + 1) * page]
+                pool[int(table[b, pg]), : chunk.shape[0]] = chunk
+        pools.append(pool)
+    return pools, table
+
+
+@pytest.mark.parametrize("page", [1, 3, 16, 48, 256])
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(window=(24, 0), softcap=15.0)])
+def test_flash_attn_varlen_func_paged(page, kw):
+    # Chunked prefill over a paged cache: new queries at the end of each sequence's keys.
+    torch.manual_seed(20 + page)
+    seqlens_q, seqlens_k = [37, 1, 64, 5], [300, 20, 64, 130]
+    q, k, v, cu_q, cu_k = make_varlen(seqlens_q, seqlens_k, 8, 2, D)
+    (kp, vp), table = to_pages([k, v], cu_k, page)
+    causal, window, softcap = kw.get("causal", False), kw.get("window", (-1, -1)), kw.get("softcap", 0.0)
+    out, lse, _ = flare.flash_attn_varlen_func(
+        q, kp, vp, cu_q, cu_k, max(seqlens_q), max(seqlens_k), causal=causal,
+        window_size=window, softcap=softcap, return_attn_probs=True, block_table=table)
+    assert out.shape == q.shape and lse.shape == (8, q.shape[0])
+    want, want_lse = varlen_ref(q, k, v, cu_q, cu_k, causal=causal, window=window,
+                                softcap=softcap)
+    check_out(out, want, DT)
+    check_lse(lse, want_lse)
+    # The contiguous call over the same keys gives the same result.
+    plain = flare.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(seqlens_q), max(seqlens_k),
+                                         causal=causal, window_size=window, softcap=softcap)
+    check_out(out, plain, DT)
+
+
+def test_paged_varlen_errors_name_the_argument():
+    q, k, v, cu_q, cu_k = make_varlen([16, 8], [16, 40], 4, 2, D)
+    (kp,), table = to_pages([k], cu_k, 16)
+    with pytest.raises(ValueError, match="k must have 4 dimensions"):
+        flare.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 16, 40, block_table=table)
+    with pytest.raises(ValueError, match="block_table must be int32"):
+        flare.flash_attn_varlen_func(q, kp, kp, cu_q, cu_k, 16, 40, block_table=table.long())
+    with pytest.raises(ValueError, match=r"block_table.shape\[0\] is 1"):
+        flare.flash_attn_varlen_func(q, kp, kp, cu_q, cu_k, 16, 40, block_table=table[:1])
 
 
 # ----------------------------------------------------------------------------- KV cache
@@ -500,7 +565,7 @@ def test_kvcache_append_batch_idx_leftpad():
     assert torch.equal(kc[3, 50:52], kn[0]) and torch.equal(vc[1, 70:72], vn[1])
 
 
-@pytest.mark.parametrize("page", [16, 64])
+@pytest.mark.parametrize("page", [1, 3, 16, 64])
 def test_kvcache_paged_append_rotary(page):
     torch.manual_seed(13)
     b, pages_per_seq, h, hk, sn = 3, 6, 8, 2, 1
@@ -760,3 +825,183 @@ def test_merge_errors():
         m([rand(b, s, h, d + 2, dtype=torch.float16)[..., :d]], [lse])
     with pytest.raises(ValueError, match="aligned"):
         m([rand(b, s, h, d + 4, dtype=torch.float16)[..., 2:d + 2]], [lse])
+
+
+# ----------------------------------------------------------------------------- serving features
+
+
+def kernel_head_dim(d):
+    """The smallest built head dim that serves d, or None (this build cannot run it)."""
+    fits = [x for x in HDIMS if x >= d]
+    return min(fits) if fits else None
+
+
+def needs_head_dim(d):
+    if kernel_head_dim(d) is None:
+        pytest.skip(f"this build's head dims {HDIMS} have no kernel for head dim {d}")
+
+
+SINKS = [8.0, 0.5, -1.0, float("-inf")]  # above every score, small, negative, none
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_learnable_sink_flash_attn_func(causal):
+    torch.manual_seed(30)
+    b, sq, sk, h, hk = 2, 70, 150, 4, 2
+    q, k, v = rand(b, sq, h, D), rand(b, sk, hk, D), rand(b, sk, hk, D)
+    sink = torch.tensor(SINKS, device=DEV, dtype=torch.float32)
+    out, lse, _ = flare.flash_attn_func(q, k, v, causal=causal, learnable_sink=sink,
+                                        return_attn_probs=True)
+    want, want_lse = ref_attn(q, k, v, causal=causal, sink=sink)
+    check_out(out, want, DT)
+    check_lse(lse, want_lse)
+    # sq > sk with causal: the top rows see no key and get lse = sink, out 0.
+    q2 = rand(1, 40, h, D)
+    k2, v2 = rand(1, 10, hk, D), rand(1, 10, hk, D)
+    out2, lse2, _ = flare.flash_attn_func(q2, k2, v2, causal=True, learnable_sink=sink,
+                                          return_attn_probs=True)
+    want2, want_lse2 = ref_attn(q2, k2, v2, causal=True, sink=sink)
+    check_out(out2, want2, DT)
+    check_lse(lse2, want_lse2)
+    assert torch.all(out2[:, :30] == 0)
+
+
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_learnable_sink_kvcache_split_kv(num_splits):
+    # Split-KV must count the sink once.
+    torch.manual_seed(31)
+    b, cap, h, hk = 3, 700, 8, 2
+    kc, vc = rand(b, cap, hk, D), rand(b, cap, hk, D)
+    q = rand(b, 1, h, D)
+    cs = torch.tensor([5, 700, 333], dtype=torch.int32, device=DEV)
+    sink = torch.tensor(SINKS * 2, device=DEV, dtype=torch.float32)
+    out, lse = flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, learnable_sink=sink,
+                                             num_splits=num_splits, return_softmax_lse=True)
+    outs, lses = [], []
+    for i in range(b):
+        o, l = ref_attn(q[i:i + 1], kc[i:i + 1, :int(cs[i])], vc[i:i + 1, :int(cs[i])], sink=sink)
+        outs.append(o)
+        lses.append(l)
+    check_out(out, torch.cat(outs), DT)
+    check_lse(lse, torch.cat(lses))
+
+
+def test_learnable_sink_varlen_and_packed():
+    torch.manual_seed(32)
+    seqlens_q, seqlens_k = [37, 1, 90], [50, 20, 90]
+    q, k, v, cu_q, cu_k = make_varlen(seqlens_q, seqlens_k, 4, 2, D)
+    sink = torch.tensor(SINKS, device=DEV, dtype=torch.float32)
+    out = flare.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 90, 90, causal=True,
+                                       learnable_sink=sink)
+    want, _ = varlen_ref(q, k, v, cu_q, cu_k, causal=True, sink=sink)
+    check_out(out, want, DT)
+    qkv = rand(2, 64, 3, 4, D)
+    out = flare.flash_attn_qkvpacked_func(qkv, learnable_sink=sink)
+    want, _ = ref_attn(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], sink=sink)
+    check_out(out, want, DT)
+
+
+RANGES = [[(5, 20), (30, 34)], [(0, 12), (12, 12)]]  # sequence 1's second slot is empty
+
+
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(causal=True, window=(8, 0)),
+                                dict(window=(4, 4))])
+def test_mm_prefix_ranges_flash_attn_func(kw):
+    torch.manual_seed(33)
+    b, sq, sk, h, hk = 2, 50, 50, 4, 2
+    q, k, v = rand(b, sq, h, D), rand(b, sk, hk, D), rand(b, sk, hk, D)
+    ranges = torch.tensor(RANGES, dtype=torch.int32, device=DEV)
+    window = kw.get("window", (-1, -1))
+    out, lse, _ = flare.flash_attn_func(q, k, v, causal=kw.get("causal", False),
+                                        window_size=window, mm_prefix_ranges=ranges,
+                                        return_attn_probs=True)
+    want, want_lse = ref_attn(q, k, v, causal=kw.get("causal", False), window=window,
+                              ranges=ranges)
+    check_out(out, want, DT)
+    check_lse(lse, want_lse)
+    # A table without ranges, or with only empty ones, is the plain call.
+    empty = torch.zeros(b, 0, 2, dtype=torch.int32, device=DEV)
+    plain = flare.flash_attn_func(q, k, v, causal=kw.get("causal", False), window_size=window)
+    check_out(flare.flash_attn_func(q, k, v, causal=kw.get("causal", False), window_size=window,
+                                    mm_prefix_ranges=empty), plain, DT)
+
+
+def test_mm_prefix_ranges_varlen_and_kvcache():
+    torch.manual_seed(34)
+    # An image span that crosses tiles: 20 text tokens, a 300-token image, 60 text tokens.
+    seqlens = [380, 64]
+    q, k, v, cu_q, cu_k = make_varlen(seqlens, seqlens, 4, 2, D)
+    ranges = torch.tensor([[(20, 320)], [(10, 11)]], dtype=torch.int32, device=DEV)
+    out = flare.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 380, 380, causal=True,
+                                       mm_prefix_ranges=ranges)
+    outs = []
+    for bi in range(2):
+        s, e = int(cu_q[bi]), int(cu_q[bi + 1])
+        o, _ = ref_attn(q[None, s:e], k[None, s:e], v[None, s:e], causal=True,
+                        ranges=ranges[bi:bi + 1])
+        outs.append(o[0])
+    check_out(out, torch.cat(outs), DT)
+    # KV cache: the query rows sit at the end of the cache; a range around them.
+    b, cap, h, hk = 2, 256, 4, 2
+    kc, vc = rand(b, cap, hk, D), rand(b, cap, hk, D)
+    q = rand(b, 8, h, D)
+    cs = torch.tensor([100, 256], dtype=torch.int32, device=DEV)
+    ranges = torch.tensor([[(90, 110)], [(0, 4)]], dtype=torch.int32, device=DEV)
+    out = flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, causal=True,
+                                        mm_prefix_ranges=ranges)
+    outs = []
+    for i in range(b):
+        o, _ = ref_attn(q[i:i + 1], kc[i:i + 1, :int(cs[i])], vc[i:i + 1, :int(cs[i])],
+                        causal=True, ranges=ranges[i:i + 1])
+        outs.append(o)
+    check_out(out, torch.cat(outs), DT)
+
+
+def test_head_dim_v_192_128():
+    needs_head_dim(192)
+    torch.manual_seed(35)
+    b, sq, sk, h, hk, d, dv = 2, 70, 130, 4, 2, 192, 128
+    q, k, v = rand(b, sq, h, d), rand(b, sk, hk, d), rand(b, sk, hk, dv)
+    for causal in (False, True):
+        out, lse, _ = flare.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
+        assert out.shape == (b, sq, h, dv)
+        want, want_lse = ref_attn(q, k, v, causal=causal)
+        check_out(out, want, DT)
+        check_lse(lse, want_lse)
+    # varlen
+    cu = torch.tensor([0, 50, 130], dtype=torch.int32, device=DEV)
+    qv, kv_, vv = rand(130, h, d), rand(130, hk, d), rand(130, hk, dv)
+    out = flare.flash_attn_varlen_func(qv, kv_, vv, cu, cu, 80, 80, causal=True)
+    assert out.shape == (130, h, dv)
+    want, _ = varlen_ref(qv, kv_, vv, cu, cu, causal=True)
+    check_out(out, want, DT)
+    # KV cache with an append: k 192 wide, v 128 wide.
+    kc, vc = rand(b, 64, hk, d), rand(b, 64, hk, dv)
+    kc0, vc0 = kc.clone(), vc.clone()
+    qc, kn, vn = rand(b, 1, h, d), rand(b, 1, hk, d), rand(b, 1, hk, dv)
+    cs = torch.tensor([10, 40], dtype=torch.int32, device=DEV)
+    out = flare.flash_attn_with_kvcache(qc, kc, vc, kn, vn, cache_seqlens=cs)
+    assert out.shape == (b, 1, h, dv)
+    want, _, _ = kvcache_ref(qc, kc0, vc0, kn, vn, cs)
+    check_out(out, want, DT)
+    assert torch.equal(vc[1, 40:41], vn[1])
+
+
+@pytest.mark.parametrize("d", [1, 7, 59, 111, 200, 264, 511, 512])
+def test_any_head_dim(d):
+    # Head dims that are not multiples of 8, and up to 512: no padding by the caller, output
+    # with the caller's head dim.
+    needs_head_dim(d)
+    torch.manual_seed(36)
+    b, sq, sk, h, hk = 2, 40, 90, 4, 2
+    q, k, v = rand(b, sq, h, d), rand(b, sk, hk, d), rand(b, sk, hk, d)
+    for causal in (False, True):
+        out, lse, _ = flare.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
+        assert out.shape == q.shape
+        want, want_lse = ref_attn(q, k, v, causal=causal)
+        check_out(out, want, DT)
+        check_lse(lse, want_lse)
+    # Views into a wider buffer (FlashAttention-2's test-suite slices odd dims this way).
+    wide = rand(b, sq, h, d + 5)
+    out = flare.flash_attn_func(wide[..., :d], k, v)
+    check_out(out, ref_attn(wide[..., :d], k, v)[0], DT)

@@ -56,6 +56,25 @@ def test_flash_attn_2_signatures():
     assert sig.parameters["softmax_scale"].default is None
 
 
+def test_serving_keywords_on_every_attention_function():
+    # learnable_sink (FlashAttention-4's name) and mm_prefix_ranges: keyword-only, default None,
+    # on every attention function (merge_attention_states has neither).
+    for name in FUNCS:
+        params = inspect.signature(getattr(flare, name)).parameters
+        if name == "merge_attention_states":
+            assert "learnable_sink" not in params and "mm_prefix_ranges" not in params
+            continue
+        for kw in ("learnable_sink", "mm_prefix_ranges"):
+            assert params[kw].kind is inspect.Parameter.KEYWORD_ONLY, (name, kw)
+            assert params[kw].default is None, (name, kw)
+    for kw in ("learnable_sink", "mm_prefix_ranges"):
+        assert kw in flare.flash_attn_func.__doc__
+    # block_table: FlashAttention-2 v2.8.3's position on flash_attn_varlen_func.
+    params = inspect.signature(flare.flash_attn_varlen_func).parameters
+    assert list(params).index("block_table") == 15
+    assert params["block_table"].default is None
+
+
 def _cpu(shape):
     return np.zeros(shape, dtype=np.float16)
 
@@ -275,11 +294,7 @@ _BAD = [
     ("merge head_dim", lambda: flare.merge_attention_states(
         [_f((1, 8, 2, 6))] * 2, [_f((1, 2, 8), "float32")] * 2),
      ValueError, "head_dim"),
-    # Head dims 1..512 are valid (those that are not multiples of 8 run as narrow launches).
-    ("head_dim 600", lambda: flare.flash_attn_func(
-        _f((2, 8, 4, 600)), _f((2, 16, 2, 600)), _f((2, 16, 2, 600)), out=_f((2, 8, 4, 600))),
-     ValueError, "head_dim"),
-    # Tensors need element (2-byte) alignment.
+    # Tensors need element (2-byte) alignment whatever else the kernels take.
     ("misaligned q", lambda: flare.flash_attn_func(_f((2, 8, 4, 64), data=0x10001), _K, _K),
      ValueError, r"\bq\b.*aligned|aligned.*\bq\b"),
     ("heads not a multiple", lambda: flare.flash_attn_func(_f((2, 8, 3, 64)), _K, _K),
@@ -300,7 +315,7 @@ _BAD = [
     ("k on another device", lambda: flare.flash_attn_func(_Q, _f((2, 16, 2, 64), device=1), _K),
      ValueError, "k is on CUDA device 1 but q is on device 0"),
     ("out shape", lambda: flare.flash_attn_func(_Q, _K, _K, out=_f((2, 8, 4, 32))),
-     ValueError, r"out.shape\[3\] \(32\) must equal q.shape\[3\]"),
+     ValueError, r"out.shape\[3\] \(32\) must equal v.shape\[3\]"),
     ("window_left", lambda: flare.flash_attn_func(_Q, _K, _K, window_size=(-5, 0)),
      ValueError, "window_left"),
     ("softcap", lambda: flare.flash_attn_func(_Q, _K, _K, softcap=-1.0),
@@ -342,10 +357,114 @@ _BAD = [
     ("varlen max_seqlen_q", lambda: flare.flash_attn_varlen_func(
         _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 0, 4),
      ValueError, "max_seqlen_q"),
-    ("varlen block_table", lambda: flare.flash_attn_varlen_func(
+    # ---- paged varlen (block_table): k / v are page pools
+    ("varlen block_table with flat k", lambda: flare.flash_attn_varlen_func(
         _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 4,
         block_table=_i32((2, 4))),
-     NotImplementedError, "block_table"),
+     ValueError, "k must have 4 dimensions, got 3"),
+    ("varlen block_table batch", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _PAGES, _PAGES, _i32((3,)), _i32((3,)), 4, 4, block_table=_i32((3, 4))),
+     ValueError, r"block_table.shape\[0\] is 3 but must equal cu_seqlens_q.shape\[0\] - 1"),
+    ("varlen block_table dtype", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _PAGES, _PAGES, _i32((3,)), _i32((3,)), 4, 4,
+        block_table=_f((2, 4), "float32")),
+     ValueError, "block_table must be int32, got float32"),
+    ("varlen block_table rank", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _PAGES, _PAGES, _i32((3,)), _i32((3,)), 4, 4, block_table=_i32((8,))),
+     ValueError, "block_table must have 2 dimensions"),
+    ("varlen block_table device", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _PAGES, _PAGES, _i32((3,)), _i32((3,)), 4, 4,
+        block_table=_i32((2, 4), device=1)),
+     ValueError, "block_table is on CUDA device 1 but q is on device 0"),
+    ("varlen block_table no pages", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _PAGES, _PAGES, _i32((3,)), _i32((3,)), 4, 4, block_table=_i32((2, 0))),
+     ValueError, r"max_pages_per_seq \(0\) must be >= 1"),
+    ("varlen block_table v pool", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _PAGES, _f((8, 8, 2, 64)), _i32((3,)), _i32((3,)), 4, 4,
+        block_table=_i32((2, 4))),
+     ValueError, r"v.shape\[1\] \(8\) must equal k.shape\[1\]"),
+    ("varlen block_table page size 0", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 0, 2, 64)), _f((8, 0, 2, 64)), _i32((3,)), _i32((3,)), 4, 4,
+        block_table=_i32((2, 4))),
+     ValueError, r"page_block_size \(0\)"),
+    # ---- learnable_sink
+    ("sink dtype", lambda: flare.flash_attn_func(_Q, _K, _K, learnable_sink=_f((4,))),
+     ValueError, "learnable_sink must be float32, got float16"),
+    ("sink shape", lambda: flare.flash_attn_func(_Q, _K, _K, learnable_sink=_f((2,), "float32")),
+     ValueError, r"learnable_sink.shape\[0\] is 2 but must equal the number of query heads \(4\)"),
+    ("sink rank", lambda: flare.flash_attn_func(_Q, _K, _K,
+                                                learnable_sink=_f((2, 4), "float32")),
+     ValueError, "learnable_sink must have 1 dimensions"),
+    ("sink device", lambda: flare.flash_attn_func(
+        _Q, _K, _K, learnable_sink=_f((4,), "float32", device=1)),
+     ValueError, "learnable_sink is on CUDA device 1 but q is on device 0"),
+    ("sink strided", lambda: flare.flash_attn_func(
+        _Q, _K, _K, learnable_sink=_f((4,), "float32", strides=[2])),
+     ValueError, "learnable_sink must be contiguous"),
+    ("sink misaligned", lambda: flare.flash_attn_func(
+        _Q, _K, _K, learnable_sink=_f((4,), "float32", data=0x10002)),
+     ValueError, r"\bsink\b.*aligned"),
+    ("sink cpu", lambda: flare.flash_attn_func(
+        _Q, _K, _K, learnable_sink=np.zeros(4, np.float32)),
+     ValueError, "learnable_sink must be a CUDA array"),
+    ("sink varlen heads", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 4,
+        learnable_sink=_f((2,), "float32")),
+     ValueError, r"learnable_sink.shape\[0\] is 2"),
+    ("sink kvcache dtype", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=4, learnable_sink=_i32((4,))),
+     ValueError, "learnable_sink must be float32, got int32"),
+    ("sink qkvpacked", lambda: flare.flash_attn_qkvpacked_func(
+        _f((2, 8, 3, 4, 64)), learnable_sink=_f((3,), "float32")),
+     ValueError, r"learnable_sink.shape\[0\] is 3"),
+    # ---- mm_prefix_ranges
+    ("ranges dtype", lambda: flare.flash_attn_func(_Q, _K, _K,
+                                                   mm_prefix_ranges=_f((2, 1, 2), "float32")),
+     ValueError, "mm_prefix_ranges must be int32, got float32"),
+    ("ranges rank", lambda: flare.flash_attn_func(_Q, _K, _K, mm_prefix_ranges=_i32((2, 2))),
+     ValueError, "mm_prefix_ranges must have 3 dimensions"),
+    ("ranges batch", lambda: flare.flash_attn_func(_Q, _K, _K, mm_prefix_ranges=_i32((3, 1, 2))),
+     ValueError, r"mm_prefix_ranges.shape\[0\] is 3 but must equal the batch size \(2\)"),
+    ("ranges pairs", lambda: flare.flash_attn_func(_Q, _K, _K, mm_prefix_ranges=_i32((2, 1, 3))),
+     ValueError, r"mm_prefix_ranges.shape\[2\] is 3 but must equal 2"),
+    ("ranges strided pairs", lambda: flare.flash_attn_func(
+        _Q, _K, _K, mm_prefix_ranges=_i32((2, 3, 2), strides=[12, 4, 1])),
+     ValueError, "mm_prefix_ranges must hold each sequence's"),
+    ("ranges device", lambda: flare.flash_attn_func(
+        _Q, _K, _K, mm_prefix_ranges=_i32((2, 1, 2), device=1)),
+     ValueError, "mm_prefix_ranges is on CUDA device 1"),
+    ("ranges misaligned", lambda: flare.flash_attn_func(
+        _Q, _K, _K, mm_prefix_ranges=_i32((2, 1, 2), data=0x10002)),
+     ValueError, r"mm_prefix_ranges.*aligned"),
+    ("ranges varlen batch", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 4,
+        mm_prefix_ranges=_i32((1, 1, 2))),
+     ValueError, r"mm_prefix_ranges.shape\[0\] is 1 but must equal the batch size \(2\)"),
+    ("ranges kvcache batch", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=4, mm_prefix_ranges=_i32((4, 1, 2))),
+     ValueError, r"mm_prefix_ranges.shape\[0\] is 4"),
+    # ---- a separate V head dim
+    ("head_dim_v pair", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 192)), _f((2, 16, 2, 192)), _f((2, 16, 2, 64))),
+     ValueError, r"head_dim_v \(64\) with head_dim \(192\)"),
+    ("head_dim_v out", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 192)), _f((2, 16, 2, 192)), _f((2, 16, 2, 128)),
+        out=_f((2, 8, 4, 192))),
+     ValueError, r"out.shape\[3\] \(192\) must equal v.shape\[3\]"),
+    ("head_dim_v v rows", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 192)), _f((2, 16, 2, 192)), _f((2, 15, 2, 128))),
+     ValueError, r"v.shape\[1\] \(15\) must equal k.shape\[1\]"),
+    ("head_dim_v kvcache v", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 192)), _f((2, 64, 2, 192)), _f((2, 64, 2, 128)), _f((2, 1, 2, 192)),
+        _f((2, 1, 2, 192)), cache_seqlens=4),
+     ValueError, r"^v.shape\[3\] \(192\) must equal v_cache.shape\[3\]"),
+    # Rows padded to 520 elements, so only the head dim itself is wrong.
+    ("head_dim 513", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 513), strides=[8 * 4 * 520, 4 * 520, 520, 1]),
+        _f((2, 16, 2, 513), strides=[16 * 2 * 520, 2 * 520, 520, 1]),
+        _f((2, 16, 2, 513), strides=[16 * 2 * 520, 2 * 520, 520, 1]),
+        out=_f((2, 8, 4, 513), strides=[8 * 4 * 520, 4 * 520, 520, 1])),
+     ValueError, r"head_dim \(513\)"),
     ("kvcache seqlens range", lambda: flare.flash_attn_with_kvcache(
         _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=65),
      ValueError, r"cache_seqlens \(65\) must be in \[0, 64\]"),
@@ -406,11 +525,64 @@ _VALID = [
     ("kvcache append + paged", lambda: flare.flash_attn_with_kvcache(
         _f((2, 1, 4, 64)), _PAGES, _PAGES, _f((2, 1, 2, 64)), _f((2, 1, 2, 64)),
         cache_seqlens=_i32((2,)), block_table=_i32((2, 4)))),
-    ("kvcache paged, pages of 8 rows", lambda: flare.flash_attn_with_kvcache(
-        _f((2, 1, 4, 64)), _f((8, 8, 2, 64)), _f((8, 8, 2, 64)), cache_seqlens=4,
-        block_table=_i32((2, 4)))),
     ("merge", lambda: flare.merge_attention_states([_f((1, 8, 2, 64))] * 2,
                                                    [_f((1, 2, 8), "float32")] * 2)),
+]
+
+# Serving features: valid input that reaches the device, unless this library's GPU kernels do
+# not run the feature yet, which the library refuses (NotImplementedError naming it) before any
+# CUDA call.
+_SERVING_VALID = [
+    ("paged varlen", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _PAGES, _PAGES, _i32((3,)), _i32((3,)), 4, 40,
+        block_table=_i32((2, 4))), "block_table"),
+    ("paged varlen page 1", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((64, 1, 2, 64)), _f((64, 1, 2, 64)), _i32((3,)), _i32((3,)), 4, 30,
+        block_table=_i32((2, 32))), "block_table"),
+    ("kvcache page 8", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _f((8, 8, 2, 64)), _f((8, 8, 2, 64)), cache_seqlens=4,
+        block_table=_i32((2, 4))), "page_block_size"),
+    ("kvcache page 3", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _f((8, 3, 2, 64)), _f((8, 3, 2, 64)), cache_seqlens=4,
+        block_table=_i32((2, 4))), "page_block_size"),
+    ("sink", lambda: flare.flash_attn_func(_Q, _K, _K, learnable_sink=_f((4,), "float32")),
+     "sink"),
+    ("sink varlen", lambda: flare.flash_attn_varlen_func(
+        _f((8, 4, 64)), _f((8, 2, 64)), _f((8, 2, 64)), _i32((3,)), _i32((3,)), 4, 4,
+        learnable_sink=_f((4,), "float32")), "sink"),
+    ("sink kvcache", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 64)), _KC, _KC, cache_seqlens=4, learnable_sink=_f((4,), "float32")),
+     "sink"),
+    ("ranges", lambda: flare.flash_attn_func(_Q, _K, _K, causal=True,
+                                             mm_prefix_ranges=_i32((2, 2, 2))),
+     "mm_prefix_ranges"),
+    ("ranges kvpacked", lambda: flare.flash_attn_kvpacked_func(
+        _Q, _f((2, 16, 2, 2, 64)), mm_prefix_ranges=_i32((2, 1, 2))), "mm_prefix_ranges"),
+    ("head_dim_v 192/128", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 192)), _f((2, 16, 2, 192)), _f((2, 16, 2, 128))), "head_dim_v"),
+    ("head_dim_v kvcache", lambda: flare.flash_attn_with_kvcache(
+        _f((2, 1, 4, 192)), _f((2, 64, 2, 192)), _f((2, 64, 2, 128)), cache_seqlens=4),
+     "head_dim_v"),
+    ("head_dim 7", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 7), strides=[2048, 256, 64, 1]), _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
+        _f((2, 16, 2, 7), strides=[2048, 128, 64, 1]),
+        out=_f((2, 8, 4, 7), strides=[2048, 256, 64, 1])), "head_dim"),
+    # Head dim 59 in rows padded to 64 elements, and dense (FlashAttention-2's test-suite):
+    # dense rows of 59 elements are not 16-byte addressable, which the library refuses as
+    # misaligned until its kernels take such tensors.
+    ("head_dim 59", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 59), strides=[2048, 256, 64, 1]), _f((2, 16, 2, 59), strides=[2048, 128, 64, 1]),
+        _f((2, 16, 2, 59), strides=[2048, 128, 64, 1]),
+        out=_f((2, 8, 4, 59), strides=[2048, 256, 64, 1])), "head_dim"),
+    ("head_dim 59 dense", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 59)), _f((2, 16, 2, 59)), _f((2, 16, 2, 59))), "narrow"),
+    ("head_dim 512", lambda: flare.flash_attn_func(
+        _f((2, 8, 4, 512)), _f((2, 16, 2, 512)), _f((2, 16, 2, 512))), "head_dim"),
+]
+
+# A range table without ranges is no feature at all: always a plain valid call.
+_VALID += [
+    ("no ranges", lambda: flare.flash_attn_func(_Q, _K, _K, mm_prefix_ranges=_i32((2, 0, 2)))),
 ]
 
 
@@ -421,3 +593,28 @@ _VALID = [
 def test_valid_call_without_a_device_says_so(label, call):
     with pytest.raises(RuntimeError, match="^flare: no CUDA driver/GPU found"):
         call()
+
+
+@_CPYTHON
+@pytest.mark.skipif(flare.cuda_device_count() > 0,
+                    reason="a GPU is visible: this test's arrays are fake and must not reach it")
+@pytest.mark.parametrize("label, call, feature", _SERVING_VALID, ids=[v[0] for v in _SERVING_VALID])
+def test_serving_call_without_a_device_says_so(label, call, feature):
+    # Every binding check passed; the library then either refuses a feature its GPU kernels do
+    # not run yet (naming it, no CUDA call) or sends the call to the device, which is missing.
+    try:
+        call()
+    except NotImplementedError as e:
+        assert feature in str(e), str(e)
+        assert "not" in str(e) and "GPU kernels" in str(e), str(e)
+    except ValueError as e:
+        # Head dims the kernels do not run yet keep their status (UNSUPPORTED_HEAD_DIM), and
+        # tensors that are not 16-byte addressable theirs (MISALIGNED).
+        if feature == "narrow":
+            assert "misaligned" in str(e) and "multiple of 8 elements" in str(e), str(e)
+        else:
+            assert feature == "head_dim" and "GPU kernels" in str(e), str(e)
+    except RuntimeError as e:
+        assert str(e).startswith("flare: no CUDA driver/GPU found"), str(e)
+    else:
+        pytest.fail("a call with fake arrays returned")

@@ -10,6 +10,7 @@
 
 #include "api/error.h"
 #include "api/validate.h"
+#include "api/validate_serving.h"
 #include "flare/flare.hpp"
 
 namespace {
@@ -25,6 +26,19 @@ void validate(const flare_mha_fwd_params& p) {
   flare_mha_fwd_params full;
   flare::check(flare::read_params(&p, &full));
   flare::check(flare::validate_params(&full));
+}
+
+// validate() for params with serving features: every rule must pass; the one refusal allowed is
+// the library's list of features its GPU kernels do not run yet (then the serving fields'
+// own rules must still pass), so the test holds before and after those kernels land.
+void validate_serving(const flare_mha_fwd_params& p) {
+  flare_mha_fwd_params full;
+  flare::check(flare::read_params(&p, &full));
+  const flare_status st = flare::validate_params(&full);
+  if (st == FLARE_OK) return;
+  EXPECT_EQ(flare::validate_serving_fields(full), FLARE_OK) << flare_last_error();
+  EXPECT_EQ(flare::serving_features_not_yet_supported(full), st)
+      << "validation failed outside the not-yet list: " << flare_last_error();
 }
 
 // Runs f, expects flare::Error with `status` and `text` in what().
@@ -366,6 +380,180 @@ TEST(MakeParams, MismatchedKvCacheViewsThrow) {
     c.mutate(t);
     expect_error([&] { t.make(); }, FLARE_ERROR_INVALID_ARGUMENT, c.message);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving options: sink, multimodal prefix ranges, a separate V head dim, paged varlen.
+
+TEST(MakeParams, SinkAndPrefixRangesMapToTheirFields) {
+  const TensorView q = flare::contiguous(addr(0x100000), DType::BF16, {2, 128, 8, 64});
+  const TensorView k = flare::contiguous(addr(0x200000), DType::BF16, {2, 256, 2, 64});
+  const TensorView out = flare::contiguous(addr(0x400000), DType::BF16, {2, 128, 8, 64});
+  flare::FlashAttnOptions o;
+  o.sink = reinterpret_cast<const float*>(0x500000);
+  o.mm_prefix_ranges = iaddr(0x600000);
+  o.max_mm_prefix_ranges = 3;
+  flare_mha_fwd_params p = flare::make_params(q, k, k, out, o);
+  EXPECT_EQ(p.sink, o.sink);
+  EXPECT_EQ(p.mm_prefix_ranges, o.mm_prefix_ranges);
+  EXPECT_EQ(p.max_mm_prefix_ranges, 3);
+  EXPECT_EQ(p.mm_prefix_ranges_batch_stride, 6);  // dense [batch, 3, 2]
+  EXPECT_EQ(p.head_dim_v, 0);
+  validate_serving(p);
+
+  o.mm_prefix_ranges_batch_stride = 16;  // rows of a wider table
+  p = flare::make_params(q, k, k, out, o);
+  EXPECT_EQ(p.mm_prefix_ranges_batch_stride, 16);
+  validate_serving(p);
+
+  // A table with no range per sequence is accepted (it is no range at all).
+  o.max_mm_prefix_ranges = 0;
+  o.mm_prefix_ranges_batch_stride = 0;
+  p = flare::make_params(q, k, k, out, o);
+  EXPECT_EQ(p.max_mm_prefix_ranges, 0);
+  EXPECT_EQ(p.mm_prefix_ranges_batch_stride, 0);
+  validate_serving(p);
+
+  // Without the options the fields keep their defaults.
+  p = flare::make_params(q, k, k, out);
+  EXPECT_EQ(p.sink, nullptr);
+  EXPECT_EQ(p.mm_prefix_ranges, nullptr);
+  EXPECT_EQ(p.max_mm_prefix_ranges, 0);
+  EXPECT_EQ(p.mm_prefix_ranges_batch_stride, 0);
+  EXPECT_NO_THROW(validate(p));
+
+  // The library's own rules on the fields surface through validation.
+  flare::FlashAttnOptions bad = o;
+  bad.sink = reinterpret_cast<const float*>(0x500002);
+  expect_error([&] { validate(flare::make_params(q, k, k, out, bad)); }, FLARE_ERROR_MISALIGNED,
+               "sink");
+  bad = o;
+  bad.max_mm_prefix_ranges = 2;
+  bad.mm_prefix_ranges_batch_stride = 3;
+  expect_error([&] { validate(flare::make_params(q, k, k, out, bad)); },
+               FLARE_ERROR_INVALID_ARGUMENT, "mm_prefix_ranges_batch_stride (3)");
+}
+
+TEST(MakeParams, SeparateVHeadDimFromV) {
+  // DeepSeek prefill: (head_dim, head_dim_v) = (192, 128); out takes v's head dim.
+  const TensorView q = flare::contiguous(addr(0x100000), DType::BF16, {2, 64, 8, 192});
+  const TensorView k = flare::contiguous(addr(0x200000), DType::BF16, {2, 96, 8, 192});
+  const TensorView v = flare::contiguous(addr(0x300000), DType::BF16, {2, 96, 8, 128});
+  const TensorView out = flare::contiguous(addr(0x400000), DType::BF16, {2, 64, 8, 128});
+  const flare_mha_fwd_params p = flare::make_params(q, k, v, out);
+  EXPECT_EQ(p.head_dim, 192);
+  EXPECT_EQ(p.head_dim_v, 128);
+  EXPECT_EQ(p.v_row_stride, 8 * 128);
+  EXPECT_EQ(p.v_batch_stride, 96 * 8 * 128);
+  EXPECT_EQ(p.out_row_stride, 8 * 128);
+  EXPECT_EQ(p.out_head_stride, 128);
+  validate_serving(p);
+
+  // Varlen and the KV cache take v's head dim the same way.
+  const TensorView qv = flare::contiguous(addr(0x100000), DType::BF16, {300, 8, 192});
+  const TensorView kv3 = flare::contiguous(addr(0x200000), DType::BF16, {900, 8, 192});
+  const TensorView vv = flare::contiguous(addr(0x300000), DType::BF16, {900, 8, 128});
+  const TensorView ov = flare::contiguous(addr(0x400000), DType::BF16, {300, 8, 128});
+  flare::VarlenArgs varlen;
+  varlen.cu_seqlens_q = iaddr(0x500000);
+  varlen.cu_seqlens_k = iaddr(0x500100);
+  varlen.batch = 3;
+  varlen.max_seqlen_q = 120;
+  varlen.max_seqlen_k = 400;
+  const flare_mha_fwd_params pv = flare::make_params_varlen(qv, kv3, vv, ov, varlen);
+  EXPECT_EQ(pv.head_dim_v, 128);
+  EXPECT_EQ(pv.out_row_stride, 8 * 128);
+  validate_serving(pv);
+
+  const TensorView qc = flare::contiguous(addr(0x100000), DType::BF16, {4, 1, 8, 192});
+  const TensorView kc = flare::contiguous(addr(0x200000), DType::BF16, {4, 256, 8, 192});
+  const TensorView vc = flare::contiguous(addr(0x300000), DType::BF16, {4, 256, 8, 128});
+  const TensorView oc = flare::contiguous(addr(0x400000), DType::BF16, {4, 1, 8, 128});
+  flare::KvCacheOptions kvo;
+  kvo.cache_seqlens = iaddr(0x500000);
+  kvo.k_new = flare::contiguous(addr(0x600000), DType::BF16, {4, 1, 8, 192});
+  kvo.v_new = flare::contiguous(addr(0x700000), DType::BF16, {4, 1, 8, 128});
+  const flare_mha_fwd_params pc = flare::make_params_kvcache(qc, kc, vc, oc, kvo);
+  EXPECT_EQ(pc.head_dim_v, 128);
+  EXPECT_EQ(pc.v_new_row_stride, 8 * 128);
+  validate_serving(pc);
+
+  // Mismatches name the views.
+  expect_error([&] { flare::make_params(q, k, v, flare::contiguous(out.data, DType::BF16, {2, 64, 8, 192})); },
+               FLARE_ERROR_INVALID_ARGUMENT, "out.shape[3] (192) must equal v.shape[3]");
+  expect_error([&] { flare::make_params(q, k, flare::contiguous(v.data, DType::BF16, {2, 95, 8, 128}), out); },
+               FLARE_ERROR_INVALID_ARGUMENT, "v.shape[1] (95) must equal k.shape[1]");
+  flare::KvCacheOptions bad_new = kvo;
+  bad_new.v_new = flare::contiguous(addr(0x700000), DType::BF16, {4, 1, 8, 192});
+  expect_error([&] { flare::make_params_kvcache(qc, kc, vc, oc, bad_new); },
+               FLARE_ERROR_INVALID_ARGUMENT, "v_new.shape[3] (192) must equal v_cache.shape[3]");
+
+  // An unsupported pair is the library's to refuse, naming both dims.
+  const TensorView v64 = flare::contiguous(addr(0x300000), DType::BF16, {2, 96, 8, 64});
+  const TensorView o64 = flare::contiguous(addr(0x400000), DType::BF16, {2, 64, 8, 64});
+  expect_error([&] { validate(flare::make_params(q, k, v64, o64)); },
+               FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim_v (64) with head_dim (192)");
+}
+
+TEST(MakeParams, PagedVarlen) {
+  // Chunked prefill over a paged cache: 3 sequences, pools of 40 pages of 16 rows.
+  const TensorView q = flare::contiguous(addr(0x100000), DType::FP16, {300, 8, 128});
+  const TensorView pool = flare::contiguous(addr(0x200000), DType::FP16, {40, 16, 2, 128});
+  const TensorView out = flare::contiguous(addr(0x400000), DType::FP16, {300, 8, 128});
+  flare::VarlenArgs varlen;
+  varlen.cu_seqlens_q = iaddr(0x500000);
+  varlen.cu_seqlens_k = iaddr(0x500100);
+  varlen.batch = 3;
+  varlen.max_seqlen_q = 120;
+  varlen.max_seqlen_k = 200;
+  varlen.block_table = iaddr(0x500200);
+  varlen.max_pages_per_seq = 13;
+  flare_mha_fwd_params p = flare::make_params_varlen(q, pool, pool, out, varlen);
+  EXPECT_EQ(p.cu_seqlens_q, varlen.cu_seqlens_q);
+  EXPECT_EQ(p.cu_seqlens_k, varlen.cu_seqlens_k);
+  EXPECT_EQ(p.block_table, varlen.block_table);
+  EXPECT_EQ(p.block_table_batch_stride, 13);
+  EXPECT_EQ(p.page_block_size, 16);
+  EXPECT_EQ(p.num_pages, 40);
+  EXPECT_EQ(p.k_batch_stride, 16 * 2 * 128);  // page stride
+  EXPECT_EQ(p.k_row_stride, 2 * 128);
+  EXPECT_EQ(p.v_batch_stride, 16 * 2 * 128);
+  EXPECT_EQ(p.q_batch_stride, 0);
+  EXPECT_EQ(p.q_row_stride, 8 * 128);
+  EXPECT_EQ(p.cache_seqlens, nullptr);
+  validate_serving(p);
+
+  // Any page size, a strided block table, key counts by seqused_k alone.
+  for (int page : {1, 3, 48, 256}) {
+    SCOPED_TRACE(page);
+    const TensorView pg = flare::contiguous(addr(0x200000), DType::FP16, {40, page, 2, 128});
+    flare::VarlenArgs v2 = varlen;
+    v2.cu_seqlens_k = nullptr;
+    v2.seqused_k = iaddr(0x500300);
+    v2.block_table_batch_stride = 64;
+    p = flare::make_params_varlen(q, pg, pg, out, v2);
+    EXPECT_EQ(p.page_block_size, page);
+    EXPECT_EQ(p.block_table_batch_stride, 64);
+    EXPECT_EQ(p.seqused_k, v2.seqused_k);
+    EXPECT_EQ(p.k_batch_stride, int64_t(page) * 2 * 128);
+    validate_serving(p);
+  }
+
+  expect_error([&] {
+    flare::VarlenArgs v2 = varlen;
+    v2.max_pages_per_seq = 0;
+    flare::make_params_varlen(q, pool, pool, out, v2);
+  }, FLARE_ERROR_INVALID_ARGUMENT, "max_pages_per_seq (0) must be >= 1 with block_table");
+  const TensorView flat = flare::contiguous(addr(0x200000), DType::FP16, {640, 2, 128});
+  expect_error([&] { flare::make_params_varlen(q, flat, flat, out, varlen); },
+               FLARE_ERROR_INVALID_ARGUMENT, "k must have 4 dimensions, got 3");
+  const TensorView pool3 = flare::contiguous(addr(0x200000), DType::FP16, {40, 16, 3, 128});
+  expect_error([&] { flare::make_params_varlen(q, pool, pool3, out, varlen); },
+               FLARE_ERROR_INVALID_ARGUMENT, "v.shape[2] (3) must equal k.shape[2]");
+  // Page size 0 is the library's to refuse.
+  const TensorView empty_pages = flare::contiguous(addr(0x200000), DType::FP16, {40, 0, 2, 128});
+  expect_error([&] { validate(flare::make_params_varlen(q, empty_pages, empty_pages, out, varlen)); },
+               FLARE_ERROR_INVALID_ARGUMENT, "page_block_size (0)");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -243,16 +243,10 @@ TEST(ValidationServing, HeadDimRangeAndKernelSet) {
 TEST(ValidationServing, EveryRejectionHasAMessage) {
   P p = paged_varlen_base();
   p.sink = fake_ptr<const float>(0x10);
-  p.mm_prefix_ranges = fake_ptr<const int32_t>(0x20);
-  p.max_mm_prefix_ranges = 1, p.mm_prefix_ranges_batch_stride = 2;
-  EXPECT_EQ(intake(p), FLARE_OK) << last_error();  // paged varlen with sinks and ranges runs
   p.mm_prefix_ranges = fake_ptr<const int32_t>(0x22);
+  p.max_mm_prefix_ranges = 1, p.mm_prefix_ranges_batch_stride = 2;
   EXPECT_EQ(intake(p), MISALIGNED);
-  EXPECT_FALSE(last_error().empty());
-  p.mm_prefix_ranges = fake_ptr<const int32_t>(0x20);
-  p.page_block_size = 0;
-  EXPECT_EQ(intake(p), INVALID);
-  EXPECT_FALSE(last_error().empty());
+  EXPECT_NE(last_error().find("mm_prefix_ranges"), std::string::npos) << last_error();
 }
 
 // The serving fields start the 8-byte group after p_dropout's: a caller compiled against the

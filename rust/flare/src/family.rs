@@ -173,9 +173,8 @@ pub fn flash_attn_varlen_windowed(
 /// entries of each sequence used; see [`MhaParams::mm_prefix_ranges`]); candle-flash-attn's
 /// argument order. `page_block_size` must equal the pools' `shape[1]`.
 ///
-/// The call is handed to flare as it is: what flare's kernels do not run yet (paged
-/// variable-length attention, prefix ranges) comes back as flare's own status and message
-/// ([`crate::Status::NotSupported`] naming the feature), with nothing launched or written.
+/// The call is handed to flare as it is (any page size >= 1): a combination the library does
+/// not run comes back as its own status and message, with nothing launched or written.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attn_varlen_paged_windowed(
     q: &dyn DeviceTensor,

@@ -330,10 +330,8 @@ impl<'a> MhaParams<'a> {
 
     /// Variable-length queries over paged K/V pools `[num_pages, page_block_size, heads_k, d]`
     /// (v: `d_v`) through `block_table` (int32 `[batch, max_pages]`), keys of sequence b
-    /// counted by `cu_seqlens_k`. The params are passed to flare as they are: whether paged
-    /// variable-length attention runs is flare's answer, with its own status and message
-    /// (until its kernels run it, [`crate::Status::NotSupported`] naming block_table with
-    /// cu_seqlens_q).
+    /// counted by `cu_seqlens_k`, any page size >= 1 (the pools' `shape[1]`). The params are
+    /// passed to flare as they are; a refusal is flare's own status and message.
     #[allow(clippy::too_many_arguments)]
     pub fn varlen_paged(
         q: &'a dyn DeviceTensor,

@@ -7,8 +7,8 @@
 //! Each output is poisoned with NaN first; every element must be written and within 5e-3 of
 //! the host reference (float64 arithmetic on the same fp16/bf16 inputs: at least as exact as
 //! candle's fp32 reference), the lse within 1e-3, and `flare_candle_last_error()` null.
-//! Cases flare cannot serve yet (paged varlen, head dim 512, multimodal prefix ranges) must
-//! be refused with nothing written; once served, their result must match the reference.
+//! That includes the serving cases of candle-flash-attn: paged K/V with a shuffled block table
+//! (padded and varlen, d256 and d512, any page size) and multimodal prefix ranges with a window.
 //! Without a GPU each test prints one "skipped" line and passes.
 #[path = "../../testutil/mod.rs"]
 mod testutil;
@@ -376,62 +376,82 @@ impl Paged {
     }
 }
 
-/// Paged K/V of a padded batch with a shuffled block table: served through flare's KV-cache
-/// path at d64 and d256.
+/// Paged K/V with a shuffled block table, as candle's paged tests pass it: a padded batch
+/// (flare's KV-cache path) and variable-length queries (flare's paged varlen), at d64, d256 and
+/// d512.
 #[test]
 fn candle_paged_shuffled_block_table() {
     require_gpu!();
-    for d in [64, 256] {
-        let p = Paged { dtype: DType::BF16, b: 2, h: 4, hk: 2, d, sq: 4, sk: 100, page: 16 };
-        if let Err(reason) = p.run(false) {
-            panic!("paged padded batch d{d} refused: {reason}");
-        }
-    }
-}
-
-/// Paged variable-length K/V and head dim 512 go to flare as candle gives them: until flare's
-/// kernels run them, flare's refusal (naming the feature) comes back with nothing written;
-/// once served, the result must match the reference.
-#[test]
-fn candle_paged_varlen_and_d512_refused_or_correct() {
-    require_gpu!();
-    for (varlen, d, feature) in [
-        (true, 256, "block_table with cu_seqlens_q"),
-        (false, 512, "head_dim (512)"),
-        (true, 512, "head_dim (512)"),
-    ] {
-        let p = Paged { dtype: DType::F16, b: 2, h: 4, hk: 2, d, sq: 4, sk: 100, page: 16 };
-        match p.run(varlen) {
-            Ok(()) => eprintln!("paged varlen={varlen} d{d}: served and correct"),
-            Err(reason) => {
-                eprintln!("paged varlen={varlen} d{d}: refused ({reason})");
-                assert!(reason.contains(feature), "refusal does not name {feature:?}: {reason}");
+    for varlen in [false, true] {
+        for d in [64, 256, 512] {
+            let p = Paged { dtype: DType::BF16, b: 2, h: 4, hk: 2, d, sq: 4, sk: 100, page: 16 };
+            if let Err(reason) = p.run(varlen) {
+                panic!("paged varlen={varlen} d{d} refused: {reason}");
             }
         }
     }
 }
 
-/// Multimodal prefix ranges (with a window) go to flare and are served: the rows inside the
-/// range [2, 6) also see the whole range, on top of the window (4, 0).
+/// Page sizes that are not a multiple of 16 (SGLang runs 1), padded and varlen, fp16.
 #[test]
-fn candle_mm_prefix_ranges() {
+fn candle_paged_any_page_size() {
     require_gpu!();
-    let (b, h, sq, sk, d) = (1usize, 2usize, 16usize, 16usize, 64usize);
-    let mut rng = Rng::new(12);
-    let (qb, q) = rng.tensor(DType::F16, b * sq * h * d);
-    let dq = DeviceVec::upload(&qb, DType::F16, &[qb.len()]);
-    let dout = DeviceVec::upload(&vec![half::nan_bits(DType::F16); qb.len()], DType::F16, &[qb.len()]);
-    let ranges = DeviceVec::upload(&[2i32, 6, 0, 0], DType::I32, &[4]);
-    let mut c = Call::new(b as u32, h as u32, h as u32, d as u32, sq as u32, sk as u32).contiguous();
-    (c.q, c.k, c.v, c.o) = (dq.ptr(), dq.ptr(), dq.ptr(), dout.ptr());
-    (c.window_left, c.window_right) = (4, 0);
-    c.mm_prefix_ranges = ranges.ptr() as *const i32;
-    c.mm_prefix_range_batch_stride = 4;
-    c.max_mm_prefix_ranges = 2;
-    assert_eq!(c.run(), None);
-    let spec = Spec { window_left: 4, window_right: 0, mm_ranges: vec![(2, 6)], ..Spec::new(1.0 / (d as f64).sqrt()) };
-    let r = attend(&q, &q, &q, sq, sk, h, h, d, &spec);
-    assert_close("mm prefix ranges + window", &download(DType::F16, &dout, qb.len()), &r.out, TOL);
+    for varlen in [false, true] {
+        for page in [1, 3, 48] {
+            let p = Paged { dtype: DType::F16, b: 2, h: 4, hk: 2, d: 128, sq: 5, sk: 70, page };
+            if let Err(reason) = p.run(varlen) {
+                panic!("paged varlen={varlen} page {page} refused: {reason}");
+            }
+        }
+    }
+}
+
+/// Multimodal prefix ranges with a sliding window (candle's mm_prefix_ranges with
+/// window_size_left / right): an image span the window would cut is seen whole by its own
+/// queries. Two ranges per sequence, batch stride 4; sequence 1's first slot is empty.
+#[test]
+fn candle_mm_prefix_ranges_with_window() {
+    require_gpu!();
+    let (b, h, hk, sq, sk, d) = (2usize, 4usize, 2usize, 48usize, 48usize, 64usize);
+    let ranges: [[(i32, i32); 2]; 2] = [[(2, 6), (20, 40)], [(0, 0), (10, 30)]];
+    for (dtype, causal) in [(DType::F16, true), (DType::BF16, false)] {
+        let mut rng = Rng::new(12);
+        let (qb, q) = rng.tensor(dtype, b * sq * h * d);
+        let (kb, k) = rng.tensor(dtype, b * sk * hk * d);
+        let (vb, v) = rng.tensor(dtype, b * sk * hk * d);
+        let dq = DeviceVec::upload(&qb, dtype, &[qb.len()]);
+        let dk = DeviceVec::upload(&kb, dtype, &[kb.len()]);
+        let dv = DeviceVec::upload(&vb, dtype, &[vb.len()]);
+        let dout = DeviceVec::upload(&vec![half::nan_bits(dtype); qb.len()], dtype, &[qb.len()]);
+        let dlse = DeviceVec::upload(&vec![f32::NAN; b * h * sq], DType::F32, &[b * h * sq]);
+        let flat: Vec<i32> = ranges.iter().flatten().flat_map(|&(a, e)| [a, e]).collect();
+        let dranges = DeviceVec::upload(&flat, DType::I32, &[flat.len()]);
+        let mut c = Call::new(b as u32, h as u32, hk as u32, d as u32, sq as u32, sk as u32).contiguous();
+        (c.q, c.k, c.v, c.o, c.lse) = (dq.ptr(), dk.ptr(), dv.ptr(), dout.ptr(), dlse.ptr());
+        c.is_bf16 = (dtype == DType::BF16) as i32;
+        c.is_causal = causal as i32;
+        (c.window_left, c.window_right) = (4, if causal { 0 } else { 2 });
+        c.mm_prefix_ranges = dranges.ptr() as *const i32;
+        c.mm_prefix_range_batch_stride = 4;
+        c.max_mm_prefix_ranges = 2;
+        assert_eq!(c.run(), None);
+        let got = download(dtype, &dout, qb.len());
+        let (mut want, mut want_lse) = (vec![0.0; got.len()], Vec::new());
+        for s in 0..b {
+            let spec = Spec {
+                causal,
+                window_left: 4,
+                window_right: if causal { 0 } else { 2 },
+                mm_ranges: ranges[s].iter().map(|&(a, e)| (a as i64, e as i64)).collect(),
+                ..Spec::new(1.0 / (d as f64).sqrt())
+            };
+            let r = attend(&q[s * sq * h * d..(s + 1) * sq * h * d], &k[s * sk * hk * d..(s + 1) * sk * hk * d], &v[s * sk * hk * d..(s + 1) * sk * hk * d], sq, sk, h, hk, d, &spec);
+            want[s * sq * h * d..(s + 1) * sq * h * d].copy_from_slice(&r.out);
+            want_lse.extend(r.lse);
+        }
+        assert_close(&format!("mm_prefix_ranges + window {dtype:?} causal={causal}"), &got, &want, TOL);
+        assert_close("mm_prefix_ranges lse", &dlse.download::<f32>(), &want_lse, 1e-3);
+    }
 }
 
 /// On any machine: a refused call names its reason, and a later accepted one clears it.

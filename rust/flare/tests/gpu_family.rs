@@ -283,75 +283,79 @@ fn flash_attn_varlen_alibi_windowed_softcap_matches_reference() {
     t.check("flash_attn_varlen_alibi_windowed_softcap", &|_| Spec { scale: 2.0, ..spec(&p, false, -1, -1, 1.5, &s) });
 }
 
-/// Paged variable-length attention: until flare's kernels run it, flare refuses it with
-/// NotSupported naming the feature and writes nothing; once served, the result must match
-/// the reference.
+/// Paged variable-length attention (chunked prefill over a paged cache) through
+/// flash_attn_varlen_paged_windowed: shuffled pool pages, page sizes 1, 3 and 16, a left
+/// window, and multimodal prefix ranges on the same call.
 #[test]
-fn flash_attn_varlen_paged_windowed_is_refused_or_correct() {
+fn flash_attn_varlen_paged_windowed_matches_reference() {
     require_gpu!();
     let p = Problem::varlen(DType::F16, &[3, 8], &[20, 40], 4, 2, 64);
-    let t = Data::new(&p, 13);
-    let page = 16;
-    let max_pages = 3;
-    let mut rng = Rng::new(99);
-    let perm = rng.permutation(2 * max_pages);
-    // Pool page perm[s * max_pages + j] holds rows [j * page, (j + 1) * page) of sequence s.
-    let mut kpool = vec![0u16; 2 * max_pages * page * p.hk * p.d];
-    let mut vpool = kpool.clone();
-    let kb: Vec<u16> = t.k.iter().map(|&x| half::to_bits(p.dtype, x)).collect();
-    let vb: Vec<u16> = t.v.iter().map(|&x| half::to_bits(p.dtype, x)).collect();
-    let row = p.hk * p.d;
-    let mut table = vec![0i32; 2 * max_pages];
-    for s in 0..2 {
-        for j in 0..max_pages {
-            let slot = perm[s * max_pages + j];
-            table[s * max_pages + j] = slot as i32;
-            for r in 0..page {
-                let src_row = j * page + r;
-                if src_row < p.sks[s] {
-                    let src = (p.k_row0(s) + src_row) * row;
-                    let dst = (slot * page + r) * row;
-                    kpool[dst..dst + row].copy_from_slice(&kb[src..src + row]);
-                    vpool[dst..dst + row].copy_from_slice(&vb[src..src + row]);
+    let ranges: [[(i32, i32); 1]; 2] = [[(2, 10)], [(30, 39)]];
+    let flat: Vec<i32> = ranges.iter().flatten().flat_map(|&(a, e)| [a, e]).collect();
+    let dranges = DeviceVec::upload(&flat, DType::I32, &[2, 1, 2]);
+    for page in [1usize, 3, 16] {
+        for with_ranges in [false, true] {
+            let mut t = Data::new(&p, 13);
+            let max_pages = p.sks.iter().max().unwrap().div_ceil(page);
+            let mut rng = Rng::new(99 + page as u64);
+            let perm = rng.permutation(2 * max_pages);
+            // Pool page perm[s * max_pages + j] holds rows [j * page, (j + 1) * page) of sequence s.
+            let row = p.hk * p.d;
+            let mut kpool = vec![0u16; 2 * max_pages * page * row];
+            let mut vpool = kpool.clone();
+            let kb: Vec<u16> = t.k.iter().map(|&x| half::to_bits(p.dtype, x)).collect();
+            let vb: Vec<u16> = t.v.iter().map(|&x| half::to_bits(p.dtype, x)).collect();
+            let mut table = vec![0i32; 2 * max_pages];
+            for s in 0..2 {
+                for j in 0..max_pages {
+                    let slot = perm[s * max_pages + j];
+                    table[s * max_pages + j] = slot as i32;
+                    for r in 0..page {
+                        let src_row = j * page + r;
+                        if src_row < p.sks[s] {
+                            let src = (p.k_row0(s) + src_row) * row;
+                            let dst = (slot * page + r) * row;
+                            kpool[dst..dst + row].copy_from_slice(&kb[src..src + row]);
+                            vpool[dst..dst + row].copy_from_slice(&vb[src..src + row]);
+                        }
+                    }
                 }
             }
+            let shape = [2 * max_pages, page, p.hk, p.d];
+            let dkp = DeviceVec::upload(&kpool, p.dtype, &shape);
+            let dvp = DeviceVec::upload(&vpool, p.dtype, &shape);
+            let dtable = DeviceVec::upload(&table, DType::I32, &[2, max_pages]);
+            let r = flare::flash_attn_varlen_paged_windowed(
+                &t.dq,
+                &dkp,
+                &dvp,
+                &mut t.dout,
+                &t.cu_q,
+                &t.cu_k,
+                &dtable,
+                if with_ranges { Some(&dranges as &dyn DeviceTensor) } else { None },
+                8,
+                40,
+                scale(&p),
+                Some(6),
+                None,
+                page,
+                None,
+                &launch(),
+            );
+            r.unwrap_or_else(|e| panic!("paged varlen page {page} ranges={with_ranges}: {e}"));
+            t.check(&format!("flash_attn_varlen_paged_windowed page {page} ranges={with_ranges}"), &|s| Spec {
+                mm_ranges: if with_ranges { ranges[s].iter().map(|&(a, e)| (a as i64, e as i64)).collect() } else { Vec::new() },
+                ..spec(&p, false, 6, -1, 0.0, &[])
+            });
         }
-    }
-    let shape = [2 * max_pages, page, p.hk, p.d];
-    let dkp = DeviceVec::upload(&kpool, p.dtype, &shape);
-    let dvp = DeviceVec::upload(&vpool, p.dtype, &shape);
-    let dtable = DeviceVec::upload(&table, DType::I32, &[2, max_pages]);
-    let mut t = t;
-    let r = flare::flash_attn_varlen_paged_windowed(&t.dq, &dkp, &dvp, &mut t.dout, &t.cu_q, &t.cu_k, &dtable, None, 8, 40, scale(&p), Some(6), None, page, None, &launch());
-    match r {
-        Err(e) => {
-            eprintln!("flash_attn_varlen_paged_windowed refused (expected until paged varlen exists): {e}");
-            assert_eq!(e.status(), flare::Status::NotSupported, "{e}");
-            assert!(e.message().contains("block_table with cu_seqlens_q"), "{e}");
-            assert!(t.out_f32().iter().all(|x| x.is_nan()), "a refused call wrote its output");
-        }
-        Ok(()) => t.check("flash_attn_varlen_paged_windowed", &|_| spec(&p, false, 6, -1, 0.0, &[])),
     }
 }
 
 // ---- serving fields: sink, prefix ranges, head_dim_v ----
 
-/// A call of a feature flare's kernels may not run yet: refused with NotSupported naming the
-/// feature and nothing written, or served and within the bound of the float64 reference.
-fn refused_or_correct(r: flare::Result<()>, t: &Data, feature: &str, what: &str, spec_of: &dyn Fn(usize) -> Spec) {
-    match r {
-        Err(e) => {
-            eprintln!("{what}: refused (expected until flare's kernels run {feature}): {e}");
-            assert_eq!(e.status(), flare::Status::NotSupported, "{e}");
-            assert!(e.message().contains(feature), "{e}");
-            assert!(t.out_f32().iter().all(|x| x.is_nan()), "a refused call wrote its output");
-        }
-        Ok(()) => t.check(what, spec_of),
-    }
-}
-
 #[test]
-fn sink_is_refused_or_correct() {
+fn sink_matches_reference() {
     require_gpu!();
     let p = Problem::padded(DType::F16, 2, 37, 70, 4, 2, 64);
     // A sink above every score, a small one, a negative one, and none (-inf) for the last head.
@@ -360,13 +364,25 @@ fn sink_is_refused_or_correct() {
     let sink_spec = |causal| Spec { sink: sinks.iter().map(|&x| x as f64).collect(), ..spec(&p, causal, -1, -1, 0.0, &[]) };
     for causal in [false, true] {
         let mut t = Data::new(&p, 21);
-        let r = MhaParams::prefill(&t.dq, &t.dk, &t.dv, &mut t.dout).unwrap().causal(causal).sink(&dsink).unwrap().run(&launch());
-        refused_or_correct(r, &t, "sink", &format!("sink (causal {causal})"), &|_| sink_spec(causal));
+        MhaParams::prefill(&t.dq, &t.dk, &t.dv, &mut t.dout).unwrap().causal(causal).sink(&dsink).unwrap().run(&launch()).unwrap();
+        t.check(&format!("sink (causal {causal})"), &|_| sink_spec(causal));
+    }
+    // Split-KV must count the sink once: one query row over 600 keys, forced splits.
+    let p = Problem::padded(DType::BF16, 2, 1, 600, 4, 2, 128);
+    for splits in [1u32, 4] {
+        let mut t = Data::new(&p, 24);
+        let params = MhaParams::prefill(&t.dq, &t.dk, &t.dv, &mut t.dout).unwrap().sink(&dsink).unwrap().num_splits(splits);
+        let ws = DeviceVec::alloc(params.workspace_size(0).unwrap().max(256));
+        let l = launch().with_workspace(&ws);
+        let planned = params.planned_splits(0, &l).unwrap();
+        assert!((planned > 1) == (splits > 1), "num_splits({splits}) planned {planned} split(s)");
+        params.run(&l).unwrap();
+        t.check(&format!("sink with {splits} splits"), &|_| Spec { sink: sinks.iter().map(|&x| x as f64).collect(), ..spec(&p, false, -1, -1, 0.0, &[]) });
     }
 }
 
 #[test]
-fn mm_prefix_ranges_are_refused_or_correct() {
+fn mm_prefix_ranges_match_reference() {
     require_gpu!();
     // Causal with a left window of 8: the ranges open keys the mask hides, to the right (inside
     // a range) and to the left (a range longer than the window). Sequence 1's second slot is
@@ -376,14 +392,15 @@ fn mm_prefix_ranges_are_refused_or_correct() {
     let flat: Vec<i32> = ranges.iter().flatten().flat_map(|&(a, b)| [a, b]).collect();
     let dranges = DeviceVec::upload(&flat, DType::I32, &[2, 2, 2]);
     let mut t = Data::new(&p, 22);
-    let r = MhaParams::prefill(&t.dq, &t.dk, &t.dv, &mut t.dout)
+    MhaParams::prefill(&t.dq, &t.dk, &t.dv, &mut t.dout)
         .unwrap()
         .causal(true)
         .window(Some(8), Some(0))
         .mm_prefix_ranges(&dranges, 2)
         .unwrap()
-        .run(&launch());
-    refused_or_correct(r, &t, "mm_prefix_ranges", "mm_prefix_ranges (causal, window 8)", &|s| Spec {
+        .run(&launch())
+        .unwrap();
+    t.check("mm_prefix_ranges (causal, window 8)", &|s| Spec {
         mm_ranges: ranges[s].iter().map(|&(a, b)| (a as i64, b as i64)).collect(),
         ..spec(&p, true, 8, 0, 0.0, &[])
     });
@@ -391,7 +408,7 @@ fn mm_prefix_ranges_are_refused_or_correct() {
 
 /// head_dim 192 with head_dim_v 128 (the accepted separate pair): v and out 128 wide.
 #[test]
-fn head_dim_v_is_refused_or_correct() {
+fn head_dim_v_matches_reference() {
     require_gpu!();
     let (dtype, b, sq, sk, h, hk, d, dv) = (DType::BF16, 2usize, 24usize, 50usize, 4usize, 2usize, 192usize, 128usize);
     let mut rng = Rng::new(23);
@@ -402,28 +419,18 @@ fn head_dim_v_is_refused_or_correct() {
     let dk = DeviceVec::upload(&kb, dtype, &[b, sk, hk, d]);
     let dvv = DeviceVec::upload(&vb, dtype, &[b, sk, hk, dv]);
     let mut dout = DeviceVec::upload(&vec![half::nan_bits(dtype); b * sq * h * dv], dtype, &[b, sq, h, dv]);
-    let r = MhaParams::prefill(&dq, &dk, &dvv, &mut dout).unwrap().causal(true).run(&launch());
+    MhaParams::prefill(&dq, &dk, &dvv, &mut dout).unwrap().causal(true).run(&launch()).unwrap();
     let got: Vec<f32> = dout.download::<u16>().iter().map(|&x| half::from_bits(dtype, x)).collect();
-    match r {
-        Err(e) => {
-            eprintln!("head_dim_v: refused (expected until flare's kernels run it): {e}");
-            assert_eq!(e.status(), flare::Status::NotSupported, "{e}");
-            assert!(e.message().contains("head_dim_v (128)"), "{e}");
-            assert!(got.iter().all(|x| x.is_nan()), "a refused call wrote its output");
-        }
-        Ok(()) => {
-            let spec = Spec { causal: true, ..Spec::new(1.0 / (d as f64).sqrt()) };
-            let (mut exact, mut naive) = (Vec::new(), Vec::new());
-            for s in 0..b {
-                let qs = &q[s * sq * h * d..(s + 1) * sq * h * d];
-                let ks = &k[s * sk * hk * d..(s + 1) * sk * hk * d];
-                let vs = &v[s * sk * hk * dv..(s + 1) * sk * hk * dv];
-                exact.extend(attend_dv(qs, ks, vs, sq, sk, h, hk, d, dv, &spec).out);
-                naive.extend(attend_lowp_dv(qs, ks, vs, sq, sk, h, hk, d, dv, &spec, &|x| half::round(dtype, x)).out);
-            }
-            assert_within_bound("head_dim 192 / head_dim_v 128", &got, &exact, &naive);
-        }
+    let spec = Spec { causal: true, ..Spec::new(1.0 / (d as f64).sqrt()) };
+    let (mut exact, mut naive) = (Vec::new(), Vec::new());
+    for s in 0..b {
+        let qs = &q[s * sq * h * d..(s + 1) * sq * h * d];
+        let ks = &k[s * sk * hk * d..(s + 1) * sk * hk * d];
+        let vs = &v[s * sk * hk * dv..(s + 1) * sk * hk * dv];
+        exact.extend(attend_dv(qs, ks, vs, sq, sk, h, hk, d, dv, &spec).out);
+        naive.extend(attend_lowp_dv(qs, ks, vs, sq, sk, h, hk, d, dv, &spec, &|x| half::round(dtype, x)).out);
     }
+    assert_within_bound("head_dim 192 / head_dim_v 128", &got, &exact, &naive);
 }
 
 // ---- lse, split-KV, merge ----

@@ -83,6 +83,34 @@ fn expect_device_error(r: Result<(), Error>) {
     assert!(matches!(e.status(), Status::Cuda | Status::NoDevice), "{e}");
 }
 
+/// A valid call using serving features (paged varlen, page sizes, sinks, prefix ranges,
+/// head_dim_v): while the library's GPU kernels do not run one of them, its NotSupported
+/// naming it (one of `needles`, "|"-separated), from validation, without touching the device;
+/// once they run them all, what every valid call gets: the device's error without a GPU,
+/// success with one (only queries that launch nothing are passed here on a GPU machine: the
+/// tensors are host memory).
+fn expect_feature_answered<T: std::fmt::Debug>(r: Result<T, Error>, needles: &str) {
+    match r {
+        Err(e) if e.status() == Status::NotSupported => assert!(
+            needles.split('|').any(|n| e.message().contains(n)),
+            "message {:?} names none of {needles:?}",
+            e.message()
+        ),
+        Err(e) => {
+            assert!(!testutil::cuda::have_gpu(), "{e}");
+            assert!(matches!(e.status(), Status::Cuda | Status::NoDevice), "{e}");
+        }
+        Ok(v) => assert!(testutil::cuda::have_gpu(), "accepted without a GPU: {v:?}"),
+    }
+}
+
+/// [`expect_feature_answered`] for a call that launches: made only without a GPU.
+fn expect_launch_answered(run: impl FnOnce() -> Result<(), Error>, needle: &str) {
+    if !testutil::cuda::have_gpu() {
+        expect_feature_answered(run(), needle);
+    }
+}
+
 // ---- the builders' own checks ----
 
 #[test]
@@ -344,19 +372,24 @@ fn library_validation_comes_back_with_status_and_message() {
     let (q, k, v, mut o) = m.tensors();
     let launch = Launch::default();
 
-    // head_dim 600: unsupported (flare runs 1..512).
-    let q600 = m.q.strided(DType::F16, &[1, 1, 1, 600], &[600, 600, 600, 1]);
-    let k600 = m.k.strided(DType::F16, &[1, 1, 1, 600], &[600, 600, 600, 1]);
-    let mut o600 = m.o.strided(DType::F16, &[1, 1, 1, 600], &[600, 600, 600, 1]);
-    let p = MhaParams::prefill(&q600, &k600, &k600, &mut o600).unwrap();
-    expect_err(p.workspace_size(0), Status::UnsupportedHeadDim, "head_dim (600) is not supported");
-    expect_err(p.can_implement(0, &launch), Status::UnsupportedHeadDim, "head_dim (600) is not supported");
+    // head_dim 513: above flare's 512 (rows padded to 520 elements, so nothing else is wrong).
+    let q513 = m.q.strided(DType::F16, &[B, SQ, H, 513], &[SQ * H * 520, H * 520, 520, 1]);
+    let k513 = m.k.strided(DType::F16, &[B, SK, HK, 513], &[SK * HK * 520, HK * 520, 520, 1]);
+    let mut o513 = m.o.strided(DType::F16, &[B, SQ, H, 513], &[SQ * H * 520, H * 520, 520, 1]);
+    let p = MhaParams::prefill(&q513, &k513, &k513, &mut o513).unwrap();
+    expect_err(p.workspace_size(0), Status::UnsupportedHeadDim, "head_dim (513) is not supported");
+    expect_err(p.can_implement(0, &launch), Status::UnsupportedHeadDim, "head_dim (513) is not supported");
 
-    // A q pointer off element (2-byte) alignment. (Element-aligned pointers and strides of any
-    // element count are valid: flare runs them as narrow launches.)
+    // A q pointer off the alignment of its elements.
     let q_off = m.q.offset(1, DType::F16, &[B, SQ, H, D]);
     let p = MhaParams::prefill(&q_off, &k, &v, &mut o).unwrap();
-    expect_err(p.workspace_size(0), Status::Misaligned, "is not 2-byte aligned");
+    expect_err(p.workspace_size(0), Status::Misaligned, "aligned");
+
+    // A batch stride whose element offsets would overflow 64 bits.
+    let huge = 1usize << 61;
+    let k_huge = m.k.strided(DType::F16, &[B, SK, HK, D], &[huge, HK * D, D, 1]);
+    let p = MhaParams::prefill(&q, &k_huge, &k_huge, &mut o).unwrap();
+    expect_err(p.workspace_size(0), Status::InvalidArgument, "k spans more than 2^61 elements");
 
     // Options out of range.
     let p = MhaParams::prefill(&q, &k, &v, &mut o).unwrap().softcap(-1.0);
@@ -387,19 +420,17 @@ fn library_validation_of_kv_cache_features() {
     let p = MhaParams::kv_cache(&q, &mut kc, &mut vc, &mut o, &KvCache::new(&seqlens).rotary(&cos, &cos, true)).unwrap();
     expect_err(p.workspace_size(0), Status::NotSupported, "rotary_cos without k_new is not supported");
 
-    // Pages of 8 rows: valid (any page size >= 1); without a GPU only the device is missing.
+    // Pages of 8 rows (any page size >= 1 is valid input).
     let mut kp = m.k.t(DType::F16, &[4, 8, HK, D]);
     let mut vp = m.v.t(DType::F16, &[4, 8, HK, D]);
     let table = aux.t(DType::I32, &[B, 2]);
     let p = MhaParams::kv_cache(&q, &mut kp, &mut vp, &mut o, &KvCache::new(&seqlens).paged(&table)).unwrap();
     assert_eq!(p.as_raw().page_block_size, 8);
-    if !testutil::cuda::have_gpu() {
-        expect_device_error(p.workspace_size(0).map(|_| ()));
-    }
+    expect_feature_answered(p.workspace_size(0), "page_block_size (8)");
 }
 
 /// Paged variable-length attention goes to the library as it is: flare validates it (before
-/// any device query) and runs it; without a GPU only the device is missing.
+/// any device query, so this holds with or without a GPU) and answers it.
 #[test]
 fn varlen_paged_is_answered_by_the_library() {
     let m = Qkvo::new();
@@ -413,18 +444,24 @@ fn varlen_paged_is_answered_by_the_library() {
     let raw = p.as_raw();
     assert_eq!((raw.page_block_size, raw.num_pages, raw.block_table_batch_stride), (16, 4, 2));
     assert!(raw.cache_seqlens.is_null() && !raw.cu_seqlens_q.is_null());
-    // Prefix ranges reach the library too, and run with paging.
+    let paged_varlen = "block_table with cu_seqlens_q";
+    expect_feature_answered(p.can_implement(0, &Launch::default()), paged_varlen);
+    expect_feature_answered(p.workspace_size(0), paged_varlen);
+    expect_launch_answered(
+        || flare::flash_attn_varlen_paged_windowed(&q, &kp, &kp, &mut o, &cu, &cu, &table, None, 12, 32, 0.1, None, None, 16, None, &Launch::default()),
+        paged_varlen,
+    );
+    // Prefix ranges reach the library too (and any page size, here 1 row per page).
     let ranges = aux.t(DType::I32, &[B, 1, 2]);
-    if !testutil::cuda::have_gpu() {
-        expect_device_error(p.can_implement(0, &Launch::default()));
-        expect_device_error(p.workspace_size(0).map(|_| ()));
-        expect_device_error(flare::flash_attn_varlen_paged_windowed(
-            &q, &kp, &kp, &mut o, &cu, &cu, &table, None, 12, 32, 0.1, None, None, 16, None, &Launch::default(),
-        ));
-        expect_device_error(flare::flash_attn_varlen_paged_windowed(
-            &q, &kp, &kp, &mut o, &cu, &cu, &table, Some(&ranges), 12, 32, 0.1, None, None, 16, None, &Launch::default(),
-        ));
-    }
+    expect_launch_answered(
+        || flare::flash_attn_varlen_paged_windowed(&q, &kp, &kp, &mut o, &cu, &cu, &table, Some(&ranges), 12, 32, 0.1, None, None, 16, None, &Launch::default()),
+        "mm_prefix_ranges|block_table with cu_seqlens_q",
+    );
+    let kp1 = m.k.t(DType::F16, &[64, 1, HK, D]);
+    let table32 = aux.t(DType::I32, &[B, 32]);
+    let p = MhaParams::varlen_paged(&q, &kp1, &kp1, &mut o, &table32, &cu, &cu, 12, 32).unwrap();
+    assert_eq!((p.as_raw().page_block_size, p.as_raw().num_pages, p.as_raw().block_table_batch_stride), (1, 64, 32));
+    expect_feature_answered(p.workspace_size(0), "block_table");
     // Flare's validation of the paging fields comes back as well (a table with a zero stride).
     let table0 = aux.strided(DType::I32, &[B, 2], &[0, 1]);
     expect_err(
@@ -458,9 +495,9 @@ fn head_dim_v_comes_from_v() {
     assert_eq!((raw.head_dim, raw.head_dim_v), (192, 128));
     assert_eq!((raw.v_batch_stride, raw.v_row_stride, raw.v_head_stride), ((SK * HK * dv) as i64, (HK * dv) as i64, dv as i64));
     assert_eq!((raw.out_batch_stride, raw.out_row_stride, raw.out_head_stride), ((SQ * H * dv) as i64, (H * dv) as i64, dv as i64));
-    // A valid pair the kernels do not run yet: the library's NotSupported naming head_dim_v.
-    expect_err(p.workspace_size(0), Status::NotSupported, "head_dim_v (128) != head_dim (192)");
-    expect_err(p.can_implement(0, &Launch::default()), Status::NotSupported, "head_dim_v (128) != head_dim (192)");
+    // A valid pair: the library answers it.
+    expect_feature_answered(p.workspace_size(0), "head_dim_v (128) != head_dim (192)");
+    expect_feature_answered(p.can_implement(0, &Launch::default()), "head_dim_v (128) != head_dim (192)");
 
     // out must follow v, not q.
     let mut o_q = o_m.t(DType::F16, &[B, SQ, H, dk]);
