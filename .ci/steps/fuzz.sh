@@ -49,7 +49,8 @@ for inc in "${CUDA_HOME:-/usr/local/cuda}/include" /usr/local/cuda/include /usr/
 done
 echo "== fuzz: building $out/flare_fuzz_params"
 "$CXX_FUZZ" "${flags[@]}" tests/fuzz/fuzz_params.cpp src/api/error.cpp src/api/validate.cpp \
-  src/api/layout_check.cpp src/api/validate_serving.cpp src/plan/plan.cpp src/plan/tuning.cpp src/kernels/sm90/tma_maps.cpp \
+  src/api/layout_check.cpp src/api/validate_serving.cpp src/api/validate_fp8.cpp src/plan/plan.cpp \
+  src/plan/tuning.cpp src/kernels/sm90/tma_maps.cpp \
   src/kernels/sm90/variant.cpp \
   -o "$out/flare_fuzz_params"
 

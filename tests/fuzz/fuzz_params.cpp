@@ -35,7 +35,8 @@
 // Build (see .ci/steps/fuzz.sh):
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 //     -Iinclude -Isrc -I<cuda>/include tests/fuzz/fuzz_params.cpp src/api/error.cpp
-//     src/api/validate.cpp src/api/layout_check.cpp src/api/validate_serving.cpp src/plan/plan.cpp src/plan/tuning.cpp
+//     src/api/validate.cpp src/api/layout_check.cpp src/api/validate_serving.cpp src/api/validate_fp8.cpp
+//     src/plan/plan.cpp src/plan/tuning.cpp
 //     src/kernels/sm90/tma_maps.cpp src/kernels/sm90/variant.cpp -o flare_fuzz_params
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sanitizer/asan_interface.h>

@@ -160,29 +160,30 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kKVRowBytes);
 
     // Pages of fewer than 16 rows: this warp's 16-row group starting at key n0 (rows r <
-    // valid_rows exist) into dst. Lane r < 16 looks up row r (page, in-page row), the lanes
-    // copying row r's chunks take both by shuffle: one table read and one division per lane.
+    // valid_rows exist) into dst. Lane r < 16 looks up row r (one table read, one division) and
+    // computes its K and V element offsets; the lanes copying row r's chunks take them by
+    // shuffle.
     auto load_group_small_pages = [&](int n0, int valid_rows, uint32_t dst) {
-      int page = 0, in_page = 0;
+      int64_t k_row_off = 0, v_row_off = 0;
       if (lane < valid_rows && lane < Tr::kWarpKeys) {
         const uint32_t row = uint32_t(k_row0 + n0 + lane);
         const uint32_t slot = row / page_size;
-        page = table[slot];
-        in_page = int(row - slot * page_size);
+        const int page = table[slot];
+        const uint32_t in_page = row - slot * page_size;
+        k_row_off = int64_t(page) * p.k_batch_stride + int64_t(in_page) * p.k_row_stride;
+        v_row_off = int64_t(page) * p.v_batch_stride + int64_t(in_page) * p.v_row_stride;
       }
+      const T* const k_head = k + k_head_off;
+      const T* const v_head = v + v_head_off;
 #pragma unroll
       for (int i = 0; i < kLaneChunks; ++i) {
         const int c = lane + 32 * i;
         const int r = c / kChunks;
         const int col = (c % kChunks) * 8;
-        const int row_page = __shfl_sync(0xffffffffu, page, r);
-        const int row_in = __shfl_sync(0xffffffffu, in_page, r);
         const bool valid = r < valid_rows && col < p.head_dim;
         const bool valid_v = r < valid_rows && col < head_dim_v;
-        const T* ks = k + (int64_t(row_page) * p.k_batch_stride + k_head_off +
-                           int64_t(row_in) * p.k_row_stride + col);
-        const T* vs = v + (int64_t(row_page) * p.v_batch_stride + v_head_off +
-                           int64_t(row_in) * p.v_row_stride + col);
+        const T* ks = k_head + (__shfl_sync(0xffffffffu, k_row_off, r) + col);
+        const T* vs = v_head + (__shfl_sync(0xffffffffu, v_row_off, r) + col);
         const uint32_t d = dst + Tr::kv_offset(r, col / 8);
         if constexpr (Narrow) {
           const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;

@@ -75,11 +75,12 @@ __device__ __forceinline__ int sm90_v_columns(const flare_mha_fwd_params& p) {
   else return p.head_dim;
 }
 
-// Paged K/V rows of one load_swizzled fill: where a thread's rows are (kv_offset's page and
-// in-page row) without a table read and a division per row. Each lane looks up one row its warp
-// copies (common/paged_rows.h: one table read, one 32-bit division) and the lanes copying that
-// row take its page by shuffle, so a page of any size >= 1 costs the same. The lookup can be
-// issued early (before a stage wait) so that its latency hides behind the wait.
+// Paged K/V rows of one load_swizzled fill: where a thread's rows are (kv_offset's address)
+// without a table read and a division per row. Each lane looks up one row its warp copies
+// (common/paged_rows.h: one table read, one 32-bit division, the row's K and V offsets) and the
+// lanes copying that row take its offsets by shuffle, so a page of any size >= 1 costs the
+// same. The lookup can be issued early (before a stage wait) so that its latency hides behind
+// the wait.
 template <int HeadDim, int Rows, int Threads>
 struct PagedFillRows {
   static constexpr int kChunks = HeadDim / 8;
@@ -88,54 +89,60 @@ struct PagedFillRows {
   static constexpr int kPasses = Lanes::kPasses;
   static_assert(Lanes::kApplies, "one looked-up row per lane");
 
-  int page = 0;     // the page of this lane's looked-up row (0 past the sequence: unused)
-  int in_page = 0;  // its row within the page
+  // Element offsets of this lane's looked-up row in k and v (its page, its row in the page,
+  // the K/V head): 0 for no row (never used then).
+  int64_t k_off = 0, v_off = 0;
 
-  // Looks up this lane's row of the fill of key rows [n0, n0 + Rows).
+  // Looks up this lane's row of the fill of key rows [n0, n0 + Rows) of head_k, in K (WithK)
+  // and / or V (WithV).
+  template <bool WithK, bool WithV>
   __device__ __forceinline__ void lookup(const flare_mha_fwd_params& p, const SequenceInfo& seq,
-                                         int n0) {
+                                         int n0, int head_k) {
     const int row = Lanes::lookup_row(threadIdx.x / 32, threadIdx.x % 32);
     if (row >= 0 && n0 + row < seq.seqlen_k) {
       const uint32_t page_size = uint32_t(p.page_block_size);
       const uint32_t r = uint32_t(seq.k_row0) + uint32_t(n0 + row);
       const uint32_t slot = r / page_size;
-      page = p.block_table[int64_t(seq.batch) * p.block_table_batch_stride + slot];
-      in_page = int(r - slot * page_size);
+      const int page = p.block_table[int64_t(seq.batch) * p.block_table_batch_stride + slot];
+      const uint32_t in_page = r - slot * page_size;
+      if constexpr (WithK)
+        k_off = int64_t(page) * p.k_batch_stride + int64_t(in_page) * p.k_row_stride +
+                int64_t(head_k) * p.k_head_stride;
+      if constexpr (WithV)
+        v_off = int64_t(page) * p.v_batch_stride + int64_t(in_page) * p.v_row_stride +
+                int64_t(head_k) * p.v_head_stride;
     }
   }
 
   // Key rows [n0, n0 + Rows) of K (WithK) into the swizzled tile at smem_k and of V (WithV)
-  // into the one at smem_v, rows past the sequence zero-filled: load_swizzled's layout. A
-  // pass's rows are kRowsPerPass (a multiple of 8) below the previous ones, so the swizzle
-  // of a thread's chunk is the same in every pass and its shared-memory offsets are immediates.
+  // into the one at smem_v, rows past the sequence zero-filled: load_swizzled's layout; the
+  // lookup above with the same WithK / WithV. A pass's rows are kRowsPerPass (a multiple of 8)
+  // below the previous ones, so the swizzle of a thread's chunk is the same in every pass and
+  // its shared-memory offsets are immediates.
   template <bool WithK, bool WithV, typename T>
   __device__ __forceinline__ void load(const flare_mha_fwd_params& p, uint32_t smem_k,
-                                       uint32_t smem_v, const T* k, const T* v, int head_k,
-                                       int n0, int seqlen_k) const {
+                                       uint32_t smem_v, const T* k, const T* v, int n0,
+                                       int seqlen_k) const {
     static_assert(kRowsPerPass % 8 == 0, "the same swizzle in every pass");
     const int chunk = threadIdx.x % kChunks;
     const int row0 = Lanes::copied_row(threadIdx.x, 0);
     const uint32_t dst0 = swizzled_offset(row0, chunk, Rows);
     const bool col_ok = chunk * 8 < p.head_dim;
     const bool v_col_ok = chunk * 8 < sm90_v_columns<HeadDim>(p);
-    const T* k0 = k + (int64_t(head_k) * p.k_head_stride + chunk * 8);
-    const T* v0 = v + (int64_t(head_k) * p.v_head_stride + chunk * 8);
+    const T* k0 = k + chunk * 8;
+    const T* v0 = v + chunk * 8;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const int holder = Lanes::holder(threadIdx.x, i);
-      const int row_page = __shfl_sync(0xffffffffu, page, holder);
-      const int row_in = __shfl_sync(0xffffffffu, in_page, holder);
       const bool row_ok = n0 + row0 + i * kRowsPerPass < seqlen_k;
       const bool valid = col_ok && row_ok;
       const uint32_t dst = dst0 + uint32_t(i * kRowsPerPass * 128);
       if constexpr (WithK) {
-        const T* from =
-            k0 + (int64_t(row_page) * p.k_batch_stride + int64_t(row_in) * p.k_row_stride);
+        const T* from = k0 + __shfl_sync(0xffffffffu, k_off, holder);
         sm80::cp_async_16(smem_k + dst, valid ? from : k, valid ? 16 : 0);
       }
       if constexpr (WithV) {
-        const T* from =
-            v0 + (int64_t(row_page) * p.v_batch_stride + int64_t(row_in) * p.v_row_stride);
+        const T* from = v0 + __shfl_sync(0xffffffffu, v_off, holder);
         const bool valid_v = v_col_ok && row_ok;
         sm80::cp_async_16(smem_v + dst, valid_v ? from : v, valid_v ? 16 : 0);
       }
@@ -154,8 +161,8 @@ __device__ __forceinline__ void load_kv_rows(uint32_t smem, const T* src,
                                              int64_t base) {
   if constexpr (Paged) {
     PagedFillRows<HeadDim, Rows, Threads> rows;
-    rows.lookup(p, seq, n0);
-    rows.template load<!IsV, IsV>(p, smem, smem, src, src, head_k, n0, seq.seqlen_k);
+    rows.template lookup<!IsV, IsV>(p, seq, n0, head_k);
+    rows.template load<!IsV, IsV>(p, smem, smem, src, src, n0, seq.seqlen_k);
     return;
   }
   load_swizzled<HeadDim, Rows, Threads>(smem, src, IsV ? sm90_v_columns<HeadDim>(p) : p.head_dim,

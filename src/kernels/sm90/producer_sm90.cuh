@@ -132,7 +132,7 @@ struct Sm90Producer {
       // Paged: this lane's block-table read goes out before the stage wait, which hides it;
       // K and V of the block share it.
       [[maybe_unused]] PagedRows paged_rows;
-      if constexpr (Paged) paged_rows.lookup(p, seq, n0);
+      if constexpr (Paged) paged_rows.template lookup<kWithK, kWithV>(p, seq, n0, head_k);
       ring.producer_acquire(fill);
       const uint32_t bar = ring.full(s);
       if constexpr (!Paged) {
@@ -157,8 +157,8 @@ struct Sm90Producer {
         }
       }
       if constexpr (Paged) {
-        paged_rows.template load<kWithK, kWithV>(p, smem.k_stage(s), smem.v_stage(s), k, v,
-                                                 head_k, n0, seq.seqlen_k);
+        paged_rows.template load<kWithK, kWithV>(p, smem.k_stage(s), smem.v_stage(s), k, v, n0,
+                                                 seq.seqlen_k);
       } else {
         if (kWithK)
           load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
