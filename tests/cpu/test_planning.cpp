@@ -454,6 +454,10 @@ TEST(PlanForward, SeparateVHeadDim) {
   EXPECT_EQ(h.sm90_head_dim, 256);
   EXPECT_EQ(h.kernel_head_dim_v, 256);
   EXPECT_EQ(h.v_parts, 1);
+  // Only that kernel bounds V's columns by head_dim_v (the others' loaders use head_dim).
+  EXPECT_TRUE(flare::sm90_kernel_has_narrower_v(h.sm90_head_dim));
+  EXPECT_FALSE(flare::sm90_kernel_has_narrower_v(64));
+  EXPECT_FALSE(flare::sm90_kernel_has_narrower_v(128));
   // Decode shape: the d192 decode kernel.
   flare_mha_fwd_params d = dense(1, 1, 4096, 8, 8, 192);
   d.head_dim_v = 128;
