@@ -8,7 +8,9 @@
  *   p.workspace = my_alloc(ws); p.workspace_size = ws;
  *   if (flare_mha_fwd(&p, stream) != FLARE_OK) puts(flare_last_error());
  *
- * Layouts (all strides in elements, 64-bit, the head dimension contiguous):
+ * Layouts (all strides in elements, 64-bit, the head dimension contiguous; tensor bases
+ * aligned to their element size, any non-negative strides, head dims 1..512 — rows that are not
+ * whole 16-byte chunks run a slower element-wise path, see "Serving fields"):
  *   q   [batch, seqlen_q, num_heads,   head_dim]   (varlen: [total_q, num_heads, head_dim])
  *   k   [batch, seqlen_k, num_heads_k, head_dim]   (varlen: [total_k, ...];
  *        paged: [num_pages, page_block_size, num_heads_k, head_dim])
@@ -78,7 +80,7 @@ extern "C" {
 typedef enum flare_status {
   FLARE_OK = 0,
   FLARE_ERROR_INVALID_ARGUMENT = 1,    /* a value out of range, a missing pointer */
-  FLARE_ERROR_MISALIGNED = 2,          /* a pointer or stride breaks 16-byte alignment */
+  FLARE_ERROR_MISALIGNED = 2,          /* a pointer off its element alignment (FP8: 16 bytes) */
   FLARE_ERROR_UNSUPPORTED_DTYPE = 3,
   FLARE_ERROR_UNSUPPORTED_HEAD_DIM = 4,
   FLARE_ERROR_NOT_SUPPORTED = 5,       /* a feature or combination flare does not offer (dropout) */
@@ -188,11 +190,10 @@ typedef struct flare_mha_fwd_params {
 
   /* Serving fields. They start a new 8-byte group (4 bytes of padding follow p_dropout), so the
    * tail padding of an older, smaller struct is never read as one of them.
-   * The GPU kernels of this version do not run every valid serving input yet: flare_mha_fwd
-   * (and flare_can_implement) refuse a sink, mm_prefix_ranges with ranges, head_dim_v !=
-   * head_dim, block_table with cu_seqlens_q and page sizes that are not a multiple of 16 with
-   * FLARE_ERROR_NOT_SUPPORTED, and head dims other than multiples of 8 in [8, 256] with
-   * FLARE_ERROR_UNSUPPORTED_HEAD_DIM, each with a message naming the feature. */
+   * Every valid serving input runs on the GPU kernels. Head dims above 256 (the d512 instance,
+   * its V columns in two parts) and "narrow" launches (a head dim that is not a multiple of 8,
+   * or a tensor whose base or strides do not address whole 16-byte chunks, moved element by
+   * element) run the mma.sync kernels on every GPU, Hopper included. */
 
   /* Optional per-head sink logit, fp32 [num_heads] (query heads), 4-byte aligned, in the units
    * of the scores s (after scale, softcap and ALiBi). It joins the softmax denominator and

@@ -728,7 +728,6 @@ std::vector<BadInput> bad_inputs() {
       {"NullOut", [](P& p, const C&) { p.out = nullptr; }, FLARE_ERROR_INVALID_ARGUMENT},
       {"BadDtype", [](P& p, const C&) { p.dtype = 7; }, FLARE_ERROR_UNSUPPORTED_DTYPE},
       {"HeadDim0", [](P& p, const C&) { p.head_dim = 0; }, FLARE_ERROR_UNSUPPORTED_HEAD_DIM},
-      {"HeadDim60", [](P& p, const C&) { p.head_dim = 60; }, FLARE_ERROR_UNSUPPORTED_HEAD_DIM},
       {"HeadDim513", [](P& p, const C&) { p.head_dim = 513; }, FLARE_ERROR_UNSUPPORTED_HEAD_DIM},
       {"HeadsNotMultiple", [](P& p, const C&) { p.num_heads_k = 3; },
        FLARE_ERROR_INVALID_ARGUMENT},
@@ -736,10 +735,11 @@ std::vector<BadInput> bad_inputs() {
       {"NegativeBatch", [](P& p, const C&) { p.batch = -1; }, FLARE_ERROR_INVALID_ARGUMENT},
       {"ZeroSeqlenQ", [](P& p, const C&) { p.seqlen_q = 0; }, FLARE_ERROR_INVALID_ARGUMENT},
       {"MisalignedQ",
-       [](P& p, const C&) { p.q = static_cast<const char*>(p.q) + 2; }, FLARE_ERROR_MISALIGNED},
-      {"MisalignedOut", [](P& p, const C&) { p.out = static_cast<char*>(p.out) + 8; },
+       [](P& p, const C&) { p.q = static_cast<const char*>(p.q) + 1; }, FLARE_ERROR_MISALIGNED},
+      {"MisalignedOut", [](P& p, const C&) { p.out = static_cast<char*>(p.out) + 3; },
        FLARE_ERROR_MISALIGNED},
-      {"OddKRowStride", [](P& p, const C&) { p.k_row_stride += 1; }, FLARE_ERROR_MISALIGNED},
+      {"NegativeKRowStride", [](P& p, const C&) { p.k_row_stride = -8; },
+       FLARE_ERROR_INVALID_ARGUMENT},
       {"NegativeSoftcap", [](P& p, const C&) { p.softcap = -1.f; }, FLARE_ERROR_INVALID_ARGUMENT},
       {"CausalTwo", [](P& p, const C&) { p.causal = 2; }, FLARE_ERROR_INVALID_ARGUMENT},
       {"WindowBelowMinusOne", [](P& p, const C&) { p.window_left = -2; },
@@ -774,10 +774,10 @@ std::vector<BadInput> bad_inputs() {
          p.page_block_size = 16, p.block_table_batch_stride = 1, p.num_pages = 1;
        }, FLARE_ERROR_NOT_SUPPORTED},
       // Valid input the kernels do not run yet (tests/gpu/test_serving.cpp flips with them).
-      {"PageSizeNotMultipleOf16", [](P& p, const C& c) {
+      {"PageSizeZero", [](P& p, const C& c) {
          p.cache_seqlens = c.dev_ints, p.block_table = c.dev_ints;
-         p.page_block_size = 24, p.block_table_batch_stride = 1, p.num_pages = 1;
-       }, FLARE_ERROR_NOT_SUPPORTED},
+         p.page_block_size = 0, p.block_table_batch_stride = 1, p.num_pages = 1;
+       }, FLARE_ERROR_INVALID_ARGUMENT},
       {"CacheWithVarlen", [](P& p, const C& c) {
          p.cache_seqlens = c.dev_ints;
          p.cu_seqlens_q = c.dev_ints, p.cu_seqlens_k = c.dev_ints;
