@@ -43,19 +43,34 @@
 
 namespace flare {
 
-// FP32 serves merge_attention_states (partials, lse views); attention takes FP16/BF16.
+// FP32 serves merge_attention_states (partials, lse views); attention takes FP16/BF16, and FP8
+// codes for k / v (E4M3, E5M2) and q (E4M3) with their descale factors (FlashAttnOptions).
 enum class DType : int32_t {
   FP16 = FLARE_DTYPE_FP16,
   BF16 = FLARE_DTYPE_BF16,
-  FP32 = FLARE_DTYPE_FP32
+  FP32 = FLARE_DTYPE_FP32,
+  E4M3 = FLARE_DTYPE_E4M3,
+  E5M2 = FLARE_DTYPE_E5M2
 };
 
 inline const char* dtype_name(DType dtype) {
   return dtype == DType::FP16   ? "fp16"
          : dtype == DType::BF16 ? "bf16"
          : dtype == DType::FP32 ? "fp32"
+         : dtype == DType::E4M3 ? "e4m3"
+         : dtype == DType::E5M2 ? "e5m2"
                                 : "unknown";
 }
+
+inline bool is_fp8(DType dtype) { return dtype == DType::E4M3 || dtype == DType::E5M2; }
+
+// fp32 descale factors of an FP8 tensor, indexed by (batch entry, K/V head): the value of a code
+// c is float(c) * data[b * batch_stride + hk * head_stride] (strides 0, 0: one per tensor).
+struct Descale {
+  const float* data = nullptr;
+  int64_t batch_stride = 0;
+  int64_t head_stride = 0;
+};
 
 // A failed flare call: the status and the library's message.
 class Error : public std::runtime_error {
@@ -159,6 +174,10 @@ struct FlashAttnOptions {
   const int32_t* mm_prefix_ranges = nullptr;
   int max_mm_prefix_ranges = 0;                // ranges per sequence
   int64_t mm_prefix_ranges_batch_stride = 0;   // int32 elements; 0: 2 * max_mm_prefix_ranges
+  // Descale factors of FP8 views (flare.h, "FP8 inputs"): set exactly those of the FP8 tensors.
+  Descale q_descale;
+  Descale k_descale;
+  Descale v_descale;
 };
 
 // Device memory for the call; size it with workspace_size().
@@ -229,11 +248,12 @@ inline void expect_rank(const char* name, const TensorView& t, int rank) {
             ") must be 1: the head dimension is contiguous");
 }
 
-inline void expect_dtype(const char* name, const TensorView& t, const TensorView& q) {
+inline void expect_dtype(const char* name, const TensorView& t, const TensorView& ref,
+                         const char* ref_name = "q") {
   name = label(name, t);
-  if (t.dtype != q.dtype)
-    invalid(std::string(name) + " is " + dtype_name(t.dtype) + " but " + label("q", q) + " is " +
-            dtype_name(q.dtype));
+  if (t.dtype != ref.dtype)
+    invalid(std::string(name) + " is " + dtype_name(t.dtype) + " but " + label(ref_name, ref) +
+            " is " + dtype_name(ref.dtype));
 }
 
 inline void expect_dim(const char* name, const TensorView& t, int d, int64_t expected,
@@ -275,9 +295,17 @@ inline Heads check_views(const TensorView& q, const TensorView& k, const TensorV
   expect_rank(k_name, k, rank_kv);
   expect_rank(v_name, v, rank_kv);
   expect_rank("out", out, rank_q);
-  expect_dtype(k_name, k, q);
-  expect_dtype(v_name, v, q);
-  expect_dtype("out", out, q);
+  if (!is_fp8(q.dtype) && !is_fp8(k.dtype)) {  // one type for q, k, v and out
+    expect_dtype(k_name, k, q);
+    expect_dtype(v_name, v, q);
+    expect_dtype("out", out, q);
+  } else {
+    // FP8: out's type is the call's dtype; k and v share one type (out's, or FP8 codes); q has
+    // out's type or FP8 codes.
+    expect_dtype(v_name, v, k, k_name);
+    if (!is_fp8(k.dtype)) expect_dtype(k_name, k, out, "out");
+    if (!is_fp8(q.dtype)) expect_dtype("q", q, out, "out");
+  }
   const int qd = rank_q - 1, qh = rank_q - 2, kd = rank_kv - 1, kh = rank_kv - 2;
   const std::string qn = label("q", q), kn = label(k_name, k), vn = label(v_name, v);
   auto dim = [](const std::string& name, int d) {
@@ -320,6 +348,15 @@ inline void apply_options(flare_mha_fwd_params& p, const FlashAttnOptions& o) {
   p.mm_prefix_ranges_batch_stride = o.mm_prefix_ranges_batch_stride
                                         ? o.mm_prefix_ranges_batch_stride
                                         : 2 * int64_t(o.max_mm_prefix_ranges);
+  p.q_descale = o.q_descale.data;
+  p.q_descale_batch_stride = o.q_descale.batch_stride;
+  p.q_descale_head_stride = o.q_descale.head_stride;
+  p.k_descale = o.k_descale.data;
+  p.k_descale_batch_stride = o.k_descale.batch_stride;
+  p.k_descale_head_stride = o.k_descale.head_stride;
+  p.v_descale = o.v_descale.data;
+  p.v_descale_batch_stride = o.v_descale.batch_stride;
+  p.v_descale_head_stride = o.v_descale.head_stride;
 }
 
 inline flare_mha_fwd_params base_params(const TensorView& q, const TensorView& k,
@@ -327,7 +364,10 @@ inline flare_mha_fwd_params base_params(const TensorView& q, const TensorView& k
                                         const Heads& h, const FlashAttnOptions& opts) {
   flare_mha_fwd_params p;
   flare_mha_fwd_params_init(&p);
-  p.dtype = static_cast<int32_t>(q.dtype);
+  // dtype is out's; FP8 q / k / v name their own type (0: dtype).
+  p.dtype = static_cast<int32_t>(out.dtype);
+  p.q_dtype = is_fp8(q.dtype) ? static_cast<int32_t>(q.dtype) : 0;
+  p.kv_dtype = is_fp8(k.dtype) ? static_cast<int32_t>(k.dtype) : 0;
   p.q = q.data;
   p.k = k.data;
   p.v = v.data;

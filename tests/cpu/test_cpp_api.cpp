@@ -285,6 +285,18 @@ TEST(MakeParams, MismatchedViewsThrow) {
        "k.shape[0] (1) must equal q.shape[0] (2)"},
       {"dtype", [](Views& t) { t.v.dtype = DType::BF16; }, "v is bf16 but q is fp16"},
       {"out_dtype", [](Views& t) { t.out.dtype = DType::BF16; }, "out is bf16 but q is fp16"},
+      {"fp8_q_out_differs",
+       [](Views& t) {
+         t.k.dtype = t.v.dtype = DType::E4M3;  // an FP8 cache: q must have out's type
+         t.out.dtype = DType::BF16;
+       },
+       "q is fp16 but out is bf16"},
+      {"fp8_k_v_differ",
+       [](Views& t) {
+         t.k.dtype = DType::E4M3;
+         t.v.dtype = DType::E5M2;
+       },
+       "v is e5m2 but k is e4m3"},
       {"rank", [](Views& t) { t.q = flare::contiguous(t.q.data, DType::FP16, {32, 8, 64}); },
        "q must have 4 dimensions, got 3"},
       {"head_dim_not_contiguous", [](Views& t) { t.k.stride[3] = 2; },
@@ -582,6 +594,42 @@ TEST(MakeParams, LibraryValidationStatusesSurface) {
   Views misaligned = t;
   misaligned.k.data = reinterpret_cast<void*>(0x200009);  // tensors need 2-byte alignment
   expect_error([&] { validate(misaligned.make()); }, FLARE_ERROR_MISALIGNED, "k (");
+}
+
+// FP8 views: out's type is the call's dtype, FP8 k / v / q name their own type, and the
+// descales map to their fields. The library validates them and (until FP8 kernels land)
+// refuses valid FP8 calls naming the type.
+TEST(MakeParams, Fp8ViewsAndDescales) {
+  Views t;
+  t.k = flare::contiguous(t.k.data, DType::E4M3, {2, 32, 2, 64});
+  t.v = flare::contiguous(t.v.data, DType::E4M3, {2, 32, 2, 64});
+  t.out.dtype = t.q.dtype = DType::BF16;
+  flare::FlashAttnOptions o;
+  o.k_descale = {reinterpret_cast<const float*>(0x710000), 2, 1};
+  o.v_descale = {reinterpret_cast<const float*>(0x710100), 0, 0};
+  flare_mha_fwd_params p = flare::make_params(t.q, t.k, t.v, t.out, o);
+  EXPECT_EQ(p.dtype, FLARE_DTYPE_BF16);
+  EXPECT_EQ(p.kv_dtype, FLARE_DTYPE_E4M3);
+  EXPECT_EQ(p.q_dtype, 0);
+  EXPECT_EQ(p.k_descale, o.k_descale.data);
+  EXPECT_EQ(p.k_descale_batch_stride, 2);
+  EXPECT_EQ(p.k_descale_head_stride, 1);
+  EXPECT_EQ(p.v_descale, o.v_descale.data);
+  EXPECT_EQ(p.q_descale, nullptr);
+  expect_error([&] { validate(p); }, FLARE_ERROR_NOT_SUPPORTED, "kv_dtype e4m3");
+
+  // FP8 prefill: q, k, v e4m3, out bf16.
+  t.q = flare::contiguous(t.q.data, DType::E4M3, {2, 16, 8, 64});
+  o.q_descale = {reinterpret_cast<const float*>(0x710200), 0, 0};
+  p = flare::make_params(t.q, t.k, t.v, t.out, o);
+  EXPECT_EQ(p.q_dtype, FLARE_DTYPE_E4M3);
+  EXPECT_EQ(p.q_descale, o.q_descale.data);
+  expect_error([&] { validate(p); }, FLARE_ERROR_NOT_SUPPORTED, "q_dtype e4m3");
+
+  // A missing descale is the library's error, naming the field.
+  o.k_descale = {};
+  expect_error([&] { validate(flare::make_params(t.q, t.k, t.v, t.out, o)); },
+               FLARE_ERROR_INVALID_ARGUMENT, "k_descale is null");
 }
 
 TEST(Error, CheckCarriesStatusAndLastError) {
