@@ -86,6 +86,14 @@ FLARE_HD constexpr bool sm80_wide_step_pays(int head_dim, bool causal_or_window,
 // flight per CTA. Stages are chosen so that 2 CTAs fit on an SM up to d = 192.
 constexpr int kSm80DecodeMaxRows = 16;
 
+// Keys of a decode key block that one warp loads (16 consecutive rows). Pages of fewer rows
+// make such a group span more than two pages: those launches run the decode kernel's
+// SmallPages instance (decode_kernel.cuh, load_group_small_pages).
+constexpr int kSm80DecodeWarpKeys = 16;
+FLARE_HD constexpr bool sm80_decode_small_pages(bool paged, int page_block_size) {
+  return paged && page_block_size < kSm80DecodeWarpKeys;
+}
+
 FLARE_HD constexpr int sm80_decode_stages(int head_dim) { return head_dim <= 128 ? 3 : 2; }
 
 // K/V rows of the decode stages: where a row is a whole number of 128-byte lines (head_dim a

@@ -56,7 +56,7 @@ struct DecodeTraits {
   static constexpr int kSmemPartML = kWarps * kBlockM * 2 * 4;
   // Q fragments stay in registers where the O accumulators leave room for them.
   static constexpr bool kQInRegs = HeadDim <= 128;
-  static_assert(kBlockM == 16 && kWarpKeys == 16, "decode tile shape");
+  static_assert(kBlockM == 16 && kWarpKeys == kSm80DecodeWarpKeys, "decode tile shape");
   static_assert(kSmemBytes == sm80_decode_smem_bytes(HeadDim), "planner and kernel disagree");
   static_assert(kSmemPartO + kSmemPartML <= kStages * kSmemStage, "merge area fits the stages");
   static_assert((kWarpKeys * kChunksPerRow) % 32 == 0, "whole chunks per lane");
@@ -80,11 +80,66 @@ struct DecodeTraits {
   }
 };
 
+// Where a warp's 16-row key group lies when pages hold fewer than 16 rows.
+struct SmallPageGroup {
+  const int* table;    // the sequence's block-table row
+  uint32_t page_size;  // rows per page, < 16
+  int k_row0;          // first cache row of the sequence (leftpad)
+  int n0;              // first key of the group
+  int valid_rows;      // rows r < valid_rows exist
+  int head_dim, head_dim_v;
+  int64_t k_batch_stride, k_row_stride, v_batch_stride, v_row_stride;
+};
+
+// The group's K and V rows into the stage at dst. Lane r < 16 looks up row r (one table read,
+// one division) and computes its K and V element offsets; the lanes copying row r's chunks take
+// them by shuffle. Only the SmallPages instances of decode_kernel contain it: as a runtime
+// branch of the main loop's loader it took registers from every decode launch (the aligned
+// d192 / d256 instances spilled), and as a call the caller's registers spilled around it.
+template <typename Tr, bool Narrow, typename T>
+__device__ __forceinline__ void load_group_small_pages(const SmallPageGroup g, const T* k,
+                                                    const T* v, const T* k_head,
+                                                    const T* v_head, uint32_t dst, int lane) {
+  constexpr int kChunks = Tr::kChunksPerRow;
+  constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
+  int64_t k_row_off = 0, v_row_off = 0;
+  if (lane < g.valid_rows && lane < Tr::kWarpKeys) {
+    const uint32_t row = uint32_t(g.k_row0 + g.n0 + lane);
+    const uint32_t slot = row / g.page_size;
+    const int page = g.table[slot];
+    const uint32_t in_page = row - slot * g.page_size;
+    k_row_off = int64_t(page) * g.k_batch_stride + int64_t(in_page) * g.k_row_stride;
+    v_row_off = int64_t(page) * g.v_batch_stride + int64_t(in_page) * g.v_row_stride;
+  }
+#pragma unroll
+  for (int i = 0; i < kLaneChunks; ++i) {
+    const int c = lane + 32 * i;
+    const int r = c / kChunks;
+    const int col = (c % kChunks) * 8;
+    const bool valid = r < g.valid_rows && col < g.head_dim;
+    const bool valid_v = r < g.valid_rows && col < g.head_dim_v;
+    const T* ks = k_head + (__shfl_sync(0xffffffffu, k_row_off, r) + col);
+    const T* vs = v_head + (__shfl_sync(0xffffffffu, v_row_off, r) + col);
+    const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+    if constexpr (Narrow) {
+      const int n = r < g.valid_rows ? chunk_elements(col, g.head_dim) : 0;
+      const int nv = r < g.valid_rows ? chunk_elements(col, g.head_dim_v) : 0;
+      st_shared_16(d, narrow_load_elements(n ? ks : k, n));
+      st_shared_16(d + Tr::kSmemTile, narrow_load_elements(nv ? vs : v, nv));
+    } else {
+      cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
+      cp_async_16(d + Tr::kSmemTile, valid_v ? vs : v, valid_v ? 16 : 0);
+    }
+  }
+}
+
 // Narrow (launch.narrow, common/narrow.h): K/V/Q loaded and O stored element by element. A
 // template flag rather than the runtime branch of the prefill kernel: the decode main loop
 // keeps O and Q in registers (d192: 250 of 255), and an element loader in the same loop made
 // the fast path spill.
-template <int Arch, typename T, int HeadDim, bool Narrow = false>
+// SmallPages (sm80_decode_small_pages): paged K/V with pages of fewer than 16 rows, whose key
+// groups span more than two pages (load_group_small_pages).
+template <int Arch, typename T, int HeadDim, bool Narrow = false, bool SmallPages = false>
 __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
                                   DecodeTraits<HeadDim>::kCtasPerSm)
     decode_kernel(const __grid_constant__ FwdLaunch launch) {
@@ -159,51 +214,16 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
     const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kKVRowBytes);
 
-    // Pages of fewer than 16 rows: this warp's 16-row group starting at key n0 (rows r <
-    // valid_rows exist) into dst. Lane r < 16 looks up row r (one table read, one division) and
-    // computes its K and V element offsets; the lanes copying row r's chunks take them by
-    // shuffle.
-    auto load_group_small_pages = [&](int n0, int valid_rows, uint32_t dst) {
-      int64_t k_row_off = 0, v_row_off = 0;
-      if (lane < valid_rows && lane < Tr::kWarpKeys) {
-        const uint32_t row = uint32_t(k_row0 + n0 + lane);
-        const uint32_t slot = row / page_size;
-        const int page = table[slot];
-        const uint32_t in_page = row - slot * page_size;
-        k_row_off = int64_t(page) * p.k_batch_stride + int64_t(in_page) * p.k_row_stride;
-        v_row_off = int64_t(page) * p.v_batch_stride + int64_t(in_page) * p.v_row_stride;
-      }
-      const T* const k_head = k + k_head_off;
-      const T* const v_head = v + v_head_off;
-#pragma unroll
-      for (int i = 0; i < kLaneChunks; ++i) {
-        const int c = lane + 32 * i;
-        const int r = c / kChunks;
-        const int col = (c % kChunks) * 8;
-        const bool valid = r < valid_rows && col < p.head_dim;
-        const bool valid_v = r < valid_rows && col < head_dim_v;
-        const T* ks = k_head + (__shfl_sync(0xffffffffu, k_row_off, r) + col);
-        const T* vs = v_head + (__shfl_sync(0xffffffffu, v_row_off, r) + col);
-        const uint32_t d = dst + Tr::kv_offset(r, col / 8);
-        if constexpr (Narrow) {
-          const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
-          const int nv = r < valid_rows ? chunk_elements(col, head_dim_v) : 0;
-          st_shared_16(d, narrow_load_elements(n ? ks : k, n));
-          st_shared_16(d + Tr::kSmemTile, narrow_load_elements(nv ? vs : v, nv));
-        } else {
-          cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
-          cp_async_16(d + Tr::kSmemTile, valid_v ? vs : v, valid_v ? 16 : 0);
-        }
-      }
-    };
-
     // Loads this warp's 16 rows of K and V of key block n_block into stage `stage`.
     auto load_block = [&](int n_block, int stage) {
       const int n0 = n_block * kBlockN + warp * Tr::kWarpKeys;  // first key of the group
       const int valid_rows = seqlen_k - n0;                      // rows r < valid_rows exist
       const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
-      if (paged && page_size < uint32_t(Tr::kWarpKeys)) {
-        load_group_small_pages(n0, valid_rows, dst);
+      if constexpr (SmallPages) {
+        load_group_small_pages<Tr, Narrow>(
+            SmallPageGroup{table, page_size, k_row0, n0, valid_rows, p.head_dim, head_dim_v,
+                           p.k_batch_stride, p.k_row_stride, p.v_batch_stride, p.v_row_stride},
+            k, v, k + k_head_off, v + v_head_off, dst, lane);
         return;
       }
       // Pointers to row n0 (p0) and, for rows r >= switch_row, to the next page (p1), both

@@ -693,9 +693,13 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
       static_assert(Dr::kBlockM == sm80_decode_tile_config(HeadDim).block_m &&
                         Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim),
                     "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
-      // The narrow instance moves elements one by one (decode_kernel's Narrow).
-      auto kernel = launch.narrow ? sm80::decode_kernel<Arch, T, HeadDim, true>
-                                  : sm80::decode_kernel<Arch, T, HeadDim, false>;
+      // The narrow instance moves elements one by one (decode_kernel's Narrow); the SmallPages
+      // one takes pages of fewer than 16 rows.
+      const bool small = sm80_decode_small_pages(is_paged(launch.p), launch.p.page_block_size);
+      auto kernel = launch.narrow ? (small ? sm80::decode_kernel<Arch, T, HeadDim, true, true>
+                                           : sm80::decode_kernel<Arch, T, HeadDim, true, false>)
+                                  : (small ? sm80::decode_kernel<Arch, T, HeadDim, false, true>
+                                           : sm80::decode_kernel<Arch, T, HeadDim, false, false>);
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              Dr::kSmemBytes);
       if (err != cudaSuccess) return err;
