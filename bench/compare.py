@@ -553,6 +553,21 @@ class Runner:
             del sets, outs, ref
             torch.cuda.empty_cache()
 
+    def scatter_to_pages(self, k, v, page):
+        """k, v (batch, L, heads_k, d), L a multiple of page, scattered into page pools in a
+        random page order: (block_table (batch, L // page) int32, k_pool, v_pool)."""
+        torch = self.torch
+        b, L, hk, d = k.shape
+        pps = L // page
+        num_pages = b * pps
+        perm = torch.randperm(num_pages, device="cuda", generator=self.gen)
+        table = perm.to(torch.int32).view(b, pps).contiguous()
+        k_pool = torch.empty(num_pages, page, hk, d, device="cuda", dtype=k.dtype)
+        v_pool = torch.empty_like(k_pool)
+        k_pool[perm] = k.reshape(num_pages, page, hk, d)
+        v_pool[perm] = v.reshape(num_pages, page, hk, d)
+        return table, k_pool, v_pool
+
     def paged_params(self, sets, outs, page):
         """Scatter each set's contiguous K/V into a page pool in a random page order."""
         torch = self.torch
@@ -560,14 +575,7 @@ class Runner:
         params = []
         for (q, k, v), o in zip(sets, outs):
             b, L, hk, d = k.shape
-            pps = L // page
-            num_pages = b * pps
-            perm = torch.randperm(num_pages, device="cuda", generator=self.gen)
-            table = perm.to(torch.int32).view(b, pps).contiguous()
-            k_pool = torch.empty(num_pages, page, hk, d, device="cuda", dtype=k.dtype)
-            v_pool = torch.empty_like(k_pool)
-            k_pool[perm] = k.reshape(num_pages, page, hk, d)
-            v_pool[perm] = v.reshape(num_pages, page, hk, d)
+            table, k_pool, v_pool = self.scatter_to_pages(k, v, page)
             cache_seqlens = torch.full((b,), L, dtype=torch.int32, device="cuda")
             p = self.flare_params(q, k_pool, v_pool, o)
             p.seqlen_k = L
@@ -646,13 +654,7 @@ class Runner:
                 p.v_row_stride, p.v_head_stride = vc.stride(0), vc.stride(1)
             else:
                 pps = sk // page
-                num_pages = n * pps
-                perm = torch.randperm(num_pages, device="cuda", generator=self.gen)
-                table = perm.to(torch.int32).view(n, pps).contiguous()
-                k_pool = torch.empty(num_pages, page, hk, d, device="cuda", dtype=k.dtype)
-                v_pool = torch.empty_like(k_pool)
-                k_pool[perm] = k.reshape(num_pages, page, hk, d)
-                v_pool[perm] = v.reshape(num_pages, page, hk, d)
+                table, k_pool, v_pool = self.scatter_to_pages(k, v, page)
                 keep = (table, k_pool, v_pool)
                 p.k, p.v = k_pool.data_ptr(), v_pool.data_ptr()
                 p.k_batch_stride, p.k_row_stride, p.k_head_stride = k_pool.stride()[:3]

@@ -353,6 +353,32 @@ void run_flare(Bench& B, const flare_mha_fwd_params& p, const std::string& shape
 }
 
 // Dense [batch, seqlen, heads, head_dim] strides.
+// The buffer sets of a table's calls: set i holds its own q / k / v / out (and block table, for
+// paged calls), so that consecutive timed runs do not find the previous run's tensors in L2.
+struct BufferSets {
+  const std::vector<DeviceBuffer>& q;
+  const std::vector<DeviceBuffer>& k;
+  const std::vector<DeviceBuffer>& v;
+  const std::vector<DeviceBuffer>& out;
+  const std::vector<DeviceBuffer>* tables;  // paged calls only, else null
+  int count;
+};
+
+// Median ms of `p`, run i on buffer set i % count.
+double time_rotating(Bench& B, const flare_mha_fwd_params& p, const BufferSets& sets,
+                     const std::string& shape) {
+  return time_median_ms(B, [&](int i) {
+    flare_mha_fwd_params pi = p;
+    const int set = i % sets.count;
+    pi.q = sets.q[set].get();
+    pi.k = sets.k[set].get();
+    pi.v = sets.v[set].get();
+    pi.out = sets.out[set].get();
+    if (sets.tables) pi.block_table = (*sets.tables)[set].as<int32_t>();
+    run_flare(B, pi, shape);
+  });
+}
+
 void set_dense_strides(int64_t seqlen, int64_t heads, int64_t d, int64_t& batch_stride,
                        int64_t& row_stride, int64_t& head_stride) {
   head_stride = d;
@@ -501,15 +527,7 @@ void bench_prefill(Bench& B, flare_dtype dtype) {
         set_dense_strides(s, h, d, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
         DeviceBuffer ws;
         if (!prepare_call(B, p, ws, shape)) continue;
-        const double ms = time_median_ms(B, [&](int i) {
-          flare_mha_fwd_params pi = p;
-          const int set = i % sets;
-          pi.q = q[set].get();
-          pi.k = k[set].get();
-          pi.v = v[set].get();
-          pi.out = o[set].get();
-          run_flare(B, pi, shape);
-        });
+        const double ms = time_rotating(B, p, {q, k, v, o, nullptr, sets}, shape);
         double flops = 4.0 * b * h * double(s) * s * d;
         if (causal) flops *= 0.5;
         const double tflops = flops / (ms * 1e-3) / 1e12;
@@ -573,15 +591,7 @@ struct PrefillShape {
   double time(Bench& B, flare_mha_fwd_params params, const std::string& shape) {
     DeviceBuffer ws;
     if (!prepare_call(B, params, ws, shape)) return -1.0;
-    return time_median_ms(B, [&](int i) {
-      flare_mha_fwd_params pi = params;
-      const int set = i % sets;
-      pi.q = q[set].get();
-      pi.k = k[set].get();
-      pi.v = v[set].get();
-      pi.out = o[set].get();
-      run_flare(B, pi, shape);
-    });
+    return time_rotating(B, params, {q, k, v, o, nullptr, sets}, shape);
   }
 };
 
@@ -743,15 +753,7 @@ void bench_varlen(Bench& B, flare_dtype dtype) {
     p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.out_batch_stride = 0;
     DeviceBuffer ws;
     if (!prepare_call(B, p, ws, shape)) continue;
-    const double ms = time_median_ms(B, [&](int i) {
-      flare_mha_fwd_params pi = p;
-      const int set = i % sets;
-      pi.q = q[set].get();
-      pi.k = k[set].get();
-      pi.v = v[set].get();
-      pi.out = o[set].get();
-      run_flare(B, pi, shape);
-    });
+    const double ms = time_rotating(B, p, {q, k, v, o, nullptr, sets}, shape);
     double flops = 0;
     for (int l : lens) flops += 4.0 * h * double(l) * l * d * (causal ? 0.5 : 1.0);
     const double tflops = flops / (ms * 1e-3) / 1e12;
@@ -844,16 +846,7 @@ void bench_decode(Bench& B, flare_dtype dtype) {
       int splits = 0;
       flare_check(flare_mha_fwd_num_splits(&p, B.device, &splits), "flare_mha_fwd_num_splits",
                   shape);
-      const double ms = time_median_ms(B, [&](int i) {
-        flare_mha_fwd_params pi = p;
-        const int set = i % sets;
-        pi.q = q[set].get();
-        pi.k = k[set].get();
-        pi.v = v[set].get();
-        pi.out = o[set].get();
-        if (page) pi.block_table = tables[set].as<int32_t>();
-        run_flare(B, pi, shape);
-      });
+      const double ms = time_rotating(B, p, {q, k, v, o, page ? &tables : nullptr, sets}, shape);
       const double bytes = 2.0 * double(kv_elems) * 2;
       const double gbs = bytes / (ms * 1e-3) / 1e9;
       std::printf("  %5d %7d %5d %6d %4d %10.2f %10.0f\n", b, L, page, splits, sets, ms * 1e3, gbs);
@@ -952,16 +945,7 @@ void bench_chunked_paged(Bench& B, flare_dtype dtype) {
     int splits = 0;
     flare_check(flare_mha_fwd_num_splits(&p, B.device, &splits), "flare_mha_fwd_num_splits",
                 shape);
-    const double ms = time_median_ms(B, [&](int i) {
-      flare_mha_fwd_params pi = p;
-      const int set = i % sets;
-      pi.q = q[set].get();
-      pi.k = k[set].get();
-      pi.v = v[set].get();
-      pi.out = o[set].get();
-      if (page) pi.block_table = tables[set].as<int32_t>();
-      run_flare(B, pi, shape);
-    });
+    const double ms = time_rotating(B, p, {q, k, v, o, page ? &tables : nullptr, sets}, shape);
     if (page == 0) contiguous_ms = ms;
     const double tflops = flops / (ms * 1e-3) / 1e12;
     const double rel = contiguous_ms > 0 ? contiguous_ms / ms : std::nan("");
