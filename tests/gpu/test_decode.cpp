@@ -462,24 +462,29 @@ void add_long(std::vector<DecCase>& out) {
 void add_chunks(std::vector<DecCase>& out) {
   const int splits[] = {1, 0, 3};
   int n = 0;
+  // The fields every chunk case shares; case i (its number) picks dtype, splits, lse, rotary.
+  auto chunk_case = [&](int i, int hd, int page, int sq, int heads) {
+    DecCase c;
+    c.group = "dchunk";
+    c.dtype = i % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+    c.head_dim = hd;
+    c.batch = 2;
+    c.capacity = 1100;
+    c.page_size = page;
+    c.seqlen_q = sq, c.seqlen_new = sq;
+    c.causal = true;
+    c.num_heads = heads, c.num_heads_k = 2;
+    c.num_splits = splits[i % 3];
+    c.lse = i % 4 != 3;
+    if (i % 4 == 1) c.rotary_dim = rot_half_dim(hd);
+    return c;
+  };
   for (int hd : {64, 96, 128, 192, 256})
     for (int page : {0, 64, 16})
       for (int sq : {40, 130}) {
         const int i = n++;
         if (quick_mode() && i % 3 != 0) continue;
-        DecCase c;
-        c.group = "dchunk";
-        c.dtype = i % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
-        c.head_dim = hd;
-        c.batch = 2;
-        c.capacity = 1100;
-        c.page_size = page;
-        c.seqlen_q = sq, c.seqlen_new = sq;
-        c.causal = true;
-        c.num_heads = 4, c.num_heads_k = 2;
-        c.num_splits = splits[i % 3];
-        c.lse = i % 4 != 3;
-        if (i % 4 == 1) c.rotary_dim = rot_half_dim(hd);
+        DecCase c = chunk_case(i, hd, page, sq, 4);
         if (page == 0 && i % 4 == 2) c.batch_idx = true;
         if (i % 5 == 4) c.leftpad = true;
         choose_lengths(c, 6000 + i, {0, effective_capacity(c) - sq});
@@ -492,19 +497,7 @@ void add_chunks(std::vector<DecCase>& out) {
       for (int sq : {40, 130}) {
         const int i = n++;
         if (quick_mode() && i % 3 != 0) continue;
-        DecCase c;
-        c.group = "dchunk";
-        c.dtype = i % 2 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
-        c.head_dim = hd;
-        c.batch = 2;
-        c.capacity = 1100;
-        c.page_size = page;
-        c.seqlen_q = sq, c.seqlen_new = sq;
-        c.causal = true;
-        c.num_heads = 8, c.num_heads_k = 2;
-        c.num_splits = splits[i % 3];
-        c.lse = i % 4 != 3;
-        if (i % 4 == 1) c.rotary_dim = rot_half_dim(hd);
+        DecCase c = chunk_case(i, hd, page, sq, 8);
         c.leftpad = page == 3;
         choose_lengths(c, 6000 + i, {0, effective_capacity(c) - sq});
         out.push_back(c);
