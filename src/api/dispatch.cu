@@ -35,6 +35,32 @@ FwdKernelFn for_head_dim(int head_dim) {
   }
 }
 
+// The FP8 K/V decode instances (head dims up to 256 of FLARE_HEAD_DIMS).
+template <int Arch, int Dtype>
+FwdKernelFn fp8_for_head_dim(int head_dim) {
+  switch (head_dim) {
+#if FLARE_HAS_HDIM_32
+    case 32: return &run_decode_fp8_sm80<Arch, Dtype, 32>;
+#endif
+#if FLARE_HAS_HDIM_64
+    case 64: return &run_decode_fp8_sm80<Arch, Dtype, 64>;
+#endif
+#if FLARE_HAS_HDIM_96
+    case 96: return &run_decode_fp8_sm80<Arch, Dtype, 96>;
+#endif
+#if FLARE_HAS_HDIM_128
+    case 128: return &run_decode_fp8_sm80<Arch, Dtype, 128>;
+#endif
+#if FLARE_HAS_HDIM_192
+    case 192: return &run_decode_fp8_sm80<Arch, Dtype, 192>;
+#endif
+#if FLARE_HAS_HDIM_256
+    case 256: return &run_decode_fp8_sm80<Arch, Dtype, 256>;
+#endif
+    default: (void)head_dim; return nullptr;
+  }
+}
+
 // The Hopper instances (sm90a builds, head dims 64, 128 and 256 of FLARE_HEAD_DIMS).
 template <int Dtype>
 FwdKernelFn sm90_for_head_dim(int head_dim) {
@@ -63,15 +89,20 @@ FwdKernelFn sm90_kernel(int dtype, int head_dim) {
 }
 
 template <int Arch>
-FwdKernelFn for_dtype(int dtype, int head_dim) {
+FwdKernelFn for_dtype(int dtype, int head_dim, bool fp8_kv) {
 #if FLARE_HAS_FP16
-  if (dtype == FLARE_DTYPE_FP16) return for_head_dim<Arch, FLARE_DTYPE_FP16>(head_dim);
+  if (dtype == FLARE_DTYPE_FP16)
+    return fp8_kv ? fp8_for_head_dim<Arch, FLARE_DTYPE_FP16>(head_dim)
+                  : for_head_dim<Arch, FLARE_DTYPE_FP16>(head_dim);
 #endif
 #if FLARE_HAS_BF16
-  if (dtype == FLARE_DTYPE_BF16) return for_head_dim<Arch, FLARE_DTYPE_BF16>(head_dim);
+  if (dtype == FLARE_DTYPE_BF16)
+    return fp8_kv ? fp8_for_head_dim<Arch, FLARE_DTYPE_BF16>(head_dim)
+                  : for_head_dim<Arch, FLARE_DTYPE_BF16>(head_dim);
 #endif
   (void)dtype;
   (void)head_dim;
+  (void)fp8_kv;
   return nullptr;
 }
 
@@ -95,15 +126,19 @@ FwdKernelFn select_fwd_kernel(int cc_major, const FwdPlan& plan) {
       return sm90_kernel(dtype, plan.sm90_head_dim);
     case FwdKernelFamily::kSm80Prefill:
     case FwdKernelFamily::kSm80Decode:
+    case FwdKernelFamily::kSm80DecodeFp8: {
+      const bool fp8 = plan.family == FwdKernelFamily::kSm80DecodeFp8;
 #if FLARE_HAS_ARCH_90
       // sm_90a code runs on compute capability 9.0 only.
-      if (cc_major == 9) return for_dtype<90>(dtype, plan.kernel_head_dim);
+      if (cc_major == 9) return for_dtype<90>(dtype, plan.kernel_head_dim, fp8);
 #endif
 #if FLARE_HAS_ARCH_80
       // sm_80 code (and its PTX, JIT-compiled on newer GPUs) serves every other sm80+ device.
-      if (cc_major >= 8) return for_dtype<80>(dtype, plan.kernel_head_dim);
+      if (cc_major >= 8) return for_dtype<80>(dtype, plan.kernel_head_dim, fp8);
 #endif
+      (void)fp8;
       return nullptr;
+    }
     case FwdKernelFamily::kNone:
       break;
   }

@@ -9,6 +9,7 @@
 #include "api/dispatch.h"
 #include "api/error.h"
 #include "api/validate.h"
+#include "common/fp8_params.h"
 #include "common/sequence.h"
 #include "common/tile_config.h"
 #include "plan/plan.h"
@@ -36,6 +37,12 @@ flare_status plan_call(const flare_mha_fwd_params& full, int device, FwdPlan* pl
                 info.cc_major, info.cc_minor);
   static const KernelSet kernels = compiled_kernels();
   *plan = plan_forward(full, info, current_tuning(), kernels);
+  if (plan->family == FwdKernelFamily::kNone && has_fp8_kv(full))
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "kv_dtype %d, head_dim %d: the FP8 decode kernel (kernel head dim %d) needs %d "
+                "bytes of shared memory per block; device %d allows %d",
+                full.kv_dtype, full.head_dim, plan->kernel_head_dim,
+                sm80_decode_smem_bytes(plan->kernel_head_dim, true), device, info.smem_optin);
   if (plan->family == FwdKernelFamily::kNone)
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "head_dim %d (kernel head dim %d) needs %d bytes of shared memory per block on "

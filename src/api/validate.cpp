@@ -389,7 +389,7 @@ flare_status validate_params(const flare_mha_fwd_params* params) {
   FLARE_CHECK(check_splits_and_workspace(p));
   FLARE_CHECK(check_extents(p));
   FLARE_CHECK(check_output_layouts(p));
-  return fp8_not_yet_supported(p);
+  return fp8_kernel_support(p);
 }
 
 

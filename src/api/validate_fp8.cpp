@@ -14,7 +14,9 @@
 #include "api/checks.h"
 #include "api/error.h"
 #include "common/fp8_params.h"
+#include "common/narrow.h"
 #include "common/serving_semantics.h"
+#include "common/tile_config.h"
 
 namespace flare {
 namespace {
@@ -132,13 +134,20 @@ flare_status validate_fp8_fields(const flare_mha_fwd_params& p) {
   return check_fp8_layouts(p);
 }
 
-flare_status fp8_not_yet_supported(const flare_mha_fwd_params& p) {
+flare_status fp8_kernel_support(const flare_mha_fwd_params& p) {
   if (has_fp8_q(p))
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "q_dtype e4m3: FP8 prefill is not implemented on the GPU kernels yet");
-  if (has_fp8_kv(p))
+  if (!has_fp8_kv(p)) return FLARE_OK;
+  if (!sm80_has_decode_kernel(padded_head_dim(p.head_dim)))
+    return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,
+                "head_dim %d with kv_dtype %s: FP8 K/V run on the decode kernel, head dims up to "
+                "256",
+                p.head_dim, dtype_name(kv_element_dtype(p)));
+  if (is_narrow(p))
     return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "kv_dtype %s: FP8 K/V caches are not implemented on the GPU kernels yet",
+                "kv_dtype %s: q, out, k_new and v_new of an FP8 K/V call need 16-byte aligned "
+                "bases and strides that are multiples of 8 elements",
                 dtype_name(kv_element_dtype(p)));
   return FLARE_OK;
 }

@@ -1,5 +1,5 @@
 // Host-side checks of the FP8 fields of flare_mha_fwd_params (flare.h, "FP8 inputs"), and the
-// refusal of FP8 inputs that the GPU kernels do not run yet.
+// refusal of FP8 inputs that the GPU kernels do not run.
 #pragma once
 #include "flare/flare.h"
 
@@ -9,8 +9,10 @@ namespace flare {
 // tensors, shapes, options, varlen and KV cache fields are checked.
 flare_status validate_fp8_fields(const flare_mha_fwd_params& p);
 
-// Valid FP8 params the GPU kernels cannot run yet (FLARE_ERROR_NOT_SUPPORTED naming the
-// field); validate_params' last check, so everything else about such a call is validated first.
-flare_status fp8_not_yet_supported(const flare_mha_fwd_params& p);
+// Valid FP8 params the GPU kernels do not run (a status and a message naming the field): FP8 q
+// (FP8 prefill); FP8 K/V past head dim 256 (they run on the decode kernel, decode_kernel.cuh)
+// or with a narrow q / out / k_new / v_new (common/narrow.h: the FP8 instances move 16-byte
+// chunks only). validate_params' last check, so everything else is validated first.
+flare_status fp8_kernel_support(const flare_mha_fwd_params& p);
 
 }  // namespace flare

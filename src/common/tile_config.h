@@ -94,6 +94,10 @@ FLARE_HD constexpr bool sm80_decode_small_pages(bool paged, int page_block_size)
   return paged && page_block_size < kSm80DecodeWarpKeys;
 }
 
+// FP8 K/V (decode_kernel's Fp8 instances): stages hold 1-byte codes, and each warp converts its
+// 16 K and V rows of a block into a 16-bit copy (the ldmatrix layout) before its mma steps.
+// The same stage counts: FP8 d128 then takes 84 KB (fits 99 KB GPUs, sm86/sm89/sm120), two
+// CTAs per H100 SM; FP8 d256 136 KB, one CTA (as bf16).
 FLARE_HD constexpr int sm80_decode_stages(int head_dim) { return head_dim <= 128 ? 3 : 2; }
 
 // K/V rows of the decode stages: where a row is a whole number of 128-byte lines (head_dim a
@@ -108,10 +112,13 @@ FLARE_HD constexpr int sm80_decode_kv_row_bytes(int head_dim) {
 }
 
 // Shared memory of the decode kernel: Q (16 rows padded by 8 elements) + stages x (K + V)
-// blocks of 64 rows (2-byte elements).
-FLARE_HD constexpr int sm80_decode_smem_bytes(int head_dim) {
+// blocks of 64 rows (2-byte elements; FP8: rows of head_dim codes, plus each of the 4 warps'
+// 16-bit copies of its 16 K and 16 V rows).
+FLARE_HD constexpr int sm80_decode_smem_bytes(int head_dim, bool fp8 = false) {
   return kSm80DecodeMaxRows * (head_dim + 8) * 2 +
-         sm80_decode_stages(head_dim) * 2 * 64 * sm80_decode_kv_row_bytes(head_dim);
+         sm80_decode_stages(head_dim) * 2 * 64 *
+             (fp8 ? head_dim : sm80_decode_kv_row_bytes(head_dim)) +
+         (fp8 ? 4 * 2 * kSm80DecodeWarpKeys * sm80_decode_kv_row_bytes(head_dim) : 0);
 }
 
 // Whether the decode kernel is compiled for `head_dim`: up to 256. At d512 its stages of 64-key
@@ -119,16 +126,16 @@ FLARE_HD constexpr int sm80_decode_smem_bytes(int head_dim) {
 // warps' 16 x 512 O accumulators do not fit in registers: d512 decode runs on the prefill kernel.
 FLARE_HD constexpr bool sm80_has_decode_kernel(int head_dim) { return head_dim <= 256; }
 
-FLARE_HD constexpr int sm80_decode_ctas_per_sm(int head_dim) {
+FLARE_HD constexpr int sm80_decode_ctas_per_sm(int head_dim, bool fp8 = false) {
   // 228 KiB of shared memory per SM (sm80/sm90), 1 KiB of it reserved per CTA.
-  return 233472 / (sm80_decode_smem_bytes(head_dim) + 1024) > 4
+  return 233472 / (sm80_decode_smem_bytes(head_dim, fp8) + 1024) > 4
              ? 4
-             : 233472 / (sm80_decode_smem_bytes(head_dim) + 1024);
+             : 233472 / (sm80_decode_smem_bytes(head_dim, fp8) + 1024);
 }
 
-FLARE_HD constexpr TileConfig sm80_decode_tile_config(int head_dim) {
+FLARE_HD constexpr TileConfig sm80_decode_tile_config(int head_dim, bool fp8 = false) {
   return TileConfig{kSm80DecodeMaxRows, 64, 4, sm80_decode_stages(head_dim),
-                    sm80_decode_ctas_per_sm(head_dim)};
+                    sm80_decode_ctas_per_sm(head_dim, fp8)};
 }
 
 // CTA slots per SM that the split heuristic counts for the decode kernel: one, although 2-4

@@ -16,6 +16,7 @@ enum class FwdKernelFamily : int {
   kNone = 0,              // no kernel fits (the call is refused before anything is launched)
   kSm80Prefill,           // mma.sync prefill kernel (fwd_kernel.cuh)
   kSm80Decode,            // mma.sync decode kernel (decode_kernel.cuh), <= 16 query rows
+  kSm80DecodeFp8,         // its FP8 K/V instances (kv_dtype e4m3 / e5m2), any query rows
   kSm90WarpSpecialized,   // Hopper producer / consumer kernel (fwd_kernel_sm90_ws.cuh)
   kSm90AllThreads,        // Hopper kernel without a producer warpgroup (fwd_kernel_sm90.cuh)
 };
@@ -54,6 +55,11 @@ struct FwdLaunch {
 // cudaError_t value.
 template <int Arch, int Dtype, int HeadDim>
 int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream);
+
+// The decode kernel's FP8 K/V instances (family kSm80DecodeFp8), compiled like run_fwd_sm80
+// (`Dtype` is q's and out's type) for head dims up to 256. Returns a cudaError_t value.
+template <int Arch, int Dtype, int HeadDim>
+int run_decode_fp8_sm80(const FwdLaunch& launch, cudaStream_t stream);
 
 // Hopper forward kernels (sm90a only): the variant launch.sm90 names. Compiled for head dims
 // 64, 128, 256; p.head_dim may be smaller (the planner runs d96 on the 128 kernel and d192 on

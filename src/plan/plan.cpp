@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/fp8_params.h"
 #include "common/narrow.h"
 #include "common/sequence.h"
 #include "common/serving_semantics.h"
@@ -98,6 +99,18 @@ void resolve_params(FwdPlan& plan) {
 void choose_sm80(FwdPlan& plan, int smem_optin, const Tuning& t) {
   const int d = plan.kernel_head_dim;
   auto fits = [smem_optin](int bytes) { return smem_fits(bytes, smem_optin); };
+  // FP8 K/V: the decode kernel's FP8 instances, whatever the query rows (the only kernels that
+  // read FP8 codes).
+  if (has_fp8_kv(plan.p)) {
+    if (!sm80_has_decode_kernel(d) || !fits(sm80_decode_smem_bytes(d, true))) {
+      plan.family = FwdKernelFamily::kNone;
+      return;
+    }
+    plan.family = FwdKernelFamily::kSm80DecodeFp8;
+    plan.tile = {kSm80DecodeMaxRows, sm80_decode_tile_config(d, true).block_n,
+                 sm80_decode_split_slots_per_sm()};
+    return;
+  }
   const Sm80Kernel fitting = sm80_fitting_kernel(d, plan.max_seqlen_q, smem_optin);
   if (fitting == Sm80Kernel::kNone) {
     plan.family = FwdKernelFamily::kNone;
@@ -213,11 +226,13 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
   // has the instance; launches of at most 16 query rows take the mma.sync decode kernel there
   // too. Head dims above 256 have no Hopper kernel (sm90_kernel_head_dim(512) is 0): they run
   // the mma.sync d512 kernel on Hopper as well. Narrow launches take the mma.sync family: the
-  // Hopper producer moves K/V by TMA or 16-byte cp.async only (common/narrow.h).
+  // Hopper producer moves K/V by TMA or 16-byte cp.async only (common/narrow.h). FP8 K/V take
+  // the decode kernel's FP8 instances everywhere.
   const int sm90_hd = sm90_kernel_head_dim(plan.kernel_head_dim);
   const bool hopper = device.cc_major == 9 && tuning.hopper_kernels &&
                       sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
-                      !sm80_use_decode_kernel(plan.max_seqlen_q) && !plan.narrow;
+                      !sm80_use_decode_kernel(plan.max_seqlen_q) && !plan.narrow &&
+                      !has_fp8_kv(in);
   if (hopper) {
     plan.sm90_head_dim = sm90_hd;
     choose_sm90(plan, tuning);

@@ -151,11 +151,36 @@ struct Case {
 TEST(Fp8Validation, EachRuleNamesItsField) {
   const auto INVALID = FLARE_ERROR_INVALID_ARGUMENT;
   const Case cases[] = {
-      {"valid cache is refused until kernels land", fp8_cache_base, [](P&) {},
-       FLARE_ERROR_NOT_SUPPORTED, "kv_dtype e4m3: FP8 K/V caches are not implemented"},
-      {"valid e5m2 cache", fp8_cache_base, [](P& p) { p.kv_dtype = FLARE_DTYPE_E5M2; },
-       FLARE_ERROR_NOT_SUPPORTED, "kv_dtype e5m2"},
-      {"valid prefill is refused until kernels land", fp8_prefill_base, [](P&) {},
+      {"valid e4m3 cache", fp8_cache_base, [](P&) {}, FLARE_OK, ""},
+      {"valid e5m2 cache, one factor per tensor", fp8_cache_base,
+       [](P& p) {
+         p.kv_dtype = FLARE_DTYPE_E5M2;
+         p.k_descale_batch_stride = p.k_descale_head_stride = 0;
+         p.v_descale_batch_stride = p.v_descale_head_stride = 0;
+       },
+       FLARE_OK, ""},
+      {"fp8 cache with a 2-byte-offset q", fp8_cache_base,
+       [](P& p) { p.q = fake_ptr(0x100002); }, FLARE_ERROR_NOT_SUPPORTED,
+       "kv_dtype e4m3: q, out, k_new and v_new of an FP8 K/V call need 16-byte aligned"},
+      {"e5m2 cache with an odd out row stride", fp8_cache_base,
+       [](P& p) {
+         p.kv_dtype = FLARE_DTYPE_E5M2;
+         p.out_row_stride += 1;
+         p.out_batch_stride = p.out_row_stride;
+       },
+       FLARE_ERROR_NOT_SUPPORTED, "kv_dtype e5m2: q, out"},
+      {"fp8 cache at head dim 384", [] {
+         P p = fp8_cache_base();
+         p.head_dim = 384;
+         p.q_head_stride = p.out_head_stride = p.k_head_stride = p.v_head_stride = 384;
+         p.q_row_stride = p.out_row_stride = 8 * 384;
+         p.q_batch_stride = p.out_batch_stride = 8 * 384;
+         p.k_row_stride = p.v_row_stride = 2 * 384;
+         p.k_batch_stride = p.v_batch_stride = 256 * 2 * 384;
+         return p;
+       },
+       [](P&) {}, FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim 384 with kv_dtype e4m3"},
+      {"valid prefill is refused until its kernels land", fp8_prefill_base, [](P&) {},
        FLARE_ERROR_NOT_SUPPORTED, "q_dtype e4m3: FP8 prefill is not implemented"},
       {"kv_dtype bf16", fp8_cache_base, [](P& p) { p.kv_dtype = FLARE_DTYPE_BF16; },
        FLARE_ERROR_UNSUPPORTED_DTYPE, "kv_dtype (1) is not supported"},

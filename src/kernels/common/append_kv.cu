@@ -6,7 +6,8 @@
 //   [0, kv_items):            (b, t, hk, chunk) of k_new / v_new, chunk fastest
 //   [kv_items, + q_items):    (b, i, h, chunk) of q
 // so consecutive threads touch consecutive bytes of a row. Elements at or past rotary_dim are
-// copied bit for bit; rotated elements are computed in fp32 and rounded to nearest.
+// copied bit for bit; rotated elements are computed in fp32 and rounded to nearest. An FP8 cache
+// (kv_dtype) gets quantize_fp8 of the (rotated) fp32 values with the (b, hk) factors instead.
 // Narrow calls (common/narrow.h: a head dim that is not a multiple of 8, or a tensor whose rows
 // are not 16-byte addressable) keep the same work items and move each chunk's elements one by
 // one, the last chunk of a row cut at head_dim.
@@ -14,6 +15,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "common/fp8_params.h"
 #include "common/narrow.h"
 #include "common/rotary.h"
 #include "common/sequence.h"
@@ -85,13 +87,16 @@ struct RotaryArgs {
   bool vec_tables;      // cos/sin rows can be read with 16-byte (half mode) / 8-byte loads
 };
 
-// Loads the chunk of n (<= 8) elements at `src + c0` (c0 a multiple of 8) and returns it with
-// its first rotary_dim elements rotated at position `pos`.
+// Loads the chunk of n (<= 8) elements at `src + c0` (c0 a multiple of 8) and returns it; `out`
+// gets its values in fp32, the first rotary_dim elements rotated at position `pos`.
 template <typename T>
-__device__ __forceinline__ uint4 load_rotated(const uint16_t* src, int c0, int n, bool narrow,
-                                              int pos, const RotaryArgs& r) {
+__device__ __forceinline__ uint4 load_rotated_floats(const uint16_t* src, int c0, int n,
+                                                     bool narrow, int pos, const RotaryArgs& r,
+                                                     float (&out)[8]) {
   Chunk x;
   x.v = load_chunk(src + c0, n, narrow);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) out[e] = Bits<T>::to_float(x.e[e]);
   if (c0 >= r.dim) return x.v;  // past the rotary part (also when rotary is off: dim == 0)
 
   const bool whole = c0 + 8 <= r.dim;  // the chunk lies entirely in the rotary part
@@ -165,12 +170,36 @@ __device__ __forceinline__ uint4 load_rotated(const uint16_t* src, int c0, int n
 #pragma unroll
   for (int e = 0; e < 8; ++e) {
     const int j = c0 + e;
-    if (j < r.dim) {
-      const RotaryPair pr = rotary_pair(j, r.dim, r.interleaved);
-      x.e[e] = Bits<T>::from_float(rotary_apply(pr, xf[e], pf[e], cf[e], sf[e]));
-    }
+    if (j < r.dim) out[e] = rotary_apply(rotary_pair(j, r.dim, r.interleaved), xf[e], pf[e], cf[e], sf[e]);
   }
   return x.v;
+}
+
+// The chunk at `src + c0` with its first rotary_dim elements rotated at `pos` and rounded to T
+// (nearest); the others copied bit for bit.
+template <typename T>
+__device__ __forceinline__ uint4 load_rotated(const uint16_t* src, int c0, int n, bool narrow,
+                                              int pos, const RotaryArgs& r) {
+  float out[8];
+  Chunk x;
+  x.v = load_rotated_floats<T>(src, c0, n, narrow, pos, r, out);
+#pragma unroll
+  for (int e = 0; e < 8; ++e)
+    if (c0 + e < r.dim) x.e[e] = Bits<T>::from_float(out[e]);
+  return x.v;
+}
+
+// Eight fp32 values into an FP8 cache of type `dtype` with factor `descale`: quantize_fp8 (the
+// reference's rule) of each, one 8-byte store (FP8 rows are whole 16-code chunks, validated).
+__device__ __forceinline__ void store_fp8_chunk(uint8_t* dst, const float (&x)[8], float descale,
+                                                int dtype) {
+  union {
+    uint2 v;
+    uint8_t b[8];
+  } c;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) c.b[e] = quantize_fp8(x[e], descale, dtype);
+  *reinterpret_cast<uint2*>(dst) = c.v;
 }
 
 template <typename T>
@@ -196,13 +225,32 @@ __global__ void __launch_bounds__(kAppendThreads)
       const uint16_t* k_src = static_cast<const uint16_t*>(p.k_new) +
                               (int64_t)b * p.k_new_batch_stride +
                               (int64_t)t * p.k_new_row_stride + (int64_t)hk * p.k_new_head_stride;
+      const int dv = v_head_dim(p);
+      const int kv_dtype = kv_element_dtype(p);
+      if (is_fp8_dtype(kv_dtype)) {
+        // FP8 cache: the rotated fp32 values quantized with the factors of (b, hk); FP8 calls
+        // are never narrow (validation).
+        float x[8];
+        load_rotated_floats<T>(k_src, c0, 8, false, pos, rot, x);
+        store_fp8_chunk(static_cast<uint8_t*>(const_cast<void*>(p.k)) + k_offset(p, s, row, hk) + c0,
+                        x, k_descale(p, b, hk), kv_dtype);
+        if (p.v_new != nullptr && c0 < dv) {
+          const uint16_t* v_src = static_cast<const uint16_t*>(p.v_new) +
+                                  (int64_t)b * p.v_new_batch_stride +
+                                  (int64_t)t * p.v_new_row_stride +
+                                  (int64_t)hk * p.v_new_head_stride;
+          load_rotated_floats<T>(v_src, c0, 8, false, pos, RotaryArgs{}, x);
+          store_fp8_chunk(static_cast<uint8_t*>(const_cast<void*>(p.v)) + v_offset(p, s, row, hk) + c0,
+                          x, v_descale(p, b, hk), kv_dtype);
+        }
+        continue;
+      }
       const uint4 k = load_rotated<T>(k_src, c0, n, narrow, pos, rot);
       uint16_t* k_dst = const_cast<uint16_t*>(static_cast<const uint16_t*>(p.k)) +
                         k_offset(p, s, row, hk) + c0;
       store_chunk(k_dst, k, n, narrow);
 
       // v_new / V rows have v_head_dim(p) <= head_dim columns: the first chunks of a K row's.
-      const int dv = v_head_dim(p);
       if (p.v_new != nullptr && c0 < dv) {
         const int nv = dv - c0 < 8 ? dv - c0 : 8;
         const uint16_t* v_src = static_cast<const uint16_t*>(p.v_new) +

@@ -29,6 +29,15 @@ __device__ __forceinline__ uint4 narrow_load_elements(const T* src, int n) {
 }
 
 // One chunk into shared memory with a 16-byte st.shared.
+__device__ __forceinline__ uint4 ld_shared_16(uint32_t smem) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(smem)
+               : "memory");
+  return v;
+}
+
 __device__ __forceinline__ void st_shared_16(uint32_t smem, const uint4& v) {
   asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(smem), "r"(v.x), "r"(v.y),
                "r"(v.z), "r"(v.w)

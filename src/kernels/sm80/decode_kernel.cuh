@@ -18,21 +18,33 @@
 //
 // V and O have v_head_dim(p) columns (at most p.head_dim): V's columns past it are zero-filled
 // in shared memory, O's are never stored.
+//
+// FP8 K/V (the Fp8 instances, kv_dtype e4m3 / e5m2): the stages hold the 1-byte codes (half the
+// bytes of a 16-bit block in flight), and after a block lands each warp converts its own 16 K and
+// 16 V rows into a 16-bit copy in the ldmatrix layout (fp8_convert.cuh: exact), so the mma steps
+// are the 16-bit kernel's. The descale factors of the (batch entry, KV head) fold into the
+// softmax scale (K) and the output normalisation (V); the planner runs every FP8 K/V launch on
+// this kernel, whatever its query rows.
 #pragma once
+#include <type_traits>
+
 #include "common/query_tile.h"
 #include "common/score_mods.h"
 #include "common/serving_semantics.h"
 #include "common/smem_swizzle.h"
 #include "common/split.h"
+#include "common/fp8_params.h"
+#include "kernels/common/fp8_convert.cuh"
 #include "kernels/common/narrow_copy.cuh"
 #include "kernels/common/online_softmax.cuh"
+#include "kernels/element_type.cuh"
 
 namespace flare {
 namespace sm80 {
 
-template <int HeadDim>
+template <int HeadDim, bool Fp8 = false>
 struct DecodeTraits {
-  static constexpr TileConfig kTile = sm80_decode_tile_config(HeadDim);
+  static constexpr TileConfig kTile = sm80_decode_tile_config(HeadDim, Fp8);
   static constexpr int kBlockM = kTile.block_m;  // 16
   static constexpr int kBlockN = kTile.block_n;  // 64
   static constexpr int kWarps = kTile.warps;     // 4
@@ -42,14 +54,21 @@ struct DecodeTraits {
   static constexpr int kWarpKeys = kBlockN / kWarps;  // 16 keys of each block per warp
   static constexpr int kDTiles = HeadDim / 8;
   static constexpr int kKSteps = HeadDim / 16;
-  static constexpr int kChunksPerRow = HeadDim / 8;
+  static constexpr int kChunksPerRow = HeadDim / 8;  // 16-bit chunks of a Q / O / K / V row
   static constexpr int kRowBytes = (HeadDim + 8) * 2;  // Q rows (padded)
   static constexpr bool kKVSwizzled = sm80_decode_kv_swizzled(HeadDim);
-  static constexpr int kKVRowBytes = sm80_decode_kv_row_bytes(HeadDim);
+  static constexpr int kKVRowBytes = sm80_decode_kv_row_bytes(HeadDim);  // 16-bit K/V rows
+  // K/V as loaded into the stages: 16-byte chunks of 8 elements, or of 16 FP8 codes in rows of
+  // HeadDim bytes (read back row by row by the conversion: no swizzle needed).
+  static constexpr int kKvChunkElems = Fp8 ? 16 : 8;
+  static constexpr int kKvChunksPerRow = HeadDim / kKvChunkElems;
+  static constexpr int kStageRowBytes = Fp8 ? HeadDim : kKVRowBytes;
   static constexpr int kSmemQ = kBlockM * kRowBytes;
-  static constexpr int kSmemTile = kBlockN * kKVRowBytes;  // one K or V block
+  static constexpr int kSmemTile = kBlockN * kStageRowBytes;  // one K or V block
   static constexpr int kSmemStage = 2 * kSmemTile;
-  static constexpr int kSmemBytes = kSmemQ + kStages * kSmemStage;
+  // FP8: each warp's 16-bit copies of its 16 K rows and then 16 V rows.
+  static constexpr int kSmemConvWarp = Fp8 ? 2 * kWarpKeys * kKVRowBytes : 0;
+  static constexpr int kSmemBytes = kSmemQ + kStages * kSmemStage + kWarps * kSmemConvWarp;
   // Warp partials of the final merge, fp32, rows padded by 8 floats against bank conflicts.
   static constexpr int kPartRowFloats = HeadDim + 8;
   static constexpr int kSmemPartO = kWarps * kBlockM * kPartRowFloats * 4;
@@ -57,9 +76,9 @@ struct DecodeTraits {
   // Q fragments stay in registers where the O accumulators leave room for them.
   static constexpr bool kQInRegs = HeadDim <= 128;
   static_assert(kBlockM == 16 && kWarpKeys == kSm80DecodeWarpKeys, "decode tile shape");
-  static_assert(kSmemBytes == sm80_decode_smem_bytes(HeadDim), "planner and kernel disagree");
-  static_assert(kSmemPartO + kSmemPartML <= kStages * kSmemStage, "merge area fits the stages");
-  static_assert((kWarpKeys * kChunksPerRow) % 32 == 0, "whole chunks per lane");
+  static_assert(kSmemBytes == sm80_decode_smem_bytes(HeadDim, Fp8), "planner and kernel disagree");
+  static_assert(kSmemPartO + kSmemPartML <= kSmemBytes - kSmemQ, "merge area fits the stages");
+  static_assert((kWarpKeys * kKvChunksPerRow) % 32 == 0, "whole chunks per lane");
   static_assert(!kKVSwizzled || kChunksPerRow % 8 == 0, "the swizzle permutes 8-chunk lines");
   // Whole lines need 128-byte-aligned stages: Q (and each stage) a multiple of 128 bytes from
   // the dynamic shared-memory base (itself at the start of the CTA's window).
@@ -69,6 +88,11 @@ struct DecodeTraits {
   // start at multiples of 8, so row & 7 is the same within the group and within the tile).
   __device__ __forceinline__ static uint32_t kv_offset(int row, int chunk) {
     return uint32_t(smem_chunk_offset(kKVSwizzled, kKVRowBytes, row, chunk));
+  }
+  // Byte offset of loaded chunk `chunk` of K/V row `row` of a stage.
+  __device__ __forceinline__ static uint32_t stage_offset(int row, int chunk) {
+    if constexpr (Fp8) return uint32_t(row * kStageRowBytes + chunk * 16);
+    else return kv_offset(row, chunk);
   }
   // An ldmatrix lane reads chunk 2 s + half of its row at step s; the swizzle only permutes the
   // low three chunk bits, so offset(s) = lane[s % 4] + 128 (s / 4): four registers per operand
@@ -96,11 +120,11 @@ struct SmallPageGroup {
 // them by shuffle. Only the SmallPages instances of decode_kernel contain it: as a runtime
 // branch of the main loop's loader it took registers from every decode launch (the aligned
 // d192 / d256 instances spilled), and as a call the caller's registers spilled around it.
-template <typename Tr, bool Narrow, typename T>
-__device__ __forceinline__ void load_group_small_pages(const SmallPageGroup g, const T* k,
-                                                    const T* v, const T* k_head,
-                                                    const T* v_head, uint32_t dst, int lane) {
-  constexpr int kChunks = Tr::kChunksPerRow;
+template <typename Tr, bool Narrow, typename KV>
+__device__ __forceinline__ void load_group_small_pages(const SmallPageGroup g, const KV* k,
+                                                    const KV* v, const KV* k_head,
+                                                    const KV* v_head, uint32_t dst, int lane) {
+  constexpr int kChunks = Tr::kKvChunksPerRow;
   constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
   int64_t k_row_off = 0, v_row_off = 0;
   if (lane < g.valid_rows && lane < Tr::kWarpKeys) {
@@ -115,12 +139,12 @@ __device__ __forceinline__ void load_group_small_pages(const SmallPageGroup g, c
   for (int i = 0; i < kLaneChunks; ++i) {
     const int c = lane + 32 * i;
     const int r = c / kChunks;
-    const int col = (c % kChunks) * 8;
+    const int col = (c % kChunks) * Tr::kKvChunkElems;
     const bool valid = r < g.valid_rows && col < g.head_dim;
     const bool valid_v = r < g.valid_rows && col < g.head_dim_v;
-    const T* ks = k_head + (__shfl_sync(0xffffffffu, k_row_off, r) + col);
-    const T* vs = v_head + (__shfl_sync(0xffffffffu, v_row_off, r) + col);
-    const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+    const KV* ks = k_head + (__shfl_sync(0xffffffffu, k_row_off, r) + col);
+    const KV* vs = v_head + (__shfl_sync(0xffffffffu, v_row_off, r) + col);
+    const uint32_t d = dst + Tr::stage_offset(r, c % kChunks);
     if constexpr (Narrow) {
       const int n = r < g.valid_rows ? chunk_elements(col, g.head_dim) : 0;
       const int nv = r < g.valid_rows ? chunk_elements(col, g.head_dim_v) : 0;
@@ -133,25 +157,56 @@ __device__ __forceinline__ void load_group_small_pages(const SmallPageGroup g, c
   }
 }
 
+// FP8: this warp's 16 K rows and 16 V rows of a stage (codes at `src`, V one block further) into
+// its 16-bit copy at `dst` (the K rows, then the V rows, in the ldmatrix layout).
+template <typename Tr, typename T>
+__device__ __forceinline__ void convert_group(uint32_t src, uint32_t dst,
+                                              const Fp8ToHalf2<T>& dec, int lane) {
+  constexpr int kChunks = Tr::kKvChunksPerRow;
+  constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
+#pragma unroll
+  for (int kv = 0; kv < 2; ++kv) {
+#pragma unroll
+    for (int i = 0; i < kLaneChunks; ++i) {
+      const int c = lane + 32 * i;
+      const int r = c / kChunks, j = c % kChunks;
+      const uint4 w = ld_shared_16(src + kv * Tr::kSmemTile + Tr::stage_offset(r, j));
+      uint4 lo, hi;
+      dec.four(w.x, lo.x, lo.y);
+      dec.four(w.y, lo.z, lo.w);
+      dec.four(w.z, hi.x, hi.y);
+      dec.four(w.w, hi.z, hi.w);
+      const uint32_t d = dst + kv * Tr::kWarpKeys * Tr::kKVRowBytes;
+      st_shared_16(d + Tr::kv_offset(r, 2 * j), lo);
+      st_shared_16(d + Tr::kv_offset(r, 2 * j + 1), hi);
+    }
+  }
+}
+
 // Narrow (launch.narrow, common/narrow.h): K/V/Q loaded and O stored element by element. A
 // template flag rather than the runtime branch of the prefill kernel: the decode main loop
 // keeps O and Q in registers (d192: 250 of 255), and an element loader in the same loop made
 // the fast path spill.
 // SmallPages (sm80_decode_small_pages): paged K/V with pages of fewer than 16 rows, whose key
 // groups span more than two pages (load_group_small_pages).
-template <int Arch, typename T, int HeadDim, bool Narrow = false, bool SmallPages = false>
-__global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
-                                  DecodeTraits<HeadDim>::kCtasPerSm)
+// Fp8: K/V hold FP8 codes (kv_dtype), see the top of this file; never Narrow (validation).
+template <int Arch, typename T, int HeadDim, bool Narrow = false, bool SmallPages = false,
+          bool Fp8 = false>
+__global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
+                                  DecodeTraits<HeadDim, Fp8>::kCtasPerSm)
     decode_kernel(const __grid_constant__ FwdLaunch launch) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // The split combine, launched as a programmatic dependent (combine.cu), may be scheduled
   // from now on; it still waits for this grid to complete before reading (griddepcontrol.wait).
   if constexpr (Arch >= 90) asm volatile("griddepcontrol.launch_dependents;");
 #endif
-  using Tr = DecodeTraits<HeadDim>;
+  static_assert(!(Fp8 && Narrow), "FP8 K/V launches are never narrow");
+  using Tr = DecodeTraits<HeadDim, Fp8>;
+  using KV = std::conditional_t<Fp8, uint8_t, T>;  // K/V elements in global memory
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStages = Tr::kStages;
   constexpr int kDTiles = Tr::kDTiles, kKSteps = Tr::kKSteps, kRowBytes = Tr::kRowBytes;
   constexpr int kChunks = Tr::kChunksPerRow;
+  constexpr int kKvChunks = Tr::kKvChunksPerRow, kKvChunkElems = Tr::kKvChunkElems;
   const flare_mha_fwd_params& p = launch.p;
 
   const int m_block = blockIdx.x;
@@ -173,15 +228,19 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
   const int g = lane / 4, t = lane % 4;
 
   const T* q = static_cast<const T*>(p.q);
-  const T* k = static_cast<const T*>(p.k);
-  const T* v = static_cast<const T*>(p.v);
+  const KV* k = static_cast<const KV*>(p.k);
+  const KV* v = static_cast<const KV*>(p.v);
   const int head_dim_v = v_head_dim(p);  // columns of V and O
+  // FP8: S and O are computed on the codes; their factors scale the scores and the output.
+  const float k_factor = Fp8 ? k_descale(p, batch, head_k) : 1.f;
+  const float v_factor = Fp8 ? v_descale(p, batch, head_k) : 1.f;
 
   // Softmax in log2 units, as in the prefill kernel.
   const bool has_softcap = p.softcap > 0.f;
-  const float unit = has_softcap ? 1.f : p.softmax_scale;
+  const float scale = p.softmax_scale * k_factor;
+  const float unit = has_softcap ? 1.f : scale;
   const float unit_log2 = unit * 1.4426950408889634f;
-  const float cap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  const float cap_in = has_softcap ? scale / p.softcap : 0.f;
   const float alibi = alibi_slope(p, batch, head) / unit;
   const int diagonal = qt.mask.diagonal();
 
@@ -210,9 +269,9 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     const int64_t v_head_off = paged ? int64_t(head_k) * p.v_head_stride : v_offset(p, seq, 0, head_k);
     const int k_row0 = int(seq.k_row0);
     const int seqlen_k = seq.seqlen_k;
-    // This lane's chunks of a warp's 16-row group: chunk c = lane + 32 i -> row c / kChunks.
-    constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
-    const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kKVRowBytes);
+    // This lane's chunks of a warp's 16-row group: chunk c = lane + 32 i -> row c / kKvChunks.
+    constexpr int kLaneChunks = Tr::kWarpKeys * kKvChunks / 32;
+    const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kStageRowBytes);
 
     // Loads this warp's 16 rows of K and V of key block n_block into stage `stage`.
     auto load_block = [&](int n_block, int stage) {
@@ -228,10 +287,10 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
       }
       // Pointers to row n0 (p0) and, for rows r >= switch_row, to the next page (p1), both
       // biased so that row r lives at p + r * row_stride.
-      const T* kp0 = k;
-      const T* vp0 = v;
-      const T* kp1 = k;
-      const T* vp1 = v;
+      const KV* kp0 = k;
+      const KV* vp0 = v;
+      const KV* kp1 = k;
+      const KV* vp1 = v;
       int switch_row = Tr::kWarpKeys;
       if (valid_rows > 0) {
         if (paged) {
@@ -265,8 +324,8 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 #pragma unroll 1
         for (int i = 0; i < kLaneChunks; ++i) {
           const int c = lane + 32 * i;
-          const int r = c / kChunks;
-          const int col = (c % kChunks) * 8;
+          const int r = c / kKvChunks;
+          const int col = (c % kKvChunks) * 8;
           const int n = r < valid_rows ? chunk_elements(col, p.head_dim) : 0;
           const int nv = r < valid_rows ? chunk_elements(col, head_dim_v) : 0;
           const bool second = r >= switch_row;
@@ -278,12 +337,12 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           st_shared_16(d, kx);
           st_shared_16(d + Tr::kSmemTile, vx);
         }
-      } else if constexpr (32 % kChunks == 0) {
-        // A lane keeps one column and steps 32 / kChunks rows per chunk: walk the rows with
+      } else if constexpr (32 % kKvChunks == 0) {
+        // A lane keeps one column and steps 32 / kKvChunks rows per chunk: walk the rows with
         // pointers (no per-row 64-bit offsets for the compiler to keep live across blocks).
-        constexpr int kRowStep = 32 / kChunks;
-        const int r0 = lane / kChunks;
-        const int col = (lane % kChunks) * 8;
+        constexpr int kRowStep = 32 / kKvChunks;
+        const int r0 = lane / kKvChunks;
+        const int col = (lane % kKvChunks) * kKvChunkElems;
         const bool col_ok = col < p.head_dim;
         const bool v_col_ok = col < head_dim_v;
         const int64_t k_off = int64_t(r0) * p.k_row_stride + col;
@@ -297,7 +356,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
           const bool valid = r < valid_rows && col_ok;
           const bool valid_v = r < valid_rows && v_col_ok;
           const bool second = r >= switch_row;
-          const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+          const uint32_t d = dst + Tr::stage_offset(r, lane % kKvChunks);
           cp_async_16(d, valid ? (second ? kp1 : kp0) : k, valid ? 16 : 0);
           cp_async_16(d + Tr::kSmemTile, valid_v ? (second ? vp1 : vp0) : v, valid_v ? 16 : 0);
           kp0 += k_step, kp1 += k_step, vp0 += v_step, vp1 += v_step;
@@ -306,14 +365,14 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
 #pragma unroll
         for (int i = 0; i < kLaneChunks; ++i) {
           const int c = lane + 32 * i;
-          const int r = c / kChunks;
-          const int col = (c % kChunks) * 8;
+          const int r = c / kKvChunks;
+          const int col = (c % kKvChunks) * kKvChunkElems;
           const bool valid = r < valid_rows && col < p.head_dim;
           const bool valid_v = r < valid_rows && col < head_dim_v;
           const bool second = r >= switch_row;
-          const T* ks = (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col);
-          const T* vs = (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col);
-          const uint32_t d = dst + Tr::kv_offset(r, col / 8);
+          const KV* ks = (second ? kp1 : kp0) + (int64_t(r) * p.k_row_stride + col);
+          const KV* vs = (second ? vp1 : vp0) + (int64_t(r) * p.v_row_stride + col);
+          const uint32_t d = dst + Tr::stage_offset(r, c % kKvChunks);
           cp_async_16(d, valid ? ks : k, valid ? 16 : 0);
           cp_async_16(d + Tr::kSmemTile, valid_v ? vs : v, valid_v ? 16 : 0);
         }
@@ -337,8 +396,13 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     // (lane & 7) + 8 ((lane >> 3) & 1), chunk 2 dp + (lane >> 4).
     const int k_row = (lane & 7) + (lane >> 4) * 8, k_half = (lane >> 3) & 1;
     const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_half = lane >> 4;
-    const uint32_t k_lane = sKV + warp_stage_off;
-    const uint32_t v_lane = sKV + Tr::kSmemTile + warp_stage_off;
+    // The mma steps read the block's 16-bit rows: this warp's rows of the stage, or (FP8) the
+    // warp's converted copy, which has no stage offset.
+    const uint32_t s_conv = sKV + kStages * Tr::kSmemStage + warp * Tr::kSmemConvWarp;
+    const uint32_t k_lane = Fp8 ? s_conv : sKV + warp_stage_off;
+    const uint32_t v_lane = Fp8 ? s_conv + Tr::kWarpKeys * Tr::kKVRowBytes
+                                : sKV + Tr::kSmemTile + warp_stage_off;
+    const Fp8ToHalf2<T> fp8 = Fp8ToHalf2<T>::of(Fp8 ? kv_element_dtype(p) : FLARE_DTYPE_E4M3);
     uint32_t k_off[4], v_off[4];
     Tr::ldmatrix_lane_offsets(k_row, k_half, k_off);
     Tr::ldmatrix_lane_offsets(v_row, v_half, v_off);
@@ -361,7 +425,12 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
         if (next < num_blocks) load_block(qt.range.begin + next, next_stage);
         cp_async_commit();
       }
-      const uint32_t stage_off = uint32_t(stage * Tr::kSmemStage);
+      uint32_t stage_off = uint32_t(stage * Tr::kSmemStage);
+      if constexpr (Fp8) {
+        convert_group<Tr>(sKV + stage_off + warp_stage_off, s_conv, fp8, lane);
+        __syncwarp();  // the copy is complete before any lane's ldmatrix reads it
+        stage_off = 0;
+      }
 
       // S = Q K^T over this warp's 16 keys.
       float acc_s[2][4];
@@ -485,6 +554,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
     } else {
       OnlineSoftmax<2>::finish(mx, sum, inv, lse);
     }
+    inv *= v_factor;
 #pragma unroll
     for (int j = 0; j < 8; ++j) o[j] *= inv;
     if (split_mode) {
@@ -512,5 +582,39 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim>::kThreads,
   }
 }
 
+// One decode launch of `kernel` (a decode_kernel instance with traits Dr): grid of 16-row query
+// blocks x heads x (batch * splits).
+template <typename Dr>
+int launch_decode(void (*kernel)(FwdLaunch), const FwdLaunch& launch, cudaStream_t stream) {
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Dr::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int m_blocks = (launch.max_seqlen_q + Dr::kBlockM - 1) / Dr::kBlockM;
+  const dim3 grid(m_blocks > 0 ? m_blocks : 1, launch.p.num_heads,
+                  launch.p.batch * launch.num_splits);
+  kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
+  return cudaGetLastError();
+}
+
 }  // namespace sm80
+
+template <int Arch, int Dtype, int HeadDim>
+int run_decode_fp8_sm80(const FwdLaunch& launch, cudaStream_t stream) {
+  using T = typename ElementType<Dtype>::type;
+  if (launch.family != FwdKernelFamily::kSm80DecodeFp8 || launch.narrow || launch.v_parts != 1)
+    return cudaErrorInvalidConfiguration;
+  if constexpr (!sm80_has_decode_kernel(HeadDim)) {
+    return cudaErrorInvalidConfiguration;
+  } else {
+    using Dr = sm80::DecodeTraits<HeadDim, true>;
+    static_assert(Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim, true),
+                  "the planner's FP8 decode shared memory (tile_config.h) is the kernel's");
+    const bool small = sm80_decode_small_pages(is_paged(launch.p), launch.p.page_block_size);
+    return sm80::launch_decode<Dr>(
+        small ? sm80::decode_kernel<Arch, T, HeadDim, false, true, true>
+              : sm80::decode_kernel<Arch, T, HeadDim, false, false, true>,
+        launch, stream);
+  }
+}
+
 }  // namespace flare

@@ -700,14 +700,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
                                            : sm80::decode_kernel<Arch, T, HeadDim, true, false>)
                                   : (small ? sm80::decode_kernel<Arch, T, HeadDim, false, true>
                                            : sm80::decode_kernel<Arch, T, HeadDim, false, false>);
-      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             Dr::kSmemBytes);
-      if (err != cudaSuccess) return err;
-      const int m_blocks = (launch.max_seqlen_q + Dr::kBlockM - 1) / Dr::kBlockM;
-      const dim3 grid(m_blocks > 0 ? m_blocks : 1, launch.p.num_heads,
-                      launch.p.batch * launch.num_splits);
-      kernel<<<grid, Dr::kThreads, Dr::kSmemBytes, stream>>>(launch);
-      return cudaGetLastError();
+      return sm80::launch_decode<Dr>(kernel, launch, stream);
     }
   }
   if (launch.family != FwdKernelFamily::kSm80Prefill) return cudaErrorInvalidConfiguration;
