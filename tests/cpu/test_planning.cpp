@@ -906,3 +906,33 @@ TEST(Tuning, LibraryReadsEnvironmentOnlyInTuningBuilds) {
 }
 
 }  // namespace
+
+// FP8 K/V run on the decode kernel's FP8 instances on every device and for any query rows
+// (the only kernels that read FP8 codes); d512 has none, and the d256 instance does not fit a
+// 99 KB device.
+TEST(PlanForward, Fp8KvTakesTheFp8DecodeKernel) {
+  auto fp8 = [](flare_mha_fwd_params p) {
+    p.kv_dtype = FLARE_DTYPE_E4M3;
+    return p;
+  };
+  for (const DeviceInfo& dev : {kSm80, kH100}) {
+    for (int seqlen_q : {1, 16, 17, 512}) {
+      const FwdPlan plan = make_plan(fp8(dense(2, seqlen_q, 4096, 32, 8, 128)), dev);
+      EXPECT_EQ(plan.family, FwdKernelFamily::kSm80DecodeFp8) << seqlen_q;
+      EXPECT_EQ(plan.sm90_head_dim, 0);
+      EXPECT_EQ(plan.tile.block_m, 16);
+      EXPECT_EQ(plan.tile.block_n, 64);
+      EXPECT_GE(plan.num_splits, 1);
+    }
+  }
+  // GQA packing applies as for 16-bit K/V (seqlen_q 1: the 4 query heads of a KV head are rows).
+  EXPECT_TRUE(make_plan(fp8(dense(2, 1, 4096, 32, 8, 128)), kH100).packed_gqa);
+  EXPECT_EQ(make_plan(fp8(dense(1, 1, 4096, 4, 4, 512)), kH100).family, FwdKernelFamily::kNone);
+  const DeviceInfo sm89{8, 9, 128, 99 * 1024};
+  EXPECT_EQ(make_plan(fp8(dense(1, 1, 4096, 4, 4, 128)), sm89).family,
+            FwdKernelFamily::kSm80DecodeFp8);
+  EXPECT_EQ(make_plan(fp8(dense(1, 1, 4096, 4, 4, 256)), sm89).family, FwdKernelFamily::kNone);
+  // The kernel's shared memory: codes in the stages, 16-bit copies per warp.
+  EXPECT_EQ(flare::sm80_decode_smem_bytes(128, true), 16 * 136 * 2 + 3 * 2 * 64 * 128 + 4 * 2 * 16 * 256);
+  EXPECT_EQ(flare::sm80_decode_ctas_per_sm(128, true), 2);
+}
