@@ -230,8 +230,11 @@ typedef struct flare_mha_fwd_params {
    * num_heads_k, head stride 1); each must be set exactly when its tensor is FP8. FP8 tensors
    * have 16-byte aligned bases and strides that are multiples of 16 elements, and head dims
    * that are multiples of 16.
-   * The GPU kernels of this version do not run FP8 inputs yet: flare_mha_fwd refuses them with
-   * FLARE_ERROR_NOT_SUPPORTED after validating them. */
+   * FP8 K/V run in every call shape (KV cache with append / rotary / pages of any size,
+   * varlen, padded batch) with every option, for head dims up to 256, when q, out, k_new and
+   * v_new are 16-byte chunk addressable (16-byte aligned bases, strides multiples of 8
+   * elements); otherwise FLARE_ERROR_NOT_SUPPORTED / FLARE_ERROR_UNSUPPORTED_HEAD_DIM. FP8 q
+   * (FP8 prefill) is refused with FLARE_ERROR_NOT_SUPPORTED after validation. */
   int32_t kv_dtype;
   int32_t q_dtype;
   const float* q_descale;
