@@ -290,7 +290,8 @@ inline Strides make_strides(int layout, int nbatch, int rows, int heads, int hea
 // ---------------------------------------------------------------------------------------------
 // A problem: every scalar of the params plus the host data. bind() turns it into params whose
 // pointers point either at the host vectors (for the CPU reference) or at device copies (for
-// flare): one description, two bindings.
+// flare): one description, two bindings. Tensors are 16-bit bit patterns, except FP8 K/V
+// (kv_dtype): byte codes packed two to a uint16_t (their TensorRef offsets count 16-bit units).
 enum BufId { kBufQ, kBufK, kBufV, kBufKNew, kBufVNew, kBufCos, kBufSin, kNumBufs };
 
 struct TensorRef {
@@ -304,6 +305,8 @@ struct HostProblem {
   TensorRef q, k, v, k_new, v_new, rotary_cos, rotary_sin;
   std::vector<float> alibi;
   std::vector<float> sink;           // [num_heads] or empty (serving_problem.h builds them)
+  // FP8 K/V descale factors, indexed with tmpl's k/v_descale strides, or empty (null).
+  std::vector<float> k_descale, v_descale;
   std::vector<int32_t> mm_ranges;    // [batch, max_mm_prefix_ranges, 2] or empty
   std::vector<int32_t> cu_q, cu_k, seqused_k, cache_seqlens, cache_batch_idx, leftpad_k,
       block_table;
@@ -318,6 +321,8 @@ struct Bases {
   void* buf[kNumBufs] = {};
   const float* alibi = nullptr;
   const float* sink = nullptr;
+  const float* k_descale = nullptr;
+  const float* v_descale = nullptr;
   const int32_t* mm_ranges = nullptr;
   const int32_t* cu_q = nullptr;
   const int32_t* cu_k = nullptr;
@@ -345,6 +350,8 @@ inline flare_mha_fwd_params bind(const HostProblem& hp, const Bases& b) {
   p.rotary_sin = at(hp.rotary_sin);
   p.alibi_slopes = b.alibi;
   p.sink = b.sink;
+  p.k_descale = b.k_descale;
+  p.v_descale = b.v_descale;
   p.mm_prefix_ranges = b.mm_ranges;
   p.cu_seqlens_q = b.cu_q;
   p.cu_seqlens_k = b.cu_k;
@@ -369,6 +376,8 @@ inline Bases host_bases(const HostProblem& hp) {
   for (int i = 0; i < kNumBufs; ++i) b.buf[i] = host_ptr(hp.buf[i]);
   b.alibi = host_ptr(hp.alibi);
   b.sink = host_ptr(hp.sink);
+  b.k_descale = host_ptr(hp.k_descale);
+  b.v_descale = host_ptr(hp.v_descale);
   b.mm_ranges = host_ptr(hp.mm_ranges);
   b.cu_q = host_ptr(hp.cu_q);
   b.cu_k = host_ptr(hp.cu_k);
@@ -385,7 +394,7 @@ inline flare_mha_fwd_params host_params(const HostProblem& hp) { return bind(hp,
 // Device copies of a problem plus the poisoned output buffers and the workspace.
 struct DeviceProblem {
   DeviceBuffer buf[kNumBufs];
-  DeviceBuffer alibi, sink, mm_ranges, cu_q, cu_k, seqused_k, cache_seqlens, cache_batch_idx,
+  DeviceBuffer alibi, sink, k_descale, v_descale, mm_ranges, cu_q, cu_k, seqused_k, cache_seqlens, cache_batch_idx,
       leftpad_k, block_table;
   DeviceBuffer out, lse, workspace;
 
@@ -393,6 +402,8 @@ struct DeviceProblem {
     for (int i = 0; i < kNumBufs; ++i) buf[i].upload(hp.buf[i]);
     alibi.upload(hp.alibi);
     sink.upload(hp.sink);
+    k_descale.upload(hp.k_descale);
+    v_descale.upload(hp.v_descale);
     mm_ranges.upload(hp.mm_ranges);
     cu_q.upload(hp.cu_q);
     cu_k.upload(hp.cu_k);
@@ -418,6 +429,8 @@ struct DeviceProblem {
     for (int i = 0; i < kNumBufs; ++i) b.buf[i] = buf[i].get();
     b.alibi = alibi.as<const float>();
     b.sink = sink.as<const float>();
+    b.k_descale = k_descale.as<const float>();
+    b.v_descale = v_descale.as<const float>();
     b.mm_ranges = mm_ranges.as<const int32_t>();
     b.cu_q = cu_q.as<const int32_t>();
     b.cu_k = cu_k.as<const int32_t>();
