@@ -1048,18 +1048,21 @@ def markdown_decode_fp8(summary, flare_system):
            f"the {base} cache, contiguous. Targets per FP8 row: tokens/s >= {FP8_SPEED_TARGET}x "
            f"the {base} cache's where its K+V is >= {FP8_SPEED_MIN_BYTES / 1e9:.0f} GB (else "
            f"n/a), GB/s of FP8 bytes >= {FP8_COPY_TARGET:.0%} of the copy ceiling.", "",
-           f"| batch | kv length | page | sdpa-cudnn {base} | flare {base} | " +
-           " | ".join(f"flare {k}" for k in kinds) + " | " +
-           " | ".join(f"{k} / {base}" for k in kinds) + " | " +
-           " | ".join(f"{k} % of copy" for k in kinds) + f" | >= {FP8_SPEED_TARGET}x | "
-           f">= {FP8_COPY_TARGET:.0%} | rel_err " + " / ".join(kinds) + " |",
-           "|" + "---|" * (6 + 3 * len(kinds) + 2)]
+           f"| batch | kv length | page | {base} K+V (MB) | {FP8_SPEED_TARGET}x applies | "
+           f"sdpa-cudnn {base} | flare {base} | " + " | ".join(f"flare {k}" for k in kinds) +
+           " | " + " | ".join(f"{k} / {base}" for k in kinds) + " | " +
+           " | ".join(f"{k} % of copy" for k in kinds) + f" | >= {FP8_SPEED_TARGET}x (" +
+           " / ".join(kinds) + f") | >= {FP8_COPY_TARGET:.0%} (" + " / ".join(kinds) +
+           ") | rel_err (" + " / ".join(kinds) + ") |",
+           "|" + "---|" * (8 + 3 * len(kinds) + 2)]
     for b, L, page in sorted({(r["batch"], r["seqlen_k"], r["paged"]) for r in mine}):
         at = dict(batch=b, seqlen_k=L, paged=page)
         cudnn = find(rows, system="sdpa-cudnn", **at) or {}
         by = {k: find(mine, kv_dtype=k, **at) or {} for k in [base] + kinds}
         pct = lambda r: None if r.get("fraction_of_ceiling") is None else 100 * r["fraction_of_ceiling"]
-        cells = [fmt(cudnn.get("tokens_per_s"), ".0f") if page == 0 else "—"]
+        base_bytes = 2 * b * L * r0["heads_k"] * r0["head_dim"] * 2
+        cells = [f"{base_bytes / 1e6:.0f}", "yes" if base_bytes >= FP8_SPEED_MIN_BYTES else "no",
+                 fmt(cudnn.get("tokens_per_s"), ".0f") if page == 0 else "—"]
         cells += [fmt(by[k].get("tokens_per_s"), ".0f") for k in [base] + kinds]
         cells += [fmt(by[k].get("speed_vs_base"), ".2f") for k in kinds]
         cells += [fmt(pct(by[k]), ".0f") for k in kinds]
