@@ -10,9 +10,12 @@ Outputs under --out: summary.json (docs: /work/shared/results-schema.md), table.
 multi-panel plots.png.
 
     python3 bench/compare.py --lib build/libflare.so --out out [--quick] [--dtype bf16|fp16]
-        [--table prefill|decode|d512|dv|overhead|serving|all]
+        [--table prefill|decode|decode_fp8|chunked|d512|dv|overhead|serving|all]
 
-Tables: prefill (head dims 64/128/256), decode, and the serving rows: d512 (the prefill table's
+Tables: prefill (head dims 64/128/256), decode, decode_fp8 (the decode shapes over e4m3 and e5m2
+KV caches next to flare's and cuDNN's bf16 calls: tokens/s, speed vs the bf16 cache and issue
+21's two targets per row; FP8 through flare's Python package when it takes FP8 caches, else the
+C ABI), chunked, and the serving rows: d512 (the prefill table's
 shapes at head dim 512), dv (head_dim 192 with head_dim_v 128; SDPA's cuDNN backend takes a
 different V head dim, its FlashAttention-2 backend does not) and overhead (flare alone: d128
 causal 4k with a sink, with mm_prefix_ranges holding no range and with a 1k-token image range,
@@ -97,7 +100,7 @@ class FlareParams(ctypes.Structure):
     ]
 
 
-FLARE_DTYPE = {"fp16": 0, "bf16": 1}
+FLARE_DTYPE = {"fp16": 0, "bf16": 1, "e4m3": 3, "e5m2": 4}
 FLARE_OK = 0
 
 
@@ -240,6 +243,16 @@ PREFILL_SEQLENS = [512, 1024, 2048, 4096, 8192, 16384]
 DECODE_SHAPES = [(1, 8192), (1, 32768), (1, 131072), (8, 8192), (8, 32768), (32, 4096),
                  (64, 8192), (128, 2048)]
 DECODE_PAGES = [0, 64, 256]
+QUICK_DECODE_SHAPES, QUICK_DECODE_PAGES = [(1, 32768), (64, 8192)], [0, 64]
+# Decode over FP8 KV caches: the decode shapes, contiguous and paged 16, each with the --dtype
+# cache, an e4m3 cache with one descale per (batch, KV head) and an e5m2 cache with one descale
+# per tensor: (kv_dtype, torch dtype name, largest finite value, per-head descales).
+DECODE_FP8_PAGES = [0, 16]
+FP8_CACHES = [("e4m3", "float8_e4m3fn", 448.0, True), ("e5m2", "float8_e5m2", 57344.0, False)]
+# Issue 21's targets per FP8 row (printed and recorded, never asserted): tokens/s at least
+# FP8_SPEED_TARGET times the --dtype cache's on shapes whose bf16 K+V is >= FP8_SPEED_MIN_BYTES,
+# and GB/s (FP8 bytes) at least FP8_COPY_TARGET of the copy ceiling.
+FP8_SPEED_TARGET, FP8_SPEED_MIN_BYTES, FP8_COPY_TARGET = 1.8, 1e9, 0.85
 PEERS = ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
 # Chunked prefill over a paged cache: sequences x new tokens over cached tokens, q / kv heads,
 # head dim; flare's contiguous varlen call (page 0) and its paged calls at these page sizes.
@@ -256,6 +269,57 @@ SERVING_SEQLENS = [1024, 2048, 4096, 8192, 16384]
 DV_SHAPE = (192, 128, 16)
 OVERHEAD_SHAPE = (128, 16, 4096)
 OVERHEAD_IMAGE = (512, 1536)
+
+
+class DecodeCall:
+    """flare's decode call on every input set (q, k, v), prepared once: K/V contiguous (a plain
+    batch call) or, page > 0, scattered into shuffled page pools read through a block table
+    with cache_seqlens. fp8: per set (kv_dtype name, k_descale, v_descale), the sets' K/V then
+    holding FP8 codes; package: flare's Python flash_attn_with_kvcache to call instead of the C
+    ABI (FP8 only). Holds every tensor the calls point to (outs, pools, tables, descales) for
+    as long as it lives. outs[0]: the output of set 0; splits: the C ABI's split count."""
+
+    def __init__(self, runner, sets, page, label, fp8=None, package=None):
+        self.runner, self.sets, self.page, self.label = runner, sets, page, label
+        self.fp8, self.package = fp8, package
+        self.outs = [runner.torch.empty_like(q) for q, _, _ in sets]
+        if page == 0:
+            self.params = [runner.flare_params(q, k, v, o)
+                           for (q, k, v), o in zip(sets, self.outs)]
+            self.keep = None
+        else:
+            self.params, self.keep = runner.paged_params(sets, self.outs, page)
+        for p, (kind, kd, vd) in zip(self.params, fp8 or []):
+            p.kv_dtype = FLARE_DTYPE[kind]
+            p.k_descale, p.v_descale = kd.data_ptr(), vd.data_ptr()
+            if kd.numel() > 1:  # (batch, KV head); one element: strides 0, 0 (one per tensor)
+                p.k_descale_batch_stride, p.k_descale_head_stride = kd.stride()
+                p.v_descale_batch_stride, p.v_descale_head_stride = vd.stride()
+        self.splits = runner.flare.num_splits(self.params[0], runner.device)
+
+    def time(self):
+        """Median ms over the sets, or None (the failure recorded in runner.failures)."""
+        if not self.package:
+            ms, ws = self.runner.time_flare(self.params, self.label)
+            del ws
+            return ms
+        calls = []
+        for i, ((q, k, v), o, (_, kd, vd)) in enumerate(zip(self.sets, self.outs, self.fp8)):
+            kw = dict(out=o, k_descale=kd, v_descale=vd)
+            if self.page:  # the same pools and block tables as the C ABI's params
+                kw.update(block_table=self.keep[i][0], cache_seqlens=k.shape[1])
+                k, v = self.keep[i][1:3]
+            calls.append(((q, k, v), kw))
+        n, fn = len(calls), self.package
+        try:
+            return self.runner.timer.median_ms(lambda i: fn(*calls[i % n][0], **calls[i % n][1]))
+        except Exception as e:  # the package's argument errors and the library's statuses
+            msg = f"flare (Python package) {self.label}: {type(e).__name__}: " \
+                  f"{str(e).splitlines()[0][:200]}"
+            print("  " + msg)
+            self.runner.failures.append(msg)
+            self.runner.torch.cuda.synchronize()
+            return None
 
 
 def dense_strides(t):
@@ -283,6 +347,7 @@ class Runner:
         self.gen.manual_seed(1234)
         self.rows = []
         self.failures = []
+        self.copy_gbs = None  # set by ceilings()
 
     def sets_for(self, set_bytes):
         return max(1, min(64, math.ceil(self.rotate_bytes / max(1, set_bytes))))
@@ -494,63 +559,169 @@ class Runner:
         del sets, outs
         torch.cuda.empty_cache()
 
-    def decode_reference(self, q, k, v):
-        """fp32 attention for seqlen_q = 1 with grouped heads: q [b,1,hq,d], k/v [b,L,hk,d]."""
+    def decode_reference(self, q, k, v, k_descale=None, v_descale=None):
+        """fp32 attention for seqlen_q = 1 with grouped heads: q [b,1,hq,d], k/v [b,L,hk,d];
+        FP8 k/v are dequantized (code x descale, descales (b, hk) or one element)."""
         torch = self.torch
         b, _, hq, d = q.shape
         hk = k.shape[2]
         qf = q.float().view(b, hk, hq // hk, d)
         out = torch.empty(b, hk, hq // hk, d, device="cuda", dtype=torch.float32)
+
+        def dequant(x, descale, i):
+            x = x[i].float()  # [L, hk, d]
+            return x if descale is None else x * descale.float().expand(b, hk)[i].view(1, hk, 1)
+
         for i in range(b):  # one sequence at a time keeps the fp32 copies small
-            kf, vf = k[i].float(), v[i].float()  # [L, hk, d]
+            kf, vf = dequant(k, k_descale, i), dequant(v, v_descale, i)
             sc = torch.einsum("grd,lgd->grl", qf[i], kf) / math.sqrt(d)
             out[i] = torch.einsum("grl,lgd->grd", sc.softmax(-1), vf)
         return out.view(b, 1, hq, d)
 
+    def decode_shapes(self):
+        return QUICK_DECODE_SHAPES if self.args.quick else DECODE_SHAPES
+
+    def decode_sets(self, b, L, kv_elem_bytes):
+        """Input sets (q [b, 1, hq, d], k, v [b, L, hk, d]) of --dtype, enough that one sweep
+        over their K/V stored with kv_elem_bytes per element exceeds the rotation size."""
+        hq, hk, d = DEC_HQ, DEC_HK, DEC_D
+        nsets = self.sets_for(2 * b * L * hk * d * kv_elem_bytes)
+        return [(self.randn(b, 1, hq, d), self.randn(b, L, hk, d), self.randn(b, L, hk, d))
+                for _ in range(nsets)]
+
+    def decode_peer(self, system, sets, ref, kv_bytes, label):
+        """A peer (SDPA backend) on the decode sets: (ms, GB/s of K+V, rel_err against ref)."""
+        views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)) for q, k, v in sets]
+        ms, out0 = self.time_peer(system, views, False, True, label)
+        gbs = None if ms is None else kv_bytes / ms / 1e6
+        err = self.rel_err(out0.transpose(1, 2), ref) if out0 is not None else None
+        return ms, gbs, err
+
+
     def decode(self):
         torch = self.torch
-        shapes, pages = DECODE_SHAPES, DECODE_PAGES
-        if self.args.quick:
-            shapes, pages = [(1, 32768), (64, 8192)], [0, 64]
+        pages = QUICK_DECODE_PAGES if self.args.quick else DECODE_PAGES
         hq, hk, d = DEC_HQ, DEC_HK, DEC_D
         print(f"\n== decode {self.args.dtype}, seqlen_q 1, {hq}/{hk} heads, d={d}: GB/s of K+V ==")
-        for b, L in shapes:
+        for b, L in self.decode_shapes():
             label = f"b={b} L={L}"
             kv_bytes = 2 * b * L * hk * d * 2
-            nsets = self.sets_for(kv_bytes)
-            sets = [(self.randn(b, 1, hq, d), self.randn(b, L, hk, d), self.randn(b, L, hk, d))
-                    for _ in range(nsets)]
-            outs = [torch.empty_like(q) for q, _, _ in sets]
+            sets = self.decode_sets(b, L, 2)
             ref = self.decode_reference(*sets[0])
             base = {"table": "decode", "dtype": self.args.dtype, "head_dim": d, "batch": b,
                     "heads": hq, "heads_k": hk, "seqlen_q": 1, "seqlen_k": L}
             line = []
-            views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)) for q, k, v in sets]
             for system in PEERS:
-                ms, out0 = self.time_peer(system, views, False, True, label)
-                gbs = None if ms is None else kv_bytes / ms / 1e6
-                err = self.rel_err(out0.transpose(1, 2), ref) if out0 is not None else None
+                _, gbs, err = self.decode_peer(system, sets, ref, kv_bytes, label)
                 self.rows.append(dict(base, paged=0, system=system, gbs=gbs, rel_err=err))
                 line.append(f"{system}={fmt(gbs, '.0f')}")
-                del out0
-            del views
             for page in pages:
-                if page == 0:
-                    params = [self.flare_params(q, k, v, o) for (q, k, v), o in zip(sets, outs)]
-                    keep = None
-                else:
-                    params, keep = self.paged_params(sets, outs, page)
-                ms, ws = self.time_flare(params, f"decode {label} page={page}")
+                call = DecodeCall(self, sets, page, f"decode {label} page={page}")
+                ms, splits = call.time(), call.splits
                 gbs = None if ms is None else kv_bytes / ms / 1e6
-                err = self.rel_err(outs[0], ref) if ms is not None else None
-                splits = self.flare.num_splits(params[0], self.device)
+                err = self.rel_err(call.outs[0], ref) if ms is not None else None
                 self.rows.append(dict(base, paged=page, system=self.args.system, gbs=gbs,
                                       rel_err=err))
                 line.append(f"{self.args.system}[page {page}, splits {splits}]={fmt(gbs, '.0f')}"
                             f" (rel_err {fmt(err, '.2e')})")
-                del keep, ws
+                del call
             print(f"  {label}  " + "  ".join(line) + "  GB/s")
-            del sets, outs, ref
+            del sets, ref
+            torch.cuda.empty_cache()
+
+    def quantize_cache(self, x, torch_dtype, fmax, per_head):
+        """x (b, L, hk, d) as FP8 codes of torch_dtype with descale = amax / fmax, amax over each
+        (batch, KV head) (descale (b, hk)) or over the tensor (descale (1,)): (codes, descale).
+        Clamped before the conversion, so no code is NaN or infinite."""
+        torch = self.torch
+        b, _, hk, _ = x.shape
+        amax = x.abs().amax(dim=(1, 3)) if per_head else x.abs().amax().view(1)
+        descale = (amax.float() / fmax).clamp_min(1e-12).contiguous()
+        scale = descale.view(b, 1, hk, 1) if per_head else descale
+        codes = (x.float() / scale).clamp_(-fmax, fmax).to(torch_dtype)
+        return codes, descale
+
+    def decode_fp8(self):
+        """The decode shapes over FP8 KV caches: per shape, SDPA's cuDNN backend on the --dtype
+        cache, then for contiguous K/V and pages of 16 flare on the --dtype cache (C ABI, the
+        decode table's call) and on e4m3 (per-(batch, KV head) descales) and e5m2 (per-tensor
+        descale) caches quantized from the same values, interleaved twice with the faster median
+        kept. The FP8 calls go through flare's Python package when it takes FP8 caches
+        (flash_attn_with_kvcache(..., k_descale=, v_descale=)), else through the C ABI. rel_err:
+        against fp32 attention on the inputs each call reads (FP8: code x descale)."""
+        torch = self.torch
+        hq, hk, d = DEC_HQ, DEC_HK, DEC_D
+        package = flare_package_fp8()
+        api = "python" if package else "c"
+        print(f"\n== decode over FP8 KV caches, q/out {self.args.dtype}, seqlen_q 1, {hq}/{hk} "
+              f"heads, d={d}: tokens/s; FP8 through flare's "
+              f"{'Python package' if package else 'C ABI (the package takes no FP8 caches)'} ==")
+        caches = [(self.args.dtype, "none", None)] + [
+            (kind, "per_head" if per_head else "per_tensor", (getattr(torch, tname), fmax, per_head))
+            for kind, tname, fmax, per_head in FP8_CACHES]
+        for b, L in self.decode_shapes():
+            label = f"b={b} L={L}"
+            elems = 2 * b * L * hk * d  # K and V
+            sets = self.decode_sets(b, L, 1)  # the FP8 sweep is the shorter one
+            base = {"table": "decode_fp8", "dtype": self.args.dtype, "head_dim": d, "batch": b,
+                    "heads": hq, "heads_k": hk, "seqlen_q": 1, "seqlen_k": L}
+            kv_sets, refs = {}, {}
+            for kind, _, fp8 in caches:
+                if fp8 is None:
+                    kv_sets[kind], refs[kind] = None, self.decode_reference(*sets[0])
+                    continue
+                quantized = []
+                for q, k, v in sets:
+                    (kc, kd), (vc, vd) = (self.quantize_cache(x, *fp8) for x in (k, v))
+                    quantized.append(((q, kc, vc), (kind, kd, vd)))
+                kv_sets[kind] = quantized
+                (q0, k0, v0), (_, kd0, vd0) = quantized[0]
+                refs[kind] = self.decode_reference(q0, k0, v0, kd0, vd0)
+            ms, gbs, err = self.decode_peer("sdpa-cudnn", sets, refs[self.args.dtype],
+                                            elems * 2, label)
+            self.rows.append(dict(base, paged=0, kv_dtype=self.args.dtype, descale="none",
+                                  system="sdpa-cudnn", api=None, us=None if ms is None else ms * 1e3,
+                                  tokens_per_s=None if ms is None else b / ms * 1e3,
+                                  kv_bytes=elems * 2, gbs=gbs, rel_err=err))
+            print(f"  {label} sdpa-cudnn {self.args.dtype}: "
+                  f"{fmt(None if ms is None else b / ms * 1e3, '.0f')} tokens/s, {fmt(gbs, '.0f')} GB/s")
+            for page in DECODE_FP8_PAGES:
+                calls = {}
+                for kind, _, fp8 in caches:
+                    where = f"decode_fp8 {label} page={page} cache={kind}"
+                    if fp8 is None:
+                        calls[kind] = DecodeCall(self, sets, page, where)
+                    else:
+                        calls[kind] = DecodeCall(self, [s for s, _ in kv_sets[kind]], page, where,
+                                                 fp8=[f for _, f in kv_sets[kind]],
+                                                 package=package)
+                best = {}
+                for _ in range(2):
+                    for kind, call in calls.items():
+                        ms = call.time()
+                        if ms is not None:
+                            best[kind] = min(best.get(kind, ms), ms)
+                base_ms = best.get(self.args.dtype)
+                for kind, descale, fp8 in caches:
+                    ms, out0, splits = best.get(kind), calls[kind].outs[0], calls[kind].splits
+                    kv_bytes = elems * (2 if fp8 is None else 1)
+                    row = dict(base, paged=page, kv_dtype=kind, descale=descale,
+                               system=self.args.system, api="c" if fp8 is None else api,
+                               splits=splits, us=None if ms is None else ms * 1e3,
+                               tokens_per_s=None if ms is None else b / ms * 1e3,
+                               kv_bytes=kv_bytes,
+                               gbs=None if ms is None else kv_bytes / ms / 1e6,
+                               rel_err=self.rel_err(out0, refs[kind]) if ms is not None else None,
+                               speed_vs_base=None if ms is None or not base_ms else base_ms / ms)
+                    if fp8 is not None:
+                        row.update(fp8_checks(row, self.copy_gbs))
+                    self.rows.append(row)
+                    print(f"  {label} page={page} {kind:5s} ({descale}, splits {splits}): "
+                          f"{fmt(row['tokens_per_s'], '.0f')} tokens/s, {fmt(row['gbs'], '.0f')} GB/s"
+                          f", x{fmt(row['speed_vs_base'], '.3f')} of {self.args.dtype}"
+                          f", rel_err {fmt(row['rel_err'], '.2e')}" + fp8_check_text(row))
+                del calls
+            del sets, kv_sets, refs
             torch.cuda.empty_cache()
 
     def scatter_to_pages(self, k, v, page):
@@ -562,10 +733,12 @@ class Runner:
         num_pages = b * pps
         perm = torch.randperm(num_pages, device="cuda", generator=self.gen)
         table = perm.to(torch.int32).view(b, pps).contiguous()
+        # One-byte (FP8) elements move as uint8: indexed writes need not support float8 types.
+        raw = (lambda t: t.view(torch.uint8)) if k.element_size() == 1 else (lambda t: t)
         k_pool = torch.empty(num_pages, page, hk, d, device="cuda", dtype=k.dtype)
         v_pool = torch.empty_like(k_pool)
-        k_pool[perm] = k.reshape(num_pages, page, hk, d)
-        v_pool[perm] = v.reshape(num_pages, page, hk, d)
+        raw(k_pool)[perm] = raw(k).reshape(num_pages, page, hk, d)
+        raw(v_pool)[perm] = raw(v).reshape(num_pages, page, hk, d)
         return table, k_pool, v_pool
 
     def paged_params(self, sets, outs, page):
@@ -581,9 +754,9 @@ class Runner:
             p.seqlen_k = L
             p.cache_seqlens = cache_seqlens.data_ptr()
             p.block_table = table.data_ptr()
-            p.block_table_batch_stride = pps
+            p.block_table_batch_stride = table.shape[1]
             p.page_block_size = page
-            p.num_pages = num_pages
+            p.num_pages = k_pool.shape[0]
             keep.append((table, k_pool, v_pool, cache_seqlens))
             params.append(p)
         return params, keep
@@ -660,7 +833,7 @@ class Runner:
                 p.k_batch_stride, p.k_row_stride, p.k_head_stride = k_pool.stride()[:3]
                 p.v_batch_stride, p.v_row_stride, p.v_head_stride = v_pool.stride()[:3]
                 p.block_table, p.block_table_batch_stride = table.data_ptr(), pps
-                p.page_block_size, p.num_pages = page, num_pages
+                p.page_block_size, p.num_pages = page, k_pool.shape[0]
             ms, ws = self.time_flare([p], f"chunked {label} page={page}")
             if page == 0:
                 contiguous_ms = ms
@@ -678,7 +851,7 @@ class Runner:
 
     def ceilings(self):
         torch = self.torch
-        copy_gbs = self.timer.measure_copy()
+        self.copy_gbs = copy_gbs = self.timer.measure_copy()
         n = 8192
         a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
         bm = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
@@ -694,6 +867,42 @@ def fmt(x, spec=".1f"):
     return "null" if x is None else format(x, spec)
 
 
+def flare_package_fp8():
+    """flare's Python flash_attn_with_kvcache when the installed package takes FP8 caches (the
+    keyword arguments k_descale= and v_descale=), else None."""
+    try:
+        import flare as flare_package
+        import inspect
+        fn = flare_package.flash_attn_with_kvcache
+        names = inspect.signature(fn).parameters
+    except Exception:  # not installed, not built, or no signature to read
+        return None
+    return fn if "k_descale" in names and "v_descale" in names else None
+
+
+def fp8_checks(row, copy_gbs):
+    """Issue 21's two targets for an FP8 decode_fp8 row: True / False, or None where the target
+    does not apply (the speed target: bf16 K+V under FP8_SPEED_MIN_BYTES) or nothing was
+    measured."""
+    bf16_bytes = 2 * row["kv_bytes"]  # the row's FP8 bytes at 2 bytes per element
+    speed, gbs = row.get("speed_vs_base"), row.get("gbs")
+    return {"meets_speed_target": None if speed is None or bf16_bytes < FP8_SPEED_MIN_BYTES
+            else speed >= FP8_SPEED_TARGET,
+            "meets_copy_target": None if gbs is None or not copy_gbs
+            else gbs / copy_gbs >= FP8_COPY_TARGET}
+
+
+def check_text(met):
+    return "n/a" if met is None else "yes" if met else "NO"
+
+
+def fp8_check_text(row):
+    if "meets_speed_target" not in row:
+        return ""
+    return (f"; >= {FP8_SPEED_TARGET}x: {check_text(row['meets_speed_target'])}, "
+            f">= {FP8_COPY_TARGET:.0%} of copy: {check_text(row['meets_copy_target'])}")
+
+
 # ------------------------------------------------------------------------------------------
 # Derived fields, Markdown and plots.
 
@@ -707,11 +916,19 @@ def flops_bound(r):
     return "tflops" in r
 
 
+def speed(r):
+    """What flare is compared with the best peer by: TFLOP/s, else tokens/s where rows of one
+    shape read different bytes per element (decode_fp8's caches), else GB/s."""
+    if flops_bound(r):
+        return r.get("tflops")
+    return r.get("tokens_per_s") if "tokens_per_s" in r else r.get("gbs")
+
+
 def add_ratios(rows, ceilings, flare_system):
     best = {}
     for r in rows:
         if r["system"] in PEERS:
-            m = r.get("tflops") if flops_bound(r) else r.get("gbs")
+            m = speed(r)
             if m is not None:
                 best[shape_key(r)] = max(best.get(shape_key(r), 0.0), m)
     for r in rows:
@@ -719,8 +936,8 @@ def add_ratios(rows, ceilings, flare_system):
         ceiling = ceilings["gemm_bf16_tflops"] if flops_bound(r) else ceilings["copy_gbs"]
         r["fraction_of_ceiling"] = None if metric is None or not ceiling else metric / ceiling
         if r["system"] == flare_system:
-            b = best.get(shape_key(r))
-            r["ratio_to_best_peer"] = None if metric is None or not b else metric / b
+            b, m = best.get(shape_key(r)), speed(r)
+            r["ratio_to_best_peer"] = None if m is None or not b else m / b
 
 
 def find(rows, **kw):
@@ -816,6 +1033,47 @@ def markdown_chunked(summary, flare_system):
     return "\n".join(out)
 
 
+def markdown_decode_fp8(summary, flare_system):
+    rows = [r for r in summary["rows"] if r["table"] == "decode_fp8"]
+    mine = [r for r in rows if r["system"] == flare_system]
+    if not mine:
+        return ""
+    r0, base = mine[0], mine[0]["dtype"]
+    kinds = [k for k, *_ in FP8_CACHES]
+    fp8_api = next((r["api"] for r in mine if r["kv_dtype"] in kinds), "c")
+    out = [f"## Decode over FP8 KV caches, q/out {base}, seqlen_q 1, {r0['heads']} q heads / "
+           f"{r0['heads_k']} kv heads, d {r0['head_dim']}: tokens/s", "",
+           f"FP8 calls through flare's {'Python package' if fp8_api == 'python' else 'C ABI'}; "
+           f"e4m3 with one descale per (batch, KV head), e5m2 with one per tensor; SDPA cuDNN on "
+           f"the {base} cache, contiguous. Targets per FP8 row: tokens/s >= {FP8_SPEED_TARGET}x "
+           f"the {base} cache's where its K+V is >= {FP8_SPEED_MIN_BYTES / 1e9:.0f} GB (else "
+           f"n/a), GB/s of FP8 bytes >= {FP8_COPY_TARGET:.0%} of the copy ceiling.", "",
+           f"| batch | kv length | page | {base} K+V (MB) | {FP8_SPEED_TARGET}x applies | "
+           f"sdpa-cudnn {base} | flare {base} | " + " | ".join(f"flare {k}" for k in kinds) +
+           " | " + " | ".join(f"{k} / {base}" for k in kinds) + " | " +
+           " | ".join(f"{k} % of copy" for k in kinds) + f" | >= {FP8_SPEED_TARGET}x (" +
+           " / ".join(kinds) + f") | >= {FP8_COPY_TARGET:.0%} (" + " / ".join(kinds) +
+           ") | rel_err (" + " / ".join(kinds) + ") |",
+           "|" + "---|" * (8 + 3 * len(kinds) + 2)]
+    for b, L, page in sorted({(r["batch"], r["seqlen_k"], r["paged"]) for r in mine}):
+        at = dict(batch=b, seqlen_k=L, paged=page)
+        cudnn = find(rows, system="sdpa-cudnn", **at) or {}
+        by = {k: find(mine, kv_dtype=k, **at) or {} for k in [base] + kinds}
+        pct = lambda r: None if r.get("fraction_of_ceiling") is None else 100 * r["fraction_of_ceiling"]
+        base_bytes = 2 * b * L * r0["heads_k"] * r0["head_dim"] * 2
+        cells = [f"{base_bytes / 1e6:.0f}", "yes" if base_bytes >= FP8_SPEED_MIN_BYTES else "no",
+                 fmt(cudnn.get("tokens_per_s"), ".0f") if page == 0 else "—"]
+        cells += [fmt(by[k].get("tokens_per_s"), ".0f") for k in [base] + kinds]
+        cells += [fmt(by[k].get("speed_vs_base"), ".2f") for k in kinds]
+        cells += [fmt(pct(by[k]), ".0f") for k in kinds]
+        cells += [" / ".join(check_text(by[k].get(c)) for k in kinds)
+                  for c in ("meets_speed_target", "meets_copy_target")]
+        cells.append(" / ".join(fmt(by[k].get("rel_err"), ".1e") for k in kinds))
+        out.append(f"| {b} | {L} | {page if page else 'contiguous'} | " + " | ".join(cells) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
 def plot(summary, flare_system, pages, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -890,8 +1148,8 @@ def main():
     ap.add_argument("--lib", default="build/libflare.so", help="path of libflare.so")
     ap.add_argument("--out", default="out", help="output folder")
     ap.add_argument("--table", default="all",
-                    choices=["prefill", "decode", "chunked", "d512", "dv", "overhead", "serving",
-                             "all"],
+                    choices=["prefill", "decode", "decode_fp8", "chunked", "d512", "dv", "overhead",
+                             "serving", "all"],
                     help="serving: d512 + dv + overhead; all: every table")
     ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     ap.add_argument("--quick", action="store_true", help="a tiny subset of the shapes")
@@ -923,10 +1181,12 @@ def main():
         runner.overhead()
     if args.table in ("decode", "all"):
         runner.decode()
+    if args.table in ("decode_fp8", "all"):
+        runner.decode_fp8()
     if args.table in ("chunked", "all"):
         runner.chunked()
 
-    pages = [0, 64] if args.quick else DECODE_PAGES
+    pages = QUICK_DECODE_PAGES if args.quick else DECODE_PAGES
     add_ratios(runner.rows, ceilings, args.system)
     summary = {
         "device": torch.cuda.get_device_name(),
@@ -939,6 +1199,7 @@ def main():
         json.dump(summary, f, indent=1)
     md = markdown(summary, args.system, pages)
     md += "\n" + markdown_chunked(summary, args.system)
+    md += "\n" + markdown_decode_fp8(summary, args.system)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(md + "\n")
     if not args.no_plot:
