@@ -27,7 +27,7 @@ namespace flare_test {
 enum class KvMode {
   kVarlen,   // cu_seqlens_q / cu_seqlens_k, K/V contiguous or paged (page_size > 0)
   kKvCache,  // cache_seqlens (+ k_new / v_new), q a padded batch, cache contiguous or paged
-  kBatch,    // a padded batch: seqlen_q / seqlen_k (every sequence the same lengths)
+  kBatch,    // a padded batch: seqlen_q / seqlen_k (q_lens all equal, k_lens all equal)
 };
 
 // The descale arrays of K and V (flare.h, "FP8 inputs"). Built whenever not kNone, whatever
