@@ -27,7 +27,7 @@ namespace flare_test {
 enum class KvMode {
   kVarlen,   // cu_seqlens_q / cu_seqlens_k, K/V contiguous or paged (page_size > 0)
   kKvCache,  // cache_seqlens (+ k_new / v_new), q a padded batch, cache contiguous or paged
-  kBatch,    // a padded batch: seqlen_q / seqlen_k (every sequence the same lengths)
+  kBatch,    // a padded batch: seqlen_q / seqlen_k (q_lens all equal, k_lens all equal)
 };
 
 // The descale arrays of K and V (flare.h, "FP8 inputs"). Built whenever not kNone, whatever
@@ -162,7 +162,8 @@ struct Fp8Scales {
 };
 
 // The values of a case's descale array: its slots and strides (set in p), NaN in the gaps (a
-// kernel that reads a wrong slot outputs NaN), the factor of (b, hk) per `mode`.
+// kernel that reads a wrong slot outputs NaN), the factor of (b, hk) per `mode`. A per-tensor
+// array is followed by batch * hk NaNs: a kernel that ignores the zero strides reads them.
 inline std::vector<float> make_descale(Descale mode, bool padded, int batch, int hk,
                                        const std::vector<float>& sigma, float typical,
                                        std::mt19937_64& rng, int64_t* batch_stride,
@@ -170,7 +171,9 @@ inline std::vector<float> make_descale(Descale mode, bool padded, int batch, int
   std::uniform_real_distribution<float> log_u(std::log(0.5f), std::log(2.f));
   if (mode == Descale::kPerTensor) {
     *batch_stride = 0, *head_stride = 0;
-    return {std::exp(log_u(rng)) * 2.f / typical};
+    std::vector<float> d(size_t(batch) * hk + 1, std::numeric_limits<float>::quiet_NaN());
+    d[0] = std::exp(log_u(rng)) * 2.f / typical;
+    return d;
   }
   *head_stride = padded ? 2 : 1;
   *batch_stride = padded ? 2 * int64_t(hk) + 3 : hk;
