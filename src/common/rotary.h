@@ -27,9 +27,17 @@ FLARE_HD RotaryPair rotary_pair(int t, int rotary_dim, bool interleaved) {
   return p;
 }
 
-// The rotated value of element t given itself, its partner and the pair's cos/sin.
+// The rotated value of element t given itself, its partner and the pair's cos/sin: two fp32
+// products, each rounded, then their sum. On the device the intrinsics keep nvcc from fusing a
+// product into an FMA, so kernels and the CPU reference round identically (an FP8 append is
+// compared code for code).
 FLARE_HD float rotary_apply(const RotaryPair& p, float x, float partner, float c, float s) {
+#ifdef __CUDA_ARCH__
+  const float xc = __fmul_rn(x, c), ps = __fmul_rn(partner, s);
+  return p.is_first ? __fsub_rn(xc, ps) : __fadd_rn(ps, xc);
+#else
   return p.is_first ? x * c - partner * s : partner * s + x * c;
+#endif
 }
 
 }  // namespace flare
