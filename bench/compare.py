@@ -249,7 +249,7 @@ QUICK_DECODE_SHAPES, QUICK_DECODE_PAGES = [(1, 32768), (64, 8192)], [0, 64]
 # per tensor: (kv_dtype, torch dtype name, largest finite value, per-head descales).
 DECODE_FP8_PAGES = [0, 16]
 FP8_CACHES = [("e4m3", "float8_e4m3fn", 448.0, True), ("e5m2", "float8_e5m2", 57344.0, False)]
-# Issue 21's targets per FP8 row (printed and recorded, never asserted): tokens/s at least
+# The FP8 decode targets per row (printed and recorded, never asserted): tokens/s at least
 # FP8_SPEED_TARGET times the --dtype cache's on shapes whose bf16 K+V is >= FP8_SPEED_MIN_BYTES,
 # and GB/s (FP8 bytes) at least FP8_COPY_TARGET of the copy ceiling.
 FP8_SPEED_TARGET, FP8_SPEED_MIN_BYTES, FP8_COPY_TARGET = 1.8, 1e9, 0.85
@@ -657,7 +657,8 @@ class Runner:
               f"heads, d={d}: tokens/s; FP8 through flare's "
               f"{'Python package' if package else 'C ABI (the package takes no FP8 caches)'} ==")
         caches = [(self.args.dtype, "none", None)] + [
-            (kind, "per_head" if per_head else "per_tensor", (getattr(torch, tname), fmax, per_head))
+            (kind, "per_head" if per_head else "per_tensor",
+             (getattr(torch, tname), fmax, per_head))
             for kind, tname, fmax, per_head in FP8_CACHES]
         for b, L in self.decode_shapes():
             label = f"b={b} L={L}"
@@ -680,11 +681,13 @@ class Runner:
             ms, gbs, err = self.decode_peer("sdpa-cudnn", sets, refs[self.args.dtype],
                                             elems * 2, label)
             self.rows.append(dict(base, paged=0, kv_dtype=self.args.dtype, descale="none",
-                                  system="sdpa-cudnn", api=None, us=None if ms is None else ms * 1e3,
+                                  system="sdpa-cudnn", api=None,
+                                  us=None if ms is None else ms * 1e3,
                                   tokens_per_s=None if ms is None else b / ms * 1e3,
                                   kv_bytes=elems * 2, gbs=gbs, rel_err=err))
             print(f"  {label} sdpa-cudnn {self.args.dtype}: "
-                  f"{fmt(None if ms is None else b / ms * 1e3, '.0f')} tokens/s, {fmt(gbs, '.0f')} GB/s")
+                  f"{fmt(None if ms is None else b / ms * 1e3, '.0f')} tokens/s, "
+                  f"{fmt(gbs, '.0f')} GB/s")
             for page in DECODE_FP8_PAGES:
                 calls = {}
                 for kind, _, fp8 in caches:
@@ -717,7 +720,8 @@ class Runner:
                         row.update(fp8_checks(row, self.copy_gbs))
                     self.rows.append(row)
                     print(f"  {label} page={page} {kind:5s} ({descale}, splits {splits}): "
-                          f"{fmt(row['tokens_per_s'], '.0f')} tokens/s, {fmt(row['gbs'], '.0f')} GB/s"
+                          f"{fmt(row['tokens_per_s'], '.0f')} tokens/s, "
+                          f"{fmt(row['gbs'], '.0f')} GB/s"
                           f", x{fmt(row['speed_vs_base'], '.3f')} of {self.args.dtype}"
                           f", rel_err {fmt(row['rel_err'], '.2e')}" + fp8_check_text(row))
                 del calls
@@ -881,9 +885,9 @@ def flare_package_fp8():
 
 
 def fp8_checks(row, copy_gbs):
-    """Issue 21's two targets for an FP8 decode_fp8 row: True / False, or None where the target
-    does not apply (the speed target: bf16 K+V under FP8_SPEED_MIN_BYTES) or nothing was
-    measured."""
+    """The two FP8 decode targets for an FP8 row of decode_fp8: True / False, or None where the
+    target does not apply (the speed target: bf16 K+V under FP8_SPEED_MIN_BYTES) or nothing
+    was measured."""
     bf16_bytes = 2 * row["kv_bytes"]  # the row's FP8 bytes at 2 bytes per element
     speed, gbs = row.get("speed_vs_base"), row.get("gbs")
     return {"meets_speed_target": None if speed is None or bf16_bytes < FP8_SPEED_MIN_BYTES
@@ -1059,7 +1063,8 @@ def markdown_decode_fp8(summary, flare_system):
         at = dict(batch=b, seqlen_k=L, paged=page)
         cudnn = find(rows, system="sdpa-cudnn", **at) or {}
         by = {k: find(mine, kv_dtype=k, **at) or {} for k in [base] + kinds}
-        pct = lambda r: None if r.get("fraction_of_ceiling") is None else 100 * r["fraction_of_ceiling"]
+        pct = lambda r: (None if r.get("fraction_of_ceiling") is None
+                         else 100 * r["fraction_of_ceiling"])
         base_bytes = 2 * b * L * r0["heads_k"] * r0["head_dim"] * 2
         cells = [f"{base_bytes / 1e6:.0f}", "yes" if base_bytes >= FP8_SPEED_MIN_BYTES else "no",
                  fmt(cudnn.get("tokens_per_s"), ".0f") if page == 0 else "—"]

@@ -32,7 +32,7 @@
 //            one descale per (batch, KV head) and e5m2 codes with one descale per tensor (q and
 //            out stay --dtype). Per row: us, tokens/s (batch / time), K+V bytes read (FP8: 1
 //            per element), GB/s, its fraction of the copy ceiling and the speed relative to the
-//            --dtype cache; per FP8 row, whether it meets issue 21's targets (>= 1.8x the
+//            --dtype cache; per FP8 row, whether it meets the FP8 targets (>= 1.8x the
 //            --dtype cache's tokens/s where that cache's K+V is >= 1 GB; >= 85% of the copy
 //            ceiling), printed and written to the JSON, never asserted.
 //   chunked  chunked prefill over a paged cache: 8 sequences of 512 new tokens over 8192 cached,
@@ -226,12 +226,12 @@ float fp8_pool_descale(flare_dtype dtype) {
 }
 
 // The bytes of value v as an element of `dtype` (little-endian, element_size(dtype) bytes).
-// FP8: the saturating round-to-nearest-even encoders, so every code is finite (never the NaN
-// codes 0x7f / 0xff of e4m3, never e5m2's infinities or NaNs); checked all the same.
+// FP8: the code nearest v / the pool's descale (quantize_fp8: round to nearest even, saturated),
+// so every code is finite (never e4m3's NaN codes 0x7f / 0xff, never e5m2's infinities or
+// NaNs); checked all the same.
 void encode_element(float v, flare_dtype dtype, uint8_t* out) {
   if (flare::is_fp8_dtype(dtype)) {
-    const uint8_t code = dtype == FLARE_DTYPE_E5M2 ? flare::float_to_e5m2(v / fp8_pool_descale(dtype))
-                                                   : flare::float_to_e4m3(v / fp8_pool_descale(dtype));
+    const uint8_t code = flare::quantize_fp8(v, fp8_pool_descale(dtype), dtype);
     if (!std::isfinite(flare::fp8_to_float(code, dtype)))
       die("random FP8 code 0x%02x of %g is not finite", code, double(v));
     *out = code;
@@ -956,7 +956,7 @@ void bench_decode(Bench& B, flare_dtype dtype) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Decode over FP8 KV caches (issue 21's targets, measured and printed, never asserted).
+// Decode over FP8 KV caches, with the FP8 decode targets measured and printed, never asserted.
 
 // Per FP8 row: tokens/s at least this many times the same shape's bf16-cache call, on rows whose
 // bf16 K and V hold at least kFp8SpeedMinBf16Bytes; and GB/s of FP8 bytes at least this fraction

@@ -65,7 +65,7 @@ def print_summary(s):
             if errs:
                 line += f", max rel_err {max(errs):.2e}"
             print(line)
-        # Decode over FP8 KV caches: the speed over the 16-bit cache and issue 21's two targets
+        # Decode over FP8 KV caches: the speed over the 16-bit cache and the two FP8 decode targets
         # (each row's meets_* field: true / false, null where the target does not apply).
         fp8 = [r for r in rows if r["system"] == sy and r["table"] == "decode_fp8"
                and r.get("kv_dtype") in ("e4m3", "e5m2")]
@@ -74,8 +74,8 @@ def print_summary(s):
             speeds = [r["speed_vs_base"] for r in mine if r.get("speed_vs_base") is not None]
             line = f"{sy} decode_fp8 {kind}: {len(speeds)}/{len(mine)} rows measured"
             if speeds:
-                line += (f", tokens/s vs the 16-bit cache: median {statistics.median(speeds):.2f}x, "
-                         f"min {min(speeds):.2f}x")
+                line += (f", tokens/s vs the 16-bit cache: median "
+                         f"{statistics.median(speeds):.2f}x, min {min(speeds):.2f}x")
             for key, what in (("meets_speed_target", ">= 1.8x (rows >= 1 GB)"),
                               ("meets_copy_target", ">= 85% of copy")):
                 judged = [r[key] for r in mine if r.get(key) is not None]
