@@ -281,3 +281,75 @@ def test_valid_fp8_calls_reach_the_library(label, call, feature):
         assert str(e).startswith("flare: no CUDA driver/GPU found"), str(e)
     else:
         pytest.fail("a call with fake arrays returned")
+
+
+class _FakeTorch:
+    """Just enough of torch for the wrapper's FP8 path: dtypes, a Tensor type whose instances
+    export a FakeCuda array, and torch.empty for the wrapper's one-time probe of whether this
+    torch exports float8 through DLPack (`exports`)."""
+
+    def __init__(self, exports):
+        import types
+        self.module = types.ModuleType("torch")
+        m = self.module
+        for name in ("float16", "bfloat16", "float32", "uint8", "float8_e4m3fn", "float8_e5m2"):
+            setattr(m, name, name)
+        self.probes = 0
+        fake = self
+
+        class Tensor:
+            requires_grad = False
+            is_cuda = False  # the wrapper then allocates nothing with torch
+
+            def __init__(self, shape, dtype, **kw):
+                self.dtype, self.shape, self._kw = dtype, tuple(shape), kw
+
+            def _array(self, dtype):
+                return FakeCuda(self.shape, dtype, **self._kw)
+
+            def __dlpack__(self, **kwargs):
+                if self.dtype.startswith("float8") and not exports:
+                    raise BufferError("float8 types are not supported by dlpack")
+                return self._array(self.dtype).__dlpack__(**kwargs)
+
+            def __dlpack_device__(self):
+                return (2, 0)
+
+            def view(self, dtype):
+                assert dtype == "uint8" and self.dtype.startswith("float8")
+                return self._array("uint8")
+
+        def empty(*shape, dtype):
+            fake.probes += 1
+            return Tensor(shape, dtype)
+
+        m.Tensor, m.empty = Tensor, empty
+
+
+@pytest.mark.parametrize("exports", [True, False])
+def test_torch_float8_through_dlpack_or_a_uint8_view(monkeypatch, exports):
+    from flare import _interface
+    fake = _FakeTorch(exports)
+    monkeypatch.setitem(sys.modules, "torch", fake.module)
+    monkeypatch.setattr(_interface, "_torch_fp8_dlpack", None)
+    T = fake.module.Tensor
+    q = T((2, 1, 4, 64), "float16")
+    kc, vc = T((2, 64, 2, 64), "float8_e4m3fn"), T((2, 64, 2, 64), "float8_e5m2")
+    views, fp8_codes = _interface._fp8_views(q, kc, vc)
+    assert _interface._torch_fp8_dlpack is exports and fake.probes == 1
+    if exports:
+        assert views == [q, kc, vc] and fp8_codes == (0, 0, 0)
+    else:
+        assert views[0] is q and all(isinstance(x, FakeCuda) and x.dtype == "uint8"
+                                     for x in views[1:])
+        assert fp8_codes == (0, 10, 12)
+    # Either way the library sees the FP8 types: k_cache e4m3 against v_cache e5m2.
+    with pytest.raises(ValueError, match=r"v_cache is e5m2 but k_cache is e4m3"):
+        flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=4, k_descale=_S, v_descale=_S)
+    with pytest.raises(ValueError, match=r"^k_descale is required: k is float8_e4m3fn"):
+        flare.flash_attn_func(T((2, 8, 4, 64), "float16"), kc, T((2, 64, 2, 64), "float8_e4m3fn"),
+                              v_descale=_S)
+    # FP8 q: a fresh out would be bfloat16 (torch's q).
+    assert _interface._out_dtype(T((2, 8, 4, 64), "float8_e4m3fn")) == "bfloat16"
+    assert _interface._out_dtype(q) == "float16"
+    assert fake.probes == 1  # probed once
