@@ -6,7 +6,9 @@ Accuracy is the project's rule: against the float64 attention on the dequantized
 implementation on the same inputs, + 1e-5 (test_gpu.ref_attn's lowp model; docs/notes/fp8.md
 says why the bf16 rule applies unchanged to FP8 K/V). Every output element is written (out=
 arrays are poisoned with NaN first). An append into an FP8 cache writes the code nearest to the
-(rotated) value / descale, rounded to nearest even and saturated, bit for bit.
+(rotated) value / descale, rounded to nearest even and saturated, bit for bit. A decode call
+over an FP8 cache is captured in a CUDA graph and replayed (float8 arrays through DLPack or as
+the wrapper's uint8 views).
 
 Skipped with a reason without torch, a CUDA device, or a kernel of this build for the chosen
 head dim; torch's float8 dtypes need torch >= 2.1.
@@ -220,6 +222,44 @@ def test_fp8_uint8_view_path_matches_dlpack():
     finally:
         _interface._torch_fp8_dlpack = saved
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dlpack", [True, False])
+def test_fp8_kvcache_call_captures_in_a_cuda_graph(dlpack):
+    # A decode step over an FP8 cache, captured and replayed: the FP8 arrays (through DLPack or
+    # as uint8 views) cost no copy, host sync or allocation of the package's own.
+    torch.manual_seed(104)
+    t = torch.float8_e4m3fn
+    q = torch.randn(2, 1, 8, D, device=DEV, dtype=DT)
+    kc, vc = codes(2, 256, 2, D, fp8=t), codes(2, 256, 2, D, fp8=t)
+    ks, vs = descale("head", 2, 2), descale("tensor", 2, 2)
+    cs = torch.tensor([100, 256], dtype=torch.int32, device=DEV)
+    out = torch.empty_like(q)
+
+    def step():
+        flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, k_descale=ks, v_descale=vs,
+                                      out=out)
+
+    saved = _interface._torch_fp8_dlpack
+    try:
+        _interface._torch_fp8_dlpack = dlpack
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()  # warm-up outside the capture
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+    finally:
+        _interface._torch_fp8_dlpack = saved
+    q.copy_(torch.randn_like(q))
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    eager = flare.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=cs, k_descale=ks,
+                                          v_descale=vs)
+    assert torch.equal(out, eager)
 
 
 # ----------------------------------------------------------------------------- KV cache
