@@ -355,7 +355,10 @@ void expect_int_vector(const View& v, int64_t length, const std::string& what) {
 // extent 1 gets the stride a dense array of this shape would have: its stride is never used
 // for addressing and producers set arbitrary ones (which the alignment rules would refuse).
 // keep_leading_stride: dimension 0 keeps its stride even at extent 1 (a KV cache's batch or
-// page stride, which the library reads whatever the extent).
+// page stride, which the library reads whatever the extent), except an FP8 one that is not a
+// multiple of 16 elements: producers that report stride 1 for extent-1 dimensions in DLPack
+// (older torch releases) would fail the FP8 16-element rule, and with one entry the dense
+// stride addresses the same memory.
 flare::TensorView tensor_of(const View& v, flare::DType dtype, bool keep_leading_stride = false) {
   if (v.ndim < 1 || v.ndim > 4)
     value_error(std::string(v.name) + " must have 1 to 4 dimensions, got shape " + shape_text(v));
@@ -367,7 +370,8 @@ flare::TensorView tensor_of(const View& v, flare::DType dtype, bool keep_leading
   int64_t dense = 1;
   for (int d = v.ndim - 1; d >= 0; --d) {
     t.shape[d] = v.shape[d];
-    const bool keep = v.shape[d] != 1 || (d == 0 && keep_leading_stride);
+    const bool fp8_misfit = flare::is_fp8(dtype) && v.stride[d] % 16 != 0;
+    const bool keep = v.shape[d] != 1 || (d == 0 && keep_leading_stride && !fp8_misfit);
     t.stride[d] = keep ? v.stride[d] : dense;
     dense *= v.shape[d];
   }

@@ -353,3 +353,26 @@ def test_torch_float8_through_dlpack_or_a_uint8_view(monkeypatch, exports):
     assert _interface._out_dtype(T((2, 8, 4, 64), "float8_e4m3fn")) == "bfloat16"
     assert _interface._out_dtype(q) == "float16"
     assert fake.probes == 1  # probed once
+
+
+@pytest.mark.skipif(flare.cuda_device_count() > 0,
+                    reason="a GPU is visible: this test's arrays are fake and must not reach it")
+def test_fp8_cache_of_one_entry_with_a_normalised_stride():
+    # A cache (or page pool) of one entry whose producer reports stride 1 for that extent-1
+    # dimension (as older torch releases do in DLPack) is a valid FP8 cache.
+    s = _scale((1, 2))
+    for kc in (_f((1, 64, 2, 64), E4M3, strides=[1, 128, 64, 1]),
+               _f((1, 64, 2, 64), E4M3, strides=[8, 128, 64, 1])):
+        with pytest.raises((NotImplementedError, RuntimeError)) as info:
+            flare.flash_attn_with_kvcache(_f((1, 1, 4, 64)), kc, kc, cache_seqlens=4,
+                                          k_descale=s, v_descale=s)
+        assert "e4m3" in str(info.value) or "no CUDA driver/GPU found" in str(info.value)
+        with pytest.raises((NotImplementedError, RuntimeError)) as info:
+            flare.flash_attn_with_kvcache(_f((1, 1, 4, 64)), kc, kc, cache_seqlens=4,
+                                          block_table=_i32((1, 1)), k_descale=s, v_descale=s)
+        assert "e4m3" in str(info.value) or "no CUDA driver/GPU found" in str(info.value)
+    # With more than one entry the stride is the layout: the library's rule applies.
+    with pytest.raises(ValueError, match=r"k_batch_stride \(8\) is not a multiple of 16"):
+        flare.flash_attn_with_kvcache(_f((2, 1, 4, 64)), _f((2, 64, 2, 64), E4M3,
+                                                            strides=[8, 128, 64, 1]),
+                                      _KC8, cache_seqlens=4, k_descale=_S, v_descale=_S)
