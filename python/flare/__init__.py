@@ -4,7 +4,9 @@ FlashAttention-2 compatible forward functions (``flash_attn_func``, ``flash_attn
 ``flash_attn_with_kvcache``, and the packed variants) over any DLPack-capable CUDA array
 (torch, cupy, jax, ...), backed by the statically linked flare library, and
 ``merge_attention_states``, which merges attention results over disjoint key sets by their
-log-sum-exp (context parallelism, attention over a key set computed in parts).
+log-sum-exp (context parallelism, attention over a key set computed in parts). K/V (KV
+caches included) may be float8_e4m3fn / float8_e5m2 arrays with float32 ``k_descale`` /
+``v_descale`` factors (per tensor, or per batch entry and K/V head).
 
 Forward only: no dropout (``dropout_p > 0`` raises NotImplementedError), no backward pass, and
 attention probabilities are never materialised (``return_attn_probs=True`` gives

@@ -24,7 +24,9 @@ def flash_attn_func(q: Array, k: Array, v: Array, dropout_p: float = 0.0,
                     return_attn_probs: Literal[False] = False, *, out: Optional[Array] = None,
                     stream: Optional[Stream] = None,
                     learnable_sink: Optional[Array] = None,
-                    mm_prefix_ranges: Optional[Array] = None) -> Array: ...
+                    mm_prefix_ranges: Optional[Array] = None,
+                    q_descale: Optional[Array] = None, k_descale: Optional[Array] = None,
+                    v_descale: Optional[Array] = None) -> Array: ...
 @overload
 def flash_attn_func(q: Array, k: Array, v: Array, dropout_p: float = 0.0,
                     softmax_scale: Optional[float] = None, causal: bool = False,
@@ -33,7 +35,9 @@ def flash_attn_func(q: Array, k: Array, v: Array, dropout_p: float = 0.0,
                     return_attn_probs: Literal[True], out: Optional[Array] = None,
                     stream: Optional[Stream] = None,
                     learnable_sink: Optional[Array] = None,
-                    mm_prefix_ranges: Optional[Array] = None) -> Tuple[Array, Array, None]: ...
+                    mm_prefix_ranges: Optional[Array] = None,
+                    q_descale: Optional[Array] = None, k_descale: Optional[Array] = None,
+                    v_descale: Optional[Array] = None) -> Tuple[Array, Array, None]: ...
 
 def flash_attn_qkvpacked_func(qkv: Array, dropout_p: float = 0.0,
                               softmax_scale: Optional[float] = None, causal: bool = False,
@@ -64,7 +68,10 @@ def flash_attn_varlen_func(q: Array, k: Array, v: Array, cu_seqlens_q: Array,
                            block_table: Optional[Array] = None, *,
                            out: Optional[Array] = None, stream: Optional[Stream] = None,
                            learnable_sink: Optional[Array] = None,
-                           mm_prefix_ranges: Optional[Array] = None
+                           mm_prefix_ranges: Optional[Array] = None,
+                           q_descale: Optional[Array] = None,
+                           k_descale: Optional[Array] = None,
+                           v_descale: Optional[Array] = None
                            ) -> Union[Array, Tuple[Array, Array, None]]: ...
 
 def flash_attn_varlen_qkvpacked_func(qkv: Array, cu_seqlens: Array, max_seqlen: int,
@@ -112,7 +119,9 @@ def flash_attn_with_kvcache(q: Array, k_cache: Array, v_cache: Array,
                             return_softmax_lse: bool = False, *, out: Optional[Array] = None,
                             stream: Optional[Stream] = None,
                             learnable_sink: Optional[Array] = None,
-                            mm_prefix_ranges: Optional[Array] = None
+                            mm_prefix_ranges: Optional[Array] = None,
+                            k_descale: Optional[Array] = None,
+                            v_descale: Optional[Array] = None
                             ) -> Union[Array, Tuple[Array, Array]]: ...
 
 def merge_attention_states(outs: Sequence[Array], lses: Sequence[Array],

@@ -185,14 +185,16 @@ class _Outputs:
     back with the framework's from_dlpack (cupy) or returned as DLPack-capable arrays.
     """
 
-    def __init__(self, ref: Any, out: Any, out_shape, lse_shape, want_lse: bool, stream: int):
+    def __init__(self, ref: Any, out: Any, out_shape, lse_shape, want_lse: bool, stream: int,
+                 out_dtype: Any = None):
         self.ref = ref
         self.out = out
         self.lse = None
         if _is_torch(ref) and ref.is_cuda and out_shape is not None:
             torch = sys.modules["torch"]
             if out is None:
-                self.out = torch.empty(out_shape, dtype=ref.dtype, device=ref.device)
+                self.out = torch.empty(out_shape, dtype=out_dtype or ref.dtype,
+                                       device=ref.device)
             if want_lse:
                 self.lse = torch.empty(lse_shape, dtype=torch.float32, device=ref.device)
             current = torch.cuda.current_stream(ref.device).cuda_stream
@@ -230,14 +232,69 @@ def _with_head_dim(shape, v: Any):
     return tuple(shape[:-1]) + (vs[-1],)
 
 
+# ----------------------------------------------------------------------------- FP8 inputs
+
+# Whether torch exports float8 tensors through DLPack (probed once, on the first FP8 tensor).
+_torch_fp8_dlpack: Optional[bool] = None
+
+
+def _torch_fp8_code(x: Any) -> int:
+    """The DLPack code of a torch float8_e4m3fn / float8_e5m2 tensor's type, else 0."""
+    if not _is_torch(x):
+        return 0
+    torch = sys.modules["torch"]
+    if x.dtype == getattr(torch, "float8_e4m3fn", None):
+        return _flare.DLPACK_FLOAT8_E4M3FN
+    if x.dtype == getattr(torch, "float8_e5m2", None):
+        return _flare.DLPACK_FLOAT8_E5M2
+    return 0
+
+
+def _fp8_views(*arrays):
+    """The arrays as the core takes them, and the FP8 type code of each (0: as exported).
+
+    torch exports float8 tensors through DLPack (DLPack 1.1's codes; torch 2.11 does) and they
+    pass as they are. A torch that cannot export them gets a uint8 view of the same memory
+    instead, with the tensor's FP8 type named by its code: no copy, no device work, so the call
+    stays capturable in a CUDA graph.
+    """
+    global _torch_fp8_dlpack
+    views, codes = [], []
+    for x in arrays:
+        code = _torch_fp8_code(x)
+        if code and _torch_fp8_dlpack is None:
+            torch = sys.modules["torch"]
+            try:
+                torch.empty(0, dtype=torch.float8_e4m3fn).__dlpack__()
+                _torch_fp8_dlpack = True
+            except Exception:  # noqa: BLE001 - this torch refuses float8 in DLPack
+                _torch_fp8_dlpack = False
+        if code and not _torch_fp8_dlpack:
+            views.append(x.view(sys.modules["torch"].uint8))
+            codes.append(code)
+        else:
+            views.append(x)
+            codes.append(0)
+    return views, tuple(codes)
+
+
+def _out_dtype(q: Any) -> Any:
+    """The dtype of a fresh out for torch's q: q's, or bfloat16 for an FP8 q."""
+    if _torch_fp8_code(q):
+        return sys.modules["torch"].bfloat16
+    return getattr(q, "dtype", None)
+
+
 # ----------------------------------------------------------------------------- fixed length
 
 
 def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softcap,
-         alibi_slopes, return_attn_probs, out, stream, learnable_sink, mm_prefix_ranges):
+         alibi_slopes, return_attn_probs, out, stream, learnable_sink, mm_prefix_ranges,
+         q_descale=None, k_descale=None, v_descale=None):
     _check_dropout(dropout_p)
-    q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges = (
-        _prepare(x) for x in (q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges))
+    q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges, q_descale, k_descale, v_descale = (
+        _prepare(x) for x in (q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges,
+                              q_descale, k_descale, v_descale))
     left, right = _window(window_size)
     handle = _stream_handle(stream, q)
     qs = _shape(q)
@@ -251,10 +308,12 @@ def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softca
             out_shape = qs
         if out_shape is not None:
             lse_shape = (out_shape[0], out_shape[2], out_shape[1])
-    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
-    result = _flare._fwd(q, k, v, packing, outs.out, outs.lse, bool(return_attn_probs),
+    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle, _out_dtype(q))
+    (cq, ck, cv), codes = _fp8_views(q, k, v)
+    result = _flare._fwd(cq, ck, cv, packing, outs.out, outs.lse, bool(return_attn_probs),
                          _scale(softmax_scale), bool(causal), left, right, _float(softcap, "softcap"),
-                         alibi_slopes, learnable_sink, mm_prefix_ranges, handle)
+                         alibi_slopes, learnable_sink, mm_prefix_ranges, q_descale, k_descale,
+                         v_descale, codes, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
@@ -262,7 +321,7 @@ def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softca
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
                     window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
                     return_attn_probs=False, *, out=None, stream=None, learnable_sink=None,
-                    mm_prefix_ranges=None):
+                    mm_prefix_ranges=None, q_descale=None, k_descale=None, v_descale=None):
     """Exact attention forward, FlashAttention-2 layout.
 
     Arguments:
@@ -292,6 +351,16 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
             empty; the contents are not validated.
         stream: optional stream (int cudaStream_t, torch.cuda.Stream, cupy.cuda.Stream).
             Default: torch's / cupy's current stream for their arrays, else stream 0.
+        k_descale, v_descale: FP8 K/V. k and v may hold float8_e4m3fn or float8_e5m2 codes
+            (both the same type; q and out stay float16 / bfloat16); an element's value is
+            code x its factor. Each is then required: a float32 CUDA array of one factor per
+            (batch entry, K/V head), shape (batch_size, nheads_k) (FlashAttention-3's), or one
+            element (shape () or (1,)) for the whole tensor; any strides. FP8 tensors need
+            head dims that are multiples of 16 and 16-byte aligned rows (strides multiples of
+            16 elements).
+        q_descale: FP8 prefill: q in float8_e4m3fn with e4m3 k and v, factors shaped like
+            k_descale; out is then bfloat16 unless out= gives a float16 array. The GPU kernels
+            refuse FP8 q for now (NotImplementedError from the library).
 
     Returns:
         out (batch_size, seqlen_q, nheads, headdim_v), or (out, softmax_lse, None) with
@@ -309,7 +378,8 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
     No backward pass: gradients do not flow through this function.
     """
     return _fwd(q, k, v, _SEPARATE, dropout_p, softmax_scale, causal, window_size, softcap,
-                alibi_slopes, return_attn_probs, out, stream, learnable_sink, mm_prefix_ranges)
+                alibi_slopes, return_attn_probs, out, stream, learnable_sink, mm_prefix_ranges,
+                q_descale, k_descale, v_descale)
 
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False,
@@ -344,12 +414,13 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
 
 def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
             dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-            return_attn_probs, block_table, out, stream, learnable_sink, mm_prefix_ranges):
+            return_attn_probs, block_table, out, stream, learnable_sink, mm_prefix_ranges,
+            q_descale=None, k_descale=None, v_descale=None):
     _check_dropout(dropout_p)
     q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table, learnable_sink, \
-        mm_prefix_ranges = (_prepare(x) for x in (
+        mm_prefix_ranges, q_descale, k_descale, v_descale = (_prepare(x) for x in (
             q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table, learnable_sink,
-            mm_prefix_ranges))
+            mm_prefix_ranges, q_descale, k_descale, v_descale))
     left, right = _window(window_size)
     handle = _stream_handle(stream, q)
     qs = _shape(q)
@@ -363,12 +434,14 @@ def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
             out_shape = qs
         if out_shape is not None:
             lse_shape = (out_shape[1], out_shape[0])
-    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle)
-    result = _flare._varlen_fwd(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, _int32(max_seqlen_q, "max_seqlen_q"),
+    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle, _out_dtype(q))
+    (cq, ck, cv), codes = _fp8_views(q, k, v)
+    result = _flare._varlen_fwd(cq, ck, cv, packing, cu_seqlens_q, cu_seqlens_k, _int32(max_seqlen_q, "max_seqlen_q"),
                                 _int32(max_seqlen_k, "max_seqlen_k"), outs.out, outs.lse, bool(return_attn_probs),
                                 _scale(softmax_scale), bool(causal), left, right,
                                 _float(softcap, "softcap"), alibi_slopes, block_table,
-                                learnable_sink, mm_prefix_ranges, handle)
+                                learnable_sink, mm_prefix_ranges, q_descale, k_descale, v_descale,
+                                codes, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
@@ -377,7 +450,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                            dropout_p=0.0, softmax_scale=None, causal=False,
                            window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, block_table=None,
-                           *, out=None, stream=None, learnable_sink=None, mm_prefix_ranges=None):
+                           *, out=None, stream=None, learnable_sink=None, mm_prefix_ranges=None,
+                           q_descale=None, k_descale=None, v_descale=None):
     """Attention over a batch of sequences of different lengths, packed without padding.
 
     Arguments:
@@ -392,6 +466,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
             size >= 1), and the keys of sequence b are rows [0, cu_seqlens_k[b + 1] -
             cu_seqlens_k[b]) of its pages block_table[b].
         mm_prefix_ranges: optional int32 (batch_size, max_ranges, 2), see flash_attn_func.
+        q_descale, k_descale, v_descale: FP8 q / k / v (paged pools included), as in
+            flash_attn_func; batch_size is the number of sequences.
         Other arguments as in flash_attn_func.
 
     Returns:
@@ -401,7 +477,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     """
     return _varlen(q, k, v, _SEPARATE, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                    dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-                   return_attn_probs, block_table, out, stream, learnable_sink, mm_prefix_ranges)
+                   return_attn_probs, block_table, out, stream, learnable_sink, mm_prefix_ranges,
+                   q_descale, k_descale, v_descale)
 
 
 def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
@@ -438,7 +515,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0,
                             return_softmax_lse=False, *, out=None, stream=None,
-                            learnable_sink=None, mm_prefix_ranges=None):
+                            learnable_sink=None, mm_prefix_ranges=None, k_descale=None,
+                            v_descale=None):
     """Attention against a KV cache (decoding), optionally appending new keys/values first.
 
     Arguments:
@@ -465,15 +543,24 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         out, stream, learnable_sink, mm_prefix_ranges: as in flash_attn_func (the key
             positions of mm_prefix_ranges count over the cache's keys after cache_leftpad,
             appended rows included). Other arguments as in flash_attn_func.
+        k_descale, v_descale: an FP8 KV cache. k_cache and v_cache may hold float8_e4m3fn or
+            float8_e5m2 codes (paged or not) with float32 factors of shape (batch_size,
+            nheads_k) or one element, as in flash_attn_func (the factors of sequence b, whatever
+            cache entry cache_batch_idx gives it). q, k, v and out stay float16 / bfloat16:
+            appended k, v are rotated (rotary), then written as the code nearest to
+            value / factor (round to nearest even, saturated to the type's largest finite
+            value).
 
     Returns:
         out (batch_size, seqlen_q, nheads, headdim_v), or (out, softmax_lse); softmax_lse is
         -inf for rows that see no key (see flash_attn_func). Errors as in flash_attn_func.
     """
     q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad, \
-        block_table, alibi_slopes, learnable_sink, mm_prefix_ranges = (_prepare(x) for x in (
-            q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad,
-            block_table, alibi_slopes, learnable_sink, mm_prefix_ranges))
+        block_table, alibi_slopes, learnable_sink, mm_prefix_ranges, k_descale, v_descale = (
+            _prepare(x) for x in (
+                q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx,
+                cache_leftpad, block_table, alibi_slopes, learnable_sink, mm_prefix_ranges,
+                k_descale, v_descale))
     if not isinstance(cache_seqlens, int):
         cache_seqlens = _prepare(cache_seqlens)
     left, right = _window(window_size)
@@ -483,12 +570,14 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if qs is not None and len(qs) == 4:
         out_shape, lse_shape = _with_head_dim(qs, v_cache), (qs[0], qs[2], qs[1])
     outs = _Outputs(q, out, out_shape, lse_shape, return_softmax_lse, handle)
-    result = _flare._kvcache_fwd(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
+    (cq, kc, vc), codes = _fp8_views(q, k_cache, v_cache)
+    result = _flare._kvcache_fwd(cq, kc, vc, k, v, rotary_cos, rotary_sin, cache_seqlens,
                                  cache_batch_idx, cache_leftpad, block_table, outs.out, outs.lse,
                                  bool(return_softmax_lse), _scale(softmax_scale), bool(causal),
                                  left, right, _float(softcap, "softcap"), bool(rotary_interleaved),
                                  alibi_slopes, learnable_sink, mm_prefix_ranges,
-                                 _int32(num_splits, "num_splits"), handle)
+                                 _int32(num_splits, "num_splits"), k_descale, v_descale, codes,
+                                 handle)
     o, lse = outs.wrap(result)
     return (o, lse) if return_softmax_lse else o
 

@@ -19,6 +19,15 @@
 // Results go into caller-given arrays (out=, lse=) or into fresh cudaMalloc'd buffers returned as
 // DLPack-capable nanobind ndarrays owning their memory.
 //
+// FP8 inputs (flare.h, "FP8 inputs"): k / v (and k_cache / v_cache) may hold float8_e4m3fn or
+// float8_e5m2 codes, q float8_e4m3fn codes (FP8 prefill), each with its float32 descale array
+// (q_descale, k_descale, v_descale: one factor per tensor, or FlashAttention-3's (batch,
+// nheads_k)). They come through DLPack as they are: DLPack 1.1's type codes kDLFloat8_e4m3fn
+// (10) and kDLFloat8_e5m2 (12), which torch exports for its float8 tensors and nanobind passes
+// through untouched (an ndarray<> without a dtype constraint). A producer that cannot export
+// float8 (older torch) is handled by the Python wrapper, which passes a uint8 view of the same
+// memory and names the FP8 type in `fp8_codes` (retype_fp8 below): no copy, no device work.
+//
 // The FlashAttention-2 style signatures, defaults, the stream choice and the conversion of
 // results back to the caller's framework live in python/flare/_interface.py; the functions
 // here are the private core (_fwd, _varlen_fwd, _kvcache_fwd, _merge).
@@ -234,7 +243,17 @@ void expect_dim(const View& v, int d, int64_t expected, const std::string& what)
                 what + " (" + std::to_string(expected) + ")");
 }
 
+// DLPack 1.1's codes of the two FP8 formats flare reads (by number: older nanobind releases
+// have no names for them).
+constexpr uint8_t kDLFloat8E4M3FN = 10;
+constexpr uint8_t kDLFloat8E5M2 = 12;
+
 std::string dtype_text(nb::dlpack::dtype t) {
+  if (t.bits == 8 && t.lanes == 1 && t.code == kDLFloat8E4M3FN) return "float8_e4m3fn";
+  if (t.bits == 8 && t.lanes == 1 && t.code == kDLFloat8E5M2) return "float8_e5m2";
+  if (t.code >= 7 && t.code <= 14)
+    return "a float8 type of DLPack code " + std::to_string(t.code) +
+           " (flare reads float8_e4m3fn and float8_e5m2)";
   const char* code = "?";
   switch (static_cast<nb::dlpack::dtype_code>(t.code)) {
     case nb::dlpack::dtype_code::Int: code = "int"; break;
@@ -260,6 +279,48 @@ flare::DType dtype_of(const View& v, bool allow_fp32) {
   value_error(std::string(v.name) + (allow_fp32 ? " must be float16, bfloat16 or float32, got "
                                                 : " must be float16 or bfloat16, got ") +
               dtype_text(v.dtype));
+}
+
+// The FP8 type of an array (E4M3 / E5M2), or FP16 when it holds no FP8 codes.
+flare::DType fp8_type_of(const View& v) {
+  if (v.dtype.bits == 8 && v.dtype.lanes == 1) {
+    if (v.dtype.code == kDLFloat8E4M3FN) return flare::DType::E4M3;
+    if (v.dtype.code == kDLFloat8E5M2) return flare::DType::E5M2;
+  }
+  return flare::DType::FP16;
+}
+
+bool is_fp8(const View& v) { return flare::is_fp8(fp8_type_of(v)); }
+
+// The flare dtype of an attention input that may hold FP8 codes: float16 / bfloat16, or
+// float8_e4m3fn / float8_e5m2.
+flare::DType attn_dtype_of(const View& v) {
+  if (is_fp8(v)) return fp8_type_of(v);
+  if (is(v.dtype, nb::dlpack::dtype_code::Float, 16) ||
+      is(v.dtype, nb::dlpack::dtype_code::Bfloat, 16))
+    return dtype_of(v, false);
+  value_error(std::string(v.name) +
+              " must be float16, bfloat16, float8_e4m3fn or float8_e5m2, got " +
+              dtype_text(v.dtype));
+}
+
+// The Python wrapper's stand-in for a float8 tensor its framework cannot export through
+// DLPack: a uint8 view of the same memory, with the DLPack code of its FP8 type (0: none).
+void retype_fp8(View& v, int code) {
+  if (code == 0 || !v.defined()) return;
+  if (code != kDLFloat8E4M3FN && code != kDLFloat8E5M2)
+    value_error(std::string(v.name) + ": unknown FP8 type code " + std::to_string(code));
+  if (!is(v.dtype, nb::dlpack::dtype_code::UInt, 8))
+    value_error(std::string(v.name) + " must be a uint8 view of FP8 codes, got " +
+                dtype_text(v.dtype));
+  v.dtype = nb::dlpack::dtype{static_cast<uint8_t>(code), 8, 1};
+}
+
+// The DLPack type of fresh outputs of flare dtype `dtype` (fp16 / bf16).
+nb::dlpack::dtype dlpack_type(int32_t dtype) {
+  const auto code = dtype == FLARE_DTYPE_BF16 ? nb::dlpack::dtype_code::Bfloat
+                                              : nb::dlpack::dtype_code::Float;
+  return nb::dlpack::dtype{static_cast<uint8_t>(code), 16, 1};
 }
 
 void expect_kind(const View& v, Kind kind) {
@@ -294,7 +355,10 @@ void expect_int_vector(const View& v, int64_t length, const std::string& what) {
 // extent 1 gets the stride a dense array of this shape would have: its stride is never used
 // for addressing and producers set arbitrary ones (which the alignment rules would refuse).
 // keep_leading_stride: dimension 0 keeps its stride even at extent 1 (a KV cache's batch or
-// page stride, which the library reads whatever the extent).
+// page stride, which the library reads whatever the extent), except an FP8 one that is not a
+// multiple of 16 elements: producers that report stride 1 for extent-1 dimensions in DLPack
+// (older torch releases) would fail the FP8 16-element rule, and with one entry the dense
+// stride addresses the same memory.
 flare::TensorView tensor_of(const View& v, flare::DType dtype, bool keep_leading_stride = false) {
   if (v.ndim < 1 || v.ndim > 4)
     value_error(std::string(v.name) + " must have 1 to 4 dimensions, got shape " + shape_text(v));
@@ -306,7 +370,8 @@ flare::TensorView tensor_of(const View& v, flare::DType dtype, bool keep_leading
   int64_t dense = 1;
   for (int d = v.ndim - 1; d >= 0; --d) {
     t.shape[d] = v.shape[d];
-    const bool keep = v.shape[d] != 1 || (d == 0 && keep_leading_stride);
+    const bool fp8_misfit = flare::is_fp8(dtype) && v.stride[d] % 16 != 0;
+    const bool keep = v.shape[d] != 1 || (d == 0 && keep_leading_stride && !fp8_misfit);
     t.stride[d] = keep ? v.stride[d] : dense;
     dense *= v.shape[d];
   }
@@ -457,7 +522,7 @@ struct Outputs {
   void allocate(flare_mha_fwd_params& p, const View& q, const std::vector<int64_t>& lse_shape) {
     if (!out.defined()) {
       const int64_t dv = p.head_dim_v ? p.head_dim_v : p.head_dim;
-      nb::ndarray<> a = new_array(q.device, q.dtype, fresh_shape(q, dv));
+      nb::ndarray<> a = new_array(q.device, dlpack_type(p.dtype), fresh_shape(q, dv));
       out_obj = nb::cast(a);
       p.out = a.data();
     }
@@ -563,6 +628,60 @@ void apply_array_options(flare_mha_fwd_params& p, flare::FlashAttnOptions& o, nb
   flare::detail::apply_options(p, o);
 }
 
+// ---------------------------------------------------------------- FP8 descale factors
+
+// One descale argument and the tensor whose codes it scales, in the Python names.
+struct DescaleArg {
+  const char* name;    // "k_descale", ...
+  nb::handle handle;   // the array, or None
+  const View* tensor;  // k, k_cache, ...
+};
+
+// descale as the C++ API's Descale: a float32 CUDA array on q's device, set exactly when its
+// tensor holds FP8 codes, holding one factor for the whole tensor (shape () or (1,): strides
+// 0, 0) or one per (batch entry, K/V head) (shape (batch, heads_k), FlashAttention-3's, any
+// strides, passed as element strides; a dimension of extent 1 gets stride 0). The strides'
+// range and the pointer's alignment are the library's rules (checked when it validates).
+flare::Descale descale_of(const DescaleArg& arg, int64_t batch, int64_t heads_k, const View& q) {
+  const View& t = *arg.tensor;
+  View d = as_view(arg.name, arg.handle, false);
+  const bool fp8 = is_fp8(t);
+  if (fp8 && !d.defined())
+    value_error(std::string(arg.name) + " is required: " + t.name + " is " +
+                dtype_text(t.dtype) + ", whose values are code x descale (float32, shape (" +
+                std::to_string(batch) + ", " + std::to_string(heads_k) +
+                ") = (batch_size, nheads_k), or one element for the whole tensor)");
+  if (!fp8 && d.defined())
+    value_error(std::string(arg.name) + " is given but " + t.name + " is " + dtype_text(t.dtype) +
+                ": descale factors belong to float8_e4m3fn / float8_e5m2 tensors");
+  flare::Descale out;
+  if (!d.defined()) return out;
+  expect_device(d, q.device);
+  expect_kind(d, Kind::Float32);
+  const bool one = d.ndim == 0 || (d.ndim == 1 && d.shape[0] == 1);
+  const bool per_head = d.ndim == 2 && d.shape[0] == batch && d.shape[1] == heads_k;
+  if (!one && !per_head)
+    value_error(std::string(arg.name) + " must have shape (batch_size, nheads_k) = (" +
+                std::to_string(batch) + ", " + std::to_string(heads_k) +
+                ") or hold one element (shape () or (1,)), got shape " + shape_text(d));
+  out.data = reinterpret_cast<const float*>(d.data);
+  if (per_head) {
+    out.batch_stride = batch > 1 ? d.stride[0] : 0;
+    out.head_stride = heads_k > 1 ? d.stride[1] : 0;
+  }
+  return out;
+}
+
+// The descale arrays of a call once p knows its batch and K/V heads, into the options (which
+// apply_array_options maps onto p). q_descale.tensor is null where FP8 q is not taken.
+void apply_descales(flare_mha_fwd_params& p, flare::FlashAttnOptions& o,
+                    const DescaleArg& q_descale, const DescaleArg& k_descale,
+                    const DescaleArg& v_descale, const View& q) {
+  if (q_descale.tensor) o.q_descale = descale_of(q_descale, p.batch, p.num_heads_k, q);
+  o.k_descale = descale_of(k_descale, p.batch, p.num_heads_k, q);
+  o.v_descale = descale_of(v_descale, p.batch, p.num_heads_k, q);
+}
+
 // block_table: int32 (batch_size, max_num_blocks_per_seq), rows contiguous.
 const int32_t* block_table_of(const View& block_table, int64_t batch, const std::string& batch_what,
                               int& max_pages, int64_t& batch_stride) {
@@ -647,35 +766,68 @@ void unpack(int packing, nb::handle q_h, nb::handle k_h, nb::handle v_h, View& q
   if (!v.defined()) value_error("v is required");
 }
 
-// q, k, v as TensorViews of q's dtype family, all on q's device.
+// q, k, v as TensorViews, all on q's device. k and v may hold FP8 codes; q too where fp8_q
+// (flash_attn_func / flash_attn_varlen_func: FP8 prefill, e4m3). dtype: out's type, which is
+// q's unless q is FP8, then that of out= or bfloat16 for a fresh out. The C++ API checks how the
+// types relate (v's against k's, k's against out's when not FP8).
 struct Qkv {
   flare::TensorView q, k, v;
   flare::DType dtype;
 };
 
-Qkv qkv_tensors(const View& q, const View& k, const View& v, bool keep_kv_leading = false) {
+Qkv qkv_tensors(const View& q, const View& k, const View& v, const View& out,
+                bool keep_kv_leading, bool fp8_q) {
   Qkv t;
-  t.dtype = dtype_of(q, false);
+  flare::DType q_type;
+  if (fp8_q && is_fp8(q)) {
+    q_type = fp8_type_of(q);
+    if (q_type != flare::DType::E4M3)
+      value_error(std::string(q.name) + " is " + dtype_text(q.dtype) +
+                  ": an FP8 q must be float8_e4m3fn (FP8 prefill reads e4m3 q, k and v)");
+    if (fp8_type_of(k) != flare::DType::E4M3)
+      value_error(std::string(q.name) + " is float8_e4m3fn but " + k.name + " is " +
+                  dtype_text(k.dtype) + ": FP8 prefill reads float8_e4m3fn q, k and v");
+    t.dtype = out.defined() ? dtype_of(out, false) : flare::DType::BF16;
+  } else {
+    q_type = t.dtype = dtype_of(q, false);
+  }
   expect_device(k, q.device);
   expect_device(v, q.device);
-  t.q = tensor_of(q, t.dtype);
-  t.k = tensor_of(k, dtype_of(k, false), keep_kv_leading);
-  t.v = tensor_of(v, dtype_of(v, false), keep_kv_leading);
+  t.q = tensor_of(q, q_type);
+  t.k = tensor_of(k, attn_dtype_of(k), keep_kv_leading);
+  t.v = tensor_of(v, attn_dtype_of(v), keep_kv_leading);
   return t;
+}
+
+// FP8 arrays reach the packed functions only by mistake: they take no descale factors.
+void refuse_packed_fp8(int packing, const View& q, const View& k, const View& v) {
+  if (packing == 0) return;
+  for (const View* x : {&q, &k, &v})
+    if (is_fp8(*x))
+      value_error(std::string(x->name) + " is " + dtype_text(x->dtype) +
+                  ": the packed functions take float16 / bfloat16; pass FP8 q / k / v separately "
+                  "to flash_attn_func or flash_attn_varlen_func with their descale factors");
 }
 
 nb::tuple fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing, nb::handle out_h,
               nb::handle lse_h, bool want_lse, float softmax_scale, bool causal, int window_left,
               int window_right, float softcap, nb::handle alibi_h, nb::handle sink_h,
-              nb::handle ranges_h, uintptr_t stream) {
+              nb::handle ranges_h, nb::handle q_descale_h, nb::handle k_descale_h,
+              nb::handle v_descale_h, std::tuple<int, int, int> fp8_codes, uintptr_t stream) {
   View q, k, v;
   unpack(packing, q_h, k_h, v_h, q, k, v, 4);
-  const Qkv t = qkv_tensors(q, k, v);
+  retype_fp8(q, std::get<0>(fp8_codes));
+  retype_fp8(k, std::get<1>(fp8_codes));
+  retype_fp8(v, std::get<2>(fp8_codes));
+  refuse_packed_fp8(packing, q, k, v);
   Outputs outs = outputs(out_h, lse_h, want_lse, q);
+  const Qkv t = qkv_tensors(q, k, v, outs.out, /*keep_kv_leading=*/false, /*fp8_q=*/true);
   flare::FlashAttnOptions o = options(softmax_scale, causal, window_left, window_right, softcap);
   flare_mha_fwd_params p = build([&] {
     return flare::make_params(t.q, t.k, t.v, outs.out_tensor(q, v_head_dim(v), t.dtype), o);
   });
+  apply_descales(p, o, {"q_descale", q_descale_h, &q}, {"k_descale", k_descale_h, &k},
+                 {"v_descale", v_descale_h, &v}, q);
   apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.batch, p.num_heads, p.seqlen_q};
   p.lse = outs.lse_pointer(lse_shape, q.device);
@@ -688,12 +840,20 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
                      nb::handle out_h, nb::handle lse_h, bool want_lse, float softmax_scale,
                      bool causal, int window_left, int window_right, float softcap,
                      nb::handle alibi_h, nb::handle block_table_h, nb::handle sink_h,
-                     nb::handle ranges_h, uintptr_t stream) {
+                     nb::handle ranges_h, nb::handle q_descale_h, nb::handle k_descale_h,
+                     nb::handle v_descale_h, std::tuple<int, int, int> fp8_codes,
+                     uintptr_t stream) {
   View q, k, v;
   unpack(packing, q_h, k_h, v_h, q, k, v, 3);
+  retype_fp8(q, std::get<0>(fp8_codes));
+  retype_fp8(k, std::get<1>(fp8_codes));
+  retype_fp8(v, std::get<2>(fp8_codes));
+  refuse_packed_fp8(packing, q, k, v);
+  Outputs outs = outputs(out_h, lse_h, want_lse, q);
   // Paged (block_table): k and v are page pools whose page stride is used at any extent.
   View block_table = as_view("block_table", block_table_h, false);
-  const Qkv t = qkv_tensors(q, k, v, /*keep_kv_leading=*/block_table.defined());
+  const Qkv t = qkv_tensors(q, k, v, outs.out, /*keep_kv_leading=*/block_table.defined(),
+                            /*fp8_q=*/true);
   View cu_q = as_view("cu_seqlens_q", cu_q_h, false);
   View cu_k = as_view("cu_seqlens_k", cu_k_h, false);
   if (!cu_q.defined()) value_error("cu_seqlens_q is required");
@@ -707,7 +867,6 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
   expect_device(cu_q, q.device);
   expect_device(cu_k, q.device);
   if (cu_q.shape[0] - 1 > INT32_MAX) value_error("cu_seqlens_q is too long");
-  Outputs outs = outputs(out_h, lse_h, want_lse, q);
   flare::FlashAttnOptions o = options(softmax_scale, causal, window_left, window_right, softcap);
   flare::VarlenArgs varlen;
   varlen.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_q.data);
@@ -727,6 +886,8 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
   });
   p.seqlen_q = max_seqlen_q;
   p.seqlen_k = max_seqlen_k;
+  apply_descales(p, o, {"q_descale", q_descale_h, &q}, {"k_descale", k_descale_h, &k},
+                 {"v_descale", v_descale_h, &v}, q);
   apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.num_heads, q.shape[0]};
   p.lse = outs.lse_pointer(lse_shape, q.device);
@@ -741,7 +902,8 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
                       bool want_lse, float softmax_scale, bool causal, int window_left,
                       int window_right, float softcap, bool rotary_interleaved,
                       nb::handle alibi_h, nb::handle sink_h, nb::handle ranges_h, int num_splits,
-                      uintptr_t stream) {
+                      nb::handle k_descale_h, nb::handle v_descale_h,
+                      std::tuple<int, int, int> fp8_codes, uintptr_t stream) {
   View q = as_view("q", q_h, false);
   if (!q.defined()) value_error("q is required");
   const bool appending = !k_h.is_none() || !v_h.is_none();
@@ -749,8 +911,13 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
   View vc = as_view("v_cache", vc_h, appending);
   if (!kc.defined()) value_error("k_cache is required");
   if (!vc.defined()) value_error("v_cache is required");
-  // The cache's batch (or page) stride is used even when that extent is 1.
-  const Qkv t = qkv_tensors(q, kc, vc, /*keep_kv_leading=*/true);
+  retype_fp8(q, std::get<0>(fp8_codes));
+  retype_fp8(kc, std::get<1>(fp8_codes));
+  retype_fp8(vc, std::get<2>(fp8_codes));
+  Outputs outs = outputs(out_h, lse_h, want_lse, q);
+  // The cache's batch (or page) stride is used even when that extent is 1. q (and k, v, out)
+  // stay float16 / bfloat16: only the caches may hold FP8 codes.
+  const Qkv t = qkv_tensors(q, kc, vc, outs.out, /*keep_kv_leading=*/true, /*fp8_q=*/false);
 
   flare::KvCacheOptions kv;
   View k = as_view("k", k_h, false), v = as_view("v", v_h, false);
@@ -810,7 +977,6 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
     kv.cache_seqlens = static_cast<const int32_t*>(placeholder());
   }
 
-  Outputs outs = outputs(out_h, lse_h, want_lse, q);
   flare::FlashAttnOptions o = options(softmax_scale, causal, window_left, window_right, softcap);
   o.num_splits = num_splits;
   flare_mha_fwd_params p = build([&] {
@@ -832,6 +998,8 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
                   std::to_string(p.seqlen_k) + "] (the cache capacity)");
     upload.assign(static_cast<size_t>(batch), static_cast<int32_t>(n));
   }
+  apply_descales(p, o, {"q_descale", nb::none(), nullptr}, {"k_descale", k_descale_h, &kc},
+                 {"v_descale", v_descale_h, &vc}, q);
   apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.batch, p.num_heads, p.seqlen_q};
   p.lse = outs.lse_pointer(lse_shape, q.device);
@@ -976,12 +1144,14 @@ NB_MODULE(_flare, m) {
   m.def("_fwd", &fwd, "q"_a.none(), "k"_a.none(), "v"_a.none(), "packing"_a, "out"_a.none(),
         "lse"_a.none(), "want_lse"_a, "softmax_scale"_a, "causal"_a, "window_left"_a,
         "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(), "learnable_sink"_a.none(),
-        "mm_prefix_ranges"_a.none(), "stream"_a);
+        "mm_prefix_ranges"_a.none(), "q_descale"_a.none(), "k_descale"_a.none(),
+        "v_descale"_a.none(), "fp8_codes"_a, "stream"_a);
   m.def("_varlen_fwd", &varlen_fwd, "q"_a.none(), "k"_a.none(), "v"_a.none(), "packing"_a,
         "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "max_seqlen_q"_a, "max_seqlen_k"_a,
         "out"_a.none(), "lse"_a.none(), "want_lse"_a, "softmax_scale"_a, "causal"_a,
         "window_left"_a, "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(),
         "block_table"_a.none(), "learnable_sink"_a.none(), "mm_prefix_ranges"_a.none(),
+        "q_descale"_a.none(), "k_descale"_a.none(), "v_descale"_a.none(), "fp8_codes"_a,
         "stream"_a);
   m.def("_kvcache_fwd", &kvcache_fwd, "q"_a.none(), "k_cache"_a.none(), "v_cache"_a.none(),
         "k"_a.none(), "v"_a.none(), "rotary_cos"_a.none(), "rotary_sin"_a.none(),
@@ -989,7 +1159,11 @@ NB_MODULE(_flare, m) {
         "block_table"_a.none(), "out"_a.none(), "lse"_a.none(), "want_lse"_a,
         "softmax_scale"_a, "causal"_a, "window_left"_a, "window_right"_a, "softcap"_a,
         "rotary_interleaved"_a, "alibi_slopes"_a.none(), "learnable_sink"_a.none(),
-        "mm_prefix_ranges"_a.none(), "num_splits"_a, "stream"_a);
+        "mm_prefix_ranges"_a.none(), "num_splits"_a, "k_descale"_a.none(),
+        "v_descale"_a.none(), "fp8_codes"_a, "stream"_a);
   m.def("_merge", &merge, "outs"_a, "lses"_a, "out"_a.none(), "out_lse"_a.none(), "stream"_a);
   m.attr("MERGE_MAX_PART_PTRS") = FLARE_MERGE_MAX_PART_PTRS;
+  // DLPack codes of the FP8 types (fp8_codes): the wrapper's uint8 views name theirs with them.
+  m.attr("DLPACK_FLOAT8_E4M3FN") = kDLFloat8E4M3FN;
+  m.attr("DLPACK_FLOAT8_E5M2") = kDLFloat8E5M2;
 }

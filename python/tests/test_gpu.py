@@ -45,14 +45,20 @@ def rand(*shape, dtype=DT):
 
 
 def ref_attn(q, k, v, *, scale=None, causal=False, window=(-1, -1), softcap=0.0, alibi=None,
-             sink=None, ranges=None, dtype=torch.float64):
+             sink=None, ranges=None, dtype=torch.float64, lowp=None):
     """One batch of attention. q (b, sq, h, d); k (b, sk, hk, d); v (b, sk, hk, dv);
     alibi (h,) or (b, h); sink (h,) logits joining the denominator; ranges (b, r, 2) of
     [start, end) key positions: a query whose position lies in a range sees the whole range.
 
     Bottom-right aligned masks; rows that see no key give out 0, lse -inf (the sink with one).
     Returns out (b, sq, h, dv) and lse (b, h, sq) in `dtype`.
+
+    lowp (float16 / bfloat16): the naive low-precision model instead (the C++ reference's
+    NaiveLowPrecision): the scores (after scale, softcap and alibi), the probabilities and out
+    rounded to lowp, everything else in `dtype`. The project's accuracy rule bounds an
+    implementation's error by twice this model's.
     """
+    rnd = (lambda x: x.to(lowp).to(dtype)) if lowp is not None else (lambda x: x)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
@@ -83,12 +89,12 @@ def ref_attn(q, k, v, *, scale=None, causal=False, window=(-1, -1), softcap=0.0,
             for start, end in ranges[bi].tolist():
                 inside = (j >= start) & (j < end) & (diag >= start) & (diag < end)
                 mask[bi] |= inside
-    s = s.masked_fill(~mask[:, None], float("-inf"))
+    s = rnd(s.masked_fill(~mask[:, None], float("-inf")))
     lse = torch.logsumexp(s, dim=-1)
     if sink is not None:
         lse = torch.logaddexp(lse, sink.to(dtype)[None, :, None].expand_as(lse))
-    p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
-    out = torch.einsum("bhqk,bkhd->bqhd", p, v)
+    p = rnd(torch.exp(s - lse[..., None]).nan_to_num(0.0))
+    out = rnd(torch.einsum("bhqk,bkhd->bqhd", p, v))
     return out, lse
 
 

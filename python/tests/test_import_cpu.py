@@ -1,5 +1,4 @@
 """Tests that run anywhere (no GPU needed): import, signatures, clear errors for CPU arrays."""
-import ctypes
 import inspect
 import subprocess
 import sys
@@ -9,6 +8,8 @@ import pytest
 import flare
 
 np = pytest.importorskip("numpy")
+
+from fake_dlpack import FakeCuda as _FakeCuda  # noqa: E402
 
 FUNCS = [
     "flash_attn_func",
@@ -187,51 +188,6 @@ def test_merge_rejects_non_sequences_and_none_entries():
         flare.merge_attention_states([[1.0]], [l])
     with pytest.raises(ValueError, match="stream"):
         flare.merge_attention_states([o], [l], stream="default")
-
-
-class _FakeCuda:
-    """A DLPack producer claiming a CUDA array at a made-up address (never dereferenced).
-
-    It lets the binding's own checks (dtypes, shapes, strides, devices) run without a GPU;
-    every case below fails before anything touches the device.
-    """
-
-    class _Device(ctypes.Structure):
-        _fields_ = [("type", ctypes.c_int32), ("id", ctypes.c_int32)]
-
-    class _DType(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-    class _Tensor(ctypes.Structure):
-        pass
-
-    _Tensor._fields_ = [("data", ctypes.c_void_p), ("device", _Device), ("ndim", ctypes.c_int32),
-                        ("dtype", _DType), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                        ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64),
-                        ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
-    _CODES = {"float16": (2, 16), "bfloat16": (4, 16), "float32": (2, 32), "float64": (2, 64),
-              "int32": (0, 32)}
-    _alive = []  # the structs outlive the capsules (there is no deleter)
-
-    def __init__(self, shape, dtype="float16", strides=None, device=0, data=0x10000):
-        if strides is None:
-            strides = [int(np.prod(shape[i + 1:])) for i in range(len(shape))]
-        self.shape, self.dtype, self.strides, self.device = tuple(shape), dtype, strides, device
-        self.data = data
-
-    def __dlpack_device__(self):
-        return (2, self.device)  # kDLCUDA
-
-    def __dlpack__(self, **kwargs):
-        n = len(self.shape)
-        t = self._Tensor(data=self.data, device=self._Device(2, self.device), ndim=n,
-                         dtype=self._DType(*self._CODES[self.dtype], 1),
-                         shape=(ctypes.c_int64 * n)(*self.shape),
-                         strides=(ctypes.c_int64 * n)(*self.strides))
-        self._alive.append(t)
-        new = ctypes.pythonapi.PyCapsule_New
-        new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-        return new(ctypes.addressof(t), b"dltensor", None)
 
 
 _O = _FakeCuda((1, 8, 2, 64))
