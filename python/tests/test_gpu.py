@@ -438,12 +438,14 @@ def test_paged_varlen_errors_name_the_argument():
 # ----------------------------------------------------------------------------- KV cache
 
 
-def rotate(x, cos, sin, positions, interleaved):
-    """x (n, h, d) float64 rotated at positions (n,) with tables (P, rd/2)."""
+def rotate(x, cos, sin, positions, interleaved, dtype=torch.float64):
+    """x (n, h, d) rotated at positions (n,) with tables (P, rd/2), computed in `dtype`: float64
+    for the reference; float32 gives the library's own values (src/common/rotary.h: each product
+    rounded, first of a pair x c - partner s, second partner s + x c)."""
     rd = 2 * cos.shape[1]
-    c = cos.double()[positions][:, None, :]
-    s = sin.double()[positions][:, None, :]
-    x = x.double().clone()
+    c = cos.to(dtype)[positions][:, None, :]
+    s = sin.to(dtype)[positions][:, None, :]
+    x = x.to(dtype).clone()
     r = x[..., :rd]
     if interleaved:
         a, b = r[..., 0::2].clone(), r[..., 1::2].clone()

@@ -90,23 +90,8 @@ def take(x, index):
 
 
 def rotate32(x, cos, sin, positions, interleaved):
-    """x (n, h, d) rotated at positions as the library computes it (src/common/rotary.h): in
-    float32, each product rounded (first of a pair x c - partner s, second partner s + x c)."""
-    rd = 2 * cos.shape[1]
-    c = cos.float()[positions][:, None, :]
-    s = sin.float()[positions][:, None, :]
-    x = x.float().clone()
-    r = x[..., :rd]
-    if interleaved:
-        a, b = r[..., 0::2].clone(), r[..., 1::2].clone()
-        r[..., 0::2] = a * c - b * s
-        r[..., 1::2] = a * s + b * c
-    else:
-        a, b = r[..., : rd // 2].clone(), r[..., rd // 2:].clone()
-        r[..., : rd // 2] = a * c - b * s
-        r[..., rd // 2:] = a * s + b * c
-    x[..., :rd] = r
-    return x
+    """x rotated as the library computes it: in float32 (test_gpu.rotate)."""
+    return rotate(x, cos, sin, positions, interleaved, dtype=torch.float32)
 
 
 def rotary_tables(positions, rd, dtype=DT):
