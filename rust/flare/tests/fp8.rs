@@ -533,3 +533,34 @@ fn fp8_encoding_rounds_to_nearest_even_and_saturates() {
     assert_eq!(quantize(DType::E4M3, 0.3, 0.1), encode(DType::E4M3, 3.0));
     assert_eq!(quantize(DType::E4M3, 1000.0, 0.5), 0x7e);
 }
+
+/// The bound the GPU FP8 test uses is attainable on FP8 inputs: float64 attention over
+/// dequantized codes (code x descale, per (batch, head) factors), rounded correctly to bf16,
+/// is within 2 x the naive bf16 model's error on the same inputs + 1e-5.
+#[test]
+fn error_bound_accepts_a_correctly_rounded_result_on_fp8_inputs() {
+    use testutil::half::{round, Rng};
+    use testutil::reference::{assert_within_bound, attend, attend_lowp, Spec};
+    let (sq, sk, h, hk, d) = (2, 40, 8, 2, 128);
+    for kv_dtype in [DType::E4M3, DType::E5M2] {
+        let mut rng = Rng::new(5);
+        let scale = [0.0071f32, 0.0123];
+        let (_, q) = rng.tensor(DType::BF16, sq * h * d);
+        let mut dequant = || -> Vec<f64> {
+            (0..sk * hk * d)
+                .map(|i| {
+                    let s = scale[(i / d) % hk];
+                    fp8::decode(kv_dtype, fp8::quantize(kv_dtype, rng.next_f32(), s)) * s as f64
+                })
+                .collect()
+        };
+        let (k, v) = (dequant(), dequant());
+        for causal in [false, true] {
+            let spec = Spec { causal, ..Spec::new(1.0 / (d as f64).sqrt()) };
+            let exact = attend(&q, &k, &v, sq, sk, h, hk, d, &spec);
+            let naive = attend_lowp(&q, &k, &v, sq, sk, h, hk, d, &spec, &|x| round(DType::BF16, x));
+            let perfect: Vec<f32> = exact.out.iter().map(|&x| round(DType::BF16, x as f32)).collect();
+            assert_within_bound(&format!("{kv_dtype:?} causal={causal}"), &perfect, &exact.out, &naive.out);
+        }
+    }
+}
