@@ -474,7 +474,9 @@ impl<'a> MhaParams<'a> {
     /// Decoding against a KV cache: q `[batch, seqlen_q, heads, d]`, out `[batch, seqlen_q,
     /// heads, d_v]`; k_cache `[cache_batch, capacity, heads_k, d]` or, paged, `[num_pages,
     /// page_block_size, heads_k, d]`, v_cache the same with `d_v`. The caches are written when
-    /// `kv` appends rows (k_new with `d`, v_new with `d_v`).
+    /// `kv` appends rows (k_new with `d`, v_new with `d_v`). An FP8 cache (both of
+    /// [`DType::E4M3`] or [`DType::E5M2`]) needs [`MhaParams::k_descale`] and
+    /// [`MhaParams::v_descale`]; appended rows are quantized into it with those factors.
     pub fn kv_cache(
         q: &'a dyn DeviceTensor,
         k_cache: &'a mut dyn DeviceTensor,
