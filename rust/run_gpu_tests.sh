@@ -18,7 +18,7 @@
 # since this script exists to run them on one. Exit status: 0 when every binary passed.
 set -euo pipefail
 
-tests=(gpu_family candle_run_mha validation)
+tests=(gpu_family candle_run_mha validation fp8)
 
 if [ "${1:-}" = "--build" ]; then
   out=${2:?usage: run_gpu_tests.sh --build OUT_DIR}

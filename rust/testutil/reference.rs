@@ -7,6 +7,10 @@
 //! dtype, the normalised probabilities rounded to the dtype before P.V, the output rounded to
 //! the dtype (the rounding points of the C++ suite's naive reference). Both are one loop,
 //! [`attend_core`], with and without the rounding.
+//!
+//! k and v are f32 (fp16 / bf16 values) or f64: FP8 codes times their descale factor, exact in
+//! float64 only, are the inputs of an FP8 K/V call (the naive model reads them unrounded too,
+//! as src/reference does).
 
 /// Masking and scoring of one call (flare.h's semantics).
 #[derive(Clone, Debug, Default)]
@@ -70,8 +74,8 @@ pub struct Attn {
 /// float64). The sink joins the denominator only (and becomes the max when it is above every
 /// score); a row that sees no key gets out 0 and lse = its sink (-inf without one).
 #[allow(clippy::too_many_arguments)]
-pub fn attend_core(
-    q: &[f32], k: &[f32], v: &[f32], sq: usize, sk: usize, h: usize, hk: usize, d: usize, dv: usize, spec: &Spec,
+pub fn attend_core<T: Copy + Into<f64>>(
+    q: &[f32], k: &[T], v: &[T], sq: usize, sk: usize, h: usize, hk: usize, d: usize, dv: usize, spec: &Spec,
     rnd: &dyn Fn(f64) -> f64,
 ) -> Attn {
     let group = h / hk;
@@ -89,7 +93,7 @@ pub fn attend_core(
                 if !spec.visible(i, j, sq, sk) {
                     continue;
                 }
-                let dot: f64 = (0..d).map(|c| q[(i * h + head) * d + c] as f64 * k[(j * hk + kh) * d + c] as f64).sum();
+                let dot: f64 = (0..d).map(|c| q[(i * h + head) * d + c] as f64 * k[(j * hk + kh) * d + c].into()).sum();
                 scores[j] = rnd(spec.score(dot, i, j, sq, sk, head));
                 max = max.max(scores[j]);
                 any = true;
@@ -109,7 +113,7 @@ pub fn attend_core(
                     continue;
                 }
                 for c in 0..dv {
-                    acc[c] += p * v[(j * hk + kh) * dv + c] as f64;
+                    acc[c] += p * v[(j * hk + kh) * dv + c].into();
                 }
             }
             for c in 0..dv {
@@ -122,7 +126,7 @@ pub fn attend_core(
 
 /// float64 attention of one sequence.
 #[allow(clippy::too_many_arguments)]
-pub fn attend(q: &[f32], k: &[f32], v: &[f32], sq: usize, sk: usize, h: usize, hk: usize, d: usize, spec: &Spec) -> Attn {
+pub fn attend<T: Copy + Into<f64>>(q: &[f32], k: &[T], v: &[T], sq: usize, sk: usize, h: usize, hk: usize, d: usize, spec: &Spec) -> Attn {
     attend_core(q, k, v, sq, sk, h, hk, d, d, spec, &|x| x)
 }
 
@@ -138,8 +142,8 @@ pub fn attend_dv(
 /// points of src/reference/reference.cpp's naive pipeline, so the bound means what it means
 /// in the C++ GPU suite.
 #[allow(clippy::too_many_arguments)]
-pub fn attend_lowp(
-    q: &[f32], k: &[f32], v: &[f32], sq: usize, sk: usize, h: usize, hk: usize, d: usize, spec: &Spec,
+pub fn attend_lowp<T: Copy + Into<f64>>(
+    q: &[f32], k: &[T], v: &[T], sq: usize, sk: usize, h: usize, hk: usize, d: usize, spec: &Spec,
     round: &dyn Fn(f32) -> f32,
 ) -> Attn {
     attend_core(q, k, v, sq, sk, h, hk, d, d, spec, &|x| round(x as f32) as f64)

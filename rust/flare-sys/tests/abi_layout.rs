@@ -237,6 +237,21 @@ fn headers() -> (Vec<PathBuf>, Vec<PathBuf>) {
     (headers, vec![include])
 }
 
+/// The FP8 fields of `flare_mha_fwd_params`, in header order.
+const FP8_FIELDS: [&str; 11] = [
+    "kv_dtype",
+    "q_dtype",
+    "q_descale",
+    "q_descale_batch_stride",
+    "q_descale_head_stride",
+    "k_descale",
+    "k_descale_batch_stride",
+    "k_descale_head_stride",
+    "v_descale",
+    "v_descale_batch_stride",
+    "v_descale_head_stride",
+];
+
 #[test]
 fn rust_declarations_match_the_c_headers() {
     let (headers, include_dirs) = headers();
@@ -252,6 +267,15 @@ fn rust_declarations_match_the_c_headers() {
 
     let c = c_view(&parsed, &headers, &include_dirs);
     let rust = rust_view();
+    // The FP8 fields and dtypes (flare.h, "FP8 inputs") are among what is compared, on both sides.
+    for key in FP8_FIELDS
+        .iter()
+        .map(|f| format!("field flare_mha_fwd_params.{f}"))
+        .chain(["value flare_dtype.FLARE_DTYPE_E4M3".into(), "value flare_dtype.FLARE_DTYPE_E5M2".into()])
+    {
+        assert!(c.contains_key(&key), "{key} is not in the C header's view");
+        assert!(rust.contains_key(&key), "{key} is not declared in flare-sys");
+    }
     let mut problems = Vec::new();
     for (key, value) in &c {
         match rust.get(key) {

@@ -287,10 +287,35 @@ pub fn flash_attn_varlen_alibi_windowed_softcap(
         .run(launch)
 }
 
+/// Variable-length attention with every option of [`AttnOptions`]: q, out `[total_q, heads,
+/// d]`; k, v `[total_k, heads_k, d]`, in the call's dtype or FP8 codes (e4m3 / e5m2) with
+/// `options.k_descale` / `options.v_descale` (one factor per tensor, or per (sequence, K/V
+/// head)). The FP8 entry of the varlen family: the candle-flash-attn functions above take no
+/// descale factors.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attn_varlen_with_options(
+    q: &dyn DeviceTensor,
+    k: &dyn DeviceTensor,
+    v: &dyn DeviceTensor,
+    out: &mut dyn DeviceTensor,
+    seqlens_q: &dyn DeviceTensor,
+    seqlens_k: &dyn DeviceTensor,
+    max_seqlen_q: usize,
+    max_seqlen_k: usize,
+    options: &AttnOptions<'_>,
+    launch: &Launch<'_>,
+) -> Result<()> {
+    MhaParams::varlen(q, k, v, out, seqlens_q, seqlens_k, max_seqlen_q, max_seqlen_k)?
+        .options(options)?
+        .run(launch)
+}
+
 /// Decoding against a KV cache (FlashAttention's `flash_attn_with_kvcache`): optionally
 /// appends `kv.k_new` / `kv.v_new` into the caches (rotating them and q when `kv` has rotary
 /// tables), then attends q over the cache rows in use. See [`MhaParams::kv_cache`] for the
-/// layouts.
+/// layouts. An FP8 cache (k_cache and v_cache of dtype [`crate::DType::E4M3`] /
+/// [`crate::DType::E5M2`]) takes its factors from `options.k_descale` / `options.v_descale`;
+/// appended rows are quantized into it with them.
 pub fn flash_attn_with_kvcache(
     q: &dyn DeviceTensor,
     k_cache: &mut dyn DeviceTensor,

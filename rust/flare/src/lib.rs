@@ -7,6 +7,8 @@
 //! - [`MhaParams`] builds one call (prefill, varlen, KV cache with append / rotary / paging)
 //!   and answers the library's questions (workspace size, split count, can-implement) before
 //!   running it; [`MergeParams`] merges partial attention states;
+//! - FP8 K/V: k and v of [`DType::E4M3`] / [`DType::E5M2`] with their [`Descale`] factors
+//!   ([`MhaParams::k_descale`], [`AttnOptions::k_descale`]) in every call shape;
 //! - the functions of candle-flash-attn's family ([`flash_attn`], [`flash_attn_varlen`],
 //!   [`flash_attn_with_kvcache`], ...) by name, writing into a caller-provided output;
 //! - every failure is an [`Error`]: a [`Status`] and the message naming the field at fault.
@@ -35,18 +37,21 @@
 //! ```
 #![deny(missing_docs)]
 
+mod descale;
 mod error;
 mod family;
 mod merge;
 mod params;
 mod tensor;
 
+pub use descale::Descale;
 pub use error::{Error, Result, Status};
 pub use family::{
     flash_attn, flash_attn_alibi, flash_attn_alibi_windowed, flash_attn_alibi_windowed_softcap,
     flash_attn_varlen, flash_attn_varlen_alibi, flash_attn_varlen_alibi_windowed,
     flash_attn_varlen_alibi_windowed_softcap, flash_attn_varlen_paged_windowed,
-    flash_attn_varlen_windowed, flash_attn_windowed, flash_attn_with_kvcache,
+    flash_attn_varlen_windowed, flash_attn_varlen_with_options, flash_attn_windowed,
+    flash_attn_with_kvcache,
 };
 pub use merge::MergeParams;
 pub use params::{AttnOptions, KvCache, MhaParams};

@@ -4,13 +4,20 @@
 //! The constructors check only how the tensors relate to each other (ranks, matching shapes and
 //! dtypes, a contiguous head dimension) and fail with [`crate::Status::InvalidArgument`] naming the
 //! tensor and dimension; every other rule (head dimensions, alignment, strides, windows,
-//! feature combinations) is the library's, which checks it again, before any device work, in
-//! [`MhaParams::workspace_size`], [`MhaParams::can_implement`] and [`MhaParams::run`].
+//! feature combinations, the FP8 rules) is the library's, which checks it again, before any
+//! device work, in [`MhaParams::workspace_size`], [`MhaParams::can_implement`] and
+//! [`MhaParams::run`].
+//!
+//! Dtypes: out is fp16 or bf16, the call's `dtype`. q has it too, or holds e4m3 codes (FP8 q,
+//! `q_dtype`); k and v have it too, or hold the same FP8 type, e4m3 or e5m2 (`kv_dtype`). An
+//! FP8 tensor needs its [`Descale`] ([`MhaParams::q_descale`], [`MhaParams::k_descale`],
+//! [`MhaParams::v_descale`]); appended rows (k_new, v_new) and rotary tables have `dtype`.
 
 use core::marker::PhantomData;
 
 use flare_sys as sys;
 
+use crate::descale::Descale;
 use crate::error::{check, Error, Result};
 use crate::tensor::{
     attention_dtype, expect_dense, expect_dim, expect_dtype, expect_rank, expect_same_shape,
@@ -48,6 +55,13 @@ pub struct AttnOptions<'a> {
     pub alibi_slopes: Option<&'a dyn DeviceTensor>,
     /// Split-KV count: `None` (or 0) heuristic, 1 no split, n forced.
     pub num_splits: Option<u32>,
+    /// Descale factors of FP8 (e4m3 / e5m2) k: required when k and v are FP8, refused
+    /// otherwise (the library's rule). See [`MhaParams::k_descale`].
+    pub k_descale: Option<Descale<'a>>,
+    /// Descale factors of FP8 v, like `k_descale`.
+    pub v_descale: Option<Descale<'a>>,
+    /// Descale factors of FP8 (e4m3) q. See [`MhaParams::q_descale`].
+    pub q_descale: Option<Descale<'a>>,
 }
 
 impl core::fmt::Debug for AttnOptions<'_> {
@@ -60,6 +74,9 @@ impl core::fmt::Debug for AttnOptions<'_> {
             .field("softcap", &self.softcap)
             .field("alibi_slopes", &self.alibi_slopes.map(|t| (t.device_ptr(), t.shape().to_vec())))
             .field("num_splits", &self.num_splits)
+            .field("k_descale", &self.k_descale)
+            .field("v_descale", &self.v_descale)
+            .field("q_descale", &self.q_descale)
             .finish()
     }
 }
@@ -70,12 +87,15 @@ impl core::fmt::Debug for AttnOptions<'_> {
 pub struct KvCache<'a> {
     /// int32 `[batch]`: rows in use in each sequence's cache (required).
     pub cache_seqlens: &'a dyn DeviceTensor,
-    /// `[batch, seqlen_new, heads_k, head_dim]`, dtype of q: keys appended at row
-    /// `cache_seqlens[b]` before attention (with `v_new`).
+    /// `[batch, seqlen_new, heads_k, head_dim]`, the call's dtype (out's): keys appended at row
+    /// `cache_seqlens[b]` before attention (with `v_new`). Into an FP8 cache each value x is
+    /// written as the code nearest to x / descale of its (batch entry, head), rounded to
+    /// nearest even and saturated to the format's largest finite value.
     pub k_new: Option<&'a dyn DeviceTensor>,
     /// Values appended with `k_new`, same shape.
     pub v_new: Option<&'a dyn DeviceTensor>,
-    /// Rotary cos table `[positions, rotary_dim / 2]`, dtype of q, dense rows (needs `k_new`).
+    /// Rotary cos table `[positions, rotary_dim / 2]`, the call's dtype, dense rows (needs
+    /// `k_new`).
     pub rotary_cos: Option<&'a dyn DeviceTensor>,
     /// Rotary sin table, like `rotary_cos`.
     pub rotary_sin: Option<&'a dyn DeviceTensor>,
@@ -145,6 +165,7 @@ enum Layout {
 pub struct MhaParams<'a> {
     raw: sys::flare_mha_fwd_params,
     layout: Layout,
+    dtypes: Dtypes,
     _tensors: PhantomData<&'a ()>,
 }
 
@@ -161,6 +182,58 @@ struct Heads {
     head_dim_v: i32,
 }
 
+/// The element types of one call (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dtypes {
+    /// The call's dtype: out's, and q's unless q is FP8 (fp16 / bf16).
+    dtype: DType,
+    /// q's FP8 type, if q holds codes.
+    q_fp8: Option<DType>,
+    /// k's and v's FP8 type, if they hold codes.
+    kv_fp8: Option<DType>,
+}
+
+impl Dtypes {
+    /// The tensor whose dtype the others' messages refer to: q, or out when q is FP8.
+    fn reference_name(&self) -> &'static str {
+        if self.q_fp8.is_some() {
+            "out"
+        } else {
+            "q"
+        }
+    }
+}
+
+/// The dtypes of q, k, v and out (k and v named `k_name` / `v_name` in the messages): out and
+/// q share an fp16 / bf16 dtype, or q is FP8; k and v have that dtype or share an FP8 one.
+/// Which FP8 combinations run is the library's rule.
+fn call_dtypes(
+    q: &dyn DeviceTensor,
+    k_name: &str,
+    k: &dyn DeviceTensor,
+    v_name: &str,
+    v: &dyn DeviceTensor,
+    out: &dyn DeviceTensor,
+) -> Result<Dtypes> {
+    let q_fp8 = q.dtype().is_fp8().then_some(q.dtype());
+    let dtype = if q_fp8.is_some() {
+        attention_dtype("out", out)?;
+        out.dtype()
+    } else {
+        attention_dtype("q", q)?;
+        expect_dtype("out", out, q.dtype(), "q")?;
+        q.dtype()
+    };
+    let dtypes = Dtypes { dtype, q_fp8, kv_fp8: k.dtype().is_fp8().then_some(k.dtype()) };
+    if dtypes.kv_fp8.is_some() {
+        expect_dtype(v_name, v, k.dtype(), k_name)?;
+    } else {
+        expect_dtype(k_name, k, dtype, dtypes.reference_name())?;
+        expect_dtype(v_name, v, dtype, dtypes.reference_name())?;
+    }
+    Ok(dtypes)
+}
+
 /// q, k, v, out of one rank (4: padded batch, 3: varlen): dtypes, shapes and heads agree. q
 /// and k share the head dim `head_dim`; v and out share `head_dim_v`, which may differ (flare
 /// decides which pairs it accepts).
@@ -170,15 +243,12 @@ fn check_qkvo(
     v: &dyn DeviceTensor,
     out: &dyn DeviceTensor,
     rank: usize,
-) -> Result<Heads> {
+) -> Result<(Heads, Dtypes)> {
     expect_rank("q", q, rank)?;
     expect_rank("k", k, rank)?;
     expect_rank("v", v, rank)?;
     expect_rank("out", out, rank)?;
-    attention_dtype(q)?;
-    expect_dtype("k", k, q.dtype(), "q")?;
-    expect_dtype("v", v, q.dtype(), "q")?;
-    expect_dtype("out", out, q.dtype(), "q")?;
+    let dtypes = call_dtypes(q, "k", k, "v", v, out)?;
     let (hd, hh) = (rank - 1, rank - 2);
     expect_same_leading_dims("out", out, "q", q)?;
     expect_same_leading_dims("v", v, "k", k)?;
@@ -196,7 +266,7 @@ fn check_qkvo(
             heads.heads, heads.heads_k
         )));
     }
-    Ok(heads)
+    Ok((heads, dtypes))
 }
 
 /// Every dimension but the last (the head dim) of `t` equals `r`'s.
@@ -222,26 +292,34 @@ fn int_array(name: &str, t: &dyn DeviceTensor, len: usize) -> Result<*const i32>
     Ok(t.device_ptr() as *const i32)
 }
 
-/// Initialised C params (`flare_mha_fwd_params_init`) holding the attention dtype and the four
-/// tensors' device addresses; the shapes and strides are the caller's to fill.
+/// The `flare_dtype` of a type this module has already checked (fp16 / bf16 / FP8).
+fn flare_dtype(dtype: DType) -> sys::flare_dtype {
+    dtype.to_flare().expect("a floating-point dtype")
+}
+
+/// Initialised C params (`flare_mha_fwd_params_init`) holding the dtypes and the four tensors'
+/// device addresses; the shapes and strides are the caller's to fill.
 fn init_raw(
+    dtypes: Dtypes,
     q: &dyn DeviceTensor,
     k: &dyn DeviceTensor,
     v: &dyn DeviceTensor,
     out: &dyn DeviceTensor,
-) -> Result<sys::flare_mha_fwd_params> {
+) -> sys::flare_mha_fwd_params {
     let mut raw = core::mem::MaybeUninit::<sys::flare_mha_fwd_params>::uninit();
     // SAFETY: the init function writes the whole struct.
     let mut raw = unsafe {
         sys::flare_mha_fwd_params_init(raw.as_mut_ptr());
         raw.assume_init()
     };
-    raw.dtype = attention_dtype(q)?;
+    raw.dtype = flare_dtype(dtypes.dtype);
+    raw.q_dtype = dtypes.q_fp8.map_or(0, flare_dtype);
+    raw.kv_dtype = dtypes.kv_fp8.map_or(0, flare_dtype);
     raw.q = q.device_ptr();
     raw.k = k.device_ptr();
     raw.v = v.device_ptr();
     raw.out = out.device_ptr() as *mut _;
-    Ok(raw)
+    raw
 }
 
 impl<'a> MhaParams<'a> {
@@ -252,8 +330,8 @@ impl<'a> MhaParams<'a> {
         out: &'a mut dyn DeviceTensor,
         rank: usize,
     ) -> Result<MhaParams<'a>> {
-        let heads = check_qkvo(q, k, v, &*out, rank)?;
-        let mut raw = init_raw(q, k, v, &*out)?;
+        let (heads, dtypes) = check_qkvo(q, k, v, &*out, rank)?;
+        let mut raw = init_raw(dtypes, q, k, v, &*out);
         raw.num_heads = heads.heads;
         raw.num_heads_k = heads.heads_k;
         raw.head_dim = heads.head_dim;
@@ -263,7 +341,7 @@ impl<'a> MhaParams<'a> {
         (raw.v_batch_stride, raw.v_row_stride, raw.v_head_stride) = strides3("v", v)?;
         (raw.out_batch_stride, raw.out_row_stride, raw.out_head_stride) = strides3("out", &*out)?;
         let layout = if rank == 4 { Layout::Padded } else { Layout::Varlen { total_q: q.shape()[0] } };
-        Ok(MhaParams { raw, layout, _tensors: PhantomData })
+        Ok(MhaParams { raw, layout, dtypes, _tensors: PhantomData })
     }
 
     /// Attention over a padded batch: q `[batch, seqlen_q, heads, d]`, k `[batch, seqlen_k,
@@ -352,13 +430,10 @@ impl<'a> MhaParams<'a> {
         // Check q/out against a [total_q, heads, d] reading of the pools' last two dimensions.
         let heads_k = to_i32("k_pool", 2, k_pool.shape()[2])?;
         expect_dim("k_pool", k_pool, 3, q.shape()[2], "q.shape[2]")?;
-        attention_dtype(q)?;
-        expect_dtype("k_pool", k_pool, q.dtype(), "q")?;
-        expect_dtype("v_pool", v_pool, q.dtype(), "q")?;
-        expect_dtype("out", &*out, q.dtype(), "q")?;
+        let dtypes = call_dtypes(q, "k_pool", k_pool, "v_pool", v_pool, &*out)?;
         expect_same_leading_dims("out", &*out, "q", q)?;
         expect_dim("out", &*out, 2, v_pool.shape()[3], "v_pool.shape[3]")?;
-        let mut raw = init_raw(q, k_pool, v_pool, &*out)?;
+        let mut raw = init_raw(dtypes, q, k_pool, v_pool, &*out);
         raw.num_heads = to_i32("q", 1, q.shape()[1])?;
         raw.num_heads_k = heads_k;
         raw.head_dim = to_i32("q", 2, q.shape()[2])?;
@@ -367,7 +442,7 @@ impl<'a> MhaParams<'a> {
         (raw.out_batch_stride, raw.out_row_stride, raw.out_head_stride) = strides3("out", &*out)?;
         (raw.k_batch_stride, raw.k_row_stride, raw.k_head_stride) = strides3("k_pool", k_pool)?;
         (raw.v_batch_stride, raw.v_row_stride, raw.v_head_stride) = strides3("v_pool", v_pool)?;
-        let mut p = MhaParams { raw, layout: Layout::Varlen { total_q: q.shape()[0] }, _tensors: PhantomData };
+        let mut p = MhaParams { raw, layout: Layout::Varlen { total_q: q.shape()[0] }, dtypes, _tensors: PhantomData };
         p.set_varlen(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)?;
         p.set_block_table(block_table, k_pool)?;
         Ok(p)
@@ -399,7 +474,9 @@ impl<'a> MhaParams<'a> {
     /// Decoding against a KV cache: q `[batch, seqlen_q, heads, d]`, out `[batch, seqlen_q,
     /// heads, d_v]`; k_cache `[cache_batch, capacity, heads_k, d]` or, paged, `[num_pages,
     /// page_block_size, heads_k, d]`, v_cache the same with `d_v`. The caches are written when
-    /// `kv` appends rows (k_new with `d`, v_new with `d_v`).
+    /// `kv` appends rows (k_new with `d`, v_new with `d_v`). An FP8 cache (both of
+    /// [`DType::E4M3`] or [`DType::E5M2`]) needs [`MhaParams::k_descale`] and
+    /// [`MhaParams::v_descale`]; appended rows are quantized into it with those factors.
     pub fn kv_cache(
         q: &'a dyn DeviceTensor,
         k_cache: &'a mut dyn DeviceTensor,
@@ -434,8 +511,9 @@ impl<'a> MhaParams<'a> {
             (Some(k_new), Some(v_new)) => {
                 expect_rank("k_new", k_new, 4)?;
                 expect_rank("v_new", v_new, 4)?;
-                expect_dtype("k_new", k_new, q.dtype(), "q")?;
-                expect_dtype("v_new", v_new, q.dtype(), "q")?;
+                let (dtype, dtype_of) = (p.dtypes.dtype, p.dtypes.reference_name());
+                expect_dtype("k_new", k_new, dtype, dtype_of)?;
+                expect_dtype("v_new", v_new, dtype, dtype_of)?;
                 expect_dim("k_new", k_new, 0, batch, "q.shape[0]")?;
                 expect_dim("k_new", k_new, 2, k_cache.shape()[2], "the heads of k_cache")?;
                 expect_dim("k_new", k_new, 3, q.shape()[3], "q.shape[3]")?;
@@ -458,7 +536,7 @@ impl<'a> MhaParams<'a> {
             (Some(cos), Some(sin)) => {
                 for (name, t) in [("rotary_cos", cos), ("rotary_sin", sin)] {
                     expect_rank(name, t, 2)?;
-                    expect_dtype(name, t, q.dtype(), "q")?;
+                    expect_dtype(name, t, p.dtypes.dtype, p.dtypes.reference_name())?;
                     if t.shape()[0] > 1 && t.strides()[0] != t.shape()[1] {
                         return Err(Error::invalid(format!(
                             "{name}.strides[0] ({}) must equal its shape[1] ({}): the tables are dense",
@@ -605,6 +683,39 @@ impl<'a> MhaParams<'a> {
         Ok(self)
     }
 
+    // ---- FP8 ----
+
+    fn descale_fields(&self, name: &str, descale: &Descale<'a>) -> Result<(*const f32, i64, i64)> {
+        descale.resolve(name, self.raw.batch as usize, self.raw.num_heads_k as usize)
+    }
+
+    /// Descale factors of k when k and v hold FP8 codes ([`DType::E4M3`] / [`DType::E5M2`]):
+    /// a code c of K/V head hk in batch entry b stands for `float(c) * k_descale[b, hk]`
+    /// (`flare_mha_fwd_params.k_descale` and its strides). Required exactly when k is FP8 and
+    /// refused otherwise, by the library, which names the field. A [`Descale::per_batch_head`]
+    /// array must be `[batch, heads_k]` of this call (batch: sequences of a varlen call).
+    pub fn k_descale(mut self, descale: Descale<'a>) -> Result<Self> {
+        (self.raw.k_descale, self.raw.k_descale_batch_stride, self.raw.k_descale_head_stride) =
+            self.descale_fields("k_descale", &descale)?;
+        Ok(self)
+    }
+
+    /// Descale factors of v, like [`MhaParams::k_descale`].
+    pub fn v_descale(mut self, descale: Descale<'a>) -> Result<Self> {
+        (self.raw.v_descale, self.raw.v_descale_batch_stride, self.raw.v_descale_head_stride) =
+            self.descale_fields("v_descale", &descale)?;
+        Ok(self)
+    }
+
+    /// Descale factors of q when q holds e4m3 codes (indexed by batch entry and the K/V head of
+    /// the query head's group), like [`MhaParams::k_descale`]. FP8 q needs e4m3 k and v; whether
+    /// the kernels run it is flare's answer.
+    pub fn q_descale(mut self, descale: Descale<'a>) -> Result<Self> {
+        (self.raw.q_descale, self.raw.q_descale_batch_stride, self.raw.q_descale_head_stride) =
+            self.descale_fields("q_descale", &descale)?;
+        Ok(self)
+    }
+
     /// Applies every field of `options`.
     pub fn options(self, options: &AttnOptions<'a>) -> Result<Self> {
         let mut p = self
@@ -615,6 +726,15 @@ impl<'a> MhaParams<'a> {
             .num_splits(options.num_splits.unwrap_or(0));
         if let Some(slopes) = options.alibi_slopes {
             p = p.alibi_slopes(slopes)?;
+        }
+        if let Some(d) = options.k_descale {
+            p = p.k_descale(d)?;
+        }
+        if let Some(d) = options.v_descale {
+            p = p.v_descale(d)?;
+        }
+        if let Some(d) = options.q_descale {
+            p = p.q_descale(d)?;
         }
         Ok(p)
     }

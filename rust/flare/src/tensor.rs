@@ -22,24 +22,38 @@ pub enum DType {
     F32,
     /// int32 (cu_seqlens, cache_seqlens, block tables, indices).
     I32,
+    /// float8_e4m3fn codes (1 sign, 4 exponent, 3 mantissa bits; largest finite 448): FP8 K/V
+    /// (or FP8 q), each code's value scaled by its tensor's [`crate::Descale`].
+    E4M3,
+    /// float8_e5m2 codes (1 sign, 5 exponent, 2 mantissa bits; largest finite 57344): FP8 K/V,
+    /// each code's value scaled by its tensor's [`crate::Descale`].
+    E5M2,
 }
 
 impl DType {
     /// Bytes per element.
     pub fn size_bytes(self) -> usize {
         match self {
+            DType::E4M3 | DType::E5M2 => 1,
             DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 => 4,
         }
     }
 
-    /// A short name: "fp16", "bf16", "fp32", "int32".
+    /// true for the 8-bit floating-point code types ([`DType::E4M3`], [`DType::E5M2`]).
+    pub fn is_fp8(self) -> bool {
+        matches!(self, DType::E4M3 | DType::E5M2)
+    }
+
+    /// A short name: "fp16", "bf16", "fp32", "int32", "e4m3", "e5m2".
     pub fn name(self) -> &'static str {
         match self {
             DType::F16 => "fp16",
             DType::BF16 => "bf16",
             DType::F32 => "fp32",
             DType::I32 => "int32",
+            DType::E4M3 => "e4m3",
+            DType::E5M2 => "e5m2",
         }
     }
 
@@ -49,6 +63,8 @@ impl DType {
             DType::F16 => Some(sys::FLARE_DTYPE_FP16),
             DType::BF16 => Some(sys::FLARE_DTYPE_BF16),
             DType::F32 => Some(sys::FLARE_DTYPE_FP32),
+            DType::E4M3 => Some(sys::FLARE_DTYPE_E4M3),
+            DType::E5M2 => Some(sys::FLARE_DTYPE_E5M2),
             DType::I32 => None,
         }
     }
@@ -362,13 +378,13 @@ pub(crate) fn expect_dense(name: &str, t: &dyn DeviceTensor, dtype: DType, shape
     Ok(())
 }
 
-/// The flare dtype of an attention input (fp16 / bf16).
-pub(crate) fn attention_dtype(t: &dyn DeviceTensor) -> Result<sys::flare_dtype> {
+/// The flare dtype of an attention input or output in 16 bits (fp16 / bf16).
+pub(crate) fn attention_dtype(name: &str, t: &dyn DeviceTensor) -> Result<sys::flare_dtype> {
     match t.dtype() {
         DType::F16 | DType::BF16 => Ok(t.dtype().to_flare().unwrap()),
         other => Err(Error::new(
             Status::UnsupportedDtype,
-            format!("q is {}: attention takes fp16 or bf16", other.name()),
+            format!("{name} is {}: attention takes fp16 or bf16", other.name()),
         )),
     }
 }

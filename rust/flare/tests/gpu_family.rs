@@ -1,5 +1,6 @@
 //! GPU tests of the safe API: every function of the candle-flash-attn family, the builders'
-//! lse / split-KV / KV-cache paths and the merge, against the float64 host reference.
+//! lse / split-KV / KV-cache paths (16-bit and FP8 caches) and the merge, against the float64
+//! host reference.
 //!
 //! Bound (the project's): every output element written (outputs are poisoned with NaN first)
 //! and finite, and max |flare - float64| <= 2 x (the naive low-precision implementation's
@@ -549,7 +550,15 @@ struct Rotary {
 }
 
 impl Rotary {
+    /// `x` rotated at position `pos`, rounded to the dtype.
     fn rotate(&self, x: &[f32], pos: usize, dtype: DType) -> Vec<f32> {
+        self.rotate_f32(x, pos).iter().map(|&v| half::round(dtype, v)).collect()
+    }
+
+    /// `x` rotated at position `pos` in float32, unrounded: two products and their difference
+    /// (first of a pair) or sum (second), each rounded once, as flare's rotary_apply computes
+    /// the value an append quantizes into an FP8 cache.
+    fn rotate_f32(&self, x: &[f32], pos: usize) -> Vec<f32> {
         let half_dim = self.dim / 2;
         let mut y = x.to_vec();
         for t in 0..self.dim {
@@ -564,7 +573,7 @@ impl Rotary {
             let s = self.sin[pos * half_dim + freq];
             y[t] = if first { x[t] * c - x[partner] * s } else { x[partner] * s + x[t] * c };
         }
-        y.iter().map(|&v| half::round(dtype, v)).collect()
+        y
     }
 }
 
@@ -717,4 +726,165 @@ fn flash_attn_with_kvcache_batch_idx_and_leftpad_match_reference() {
         naive[s * sq * h * d..(s + 1) * sq * h * d].copy_from_slice(&n.out);
     }
     assert_within_bound("kvcache cache_batch_idx + leftpad", &got, &exact, &naive);
+}
+
+// ---- FP8 KV cache ----
+
+/// Decoding over an FP8 cache (e4m3, and e5m2) with one descale factor per (batch entry, K/V
+/// head) for k and for v, appending rows (with rotary embedding in one case) through
+/// flash_attn_with_kvcache:
+/// - the appended codes equal, byte for byte, round-to-nearest-even saturating quantization of
+///   x / descale (testutil::fp8, x the appended value, rotated in float32 where rotary is on),
+///   and no other cache byte changes; one factor per tensor is small enough that appended
+///   values saturate;
+/// - the output is within the project's bound of the float64 attention over the dequantized
+///   cache (code x descale, exact in float64): 2 x the naive bf16 implementation's error on the
+///   same inputs + 1e-5, every element written (poisoned with NaN first) and finite.
+#[test]
+fn flash_attn_with_kvcache_fp8_append_matches_reference() {
+    use testutil::fp8;
+    require_gpu!();
+    for (case, (kv_dtype, rotary, causal, sq)) in
+        [(DType::E4M3, false, false, 1), (DType::E4M3, true, true, 2), (DType::E5M2, false, false, 1)].into_iter().enumerate()
+    {
+        let (dtype, b, cap, h, hk, d, new) = (DType::BF16, 2, 64, 8, 2, 128, 3);
+        let what = format!("fp8 kvcache {kv_dtype:?} rotary={rotary} causal={causal} sq={sq}");
+        let cache_lens = [20usize, 37];
+        let row = hk * d;
+        let mut rng = Rng::new(40 + case as u64);
+
+        // Factors of (s, kh): k's stored with batch stride 3 (padded rows), v's dense [b, hk].
+        // k's (1, 0) and v's (0, 1) map 0.75 to the format's largest code, so larger appended
+        // magnitudes saturate.
+        let sat = 0.75 / fp8::decode(kv_dtype, fp8::max_code(kv_dtype)) as f32;
+        let k_scale = [[0.0071f32, 0.0123], [sat, 0.0049]];
+        let v_scale = [[0.0093f32, sat], [0.0066, 0.0137]];
+        let k_scale_mem: Vec<f32> = k_scale.iter().flat_map(|r| [r[0], r[1], f32::NAN]).collect();
+        let v_scale_mem: Vec<f32> = v_scale.iter().flatten().copied().collect();
+        let dks = DeviceVec::upload(&k_scale_mem, DType::F32, &[b * 3]).with_strides(&[b, hk], &[3, 1]);
+        let dvs = DeviceVec::upload(&v_scale_mem, DType::F32, &[b, hk]);
+
+        // The caches: codes of values in [-1, 1) under their factors, every row (those past
+        // cache_seqlens must stay as they are, except the appended ones).
+        let mut codes = |scale: &[[f32; 2]; 2]| -> Vec<u8> {
+            (0..b * cap * row).map(|i| {
+                let (s, kh) = (i / (cap * row), (i / d) % hk);
+                fp8::quantize(kv_dtype, rng.next_f32(), scale[s][kh])
+            }).collect()
+        };
+        let kc0 = codes(&k_scale);
+        let vc0 = codes(&v_scale);
+        let (qb, q) = rng.tensor(dtype, b * sq * h * d);
+        let (knb, kn) = rng.tensor(dtype, b * new * hk * d);
+        let (vnb, vn) = rng.tensor(dtype, b * new * hk * d);
+        let rdim = d / 2;
+        let cos: Vec<f32> = (0..cap * rdim / 2).map(|i| half::round(dtype, ((i as f32) * 0.37).cos())).collect();
+        let sin: Vec<f32> = (0..cap * rdim / 2).map(|i| half::round(dtype, ((i as f32) * 0.37).sin())).collect();
+        let rot = Rotary { cos: cos.clone(), sin: sin.clone(), dim: rdim, interleaved: false };
+
+        // The cache the append must leave: row cache_lens[s] + t of (s, kh) holds the codes of
+        // k_new / v_new row t, k rotated at that position when rotary is on.
+        let mut k_want = kc0.clone();
+        let mut v_want = vc0.clone();
+        for s in 0..b {
+            for t in 0..new {
+                for kh in 0..hk {
+                    let src = ((s * new + t) * hk + kh) * d;
+                    let dst = ((s * cap + cache_lens[s] + t) * hk + kh) * d;
+                    let k_vals = if rotary { rot.rotate_f32(&kn[src..src + d], cache_lens[s] + t) } else { kn[src..src + d].to_vec() };
+                    for c in 0..d {
+                        k_want[dst + c] = fp8::quantize(kv_dtype, k_vals[c], k_scale[s][kh]);
+                        v_want[dst + c] = fp8::quantize(kv_dtype, vn[src + c], v_scale[s][kh]);
+                    }
+                }
+            }
+        }
+        // The saturating factors are exercised: some appended codes are the largest magnitude.
+        let top = fp8::max_code(kv_dtype);
+        let appended = |cache: &[u8], s: usize, kh: usize| -> Vec<u8> {
+            (0..new).flat_map(|t| {
+                let at = ((s * cap + cache_lens[s] + t) * hk + kh) * d;
+                cache[at..at + d].to_vec()
+            }).collect()
+        };
+        assert!(appended(&k_want, 1, 0).iter().any(|&c| c & 0x7f == top), "{what}: no saturated k code");
+        assert!(appended(&v_want, 0, 1).iter().any(|&c| c & 0x7f == top), "{what}: no saturated v code");
+
+        let dq = DeviceVec::upload(&qb, dtype, &[b, sq, h, d]);
+        let mut dkc = DeviceVec::upload(&kc0, kv_dtype, &[b, cap, hk, d]);
+        let mut dvc = DeviceVec::upload(&vc0, kv_dtype, &[b, cap, hk, d]);
+        let dkn = DeviceVec::upload(&knb, dtype, &[b, new, hk, d]);
+        let dvn = DeviceVec::upload(&vnb, dtype, &[b, new, hk, d]);
+        let lens: Vec<i32> = cache_lens.iter().map(|&x| x as i32).collect();
+        let dlens = DeviceVec::upload(&lens, DType::I32, &[b]);
+        let cosb: Vec<u16> = cos.iter().map(|&x| half::to_bits(dtype, x)).collect();
+        let sinb: Vec<u16> = sin.iter().map(|&x| half::to_bits(dtype, x)).collect();
+        let dcos = DeviceVec::upload(&cosb, dtype, &[cap, rdim / 2]);
+        let dsin = DeviceVec::upload(&sinb, dtype, &[cap, rdim / 2]);
+        let mut dout = DeviceVec::upload(&vec![half::nan_bits(dtype); b * sq * h * d], dtype, &[b, sq, h, d]);
+
+        let mut kv = KvCache::new(&dlens).append(&dkn, &dvn);
+        if rotary {
+            kv = kv.rotary(&dcos, &dsin, false);
+        }
+        let opts = AttnOptions {
+            causal,
+            k_descale: Some(flare::Descale::per_batch_head(&dks).unwrap()),
+            v_descale: Some(flare::Descale::per_batch_head(&dvs).unwrap()),
+            ..AttnOptions::default()
+        };
+        let params = MhaParams::kv_cache(&dq, &mut dkc, &mut dvc, &mut dout, &kv).unwrap().options(&opts).unwrap();
+        assert_eq!((params.as_raw().k_descale_batch_stride, params.as_raw().v_descale_batch_stride), (3, 2));
+        let bytes = params.workspace_size(0).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let ws = DeviceVec::alloc(bytes);
+        flare::flash_attn_with_kvcache(&dq, &mut dkc, &mut dvc, &mut dout, &kv, &opts, &launch().with_workspace(&ws))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+
+        // The caches, byte for byte.
+        for (name, got, want) in [("k", dkc.download::<u8>(), &k_want), ("v", dvc.download::<u8>(), &v_want)] {
+            if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+                let (s, r, kh, c) = (i / (cap * row), (i / row) % cap, (i / d) % hk, i % d);
+                let appended_row = r >= cache_lens[s] && r < cache_lens[s] + new;
+                panic!(
+                    "{what}: {name} cache byte {i} (seq {s}, row {r}, head {kh}, col {c}; {}): got {:#04x}, want {:#04x}",
+                    if appended_row { "appended" } else { "must be untouched" },
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+
+        // Attention over the dequantized cache, float64 and the naive bf16 model.
+        let got: Vec<f32> = dout.download::<u16>().iter().map(|&x| half::from_bits(dtype, x)).collect();
+        let mut exact = vec![0.0; got.len()];
+        let mut naive = vec![0.0; got.len()];
+        for s in 0..b {
+            let sk = cache_lens[s] + new;
+            let dequant = |cache: &[u8], scale: &[[f32; 2]; 2]| -> Vec<f64> {
+                (0..sk * row).map(|i| {
+                    let kh = (i / d) % hk;
+                    fp8::decode(kv_dtype, cache[s * cap * row + i]) * scale[s][kh] as f64
+                }).collect()
+            };
+            let keys = dequant(&k_want, &k_scale);
+            let vals = dequant(&v_want, &v_scale);
+            let mut qs = Vec::new();
+            for i in 0..sq {
+                for head in 0..h {
+                    let src = ((s * sq + i) * h + head) * d;
+                    if rotary {
+                        qs.extend(rot.rotate(&q[src..src + d], cache_lens[s] + if causal { i } else { 0 }, dtype));
+                    } else {
+                        qs.extend_from_slice(&q[src..src + d]);
+                    }
+                }
+            }
+            let sp = Spec { causal, ..Spec::new(1.0 / (d as f64).sqrt()) };
+            let e = attend(&qs, &keys, &vals, sq, sk, h, hk, d, &sp);
+            let n = attend_lowp(&qs, &keys, &vals, sq, sk, h, hk, d, &sp, &|x| half::round(dtype, x));
+            exact[s * sq * h * d..(s + 1) * sq * h * d].copy_from_slice(&e.out);
+            naive[s * sq * h * d..(s + 1) * sq * h * d].copy_from_slice(&n.out);
+        }
+        assert_within_bound(&what, &got, &exact, &naive);
+    }
 }
