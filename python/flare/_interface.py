@@ -340,15 +340,21 @@ def _fp8_views(*arrays):
     """
     global _torch_fp8_dlpack
     T = _torch()
-    if T is None or not any(isinstance(x, T.Tensor) and x.dtype in T.fp8_codes for x in arrays):
-        return list(arrays), (0,) * len(arrays)
+    if T is None:
+        return arrays, (0,) * len(arrays)
+    Tensor, fp8 = T.Tensor, T.fp8_codes
+    for x in arrays:
+        if isinstance(x, Tensor) and x.dtype in fp8:
+            break
+    else:  # no torch FP8 tensor: nothing to look at
+        return arrays, (0,) * len(arrays)
     views, codes = [], []
     for x in arrays:
         code = _torch_fp8_code(x)
         if code and _torch_fp8_dlpack is None:
             torch = T.module
             try:
-                torch.empty(0, dtype=torch.float8_e4m3fn).__dlpack__()
+                T.to_dlpack(torch.empty(0, dtype=torch.float8_e4m3fn))  # the exporter calls use
                 _torch_fp8_dlpack = True
             except Exception:  # noqa: BLE001 - this torch refuses float8 in DLPack
                 _torch_fp8_dlpack = False
