@@ -18,8 +18,9 @@
 //      outputs are allocated (cudaMalloc), the workspace comes from the wrapper's allocator
 //      (torch's caching allocator for torch inputs) or stream-ordered cudaMallocAsync, and
 //      flare::launch_planned_mha_fwd launches the plan.
-// Nothing in a call synchronises the host or copies from host memory (an int cache_seqlens is
-// a device-side fill), so a call on a capturing stream is captured whole into the CUDA graph.
+// A call never synchronises the host (but for Scratch's fallback on a device without memory
+// pools) and never copies from host memory (an int cache_seqlens is a device-side fill), so a
+// call on a capturing stream is captured whole into the CUDA graph.
 // Results go into caller-given arrays (out=, lse=) or into fresh cudaMalloc'd buffers returned as
 // DLPack-capable nanobind ndarrays owning their memory.
 //
