@@ -32,10 +32,51 @@ _SEPARATE, _QKV_PACKED, _KV_PACKED = 0, 1, 2
 
 # ----------------------------------------------------------------------------- helpers
 
+# window_size's default: a call that passes it (or nothing) skips the pair's checks.
+_NO_WINDOW = (-1, -1)
+
+
+class _Torch:
+    """The pieces of torch a call uses, looked up once (after the caller imported torch)."""
+
+    def __init__(self, torch: Any):
+        self.module = torch
+        self.Tensor = torch.Tensor
+        # torch's C exporter: a capsule without the frame of Tensor.__dlpack__ (a Python method).
+        self.to_dlpack = getattr(torch._C, "_to_dlpack", None) or torch.utils.dlpack.to_dlpack
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        # The current stream of a device index as a cudaStream_t int.
+        self.current_stream = raw if raw is not None else (
+            lambda index: torch.cuda.current_stream(index).cuda_stream)
+        self.uint8, self.float32, self.bfloat16 = torch.uint8, torch.float32, torch.bfloat16
+        self.fp8_codes = {}
+        for name, code in (("float8_e4m3fn", _flare.DLPACK_FLOAT8_E4M3FN),
+                           ("float8_e5m2", _flare.DLPACK_FLOAT8_E5M2)):
+            dtype = getattr(torch, name, None)
+            if dtype is not None:
+                self.fp8_codes[dtype] = code
+
+
+_torch_pieces: Optional[_Torch] = None
+
+
+def _torch() -> Optional[_Torch]:
+    """torch's pieces once torch is imported (flare never imports it), else None."""
+    global _torch_pieces
+    if _torch_pieces is None:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return None
+        try:
+            _torch_pieces = _Torch(torch)
+        except AttributeError:  # torch is still being imported
+            return None
+    return _torch_pieces
+
 
 def _torch_tensor_type():
-    torch = sys.modules.get("torch")
-    return getattr(torch, "Tensor", None) if torch is not None else None
+    T = _torch()
+    return T.Tensor if T is not None else None
 
 
 def _cupy_array_type():
@@ -60,7 +101,20 @@ def _prepare(x: Any) -> Any:
     return x
 
 
-def _stream_handle(stream: Any, ref: Any) -> int:
+def _export(x: Any, T: Optional[_Torch]) -> Any:
+    """An array argument as the core takes it: a torch tensor as the DLPack capsule of torch's
+    C exporter (which also takes tensors that require grad); any other value as it is (the core
+    calls its __dlpack__, or reports what it is). A tensor torch's exporter refuses is passed on
+    as it is, so that the core names the argument in its message."""
+    if T is not None and isinstance(x, T.Tensor):
+        try:
+            return T.to_dlpack(x)
+        except Exception:  # noqa: BLE001 - reported by the core, naming the argument
+            return _prepare(x)
+    return x
+
+
+def _stream_handle(stream: Any, ref: Any, T: Optional[_Torch] = None) -> int:
     """The cudaStream_t (as an int) a call runs on.
 
     Explicit ``stream``: an int handle, or an object with ``cuda_stream`` (torch.cuda.Stream)
@@ -90,9 +144,10 @@ def _stream_handle(stream: Any, ref: Any) -> int:
                 f"stream); got {handle}"
             )
         return handle
-    if _is_torch(ref) and ref.is_cuda:
-        torch = sys.modules["torch"]
-        return int(torch.cuda.current_stream(ref.device).cuda_stream)
+    if T is None:
+        T = _torch()
+    if T is not None and isinstance(ref, T.Tensor):
+        return T.current_stream(ref.get_device()) if ref.is_cuda else 0
     if _is_cupy(ref):
         cupy = sys.modules["cupy"]
         with cupy.cuda.Device(ref.device.id):
@@ -138,6 +193,8 @@ def _scale(softmax_scale: Optional[float]) -> float:
 
 
 def _window(window_size: Tuple[int, int]) -> Tuple[int, int]:
+    if window_size is _NO_WINDOW:
+        return -1, -1
     try:
         left, right = window_size
     except (TypeError, ValueError):
@@ -179,31 +236,42 @@ def _device_id(x: Any) -> int:
 
 
 class _Outputs:
-    """Pre-allocates out / lse with torch for torch inputs (stream-ordered caching allocator).
+    """Pre-allocates out / lse with torch for torch inputs (stream-ordered caching allocator),
+    and gives the core torch's allocator for the call's workspace (``alloc``).
 
     Other frameworks get arrays the extension allocates with cudaMalloc, which are converted
-    back with the framework's from_dlpack (cupy) or returned as DLPack-capable arrays.
+    back with the framework's from_dlpack (cupy) or returned as DLPack-capable arrays, and a
+    workspace the extension allocates stream-ordered (cudaMallocAsync).
     """
 
+    __slots__ = ("ref", "out", "lse", "alloc", "torch")
+
     def __init__(self, ref: Any, out: Any, out_shape, lse_shape, want_lse: bool, stream: int,
-                 out_dtype: Any = None):
+                 out_dtype: Any = None, T: Optional[_Torch] = None, stream_given: bool = True):
         self.ref = ref
         self.out = out
         self.lse = None
-        if _is_torch(ref) and ref.is_cuda and out_shape is not None:
-            torch = sys.modules["torch"]
+        self.alloc = None
+        if T is None:
+            T = _torch()
+        self.torch = T if T is not None and isinstance(ref, T.Tensor) else None
+        if self.torch is None or not ref.is_cuda:
+            return
+        fresh_out = None
+        if out_shape is not None:
             if out is None:
-                self.out = torch.empty(out_shape, dtype=out_dtype or ref.dtype,
-                                       device=ref.device)
+                fresh_out = self.out = (ref.new_empty(out_shape) if out_dtype is None
+                                        else ref.new_empty(out_shape, dtype=out_dtype))
             if want_lse:
-                self.lse = torch.empty(lse_shape, dtype=torch.float32, device=ref.device)
-            current = torch.cuda.current_stream(ref.device).cuda_stream
-            if stream != current:
-                # Memory from torch's allocator used on another stream must be recorded there.
-                ext = torch.cuda.ExternalStream(stream, device=ref.device)
-                for t in (self.out if out is None else None, self.lse):
-                    if t is not None:
-                        t.record_stream(ext)
+                self.lse = ref.new_empty(lse_shape, dtype=T.float32)
+        side = None
+        if stream_given and stream != T.current_stream(ref.get_device()):
+            # Memory from torch's allocator used on another stream must be recorded there.
+            side = T.module.cuda.ExternalStream(stream, device=ref.device)
+            for t in (fresh_out, self.lse):
+                if t is not None:
+                    t.record_stream(side)
+        self.alloc = _torch_workspace(ref, T.uint8, side)
 
     def wrap(self, result) -> Tuple[Any, Any]:
         fresh_out, fresh_lse = result
@@ -212,12 +280,28 @@ class _Outputs:
         return out, lse
 
     def _convert(self, array: Any) -> Any:
-        if _is_torch(self.ref):
-            return sys.modules["torch"].from_dlpack(array)
+        if self.torch is not None:
+            return self.torch.module.from_dlpack(array)
         if _is_cupy(self.ref):
             return sys.modules["cupy"].from_dlpack(array)
         # A capsule owning the cudaMalloc'd memory, behind the __dlpack__ protocol.
         return DLPackArray(array, _device_id(self.ref))
+
+
+def _torch_workspace(ref: Any, uint8: Any, side: Any):
+    """The core's workspace allocator for a call on torch tensors: ``alloc(nbytes)`` gives
+    (owner, address) of a fresh uint8 tensor on ref's device from torch's caching allocator
+    (recorded on the call's stream ``side`` when that is not the current one). The core keeps
+    the owner until the call is enqueued; torch then reuses the memory only in stream order, and
+    under CUDA-graph capture it comes from the graph's memory pool."""
+
+    def alloc(nbytes: int):
+        w = ref.new_empty((nbytes,), dtype=uint8)
+        if side is not None:
+            w.record_stream(side)
+        return w, w.data_ptr()
+
+    return alloc
 
 
 def _shape(x: Any):
@@ -240,14 +324,10 @@ _torch_fp8_dlpack: Optional[bool] = None
 
 def _torch_fp8_code(x: Any) -> int:
     """The DLPack code of a torch float8_e4m3fn / float8_e5m2 tensor's type, else 0."""
-    if not _is_torch(x):
+    T = _torch()
+    if T is None or not isinstance(x, T.Tensor):
         return 0
-    torch = sys.modules["torch"]
-    if x.dtype == getattr(torch, "float8_e4m3fn", None):
-        return _flare.DLPACK_FLOAT8_E4M3FN
-    if x.dtype == getattr(torch, "float8_e5m2", None):
-        return _flare.DLPACK_FLOAT8_E5M2
-    return 0
+    return T.fp8_codes.get(x.dtype, 0)
 
 
 def _fp8_views(*arrays):
@@ -259,18 +339,27 @@ def _fp8_views(*arrays):
     stays capturable in a CUDA graph.
     """
     global _torch_fp8_dlpack
+    T = _torch()
+    if T is None:
+        return arrays, (0,) * len(arrays)
+    Tensor, fp8 = T.Tensor, T.fp8_codes
+    for x in arrays:
+        if isinstance(x, Tensor) and x.dtype in fp8:
+            break
+    else:  # no torch FP8 tensor: nothing to look at
+        return arrays, (0,) * len(arrays)
     views, codes = [], []
     for x in arrays:
         code = _torch_fp8_code(x)
         if code and _torch_fp8_dlpack is None:
-            torch = sys.modules["torch"]
+            torch = T.module
             try:
-                torch.empty(0, dtype=torch.float8_e4m3fn).__dlpack__()
+                T.to_dlpack(torch.empty(0, dtype=torch.float8_e4m3fn))  # the exporter calls use
                 _torch_fp8_dlpack = True
             except Exception:  # noqa: BLE001 - this torch refuses float8 in DLPack
                 _torch_fp8_dlpack = False
         if code and not _torch_fp8_dlpack:
-            views.append(x.view(sys.modules["torch"].uint8))
+            views.append(x.view(T.uint8))
             codes.append(code)
         else:
             views.append(x)
@@ -279,10 +368,10 @@ def _fp8_views(*arrays):
 
 
 def _out_dtype(q: Any) -> Any:
-    """The dtype of a fresh out for torch's q: q's, or bfloat16 for an FP8 q."""
+    """The dtype of a fresh out for torch's q: None (q's), or bfloat16 for an FP8 q."""
     if _torch_fp8_code(q):
-        return sys.modules["torch"].bfloat16
-    return getattr(q, "dtype", None)
+        return _torch().bfloat16
+    return None
 
 
 # ----------------------------------------------------------------------------- fixed length
@@ -292,12 +381,10 @@ def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softca
          alibi_slopes, return_attn_probs, out, stream, learnable_sink, mm_prefix_ranges,
          q_descale=None, k_descale=None, v_descale=None):
     _check_dropout(dropout_p)
-    q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges, q_descale, k_descale, v_descale = (
-        _prepare(x) for x in (q, k, v, alibi_slopes, learnable_sink, mm_prefix_ranges,
-                              q_descale, k_descale, v_descale))
+    T = _torch_pieces or _torch()
     left, right = _window(window_size)
-    handle = _stream_handle(stream, q)
-    qs = _shape(q)
+    handle = _stream_handle(stream, q, T)
+    qs = getattr(q, "shape", None)
     out_shape = lse_shape = None
     if qs is not None:
         if packing == _QKV_PACKED and len(qs) == 5:
@@ -305,21 +392,24 @@ def _fwd(q, k, v, packing, dropout_p, softmax_scale, causal, window_size, softca
         elif packing == _SEPARATE and len(qs) == 4:
             out_shape = _with_head_dim(qs, v)
         elif packing == _KV_PACKED and len(qs) == 4:
-            out_shape = qs
+            out_shape = tuple(qs)
         if out_shape is not None:
             lse_shape = (out_shape[0], out_shape[2], out_shape[1])
-    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle, _out_dtype(q))
+    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle, _out_dtype(q), T,
+                    stream is not None)
     (cq, ck, cv), codes = _fp8_views(q, k, v)
-    result = _flare._fwd(cq, ck, cv, packing, outs.out, outs.lse, bool(return_attn_probs),
-                         _scale(softmax_scale), bool(causal), left, right, _float(softcap, "softcap"),
-                         alibi_slopes, learnable_sink, mm_prefix_ranges, q_descale, k_descale,
-                         v_descale, codes, handle)
+    e = _export
+    result = _flare._fwd(e(cq, T), e(ck, T), e(cv, T), packing, e(outs.out, T), e(outs.lse, T),
+                         bool(return_attn_probs), _scale(softmax_scale), bool(causal), left,
+                         right, _float(softcap, "softcap"), e(alibi_slopes, T),
+                         e(learnable_sink, T), e(mm_prefix_ranges, T), e(q_descale, T),
+                         e(k_descale, T), e(v_descale, T), codes, outs.alloc, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
-                    window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
+                    window_size=_NO_WINDOW, softcap=0.0, alibi_slopes=None, deterministic=False,
                     return_attn_probs=False, *, out=None, stream=None, learnable_sink=None,
                     mm_prefix_ranges=None, q_descale=None, k_descale=None, v_descale=None):
     """Exact attention forward, FlashAttention-2 layout.
@@ -383,7 +473,7 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
 
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False,
-                              window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                              window_size=_NO_WINDOW, softcap=0.0, alibi_slopes=None,
                               deterministic=False, return_attn_probs=False, *, out=None,
                               stream=None, learnable_sink=None, mm_prefix_ranges=None):
     """flash_attn_func with q, k, v packed: qkv is (batch_size, seqlen, 3, nheads, headdim).
@@ -397,7 +487,7 @@ def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=Fal
 
 
 def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False,
-                             window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                             window_size=_NO_WINDOW, softcap=0.0, alibi_slopes=None,
                              deterministic=False, return_attn_probs=False, *, out=None,
                              stream=None, learnable_sink=None, mm_prefix_ranges=None):
     """flash_attn_func with k, v packed: kv is (batch_size, seqlen_k, 2, nheads_k, headdim).
@@ -417,13 +507,10 @@ def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
             return_attn_probs, block_table, out, stream, learnable_sink, mm_prefix_ranges,
             q_descale=None, k_descale=None, v_descale=None):
     _check_dropout(dropout_p)
-    q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table, learnable_sink, \
-        mm_prefix_ranges, q_descale, k_descale, v_descale = (_prepare(x) for x in (
-            q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, block_table, learnable_sink,
-            mm_prefix_ranges, q_descale, k_descale, v_descale))
+    T = _torch_pieces or _torch()
     left, right = _window(window_size)
-    handle = _stream_handle(stream, q)
-    qs = _shape(q)
+    handle = _stream_handle(stream, q, T)
+    qs = getattr(q, "shape", None)
     out_shape = lse_shape = None
     if qs is not None:
         if packing == _QKV_PACKED and len(qs) == 4:
@@ -431,24 +518,28 @@ def _varlen(q, k, v, packing, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         elif packing == _SEPARATE and len(qs) == 3:
             out_shape = _with_head_dim(qs, v)
         elif packing == _KV_PACKED and len(qs) == 3:
-            out_shape = qs
+            out_shape = tuple(qs)
         if out_shape is not None:
             lse_shape = (out_shape[1], out_shape[0])
-    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle, _out_dtype(q))
+    outs = _Outputs(q, out, out_shape, lse_shape, return_attn_probs, handle, _out_dtype(q), T,
+                    stream is not None)
     (cq, ck, cv), codes = _fp8_views(q, k, v)
-    result = _flare._varlen_fwd(cq, ck, cv, packing, cu_seqlens_q, cu_seqlens_k, _int32(max_seqlen_q, "max_seqlen_q"),
-                                _int32(max_seqlen_k, "max_seqlen_k"), outs.out, outs.lse, bool(return_attn_probs),
-                                _scale(softmax_scale), bool(causal), left, right,
-                                _float(softcap, "softcap"), alibi_slopes, block_table,
-                                learnable_sink, mm_prefix_ranges, q_descale, k_descale, v_descale,
-                                codes, handle)
+    e = _export
+    result = _flare._varlen_fwd(e(cq, T), e(ck, T), e(cv, T), packing, e(cu_seqlens_q, T),
+                                e(cu_seqlens_k, T), _int32(max_seqlen_q, "max_seqlen_q"),
+                                _int32(max_seqlen_k, "max_seqlen_k"), e(outs.out, T),
+                                e(outs.lse, T), bool(return_attn_probs), _scale(softmax_scale),
+                                bool(causal), left, right, _float(softcap, "softcap"),
+                                e(alibi_slopes, T), e(block_table, T), e(learnable_sink, T),
+                                e(mm_prefix_ranges, T), e(q_descale, T), e(k_descale, T),
+                                e(v_descale, T), codes, outs.alloc, handle)
     o, lse = outs.wrap(result)
     return (o, lse, None) if return_attn_probs else o
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                            dropout_p=0.0, softmax_scale=None, causal=False,
-                           window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                           window_size=_NO_WINDOW, softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, block_table=None,
                            *, out=None, stream=None, learnable_sink=None, mm_prefix_ranges=None,
                            q_descale=None, k_descale=None, v_descale=None):
@@ -482,7 +573,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 
 
 def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
-                                     softmax_scale=None, causal=False, window_size=(-1, -1),
+                                     softmax_scale=None, causal=False, window_size=_NO_WINDOW,
                                      softcap=0.0, alibi_slopes=None, deterministic=False,
                                      return_attn_probs=False, *, out=None, stream=None,
                                      learnable_sink=None, mm_prefix_ranges=None):
@@ -495,7 +586,7 @@ def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
 
 def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                     max_seqlen_k, dropout_p=0.0, softmax_scale=None,
-                                    causal=False, window_size=(-1, -1), softcap=0.0,
+                                    causal=False, window_size=_NO_WINDOW, softcap=0.0,
                                     alibi_slopes=None, deterministic=False,
                                     return_attn_probs=False, *, out=None, stream=None,
                                     learnable_sink=None, mm_prefix_ranges=None):
@@ -512,7 +603,7 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None,
                             rotary_sin=None, cache_seqlens=None, cache_batch_idx=None,
                             cache_leftpad=None, block_table=None, softmax_scale=None,
-                            causal=False, window_size=(-1, -1), softcap=0.0,
+                            causal=False, window_size=_NO_WINDOW, softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0,
                             return_softmax_lse=False, *, out=None, stream=None,
                             learnable_sink=None, mm_prefix_ranges=None, k_descale=None,
@@ -555,29 +646,26 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         out (batch_size, seqlen_q, nheads, headdim_v), or (out, softmax_lse); softmax_lse is
         -inf for rows that see no key (see flash_attn_func). Errors as in flash_attn_func.
     """
-    q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, cache_leftpad, \
-        block_table, alibi_slopes, learnable_sink, mm_prefix_ranges, k_descale, v_descale = (
-            _prepare(x) for x in (
-                q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx,
-                cache_leftpad, block_table, alibi_slopes, learnable_sink, mm_prefix_ranges,
-                k_descale, v_descale))
-    if not isinstance(cache_seqlens, int):
-        cache_seqlens = _prepare(cache_seqlens)
+    T = _torch_pieces or _torch()
     left, right = _window(window_size)
-    handle = _stream_handle(stream, q)
-    qs = _shape(q)
+    handle = _stream_handle(stream, q, T)
+    qs = getattr(q, "shape", None)
     out_shape = lse_shape = None
     if qs is not None and len(qs) == 4:
         out_shape, lse_shape = _with_head_dim(qs, v_cache), (qs[0], qs[2], qs[1])
-    outs = _Outputs(q, out, out_shape, lse_shape, return_softmax_lse, handle)
+    outs = _Outputs(q, out, out_shape, lse_shape, return_softmax_lse, handle, None, T,
+                    stream is not None)
     (cq, kc, vc), codes = _fp8_views(q, k_cache, v_cache)
-    result = _flare._kvcache_fwd(cq, kc, vc, k, v, rotary_cos, rotary_sin, cache_seqlens,
-                                 cache_batch_idx, cache_leftpad, block_table, outs.out, outs.lse,
-                                 bool(return_softmax_lse), _scale(softmax_scale), bool(causal),
-                                 left, right, _float(softcap, "softcap"), bool(rotary_interleaved),
-                                 alibi_slopes, learnable_sink, mm_prefix_ranges,
-                                 _int32(num_splits, "num_splits"), k_descale, v_descale, codes,
-                                 handle)
+    e = _export
+    result = _flare._kvcache_fwd(e(cq, T), e(kc, T), e(vc, T), e(k, T), e(v, T),
+                                 e(rotary_cos, T), e(rotary_sin, T), e(cache_seqlens, T),
+                                 e(cache_batch_idx, T), e(cache_leftpad, T), e(block_table, T),
+                                 e(outs.out, T), e(outs.lse, T), bool(return_softmax_lse),
+                                 _scale(softmax_scale), bool(causal), left, right,
+                                 _float(softcap, "softcap"), bool(rotary_interleaved),
+                                 e(alibi_slopes, T), e(learnable_sink, T),
+                                 e(mm_prefix_ranges, T), _int32(num_splits, "num_splits"),
+                                 e(k_descale, T), e(v_descale, T), codes, outs.alloc, handle)
     o, lse = outs.wrap(result)
     return (o, lse) if return_softmax_lse else o
 
@@ -629,18 +717,20 @@ def merge_attention_states(outs, lses, out=None, out_lse=None, *, stream=None):
 
     No backward pass: gradients do not flow through this function.
     """
-    outs = [_prepare(x) for x in _as_list(outs, "outs")]
-    lses = [_prepare(x) for x in _as_list(lses, "lses")]
-    out, out_lse = _prepare(out), _prepare(out_lse)
+    outs = _as_list(outs, "outs")
+    lses = _as_list(lses, "lses")
+    T = _torch_pieces or _torch()
     ref = outs[0] if outs else None
-    handle = _stream_handle(stream, ref)
+    handle = _stream_handle(stream, ref, T)
     ps = _shape(ref)
     out_shape = lse_shape = None
     if (ps is not None and len(ps) == 4
             and 1 <= len(outs) == len(lses) <= _flare.MERGE_MAX_PART_PTRS):
         out_shape, lse_shape = ps, (ps[0], ps[2], ps[1])
-    alloc = _Outputs(ref, out, out_shape, lse_shape, out_lse is None, handle)
-    result = _flare._merge(outs, lses, alloc.out, out_lse if out_lse is not None else alloc.lse,
-                           handle)
+    alloc = _Outputs(ref, out, out_shape, lse_shape, out_lse is None, handle, None, T,
+                     stream is not None)
+    e = _export
+    result = _flare._merge([e(x, T) for x in outs], [e(x, T) for x in lses], e(alloc.out, T),
+                           e(out_lse if out_lse is not None else alloc.lse, T), handle)
     merged, merged_lse = alloc.wrap(result)
     return merged, (out_lse if out_lse is not None else merged_lse)

@@ -11,11 +11,16 @@
 //
 // Order of a call (every argument check before any CUDA call):
 //   1. the checks above and the C++ API's, on host data only;
-//   2. flare_mha_fwd_workspace_size, whose validation of every rule runs before it reads the
-//      device; fresh outputs are represented by aligned placeholder pointers here;
+//   2. flare::plan_mha_fwd (api/fwd_planned.h): flare_mha_fwd_workspace_size's validation of
+//      every rule, before it reads the device, and the plan, once per call; fresh outputs and
+//      an int cache_seqlens are represented by aligned placeholder pointers here;
 //   3. only then the device: a missing driver or GPU is reported as such (require_device), the
-//      outputs are allocated (cudaMalloc), the workspace stream-ordered (cudaMallocAsync on the
-//      call's stream), and flare_mha_fwd launches.
+//      outputs are allocated (cudaMalloc), the workspace comes from the wrapper's allocator
+//      (torch's caching allocator for torch inputs) or stream-ordered cudaMallocAsync, and
+//      flare::launch_planned_mha_fwd launches the plan.
+// A call never synchronises the host (but for Scratch's fallback on a device without memory
+// pools) and never copies from host memory (an int cache_seqlens is a device-side fill), so a
+// call on a capturing stream is captured whole into the CUDA graph.
 // Results go into caller-given arrays (out=, lse=) or into fresh cudaMalloc'd buffers returned as
 // DLPack-capable nanobind ndarrays owning their memory.
 //
@@ -34,7 +39,10 @@
 #include <flare/flare.h>
 #include <flare/flare.hpp>
 
+#include "api/fwd_planned.h"     // flare_static's forward validated and planned once per call
 #include "api/merge_validate.h"  // flare_static's host checks: merge validation before CUDA
+
+#include <cuda.h>  // CUresult, CUdeviceptr, CUstream: cuMemsetD32Async through the entry point
 
 #include <cuda_runtime.h>
 #include <nanobind/nanobind.h>
@@ -697,38 +705,108 @@ const int32_t* block_table_of(const View& block_table, int64_t batch, const std:
 
 // ---------------------------------------------------------------- launch
 
-// Validates p (flare's every rule, before any CUDA call), then reports a missing device, then
-// allocates the fresh outputs and the workspace on the call's stream and launches.
+// cache_seqlens given as a Python int (or None: the whole cache): `count` entries of `value`,
+// written on the device after validation.
+struct SeqlensFill {
+  size_t count = 0;
+  int32_t value = 0;
+};
+
+// cuMemsetD32Async, reached through the runtime's driver entry point (no link against libcuda):
+// a 4-byte fill is a memset node under stream capture, where a copy from pageable host memory
+// cannot be captured. Null when the driver does not give it.
+using MemsetD32Fn = CUresult (*)(CUdeviceptr, unsigned int, size_t, CUstream);
+MemsetD32Fn memset_d32() {
+  static const MemsetD32Fn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuMemsetD32Async", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return MemsetD32Fn(nullptr);
+    }
+    return reinterpret_cast<MemsetD32Fn>(f);
+  }();
+  return fn;
+}
+
+void fill_seqlens(int32_t* dst, const SeqlensFill& fill, cudaStream_t stream) {
+  if (MemsetD32Fn fn = memset_d32()) {
+    const CUresult r = fn(reinterpret_cast<CUdeviceptr>(dst), static_cast<unsigned int>(fill.value),
+                          fill.count, reinterpret_cast<CUstream>(stream));
+    if (r != CUDA_SUCCESS)
+      raise(PyExc_RuntimeError, "flare: cuMemsetD32Async (cache_seqlens) failed: CUresult " +
+                                    std::to_string(static_cast<int>(r)));
+    return;
+  }
+  // From pageable memory: returns once the data is staged, so `values` may die after.
+  const std::vector<int32_t> values(fill.count, fill.value);
+  check_cuda(cudaMemcpyAsync(dst, values.data(), fill.count * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream),
+             "cudaMemcpyAsync (cache_seqlens)");
+}
+
+// Validates and plans p once (flare's every rule, before any CUDA call), then reports a missing
+// device, then allocates the fresh outputs, the workspace and the cache_seqlens fill, and
+// launches on the call's stream.
+//
+// The workspace (with the fill behind it) comes from `alloc` when given: a Python callable
+// taking a byte count and returning (owner, address), the owner kept alive until the launch is
+// enqueued. The wrapper passes torch's caching allocator on the call's stream for torch inputs:
+// stream-ordered, and replayed from the graph's pool under CUDA-graph capture. Without it, the
+// workspace is stream-ordered cudaMallocAsync memory on the call's stream (Scratch).
 void launch(flare_mha_fwd_params& p, const View& q, Outputs& outs,
-            const std::vector<int64_t>& lse_shape, uintptr_t stream_handle,
-            const std::vector<int32_t>& upload = {}) {
+            const std::vector<int64_t>& lse_shape, uintptr_t stream_handle, nb::handle alloc,
+            const SeqlensFill& fill = {}) {
   const int device = q.device;
-  size_t ws = 0;
-  const flare_status st = flare_mha_fwd_workspace_size(&p, device, &ws);
+  flare::PlannedFwd call;
+  const flare_status st = flare::plan_mha_fwd(&p, device, &call);
   if (st != FLARE_OK && !is_argument_status(st)) require_device(device);
   check_status(st);
 
   DeviceGuard guard(device);
   outs.allocate(p, q, lse_shape);
   auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  const size_t ws = call.plan.workspace_bytes;
   const size_t ws_rounded = round_up(ws, Scratch::kAlign);
-  const size_t upload_bytes = upload.size() * sizeof(int32_t);
-  Scratch scratch(stream, ws_rounded + upload_bytes);
-  if (ws) {
-    p.workspace = scratch.at(0);
-    p.workspace_size = ws;
+  const size_t fill_bytes = fill.count * sizeof(int32_t);
+  const size_t total = ws_rounded + fill_bytes;
+  const bool from_alloc = total > 0 && !alloc.is_none();
+  Scratch scratch(stream, from_alloc ? 0 : total);
+  nb::object owner;
+  char* base = nullptr;
+  if (from_alloc) {
+    // Room to align the caller's memory up to Scratch::kAlign (torch's blocks already are).
+    nb::object r = alloc(total + Scratch::kAlign);
+    uintptr_t address = 0;
+    try {
+      auto pair = nb::cast<std::tuple<nb::object, uintptr_t>>(r);
+      owner = std::get<0>(pair);
+      address = std::get<1>(pair);
+    } catch (const nb::cast_error&) {
+      raise(PyExc_RuntimeError, "flare: the workspace allocator must return (owner, address)");
+    }
+    base = reinterpret_cast<char*>(round_up(address, Scratch::kAlign));
+  } else if (total > 0) {
+    base = scratch.at(0);
   }
-  if (upload_bytes) {
-    // From pageable memory: returns once the data is staged, so `upload` may die after.
-    check_cuda(cudaMemcpyAsync(scratch.at(ws_rounded), upload.data(), upload_bytes,
-                               cudaMemcpyHostToDevice, stream),
-               "cudaMemcpyAsync (cache_seqlens)");
-    p.cache_seqlens = reinterpret_cast<const int32_t*>(scratch.at(ws_rounded));
+  flare::PlannedFwdBuffers buffers;
+  buffers.out = p.out;
+  buffers.lse = p.lse;
+  if (ws) {
+    buffers.workspace = base;
+    buffers.workspace_size = ws;
+  }
+  if (fill_bytes) {
+    auto* seqlens = reinterpret_cast<int32_t*>(base + ws_rounded);
+    fill_seqlens(seqlens, fill, stream);
+    buffers.cache_seqlens = seqlens;
   }
   flare_status run;
   {
     nb::gil_scoped_release release;
-    run = flare_mha_fwd(&p, stream);
+    run = flare::launch_planned_mha_fwd(&call, buffers, stream);
   }
   check_status(run);
 }
@@ -813,7 +891,8 @@ nb::tuple fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing, nb::h
               nb::handle lse_h, bool want_lse, float softmax_scale, bool causal, int window_left,
               int window_right, float softcap, nb::handle alibi_h, nb::handle sink_h,
               nb::handle ranges_h, nb::handle q_descale_h, nb::handle k_descale_h,
-              nb::handle v_descale_h, std::tuple<int, int, int> fp8_codes, uintptr_t stream) {
+              nb::handle v_descale_h, std::tuple<int, int, int> fp8_codes,
+              nb::handle workspace_alloc, uintptr_t stream) {
   View q, k, v;
   unpack(packing, q_h, k_h, v_h, q, k, v, 4);
   retype_fp8(q, std::get<0>(fp8_codes));
@@ -831,7 +910,7 @@ nb::tuple fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing, nb::h
   apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.batch, p.num_heads, p.seqlen_q};
   p.lse = outs.lse_pointer(lse_shape, q.device);
-  launch(p, q, outs, lse_shape, stream);
+  launch(p, q, outs, lse_shape, stream, workspace_alloc);
   return result(outs);
 }
 
@@ -842,7 +921,7 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
                      nb::handle alibi_h, nb::handle block_table_h, nb::handle sink_h,
                      nb::handle ranges_h, nb::handle q_descale_h, nb::handle k_descale_h,
                      nb::handle v_descale_h, std::tuple<int, int, int> fp8_codes,
-                     uintptr_t stream) {
+                     nb::handle workspace_alloc, uintptr_t stream) {
   View q, k, v;
   unpack(packing, q_h, k_h, v_h, q, k, v, 3);
   retype_fp8(q, std::get<0>(fp8_codes));
@@ -891,7 +970,7 @@ nb::tuple varlen_fwd(nb::handle q_h, nb::handle k_h, nb::handle v_h, int packing
   apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.num_heads, q.shape[0]};
   p.lse = outs.lse_pointer(lse_shape, q.device);
-  launch(p, q, outs, lse_shape, stream);
+  launch(p, q, outs, lse_shape, stream, workspace_alloc);
   return result(outs);
 }
 
@@ -903,7 +982,8 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
                       int window_right, float softcap, bool rotary_interleaved,
                       nb::handle alibi_h, nb::handle sink_h, nb::handle ranges_h, int num_splits,
                       nb::handle k_descale_h, nb::handle v_descale_h,
-                      std::tuple<int, int, int> fp8_codes, uintptr_t stream) {
+                      std::tuple<int, int, int> fp8_codes, nb::handle workspace_alloc,
+                      uintptr_t stream) {
   View q = as_view("q", q_h, false);
   if (!q.defined()) value_error("q is required");
   const bool appending = !k_h.is_none() || !v_h.is_none();
@@ -964,7 +1044,7 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
 
   // cache_seqlens: an int32 array, or a Python int / None (the whole cache) uploaded after
   // validation; a placeholder stands in for the upload until then.
-  std::vector<int32_t> upload;
+  SeqlensFill fill;
   bool upload_seqlens = cache_seqlens_h.is_none() || PyLong_Check(cache_seqlens_h.ptr());
   if (!upload_seqlens) {
     View cache_seqlens = as_view("cache_seqlens", cache_seqlens_h, false);
@@ -996,14 +1076,15 @@ nb::tuple kvcache_fwd(nb::handle q_h, nb::handle kc_h, nb::handle vc_h, nb::hand
     if (n < 0 || n > p.seqlen_k)
       value_error("cache_seqlens (" + std::to_string(n) + ") must be in [0, " +
                   std::to_string(p.seqlen_k) + "] (the cache capacity)");
-    upload.assign(static_cast<size_t>(batch), static_cast<int32_t>(n));
+    fill.count = static_cast<size_t>(batch);
+    fill.value = static_cast<int32_t>(n);
   }
   apply_descales(p, o, {"q_descale", nb::none(), nullptr}, {"k_descale", k_descale_h, &kc},
                  {"v_descale", v_descale_h, &vc}, q);
   apply_array_options(p, o, alibi_h, sink_h, ranges_h, q);
   const std::vector<int64_t> lse_shape{p.batch, p.num_heads, p.seqlen_q};
   p.lse = outs.lse_pointer(lse_shape, q.device);
-  launch(p, q, outs, lse_shape, stream, upload);
+  launch(p, q, outs, lse_shape, stream, workspace_alloc, fill);
   return result(outs);
 }
 
@@ -1145,14 +1226,14 @@ NB_MODULE(_flare, m) {
         "lse"_a.none(), "want_lse"_a, "softmax_scale"_a, "causal"_a, "window_left"_a,
         "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(), "learnable_sink"_a.none(),
         "mm_prefix_ranges"_a.none(), "q_descale"_a.none(), "k_descale"_a.none(),
-        "v_descale"_a.none(), "fp8_codes"_a, "stream"_a);
+        "v_descale"_a.none(), "fp8_codes"_a, "workspace_alloc"_a.none(), "stream"_a);
   m.def("_varlen_fwd", &varlen_fwd, "q"_a.none(), "k"_a.none(), "v"_a.none(), "packing"_a,
         "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "max_seqlen_q"_a, "max_seqlen_k"_a,
         "out"_a.none(), "lse"_a.none(), "want_lse"_a, "softmax_scale"_a, "causal"_a,
         "window_left"_a, "window_right"_a, "softcap"_a, "alibi_slopes"_a.none(),
         "block_table"_a.none(), "learnable_sink"_a.none(), "mm_prefix_ranges"_a.none(),
         "q_descale"_a.none(), "k_descale"_a.none(), "v_descale"_a.none(), "fp8_codes"_a,
-        "stream"_a);
+        "workspace_alloc"_a.none(), "stream"_a);
   m.def("_kvcache_fwd", &kvcache_fwd, "q"_a.none(), "k_cache"_a.none(), "v_cache"_a.none(),
         "k"_a.none(), "v"_a.none(), "rotary_cos"_a.none(), "rotary_sin"_a.none(),
         "cache_seqlens"_a.none(), "cache_batch_idx"_a.none(), "cache_leftpad"_a.none(),
@@ -1160,7 +1241,7 @@ NB_MODULE(_flare, m) {
         "softmax_scale"_a, "causal"_a, "window_left"_a, "window_right"_a, "softcap"_a,
         "rotary_interleaved"_a, "alibi_slopes"_a.none(), "learnable_sink"_a.none(),
         "mm_prefix_ranges"_a.none(), "num_splits"_a, "k_descale"_a.none(),
-        "v_descale"_a.none(), "fp8_codes"_a, "stream"_a);
+        "v_descale"_a.none(), "fp8_codes"_a, "workspace_alloc"_a.none(), "stream"_a);
   m.def("_merge", &merge, "outs"_a, "lses"_a, "out"_a.none(), "out_lse"_a.none(), "stream"_a);
   m.attr("MERGE_MAX_PART_PTRS") = FLARE_MERGE_MAX_PART_PTRS;
   // DLPack codes of the FP8 types (fp8_codes): the wrapper's uint8 views name theirs with them.

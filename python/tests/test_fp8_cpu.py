@@ -211,7 +211,8 @@ def test_uint8_views_with_an_fp8_code():
     u8 = _f((2, 16, 2, 64), "uint8")
     args = dict(out=None, lse=None, want_lse=False, softmax_scale=0.0, causal=False,
                 window_left=-1, window_right=-1, softcap=0.0, alibi_slopes=None,
-                learnable_sink=None, mm_prefix_ranges=None, q_descale=None, stream=0)
+                learnable_sink=None, mm_prefix_ranges=None, q_descale=None,
+                workspace_alloc=None, stream=0)
     with pytest.raises(ValueError, match=r"^k_descale is required: k is float8_e4m3fn"):
         flare._flare._fwd(_Q, u8, u8, 0, k_descale=None, v_descale=_S, fp8_codes=(0, e4m3, e4m3),
                           **args)
@@ -285,13 +286,16 @@ def test_valid_fp8_calls_reach_the_library(label, call, feature):
 
 class _FakeTorch:
     """Just enough of torch for the wrapper's FP8 path: dtypes, a Tensor type whose instances
-    export a FakeCuda array, and torch.empty for the wrapper's one-time probe of whether this
-    torch exports float8 through DLPack (`exports`)."""
+    export a FakeCuda array (through __dlpack__ and torch._C._to_dlpack alike), and torch.empty
+    for the wrapper's one-time probe of whether this torch exports float8 through DLPack
+    (`exports`)."""
 
     def __init__(self, exports):
         import types
         self.module = types.ModuleType("torch")
         m = self.module
+        m._C = types.SimpleNamespace(_to_dlpack=lambda t: t.__dlpack__(),
+                                     _cuda_getCurrentRawStream=lambda index: 0)
         for name in ("float16", "bfloat16", "float32", "uint8", "float8_e4m3fn", "float8_e5m2"):
             setattr(m, name, name)
         self.probes = 0
@@ -332,6 +336,7 @@ def test_torch_float8_through_dlpack_or_a_uint8_view(monkeypatch, exports):
     fake = _FakeTorch(exports)
     monkeypatch.setitem(sys.modules, "torch", fake.module)
     monkeypatch.setattr(_interface, "_torch_fp8_dlpack", None)
+    monkeypatch.setattr(_interface, "_torch_pieces", None)  # looked up again: the fake
     T = fake.module.Tensor
     q = T((2, 1, 4, 64), "float16")
     kc, vc = T((2, 64, 2, 64), "float8_e4m3fn"), T((2, 64, 2, 64), "float8_e5m2")
@@ -351,7 +356,7 @@ def test_torch_float8_through_dlpack_or_a_uint8_view(monkeypatch, exports):
                               v_descale=_S)
     # FP8 q: a fresh out would be bfloat16 (torch's q).
     assert _interface._out_dtype(T((2, 8, 4, 64), "float8_e4m3fn")) == "bfloat16"
-    assert _interface._out_dtype(q) == "float16"
+    assert _interface._out_dtype(q) is None  # q's own
     assert fake.probes == 1  # probed once
 
 

@@ -8,6 +8,7 @@
 #include "api/device.h"
 #include "api/dispatch.h"
 #include "api/error.h"
+#include "api/fwd_planned.h"
 #include "api/validate.h"
 #include "common/fp8_params.h"
 #include "common/sequence.h"
@@ -109,6 +110,35 @@ FwdLaunch make_launch(const FwdPlan& plan, char* workspace) {
   return launch;
 }
 
+// Carries out a checked plan on `device` (made current for the call): the append pass, the
+// tile counter's reset, the forward kernel, the split combine.
+flare_status launch_plan(const flare_mha_fwd_params& full, const FwdPlan& plan, FwdKernelFn kernel,
+                         int device, cudaStream_t stream) {
+  // Launches go to the current device: the call's device is made current while it launches.
+  ScopedDevice on_device;
+  flare_status st = on_device.enter(device);
+  if (st != FLARE_OK) return st;
+  const FwdLaunch launch = make_launch(plan, static_cast<char*>(full.workspace));
+  cudaError_t err;
+  if (is_kv_cache(full) && full.k_new != nullptr) {
+    err = static_cast<cudaError_t>(
+        run_append_kv(full, plan.rotate_q ? const_cast<void*>(launch.p.q) : nullptr, stream));
+    if (err != cudaSuccess) return cuda_fail(err, "KV cache append kernel");
+  }
+  if (launch.tile_counter != nullptr) {
+    err = cudaMemsetAsync(launch.tile_counter, 0, kSm90TileCounterBytes, stream);
+    if (err != cudaSuccess) return cuda_fail(err, "cudaMemsetAsync(tile counter)");
+  }
+  err = static_cast<cudaError_t>(kernel(launch, stream));
+  if (err != cudaSuccess) return cuda_fail(err, "forward kernel");
+  if (plan.num_splits > 1) {
+    err = static_cast<cudaError_t>(run_split_combine(launch, stream));
+    if (err != cudaSuccess) return cuda_fail(err, "split-KV combine kernel");
+  }
+  clear_error();
+  return FLARE_OK;
+}
+
 }  // namespace
 }  // namespace flare
 
@@ -175,28 +205,49 @@ extern "C" FLARE_API flare_status flare_mha_fwd(const flare_mha_fwd_params* para
   if (st != FLARE_OK) return st;
   st = check_workspace(full, plan);
   if (st != FLARE_OK) return st;
+  return launch_plan(full, plan, kernel, device, stream);
+}
 
-  // Launches go to the current device: make it the stream's for the call.
-  ScopedDevice on_device;
-  st = on_device.enter(device);
+namespace flare {
+
+flare_status plan_mha_fwd(const flare_mha_fwd_params* params, int device, PlannedFwd* call) {
+  if (call == nullptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "call is null");
+  // flare_mha_fwd_workspace_size's steps: validated without a workspace, planned with one.
+  flare_status st = read_params(params, &call->full);
   if (st != FLARE_OK) return st;
-  const FwdLaunch launch = make_launch(plan, static_cast<char*>(full.workspace));
-  cudaError_t err;
-  if (is_kv_cache(full) && full.k_new != nullptr) {
-    err = static_cast<cudaError_t>(
-        run_append_kv(full, plan.rotate_q ? const_cast<void*>(launch.p.q) : nullptr, stream));
-    if (err != cudaSuccess) return cuda_fail(err, "KV cache append kernel");
-  }
-  if (launch.tile_counter != nullptr) {
-    err = cudaMemsetAsync(launch.tile_counter, 0, kSm90TileCounterBytes, stream);
-    if (err != cudaSuccess) return cuda_fail(err, "cudaMemsetAsync(tile counter)");
-  }
-  err = static_cast<cudaError_t>(kernel(launch, stream));
-  if (err != cudaSuccess) return cuda_fail(err, "forward kernel");
-  if (plan.num_splits > 1) {
-    err = static_cast<cudaError_t>(run_split_combine(launch, stream));
-    if (err != cudaSuccess) return cuda_fail(err, "split-KV combine kernel");
-  }
+  call->full.workspace = nullptr;
+  call->full.workspace_size = 0;
+  st = validate_params(&call->full);
+  if (st != FLARE_OK) return st;
+  call->full.workspace = reinterpret_cast<void*>(uintptr_t(kWorkspaceAlignment));
+  st = plan_call(call->full, device, &call->plan, &call->kernel);
+  if (st != FLARE_OK) return st;
+  call->device = device;
   clear_error();
   return FLARE_OK;
 }
+
+flare_status launch_planned_mha_fwd(PlannedFwd* call, const PlannedFwdBuffers& buffers,
+                                    cudaStream_t stream) {
+  if (call == nullptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "call is null");
+  flare_mha_fwd_params& full = call->full;
+  flare_mha_fwd_params& kp = call->plan.p;
+  if (reinterpret_cast<uintptr_t>(buffers.workspace) % kWorkspaceAlignment != 0)
+    return fail(FLARE_ERROR_MISALIGNED, "workspace (%p) must be aligned to %zu bytes",
+                buffers.workspace, kWorkspaceAlignment);
+  if (buffers.workspace == nullptr && buffers.workspace_size > 0)
+    return fail(FLARE_ERROR_INVALID_ARGUMENT, "workspace is null but workspace_size (%zu) is > 0",
+                buffers.workspace_size);
+  for (flare_mha_fwd_params* p : {&full, &kp}) {
+    if (buffers.out) p->out = buffers.out;
+    if (buffers.lse) p->lse = buffers.lse;
+    if (buffers.cache_seqlens) p->cache_seqlens = buffers.cache_seqlens;
+    p->workspace = buffers.workspace;
+    p->workspace_size = buffers.workspace_size;
+  }
+  const flare_status st = check_workspace(full, call->plan);
+  if (st != FLARE_OK) return st;
+  return launch_plan(full, call->plan, call->kernel, call->device, stream);
+}
+
+}  // namespace flare
