@@ -3,7 +3,8 @@
 # selection that reaches every kernel: forward (plain, padded head dims, varlen), split-KV +
 # combine, KV append with rotary, paged KV (pages of 1, 3 and 48 rows, paged varlen), the
 # serving features of flare.h (sinks with split-KV, prefix ranges, odd head dims, head dim 512,
-# head_dim_v 128 under head_dim 192), plus the reliability stride checks. Serving cases whose
+# head_dim_v 128 under head_dim 192), FP8 K/V (decode, pages, split, chunked), plus the
+# reliability stride checks. Serving cases whose
 # kernel head dim is not in FLARE_HEAD_DIMS are left out and listed (for all of them:
 # FLARE_HEAD_DIMS="32;64;128;192;256;512").
 #
@@ -82,6 +83,14 @@ if [ -z "$filter" ]; then
     pick '^Pages/DecodeSweep\..*_page48_' 1
     pick '^Chunks/DecodeSweep\..*_page1_' 1
     pick '^Chunks/DecodeSweep\..*_page3_' 1
+    # FP8 K/V (tests/gpu/test_fp8.cpp): the decode kernel's FP8 instances with an append, pages
+    # of 1 / 3 / 48 rows, split-KV, and a chunked prefill over paged codes; the code conversion.
+    pick '^Fp8/Fp8Sweep\..*/dec0.._e4m3_.*_sp3$' 1
+    pick '^Fp8/Fp8Sweep\..*/dec0.._e5m2_.*_spH$' 1
+    pick '^Fp8/Fp8Sweep\..*/page0.._.*_page(1|3|48)_' 2
+    pick '^Fp8/Fp8Sweep\..*/chunk0.._.*_page' 1
+    pick '^Fp8/Fp8Sweep\..*/feat0.._.*_sink' 1
+    echo "$all" | grep -E '^Codes/Fp8Convert\.' | head -1
     # Serving cases (tests/gpu/test_serving.cpp), by name, with the kernel head dims they need.
     serving 64 paged_varlen_page1_cuk
     serving 64 paged_varlen_page3_seqused
