@@ -14,20 +14,8 @@ import flare
 from flare import _interface
 
 torch = pytest.importorskip("torch", reason="GPU tests need torch (not installed)")
-if not torch.cuda.is_available():
-    pytest.skip("GPU tests need a CUDA device (torch.cuda.is_available() is False)",
-                allow_module_level=True)
-if flare.cuda_device_count() == 0:
-    pytest.skip("GPU tests: flare's CUDA runtime sees no device", allow_module_level=True)
-
-DEV = "cuda"
-BUILT = {"fp16": torch.float16, "bf16": torch.bfloat16}
-DTYPES = [BUILT[d] for d in flare.build_config["dtypes"].split(",") if d in BUILT]
-HDIMS = [int(d) for d in flare.build_config["head_dims"].split(",") if d]
-if not DTYPES or not HDIMS:
-    pytest.skip("GPU tests: this build has no kernels", allow_module_level=True)
-DT = torch.bfloat16 if torch.bfloat16 in DTYPES else DTYPES[0]
-D = 64 if 64 in HDIMS else HDIMS[0]
+# test_gpu skips the module without a CUDA device or kernels.
+from test_gpu import D, DEV, DT  # noqa: E402
 
 
 def rand(*shape, dtype=DT):
