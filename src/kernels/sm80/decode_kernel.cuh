@@ -176,9 +176,12 @@ __device__ __forceinline__ void convert_group(uint32_t src, uint32_t dst,
       dec.four(w.y, lo.z, lo.w);
       dec.four(w.z, hi.x, hi.y);
       dec.four(w.w, hi.z, hi.w);
+      // Chunk j becomes 16-bit chunks 2j (lo) and 2j + 1 (hi). Lanes j and j + 4 of a row would
+      // hit the same banks storing 2j and 2j + 8 first: lanes with j & 4 store hi first.
       const uint32_t d = dst + kv * Tr::kWarpKeys * Tr::kKVRowBytes;
-      st_shared_16(d + Tr::kv_offset(r, 2 * j), lo);
-      st_shared_16(d + Tr::kv_offset(r, 2 * j + 1), hi);
+      const bool hi_first = (j >> 2) & 1;
+      st_shared_16(d + Tr::kv_offset(r, 2 * j + hi_first), hi_first ? hi : lo);
+      st_shared_16(d + Tr::kv_offset(r, 2 * j + !hi_first), hi_first ? lo : hi);
     }
   }
 }
