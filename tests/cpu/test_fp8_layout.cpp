@@ -1,0 +1,130 @@
+// The FP8 prefill kernel's layouts (kernels/sm90/fp8_layout.h) against the PTX ISA's tables: the
+// swizzled K-major tiles as the hardware addresses them, their wgmma descriptors, and the byte
+// permutation that lets P's e4m3 A fragments be packed from each lane's own S accumulators.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "kernels/sm90/fp8_layout.h"
+
+namespace {
+
+using namespace flare::sm90;
+
+// The PTX ISA's k32 8-bit A fragment table, written out independently of fp8_a_row / fp8_a_col:
+// a_i for i < 4 or 8 <= i < 12 is on row groupID, else groupID + 8; its column is
+// threadID_in_group * 4 + (i & 3), + 16 for i >= 8.
+std::pair<int, int> ptx_a_fragment(int lane, int i) {
+  const int group = lane >> 2, tig = lane & 3;
+  const int row = (i < 4 || (i >= 8 && i < 12)) ? group : group + 8;
+  const int col = tig * 4 + (i & 3) + (i >= 8 ? 16 : 0);
+  return {row, col};
+}
+
+TEST(Fp8Layout, AFragmentMatchesThePtxTable) {
+  std::set<std::pair<int, int>> seen;
+  for (int lane = 0; lane < 32; ++lane)
+    for (int reg = 0; reg < 4; ++reg)
+      for (int byte = 0; byte < 4; ++byte) {
+        const auto want = ptx_a_fragment(lane, 4 * reg + byte);
+        EXPECT_EQ(fp8_a_row(lane, reg, byte), want.first) << lane << " " << reg << " " << byte;
+        EXPECT_EQ(fp8_a_col(lane, reg, byte), want.second) << lane << " " << reg << " " << byte;
+        seen.insert(want);
+      }
+  EXPECT_EQ(seen.size(), 16u * 32u);  // every (row, column) of the warp's 16 x 32 once
+}
+
+TEST(Fp8Layout, AccumulatorCoversEachScoreOnce) {
+  const int n = 128;
+  std::set<std::pair<int, int>> seen;
+  for (int lane = 0; lane < 32; ++lane)
+    for (int i = 0; i < n / 2; ++i) {
+      const int r = acc_row(lane, i), c = acc_col(lane, i);
+      ASSERT_TRUE(r >= 0 && r < 16 && c >= 0 && c < n);
+      seen.insert({r, c});
+    }
+  EXPECT_EQ(seen.size(), size_t(16 * n));
+}
+
+TEST(Fp8Layout, KeyPermutationIsABijectionWithItsInverse) {
+  std::set<int> keys;
+  for (int kappa = 0; kappa < 32; ++kappa) {
+    const int key = fp8_p_key(kappa);
+    ASSERT_TRUE(key >= 0 && key < 32);
+    EXPECT_EQ(fp8_p_slot(key), kappa);
+    EXPECT_EQ(key / 16, kappa / 16);  // stays in its half of the step
+    keys.insert(key);
+  }
+  EXPECT_EQ(keys.size(), 32u);
+}
+
+// The point of the permutation: the code a lane packs into (register, byte) of step kk is the
+// probability of the A fragment's row and of the key V^T's column kappa holds, so
+// sum_kappa A[row][kappa] V^T[n][kappa] = sum_key P[row][key] V[key][n].
+TEST(Fp8Layout, PackedProbabilitiesSitWhereThePermutedVExpectsThem) {
+  const int block_n = 128;
+  for (int lane = 0; lane < 32; ++lane)
+    for (int kk = 0; kk < block_n / 32; ++kk)
+      for (int reg = 0; reg < 4; ++reg)
+        for (int byte = 0; byte < 4; ++byte) {
+          const int i = fp8_p_acc_index(kk, reg, byte);
+          ASSERT_TRUE(i >= 0 && i < block_n / 2);
+          const auto a = ptx_a_fragment(lane, 4 * reg + byte);
+          EXPECT_EQ(acc_row(lane, i), a.first);
+          EXPECT_EQ(acc_col(lane, i), 32 * kk + fp8_p_key(a.second));
+        }
+}
+
+// The swizzle as the hardware applies it to a byte address inside a 1024-byte aligned region:
+// 128-byte atoms XOR address bits [4, 7) with bits [7, 10), 64-byte atoms bits [4, 6) with
+// [7, 9).
+uint32_t hardware_swizzle(uint32_t addr, int atom) {
+  const uint32_t mask = uint32_t(atom / 16 - 1);
+  return addr ^ (((addr >> 7) & mask) << 4);
+}
+
+TEST(Fp8Layout, TileOffsetsAreTheHardwareSwizzle) {
+  for (int row_bytes : {64, 128, 256}) {
+    for (int rows : {64, 128}) {
+      const int atom = fp8_atom_bytes(row_bytes);
+      std::set<uint32_t> offsets;
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < row_bytes / 16; ++c) {
+          const uint32_t off = fp8_tile_offset(r, c, rows, row_bytes);
+          const int a = c / (atom / 16);
+          const uint32_t logical = uint32_t(r * atom + (c % (atom / 16)) * 16);
+          EXPECT_EQ(off, uint32_t(a * rows * atom) + hardware_swizzle(logical, atom))
+              << row_bytes << " " << rows << " " << r << " " << c;
+          offsets.insert(off);
+        }
+      EXPECT_EQ(offsets.size(), size_t(rows * row_bytes / 16));
+      EXPECT_LT(*offsets.rbegin(), uint32_t(rows * row_bytes));
+    }
+  }
+}
+
+TEST(Fp8Layout, DescriptorFields) {
+  const uint64_t d128 = fp8_desc_k_major(0x1A400, 256);
+  EXPECT_EQ(d128 & 0x3FFF, 0x1A400u >> 4);
+  EXPECT_EQ((d128 >> 32) & 0x3FFF, 1024u >> 4);  // 8 rows of 128 bytes
+  EXPECT_EQ(d128 >> 62, 1u);                     // 128-byte swizzle
+  const uint64_t d64 = fp8_desc_k_major(0x2000, 64);
+  EXPECT_EQ((d64 >> 32) & 0x3FFF, 512u >> 4);    // 8 rows of 64 bytes
+  EXPECT_EQ(d64 >> 62, 2u);                      // 64-byte swizzle
+  // Reserved bits stay zero.
+  for (uint64_t d : {d128, d64})
+    EXPECT_EQ(d & ((uint64_t(0x3) << 14) | (uint64_t(0x3) << 30) | (uint64_t(0xFFFF) << 46)), 0u);
+}
+
+// A k32 step starts at column 32 ks of row 0: the unswizzled row, so the step's start address
+// is the offset of its first chunk.
+TEST(Fp8Layout, KStepOffsets) {
+  for (int row_bytes : {64, 128, 256})
+    for (int ks = 0; ks < row_bytes / 32; ++ks)
+      EXPECT_EQ(fp8_k_step_offset(ks, 128, row_bytes), fp8_tile_offset(0, 2 * ks, 128, row_bytes));
+}
+
+}  // namespace
