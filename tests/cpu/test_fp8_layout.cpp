@@ -128,3 +128,38 @@ TEST(Fp8Layout, KStepOffsets) {
 }
 
 }  // namespace
+
+namespace {
+
+using namespace flare::sm90;
+
+TEST(Fp8Layout, TransposeFourByFour) {
+  uint32_t in[4], out[4];
+  for (int k = 0; k < 4; ++k) {
+    in[k] = 0;
+    for (int b = 0; b < 4; ++b) in[k] |= uint32_t(0x10 * k + b) << (8 * b);  // key k, column b
+  }
+  fp8_transpose_4x4(in, out);
+  for (int b = 0; b < 4; ++b)
+    for (int k = 0; k < 4; ++k)
+      EXPECT_EQ((out[b] >> (8 * k)) & 0xFF, uint32_t(0x10 * k + b)) << b << " " << k;
+}
+
+// Each V^T word of group grp holds its keys at the slots the P packing expects.
+TEST(Fp8Layout, VtGroupsHoldTheirKeysAtTheirSlots) {
+  for (int block_n : {64, 128}) {
+    std::set<int> keys;
+    for (int grp = 0; grp < block_n / 4; ++grp)
+      for (int k = 0; k < 4; ++k) {
+        const int key = fp8_vt_group_key(grp, k);
+        const int col = 4 * grp + k;
+        EXPECT_EQ(key / 32, col / 32);
+        EXPECT_EQ(fp8_p_slot(key % 32), col % 32) << block_n << " " << grp << " " << k;
+        keys.insert(key);
+      }
+    EXPECT_EQ(keys.size(), size_t(block_n));
+    EXPECT_EQ(*keys.rbegin(), block_n - 1);
+  }
+}
+
+}  // namespace

@@ -87,5 +87,45 @@ FLARE_HD int fp8_p_slot(int key) {
   return (key & 16) + 4 * ((k >> 1) & 3) + 2 * (k >> 3) + (k & 1);
 }
 
+// Tiles of the FP8 prefill kernel: 128 query rows (two consumer warpgroups of 64), key blocks
+// of 128 keys up to head dim 128 and of 64 at head dim 256 (its 128 O accumulators per thread
+// leave room for 32 of S, not 64). V^T's rows hold a key block: 128 or 64 bytes.
+constexpr int kSm90Fp8BlockM = 128;
+FLARE_HD constexpr int sm90_fp8_block_n(int head_dim) { return head_dim <= 128 ? 128 : 64; }
+
+// __byte_perm(x, y, s): byte i of the result is byte (s >> 4 i) & 7 of the 8 bytes y:x.
+FLARE_HD uint32_t fp8_byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t xy = (uint64_t(y) << 32) | x;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= uint32_t((xy >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+  return r;
+#endif
+}
+
+// The 4 x 4 byte transpose of the V^T store: in[k] holds byte b of column b of key k
+// (k, b < 4); out[b] holds byte k of key k of column b.
+FLARE_HD void fp8_transpose_4x4(const uint32_t (&in)[4], uint32_t (&out)[4]) {
+  const uint32_t lo01 = fp8_byte_perm(in[0], in[1], 0x5140);  // k0b0 k1b0 k0b1 k1b1
+  const uint32_t hi01 = fp8_byte_perm(in[0], in[1], 0x7362);  // k0b2 k1b2 k0b3 k1b3
+  const uint32_t lo23 = fp8_byte_perm(in[2], in[3], 0x5140);
+  const uint32_t hi23 = fp8_byte_perm(in[2], in[3], 0x7362);
+  out[0] = fp8_byte_perm(lo01, lo23, 0x5410);
+  out[1] = fp8_byte_perm(lo01, lo23, 0x7632);
+  out[2] = fp8_byte_perm(hi01, hi23, 0x5410);
+  out[3] = fp8_byte_perm(hi01, hi23, 0x7632);
+}
+
+// The V^T store works on groups of four keys whose columns in V^T are adjacent (one 4-byte
+// word of a V^T row): group `grp` (0 .. block_n / 4 - 1) holds keys fp8_vt_group_key(grp, k),
+// k < 4, at V^T columns 4 grp + k. Within its 32-key step, group w = 4 h + a takes keys
+// 16 h + {2 a, 2 a + 1, 2 a + 8, 2 a + 9}: the slots fp8_p_slot gives them.
+FLARE_HD int fp8_vt_group_key(int grp, int k) {
+  const int step = grp / 8, h = (grp % 8) / 4, a = grp % 4;
+  return 32 * step + 16 * h + 2 * a + (k & 1) + 8 * (k >> 1);
+}
+
 }  // namespace sm90
 }  // namespace flare

@@ -1,0 +1,32 @@
+# FLARE_FP8_PREFILL: the Hopper FP8 prefill kernel (q, k, v e4m3; src/kernels/sm90/fwd_fp8_sm90.cuh).
+# OFF (the default): no instance is compiled, validation refuses FP8 q with
+# FLARE_ERROR_NOT_SUPPORTED and the planner never picks the kernel. ON, in a build whose
+# FLARE_ARCHS has 90a: one instance per out dtype and head dim 64 / 128 / 256 of FLARE_HEAD_DIMS,
+# and FLARE_FP8_PREFILL=1 for the host code (validation, planner, dispatcher) and the tests.
+# Included by CMakeLists.txt after the kernel and host targets exist.
+option(FLARE_FP8_PREFILL "Build the Hopper FP8 prefill kernel (q, k, v e4m3)" OFF)
+
+if(FLARE_FP8_PREFILL)
+  if(NOT "90a" IN_LIST FLARE_ARCHS)
+    message(FATAL_ERROR "FLARE_FP8_PREFILL needs 90a in FLARE_ARCHS")
+  endif()
+  set(flare_fp8_prefill_sources)
+  foreach(dtype IN LISTS FLARE_DTYPES)
+    if(dtype STREQUAL "fp16")
+      set(FLARE_DTYPE_ENUM FLARE_DTYPE_FP16)
+    else()
+      set(FLARE_DTYPE_ENUM FLARE_DTYPE_BF16)
+    endif()
+    foreach(hdim IN LISTS FLARE_HEAD_DIMS)
+      if(hdim EQUAL 64 OR hdim EQUAL 128 OR hdim EQUAL 256)
+        set(FLARE_HEAD_DIM ${hdim})
+        set(tu ${CMAKE_CURRENT_BINARY_DIR}/kernels/fwd_fp8_sm90_${dtype}_hdim${hdim}.cu)
+        configure_file(src/kernels/sm90/fwd_fp8_instance_sm90.cu.in ${tu} @ONLY)
+        list(APPEND flare_fp8_prefill_sources ${tu})
+      endif()
+    endforeach()
+  endforeach()
+  target_sources(flare_kernels_sm90 PRIVATE ${flare_fp8_prefill_sources})
+  # PUBLIC: flare_objects (the dispatcher) and the tests see it through flare_host.
+  target_compile_definitions(flare_host PUBLIC FLARE_FP8_PREFILL=1)
+endif()
