@@ -3,7 +3,8 @@
 # FLARE_ERROR_NOT_SUPPORTED and the planner never picks the kernel. ON, in a build whose
 # FLARE_ARCHS has 90a: one instance per out dtype and head dim 64 / 128 / 256 of FLARE_HEAD_DIMS,
 # and FLARE_FP8_PREFILL=1 for the host code (validation, planner, dispatcher) and the tests.
-# Included by CMakeLists.txt after the kernel and host targets exist.
+# Included by CMakeLists.txt after the kernel, host and test targets exist. The GPU tests of the
+# kernel (tests/gpu/test_fp8_prefill.cpp) join flare_tests_gpu in such builds only.
 option(FLARE_FP8_PREFILL "Build the Hopper FP8 prefill kernel (q, k, v e4m3)" OFF)
 
 if(FLARE_FP8_PREFILL)
@@ -27,6 +28,11 @@ if(FLARE_FP8_PREFILL)
     endforeach()
   endforeach()
   target_sources(flare_kernels_sm90 PRIVATE ${flare_fp8_prefill_sources})
-  # PUBLIC: flare_objects (the dispatcher) and the tests see it through flare_host.
+  # PUBLIC: flare_objects (the dispatcher) and the CPU tests see it through flare_host; the GPU
+  # tests link flare_static, which does not pass it on.
   target_compile_definitions(flare_host PUBLIC FLARE_FP8_PREFILL=1)
+  if(TARGET flare_tests_gpu)
+    target_sources(flare_tests_gpu PRIVATE tests/gpu/test_fp8_prefill.cpp)
+    target_compile_definitions(flare_tests_gpu PRIVATE FLARE_FP8_PREFILL=1)
+  endif()
 endif()

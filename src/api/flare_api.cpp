@@ -40,9 +40,9 @@ flare_status plan_call(const flare_mha_fwd_params& full, int device, FwdPlan* pl
   *plan = plan_forward(full, info, current_tuning(), kernels);
   if (plan->family == FwdKernelFamily::kNone && has_fp8_q(full))
     return fail(FLARE_ERROR_NOT_SUPPORTED,
-                "q_dtype e4m3, head_dim %d: FP8 prefill runs on the Hopper FP8 kernel only "
-                "(compute capability 9.0, unpaged K/V, head dims up to 256); device %d has "
-                "compute capability %d.%d",
+                "q_dtype e4m3, head_dim %d: no FP8 prefill kernel for this call (the Hopper FP8 "
+                "kernel needs compute capability 9.0, a FLARE_FP8_PREFILL build with the head "
+                "dim, unpaged K/V); device %d has compute capability %d.%d",
                 full.head_dim, device, info.cc_major, info.cc_minor);
   if (plan->family == FwdKernelFamily::kNone && has_fp8_kv(full))
     return fail(FLARE_ERROR_NOT_SUPPORTED,

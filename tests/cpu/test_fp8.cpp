@@ -190,6 +190,7 @@ TEST(Fp8Validation, EachRuleNamesItsField) {
          p.block_table = fake_ptr<const int32_t>(0x720000);
          p.block_table_batch_stride = 1;
          p.page_block_size = 128;
+         p.num_pages = 2;  // each batch entry's 128 K/V rows are a page
          p.cache_seqlens = fake_ptr<const int32_t>(0x700000);
        },
        FLARE_ERROR_NOT_SUPPORTED, "block_table with q_dtype e4m3"},
