@@ -7,6 +7,12 @@
 # kernel (tests/gpu/test_fp8_prefill.cpp) join flare_tests_gpu in such builds only.
 option(FLARE_FP8_PREFILL "Build the Hopper FP8 prefill kernel (q, k, v e4m3)" OFF)
 
+# Host-side checks of the kernel's layouts and of its planning: in every build.
+if(TARGET flare_tests_cpu)
+  target_sources(flare_tests_cpu PRIVATE tests/cpu/test_fp8_layout.cpp
+    tests/cpu/test_fp8_prefill_plan.cpp)
+endif()
+
 if(FLARE_FP8_PREFILL)
   if(NOT "90a" IN_LIST FLARE_ARCHS)
     message(FATAL_ERROR "FLARE_FP8_PREFILL needs 90a in FLARE_ARCHS")
