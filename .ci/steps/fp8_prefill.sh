@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The Hopper FP8 prefill kernel (FLARE_FP8_PREFILL=ON, off in the main build): its instances
 # compile for 90a without register spills (cmake/fp8_prefill.cmake compiles them with ptxas
-# -warn-spills), the host code compiles with the
-# option, and flare_tests_cpu passes with it (validation accepts FP8 q, the planning and layout
-# tests). Only what the option changes is built: the FP8 instances (bf16, head dims 64 / 128 /
+# -warn-spills), the host code compiles with the option, and flare_tests_cpu passes with it
+# (validation accepts FP8 q, the planning and layout tests). Only what the option changes is built: the FP8 instances (bf16, head dims 64 / 128 /
 # 256), the dispatcher and host objects, the CPU tests; not the other kernels. About 1 minute
 # without ccache on 2 shared cores, under 10 s with it.
 set -euo pipefail

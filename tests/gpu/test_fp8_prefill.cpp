@@ -267,5 +267,56 @@ TEST(Fp8Prefill, AcceptedOnHopper) {
   EXPECT_EQ(flare_can_implement(&p, g_device), FLARE_OK) << flare_last_error();
 }
 
+// What the FP8 prefill kernel does not take is refused before anything runs, with the field
+// named: paged K/V, head_dim_v other than head_dim (the (192, 128) pair), an FP8 output type.
+// Nothing is written.
+TEST(Fp8Prefill, RefusedWithoutWriting) {
+  FLARE_REQUIRE_GPU();
+  struct Row {
+    const char* name;
+    int page_size, head_dim, head_dim_v;
+    bool fp8_out;
+    flare_status status;
+    const char* message;
+  };
+  const Row rows[] = {
+      {"paged", 16, 128, 0, false, FLARE_ERROR_NOT_SUPPORTED, "block_table with q_dtype e4m3"},
+      {"head_dim_v_128_under_192", 0, 192, 128, false, FLARE_ERROR_NOT_SUPPORTED,
+       "head_dim_v 128 with q_dtype e4m3"},
+      {"fp8_out", 0, 128, 0, true, FLARE_ERROR_UNSUPPORTED_DTYPE, "dtype (3) is not supported"},
+  };
+  Stream stream;
+  for (const Row& row : rows) {
+    ServingCase c;
+    c.mode = KvMode::kVarlen;
+    c.kv_dtype = FLARE_DTYPE_E4M3, c.descale = Descale::kPerHead;
+    c.dtype = FLARE_DTYPE_BF16, c.head_dim = row.head_dim, c.head_dim_v = row.head_dim_v;
+    c.num_heads = 4, c.num_heads_k = 2;
+    c.q_lens = {20, 7}, c.k_lens = {40, 70};
+    c.page_size = row.page_size;
+    c.seed = 0xF8FBAD;
+    c.name = row.name;
+    const Fp8PrefillProblem pr = build_fp8_prefill(c);
+    DeviceProblem dp(pr.hp);
+    DeviceBuffer q_descale;
+    q_descale.upload(pr.q_descale);
+    flare_mha_fwd_params p = dp.params(pr.hp);
+    p.q_descale = q_descale.as<const float>();
+    if (row.fp8_out) p.dtype = FLARE_DTYPE_E4M3;
+    EXPECT_EQ(flare_can_implement(&p, g_device), row.status) << row.name << ": " << flare_last_error();
+    const flare_status st = flare_mha_fwd(&p, stream.get());
+    EXPECT_EQ(st, row.status) << row.name << ": " << flare_last_error();
+    EXPECT_NE(std::string(flare_last_error()).find(row.message), std::string::npos)
+        << row.name << ": \"" << flare_last_error() << "\" lacks \"" << row.message << "\"";
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint16_t> out = dp.out.download<uint16_t>();
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_EQ(out[i], kPoison16) << row.name << ": out[" << i << "] written";
+    const std::vector<float> lse = dp.lse.download<float>();
+    for (size_t i = 0; i < lse.size(); ++i)
+      ASSERT_TRUE(is_poison_f32(lse[i])) << row.name << ": lse[" << i << "] written";
+  }
+}
+
 }  // namespace
 }  // namespace flare_test
