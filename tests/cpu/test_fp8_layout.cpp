@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/sm90/fp8_layout.h"
+#include "kernels/sm90/wgmma_desc.h"
 
 namespace {
 
@@ -159,6 +160,111 @@ TEST(Fp8Layout, VtGroupsHoldTheirKeysAtTheirSlots) {
       }
     EXPECT_EQ(keys.size(), size_t(block_n));
     EXPECT_EQ(*keys.rbegin(), block_n - 1);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+using namespace flare::sm90;
+
+// The shared-memory byte a wgmma k32 8-bit K-major operand reads for (row r, byte kb of the
+// step), from its descriptor alone: row r at start + (r / 8) SBO + (r % 8) atom + kb, then the
+// swizzle of the descriptor's layout type on the address bits (tiles 1024-byte aligned).
+uint32_t descriptor_address(uint64_t desc, int r, int kb) {
+  const uint32_t start = uint32_t(desc & 0x3FFF) << 4;
+  const uint32_t sbo = uint32_t((desc >> 32) & 0x3FFF) << 4;
+  const int mode = int(desc >> 62);
+  const int atom = mode == 1 ? 128 : mode == 2 ? 64 : 32;
+  const uint32_t addr = start + uint32_t(r / 8) * sbo + uint32_t(r % 8) * atom + uint32_t(kb);
+  return hardware_swizzle(addr, atom);
+}
+
+// Where the tile layout puts (row, byte col) of a tile at `base`.
+uint32_t tile_address(uint32_t base, int row, int col, int rows, int row_bytes) {
+  return base + fp8_tile_offset(row, col / 16, rows, row_bytes) + col % 16;
+}
+
+// The descriptors as issue_qk_fp8 / issue_pv_fp8 (fwd_fp8_sm90.cuh) build them read the tile
+// elements the GEMMs mean: Q rows 64 wg + r (A of S = Q K^T), K rows n (B), V^T rows c (B of
+// O += P V), each at byte 32 ks + kb of its row.
+TEST(Fp8Layout, DescriptorsReadTheTiles) {
+  const uint32_t base = 0x3400;  // 1024-byte aligned
+  for (int head_dim : {64, 128, 256}) {
+    const int block_m = kSm90Fp8BlockM, block_n = sm90_fp8_block_n(head_dim);
+    for (int ks = 0; ks < head_dim / 32; ++ks) {
+      for (int wg = 0; wg < 2; ++wg) {
+        const uint64_t a0 = fp8_desc_k_major(base + wg * 64 * fp8_atom_bytes(head_dim), head_dim);
+        const uint64_t a = flare::sm90::desc_add(a0, fp8_k_step_offset(ks, block_m, head_dim));
+        for (int r = 0; r < 64; ++r)
+          for (int kb = 0; kb < 32; ++kb)
+            ASSERT_EQ(descriptor_address(a, r, kb),
+                      tile_address(base, 64 * wg + r, 32 * ks + kb, block_m, head_dim))
+                << "Q d" << head_dim << " ks " << ks << " wg " << wg << " r " << r << " kb " << kb;
+      }
+      const uint64_t b = flare::sm90::desc_add(fp8_desc_k_major(base, head_dim),
+                                               fp8_k_step_offset(ks, block_n, head_dim));
+      for (int n = 0; n < block_n; ++n)
+        for (int kb = 0; kb < 32; ++kb)
+          ASSERT_EQ(descriptor_address(b, n, kb),
+                    tile_address(base, n, 32 * ks + kb, block_n, head_dim))
+              << "K d" << head_dim << " ks " << ks << " n " << n << " kb " << kb;
+    }
+    for (int kk = 0; kk < block_n / 32; ++kk) {
+      const uint64_t b = flare::sm90::desc_add(fp8_desc_k_major(base, block_n),
+                                               fp8_k_step_offset(kk, head_dim, block_n));
+      for (int c = 0; c < head_dim; ++c)
+        for (int kb = 0; kb < 32; ++kb)
+          ASSERT_EQ(descriptor_address(b, c, kb),
+                    tile_address(base, c, 32 * kk + kb, head_dim, block_n))
+              << "V^T d" << head_dim << " kk " << kk << " c " << c << " kb " << kb;
+    }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+using namespace flare::sm90;
+
+// The V^T store end to end, as Fp8VtBlock (fwd_fp8_sm90.cuh) runs it: every item's four key
+// rows of a V block (16 columns each) through fp8_transpose_4x4 into the words at
+// fp8_vt_word_offset; then P V's B operand, read through its descriptors, holds at (column c,
+// slot kappa of step kk) V's row 32 kk + fp8_p_key(kappa), column c.
+TEST(Fp8Layout, VtStoreFeedsPvWithThePermutedKeys) {
+  for (int head_dim : {64, 128, 256}) {
+    const int block_n = sm90_fp8_block_n(head_dim);
+    std::vector<uint8_t> v(size_t(block_n) * head_dim);  // V block [key][column]
+    for (size_t i = 0; i < v.size(); ++i) v[i] = uint8_t((i * 2654435761u) >> 13);
+    std::vector<uint8_t> smem(size_t(head_dim) * block_n, 0);
+    const int groups = block_n / 4;
+    for (int item = 0; item < groups * (head_dim / 16); ++item) {
+      const int grp = item % groups, chunk = item / groups;
+      for (int w = 0; w < 4; ++w) {
+        uint32_t in[4], out[4];
+        for (int k = 0; k < 4; ++k) {
+          const uint8_t* row = &v[size_t(fp8_vt_group_key(grp, k)) * head_dim + 16 * chunk + 4 * w];
+          in[k] = uint32_t(row[0]) | uint32_t(row[1]) << 8 | uint32_t(row[2]) << 16 |
+                  uint32_t(row[3]) << 24;
+        }
+        fp8_transpose_4x4(in, out);
+        for (int b = 0; b < 4; ++b) {
+          const uint32_t off = fp8_vt_word_offset(grp, 16 * chunk + 4 * w + b, head_dim, block_n);
+          for (int j = 0; j < 4; ++j) smem[off + j] = uint8_t(out[b] >> (8 * j));
+        }
+      }
+    }
+    for (int kk = 0; kk < block_n / 32; ++kk) {
+      const uint64_t desc = flare::sm90::desc_add(fp8_desc_k_major(0, block_n),
+                                                  fp8_k_step_offset(kk, head_dim, block_n));
+      for (int c = 0; c < head_dim; ++c)
+        for (int kappa = 0; kappa < 32; ++kappa)
+          ASSERT_EQ(smem[descriptor_address(desc, c, kappa)],
+                    v[size_t(32 * kk + fp8_p_key(kappa)) * head_dim + c])
+              << "d" << head_dim << " kk " << kk << " c " << c << " kappa " << kappa;
+    }
   }
 }
 

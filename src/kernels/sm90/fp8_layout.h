@@ -127,5 +127,12 @@ FLARE_HD int fp8_vt_group_key(int grp, int k) {
   return 32 * step + 16 * h + 2 * a + (k & 1) + 8 * (k >> 1);
 }
 
+// Byte offset of group grp's 4-byte word in row vt_row (a V column) of a V^T tile of head_dim
+// rows of block_n bytes.
+FLARE_HD uint32_t fp8_vt_word_offset(int grp, int vt_row, int head_dim, int block_n) {
+  const int col = 4 * grp;
+  return fp8_tile_offset(vt_row, col / 16, head_dim, block_n) + uint32_t(col % 16);
+}
+
 }  // namespace sm90
 }  // namespace flare

@@ -118,7 +118,6 @@ struct Fp8VtBlock {
       const int item = int(threadIdx.x) + it * Threads;
       if (item >= kItems) continue;
       const int grp = item % kGroups, chunk = item / kGroups;
-      const int col_chunk = (4 * grp) / 16, in_chunk = (4 * grp) % 16;
 #pragma unroll
       for (int w = 0; w < 4; ++w) {  // V columns 16 chunk + 4 w .. + 3
         const uint32_t in[4] = {(&rows[it][0].x)[w], (&rows[it][1].x)[w], (&rows[it][2].x)[w],
@@ -127,9 +126,8 @@ struct Fp8VtBlock {
         fp8_transpose_4x4(in, out);
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
-          const int vt_row = 16 * chunk + 4 * w + b;
           const uint32_t addr =
-              smem_vt + fp8_tile_offset(vt_row, col_chunk, HeadDim, BlockN) + in_chunk;
+              smem_vt + fp8_vt_word_offset(grp, 16 * chunk + 4 * w + b, HeadDim, BlockN);
           asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(out[b]) : "memory");
         }
       }
