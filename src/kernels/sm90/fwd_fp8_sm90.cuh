@@ -348,8 +348,8 @@ template <int Dtype, int HeadDim>
 int run_fwd_fp8_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
   using Tr = sm90::Sm90Fp8Traits<HeadDim>;
-  if (launch.block_m != Tr::kBlockM || launch.block_n != Tr::kBlockN || launch.num_splits != 1 ||
-      is_paged(launch.p))
+  if (launch.family != FwdKernelFamily::kSm90Fp8Prefill || launch.block_m != Tr::kBlockM ||
+      launch.block_n != Tr::kBlockN || launch.num_splits != 1 || is_paged(launch.p))
     return cudaErrorInvalidConfiguration;
   auto kernel = sm90::fwd_fp8_kernel_sm90<T, HeadDim>;
   cudaError_t err =
