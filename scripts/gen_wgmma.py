@@ -10,7 +10,7 @@ fails when the committed file is not exactly what the script writes.
   python3 scripts/gen_wgmma.py --check    exit 1 if the committed header differs
   python3 scripts/gen_wgmma.py --stdout   print it
 
-To add a shape, add its N to SHAPES_N and rerun.
+To add a shape, add its N to SHAPES_N (16-bit) or SHAPES_N_E4M3 (8-bit) and rerun.
 """
 import argparse
 import pathlib
@@ -18,6 +18,8 @@ import sys
 
 SHAPES_N = [64, 80, 128, 192, 256]
 TYPES = {"bf16": "__nv_bfloat16", "f16": "__half"}
+# e4m3 x e4m3 (the FP8 prefill kernel): N = the key block of S = Q K^T and the head dim of O += P V.
+SHAPES_N_E4M3 = [64, 128, 256]
 OUTPUT = pathlib.Path(__file__).resolve().parent.parent / "src/kernels/sm90/wgmma_ops.cuh"
 WIDTH = 100  # longest output line
 
@@ -48,6 +50,17 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t a_desc, uin
 template <typename T, int N>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4],
                                          uint64_t b_desc, int accumulate, TransB trans_b);
+
+// e4m3 x e4m3, fp32 accumulators: D (N/2 registers per thread) += A (64x32) * B (32xN). For
+// 8-bit types both operands are K-major (the instruction has no transpose flags). A from a
+// descriptor (wgmma_ss_e4m3) or from registers (wgmma_rs_e4m3: four .b32 of four codes each,
+// the k32 8-bit A fragment layout: kernels/sm90/fp8_layout.h).
+template <int N>
+__device__ __forceinline__ void wgmma_ss_e4m3(float (&d)[N / 2], uint64_t a_desc,
+                                              uint64_t b_desc, int accumulate);
+template <int N>
+__device__ __forceinline__ void wgmma_rs_e4m3(float (&d)[N / 2], const uint32_t (&a)[4],
+                                              uint64_t b_desc, int accumulate);
 """
 
 FOOTER = """\
@@ -70,14 +83,16 @@ def pack(items, width):
 
 
 def asm_statement(n, ptx_type, a_from_regs, trans_b, indent):
-    """One asm statement: wgmma of shape m64n{n}k16 with the transpose immediate `trans_b`.
-    The accumulate flag (a register) becomes the scale-d predicate p."""
+    """One asm statement: wgmma of shape m64n{n}k16 with the transpose immediate `trans_b`, or
+    (trans_b None: 8-bit types) m64n{n}k32 without transpose immediates. The accumulate flag
+    (a register) becomes the scale-d predicate p."""
+    k = 32 if trans_b is None else 16
     regs = n // 2
     pad = " " * indent
     lines = [f"{pad}asm volatile("]
     s = pad + "    "
     lines.append(f'{s}"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + (5 if a_from_regs else 2)}, 0;\\n"')
-    lines.append(f'{s}"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx_type}.{ptx_type} "')
+    lines.append(f'{s}"wgmma.mma_async.sync.aligned.m64n{n}k{k}.f32.{ptx_type}.{ptx_type} "')
     # The accumulator list {%0, ..., %(N/2-1)}, one string literal per line.
     d_lines = pack([f"%{i}" for i in range(regs)], WIDTH - len(s) - 6)
     for i, chunk in enumerate(d_lines):
@@ -87,11 +102,12 @@ def asm_statement(n, ptx_type, a_from_regs, trans_b, indent):
     if a_from_regs:
         a_ops = "{" + ", ".join(f"%{regs + i}" for i in range(4)) + "}"
         b_idx = regs + 4
-        imms = f"1, 1, {trans_b}"  # imm-scale-a, imm-scale-b, imm-trans-b
+        imms = "1, 1" if trans_b is None else f"1, 1, {trans_b}"  # scale-a, scale-b, trans-b
     else:
         a_ops = f"%{regs}"
         b_idx = regs + 1
-        imms = f"1, 1, 0, {trans_b}"  # imm-scale-a, imm-scale-b, imm-trans-a, imm-trans-b
+        # imm-scale-a, imm-scale-b, imm-trans-a, imm-trans-b
+        imms = "1, 1" if trans_b is None else f"1, 1, 0, {trans_b}"
     lines.append(f'{s}"{a_ops}, %{b_idx}, p, {imms};\\n}}\\n"')
     out_lines = pack([f'"+f"(d[{i}])' for i in range(regs)], WIDTH - len(s) - 3)
     for i, chunk in enumerate(out_lines):
@@ -120,12 +136,29 @@ def wrapper(n, ptx_type, cpp_type, a_from_regs):
     return "\n".join(lines) + "\n"
 
 
+def wrapper_e4m3(n, a_from_regs):
+    regs = n // 2
+    name = "wgmma_rs_e4m3" if a_from_regs else "wgmma_ss_e4m3"
+    a_param = "const uint32_t (&a)[4]" if a_from_regs else "uint64_t a_desc"
+    lines = [
+        "template <>",
+        f"__device__ __forceinline__ void {name}<{n}>(float (&d)[{regs}], {a_param},",
+        f"    uint64_t b_desc, int accumulate) {{",
+    ]
+    lines += asm_statement(n, "e4m3", a_from_regs, None, 2)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def render():
     parts = [HEADER]
     for n in SHAPES_N:
         for ptx_type, cpp_type in TYPES.items():
             parts.append(wrapper(n, ptx_type, cpp_type, False))
             parts.append(wrapper(n, ptx_type, cpp_type, True))
+    for n in SHAPES_N_E4M3:
+        parts.append(wrapper_e4m3(n, False))
+        parts.append(wrapper_e4m3(n, True))
     parts.append(FOOTER)
     text = "\n".join(parts)
     too_long = [l for l in text.splitlines() if len(l) > WIDTH]

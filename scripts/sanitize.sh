@@ -12,6 +12,7 @@
 #
 # Environment:
 #   FLARE_ARCHS (default 90a), FLARE_HEAD_DIMS (default "64;128")  build of flare_tests_gpu
+#   FLARE_FP8_PREFILL       ON: the build has the Hopper FP8 prefill kernel and its tests
 #   FLARE_SANITIZE_BIN      a prebuilt flare_tests_gpu: skips the build
 #   FLARE_SANITIZE_FILTER   gtest filter instead of the automatic selection
 #   FLARE_SANITIZE_TOOLS    default "memcheck racecheck initcheck synccheck"
@@ -35,6 +36,7 @@ if [ -z "$bin" ]; then
   echo "== sanitize: building flare_tests_gpu (FLARE_ARCHS=$FLARE_ARCHS FLARE_HEAD_DIMS=$FLARE_HEAD_DIMS)"
   cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Release \
     "-DFLARE_ARCHS=$FLARE_ARCHS" "-DFLARE_HEAD_DIMS=$FLARE_HEAD_DIMS" \
+    "-DFLARE_FP8_PREFILL=${FLARE_FP8_PREFILL:-OFF}" \
     -DFLARE_BUILD_BENCH=OFF -DFLARE_BUILD_EXAMPLES=OFF >"$out/build.log" 2>&1 &&
     cmake --build build-sanitize --target flare_tests_gpu -j "$(nproc)" >>"$out/build.log" 2>&1 ||
     { tail -30 "$out/build.log"; echo "sanitize: build failed"; exit 2; }
@@ -91,6 +93,9 @@ if [ -z "$filter" ]; then
     pick '^Fp8/Fp8Sweep\..*/chunk0.._.*_page' 1
     pick '^Fp8/Fp8Sweep\..*/feat0.._.*_sink' 1
     echo "$all" | grep -E '^Codes/Fp8Convert\.' | head -1
+    # FP8 prefill (tests/gpu/test_fp8_prefill.cpp; binaries built with FLARE_FP8_PREFILL=ON):
+    # the Hopper FP8 kernel, non-causal and causal varlen with odd lengths.
+    pick '^Fp8Prefill/Fp8PrefillSweep\..*/fp8pre0.._.*_varlen_' 2
     # Serving cases (tests/gpu/test_serving.cpp), by name, with the kernel head dims they need.
     serving 64 paged_varlen_page1_cuk
     serving 64 paged_varlen_page3_seqused

@@ -234,7 +234,9 @@ typedef struct flare_mha_fwd_params {
    * varlen, padded batch) with every option, for head dims up to 256, when q, out, k_new and
    * v_new are 16-byte chunk addressable (16-byte aligned bases, strides multiples of 8
    * elements); otherwise FLARE_ERROR_NOT_SUPPORTED / FLARE_ERROR_UNSUPPORTED_HEAD_DIM. FP8 q
-   * (FP8 prefill) is refused with FLARE_ERROR_NOT_SUPPORTED after validation. */
+   * (FP8 prefill) is refused with FLARE_ERROR_NOT_SUPPORTED after validation, except in builds
+   * with the Hopper FP8 prefill kernel (CMake FLARE_FP8_PREFILL), which run it on compute
+   * capability 9.0 for head dims 48 to 256, head_dim_v = head_dim, unpaged K/V. */
   int32_t kv_dtype;
   int32_t q_dtype;
   const float* q_descale;

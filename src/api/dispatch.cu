@@ -78,6 +78,34 @@ FwdKernelFn sm90_for_head_dim(int head_dim) {
   }
 }
 
+// The Hopper FP8 prefill instances (FLARE_FP8_PREFILL builds: sm90a, head dims 64, 128, 256 of
+// FLARE_HEAD_DIMS).
+template <int Dtype>
+FwdKernelFn sm90_fp8_prefill_for_head_dim(int head_dim) {
+  switch (head_dim) {
+#if FLARE_FP8_PREFILL && FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_64
+    case 64: return &run_fwd_fp8_sm90<Dtype, 64>;
+#endif
+#if FLARE_FP8_PREFILL && FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_128
+    case 128: return &run_fwd_fp8_sm90<Dtype, 128>;
+#endif
+#if FLARE_FP8_PREFILL && FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_256
+    case 256: return &run_fwd_fp8_sm90<Dtype, 256>;
+#endif
+    default: (void)head_dim; return nullptr;
+  }
+}
+
+FwdKernelFn sm90_fp8_prefill_kernel(int dtype, int head_dim) {
+#if FLARE_HAS_FP16
+  if (dtype == FLARE_DTYPE_FP16) return sm90_fp8_prefill_for_head_dim<FLARE_DTYPE_FP16>(head_dim);
+#endif
+#if FLARE_HAS_BF16
+  if (dtype == FLARE_DTYPE_BF16) return sm90_fp8_prefill_for_head_dim<FLARE_DTYPE_BF16>(head_dim);
+#endif
+  return nullptr;
+}
+
 FwdKernelFn sm90_kernel(int dtype, int head_dim) {
 #if FLARE_HAS_FP16
   if (dtype == FLARE_DTYPE_FP16) return sm90_for_head_dim<FLARE_DTYPE_FP16>(head_dim);
@@ -114,6 +142,8 @@ KernelSet compiled_kernels() {
     set.sm90[dtype][0] = sm90_kernel(dtype, 64) != nullptr;
     set.sm90[dtype][1] = sm90_kernel(dtype, 128) != nullptr;
     set.sm90[dtype][2] = sm90_kernel(dtype, 256) != nullptr;
+    for (int i = 0; i < 3; ++i)
+      set.sm90_fp8_prefill[dtype][i] = sm90_fp8_prefill_kernel(dtype, 64 << i) != nullptr;
   }
   return set;
 }
@@ -124,6 +154,9 @@ FwdKernelFn select_fwd_kernel(int cc_major, const FwdPlan& plan) {
     case FwdKernelFamily::kSm90WarpSpecialized:
     case FwdKernelFamily::kSm90AllThreads:
       return sm90_kernel(dtype, plan.sm90_head_dim);
+    case FwdKernelFamily::kSm90Fp8Prefill:
+      // sm_90a code runs on compute capability 9.0 only.
+      return cc_major == 9 ? sm90_fp8_prefill_kernel(dtype, plan.sm90_head_dim) : nullptr;
     case FwdKernelFamily::kSm80Prefill:
     case FwdKernelFamily::kSm80Decode:
     case FwdKernelFamily::kSm80DecodeFp8: {

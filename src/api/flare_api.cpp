@@ -38,6 +38,12 @@ flare_status plan_call(const flare_mha_fwd_params& full, int device, FwdPlan* pl
                 info.cc_major, info.cc_minor);
   static const KernelSet kernels = compiled_kernels();
   *plan = plan_forward(full, info, current_tuning(), kernels);
+  if (plan->family == FwdKernelFamily::kNone && has_fp8_q(full))
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "q_dtype e4m3, head_dim %d: no FP8 prefill kernel for this call (the Hopper FP8 "
+                "kernel needs compute capability 9.0, a FLARE_FP8_PREFILL build with the head "
+                "dim, unpaged K/V); device %d has compute capability %d.%d",
+                full.head_dim, device, info.cc_major, info.cc_minor);
   if (plan->family == FwdKernelFamily::kNone && has_fp8_kv(full))
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "kv_dtype %d, head_dim %d: the FP8 decode kernel (kernel head dim %d) needs %d "

@@ -17,6 +17,7 @@
 #include "common/narrow.h"
 #include "common/serving_semantics.h"
 #include "common/tile_config.h"
+#include "kernels/sm90/variant.h"
 
 namespace flare {
 namespace {
@@ -120,6 +121,31 @@ flare_status check_fp8_layouts(const flare_mha_fwd_params& p) {
   return FLARE_OK;
 }
 
+#if FLARE_FP8_PREFILL
+// FP8 q on the Hopper FP8 prefill kernel (fwd_fp8_sm90.cuh): its head dims (64, 128, 256, the
+// smaller ones on the next of these), head_dim_v equal to head_dim, unpaged K/V, out and the
+// rest 16-byte chunk addressable. The device (compute capability 9.0) is the planner's check.
+flare_status fp8_prefill_support(const flare_mha_fwd_params& p) {
+  if (sm90_kernel_head_dim(padded_head_dim(p.head_dim)) == 0)
+    return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,
+                "head_dim %d with q_dtype e4m3: the FP8 prefill kernel takes head dims 48 to 256",
+                p.head_dim);
+  if (v_head_dim(p) != p.head_dim)
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "head_dim_v %d with q_dtype e4m3: the FP8 prefill kernel needs head_dim_v equal "
+                "to head_dim (%d)",
+                v_head_dim(p), p.head_dim);
+  if (p.block_table)
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "block_table with q_dtype e4m3: the FP8 prefill kernel reads contiguous K/V only");
+  if (is_narrow(p))
+    return fail(FLARE_ERROR_NOT_SUPPORTED,
+                "q_dtype e4m3: out of an FP8 prefill call needs a 16-byte aligned base and "
+                "strides that are multiples of 8 elements");
+  return FLARE_OK;
+}
+#endif
+
 }  // namespace
 
 flare_status validate_fp8_fields(const flare_mha_fwd_params& p) {
@@ -135,9 +161,13 @@ flare_status validate_fp8_fields(const flare_mha_fwd_params& p) {
 }
 
 flare_status fp8_kernel_support(const flare_mha_fwd_params& p) {
+#if FLARE_FP8_PREFILL
+  if (has_fp8_q(p)) return fp8_prefill_support(p);
+#else
   if (has_fp8_q(p))
     return fail(FLARE_ERROR_NOT_SUPPORTED,
                 "q_dtype e4m3: FP8 prefill is not implemented on the GPU kernels yet");
+#endif
   if (!has_fp8_kv(p)) return FLARE_OK;
   if (!sm80_has_decode_kernel(padded_head_dim(p.head_dim)))
     return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,

@@ -19,6 +19,8 @@ enum class FwdKernelFamily : int {
   kSm80DecodeFp8,         // its FP8 K/V instances (kv_dtype e4m3 / e5m2), any query rows
   kSm90WarpSpecialized,   // Hopper producer / consumer kernel (fwd_kernel_sm90_ws.cuh)
   kSm90AllThreads,        // Hopper kernel without a producer warpgroup (fwd_kernel_sm90.cuh)
+  kSm90Fp8Prefill,        // Hopper FP8 prefill kernel, q/k/v e4m3 (fwd_fp8_sm90.cuh;
+                          // FLARE_FP8_PREFILL builds only)
 };
 
 // Everything a forward launch needs, resolved on the host from the caller's params and the plan.
@@ -67,6 +69,12 @@ int run_decode_fp8_sm80(const FwdLaunch& launch, cudaStream_t stream);
 // never stored; likewise V's columns past v_head_dim(p). Returns a cudaError_t value.
 template <int Dtype, int HeadDim>
 int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream);
+
+// The Hopper FP8 prefill kernel (sm90a, FLARE_FP8_PREFILL builds): q, k, v e4m3, out `Dtype`,
+// for head dims 64, 128, 256 (p.head_dim may be smaller, as for run_fwd_sm90); unpaged, one
+// split. Returns a cudaError_t value.
+template <int Dtype, int HeadDim>
+int run_fwd_fp8_sm90(const FwdLaunch& launch, cudaStream_t stream);
 
 // Merges the split accumulators into out and lse.
 int run_split_combine(const FwdLaunch& launch, cudaStream_t stream);

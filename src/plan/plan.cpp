@@ -11,6 +11,7 @@
 #include "common/serving_semantics.h"
 #include "common/split.h"
 #include "common/tile_config.h"
+#include "kernels/sm90/fp8_layout.h"
 
 namespace flare {
 
@@ -233,7 +234,18 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
                       sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
                       !sm80_use_decode_kernel(plan.max_seqlen_q) && !plan.narrow &&
                       !has_fp8_kv(in);
-  if (hopper) {
+  if (has_fp8_q(in)) {
+    // FP8 q: the Hopper FP8 prefill kernel on compute capability 9.0 where this build has it
+    // (FLARE_FP8_PREFILL), unpaged, one split; nothing else reads FP8 q.
+    if (device.cc_major == 9 && device.cc_minor == 0 && sm90_hd != 0 &&
+        kernels.has_sm90_fp8_prefill(in.dtype, sm90_hd) && !is_paged(in)) {
+      plan.sm90_head_dim = sm90_hd;
+      plan.family = FwdKernelFamily::kSm90Fp8Prefill;
+      plan.tile = {sm90::kSm90Fp8BlockM, sm90::sm90_fp8_block_n(sm90_hd), 1};
+    } else {
+      plan.family = FwdKernelFamily::kNone;
+    }
+  } else if (hopper) {
     plan.sm90_head_dim = sm90_hd;
     choose_sm90(plan, tuning);
   } else {
@@ -245,7 +257,10 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
   plan.kernel_head_dim_v =
       plan.sm90_head_dim != 0 ? plan.sm90_head_dim : sm80_kernel_head_dim_v(plan.kernel_head_dim);
   plan.v_parts = v_column_parts(v_head_dim(plan.p), plan.kernel_head_dim_v);
-  plan.num_splits = plan.family == FwdKernelFamily::kNone ? 1 : choose_splits(plan, device.num_sms);
+  plan.num_splits = plan.family == FwdKernelFamily::kNone ||
+                            plan.family == FwdKernelFamily::kSm90Fp8Prefill
+                        ? 1
+                        : choose_splits(plan, device.num_sms);
   lay_out_workspace(plan);
   return plan;
 }

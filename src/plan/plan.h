@@ -31,12 +31,22 @@ struct DeviceInfo {
 
 // Which Hopper instances this build compiled (the dispatcher fills it from FLARE_ARCHS /
 // FLARE_DTYPES / FLARE_HEAD_DIMS); the planner sends a launch to a Hopper kernel only where one
-// exists. Default: all of them.
+// exists. Default: all of them, but the FP8 prefill instances (FLARE_FP8_PREFILL builds
+// only): none.
 struct KernelSet {
   bool sm90[2][3] = {{true, true, true}, {true, true, true}};  // [dtype][64, 128, 256]
+  bool sm90_fp8_prefill[2][3] = {};                            // [out dtype][64, 128, 256]
+  static int sm90_index(int sm90_head_dim) {
+    return sm90_head_dim == 64 ? 0 : sm90_head_dim == 128 ? 1 : sm90_head_dim == 256 ? 2 : -1;
+  }
   bool has_sm90(int dtype, int sm90_head_dim) const {
-    const int i = sm90_head_dim == 64 ? 0 : sm90_head_dim == 128 ? 1 : sm90_head_dim == 256 ? 2 : -1;
+    const int i = sm90_index(sm90_head_dim);
     return i >= 0 && (dtype == FLARE_DTYPE_FP16 || dtype == FLARE_DTYPE_BF16) && sm90[dtype][i];
+  }
+  bool has_sm90_fp8_prefill(int dtype, int sm90_head_dim) const {
+    const int i = sm90_index(sm90_head_dim);
+    return i >= 0 && (dtype == FLARE_DTYPE_FP16 || dtype == FLARE_DTYPE_BF16) &&
+           sm90_fp8_prefill[dtype][i];
   }
 };
 

@@ -180,8 +180,24 @@ TEST(Fp8Validation, EachRuleNamesItsField) {
          return p;
        },
        [](P&) {}, FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim 384 with kv_dtype e4m3"},
+#if FLARE_FP8_PREFILL
+      // Builds with the Hopper FP8 prefill kernel accept it (the device is the planner's).
+      {"valid prefill", fp8_prefill_base, [](P&) {}, FLARE_OK, ""},
+      {"fp8 prefill at head dim 32", fp8_prefill_base, [](P& p) { p.head_dim = 32; },
+       FLARE_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim 32 with q_dtype e4m3"},
+      {"paged fp8 prefill", fp8_prefill_base,
+       [](P& p) {
+         p.block_table = fake_ptr<const int32_t>(0x720000);
+         p.block_table_batch_stride = 1;
+         p.page_block_size = 128;
+         p.num_pages = 2;  // each batch entry's 128 K/V rows are a page
+         p.cache_seqlens = fake_ptr<const int32_t>(0x700000);
+       },
+       FLARE_ERROR_NOT_SUPPORTED, "block_table with q_dtype e4m3"},
+#else
       {"valid prefill is refused until its kernels land", fp8_prefill_base, [](P&) {},
        FLARE_ERROR_NOT_SUPPORTED, "q_dtype e4m3: FP8 prefill is not implemented"},
+#endif
       {"kv_dtype bf16", fp8_cache_base, [](P& p) { p.kv_dtype = FLARE_DTYPE_BF16; },
        FLARE_ERROR_UNSUPPORTED_DTYPE, "kv_dtype (1) is not supported"},
       {"kv_dtype 9", fp8_cache_base, [](P& p) { p.kv_dtype = 9; }, FLARE_ERROR_UNSUPPORTED_DTYPE,

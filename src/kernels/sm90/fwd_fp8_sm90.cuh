@@ -1,0 +1,364 @@
+// Hopper FP8 prefill kernel (sm90a): q, k and v hold e4m3 codes (flare.h, "FP8 inputs"), out is
+// fp16 / bf16 (T), the LSE fp32. Both GEMMs are e4m3 wgmma with fp32 accumulators:
+//   S = Q K^T: Q and K, K-major as they are stored (rows of head-dim bytes), from shared memory;
+//   O += P V: P from registers (the probabilities rounded to e4m3), V^T from shared memory.
+// The 8-bit wgmma takes both operands K-major only, so V is stored transposed: the loading
+// threads read V rows into registers, transpose 4 x 4 byte blocks (prmt) and store V^T [dv][keys]
+// with the keys of every 32-key step permuted so that each lane packs P from its own S
+// accumulators (fp8_layout.h: the layouts and the permutation, checked on the CPU).
+//
+// Structure: the all-threads kernel's (fwd_kernel_sm90.cuh): one CTA per 128-row query tile,
+// two warpgroups that both load and compute, two stages of K (cp.async) and V^T, key blocks
+// from the last to the first, S_i = Q K_i^T issued with P_(i-1) V_(i-1) and the softmax of S_i
+// under P V. Features: causal, window, softcap, ALiBi, sinks, GQA, varlen, contiguous KV caches;
+// no paging, no split (the planner sends neither here).
+//
+// Scales: the scores are q codes . k codes; q_descale * k_descale of the tile's (batch, K/V head)
+// folds into the softmax units (ScoreUnits), v_descale into O before the epilogue. P is
+// exp2(s - max) in (0, 1] rounded to e4m3 (round to nearest even, saturating); the row sums
+// stay in fp32 from the unrounded values, as in the reference's naive FP8 model.
+#pragma once
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/block_range.h"
+#include "common/fp8_params.h"
+#include "common/query_tile.h"
+#include "common/score_mods.h"
+#include "common/sequence.h"
+#include "kernels/element_type.cuh"
+#include "kernels/fwd_launch.h"
+#include "kernels/sm80/mma_sm80.cuh"
+#include "kernels/sm90/epilogue_sm90.cuh"
+#include "kernels/sm90/fp8_layout.h"
+#include "kernels/sm90/softmax_sm90.cuh"
+#include "kernels/sm90/tile_scheduler.cuh"
+#include "kernels/sm90/wgmma_common.cuh"
+#include "kernels/sm90/wgmma_desc.h"
+#include "kernels/sm90/wgmma_ops.cuh"
+
+namespace flare {
+namespace sm90 {
+
+template <int HeadDim>
+struct Sm90Fp8Traits {
+  static constexpr int kThreads = 256;  // two warpgroups
+  static constexpr int kBlockM = kSm90Fp8BlockM, kBlockN = sm90_fp8_block_n(HeadDim);
+  static constexpr int kStages = 2;
+  static constexpr int kSmemQ = kBlockM * HeadDim;   // bytes
+  static constexpr int kSmemK = kBlockN * HeadDim;   // one K stage
+  static constexpr int kSmemVt = HeadDim * kBlockN;  // one V^T stage
+  static constexpr int kSmemBytes = kSmemQ + kStages * (kSmemK + kSmemVt) + 1024;  // + alignment
+  // The V^T store's work items: groups of four keys x 16-byte column chunks of V.
+  static constexpr int kVtItems = (kBlockN / 4) * (HeadDim / 16);
+  static constexpr int kVtItemsPerThread = (kVtItems + kThreads - 1) / kThreads;
+  static_assert(kBlockM == 2 * 64 && kBlockN % 32 == 0 && HeadDim % 64 == 0, "tile");
+  static_assert(kSmemQ % 1024 == 0 && kSmemK % 1024 == 0 && kSmemVt % 1024 == 0,
+                "every tile starts on a swizzle-pattern boundary");
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
+};
+
+// cp.async of `Rows` rows of HeadDim bytes into a swizzled K-major tile (fp8_layout.h);
+// row_offset(r) < 0 marks a missing row (zero-filled), and chunks past `cols` bytes (a padded
+// head dim) are zero-filled too.
+template <int HeadDim, int Rows, int Threads, typename RowOffset>
+__device__ __forceinline__ void fp8_load_rows(uint32_t smem, const uint8_t* base, int cols,
+                                              RowOffset row_offset) {
+  constexpr int kChunks = HeadDim / 16;
+  constexpr int kRowsPerPass = Threads / kChunks;
+  static_assert(Threads % kChunks == 0 && Rows % kRowsPerPass == 0, "load split");
+  const int chunk = threadIdx.x % kChunks;
+  const int row0 = threadIdx.x / kChunks;
+#pragma unroll
+  for (int i = 0; i < Rows / kRowsPerPass; ++i) {
+    const int row = row0 + i * kRowsPerPass;
+    const int64_t off = row_offset(row);
+    const bool valid = off >= 0 && chunk * 16 < cols;
+    const uint8_t* src = valid ? base + off + chunk * 16 : base;
+    sm80::cp_async_16(smem + fp8_tile_offset(row, chunk, Rows, HeadDim), src, valid ? 16 : 0);
+  }
+}
+
+// One V block's transposed store, in two halves so that the global loads are in flight while
+// the thread computes: fetch() reads this thread's items (four keys x 16 columns each) into
+// registers, store() writes them into a V^T stage. Item `item` is key group item % groups (the
+// fastest, so that a warp's 4-byte stores of one V^T row fall on distinct banks) and column
+// chunk item / groups. Keys past the sequence and columns past `cols` are zero.
+template <int HeadDim, int BlockN, int Threads>
+struct Fp8VtBlock {
+  static constexpr int kGroups = BlockN / 4;
+  static constexpr int kItems = kGroups * (HeadDim / 16);
+  static constexpr int kPerThread = (kItems + Threads - 1) / Threads;
+  uint4 rows[kPerThread][4];
+
+  __device__ __forceinline__ void fetch(const uint8_t* v, int64_t v_base, int64_t row_stride,
+                                        int n0, int seqlen_k, int cols) {
+#pragma unroll
+    for (int it = 0; it < kPerThread; ++it) {
+      const int item = int(threadIdx.x) + it * Threads;
+      const int grp = item % kGroups, chunk = item / kGroups;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int key = n0 + fp8_vt_group_key(grp, k);
+        const bool valid = item < kItems && key < seqlen_k && chunk * 16 < cols;
+        rows[it][k] = valid ? __ldg(reinterpret_cast<const uint4*>(v + v_base + key * row_stride +
+                                                                   chunk * 16))
+                            : make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+
+  // V^T row c (0 .. HeadDim - 1) holds V's column c over the block's keys in slot order;
+  // this thread's group is the 4-byte word at column 4 grp of rows 16 chunk .. 16 chunk + 15.
+  __device__ __forceinline__ void store(uint32_t smem_vt) const {
+#pragma unroll
+    for (int it = 0; it < kPerThread; ++it) {
+      const int item = int(threadIdx.x) + it * Threads;
+      if (item >= kItems) continue;
+      const int grp = item % kGroups, chunk = item / kGroups;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {  // V columns 16 chunk + 4 w .. + 3
+        const uint32_t in[4] = {(&rows[it][0].x)[w], (&rows[it][1].x)[w], (&rows[it][2].x)[w],
+                                (&rows[it][3].x)[w]};
+        uint32_t out[4];
+        fp8_transpose_4x4(in, out);
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const uint32_t addr =
+              smem_vt + fp8_vt_word_offset(grp, 16 * chunk + 4 * w + b, HeadDim, BlockN);
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(out[b]) : "memory");
+        }
+      }
+    }
+  }
+};
+
+// S (this warpgroup's 64 rows x BlockN keys) = Q K^T, k32 steps over the head dim. Issues only.
+template <int HeadDim, int BlockM, int BlockN>
+__device__ __forceinline__ void issue_qk_fp8(float (&acc_s)[BlockN / 2], uint32_t sQ, uint32_t sK,
+                                             int wg) {
+  const uint64_t a0 = fp8_desc_k_major(sQ + wg * 64 * fp8_atom_bytes(HeadDim), HeadDim);
+  const uint64_t b0 = fp8_desc_k_major(sK, HeadDim);
+#pragma unroll
+  for (int ks = 0; ks < HeadDim / 32; ++ks) {
+    const uint64_t a = desc_add(a0, fp8_k_step_offset(ks, BlockM, HeadDim));
+    const uint64_t b = desc_add(b0, fp8_k_step_offset(ks, BlockN, HeadDim));
+    wgmma_ss_e4m3<BlockN>(acc_s, a, b, ks > 0 ? 1 : 0);
+  }
+  wgmma_commit();
+}
+
+// O += P V: P's e4m3 A fragments from registers, V^T (HeadDim rows of BlockN bytes) K-major.
+template <int HeadDim, int BlockN>
+__device__ __forceinline__ void issue_pv_fp8(float (&acc_o)[HeadDim / 2],
+                                             uint32_t (&p_frag)[BlockN / 32][4], uint32_t sVt) {
+  const uint64_t b0 = fp8_desc_k_major(sVt, BlockN);
+#pragma unroll
+  for (int kk = 0; kk < BlockN / 32; ++kk)
+    wgmma_rs_e4m3<HeadDim>(acc_o, p_frag[kk], desc_add(b0, fp8_k_step_offset(kk, HeadDim, BlockN)),
+                           1);
+  wgmma_commit();
+}
+
+// Two probabilities as e4m3 codes (round to nearest even, saturating): lo in the low byte.
+__device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+
+// The probabilities of acc_s as P's k32 A fragments: byte `byte` of register `reg` of step kk
+// is accumulator fp8_p_acc_index(kk, reg, byte) (the lane's own values; V^T's keys are
+// permuted to match).
+template <int BlockN>
+__device__ __forceinline__ void pack_probabilities_e4m3(const float (&acc_s)[BlockN / 2],
+                                                        uint32_t (&p_frag)[BlockN / 32][4]) {
+#pragma unroll
+  for (int kk = 0; kk < BlockN / 32; ++kk)
+#pragma unroll
+    for (int reg = 0; reg < 4; ++reg)
+      p_frag[kk][reg] = e4m3x2(acc_s[fp8_p_acc_index(kk, reg, 0)], acc_s[fp8_p_acc_index(kk, reg, 1)]) |
+                        (e4m3x2(acc_s[fp8_p_acc_index(kk, reg, 2)],
+                                acc_s[fp8_p_acc_index(kk, reg, 3)])
+                         << 16);
+}
+
+// One CTA per tile of a 3-D grid (SingleTileScheduler::grid_tile), num_splits 1.
+template <typename T, int HeadDim>
+__global__ void __launch_bounds__(Sm90Fp8Traits<HeadDim>::kThreads, 1)
+    fwd_fp8_kernel_sm90(const __grid_constant__ FwdLaunch launch) {
+  using Tr = Sm90Fp8Traits<HeadDim>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kThreads = Tr::kThreads;
+  constexpr int kSTiles = kBlockN / 8;  // n8 column tiles of S per thread
+  const flare_mha_fwd_params& p = launch.p;
+
+  const Sm90Tile at = SingleTileScheduler::grid_tile(1);
+  const int m_block = at.m_block, head = at.head, batch = at.batch;
+  QueryTile qt;
+  if (!query_tile(p, batch, head, m_block, kBlockM, kBlockN, 1, 0, qt)) return;
+  const SequenceInfo seq = qt.seq;
+  const int m0 = qt.m0, head_k = qt.head_k;
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t smem_base = (sm80::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = smem_base;
+  const uint32_t sK0 = sQ + Tr::kSmemQ;
+  const uint32_t sVt0 = sK0 + Tr::kStages * Tr::kSmemK;
+
+  const int tid = threadIdx.x;
+  // Warpgroup: query rows [64 wg, 64 wg + 64), broadcast from lane 0 (warp-uniform: the
+  // descriptors built from it stay in uniform registers).
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+  const int warp_in_wg = (tid % 128) / 32;
+  const int t = tid % 4;
+  const int row_base = m0 + wg * 64 + warp_in_wg * 16 + (tid % 32) / 4;  // + 8: second row
+
+  const uint8_t* q = static_cast<const uint8_t*>(p.q);
+  const uint8_t* k = static_cast<const uint8_t*>(p.k);
+  const uint8_t* v = static_cast<const uint8_t*>(p.v);
+
+  float acc_o[HeadDim / 2];
+#pragma unroll
+  for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] = 0.f;
+  Sm90Softmax softmax;
+  softmax.init();
+
+  // The scores are products of codes: q_descale * k_descale moves into the units. Without
+  // softcap the score unit is the softmax scale (ALiBi is in that unit); with softcap the
+  // scaled score only enters through cap_in.
+  ScoreUnits units = score_units(p, batch, head);
+  const float qk_descale = q_descale(p, batch, head_k) * k_descale(p, batch, head_k);
+  if (units.has_softcap) {
+    units.cap_in *= qk_descale;
+  } else {
+    units.unit_log2 *= qk_descale;
+    units.alibi /= qk_descale;
+  }
+  const bool has_softcap = units.has_softcap;
+  const float unit_log2 = units.unit_log2, cap_in = units.cap_in, alibi = units.alibi;
+  const int diagonal = qt.mask.diagonal();
+
+  // Raw scores of one key block -> probabilities (in place) and the rescale factor of O.
+  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, float (&correction)[2],
+                           bool pv_in_flight) {
+    const bool needs_mask = block_needs_mask(qt.mask, m0, m0 + kBlockM, n_block, kBlockN);
+    modify_wgmma_block_scores<kSTiles>(
+        acc_s, qt.mask, diagonal, row_base, n_block * kBlockN + 2 * t, pv_in_flight, has_softcap,
+        p.softcap, cap_in, alibi, needs_mask, [&](int row, int& first, int& end) {
+          if (qt.prefix) row_keys(p, batch, qt.mask, row, first, end);
+        });
+    softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
+  };
+
+  if (qt.range.end > qt.range.begin) {
+    fp8_load_rows<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
+      return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
+    });
+    const int64_t k_base = k_offset(p, seq, 0, head_k);
+    const int64_t v_base = v_offset(p, seq, 0, head_k);
+    auto load_k = [&](int n_block, int stage) {
+      const int n0 = n_block * kBlockN;
+      fp8_load_rows<HeadDim, kBlockN, kThreads>(sK0 + stage * Tr::kSmemK, k, p.head_dim,
+                                                [&](int r) -> int64_t {
+        return n0 + r < seq.seqlen_k ? k_base + (n0 + r) * p.k_row_stride : -1;
+      });
+    };
+    Fp8VtBlock<HeadDim, kBlockN, kThreads> vt;
+    auto fetch_v = [&](int n_block) {
+      vt.fetch(v, v_base, p.v_row_stride, n_block * kBlockN, seq.seqlen_k, v_head_dim(p));
+    };
+    auto stage_vt = [&](int stage) { return sVt0 + stage * Tr::kSmemVt; };
+    // Block i of the walk is range.end - 1 - i; its K and V^T go to stage i % 2.
+    const int num_blocks = qt.range.end - qt.range.begin;
+    auto block_of = [&](int i) { return qt.range.end - 1 - i; };
+    load_k(block_of(0), 0);
+    sm80::cp_async_commit();  // group: Q, K_0
+    if (num_blocks > 1) load_k(block_of(1), 1);
+    sm80::cp_async_commit();  // group: K_1
+    fetch_v(block_of(0));
+    vt.store(stage_vt(0));
+    sm80::cp_async_wait<1>();
+    fence_proxy_async();  // this thread's cp.async and st.shared before the wgmma reads
+    __syncthreads();
+
+    uint32_t p_cur[kBlockN / 32][4];
+    {
+      float acc_s[kBlockN / 2];
+      float correction[2];
+      wgmma_fence();
+      issue_qk_fp8<HeadDim, kBlockM, kBlockN>(acc_s, sQ, sK0, wg);
+      wgmma_wait<0>();
+      fence_registers(acc_s);
+      softmax_block(acc_s, block_of(0), correction, false);
+      pack_probabilities_e4m3<kBlockN>(acc_s, p_cur);
+    }
+    for (int i = 1; i < num_blocks; ++i) {
+      sm80::cp_async_wait<0>();  // K_i has landed
+      fence_proxy_async();
+      __syncthreads();  // ... for every thread, V^T_(i-1) is stored, the GEMMs of i-1 are done
+      if (i + 1 < num_blocks) load_k(block_of(i + 1), (i + 1) & 1);
+      sm80::cp_async_commit();
+      fetch_v(block_of(i));  // in flight under the GEMMs and the softmax
+
+      float acc_s[kBlockN / 2];
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      wgmma_fence();
+      issue_qk_fp8<HeadDim, kBlockM, kBlockN>(acc_s, sQ, sK0 + (i & 1) * Tr::kSmemK, wg);
+      issue_pv_fp8<HeadDim, kBlockN>(acc_o, p_cur, stage_vt((i - 1) & 1));
+      wgmma_wait<1>();  // S_i is ready; P V may still run
+      fence_registers(acc_s);
+      float correction[2];
+      softmax_block(acc_s, block_of(i), correction, true);
+      // V^T stage i % 2 was last read by P V(i-2), which every thread finished before this
+      // iteration's barrier.
+      vt.store(stage_vt(i & 1));
+      fence_proxy_async();
+      wgmma_wait<0>();
+      // P V read p_cur asynchronously: keep its registers alive until the wait.
+      fence_registers(p_cur);
+      fence_registers(acc_o);
+      rescale_o<HeadDim>(acc_o, correction);
+      pack_probabilities_e4m3<kBlockN>(acc_s, p_cur);
+    }
+    // The last block's P V.
+    sm80::cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    fence_registers(p_cur);
+    fence_registers(acc_o);
+    wgmma_fence();
+    issue_pv_fp8<HeadDim, kBlockN>(acc_o, p_cur, stage_vt((num_blocks - 1) & 1));
+    wgmma_wait<0>();
+    fence_registers(acc_o);
+    // O's V codes times v_descale.
+    const float vd = v_descale(p, batch, head_k);
+#pragma unroll
+    for (int i = 0; i < HeadDim / 2; ++i) acc_o[i] *= vd;
+  }
+
+  store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax, unit_log2, row_base, t, batch, head,
+                                0);
+}
+
+}  // namespace sm90
+
+// The launcher (family kSm90Fp8Prefill): one CTA per (query block, head, batch entry).
+template <int Dtype, int HeadDim>
+int run_fwd_fp8_sm90(const FwdLaunch& launch, cudaStream_t stream) {
+  using T = typename ElementType<Dtype>::type;
+  using Tr = sm90::Sm90Fp8Traits<HeadDim>;
+  if (launch.family != FwdKernelFamily::kSm90Fp8Prefill || launch.block_m != Tr::kBlockM ||
+      launch.block_n != Tr::kBlockN || launch.num_splits != 1 || is_paged(launch.p))
+    return cudaErrorInvalidConfiguration;
+  auto kernel = sm90::fwd_fp8_kernel_sm90<T, HeadDim>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
+  const dim3 grid(m_blocks, launch.p.num_heads, launch.p.batch);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+}  // namespace flare
