@@ -508,75 +508,6 @@ void measure_gemm_ceiling(Bench&) {
 // ------------------------------------------------------------------------------------------
 // Prefill.
 
-void bench_prefill(Bench& B, flare_dtype dtype) {
-  const int tokens = 16384, model_dim = 2048;
-  std::vector<int> head_dims = {64, 128, 256};
-  std::vector<int> seqlens = {512, 1024, 2048, 4096, 8192, 16384};
-  if (B.opt.quick) {
-    head_dims = {128};
-    seqlens = {1024, 8192};
-  }
-  if (B.opt.only_d > 0) {  // one shape, e.g. for a profiler
-    head_dims = {B.opt.only_d};
-    seqlens = {B.opt.only_seqlen};
-  }
-  if (B.opt.head_dim > 0) head_dims = {B.opt.head_dim};
-  std::printf("\n== prefill, %s, %d tokens, model dim %d ==\n", dtype_name(dtype), tokens,
-              model_dim);
-  std::printf("  %5s %6s %6s %5s %5s %10s %10s\n", "d", "causal", "seqlen", "batch", "heads",
-              "ms", "TFLOP/s");
-  for (int d : head_dims) {
-    for (int causal : {0, 1}) {
-      if (B.opt.only_causal >= 0 && causal != B.opt.only_causal) continue;
-      for (int s : seqlens) {
-        const int b = tokens / s, h = model_dim / d;
-        const size_t elems = size_t(b) * s * h * d;
-        const std::string shape = strf("prefill d=%d causal=%d s=%d b=%d h=%d", d, causal, s, b, h);
-        const int sets = buffer_sets(B, 4 * elems * 2);
-        std::vector<DeviceBuffer> q, k, v, o;
-        for (int i = 0; i < sets; ++i) {
-          q.push_back(random_buffer(B, elems, dtype));
-          k.push_back(random_buffer(B, elems, dtype));
-          v.push_back(random_buffer(B, elems, dtype));
-          o.emplace_back(elems * 2);
-        }
-        flare_mha_fwd_params p;
-        flare_mha_fwd_params_init(&p);
-        p.dtype = dtype;
-        p.q = q[0].get();
-        p.k = k[0].get();
-        p.v = v[0].get();
-        p.out = o[0].get();
-        p.batch = b;
-        p.seqlen_q = p.seqlen_k = s;
-        p.num_heads = p.num_heads_k = h;
-        p.head_dim = d;
-        p.causal = causal;
-        set_dense_strides(s, h, d, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
-        set_dense_strides(s, h, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
-        set_dense_strides(s, h, d, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
-        set_dense_strides(s, h, d, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
-        DeviceBuffer ws;
-        if (!prepare_call(B, p, ws, shape)) continue;
-        const double ms = time_rotating(B, p, {q, k, v, o, nullptr, sets}, shape);
-        double flops = 4.0 * b * h * double(s) * s * d;
-        if (causal) flops *= 0.5;
-        const double tflops = flops / (ms * 1e-3) / 1e12;
-        std::printf("  %5d %6s %6d %5d %5d %10.4f %10.1f\n", d, causal ? "yes" : "no", s, b, h, ms,
-                    tflops);
-        B.rows.push_back({strf("{\"table\": \"prefill\", \"dtype\": \"%s\", \"head_dim\": %d, "
-                               "\"causal\": %s, \"batch\": %d, \"heads\": %d, \"seqlen_q\": %d, "
-                               "\"seqlen_k\": %d, \"system\": \"%s\", \"tflops\": %s}",
-                               dtype_name(dtype), d, causal ? "true" : "false", b, h, s, s,
-                               B.opt.system.c_str(), json_number(tflops).c_str())});
-      }
-    }
-  }
-}
-
-// ------------------------------------------------------------------------------------------
-// Serving shapes: head dim 512, a separate V head dim, and the cost of sinks and prefix ranges.
-
 // One dense prefill shape with its own buffer sets: q/k [b, s, h, d], v/out [b, s, h, dv].
 struct PrefillShape {
   int d = 0, dv = 0, b = 0, s = 0, h = 0;
@@ -625,6 +556,48 @@ struct PrefillShape {
     return time_rotating(B, params, {q, k, v, o, nullptr, sets}, shape);
   }
 };
+
+void bench_prefill(Bench& B, flare_dtype dtype) {
+  const int tokens = 16384, model_dim = 2048;
+  std::vector<int> head_dims = {64, 128, 256};
+  std::vector<int> seqlens = {512, 1024, 2048, 4096, 8192, 16384};
+  if (B.opt.quick) {
+    head_dims = {128};
+    seqlens = {1024, 8192};
+  }
+  if (B.opt.only_d > 0) {  // one shape, e.g. for a profiler
+    head_dims = {B.opt.only_d};
+    seqlens = {B.opt.only_seqlen};
+  }
+  if (B.opt.head_dim > 0) head_dims = {B.opt.head_dim};
+  std::printf("\n== prefill, %s, %d tokens, model dim %d ==\n", dtype_name(dtype), tokens,
+              model_dim);
+  std::printf("  %5s %6s %6s %5s %5s %10s %10s\n", "d", "causal", "seqlen", "batch", "heads",
+              "ms", "TFLOP/s");
+  for (int d : head_dims) {
+    for (int causal : {0, 1}) {
+      if (B.opt.only_causal >= 0 && causal != B.opt.only_causal) continue;
+      for (int s : seqlens) {
+        const int b = tokens / s, h = model_dim / d;
+        const std::string shape = strf("prefill d=%d causal=%d s=%d b=%d h=%d", d, causal, s, b, h);
+        PrefillShape ps(B, dtype, d, d, b, s, h, causal);
+        const double ms = ps.time(B, ps.p, shape);
+        if (ms < 0) continue;
+        const double tflops = ps.flops() / (ms * 1e-3) / 1e12;
+        std::printf("  %5d %6s %6d %5d %5d %10.4f %10.1f\n", d, causal ? "yes" : "no", s, b, h, ms,
+                    tflops);
+        B.rows.push_back({strf("{\"table\": \"prefill\", \"dtype\": \"%s\", \"head_dim\": %d, "
+                               "\"causal\": %s, \"batch\": %d, \"heads\": %d, \"seqlen_q\": %d, "
+                               "\"seqlen_k\": %d, \"system\": \"%s\", \"tflops\": %s}",
+                               dtype_name(dtype), d, causal ? "true" : "false", b, h, s, s,
+                               B.opt.system.c_str(), json_number(tflops).c_str())});
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Serving shapes: head dim 512, a separate V head dim, and the cost of sinks and prefix ranges.
 
 // A prefill table over seqlens 1024 .. 16384 at 16k tokens per call, d / dv and heads fixed.
 void bench_prefill_serving(Bench& B, flare_dtype dtype, int d, int dv, int h, const char* title) {
