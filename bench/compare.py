@@ -495,6 +495,8 @@ class Runner:
             except Exception:
                 pass
         del graph
+        if check is not None and t.graph_ms is None:
+            check.copy_(eager_out)  # the caller's rel_err reads the eager result, not the poison
         return t
 
     def graph_fields(self, t):
@@ -503,7 +505,7 @@ class Runner:
             return {}
         if t is None:
             return {"ms": None, "graph_ms": None, "graph_vs_eager": None, "graph_calls": None,
-                    "graph_error": "not captured: the eager call failed"}
+                    "graph_error": "the eager call failed"}
         return t.fields()
 
     # --- flare ---------------------------------------------------------------------------
@@ -1255,6 +1257,91 @@ def markdown_decode_fp8(summary, flare_system):
     return "\n".join(out)
 
 
+# The CUDA-graph tables: per table, the fields that make a row's shape (one line each) and those
+# that, after the system, name a series (one pair of columns each: graph ms, graph / eager).
+GRAPH_TABLES = [("prefill", ("head_dim", "head_dim_v", "causal", "seqlen_q"), ()),
+                ("decode", ("batch", "seqlen_k"), ("paged",)),
+                ("decode_fp8", ("batch", "seqlen_k", "paged"), ("kv_dtype",)),
+                ("chunked", (), ("paged",))]
+GRAPH_HEADERS = {"head_dim": "head dim", "head_dim_v": "head dim v", "causal": "causal",
+                 "seqlen_q": "seqlen", "batch": "batch", "seqlen_k": "kv length", "paged": "page"}
+
+
+def field_text(name, value):
+    if value is None:
+        return "—"
+    if name == "causal":
+        return "yes" if value else "no"
+    if name == "paged":
+        return f"page {value}" if value else "contiguous"
+    return str(value)
+
+
+def graph_summary(rows, flare_system):
+    """Per (table, system) of the rows that carry graph fields: rows, rows captured, the largest
+    |graph_vs_eager - 1| and the rows within GRAPH_TOLERANCE. flare first, then PEERS."""
+    order = lambda sy: (sy != flare_system, PEERS.index(sy) if sy in PEERS else len(PEERS), sy)
+    out = []
+    for table, _, _ in GRAPH_TABLES:
+        mine = [r for r in rows if r["table"] == table and "graph_ms" in r]
+        for sy in sorted({r["system"] for r in mine}, key=order):
+            devs = [abs(r["graph_vs_eager"] - 1.0) for r in mine
+                    if r["system"] == sy and r["graph_vs_eager"] is not None]
+            out.append({"table": table, "system": sy,
+                        "rows": sum(r["system"] == sy for r in mine), "captured": len(devs),
+                        "max_abs_deviation": max(devs, default=None),
+                        "within_tolerance": sum(d <= GRAPH_TOLERANCE for d in devs),
+                        "tolerance": GRAPH_TOLERANCE})
+    return out
+
+
+def markdown_graphs(summary, flare_system):
+    """One table per GRAPH_TABLES entry with graph rows: per series the replay's per-call ms and
+    graph / eager, then the summary line of each system and the distinct capture failures."""
+    rows, out = summary["rows"], []
+    stats = summary.get("graph_summary") or []
+    for table, shape, extra in GRAPH_TABLES:
+        mine = [r for r in rows if r["table"] == table and "graph_ms" in r]
+        if not mine:
+            continue
+        name = lambda r: " ".join([r["system"]] + [field_text(f, r.get(f)) for f in extra])
+        order = lambda r: (r["system"] != flare_system,
+                           PEERS.index(r["system"]) if r["system"] in PEERS else len(PEERS),
+                           r["system"], tuple(r.get(f) for f in extra))
+        series = list(dict.fromkeys(name(r) for r in sorted(mine, key=order)))
+        out += [f"## CUDA-graph replay: {table}, per-call ms (replay / calls captured) and graph / "
+                f"eager", "",
+                "| " + "".join(f"{GRAPH_HEADERS[f]} | " for f in shape) +
+                " | ".join(f"{sr} graph ms | {sr} graph/eager" for sr in series) + " |",
+                "|" + "---|" * (len(shape) + 2 * len(series))]
+        lines = {}
+        for r in mine:
+            key = tuple(r.get(f) for f in shape)
+            cells = lines.setdefault(key, {})
+            cells[name(r)] = ("fail" if r["graph_ms"] is None else fmt(r["graph_ms"], ".4g"),
+                              fmt(r["graph_vs_eager"], ".3f"))
+        for key in sorted(lines, key=lambda k: tuple((v is not None, v or 0) for v in k)):
+            cells = [c for sr in series for c in lines[key].get(sr, ("—", "—"))]
+            out.append("| " + "".join(f"{field_text(f, v)} | " for f, v in zip(shape, key)) +
+                       " | ".join(cells) + " |")
+        out.append("")
+        for st in (st for st in stats if st["table"] == table):
+            missed = st["rows"] - st["captured"]
+            dev = st["max_abs_deviation"]
+            out.append(f"- {st['system']}: {st['within_tolerance']} of {st['rows']} rows within "
+                       f"{st['tolerance']:.0%} of eager, max |graph/eager - 1| " +
+                       ("—" if dev is None else f"{100 * dev:.2f}%") +
+                       (f", {missed} not captured" if missed else ""))
+        errors = {}
+        for r in mine:
+            if r.get("graph_error"):
+                errors.setdefault((name(r), r["graph_error"]), []).append(r)
+        for (sr, err), rs in errors.items():
+            out.append(f"- {sr}, {len(rs)} row(s) not captured: {err}")
+        out.append("")
+    return "\n".join(out)
+
+
 def plot(summary, flare_system, pages, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -1379,11 +1466,15 @@ def main():
         "ceilings": ceilings,
         "rows": runner.rows,
     }
+    if args.graphs:
+        summary["graph_summary"] = graph_summary(runner.rows, args.system)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     md = markdown(summary, args.system, pages)
     md += "\n" + markdown_chunked(summary, args.system)
     md += "\n" + markdown_decode_fp8(summary, args.system)
+    if args.graphs:
+        md += "\n" + markdown_graphs(summary, args.system)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(md + "\n")
     if not args.no_plot:
