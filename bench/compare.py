@@ -10,7 +10,7 @@ Outputs under --out: summary.json (docs: /work/shared/results-schema.md), table.
 multi-panel plots.png.
 
     python3 bench/compare.py --lib build/libflare.so --out out [--quick] [--dtype bf16|fp16]
-        [--table prefill|decode|decode_fp8|chunked|d512|dv|overhead|serving|all]
+        [--table prefill|decode|decode_fp8|chunked|d512|dv|overhead|serving|all] [--graphs]
 
 Tables: prefill (head dims 64/128/256), decode, decode_fp8 (the decode shapes over e4m3 and e5m2
 KV caches next to flare's and cuDNN's bf16 calls: tokens/s, speed vs the bf16 cache and issue
@@ -28,10 +28,22 @@ reported. Consecutive runs rotate over enough independent input sets that one sw
 several times the L2 size. Large device copies are queued ahead of the timed runs so that the
 host (Python) can enqueue all of them while the GPU is busy: the numbers are GPU time.
 
+--graphs: every system of the prefill (d512 and dv included), decode, decode_fp8 and chunked rows
+is also replayed from a CUDA graph right after its eager timing: K calls (rotating the input
+sets as the eager loop does; K such that one replay takes about GRAPH_REPLAY_MS and sweeps
+every set) captured on a side stream after warm-up calls there, then the replay timed as above
+(warm-up, events around each replay, median); per-call time = replay / K. Rows gain ms (eager),
+graph_ms (null where capture or replay failed: graph_error holds the exception's first line),
+graph_vs_eager = graph_ms / ms and graph_calls (K); flare's rows also graph_rel_err (set 0's
+output, poisoned before the replays, against the eager output). table.md gains a CUDA-graph
+table per table with a summary line per system (max |graph/eager - 1| and the rows within
+GRAPH_TOLERANCE); summary.json gains "graph_summary" with the same numbers.
+
 torch is needed only here; the library itself never uses it.
 """
 import argparse
 import ctypes
+import dataclasses
 import datetime
 import json
 import math
@@ -41,6 +53,7 @@ import subprocess
 import sys
 import time
 import warnings
+from typing import Optional
 
 # ------------------------------------------------------------------------------------------
 # The C ABI, mirrored field by field from include/flare/flare.h (order and types must match).
@@ -226,6 +239,25 @@ class Timer:
             self.block_dst.copy_(self.block_src)
         return self._median_events(fn, iters, self.warmup)
 
+    def capture(self, fn, calls):
+        """fn(0), ..., fn(calls - 1) captured into one torch.cuda.CUDAGraph on a side stream.
+        GRAPH_WARMUP_CALLS calls run on that stream first: lazy initialisation (library handles,
+        workspaces, kernel attributes) must not happen during capture. fn must launch on
+        torch's current stream (the capture stream while capturing)."""
+        torch = self.torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for i in range(GRAPH_WARMUP_CALLS):
+                fn(i)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            for i in range(calls):
+                fn(i)
+        torch.cuda.synchronize()
+        return graph
+
     def measure_copy(self):
         for _ in range(3):
             self.block_dst.copy_(self.block_src)
@@ -233,6 +265,73 @@ class Timer:
         ms = self._median_events(lambda i: self.block_dst.copy_(self.block_src), 20, 0)
         self.copy_ms = ms
         return 2.0 * self.block_src.numel() / (ms * 1e-3) / 1e9
+
+
+# ------------------------------------------------------------------------------------------
+# CUDA-graph replay (--graphs).
+
+# Calls captured per graph: enough that one replay takes about GRAPH_REPLAY_MS of GPU time, at
+# least one sweep over the input sets, at most GRAPH_MAX_CALLS. GRAPH_WARMUP_CALLS eager calls
+# run on the capture stream before capture. GRAPH_TOLERANCE: the |graph / eager - 1| that the
+# summary lines count rows within.
+GRAPH_REPLAY_MS, GRAPH_MAX_CALLS, GRAPH_WARMUP_CALLS, GRAPH_TOLERANCE = 3.0, 1000, 3, 0.02
+
+
+def graph_calls(eager_ms, nsets):
+    return min(GRAPH_MAX_CALLS, max(nsets, math.ceil(GRAPH_REPLAY_MS / max(eager_ms, 1e-3))))
+
+
+@dataclasses.dataclass
+class Timing:
+    """One system on one shape: the eager median per call (ms) and, where a graph was tried
+    (graphed), the replay's per-call median (graph_ms, None where capture or replay failed and
+    graph_error says why), the calls captured, and for flare the graph's output of set 0
+    against the eager one (graph_rel_err)."""
+    ms: float
+    graphed: bool = False
+    graph_ms: Optional[float] = None
+    graph_calls: Optional[int] = None
+    graph_error: Optional[str] = None
+    graph_rel_err: Optional[float] = None
+
+    def fields(self):
+        """The row fields --graphs adds ({} where no graph was tried)."""
+        if not self.graphed:
+            return {}
+        f = {"ms": self.ms, "graph_ms": self.graph_ms, "graph_calls": self.graph_calls,
+             "graph_vs_eager": None if self.graph_ms is None else self.graph_ms / self.ms,
+             "graph_error": self.graph_error}
+        if self.graph_rel_err is not None:
+            f["graph_rel_err"] = self.graph_rel_err
+        return f
+
+    @staticmethod
+    def faster(a, b):
+        """The faster of two timings of one call, eager and graph each (None: not measured)."""
+        if a is None or b is None:
+            return a or b
+        g = min((t for t in (a, b) if t.graph_ms is not None), key=lambda t: t.graph_ms,
+                default=a)
+        return dataclasses.replace(g, ms=min(a.ms, b.ms))
+
+
+def ms_of(t):
+    return None if t is None else t.ms
+
+
+def error_line(e, width=160):
+    """An exception's type and the first line of its message."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:width]}"
+
+
+def root_cause(e):
+    """The exception a chain started from: a capture that fails inside torch.cuda.graph raises
+    again when the capture ends, and the first error is the one that says why."""
+    seen = {id(e)}
+    while e.__context__ is not None and id(e.__context__) not in seen:
+        e = e.__context__
+        seen.add(id(e))
+    return e
 
 
 # ------------------------------------------------------------------------------------------
@@ -298,11 +397,11 @@ class DecodeCall:
         self.splits = runner.flare.num_splits(self.params[0], runner.device)
 
     def time(self):
-        """Median ms over the sets, or None (the failure recorded in runner.failures)."""
+        """A Timing over the sets, or None (the failure recorded in runner.failures)."""
         if not self.package:
-            ms, ws = self.runner.time_flare(self.params, self.label)
+            t, ws = self.runner.time_flare(self.params, self.label, check=self.outs[0])
             del ws
-            return ms
+            return t
         calls = []
         for i, ((q, k, v), o, (_, kd, vd)) in enumerate(zip(self.sets, self.outs, self.fp8)):
             kw = dict(out=o, k_descale=kd, v_descale=vd)
@@ -311,11 +410,12 @@ class DecodeCall:
                 k, v = self.keep[i][1:3]
             calls.append(((q, k, v), kw))
         n, fn = len(calls), self.package
+        label = f"flare (Python package) {self.label}"
         try:
-            return self.runner.timer.median_ms(lambda i: fn(*calls[i % n][0], **calls[i % n][1]))
+            return self.runner.measure(lambda i: fn(*calls[i % n][0], **calls[i % n][1]), n,
+                                       label, check=self.outs[0], flare=True)
         except Exception as e:  # the package's argument errors and the library's statuses
-            msg = f"flare (Python package) {self.label}: {type(e).__name__}: " \
-                  f"{str(e).splitlines()[0][:200]}"
+            msg = f"{label}: {error_line(e, 200)}"
             print("  " + msg)
             self.runner.failures.append(msg)
             self.runner.torch.cuda.synchronize()
@@ -355,6 +455,64 @@ class Runner:
     def randn(self, *shape):
         return self.torch.randn(*shape, generator=self.gen, device="cuda", dtype=self.dtype)
 
+    # --- timing ----------------------------------------------------------------------------
+    def measure(self, fn, nsets, label, graph_fn=None, check=None, flare=False, graph=True):
+        """fn(i) runs call i over nsets rotating input sets. Returns a Timing: the eager median
+        (Timer.median_ms; its errors propagate to the caller) and, with --graphs (and graph),
+        graph_fn (default fn; it must launch on torch's current stream) replayed from a CUDA
+        graph, whose failures are recorded in the Timing (and, flare, in self.failures).
+        check: the output that call 0 writes (flare), poisoned before the replays and compared
+        with the eager result after them, so a graph that skips the call cannot pass; flare's
+        captured calls replay bit-identical to eager ones (README), so any difference is a
+        failure."""
+        ms = self.timer.median_ms(fn)
+        if not (graph and self.args.graphs):
+            return Timing(ms)
+        t = self.replay(graph_fn or fn, ms, nsets, check)
+        problem = t.graph_error
+        if problem is None and t.graph_rel_err:
+            problem = f"replayed output != eager output (rel_err {t.graph_rel_err:.2e})"
+        if problem is not None:
+            print(f"  {label}: CUDA graph: {problem}")
+            if flare:
+                self.failures.append(f"{label} (CUDA graph): {problem}")
+        return t
+
+    def replay(self, fn, eager_ms, nsets, check):
+        torch = self.torch
+        calls = graph_calls(eager_ms, nsets)
+        t = Timing(eager_ms, graphed=True, graph_calls=calls)
+        eager_out = None if check is None else check.clone()
+        graph = None
+        try:
+            graph = self.timer.capture(fn, calls)
+            if check is not None:
+                check.fill_(float("nan"))
+            t.graph_ms = self.timer.median_ms(lambda i: graph.replay()) / calls
+            if check is not None:
+                t.graph_rel_err = self.rel_err(check, eager_out)
+                if not math.isfinite(t.graph_rel_err):
+                    t.graph_ms, t.graph_error = None, "the replays left set 0's output poisoned"
+        except Exception as e:  # capture unsupported by the call: record, go on
+            t.graph_error = error_line(root_cause(e), 200)
+            try:
+                torch.cuda.synchronize()
+            except Exception:
+                pass
+        del graph
+        if check is not None:
+            check.copy_(eager_out)  # the caller's rel_err is the eager call's
+        return t
+
+    def graph_fields(self, t):
+        """The fields --graphs adds to a row timed as t (None: the eager call failed)."""
+        if not self.args.graphs:
+            return {}
+        if t is None:
+            return {"ms": None, "graph_ms": None, "graph_vs_eager": None, "graph_calls": None,
+                    "graph_error": "the eager call failed"}
+        return t.fields()
+
     # --- flare ---------------------------------------------------------------------------
     def flare_params(self, q, k, v, out, causal=False):
         p = self.flare.params()
@@ -370,8 +528,9 @@ class Runner:
         p.causal = int(causal)
         return p
 
-    def time_flare(self, params_list, label):
-        """params_list: one FlareParams per input set (workspace set here, shared)."""
+    def time_flare(self, params_list, label, check=None, graph=True):
+        """params_list: one FlareParams per input set (workspace set here, shared). Returns
+        (Timing or None, workspace); check, graph: as for measure."""
         st = self.flare.can_implement(params_list[0], self.device)
         if st != FLARE_OK:
             msg = self.flare.error(st)
@@ -383,46 +542,52 @@ class Runner:
         for p in params_list:
             p.workspace, p.workspace_size = ws.data_ptr(), ws_bytes
         refs = [ctypes.byref(p) for p in params_list]
-        stream = self.torch.cuda.current_stream().cuda_stream
+        current = self.torch.cuda.current_stream
+        stream = current().cuda_stream
         n = len(refs)
         fwd = self.flare.fwd
         try:
-            ms = self.timer.median_ms(lambda i: fwd(refs[i % n], stream))
+            # The eager loop passes the stream read once; the captured calls read it per call
+            # (while capturing it is the capture stream).
+            t = self.measure(lambda i: fwd(refs[i % n], stream), n, f"flare {label}",
+                             graph_fn=lambda i: fwd(refs[i % n], current().cuda_stream),
+                             check=check, flare=True, graph=graph)
         except RuntimeError as e:
             print(f"  flare {label}: {e}")
             self.failures.append(f"flare {label}: {e}")
             return None, ws
-        return ms, ws
+        return t, ws
 
     # --- peers ---------------------------------------------------------------------------
     def time_peer(self, system, views, causal, gqa, label):
-        """views: per set (q, k, v) in [b, h, s, d]. Returns (ms, output of set 0 in [b, h, s,
-        dv]), or (None, None) when the peer cannot run the shape.
+        """views: per set (q, k, v) in [b, h, s, d]. Returns (Timing, output of set 0 in [b, h,
+        s, dv]), or (None, None) when the peer cannot run the shape.
 
         Every system of PEERS is timed here. A peer outside SDPA (e.g. FlashAttention-4, whose
         flash_attn_func takes [b, s, h, d] tensors and learnable_sink=) adds its name to PEERS
         and a branch below."""
         if system.startswith("sdpa-"):
-            return self.time_sdpa(system, views, causal, gqa, label)
+            kw = {"is_causal": causal}
+            if gqa:
+                kw["enable_gqa"] = True
+            return self.time_sdpa(system, views, kw, label)
         raise ValueError(f"no runner for peer {system}")
 
-    def time_sdpa(self, system, views, causal, gqa, label):
-        """views: per set (q, k, v) in [b, h, s, d]. Returns (ms, output of set 0) or None."""
+    def time_sdpa(self, system, views, kw, label):
+        """views: per set (q, k, v) in [b, h, s, d]; kw: SDPA's keyword arguments. Returns
+        (Timing, output of set 0) or (None, None)."""
         F = self.F
-        kw = {"is_causal": causal}
-        if gqa:
-            kw["enable_gqa"] = True
         n = len(views)
         try:
             with warnings.catch_warnings(), self.sdpa_kernel([self.backends[system]]):
                 # A backend that cannot take the shape warns why, then raises: keep only the error.
                 warnings.simplefilter("ignore")
                 out0 = F.scaled_dot_product_attention(*views[0], **kw)
-                ms = self.timer.median_ms(
-                    lambda i: F.scaled_dot_product_attention(*views[i % n], **kw))
-            return ms, out0
+                t = self.measure(lambda i: F.scaled_dot_product_attention(*views[i % n], **kw),
+                                 n, f"{system} {label}")
+            return t, out0
         except Exception as e:  # a backend may not support a shape: record null, go on
-            print(f"  {system} {label}: unavailable ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+            print(f"  {system} {label}: unavailable ({error_line(e)})")
             self.torch.cuda.synchronize()
             return None, None
 
@@ -478,22 +643,23 @@ class Runner:
         ref = None
         peer = {}
         for system in PEERS:
-            ms, out0 = self.time_peer(system, views, causal, False, label)
-            peer[system] = ms
+            t, out0 = self.time_peer(system, views, causal, False, label)
+            peer[system] = t
             if ref is None and out0 is not None:
                 ref = out0.transpose(1, 2)  # back to [b, s, h, dv]
             del out0
-            self.rows.append(dict(base, system=system,
-                                  tflops=None if ms is None else flops / ms / 1e9))
+            self.rows.append(dict(base, system=system, tflops=per_ms(flops / 1e9, ms_of(t)),
+                                  **self.graph_fields(t)))
         params = [self.flare_params(q, k, v, o, causal) for (q, k, v), o in zip(sets, outs)]
-        ms, ws = self.time_flare(params, "prefill " + label)
-        err = self.rel_err(outs[0], ref) if ms is not None else None
+        t, ws = self.time_flare(params, "prefill " + label, check=outs[0])
+        err = self.rel_err(outs[0], ref) if t is not None else None
         self.rows.append(dict(base, system=self.args.system,
-                              tflops=None if ms is None else flops / ms / 1e9, rel_err=err))
+                              tflops=per_ms(flops / 1e9, ms_of(t)), rel_err=err,
+                              **self.graph_fields(t)))
+        timed = [(self.args.system, t)] + list(peer.items())
         print("  " + label + "  " + "  ".join(
-            f"{sy}={fmt(None if t is None else flops / t / 1e9)}"
-            for sy, t in [(self.args.system, ms)] + list(peer.items()))
-            + f"  TFLOP/s  rel_err={fmt(err, '.2e')}")
+            f"{sy}={fmt(per_ms(flops / 1e9, ms_of(ts)))}" for sy, ts in timed)
+            + f"  TFLOP/s  rel_err={fmt(err, '.2e')}" + graph_text(timed))
         del sets, outs, views, ref, ws
         torch.cuda.empty_cache()
 
@@ -537,7 +703,8 @@ class Runner:
                     if apply:
                         apply(p)
                     params.append(p)
-                ms, ws = self.time_flare(params, f"overhead {name}")
+                t, ws = self.time_flare(params, f"overhead {name}", graph=False)
+                ms = ms_of(t)
                 del ws
                 if ms is not None:
                     best[name] = min(best.get(name, ms), ms)
@@ -590,12 +757,13 @@ class Runner:
                 for _ in range(nsets)]
 
     def decode_peer(self, system, sets, ref, kv_bytes, label):
-        """A peer (SDPA backend) on the decode sets: (ms, GB/s of K+V, rel_err against ref)."""
+        """A peer (SDPA backend) on the decode sets: (Timing, GB/s of K+V, rel_err against
+        ref)."""
         views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)) for q, k, v in sets]
-        ms, out0 = self.time_peer(system, views, False, True, label)
-        gbs = None if ms is None else kv_bytes / ms / 1e6
+        t, out0 = self.time_peer(system, views, False, True, label)
+        gbs = per_ms(kv_bytes / 1e6, ms_of(t))
         err = self.rel_err(out0.transpose(1, 2), ref) if out0 is not None else None
-        return ms, gbs, err
+        return t, gbs, err
 
 
     def decode(self):
@@ -610,22 +778,25 @@ class Runner:
             ref = self.decode_reference(*sets[0])
             base = {"table": "decode", "dtype": self.args.dtype, "head_dim": d, "batch": b,
                     "heads": hq, "heads_k": hk, "seqlen_q": 1, "seqlen_k": L}
-            line = []
+            line, timed = [], []
             for system in PEERS:
-                _, gbs, err = self.decode_peer(system, sets, ref, kv_bytes, label)
-                self.rows.append(dict(base, paged=0, system=system, gbs=gbs, rel_err=err))
+                t, gbs, err = self.decode_peer(system, sets, ref, kv_bytes, label)
+                self.rows.append(dict(base, paged=0, system=system, gbs=gbs, rel_err=err,
+                                      **self.graph_fields(t)))
                 line.append(f"{system}={fmt(gbs, '.0f')}")
+                timed.append((system, t))
             for page in pages:
                 call = DecodeCall(self, sets, page, f"decode {label} page={page}")
-                ms, splits = call.time(), call.splits
-                gbs = None if ms is None else kv_bytes / ms / 1e6
-                err = self.rel_err(call.outs[0], ref) if ms is not None else None
+                t, splits = call.time(), call.splits
+                gbs = per_ms(kv_bytes / 1e6, ms_of(t))
+                err = self.rel_err(call.outs[0], ref) if t is not None else None
                 self.rows.append(dict(base, paged=page, system=self.args.system, gbs=gbs,
-                                      rel_err=err))
+                                      rel_err=err, **self.graph_fields(t)))
                 line.append(f"{self.args.system}[page {page}, splits {splits}]={fmt(gbs, '.0f')}"
                             f" (rel_err {fmt(err, '.2e')})")
+                timed.append((f"{self.args.system}[page {page}]", t))
                 del call
-            print(f"  {label}  " + "  ".join(line) + "  GB/s")
+            print(f"  {label}  " + "  ".join(line) + "  GB/s" + graph_text(timed))
             del sets, ref
             torch.cuda.empty_cache()
 
@@ -678,16 +849,18 @@ class Runner:
                 kv_sets[kind] = quantized
                 (q0, k0, v0), (_, kd0, vd0) = quantized[0]
                 refs[kind] = self.decode_reference(q0, k0, v0, kd0, vd0)
-            ms, gbs, err = self.decode_peer("sdpa-cudnn", sets, refs[self.args.dtype],
-                                            elems * 2, label)
+            t, gbs, err = self.decode_peer("sdpa-cudnn", sets, refs[self.args.dtype],
+                                           elems * 2, label)
+            ms = ms_of(t)
             self.rows.append(dict(base, paged=0, kv_dtype=self.args.dtype, descale="none",
                                   system="sdpa-cudnn", api=None,
                                   us=None if ms is None else ms * 1e3,
-                                  tokens_per_s=None if ms is None else b / ms * 1e3,
-                                  kv_bytes=elems * 2, gbs=gbs, rel_err=err))
+                                  tokens_per_s=per_ms(b * 1e3, ms),
+                                  kv_bytes=elems * 2, gbs=gbs, rel_err=err,
+                                  **self.graph_fields(t)))
             print(f"  {label} sdpa-cudnn {self.args.dtype}: "
-                  f"{fmt(None if ms is None else b / ms * 1e3, '.0f')} tokens/s, "
-                  f"{fmt(gbs, '.0f')} GB/s")
+                  f"{fmt(per_ms(b * 1e3, ms), '.0f')} tokens/s, "
+                  f"{fmt(gbs, '.0f')} GB/s" + graph_text([("sdpa-cudnn", t)]))
             for page in DECODE_FP8_PAGES:
                 calls = {}
                 for kind, _, fp8 in caches:
@@ -701,21 +874,20 @@ class Runner:
                 best = {}
                 for _ in range(2):
                     for kind, call in calls.items():
-                        ms = call.time()
-                        if ms is not None:
-                            best[kind] = min(best.get(kind, ms), ms)
-                base_ms = best.get(self.args.dtype)
+                        best[kind] = Timing.faster(best.get(kind), call.time())
+                base_ms = ms_of(best.get(self.args.dtype))
                 for kind, descale, fp8 in caches:
-                    ms, out0, splits = best.get(kind), calls[kind].outs[0], calls[kind].splits
+                    t, out0, splits = best.get(kind), calls[kind].outs[0], calls[kind].splits
+                    ms = ms_of(t)
                     kv_bytes = elems * (2 if fp8 is None else 1)
                     row = dict(base, paged=page, kv_dtype=kind, descale=descale,
                                system=self.args.system, api="c" if fp8 is None else api,
                                splits=splits, us=None if ms is None else ms * 1e3,
-                               tokens_per_s=None if ms is None else b / ms * 1e3,
-                               kv_bytes=kv_bytes,
-                               gbs=None if ms is None else kv_bytes / ms / 1e6,
+                               tokens_per_s=per_ms(b * 1e3, ms),
+                               kv_bytes=kv_bytes, gbs=per_ms(kv_bytes / 1e6, ms),
                                rel_err=self.rel_err(out0, refs[kind]) if ms is not None else None,
-                               speed_vs_base=None if ms is None or not base_ms else base_ms / ms)
+                               speed_vs_base=None if ms is None or not base_ms else base_ms / ms,
+                               **self.graph_fields(t))
                     if fp8 is not None:
                         row.update(fp8_checks(row, self.copy_gbs))
                     self.rows.append(row)
@@ -723,7 +895,8 @@ class Runner:
                           f"{fmt(row['tokens_per_s'], '.0f')} tokens/s, "
                           f"{fmt(row['gbs'], '.0f')} GB/s"
                           f", x{fmt(row['speed_vs_base'], '.3f')} of {self.args.dtype}"
-                          f", rel_err {fmt(row['rel_err'], '.2e')}" + fp8_check_text(row))
+                          f", rel_err {fmt(row['rel_err'], '.2e')}" + fp8_check_text(row)
+                          + graph_text([(kind, t)]))
                 del calls
             del sets, kv_sets, refs
             torch.cuda.empty_cache()
@@ -787,24 +960,17 @@ class Runner:
         mask = causal_lower_right(sq, sk)
         views = (q.transpose(1, 2), k.repeat_interleave(hq // hk, dim=2).transpose(1, 2),
                  v.repeat_interleave(hq // hk, dim=2).transpose(1, 2))
-        ref, line = None, []
+        ref, line, timed = None, [], []
         for system in PEERS:
-            ms, out0 = None, None
-            try:
-                with warnings.catch_warnings(), self.sdpa_kernel([self.backends[system]]):
-                    warnings.simplefilter("ignore")
-                    call = lambda i: self.F.scaled_dot_product_attention(*views, attn_mask=mask)
-                    out0 = call(0)
-                    ms = self.timer.median_ms(call)
-            except Exception as e:  # a backend may not take the mask or GQA: record null
-                print(f"  {system} chunked {label}: unavailable ({type(e).__name__}: "
-                      f"{str(e).splitlines()[0][:160]})")
-                torch.cuda.synchronize()
+            # A backend may not take the mask or GQA: null.
+            t, out0 = self.time_sdpa(system, [views], {"attn_mask": mask}, "chunked " + label)
             if ref is None and out0 is not None:
                 ref = out0.transpose(1, 2).contiguous()
-            tflops = None if ms is None else flops / ms / 1e9
-            self.rows.append(dict(base, paged=0, system=system, tflops=tflops))
+            tflops = per_ms(flops / 1e9, ms_of(t))
+            self.rows.append(dict(base, paged=0, system=system, tflops=tflops,
+                                  **self.graph_fields(t)))
             line.append(f"{system}={fmt(tflops)}")
+            timed.append((system, t))
             del out0
         # flare: q / out [n * sq, hq, d] and K/V [n * sk, hk, d] with cu_seqlens, or pools.
         qv = q.reshape(n * sq, hq, d)
@@ -838,18 +1004,20 @@ class Runner:
                 p.v_batch_stride, p.v_row_stride, p.v_head_stride = v_pool.stride()[:3]
                 p.block_table, p.block_table_batch_stride = table.data_ptr(), pps
                 p.page_block_size, p.num_pages = page, k_pool.shape[0]
-            ms, ws = self.time_flare([p], f"chunked {label} page={page}")
+            t, ws = self.time_flare([p], f"chunked {label} page={page}", check=out)
+            ms = ms_of(t)
             if page == 0:
                 contiguous_ms = ms
             err = self.rel_err(out.view(n, sq, hq, d), ref) if ms is not None else None
-            tflops = None if ms is None else flops / ms / 1e9
+            tflops = per_ms(flops / 1e9, ms)
             vs = None if ms is None or contiguous_ms is None else contiguous_ms / ms
             self.rows.append(dict(base, paged=page, system=self.args.system, tflops=tflops,
-                                  rel_err=err, speed_vs_contiguous=vs))
+                                  rel_err=err, speed_vs_contiguous=vs, **self.graph_fields(t)))
             line.append(f"{self.args.system}[page {page}]={fmt(tflops)}"
                         f" (x{fmt(vs, '.3f')} of contiguous, rel_err {fmt(err, '.2e')})")
+            timed.append((f"{self.args.system}[page {page}]", t))
             del keep, ws, out
-        print(f"  {label}  " + "  ".join(line))
+        print(f"  {label}  " + "  ".join(line) + graph_text(timed))
         del q, k, v, views, ref
         torch.cuda.empty_cache()
 
@@ -869,6 +1037,21 @@ class Runner:
 
 def fmt(x, spec=".1f"):
     return "null" if x is None else format(x, spec)
+
+
+def per_ms(amount, ms):
+    """amount / ms (a rate from a time), None where nothing was measured."""
+    return None if ms is None else amount / ms
+
+
+def graph_text(timed):
+    """The graph / eager ratios of (name, Timing or None) pairs for a progress line; "" where no
+    graph was tried."""
+    if not any(t is not None and t.graphed for _, t in timed):
+        return ""
+    return "  graph/eager " + " ".join(
+        f"{name}={fmt((t.fields() if t else {}).get('graph_vs_eager'), '.3f')}"
+        for name, t in timed)
 
 
 def flare_package_fp8():
@@ -1079,6 +1262,91 @@ def markdown_decode_fp8(summary, flare_system):
     return "\n".join(out)
 
 
+# The CUDA-graph tables: per table, the fields that make a row's shape (one line each) and those
+# that, after the system, name a series (one pair of columns each: graph ms, graph / eager).
+GRAPH_TABLES = [("prefill", ("head_dim", "head_dim_v", "causal", "seqlen_q"), ()),
+                ("decode", ("batch", "seqlen_k"), ("paged",)),
+                ("decode_fp8", ("batch", "seqlen_k", "paged"), ("kv_dtype",)),
+                ("chunked", (), ("paged",))]
+GRAPH_HEADERS = {"head_dim": "head dim", "head_dim_v": "head dim v", "causal": "causal",
+                 "seqlen_q": "seqlen", "batch": "batch", "seqlen_k": "kv length", "paged": "page"}
+
+
+def field_text(name, value):
+    if value is None:
+        return "—"
+    if name == "causal":
+        return "yes" if value else "no"
+    if name == "paged":
+        return f"page {value}" if value else "contiguous"
+    return str(value)
+
+
+def graph_summary(rows, flare_system):
+    """Per (table, system) of the rows that carry graph fields: rows, rows captured, the largest
+    |graph_vs_eager - 1| and the rows within GRAPH_TOLERANCE. flare first, then PEERS."""
+    order = lambda sy: (sy != flare_system, PEERS.index(sy) if sy in PEERS else len(PEERS), sy)
+    out = []
+    for table, _, _ in GRAPH_TABLES:
+        mine = [r for r in rows if r["table"] == table and "graph_ms" in r]
+        for sy in sorted({r["system"] for r in mine}, key=order):
+            devs = [abs(r["graph_vs_eager"] - 1.0) for r in mine
+                    if r["system"] == sy and r["graph_vs_eager"] is not None]
+            out.append({"table": table, "system": sy,
+                        "rows": sum(r["system"] == sy for r in mine), "captured": len(devs),
+                        "max_abs_deviation": max(devs, default=None),
+                        "within_tolerance": sum(d <= GRAPH_TOLERANCE for d in devs),
+                        "tolerance": GRAPH_TOLERANCE})
+    return out
+
+
+def markdown_graphs(summary, flare_system):
+    """One table per GRAPH_TABLES entry with graph rows: per series the replay's per-call ms and
+    graph / eager, then the summary line of each system and the distinct capture failures."""
+    rows, out = summary["rows"], []
+    stats = summary.get("graph_summary") or []
+    for table, shape, extra in GRAPH_TABLES:
+        mine = [r for r in rows if r["table"] == table and "graph_ms" in r]
+        if not mine:
+            continue
+        name = lambda r: " ".join([r["system"]] + [field_text(f, r.get(f)) for f in extra])
+        order = lambda r: (r["system"] != flare_system,
+                           PEERS.index(r["system"]) if r["system"] in PEERS else len(PEERS),
+                           r["system"], tuple(r.get(f) for f in extra))
+        series = list(dict.fromkeys(name(r) for r in sorted(mine, key=order)))
+        out += [f"## CUDA-graph replay: {table}, per-call ms (replay / calls captured) and graph / "
+                f"eager", "",
+                "| " + "".join(f"{GRAPH_HEADERS[f]} | " for f in shape) +
+                " | ".join(f"{sr} graph ms | {sr} graph/eager" for sr in series) + " |",
+                "|" + "---|" * (len(shape) + 2 * len(series))]
+        lines = {}
+        for r in mine:
+            key = tuple(r.get(f) for f in shape)
+            cells = lines.setdefault(key, {})
+            cells[name(r)] = ("fail" if r["graph_ms"] is None else fmt(r["graph_ms"], ".4g"),
+                              fmt(r["graph_vs_eager"], ".3f"))
+        for key in sorted(lines, key=lambda k: tuple((v is not None, v or 0) for v in k)):
+            cells = [c for sr in series for c in lines[key].get(sr, ("—", "—"))]
+            out.append("| " + "".join(f"{field_text(f, v)} | " for f, v in zip(shape, key)) +
+                       " | ".join(cells) + " |")
+        out.append("")
+        for st in (st for st in stats if st["table"] == table):
+            missed = st["rows"] - st["captured"]
+            dev = st["max_abs_deviation"]
+            out.append(f"- {st['system']}: {st['within_tolerance']} of {st['rows']} rows within "
+                       f"{st['tolerance']:.0%} of eager, max |graph/eager - 1| " +
+                       ("—" if dev is None else f"{100 * dev:.2f}%") +
+                       (f", {missed} not captured" if missed else ""))
+        errors = {}
+        for r in mine:
+            if r.get("graph_error"):
+                errors.setdefault((name(r), r["graph_error"]), []).append(r)
+        for (sr, err), rs in errors.items():
+            out.append(f"- {sr}, {len(rs)} row(s) not captured: {err}")
+        out.append("")
+    return "\n".join(out)
+
+
 def plot(summary, flare_system, pages, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -1161,6 +1429,9 @@ def main():
     ap.add_argument("--iters", type=int, default=30, help="minimum timed runs per shape (>= 20)")
     ap.add_argument("--warmup-ms", type=float, default=200.0,
                     help="GPU time of warm-up runs per system and shape before timing")
+    ap.add_argument("--graphs", action="store_true",
+                    help="also time every system's calls replayed from a CUDA graph (prefill, "
+                         "decode, decode_fp8 and chunked rows)")
     ap.add_argument("--system", default="flare", help="system name of flare's rows")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
@@ -1200,11 +1471,15 @@ def main():
         "ceilings": ceilings,
         "rows": runner.rows,
     }
+    if args.graphs:
+        summary["graph_summary"] = graph_summary(runner.rows, args.system)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     md = markdown(summary, args.system, pages)
     md += "\n" + markdown_chunked(summary, args.system)
     md += "\n" + markdown_decode_fp8(summary, args.system)
+    if args.graphs:
+        md += "\n" + markdown_graphs(summary, args.system)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(md + "\n")
     if not args.no_plot:
