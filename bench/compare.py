@@ -55,6 +55,8 @@ import time
 import warnings
 from typing import Optional
 
+import peers
+
 # ------------------------------------------------------------------------------------------
 # The C ABI, mirrored field by field from include/flare/flare.h (order and types must match).
 
@@ -352,7 +354,8 @@ FP8_CACHES = [("e4m3", "float8_e4m3fn", 448.0, True), ("e5m2", "float8_e5m2", 57
 # FP8_SPEED_TARGET times the --dtype cache's on shapes whose bf16 K+V is >= FP8_SPEED_MIN_BYTES,
 # and GB/s (FP8 bytes) at least FP8_COPY_TARGET of the copy ceiling.
 FP8_SPEED_TARGET, FP8_SPEED_MIN_BYTES, FP8_COPY_TARGET = 1.8, 1e9, 0.85
-PEERS = ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient"]
+# SDPA's backends, then the optional peers that import here (bench/peers.py: FlashAttention-4).
+PEERS = ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient"] + peers.available()
 # Chunked prefill over a paged cache: sequences x new tokens over cached tokens, q / kv heads,
 # head dim; flare's contiguous varlen call (page 0) and its paged calls at these page sizes.
 CHUNKED_SEQS, CHUNKED_NEW, CHUNKED_CACHED = 8, 512, 8192
@@ -563,14 +566,20 @@ class Runner:
         """views: per set (q, k, v) in [b, h, s, d]. Returns (Timing, output of set 0 in [b, h,
         s, dv]), or (None, None) when the peer cannot run the shape.
 
-        Every system of PEERS is timed here. A peer outside SDPA (e.g. FlashAttention-4, whose
-        flash_attn_func takes [b, s, h, d] tensors and learnable_sink=) adds its name to PEERS
-        and a branch below."""
+        Every system of PEERS is timed here: SDPA's backends, and the peers of bench/peers.py
+        that import on this machine."""
         if system.startswith("sdpa-"):
             kw = {"is_causal": causal}
             if gqa:
                 kw["enable_gqa"] = True
             return self.time_sdpa(system, views, kw, label)
+        if system == "fa4":
+            try:
+                return peers.time_fa4(self.measure, views, causal, f"{system} {label}")
+            except Exception as e:  # a shape FlashAttention-4 does not take: record null, go on
+                print(f"  {system} {label}: unavailable ({error_line(e)})")
+                self.torch.cuda.synchronize()
+                return None, None
         raise ValueError(f"no runner for peer {system}")
 
     def time_sdpa(self, system, views, kw, label):

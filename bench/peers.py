@@ -26,9 +26,10 @@ def available():
     return ["fa4"] if fa4()[0] is not None else []
 
 
-def time_fa4(timer, views, causal):
-    """views: per input set (q, k, v) in [b, h, s, d]. Times FlashAttention-4 rotating over the
-    sets (each copied once to [b, s, h, d], outside the timing). Returns (ms, output of set 0 in
+def time_fa4(measure, views, causal, label):
+    """views: per input set (q, k, v) in [b, h, s, d]; measure: compare.py's Runner.measure.
+    Times FlashAttention-4 rotating over the sets (each as [b, s, h, d], copied outside the
+    timing where the view is not already that layout). Returns (Timing, output of set 0 in
     [b, h, s, dv])."""
     fn, why = fa4()
     if fn is None:
@@ -36,5 +37,5 @@ def time_fa4(timer, views, causal):
     sets = [tuple(x.transpose(1, 2).contiguous() for x in qkv) for qkv in views]
     n = len(sets)
     out0, _ = fn(*sets[0], causal=causal)
-    ms = timer.median_ms(lambda i: fn(*sets[i % n], causal=causal))
-    return ms, out0.transpose(1, 2)
+    t = measure(lambda i: fn(*sets[i % n], causal=causal), n, label)
+    return t, out0.transpose(1, 2)
