@@ -107,6 +107,7 @@ FwdLaunch make_launch(const FwdPlan& plan, char* workspace) {
   launch.v_parts = plan.v_parts;
   launch.sm80_swizzled = plan.sm80_swizzled;
   launch.narrow = plan.narrow;
+  launch.small_pages = plan.small_pages;
   launch.sm90 = plan.sm90;
   launch.num_sms = plan.num_sms;
   launch.combine_pdl = plan.combine_pdl;

@@ -41,6 +41,7 @@ struct FwdLaunch {
   bool sm80_swizzled;       // mma.sync prefill: XOR-swizzled shared-memory rows
   bool narrow;              // tensors not movable in 16-byte chunks: element-granular loads
                             // and stores (common/narrow.h); CTA-uniform
+  bool small_pages;         // decode kernels: the SmallPages instance (pages under 16 rows)
   Sm90Variant sm90;         // Hopper variant (families kSm90*)
   int num_sms;              // SMs of the device (grid of persistent launches)
   bool combine_pdl;         // launch the split combine as a programmatic dependent

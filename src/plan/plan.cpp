@@ -254,6 +254,9 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
       smem = tuning.smem_limit_bytes;
     choose_sm80(plan, smem, tuning);
   }
+  plan.small_pages = (plan.family == FwdKernelFamily::kSm80Decode ||
+                      plan.family == FwdKernelFamily::kSm80DecodeFp8) &&
+                     sm80_decode_small_pages(is_paged(plan.p), plan.p.page_block_size);
   plan.kernel_head_dim_v =
       plan.sm90_head_dim != 0 ? plan.sm90_head_dim : sm80_kernel_head_dim_v(plan.kernel_head_dim);
   plan.v_parts = v_column_parts(v_head_dim(plan.p), plan.kernel_head_dim_v);

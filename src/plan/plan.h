@@ -86,6 +86,8 @@ struct FwdPlan {
   bool packed_gqa;         // seqlen_q == 1 decode: the query heads of a KV head became rows
   bool rotate_q;           // KV cache with rotary: q is rotated into the workspace
   bool narrow;             // element-granular loads and stores (common/narrow.h)
+  bool small_pages;        // decode kernel families: paged K/V with pages under the 16-row key
+                           // groups of a warp (sm80_decode_small_pages): the SmallPages instance
   int num_splits;
   int max_seqlen_q;        // rows per (batch, head) in the split accumulators
   int num_sms;             // the device's SMs (persistent grids)

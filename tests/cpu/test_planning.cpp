@@ -936,3 +936,23 @@ TEST(PlanForward, Fp8KvTakesTheFp8DecodeKernel) {
   EXPECT_EQ(flare::sm80_decode_smem_bytes(128, true), 16 * 136 * 2 + 3 * 2 * 64 * 128 + 4 * 2 * 16 * 256);
   EXPECT_EQ(flare::sm80_decode_ctas_per_sm(128, true), 2);
 }
+
+// The decode kernels' SmallPages instance is the plan's decision: paged K/V with pages under a
+// warp's 16-row key group, on the decode families only.
+TEST(PlanForward, SmallPagesIsPlanned) {
+  auto paged = [](flare_mha_fwd_params p, int page) {
+    p.block_table = flare_test::fake_ptr<const int32_t>(0x900000);
+    p.page_block_size = page;
+    p.block_table_batch_stride = 64;
+    return p;
+  };
+  EXPECT_TRUE(make_plan(paged(dense(2, 1, 4096, 8, 8, 128), 3)).small_pages);
+  EXPECT_FALSE(make_plan(paged(dense(2, 1, 4096, 8, 8, 128), 16)).small_pages);
+  EXPECT_FALSE(make_plan(dense(2, 1, 4096, 8, 8, 128)).small_pages);
+  const FwdPlan prefill = make_plan(paged(dense(2, 512, 4096, 8, 8, 128), 3));
+  EXPECT_EQ(prefill.family, FwdKernelFamily::kSm80Prefill);
+  EXPECT_FALSE(prefill.small_pages);
+  flare_mha_fwd_params fp8 = paged(dense(2, 512, 4096, 8, 8, 128), 1);
+  fp8.kv_dtype = FLARE_DTYPE_E4M3;
+  EXPECT_TRUE(make_plan(fp8, kH100).small_pages);
+}

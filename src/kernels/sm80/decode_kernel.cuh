@@ -612,9 +612,8 @@ int run_decode_fp8_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     using Dr = sm80::DecodeTraits<HeadDim, true>;
     static_assert(Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim, true),
                   "the planner's FP8 decode shared memory (tile_config.h) is the kernel's");
-    const bool small = sm80_decode_small_pages(is_paged(launch.p), launch.p.page_block_size);
     return sm80::launch_decode<Dr>(
-        small ? sm80::decode_kernel<Arch, T, HeadDim, false, true, true>
+        launch.small_pages ? sm80::decode_kernel<Arch, T, HeadDim, false, true, true>
               : sm80::decode_kernel<Arch, T, HeadDim, false, false, true>,
         launch, stream);
   }

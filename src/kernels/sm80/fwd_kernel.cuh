@@ -695,7 +695,7 @@ int run_fwd_sm80(const FwdLaunch& launch, cudaStream_t stream) {
                     "the planner's decode tile and shared memory (tile_config.h) are the kernel's");
       // The narrow instance moves elements one by one (decode_kernel's Narrow); the SmallPages
       // one takes pages of fewer than 16 rows.
-      const bool small = sm80_decode_small_pages(is_paged(launch.p), launch.p.page_block_size);
+      const bool small = launch.small_pages;
       auto kernel = launch.narrow ? (small ? sm80::decode_kernel<Arch, T, HeadDim, true, true>
                                            : sm80::decode_kernel<Arch, T, HeadDim, true, false>)
                                   : (small ? sm80::decode_kernel<Arch, T, HeadDim, false, true>
