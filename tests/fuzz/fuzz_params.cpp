@@ -26,6 +26,9 @@
 //     (head dims, sink / range alignment and strides, paged KV modes and page size); the split
 //     accumulators hold head_dim_v columns; paged KV is never refused for its page size or
 //     for varlen mode (every page size >= 1 runs, paged varlen runs).
+//   - the FP8 fields (fill_fp8): accepted FP8 K/V plan onto the decode kernel's FP8 instances
+//     and nothing else does; the SmallPages instance is planned exactly for paged decode-family
+//     launches with pages under 16 rows.
 //   - validation and planning read no device memory: the per-sequence arrays (cu_seqlens,
 //     seqused_k, cache_seqlens, leftpad_k, block_table, sink, mm_prefix_ranges) sometimes point
 //     into a host arena that AddressSanitizer poisons, holding what would be bad contents if
@@ -56,6 +59,7 @@
 #include "api/validate.h"
 #include "api/validate_serving.h"
 #include "common/sequence.h"
+#include "common/fp8_params.h"
 #include "common/narrow.h"
 #include "common/serving_semantics.h"
 #include "common/split.h"
@@ -226,6 +230,30 @@ void fill_serving(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
   if (in.ConsumeIntegralInRange<int>(0, 2) == 0) point_into_arena(in, p);
 }
 
+// The FP8 fields: K/V (sometimes q) as e4m3 / e5m2 codes or a bad type, descales set or not,
+// with FlashAttention-3's [batch, heads_k] strides, zeros (per tensor) or picked strides.
+// Mostly left unset.
+void fill_fp8(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
+  if (in.ConsumeIntegralInRange<int>(0, 3) != 0) return;
+  static const int32_t kTypes[] = {FLARE_DTYPE_E4M3, FLARE_DTYPE_E5M2, 0, 1, 5, -1};
+  p.kv_dtype = in.PickValueInArray(kTypes);
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) p.q_dtype = in.PickValueInArray(kTypes);
+  auto descale = [&](const float*& ptr, int64_t& batch_stride, int64_t& head_stride, bool fp8) {
+    if (fp8 ? in.ConsumeIntegralInRange<int>(0, 7) == 0 : in.ConsumeIntegralInRange<int>(0, 7) != 0)
+      return;  // mostly: set exactly for FP8 tensors
+    ptr = static_cast<const float*>(pick_ptr(in, 0));
+    switch (in.ConsumeIntegralInRange<int>(0, 2)) {
+      case 0: batch_stride = p.num_heads_k, head_stride = 1; break;
+      case 1: batch_stride = head_stride = 0; break;
+      default: batch_stride = pick_stride(in), head_stride = pick_stride(in); break;
+    }
+  };
+  const bool kv = flare::is_fp8_dtype(p.kv_dtype), q = flare::is_fp8_dtype(p.q_dtype);
+  descale(p.k_descale, p.k_descale_batch_stride, p.k_descale_head_stride, kv);
+  descale(p.v_descale, p.v_descale_batch_stride, p.v_descale_head_stride, kv);
+  descale(p.q_descale, p.q_descale_batch_stride, p.q_descale_head_stride, q);
+}
+
 void fill(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
   flare_mha_fwd_params_init(&p);
   p.dtype = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(0, 1) : pick_int(in, -2, 3);
@@ -308,6 +336,7 @@ void fill(FuzzedDataProvider& in, flare_mha_fwd_params& p) {
   p.workspace_size = in.ConsumeBool() ? 0 : in.ConsumeIntegral<size_t>();
   p.p_dropout = in.ConsumeIntegralInRange<int>(0, 15) == 0 ? pick_float(in, 0.1f) : 0.f;
   fill_serving(in, p);
+  fill_fp8(in, p);
 }
 
 unsigned __int128 region(unsigned __int128 a, unsigned __int128 b, unsigned __int128 c,
@@ -389,6 +418,16 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
             p, dev.cc_major, plan.sm90_head_dim);
   if (plan.family == FwdKernelFamily::kSm80Decode)
     REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows, p, plan.max_seqlen_q, 0);
+  // FP8 K/V run on the decode kernel's FP8 instances only; the SmallPages instance only on the
+  // decode families, for pages under a warp's 16-row key group.
+  REQUIRE((plan.family == FwdKernelFamily::kSm80DecodeFp8) ==
+              (flare::has_fp8_kv(p) && plan.family != FwdKernelFamily::kNone),
+          p, int(plan.family), 0);
+  const bool decode_family = plan.family == FwdKernelFamily::kSm80Decode ||
+                             plan.family == FwdKernelFamily::kSm80DecodeFp8;
+  REQUIRE(plan.small_pages ==
+              (decode_family && flare::is_paged(p) && p.page_block_size < flare::kSm80DecodeWarpKeys),
+          p, plan.small_pages, p.page_block_size);
   // Narrow launches (element-granular loads and stores) exactly where some row is not 16-byte
   // addressable; they never take the Hopper kernels (TMA / 16-byte cp.async only). Accepted
   // tensors are element aligned.
