@@ -94,7 +94,7 @@ TEST(Fp8Layout, TileOffsetsAreTheHardwareSwizzle) {
       std::set<uint32_t> offsets;
       for (int r = 0; r < rows; ++r)
         for (int c = 0; c < row_bytes / 16; ++c) {
-          const uint32_t off = fp8_tile_offset(r, c, rows, row_bytes);
+          const uint32_t off = k_major_tile_offset(r, c, rows, row_bytes);
           const int a = c / (atom / 16);
           const uint32_t logical = uint32_t(r * atom + (c % (atom / 16)) * 16);
           EXPECT_EQ(off, uint32_t(a * rows * atom) + hardware_swizzle(logical, atom))
@@ -125,7 +125,7 @@ TEST(Fp8Layout, DescriptorFields) {
 TEST(Fp8Layout, KStepOffsets) {
   for (int row_bytes : {64, 128, 256})
     for (int ks = 0; ks < row_bytes / 32; ++ks)
-      EXPECT_EQ(fp8_k_step_offset(ks, 128, row_bytes), fp8_tile_offset(0, 2 * ks, 128, row_bytes));
+      EXPECT_EQ(fp8_k_step_offset(ks, 128, row_bytes), k_major_tile_offset(0, 2 * ks, 128, row_bytes));
 }
 
 }  // namespace
@@ -183,7 +183,7 @@ uint32_t descriptor_address(uint64_t desc, int r, int kb) {
 
 // Where the tile layout puts (row, byte col) of a tile at `base`.
 uint32_t tile_address(uint32_t base, int row, int col, int rows, int row_bytes) {
-  return base + fp8_tile_offset(row, col / 16, rows, row_bytes) + col % 16;
+  return base + k_major_tile_offset(row, col / 16, rows, row_bytes) + col % 16;
 }
 
 // The descriptors as issue_qk_fp8 / issue_pv_fp8 (fwd_fp8_sm90.cuh) build them read the tile

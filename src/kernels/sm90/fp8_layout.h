@@ -31,12 +31,15 @@ FLARE_HD int fp8_atom_bytes(int row_bytes) { return row_bytes < 128 ? row_bytes 
 
 // Byte offset of 16-byte chunk `chunk` (0 .. row_bytes / 16 - 1) of row `row` in a tile of
 // `rows` rows of row_bytes (the layout above).
-FLARE_HD uint32_t fp8_tile_offset(int row, int chunk, int rows, int row_bytes) {
+// Atoms are 128 or 64 bytes (8 or 4 chunks): shifts and masks, so that the 128-byte case compiles
+// to the 16-bit kernels' swizzled_offset (wgmma_common.cuh) exactly.
+FLARE_HD uint32_t k_major_tile_offset(int row, int chunk, int rows, int row_bytes) {
   const int atom = fp8_atom_bytes(row_bytes);
-  const int per_atom = atom / 16;  // chunks per atom row
-  const int a = chunk / per_atom, c = chunk % per_atom;
-  const int swz = ((row * atom) >> 7) & (per_atom - 1);
-  return uint32_t(a * rows * atom + row * atom + ((c ^ swz) << 4));
+  const int log2_chunks = atom == 128 ? 3 : 2;  // chunks per atom row: 8 or 4
+  const int mask = (1 << log2_chunks) - 1;
+  const int swz = (atom == 128 ? row : row >> 1) & mask;  // ((row * atom) >> 7) % chunks
+  return uint32_t((chunk >> log2_chunks) * rows * atom + row * atom +
+                  (((chunk & mask) ^ swz) << 4));
 }
 
 // wgmma descriptor of a K-major tile (the layout above) starting at smem_addr: 8-row groups
@@ -131,7 +134,7 @@ FLARE_HD int fp8_vt_group_key(int grp, int k) {
 // rows of block_n bytes.
 FLARE_HD uint32_t fp8_vt_word_offset(int grp, int vt_row, int head_dim, int block_n) {
   const int col = 4 * grp;
-  return fp8_tile_offset(vt_row, col / 16, head_dim, block_n) + uint32_t(col % 16);
+  return k_major_tile_offset(vt_row, col / 16, head_dim, block_n) + uint32_t(col % 16);
 }
 
 }  // namespace sm90

@@ -32,6 +32,7 @@
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/epilogue_sm90.cuh"
+#include "kernels/sm90/fwd_kernel_sm90.cuh"  // load_swizzled
 #include "kernels/sm90/fp8_layout.h"
 #include "kernels/sm90/softmax_sm90.cuh"
 #include "kernels/sm90/tile_scheduler.cuh"
@@ -59,27 +60,6 @@ struct Sm90Fp8Traits {
                 "every tile starts on a swizzle-pattern boundary");
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
 };
-
-// cp.async of `Rows` rows of HeadDim bytes into a swizzled K-major tile (fp8_layout.h);
-// row_offset(r) < 0 marks a missing row (zero-filled), and chunks past `cols` bytes (a padded
-// head dim) are zero-filled too.
-template <int HeadDim, int Rows, int Threads, typename RowOffset>
-__device__ __forceinline__ void fp8_load_rows(uint32_t smem, const uint8_t* base, int cols,
-                                              RowOffset row_offset) {
-  constexpr int kChunks = HeadDim / 16;
-  constexpr int kRowsPerPass = Threads / kChunks;
-  static_assert(Threads % kChunks == 0 && Rows % kRowsPerPass == 0, "load split");
-  const int chunk = threadIdx.x % kChunks;
-  const int row0 = threadIdx.x / kChunks;
-#pragma unroll
-  for (int i = 0; i < Rows / kRowsPerPass; ++i) {
-    const int row = row0 + i * kRowsPerPass;
-    const int64_t off = row_offset(row);
-    const bool valid = off >= 0 && chunk * 16 < cols;
-    const uint8_t* src = valid ? base + off + chunk * 16 : base;
-    sm80::cp_async_16(smem + fp8_tile_offset(row, chunk, Rows, HeadDim), src, valid ? 16 : 0);
-  }
-}
 
 // One V block's transposed store, in two halves so that the global loads are in flight while
 // the thread computes: fetch() reads this thread's items (four keys x 16 columns each) into
@@ -251,14 +231,14 @@ __global__ void __launch_bounds__(Sm90Fp8Traits<HeadDim>::kThreads, 1)
   };
 
   if (qt.range.end > qt.range.begin) {
-    fp8_load_rows<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
+    load_swizzled<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
       return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
     });
     const int64_t k_base = k_offset(p, seq, 0, head_k);
     const int64_t v_base = v_offset(p, seq, 0, head_k);
     auto load_k = [&](int n_block, int stage) {
       const int n0 = n_block * kBlockN;
-      fp8_load_rows<HeadDim, kBlockN, kThreads>(sK0 + stage * Tr::kSmemK, k, p.head_dim,
+      load_swizzled<HeadDim, kBlockN, kThreads>(sK0 + stage * Tr::kSmemK, k, p.head_dim,
                                                 [&](int r) -> int64_t {
         return n0 + r < seq.seqlen_k ? k_base + (n0 + r) * p.k_row_stride : -1;
       });

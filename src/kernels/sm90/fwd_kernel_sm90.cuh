@@ -23,6 +23,7 @@
 #include "kernels/fwd_launch.h"
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/epilogue_sm90.cuh"
+#include "kernels/sm90/fp8_layout.h"
 #include "kernels/sm90/softmax_sm90.cuh"
 #include "kernels/sm90/tile_scheduler.cuh"
 #include "kernels/sm90/wgmma_common.cuh"
@@ -46,12 +47,15 @@ struct Sm90Traits {
   static_assert(HeadDim % 64 == 0, "the swizzled layout holds whole 64-element atoms");
 };
 
-// cp.async of `Rows` rows into a swizzled tile; row_offset(r) < 0 marks a missing row
-// (zero-filled), and chunks past head_dim (padded head dims) are zero-filled too.
+// cp.async of `Rows` rows of HeadDim elements (16-bit, or 8-bit FP8 codes) into a swizzled
+// K-major tile (k_major_tile_offset: the 128-byte swizzle; 64-byte rows, FP8 d64, the 64-byte
+// one); row_offset(r) < 0 marks a missing row (zero-filled), and chunks past head_dim (padded
+// head dims) are zero-filled too.
 template <int HeadDim, int Rows, int Threads, typename T, typename RowOffset>
 __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int head_dim,
                                               RowOffset row_offset) {
-  constexpr int kChunks = HeadDim / 8;
+  constexpr int kElems = 16 / int(sizeof(T));  // elements per 16-byte chunk
+  constexpr int kChunks = HeadDim / kElems;
   constexpr int kRowsPerPass = Threads / kChunks;
   static_assert(Threads % kChunks == 0 && Rows % kRowsPerPass == 0, "load split");
   const int chunk = threadIdx.x % kChunks;
@@ -60,9 +64,10 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
   for (int i = 0; i < Rows / kRowsPerPass; ++i) {
     const int row = row0 + i * kRowsPerPass;
     const int64_t off = row_offset(row);
-    const bool valid = off >= 0 && chunk * 8 < head_dim;
-    const T* src = valid ? base + off + chunk * 8 : base;
-    sm80::cp_async_16(smem + swizzled_offset(row, chunk, Rows), src, valid ? 16 : 0);
+    const bool valid = off >= 0 && chunk * kElems < head_dim;
+    const T* src = valid ? base + off + chunk * kElems : base;
+    sm80::cp_async_16(smem + k_major_tile_offset(row, chunk, Rows, HeadDim * int(sizeof(T))), src,
+                      valid ? 16 : 0);
   }
 }
 
