@@ -291,6 +291,22 @@ DeviceBuffer int_buffer(const std::vector<int32_t>& values) {
   return buf;
 }
 
+// Params over buffer set 0 of q, k, v, out (time_rotating moves a call to the other sets): the
+// call's dtype and the four tensors, every other field flare_mha_fwd_params_init's default.
+flare_mha_fwd_params params_over_first_set(flare_dtype dtype, const std::vector<DeviceBuffer>& q,
+                                           const std::vector<DeviceBuffer>& k,
+                                           const std::vector<DeviceBuffer>& v,
+                                           const std::vector<DeviceBuffer>& o) {
+  flare_mha_fwd_params p;
+  flare_mha_fwd_params_init(&p);
+  p.dtype = dtype;
+  p.q = q[0].get();
+  p.k = k[0].get();
+  p.v = v[0].get();
+  p.out = o[0].get();
+  return p;
+}
+
 // How many independent buffer sets of `set_bytes` make one sweep exceed B.rotate_bytes.
 int buffer_sets(const Bench& B, size_t set_bytes) {
   if (set_bytes == 0) return 1;
@@ -525,12 +541,7 @@ struct PrefillShape {
       v.push_back(random_buffer(B, vo, dtype));
       o.emplace_back(vo * 2);
     }
-    flare_mha_fwd_params_init(&p);
-    p.dtype = dtype;
-    p.q = q[0].get();
-    p.k = k[0].get();
-    p.v = v[0].get();
-    p.out = o[0].get();
+    p = params_over_first_set(dtype, q, k, v, o);
     p.batch = b;
     p.seqlen_q = p.seqlen_k = s;
     p.num_heads = p.num_heads_k = h;
@@ -735,13 +746,7 @@ void bench_varlen(Bench& B, flare_dtype dtype) {
   }
   for (int causal : {0, 1}) {
     const std::string shape = strf("varlen d=%d causal=%d n=%zu", d, causal, lens.size());
-    flare_mha_fwd_params p;
-    flare_mha_fwd_params_init(&p);
-    p.dtype = dtype;
-    p.q = q[0].get();
-    p.k = k[0].get();
-    p.v = v[0].get();
-    p.out = o[0].get();
+    flare_mha_fwd_params p = params_over_first_set(dtype, q, k, v, o);
     p.batch = int(lens.size());
     p.seqlen_q = p.seqlen_k = max_len;
     p.max_seqlen_q = p.max_seqlen_k = max_len;
@@ -843,12 +848,7 @@ struct DecodeShape {
       o.emplace_back(q_elems * element_size(dtype));
       if (page) tables.push_back(shuffled_block_table(B, num_pages));
     }
-    flare_mha_fwd_params_init(&p);
-    p.dtype = dtype;
-    p.q = q[0].get();
-    p.k = k[0].get();
-    p.v = v[0].get();
-    p.out = o[0].get();
+    p = params_over_first_set(dtype, q, k, v, o);
     p.batch = b;
     p.seqlen_q = 1;
     p.seqlen_k = L;
@@ -1079,13 +1079,7 @@ void bench_chunked_paged(Bench& B, flare_dtype dtype) {
       v.push_back(random_buffer(B, pool_elems, dtype));
       if (page) tables.push_back(shuffled_block_table(B, num_pages));
     }
-    flare_mha_fwd_params p;
-    flare_mha_fwd_params_init(&p);
-    p.dtype = dtype;
-    p.q = q[0].get();
-    p.k = k[0].get();
-    p.v = v[0].get();
-    p.out = o[0].get();
+    flare_mha_fwd_params p = params_over_first_set(dtype, q, k, v, o);
     p.batch = nseq;
     p.seqlen_q = q_len;
     p.seqlen_k = k_len;
