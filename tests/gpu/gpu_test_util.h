@@ -424,6 +424,18 @@ struct DeviceProblem {
     lse.copy_from(std::vector<float>(lse.bytes() / sizeof(float), poison_f32()));
   }
 
+  // Whether out and lse still hold poison() everywhere (a refused call wrote nothing); the
+  // failure names the first element written.
+  ::testing::AssertionResult still_poisoned() const {
+    const std::vector<uint16_t> o = out.download<uint16_t>();
+    for (size_t i = 0; i < o.size(); ++i)
+      if (o[i] != kPoison16) return ::testing::AssertionFailure() << "out[" << i << "] written";
+    const std::vector<float> l = lse.download<float>();
+    for (size_t i = 0; i < l.size(); ++i)
+      if (!is_poison_f32(l[i])) return ::testing::AssertionFailure() << "lse[" << i << "] written";
+    return ::testing::AssertionSuccess();
+  }
+
   Bases bases() const {
     Bases b;
     for (int i = 0; i < kNumBufs; ++i) b.buf[i] = buf[i].get();

@@ -309,12 +309,7 @@ TEST(Fp8Prefill, RefusedWithoutWriting) {
     EXPECT_NE(std::string(flare_last_error()).find(row.message), std::string::npos)
         << row.name << ": \"" << flare_last_error() << "\" lacks \"" << row.message << "\"";
     CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<uint16_t> out = dp.out.download<uint16_t>();
-    for (size_t i = 0; i < out.size(); ++i)
-      ASSERT_EQ(out[i], kPoison16) << row.name << ": out[" << i << "] written";
-    const std::vector<float> lse = dp.lse.download<float>();
-    for (size_t i = 0; i < lse.size(); ++i)
-      ASSERT_TRUE(is_poison_f32(lse[i])) << row.name << ": lse[" << i << "] written";
+    ASSERT_TRUE(dp.still_poisoned()) << row.name;
   }
 }
 
