@@ -46,9 +46,22 @@ void PrintTo(const Fp8PrefillCase& pc, std::ostream* os) { *os << pc.c.name; }
 // q_descale) in the rows the sequences own and garbage codes elsewhere. Strides are whole
 // 16-byte chunks of codes (padded: one chunk more, and gaps between rows / batch entries).
 struct Fp8PrefillProblem {
-  HostProblem hp;
+  HostProblem hp;  // its params hold q_descale's strides
   std::vector<float> q_descale;
-  int64_t q_descale_batch_stride = 0, q_descale_head_stride = 0;
+};
+
+// An FP8 prefill problem on the device: the DeviceProblem and q's descales, bound by params().
+struct Fp8PrefillDevice {
+  DeviceProblem dp;
+  DeviceBuffer q_descale;
+  explicit Fp8PrefillDevice(const Fp8PrefillProblem& pr) : dp(pr.hp) {
+    q_descale.upload(pr.q_descale);
+  }
+  flare_mha_fwd_params params(const Fp8PrefillProblem& pr) const {
+    flare_mha_fwd_params p = dp.params(pr.hp);
+    p.q_descale = q_descale.as<const float>();
+    return p;
+  }
 };
 
 Fp8PrefillProblem build_fp8_prefill(const ServingCase& c) {
@@ -71,10 +84,8 @@ Fp8PrefillProblem build_fp8_prefill(const ServingCase& c) {
   std::vector<float> sigma(size_t(p.batch) * hk);
   for (float& x : sigma) x = std::exp(log_sigma(rng));
   pr.q_descale = make_descale(c.descale, c.padded, p.batch, hk, sigma,
-                              fp8_typical_code(FLARE_DTYPE_E4M3), rng, &pr.q_descale_batch_stride,
-                              &pr.q_descale_head_stride);
-  p.q_descale_batch_stride = pr.q_descale_batch_stride;
-  p.q_descale_head_stride = pr.q_descale_head_stride;
+                              fp8_typical_code(FLARE_DTYPE_E4M3), rng, &p.q_descale_batch_stride,
+                              &p.q_descale_head_stride);
 
   flare_mha_fwd_params hostp = host_params(hp);
   hostp.q_descale = pr.q_descale.data();
@@ -204,11 +215,9 @@ TEST_P(Fp8PrefillSweep, MatchesReference) {
   FLARE_REQUIRE_GPU();
   const ServingCase& c = GetParam().c;
   const Fp8PrefillProblem pr = build_fp8_prefill(c);
-  DeviceProblem dp(pr.hp);
-  DeviceBuffer q_descale;
-  q_descale.upload(pr.q_descale);
-  flare_mha_fwd_params p = dp.params(pr.hp);
-  p.q_descale = q_descale.as<const float>();
+  Fp8PrefillDevice dev(pr);
+  DeviceProblem& dp = dev.dp;
+  flare_mha_fwd_params p = dev.params(pr);
   FP8_PREFILL_SKIP_IF_NO_KERNEL(c.name, p);
   Stream stream;
   std::string error;
@@ -259,11 +268,8 @@ TEST(Fp8Prefill, AcceptedOnHopper) {
   c.q_lens = {64}, c.k_lens = {64};
   c.seed = 0xF8F0FF;
   const Fp8PrefillProblem pr = build_fp8_prefill(c);
-  DeviceProblem dp(pr.hp);
-  DeviceBuffer q_descale;
-  q_descale.upload(pr.q_descale);
-  flare_mha_fwd_params p = dp.params(pr.hp);
-  p.q_descale = q_descale.as<const float>();
+  const Fp8PrefillDevice dev(pr);
+  flare_mha_fwd_params p = dev.params(pr);
   EXPECT_EQ(flare_can_implement(&p, g_device), FLARE_OK) << flare_last_error();
 }
 
@@ -297,11 +303,9 @@ TEST(Fp8Prefill, RefusedWithoutWriting) {
     c.seed = 0xF8FBAD;
     c.name = row.name;
     const Fp8PrefillProblem pr = build_fp8_prefill(c);
-    DeviceProblem dp(pr.hp);
-    DeviceBuffer q_descale;
-    q_descale.upload(pr.q_descale);
-    flare_mha_fwd_params p = dp.params(pr.hp);
-    p.q_descale = q_descale.as<const float>();
+    Fp8PrefillDevice dev(pr);
+    DeviceProblem& dp = dev.dp;
+    flare_mha_fwd_params p = dev.params(pr);
     if (row.fp8_out) p.dtype = FLARE_DTYPE_E4M3;
     EXPECT_EQ(flare_can_implement(&p, g_device), row.status) << row.name << ": " << flare_last_error();
     const flare_status st = flare_mha_fwd(&p, stream.get());
