@@ -154,22 +154,12 @@ using namespace flare;
 extern "C" FLARE_API flare_status flare_mha_fwd_workspace_size(const flare_mha_fwd_params* params,
                                                                int device, size_t* bytes) {
   if (bytes == nullptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "bytes is null");
-  // The size is what the plan needs with a workspace present (heuristic splits, persistent
-  // tiles), whatever the workspace fields hold now: an aligned placeholder address stands for it.
-  flare_mha_fwd_params full;
-  flare_status st = read_params(params, &full);
+  // The size is what the plan needs with a workspace present, whatever the workspace fields
+  // hold now (plan_mha_fwd).
+  PlannedFwd call;
+  const flare_status st = plan_mha_fwd(params, device, &call);
   if (st != FLARE_OK) return st;
-  full.workspace = nullptr;
-  full.workspace_size = 0;
-  st = validate_params(&full);
-  if (st != FLARE_OK) return st;
-  full.workspace = reinterpret_cast<void*>(uintptr_t(kWorkspaceAlignment));
-  FwdPlan plan;
-  FwdKernelFn kernel;
-  st = plan_call(full, device, &plan, &kernel);
-  if (st != FLARE_OK) return st;
-  *bytes = plan.workspace_bytes;
-  clear_error();
+  *bytes = call.plan.workspace_bytes;
   return FLARE_OK;
 }
 
@@ -219,7 +209,8 @@ namespace flare {
 
 flare_status plan_mha_fwd(const flare_mha_fwd_params* params, int device, PlannedFwd* call) {
   if (call == nullptr) return fail(FLARE_ERROR_INVALID_ARGUMENT, "call is null");
-  // flare_mha_fwd_workspace_size's steps: validated without a workspace, planned with one.
+  // Validated without a workspace, planned with one present (heuristic splits, persistent
+  // tiles): an aligned placeholder address stands for it.
   flare_status st = read_params(params, &call->full);
   if (st != FLARE_OK) return st;
   call->full.workspace = nullptr;
