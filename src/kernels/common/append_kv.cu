@@ -103,9 +103,9 @@ __device__ __forceinline__ uint4 load_rotated_floats(const uint16_t* src, int c0
   const uint16_t* cos_row = r.cos + (int64_t)pos * r.half;
   const uint16_t* sin_row = r.sin + (int64_t)pos * r.half;
 
-  float xf[8], pf[8], cf[8], sf[8];
+  float xf[8], pf[8], cf[8], sf[8];  // xf: the unrotated values (out is rewritten below)
 #pragma unroll
-  for (int e = 0; e < 8; ++e) xf[e] = Bits<T>::to_float(x.e[e]);
+  for (int e = 0; e < 8; ++e) xf[e] = out[e];
 
   // Partner values.
   if (r.interleaved) {
