@@ -18,7 +18,7 @@ if(FLARE_FP8_PREFILL)
     message(FATAL_ERROR "FLARE_FP8_PREFILL needs 90a in FLARE_ARCHS")
   endif()
   set(flare_fp8_prefill_sources)
-  flare_sm90_instances(src/kernels/sm90/fwd_fp8_instance_sm90.cu.in fwd_fp8_sm90
+  flare_sm90_instances(src/kernels/sm90/fwd_fp8_instance_sm90.cu.in fwd_fp8_sm90 "64;128;256"
                        flare_fp8_prefill_sources)
   target_sources(flare_kernels_sm90 PRIVATE ${flare_fp8_prefill_sources})
   # A spill shows as a ptxas warning (.ci/steps/fp8_prefill.sh fails on it).

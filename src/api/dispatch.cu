@@ -61,7 +61,7 @@ FwdKernelFn fp8_for_head_dim(int head_dim) {
   }
 }
 
-// The Hopper instances (sm90a builds, head dims 64, 128 and 256 of FLARE_HEAD_DIMS).
+// The Hopper instances (sm90a builds, head dims 64, 128, 256 and 512 of FLARE_HEAD_DIMS).
 template <int Dtype>
 FwdKernelFn sm90_for_head_dim(int head_dim) {
   switch (head_dim) {
@@ -73,6 +73,9 @@ FwdKernelFn sm90_for_head_dim(int head_dim) {
 #endif
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_256
     case 256: return &run_fwd_sm90<Dtype, 256>;
+#endif
+#if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_512
+    case 512: return &run_fwd_sm90<Dtype, 512>;
 #endif
     default: (void)head_dim; return nullptr;
   }
@@ -139,11 +142,10 @@ FwdKernelFn for_dtype(int dtype, int head_dim, bool fp8_kv) {
 KernelSet compiled_kernels() {
   KernelSet set;
   for (int dtype : {FLARE_DTYPE_FP16, FLARE_DTYPE_BF16}) {
-    set.sm90[dtype][0] = sm90_kernel(dtype, 64) != nullptr;
-    set.sm90[dtype][1] = sm90_kernel(dtype, 128) != nullptr;
-    set.sm90[dtype][2] = sm90_kernel(dtype, 256) != nullptr;
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < 4; ++i) {
+      set.sm90[dtype][i] = sm90_kernel(dtype, 64 << i) != nullptr;
       set.sm90_fp8_prefill[dtype][i] = sm90_fp8_prefill_kernel(dtype, 64 << i) != nullptr;
+    }
   }
   return set;
 }

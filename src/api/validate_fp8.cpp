@@ -126,7 +126,8 @@ flare_status check_fp8_layouts(const flare_mha_fwd_params& p) {
 // smaller ones on the next of these), head_dim_v equal to head_dim, unpaged K/V, out and the
 // rest 16-byte chunk addressable. The device (compute capability 9.0) is the planner's check.
 flare_status fp8_prefill_support(const flare_mha_fwd_params& p) {
-  if (sm90_kernel_head_dim(padded_head_dim(p.head_dim)) == 0)
+  const int kernel_head_dim = sm90_kernel_head_dim(padded_head_dim(p.head_dim));
+  if (kernel_head_dim == 0 || kernel_head_dim > 256)
     return fail(FLARE_ERROR_UNSUPPORTED_HEAD_DIM,
                 "head_dim %d with q_dtype e4m3: the FP8 prefill kernel takes head dims 48 to 256",
                 p.head_dim);

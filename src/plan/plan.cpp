@@ -150,7 +150,8 @@ void choose_sm90(FwdPlan& plan, const Tuning& t) {
   plan.sm90 = choose_sm90_variant(plan.p, plan.sm90_head_dim, o);
   if (plan.sm90.warp_specialized) {
     plan.family = FwdKernelFamily::kSm90WarpSpecialized;
-    plan.tile = {sm90_ws_block_m(plan.sm90.consumer_wgs), plan.sm90.block_n, kSm90CtasPerSm};
+    plan.tile = {sm90_ws_block_m(plan.sm90_head_dim, plan.sm90.consumer_wgs),
+                 plan.sm90.block_n, kSm90CtasPerSm};
   } else {
     plan.family = FwdKernelFamily::kSm90AllThreads;
     plan.tile = {kSm90AllThreadsBlockM, sm90_all_threads_block_n(plan.sm90_head_dim),
@@ -225,13 +226,14 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
 
   // Hopper kernels run on compute capability 9.0 (sm_90a code runs there only) where this build
   // has the instance; launches of at most 16 query rows take the mma.sync decode kernel there
-  // too. Head dims above 256 have no Hopper kernel (sm90_kernel_head_dim(512) is 0): they run
-  // the mma.sync d512 kernel on Hopper as well. Narrow launches take the mma.sync family: the
-  // Hopper producer moves K/V by TMA or 16-byte cp.async only (common/narrow.h). FP8 K/V take
-  // the decode kernel's FP8 instances everywhere.
+  // too. Head dims above 256 run the Hopper d512 kernel where sm90_d512_applies, else the
+  // mma.sync d512 kernel. Narrow launches take the mma.sync family: the Hopper producer moves
+  // K/V by TMA or 16-byte cp.async only (common/narrow.h). FP8 K/V take the decode kernel's FP8
+  // instances everywhere.
   const int sm90_hd = sm90_kernel_head_dim(plan.kernel_head_dim);
   const bool hopper = device.cc_major == 9 && tuning.hopper_kernels &&
                       sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
+                      (sm90_hd != 512 || sm90_d512_applies(in, tuning.sm90)) &&
                       !sm80_use_decode_kernel(plan.max_seqlen_q) && !plan.narrow &&
                       !has_fp8_kv(in);
   if (has_fp8_q(in)) {

@@ -34,10 +34,16 @@ struct DeviceInfo {
 // exists. Default: all of them, but the FP8 prefill instances (FLARE_FP8_PREFILL builds
 // only): none.
 struct KernelSet {
-  bool sm90[2][3] = {{true, true, true}, {true, true, true}};  // [dtype][64, 128, 256]
-  bool sm90_fp8_prefill[2][3] = {};                            // [out dtype][64, 128, 256]
+  bool sm90[2][4] = {{true, true, true, true}, {true, true, true, true}};  // [dtype][64 .. 512]
+  bool sm90_fp8_prefill[2][4] = {};  // [out dtype][64, 128, 256; never 512]
   static int sm90_index(int sm90_head_dim) {
-    return sm90_head_dim == 64 ? 0 : sm90_head_dim == 128 ? 1 : sm90_head_dim == 256 ? 2 : -1;
+    switch (sm90_head_dim) {
+      case 64: return 0;
+      case 128: return 1;
+      case 256: return 2;
+      case 512: return 3;
+      default: return -1;
+    }
   }
   bool has_sm90(int dtype, int sm90_head_dim) const {
     const int i = sm90_index(sm90_head_dim);

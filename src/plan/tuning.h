@@ -19,6 +19,8 @@ struct Sm90Overrides {
   int tma_q = -1;             // TmaMode for Q alone; -1 follows tma
   int block_n = -1;           // key block of the d64 warp-specialised kernel: 128 or 192
   int consumer_wgs = -1;      // consumer warpgroups of the d64 kernel: 2 or 3
+  int d512 = -1;              // 1: head dims 257..512 run the Hopper d512 kernel
+                              // (sm90_d512_applies); else the mma.sync d512 kernel
 };
 
 struct Tuning {
@@ -53,6 +55,7 @@ void set_tuning(const Tuning& tuning);
 //   FLARE_SM90_TMA_Q=0|1|require sm90.tma_q
 //   FLARE_SM90_BLOCK_N=N         sm90.block_n
 //   FLARE_SM90_CONSUMERS=N       sm90.consumer_wgs
+//   FLARE_SM90_D512=0|1          sm90.d512
 // Defined in tuning_env.cpp, which a default library does not contain: tests and flare_bench
 // link it (CMake target flare_tuning_env) to pass the environment on through set_tuning.
 Tuning tuning_from_env();

@@ -398,7 +398,7 @@ TEST(PlanForward, HeadDim512RunsTwoVColumnParts) {
     const FwdPlan plan = make_plan(dense(1, 512, 512, 8, 8, 512), dev);
     EXPECT_EQ(plan.family, FwdKernelFamily::kSm80Prefill) << dev.cc_major;
     EXPECT_EQ(plan.kernel_head_dim, 512);
-    EXPECT_EQ(plan.sm90_head_dim, 0);  // no Hopper d512 kernel
+    EXPECT_EQ(plan.sm90_head_dim, 0);  // the Hopper d512 kernel only where asked (below)
     EXPECT_EQ(plan.kernel_head_dim_v, 256);
     EXPECT_EQ(plan.v_parts, 2);
     EXPECT_EQ(plan.p.head_dim_v, 512);  // resolved from 0: the kernels read it as is
@@ -430,6 +430,54 @@ TEST(PlanForward, HeadDim512RunsTwoVColumnParts) {
   // Every other head dim runs one part.
   for (int d : {32, 64, 128, 256})
     EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, d), kH100).v_parts, 1) << d;
+}
+
+TEST(PlanForward, HeadDim512OnHopperWhereAsked) {
+  // Sm90Overrides::d512 = 1: head dims 257..512 take the warp-specialised d512 kernel on
+  // compute capability 9.0: one 64-row tile whose two consumer warpgroups split O's 512
+  // columns (one V part), 32-key blocks, persistent with a tile counter in the workspace.
+  Tuning t;
+  t.sm90.d512 = 1;
+  for (int d : {264, 320, 504, 512}) {
+    flare_mha_fwd_params p = dense(1, 512, 512, 8, 8, d);
+    const FwdPlan plan = make_plan(p, kH100, t);
+    EXPECT_EQ(plan.family, FwdKernelFamily::kSm90WarpSpecialized) << d;
+    EXPECT_EQ(plan.sm90_head_dim, 512) << d;
+    EXPECT_EQ(plan.kernel_head_dim_v, 512) << d;
+    EXPECT_EQ(plan.v_parts, 1) << d;
+    EXPECT_EQ(plan.tile.block_m, 64) << d;
+    EXPECT_EQ(plan.tile.block_n, 32) << d;
+    EXPECT_EQ(plan.sm90.consumer_wgs, 2) << d;
+    // m_blocks 8, 8 heads: 64 tiles over 132 SMs, 512 / 32 = 16 key blocks.
+    EXPECT_EQ(plan.num_splits, num_splits_heuristic(64, kH100Sms, 16, 128)) << d;
+  }
+  // Without the override, on other devices, paged (the producer's cp.async fill needs the
+  // registers it does not have), with the all-threads kernel forced (none at d512), with the
+  // Hopper kernels off, and for decode shapes: the mma.sync d512 kernel in two V parts.
+  EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 512), kH100).sm90_head_dim, 0);
+  EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 512), kSm80, t).sm90_head_dim, 0);
+  int table[4] = {};
+  flare_mha_fwd_params paged = dense(1, 512, 512, 8, 8, 512);
+  paged.block_table = table;
+  paged.page_block_size = 256;
+  EXPECT_FALSE(flare::sm90_d512_applies(paged, t.sm90));
+  Tuning all_threads = t;
+  all_threads.sm90.warp_specialized = 0;
+  Tuning sm80_path = t;
+  sm80_path.hopper_kernels = false;
+  for (const Tuning& other : {all_threads, sm80_path}) {
+    const FwdPlan plan = make_plan(dense(1, 512, 512, 8, 8, 512), kH100, other);
+    EXPECT_EQ(plan.family, FwdKernelFamily::kSm80Prefill);
+    EXPECT_EQ(plan.v_parts, 2);
+  }
+  EXPECT_EQ(make_plan(dense(1, 1, 4096, 8, 8, 512), kH100, t).family, FwdKernelFamily::kSm80Prefill);
+  // A build without the instance keeps the mma.sync kernel.
+  flare::KernelSet none;
+  none.sm90[FLARE_DTYPE_BF16][3] = false;
+  flare_mha_fwd_params bf16 = dense(1, 512, 512, 8, 8, 512);
+  bf16.dtype = FLARE_DTYPE_BF16;
+  EXPECT_EQ(flare::plan_forward(bf16, kH100, t, none).sm90_head_dim, 0);
+  EXPECT_EQ(flare::plan_forward(bf16, kH100, t).sm90_head_dim, 512);
 }
 
 TEST(PlanForward, SeparateVHeadDim) {

@@ -40,6 +40,7 @@ TEST(Sm90Variant, KernelHeadDimPadsUpToTheNextHopperKernel) {
   EXPECT_EQ(sm90_kernel_head_dim(128), 128);
   EXPECT_EQ(sm90_kernel_head_dim(192), 256);
   EXPECT_EQ(sm90_kernel_head_dim(256), 256);
+  EXPECT_EQ(sm90_kernel_head_dim(512), 512);
   for (int bad : {0, -64, 8, 40, 100, 160, 320}) EXPECT_EQ(sm90_kernel_head_dim(bad), 0) << bad;
   // Every valid head dim (multiples of 8 up to 256), through the planner's padding: the Hopper
   // kernel is at least as wide and a whole number of 64-column atoms; d <= 32 has none. (d136
@@ -362,13 +363,38 @@ namespace {
 
 // The tile table the planner reads (variant.h) for each variant.
 TEST(Sm90Variant, TileTable) {
-  EXPECT_EQ(flare::sm90_ws_block_m(2), 128);
-  EXPECT_EQ(flare::sm90_ws_block_m(3), 192);
+  EXPECT_EQ(flare::sm90_ws_block_m(128, 2), 128);
+  EXPECT_EQ(flare::sm90_ws_block_m(64, 3), 192);
+  EXPECT_EQ(flare::sm90_ws_block_m(512, 2), 64);  // both warpgroups on the same rows
   EXPECT_EQ(flare::kSm90AllThreadsBlockM, 128);
   EXPECT_EQ(flare::sm90_all_threads_block_n(64), 128);
   EXPECT_EQ(flare::sm90_all_threads_block_n(128), 128);
   EXPECT_EQ(flare::sm90_all_threads_block_n(256), 64);
   EXPECT_EQ(flare::kSm90TileCounterBytes % 256, 0u);
+}
+
+TEST(Sm90Variant, HeadDim512SplitsOAcrossTheConsumerWarpgroups) {
+  // d512: one 64-row tile for both consumer warpgroups (each 256 of O's columns), 32-key blocks;
+  // every other kernel: 64 rows per consumer warpgroup.
+  EXPECT_TRUE(flare::sm90_ws_splits_o(512));
+  for (int d : {64, 128, 256}) EXPECT_FALSE(flare::sm90_ws_splits_o(d)) << d;
+  EXPECT_EQ(flare::sm90_default_block_n(512), 32);
+  EXPECT_EQ(flare::sm90_long_block_n(512), 0);
+  EXPECT_EQ(flare::sm90_max_consumer_wgs(512), 2);
+  // Only where asked, unpaged, warp-specialised.
+  const flare_mha_fwd_params p = prefill(4096);
+  Sm90Overrides o;
+  EXPECT_FALSE(flare::sm90_d512_applies(p, o));
+  o.d512 = 1;
+  EXPECT_TRUE(flare::sm90_d512_applies(p, o));
+  EXPECT_FALSE(flare::sm90_d512_applies(paged_prefill(4096), o));
+  o.warp_specialized = 0;
+  EXPECT_FALSE(flare::sm90_d512_applies(p, o));
+  // The variant: warp-specialised, persistent, ping-pong, TMA, the default key block.
+  const flare::Sm90Variant v = flare::choose_sm90_variant(p, 512, Sm90Overrides{});
+  EXPECT_TRUE(v.warp_specialized && v.persistent && v.pingpong);
+  EXPECT_EQ(v.block_n, 32);
+  EXPECT_EQ(v.consumer_wgs, 2);
 }
 
 }  // namespace

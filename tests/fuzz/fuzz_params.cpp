@@ -416,6 +416,12 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
     REQUIRE(dev.cc_major == 9 && plan.sm90_head_dim == flare::sm90_kernel_head_dim(kd) &&
                 plan.sm90_head_dim != 0 && plan.max_seqlen_q > flare::kSm80DecodeMaxRows,
             p, dev.cc_major, plan.sm90_head_dim);
+  // The Hopper d512 kernel: warp-specialised and unpaged only, one 64-row tile split O's 512
+  // columns between its consumer warpgroups (one V part).
+  if (sm90 && plan.sm90_head_dim == 512)
+    REQUIRE(plan.family == FwdKernelFamily::kSm90WarpSpecialized && !flare::is_paged(p) &&
+                plan.tile.block_m == 64 && plan.tile.block_n == 32 && plan.v_parts == 1,
+            p, int(plan.family), plan.tile.block_m);
   if (plan.family == FwdKernelFamily::kSm80Decode)
     REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows, p, plan.max_seqlen_q, 0);
   // FP8 K/V run on the decode kernel's FP8 instances only; the SmallPages instance only on the
@@ -578,6 +584,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tuning.sm90.persistent = in.ConsumeIntegralInRange<int>(-1, 1);
   tuning.sm90.consumer_wgs = in.ConsumeBool() ? -1 : in.ConsumeIntegralInRange<int>(2, 3);
   tuning.sm90.block_n = in.ConsumeBool() ? -1 : (in.ConsumeBool() ? 128 : 192);
+  tuning.sm90.d512 = in.ConsumeIntegralInRange<int>(-1, 1);
 
   // The caller's struct: usually the full size, sometimes an older (shorter) or newer (longer)
   // caller, or garbage. The block holds exactly struct_size bytes (at least the size field);

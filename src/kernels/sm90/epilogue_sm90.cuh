@@ -1,8 +1,10 @@
 // Epilogue (store) of the Hopper forward kernels, the all-threads and the warp-specialised one:
 // one consumer thread's two query rows of the O accumulators (wgmma m64 layout: rows row_base
-// and row_base + 8, columns 8 j + 2 t and 8 j + 2 t + 1 of every n8 tile j) normalised and
-// written, with the LSE, to the output or to the split accumulators. Output rows have
-// v_head_dim(p) columns; the accumulators' columns past it (zero V columns) are not stored.
+// and row_base + 8, columns col0 + 8 j + 2 t and col0 + 8 j + 2 t + 1 of every n8 tile j)
+// normalised and written, with the LSE, to the output or to the split accumulators. Output rows
+// have v_head_dim(p) columns; the accumulators' columns past it (zero V columns) are not stored.
+// Columns: the O columns the thread holds (HeadDim, or the warpgroup's part where the
+// warpgroups split O); the part holding column 0 writes the rows' LSE.
 #pragma once
 #include <cstdint>
 
@@ -16,13 +18,14 @@
 namespace flare {
 namespace sm90 {
 
-template <typename T, int HeadDim>
+template <typename T, int HeadDim, int Columns = HeadDim>
 __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const SequenceInfo& seq,
-                                                  const float (&acc_o)[HeadDim / 2],
+                                                  const float (&acc_o)[Columns / 2],
                                                   const Sm90Softmax& softmax, float unit_log2,
                                                   int row_base, int t, int batch, int head,
-                                                  int split) {
-  constexpr int kOTiles = HeadDim / 8;
+                                                  int split, int col0 = 0) {
+  constexpr int kOTiles = Columns / 8;
+  const bool lse_writer = t == 0 && col0 == 0;
   static_assert(kOTiles % 2 == 0, "whole pairs of n8 tiles");
   const flare_mha_fwd_params& p = launch.p;
   // O's columns: head_dim_v on the kernel that runs (192, 128) (sm90_kernel_has_narrower_v;
@@ -51,12 +54,12 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
       const int row = row_base + hr * 8;
       if (row >= seq.seqlen_q) continue;
       const int64_t acc_row = acc_row0 + row;
-      if (t == 0) launch.lse_accum[acc_row] = lse[hr];
+      if (lse_writer) launch.lse_accum[acc_row] = lse[hr];
       if (lse[hr] == -INFINITY) continue;  // the combine skips empty parts
       float* o = launch.o_accum + acc_row * split_accum_row_floats(head_dim_v);
 #pragma unroll
       for (int j = 0; j < kOTiles; ++j) {
-        const int col = j * 8 + 2 * t;
+        const int col = col0 + j * 8 + 2 * t;
         if (col < head_dim_v)
           *reinterpret_cast<float2*>(o + col) = make_float2(acc_o[4 * j + 2 * hr] * inv_sum[hr],
                                                             acc_o[4 * j + 2 * hr + 1] * inv_sum[hr]);
@@ -72,7 +75,7 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
   // padded head dim (a multiple of 8) ends on a chunk boundary. The shuffles need the whole
   // pair, so rows past the sequence take part and only skip the store.
   const bool upper = (t & 1) != 0;
-  const int col0 = 2 * (t & ~1) + (upper ? 8 : 0);  // this thread's chunk within a tile pair
+  const int chunk0 = 2 * (t & ~1) + (upper ? 8 : 0);  // this thread's chunk within a tile pair
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
     const int row = row_base + hr * 8;
@@ -85,11 +88,11 @@ __device__ __forceinline__ void store_output_rows(const FwdLaunch& launch, const
       const uint32_t w1 = sm80::pack2<T>(acc_o[4 * (j + 1) + 2 * hr] * inv_sum[hr],
                                          acc_o[4 * (j + 1) + 2 * hr + 1] * inv_sum[hr]);
       const uint32_t got = __shfl_xor_sync(0xffffffffu, upper ? w0 : w1, 1);
-      const int col = j * 8 + col0;
+      const int col = col0 + j * 8 + chunk0;
       if (row_ok && col < head_dim_v)
         *reinterpret_cast<uint2*>(o + col) = upper ? make_uint2(got, w1) : make_uint2(w0, got);
     }
-    if (row_ok && p.lse != nullptr && t == 0) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
+    if (row_ok && p.lse != nullptr && lse_writer) p.lse[lse_offset(p, seq, row, head)] = lse[hr];
   }
 }
 

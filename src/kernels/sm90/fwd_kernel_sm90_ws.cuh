@@ -22,13 +22,19 @@ namespace sm90 {
 // that two stages of 40 KB K + 40 KB V fit beside the 64 KB Q tile), or sm90_long_block_n for
 // long rows (d64: 192, with three stages).
 // ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
-// registers per consumer thread), each owning 64 query rows of the tile.
+// registers per consumer thread), each owning 64 query rows of the tile; at d512 two that share
+// the tile's 64 rows and split O's columns (sm90_ws_splits_o).
 template <int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
 struct Sm90WsTraits {
   static constexpr int kHeadDim = HeadDim;
   static constexpr int kConsumerWGs = ConsumerWGs;
   static constexpr int kConsumerThreads = 128 * ConsumerWGs;
-  static constexpr int kBlockM = 64 * ConsumerWGs, kBlockN = BlockN;
+  static constexpr int kBlockM = sm90_ws_block_m(HeadDim, ConsumerWGs), kBlockN = BlockN;
+  // Split O: every consumer warpgroup runs S = Q K^T and the softmax of the same 64 rows and
+  // accumulates P V for kOColumns of V's columns, starting at column wg * kOColumns.
+  static constexpr bool kSplitO = sm90_ws_splits_o(HeadDim);
+  static constexpr int kOColumns = kSplitO ? HeadDim / ConsumerWGs : HeadDim;
+  static_assert(!kSplitO || (ConsumerWGs == 2 && kOColumns % 64 == 0), "O split in 64-column atoms");
   static constexpr int kThreads = 128 + kConsumerThreads;
   // With two consumer warpgroups, P is double-buffered: block i's fragments are packed during
   // its softmax while P V(i-1) still reads the previous ones. Three warpgroups have 160
@@ -39,7 +45,8 @@ struct Sm90WsTraits {
   // end inside a 128-row tile's diagonal). Elsewhere a block boundary falls on a warpgroup's
   // rows only when the causal diagonal is offset (seqlen_q != seqlen_k), and the per-tile range
   // arithmetic is left out.
-  static constexpr bool kOwnBlocks = ConsumerWGs > 2 || HeadDim > 128;
+  // (Split O: the warpgroups share their rows, hence their blocks.)
+  static constexpr bool kOwnBlocks = !kSplitO && (ConsumerWGs > 2 || HeadDim > 128);
   static constexpr int kStages = BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
   static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // the Q tile
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
@@ -52,7 +59,8 @@ struct Sm90WsTraits {
   static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
   // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
-  // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel.
+  // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel (on
+  // the mma.sync kernel at d512, which has 128 O accumulators per consumer too).
   // Three consumer warpgroups: 160 each, the producer 24.
   static constexpr int kProducerRegs = ConsumerWGs > 2 || HeadDim > 128 ? 24 : 56;
   static constexpr int kConsumerRegs = ConsumerWGs > 2 ? 160 : HeadDim <= 128 ? 224 : 240;
@@ -135,10 +143,10 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       // S = QK^T, softmax, O += PV over the tile's key blocks; then the epilogue stores the rows.
       mainloop.mma(at, seq, mask, m0, range, prefix,
                    [&](const auto& acc_o, const Sm90Softmax& softmax) {
-                     store_output_rows<T, HeadDim>(launch, seq, acc_o, softmax,
-                                                   mainloop.units.unit_log2,
-                                                   mainloop.row_base(m0), mainloop.t, at.batch,
-                                                   at.head, at.split);
+                     store_output_rows<T, HeadDim, Tr::kOColumns>(
+                         launch, seq, acc_o, softmax, mainloop.units.unit_log2,
+                         mainloop.row_base(m0), mainloop.t, at.batch, at.head, at.split,
+                         mainloop.o_column0());
                    });
     }
     mainloop.turns.finish();  // the last warpgroup's final hand-over

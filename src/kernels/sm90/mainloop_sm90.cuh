@@ -56,10 +56,12 @@ struct Sm90PingPong {
 };
 
 // One consumer thread's mainloop state. A warpgroup owns query rows [64 wg, 64 wg + 64) of the
-// tile, a warp 16 of them, a thread rows g and g + 8 of its warp's (wgmma accumulator layout).
+// tile (split O: rows [0, 64) and O's columns [kOColumns wg, kOColumns wg + kOColumns)), a warp
+// 16 of them, a thread rows g and g + 8 of its warp's (wgmma accumulator layout).
 template <typename T, typename Tr, bool Paged, bool DynamicTiles>
 struct Sm90Mainloop {
   static constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  static constexpr int kOColumns = Tr::kOColumns;  // O columns this warpgroup accumulates
   static constexpr int kSTiles = kBlockN / 8;  // n8 column tiles of S per thread
 
   const FwdLaunch& launch;
@@ -84,10 +86,14 @@ struct Sm90Mainloop {
         g(tid % 32 / 4), t(tid % 32 % 4), turns(pingpong, wg),
         units(launch_score_units(launch_.p)) {}
 
+  // This warpgroup's 64-row group of the tile (0 for every warpgroup when they split O).
+  __device__ __forceinline__ int row_group() const { return Tr::kSplitO ? 0 : wg; }
   // First of this thread's two rows of the tile at m0 (the second is + 8).
   __device__ __forceinline__ int row_base(int m0) const {
-    return m0 + wg * 64 + warp_in_wg * 16 + g;
+    return m0 + row_group() * 64 + warp_in_wg * 16 + g;
   }
+  // First of O's columns this warpgroup accumulates.
+  __device__ __forceinline__ int o_column0() const { return Tr::kSplitO ? wg * kOColumns : 0; }
 
   // DynamicTiles: the next tile and its key blocks, as published with the Q buffer (after its
   // full wait: they are written before the producer's release arrival); false at the final -1.
@@ -121,9 +127,9 @@ struct Sm90Mainloop {
     const int num_blocks = range.end - range.begin;
     const int row0 = row_base(m0);
     const uint32_t sQ = smem.q;
-    float acc_o[kHeadDim / 2];
+    float acc_o[kOColumns / 2];
 #pragma unroll
-    for (int i = 0; i < kHeadDim / 2; ++i) acc_o[i] = 0.f;
+    for (int i = 0; i < kOColumns / 2; ++i) acc_o[i] = 0.f;
     Sm90Softmax softmax;
     softmax.init();
 
@@ -167,7 +173,10 @@ struct Sm90Mainloop {
       if constexpr (Tr::kSeparateKV) wait_kv(v_ring, i);
     };
     auto stage_k = [&](int i) { return smem.k_stage(k_ring.stage(it + i)); };
-    auto stage_v = [&](int i) { return smem.v_stage(k_ring.stage(it + i)); };
+    // This warpgroup's columns of block i's V: whole 64-column atoms of the stage.
+    auto stage_v = [&](int i) {
+      return smem.v_stage(k_ring.stage(it + i)) + uint32_t(o_column0() / 64) * (kBlockN * 128);
+    };
     auto release_k = [&](int i) {
       if constexpr (Tr::kSeparateKV) k_ring.consumer_release(it + i);
     };
@@ -219,7 +228,7 @@ struct Sm90Mainloop {
         float correction[2];
         turns.begin_turn();
         wgmma_fence();
-        issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), wg);
+        issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), row_group());
         turns.end_turn();
         wgmma_wait<0>();
         fence_registers(acc_s);
@@ -235,8 +244,8 @@ struct Sm90Mainloop {
         fence_registers(acc_o);
         turns.begin_turn();
         wgmma_fence();
-        issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), wg);
-        issue_pv<T, kHeadDim, kBlockN>(acc_o, p_cur, stage_v(i - 1));
+        issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), row_group());
+        issue_pv<T, kOColumns, kBlockN>(acc_o, p_cur, stage_v(i - 1));
         turns.end_turn();
         wgmma_wait<1>();  // S_i is ready; P V may still run
         fence_registers(acc_s);
@@ -257,7 +266,7 @@ struct Sm90Mainloop {
         fence_registers(p_cur);
         fence_registers(acc_o);
         release_v(i - 1);
-        rescale_o<kHeadDim>(acc_o, correction);
+        rescale_o<kOColumns>(acc_o, correction);
         if constexpr (Tr::kSingleP) {
           pack_probabilities<T, kBlockN>(acc_s, p_cur);
         } else {
@@ -273,7 +282,7 @@ struct Sm90Mainloop {
       fence_registers(acc_o);
       turns.begin_turn();
       wgmma_fence();
-      issue_pv<T, kHeadDim, kBlockN>(acc_o, p_cur, stage_v(last()));
+      issue_pv<T, kOColumns, kBlockN>(acc_o, p_cur, stage_v(last()));
       turns.end_turn();
       wgmma_wait<0>();
       fence_registers(acc_o);

@@ -40,7 +40,7 @@ inline int make_ws_tensor_maps(const flare_mha_fwd_params& p, const Sm90Variant&
 template <typename T, int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
 int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs>;
-  static_assert(Tr::kBlockM == sm90_ws_block_m(ConsumerWGs) && Tr::kBlockN == BlockN,
+  static_assert(Tr::kBlockM == sm90_ws_block_m(HeadDim, ConsumerWGs) && Tr::kBlockN == BlockN,
                 "the planner's tile table (variant.h) and the instance agree");
   // The planner counted splits and tiles with this instance's tile.
   if (launch.block_m != Tr::kBlockM || launch.block_n != Tr::kBlockN)
@@ -128,7 +128,10 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
   switch (launch.family) {
     case FwdKernelFamily::kSm90WarpSpecialized: return sm90::launch_ws<T, HeadDim>(launch, stream);
-    case FwdKernelFamily::kSm90AllThreads: return sm90::launch_all_threads<T, HeadDim>(launch, stream);
+    case FwdKernelFamily::kSm90AllThreads:
+      // No all-threads kernel splits O: d512 runs warp-specialised only (sm90_d512_applies).
+      if constexpr (sm90_ws_splits_o(HeadDim)) return cudaErrorInvalidConfiguration;
+      else return sm90::launch_all_threads<T, HeadDim>(launch, stream);
     default: return cudaErrorInvalidConfiguration;
   }
 }

@@ -23,6 +23,10 @@ long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p) {
   return std::max(keys, 0LL);
 }
 
+bool sm90_d512_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o) {
+  return o.d512 == 1 && !is_paged(p) && o.warp_specialized != 0;
+}
+
 Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_dim,
                                 const Sm90Overrides& o) {
   Sm90Variant v{};

@@ -26,6 +26,13 @@ struct Sm90Variant {
                           // (then block_n is the default)
 };
 
+// Whether the warp-specialised kernel compiled for `kernel_head_dim` splits O's columns between
+// its two consumer warpgroups (d512: O is 64 x 512 fp32, 256 registers per thread of one
+// warpgroup). Both warpgroups then own the tile's same 64 query rows: each computes the whole
+// S = Q K^T and softmax of the rows (the same values bit for bit) and accumulates P V for its
+// 256 of V's columns.
+constexpr bool sm90_ws_splits_o(int kernel_head_dim) { return kernel_head_dim > 256; }
+
 // Consumer warpgroups the warp-specialised kernel compiled for `kernel_head_dim` can run: three
 // at d64 (S 64 + P 32 + O 32 registers per consumer thread within 160, P single-buffered), two
 // elsewhere.
@@ -38,8 +45,11 @@ constexpr long long kSm90ThreeWgsMinQueries = 512;
 constexpr long long kSm90ThreeWgsMinMaskedKeys = 1024;
 
 // Keys per main-loop block of the warp-specialised kernel compiled for `kernel_head_dim`: 128
-// at d64/d128; 80 at d256 (two stages of K and V beside a 64 KB Q tile).
-constexpr int sm90_default_block_n(int kernel_head_dim) { return kernel_head_dim <= 128 ? 128 : 80; }
+// at d64/d128; 80 at d256 (two stages of K and V beside a 64 KB Q tile); 32 at d512 (two
+// stages of 32 KB K and 32 KB V beside a 64 KB Q tile).
+constexpr int sm90_default_block_n(int kernel_head_dim) {
+  return kernel_head_dim <= 128 ? 128 : kernel_head_dim <= 256 ? 80 : 32;
+}
 
 // The longer key block for rows of many keys, 0 where the kernel has none: d64 192 (fewer
 // per-block waits and hand-overs; loses where the last block is mostly past the row's end or
@@ -53,8 +63,11 @@ constexpr long long kSm90LongBlockMinKeys = 4096;
 
 // Tile sizes of the Hopper kernels, read by the planner (split count, grid) and checked by the
 // launcher against the instance it runs (run_fwd_sm90.cuh static_asserts).
-// Warp-specialised: 64 query rows per consumer warpgroup, the variant's key block.
-constexpr int sm90_ws_block_m(int consumer_wgs) { return 64 * consumer_wgs; }
+// Warp-specialised: 64 query rows per consumer warpgroup (64 in all where they split O's
+// columns), the variant's key block.
+constexpr int sm90_ws_block_m(int kernel_head_dim, int consumer_wgs) {
+  return sm90_ws_splits_o(kernel_head_dim) ? 64 : 64 * consumer_wgs;
+}
 // All-threads kernel: two warpgroups of 64 rows; 128 keys per block up to d128, 64 at d256.
 constexpr int kSm90AllThreadsBlockM = 128;
 constexpr int sm90_all_threads_block_n(int kernel_head_dim) {
@@ -74,11 +87,12 @@ constexpr unsigned kSm90TileCounterBytes = 256;
 long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p);
 
 // The Hopper kernel (compiled head dim) that runs a launch whose padded head dim is
-// `kernel_head_dim` (padded_head_dim(p.head_dim): 32, 64, 96, 128, 192 or 256): 64 on the d64
-// kernel, 96 and 128 on the d128 kernel, 192 and 256 on the d256 kernel; 0 where no Hopper
-// kernel applies (d32 stays on the mma.sync kernels). A kernel wider than p.head_dim zero-fills
-// the Q/K/V columns past p.head_dim in shared memory (cp.async zero fill, TMA out-of-bounds
-// fill) and stores only the columns below it.
+// `kernel_head_dim` (padded_head_dim(p.head_dim): 32, 64, 96, 128, 192, 256 or 512): 64 on the
+// d64 kernel, 96 and 128 on the d128 kernel, 192 and 256 on the d256 kernel, 512 on the d512
+// kernel (where sm90_d512_applies); 0 where no Hopper kernel applies (d32 stays on the mma.sync
+// kernels). A kernel wider than p.head_dim zero-fills the Q/K/V columns past p.head_dim in
+// shared memory (cp.async zero fill, TMA out-of-bounds fill) and stores only the columns below
+// it.
 constexpr int sm90_kernel_head_dim(int kernel_head_dim) {
   switch (kernel_head_dim) {
     case 64: return 64;
@@ -86,9 +100,16 @@ constexpr int sm90_kernel_head_dim(int kernel_head_dim) {
     case 128: return 128;
     case 192:
     case 256: return 256;
+    case 512: return 512;
     default: return 0;
   }
 }
+
+// Whether a launch for the d512 kernel runs it: unpaged (its producer has registers for TMA
+// fills, not for the paged cp.async fill) and warp-specialised (there is no all-threads d512
+// kernel), and where Sm90Overrides::d512 asks for it: the mma.sync d512 kernel stays the
+// default until the Hopper one has been measured on a GPU (docs/decisions.md).
+bool sm90_d512_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o);
 
 // Whether launches of the Hopper kernel compiled for `kernel_head_dim` may have head_dim_v <
 // head_dim: the one accepted pair (192, 128) (validate_serving.cpp) runs on the d256 kernel. The
