@@ -12,8 +12,9 @@
 //   prefill  16k tokens per call (batch = 16384 / seqlen), model dim 2048 (heads = 2048 / d),
 //            d in {64, 128, 256}, seqlen 512 .. 16384, causal and not. Metric TFLOP/s.
 //   d512     the prefill table's shapes at head dim 512 (4 heads), seqlen 1024 .. 16384, causal
-//            and not (rows of table "prefill", head_dim 512). Run it once more with
-//            FLARE_KERNEL_PATH=sm80 (--system-name flare-sm80) for the mma.sync path's own speed.
+//            and not, each on the mma.sync d512 kernel and on the Hopper d512 kernel in turn
+//            (rows of table "prefill", head_dim 512, systems "<name>-d512-mma.sync" and
+//            "<name>-d512-hopper", with the Hopper kernel's speedup).
 //   dv       prefill with head_dim 192 and head_dim_v 128 (DeepSeek-V3 prefill), 16 heads,
 //            seqlen 1024 .. 16384, causal and not (rows of table "prefill" with "head_dim_v";
 //            FLOPs 2·b·h·sq·sk·(d + dv), halved when causal).
@@ -611,6 +612,55 @@ void bench_prefill(Bench& B, flare_dtype dtype) {
 // Serving shapes: head dim 512, a separate V head dim, and the cost of sinks and prefix ranges.
 
 // A prefill table over seqlens 1024 .. 16384 at 16k tokens per call, d / dv and heads fixed.
+// The d512 table: each row on the mma.sync d512 kernel and on the Hopper d512 kernel
+// (Sm90Overrides::d512 0 / 1; on other GPUs both plans are the mma.sync kernel), timed in turn
+// twice on the same inputs and each the faster of its two medians. Rows of systems
+// "<system>-d512-mma.sync" and "<system>-d512-hopper"; speedup = mma.sync ms / Hopper ms.
+void bench_prefill_d512(Bench& B, flare_dtype dtype, int h) {
+  const int d = 512, tokens = 16384;
+  std::vector<int> seqlens = {1024, 2048, 4096, 8192, 16384};
+  if (B.opt.quick) seqlens = {1024, 8192};
+  std::printf("\n== prefill d512, %s, %d tokens, %d heads: mma.sync vs Hopper kernel ==\n",
+              dtype_name(dtype), tokens, h);
+  std::printf("  %6s %6s %5s %10s %10s %10s %10s %8s\n", "causal", "seqlen", "batch",
+              "mma ms", "TFLOP/s", "hopper ms", "TFLOP/s", "speedup");
+  const flare::Tuning base = flare::current_tuning();
+  const char* const kernels[2] = {"mma.sync", "hopper"};
+  for (int causal : {0, 1}) {
+    for (int s : seqlens) {
+      const int b = tokens / s;
+      PrefillShape ps(B, dtype, d, d, b, s, h, causal);
+      double ms[2] = {-1.0, -1.0};
+      for (int rep = 0; rep < 2; ++rep)
+        for (int k = 0; k < 2; ++k) {
+          flare::Tuning t = base;
+          t.sm90.d512 = k;
+          flare::set_tuning(t);
+          const std::string shape = strf("prefill d512 %s causal=%d s=%d b=%d h=%d", kernels[k],
+                                         causal, s, b, h);
+          const double m = ps.time(B, ps.p, shape);
+          if (m >= 0) ms[k] = ms[k] < 0 ? m : std::min(ms[k], m);
+        }
+      flare::set_tuning(base);
+      double tflops[2];
+      for (int k = 0; k < 2; ++k) tflops[k] = ms[k] > 0 ? ps.flops() / (ms[k] * 1e-3) / 1e12 : NAN;
+      const double speedup = ms[0] > 0 && ms[1] > 0 ? ms[0] / ms[1] : NAN;
+      std::printf("  %6s %6d %5d %10.4f %10.1f %10.4f %10.1f %8.3f\n", causal ? "yes" : "no", s,
+                  b, ms[0], tflops[0], ms[1], tflops[1], speedup);
+      for (int k = 0; k < 2; ++k) {
+        if (ms[k] < 0) continue;
+        B.rows.push_back({strf("{\"table\": \"prefill\", \"dtype\": \"%s\", \"head_dim\": %d, "
+                               "\"causal\": %s, \"batch\": %d, \"heads\": %d, \"seqlen_q\": %d, "
+                               "\"seqlen_k\": %d, \"system\": \"%s-d512-%s\", \"tflops\": %s, "
+                               "\"speedup_hopper_vs_mma_sync\": %s}",
+                               dtype_name(dtype), d, causal ? "true" : "false", b, h, s, s,
+                               B.opt.system.c_str(), kernels[k], json_number(tflops[k]).c_str(),
+                               json_number(speedup).c_str())});
+      }
+    }
+  }
+}
+
 void bench_prefill_serving(Bench& B, flare_dtype dtype, int d, int dv, int h, const char* title) {
   const int tokens = 16384;
   std::vector<int> seqlens = {1024, 2048, 4096, 8192, 16384};
@@ -1279,7 +1329,7 @@ int main(int argc, char** argv) {
   if (all || B.opt.table == "prefill") bench_prefill(B, dtype);
   const bool serving = all || B.opt.table == "serving";
   if (serving || B.opt.table == "d512")
-    bench_prefill_serving(B, dtype, 512, 512, 2048 / 512, "prefill d512");
+    bench_prefill_d512(B, dtype, 2048 / 512);
   if (serving || B.opt.table == "dv")
     bench_prefill_serving(B, dtype, 192, 128, 16, "prefill (192, 128)");
   if (serving || B.opt.table == "overhead") bench_serving_overhead(B, dtype);

@@ -10,7 +10,10 @@
 #                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options),
 #                test_padded (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=0,
 #                the padded shared-memory rows instead of the swizzled ones; brief output to run.log), test_smem99
-#                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them)
+#                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them),
+#                test_d512 (the suite's head dims above 256 with the Hopper d512 kernel planned,
+#                FLARE_SM90_D512=1), rust (the Rust crates' GPU test binaries, carried in
+#                RUST_TESTS_DIR, default rust/gpu-tests: rust/run_gpu_tests.sh --build makes them)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -113,6 +116,27 @@ run_sm80_variant() {
   set -e
   [[ $rc -eq 0 ]] || test_status="FAILED($label $rc)"
 }
+# The head dims above 256 with the Hopper d512 kernel planned (the default plans the mma.sync
+# d512 kernel): the sweeps' d512 / d264 cases and the serving cases of those head dims.
+if has_step test_d512; then
+  section "flare_tests_gpu, FLARE_SM90_D512=1 (head dims above 256)"
+  set +e
+  FLARE_SM90_D512=1 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+    '--gtest_filter=*_d512_*:*_d264_*:*head_dim264*:*head_dim512*:*HopperD512*' 2>&1 | tee -a "$RUN_LOG"
+  rc=${PIPESTATUS[0]}
+  echo "flare_tests_gpu (d512) exit status: $rc" | tee -a "$RUN_LOG"
+  set -e
+  [[ $rc -eq 0 ]] || test_status="FAILED(d512 $rc)"
+fi
+if has_step rust; then
+  section "Rust GPU tests (${RUST_TESTS_DIR:-rust/gpu-tests})"
+  set +e
+  FLARE_LIB_DIR="$repo_root/$BUILD_DIR" bash rust/run_gpu_tests.sh "${RUST_TESTS_DIR:-rust/gpu-tests}" 2>&1 | tee -a "$RUN_LOG"
+  rc=${PIPESTATUS[0]}
+  echo "Rust GPU tests exit status: $rc" | tee -a "$RUN_LOG"
+  set -e
+  [[ $rc -eq 0 ]] || test_status="FAILED(rust $rc)"
+fi
 # The padded shared-memory rows (instead of the swizzled ones).
 has_step test_padded && run_sm80_variant padded "FLARE_SM80_SWIZZLE=0"
 # A 99 KB-per-block GPU (sm86/sm89/sm120) emulated on this one: the mma.sync kernels chosen

@@ -13,6 +13,7 @@
 //               (empty sequences, max_seqlen over-estimated, seqused_k), non-contiguous layouts
 //               (q/k/v as slices of a packed qkv buffer, padded strides, head-major), explicit
 //               split counts on long key ranges, batch x LSE x splits.
+// ForwardHopperD512   head dims above 256 with the Hopper d512 kernel planned.
 // ForwardDeterminism  the same call twice is bit-identical (out and lse), splits included.
 // ForwardBadInput     invalid params: the exact status, a message, nothing written.
 // ForwardLarge        seqlen 16384, 32 heads, d128, bf16 against the fp32 GPU reference.
@@ -33,8 +34,11 @@
 #include <string>
 #include <vector>
 
+#include "api/device.h"
 #include "gpu/gpu_reference.h"
 #include "gpu/gpu_test_util.h"
+#include "plan/plan.h"
+#include "plan/tuning.h"
 
 namespace flare_test {
 namespace {
@@ -616,6 +620,81 @@ INSTANTIATE_TEST_SUITE_P(Combos, ForwardSweep,
                          ::testing::ValuesIn(cases_of({"mix", "winalibi", "varlen", "layout",
                                                        "layoutvarlen", "splits", "batchlse",
                                                        "seqused", "capsharp"})),
+                         case_name);
+
+// ---------------------------------------------------------------------------------------------
+// The head dims above 256 with the Hopper d512 kernel planned (Sm90Overrides::d512 = 1): the
+// sweep's d512 feature cases, and padded head dims, long and varlen rows, GQA and windows at
+// lengths that cross many 32-key blocks. On compute capability 9.0 (with the Hopper kernels on)
+// every case of more than 16 query rows must plan onto it; elsewhere they run what the sweep
+// runs. Each case builds its own problem and reference (no prefetch: they are few).
+std::vector<FwdCase> hopper_d512_cases() {
+  std::vector<FwdCase> v;
+  for (const FwdCase& c : all_forward_cases())
+    if (c.head_dim > 256 && c.group == "feat") v.push_back(c);
+  auto extra = [&](int dtype, int hd, int q, int k, auto&& apply) {
+    FwdCase c;
+    c.group = "hopper512";
+    c.id = 100000 + v.size();
+    c.dtype = dtype;
+    c.head_dim = hd;
+    c.seqlen_q = q, c.seqlen_k = k;
+    apply(c);
+    c.name = make_name(c);
+    v.push_back(c);
+  };
+  const int bf = FLARE_DTYPE_BF16, fp = FLARE_DTYPE_FP16;
+  extra(bf, 320, 1023, 1023, [](FwdCase& c) { c.causal = true, c.num_splits = 0; });
+  extra(fp, 264, 0, 0, [](FwdCase& c) { c.varlen = 4, c.causal = true, c.batch = 3; });
+  extra(bf, 512, 0, 0, [](FwdCase& c) { c.varlen = 1, c.num_splits = 3, c.batch = 4; });
+  extra(fp, 512, 2049, 2049, [](FwdCase& c) { c.num_heads = 8, c.num_heads_k = 2; });
+  extra(bf, 384, 513, 1024, [](FwdCase& c) { c.window_left = 128, c.window_right = 0; });
+  extra(bf, 512, 200, 3000, [](FwdCase& c) { c.causal = true, c.softcap = 30.f, c.alibi = 1; });
+  extra(fp, 448, 129, 129, [](FwdCase& c) { c.batch = 2, c.lse = false, c.num_splits = 7; });
+  return v;
+}
+
+class ForwardHopperD512 : public ::testing::TestWithParam<FwdCase> {
+ protected:
+  void SetUp() override {
+    saved_ = flare::current_tuning();
+    flare::Tuning t = saved_;
+    t.sm90.d512 = 1;
+    flare::set_tuning(t);
+  }
+  void TearDown() override { flare::set_tuning(saved_); }
+  flare::Tuning saved_;
+};
+
+TEST_P(ForwardHopperD512, MatchesReference) {
+  FLARE_REQUIRE_GPU();
+  const FwdCase& c = GetParam();
+  const HostProblem hp = build_forward_problem(c);
+  const RefOutputs ref = compute_reference(host_params(hp), hp);
+  Stream stream;
+  DeviceProblem dp(hp);
+  const flare_mha_fwd_params p = dp.params(hp);
+  FLARE_SKIP_IF_NO_KERNEL_FITS(p);
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  flare::DeviceInfo info;
+  ASSERT_EQ(flare::device_info(device, &info), FLARE_OK);
+  const flare::FwdPlan plan = flare::plan_forward(p, info, flare::current_tuning());
+  if (info.cc_major == 9 && info.cc_minor == 0 && flare::current_tuning().hopper_kernels &&
+      plan.max_seqlen_q > flare::kSm80DecodeMaxRows)
+    EXPECT_EQ(plan.sm90_head_dim, 512) << describe(c);
+  std::string error;
+  if (run_flare(p, dp.workspace, stream.get(), &error) != FLARE_OK) {
+    report_failure(describe(c), error);
+    return;
+  }
+  const std::vector<uint16_t> out = dp.out.download<uint16_t>();
+  const std::vector<float> lse = dp.lse.download<float>();
+  const Verdict v = check_output(host_params(hp), out, lse, ref);
+  if (!v.ok) report_failure(describe(c), v.summary());
+}
+
+INSTANTIATE_TEST_SUITE_P(Forward, ForwardHopperD512, ::testing::ValuesIn(hopper_d512_cases()),
                          case_name);
 
 // ---------------------------------------------------------------------------------------------
