@@ -2,11 +2,10 @@
 # Runs compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a reduced GPU test
 # selection that reaches every kernel: forward (plain, padded head dims, varlen), split-KV +
 # combine, KV append with rotary, paged KV (pages of 1, 3 and 48 rows, paged varlen), the
-# serving features of flare.h (sinks with split-KV, prefix ranges, odd head dims, head dim 512,
-# head_dim_v 128 under head_dim 192), FP8 K/V (decode, pages, split, chunked), plus the
-# reliability stride checks. Serving cases whose
-# kernel head dim is not in FLARE_HEAD_DIMS are left out and listed (for all of them:
-# FLARE_HEAD_DIMS="32;64;128;192;256;512").
+# serving features of flare.h (sinks with split-KV, prefix ranges, odd head dims, head dim 512
+# on both kernels, head_dim_v 128 under head_dim 192), FP8 K/V (decode, pages, split, chunked),
+# plus the reliability stride checks. Serving cases whose kernel head dim is not in
+# FLARE_HEAD_DIMS are left out and listed (for all of them: FLARE_HEAD_DIMS="32;64;128;192;256;512").
 #
 #   scripts/sanitize.sh [OUT_DIR]        (default OUT_DIR: build-sanitize/reports)
 #
@@ -96,6 +95,11 @@ if [ -z "$filter" ]; then
     # FP8 prefill (tests/gpu/test_fp8_prefill.cpp; binaries built with FLARE_FP8_PREFILL=ON):
     # the Hopper FP8 kernel, non-causal and causal varlen with odd lengths.
     pick '^Fp8Prefill/Fp8PrefillSweep\..*/fp8pre0.._.*_varlen_' 2
+    # The Hopper d512 kernel (tests/gpu/test_forward.cpp ForwardHopperD512 plans it itself):
+    # a split and an unsplit case, varlen with split-KV.
+    pick '^Forward/ForwardHopperD512\..*_b1_q(113|128|255)_.*_sp1$' 1
+    pick '^Forward/ForwardHopperD512\..*_sp(3|7)$' 1
+    pick '^Forward/ForwardHopperD512\..*_varlen1_' 1
     # Serving cases (tests/gpu/test_serving.cpp), by name, with the kernel head dims they need.
     serving 64 paged_varlen_page1_cuk
     serving 64 paged_varlen_page3_seqused
