@@ -117,16 +117,19 @@ run_sm80_variant() {
   [[ $rc -eq 0 ]] || test_status="FAILED($label $rc)"
 }
 # The head dims above 256 with the Hopper d512 kernel planned (the default plans the mma.sync
-# d512 kernel): the sweeps' d512 / d264 cases and the serving cases of those head dims.
+# d512 kernel): the sweeps' d512 / d264 cases and the serving cases of those head dims, in
+# clusters of two where they apply and once more without clusters.
 if has_step test_d512; then
-  section "flare_tests_gpu, FLARE_SM90_D512=1 (head dims above 256)"
-  set +e
-  FLARE_SM90_D512=1 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
-    '--gtest_filter=*_d512_*:*_d264_*:*head_dim264*:*head_dim512*:*HopperD512*' 2>&1 | tee -a "$RUN_LOG"
-  rc=${PIPESTATUS[0]}
-  echo "flare_tests_gpu (d512) exit status: $rc" | tee -a "$RUN_LOG"
-  set -e
-  [[ $rc -eq 0 ]] || test_status="FAILED(d512 $rc)"
+  for cluster in 2 1; do
+    section "flare_tests_gpu, FLARE_SM90_D512=1 FLARE_SM90_CLUSTER=$cluster (head dims above 256)"
+    set +e
+    FLARE_SM90_D512=1 FLARE_SM90_CLUSTER=$cluster "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+      '--gtest_filter=*_d512_*:*_d264_*:*head_dim264*:*head_dim512*:*HopperD512*' 2>&1 | tee -a "$RUN_LOG"
+    rc=${PIPESTATUS[0]}
+    echo "flare_tests_gpu (d512, cluster $cluster) exit status: $rc" | tee -a "$RUN_LOG"
+    set -e
+    [[ $rc -eq 0 ]] || test_status="FAILED(d512 cluster $cluster: $rc)"
+  done
 fi
 if has_step rust; then
   section "Rust GPU tests (${RUST_TESTS_DIR:-rust/gpu-tests})"

@@ -21,6 +21,7 @@ struct Sm90Overrides {
   int consumer_wgs = -1;      // consumer warpgroups of the d64 kernel: 2 or 3
   int d512 = -1;              // 1: head dims 257..512 run the Hopper d512 kernel
                               // (sm90_d512_applies); else the mma.sync d512 kernel
+  int cluster_m = -1;         // 1: no clusters; else two where sm90_cluster_applies
 };
 
 struct Tuning {
@@ -56,6 +57,7 @@ void set_tuning(const Tuning& tuning);
 //   FLARE_SM90_BLOCK_N=N         sm90.block_n
 //   FLARE_SM90_CONSUMERS=N       sm90.consumer_wgs
 //   FLARE_SM90_D512=0|1          sm90.d512
+//   FLARE_SM90_CLUSTER=1|2       sm90.cluster_m
 // Defined in tuning_env.cpp, which a default library does not contain: tests and flare_bench
 // link it (CMake target flare_tuning_env) to pass the environment on through set_tuning.
 Tuning tuning_from_env();

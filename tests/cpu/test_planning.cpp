@@ -435,7 +435,8 @@ TEST(PlanForward, HeadDim512RunsTwoVColumnParts) {
 TEST(PlanForward, HeadDim512OnHopperWhereAsked) {
   // Sm90Overrides::d512 = 1: head dims 257..512 take the warp-specialised d512 kernel on
   // compute capability 9.0: one 64-row tile whose two consumer warpgroups split O's 512
-  // columns (one V part), 32-key blocks, persistent with a tile counter in the workspace.
+  // columns (one V part), 32-key blocks, in clusters of two CTAs (one tile each: no tile
+  // counter in the workspace).
   Tuning t;
   t.sm90.d512 = 1;
   for (int d : {264, 320, 504, 512}) {
@@ -448,6 +449,9 @@ TEST(PlanForward, HeadDim512OnHopperWhereAsked) {
     EXPECT_EQ(plan.tile.block_m, 64) << d;
     EXPECT_EQ(plan.tile.block_n, 32) << d;
     EXPECT_EQ(plan.sm90.consumer_wgs, 2) << d;
+    EXPECT_EQ(plan.sm90.cluster_m, 2) << d;
+    EXPECT_FALSE(plan.sm90.persistent) << d;
+    EXPECT_EQ(plan.tile_counter_offset, kNoRegion) << d;
     // m_blocks 8, 8 heads: 64 tiles over 132 SMs, 512 / 32 = 16 key blocks.
     EXPECT_EQ(plan.num_splits, num_splits_heuristic(64, kH100Sms, 16, 128)) << d;
   }

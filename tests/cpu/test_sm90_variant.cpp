@@ -7,6 +7,7 @@
 #include "common/tile_config.h"
 #include "flare/flare.h"
 #include "kernels/sm90/variant.h"
+#include "valid_params.h"
 
 namespace {
 
@@ -390,11 +391,37 @@ TEST(Sm90Variant, HeadDim512SplitsOAcrossTheConsumerWarpgroups) {
   EXPECT_FALSE(flare::sm90_d512_applies(paged_prefill(4096), o));
   o.warp_specialized = 0;
   EXPECT_FALSE(flare::sm90_d512_applies(p, o));
-  // The variant: warp-specialised, persistent, ping-pong, TMA, the default key block.
-  const flare::Sm90Variant v = flare::choose_sm90_variant(p, 512, Sm90Overrides{});
-  EXPECT_TRUE(v.warp_specialized && v.persistent && v.pingpong);
+  // The variant: warp-specialised, ping-pong, TMA, the default key block; in clusters of two
+  // (one tile per CTA) where every K/V block goes by TMA, else persistent.
+  const flare_mha_fwd_params dense = flare_test::dense_fp16_params(2, 4096, 4096, 8, 8, 512);
+  const flare::Sm90Variant v = flare::choose_sm90_variant(dense, 512, Sm90Overrides{});
+  EXPECT_TRUE(v.warp_specialized && v.pingpong);
   EXPECT_EQ(v.block_n, 32);
   EXPECT_EQ(v.consumer_wgs, 2);
+  EXPECT_EQ(v.cluster_m, 2);
+  EXPECT_FALSE(v.persistent);
+  EXPECT_TRUE(flare::sm90_cluster_applies(dense, 512));
+  Sm90Overrides no_cluster;
+  no_cluster.cluster_m = 1;
+  const flare::Sm90Variant one = flare::choose_sm90_variant(dense, 512, no_cluster);
+  EXPECT_EQ(one.cluster_m, 1);
+  EXPECT_TRUE(one.persistent);
+  Sm90Overrides no_tma;
+  no_tma.tma = 0;
+  EXPECT_EQ(flare::choose_sm90_variant(dense, 512, no_tma).cluster_m, 1);
+  // Rows that are not exactly the sequence's (varlen: the K/V maps span every sequence) or
+  // strides TMA cannot take: no clusters. Other head dims: never.
+  const flare_mha_fwd_params varlen = flare_test::as_varlen(dense, 2, 4096, 4096);
+  EXPECT_FALSE(flare::sm90_cluster_applies(varlen, 512));
+  EXPECT_EQ(flare::choose_sm90_variant(varlen, 512, Sm90Overrides{}).cluster_m, 1);
+  flare_mha_fwd_params odd_stride = dense;
+  odd_stride.k_row_stride += 4;  // 8 bytes: not a multiple of 16
+  EXPECT_FALSE(flare::sm90_cluster_applies(odd_stride, 512));
+  for (int d : {64, 128, 256}) {
+    const flare_mha_fwd_params q = flare_test::dense_fp16_params(2, 4096, 4096, 8, 8, d);
+    EXPECT_FALSE(flare::sm90_cluster_applies(q, d)) << d;
+    EXPECT_EQ(flare::choose_sm90_variant(q, d, Sm90Overrides{}).cluster_m, 1) << d;
+  }
 }
 
 }  // namespace

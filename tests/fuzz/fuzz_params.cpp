@@ -382,6 +382,11 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
               (v.block_n == flare::sm90_long_block_n(sm90_hd) && v.persistent &&
                p.block_table == nullptr),
           p, v.block_n, sm90_hd);
+  // Clusters only at d512 where every K/V block goes by TMA, one tile per CTA.
+  REQUIRE(v.cluster_m == 1 ||
+              (v.cluster_m == 2 && flare::sm90_ws_splits_o(sm90_hd) && reason == nullptr &&
+               flare::kv_tma_rows_exact(p) && !v.persistent && v.warp_specialized),
+          p, v.cluster_m, sm90_hd);
   // Three consumer warpgroups only where their (d64, persistent, unpaged) instance exists,
   // and then with the default key block.
   REQUIRE(v.consumer_wgs == 2 ||
@@ -422,6 +427,11 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
     REQUIRE(plan.family == FwdKernelFamily::kSm90WarpSpecialized && !flare::is_paged(p) &&
                 plan.tile.block_m == 64 && plan.tile.block_n == 32 && plan.v_parts == 1,
             p, int(plan.family), plan.tile.block_m);
+  // Clusters: d512 only, never persistent (no tile counter).
+  if (plan.family == FwdKernelFamily::kSm90WarpSpecialized && plan.sm90.cluster_m != 1)
+    REQUIRE(plan.sm90.cluster_m == 2 && plan.sm90_head_dim == 512 && !plan.sm90.persistent &&
+                plan.tile_counter_offset == flare::kNoRegion,
+            p, plan.sm90.cluster_m, plan.sm90_head_dim);
   if (plan.family == FwdKernelFamily::kSm80Decode)
     REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows, p, plan.max_seqlen_q, 0);
   // FP8 K/V run on the decode kernel's FP8 instances only; the SmallPages instance only on the
@@ -585,6 +595,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tuning.sm90.consumer_wgs = in.ConsumeBool() ? -1 : in.ConsumeIntegralInRange<int>(2, 3);
   tuning.sm90.block_n = in.ConsumeBool() ? -1 : (in.ConsumeBool() ? 128 : 192);
   tuning.sm90.d512 = in.ConsumeIntegralInRange<int>(-1, 1);
+  tuning.sm90.cluster_m = in.ConsumeIntegralInRange<int>(-1, 2);
 
   // The caller's struct: usually the full size, sometimes an older (shorter) or newer (longer)
   // caller, or garbage. The block holds exactly struct_size bytes (at least the size field);

@@ -24,10 +24,16 @@ namespace sm90 {
 // ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
 // registers per consumer thread), each owning 64 query rows of the tile; at d512 two that share
 // the tile's 64 rows and split O's columns (sm90_ws_splits_o).
-template <int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
+// ClusterM: CTAs per cluster (1, or 2: consecutive query tiles of one head that share every
+// K/V stage, each CTA's producer copying its half of a stage into both by TMA multicast: half
+// the K/V reads from L2 per tile; pipeline.cuh).
+template <int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2,
+          int ClusterM = 1>
 struct Sm90WsTraits {
   static constexpr int kHeadDim = HeadDim;
   static constexpr int kConsumerWGs = ConsumerWGs;
+  static constexpr int kClusterM = ClusterM;
+  static_assert(ClusterM == 1 || (HeadDim / 64) % ClusterM == 0, "whole TMA boxes per CTA");
   static constexpr int kConsumerThreads = 128 * ConsumerWGs;
   static constexpr int kBlockM = sm90_ws_block_m(HeadDim, ConsumerWGs), kBlockN = BlockN;
   // Split O: every consumer warpgroup runs S = Q K^T and the softmax of the same 64 rows and
@@ -45,8 +51,10 @@ struct Sm90WsTraits {
   // end inside a 128-row tile's diagonal). Elsewhere a block boundary falls on a warpgroup's
   // rows only when the causal diagonal is offset (seqlen_q != seqlen_k), and the per-tile range
   // arithmetic is left out.
-  // (Split O: the warpgroups share their rows, hence their blocks.)
-  static constexpr bool kOwnBlocks = !kSplitO && (ConsumerWGs > 2 || HeadDim > 128);
+  // (Split O: the warpgroups share their rows, hence their blocks. A cluster's CTAs run the
+  // blocks of all its tiles, each computing those its own rows see.)
+  static constexpr bool kOwnBlocks =
+      ClusterM > 1 || (!kSplitO && (ConsumerWGs > 2 || HeadDim > 128));
   static constexpr int kStages = BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
   static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // the Q tile
   static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
@@ -78,17 +86,27 @@ struct Sm90WsTraits {
 // barrier initialisation: the consumer warpgroups drift apart, so one's softmax runs under the
 // others' GEMMs. DynamicTiles: persistent CTAs (paged too); the producer takes the
 // tiles from the ticket counter and publishes each to the consumers with the Q buffer.
-// Otherwise one tile per CTA, which producer and consumers decode alike.
+// Otherwise one tile per CTA, which producer and consumers decode alike; or, with ClusterM > 1
+// (launched in clusters of ClusterM CTAs; unpaged, every K/V block by TMA), one tile per CTA of
+// a cluster whose CTAs share the K/V stages of all their tiles' key blocks.
 template <typename T, int HeadDim, bool Paged, bool DynamicTiles = false,
-          int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
+          int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2, int ClusterM = 1>
 __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
                        const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks) {
-  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs>;
-  using Scheduler = std::conditional_t<DynamicTiles, DynamicTileScheduler, SingleTileScheduler>;
+  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs, ClusterM>;
+  static_assert(ClusterM == 1 || (!Paged && !DynamicTiles), "clusters: TMA K/V, static tiles");
+  using Scheduler =
+      std::conditional_t<DynamicTiles, DynamicTileScheduler,
+                         std::conditional_t<(ClusterM > 1), ClusterTileScheduler<ClusterM>,
+                                            SingleTileScheduler>>;
+  constexpr bool kCluster = ClusterM > 1;
   const flare_mha_fwd_params& p = launch.p;
-  const int num_tiles = m_blocks * p.num_heads * p.batch * launch.num_splits;
+  // Tile ids count groups of ClusterM query blocks (sm90_cta_tile).
+  const int m_units = (m_blocks + ClusterM - 1) / ClusterM;
+  const int num_tiles = m_units * p.num_heads * p.batch * launch.num_splits;
   const int heads_per_kv = p.num_heads / p.num_heads_k;
+  const int rank = kCluster ? int(cluster_cta_rank()) : 0;
   // Named barrier of the producer threads (1 .. kConsumerWGs are the consumers' turns).
   constexpr int kProducerBarrier = 1 + Tr::kConsumerWGs;
   __shared__ Sm90PublishedTile s_tile;  // DynamicTiles: the tile the Q buffer holds
@@ -101,41 +119,56 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
   // One producer warp when every copy goes by TMA, four otherwise (producer_sm90.cuh).
   const int producer_threads = sm90_all_copies_by_tma(maps, Paged) ? 32 : 128;
   // DynamicTiles: the Q buffer's full barrier also counts thread 0's tile publication.
-  if (threadIdx.x == 0) smem.init_barriers(producer_threads, producer_threads + DynamicTiles);
-  __syncthreads();
+  if (threadIdx.x == 0) {
+    smem.init_barriers(producer_threads, producer_threads + DynamicTiles);
+    if constexpr (kCluster) fence_mbarrier_init_cluster();
+  }
+  // A cluster's CTAs arrive on each other's barriers and copy into each other's stages: every
+  // barrier of the cluster is initialised before any of that, and no CTA exits before the
+  // others are done with it (the cluster_sync at each role's end).
+  if constexpr (kCluster) cluster_sync();
+  else __syncthreads();
 
   const int role = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
   if (role == 0) {
     setmaxnreg_dec<Tr::kProducerRegs>();
-    if (int(threadIdx.x) >= producer_threads) return;  // idle producer warps
-    Sm90Producer<T, Tr, Paged, DynamicTiles> producer{launch, maps, smem, &s_tile, m_blocks,
-                                                      heads_per_kv};
+    if (int(threadIdx.x) >= producer_threads) {  // idle producer warps
+      if constexpr (kCluster) cluster_sync();
+      return;
+    }
+    Sm90Producer<T, Tr, Paged, DynamicTiles> producer{launch, maps, smem, &s_tile, m_units,
+                                                      heads_per_kv, rank};
     Scheduler sched(launch, num_tiles, s_sched, producer_threads, kProducerBarrier);
     for (int tile = sched.initial_work(); sched.is_valid(tile); tile = sched.next_work(tile))
       producer.load(tile);
     producer.finish();
+    if constexpr (kCluster) cluster_sync();
   } else {  // the other branch of the same if, so that setmaxnreg applies to it
     setmaxnreg_inc<Tr::kConsumerRegs>();
     Sm90Mainloop<T, Tr, Paged, DynamicTiles> mainloop(launch, maps, smem, &s_tile,
                                                       int(threadIdx.x) - 128, pingpong);
     mainloop.turns.start();
-    // The producer's tiles in its order: one (blockIdx.x), or the published ones up to the -1.
-    for (int tile = blockIdx.x; DynamicTiles || tile < num_tiles; tile += gridDim.x) {
+    // The producer's tiles in its order: one (the CTA's, or its cluster's), or the published
+    // ones up to the -1.
+    for (int tile = int(blockIdx.x) / ClusterM; DynamicTiles || tile < num_tiles;
+         tile += int(gridDim.x) / ClusterM) {
       Sm90Tile at;
       BlockRange range;
       bool prefix = false;
       if constexpr (DynamicTiles) {
         if (!mainloop.receive(at, range, prefix)) break;
       } else {
-        at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
+        at = sm90_cta_tile<ClusterM>(tile, m_units, p.num_heads, launch.num_splits, rank);
       }
       const SequenceInfo seq = sequence_info(p, at.batch);
       const int m0 = at.m_block * Tr::kBlockM;
       const MaskSpec mask = sequence_mask(p, seq);
       if constexpr (!DynamicTiles) {
-        if (m0 >= seq.seqlen_q) continue;
+        // The key blocks of the cluster's rows (this CTA's alone when ClusterM is 1).
+        const int c0 = m0 - rank * Tr::kBlockM;
+        if (c0 >= seq.seqlen_q) continue;
         const TileKeys keys =
-            tile_key_blocks(p, at.batch, mask, m0, m0 + Tr::kBlockM, Tr::kBlockN);
+            tile_key_blocks(p, at.batch, mask, c0, c0 + ClusterM * Tr::kBlockM, Tr::kBlockN);
         range = keys.range;
         prefix = keys.prefix;
         if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, at.split);
@@ -150,6 +183,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
                    });
     }
     mainloop.turns.finish();  // the last warpgroup's final hand-over
+    if constexpr (kCluster) cluster_sync();
   }
 }
 

@@ -163,7 +163,7 @@ struct Sm90Mainloop {
     auto block_of = [&](int i) { return range.end - 1 - i; };
     // Block i's K (V) is use it + i of the K (V) ring. cp.async copies are generic-proxy
     // writes: a proxy fence orders them before this thread's wgmma reads.
-    auto wait_kv = [&](const StageRing<Tr::kStages>& ring, int i) {
+    auto wait_kv = [&](const auto& ring, int i) {
       ring.consumer_wait(it + i);
       fence_proxy_async();
     };
@@ -201,8 +201,13 @@ struct Sm90Mainloop {
       turns.end_turn();
     };
     if constexpr (Tr::kOwnBlocks) {
+      // Rows wholly past the sequence see no block (a cluster's tile may lie past it beside
+      // one that does not).
+      const int own_m0 = m0 + 64 * row_group();
       const BlockRange own =
-          tile_key_blocks(p, at.batch, mask, m0 + 64 * wg, m0 + 64 * wg + 64, kBlockN).range;
+          own_m0 < seq.seqlen_q
+              ? tile_key_blocks(p, at.batch, mask, own_m0, own_m0 + 64, kBlockN).range
+              : BlockRange{0, 0};
       const int own_begin = own.begin > range.begin ? own.begin : range.begin;
       const int own_end = own.end < range.end ? own.end : range.end;
       has_blocks = own_end > own_begin;

@@ -12,6 +12,12 @@
 //    reading it is done). The producer waits for it before refilling the stage, from use Stages
 //    on.
 // No CTA barrier is used after the initialisation, so the consumer warpgroups drift apart.
+//
+// Clusters (ClusterM > 1 CTAs sharing every K/V stage: each CTA's producer copies its part of a
+// stage into all of them by TMA multicast, each copy completing on the receiving CTA's full
+// barrier, which expects the whole stage's bytes): a stage may be refilled only once the
+// consumers of every CTA have released it, so each consumer warp releases it on every CTA's
+// empty barrier (one arrival per warp and CTA).
 #pragma once
 #include <cstdint>
 
@@ -23,9 +29,15 @@ namespace sm90 {
 
 // A ring of Stages buffers' full/empty barrier pairs: full(s) at full0 + 8 s, empty(s) at
 // empty0 + 8 s (shared-memory addresses of 8-byte mbarriers).
-template <int Stages>
+template <int Stages, int ClusterM = 1>
 struct StageRing {
   uint32_t full0, empty0;
+
+  // Arrivals each empty barrier counts: one per consumer thread, or with a cluster one per
+  // consumer warp of each of its CTAs.
+  static constexpr int empty_arrivals(int consumer_threads) {
+    return ClusterM > 1 ? ClusterM * (consumer_threads / 32) : consumer_threads;
+  }
 
   __device__ __forceinline__ uint32_t full(int s) const { return full0 + 8 * s; }
   __device__ __forceinline__ uint32_t empty(int s) const { return empty0 + 8 * s; }
@@ -47,9 +59,17 @@ struct StageRing {
   __device__ __forceinline__ void consumer_wait(int n) const {
     mbarrier_wait(full(stage(n)), phase(n));
   }
-  // Consumer: this thread is done with use n's buffer.
+  // Consumer: this thread is done with use n's buffer. With a cluster, by whole warps (every
+  // lane's reads done: the wgmma waits are warp-collective): lane r arrives on the barrier of
+  // the CTA of rank r.
   __device__ __forceinline__ void consumer_release(int n) const {
-    mbarrier_arrive(empty(stage(n)));
+    if constexpr (ClusterM > 1) {
+      __syncwarp();
+      const uint32_t lane = threadIdx.x % 32;
+      if (lane < uint32_t(ClusterM)) mbarrier_arrive_cluster(empty(stage(n)), lane);
+    } else {
+      mbarrier_arrive(empty(stage(n)));
+    }
   }
 };
 
@@ -61,8 +81,9 @@ struct StageRing {
 template <typename Tr>
 struct Sm90WsSmem {
   uint32_t q, k0, v0;  // Q; K stage s at k0 + s * kSmemKV; V stage s at v0 + s * kSmemKV
-  StageRing<1> q_ring;
-  StageRing<Tr::kStages> k_ring, v_ring;
+  using KvRing = StageRing<Tr::kStages, Tr::kClusterM>;
+  StageRing<1> q_ring;  // each CTA's own
+  KvRing k_ring, v_ring;
 
   __device__ __forceinline__ explicit Sm90WsSmem(unsigned char* raw) {
     q = (sm80::smem_addr(raw) + 1023u) & ~1023u;
@@ -70,22 +91,23 @@ struct Sm90WsSmem {
     v0 = k0 + Tr::kStages * Tr::kSmemKV;
     const uint32_t bar0 = v0 + Tr::kStages * Tr::kSmemKV;
     q_ring = StageRing<1>{bar0, bar0 + 8};
-    k_ring = StageRing<Tr::kStages>{bar0 + 16, bar0 + 16 + 16 * Tr::kStages};
-    v_ring = StageRing<Tr::kStages>{bar0 + 16 + 8 * Tr::kStages, bar0 + 16 + 24 * Tr::kStages};
+    k_ring = KvRing{bar0 + 16, bar0 + 16 + 16 * Tr::kStages};
+    v_ring = KvRing{bar0 + 16 + 8 * Tr::kStages, bar0 + 16 + 24 * Tr::kStages};
   }
   __device__ __forceinline__ uint32_t k_stage(int s) const { return k0 + s * Tr::kSmemKV; }
   __device__ __forceinline__ uint32_t v_stage(int s) const { return v0 + s * Tr::kSmemKV; }
 
   // By one thread. Full barriers count `producer_threads` arrivals (the Q ring's full barrier
-  // `q_full_arrivals`), empty barriers one arrival per consumer thread.
+  // `q_full_arrivals`), empty barriers the consumers' releases (KvRing::empty_arrivals).
   __device__ __forceinline__ void init_barriers(int producer_threads, int q_full_arrivals) const {
     q_ring.init(q_full_arrivals, Tr::kConsumerThreads);
+    constexpr int kEmpty = KvRing::empty_arrivals(Tr::kConsumerThreads);
     for (int s = 0; s < Tr::kStages; ++s) {
       mbarrier_init(k_ring.full(s), producer_threads);
-      mbarrier_init(k_ring.empty(s), Tr::kConsumerThreads);
+      mbarrier_init(k_ring.empty(s), kEmpty);
       if (Tr::kSeparateKV) {
         mbarrier_init(v_ring.full(s), producer_threads);
-        mbarrier_init(v_ring.empty(s), Tr::kConsumerThreads);
+        mbarrier_init(v_ring.empty(s), kEmpty);
       }
     }
   }

@@ -44,8 +44,9 @@ struct Sm90Producer {
   const Sm90TensorMaps& maps;
   const Sm90WsSmem<Tr>& smem;
   Sm90PublishedTile* published;  // DynamicTiles: the tile the Q buffer holds
-  int m_blocks;
+  int m_units;       // groups of Tr::kClusterM query blocks per head (sm90_cta_tile)
   int heads_per_kv;  // query heads per K/V head
+  int rank;          // this CTA's rank in its cluster (0 without one)
   int it = 0;       // K/V stage fills so far (over all tiles)
   int q_fills = 0;  // Q fills so far
 
@@ -94,18 +95,23 @@ struct Sm90Producer {
     }
   }
 
-  // Loads tile `tile`: Q and its key blocks, from the last to the first. Tiles past the
-  // sequence are skipped; DynamicTiles: tiles without key blocks are published without data.
+  // Loads tile `tile`: Q and its key blocks, from the last to the first (with a cluster: the
+  // blocks of all its CTAs' rows, each CTA copying its share of every stage into all of them).
+  // Tiles past the sequence are skipped (a cluster's when all of its tiles are); DynamicTiles:
+  // tiles without key blocks are published without data.
   __device__ __forceinline__ void load(int tile) {
     const flare_mha_fwd_params& p = launch.p;
-    const Sm90Tile at = sm90_tile(tile, m_blocks, p.num_heads, launch.num_splits);
+    const Sm90Tile at =
+        sm90_cta_tile<Tr::kClusterM>(tile, m_units, p.num_heads, launch.num_splits, rank);
     const int head = at.head, batch = at.batch, split = at.split;
     const SequenceInfo seq = sequence_info(p, batch);
     const int m0 = at.m_block * kBlockM;
-    if (m0 >= seq.seqlen_q) return;
+    const int c0 = m0 - rank * kBlockM;  // the cluster's first row
+    if (c0 >= seq.seqlen_q) return;
     const int head_k = head / heads_per_kv;
     const MaskSpec mask = sequence_mask(p, seq);
-    const TileKeys keys = tile_key_blocks(p, batch, mask, m0, m0 + kBlockM, kBlockN);
+    const TileKeys keys =
+        tile_key_blocks(p, batch, mask, c0, c0 + Tr::kClusterM * kBlockM, kBlockN);
     BlockRange range = keys.range;
     if (launch.num_splits > 1) range = split_block_range(range, launch.num_splits, split);
     const int num_blocks = range.end - range.begin;
@@ -135,6 +141,30 @@ struct Sm90Producer {
       if constexpr (Paged) paged_rows.template lookup<kWithK, kWithV>(p, seq, n0, head_k);
       ring.producer_acquire(fill);
       const uint32_t bar = ring.full(s);
+      if constexpr (Tr::kClusterM > 1) {
+        // A cluster's blocks all go by TMA (the launcher's rule): thread 0 expects the whole
+        // stage on this CTA's barrier and copies its share of the 64-column boxes into every
+        // CTA of the cluster; the others' shares complete on this barrier too.
+        if (threadIdx.x == 0) {
+          mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
+          const int row = int(seq.k_row0) + n0;
+          constexpr int kBoxes = kHeadDim / 64 / Tr::kClusterM;
+          constexpr uint16_t kAllCtas = uint16_t((1u << Tr::kClusterM) - 1);
+#pragma unroll
+          for (int b = 0; b < kBoxes; ++b) {
+            const int a = rank * kBoxes + b;
+            if (kWithK)
+              tma_load_4d_multicast(smem.k_stage(s) + a * kBlockN * 128, &maps.k, a * 64, row,
+                                    head_k, seq.kv_batch, bar, kAllCtas);
+            if (kWithV)
+              tma_load_4d_multicast(smem.v_stage(s) + a * kBlockN * 128, &maps.v, a * 64, row,
+                                    head_k, seq.kv_batch, bar, kAllCtas);
+          }
+        } else {
+          mbarrier_arrive(bar);
+        }
+        return;
+      }
       if constexpr (!Paged) {
         // By TMA (sm90_kv_block_by_tma): one thread copies the block.
         if (sm90_kv_block_by_tma(maps, Paged, n0, kBlockN, seq.seqlen_k)) {

@@ -37,9 +37,13 @@ inline int make_ws_tensor_maps(const flare_mha_fwd_params& p, const Sm90Variant&
 // per SM (launch.num_sms) taking tiles by tickets of launch.tile_counter. A BlockN other than
 // the head dim's default (sm90_long_block_n) or three consumer warpgroups have a persistent
 // instance only, which is all launch_ws sends them.
-template <typename T, int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2>
+// ClusterM > 1: clusters of ClusterM CTAs sharing their K/V stages (Sm90WsTraits), one tile per
+// CTA; where the K/V blocks cannot all go by TMA (the tensor maps could not be made, or their
+// rows are not exact), the instance without clusters runs the launch instead.
+template <typename T, int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2,
+          int ClusterM = 1>
 int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
-  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs>;
+  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs, ClusterM>;
   static_assert(Tr::kBlockM == sm90_ws_block_m(HeadDim, ConsumerWGs) && Tr::kBlockN == BlockN,
                 "the planner's tile table (variant.h) and the instance agree");
   // The planner counted splits and tiles with this instance's tile.
@@ -49,6 +53,33 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   Sm90TensorMaps maps{};
   const int maps_err = make_ws_tensor_maps(launch.p, variant, Tr::kBlockM, Tr::kBlockN, &maps);
   if (maps_err != 0) return maps_err;
+  if constexpr (ClusterM > 1) {
+    if (variant.persistent || is_paged(launch.p)) return cudaErrorInvalidConfiguration;
+    if (!maps.kv_enabled || !maps.kv_rows_exact)
+      return launch_ws_kernel<T, HeadDim, BlockN, ConsumerWGs, 1>(launch, stream);
+    auto kernel = fwd_kernel_sm90_ws<T, HeadDim, false, false, BlockN, ConsumerWGs, ClusterM>;
+    cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const int m_blocks = (launch.max_seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
+    const int64_t m_units = (m_blocks + ClusterM - 1) / ClusterM;
+    const int64_t ctas =
+        ClusterM * m_units * launch.p.num_heads * launch.p.batch * launch.num_splits;
+    if (ctas > INT32_MAX) return cudaErrorInvalidConfiguration;
+    cudaLaunchAttribute cluster{};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = ClusterM;
+    cluster.val.clusterDim.y = 1;
+    cluster.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(unsigned(ctas));
+    config.blockDim = dim3(Tr::kThreads);
+    config.dynamicSmemBytes = Tr::kSmemBytes;
+    config.stream = stream;
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+    return cudaLaunchKernelEx(&config, kernel, launch, maps, variant.pingpong ? 1 : 0, m_blocks);
+  }
   constexpr bool kDefaultBlock = BlockN == sm90_default_block_n(HeadDim) && ConsumerWGs == 2;
   const bool persistent = variant.persistent;
   if (persistent && launch.tile_counter == nullptr) return cudaErrorInvalidConfiguration;
@@ -85,11 +116,16 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// The warp-specialised kernel: the instance with the variant's consumer warpgroups and key
-// block (three warpgroups or the long block only when persistent).
+// The warp-specialised kernel: the instance with the variant's consumer warpgroups, key block
+// and cluster (three warpgroups or the long block only when persistent; clusters at d512 only,
+// one tile per CTA).
 template <typename T, int HeadDim>
 int launch_ws(const FwdLaunch& launch, cudaStream_t stream) {
   const Sm90Variant& variant = launch.sm90;
+  if constexpr (sm90_ws_splits_o(HeadDim)) {
+    if (variant.cluster_m == 2)
+      return launch_ws_kernel<T, HeadDim, sm90_default_block_n(HeadDim), 2, 2>(launch, stream);
+  }
   if constexpr (sm90_max_consumer_wgs(HeadDim) >= 3) {
     if (variant.consumer_wgs == 3)
       return launch_ws_kernel<T, HeadDim, sm90_default_block_n(HeadDim), 3>(launch, stream);

@@ -6,6 +6,7 @@
 // first. Both schedulers walk ids the same way: `initial_work()`, then `next_work(tile)` until
 // `is_valid` fails.
 //  - SingleTileScheduler: one tile per CTA (tile blockIdx.x); the grid covers every tile.
+//  - ClusterTileScheduler: one tile per cluster, whose CTAs take consecutive query blocks.
 //  - DynamicTileScheduler: persistent CTAs (at most one per SM). Tile blockIdx.x first, then
 //    tickets gridDim.x + atomicAdd(counter, 1) until a ticket reaches num_tiles, so a CTA that
 //    finishes early takes the next tile. The counter is one word of the caller's workspace,
@@ -47,6 +48,19 @@ __device__ __forceinline__ Sm90Tile sm90_tile(int tile, int m_blocks, int num_he
                   rest / num_heads / num_splits, rest / num_heads % num_splits};
 }
 
+// The tile of tile id `tile` for a CTA of cluster rank `rank`, where ClusterM CTAs per cluster
+// take consecutive query blocks of one (head, batch, split): tile ids then enumerate groups of
+// ClusterM query blocks (m_units = ceil(m_blocks / ClusterM) per head) in sm90_tile's order,
+// and rank r takes block ClusterM * group + r (past m_blocks for the last group of an odd
+// count: a tile wholly past the sequence). ClusterM = 1: sm90_tile.
+template <int ClusterM>
+__device__ __forceinline__ Sm90Tile sm90_cta_tile(int tile, int m_units, int num_heads,
+                                                  int num_splits, int rank) {
+  Sm90Tile at = sm90_tile(tile, m_units, num_heads, num_splits);
+  at.m_block = at.m_block * ClusterM + rank;
+  return at;
+}
+
 // One tile per CTA.
 struct SingleTileScheduler {
   static constexpr bool kDynamic = false;
@@ -71,6 +85,23 @@ struct SingleTileScheduler {
     return Sm90Tile{int(gridDim.x - 1 - blockIdx.x), int(blockIdx.y),
                     int(blockIdx.z / unsigned(num_splits)), int(blockIdx.z % unsigned(num_splits))};
   }
+};
+
+// One tile per cluster of ClusterM CTAs (tile ids as sm90_cta_tile enumerates them): the grid
+// has ClusterM CTAs per tile.
+template <int ClusterM>
+struct ClusterTileScheduler {
+  static constexpr bool kDynamic = false;
+  struct SharedStorage {};
+
+  int num_tiles;
+
+  __device__ __forceinline__ ClusterTileScheduler(const FwdLaunch&, int num_tiles_,
+                                                  SharedStorage&, int /*threads*/, int /*bar*/)
+      : num_tiles(num_tiles_) {}
+  __device__ __forceinline__ int initial_work() const { return int(blockIdx.x) / ClusterM; }
+  __device__ __forceinline__ bool is_valid(int tile) const { return tile < num_tiles; }
+  __device__ __forceinline__ int next_work(int tile) { return tile + int(gridDim.x) / ClusterM; }
 };
 
 // Persistent CTAs taking tickets from the launch's counter (launch.tile_counter, zero at launch

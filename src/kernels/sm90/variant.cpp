@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/sequence.h"
+#include "kernels/sm90/tma_maps.h"
 
 namespace flare {
 
@@ -23,6 +24,11 @@ long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p) {
   return std::max(keys, 0LL);
 }
 
+bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim) {
+  return sm90_ws_splits_o(kernel_head_dim) && kv_tma_unsupported_reason(p) == nullptr &&
+         kv_tma_rows_exact(p);
+}
+
 bool sm90_d512_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o) {
   return o.d512 == 1 && !is_paged(p) && o.warp_specialized != 0;
 }
@@ -32,6 +38,7 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   Sm90Variant v{};
   v.block_n = sm90_default_block_n(kernel_head_dim);
   v.consumer_wgs = 2;
+  v.cluster_m = 1;
   // Rules are per compiled kernel: head dims 96 and 192 run on the d128 / d256 kernels
   // (sm90_kernel_head_dim) and take their rules, measured at 128 / 256 only.
   // Warp-specialised at every head dim and length.
@@ -48,6 +55,11 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   v.tma = o.tma >= 0 ? TmaMode(o.tma) : TmaMode::kOn;
   // Q by TMA follows the K/V switch unless set on its own.
   v.tma_q = o.tma_q >= 0 ? TmaMode(o.tma_q) : v.tma;
+  // Clusters of two (d512, every K/V block by TMA): one tile per CTA, so not persistent.
+  if (v.tma != TmaMode::kOff && o.cluster_m != 1 && sm90_cluster_applies(p, kernel_head_dim)) {
+    v.cluster_m = 2;
+    v.persistent = false;
+  }
   // The long key block has a persistent, unpaged instance only.
   const int long_n = sm90_long_block_n(kernel_head_dim);
   if (long_n > 0 && v.persistent && !paged) {

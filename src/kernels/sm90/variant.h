@@ -24,7 +24,16 @@ struct Sm90Variant {
   int consumer_wgs;       // consumer warpgroups (64 query rows each) of the warp-specialised
                           // kernel: 2, or 3 where sm90_max_consumer_wgs allows, persistent only
                           // (then block_n is the default)
+  int cluster_m;          // CTAs per cluster sharing their K/V stages by TMA multicast: 1, or 2
+                          // where sm90_cluster_applies (d512; one tile per CTA)
 };
+
+// Whether the warp-specialised kernel compiled for `kernel_head_dim` runs launch `p` in
+// clusters of two CTAs, consecutive query tiles of one head whose producers each copy half of
+// every K/V stage into both (halving the K/V reads from L2 per tile): the d512 kernel, whose
+// 64-row tiles read twice the K/V bytes per FLOP of the others, where every K/V block goes by
+// TMA (tensor maps whose rows end with the sequence: not varlen, no KV cache, not paged).
+bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim);
 
 // Whether the warp-specialised kernel compiled for `kernel_head_dim` splits O's columns between
 // its two consumer warpgroups (d512: O is 64 x 512 fp32, 256 registers per thread of one

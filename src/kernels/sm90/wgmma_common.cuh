@@ -98,6 +98,50 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, int c
                                   static_cast<uint64_t*>(__cvta_shared_to_generic(bar)));
 }
 
+// TMA multicast: the box at (c0..c3) of `map` into shared memory at offset `dst` of every CTA
+// of the cluster in `cta_mask`, completing the bytes each receives on the mbarrier at offset
+// `bar` of that CTA.
+__device__ __forceinline__ void tma_load_4d_multicast(uint32_t dst, const void* map, int c0,
+                                                      int c1, int c2, int c3, uint32_t bar,
+                                                      uint16_t cta_mask) {
+  const int32_t coords[4] = {c0, c1, c2, c3};
+  cuda::ptx::cp_async_bulk_tensor(cuda::ptx::space_cluster, cuda::ptx::space_global,
+                                  __cvta_shared_to_generic(dst), map, coords,
+                                  static_cast<uint64_t*>(__cvta_shared_to_generic(bar)),
+                                  cta_mask);
+}
+
+// Thread blocks clusters. This CTA's rank in its cluster.
+__device__ __forceinline__ uint32_t cluster_cta_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+// Arrives on the mbarrier at shared-memory offset `bar` of the CTA of rank `cta_rank` in this
+// cluster (this CTA's own included). The arrival's default semantics (release at CTA scope):
+// it only tells the other CTA's producer that this warp's wgmma reads of the stage are done
+// (completed at their wait), before that producer's TMA overwrites it; a cluster-scope release
+// would add a GPU-wide memory barrier to every release.
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint32_t bar, uint32_t cta_rank) {
+  asm volatile(
+      "{\n.reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(bar),
+      "r"(cta_rank)
+      : "memory");
+}
+// Every thread of every CTA of the cluster: the barrier initialisations (fenced) before any
+// CTA's remote arrivals or multicast copies; at the end, no CTA exits while the others may
+// still arrive on its barriers.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n"
+      "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void fence_mbarrier_init_cluster() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
 // Named barriers (ids 1..15; 0 is __syncthreads): `threads` counts the waiting and the
 // arriving threads together.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
