@@ -40,7 +40,8 @@ struct Sm90WsTraits {
   // accumulates P V for kOColumns of V's columns, starting at column wg * kOColumns.
   static constexpr bool kSplitO = sm90_ws_splits_o(HeadDim);
   static constexpr int kOColumns = kSplitO ? HeadDim / ConsumerWGs : HeadDim;
-  static_assert(!kSplitO || (ConsumerWGs == 2 && kOColumns % 64 == 0), "O split in 64-column atoms");
+  static_assert(!kSplitO || (ConsumerWGs == 2 && kOColumns % 64 == 0),
+                "O split in 64-column atoms");
   static constexpr int kThreads = 128 + kConsumerThreads;
   // With two consumer warpgroups, P is double-buffered: block i's fragments are packed during
   // its softmax while P V(i-1) still reads the previous ones. Three warpgroups have 160
@@ -176,10 +177,11 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
       // S = QK^T, softmax, O += PV over the tile's key blocks; then the epilogue stores the rows.
       mainloop.mma(at, seq, mask, m0, range, prefix,
                    [&](const auto& acc_o, const Sm90Softmax& softmax) {
+                     int col0 = 0;  // (a literal where O is not split: see o_column0)
+                     if constexpr (Tr::kSplitO) col0 = mainloop.o_column0();
                      store_output_rows<T, HeadDim, Tr::kOColumns>(
                          launch, seq, acc_o, softmax, mainloop.units.unit_log2,
-                         mainloop.row_base(m0), mainloop.t, at.batch, at.head, at.split,
-                         mainloop.o_column0());
+                         mainloop.row_base(m0), mainloop.t, at.batch, at.head, at.split, col0);
                    });
     }
     mainloop.turns.finish();  // the last warpgroup's final hand-over

@@ -87,13 +87,21 @@ struct Sm90Mainloop {
         units(launch_score_units(launch_.p)) {}
 
   // This warpgroup's 64-row group of the tile (0 for every warpgroup when they split O).
-  __device__ __forceinline__ int row_group() const { return Tr::kSplitO ? 0 : wg; }
+  // (Where the warpgroups do not split O, the kernels use neither this nor o_column0: with
+  // them, even constant, ptxas spilled 40 more of the d256 consumers' registers.)
+  __device__ __forceinline__ int row_group() const {
+    if constexpr (Tr::kSplitO) return 0;
+    else return wg;
+  }
   // First of this thread's two rows of the tile at m0 (the second is + 8).
   __device__ __forceinline__ int row_base(int m0) const {
     return m0 + row_group() * 64 + warp_in_wg * 16 + g;
   }
   // First of O's columns this warpgroup accumulates.
-  __device__ __forceinline__ int o_column0() const { return Tr::kSplitO ? wg * kOColumns : 0; }
+  __device__ __forceinline__ int o_column0() const {
+    if constexpr (Tr::kSplitO) return wg * kOColumns;
+    else return 0;
+  }
 
   // DynamicTiles: the next tile and its key blocks, as published with the Q buffer (after its
   // full wait: they are written before the producer's release arrival); false at the final -1.
@@ -175,7 +183,11 @@ struct Sm90Mainloop {
     auto stage_k = [&](int i) { return smem.k_stage(k_ring.stage(it + i)); };
     // This warpgroup's columns of block i's V: whole 64-column atoms of the stage.
     auto stage_v = [&](int i) {
-      return smem.v_stage(k_ring.stage(it + i)) + uint32_t(o_column0() / 64) * (kBlockN * 128);
+      const uint32_t stage = smem.v_stage(k_ring.stage(it + i));
+      if constexpr (Tr::kSplitO)
+        return stage + uint32_t(o_column0() / 64) * (kBlockN * 128);
+      else
+        return stage;
     };
     auto release_k = [&](int i) {
       if constexpr (Tr::kSeparateKV) k_ring.consumer_release(it + i);
@@ -201,13 +213,12 @@ struct Sm90Mainloop {
       turns.end_turn();
     };
     if constexpr (Tr::kOwnBlocks) {
-      // Rows wholly past the sequence see no block (a cluster's tile may lie past it beside
-      // one that does not).
       const int own_m0 = m0 + 64 * row_group();
-      const BlockRange own =
-          own_m0 < seq.seqlen_q
-              ? tile_key_blocks(p, at.batch, mask, own_m0, own_m0 + 64, kBlockN).range
-              : BlockRange{0, 0};
+      BlockRange own = tile_key_blocks(p, at.batch, mask, own_m0, own_m0 + 64, kBlockN).range;
+      // A cluster's tile may lie wholly past the sequence beside one that does not: no block.
+      if constexpr (Tr::kClusterM > 1) {
+        if (own_m0 >= seq.seqlen_q) own = BlockRange{0, 0};
+      }
       const int own_begin = own.begin > range.begin ? own.begin : range.begin;
       const int own_end = own.end < range.end ? own.end : range.end;
       has_blocks = own_end > own_begin;
