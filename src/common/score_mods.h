@@ -9,6 +9,23 @@
 
 namespace flare {
 
+// tanh of the softcap (x = score * cap_in). On the device 1 - 2 / (2^(2 x log2 e) + 1), one
+// approximate ex2 and one approximate rcp: the result's absolute error stays below 2^-21 over
+// the whole range (the relative errors of ex2, rcp and the rounding of 2^y + 1, each about
+// 2^-23, enter scaled by at most 2; 2^y saturating to 0 or inf gives -1 or 1), far below the
+// 16-bit rounding of the probabilities, softcap 50 included. tanhf's accurate sequence is
+// several times longer, on every score of a softcapped block. On the host: tanhf.
+FLARE_HD float softcap_tanh(float x) {
+#ifdef __CUDA_ARCH__
+  float e, r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(x * 2.8853900817779268f));
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(e + 1.f));
+  return 1.f - 2.f * r;
+#else
+  return tanhf(x);
+#endif
+}
+
 // One query row's scores of a key block: at(j, e) is the score of column 8 j + e (j < NTiles,
 // e < 2) relative to the thread's first column (mma fragments hold two adjacent columns per
 // n8 tile). The row's visible columns are [first, end) in the same relative numbering;
@@ -28,7 +45,7 @@ FLARE_HD void modify_row_scores(At&& at, bool has_softcap, float softcap, float 
 #pragma unroll
     for (int j = 0; j < NTiles; ++j)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) at(j, e) = softcap * tanhf(at(j, e) * cap_in);
+      for (int e = 0; e < 2; ++e) at(j, e) = softcap * softcap_tanh(at(j, e) * cap_in);
   }
   if (alibi != 0.f) {
 #pragma unroll
@@ -60,7 +77,7 @@ FLARE_HD void modify_row_scores_one_pass(At&& at, bool has_softcap, float softca
     for (int e = 0; e < 2; ++e) {
       const int c = 8 * j + e;
       float x = at(j, e);
-      if (has_softcap) x = softcap * tanhf(x * cap_in);
+      if (has_softcap) x = softcap * softcap_tanh(x * cap_in);
       if (alibi != 0.f) x -= alibi * fabsf(float(alibi_base - c));
       if (needs_mask && (c < first || c >= end)) x = -INFINITY;
       at(j, e) = x;
