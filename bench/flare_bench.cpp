@@ -167,6 +167,7 @@ struct Options {
   int only_d = 0, only_causal = -1, only_seqlen = 0;  // --only D,CAUSAL,SEQLEN (prefill)
   int head_dim = 0;                                    // --head-dim D: the table's rows of D
   int splits = 0;  // --splits N: decode and chunked rows force N key splits (0: the heuristic)
+  int decode_heads_k = 8;  // --heads-k N: KV heads of the decode tables' 32 query heads
   int only_batch = 0, only_kv_len = 0, only_page = -1;  // --only-decode B,L,PAGE
   int warmup = 5;
   // --warmup-ms: keep warming up (batches of `warmup` runs) until this much GPU time has passed,
@@ -830,7 +831,7 @@ void bench_varlen(Bench& B, flare_dtype dtype) {
 // ------------------------------------------------------------------------------------------
 // Decode.
 
-constexpr int kDecodeHeads = 32, kDecodeHeadsK = 8, kDecodeHeadDim = 128;
+constexpr int kDecodeHeads = 32, kDecodeHeadDim = 128;  // KV heads: Options::decode_heads_k
 
 // The decode tables' (batch, kv length) shapes: two with --quick, one with --only-decode.
 std::vector<std::pair<int, int>> decode_shapes(const Bench& B) {
@@ -867,7 +868,7 @@ DeviceBuffer descale_buffer(Bench& B, flare_dtype kv_dtype, int b, int hk, bool 
   return buf;
 }
 
-// One decode call with its buffer sets: seqlen_q 1, kDecodeHeads query heads over kDecodeHeadsK
+// One decode call with its buffer sets: seqlen_q 1, kDecodeHeads query heads over decode_heads_k
 // KV heads, d 128; q / out of `dtype`, K / V of `kv_dtype` (`dtype` or an FP8 type, then with
 // per-(batch, KV head) or per-tensor descales), contiguous [b, L, hk, d] or (page > 0) in page
 // pools [b * L / page, page, hk, d] read through shuffled block tables with cache_seqlens = L.
@@ -885,7 +886,7 @@ struct DecodeShape {
   DecodeShape(Bench& B, flare_dtype dtype, flare_dtype kv_dtype_, bool per_head_descale, int b_,
               int L_, int page_)
       : b(b_), L(L_), page(page_), kv_dtype(kv_dtype_) {
-    const int hq = kDecodeHeads, hk = kDecodeHeadsK, d = kDecodeHeadDim;
+    const int hq = kDecodeHeads, hk = B.opt.decode_heads_k, d = kDecodeHeadDim;
     kv_elems = size_t(b) * L * hk * d;
     const size_t q_elems = size_t(b) * hq * d;
     sets = buffer_sets(B, size_t(kv_bytes()));
@@ -956,7 +957,7 @@ void bench_decode(Bench& B, flare_dtype dtype) {
   const std::vector<int> pages = decode_pages(B, B.opt.quick ? std::vector<int>{0, 64}
                                                              : std::vector<int>{0, 64, 256});
   std::printf("\n== decode, %s, seqlen_q 1, %d q heads / %d kv heads, d=%d ==\n",
-              dtype_name(dtype), kDecodeHeads, kDecodeHeadsK, kDecodeHeadDim);
+              dtype_name(dtype), kDecodeHeads, B.opt.decode_heads_k, kDecodeHeadDim);
   std::printf("  %5s %7s %5s %6s %4s %10s %10s\n", "batch", "kv_len", "page", "splits", "sets",
               "us", "GB/s");
   for (auto [b, L] : decode_shapes(B)) {
@@ -972,8 +973,9 @@ void bench_decode(Bench& B, flare_dtype dtype) {
       B.rows.push_back({strf("{\"table\": \"decode\", \"dtype\": \"%s\", \"head_dim\": %d, "
                              "\"batch\": %d, \"heads\": %d, \"heads_k\": %d, \"seqlen_q\": 1, "
                              "\"seqlen_k\": %d, \"paged\": %d, \"system\": \"%s\", \"gbs\": %s}",
-                             dtype_name(dtype), kDecodeHeadDim, b, kDecodeHeads, kDecodeHeadsK, L,
-                             page, B.opt.system.c_str(), json_number(gbs).c_str())});
+                             dtype_name(dtype), kDecodeHeadDim, b, kDecodeHeads,
+                             B.opt.decode_heads_k, L, page, B.opt.system.c_str(),
+                             json_number(gbs).c_str())});
     }
   }
 }
@@ -1009,8 +1011,9 @@ void bench_decode_fp8(Bench& B, flare_dtype dtype) {
   std::printf("\n== decode over FP8 KV caches, q/out %s, seqlen_q 1, %d q heads / %d kv heads, "
               "d=%d; targets per FP8 row: tokens/s >= %.1fx the %s cache's where its K+V >= %.0f "
               "GB, GB/s >= %.0f%% of the copy ceiling ==\n",
-              dtype_name(dtype), kDecodeHeads, kDecodeHeadsK, kDecodeHeadDim, kFp8SpeedTarget,
-              dtype_name(dtype), kFp8SpeedMinBf16Bytes / 1e9, kFp8CopyTarget * 100);
+              dtype_name(dtype), kDecodeHeads, B.opt.decode_heads_k, kDecodeHeadDim,
+              kFp8SpeedTarget, dtype_name(dtype), kFp8SpeedMinBf16Bytes / 1e9,
+              kFp8CopyTarget * 100);
   std::printf("  %5s %7s %4s %5s %10s %6s %9s %11s %8s %7s %6s %7s %6s %5s\n", "batch", "kv_len",
               "page", "cache", "descale", "splits", "us", "tokens/s", "KV MB", "GB/s", "%copy",
               strf("x %s", dtype_name(dtype)).c_str(), strf(">=%.1fx", kFp8SpeedTarget).c_str(),
@@ -1069,8 +1072,8 @@ void bench_decode_fp8(Bench& B, flare_dtype dtype) {
             "\"system\": \"%s\", \"us\": %s, \"tokens_per_s\": %s, \"kv_bytes\": %.0f, "
             "\"gbs\": %s, \"fraction_of_ceiling\": %s, \"speed_vs_base\": %s, "
             "\"meets_speed_target\": %s, \"meets_copy_target\": %s}",
-            dtype_name(dtype), c.name, c.descale, kDecodeHeadDim, b, kDecodeHeads, kDecodeHeadsK,
-            L, page, B.opt.system.c_str(), json_number(ms[i] * 1e3).c_str(),
+            dtype_name(dtype), c.name, c.descale, kDecodeHeadDim, b, kDecodeHeads,
+            B.opt.decode_heads_k, L, page, B.opt.system.c_str(), json_number(ms[i] * 1e3).c_str(),
             json_number(tokens).c_str(), ds.kv_bytes(), json_number(gbs).c_str(),
             json_number(of_copy).c_str(), json_number(speed).c_str(), check_json(speed_ok),
             check_json(copy_ok))});
@@ -1215,6 +1218,8 @@ void usage() {
       "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n"
       "                   [--head-dim D]                    (the prefill rows of one head dim)\n"
       "                   [--splits N]                      (decode, chunked: force N key splits)\n"
+      "                   [--heads-k N]                     (decode tables: KV heads, default 8;\n"
+      "                                                      1 = MQA)\n"
       "                   [--only-decode BATCH,KV_LEN,PAGE] (one decode shape; PAGE 0 =\n"
       "                                                      contiguous; with --table\n"
       "                                                      decode_fp8 after it: that table)\n"
@@ -1260,6 +1265,11 @@ Options parse(int argc, char** argv) {
     else if (a == "--splits") {
       o.splits = std::atoi(value(i).c_str());
       if (o.splits < 1 || o.splits > 128) die("--splits needs 1..128 (got '%d')", o.splits);
+    }
+    else if (a == "--heads-k") {
+      o.decode_heads_k = std::atoi(value(i).c_str());
+      if (o.decode_heads_k < 1 || 32 % o.decode_heads_k != 0)
+        die("--heads-k needs a divisor of the 32 query heads (got '%d')", o.decode_heads_k);
     }
     else if (a == "--system-name") o.system = value(i);
     else if (a == "--iters") o.min_iters = std::atoi(value(i).c_str());

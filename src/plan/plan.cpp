@@ -94,6 +94,13 @@ void resolve_params(FwdPlan& plan) {
   plan.max_seqlen_q = max_query_rows(p);
 }
 
+// Whether the launch has the decode kernel's shape: at most 16 query rows per (batch, head), or
+// a packed GQA decode of at most Tuning::decode_packed_rows rows (several 16-row blocks).
+bool decode_shape(const FwdPlan& plan, const Tuning& t) {
+  return sm80_use_decode_kernel(plan.max_seqlen_q) ||
+         (plan.packed_gqa && plan.max_seqlen_q <= t.decode_packed_rows);
+}
+
 // Step 2, mma.sync family: the decode kernel where it is enabled and fits, else the prefill
 // kernel with the wide key step where it pays and fits, swizzled rows where the head dim allows
 // and they fit.
@@ -112,7 +119,9 @@ void choose_sm80(FwdPlan& plan, int smem_optin, const Tuning& t) {
                  sm80_decode_split_slots_per_sm()};
     return;
   }
-  const Sm80Kernel fitting = sm80_fitting_kernel(d, plan.max_seqlen_q, smem_optin);
+  // (A decode shape of more than 16 rows asks for the decode kernel as 16 rows would.)
+  const Sm80Kernel fitting = sm80_fitting_kernel(
+      d, decode_shape(plan, t) ? kSm80DecodeMaxRows : plan.max_seqlen_q, smem_optin);
   if (fitting == Sm80Kernel::kNone) {
     plan.family = FwdKernelFamily::kNone;
     return;
@@ -225,16 +234,16 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
   resolve_params(plan);
 
   // Hopper kernels run on compute capability 9.0 (sm_90a code runs there only) where this build
-  // has the instance; launches of at most 16 query rows take the mma.sync decode kernel there
-  // too. Head dims above 256 run the Hopper d512 kernel where sm90_d512_applies, else the
-  // mma.sync d512 kernel. Narrow launches take the mma.sync family: the Hopper producer moves
+  // has the instance; decode shapes (decode_shape) take the mma.sync decode kernel there too.
+  // Head dims above 256 run the Hopper d512 kernel where sm90_d512_applies, else the mma.sync
+  // d512 kernel. Narrow launches take the mma.sync family: the Hopper producer moves
   // K/V by TMA or 16-byte cp.async only (common/narrow.h). FP8 K/V take the decode kernel's FP8
   // instances everywhere.
   const int sm90_hd = sm90_kernel_head_dim(plan.kernel_head_dim);
   const bool hopper = device.cc_major == 9 && tuning.hopper_kernels &&
                       sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
                       (sm90_hd != 512 || sm90_d512_applies(in, tuning.sm90)) &&
-                      !sm80_use_decode_kernel(plan.max_seqlen_q) && !plan.narrow &&
+                      !decode_shape(plan, tuning) && !plan.narrow &&
                       !has_fp8_kv(in);
   if (has_fp8_q(in)) {
     // FP8 q: the Hopper FP8 prefill kernel on compute capability 9.0 where this build has it

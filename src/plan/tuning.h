@@ -29,6 +29,10 @@ struct Tuning {
   int smem_limit_bytes = 0;    // > 0: assume at most this much opt-in shared memory per block
                                // (emulates 99 KB parts on a larger GPU); 0: the device's own
   bool sm80_decode = true;     // false: decode shapes run the mma.sync prefill kernel
+  int decode_packed_rows = 16;  // packed GQA decode (one query row, query heads per KV head as
+                                // rows) of up to this many rows runs the decode kernel, in
+                                // 16-row blocks that read the same K/V (shared through L2);
+                                // more rows: the prefill kernels (one read, most rows idle)
   bool sm80_wide = true;       // false: the mma.sync prefill keeps the tile's key step
   bool sm80_swizzle = true;    // false: padded instead of XOR-swizzled shared-memory rows
   bool combine_pdl = true;     // false: the split combine is not a programmatic dependent launch
@@ -46,6 +50,7 @@ void set_tuning(const Tuning& tuning);
 //   FLARE_KERNEL_PATH=sm80       hopper_kernels = false
 //   FLARE_SMEM_LIMIT_KB=N        smem_limit_bytes = N * 1024
 //   FLARE_SM80_DECODE=0          sm80_decode = false
+//   FLARE_DECODE_PACKED_ROWS=N   decode_packed_rows = N
 //   FLARE_SM80_WIDE=0            sm80_wide = false
 //   FLARE_SM80_SWIZZLE=0         sm80_swizzle = false
 //   FLARE_COMBINE_PDL=0          combine_pdl = false

@@ -48,6 +48,8 @@ Tuning tuning_from_env() {
   const int kb = env_int("FLARE_SMEM_LIMIT_KB");
   t.smem_limit_bytes = kb > 0 ? kb * 1024 : 0;
   t.sm80_decode = env_on_unless_zero("FLARE_SM80_DECODE", t.sm80_decode);
+  const int packed_rows = env_int("FLARE_DECODE_PACKED_ROWS");
+  if (packed_rows > 0) t.decode_packed_rows = packed_rows;
   t.sm80_wide = env_on_unless_zero("FLARE_SM80_WIDE", t.sm80_wide);
   t.sm80_swizzle = env_on_unless_zero("FLARE_SM80_SWIZZLE", t.sm80_swizzle);
   t.combine_pdl = env_on_unless_zero("FLARE_COMBINE_PDL", t.combine_pdl);
@@ -66,11 +68,12 @@ Tuning tuning_from_env() {
 std::string describe(const Tuning& tuning) {
   char line[320];
   std::snprintf(line, sizeof line,
-                "hopper_kernels=%d smem_limit_bytes=%d sm80_decode=%d sm80_wide=%d "
-                "sm80_swizzle=%d combine_pdl=%d sm90{ws=%d persistent=%d pingpong=%d tma=%d "
-                "tma_q=%d block_n=%d consumers=%d d512=%d cluster=%d}",
+                "hopper_kernels=%d smem_limit_bytes=%d sm80_decode=%d decode_packed_rows=%d "
+                "sm80_wide=%d sm80_swizzle=%d combine_pdl=%d sm90{ws=%d persistent=%d "
+                "pingpong=%d tma=%d tma_q=%d block_n=%d consumers=%d d512=%d cluster=%d}",
                 tuning.hopper_kernels, tuning.smem_limit_bytes, tuning.sm80_decode,
-                tuning.sm80_wide, tuning.sm80_swizzle, tuning.combine_pdl,
+                tuning.decode_packed_rows, tuning.sm80_wide, tuning.sm80_swizzle,
+                tuning.combine_pdl,
                 tuning.sm90.warp_specialized, tuning.sm90.persistent, tuning.sm90.pingpong,
                 tuning.sm90.tma, tuning.sm90.tma_q, tuning.sm90.block_n,
                 tuning.sm90.consumer_wgs, tuning.sm90.d512, tuning.sm90.cluster_m);

@@ -484,6 +484,35 @@ TEST(PlanForward, HeadDim512OnHopperWhereAsked) {
   EXPECT_EQ(flare::plan_forward(bf16, kH100, t).sm90_head_dim, 512);
 }
 
+TEST(PlanForward, PackedGqaDecodeRowsOnTheDecodeKernelWhereAsked) {
+  // MQA decode, 32 query heads over 1 KV head, d128: packed into 32 rows of one KV head. By
+  // default more than 16 rows leave the decode kernel (Hopper: the warp-specialised kernel, one
+  // 128-row tile); Tuning::decode_packed_rows = 32 keeps them on it as two 16-row blocks.
+  flare_mha_fwd_params p = dense(32, 1, 8192, 32, 1, 128);
+  const FwdPlan by_default = make_plan(p, kH100);
+  EXPECT_TRUE(by_default.packed_gqa);
+  EXPECT_EQ(by_default.max_seqlen_q, 32);
+  EXPECT_EQ(by_default.family, FwdKernelFamily::kSm90WarpSpecialized);
+  Tuning t;
+  t.decode_packed_rows = 32;
+  for (const DeviceInfo& dev : {kH100, kSm80}) {
+    const FwdPlan plan = make_plan(p, dev, t);
+    EXPECT_EQ(plan.family, FwdKernelFamily::kSm80Decode) << dev.cc_major;
+    EXPECT_EQ(plan.tile.block_m, 16);
+    // m_blocks 2 x 32 batches = 64 CTAs over 132 slots, 8192 / block_n key blocks.
+    EXPECT_EQ(plan.num_splits,
+              num_splits_heuristic(64, kH100Sms, 8192 / plan.tile.block_n, 128));
+  }
+  // Unpacked launches of more than 16 rows (a 32-row prefill chunk) are not decode shapes.
+  EXPECT_NE(make_plan(dense(1, 32, 8192, 8, 8, 128), kH100, t).family,
+            FwdKernelFamily::kSm80Decode);
+  // 64 packed rows stay off it unless asked for that many.
+  const flare_mha_fwd_params p64 = dense(4, 1, 4096, 64, 1, 128);
+  EXPECT_NE(make_plan(p64, kH100, t).family, FwdKernelFamily::kSm80Decode);
+  t.decode_packed_rows = 64;
+  EXPECT_EQ(make_plan(p64, kH100, t).family, FwdKernelFamily::kSm80Decode);
+}
+
 TEST(PlanForward, SeparateVHeadDim) {
   // (192, 128): the kernel of the QK head dim loads V with 128 valid columns; one part. The
   // split accumulators hold 128 columns: forced 4 splits, rows 1 * 8 * 512, o_accum 4 * 4096 *

@@ -397,7 +397,7 @@ void check_sm90_choices(const flare_mha_fwd_params& p, int kernel_head_dim) {
 }
 
 void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
-                const flare::DeviceInfo& dev) {
+                const flare::DeviceInfo& dev, const flare::Tuning& tuning) {
   using flare::FwdKernelFamily;
   REQUIRE(plan.num_splits >= 1 && plan.num_splits <= 128, p, plan.num_splits, 0);
   if (p.num_splits > 0) REQUIRE(plan.num_splits <= p.num_splits, p, plan.num_splits, p.num_splits);
@@ -433,7 +433,9 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
                 plan.tile_counter_offset == flare::kNoRegion,
             p, plan.sm90.cluster_m, plan.sm90_head_dim);
   if (plan.family == FwdKernelFamily::kSm80Decode)
-    REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows, p, plan.max_seqlen_q, 0);
+    REQUIRE(plan.max_seqlen_q <= flare::kSm80DecodeMaxRows ||
+                (plan.packed_gqa && plan.max_seqlen_q <= tuning.decode_packed_rows),
+            p, plan.max_seqlen_q, tuning.decode_packed_rows);
   // FP8 K/V run on the decode kernel's FP8 instances only; the SmallPages instance only on the
   // decode families, for pages under a warp's 16-row key group.
   REQUIRE((plan.family == FwdKernelFamily::kSm80DecodeFp8) ==
@@ -588,6 +590,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   flare::Tuning tuning;
   tuning.hopper_kernels = in.ConsumeIntegralInRange<int>(0, 3) != 0;
   tuning.sm80_decode = in.ConsumeIntegralInRange<int>(0, 3) != 0;
+  tuning.decode_packed_rows = 16 << in.ConsumeIntegralInRange<int>(0, 3);
   tuning.sm80_wide = in.ConsumeIntegralInRange<int>(0, 3) != 0;
   tuning.sm80_swizzle = in.ConsumeIntegralInRange<int>(0, 3) != 0;
   tuning.sm90.warp_specialized = in.ConsumeIntegralInRange<int>(-1, 1);
@@ -644,13 +647,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   check_serving_accepted(full);
   const flare::FwdPlan plan = flare::plan_forward(full, dev, tuning);
-  check_plan(full, plan, dev);
+  check_plan(full, plan, dev, tuning);
   check_serving_plan(full, plan);
   check_sm90_choices(full, plan.kernel_head_dim);
   // The same call without a workspace (flare_mha_fwd with workspace NULL).
   flare_mha_fwd_params bare = full;
   bare.workspace = nullptr;
   bare.workspace_size = 0;
-  check_plan(bare, flare::plan_forward(bare, dev, tuning), dev);
+  check_plan(bare, flare::plan_forward(bare, dev, tuning), dev, tuning);
   return 0;
 }
