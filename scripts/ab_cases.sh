@@ -4,7 +4,9 @@
 #   scripts/ab_cases.sh LOG
 # AB_GROUPS (comma list, default sm80,hopper,padded): sm80 (wide vs planner step), hopper
 # (scheduling and Q loading), padded (d96/d192 on the Hopper kernels vs mma.sync), swizzle
-# (mma.sync kernels on padded vs swizzled shared-memory rows, whole d64/d128/d256 tables).
+# (mma.sync kernels on padded vs swizzled shared-memory rows, whole d64/d128/d256 tables),
+# serving (the Hopper d512 kernel with and without clusters, each row also against the mma.sync
+# d512 kernel; MQA decode with the packed rows on the decode kernel vs the default plan).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="$1"
@@ -31,3 +33,8 @@ done
 group swizzle && for d in 64 128 256; do
   ab "FLARE_KERNEL_PATH=sm80 FLARE_SM80_SWIZZLE=0" "FLARE_KERNEL_PATH=sm80" -- --head-dim "$d" --iters 20
 done
+# The d512 table times the mma.sync and the Hopper d512 kernels in turn per row; the settings
+# switch the Hopper kernel's clusters. MQA decode (32 query heads over 1 KV head: 32 packed rows)
+# on the decode kernel's 16-row blocks vs the default plan.
+group serving && ab "FLARE_SM90_CLUSTER=1" "default" -- --table d512 --iters 20
+group serving && ab "default" "FLARE_DECODE_PACKED_ROWS=32" -- --table decode --heads-k 1 --iters 20
