@@ -10,12 +10,16 @@ Outputs under --out: summary.json (docs: /work/shared/results-schema.md), table.
 multi-panel plots.png.
 
     python3 bench/compare.py --lib build/libflare.so --out out [--quick] [--dtype bf16|fp16]
-        [--table prefill|decode|decode_fp8|chunked|d512|dv|overhead|serving|all] [--graphs]
+        [--table prefill|prefill_fp8|decode|decode_fp8|chunked|d512|dv|overhead|serving|all]
+        [--graphs]
 
-Tables: prefill (head dims 64/128/256), decode, decode_fp8 (the decode shapes over e4m3 and e5m2
-KV caches next to flare's and cuDNN's bf16 calls: tokens/s, speed vs the bf16 cache and issue
-21's two targets per row; FP8 through flare's Python package when it takes FP8 caches, else the
-C ABI), chunked, and the serving rows: d512 (the prefill table's
+Tables: prefill (head dims 64/128/256), prefill_fp8 (the prefill shapes with q, k, v in e4m3:
+flare's FP8 prefill and cuDNN's FP8 SDPA next to flare and SDPA's cuDNN backend in --dtype,
+TFLOP/s, rel_err against fp32 attention on the inputs each call reads, and issue 21's FP8
+prefill targets per row; see Runner.prefill_fp8), decode, decode_fp8 (the decode shapes over
+e4m3 and e5m2 KV caches next to flare's and cuDNN's bf16 calls: tokens/s, speed vs the bf16
+cache and issue 21's two targets per row; FP8 through flare's Python package when it takes FP8
+caches, else the C ABI), chunked, and the serving rows: d512 (the prefill table's
 shapes at head dim 512), dv (head_dim 192 with head_dim_v 128; SDPA's cuDNN backend takes a
 different V head dim, its FlashAttention-2 backend does not) and overhead (flare alone: d128
 causal 4k with a sink, with mm_prefix_ranges holding no range and with a 1k-token image range,
@@ -28,16 +32,16 @@ reported. Consecutive runs rotate over enough independent input sets that one sw
 several times the L2 size. Large device copies are queued ahead of the timed runs so that the
 host (Python) can enqueue all of them while the GPU is busy: the numbers are GPU time.
 
---graphs: every system of the prefill (d512 and dv included), decode, decode_fp8 and chunked rows
-is also replayed from a CUDA graph right after its eager timing: K calls (rotating the input
-sets as the eager loop does; K such that one replay takes about GRAPH_REPLAY_MS and sweeps
-every set) captured on a side stream after warm-up calls there, then the replay timed as above
-(warm-up, events around each replay, median); per-call time = replay / K. Rows gain ms (eager),
-graph_ms (null where capture or replay failed: graph_error holds the exception's first line),
-graph_vs_eager = graph_ms / ms and graph_calls (K); flare's rows also graph_rel_err (set 0's
-output, poisoned before the replays, against the eager output). table.md gains a CUDA-graph
-table per table with a summary line per system (max |graph/eager - 1| and the rows within
-GRAPH_TOLERANCE); summary.json gains "graph_summary" with the same numbers.
+--graphs: every system of the prefill (d512 and dv included), decode, decode_fp8 and chunked
+rows (not prefill_fp8's) is also replayed from a CUDA graph right after its eager timing: K
+calls (rotating the input sets as the eager loop does; K such that one replay takes about
+GRAPH_REPLAY_MS and sweeps every set) captured on a side stream after warm-up calls there, then
+the replay timed as above (warm-up, events around each replay, median); per-call time = replay /
+K. Rows gain ms (eager), graph_ms (null where capture or replay failed: graph_error holds the
+exception's first line), graph_vs_eager = graph_ms / ms and graph_calls (K); flare's rows also
+graph_rel_err (set 0's output, poisoned before the replays, against the eager output). table.md
+gains a CUDA-graph table per table with a summary line per system (max |graph/eager - 1| and the
+rows within GRAPH_TOLERANCE); summary.json gains "graph_summary" with the same numbers.
 
 torch is needed only here; the library itself never uses it.
 """
@@ -349,13 +353,38 @@ QUICK_DECODE_SHAPES, QUICK_DECODE_PAGES = [(1, 32768), (64, 8192)], [0, 64]
 # cache, an e4m3 cache with one descale per (batch, KV head) and an e5m2 cache with one descale
 # per tensor: (kv_dtype, torch dtype name, largest finite value, per-head descales).
 DECODE_FP8_PAGES = [0, 16]
-FP8_CACHES = [("e4m3", "float8_e4m3fn", 448.0, True), ("e5m2", "float8_e5m2", 57344.0, False)]
+E4M3_MAX = 448.0
+FP8_CACHES = [("e4m3", "float8_e4m3fn", E4M3_MAX, True), ("e5m2", "float8_e5m2", 57344.0, False)]
 # The FP8 decode targets per row (printed and recorded, never asserted): tokens/s at least
 # FP8_SPEED_TARGET times the --dtype cache's on shapes whose bf16 K+V is >= FP8_SPEED_MIN_BYTES,
 # and GB/s (FP8 bytes) at least FP8_COPY_TARGET of the copy ceiling.
 FP8_SPEED_TARGET, FP8_SPEED_MIN_BYTES, FP8_COPY_TARGET = 1.8, 1e9, 0.85
 # SDPA's backends, then the optional peers that import here (bench/peers.py: FlashAttention-4).
 PEERS = ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient"] + peers.available()
+# FP8 prefill (prefill_fp8): the prefill shapes; flare and SDPA's cuDNN backend in --dtype, flare's
+# FP8 prefill and cuDNN's FP8 SDPA (bench/peers.py, where the cudnn module imports) on e4m3
+# codes of one per-tensor quantization (descale = amax / E4M3_MAX). The peers that rows of each
+# q_dtype are compared with (ratio_to_best_peer): SDPA's cuDNN backend and CUDNN_FP8.
+CUDNN_FP8 = "cudnn-fp8"
+FP8_PEERS = [CUDNN_FP8]
+# Issue 21's FP8 prefill targets, printed and recorded per row as measured, never asserted: the
+# e4m3 call's TFLOP/s on the non-causal rows of FP8_PREFILL_TARGET_SEQLEN keys of these head dims,
+# and its speed at least FP8_PREFILL_CUDNN_TARGET times cuDNN FP8's on every row where that runs.
+FP8_PREFILL_TFLOPS_TARGETS = {128: 1000.0, 256: 1150.0}
+FP8_PREFILL_TARGET_SEQLEN = 16384
+FP8_PREFILL_CUDNN_TARGET = 1.0
+# prefill_fp8's rel_err tolerance per input format: twice the rms relative error that two
+# roundings to the format leave in O (P before P.V, and O itself), each uniform within half a unit
+# in the last place (relative: 2^-8 for 16-bit, bf16's being the coarser, 2^-4 for e4m3) and
+# uncorrelated over keys and rows: 2 * sqrt(2) * u / sqrt(3). Random inputs like these tables'
+# give about a third of it (e4m3: ~0.025 with a 16-bit O, ~0.037 with an e4m3 O). flare rows
+# beyond it count as failures of the run; peers' are recorded.
+PREFILL_FP8_TOLERANCE = {"16-bit": 2 * math.sqrt(2) * 2.0 ** -8 / math.sqrt(3),
+                         "e4m3": 2 * math.sqrt(2) * 2.0 ** -4 / math.sqrt(3)}
+# flare statuses that mean "not offered by this build or device": such rows are skipped (one
+# line per distinct reason), not failures. FLARE_ERROR_UNSUPPORTED_DTYPE, _UNSUPPORTED_HEAD_DIM,
+# _NOT_SUPPORTED, _ARCH_NOT_SUPPORTED.
+FLARE_NOT_OFFERED = (3, 4, 5, 6)
 # Chunked prefill over a paged cache: sequences x new tokens over cached tokens, q / kv heads,
 # head dim; flare's contiguous varlen call (page 0) and its paged calls at these page sizes.
 CHUNKED_SEQS, CHUNKED_NEW, CHUNKED_CACHED = 8, 512, 8192
@@ -450,6 +479,7 @@ class Runner:
         self.gen.manual_seed(1234)
         self.rows = []
         self.failures = []
+        self.not_offered = set()  # flare's answers for calls it does not offer, printed once each
         self.copy_gbs = None  # set by ceilings()
 
     def sets_for(self, set_bytes):
@@ -561,6 +591,30 @@ class Runner:
             return None, ws
         return t, ws
 
+    def flare_offered(self, p, what):
+        """Whether flare takes p in this build on this device. A status of FLARE_NOT_OFFERED
+        prints one line per distinct answer (at the first call it skips) and gives False; any
+        other status gives True and is left to time_flare, which records it as a failure."""
+        st = self.flare.can_implement(p, self.device)
+        if st == FLARE_OK or st not in FLARE_NOT_OFFERED:
+            return True
+        msg = self.flare.error(st)
+        if msg not in self.not_offered:
+            self.not_offered.add(msg)
+            print(f"  flare {what} skipped on every row where flare answers: {msg}")
+        return False
+
+    def flare_fp8_params(self, q, k, v, out, causal, descales):
+        """flare_params for FP8 prefill: q, k, v of e4m3 codes, descales (q, k, v) float32
+        [batch, heads_k] tensors; out stays --dtype."""
+        p = self.flare_params(q, k, v, out, causal)
+        p.q_dtype = p.kv_dtype = FLARE_DTYPE["e4m3"]
+        for name, t in zip(("q", "k", "v"), descales):
+            setattr(p, f"{name}_descale", t.data_ptr())
+            setattr(p, f"{name}_descale_batch_stride", t.stride(0))
+            setattr(p, f"{name}_descale_head_stride", t.stride(1))
+        return p
+
     # --- peers ---------------------------------------------------------------------------
     def time_peer(self, system, views, causal, gqa, label):
         """views: per set (q, k, v) in [b, h, s, d]. Returns (Timing, output of set 0 in [b, h,
@@ -582,9 +636,9 @@ class Runner:
                 return None, None
         raise ValueError(f"no runner for peer {system}")
 
-    def time_sdpa(self, system, views, kw, label):
+    def time_sdpa(self, system, views, kw, label, graph=True):
         """views: per set (q, k, v) in [b, h, s, d]; kw: SDPA's keyword arguments. Returns
-        (Timing, output of set 0) or (None, None)."""
+        (Timing, output of set 0) or (None, None); graph: as for measure."""
         F = self.F
         n = len(views)
         try:
@@ -593,7 +647,7 @@ class Runner:
                 warnings.simplefilter("ignore")
                 out0 = F.scaled_dot_product_attention(*views[0], **kw)
                 t = self.measure(lambda i: F.scaled_dot_product_attention(*views[i % n], **kw),
-                                 n, f"{system} {label}")
+                                 n, f"{system} {label}", graph=graph)
             return t, out0
         except Exception as e:  # a backend may not support a shape: record null, go on
             print(f"  {system} {label}: unavailable ({error_line(e)})")
@@ -670,6 +724,183 @@ class Runner:
             f"{sy}={fmt(per_ms(flops / 1e9, ms_of(ts)))}" for sy, ts in timed)
             + f"  TFLOP/s  rel_err={fmt(err, '.2e')}" + graph_text(timed))
         del sets, outs, views, ref, ws
+        torch.cuda.empty_cache()
+
+    def prefill_reference(self, q, k, v, causal, descales=None):
+        """fp32 attention of q, k, v [b, s, h, d] with scale 1/sqrt(d), top-left causal or not:
+        [b, s, h, d] float32. FP8 codes are dequantized with descales (q, k, v): one-element
+        tensors (code x descale). One sequence and a slice of query rows at a time, so that the
+        fp32 scores stay within 256 MiB."""
+        torch = self.torch
+        b, s, h, d = q.shape
+        out = torch.empty(b, s, h, d, device="cuda", dtype=torch.float32)
+        rows = max(1, min(s, (256 << 20) // (h * s * 4)))
+        keys = torch.arange(s, device="cuda")
+        for i in range(b):
+            qf, kf, vf = ((x[i].float() if descales is None else x[i].float() * descales[j])
+                          .transpose(0, 1) for j, x in enumerate((q, k, v)))  # [h, s, d]
+            for r0 in range(0, s, rows):
+                r1 = min(s, r0 + rows)
+                sc = torch.matmul(qf[:, r0:r1], kf.transpose(1, 2)) / math.sqrt(d)
+                if causal:
+                    above = keys[None, :] > torch.arange(r0, r1, device="cuda")[:, None]
+                    sc.masked_fill_(above, float("-inf"))
+                out[i, r0:r1] = torch.matmul(sc.softmax(-1), vf).transpose(0, 1)
+        return out
+
+    def prefill_fp8(self):
+        """Issue 21's FP8 prefill table: the prefill shapes, per shape four systems timed in turn
+        and interleaved twice (the faster median of each kept, so clock drift over the table does
+        not read as a difference between them; not replayed under --graphs):
+          sdpa-cudnn and flare (C ABI) on --dtype inputs, the prefill table's calls;
+          cudnn-fp8 (bench/peers.py) and flare's FP8 prefill (C ABI: q_dtype = kv_dtype e4m3) on
+          e4m3 codes of values drawn like the --dtype inputs, one per-tensor quantization each
+          (descale = amax / E4M3_MAX) that both read: cuDNN as one factor per tensor, flare as
+          [batch, heads] descale arrays holding it.
+        rel_err: against fp32 attention on the inputs each call reads (e4m3: code x descale),
+        checked against PREFILL_FP8_TOLERANCE. Per flare e4m3 row: its speed over flare's --dtype
+        call and over cudnn-fp8, and issue 21's targets (FP8_PREFILL_*) as measured. Missing
+        pieces are skipped with one line each: torch without float8_e4m3fn (both e4m3
+        systems), no cudnn module, a flare build or device without the FP8 prefill kernel
+        (CMake FLARE_FP8_PREFILL)."""
+        torch = self.torch
+        hds, seqlens = PREFILL_HEAD_DIMS, PREFILL_SEQLENS
+        if self.args.quick:
+            hds, seqlens = [128], [1024, 4096]
+        dt = self.args.dtype
+        targets = ", ".join(f">= {t:.0f} TFLOP/s at d{d}"
+                            for d, t in sorted(FP8_PREFILL_TFLOPS_TARGETS.items()))
+        print(f"\n== FP8 prefill: q/k/v e4m3 vs {dt}, out {dt}, {TOKENS} tokens, model dim "
+              f"{MODEL_DIM}: TFLOP/s; targets (flare e4m3): >= {FP8_PREFILL_CUDNN_TARGET:.1f}x "
+              f"{CUDNN_FP8}, {targets} (non-causal, seqlen {FP8_PREFILL_TARGET_SEQLEN}) ==")
+        fp8 = getattr(torch, "float8_e4m3fn", None)
+        # Why cuDNN FP8 does not run (None: it does): printed once, here or at the first shape
+        # whose graph fails for a missing module (which would fail every shape alike).
+        self.cudnn_fp8_off = "torch has no float8_e4m3fn"
+        if fp8 is None:
+            print(f"  e4m3 systems ({self.args.system}, {CUDNN_FP8}) skipped: torch "
+                  f"{torch.__version__} has no float8_e4m3fn")
+        else:
+            module, self.cudnn_fp8_off = peers.cudnn_fp8()
+            if module is None:
+                print(f"  {CUDNN_FP8} skipped: the cudnn module does not import "
+                      f"({self.cudnn_fp8_off})")
+            else:
+                self.cudnn_fp8_off = None
+                print(f"  {CUDNN_FP8}: cudnn {peers.cudnn_fp8_version()}")
+        for d in hds:
+            for causal in (False, True):
+                for s in seqlens:
+                    self.prefill_fp8_shape(d, causal, s, fp8)
+
+    def prefill_fp8_shape(self, d, causal, s, fp8):
+        """One prefill_fp8 row per system (Runner.prefill_fp8); fp8: torch.float8_e4m3fn or None."""
+        torch = self.torch
+        dt, me = self.args.dtype, self.args.system
+        b, h = TOKENS // s, MODEL_DIM // d
+        label = f"d={d} causal={int(causal)} s={s} b={b} h={h}"
+        flops = 4.0 * b * h * s * s * d * (0.5 if causal else 1.0)
+        base = {"table": "prefill_fp8", "dtype": dt, "head_dim": d, "causal": causal, "batch": b,
+                "heads": h, "seqlen_q": s, "seqlen_k": s}
+        # runs: (system, q_dtype) -> fn() giving (Timing or None, set 0's output [b, s, h, d]).
+        runs, info, refs = {}, {}, {}
+        sets = [(self.randn(b, s, h, d), self.randn(b, s, h, d), self.randn(b, s, h, d))
+                for _ in range(self.sets_for(4 * b * s * h * d * 2))]
+        refs[dt] = self.prefill_reference(*sets[0], causal)
+        views = [(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)) for q, k, v in sets]
+        outs = [torch.empty_like(q) for q, _, _ in sets]
+        params = [self.flare_params(q, k, v, o, causal) for (q, k, v), o in zip(sets, outs)]
+
+        def sdpa():
+            t, o = self.time_sdpa("sdpa-cudnn", views, {"is_causal": causal},
+                                  f"prefill_fp8 {label}", graph=False)
+            return t, None if o is None else o.transpose(1, 2)
+
+        def flare_call(ps, os_, what):
+            def run():
+                t, ws = self.time_flare(ps, f"prefill_fp8 {label} {what}", graph=False)
+                del ws
+                return t, os_[0]
+            return run
+
+        runs[("sdpa-cudnn", dt)] = sdpa
+        info[("sdpa-cudnn", dt)] = {"api": "torch", "descale": "none"}
+        if self.flare_offered(params[0], dt):
+            runs[(me, dt)] = flare_call(params, outs, dt)
+            info[(me, dt)] = {"api": "c", "descale": "none"}
+        cudnn_call = None
+        if fp8 is not None:
+            # q, k, v codes (1 byte) and a --dtype out (2 bytes) per set.
+            sets8, descales8 = [], []
+            for _ in range(self.sets_for(5 * b * s * h * d)):
+                quantized = [self.quantize_cache(self.randn(b, s, h, d), fp8, E4M3_MAX, False)
+                             for _ in range(3)]
+                sets8.append(tuple(c for c, _ in quantized))
+                descales8.append(tuple(ds for _, ds in quantized))
+            refs["e4m3"] = self.prefill_reference(*sets8[0], causal, descales8[0])
+            outs8 = [torch.empty(b, s, h, d, device="cuda", dtype=self.dtype) for _ in sets8]
+            per_head = [tuple(ds.expand(b, h).contiguous() for ds in dss) for dss in descales8]
+            params8 = [self.flare_fp8_params(q, k, v, o, causal, ph)
+                       for (q, k, v), o, ph in zip(sets8, outs8, per_head)]
+            if self.flare_offered(params8[0], "e4m3"):
+                runs[(me, "e4m3")] = flare_call(params8, outs8, "e4m3")
+                info[(me, "e4m3")] = {"api": "c", "descale": "per_head"}
+            if self.cudnn_fp8_off is None:
+                try:
+                    cudnn_call = peers.CudnnFp8Sdpa(torch, sets8, descales8, causal,
+                                                    float(refs["e4m3"].abs().amax()))
+                except Exception as e:  # a graph cuDNN does not take: its row stays null
+                    if "No module named" in str(e):
+                        self.cudnn_fp8_off = error_line(e, 300)
+                        print(f"  {CUDNN_FP8} skipped from {label} on: {self.cudnn_fp8_off}")
+                    else:
+                        print(f"  {CUDNN_FP8} {label}: unavailable ({error_line(e, 300)})")
+                    torch.cuda.synchronize()
+                if cudnn_call is not None:
+                    def cudnn_run():
+                        try:
+                            t = peers.time_cudnn_fp8(self.measure, cudnn_call,
+                                                     f"{CUDNN_FP8} {label}")
+                            return t, cudnn_call.output()
+                        except Exception as e:  # a failing execution: null, go on
+                            print(f"  {CUDNN_FP8} {label}: failed ({error_line(e)})")
+                            torch.cuda.synchronize()
+                            return None, None
+                    runs[(CUDNN_FP8, "e4m3")] = cudnn_run
+                    info[(CUDNN_FP8, "e4m3")] = {"api": "cudnn-frontend", "descale": "per_tensor",
+                                                 "o_dtype": cudnn_call.o_dtype}
+        best, out0 = {}, {}
+        for _ in range(2):
+            for key, run in runs.items():
+                t, o = run()
+                best[key] = Timing.faster(best.get(key), t)
+                if o is not None and key not in out0:
+                    out0[key] = o
+        ms_at = {key: ms_of(best.get(key)) for key in runs}
+        line = []
+        for key in runs:
+            system, q_dtype = key
+            ms = ms_at[key]
+            e4m3 = q_dtype == "e4m3"
+            tol = PREFILL_FP8_TOLERANCE["e4m3" if e4m3 else "16-bit"]
+            err = self.rel_err(out0.get(key), refs[q_dtype]) if ms is not None else None
+            row = dict(base, system=system, q_dtype=q_dtype, **info[key], ms=ms,
+                       tflops=per_ms(flops / 1e9, ms), rel_err=err, rel_err_tolerance=tol,
+                       within_tolerance=None if err is None else err <= tol)
+            if system == me and e4m3:
+                row.update(fp8_prefill_checks(row, ms_at.get((me, dt)),
+                                              ms_at.get((CUDNN_FP8, "e4m3"))))
+            if system == me and err is not None and err > tol:
+                self.failures.append(f"flare prefill_fp8 {label} {q_dtype}: rel_err {err:.2e} "
+                                     f"> tolerance {tol:.2e}")
+            self.rows.append(row)
+            line.append(f"{system} {q_dtype}={fmt(row['tflops'])} (rel_err {fmt(err, '.2e')}"
+                        f"{'' if row['within_tolerance'] is not False else ' > tolerance'})")
+        mine = find(self.rows[-len(runs):], system=me, q_dtype="e4m3") or {}
+        print(f"  {label}  " + "  ".join(line) + "  TFLOP/s" + fp8_prefill_check_text(mine, dt))
+        if cudnn_call is not None:
+            cudnn_call.close()
+        del sets, views, outs, params, refs, out0, runs, cudnn_call
         torch.cuda.empty_cache()
 
     def overhead(self):
@@ -1099,12 +1330,48 @@ def fp8_check_text(row):
             f">= {FP8_COPY_TARGET:.0%} of copy: {check_text(row['meets_copy_target'])}")
 
 
+def fp8_prefill_target(d, causal, s):
+    """The TFLOP/s target of a prefill_fp8 shape (FP8_PREFILL_TFLOPS_TARGETS), or None."""
+    if causal or s != FP8_PREFILL_TARGET_SEQLEN:
+        return None
+    return FP8_PREFILL_TFLOPS_TARGETS.get(d)
+
+
+def fp8_prefill_checks(row, base_ms, cudnn_ms):
+    """The fields of flare's e4m3 row of prefill_fp8: its speed over flare's --dtype call
+    (base_ms) and over cuDNN FP8 (cudnn_ms; None where either was not measured), and issue 21's
+    two targets: True / False, or None where a target does not apply or nothing was measured."""
+    ms, tflops = row.get("ms"), row.get("tflops")
+    vs_cudnn = None if ms is None or cudnn_ms is None else cudnn_ms / ms
+    target = fp8_prefill_target(row["head_dim"], row["causal"], row["seqlen_q"])
+    return {"speed_vs_base": None if ms is None or base_ms is None else base_ms / ms,
+            "speed_vs_cudnn_fp8": vs_cudnn,
+            "meets_cudnn_fp8_target": None if vs_cudnn is None
+            else vs_cudnn >= FP8_PREFILL_CUDNN_TARGET,
+            "tflops_target": target,
+            "meets_tflops_target": None if target is None or tflops is None else tflops >= target}
+
+
+def fp8_prefill_check_text(row, base):
+    """The progress line's tail for flare's e4m3 row of prefill_fp8 ("" without one)."""
+    if "meets_cudnn_fp8_target" not in row:
+        return ""
+    target = row["tflops_target"]
+    return (f"; e4m3 x{fmt(row['speed_vs_base'], '.3f')} of {base}, "
+            f"x{fmt(row['speed_vs_cudnn_fp8'], '.3f')} of {CUDNN_FP8} "
+            f"(>= {FP8_PREFILL_CUDNN_TARGET:.1f}x: {check_text(row['meets_cudnn_fp8_target'])})"
+            + ("" if target is None else
+               f", >= {target:.0f} TFLOP/s: {check_text(row['meets_tflops_target'])}"))
+
+
 # ------------------------------------------------------------------------------------------
 # Derived fields, Markdown and plots.
 
 def shape_key(r):
+    """Rows compared with each other: one shape of one table (prefill_fp8: of one q_dtype)."""
     return (r["table"], r["dtype"], r["head_dim"], r.get("head_dim_v"), r.get("causal"),
-            r["batch"], r["heads"], r["seqlen_q"], r["seqlen_k"], r.get("feature"))
+            r["batch"], r["heads"], r["seqlen_q"], r["seqlen_k"], r.get("feature"),
+            r.get("q_dtype"))
 
 
 def flops_bound(r):
@@ -1123,13 +1390,15 @@ def speed(r):
 def add_ratios(rows, ceilings, flare_system):
     best = {}
     for r in rows:
-        if r["system"] in PEERS:
+        if r["system"] in PEERS or r["system"] in FP8_PEERS:
             m = speed(r)
             if m is not None:
                 best[shape_key(r)] = max(best.get(shape_key(r), 0.0), m)
     for r in rows:
         metric = r.get("tflops") if flops_bound(r) else r.get("gbs")
         ceiling = ceilings["gemm_bf16_tflops"] if flops_bound(r) else ceilings["copy_gbs"]
+        if r.get("q_dtype") == "e4m3":
+            ceiling = None  # no FP8 GEMM ceiling is measured; the bf16 one does not bound it
         r["fraction_of_ceiling"] = None if metric is None or not ceiling else metric / ceiling
         if r["system"] == flare_system:
             b, m = best.get(shape_key(r)), speed(r)
@@ -1267,6 +1536,70 @@ def markdown_decode_fp8(summary, flare_system):
                   for c in ("meets_speed_target", "meets_copy_target")]
         cells.append(" / ".join(fmt(by[k].get("rel_err"), ".1e") for k in kinds))
         out.append(f"| {b} | {L} | {page if page else 'contiguous'} | " + " | ".join(cells) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
+def markdown_prefill_fp8(summary, flare_system):
+    rows = [r for r in summary["rows"] if r["table"] == "prefill_fp8"]
+    if not rows:
+        return ""
+    base = rows[0]["dtype"]
+    series = [("sdpa-cudnn", base), (flare_system, base), (CUDNN_FP8, "e4m3"),
+              (flare_system, "e4m3")]
+    names = [f"{sy} {q}" for sy, q in series]
+    o_dtypes = sorted({r["o_dtype"] for r in rows if r.get("o_dtype")})
+    targets = ", ".join(f">= {t:.0f} TFLOP/s at d{d}"
+                        for d, t in sorted(FP8_PREFILL_TFLOPS_TARGETS.items()))
+    out = [f"## FP8 prefill, q/k/v e4m3 vs {base}, out {base}, {TOKENS} tokens, model dim "
+           f"{MODEL_DIM}: TFLOP/s", "",
+           f"flare through its C ABI. e4m3 inputs: one per-tensor quantization (descale = amax / "
+           f"{E4M3_MAX:.0f}) read by both FP8 systems, by flare as [batch, heads] descale arrays; "
+           f"{CUDNN_FP8}: cuDNN's sdpa_fp8 graph (P scaled by {E4M3_MAX:.0f}), O in "
+           f"{' / '.join(o_dtypes) or '—'}. rel_err against fp32 attention on the inputs each "
+           f"call reads (e4m3: code × descale); tolerance "
+           f"{PREFILL_FP8_TOLERANCE['16-bit']:.1e} ({base}), {PREFILL_FP8_TOLERANCE['e4m3']:.2f} "
+           f"(e4m3). Targets for flare e4m3, measured, not asserted: >= "
+           f"{FP8_PREFILL_CUDNN_TARGET:.1f}x {CUDNN_FP8} on every row where it runs; {targets} "
+           f"(non-causal, seqlen {FP8_PREFILL_TARGET_SEQLEN}).", "",
+           "| head dim | causal | seqlen | " + " | ".join(names) +
+           f" | e4m3 / {base} | {flare_system} e4m3 / {CUDNN_FP8} | >= "
+           f"{FP8_PREFILL_CUDNN_TARGET:.1f}x {CUDNN_FP8} | TFLOP/s target | rel_err (" +
+           " / ".join(names) + ") |",
+           "|" + "---|" * (3 + len(series) + 5)]
+    mine = []
+    for d, c, s in sorted({(r["head_dim"], r["causal"], r["seqlen_q"]) for r in rows}):
+        at = dict(head_dim=d, causal=c, seqlen_q=s)
+        by = [find(rows, system=sy, q_dtype=q, **at) or {} for sy, q in series]
+        f8 = by[-1]
+        if f8:
+            mine.append(f8)
+        target = fp8_prefill_target(d, c, s)
+        cells = [fmt(r.get("tflops"), ".0f") for r in by]
+        cells += [fmt(f8.get("speed_vs_base"), ".2f"), fmt(f8.get("speed_vs_cudnn_fp8"), ".2f"),
+                  check_text(f8.get("meets_cudnn_fp8_target")),
+                  "—" if target is None else
+                  f"{target:.0f}: {check_text(f8.get('meets_tflops_target'))}",
+                  " / ".join(fmt(r.get("rel_err"), ".1e") for r in by)]
+        out.append(f"| {d} | {'yes' if c else 'no'} | {s} | " + " | ".join(cells) + " |")
+    out.append("")
+    vs = [r["speed_vs_cudnn_fp8"] for r in mine if r.get("speed_vs_cudnn_fp8") is not None]
+    met = sum(v >= FP8_PREFILL_CUDNN_TARGET for v in vs)
+    out.append(f"- {flare_system} e4m3 >= {FP8_PREFILL_CUDNN_TARGET:.1f}x {CUDNN_FP8}: on "
+               f"{met} of {len(vs)} rows where both ran" +
+               (f" ({min(vs):.2f}x–{max(vs):.2f}x, median {statistics.median(vs):.2f}x)"
+                if vs else ""))
+    for d, t in sorted(FP8_PREFILL_TFLOPS_TARGETS.items()):
+        r = find(mine, head_dim=d, causal=False, seqlen_q=FP8_PREFILL_TARGET_SEQLEN) or {}
+        got = r.get("tflops")
+        out.append(f"- >= {t:.0f} TFLOP/s at d{d} non-causal {FP8_PREFILL_TARGET_SEQLEN}: " +
+                   ("not measured" if got is None else
+                    f"{got:.0f} ({check_text(r.get('meets_tflops_target'))})"))
+    bad = [r for r in rows if r.get("within_tolerance") is False]
+    out.append(f"- rel_err beyond its tolerance: {len(bad)} row(s)" + "".join(
+        f"; {r['system']} {r['q_dtype']} d{r['head_dim']} "
+        f"{'causal' if r['causal'] else 'non-causal'} {r['seqlen_q']}: {r['rel_err']:.2e}"
+        for r in bad[:8]))
     out.append("")
     return "\n".join(out)
 
@@ -1430,8 +1763,8 @@ def main():
     ap.add_argument("--lib", default="build/libflare.so", help="path of libflare.so")
     ap.add_argument("--out", default="out", help="output folder")
     ap.add_argument("--table", default="all",
-                    choices=["prefill", "decode", "decode_fp8", "chunked", "d512", "dv", "overhead",
-                             "serving", "all"],
+                    choices=["prefill", "prefill_fp8", "decode", "decode_fp8", "chunked", "d512",
+                             "dv", "overhead", "serving", "all"],
                     help="serving: d512 + dv + overhead; all: every table")
     ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     ap.add_argument("--quick", action="store_true", help="a tiny subset of the shapes")
@@ -1458,6 +1791,8 @@ def main():
     ceilings = runner.ceilings()
     if args.table in ("prefill", "all"):
         runner.prefill()
+    if args.table in ("prefill_fp8", "all"):
+        runner.prefill_fp8()
     if args.table in ("d512", "serving", "all"):
         runner.prefill_d512()
     if args.table in ("dv", "serving", "all"):
@@ -1487,6 +1822,7 @@ def main():
     md = markdown(summary, args.system, pages)
     md += "\n" + markdown_chunked(summary, args.system)
     md += "\n" + markdown_decode_fp8(summary, args.system)
+    md += "\n" + markdown_prefill_fp8(summary, args.system)
     if args.graphs:
         md += "\n" + markdown_graphs(summary, args.system)
     with open(os.path.join(args.out, "table.md"), "w") as f:

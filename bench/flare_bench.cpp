@@ -4,13 +4,23 @@
 // FLARE_SMEM_LIMIT_KB, FLARE_SM80_*, FLARE_SM90_*, FLARE_COMBINE_PDL) are read here, not by the
 // library, and handed to it through its internal set_tuning (flare_bench links flare_static).
 //
-//   flare_bench [--table prefill|decode|decode_fp8|varlen|chunked|all] [--dtype bf16|fp16]
+//   flare_bench [--table prefill|prefill_fp8|decode|decode_fp8|varlen|chunked|all]
+//               [--dtype bf16|fp16]
 //               [--json PATH]
 //               [--quick] [--system-name NAME] [--iters N] [--warmup N] [--warmup-ms MS]
 //
 // Tables
 //   prefill  16k tokens per call (batch = 16384 / seqlen), model dim 2048 (heads = 2048 / d),
 //            d in {64, 128, 256}, seqlen 512 .. 16384, causal and not. Metric TFLOP/s.
+//   prefill_fp8  the prefill table's shapes, each timed twice on the same shape: the --dtype call
+//            (the prefill table's) and the FP8 prefill call (q, k, v e4m3: random finite codes,
+//            one positive descale per (batch, head) each; out stays --dtype), interleaved twice
+//            with the faster median of each kept. Per row: ms and TFLOP/s of both (FLOPs of the
+//            --dtype call), the e4m3 / --dtype speed ratio and issue 21's targets, printed and
+//            written to the JSON as measured (yes / NO / n/a), never asserted: e4m3 >= 1000
+//            TFLOP/s at d128 non-causal 16k, >= 1150 at d256 non-causal 16k. Builds without
+//            the FP8 prefill kernel (CMake FLARE_FP8_PREFILL, default OFF) skip every row with
+//            one line saying why.
 //   d512     the prefill table's shapes at head dim 512 (4 heads), seqlen 1024 .. 16384, causal
 //            and not, each on the mma.sync d512 kernel and on the Hopper d512 kernel in turn
 //            (rows of table "prefill", head_dim 512, systems "<name>-d512-mma.sync" and
@@ -309,6 +319,45 @@ flare_mha_fwd_params params_over_first_set(flare_dtype dtype, const std::vector<
   return p;
 }
 
+// Descale factors of an FP8 tensor on the device: one per (batch entry, KV head), [b, hk] with
+// strides (hk, 1) (FlashAttention-3's shape), or one per tensor (strides 0, 0). Positive, in
+// [0.5, 1.5) times the pool's nominal factor, so dequantized values stay near [-1.5, 1.5].
+DeviceBuffer descale_buffer(Bench& B, flare_dtype fp8, int b, int hk, bool per_head) {
+  std::vector<float> host(per_head ? size_t(b) * hk : 1);
+  for (float& f : host) f = (1.f + 0.5f * random_value(B.rng_state)) * fp8_pool_descale(fp8);
+  DeviceBuffer buf(host.size() * sizeof(float));
+  CUDA_CHECK(cudaMemcpy(buf.get(), host.data(), buf.bytes(), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());  // see int_buffer
+  return buf;
+}
+
+// The descale factors of one call's FP8 tensors, held for as long as the call's params point at
+// them.
+struct Fp8Descales {
+  DeviceBuffer q, k, v;
+
+  // Makes k and v (and, fp8_q, q) of `p` FP8 tensors of type `fp8` with fresh factors
+  // (descale_buffer: per (batch, KV head) or per tensor). p.batch and p.num_heads_k must be set.
+  void attach(Bench& B, flare_mha_fwd_params& p, flare_dtype fp8, bool fp8_q, bool per_head) {
+    const int b = p.batch, hk = p.num_heads_k;
+    const int64_t batch_stride = per_head ? hk : 0, head_stride = per_head ? 1 : 0;
+    p.kv_dtype = fp8;
+    k = descale_buffer(B, fp8, b, hk, per_head);
+    v = descale_buffer(B, fp8, b, hk, per_head);
+    p.k_descale = k.as<float>();
+    p.v_descale = v.as<float>();
+    p.k_descale_batch_stride = p.v_descale_batch_stride = batch_stride;
+    p.k_descale_head_stride = p.v_descale_head_stride = head_stride;
+    if (fp8_q) {
+      p.q_dtype = fp8;
+      q = descale_buffer(B, fp8, b, hk, per_head);
+      p.q_descale = q.as<float>();
+      p.q_descale_batch_stride = batch_stride;
+      p.q_descale_head_stride = head_stride;
+    }
+  }
+};
+
 // How many independent buffer sets of `set_bytes` make one sweep exceed B.rotate_bytes.
 int buffer_sets(const Bench& B, size_t set_bytes) {
   if (set_bytes == 0) return 1;
@@ -368,6 +417,25 @@ const char* dtype_name(flare_dtype d) { return d == FLARE_DTYPE_BF16 ? "bf16" : 
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "null";
   return strf("%.6g", v);
+}
+
+// A target printed and recorded as measured, never asserted: met < 0 where it does not apply (or
+// cannot be judged), else whether it is met.
+const char* check_text(int met) { return met < 0 ? "n/a" : met ? "yes" : "NO"; }
+const char* check_json(int met) { return met < 0 ? "null" : met ? "true" : "false"; }
+
+// Times n calls in turn, twice over, and keeps each call's faster median, so that a drift of the
+// board's clocks over a table does not read as a difference between the calls. time_one(i):
+// call i's median ms, or < 0 where it is not timed (then -1 in the result).
+template <class TimeOne>
+std::vector<double> faster_of_two_rounds(size_t n, TimeOne&& time_one) {
+  std::vector<double> ms(n, -1.0);
+  for (int round = 0; round < 2; ++round)
+    for (size_t i = 0; i < n; ++i) {
+      const double t = time_one(i);
+      if (t >= 0) ms[i] = ms[i] < 0 ? t : std::min(ms[i], t);
+    }
+  return ms;
 }
 
 // Statuses that mean "this build or device does not offer the shape": skipped, not fatal.
@@ -526,22 +594,28 @@ void measure_gemm_ceiling(Bench&) {
 // ------------------------------------------------------------------------------------------
 // Prefill.
 
-// One dense prefill shape with its own buffer sets: q/k [b, s, h, d], v/out [b, s, h, dv].
+// One dense prefill shape with its own buffer sets: q/k [b, s, h, d], v/out [b, s, h, dv]. out
+// has `dtype`; q, k and v too, or (e4m3_inputs: FP8 prefill) they hold random finite e4m3 codes
+// with one descale factor per (batch, head) each.
 struct PrefillShape {
   int d = 0, dv = 0, b = 0, s = 0, h = 0;
   int sets = 0;
   std::vector<DeviceBuffer> q, k, v, o;
+  Fp8Descales descales;
+  DeviceBuffer ws;  // prepare's
   flare_mha_fwd_params p{};
 
-  PrefillShape(Bench& B, flare_dtype dtype, int d_, int dv_, int b_, int s_, int h_, int causal)
+  PrefillShape(Bench& B, flare_dtype dtype, int d_, int dv_, int b_, int s_, int h_, int causal,
+               bool e4m3_inputs = false)
       : d(d_), dv(dv_), b(b_), s(s_), h(h_) {
+    const flare_dtype in = e4m3_inputs ? FLARE_DTYPE_E4M3 : dtype;
     const size_t qk = size_t(b) * s * h * d, vo = size_t(b) * s * h * dv;
-    sets = buffer_sets(B, (2 * qk + 2 * vo) * 2);
+    sets = buffer_sets(B, (2 * qk + vo) * element_size(in) + vo * element_size(dtype));
     for (int i = 0; i < sets; ++i) {
-      q.push_back(random_buffer(B, qk, dtype));
-      k.push_back(random_buffer(B, qk, dtype));
-      v.push_back(random_buffer(B, vo, dtype));
-      o.emplace_back(vo * 2);
+      q.push_back(random_buffer(B, qk, in));
+      k.push_back(random_buffer(B, qk, in));
+      v.push_back(random_buffer(B, vo, in));
+      o.emplace_back(vo * element_size(dtype));
     }
     p = params_over_first_set(dtype, q, k, v, o);
     p.batch = b;
@@ -554,6 +628,7 @@ struct PrefillShape {
     set_dense_strides(s, h, d, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
     set_dense_strides(s, h, dv, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
     set_dense_strides(s, h, dv, p.out_batch_stride, p.out_row_stride, p.out_head_stride);
+    if (e4m3_inputs) descales.attach(B, p, FLARE_DTYPE_E4M3, true, true);
   }
 
   // FLOPs of QK^T (d) and PV (dv), halved when causal.
@@ -568,29 +643,47 @@ struct PrefillShape {
     if (!prepare_call(B, params, ws, shape)) return -1.0;
     return time_rotating(B, params, {q, k, v, o, nullptr, sets}, shape);
   }
+
+  // p itself: checks it and sizes its workspace once (false: flare does not offer it, skipped),
+  // then times it as often as asked.
+  bool prepare(Bench& B, const std::string& shape) { return prepare_call(B, p, ws, shape); }
+  double time_prepared(Bench& B, const std::string& shape) {
+    return time_rotating(B, p, {q, k, v, o, nullptr, sets}, shape);
+  }
+};
+
+// The prefill tables' shapes: 16k tokens per call (batch = tokens / seqlen), model dim 2048
+// (heads = model_dim / d); head dims and seqlens as --quick, --only and --head-dim ask.
+struct PrefillGrid {
+  static constexpr int tokens = 16384, model_dim = 2048;
+  std::vector<int> head_dims = {64, 128, 256};
+  std::vector<int> seqlens = {512, 1024, 2048, 4096, 8192, 16384};
+  std::vector<int> causals = {0, 1};
+
+  explicit PrefillGrid(const Bench& B) {
+    if (B.opt.quick) {
+      head_dims = {128};
+      seqlens = {1024, 8192};
+    }
+    if (B.opt.only_d > 0) {  // one shape, e.g. for a profiler
+      head_dims = {B.opt.only_d};
+      seqlens = {B.opt.only_seqlen};
+      causals = {B.opt.only_causal};
+    }
+    if (B.opt.head_dim > 0) head_dims = {B.opt.head_dim};
+  }
 };
 
 void bench_prefill(Bench& B, flare_dtype dtype) {
-  const int tokens = 16384, model_dim = 2048;
-  std::vector<int> head_dims = {64, 128, 256};
-  std::vector<int> seqlens = {512, 1024, 2048, 4096, 8192, 16384};
-  if (B.opt.quick) {
-    head_dims = {128};
-    seqlens = {1024, 8192};
-  }
-  if (B.opt.only_d > 0) {  // one shape, e.g. for a profiler
-    head_dims = {B.opt.only_d};
-    seqlens = {B.opt.only_seqlen};
-  }
-  if (B.opt.head_dim > 0) head_dims = {B.opt.head_dim};
+  const PrefillGrid grid(B);
+  const int tokens = grid.tokens, model_dim = grid.model_dim;
   std::printf("\n== prefill, %s, %d tokens, model dim %d ==\n", dtype_name(dtype), tokens,
               model_dim);
   std::printf("  %5s %6s %6s %5s %5s %10s %10s\n", "d", "causal", "seqlen", "batch", "heads",
               "ms", "TFLOP/s");
-  for (int d : head_dims) {
-    for (int causal : {0, 1}) {
-      if (B.opt.only_causal >= 0 && causal != B.opt.only_causal) continue;
-      for (int s : seqlens) {
+  for (int d : grid.head_dims) {
+    for (int causal : grid.causals) {
+      for (int s : grid.seqlens) {
         const int b = tokens / s, h = model_dim / d;
         const std::string shape = strf("prefill d=%d causal=%d s=%d b=%d h=%d", d, causal, s, b, h);
         PrefillShape ps(B, dtype, d, d, b, s, h, causal);
@@ -607,6 +700,98 @@ void bench_prefill(Bench& B, flare_dtype dtype) {
       }
     }
   }
+}
+
+// ------------------------------------------------------------------------------------------
+// FP8 prefill (q, k, v e4m3) next to the same shape's 16-bit call, with issue 21's FP8 prefill
+// targets measured and printed, never asserted.
+
+// TFLOP/s of the e4m3 call on the non-causal rows of kFp8PrefillTargetSeqlen keys per sequence.
+struct Fp8PrefillTarget {
+  int head_dim;
+  double tflops;
+};
+constexpr Fp8PrefillTarget kFp8PrefillTargets[] = {{128, 1000.0}, {256, 1150.0}};
+constexpr int kFp8PrefillTargetSeqlen = 16384;
+
+// The target of a row, or NaN where none applies.
+double fp8_prefill_target(int d, int causal, int s) {
+  if (causal || s != kFp8PrefillTargetSeqlen) return std::nan("");
+  for (const Fp8PrefillTarget& t : kFp8PrefillTargets)
+    if (t.head_dim == d) return t.tflops;
+  return std::nan("");
+}
+
+// The prefill table's shapes, each timed twice on the same shape with buffer sets of its own:
+// the `dtype` call (the prefill table's) and the e4m3 call (random finite codes, per-(batch, head)
+// descales), interleaved twice with the faster median of each kept. TFLOP/s of both count the
+// same FLOPs. A shape whose e4m3 call flare does not offer in this build is skipped (one line,
+// prepare_call's) before its `dtype` call is timed.
+void bench_prefill_fp8(Bench& B, flare_dtype dtype) {
+  const PrefillGrid grid(B);
+  const char* base = dtype_name(dtype);
+  std::string targets;
+  for (const Fp8PrefillTarget& t : kFp8PrefillTargets)
+    targets += strf("%s>= %.0f TFLOP/s at d%d", targets.empty() ? "" : ", ", t.tflops,
+                    t.head_dim);
+  std::printf("\n== FP8 prefill: q/k/v e4m3 (one descale per (batch, head) each) vs %s, out %s, "
+              "%d tokens, model dim %d; targets (e4m3, non-causal, seqlen %d): %s ==\n",
+              base, base, grid.tokens, grid.model_dim, kFp8PrefillTargetSeqlen, targets.c_str());
+  std::printf("  %5s %6s %6s %5s %5s %10s %8s %10s %8s %9s %7s %5s\n", "d", "causal", "seqlen",
+              "batch", "heads", strf("%s ms", base).c_str(), "TFLOP/s", "e4m3 ms", "TFLOP/s",
+              strf("e4m3/%s", base).c_str(), "target", "met");
+  struct Measured {
+    double target, tflops;
+    int met;
+  };
+  std::vector<Measured> judged;
+  for (int d : grid.head_dims) {
+    for (int causal : grid.causals) {
+      for (int s : grid.seqlens) {
+        const int b = grid.tokens / s, h = grid.model_dim / d;
+        const std::string where = strf("prefill_fp8 d=%d causal=%d s=%d b=%d h=%d", d, causal, s,
+                                       b, h);
+        const std::string names[2] = {where + " " + base, where + " e4m3"};
+        PrefillShape fp8(B, dtype, d, d, b, s, h, causal, true);
+        if (!fp8.prepare(B, names[1])) continue;
+        PrefillShape plain(B, dtype, d, d, b, s, h, causal);
+        if (!plain.prepare(B, names[0])) continue;
+        PrefillShape* calls[2] = {&plain, &fp8};
+        const std::vector<double> ms = faster_of_two_rounds(
+            2, [&](size_t i) { return calls[i]->time_prepared(B, names[i]); });
+        double tflops[2];
+        for (int i = 0; i < 2; ++i) tflops[i] = plain.flops() / (ms[i] * 1e-3) / 1e12;
+        const double speed = ms[0] / ms[1];
+        const double target = fp8_prefill_target(d, causal, s);
+        const int met = std::isfinite(target) ? tflops[1] >= target : -1;
+        if (met >= 0) judged.push_back({target, tflops[1], met});
+        std::printf("  %5d %6s %6d %5d %5d %10.4f %8.1f %10.4f %8.1f %9.3f %7s %5s\n", d,
+                    causal ? "yes" : "no", s, b, h, ms[0], tflops[0], ms[1], tflops[1], speed,
+                    met >= 0 ? strf("%.0f", target).c_str() : "-", check_text(met));
+        for (int i = 0; i < 2; ++i) {
+          const bool e4m3 = i == 1;
+          B.rows.push_back({strf(
+              "{\"table\": \"prefill_fp8\", \"dtype\": \"%s\", \"q_dtype\": \"%s\", "
+              "\"descale\": \"%s\", \"head_dim\": %d, \"causal\": %s, \"batch\": %d, "
+              "\"heads\": %d, \"seqlen_q\": %d, \"seqlen_k\": %d, \"system\": \"%s\", "
+              "\"ms\": %s, \"tflops\": %s, \"speed_vs_base\": %s, \"tflops_target\": %s, "
+              "\"meets_tflops_target\": %s}",
+              base, e4m3 ? "e4m3" : base, e4m3 ? "per_head" : "none", d,
+              causal ? "true" : "false", b, h, s, s, B.opt.system.c_str(),
+              json_number(ms[i]).c_str(), json_number(tflops[i]).c_str(),
+              json_number(ms[0] / ms[i]).c_str(), e4m3 ? json_number(target).c_str() : "null",
+              e4m3 ? check_json(met) : "null")});
+        }
+      }
+    }
+  }
+  std::string summary;
+  for (const Measured& m : judged)
+    summary += strf("; >= %.0f: %.0f TFLOP/s (%s)", m.target, m.tflops, check_text(m.met));
+  std::printf("  FP8 prefill targets: %zu of %zu judged rows met%s\n",
+              size_t(std::count_if(judged.begin(), judged.end(),
+                                   [](const Measured& m) { return m.met > 0; })),
+              judged.size(), summary.c_str());
 }
 
 // ------------------------------------------------------------------------------------------
@@ -856,18 +1041,6 @@ DeviceBuffer shuffled_block_table(Bench& B, int num_pages) {
   return int_buffer(table);
 }
 
-// Descale factors of an FP8 cache on the device: one per (batch entry, KV head), [b, hk] with
-// strides (hk, 1) (FlashAttention-3's shape), or one per tensor (strides 0, 0). Positive, in
-// [0.5, 1.5) times the pool's nominal factor, so dequantized values stay near [-1.5, 1.5].
-DeviceBuffer descale_buffer(Bench& B, flare_dtype kv_dtype, int b, int hk, bool per_head) {
-  std::vector<float> host(per_head ? size_t(b) * hk : 1);
-  for (float& f : host)
-    f = (1.f + 0.5f * random_value(B.rng_state)) * fp8_pool_descale(kv_dtype);
-  DeviceBuffer buf(host.size() * sizeof(float));
-  CUDA_CHECK(cudaMemcpy(buf.get(), host.data(), buf.bytes(), cudaMemcpyHostToDevice));
-  return buf;
-}
-
 // One decode call with its buffer sets: seqlen_q 1, kDecodeHeads query heads over decode_heads_k
 // KV heads, d 128; q / out of `dtype`, K / V of `kv_dtype` (`dtype` or an FP8 type, then with
 // per-(batch, KV head) or per-tensor descales), contiguous [b, L, hk, d] or (page > 0) in page
@@ -879,7 +1052,8 @@ struct DecodeShape {
   size_t kv_elems = 0;  // per K (or V), any page size
   int sets = 0;
   std::vector<DeviceBuffer> q, k, v, o, tables;
-  DeviceBuffer cache_seqlens, k_descale, v_descale;
+  DeviceBuffer cache_seqlens;
+  Fp8Descales descales;
   DeviceBuffer ws;
   flare_mha_fwd_params p{};
 
@@ -921,17 +1095,7 @@ struct DecodeShape {
       p.page_block_size = page;
       p.num_pages = num_pages;
     }
-    if (kv_dtype != dtype) {
-      p.kv_dtype = kv_dtype;
-      k_descale = descale_buffer(B, kv_dtype, b, hk, per_head_descale);
-      v_descale = descale_buffer(B, kv_dtype, b, hk, per_head_descale);
-      p.k_descale = k_descale.as<float>();
-      p.v_descale = v_descale.as<float>();
-      if (per_head_descale) {
-        p.k_descale_batch_stride = p.v_descale_batch_stride = hk;
-        p.k_descale_head_stride = p.v_descale_head_stride = 1;
-      }
-    }
+    if (kv_dtype != dtype) descales.attach(B, p, kv_dtype, false, per_head_descale);
     p.num_splits = B.opt.splits;
   }
 
@@ -990,9 +1154,6 @@ constexpr double kFp8SpeedTarget = 1.8;
 constexpr double kFp8SpeedMinBf16Bytes = 1e9;
 constexpr double kFp8CopyTarget = 0.85;
 
-const char* check_text(int met) { return met < 0 ? "n/a" : met ? "yes" : "NO"; }
-const char* check_json(int met) { return met < 0 ? "null" : met ? "true" : "false"; }
-
 // The decode table's shapes (contiguous and pages of 16) with three caches each, timed in turn
 // on the same shape and interleaved twice (the faster median kept, so clock drift over the table
 // does not read as a difference between caches): the `dtype` cache (the decode table's call), an
@@ -1031,13 +1192,8 @@ void bench_decode_fp8(Bench& B, flare_dtype dtype) {
                            page);
         ready.push_back(calls.back().prepare(B, names.back()));
       }
-      std::vector<double> ms(calls.size(), -1.0);
-      for (int rep = 0; rep < 2; ++rep)
-        for (size_t i = 0; i < calls.size(); ++i) {
-          if (!ready[i]) continue;
-          const double t = calls[i].time(B, names[i]);
-          ms[i] = ms[i] < 0 ? t : std::min(ms[i], t);
-        }
+      const std::vector<double> ms = faster_of_two_rounds(
+          calls.size(), [&](size_t i) { return ready[i] ? calls[i].time(B, names[i]) : -1.0; });
       const double base_ms = ms[0];
       const bool big = calls[0].kv_bytes() >= kFp8SpeedMinBf16Bytes;
       for (size_t i = 0; i < calls.size(); ++i) {
@@ -1211,19 +1367,23 @@ void write_json(const Bench& B) {
 
 void usage() {
   std::printf(
-      "usage: flare_bench [--table prefill|decode|decode_fp8|varlen|chunked|all]\n"
+      "usage: flare_bench [--table prefill|prefill_fp8|decode|decode_fp8|varlen|chunked|all]\n"
       "                   [--dtype bf16|fp16]\n"
       "                   [--json PATH] [--quick] [--system-name NAME]\n"
       "                   [--iters MIN_TIMED_RUNS] [--warmup N] [--warmup-ms MS]\n"
-      "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape)\n"
-      "                   [--head-dim D]                    (the prefill rows of one head dim)\n"
+      "                   [--only HEAD_DIM,CAUSAL,SEQLEN]   (one prefill shape; with --table\n"
+      "                                                      prefill_fp8 after it: that table)\n"
+      "                   [--head-dim D]                    (the prefill rows of one head dim;\n"
+      "                                                      likewise)\n"
       "                   [--splits N]                      (decode, chunked: force N key splits)\n"
       "                   [--heads-k N]                     (decode tables: KV heads, default 8;\n"
       "                                                      1 = MQA)\n"
       "                   [--only-decode BATCH,KV_LEN,PAGE] (one decode shape; PAGE 0 =\n"
       "                                                      contiguous; with --table\n"
       "                                                      decode_fp8 after it: that table)\n"
-      "       --table also takes d512, dv, overhead and serving (the three of them)\n");
+      "       --table also takes d512, dv, overhead and serving (the three of them)\n"
+      "       prefill_fp8: the prefill shapes in --dtype and with q/k/v e4m3 (FP8 prefill;\n"
+      "       builds without CMake's FLARE_FP8_PREFILL skip its rows, saying why)\n");
 }
 
 Options parse(int argc, char** argv) {
@@ -1284,13 +1444,13 @@ Options parse(int argc, char** argv) {
       die("unknown argument '%s'", a.c_str());
     }
   }
-  const char* const tables[] = {"prefill", "decode", "decode_fp8", "varlen", "chunked", "d512",
-                                "dv", "overhead", "serving", "all"};
+  const char* const tables[] = {"prefill", "prefill_fp8", "decode",   "decode_fp8",
+                                "varlen",  "chunked",     "d512",     "dv",
+                                "overhead", "serving",    "all"};
   if (std::none_of(std::begin(tables), std::end(tables),
                    [&](const char* t) { return o.table == t; }))
-    die("--table must be prefill, decode, decode_fp8, varlen, chunked, d512, dv, overhead, "
-        "serving or all "
-        "(got '%s')",
+    die("--table must be prefill, prefill_fp8, decode, decode_fp8, varlen, chunked, d512, dv, "
+        "overhead, serving or all (got '%s')",
         o.table.c_str());
   if (o.dtype != "bf16" && o.dtype != "fp16") die("--dtype must be bf16 or fp16");
   if (o.min_iters < 20) die("--iters must be >= 20 (median of at least 20 timed runs)");
@@ -1337,6 +1497,7 @@ int main(int argc, char** argv) {
   const flare_dtype dtype = B.opt.dtype == "fp16" ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
   const bool all = B.opt.table == "all";
   if (all || B.opt.table == "prefill") bench_prefill(B, dtype);
+  if (all || B.opt.table == "prefill_fp8") bench_prefill_fp8(B, dtype);
   const bool serving = all || B.opt.table == "serving";
   if (serving || B.opt.table == "d512")
     bench_prefill_d512(B, dtype, 2048 / 512);
