@@ -6,6 +6,10 @@
 // exponents of 0 (subnormal codes) land on T's subnormals, which fp16 and bf16 multiplication
 // keep (no flush to zero), so they convert exactly too. Per two codes: one byte permute, one
 // shift, one bit select, one packed multiply.
+// Non-finite codes (e4m3's NaN 0x7f / 0xff; e5m2's infinities 0x7c / 0xfc and NaNs) would come
+// out finite that way (e4m3 NaN as 480; e5m2 inf and NaN to bf16 as 65536 and more): a check
+// per four codes (three integer operations) sends a word holding one to a slow path that writes
+// T's NaN or infinity instead, as the reference's decode gives (e5m2 to fp16 keeps them itself).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -22,6 +26,10 @@ struct Fp8ToHalf2 {
   uint32_t shift;  // right shift from the code's bits (at bit 8 of a 16-bit lane) to T's
   uint32_t mask;   // magnitude bits after the shift, both lanes
   uint32_t scale;  // T x2 bits of 2^(T's exponent bias - the code's bias), both lanes
+  // Per byte, 0x80 minus the smallest non-finite code magnitude (e4m3 0x7f, e5m2 0x7c): a
+  // code's magnitude plus it reaches bit 7 exactly when the code is not finite. 0 where the
+  // bit moves keep them (e5m2 to fp16).
+  uint32_t non_finite_bias;
 
   // The decoder of codes of type `dtype` (FLARE_DTYPE_E4M3 or FLARE_DTYPE_E5M2).
   __device__ __forceinline__ static Fp8ToHalf2 of(int dtype) {
@@ -41,6 +49,7 @@ struct Fp8ToHalf2 {
     // 2^(bias_t - bias_c) as T bits: exponent field bias_t + (bias_t - bias_c), mantissa 0.
     const uint32_t e = uint32_t(2 * bias_t - bias_c) << mant_t;
     d.scale = e | (e << 16);
+    d.non_finite_bias = !e5m2 ? 0x01010101u : kBf16 ? 0x04040404u : 0u;
     return d;
   }
 
@@ -63,6 +72,26 @@ struct Fp8ToHalf2 {
   __device__ __forceinline__ void four(uint32_t w, uint32_t& lo, uint32_t& hi) const {
     lo = pair<0x1404u>(w);
     hi = pair<0x3424u>(w);
+    if (((w & 0x7f7f7f7fu) + non_finite_bias) & 0x80808080u) non_finite(w, lo, hi);
+  }
+
+ private:
+  // The slow path of four(): each non-finite code's lane becomes T's NaN (e4m3: its only
+  // non-finite codes; e5m2: mantissa bits set) or the signed infinity (e5m2, mantissa 0).
+  __device__ __forceinline__ void non_finite(uint32_t w, uint32_t& lo, uint32_t& hi) const {
+    constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+    constexpr uint32_t kInf = kBf16 ? 0x7f80u : 0x7c00u;
+    const bool e4m3 = non_finite_bias == 0x01010101u;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t code = (w >> (8 * i)) & 0xffu;
+      if ((((code & 0x7fu) + (non_finite_bias & 0xffu)) & 0x80u) == 0) continue;
+      const uint32_t sign = (code & 0x80u) << 8;
+      const uint32_t v = e4m3 || (code & 0x03u) != 0 ? 0x7fffu : sign | kInf;
+      uint32_t& word = i < 2 ? lo : hi;
+      const int shift = 16 * (i % 2);
+      word = (word & ~(0xffffu << shift)) | (v << shift);
+    }
   }
 };
 
