@@ -13,7 +13,10 @@
 #                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them),
 #                test_d512 (the suite's head dims above 256 with the Hopper d512 kernel planned,
 #                FLARE_SM90_D512=1), rust (the Rust crates' GPU test binaries, carried in
-#                RUST_TESTS_DIR, default rust/gpu-tests: rust/run_gpu_tests.sh --build makes them)
+#                RUST_TESTS_DIR, default rust/gpu-tests: rust/run_gpu_tests.sh --build makes them),
+#                fp8_prefill (a -DFLARE_FP8_PREFILL=ON build of flare_tests_gpu in build-fp8, 90a,
+#                bf16, head dims 64/128/256: the FP8 prefill tests on the warp-specialised kernel
+#                and, FLARE_SM90_WS=0, on the all-threads one)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -130,6 +133,28 @@ if has_step test_d512; then
     set -e
     [[ $rc -eq 0 ]] || test_status="FAILED(d512 cluster $cluster: $rc)"
   done
+fi
+if has_step fp8_prefill; then
+  section "FP8 prefill: build (FLARE_FP8_PREFILL=ON) and tests"
+  set +e
+  { cmake -S . -B build-fp8 -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLARE_FP8_PREFILL=ON \
+      -DFLARE_ARCHS=90a -DFLARE_HEAD_DIMS="64;128;256" -DFLARE_DTYPES=bf16 \
+      -DFLARE_BUILD_BENCH=OFF -DFLARE_BUILD_EXAMPLES=OFF &&
+    cmake --build build-fp8 --parallel "$(nproc)" --target flare_tests_gpu; } > "$OUT_DIR/fp8_build.log" 2>&1
+  rc=$?
+  tail -n 3 "$OUT_DIR/fp8_build.log" | tee -a "$RUN_LOG"; rm -f "$OUT_DIR/fp8_build.log"
+  if [[ $rc -eq 0 ]]; then
+    for ws in 1 0; do
+      FLARE_SM90_WS=$ws ./build-fp8/flare_tests_gpu --gtest_brief=1 '--gtest_filter=*Fp8Prefill*' \
+        2>&1 | tee -a "$RUN_LOG"
+      rc=${PIPESTATUS[0]}
+      echo "FP8 prefill tests (FLARE_SM90_WS=$ws) exit status: $rc" | tee -a "$RUN_LOG"
+      [[ $rc -eq 0 ]] || test_status="FAILED(fp8_prefill ws=$ws: $rc)"
+    done
+  else
+    test_status="FAILED(fp8_prefill build: $rc)"
+  fi
+  set -e
 fi
 if has_step rust; then
   section "Rust GPU tests (${RUST_TESTS_DIR:-rust/gpu-tests})"

@@ -252,7 +252,8 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
         kernels.has_sm90_fp8_prefill(in.dtype, sm90_hd) && !is_paged(in)) {
       plan.sm90_head_dim = sm90_hd;
       plan.family = FwdKernelFamily::kSm90Fp8Prefill;
-      plan.tile = {sm90::kSm90Fp8BlockM, sm90::sm90_fp8_block_n(sm90_hd), 1};
+      plan.sm90 = choose_sm90_fp8_variant(sm90_hd, tuning.sm90);
+      plan.tile = {sm90::kSm90Fp8BlockM, plan.sm90.block_n, 1};
     } else {
       plan.family = FwdKernelFamily::kNone;
     }

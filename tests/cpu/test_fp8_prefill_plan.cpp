@@ -48,7 +48,21 @@ TEST(Fp8PrefillPlan, HopperWithTheKernelPicksIt) {
     EXPECT_EQ(plan.num_splits, 1) << d;  // even with a workspace the heuristic could use
     EXPECT_EQ(plan.v_parts, 1) << d;
     EXPECT_EQ(plan.workspace_bytes, 0u) << d;
+    // The warp-specialised kernel's FP8 instance: one CTA per tile, ping-pong, no TMA.
+    EXPECT_TRUE(plan.sm90.warp_specialized) << d;
+    EXPECT_TRUE(plan.sm90.pingpong) << d;
+    EXPECT_FALSE(plan.sm90.persistent) << d;
+    EXPECT_EQ(plan.sm90.tma, flare::TmaMode::kOff) << d;
+    EXPECT_EQ(plan.sm90.block_n, plan.tile.block_n) << d;
   }
+  // Sm90Overrides::warp_specialized = 0: the all-threads FP8 kernel, no ping-pong.
+  flare::Tuning all_threads;
+  all_threads.sm90.warp_specialized = 0;
+  const flare::FwdPlan plan =
+      flare::plan_forward(fp8_prefill(128), kH100, all_threads, with_fp8_prefill());
+  EXPECT_EQ(plan.family, FwdKernelFamily::kSm90Fp8Prefill);
+  EXPECT_FALSE(plan.sm90.warp_specialized);
+  EXPECT_FALSE(plan.sm90.pingpong);
 }
 
 TEST(Fp8PrefillPlan, NothingElseTakesFp8Q) {

@@ -7,11 +7,18 @@
 // with the keys of every 32-key step permuted so that each lane packs P from its own S
 // accumulators (fp8_layout.h: the layouts and the permutation, checked on the CPU).
 //
-// Structure: the all-threads kernel's (fwd_kernel_sm90.cuh): one CTA per 128-row query tile,
-// two warpgroups that both load and compute, two stages of K (cp.async) and V^T, key blocks
-// from the last to the first, S_i = Q K_i^T issued with P_(i-1) V_(i-1) and the softmax of S_i
-// under P V. Features: causal, window, softcap, ALiBi, sinks, GQA, varlen, contiguous KV caches;
-// no paging, no split (the planner sends neither here).
+// Two kernels run it (run_fwd_fp8_sm90 takes the variant's):
+//  - the warp-specialised kernel's FP8 instances (fwd_kernel_sm90_ws.cuh, Sm90WsTraits::kFp8):
+//    a producer warpgroup loads Q and K by cp.async and V's rows into a staging tile, from which
+//    its threads store V^T (producer_sm90.cuh, load_fp8); two consumer warpgroups run the
+//    mainloop with the e4m3 steps of fp8_ops_sm90.cuh, taking turns (ping-pong). The default.
+//  - the all-threads kernel below (fwd_kernel_sm90.cuh's structure): one CTA per 128-row query
+//    tile, two warpgroups that both load and compute, two stages of K (cp.async) and V^T, key
+//    blocks from the last to the first, S_i = Q K_i^T issued with P_(i-1) V_(i-1) and the
+//    softmax of S_i under P V. Simpler, for checking the layouts apart from the pipeline
+//    (Sm90Overrides::warp_specialized = 0).
+// Features of both: causal, window, softcap, ALiBi, sinks, GQA, varlen, contiguous KV caches; no
+// paging, no split (the planner sends neither here); one CTA per tile.
 //
 // Scales: the scores are q codes . k codes; q_descale * k_descale of the tile's (batch, K/V head)
 // folds into the softmax units (ScoreUnits), v_descale into O before the epilogue. P is
@@ -33,7 +40,9 @@
 #include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/epilogue_sm90.cuh"
 #include "kernels/sm90/fwd_kernel_sm90.cuh"  // load_swizzled
+#include "kernels/sm90/fwd_kernel_sm90_ws.cuh"
 #include "kernels/sm90/fp8_layout.h"
+#include "kernels/sm90/fp8_ops_sm90.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
 #include "kernels/sm90/tile_scheduler.cuh"
 #include "kernels/sm90/wgmma_common.cuh"
@@ -60,108 +69,6 @@ struct Sm90Fp8Traits {
                 "every tile starts on a swizzle-pattern boundary");
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
 };
-
-// One V block's transposed store, in two halves so that the global loads are in flight while
-// the thread computes: fetch() reads this thread's items (four keys x 16 columns each) into
-// registers, store() writes them into a V^T stage. Item `item` is key group item % groups (the
-// fastest, so that a warp's 4-byte stores of one V^T row fall on distinct banks) and column
-// chunk item / groups. Keys past the sequence and columns past `cols` are zero.
-template <int HeadDim, int BlockN, int Threads>
-struct Fp8VtBlock {
-  static constexpr int kGroups = BlockN / 4;
-  static constexpr int kItems = kGroups * (HeadDim / 16);
-  static constexpr int kPerThread = (kItems + Threads - 1) / Threads;
-  uint4 rows[kPerThread][4];
-
-  __device__ __forceinline__ void fetch(const uint8_t* v, int64_t v_base, int64_t row_stride,
-                                        int n0, int seqlen_k, int cols) {
-#pragma unroll
-    for (int it = 0; it < kPerThread; ++it) {
-      const int item = int(threadIdx.x) + it * Threads;
-      const int grp = item % kGroups, chunk = item / kGroups;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int key = n0 + fp8_vt_group_key(grp, k);
-        const bool valid = item < kItems && key < seqlen_k && chunk * 16 < cols;
-        rows[it][k] = valid ? __ldg(reinterpret_cast<const uint4*>(v + v_base + key * row_stride +
-                                                                   chunk * 16))
-                            : make_uint4(0, 0, 0, 0);
-      }
-    }
-  }
-
-  // V^T row c (0 .. HeadDim - 1) holds V's column c over the block's keys in slot order;
-  // this thread's group is the 4-byte word at column 4 grp of rows 16 chunk .. 16 chunk + 15.
-  __device__ __forceinline__ void store(uint32_t smem_vt) const {
-#pragma unroll
-    for (int it = 0; it < kPerThread; ++it) {
-      const int item = int(threadIdx.x) + it * Threads;
-      if (item >= kItems) continue;
-      const int grp = item % kGroups, chunk = item / kGroups;
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {  // V columns 16 chunk + 4 w .. + 3
-        const uint32_t in[4] = {(&rows[it][0].x)[w], (&rows[it][1].x)[w], (&rows[it][2].x)[w],
-                                (&rows[it][3].x)[w]};
-        uint32_t out[4];
-        fp8_transpose_4x4(in, out);
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-          const uint32_t addr =
-              smem_vt + fp8_vt_word_offset(grp, 16 * chunk + 4 * w + b, HeadDim, BlockN);
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(out[b]) : "memory");
-        }
-      }
-    }
-  }
-};
-
-// S (this warpgroup's 64 rows x BlockN keys) = Q K^T, k32 steps over the head dim. Issues only.
-template <int HeadDim, int BlockM, int BlockN>
-__device__ __forceinline__ void issue_qk_fp8(float (&acc_s)[BlockN / 2], uint32_t sQ, uint32_t sK,
-                                             int wg) {
-  const uint64_t a0 = fp8_desc_k_major(sQ + wg * 64 * fp8_atom_bytes(HeadDim), HeadDim);
-  const uint64_t b0 = fp8_desc_k_major(sK, HeadDim);
-#pragma unroll
-  for (int ks = 0; ks < HeadDim / 32; ++ks) {
-    const uint64_t a = desc_add(a0, fp8_k_step_offset(ks, BlockM, HeadDim));
-    const uint64_t b = desc_add(b0, fp8_k_step_offset(ks, BlockN, HeadDim));
-    wgmma_ss_e4m3<BlockN>(acc_s, a, b, ks > 0 ? 1 : 0);
-  }
-  wgmma_commit();
-}
-
-// O += P V: P's e4m3 A fragments from registers, V^T (HeadDim rows of BlockN bytes) K-major.
-template <int HeadDim, int BlockN>
-__device__ __forceinline__ void issue_pv_fp8(float (&acc_o)[HeadDim / 2],
-                                             uint32_t (&p_frag)[BlockN / 32][4], uint32_t sVt) {
-  const uint64_t b0 = fp8_desc_k_major(sVt, BlockN);
-#pragma unroll
-  for (int kk = 0; kk < BlockN / 32; ++kk)
-    wgmma_rs_e4m3<HeadDim>(acc_o, p_frag[kk], desc_add(b0, fp8_k_step_offset(kk, HeadDim, BlockN)),
-                           1);
-  wgmma_commit();
-}
-
-// Two probabilities as e4m3 codes (round to nearest even, saturating): lo in the low byte.
-__device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
-  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
-}
-
-// The probabilities of acc_s as P's k32 A fragments: byte `byte` of register `reg` of step kk
-// is accumulator fp8_p_acc_index(kk, reg, byte) (the lane's own values; V^T's keys are
-// permuted to match).
-template <int BlockN>
-__device__ __forceinline__ void pack_probabilities_e4m3(const float (&acc_s)[BlockN / 2],
-                                                        uint32_t (&p_frag)[BlockN / 32][4]) {
-#pragma unroll
-  for (int kk = 0; kk < BlockN / 32; ++kk)
-#pragma unroll
-    for (int reg = 0; reg < 4; ++reg)
-      p_frag[kk][reg] = e4m3x2(acc_s[fp8_p_acc_index(kk, reg, 0)], acc_s[fp8_p_acc_index(kk, reg, 1)]) |
-                        (e4m3x2(acc_s[fp8_p_acc_index(kk, reg, 2)],
-                                acc_s[fp8_p_acc_index(kk, reg, 3)])
-                         << 16);
-}
 
 // One CTA per tile of a 3-D grid (SingleTileScheduler::grid_tile), num_splits 1.
 template <typename T, int HeadDim>
@@ -323,7 +230,9 @@ __global__ void __launch_bounds__(Sm90Fp8Traits<HeadDim>::kThreads, 1)
 
 }  // namespace sm90
 
-// The launcher (family kSm90Fp8Prefill): one CTA per (query block, head, batch entry).
+// The launcher (family kSm90Fp8Prefill): one CTA per (query block, head, batch entry), the
+// warp-specialised kernel's FP8 instance or, where the variant says so, the all-threads kernel
+// above.
 template <int Dtype, int HeadDim>
 int run_fwd_fp8_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   using T = typename ElementType<Dtype>::type;
@@ -331,6 +240,21 @@ int run_fwd_fp8_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   if (launch.family != FwdKernelFamily::kSm90Fp8Prefill || launch.block_m != Tr::kBlockM ||
       launch.block_n != Tr::kBlockN || launch.num_splits != 1 || is_paged(launch.p))
     return cudaErrorInvalidConfiguration;
+  if (launch.sm90.warp_specialized) {
+    using Ws = sm90::Sm90WsTraits<HeadDim, Tr::kBlockN, 2, 1, true>;
+    static_assert(Ws::kBlockM == Tr::kBlockM, "the planner's FP8 tile");
+    auto kernel = sm90::fwd_kernel_sm90_ws<T, HeadDim, false, false, Tr::kBlockN, 2, 1, true>;
+    cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Ws::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const int m_blocks = (launch.max_seqlen_q + Ws::kBlockM - 1) / Ws::kBlockM;
+    const int64_t tiles = int64_t(m_blocks) * launch.p.num_heads * launch.p.batch;
+    if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
+    const Sm90TensorMaps no_maps{};  // every copy by cp.async or the producer's stores
+    kernel<<<int(tiles), Ws::kThreads, Ws::kSmemBytes, stream>>>(
+        launch, no_maps, launch.sm90.pingpong ? 1 : 0, m_blocks);
+    return cudaGetLastError();
+  }
   auto kernel = sm90::fwd_fp8_kernel_sm90<T, HeadDim>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);

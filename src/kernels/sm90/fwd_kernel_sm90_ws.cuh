@@ -27,12 +27,18 @@ namespace sm90 {
 // ClusterM: CTAs per cluster (1, or 2: consecutive query tiles of one head that share every
 // K/V stage, each CTA's producer copying its half of a stage into both by TMA multicast: half
 // the K/V reads from L2 per tile; pipeline.cuh).
+// Fp8: q, k, v hold e4m3 codes (the FP8 prefill, fwd_fp8_sm90.cuh): 1-byte tiles, e4m3 wgmma,
+// V stored transposed by the producer threads, every copy by cp.async or the threads' stores.
 template <int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2,
-          int ClusterM = 1>
+          int ClusterM = 1, bool Fp8 = false>
 struct Sm90WsTraits {
   static constexpr int kHeadDim = HeadDim;
   static constexpr int kConsumerWGs = ConsumerWGs;
   static constexpr int kClusterM = ClusterM;
+  static constexpr bool kFp8 = Fp8;
+  static constexpr int kElemBytes = Fp8 ? 1 : 2;  // of q, k and v
+  static_assert(!Fp8 || (ConsumerWGs == 2 && ClusterM == 1 && BlockN % 32 == 0),
+                "FP8: two consumer warpgroups, no clusters, k32 steps of P V");
   static_assert(ClusterM == 1 || (HeadDim / 64) % ClusterM == 0, "whole TMA boxes per CTA");
   static constexpr int kConsumerThreads = 128 * ConsumerWGs;
   static constexpr int kBlockM = sm90_ws_block_m(HeadDim, ConsumerWGs), kBlockN = BlockN;
@@ -56,23 +62,33 @@ struct Sm90WsTraits {
   // blocks of all its tiles, each computing those its own rows see.)
   static constexpr bool kOwnBlocks =
       ClusterM > 1 || (!kSplitO && (ConsumerWGs > 2 || HeadDim > 128));
-  static constexpr int kStages = BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
-  static constexpr int kSmemQ = kBlockM * HeadDim * 2;   // the Q tile
-  static constexpr int kSmemKV = kBlockN * HeadDim * 2;  // one K or V stage
+  static constexpr int kStages =
+      Fp8 ? 3 : BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
+  static constexpr int kSmemQ = kBlockM * HeadDim * kElemBytes;   // the Q tile
+  static constexpr int kSmemKV = kBlockN * HeadDim * kElemBytes;  // one K or V (V^T) stage
   // Head dim 256 (two stages): K and V of a stage have barriers of their own, so K's slot is
   // refilled once its QK^T is done while V's still waits for the softmax and P V. With three or
   // four stages (d64, d128) one barrier pair covers K and V of a stage (docs/decisions.md).
-  static constexpr bool kSeparateKV = HeadDim > 128;
+  // FP8: K lands by cp.async, V^T by the producer threads' own stores: barriers of their own.
+  static constexpr bool kSeparateKV = Fp8 || HeadDim > 128;
+  // FP8: V's rows land by cp.async in one of two staging tiles of the producer's own, from
+  // which the producer threads store them transposed into a V stage (producer_sm90.cuh).
+  static constexpr int kVStaging = Fp8 ? 2 : 0;
   // full/empty of Q, of each K (and V) stage, of each V stage (pipeline.cuh's layout)
   static constexpr int kBarriers = 2 + 4 * kStages;
-  static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + 8 * kBarriers + 1024;
+  static constexpr int kSmemBytes =
+      kSmemQ + (2 * kStages + kVStaging) * kSmemKV + 8 * kBarriers + 1024;
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
   // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
   // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel (on
   // the mma.sync kernel at d512, which has 128 O accumulators per consumer too).
-  // Three consumer warpgroups: 160 each, the producer 24.
-  static constexpr int kProducerRegs = ConsumerWGs > 2 || HeadDim > 128 ? 24 : 56;
-  static constexpr int kConsumerRegs = ConsumerWGs > 2 ? 160 : HeadDim <= 128 ? 224 : 240;
+  // Three consumer warpgroups: 160 each, the producer 24. FP8: the producer's cp.async fills
+  // (the d256 Q tile's 16 copies per thread) and V^T stores need more than TMA issue, the
+  // consumers' S and P are smaller (1-byte P fragments; 64-key blocks at d256): 96 and 200,
+  // the split without spills on either side (sm_90a, nvcc 13).
+  static constexpr int kProducerRegs = Fp8 ? 96 : ConsumerWGs > 2 || HeadDim > 128 ? 24 : 56;
+  static constexpr int kConsumerRegs =
+      Fp8 ? 200 : ConsumerWGs > 2 ? 160 : HeadDim <= 128 ? 224 : 240;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
   // TMA boxes are 64 columns x kBlockM (Q) or kBlockN (K/V) rows: at most 256 rows.
   static_assert(kBlockM <= 256 && kBlockN <= 256 && HeadDim % kTmaBoxCols == 0, "TMA box");
@@ -91,12 +107,14 @@ struct Sm90WsTraits {
 // (launched in clusters of ClusterM CTAs; unpaged, every K/V block by TMA), one tile per CTA of
 // a cluster whose CTAs share the K/V stages of all their tiles' key blocks.
 template <typename T, int HeadDim, bool Paged, bool DynamicTiles = false,
-          int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2, int ClusterM = 1>
+          int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2, int ClusterM = 1,
+          bool Fp8 = false>
 __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
     fwd_kernel_sm90_ws(const __grid_constant__ FwdLaunch launch,
                        const __grid_constant__ Sm90TensorMaps maps, int pingpong, int m_blocks) {
-  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs, ClusterM>;
+  using Tr = Sm90WsTraits<HeadDim, BlockN, ConsumerWGs, ClusterM, Fp8>;
   static_assert(ClusterM == 1 || (!Paged && !DynamicTiles), "clusters: TMA K/V, static tiles");
+  static_assert(!Fp8 || !Paged, "FP8: unpaged");
   using Scheduler =
       std::conditional_t<DynamicTiles, DynamicTileScheduler,
                          std::conditional_t<(ClusterM > 1), ClusterTileScheduler<ClusterM>,
@@ -179,9 +197,12 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
                    [&](const auto& acc_o, const Sm90Softmax& softmax) {
                      int col0 = 0;  // (a literal where O is not split: see o_column0)
                      if constexpr (Tr::kSplitO) col0 = mainloop.o_column0();
+                     // FP8: the tile's units, the descales of its (batch, K/V head) folded in.
+                     float unit_log2 = mainloop.units.unit_log2;
+                     if constexpr (Tr::kFp8) unit_log2 = mainloop.tile_unit_log2;
                      store_output_rows<T, HeadDim, Tr::kOColumns>(
-                         launch, seq, acc_o, softmax, mainloop.units.unit_log2,
-                         mainloop.row_base(m0), mainloop.t, at.batch, at.head, at.split, col0);
+                         launch, seq, acc_o, softmax, unit_log2, mainloop.row_base(m0),
+                         mainloop.t, at.batch, at.head, at.split, col0);
                    });
     }
     mainloop.turns.finish();  // the last warpgroup's final hand-over

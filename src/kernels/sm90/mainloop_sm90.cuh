@@ -17,6 +17,8 @@
 #include "common/score_mods.h"
 #include "common/sequence.h"
 #include "kernels/fwd_launch.h"
+#include "common/fp8_params.h"
+#include "kernels/sm90/fp8_ops_sm90.cuh"
 #include "kernels/sm90/pipeline.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
 #include "kernels/sm90/tile_scheduler.cuh"
@@ -62,6 +64,8 @@ template <typename T, typename Tr, bool Paged, bool DynamicTiles>
 struct Sm90Mainloop {
   static constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   static constexpr int kOColumns = Tr::kOColumns;  // O columns this warpgroup accumulates
+  // k steps of P V: k16 with 16-bit P, k32 with e4m3 P (Tr::kFp8).
+  static constexpr int kPSteps = Tr::kFp8 ? kBlockN / 32 : kBlockN / 16;
   static constexpr int kSTiles = kBlockN / 8;  // n8 column tiles of S per thread
 
   const FwdLaunch& launch;
@@ -73,6 +77,7 @@ struct Sm90Mainloop {
   ScoreUnits units;  // + each tile's ALiBi slope
   int it = 0;      // K/V stage uses so far, in the producer's order
   int q_uses = 0;  // Q buffer uses so far, in the producer's order
+  float tile_unit_log2 = 0.f;  // FP8: the last tile's score units, its descales folded in
 
   // tid: the thread's index among the consumer threads. The warpgroup is broadcast from lane 0
   // so that the compiler knows it is warp-uniform: descriptors built from it then stay in
@@ -142,9 +147,23 @@ struct Sm90Mainloop {
     softmax.init();
 
     const bool has_softcap = units.has_softcap;
-    const float unit_log2 = units.unit_log2, cap_in = units.cap_in;
-    const float alibi = alibi_in_units(p, at.batch, at.head);
+    float unit_log2 = units.unit_log2, cap_in = units.cap_in;
+    float alibi = alibi_in_units(p, at.batch, at.head);
     const int diagonal = mask.diagonal();
+    // FP8: the scores are products of codes; q_descale * k_descale of the tile's (batch, K/V
+    // head) moves into the units (with softcap into cap_in alone), v_descale into O at the end.
+    [[maybe_unused]] int head_k = 0;
+    if constexpr (Tr::kFp8) {
+      head_k = at.head / (p.num_heads / p.num_heads_k);
+      const float qk = q_descale(p, at.batch, head_k) * k_descale(p, at.batch, head_k);
+      if (has_softcap) {
+        cap_in *= qk;
+      } else {
+        unit_log2 *= qk;
+        alibi /= qk;
+      }
+      tile_unit_log2 = unit_log2;
+    }
 
     // Softcap, ALiBi and the mask on the raw scores of one key block. pv_in_flight (a constant
     // at each call): whether a P V wgmma runs meanwhile (see modify_wgmma_block_scores).
@@ -156,13 +175,18 @@ struct Sm90Mainloop {
             if (prefix) row_keys(p, at.batch, mask, row, first, end);
           });
     };
-    // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
-    // the factor that rescales what was accumulated before it.
+    // Turns the raw scores of one key block into probabilities (16-bit or e4m3 A fragments of
+    // P V) and the factor that rescales what was accumulated before it.
     auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block,
-                             uint32_t (&p_frag)[kBlockN / 16][4], float (&correction)[2],
+                             uint32_t (&p_frag)[kPSteps][4], float (&correction)[2],
                              bool pv_in_flight) {
       modify_block_scores(acc_s, n_block, pv_in_flight);
-      softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
+      if constexpr (Tr::kFp8) {
+        softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
+        pack_probabilities_e4m3<kBlockN>(acc_s, p_frag);
+      } else {
+        softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
+      }
     };
 
     if (num_blocks > 0) {
@@ -238,13 +262,16 @@ struct Sm90Mainloop {
       if (!sm90_kv_block_by_tma(maps, Paged, block_of(i0) * kBlockN, kBlockN, seq.seqlen_k) ||
           !sm90_q_tile_by_tma(maps, m0, kBlockM, seq.seqlen_q))
         fence_proxy_async();
-      uint32_t p_cur[kBlockN / 16][4];
+      uint32_t p_cur[kPSteps][4];
       {
         float acc_s[kBlockN / 2];
         float correction[2];
         turns.begin_turn();
         wgmma_fence();
-        issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), row_group());
+        if constexpr (Tr::kFp8)
+          issue_qk_fp8<kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), row_group());
+        else
+          issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), row_group());
         turns.end_turn();
         wgmma_wait<0>();
         fence_registers(acc_s);
@@ -260,16 +287,21 @@ struct Sm90Mainloop {
         fence_registers(acc_o);
         turns.begin_turn();
         wgmma_fence();
-        issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), row_group());
-        issue_pv<T, kOColumns, kBlockN>(acc_o, p_cur, stage_v(i - 1));
+        if constexpr (Tr::kFp8) {
+          issue_qk_fp8<kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), row_group());
+          issue_pv_fp8<kOColumns, kBlockN>(acc_o, p_cur, stage_v(i - 1));
+        } else {
+          issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), row_group());
+          issue_pv<T, kOColumns, kBlockN>(acc_o, p_cur, stage_v(i - 1));
+        }
         turns.end_turn();
         wgmma_wait<1>();  // S_i is ready; P V may still run
         fence_registers(acc_s);
         release_k(i);
         if (is_last(i)) release_q();  // Q's last QK^T is done
         float correction[2];
-        uint32_t p_next[kBlockN / 16][4];  // kSingleP: unused (the probabilities stay in acc_s
-                                           // until P V(i-1) is done with p_cur)
+        uint32_t p_next[kPSteps][4];  // kSingleP: unused (the probabilities stay in acc_s
+                                      // until P V(i-1) is done with p_cur)
         if constexpr (Tr::kSingleP) {
           modify_block_scores(acc_s, block_of(i), true);
           softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
@@ -287,7 +319,7 @@ struct Sm90Mainloop {
           pack_probabilities<T, kBlockN>(acc_s, p_cur);
         } else {
 #pragma unroll
-          for (int kk = 0; kk < kBlockN / 16; ++kk)
+          for (int kk = 0; kk < kPSteps; ++kk)
 #pragma unroll
             for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
         }
@@ -298,7 +330,10 @@ struct Sm90Mainloop {
       fence_registers(acc_o);
       turns.begin_turn();
       wgmma_fence();
-      issue_pv<T, kOColumns, kBlockN>(acc_o, p_cur, stage_v(last()));
+      if constexpr (Tr::kFp8)
+        issue_pv_fp8<kOColumns, kBlockN>(acc_o, p_cur, stage_v(last()));
+      else
+        issue_pv<T, kOColumns, kBlockN>(acc_o, p_cur, stage_v(last()));
       turns.end_turn();
       wgmma_wait<0>();
       fence_registers(acc_o);
@@ -318,6 +353,11 @@ struct Sm90Mainloop {
       // A published tile without key blocks: its Q buffer holds no data, release it at once.
       smem.q_ring.consumer_release(q_uses);
       ++q_uses;
+    }
+    if constexpr (Tr::kFp8) {
+      const float vd = v_descale(p, at.batch, head_k);  // O's V codes times v_descale
+#pragma unroll
+      for (int i = 0; i < kOColumns / 2; ++i) acc_o[i] *= vd;
     }
     epilogue(acc_o, softmax);
   }

@@ -74,13 +74,15 @@ struct StageRing {
 };
 
 // Shared memory of the warp-specialised kernel (traits Tr): the Q tile, Tr::kStages K stages,
-// Tr::kStages V stages, then the barriers, from the first 1024-byte boundary of the dynamic
-// window (the 128-byte swizzle's atoms must be 1024-byte aligned). Barriers, 8 bytes each:
+// Tr::kStages V stages, Tr::kVStaging V staging tiles (FP8), then the barriers, from the first
+// 1024-byte boundary of the dynamic window (the 128-byte swizzle's atoms must be 1024-byte
+// aligned). Barriers, 8 bytes each:
 // full/empty of Q, full[kStages] of K, full[kStages] of V, empty[kStages] of K, empty[kStages]
 // of V. Without Tr::kSeparateKV the K ring covers K and V of a stage and the V ring is unused.
 template <typename Tr>
 struct Sm90WsSmem {
   uint32_t q, k0, v0;  // Q; K stage s at k0 + s * kSmemKV; V stage s at v0 + s * kSmemKV
+  uint32_t v_staging0;  // FP8: V staging tile j at v_staging0 + j * kSmemKV
   using KvRing = StageRing<Tr::kStages, Tr::kClusterM>;
   StageRing<1> q_ring;  // each CTA's own
   KvRing k_ring, v_ring;
@@ -89,13 +91,17 @@ struct Sm90WsSmem {
     q = (sm80::smem_addr(raw) + 1023u) & ~1023u;
     k0 = q + Tr::kSmemQ;
     v0 = k0 + Tr::kStages * Tr::kSmemKV;
-    const uint32_t bar0 = v0 + Tr::kStages * Tr::kSmemKV;
+    v_staging0 = v0 + Tr::kStages * Tr::kSmemKV;
+    const uint32_t bar0 = v_staging0 + Tr::kVStaging * Tr::kSmemKV;
     q_ring = StageRing<1>{bar0, bar0 + 8};
     k_ring = KvRing{bar0 + 16, bar0 + 16 + 16 * Tr::kStages};
     v_ring = KvRing{bar0 + 16 + 8 * Tr::kStages, bar0 + 16 + 24 * Tr::kStages};
   }
   __device__ __forceinline__ uint32_t k_stage(int s) const { return k0 + s * Tr::kSmemKV; }
   __device__ __forceinline__ uint32_t v_stage(int s) const { return v0 + s * Tr::kSmemKV; }
+  __device__ __forceinline__ uint32_t v_staging(int j) const {
+    return v_staging0 + j * Tr::kSmemKV;
+  }
 
   // By one thread. Full barriers count `producer_threads` arrivals (the Q ring's full barrier
   // `q_full_arrivals`), empty barriers the consumers' releases (KvRing::empty_arrivals).

@@ -16,6 +16,7 @@
 #include "common/sequence.h"
 #include "common/split.h"
 #include "kernels/fwd_launch.h"
+#include "kernels/sm90/fp8_ops_sm90.cuh"
 #include "kernels/sm90/fwd_kernel_sm90.cuh"
 #include "kernels/sm90/pipeline.cuh"
 #include "kernels/sm90/tile_scheduler.cuh"
@@ -35,6 +36,11 @@ enum Sm90Fill { kFillK, kFillV, kFillKV };
 template <typename T, typename Tr, bool Paged, bool DynamicTiles>
 struct Sm90Producer {
   static constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  // Elements of q, k and v: T, or e4m3 codes (Tr::kFp8).
+  using In = std::conditional_t<Tr::kFp8, uint8_t, T>;
+  // Named barrier of the producer threads (the kernel's: ids 1 .. kConsumerWGs are the
+  // consumers' turns).
+  static constexpr int kBarrier = 1 + Tr::kConsumerWGs;
   // Paged fills: the rows' pages, looked up once per fill (PagedFillRows).
   struct NoPagedRows {};
   using PagedRows =
@@ -85,7 +91,7 @@ struct Sm90Producer {
         mbarrier_arrive(smem.q_ring.full(0));
       }
     } else {
-      load_swizzled<kHeadDim, kBlockM, 128>(smem.q, static_cast<const T*>(p.q), p.head_dim,
+      load_swizzled<kHeadDim, kBlockM, 128>(smem.q, static_cast<const In*>(p.q), p.head_dim,
                                             [&](int r) -> int64_t {
                                               return m0 + r < seq.seqlen_q
                                                          ? q_offset(p, seq, m0 + r, head)
@@ -122,8 +128,8 @@ struct Sm90Producer {
       }
       return;
     }
-    const T* k = static_cast<const T*>(p.k);
-    const T* v = static_cast<const T*>(p.v);
+    const In* k = static_cast<const In*>(p.k);
+    const In* v = static_cast<const In*>(p.v);
     const int64_t k_base = Paged ? 0 : k_offset(p, seq, 0, head_k);
     const int64_t v_base = Paged ? 0 : v_offset(p, seq, 0, head_k);
     // Fill `fill` (over all tiles) of K, V or both (kWhich: kFillK, kFillV, kFillKV) with key
@@ -209,6 +215,10 @@ struct Sm90Producer {
     using FillV = std::integral_constant<int, kFillV>;
     using FillKV = std::integral_constant<int, kFillKV>;
     auto block_of = [&](int i) { return range.end - 1 - i; };  // blocks run from the last
+    if constexpr (Tr::kFp8) {
+      load_fp8(seq, m0, head, batch, block_of, num_blocks, fill_stage, v, v_base);
+      return;
+    }
     // Separate K and V: K_0, Q, then K_i before V_(i-1) (the consumers issue QK^T_i with
     // P V_(i-1)), V last. K_0 goes first so that it loads while the producer waits for the Q
     // buffer; K_i does not wait behind V_(i-1)'s stage, which is freed one softmax later.
@@ -231,6 +241,56 @@ struct Sm90Producer {
       for (int i = 0; i < num_blocks; ++i)
         fill_stage(FillKV{}, it + i, block_of(i));
     }
+    it += num_blocks;
+  }
+
+  // Tr::kFp8: the tile's fills in the order the consumers take them, K_0, Q, then K_i before
+  // V_(i-1). K and Q by cp.async (the generic fills). V block j's rows go by cp.async into
+  // staging tile (it + j) % 2, one block ahead of its transposed store: once every producer
+  // thread's copies of block j have landed (this thread's group wait, then the producers'
+  // barrier, which also tells that block j - 1's store, the last reader of the other staging
+  // tile, is done), the threads store it transposed into V stage it + j (fp8_ops_sm90.cuh) and
+  // arrive on its full barrier. One producers' barrier per key block.
+  template <typename BlockOf, typename FillStage>
+  __device__ __forceinline__ void load_fp8(const SequenceInfo& seq, int m0, int head, int batch,
+                                           BlockOf block_of, int num_blocks,
+                                           FillStage& fill_stage, const In* v, int64_t v_base) {
+    const flare_mha_fwd_params& p = launch.p;
+    using FillK = std::integral_constant<int, kFillK>;
+    auto stage_v = [&](int j) {
+      const int n0 = block_of(j) * kBlockN;
+      load_swizzled<kHeadDim, kBlockN, 128>(smem.v_staging((it + j) % 2), v, p.head_dim,
+                                            [&](int r) -> int64_t {
+                                              if (n0 + r >= seq.seqlen_k) return -1;
+                                              return v_base + (n0 + r) * p.v_row_stride;
+                                            });
+      sm80::cp_async_commit();
+    };
+    auto store_vt = [&](int j) {
+      const auto& ring = smem.v_ring;
+      const int s = ring.stage(it + j);
+      ring.producer_acquire(it + j);
+      Fp8VtBlock<kHeadDim, kBlockN, 128>::store_from_staging(smem.v_staging((it + j) % 2),
+                                                            smem.v_stage(s));
+      mbarrier_arrive(ring.full(s));
+    };
+    fill_stage(FillK{}, it, block_of(0));
+    sm80::cp_async_commit();
+    stage_v(0);
+    smem.q_ring.producer_acquire(q_fills);
+    ++q_fills;
+    load_q(seq, m0, head, batch);
+    for (int i = 1; i < num_blocks; ++i) {
+      fill_stage(FillK{}, it + i, block_of(i));
+      sm80::cp_async_commit();
+      sm80::cp_async_wait<1>();  // this thread's rows of V_(i-1) have landed
+      named_barrier_sync(kBarrier, 128);
+      stage_v(i);
+      store_vt(i - 1);
+    }
+    sm80::cp_async_wait<0>();
+    named_barrier_sync(kBarrier, 128);
+    store_vt(num_blocks - 1);
     it += num_blocks;
   }
 

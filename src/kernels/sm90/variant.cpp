@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/sequence.h"
+#include "kernels/sm90/fp8_layout.h"
 #include "kernels/sm90/tma_maps.h"
 
 namespace flare {
@@ -27,6 +28,18 @@ long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p) {
 bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim) {
   return sm90_ws_splits_o(kernel_head_dim) && kv_tma_unsupported_reason(p) == nullptr &&
          kv_tma_rows_exact(p);
+}
+
+Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o) {
+  Sm90Variant v{};
+  v.warp_specialized = o.warp_specialized != 0;
+  v.persistent = false;
+  v.pingpong = v.warp_specialized && o.pingpong != 0;
+  v.tma = v.tma_q = TmaMode::kOff;
+  v.block_n = sm90::sm90_fp8_block_n(kernel_head_dim);
+  v.consumer_wgs = 2;
+  v.cluster_m = 1;
+  return v;
 }
 
 bool sm90_d512_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o) {

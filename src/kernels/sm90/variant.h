@@ -28,6 +28,13 @@ struct Sm90Variant {
                           // where sm90_cluster_applies (d512; one tile per CTA)
 };
 
+// The variant of the FP8 prefill kernel compiled for `kernel_head_dim` (64, 128 or 256; an
+// FLARE_FP8_PREFILL build): the warp-specialised kernel's FP8 instance (its all-threads first
+// version where Sm90Overrides::warp_specialized is 0), one CTA per tile, ping-pong unless turned
+// off, no TMA (cp.async copies, V stored transposed by the producer threads), two consumer
+// warpgroups, fp8_layout.h's key block.
+Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o);
+
 // Whether the warp-specialised kernel compiled for `kernel_head_dim` runs launch `p` in
 // clusters of two CTAs, consecutive query tiles of one head whose producers each copy half of
 // every K/V stage into both (halving the K/V reads from L2 per tile): the d512 kernel, whose
