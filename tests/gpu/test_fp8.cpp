@@ -3,7 +3,8 @@
 // or bf16, on every call shape: KV-cache decode with append (rotary, cache_batch_idx, leftpad),
 // contiguous and paged caches (pages of 1, 3, 16, 48 and 256 rows), chunked prefill over a
 // cache, varlen over contiguous and paged K/V, padded batches; split-KV forced and heuristic;
-// causal, window, ALiBi, softcap, sinks, prefix ranges, GQA, LSE.
+// causal, window, ALiBi, softcap, sinks, prefix ranges, GQA (MQA packing 32 rows included),
+// LSE; head dims 32 / 64 / 80 / 96 / 128 / 192 / 256 and the (192, 128) pair.
 //
 // Each case (serving_problem.h builds it: values N(0, sigma^2) per (b, hk) quantized with
 // quantize_fp8, random positive descales, garbage codes in rows no sequence owns) runs on
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "common/fp8_params.h"
+#include "common/tile_config.h"
 #include "gpu/gpu_test_util.h"
 #include "gpu/serving_problem.h"
 
@@ -56,7 +58,9 @@ std::string make_name(const ServingCase& c, const char* group, size_t index) {
   char idx[8];
   std::snprintf(idx, sizeof idx, "%03zu", index);
   os << group << idx << "_" << format_name(c.kv_dtype) << "_" << descale_name(c.descale) << "_"
-     << dtype_name(c.dtype) << "_d" << c.head_dim << "_h" << c.num_heads << "x" << c.num_heads_k
+     << dtype_name(c.dtype) << "_d" << c.head_dim
+     << (c.head_dim_v != 0 ? "v" + std::to_string(c.head_dim_v) : std::string()) << "_h"
+     << c.num_heads << "x" << c.num_heads_k
      << (c.mode == KvMode::kKvCache ? "_kv" : c.mode == KvMode::kBatch ? "_batch" : "_varlen");
   int max_q = 0;
   for (int q : c.q_lens) max_q = std::max(max_q, q);
@@ -260,6 +264,39 @@ std::vector<ServingCase> fp8_cases() {
       add(c, "feat");
       ++n;
     }
+
+  // 5. The other kernel head dims and their loaders: d32 and d96 (16-bit copies in padded
+  //    rows; d96 and d192 the loader for rows of a chunk count that does not divide 32), d80
+  //    on the d96 kernel (K's columns past the head dim zero-filled), (192, 128) (V's columns
+  //    past 128 zero, split accumulators 128 wide), and MQA decode packing 32 query heads into
+  //    two 16-row blocks: a decode with an append and a split each.
+  struct Dims {
+    int d, dv, heads, heads_k;
+  };
+  const Dims dims[] = {{32, 0, 8, 2},   {80, 0, 8, 2},   {96, 0, 8, 2},
+                       {192, 0, 8, 2},  {192, 128, 8, 2}, {128, 0, 32, 1}};
+  n = 0;
+  for (const Dims& dm : dims)
+    for (int variant = 0; variant < 2; ++variant, ++n) {
+      ServingCase c;
+      c.mode = KvMode::kKvCache;
+      c.kv_dtype = kFormats[n % 2];
+      c.descale = (n / 2) % 2 ? Descale::kPerTensor : Descale::kPerHead;
+      c.dtype = kDtypes[(n / 3) % 2];
+      c.head_dim = dm.d, c.head_dim_v = dm.dv;
+      c.num_heads = dm.heads, c.num_heads_k = dm.heads_k;
+      c.seqlen_new = 1;
+      c.q_lens = {1, 1, 1}, c.k_lens = {1, 77, 300};
+      if (variant == 0) {
+        c.num_splits = 1;
+        c.rotary_dim = dm.dv == 0 ? dm.d / 2 : 0;
+      } else {
+        c.num_splits = 3;
+        c.page_size = 16;
+        c.padded = true;
+      }
+      add(c, "dims");
+    }
   return out;
 }
 
@@ -287,7 +324,7 @@ bool build_has(const std::string& key, const std::string& item) {
 // with FLARE_ERROR_ARCH_NOT_SUPPORTED ("not in this build's ...").
 #define FP8_SKIP_IF_NOT_BUILT(c, params)                                                      \
   do {                                                                                        \
-    if (!build_has("head_dims", std::to_string((c).head_dim)) ||                              \
+    if (!build_has("head_dims", std::to_string(flare::padded_head_dim((c).head_dim))) ||      \
         !build_has("dtypes", dtype_name((c).dtype)))                                          \
       GTEST_SKIP() << (c).name << ": head_dim " << (c).head_dim << " / "                      \
                    << dtype_name((c).dtype) << " not in this build (" << flare_build_info()   \
