@@ -557,6 +557,20 @@ Prefetcher<FwdPrepared>& forward_prefetcher() {
   return p;
 }
 
+// One call of case c on its device problem, its output and LSE checked against the reference.
+void run_and_check(const FwdCase& c, const HostProblem& hp, const RefOutputs& ref,
+                   DeviceProblem& dp, const flare_mha_fwd_params& p, Stream& stream) {
+  std::string error;
+  if (run_flare(p, dp.workspace, stream.get(), &error) != FLARE_OK) {
+    report_failure(describe(c), error);
+    return;
+  }
+  const std::vector<uint16_t> out = dp.out.download<uint16_t>();
+  const std::vector<float> lse = dp.lse.download<float>();
+  const Verdict v = check_output(host_params(hp), out, lse, ref);
+  if (!v.ok) report_failure(describe(c), v.summary());
+}
+
 class ForwardSweep : public ::testing::TestWithParam<FwdCase> {
  public:
   static void SetUpTestSuite() {
@@ -600,15 +614,7 @@ TEST_P(ForwardSweep, MatchesReference) {
   DeviceProblem dp(prep.hp);
   const flare_mha_fwd_params p = dp.params(prep.hp);
   FLARE_SKIP_IF_NO_KERNEL_FITS(p);
-  std::string error;
-  if (run_flare(p, dp.workspace, stream.get(), &error) != FLARE_OK) {
-    report_failure(describe(c), error);
-    return;
-  }
-  const std::vector<uint16_t> out = dp.out.download<uint16_t>();
-  const std::vector<float> lse = dp.lse.download<float>();
-  const Verdict v = check_output(host_params(prep.hp), out, lse, prep.ref);
-  if (!v.ok) report_failure(describe(c), v.summary());
+  run_and_check(c, prep.hp, prep.ref, dp, p, stream);
 }
 
 auto case_name = [](const ::testing::TestParamInfo<FwdCase>& info) { return info.param.name; };
@@ -683,15 +689,7 @@ TEST_P(ForwardHopperD512, MatchesReference) {
   if (info.cc_major == 9 && info.cc_minor == 0 && flare::current_tuning().hopper_kernels &&
       plan.max_seqlen_q > flare::kSm80DecodeMaxRows)
     EXPECT_EQ(plan.sm90_head_dim, 512) << describe(c);
-  std::string error;
-  if (run_flare(p, dp.workspace, stream.get(), &error) != FLARE_OK) {
-    report_failure(describe(c), error);
-    return;
-  }
-  const std::vector<uint16_t> out = dp.out.download<uint16_t>();
-  const std::vector<float> lse = dp.lse.download<float>();
-  const Verdict v = check_output(host_params(hp), out, lse, ref);
-  if (!v.ok) report_failure(describe(c), v.summary());
+  run_and_check(c, hp, ref, dp, p, stream);
 }
 
 INSTANTIATE_TEST_SUITE_P(Forward, ForwardHopperD512, ::testing::ValuesIn(hopper_d512_cases()),

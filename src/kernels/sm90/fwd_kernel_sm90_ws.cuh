@@ -116,9 +116,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
   static_assert(ClusterM == 1 || (!Paged && !DynamicTiles), "clusters: TMA K/V, static tiles");
   static_assert(!Fp8 || !Paged, "FP8: unpaged");
   using Scheduler =
-      std::conditional_t<DynamicTiles, DynamicTileScheduler,
-                         std::conditional_t<(ClusterM > 1), ClusterTileScheduler<ClusterM>,
-                                            SingleTileScheduler>>;
+      std::conditional_t<DynamicTiles, DynamicTileScheduler, StaticTileScheduler<ClusterM>>;
   constexpr bool kCluster = ClusterM > 1;
   const flare_mha_fwd_params& p = launch.p;
   // Tile ids count groups of ClusterM query blocks (sm90_cta_tile).

@@ -5,8 +5,8 @@
 // their heads' K/V in L2, and the latest (heaviest under a causal mask) query block of a head
 // first. Both schedulers walk ids the same way: `initial_work()`, then `next_work(tile)` until
 // `is_valid` fails.
-//  - SingleTileScheduler: one tile per CTA (tile blockIdx.x); the grid covers every tile.
-//  - ClusterTileScheduler: one tile per cluster, whose CTAs take consecutive query blocks.
+//  - StaticTileScheduler: one tile per CTA (SingleTileScheduler: tile blockIdx.x), or per
+//    cluster, whose CTAs take consecutive query blocks; the grid covers every tile.
 //  - DynamicTileScheduler: persistent CTAs (at most one per SM). Tile blockIdx.x first, then
 //    tickets gridDim.x + atomicAdd(counter, 1) until a ticket reaches num_tiles, so a CTA that
 //    finishes early takes the next tile. The counter is one word of the caller's workspace,
@@ -61,22 +61,26 @@ __device__ __forceinline__ Sm90Tile sm90_cta_tile(int tile, int m_units, int num
   return at;
 }
 
-// One tile per CTA.
-struct SingleTileScheduler {
+// One tile per CTA (CtasPerTile 1), or per cluster of CtasPerTile CTAs (tile ids as
+// sm90_cta_tile enumerates them): the grid covers every tile, CtasPerTile CTAs a tile.
+template <int CtasPerTile>
+struct StaticTileScheduler {
   static constexpr bool kDynamic = false;
   struct SharedStorage {};
 
   int num_tiles;
 
   // The dynamic scheduler's signature (the warp-specialised kernel builds either).
-  __device__ __forceinline__ SingleTileScheduler(const FwdLaunch&, int num_tiles_,
+  __device__ __forceinline__ StaticTileScheduler(const FwdLaunch&, int num_tiles_,
                                                  SharedStorage&, int /*threads*/, int /*bar*/)
       : num_tiles(num_tiles_) {}
-  __device__ __forceinline__ int initial_work() const { return blockIdx.x; }
+  __device__ __forceinline__ int initial_work() const { return int(blockIdx.x) / CtasPerTile; }
   __device__ __forceinline__ bool is_valid(int tile) const { return tile < num_tiles; }
   // Past the last tile when the grid covers every tile. (A grid stride rather than a constant:
   // the loop the kernels write around it then compiles to fewer instructions.)
-  __device__ __forceinline__ int next_work(int tile) { return tile + int(gridDim.x); }
+  __device__ __forceinline__ int next_work(int tile) {
+    return tile + int(gridDim.x) / CtasPerTile;
+  }
 
   // The tile of a CTA of a 3-D grid (m_blocks, heads, batch x splits), in the same order: the
   // all-threads kernel's launch, which so needs no tile-id decode (its d256 instances have no
@@ -86,23 +90,7 @@ struct SingleTileScheduler {
                     int(blockIdx.z / unsigned(num_splits)), int(blockIdx.z % unsigned(num_splits))};
   }
 };
-
-// One tile per cluster of ClusterM CTAs (tile ids as sm90_cta_tile enumerates them): the grid
-// has ClusterM CTAs per tile.
-template <int ClusterM>
-struct ClusterTileScheduler {
-  static constexpr bool kDynamic = false;
-  struct SharedStorage {};
-
-  int num_tiles;
-
-  __device__ __forceinline__ ClusterTileScheduler(const FwdLaunch&, int num_tiles_,
-                                                  SharedStorage&, int /*threads*/, int /*bar*/)
-      : num_tiles(num_tiles_) {}
-  __device__ __forceinline__ int initial_work() const { return int(blockIdx.x) / ClusterM; }
-  __device__ __forceinline__ bool is_valid(int tile) const { return tile < num_tiles; }
-  __device__ __forceinline__ int next_work(int tile) { return tile + int(gridDim.x) / ClusterM; }
-};
+using SingleTileScheduler = StaticTileScheduler<1>;
 
 // Persistent CTAs taking tickets from the launch's counter (launch.tile_counter, zero at launch
 // start). next_work is called by the `threads` threads of one group together (the producer
