@@ -214,7 +214,9 @@ void lay_out_workspace(FwdPlan& plan) {
     plan.lse_accum_offset = offset;
     offset = sat_add_aligned(offset, sat_mul(split_rows, sizeof(float)));
   }
-  if (plan.family == FwdKernelFamily::kSm90WarpSpecialized && plan.sm90.persistent) {
+  if ((plan.family == FwdKernelFamily::kSm90WarpSpecialized ||
+       plan.family == FwdKernelFamily::kSm90Fp8Prefill) &&
+      plan.sm90.persistent) {
     plan.tile_counter_offset = offset;
     offset = sat_add_aligned(offset, kSm90TileCounterBytes);
   }
@@ -252,7 +254,9 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
         kernels.has_sm90_fp8_prefill(in.dtype, sm90_hd) && !is_paged(in)) {
       plan.sm90_head_dim = sm90_hd;
       plan.family = FwdKernelFamily::kSm90Fp8Prefill;
-      plan.sm90 = choose_sm90_fp8_variant(sm90_hd, tuning.sm90);
+      Sm90Overrides o = tuning.sm90;
+      if (plan.p.workspace == nullptr) o.persistent = 0;  // no room for the tile counter
+      plan.sm90 = choose_sm90_fp8_variant(sm90_hd, o);
       plan.tile = {sm90::kSm90Fp8BlockM, plan.sm90.block_n, 1};
     } else {
       plan.family = FwdKernelFamily::kNone;

@@ -1,6 +1,7 @@
 // Planning of FP8 prefill (q_dtype e4m3; src/plan/plan.cpp): the Hopper FP8 kernel where the
 // build has it (KernelSet::sm90_fp8_prefill, filled by the dispatcher in FLARE_FP8_PREFILL
-// builds only) on compute capability 9.0, unpaged, one split, no workspace; nothing otherwise
+// builds only) on compute capability 9.0, unpaged, one split, persistent CTAs where a workspace
+// holds their tile counter; nothing otherwise
 // (flare_mha_fwd then refuses the call with FLARE_ERROR_NOT_SUPPORTED).
 #include <gtest/gtest.h>
 
@@ -47,14 +48,23 @@ TEST(Fp8PrefillPlan, HopperWithTheKernelPicksIt) {
     EXPECT_EQ(plan.tile.block_n, flare::sm90::sm90_fp8_block_n(kd)) << d;
     EXPECT_EQ(plan.num_splits, 1) << d;  // even with a workspace the heuristic could use
     EXPECT_EQ(plan.v_parts, 1) << d;
-    EXPECT_EQ(plan.workspace_bytes, 0u) << d;
-    // The warp-specialised kernel's FP8 instance: one CTA per tile, ping-pong, no TMA.
+    // The warp-specialised kernel's FP8 instance: persistent CTAs (the tile counter is the
+    // workspace), ping-pong, no TMA.
+    EXPECT_EQ(plan.workspace_bytes, flare::kSm90TileCounterBytes) << d;
+    EXPECT_EQ(plan.tile_counter_offset, 0u) << d;
     EXPECT_TRUE(plan.sm90.warp_specialized) << d;
     EXPECT_TRUE(plan.sm90.pingpong) << d;
-    EXPECT_FALSE(plan.sm90.persistent) << d;
+    EXPECT_TRUE(plan.sm90.persistent) << d;
     EXPECT_EQ(plan.sm90.tma, flare::TmaMode::kOff) << d;
     EXPECT_EQ(plan.sm90.block_n, plan.tile.block_n) << d;
   }
+  // Without a workspace: one CTA per tile, nothing asked of the caller.
+  flare_mha_fwd_params no_ws = fp8_prefill(128);
+  no_ws.workspace = nullptr;
+  no_ws.workspace_size = 0;
+  const flare::FwdPlan bare = flare::plan_forward(no_ws, kH100, flare::Tuning{}, with_fp8_prefill());
+  EXPECT_FALSE(bare.sm90.persistent);
+  EXPECT_EQ(bare.workspace_bytes, 0u);
   // Sm90Overrides::warp_specialized = 0: the all-threads FP8 kernel, no ping-pong.
   flare::Tuning all_threads;
   all_threads.sm90.warp_specialized = 0;

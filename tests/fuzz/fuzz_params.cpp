@@ -485,8 +485,11 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   REQUIRE(static_cast<long long>(plan.p.batch) * plan.num_splits <= 65535, p, plan.p.batch,
           plan.num_splits);
 
-  // A tile counter exactly for persistent warp-specialised launches, which need a workspace.
-  const bool counter = plan.family == FwdKernelFamily::kSm90WarpSpecialized && plan.sm90.persistent;
+  // A tile counter exactly for persistent warp-specialised launches (16-bit or FP8), which need
+  // a workspace.
+  const bool counter = (plan.family == FwdKernelFamily::kSm90WarpSpecialized ||
+                        plan.family == FwdKernelFamily::kSm90Fp8Prefill) &&
+                       plan.sm90.persistent;
   REQUIRE(counter == (plan.tile_counter_offset != flare::kNoRegion), p, counter, 0);
   if (counter) REQUIRE(p.workspace != nullptr, p, 0, 0);
 

@@ -241,17 +241,25 @@ int run_fwd_fp8_sm90(const FwdLaunch& launch, cudaStream_t stream) {
       launch.block_n != Tr::kBlockN || launch.num_splits != 1 || is_paged(launch.p))
     return cudaErrorInvalidConfiguration;
   if (launch.sm90.warp_specialized) {
+    // One CTA per tile, or persistent CTAs (one per SM) taking tiles by tickets of
+    // launch.tile_counter, which flare_mha_fwd zeroed on the stream before this launch.
     using Ws = sm90::Sm90WsTraits<HeadDim, Tr::kBlockN, 2, 1, true>;
     static_assert(Ws::kBlockM == Tr::kBlockM, "the planner's FP8 tile");
-    auto kernel = sm90::fwd_kernel_sm90_ws<T, HeadDim, false, false, Tr::kBlockN, 2, 1, true>;
+    const bool persistent = launch.sm90.persistent;
+    if (persistent && launch.tile_counter == nullptr) return cudaErrorInvalidConfiguration;
+    auto kernel = persistent
+                      ? sm90::fwd_kernel_sm90_ws<T, HeadDim, false, true, Tr::kBlockN, 2, 1, true>
+                      : sm90::fwd_kernel_sm90_ws<T, HeadDim, false, false, Tr::kBlockN, 2, 1, true>;
     cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Ws::kSmemBytes);
     if (err != cudaSuccess) return err;
     const int m_blocks = (launch.max_seqlen_q + Ws::kBlockM - 1) / Ws::kBlockM;
     const int64_t tiles = int64_t(m_blocks) * launch.p.num_heads * launch.p.batch;
     if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
+    int ctas = int(tiles);
+    if (persistent) ctas = ctas < launch.num_sms ? ctas : launch.num_sms;
     const Sm90TensorMaps no_maps{};  // every copy by cp.async or the producer's stores
-    kernel<<<int(tiles), Ws::kThreads, Ws::kSmemBytes, stream>>>(
+    kernel<<<ctas, Ws::kThreads, Ws::kSmemBytes, stream>>>(
         launch, no_maps, launch.sm90.pingpong ? 1 : 0, m_blocks);
     return cudaGetLastError();
   }

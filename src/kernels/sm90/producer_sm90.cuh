@@ -216,7 +216,7 @@ struct Sm90Producer {
     using FillKV = std::integral_constant<int, kFillKV>;
     auto block_of = [&](int i) { return range.end - 1 - i; };  // blocks run from the last
     if constexpr (Tr::kFp8) {
-      load_fp8(seq, m0, head, batch, block_of, num_blocks, fill_stage, v, v_base);
+      load_fp8(at, seq, m0, range, keys.prefix, block_of, num_blocks, fill_stage, v, v_base);
       return;
     }
     // Separate K and V: K_0, Q, then K_i before V_(i-1) (the consumers issue QK^T_i with
@@ -252,7 +252,8 @@ struct Sm90Producer {
   // tile, is done), the threads store it transposed into V stage it + j (fp8_ops_sm90.cuh) and
   // arrive on its full barrier. One producers' barrier per key block.
   template <typename BlockOf, typename FillStage>
-  __device__ __forceinline__ void load_fp8(const SequenceInfo& seq, int m0, int head, int batch,
+  __device__ __forceinline__ void load_fp8(const Sm90Tile& at, const SequenceInfo& seq, int m0,
+                                           const BlockRange& range, bool prefix,
                                            BlockOf block_of, int num_blocks,
                                            FillStage& fill_stage, const In* v, int64_t v_base) {
     const flare_mha_fwd_params& p = launch.p;
@@ -277,9 +278,13 @@ struct Sm90Producer {
     fill_stage(FillK{}, it, block_of(0));
     sm80::cp_async_commit();
     stage_v(0);
-    smem.q_ring.producer_acquire(q_fills);
-    ++q_fills;
-    load_q(seq, m0, head, batch);
+    if constexpr (DynamicTiles) {
+      publish(at, range, prefix);
+    } else {
+      smem.q_ring.producer_acquire(q_fills);
+      ++q_fills;
+    }
+    load_q(seq, m0, at.head, at.batch);
     for (int i = 1; i < num_blocks; ++i) {
       fill_stage(FillK{}, it + i, block_of(i));
       sm80::cp_async_commit();

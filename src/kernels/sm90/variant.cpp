@@ -33,7 +33,7 @@ bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim) {
 Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o) {
   Sm90Variant v{};
   v.warp_specialized = o.warp_specialized != 0;
-  v.persistent = false;
+  v.persistent = v.warp_specialized && o.persistent != 0;
   v.pingpong = v.warp_specialized && o.pingpong != 0;
   v.tma = v.tma_q = TmaMode::kOff;
   v.block_n = sm90::sm90_fp8_block_n(kernel_head_dim);
