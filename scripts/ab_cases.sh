@@ -6,7 +6,9 @@
 # (scheduling and Q loading), padded (d96/d192 on the Hopper kernels vs mma.sync), swizzle
 # (mma.sync kernels on padded vs swizzled shared-memory rows, whole d64/d128/d256 tables),
 # serving (the Hopper d512 kernel with and without clusters, each row also against the mma.sync
-# d512 kernel; MQA decode with the packed rows on the decode kernel vs the default plan).
+# d512 kernel; MQA decode with the packed rows on the decode kernel vs the default plan), fp8
+# (FP8 prefill: the warp-specialised kernel vs the all-threads one, persistent or not; needs
+# the FLARE_FP8_PREFILL build in build-fp8 that device_check.sh's step fp8_prefill makes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log="$1"
@@ -38,3 +40,7 @@ done
 # on the decode kernel's 16-row blocks vs the default plan.
 group serving && ab "FLARE_SM90_CLUSTER=1" "default" -- --table d512 --iters 20
 group serving && ab "default" "FLARE_DECODE_PACKED_ROWS=32" -- --table decode --heads-k 1 --iters 20
+# FP8 prefill (build-fp8): warp-specialised persistent (default) vs one CTA per tile vs the
+# all-threads kernel.
+group fp8 && BUILD_DIR=build-fp8 ab "default" "FLARE_SM90_PERSISTENT=0" "FLARE_SM90_WS=0" \
+  -- --table prefill_fp8 --iters 20

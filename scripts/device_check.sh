@@ -14,9 +14,10 @@
 #                test_d512 (the suite's head dims above 256 with the Hopper d512 kernel planned,
 #                FLARE_SM90_D512=1), rust (the Rust crates' GPU test binaries, carried in
 #                RUST_TESTS_DIR, default rust/gpu-tests: rust/run_gpu_tests.sh --build makes them),
-#                fp8_prefill (a -DFLARE_FP8_PREFILL=ON build of flare_tests_gpu in build-fp8, 90a,
-#                bf16, head dims 64/128/256: the FP8 prefill tests on the warp-specialised kernel
-#                and, FLARE_SM90_WS=0, on the all-threads one)
+#                fp8_prefill (a -DFLARE_FP8_PREFILL=ON build of flare_tests_gpu and flare_bench in
+#                build-fp8, 90a, bf16, head dims 64/128/256: the FP8 prefill tests on the
+#                warp-specialised kernel and, FLARE_SM90_WS=0, on the all-threads one; the A/B
+#                group fp8 of scripts/ab_cases.sh runs on that build)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -139,8 +140,9 @@ if has_step fp8_prefill; then
   set +e
   { cmake -S . -B build-fp8 -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLARE_FP8_PREFILL=ON \
       -DFLARE_ARCHS=90a -DFLARE_HEAD_DIMS="64;128;256" -DFLARE_DTYPES=bf16 \
-      -DFLARE_BUILD_BENCH=OFF -DFLARE_BUILD_EXAMPLES=OFF &&
-    cmake --build build-fp8 --parallel "$(nproc)" --target flare_tests_gpu; } > "$OUT_DIR/fp8_build.log" 2>&1
+      -DFLARE_BUILD_EXAMPLES=OFF &&
+    cmake --build build-fp8 --parallel "$(nproc)" --target flare_tests_gpu flare_bench; } \
+    > "$OUT_DIR/fp8_build.log" 2>&1
   rc=$?
   tail -n 3 "$OUT_DIR/fp8_build.log" | tee -a "$RUN_LOG"; rm -f "$OUT_DIR/fp8_build.log"
   if [[ $rc -eq 0 ]]; then
