@@ -124,17 +124,19 @@ run_sm80_variant() {
 }
 # The head dims above 256 with the Hopper d512 kernel planned (the default plans the mma.sync
 # d512 kernel): the sweeps' d512 / d264 cases and the serving cases of those head dims, in
-# clusters of two where they apply and once more without clusters.
+# clusters of two where they apply, then without clusters (persistent), then one CTA per tile.
 if has_step test_d512; then
-  for cluster in 2 1; do
-    section "flare_tests_gpu, FLARE_SM90_D512=1 FLARE_SM90_CLUSTER=$cluster (head dims above 256)"
+  for setting in "FLARE_SM90_CLUSTER=2" "FLARE_SM90_CLUSTER=1" \
+                 "FLARE_SM90_CLUSTER=1 FLARE_SM90_PERSISTENT=0"; do
+    section "flare_tests_gpu, FLARE_SM90_D512=1 $setting (head dims above 256)"
     set +e
-    FLARE_SM90_D512=1 FLARE_SM90_CLUSTER=$cluster timeout 300 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+    # shellcheck disable=SC2086
+    env FLARE_SM90_D512=1 $setting timeout 300 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
       '--gtest_filter=*_d512_*:*_d264_*:*head_dim264*:*head_dim512*:*HopperD512*' 2>&1 | tee -a "$RUN_LOG"
     rc=${PIPESTATUS[0]}
-    echo "flare_tests_gpu (d512, cluster $cluster) exit status: $rc" | tee -a "$RUN_LOG"
+    echo "flare_tests_gpu (d512, $setting) exit status: $rc" | tee -a "$RUN_LOG"
     set -e
-    [[ $rc -eq 0 ]] || test_status="FAILED(d512 cluster $cluster: $rc)"
+    [[ $rc -eq 0 ]] || test_status="FAILED(d512 $setting: $rc)"
   done
 fi
 if has_step fp8_prefill; then
@@ -148,12 +150,13 @@ if has_step fp8_prefill; then
   rc=$?
   tail -n 3 "$OUT_DIR/fp8_build.log" | tee -a "$RUN_LOG"; rm -f "$OUT_DIR/fp8_build.log"
   if [[ $rc -eq 0 ]]; then
-    for ws in 1 0; do
-      FLARE_SM90_WS=$ws timeout 300 ./build-fp8/flare_tests_gpu --gtest_brief=1 '--gtest_filter=*Fp8Prefill*' \
-        2>&1 | tee -a "$RUN_LOG"
+    # Warp-specialised persistent (the default), one CTA per tile, all-threads.
+    for setting in "FLARE_SM90_WS=1" "FLARE_SM90_PERSISTENT=0" "FLARE_SM90_WS=0"; do
+      env "$setting" timeout 300 ./build-fp8/flare_tests_gpu --gtest_brief=1 \
+        '--gtest_filter=*Fp8Prefill*' 2>&1 | tee -a "$RUN_LOG"
       rc=${PIPESTATUS[0]}
-      echo "FP8 prefill tests (FLARE_SM90_WS=$ws) exit status: $rc" | tee -a "$RUN_LOG"
-      [[ $rc -eq 0 ]] || test_status="FAILED(fp8_prefill ws=$ws: $rc)"
+      echo "FP8 prefill tests ($setting) exit status: $rc" | tee -a "$RUN_LOG"
+      [[ $rc -eq 0 ]] || test_status="FAILED(fp8_prefill $setting: $rc)"
     done
   else
     test_status="FAILED(fp8_prefill build: $rc)"

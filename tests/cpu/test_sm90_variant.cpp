@@ -414,6 +414,11 @@ TEST(Sm90Variant, HeadDim512SplitsOAcrossTheConsumerWarpgroups) {
   const flare_mha_fwd_params varlen = flare_test::as_varlen(dense, 2, 4096, 4096);
   EXPECT_FALSE(flare::sm90_cluster_applies(varlen, 512));
   EXPECT_EQ(flare::choose_sm90_variant(varlen, 512, Sm90Overrides{}).cluster_m, 1);
+  // One 64-row query tile: the second CTA of a cluster would have no rows.
+  EXPECT_FALSE(flare::sm90_cluster_applies(
+      flare_test::dense_fp16_params(2, 64, 4096, 8, 8, 512), 512));
+  EXPECT_TRUE(flare::sm90_cluster_applies(
+      flare_test::dense_fp16_params(2, 65, 4096, 8, 8, 512), 512));
   flare_mha_fwd_params odd_stride = dense;
   odd_stride.k_row_stride += 4;  // 8 bytes: not a multiple of 16
   EXPECT_FALSE(flare::sm90_cluster_applies(odd_stride, 512));

@@ -686,9 +686,14 @@ TEST_P(ForwardHopperD512, MatchesReference) {
   flare::DeviceInfo info;
   ASSERT_EQ(flare::device_info(device, &info), FLARE_OK);
   const flare::FwdPlan plan = flare::plan_forward(p, info, flare::current_tuning());
-  if (info.cc_major == 9 && info.cc_minor == 0 && flare::current_tuning().hopper_kernels &&
-      plan.max_seqlen_q > flare::kSm80DecodeMaxRows)
+  const flare::Tuning tuning = flare::current_tuning();
+  if (info.cc_major == 9 && info.cc_minor == 0 && tuning.hopper_kernels &&
+      plan.max_seqlen_q > flare::kSm80DecodeMaxRows) {
     EXPECT_EQ(plan.sm90_head_dim, 512) << describe(c);
+    // Clusters exactly where they apply (and are not switched off).
+    const bool cluster = tuning.sm90.cluster_m != 1 && flare::sm90_cluster_applies(plan.p, 512);
+    EXPECT_EQ(plan.sm90.cluster_m, cluster ? 2 : 1) << describe(c);
+  }
   run_and_check(c, hp, ref, dp, p, stream);
 }
 

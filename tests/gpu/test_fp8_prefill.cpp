@@ -1,9 +1,11 @@
 // GPU tests of FP8 prefill (issue 21 part 2, docs/notes/fp8.md; FLARE_FP8_PREFILL builds only):
 // q, k and v in e4m3 codes with per-tensor or per-(batch, K/V head) descale factors, out fp16 /
-// bf16, LSE fp32, on the Hopper FP8 kernel (fwd_fp8_sm90.cuh): head dims 64 / 128 / 256 (and
-// 80 and 192 on the next kernel up), non-causal, causal (square and offset diagonals), sliding
-// windows, softcap, ALiBi, sinks, GQA and MHA, varlen with odd and empty sequences, padded
-// batches, padded strides.
+// bf16, LSE fp32, on the Hopper FP8 kernel the plan picks (fwd_fp8_sm90.cuh: the warp-
+// specialised one, persistent or not, or with FLARE_SM90_WS=0 the all-threads one; device_check's
+// step fp8_prefill runs all three): head dims 64 / 128 / 256 (and 80 and 192 on the next kernel
+// up), non-causal, causal (square and offset diagonals), sliding windows, softcap, ALiBi, sinks,
+// GQA and MHA, varlen with odd and empty sequences, padded batches, padded strides, more tiles
+// than SMs and more key blocks than stages.
 //
 // Each case (serving_problem.h builds K and V: values N(0, sigma^2) per (b, hk) quantized with
 // quantize_fp8, garbage codes in rows no sequence owns; q is built here the same way with its
@@ -179,6 +181,19 @@ std::vector<Fp8PrefillCase> fp8_prefill_cases() {
     c.q_lens = {150, 150}, c.k_lens = {65, 65};
     c.causal = false;
     c.padded = true;
+    add(c);
+  }
+  // 2b. More tiles than an H100 has SMs (persistent CTAs take second tiles: the producer's
+  //     staging-tile parity, cp.async groups and Q buffer carry over from one tile to the next)
+  //     and more key blocks than stages (the K / V rings wrap), at every head dim.
+  for (int d : head_dims) {
+    ServingCase c;
+    c.mode = KvMode::kBatch;
+    c.dtype = d == 64 ? FLARE_DTYPE_FP16 : FLARE_DTYPE_BF16;
+    c.head_dim = d, c.descale = Descale::kPerHead;
+    c.num_heads = 16, c.num_heads_k = 4;
+    c.q_lens = {600, 600}, c.k_lens = {700, 700};  // 5 x 16 x 2 = 160 tiles, 6 or 11 blocks
+    c.causal = d != 128;
     add(c);
   }
   // 3. Head dims between the kernels' (80 on the d128 kernel, 192 on the d256 kernel), ALiBi,

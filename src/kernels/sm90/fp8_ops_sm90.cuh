@@ -59,7 +59,7 @@ struct Fp8VtBlock {
   // K-major tile load_swizzled writes (BlockN rows of HeadDim bytes; zero rows past the
   // sequence, zero columns past the head dim). One item at a time (16 registers).
   static __device__ __forceinline__ void store_from_staging(uint32_t staging, uint32_t smem_vt) {
-#pragma unroll
+#pragma unroll 1  // (unrolled, the items' precomputed offsets spilled the d256 producer)
     for (int it = 0; it < kPerThread; ++it) {
       const int item = int(threadIdx.x) + it * Threads;
       if (item >= kItems) continue;

@@ -300,9 +300,11 @@ struct Sm90Mainloop {
         release_k(i);
         if (is_last(i)) release_q();  // Q's last QK^T is done
         float correction[2];
-        uint32_t p_next[kPSteps][4];  // kSingleP: unused (the probabilities stay in acc_s
-                                      // until P V(i-1) is done with p_cur)
-        if constexpr (Tr::kSingleP) {
+        // kSingleP, and FP8 (packing e4m3 P while P V(i-1) runs made ptxas serialise every
+        // wgmma, C7513): p_next unused, the probabilities stay in acc_s until P V(i-1) is done
+        // with p_cur.
+        uint32_t p_next[kPSteps][4];
+        if constexpr (Tr::kSingleP || Tr::kFp8) {
           modify_block_scores(acc_s, block_of(i), true);
           softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
         } else {
@@ -315,7 +317,9 @@ struct Sm90Mainloop {
         fence_registers(acc_o);
         release_v(i - 1);
         rescale_o<kOColumns>(acc_o, correction);
-        if constexpr (Tr::kSingleP) {
+        if constexpr (Tr::kFp8) {
+          pack_probabilities_e4m3<kBlockN>(acc_s, p_cur);
+        } else if constexpr (Tr::kSingleP) {
           pack_probabilities<T, kBlockN>(acc_s, p_cur);
         } else {
 #pragma unroll

@@ -16,8 +16,10 @@
 // Clusters (ClusterM > 1 CTAs sharing every K/V stage: each CTA's producer copies its part of a
 // stage into all of them by TMA multicast, each copy completing on the receiving CTA's full
 // barrier, which expects the whole stage's bytes): a stage may be refilled only once the
-// consumers of every CTA have released it, so each consumer warp releases it on every CTA's
-// empty barrier (one arrival per warp and CTA).
+// consumers of every CTA have released it: each consumer thread arrives on the empty barrier
+// of one CTA (thread i on rank i % ClusterM's), so that every warp's release reaches every CTA.
+// (One arrival per warp and CTA, by lanes 0 / 1, took a lane-conditional branch while P V was
+// in flight: ptxas then serialised every wgmma, C7513.)
 #pragma once
 #include <cstdint>
 
@@ -33,11 +35,9 @@ template <int Stages, int ClusterM = 1>
 struct StageRing {
   uint32_t full0, empty0;
 
-  // Arrivals each empty barrier counts: one per consumer thread, or with a cluster one per
-  // consumer warp of each of its CTAs.
-  static constexpr int empty_arrivals(int consumer_threads) {
-    return ClusterM > 1 ? ClusterM * (consumer_threads / 32) : consumer_threads;
-  }
+  // Arrivals each empty barrier counts: one per consumer thread (with a cluster, 1 / ClusterM
+  // of each CTA's consumer threads).
+  static constexpr int empty_arrivals(int consumer_threads) { return consumer_threads; }
 
   __device__ __forceinline__ uint32_t full(int s) const { return full0 + 8 * s; }
   __device__ __forceinline__ uint32_t empty(int s) const { return empty0 + 8 * s; }
@@ -59,17 +59,14 @@ struct StageRing {
   __device__ __forceinline__ void consumer_wait(int n) const {
     mbarrier_wait(full(stage(n)), phase(n));
   }
-  // Consumer: this thread is done with use n's buffer. With a cluster, by whole warps (every
-  // lane's reads done: the wgmma waits are warp-collective): lane r arrives on the barrier of
-  // the CTA of rank r.
+  // Consumer: this thread is done with use n's buffer. With a cluster it arrives on the barrier
+  // of the CTA of rank threadIdx.x % ClusterM: the wgmma reads are warpgroup-wide, so a
+  // warpgroup's arrivals on each CTA say that all of its reads are done.
   __device__ __forceinline__ void consumer_release(int n) const {
-    if constexpr (ClusterM > 1) {
-      __syncwarp();
-      const uint32_t lane = threadIdx.x % 32;
-      if (lane < uint32_t(ClusterM)) mbarrier_arrive_cluster(empty(stage(n)), lane);
-    } else {
+    if constexpr (ClusterM > 1)
+      mbarrier_arrive_cluster(empty(stage(n)), threadIdx.x % ClusterM);
+    else
       mbarrier_arrive(empty(stage(n)));
-    }
   }
 };
 

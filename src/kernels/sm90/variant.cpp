@@ -26,8 +26,9 @@ long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p) {
 }
 
 bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim) {
-  return sm90_ws_splits_o(kernel_head_dim) && kv_tma_unsupported_reason(p) == nullptr &&
-         kv_tma_rows_exact(p);
+  return sm90_ws_splits_o(kernel_head_dim) &&
+         max_query_rows(p) > sm90_ws_block_m(kernel_head_dim, 2) &&
+         kv_tma_unsupported_reason(p) == nullptr && kv_tma_rows_exact(p);
 }
 
 Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o) {

@@ -40,7 +40,9 @@ Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o)
 // clusters of two CTAs, consecutive query tiles of one head whose producers each copy half of
 // every K/V stage into both (halving the K/V reads from L2 per tile): the d512 kernel, whose
 // 64-row tiles read twice the K/V bytes per FLOP of the others, where every K/V block goes by
-// TMA (tensor maps whose rows end with the sequence: not varlen, no KV cache, not paged).
+// TMA (tensor maps whose rows end with the sequence: not varlen, no KV cache, not paged), and
+// with more than one 64-row query tile (else the second CTA of every cluster would hold an SM
+// for no rows).
 bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim);
 
 // Whether the warp-specialised kernel compiled for `kernel_head_dim` splits O's columns between
