@@ -273,6 +273,10 @@ struct Sm90Producer {
       ring.producer_acquire(it + j);
       Fp8VtBlock<kHeadDim, kBlockN, 128>::store_from_staging(smem.v_staging((it + j) % 2),
                                                             smem.v_stage(s));
+      // The stores are generic-proxy writes that wgmma (the async proxy) reads: fenced here as
+      // well as after the consumers' wait (wait_kv), the writer-side fence being CUTLASS's and
+      // FlashAttention-3's pattern for such stores.
+      fence_proxy_async();
       mbarrier_arrive(ring.full(s));
     };
     fill_stage(FillK{}, it, block_of(0));
