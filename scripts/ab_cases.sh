@@ -27,6 +27,11 @@ group hopper && for s in 128,0,512 128,1,512 128,0,2048 128,1,2048 64,0,512 64,1
     -- --only "$s" --iters 20
 done
 group hopper && ab "default" "FLARE_SM90_PERSISTENT=0" -- --table varlen --iters 20
+# Head dim 192: the d192 kernel vs the d256 kernel, padded (and (192, 128): the dv table).
+group padded && for s in 192,0,1024 192,0,4096 192,1,4096 192,1,16384; do
+  ab "default" "FLARE_SM90_D192=1" -- --only "$s" --iters 20
+done
+group padded && ab "default" "FLARE_SM90_D192=1" -- --table dv --iters 20
 # Head dims 96 / 192: padded onto the Hopper d128 / d256 kernels vs the mma.sync kernels.
 group padded && for s in 96,0,512 96,0,4096 96,1,4096 192,0,1024 192,0,4096 192,1,4096; do
   ab "default" "FLARE_KERNEL_PATH=sm80" -- --only "$s" --iters 20

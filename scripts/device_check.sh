@@ -11,9 +11,10 @@
 #                test_padded (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=0,
 #                the padded shared-memory rows instead of the swizzled ones; brief output to run.log), test_smem99
 #                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them),
-#                test_d512 (the suite's head dims above 256 with the Hopper d512 kernel planned,
-#                FLARE_SM90_D512=1), rust (the Rust crates' GPU test binaries, carried in
-#                RUST_TESTS_DIR, default rust/gpu-tests: rust/run_gpu_tests.sh --build makes them),
+#                test_d512 (the suite's head dims above 256 and 192 with the Hopper d512 and d192
+#                kernels planned, FLARE_SM90_D512=1 FLARE_SM90_D192=1), rust (the Rust crates'
+#                GPU test binaries, carried in RUST_TESTS_DIR, default rust/gpu-tests:
+#                rust/run_gpu_tests.sh --build makes them),
 #                fp8_prefill (a -DFLARE_FP8_PREFILL=ON build of flare_tests_gpu and flare_bench in
 #                build-fp8, 90a, bf16, head dims 64/128/256: the FP8 prefill tests on the
 #                warp-specialised kernel and, FLARE_SM90_WS=0, on the all-threads one; the A/B
@@ -91,7 +92,7 @@ if has_step test; then
   set +e
   # Brief output: failures in full, passes as counts (the log must stay readable). The Hopper
   # d512 kernel's tests run in step test_d512, under a timeout of their own.
-  "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 '--gtest_filter=-*HopperD512*' \
+  "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 '--gtest_filter=-*HopperOptIn*' \
     --gtest_output="json:$OUT_DIR/gpu_tests.json" 2>&1 | tee -a "$RUN_LOG"
   test_rc=${PIPESTATUS[0]}
   # The same suite on the mma.sync (sm80-family) kernels, which Hopper otherwise skips.
@@ -122,21 +123,24 @@ run_sm80_variant() {
   set -e
   [[ $rc -eq 0 ]] || test_status="FAILED($label $rc)"
 }
-# The head dims above 256 with the Hopper d512 kernel planned (the default plans the mma.sync
-# d512 kernel): the sweeps' d512 / d264 cases and the serving cases of those head dims, in
+# The Hopper kernels planned only under a switch until measured: d512 (head dims above 256; the
+# default plans the mma.sync d512 kernel) and d192 (head dim 192 and (192, 128); the default:
+# the d256 kernel, padded). The sweeps' and the serving tests' cases of those head dims, in
 # clusters of two where they apply, then without clusters (persistent), then one CTA per tile.
 if has_step test_d512; then
   for setting in "FLARE_SM90_CLUSTER=2" "FLARE_SM90_CLUSTER=1" \
                  "FLARE_SM90_CLUSTER=1 FLARE_SM90_PERSISTENT=0"; do
-    section "flare_tests_gpu, FLARE_SM90_D512=1 $setting (head dims above 256)"
+    section "flare_tests_gpu, FLARE_SM90_D512=1 FLARE_SM90_D192=1 $setting"
     set +e
     # shellcheck disable=SC2086
-    env FLARE_SM90_D512=1 $setting timeout 300 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
-      '--gtest_filter=*_d512_*:*_d264_*:*head_dim264*:*head_dim512*:*HopperD512*' 2>&1 | tee -a "$RUN_LOG"
+    env FLARE_SM90_D512=1 FLARE_SM90_D192=1 $setting timeout 300 \
+      "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+      '--gtest_filter=*_d512_*:*_d264_*:*head_dim264*:*head_dim512*:*_d192_*:*head_dim192*:*HopperOptIn*' \
+      2>&1 | tee -a "$RUN_LOG"
     rc=${PIPESTATUS[0]}
-    echo "flare_tests_gpu (d512, $setting) exit status: $rc" | tee -a "$RUN_LOG"
+    echo "flare_tests_gpu (d512 / d192, $setting) exit status: $rc" | tee -a "$RUN_LOG"
     set -e
-    [[ $rc -eq 0 ]] || test_status="FAILED(d512 $setting: $rc)"
+    [[ $rc -eq 0 ]] || test_status="FAILED(d512 / d192 $setting: $rc)"
   done
 fi
 if has_step fp8_prefill; then

@@ -95,11 +95,11 @@ if [ -z "$filter" ]; then
     # FP8 prefill (tests/gpu/test_fp8_prefill.cpp; binaries built with FLARE_FP8_PREFILL=ON):
     # the Hopper FP8 kernel, non-causal and causal varlen with odd lengths.
     pick '^Fp8Prefill/Fp8PrefillSweep\..*/fp8pre0.._.*_varlen_' 2
-    # The Hopper d512 kernel (tests/gpu/test_forward.cpp ForwardHopperD512 plans it itself):
+    # The Hopper d512 kernel (tests/gpu/test_forward.cpp ForwardHopperOptIn plans it itself):
     # a split and an unsplit case, varlen with split-KV.
-    pick '^Forward/ForwardHopperD512\..*_b1_q(113|128|255)_.*_sp1$' 1
-    pick '^Forward/ForwardHopperD512\..*_sp(3|7)$' 1
-    pick '^Forward/ForwardHopperD512\..*_varlen1_' 1
+    pick '^Forward/ForwardHopperOptIn\..*_b1_q(113|128|255)_.*_sp1$' 1
+    pick '^Forward/ForwardHopperOptIn\..*_sp(3|7)$' 1
+    pick '^Forward/ForwardHopperOptIn\..*_varlen1_' 1
     # Serving cases (tests/gpu/test_serving.cpp), by name, with the kernel head dims they need.
     serving 64 paged_varlen_page1_cuk
     serving 64 paged_varlen_page3_seqused

@@ -61,7 +61,7 @@ FwdKernelFn fp8_for_head_dim(int head_dim) {
   }
 }
 
-// The Hopper instances (sm90a builds, head dims 64, 128, 256 and 512 of FLARE_HEAD_DIMS).
+// The Hopper instances (sm90a builds, head dims 64, 128, 192, 256 and 512 of FLARE_HEAD_DIMS).
 template <int Dtype>
 FwdKernelFn sm90_for_head_dim(int head_dim) {
   switch (head_dim) {
@@ -70,6 +70,9 @@ FwdKernelFn sm90_for_head_dim(int head_dim) {
 #endif
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_128
     case 128: return &run_fwd_sm90<Dtype, 128>;
+#endif
+#if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_192
+    case 192: return &run_fwd_sm90<Dtype, 192>;
 #endif
 #if FLARE_HAS_ARCH_90 && FLARE_HAS_HDIM_256
     case 256: return &run_fwd_sm90<Dtype, 256>;
@@ -142,9 +145,10 @@ FwdKernelFn for_dtype(int dtype, int head_dim, bool fp8_kv) {
 KernelSet compiled_kernels() {
   KernelSet set;
   for (int dtype : {FLARE_DTYPE_FP16, FLARE_DTYPE_BF16}) {
-    for (int i = 0; i < 4; ++i) {
-      set.sm90[dtype][i] = sm90_kernel(dtype, 64 << i) != nullptr;
-      set.sm90_fp8_prefill[dtype][i] = sm90_fp8_prefill_kernel(dtype, 64 << i) != nullptr;
+    for (int d : {64, 128, 256, 512, 192}) {
+      const int i = KernelSet::sm90_index(d);
+      set.sm90[dtype][i] = sm90_kernel(dtype, d) != nullptr;
+      set.sm90_fp8_prefill[dtype][i] = sm90_fp8_prefill_kernel(dtype, d) != nullptr;
     }
   }
   return set;

@@ -242,9 +242,15 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
   // K/V by TMA or 16-byte cp.async only (common/narrow.h). FP8 K/V take the decode kernel's FP8
   // instances everywhere.
   const int sm90_hd = sm90_kernel_head_dim(plan.kernel_head_dim);
+  // 16-bit head dim 192 (the (192, 128) pair included) on the d192 kernel where
+  // sm90_d192_applies and the build has it; else on the d256 kernel, padded.
+  const int sm90_hd16 = plan.kernel_head_dim == 192 && sm90_d192_applies(in, tuning.sm90) &&
+                                kernels.has_sm90(in.dtype, 192)
+                            ? 192
+                            : sm90_hd;
   const bool hopper = device.cc_major == 9 && tuning.hopper_kernels &&
-                      sm90_hd != 0 && kernels.has_sm90(in.dtype, sm90_hd) &&
-                      (sm90_hd != 512 || sm90_d512_applies(in, tuning.sm90)) &&
+                      sm90_hd16 != 0 && kernels.has_sm90(in.dtype, sm90_hd16) &&
+                      (sm90_hd16 != 512 || sm90_d512_applies(in, tuning.sm90)) &&
                       !decode_shape(plan, tuning) && !plan.narrow &&
                       !has_fp8_kv(in);
   if (has_fp8_q(in)) {
@@ -262,7 +268,7 @@ FwdPlan plan_forward(const flare_mha_fwd_params& in, const DeviceInfo& device,
       plan.family = FwdKernelFamily::kNone;
     }
   } else if (hopper) {
-    plan.sm90_head_dim = sm90_hd;
+    plan.sm90_head_dim = sm90_hd16;
     choose_sm90(plan, tuning);
   } else {
     int smem = device.smem_optin;

@@ -34,14 +34,16 @@ struct DeviceInfo {
 // exists. Default: all of them, but the FP8 prefill instances (FLARE_FP8_PREFILL builds
 // only): none.
 struct KernelSet {
-  bool sm90[2][4] = {{true, true, true, true}, {true, true, true, true}};  // [dtype][64 .. 512]
-  bool sm90_fp8_prefill[2][4] = {};  // [out dtype][64, 128, 256; never 512]
+  // [dtype][64, 128, 256, 512, 192]
+  bool sm90[2][5] = {{true, true, true, true, true}, {true, true, true, true, true}};
+  bool sm90_fp8_prefill[2][5] = {};  // [out dtype][64, 128, 256; never 512 or 192]
   static int sm90_index(int sm90_head_dim) {
     switch (sm90_head_dim) {
       case 64: return 0;
       case 128: return 1;
       case 256: return 2;
       case 512: return 3;
+      case 192: return 4;
       default: return -1;
     }
   }

@@ -22,6 +22,8 @@ struct Sm90Overrides {
   int d512 = -1;              // 1: head dims 257..512 run the Hopper d512 kernel
                               // (sm90_d512_applies); else the mma.sync d512 kernel
   int cluster_m = -1;         // 1: no clusters; else two where sm90_cluster_applies
+  int d192 = -1;              // 1: 16-bit head dim 192 (and the (192, 128) pair) on the d192
+                              // kernel; else on the d256 kernel, padded
 };
 
 struct Tuning {
@@ -63,6 +65,7 @@ void set_tuning(const Tuning& tuning);
 //   FLARE_SM90_CONSUMERS=N       sm90.consumer_wgs
 //   FLARE_SM90_D512=0|1          sm90.d512
 //   FLARE_SM90_CLUSTER=1|2       sm90.cluster_m
+//   FLARE_SM90_D192=0|1          sm90.d192
 // Defined in tuning_env.cpp, which a default library does not contain: tests and flare_bench
 // link it (CMake target flare_tuning_env) to pass the environment on through set_tuning.
 Tuning tuning_from_env();

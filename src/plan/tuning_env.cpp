@@ -62,6 +62,7 @@ Tuning tuning_from_env() {
   t.sm90.consumer_wgs = env_int("FLARE_SM90_CONSUMERS");
   t.sm90.d512 = env_switch("FLARE_SM90_D512");
   t.sm90.cluster_m = env_int("FLARE_SM90_CLUSTER");
+  t.sm90.d192 = env_switch("FLARE_SM90_D192");
   return t;
 }
 
@@ -70,13 +71,14 @@ std::string describe(const Tuning& tuning) {
   std::snprintf(line, sizeof line,
                 "hopper_kernels=%d smem_limit_bytes=%d sm80_decode=%d decode_packed_rows=%d "
                 "sm80_wide=%d sm80_swizzle=%d combine_pdl=%d sm90{ws=%d persistent=%d "
-                "pingpong=%d tma=%d tma_q=%d block_n=%d consumers=%d d512=%d cluster=%d}",
+                "pingpong=%d tma=%d tma_q=%d block_n=%d consumers=%d d512=%d cluster=%d d192=%d}",
                 tuning.hopper_kernels, tuning.smem_limit_bytes, tuning.sm80_decode,
                 tuning.decode_packed_rows, tuning.sm80_wide, tuning.sm80_swizzle,
                 tuning.combine_pdl,
                 tuning.sm90.warp_specialized, tuning.sm90.persistent, tuning.sm90.pingpong,
                 tuning.sm90.tma, tuning.sm90.tma_q, tuning.sm90.block_n,
-                tuning.sm90.consumer_wgs, tuning.sm90.d512, tuning.sm90.cluster_m);
+                tuning.sm90.consumer_wgs, tuning.sm90.d512, tuning.sm90.cluster_m,
+                tuning.sm90.d192);
   return line;
 }
 

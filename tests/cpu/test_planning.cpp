@@ -484,6 +484,47 @@ TEST(PlanForward, HeadDim512OnHopperWhereAsked) {
   EXPECT_EQ(flare::plan_forward(bf16, kH100, t).sm90_head_dim, 512);
 }
 
+TEST(PlanForward, HeadDim192OnItsOwnHopperKernelWhereAsked) {
+  // By default head dims 136..192 run on the Hopper d256 kernel, padded; Sm90Overrides::d192 = 1
+  // takes the d192 kernel (warp-specialised, 80-key blocks), the (192, 128) pair included.
+  Tuning t;
+  t.sm90.d192 = 1;
+  for (int d : {144, 192}) {
+    EXPECT_EQ(make_plan(dense(1, 1024, 1024, 16, 16, d), kH100).sm90_head_dim, 256) << d;
+    const FwdPlan plan = make_plan(dense(1, 1024, 1024, 16, 16, d), kH100, t);
+    EXPECT_EQ(plan.family, FwdKernelFamily::kSm90WarpSpecialized) << d;
+    EXPECT_EQ(plan.sm90_head_dim, 192) << d;
+    EXPECT_EQ(plan.kernel_head_dim_v, 192) << d;
+    EXPECT_EQ(plan.tile.block_m, 128) << d;
+    EXPECT_EQ(plan.tile.block_n, 80) << d;
+  }
+  flare_mha_fwd_params dv = dense(1, 1024, 1024, 16, 16, 192);
+  dv.head_dim_v = 128;
+  dv.v_head_stride = 128;
+  dv.v_row_stride = dv.out_row_stride = 16 * 128;
+  dv.v_batch_stride = dv.out_batch_stride = int64_t(1024) * 16 * 128;
+  dv.out_head_stride = 128;
+  EXPECT_EQ(make_plan(dv, kH100, t).sm90_head_dim, 192);
+  EXPECT_EQ(make_plan(dv, kH100, t).v_parts, 1);
+  // Paged and all-threads launches keep the d256 kernel (the d192 kernel has no all-threads
+  // structure), as does a build without the instance.
+  int table[4] = {};
+  flare_mha_fwd_params paged = dense(1, 1024, 1024, 16, 16, 192);
+  paged.block_table = table;
+  paged.page_block_size = 256;
+  EXPECT_FALSE(flare::sm90_d192_applies(paged, t.sm90));
+  Tuning all_threads = t;
+  all_threads.sm90.warp_specialized = 0;
+  EXPECT_EQ(make_plan(dense(1, 1024, 1024, 16, 16, 192), kH100, all_threads).sm90_head_dim, 256);
+  flare::KernelSet no192;
+  no192.sm90[FLARE_DTYPE_FP16][4] = false;
+  EXPECT_EQ(flare::plan_forward(dense(1, 1024, 1024, 16, 16, 192), kH100, t, no192).sm90_head_dim,
+            256);
+  EXPECT_FALSE(flare::sm90_has_all_threads_kernel(192));
+  EXPECT_FALSE(flare::sm90_has_all_threads_kernel(512));
+  EXPECT_TRUE(flare::sm90_has_all_threads_kernel(256));
+}
+
 TEST(PlanForward, PackedGqaDecodeRowsOnTheDecodeKernelWhereAsked) {
   // MQA decode, 32 query heads over 1 KV head, d128: packed into 32 rows of one KV head. By
   // default more than 16 rows leave the decode kernel (Hopper: the warp-specialised kernel, one

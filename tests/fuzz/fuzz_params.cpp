@@ -418,7 +418,9 @@ void check_plan(const flare_mha_fwd_params& p, const flare::FwdPlan& plan,
   const bool sm90 = plan.family == FwdKernelFamily::kSm90WarpSpecialized ||
                     plan.family == FwdKernelFamily::kSm90AllThreads;
   if (sm90)
-    REQUIRE(dev.cc_major == 9 && plan.sm90_head_dim == flare::sm90_kernel_head_dim(kd) &&
+    REQUIRE(dev.cc_major == 9 &&
+                (plan.sm90_head_dim == flare::sm90_kernel_head_dim(kd) ||
+                 (kd == 192 && plan.sm90_head_dim == 192 && tuning.sm90.d192 == 1)) &&
                 plan.sm90_head_dim != 0 && plan.max_seqlen_q > flare::kSm80DecodeMaxRows,
             p, dev.cc_major, plan.sm90_head_dim);
   // The Hopper d512 kernel: warp-specialised and unpaged only, one 64-row tile split O's 512
@@ -602,6 +604,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tuning.sm90.block_n = in.ConsumeBool() ? -1 : (in.ConsumeBool() ? 128 : 192);
   tuning.sm90.d512 = in.ConsumeIntegralInRange<int>(-1, 1);
   tuning.sm90.cluster_m = in.ConsumeIntegralInRange<int>(-1, 2);
+  tuning.sm90.d192 = in.ConsumeIntegralInRange<int>(-1, 1);
 
   // The caller's struct: usually the full size, sometimes an older (shorter) or newer (longer)
   // caller, or garbage. The block holds exactly struct_size bytes (at least the size field);

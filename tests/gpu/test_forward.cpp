@@ -13,7 +13,7 @@
 //               (empty sequences, max_seqlen over-estimated, seqused_k), non-contiguous layouts
 //               (q/k/v as slices of a packed qkv buffer, padded strides, head-major), explicit
 //               split counts on long key ranges, batch x LSE x splits.
-// ForwardHopperD512   head dims above 256 with the Hopper d512 kernel planned.
+// ForwardHopperOptIn  head dims above 256 and 192 with the Hopper d512 / d192 kernels planned.
 // ForwardDeterminism  the same call twice is bit-identical (out and lse), splits included.
 // ForwardBadInput     invalid params: the exact status, a message, nothing written.
 // ForwardLarge        seqlen 16384, 32 heads, d128, bf16 against the fp32 GPU reference.
@@ -629,18 +629,20 @@ INSTANTIATE_TEST_SUITE_P(Combos, ForwardSweep,
                          case_name);
 
 // ---------------------------------------------------------------------------------------------
-// The head dims above 256 with the Hopper d512 kernel planned (Sm90Overrides::d512 = 1): the
-// sweep's d512 feature cases, and padded head dims, long and varlen rows, GQA and windows at
-// lengths that cross many 32-key blocks. On compute capability 9.0 (with the Hopper kernels on)
-// every case of more than 16 query rows must plan onto it; elsewhere they run what the sweep
-// runs. Each case builds its own problem and reference (no prefetch: they are few).
-std::vector<FwdCase> hopper_d512_cases() {
+// The Hopper kernels planned only under a Tuning switch until measured: d512 (head dims above
+// 256, Sm90Overrides::d512) and d192 (head dim 192, Sm90Overrides::d192), both switched on for
+// these cases: the sweep's d512 and d192 feature cases, and padded head dims, long and varlen
+// rows, GQA and windows at lengths that cross many key blocks. On compute capability 9.0 (with
+// the Hopper kernels on) every case of more than 16 query rows must plan onto its kernel;
+// elsewhere they run what the sweep runs. Each case builds its own problem and reference (no
+// prefetch: they are few).
+std::vector<FwdCase> hopper_opt_in_cases() {
   std::vector<FwdCase> v;
   for (const FwdCase& c : all_forward_cases())
-    if (c.head_dim > 256 && c.group == "feat") v.push_back(c);
+    if ((c.head_dim > 256 || c.head_dim == 192) && c.group == "feat") v.push_back(c);
   auto extra = [&](int dtype, int hd, int q, int k, auto&& apply) {
     FwdCase c;
-    c.group = "hopper512";
+    c.group = "optin";
     c.id = 100000 + v.size();
     c.dtype = dtype;
     c.head_dim = hd;
@@ -657,22 +659,30 @@ std::vector<FwdCase> hopper_d512_cases() {
   extra(bf, 384, 513, 1024, [](FwdCase& c) { c.window_left = 128, c.window_right = 0; });
   extra(bf, 512, 200, 3000, [](FwdCase& c) { c.causal = true, c.softcap = 30.f, c.alibi = 1; });
   extra(fp, 448, 129, 129, [](FwdCase& c) { c.batch = 2, c.lse = false, c.num_splits = 7; });
+  extra(bf, 192, 1023, 2049, [](FwdCase& c) {
+    c.causal = true, c.num_heads = 8, c.num_heads_k = 2;
+  });
+  extra(fp, 176, 0, 0, [](FwdCase& c) { c.varlen = 4, c.batch = 3, c.num_splits = 0; });
+  extra(bf, 192, 300, 300, [](FwdCase& c) {
+    c.window_left = 100, c.window_right = 20, c.alibi = 1;
+  });
   return v;
 }
 
-class ForwardHopperD512 : public ::testing::TestWithParam<FwdCase> {
+class ForwardHopperOptIn : public ::testing::TestWithParam<FwdCase> {
  protected:
   void SetUp() override {
     saved_ = flare::current_tuning();
     flare::Tuning t = saved_;
     t.sm90.d512 = 1;
+    t.sm90.d192 = 1;
     flare::set_tuning(t);
   }
   void TearDown() override { flare::set_tuning(saved_); }
   flare::Tuning saved_;
 };
 
-TEST_P(ForwardHopperD512, MatchesReference) {
+TEST_P(ForwardHopperOptIn, MatchesReference) {
   FLARE_REQUIRE_GPU();
   const FwdCase& c = GetParam();
   const HostProblem hp = build_forward_problem(c);
@@ -689,15 +699,17 @@ TEST_P(ForwardHopperD512, MatchesReference) {
   const flare::Tuning tuning = flare::current_tuning();
   if (info.cc_major == 9 && info.cc_minor == 0 && tuning.hopper_kernels &&
       plan.max_seqlen_q > flare::kSm80DecodeMaxRows) {
-    EXPECT_EQ(plan.sm90_head_dim, 512) << describe(c);
-    // Clusters exactly where they apply (and are not switched off).
-    const bool cluster = tuning.sm90.cluster_m != 1 && flare::sm90_cluster_applies(plan.p, 512);
+    const int kernel = plan.kernel_head_dim;  // 192 or 512
+    EXPECT_EQ(plan.sm90_head_dim, kernel) << describe(c);
+    // d512: clusters exactly where they apply (and are not switched off).
+    const bool cluster = kernel == 512 && tuning.sm90.cluster_m != 1 &&
+                         flare::sm90_cluster_applies(plan.p, 512);
     EXPECT_EQ(plan.sm90.cluster_m, cluster ? 2 : 1) << describe(c);
   }
   run_and_check(c, hp, ref, dp, p, stream);
 }
 
-INSTANTIATE_TEST_SUITE_P(Forward, ForwardHopperD512, ::testing::ValuesIn(hopper_d512_cases()),
+INSTANTIATE_TEST_SUITE_P(Forward, ForwardHopperOptIn, ::testing::ValuesIn(hopper_opt_in_cases()),
                          case_name);
 
 // ---------------------------------------------------------------------------------------------

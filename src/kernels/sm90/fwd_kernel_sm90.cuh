@@ -56,18 +56,30 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
                                               RowOffset row_offset) {
   constexpr int kElems = 16 / int(sizeof(T));  // elements per 16-byte chunk
   constexpr int kChunks = HeadDim / kElems;
-  constexpr int kRowsPerPass = Threads / kChunks;
-  static_assert(Threads % kChunks == 0 && Rows % kRowsPerPass == 0, "load split");
-  const int chunk = threadIdx.x % kChunks;
-  const int row0 = threadIdx.x / kChunks;
-#pragma unroll
-  for (int i = 0; i < Rows / kRowsPerPass; ++i) {
-    const int row = row0 + i * kRowsPerPass;
+  auto copy = [&](int row, int chunk) {
     const int64_t off = row_offset(row);
     const bool valid = off >= 0 && chunk * kElems < head_dim;
     const T* src = valid ? base + off + chunk * kElems : base;
     sm80::cp_async_16(smem + k_major_tile_offset(row, chunk, Rows, HeadDim * int(sizeof(T))), src,
                       valid ? 16 : 0);
+  };
+  if constexpr (Threads % kChunks == 0) {
+    // Each thread keeps one chunk column over rows kRowsPerPass apart.
+    constexpr int kRowsPerPass = Threads / kChunks;
+    static_assert(Rows % kRowsPerPass == 0, "load split");
+    const int chunk = threadIdx.x % kChunks;
+    const int row0 = threadIdx.x / kChunks;
+#pragma unroll
+    for (int i = 0; i < Rows / kRowsPerPass; ++i) copy(row0 + i * kRowsPerPass, chunk);
+  } else {
+    // Rows of a chunk count that does not divide the threads (d192: 24): (row, chunk) pairs
+    // taken in turn, not unrolled (the d192 producer's 24 registers hold no precomputed copies).
+    static_assert((Rows * kChunks) % Threads == 0, "load split");
+#pragma unroll 1
+    for (int i = 0; i < Rows * kChunks / Threads; ++i) {
+      const int item = int(threadIdx.x) + i * Threads;
+      copy(item / kChunks, item % kChunks);
+    }
   }
 }
 

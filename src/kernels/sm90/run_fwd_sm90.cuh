@@ -165,8 +165,8 @@ int run_fwd_sm90(const FwdLaunch& launch, cudaStream_t stream) {
   switch (launch.family) {
     case FwdKernelFamily::kSm90WarpSpecialized: return sm90::launch_ws<T, HeadDim>(launch, stream);
     case FwdKernelFamily::kSm90AllThreads:
-      // No all-threads kernel splits O: d512 runs warp-specialised only (sm90_d512_applies).
-      if constexpr (sm90_ws_splits_o(HeadDim)) return cudaErrorInvalidConfiguration;
+      // d192 and d512 run warp-specialised only (sm90_d192_applies, sm90_d512_applies).
+      if constexpr (!sm90_has_all_threads_kernel(HeadDim)) return cudaErrorInvalidConfiguration;
       else return sm90::launch_all_threads<T, HeadDim>(launch, stream);
     default: return cudaErrorInvalidConfiguration;
   }

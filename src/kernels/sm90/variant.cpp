@@ -31,6 +31,10 @@ bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim) {
          kv_tma_unsupported_reason(p) == nullptr && kv_tma_rows_exact(p);
 }
 
+bool sm90_d192_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o) {
+  return o.d192 == 1 && !is_paged(p) && o.warp_specialized != 0;
+}
+
 Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o) {
   Sm90Variant v{};
   v.warp_specialized = o.warp_specialized != 0;

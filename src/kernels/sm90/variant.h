@@ -109,7 +109,8 @@ long long sm90_mean_keys_per_tile(const flare_mha_fwd_params& p);
 // `kernel_head_dim` (padded_head_dim(p.head_dim): 32, 64, 96, 128, 192, 256 or 512): 64 on the
 // d64 kernel, 96 and 128 on the d128 kernel, 192 and 256 on the d256 kernel, 512 on the d512
 // kernel (where sm90_d512_applies); 0 where no Hopper kernel applies (d32 stays on the mma.sync
-// kernels). A kernel wider than p.head_dim zero-fills the Q/K/V columns past p.head_dim in
+// kernels). The planner may take the d192 kernel instead of the d256 one for 192
+// (Sm90Overrides::d192). A kernel wider than p.head_dim zero-fills the Q/K/V columns past p.head_dim in
 // shared memory (cp.async zero fill, TMA out-of-bounds fill) and stores only the columns below
 // it.
 constexpr int sm90_kernel_head_dim(int kernel_head_dim) {
@@ -130,11 +131,25 @@ constexpr int sm90_kernel_head_dim(int kernel_head_dim) {
 // default until the Hopper one has been measured on a GPU (docs/decisions.md).
 bool sm90_d512_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o);
 
+// Whether a 16-bit launch of padded head dim 192 runs the d192 kernel rather than the d256
+// kernel (padded): unpaged and warp-specialised (the all-threads kernel's paged fill splits
+// rows into chunk counts that divide its threads, which 24 chunks do not), and where
+// Sm90Overrides::d192 asks for it until it has been measured against the padded d256 kernel.
+bool sm90_d192_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o);
+
+// Hopper kernels compiled for one structure only: d192 and d512 have no all-threads kernel.
+constexpr bool sm90_has_all_threads_kernel(int kernel_head_dim) {
+  return kernel_head_dim != 192 && !sm90_ws_splits_o(kernel_head_dim);
+}
+
 // Whether launches of the Hopper kernel compiled for `kernel_head_dim` may have head_dim_v <
-// head_dim: the one accepted pair (192, 128) (validate_serving.cpp) runs on the d256 kernel. The
-// other kernels bound V's columns by head_dim, as K's, so their loaders hold no second column
-// limit (the d128 producer's 24 registers spilled with one).
-constexpr bool sm90_kernel_has_narrower_v(int kernel_head_dim) { return kernel_head_dim == 256; }
+// head_dim: the one accepted pair (192, 128) (validate_serving.cpp) runs on the d256 kernel, or
+// the d192 kernel where the planner takes it (Sm90Overrides::d192). The other kernels bound V's
+// columns by head_dim, as K's, so their loaders hold no second column limit (the d128
+// producer's 24 registers spilled with one).
+constexpr bool sm90_kernel_has_narrower_v(int kernel_head_dim) {
+  return kernel_head_dim == 256 || kernel_head_dim == 192;
+}
 
 // The variant for params `p` on the Hopper kernel compiled for `kernel_head_dim` (64, 128 or
 // 256: sm90_kernel_head_dim's value, not p.head_dim, which may be smaller). Persistence needs a
