@@ -432,6 +432,14 @@ TEST(PlanForward, HeadDim512RunsTwoVColumnParts) {
     EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, d), kH100).v_parts, 1) << d;
 }
 
+// p over a block table (never read by the planner) of pages of 256 rows.
+flare_mha_fwd_params paged256(flare_mha_fwd_params p) {
+  static int table[4] = {};
+  p.block_table = table;
+  p.page_block_size = 256;
+  return p;
+}
+
 TEST(PlanForward, HeadDim512OnHopperWhereAsked) {
   // Sm90Overrides::d512 = 1: head dims 257..512 take the warp-specialised d512 kernel on
   // compute capability 9.0: one 64-row tile whose two consumer warpgroups split O's 512
@@ -460,11 +468,7 @@ TEST(PlanForward, HeadDim512OnHopperWhereAsked) {
   // Hopper kernels off, and for decode shapes: the mma.sync d512 kernel in two V parts.
   EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 512), kH100).sm90_head_dim, 0);
   EXPECT_EQ(make_plan(dense(1, 512, 512, 8, 8, 512), kSm80, t).sm90_head_dim, 0);
-  int table[4] = {};
-  flare_mha_fwd_params paged = dense(1, 512, 512, 8, 8, 512);
-  paged.block_table = table;
-  paged.page_block_size = 256;
-  EXPECT_FALSE(flare::sm90_d512_applies(paged, t.sm90));
+  EXPECT_FALSE(flare::sm90_d512_applies(paged256(dense(1, 512, 512, 8, 8, 512)), t.sm90));
   Tuning all_threads = t;
   all_threads.sm90.warp_specialized = 0;
   Tuning sm80_path = t;
@@ -508,11 +512,7 @@ TEST(PlanForward, HeadDim192OnItsOwnHopperKernelWhereAsked) {
   EXPECT_EQ(make_plan(dv, kH100, t).v_parts, 1);
   // Paged and all-threads launches keep the d256 kernel (the d192 kernel has no all-threads
   // structure), as does a build without the instance.
-  int table[4] = {};
-  flare_mha_fwd_params paged = dense(1, 1024, 1024, 16, 16, 192);
-  paged.block_table = table;
-  paged.page_block_size = 256;
-  EXPECT_FALSE(flare::sm90_d192_applies(paged, t.sm90));
+  EXPECT_FALSE(flare::sm90_d192_applies(paged256(dense(1, 1024, 1024, 16, 16, 192)), t.sm90));
   Tuning all_threads = t;
   all_threads.sm90.warp_specialized = 0;
   EXPECT_EQ(make_plan(dense(1, 1024, 1024, 16, 16, 192), kH100, all_threads).sm90_head_dim, 256);
