@@ -440,7 +440,9 @@ inline ServingReference serving_reference(const HostProblem& hp) {
   HostProblem appended = hp;
   if (hp.tmpl.seqlen_new > 0 && !hp.cache_seqlens.empty()) {
     const flare_mha_fwd_params p = host_params(appended);
-    flare::ref::append_kv(p, appended.buf[kBufK].data(), appended.buf[kBufV].data());
+    // The caches' bases, as host_params points p.k / p.v (a base_offset moves them).
+    flare::ref::append_kv(p, appended.buf[kBufK].data() + hp.k.offset,
+                          appended.buf[kBufV].data() + hp.v.offset);
     r.k_after = appended.buf[kBufK];
     r.v_after = appended.buf[kBufV];
   }
