@@ -459,6 +459,28 @@ struct DeviceProblem {
   flare_mha_fwd_params params(const HostProblem& hp) const { return bind(hp, bases()); }
 };
 
+// A call flare refuses with `status`: flare_mha_fwd (and, with every_entry, the workspace-size
+// and can-implement entry points too) return it, flare_last_error() contains each of
+// `messages`, and out / lse still hold their poison (nothing written, nothing launched).
+inline void expect_refused(const std::string& name, const flare_mha_fwd_params& p,
+                           const DeviceProblem& dp, cudaStream_t stream, flare_status status,
+                           const std::vector<const char*>& messages, bool every_entry = false) {
+  if (every_entry) {
+    size_t bytes = 0;
+    EXPECT_EQ(flare_mha_fwd_workspace_size(&p, g_device, &bytes), status)
+        << name << ": " << flare_last_error();
+    EXPECT_EQ(flare_can_implement(&p, g_device), status) << name << ": " << flare_last_error();
+  }
+  const flare_status st = flare_mha_fwd(&p, stream);
+  EXPECT_EQ(st, status) << name << ": " << flare_status_string(st) << ": " << flare_last_error();
+  const std::string msg = flare_last_error();
+  for (const char* m : messages)
+    EXPECT_NE(msg.find(m), std::string::npos)
+        << name << ": \"" << msg << "\" lacks \"" << m << "\"";
+  CUDA_CHECK(cudaDeviceSynchronize());
+  ASSERT_TRUE(dp.still_poisoned()) << name;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running flare through the C ABI: workspace query, allocation, launch on `stream`, sync.
 // Returns the status; on failure *error holds the status string and flare_last_error().

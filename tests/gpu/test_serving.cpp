@@ -491,16 +491,7 @@ TEST_P(ServingSweep, RefusedUntouchedOrMatchesReference) {
 
   if (want.refused) {
     // Every entry point refuses the same way, and nothing is written.
-    size_t bytes = 0;
-    EXPECT_EQ(flare_mha_fwd_workspace_size(&p, g_device, &bytes), want.status) << c.name;
-    EXPECT_EQ(flare_can_implement(&p, g_device), want.status) << c.name;
-    const flare_status st = flare_mha_fwd(&p, stream.get());
-    EXPECT_EQ(st, want.status) << c.name << ": " << flare_status_string(st);
-    const std::string msg = flare_last_error();
-    EXPECT_NE(msg.find(want.message), std::string::npos)
-        << c.name << ": \"" << msg << "\" lacks \"" << want.message << "\"";
-    CUDA_CHECK(cudaDeviceSynchronize());
-    ASSERT_TRUE(dp.still_poisoned()) << c.name;
+    expect_refused(c.name, p, dp, stream.get(), want.status, {want.message}, true);
     EXPECT_EQ(download16(dp.buf[kBufK]), hp.buf[kBufK]) << c.name << ": K cache written";
     EXPECT_EQ(download16(dp.buf[kBufV]), hp.buf[kBufV]) << c.name << ": V cache written";
     return;
@@ -718,12 +709,7 @@ TEST(ServingBadInput, RejectedWithoutWriting) {
     DeviceProblem dp(hp);
     flare_mha_fwd_params p = dp.params(hp);
     row.mutate(p, dp);
-    const flare_status st = flare_mha_fwd(&p, stream.get());
-    EXPECT_EQ(st, row.status) << row.name << ": " << flare_last_error();
-    EXPECT_NE(std::string(flare_last_error()).find(row.message), std::string::npos)
-        << row.name << ": \"" << flare_last_error() << "\" lacks \"" << row.message << "\"";
-    CUDA_CHECK(cudaDeviceSynchronize());
-    ASSERT_TRUE(dp.still_poisoned()) << row.name;
+    expect_refused(row.name, p, dp, stream.get(), row.status, {row.message});
   }
 }
 
