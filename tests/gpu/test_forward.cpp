@@ -695,8 +695,8 @@ TEST_P(ForwardHopperOptIn, MatchesReference) {
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
   flare::DeviceInfo info;
   ASSERT_EQ(flare::device_info(device, &info), FLARE_OK);
-  const flare::FwdPlan plan = flare::plan_forward(p, info, flare::current_tuning());
   const flare::Tuning tuning = flare::current_tuning();
+  const flare::FwdPlan plan = flare::plan_forward(p, info, tuning);
   if (info.cc_major == 9 && info.cc_minor == 0 && tuning.hopper_kernels &&
       plan.max_seqlen_q > flare::kSm80DecodeMaxRows) {
     const int kernel = plan.kernel_head_dim;  // 192 or 512

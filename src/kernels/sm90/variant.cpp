@@ -31,8 +31,16 @@ bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim) {
          kv_tma_unsupported_reason(p) == nullptr && kv_tma_rows_exact(p);
 }
 
+namespace {
+// The kernels compiled warp-specialised only and without a paged instance (d192, d512): a
+// launch may run them when it is unpaged and not forced onto the all-threads kernel.
+bool ws_only_kernel_fits(const flare_mha_fwd_params& p, const Sm90Overrides& o) {
+  return !is_paged(p) && o.warp_specialized != 0;
+}
+}  // namespace
+
 bool sm90_d192_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o) {
-  return o.d192 == 1 && !is_paged(p) && o.warp_specialized != 0;
+  return o.d192 == 1 && ws_only_kernel_fits(p, o);
 }
 
 Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o) {
@@ -48,7 +56,7 @@ Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o)
 }
 
 bool sm90_d512_applies(const flare_mha_fwd_params& p, const Sm90Overrides& o) {
-  return o.d512 == 1 && !is_paged(p) && o.warp_specialized != 0;
+  return o.d512 == 1 && ws_only_kernel_fits(p, o);
 }
 
 Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_dim,
