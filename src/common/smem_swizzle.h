@@ -38,4 +38,16 @@ FLARE_HD constexpr uint32_t ldmatrix_step_address(bool swizzled, uint32_t lane_a
                   : lane_address + uint32_t(s * 32);
 }
 
+// Rows of FP8 codes in the FP8 decode kernel's stages (kernels/sm80/decode_fp8.cuh): row r of
+// head_dim codes, its 16-byte chunk c at chunk c ^ (r & m), m + 1 the largest power of two up to
+// 8 that divides the row's chunk count (the XOR stays inside the row). At d128 both of that
+// kernel's read patterns fall on distinct banks (tests/cpu/test_smem_layout.cpp).
+FLARE_HD constexpr int fp8_stage_swizzle(int head_dim) {
+  return ((head_dim / 16) % 8 == 0 ? 8 : (head_dim / 16) % 4 == 0 ? 4 : 2) - 1;
+}
+// Byte offset of code `col` of row `row`.
+FLARE_HD constexpr int fp8_stage_offset(int head_dim, int row, int col) {
+  return row * head_dim + (((col >> 4) ^ (row & fp8_stage_swizzle(head_dim))) << 4) + (col & 15);
+}
+
 }  // namespace flare

@@ -94,11 +94,14 @@ FLARE_HD constexpr bool sm80_decode_small_pages(bool paged, int page_block_size)
   return paged && page_block_size < kSm80DecodeWarpKeys;
 }
 
-// FP8 K/V (decode_kernel's Fp8 instances): stages hold 1-byte codes, and each warp converts its
-// 16 K and V rows of a block into a 16-bit copy (the ldmatrix layout) before its mma steps.
-// The same stage counts: FP8 d128 then takes 84 KB (fits 99 KB GPUs, sm86/sm89/sm120), two
-// CTAs per H100 SM; FP8 d256 136 KB, one CTA (as bf16).
-FLARE_HD constexpr int sm80_decode_stages(int head_dim) { return head_dim <= 128 ? 3 : 2; }
+// FP8 K/V (decode_kernel's Fp8 instances): stages hold the 1-byte codes, which the mma steps
+// read straight into fragments (decode_fp8.cuh), and Q's fp16 fragments sit in a region of
+// their own. A stage holds half the bytes of a 16-bit one, so FP8 keeps more of them to have as
+// many bytes in flight: five up to d128 (two blocks more than 16-bit), three at d192, two at
+// d256, each within the 99 KB of sm86/sm89/sm120 (d128: 90 KB, two CTAs per H100 SM).
+FLARE_HD constexpr int sm80_decode_stages(int head_dim, bool fp8 = false) {
+  return fp8 ? (head_dim <= 128 ? 5 : head_dim <= 192 ? 3 : 2) : head_dim <= 128 ? 3 : 2;
+}
 
 // K/V rows of the decode stages: where a row is a whole number of 128-byte lines (head_dim a
 // multiple of 64) its 16-byte chunks are XOR-swizzled by the row (smem_swizzle.h) and the rows
@@ -112,13 +115,13 @@ FLARE_HD constexpr int sm80_decode_kv_row_bytes(int head_dim) {
 }
 
 // Shared memory of the decode kernel: Q (16 rows padded by 8 elements) + stages x (K + V)
-// blocks of 64 rows (2-byte elements; FP8: rows of head_dim codes, plus each of the 4 warps'
-// 16-bit copies of its 16 K and 16 V rows).
+// blocks of 64 rows (2-byte elements; FP8: rows of head_dim codes, plus Q's fp16 fragments,
+// 16 x head_dim 2-byte values).
 FLARE_HD constexpr int sm80_decode_smem_bytes(int head_dim, bool fp8 = false) {
   return kSm80DecodeMaxRows * (head_dim + 8) * 2 +
-         sm80_decode_stages(head_dim) * 2 * 64 *
+         sm80_decode_stages(head_dim, fp8) * 2 * 64 *
              (fp8 ? head_dim : sm80_decode_kv_row_bytes(head_dim)) +
-         (fp8 ? 4 * 2 * kSm80DecodeWarpKeys * sm80_decode_kv_row_bytes(head_dim) : 0);
+         (fp8 ? kSm80DecodeMaxRows * head_dim * 2 : 0);
 }
 
 // Whether the decode kernel is compiled for `head_dim`: up to 256. At d512 its stages of 64-key
@@ -134,7 +137,7 @@ FLARE_HD constexpr int sm80_decode_ctas_per_sm(int head_dim, bool fp8 = false) {
 }
 
 FLARE_HD constexpr TileConfig sm80_decode_tile_config(int head_dim, bool fp8 = false) {
-  return TileConfig{kSm80DecodeMaxRows, 64, 4, sm80_decode_stages(head_dim),
+  return TileConfig{kSm80DecodeMaxRows, 64, 4, sm80_decode_stages(head_dim, fp8),
                     sm80_decode_ctas_per_sm(head_dim, fp8)};
 }
 

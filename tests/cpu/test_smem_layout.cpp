@@ -132,4 +132,50 @@ TEST(SmemLayout, LdmatrixStepAddressMatchesChunkOffset) {
   }
 }
 
+// FP8 decode stages (fp8_stage_offset): each row's codes are a permutation of its own bytes
+// that keeps 16-byte chunks whole.
+TEST(SmemLayout, Fp8StageRowsPermuteTheirChunks) {
+  for (int d : kHeadDims) {
+    for (int r = 0; r < 16; ++r) {
+      std::set<int> chunks;
+      for (int c = 0; c < d; c += 16) {
+        const int off = flare::fp8_stage_offset(d, r, c);
+        ASSERT_EQ(off % 16, 0) << "d " << d << " row " << r;
+        ASSERT_GE(off, r * d);
+        ASSERT_LT(off, (r + 1) * d);
+        for (int b = 1; b < 16; ++b)
+          ASSERT_EQ(flare::fp8_stage_offset(d, r, c + b), off + b) << "d " << d;
+        chunks.insert(off);
+      }
+      EXPECT_EQ(int(chunks.size()), d / 16) << "d " << d << " row " << r;
+    }
+  }
+}
+
+// The FP8 decode kernel's 16-byte reads at d128 (decode_fp8.cuh): each quarter warp (8 lanes,
+// one 128-byte wavefront) hits 8 distinct 16-byte bank groups. K: lane (g, t) reads row
+// 8 nt + g at code 32 t + 16 i; V: row 2t + (r & 1) + 8 (r >> 1) at code 16 g.
+TEST(SmemLayout, Fp8DecodeReadsAreConflictFreeAtD128) {
+  constexpr int d = 128;
+  auto conflict_free = [](auto addr_of_lane) {
+    for (int q = 0; q < 4; ++q) {
+      std::set<int> groups;
+      for (int l = 8 * q; l < 8 * q + 8; ++l) groups.insert(addr_of_lane(l) / 16 % 8);
+      if (groups.size() != 8) return false;
+    }
+    return true;
+  };
+  for (int nt = 0; nt < 2; ++nt)
+    for (int i = 0; i < 2; ++i)
+      EXPECT_TRUE(conflict_free([&](int l) {
+        return flare::fp8_stage_offset(d, 8 * nt + l / 4, 32 * (l % 4) + 16 * i);
+      })) << "K n-tile " << nt << " piece " << i;
+  for (int r = 0; r < 4; ++r)
+    EXPECT_TRUE(conflict_free([&](int l) {
+      return flare::fp8_stage_offset(d, 2 * (l % 4) + (r & 1) + 8 * (r >> 1), 16 * (l / 4));
+    })) << "V row " << r;
+  // Unswizzled rows would not be: the K reads of rows g and g + 1 share their bank groups.
+  EXPECT_FALSE(conflict_free([&](int l) { return (l / 4) * d + 32 * (l % 4); }));
+}
+
 }  // namespace

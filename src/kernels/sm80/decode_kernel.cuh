@@ -19,10 +19,10 @@
 // V and O have v_head_dim(p) columns (at most p.head_dim): V's columns past it are zero-filled
 // in shared memory, O's are never stored.
 //
-// FP8 K/V (the Fp8 instances, kv_dtype e4m3 / e5m2): the stages hold the 1-byte codes (half the
-// bytes of a 16-bit block in flight), and after a block lands each warp converts its own 16 K and
-// 16 V rows into a 16-bit copy in the ldmatrix layout (fp8_convert.cuh: exact), so the mma steps
-// are the 16-bit kernel's. The descale factors of the (batch entry, KV head) fold into the
+// FP8 K/V (the Fp8 instances, kv_dtype e4m3 / e5m2): the stages hold the 1-byte codes (more
+// stages, as many bytes in flight), which the mma steps read straight into fp16 fragments
+// (decode_fp8.cuh: both GEMMs in fp16, Q's fragments prepared once per CTA). The descale
+// factors of the (batch entry, KV head), the decode's power of two and Q's fold into the
 // softmax scale (K) and the output normalisation (V); the planner runs every FP8 K/V launch on
 // this kernel, whatever its query rows.
 #pragma once
@@ -35,6 +35,7 @@
 #include "common/split.h"
 #include "common/fp8_params.h"
 #include "kernels/common/fp8_convert.cuh"
+#include "kernels/sm80/decode_fp8.cuh"
 #include "kernels/common/narrow_copy.cuh"
 #include "kernels/common/online_softmax.cuh"
 #include "kernels/element_type.cuh"
@@ -59,16 +60,16 @@ struct DecodeTraits {
   static constexpr bool kKVSwizzled = sm80_decode_kv_swizzled(HeadDim);
   static constexpr int kKVRowBytes = sm80_decode_kv_row_bytes(HeadDim);  // 16-bit K/V rows
   // K/V as loaded into the stages: 16-byte chunks of 8 elements, or of 16 FP8 codes in rows of
-  // HeadDim bytes (read back row by row by the conversion: no swizzle needed).
+  // HeadDim bytes (Fp8StageLayout).
   static constexpr int kKvChunkElems = Fp8 ? 16 : 8;
   static constexpr int kKvChunksPerRow = HeadDim / kKvChunkElems;
   static constexpr int kStageRowBytes = Fp8 ? HeadDim : kKVRowBytes;
   static constexpr int kSmemQ = kBlockM * kRowBytes;
   static constexpr int kSmemTile = kBlockN * kStageRowBytes;  // one K or V block
   static constexpr int kSmemStage = 2 * kSmemTile;
-  // FP8: each warp's 16-bit copies of its 16 K rows and then 16 V rows.
-  static constexpr int kSmemConvWarp = Fp8 ? 2 * kWarpKeys * kKVRowBytes : 0;
-  static constexpr int kSmemBytes = kSmemQ + kStages * kSmemStage + kWarps * kSmemConvWarp;
+  // FP8: Q's fp16 fragments (fp8_prepare_q), after the stages.
+  static constexpr int kSmemQFrag = Fp8 ? kKSteps * 32 * 16 : 0;
+  static constexpr int kSmemBytes = kSmemQ + kStages * kSmemStage + kSmemQFrag;
   // Warp partials of the final merge, fp32, rows padded by 8 floats against bank conflicts.
   static constexpr int kPartRowFloats = HeadDim + 8;
   static constexpr int kSmemPartO = kWarps * kBlockM * kPartRowFloats * 4;
@@ -91,7 +92,7 @@ struct DecodeTraits {
   }
   // Byte offset of loaded chunk `chunk` of K/V row `row` of a stage.
   __device__ __forceinline__ static uint32_t stage_offset(int row, int chunk) {
-    if constexpr (Fp8) return uint32_t(row * kStageRowBytes + chunk * 16);
+    if constexpr (Fp8) return Fp8StageLayout<HeadDim>::chunk_offset(row, chunk);
     else return kv_offset(row, chunk);
   }
   // An ldmatrix lane reads chunk 2 s + half of its row at step s; the swizzle only permutes the
@@ -157,35 +158,6 @@ __device__ __forceinline__ void load_group_small_pages(const SmallPageGroup g, c
   }
 }
 
-// FP8: this warp's 16 K rows and 16 V rows of a stage (codes at `src`, V one block further) into
-// its 16-bit copy at `dst` (the K rows, then the V rows, in the ldmatrix layout).
-template <typename Tr, typename T>
-__device__ __forceinline__ void convert_group(uint32_t src, uint32_t dst,
-                                              const Fp8ToHalf2<T>& dec, int lane) {
-  constexpr int kChunks = Tr::kKvChunksPerRow;
-  constexpr int kLaneChunks = Tr::kWarpKeys * kChunks / 32;
-#pragma unroll
-  for (int kv = 0; kv < 2; ++kv) {
-#pragma unroll
-    for (int i = 0; i < kLaneChunks; ++i) {
-      const int c = lane + 32 * i;
-      const int r = c / kChunks, j = c % kChunks;
-      const uint4 w = ld_shared_16(src + kv * Tr::kSmemTile + Tr::stage_offset(r, j));
-      uint4 lo, hi;
-      dec.four(w.x, lo.x, lo.y);
-      dec.four(w.y, lo.z, lo.w);
-      dec.four(w.z, hi.x, hi.y);
-      dec.four(w.w, hi.z, hi.w);
-      // Chunk j becomes 16-bit chunks 2j (lo) and 2j + 1 (hi). Lanes j and j + 4 of a row would
-      // hit the same banks storing 2j and 2j + 8 first: lanes with j & 4 store hi first.
-      const uint32_t d = dst + kv * Tr::kWarpKeys * Tr::kKVRowBytes;
-      const bool hi_first = (j >> 2) & 1;
-      st_shared_16(d + Tr::kv_offset(r, 2 * j + hi_first), hi_first ? hi : lo);
-      st_shared_16(d + Tr::kv_offset(r, 2 * j + !hi_first), hi_first ? lo : hi);
-    }
-  }
-}
-
 // Narrow (launch.narrow, common/narrow.h): K/V/Q loaded and O stored element by element. A
 // template flag rather than the runtime branch of the prefill kernel: the decode main loop
 // keeps O and Q in registers (d192: 250 of 255), and an element loader in the same loop made
@@ -193,8 +165,9 @@ __device__ __forceinline__ void convert_group(uint32_t src, uint32_t dst,
 // SmallPages (sm80_decode_small_pages): paged K/V with pages of fewer than 16 rows, whose key
 // groups span more than two pages (load_group_small_pages).
 // Fp8: K/V hold FP8 codes (kv_dtype), see the top of this file; never Narrow (validation).
+// E5m2: the codes are e5m2 (else e4m3).
 template <int Arch, typename T, int HeadDim, bool Narrow = false, bool SmallPages = false,
-          bool Fp8 = false>
+          bool Fp8 = false, bool E5m2 = false>
 __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
                                   DecodeTraits<HeadDim, Fp8>::kCtasPerSm)
     decode_kernel(const __grid_constant__ FwdLaunch launch) {
@@ -206,6 +179,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
   static_assert(!(Fp8 && Narrow), "FP8 K/V launches are never narrow");
   using Tr = DecodeTraits<HeadDim, Fp8>;
   using KV = std::conditional_t<Fp8, uint8_t, T>;  // K/V elements in global memory
+  using MmaT = std::conditional_t<Fp8, __half, T>;  // the mma steps' 16-bit type
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kStages = Tr::kStages;
   constexpr int kDTiles = Tr::kDTiles, kKSteps = Tr::kKSteps, kRowBytes = Tr::kRowBytes;
   constexpr int kChunks = Tr::kChunksPerRow;
@@ -234,17 +208,23 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
   const KV* k = static_cast<const KV*>(p.k);
   const KV* v = static_cast<const KV*>(p.v);
   const int head_dim_v = v_head_dim(p);  // columns of V and O
-  // FP8: S and O are computed on the codes; their factors scale the scores and the output.
-  const float k_factor = Fp8 ? k_descale(p, batch, head_k) : 1.f;
-  const float v_factor = Fp8 ? v_descale(p, batch, head_k) : 1.f;
+  // FP8: S and O are computed on the decoded codes (values times Dec::kValueScale) and Q's
+  // fragments (times 1 / q_unscale); their factors scale the scores and the output.
+  using Dec = Fp8ToHalf<E5m2, (Arch >= 89)>;
+  const float k_factor = Fp8 ? k_descale(p, batch, head_k) / Dec::kValueScale : 1.f;
+  const float v_factor = Fp8 ? v_descale(p, batch, head_k) / Dec::kValueScale : 1.f;
 
-  // Softmax in log2 units, as in the prefill kernel.
+  // Softmax in log2 units, as in the prefill kernel. FP8 sets the scale again once Q's factor
+  // is known.
   const bool has_softcap = p.softcap > 0.f;
-  const float scale = p.softmax_scale * k_factor;
-  const float unit = has_softcap ? 1.f : scale;
-  const float unit_log2 = unit * 1.4426950408889634f;
-  const float cap_in = has_softcap ? scale / p.softcap : 0.f;
-  const float alibi = alibi_slope(p, batch, head) / unit;
+  float unit, unit_log2, cap_in, alibi;
+  auto set_scale = [&](float scale) {
+    unit = has_softcap ? 1.f : scale;
+    unit_log2 = unit * 1.4426950408889634f;
+    cap_in = has_softcap ? scale / p.softcap : 0.f;
+    alibi = alibi_slope(p, batch, head) / unit;
+  };
+  set_scale(p.softmax_scale * k_factor);
   const int diagonal = qt.mask.diagonal();
 
   float acc_o[kDTiles][4];
@@ -399,21 +379,28 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
     // (lane & 7) + 8 ((lane >> 3) & 1), chunk 2 dp + (lane >> 4).
     const int k_row = (lane & 7) + (lane >> 4) * 8, k_half = (lane >> 3) & 1;
     const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_half = lane >> 4;
-    // The mma steps read the block's 16-bit rows: this warp's rows of the stage, or (FP8) the
-    // warp's converted copy, which has no stage offset.
-    const uint32_t s_conv = sKV + kStages * Tr::kSmemStage + warp * Tr::kSmemConvWarp;
-    const uint32_t k_lane = Fp8 ? s_conv : sKV + warp_stage_off;
-    const uint32_t v_lane = Fp8 ? s_conv + Tr::kWarpKeys * Tr::kKVRowBytes
-                                : sKV + Tr::kSmemTile + warp_stage_off;
-    const Fp8ToHalf2<T> fp8 = Fp8ToHalf2<T>::of(Fp8 ? kv_element_dtype(p) : FLARE_DTYPE_E4M3);
+    const uint32_t k_lane = sKV + warp_stage_off;
+    const uint32_t v_lane = sKV + Tr::kSmemTile + warp_stage_off;
     uint32_t k_off[4], v_off[4];
     Tr::ldmatrix_lane_offsets(k_row, k_half, k_off);
     Tr::ldmatrix_lane_offsets(v_row, v_half, v_off);
+    // FP8: Q's fp16 fragments after the stages, and the scores' scale with Q's factor.
+    const uint32_t sQf = sKV + kStages * Tr::kSmemStage;
+    if constexpr (Fp8) {
+      set_scale(p.softmax_scale * k_factor *
+                fp8_prepare_q<T, HeadDim, kRowBytes, Tr::kThreads>(sQ, sQf, tid));
+      __syncthreads();
+    }
     uint32_t q_frag[Tr::kQInRegs ? kKSteps : 1][4];
     if constexpr (Tr::kQInRegs) {
 #pragma unroll
-      for (int ks = 0; ks < kKSteps; ++ks)
-        ldmatrix_x4(q_lane + ks * 32, q_frag[ks][0], q_frag[ks][1], q_frag[ks][2], q_frag[ks][3]);
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        if constexpr (Fp8)
+          ld_shared_run<16>(sQf + uint32_t(ks * 32 + lane) * 16, q_frag[ks]);
+        else
+          ldmatrix_x4(q_lane + ks * 32, q_frag[ks][0], q_frag[ks][1], q_frag[ks][2],
+                      q_frag[ks][3]);
+      }
     }
 
     int stage = 0;
@@ -428,12 +415,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
         if (next < num_blocks) load_block(qt.range.begin + next, next_stage);
         cp_async_commit();
       }
-      uint32_t stage_off = uint32_t(stage * Tr::kSmemStage);
-      if constexpr (Fp8) {
-        convert_group<Tr>(sKV + stage_off + warp_stage_off, s_conv, fp8, lane);
-        __syncwarp();  // the copy is complete before any lane's ldmatrix reads it
-        stage_off = 0;
-      }
+      const uint32_t stage_off = uint32_t(stage * Tr::kSmemStage);
 
       // S = Q K^T over this warp's 16 keys.
       float acc_s[2][4];
@@ -441,8 +423,10 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
       for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_s[nt][e] = 0.f;
+      if constexpr (Fp8)
+        fp8_qk<HeadDim, Tr::kQInRegs, Dec>(acc_s, k_lane + stage_off, sQf, q_frag, lane);
 #pragma unroll
-      for (int ks = 0; ks < kKSteps; ++ks) {
+      for (int ks = 0; ks < (Fp8 ? 0 : kKSteps); ++ks) {
         uint32_t a[4];
         if constexpr (Tr::kQInRegs) {
 #pragma unroll
@@ -476,15 +460,16 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
       softmax.update<4>([&](int r, int c) -> float& { return acc_s[c / 2][2 * r + c % 2]; },
                         unit_log2, correction);
       uint32_t p_frag[4];
-      p_frag[0] = pack2<T>(acc_s[0][0], acc_s[0][1]);
-      p_frag[1] = pack2<T>(acc_s[0][2], acc_s[0][3]);
-      p_frag[2] = pack2<T>(acc_s[1][0], acc_s[1][1]);
-      p_frag[3] = pack2<T>(acc_s[1][2], acc_s[1][3]);
+      p_frag[0] = pack2<MmaT>(acc_s[0][0], acc_s[0][1]);
+      p_frag[1] = pack2<MmaT>(acc_s[0][2], acc_s[0][3]);
+      p_frag[2] = pack2<MmaT>(acc_s[1][0], acc_s[1][1]);
+      p_frag[3] = pack2<MmaT>(acc_s[1][2], acc_s[1][3]);
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) OnlineSoftmax<2>::rescale_tile(acc_o[dt], correction, 0);
       // O += P V over this warp's 16 keys (one k16 step).
+      if constexpr (Fp8) fp8_pv<HeadDim, Dec>(acc_o, p_frag, v_lane + stage_off, lane);
 #pragma unroll
-      for (int dp = 0; dp < kDTiles / 2; ++dp) {
+      for (int dp = 0; dp < (Fp8 ? 0 : kDTiles / 2); ++dp) {
         uint32_t b0, b1, b2, b3;
         ldmatrix_x4_trans(v_lane + stage_off + v_off[dp % 4] + (dp / 4) * 128, b0, b1, b2, b3);
         mma_16816<T>(acc_o[2 * dp], p_frag, b0, b1);
@@ -512,9 +497,15 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
     }
     float* o_row = part_o + (warp * kBlockM + r) * Tr::kPartRowFloats;
 #pragma unroll
-    for (int dt = 0; dt < kDTiles; ++dt)
-      *reinterpret_cast<float2*>(o_row + dt * 8 + 2 * t) =
-          make_float2(acc_o[dt][2 * hr], acc_o[dt][2 * hr + 1]);
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      if constexpr (Fp8) {  // O's columns back in order (decode_fp8.cuh)
+        o_row[fp8_o_column<HeadDim>(dt, t, 0)] = acc_o[dt][2 * hr];
+        o_row[fp8_o_column<HeadDim>(dt, t, 1)] = acc_o[dt][2 * hr + 1];
+      } else {
+        *reinterpret_cast<float2*>(o_row + dt * 8 + 2 * t) =
+            make_float2(acc_o[dt][2 * hr], acc_o[dt][2 * hr + 1]);
+      }
+    }
   }
   __syncthreads();
 
@@ -612,9 +603,13 @@ int run_decode_fp8_sm80(const FwdLaunch& launch, cudaStream_t stream) {
     using Dr = sm80::DecodeTraits<HeadDim, true>;
     static_assert(Dr::kSmemBytes == sm80_decode_smem_bytes(HeadDim, true),
                   "the planner's FP8 decode shared memory (tile_config.h) is the kernel's");
+    const bool e5m2 = kv_element_dtype(launch.p) == FLARE_DTYPE_E5M2;
     return sm80::launch_decode<Dr>(
-        launch.small_pages ? sm80::decode_kernel<Arch, T, HeadDim, false, true, true>
-              : sm80::decode_kernel<Arch, T, HeadDim, false, false, true>,
+        launch.small_pages
+            ? (e5m2 ? sm80::decode_kernel<Arch, T, HeadDim, false, true, true, true>
+                    : sm80::decode_kernel<Arch, T, HeadDim, false, true, true, false>)
+            : (e5m2 ? sm80::decode_kernel<Arch, T, HeadDim, false, false, true, true>
+                    : sm80::decode_kernel<Arch, T, HeadDim, false, false, true, false>),
         launch, stream);
   }
 }
