@@ -391,11 +391,21 @@ TEST(Sm90Variant, HeadDim512SplitsOAcrossTheConsumerWarpgroups) {
   EXPECT_FALSE(flare::sm90_d512_applies(paged_prefill(4096), o));
   o.warp_specialized = 0;
   EXPECT_FALSE(flare::sm90_d512_applies(p, o));
-  // The variant: warp-specialised, ping-pong, TMA, the default key block; in clusters of two
-  // (one tile per CTA) where every K/V block goes by TMA, else persistent.
+  // The variant: warp-specialised, TMA, the default key block; no ping-pong (the warpgroups
+  // exchange their halves of S every key block), not even where asked; in clusters of two (one
+  // tile per CTA) where every K/V block goes by TMA, else persistent.
   const flare_mha_fwd_params dense = flare_test::dense_fp16_params(2, 4096, 4096, 8, 8, 512);
   const flare::Sm90Variant v = flare::choose_sm90_variant(dense, 512, Sm90Overrides{});
-  EXPECT_TRUE(v.warp_specialized && v.pingpong);
+  EXPECT_TRUE(v.warp_specialized);
+  EXPECT_FALSE(v.pingpong);
+  EXPECT_FALSE(flare::sm90_ws_takes_turns(512));
+  for (int d : {64, 128, 192, 256}) EXPECT_TRUE(flare::sm90_ws_takes_turns(d)) << d;
+  Sm90Overrides turns;
+  turns.pingpong = 1;
+  EXPECT_FALSE(flare::choose_sm90_variant(dense, 512, turns).pingpong);
+  EXPECT_TRUE(flare::choose_sm90_variant(flare_test::dense_fp16_params(2, 4096, 4096, 8, 8, 256),
+                                         256, turns)
+                  .pingpong);
   EXPECT_EQ(v.block_n, 32);
   EXPECT_EQ(v.consumer_wgs, 2);
   EXPECT_EQ(v.cluster_m, 2);

@@ -4,6 +4,10 @@
 // its 64 query rows (mainloop_sm90.cuh: S = QK^T, online softmax, O += PV, optionally taking
 // turns with the others) and writes its rows (epilogue_sm90.cuh). Tiles come one per CTA or,
 // for persistent CTAs, from the launch's ticket counter (tile_scheduler.cuh).
+// Head dim 512 (split O): the two consumer warpgroups share one 64-row tile. Each computes the
+// partial S of its half of the head dims, the two exchange their partials through shared memory
+// and each adds the other's, so both hold the same S and softmax; each then accumulates P V for
+// its half of O's columns (O of 64 x 512 fp32 would not fit one warpgroup's registers).
 #pragma once
 #include <type_traits>
 
@@ -23,7 +27,7 @@ namespace sm90 {
 // long rows (d64: 192, with three stages).
 // ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
 // registers per consumer thread), each owning 64 query rows of the tile; at d512 two that share
-// the tile's 64 rows and split O's columns (sm90_ws_splits_o).
+// the tile's 64 rows and split QK^T's head dims and O's columns (sm90_ws_splits_o).
 // ClusterM: CTAs per cluster (1, or 2: consecutive query tiles of one head that share every
 // K/V stage, each CTA's producer copying its half of a stage into both by TMA multicast: half
 // the K/V reads from L2 per tile; pipeline.cuh).
@@ -42,12 +46,22 @@ struct Sm90WsTraits {
   static_assert(ClusterM == 1 || (HeadDim / 64) % ClusterM == 0, "whole TMA boxes per CTA");
   static constexpr int kConsumerThreads = 128 * ConsumerWGs;
   static constexpr int kBlockM = sm90_ws_block_m(HeadDim, ConsumerWGs), kBlockN = BlockN;
-  // Split O: every consumer warpgroup runs S = Q K^T and the softmax of the same 64 rows and
+  // Split O: consumer warpgroup wg computes the partial S = Q K^T of the 64 rows over head
+  // dims [wg * kQkDims, wg * kQkDims + kQkDims), the two exchange partials through shared memory
+  // (kSmemExchange) and each adds the other's, then both run the same softmax and each
   // accumulates P V for kOColumns of V's columns, starting at column wg * kOColumns.
   static constexpr bool kSplitO = sm90_ws_splits_o(HeadDim);
   static constexpr int kOColumns = kSplitO ? HeadDim / ConsumerWGs : HeadDim;
-  static_assert(!kSplitO || (ConsumerWGs == 2 && kOColumns % 64 == 0),
-                "O split in 64-column atoms");
+  static constexpr int kQkDims = kSplitO ? HeadDim / ConsumerWGs : HeadDim;
+  static_assert(!kSplitO || (ConsumerWGs == 2 && kOColumns % 64 == 0 && kQkDims % 64 == 0),
+                "O and QK^T split in 64-column atoms");
+  // Ping-pong (Sm90PingPong) where the variant asks for it; never with split O, where the
+  // exchange makes each warpgroup's softmax wait for the other's QK^T (sm90_ws_takes_turns).
+  static constexpr bool kTurns = sm90_ws_takes_turns(HeadDim);
+  // Named barriers: 1 .. ConsumerWGs are the consumers' turns (Sm90PingPong), 1 + ConsumerWGs
+  // the producer threads' (producer_sm90.cuh, tile_scheduler.cuh), 2 + ConsumerWGs the split-O
+  // exchange of the two consumer warpgroups.
+  static constexpr int kExchangeBarrier = 2 + ConsumerWGs;
   static constexpr int kThreads = 128 + kConsumerThreads;
   // With two consumer warpgroups, P is double-buffered: block i's fragments are packed during
   // its softmax while P V(i-1) still reads the previous ones. Three warpgroups have 160
@@ -66,6 +80,11 @@ struct Sm90WsTraits {
       Fp8 ? 3 : BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
   static constexpr int kSmemQ = kBlockM * HeadDim * kElemBytes;   // the Q tile
   static constexpr int kSmemKV = kBlockN * HeadDim * kElemBytes;  // one K or V (V^T) stage
+  // Split O: the partial S exchange, one buffer per consumer warpgroup and parity (consecutive
+  // exchanges alternate, so one named barrier per key block suffices): kBlockM x kBlockN fp32
+  // each, 4 x 8 KB at d512.
+  static constexpr int kSmemExchangeBuffer = kSplitO ? kBlockM * kBlockN * 4 : 0;
+  static constexpr int kSmemExchange = 2 * ConsumerWGs * kSmemExchangeBuffer;
   // Head dim 256 (two stages): K and V of a stage have barriers of their own, so K's slot is
   // refilled once its QK^T is done while V's still waits for the softmax and P V. With three or
   // four stages (d64, d128) one barrier pair covers K and V of a stage (docs/decisions.md).
@@ -77,7 +96,7 @@ struct Sm90WsTraits {
   // full/empty of Q, of each K (and V) stage, of each V stage (pipeline.cuh's layout)
   static constexpr int kBarriers = 2 + 4 * kStages;
   static constexpr int kSmemBytes =
-      kSmemQ + (2 * kStages + kVStaging) * kSmemKV + 8 * kBarriers + 1024;
+      kSmemQ + (2 * kStages + kVStaging) * kSmemKV + kSmemExchange + 8 * kBarriers + 1024;
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
   // needs 240 per consumer (128 O accumulators): its producer then has 24, enough for TMA
   // issue; the cp.async fallback spills there, so paged KV stays on the all-threads kernel (on
@@ -124,7 +143,7 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
   const int num_tiles = m_units * p.num_heads * p.batch * launch.num_splits;
   const int heads_per_kv = p.num_heads / p.num_heads_k;
   const int rank = kCluster ? int(cluster_cta_rank()) : 0;
-  // Named barrier of the producer threads (1 .. kConsumerWGs are the consumers' turns).
+  // Named barrier of the producer threads (Sm90WsTraits lists the kernel's named barriers).
   constexpr int kProducerBarrier = 1 + Tr::kConsumerWGs;
   __shared__ Sm90PublishedTile s_tile;  // DynamicTiles: the tile the Q buffer holds
   __shared__ typename Scheduler::SharedStorage s_sched;
@@ -163,7 +182,8 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
   } else {  // the other branch of the same if, so that setmaxnreg applies to it
     setmaxnreg_inc<Tr::kConsumerRegs>();
     Sm90Mainloop<T, Tr, Paged, DynamicTiles> mainloop(launch, maps, smem, &s_tile,
-                                                      int(threadIdx.x) - 128, pingpong);
+                                                      int(threadIdx.x) - 128,
+                                                      Tr::kTurns ? pingpong : 0);
     mainloop.turns.start();
     // The producer's tiles in its order: one (the CTA's, or its cluster's), or the published
     // ones up to the -1.

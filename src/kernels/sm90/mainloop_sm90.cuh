@@ -8,6 +8,15 @@
 //
 // Ping-pong (Sm90PingPong): the consumer warpgroups take turns issuing their GEMMs, so that one's
 // softmax runs while the tensor cores work through the others' GEMMs.
+//
+// Split O (d512, Tr::kSplitO): the two consumer warpgroups share the tile's 64 rows. Warpgroup w
+// computes the partial S_w over head dims [256 w, 256 w + 256) only (Q's and K's 64-column atoms
+// 4w .. 4w + 3), so neither repeats the other's QK^T; once its S_w is ready it stores it to its
+// exchange buffer, both meet at a named barrier, and each adds the other's partial: S = S_own +
+// S_other, the same two values in both warpgroups, hence the same S bit for bit (IEEE addition
+// commutes), the same softmax and P. Each then accumulates P V for its 256 of O's columns. The
+// masks and score modifications run on the whole S, after the exchange. No ping-pong there
+// (Tr::kTurns): each softmax waits for both QK^T halves anyway.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -27,6 +36,20 @@
 
 namespace flare {
 namespace sm90 {
+
+// 16-byte shared-memory store and load of four floats (the split-O exchange). volatile: kept in
+// order with the named barrier between them.
+__device__ __forceinline__ void st_shared_v4(uint32_t addr, float a, float b, float c, float d) {
+  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(a), "f"(b), "f"(c),
+               "f"(d)
+               : "memory");
+}
+__device__ __forceinline__ void ld_shared_v4(uint32_t addr, float (&x)[4]) {
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+               : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3])
+               : "r"(addr)
+               : "memory");
+}
 
 // Turn-taking of the consumer warpgroups' GEMM issue: named barrier 1 + w is warpgroup w's turn.
 // Per tile each warpgroup has num_blocks + 1 issue turns, in the order A0 B0 A1 B1 ... (A0 B0 C0
@@ -58,8 +81,9 @@ struct Sm90PingPong {
 };
 
 // One consumer thread's mainloop state. A warpgroup owns query rows [64 wg, 64 wg + 64) of the
-// tile (split O: rows [0, 64) and O's columns [kOColumns wg, kOColumns wg + kOColumns)), a warp
-// 16 of them, a thread rows g and g + 8 of its warp's (wgmma accumulator layout).
+// tile (split O: rows [0, 64), QK^T's head dims [kQkDims wg, kQkDims wg + kQkDims) and O's
+// columns [kOColumns wg, kOColumns wg + kOColumns)), a warp 16 of them, a thread rows g and
+// g + 8 of its warp's (wgmma accumulator layout).
 template <typename T, typename Tr, bool Paged, bool DynamicTiles>
 struct Sm90Mainloop {
   static constexpr int kHeadDim = Tr::kHeadDim, kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
@@ -77,6 +101,7 @@ struct Sm90Mainloop {
   ScoreUnits units;  // + each tile's ALiBi slope
   int it = 0;      // K/V stage uses so far, in the producer's order
   int q_uses = 0;  // Q buffer uses so far, in the producer's order
+  int x_parity = 0;  // split O: the exchange buffers of the next S exchange
   float tile_unit_log2 = 0.f;  // FP8: the last tile's score units, its descales folded in
 
   // tid: the thread's index among the consumer threads. The warpgroup is broadcast from lane 0
@@ -139,7 +164,10 @@ struct Sm90Mainloop {
     const flare_mha_fwd_params& p = launch.p;
     const int num_blocks = range.end - range.begin;
     const int row0 = row_base(m0);
-    const uint32_t sQ = smem.q;
+    uint32_t sQ = smem.q;
+    // Split O: this warpgroup's half of the head dims, whole 64-column atoms of Q (and of K:
+    // stage_k).
+    if constexpr (Tr::kSplitO) sQ += uint32_t(wg * (Tr::kQkDims / 64)) * (kBlockM * 128);
     float acc_o[kOColumns / 2];
 #pragma unroll
     for (int i = 0; i < kOColumns / 2; ++i) acc_o[i] = 0.f;
@@ -189,6 +217,36 @@ struct Sm90Mainloop {
       }
     };
 
+    // Split O: S = this warpgroup's partial + the other's. Thread i of either warpgroup holds the
+    // same (row, key) positions of S: it stores its partial as float4 j at [j][i] of its
+    // warpgroup's buffer (a warp's 16-byte stores fill 512 contiguous bytes: no bank conflict),
+    // and after the barrier that both warpgroups pass once both partials are stored, it adds
+    // the other warpgroup's thread i's. Consecutive exchanges use the buffers of alternate
+    // parity: a warpgroup stores exchange e's partial only after passing the barrier of
+    // exchange e - 1, at which the other arrives after its reads of exchange e - 2 (the
+    // buffer's previous use). Both warpgroups run the same blocks (they share their rows, and
+    // Tr::kOwnBlocks gives both the same range), hence the same exchanges.
+    auto exchange_s = [&](float (&acc_s)[kBlockN / 2]) {
+      if constexpr (Tr::kSplitO) {
+        const uint32_t slot = uint32_t(warp_in_wg * 32 + g * 4 + t) * 16;  // thread i's
+        const uint32_t own = smem.exchange(wg, x_parity) + slot;
+        const uint32_t other = smem.exchange(wg ^ 1, x_parity) + slot;
+#pragma unroll
+        for (int j = 0; j < kBlockN / 8; ++j)
+          st_shared_v4(own + j * 128 * 16, acc_s[4 * j], acc_s[4 * j + 1], acc_s[4 * j + 2],
+                       acc_s[4 * j + 3]);
+        named_barrier_sync(Tr::kExchangeBarrier, 256);
+#pragma unroll
+        for (int j = 0; j < kBlockN / 8; ++j) {
+          float x[4];
+          ld_shared_v4(other + j * 128 * 16, x);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc_s[4 * j + e] = acc_s[4 * j + e] + x[e];
+        }
+        x_parity ^= 1;
+      }
+    };
+
     if (num_blocks > 0) {
     const auto& k_ring = smem.k_ring;
     const auto& v_ring = smem.v_ring;
@@ -204,7 +262,13 @@ struct Sm90Mainloop {
     auto wait_v = [&](int i) {
       if constexpr (Tr::kSeparateKV) wait_kv(v_ring, i);
     };
-    auto stage_k = [&](int i) { return smem.k_stage(k_ring.stage(it + i)); };
+    auto stage_k = [&](int i) {
+      const uint32_t stage = smem.k_stage(k_ring.stage(it + i));
+      if constexpr (Tr::kSplitO)
+        return stage + uint32_t(wg * (Tr::kQkDims / 64)) * (kBlockN * 128);
+      else
+        return stage;
+    };
     // This warpgroup's columns of block i's V: whole 64-column atoms of the stage.
     auto stage_v = [&](int i) {
       const uint32_t stage = smem.v_stage(k_ring.stage(it + i));
@@ -271,12 +335,13 @@ struct Sm90Mainloop {
         if constexpr (Tr::kFp8)
           issue_qk_fp8<kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), row_group());
         else
-          issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), row_group());
+          issue_qk<T, Tr::kQkDims, kBlockM, kBlockN>(acc_s, sQ, stage_k(i0), row_group());
         turns.end_turn();
         wgmma_wait<0>();
         fence_registers(acc_s);
         release_k(i0);
         if (is_last(i0)) release_q();  // Q's last QK^T is done
+        exchange_s(acc_s);
         softmax_block(acc_s, block_of(i0), p_cur, correction, false);
       }
       for (int i = i0 + 1; i < i_end; ++i) {
@@ -291,7 +356,7 @@ struct Sm90Mainloop {
           issue_qk_fp8<kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), row_group());
           issue_pv_fp8<kOColumns, kBlockN>(acc_o, p_cur, stage_v(i - 1));
         } else {
-          issue_qk<T, kHeadDim, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), row_group());
+          issue_qk<T, Tr::kQkDims, kBlockM, kBlockN>(acc_s, sQ, stage_k(i), row_group());
           issue_pv<T, kOColumns, kBlockN>(acc_o, p_cur, stage_v(i - 1));
         }
         turns.end_turn();
@@ -299,6 +364,7 @@ struct Sm90Mainloop {
         fence_registers(acc_s);
         release_k(i);
         if (is_last(i)) release_q();  // Q's last QK^T is done
+        exchange_s(acc_s);
         float correction[2];
         // kSingleP, and FP8 (packing e4m3 P while P V(i-1) runs made ptxas serialise every
         // wgmma, C7513): p_next unused, the probabilities stay in acc_s until P V(i-1) is done

@@ -71,9 +71,10 @@ struct StageRing {
 };
 
 // Shared memory of the warp-specialised kernel (traits Tr): the Q tile, Tr::kStages K stages,
-// Tr::kStages V stages, Tr::kVStaging V staging tiles (FP8), then the barriers, from the first
-// 1024-byte boundary of the dynamic window (the 128-byte swizzle's atoms must be 1024-byte
-// aligned). Barriers, 8 bytes each:
+// Tr::kStages V stages, Tr::kVStaging V staging tiles (FP8), the split-O exchange buffers
+// (Tr::kSmemExchange bytes, d512 only), then the barriers, from the first 1024-byte boundary of
+// the dynamic window (the 128-byte swizzle's atoms must be 1024-byte aligned). Barriers, 8
+// bytes each:
 // full/empty of Q, full[kStages] of K, full[kStages] of V, empty[kStages] of K, empty[kStages]
 // of V. Without Tr::kSeparateKV the K ring covers K and V of a stage and the V ring is unused.
 template <typename Tr>
@@ -89,7 +90,7 @@ struct Sm90WsSmem {
     k0 = q + Tr::kSmemQ;
     v0 = k0 + Tr::kStages * Tr::kSmemKV;
     v_staging0 = v0 + Tr::kStages * Tr::kSmemKV;
-    const uint32_t bar0 = v_staging0 + Tr::kVStaging * Tr::kSmemKV;
+    const uint32_t bar0 = v_staging0 + Tr::kVStaging * Tr::kSmemKV + Tr::kSmemExchange;
     q_ring = StageRing<1>{bar0, bar0 + 8};
     k_ring = KvRing{bar0 + 16, bar0 + 16 + 16 * Tr::kStages};
     v_ring = KvRing{bar0 + 16 + 8 * Tr::kStages, bar0 + 16 + 24 * Tr::kStages};
@@ -98,6 +99,11 @@ struct Sm90WsSmem {
   __device__ __forceinline__ uint32_t v_stage(int s) const { return v0 + s * Tr::kSmemKV; }
   __device__ __forceinline__ uint32_t v_staging(int j) const {
     return v_staging0 + j * Tr::kSmemKV;
+  }
+  // Split O: consumer warpgroup wg's exchange buffer of parity `parity` (after the V stages).
+  __device__ __forceinline__ uint32_t exchange(int wg, int parity) const {
+    return v_staging0 + Tr::kVStaging * Tr::kSmemKV +
+           uint32_t(2 * parity + wg) * Tr::kSmemExchangeBuffer;
   }
 
   // By one thread. Full barriers count `producer_threads` arrivals (the Q ring's full barrier

@@ -77,7 +77,8 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   // consumer warpgroups).
   v.persistent = o.persistent != 0;
   const bool paged = is_paged(p);
-  v.pingpong = o.pingpong != 0;  // faster on every prefill shape measured
+  // Faster on every prefill shape measured; not where the kernel exchanges S (d512).
+  v.pingpong = o.pingpong != 0 && sm90_ws_takes_turns(kernel_head_dim);
   v.tma = o.tma >= 0 ? TmaMode(o.tma) : TmaMode::kOn;
   // Q by TMA follows the K/V switch unless set on its own.
   v.tma_q = o.tma_q >= 0 ? TmaMode(o.tma_q) : v.tma;

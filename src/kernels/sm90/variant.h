@@ -16,7 +16,8 @@ struct Sm90Variant {
   bool persistent;        // one CTA per SM taking tiles by tickets of an atomic counter (the
                           // workspace's tile counter); else one CTA per tile. Warp-specialised
                           // launches only (paged: default key block, two consumer warpgroups)
-  bool pingpong;          // consumer warpgroups alternate their GEMM issue (warp-specialised only)
+  bool pingpong;          // consumer warpgroups alternate their GEMM issue (warp-specialised
+                          // only, not at d512: sm90_ws_takes_turns)
   TmaMode tma;            // K/V by TMA where the launch qualifies (warp-specialised only)
   TmaMode tma_q;          // Q by TMA where the launch qualifies (warp-specialised only)
   int block_n;            // keys per main-loop block of the warp-specialised kernel: its
@@ -47,10 +48,19 @@ bool sm90_cluster_applies(const flare_mha_fwd_params& p, int kernel_head_dim);
 
 // Whether the warp-specialised kernel compiled for `kernel_head_dim` splits O's columns between
 // its two consumer warpgroups (d512: O is 64 x 512 fp32, 256 registers per thread of one
-// warpgroup). Both warpgroups then own the tile's same 64 query rows: each computes the whole
-// S = Q K^T and softmax of the rows (the same values bit for bit) and accumulates P V for its
-// 256 of V's columns.
+// warpgroup). Both warpgroups then own the tile's same 64 query rows: each computes the partial
+// S = Q K^T of its 256 of the head dims, the two exchange partials through shared memory and
+// each adds the other's (the same two values: S and the softmax are the same bit for bit in
+// both), and each accumulates P V for its 256 of V's columns.
 constexpr bool sm90_ws_splits_o(int kernel_head_dim) { return kernel_head_dim > 256; }
+
+// Whether the consumer warpgroups of the warp-specialised kernel compiled for `kernel_head_dim`
+// may take turns issuing their GEMMs (Sm90Variant::pingpong): not where they split O, where
+// every key block's softmax waits for both warpgroups' halves of QK^T, so neither softmax can
+// run under the other's GEMMs. The variant and the kernel (Sm90WsTraits::kTurns) both read it.
+constexpr bool sm90_ws_takes_turns(int kernel_head_dim) {
+  return !sm90_ws_splits_o(kernel_head_dim);
+}
 
 // Consumer warpgroups the warp-specialised kernel compiled for `kernel_head_dim` can run: three
 // at d64 (S 64 + P 32 + O 32 registers per consumer thread within 160, P single-buffered), two
