@@ -75,7 +75,7 @@ __device__ __forceinline__ uint32_t half2_bits(float lo, float hi) {
 // rows, so each warp computes the same) and, for bf16 Q, scales Q by 2^-e so that it lands
 // below 2^15 (fp16's largest finite value is under 2^16; the scores' fp32 sums have room to
 // spare), then the CTA's threads write the fragments; the caller's barrier publishes them.
-// Returns 2^e, the factor the scores' scale takes back. Rows past seqlen_q are zeros in sQ.
+// Returns 2^e, the factor the scores take back. Rows past seqlen_q are zeros in sQ.
 template <typename T, int HeadDim, int RowBytes, int Threads>
 __device__ __forceinline__ float fp8_prepare_q(uint32_t sQ, uint32_t sQf, int tid) {
   constexpr int kRows = 16, kSteps = HeadDim / 16, kSpan = HeadDim / 4;

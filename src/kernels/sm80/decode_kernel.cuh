@@ -209,22 +209,18 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
   const KV* v = static_cast<const KV*>(p.v);
   const int head_dim_v = v_head_dim(p);  // columns of V and O
   // FP8: S and O are computed on the decoded codes (values times Dec::kValueScale) and Q's
-  // fragments (times 1 / q_unscale); their factors scale the scores and the output.
+  // fp16 fragments (Q times 1 / q_factor); their factors scale the scores and the output.
   using Dec = Fp8ToHalf<E5m2, (Arch >= 89)>;
   const float k_factor = Fp8 ? k_descale(p, batch, head_k) / Dec::kValueScale : 1.f;
   const float v_factor = Fp8 ? v_descale(p, batch, head_k) / Dec::kValueScale : 1.f;
 
-  // Softmax in log2 units, as in the prefill kernel. FP8 sets the scale again once Q's factor
-  // is known.
+  // Softmax in log2 units, as in the prefill kernel.
   const bool has_softcap = p.softcap > 0.f;
-  float unit, unit_log2, cap_in, alibi;
-  auto set_scale = [&](float scale) {
-    unit = has_softcap ? 1.f : scale;
-    unit_log2 = unit * 1.4426950408889634f;
-    cap_in = has_softcap ? scale / p.softcap : 0.f;
-    alibi = alibi_slope(p, batch, head) / unit;
-  };
-  set_scale(p.softmax_scale * k_factor);
+  const float scale = p.softmax_scale * k_factor;
+  const float unit = has_softcap ? 1.f : scale;
+  const float unit_log2 = unit * 1.4426950408889634f;
+  const float cap_in = has_softcap ? scale / p.softcap : 0.f;
+  const float alibi = alibi_slope(p, batch, head) / unit;
   const int diagonal = qt.mask.diagonal();
 
   float acc_o[kDTiles][4];
@@ -384,11 +380,12 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
     uint32_t k_off[4], v_off[4];
     Tr::ldmatrix_lane_offsets(k_row, k_half, k_off);
     Tr::ldmatrix_lane_offsets(v_row, v_half, v_off);
-    // FP8: Q's fp16 fragments after the stages, and the scores' scale with Q's factor.
+    // FP8: Q's fp16 fragments after the stages; each block's scores are multiplied by Q's
+    // factor (a power of two, exact).
     const uint32_t sQf = sKV + kStages * Tr::kSmemStage;
+    float q_factor = 1.f;
     if constexpr (Fp8) {
-      set_scale(p.softmax_scale * k_factor *
-                fp8_prepare_q<T, HeadDim, kRowBytes, Tr::kThreads>(sQ, sQf, tid));
+      q_factor = fp8_prepare_q<T, HeadDim, kRowBytes, Tr::kThreads>(sQ, sQf, tid);
       __syncthreads();
     }
     uint32_t q_frag[Tr::kQInRegs ? kKSteps : 1][4];
@@ -423,8 +420,13 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
       for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_s[nt][e] = 0.f;
-      if constexpr (Fp8)
+      if constexpr (Fp8) {
         fp8_qk<HeadDim, Tr::kQInRegs, Dec>(acc_s, k_lane + stage_off, sQf, q_frag, lane);
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc_s[nt][e] *= q_factor;
+      }
 #pragma unroll
       for (int ks = 0; ks < (Fp8 ? 0 : kKSteps); ++ks) {
         uint32_t a[4];
