@@ -176,13 +176,14 @@ FLARE_HD constexpr bool smem_fits(int bytes, int smem_optin) {
 }
 
 // The mma.sync kernel a launch runs within `smem_optin` bytes per block (0: no known limit):
-// the decode kernel where it is chosen and fits, else the prefill kernel (which takes any
-// launch, decode shapes included) where it fits, else none (the launch is refused before
-// anything is written; no GPU of sm80 or newer offers that little).
+// the decode kernel where the launch has its shape (decode_shape: at most 16 query rows per
+// (batch, head), or the planner's packed GQA decode rows) and it fits, else the prefill kernel
+// (which takes any launch, decode shapes included) where it fits, else none (the launch is
+// refused before anything is written; no GPU of sm80 or newer offers that little).
 enum class Sm80Kernel { kDecode, kPrefill, kNone };
-FLARE_HD constexpr Sm80Kernel sm80_fitting_kernel(int head_dim, int max_seqlen_q,
+FLARE_HD constexpr Sm80Kernel sm80_fitting_kernel(int head_dim, bool decode_shape,
                                                   int smem_optin) {
-  return sm80_use_decode_kernel(max_seqlen_q) && sm80_has_decode_kernel(head_dim) &&
+  return decode_shape && sm80_has_decode_kernel(head_dim) &&
                  smem_fits(sm80_decode_smem_bytes(head_dim), smem_optin)
              ? Sm80Kernel::kDecode
          : smem_fits(sm80_prefill_min_smem_bytes(head_dim), smem_optin) ? Sm80Kernel::kPrefill

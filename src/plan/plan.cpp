@@ -119,9 +119,7 @@ void choose_sm80(FwdPlan& plan, int smem_optin, const Tuning& t) {
                  sm80_decode_split_slots_per_sm()};
     return;
   }
-  // (A decode shape of more than 16 rows asks for the decode kernel as 16 rows would.)
-  const Sm80Kernel fitting = sm80_fitting_kernel(
-      d, decode_shape(plan, t) ? kSm80DecodeMaxRows : plan.max_seqlen_q, smem_optin);
+  const Sm80Kernel fitting = sm80_fitting_kernel(d, decode_shape(plan, t), smem_optin);
   if (fitting == Sm80Kernel::kNone) {
     plan.family = FwdKernelFamily::kNone;
     return;

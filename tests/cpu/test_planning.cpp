@@ -697,30 +697,30 @@ TEST(TileConfig, SharedMemoryFit) {
   constexpr int kH100 = 227 * 1024, kA100 = 163 * 1024, kSm89 = 99 * 1024;
   for (int d : {32, 64, 96, 128, 192, 256}) {
     // H100 and A100 hold every variant: decode shapes take the decode kernel.
-    EXPECT_EQ(sm80_fitting_kernel(d, 1, kH100), Sm80Kernel::kDecode) << d;
-    EXPECT_EQ(sm80_fitting_kernel(d, 16, kA100), Sm80Kernel::kDecode) << d;
-    EXPECT_EQ(sm80_fitting_kernel(d, 17, kA100), Sm80Kernel::kPrefill) << d;
-    EXPECT_EQ(sm80_fitting_kernel(d, 1, 0), Sm80Kernel::kDecode) << d;  // no known limit
+    EXPECT_EQ(sm80_fitting_kernel(d, true, kH100), Sm80Kernel::kDecode) << d;
+    EXPECT_EQ(sm80_fitting_kernel(d, true, kA100), Sm80Kernel::kDecode) << d;
+    EXPECT_EQ(sm80_fitting_kernel(d, false, kA100), Sm80Kernel::kPrefill) << d;
+    EXPECT_EQ(sm80_fitting_kernel(d, true, 0), Sm80Kernel::kDecode) << d;  // no known limit
   }
   // 99 KB parts: d128 decode (102.7 KB) falls back to the prefill kernel (52 KB); so do d192 and
   // d256, whose 64-row prefill tiles fit (d256 padded: exactly 99 KB).
-  EXPECT_EQ(sm80_fitting_kernel(64, 1, kSm89), Sm80Kernel::kDecode);
-  EXPECT_EQ(sm80_fitting_kernel(96, 1, kSm89), Sm80Kernel::kDecode);
-  EXPECT_EQ(sm80_fitting_kernel(128, 1, kSm89), Sm80Kernel::kPrefill);
-  EXPECT_EQ(sm80_fitting_kernel(128, 4096, kSm89), Sm80Kernel::kPrefill);
-  EXPECT_EQ(sm80_fitting_kernel(192, 1, kSm89), Sm80Kernel::kPrefill);
-  EXPECT_EQ(sm80_fitting_kernel(256, 1, kSm89), Sm80Kernel::kPrefill);
-  EXPECT_EQ(sm80_fitting_kernel(256, 4096, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(64, true, kSm89), Sm80Kernel::kDecode);
+  EXPECT_EQ(sm80_fitting_kernel(96, true, kSm89), Sm80Kernel::kDecode);
+  EXPECT_EQ(sm80_fitting_kernel(128, true, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(128, false, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(192, true, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(256, true, kSm89), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(256, false, kSm89), Sm80Kernel::kPrefill);
   EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(256), (64 + 2 * 64) * 264 * 2);
   // Below that, nothing fits: the launch is refused before anything is written.
-  EXPECT_EQ(sm80_fitting_kernel(256, 4096, kSm89 - 1024), Sm80Kernel::kNone);
-  EXPECT_EQ(sm80_fitting_kernel(192, 1, 64 * 1024), Sm80Kernel::kNone);
+  EXPECT_EQ(sm80_fitting_kernel(256, false, kSm89 - 1024), Sm80Kernel::kNone);
+  EXPECT_EQ(sm80_fitting_kernel(192, true, 64 * 1024), Sm80Kernel::kNone);
   EXPECT_EQ(flare::sm80_prefill_min_smem_bytes(128), (128 + 2 * 32) * 136 * 2);
   EXPECT_GT(flare::sm80_decode_smem_bytes(128), kSm89);
   // d512: no decode kernel; its prefill kernel (114 KB padded) fits H100 and A100, not 99 KB.
-  EXPECT_EQ(sm80_fitting_kernel(512, 1, kH100), Sm80Kernel::kPrefill);
-  EXPECT_EQ(sm80_fitting_kernel(512, 4096, kA100), Sm80Kernel::kPrefill);
-  EXPECT_EQ(sm80_fitting_kernel(512, 1, kSm89), Sm80Kernel::kNone);
+  EXPECT_EQ(sm80_fitting_kernel(512, true, kH100), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(512, false, kA100), Sm80Kernel::kPrefill);
+  EXPECT_EQ(sm80_fitting_kernel(512, true, kSm89), Sm80Kernel::kNone);
 }
 
 // ---------------------------------------------------------------------------------------------
