@@ -5,7 +5,8 @@
 #
 # Environment:
 #   STEPS        comma list of build,test,bench,compare (default: all four); also python
-#                (pip install + pytest of the package), profile (scripts/profile_sm90.sh) and gap
+#                (pytest of the package: the build step's module where it built one, with python
+#                in STEPS and nanobind importable, else pip install), profile (scripts/profile_sm90.sh) and gap
 #                (scripts/profile_gap.sh: flare's kernels next to the SDPA peers' under ncu), ab
 #                (AB_SCRIPT, default scripts/ab_cases.sh: alternated A/B timings of kernel options),
 #                test_padded (the GPU suite on the mma.sync kernels with FLARE_SM80_SWIZZLE=0,
@@ -68,6 +69,11 @@ if has_step build; then
   section "build (FLARE_ARCHS=$FLARE_ARCHS${FLARE_HEAD_DIMS:+, FLARE_HEAD_DIMS=$FLARE_HEAD_DIMS})"
   cmake_args=(-S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DFLARE_ARCHS=$FLARE_ARCHS")
   [[ -n "${FLARE_HEAD_DIMS:-}" ]] && cmake_args+=("-DFLARE_HEAD_DIMS=$FLARE_HEAD_DIMS")
+  # The python step's module from the same kernel objects (no second build by pip), where
+  # nanobind is importable.
+  if has_step python && python3 -m nanobind --cmake_dir > /dev/null 2>&1; then
+    cmake_args+=(-DFLARE_BUILD_PYTHON=ON)
+  fi
   start=$(date +%s)
   set +e
   {
@@ -210,10 +216,20 @@ fi
 # Optional steps (not in the default STEPS); their output goes to run.log only, since the
 # device tool brings back at most 8 files.
 if has_step python; then
-  section "python package: pip install + pytest"
   set +e
-  python3 -m pip install --no-build-isolation --no-deps . > "$OUT_DIR/pip.log" 2>&1
-  echo "pip install rc=$?" | tee -a "$RUN_LOG"; tail -n 5 "$OUT_DIR/pip.log" >> "$RUN_LOG"; rm -f "$OUT_DIR/pip.log"
+  module=$(ls "$BUILD_DIR"/_flare*.so 2>/dev/null | head -n 1)
+  if [[ -n "$module" ]]; then
+    # The build step's module beside the package's Python files, on PYTHONPATH.
+    section "python package: the build's module + pytest"
+    pkg="$repo_root/$BUILD_DIR/python-pkg"
+    mkdir -p "$pkg/flare" && cp python/flare/*.py python/flare/*.pyi python/flare/py.typed \
+      "$module" "$pkg/flare/"
+    export PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    section "python package: pip install + pytest"
+    python3 -m pip install --no-build-isolation --no-deps . > "$OUT_DIR/pip.log" 2>&1
+    echo "pip install rc=$?" | tee -a "$RUN_LOG"; tail -n 5 "$OUT_DIR/pip.log" >> "$RUN_LOG"; rm -f "$OUT_DIR/pip.log"
+  fi
   (cd /tmp && python3 -m pytest -q "$repo_root/python/tests") 2>&1 | tail -n 40 | tee -a "$RUN_LOG"
   set -e
 fi
