@@ -22,9 +22,9 @@
 // FP8 K/V (the Fp8 instances, kv_dtype e4m3 / e5m2): the stages hold the 1-byte codes (more
 // stages, as many bytes in flight), which the mma steps read straight into fp16 fragments
 // (decode_fp8.cuh: both GEMMs in fp16, Q's fragments prepared once per CTA). The descale
-// factors of the (batch entry, KV head), the decode's power of two and Q's fold into the
-// softmax scale (K) and the output normalisation (V); the planner runs every FP8 K/V launch on
-// this kernel, whatever its query rows.
+// factors of the (batch entry, KV head) and the decoder's power of two fold into the softmax
+// scale (K) and the output normalisation (V), Q's power of two multiplies each block's scores;
+// the planner runs every FP8 K/V launch on this kernel, whatever its query rows.
 #pragma once
 #include <type_traits>
 
