@@ -48,17 +48,25 @@ extern int g_device;       // the CUDA device the tests run on
     if (!::flare_test::g_has_device) GTEST_SKIP() << "no CUDA device: GPU test skipped"; \
   } while (0)
 
-// Skips the current test when no kernel of the call's head dim fits the shared memory per
-// block of the device or of a FLARE_SMEM_LIMIT_KB emulation (flare refuses the call with
-// NOT_SUPPORTED, nothing written): the d512 kernel needs 114 KB, over the 99 KB of
-// sm86/sm89/sm120. Every head dim fits an H100 or an A100, so there this never skips
-// (tests/cpu/test_planning.cpp pins it).
-#define FLARE_SKIP_IF_NO_KERNEL_FITS(params)                                                 \
+// Skips the current test (visibly, with flare's message) when flare has no kernel for the call:
+// - none of its head dim fits the shared memory per block of the device or of a
+//   FLARE_SMEM_LIMIT_KB emulation (NOT_SUPPORTED): the d512 kernel needs 114 KB, over the 99 KB
+//   of sm86/sm89/sm120. Every head dim fits an H100 or an A100, so there this never skips
+//   (tests/cpu/test_planning.cpp pins it);
+// - the build lacks the kernel's architecture, dtype or head dim (ARCH_NOT_SUPPORTED, "not in
+//   this build"): a restricted FLARE_ARCHS / FLARE_DTYPES / FLARE_HEAD_DIMS. A full build never
+//   skips this way.
+// Nothing is written or launched by either refusal.
+#define FLARE_SKIP_IF_NO_KERNEL(params)                                                      \
   do {                                                                                       \
-    if (flare_can_implement(&(params), ::flare_test::g_device) == FLARE_ERROR_NOT_SUPPORTED && \
-        std::string(flare_last_error()).find("bytes of shared memory per block") !=         \
-            std::string::npos)                                                               \
-      GTEST_SKIP() << flare_last_error();                                                    \
+    const flare_status flare_skip_status_ =                                                  \
+        flare_can_implement(&(params), ::flare_test::g_device);                              \
+    const std::string flare_skip_error_ = flare_last_error();                                \
+    if ((flare_skip_status_ == FLARE_ERROR_NOT_SUPPORTED &&                                  \
+         flare_skip_error_.find("bytes of shared memory per block") != std::string::npos) || \
+        (flare_skip_status_ == FLARE_ERROR_ARCH_NOT_SUPPORTED &&                             \
+         flare_skip_error_.find("not in this build") != std::string::npos))                  \
+      GTEST_SKIP() << flare_skip_error_;                                                     \
   } while (0)
 
 // FLARE_TEST_QUICK=1 shrinks the sweeps (a smoke run of a few seconds of reference work).

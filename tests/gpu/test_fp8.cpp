@@ -319,21 +319,6 @@ bool build_has(const std::string& key, const std::string& item) {
   return false;
 }
 
-// Skips (visibly) a case whose head dim or dtype this build has no kernels for (a restricted
-// FLARE_HEAD_DIMS / FLARE_DTYPES), or whose device architecture it lacks: flare refuses those
-// with FLARE_ERROR_ARCH_NOT_SUPPORTED ("not in this build's ...").
-#define FP8_SKIP_IF_NOT_BUILT(c, params)                                                      \
-  do {                                                                                        \
-    if (!build_has("head_dims", std::to_string(flare::padded_head_dim((c).head_dim))) ||      \
-        !build_has("dtypes", dtype_name((c).dtype)))                                          \
-      GTEST_SKIP() << (c).name << ": head_dim " << (c).head_dim << " / "                      \
-                   << dtype_name((c).dtype) << " not in this build (" << flare_build_info()   \
-                   << ")";                                                                    \
-    if (flare_can_implement(&(params), g_device) == FLARE_ERROR_ARCH_NOT_SUPPORTED &&         \
-        std::string(flare_last_error()).find("not in this build") != std::string::npos)      \
-      GTEST_SKIP() << (c).name << ": " << flare_last_error();                                 \
-  } while (0)
-
 std::vector<uint8_t> as_bytes(const std::vector<uint16_t>& v) {
   std::vector<uint8_t> b(v.size() * 2);
   if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
@@ -399,8 +384,7 @@ TEST_P(Fp8Sweep, MatchesReference) {
   const HostProblem hp = build_serving_problem(c);
   DeviceProblem dp(hp);
   const flare_mha_fwd_params p = dp.params(hp);
-  FP8_SKIP_IF_NOT_BUILT(c, p);
-  FLARE_SKIP_IF_NO_KERNEL_FITS(p);
+  FLARE_SKIP_IF_NO_KERNEL(p);
   Stream stream;
   std::string error;
   ASSERT_EQ(run_flare(p, dp.workspace, stream.get(), &error), FLARE_OK) << c.name << ": " << error;
