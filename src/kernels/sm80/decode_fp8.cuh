@@ -64,7 +64,7 @@ __device__ __forceinline__ void ld_shared_run(uint32_t addr, uint32_t* w) {
 // The access width for runs of Bytes codes starting at multiples of Bytes.
 constexpr int fp8_run_width(int bytes) { return bytes % 16 == 0 ? 16 : bytes % 8 == 0 ? 8 : 4; }
 
-// One float as an fp16 pair's bits of (lo, hi).
+// Two floats as the bits of an fp16 pair (lo in the low half).
 __device__ __forceinline__ uint32_t half2_bits(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);
