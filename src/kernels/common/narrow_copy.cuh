@@ -11,6 +11,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/common/shared_access.cuh"
+
 namespace flare {
 
 // Elements [src, src + n) (0 <= n <= 8) as one chunk in registers, zeros after: 2-byte loads.
@@ -26,22 +28,6 @@ __device__ __forceinline__ uint4 narrow_load_elements(const T* src, int n) {
     w[i] = lo | (hi << 16);
   }
   return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
-// One chunk into shared memory with a 16-byte st.shared.
-__device__ __forceinline__ uint4 ld_shared_16(uint32_t smem) {
-  uint4 v;
-  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(smem)
-               : "memory");
-  return v;
-}
-
-__device__ __forceinline__ void st_shared_16(uint32_t smem, const uint4& v) {
-  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(smem), "r"(v.x), "r"(v.y),
-               "r"(v.z), "r"(v.w)
-               : "memory");
 }
 
 // Elements [src, src + n) (0 <= n <= 8) into the 16-byte shared chunk at `smem`, zeros after.

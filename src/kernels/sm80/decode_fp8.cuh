@@ -28,6 +28,7 @@
 
 #include "common/smem_swizzle.h"
 #include "kernels/common/fp8_convert.cuh"
+#include "kernels/common/shared_access.cuh"
 #include "kernels/sm80/mma_sm80.cuh"
 
 namespace flare {
@@ -112,8 +113,7 @@ __device__ __forceinline__ float fp8_prepare_q(uint32_t sQ, uint32_t sQf, int ti
         a[j] = half2_bits(__uint_as_float(a[j] << 16) * scale,
                           __uint_as_float(a[j] & 0xffff0000u) * scale);
     }
-    asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};" ::"r"(sQf + uint32_t(i) * 16),
-                 "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]));
+    st_shared_16(sQf + uint32_t(i) * 16, make_uint4(a[0], a[1], a[2], a[3]));
   }
   return unscale;
 }

@@ -426,20 +426,21 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
         for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc_s[nt][e] *= q_factor;
-      }
+      } else {
 #pragma unroll
-      for (int ks = 0; ks < (Fp8 ? 0 : kKSteps); ++ks) {
-        uint32_t a[4];
-        if constexpr (Tr::kQInRegs) {
+        for (int ks = 0; ks < kKSteps; ++ks) {
+          uint32_t a[4];
+          if constexpr (Tr::kQInRegs) {
 #pragma unroll
-          for (int j = 0; j < 4; ++j) a[j] = q_frag[ks][j];
-        } else {
-          ldmatrix_x4(q_lane + ks * 32, a[0], a[1], a[2], a[3]);
+            for (int j = 0; j < 4; ++j) a[j] = q_frag[ks][j];
+          } else {
+            ldmatrix_x4(q_lane + ks * 32, a[0], a[1], a[2], a[3]);
+          }
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4(k_lane + stage_off + k_off[ks % 4] + (ks / 4) * 128, b0, b1, b2, b3);
+          mma_16816<T>(acc_s[0], a, b0, b1);
+          mma_16816<T>(acc_s[1], a, b2, b3);
         }
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4(k_lane + stage_off + k_off[ks % 4] + (ks / 4) * 128, b0, b1, b2, b3);
-        mma_16816<T>(acc_s[0], a, b0, b1);
-        mma_16816<T>(acc_s[1], a, b2, b3);
       }
 
       const bool needs_mask = block_needs_mask(qt.mask, m0, m0 + kBlockM, n_block, kBlockN);
@@ -469,13 +470,16 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) OnlineSoftmax<2>::rescale_tile(acc_o[dt], correction, 0);
       // O += P V over this warp's 16 keys (one k16 step).
-      if constexpr (Fp8) fp8_pv<HeadDim, Dec>(acc_o, p_frag, v_lane + stage_off, lane);
+      if constexpr (Fp8) {
+        fp8_pv<HeadDim, Dec>(acc_o, p_frag, v_lane + stage_off, lane);
+      } else {
 #pragma unroll
-      for (int dp = 0; dp < (Fp8 ? 0 : kDTiles / 2); ++dp) {
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4_trans(v_lane + stage_off + v_off[dp % 4] + (dp / 4) * 128, b0, b1, b2, b3);
-        mma_16816<T>(acc_o[2 * dp], p_frag, b0, b1);
-        mma_16816<T>(acc_o[2 * dp + 1], p_frag, b2, b3);
+        for (int dp = 0; dp < kDTiles / 2; ++dp) {
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4_trans(v_lane + stage_off + v_off[dp % 4] + (dp / 4) * 128, b0, b1, b2, b3);
+          mma_16816<T>(acc_o[2 * dp], p_frag, b0, b1);
+          mma_16816<T>(acc_o[2 * dp + 1], p_frag, b2, b3);
+        }
       }
       stage = stage + 1 == kStages ? 0 : stage + 1;
     }

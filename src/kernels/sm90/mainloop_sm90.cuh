@@ -27,6 +27,7 @@
 #include "common/sequence.h"
 #include "kernels/fwd_launch.h"
 #include "common/fp8_params.h"
+#include "kernels/common/shared_access.cuh"
 #include "kernels/sm90/fp8_ops_sm90.cuh"
 #include "kernels/sm90/pipeline.cuh"
 #include "kernels/sm90/softmax_sm90.cuh"
@@ -36,20 +37,6 @@
 
 namespace flare {
 namespace sm90 {
-
-// 16-byte shared-memory store and load of four floats (the split-O exchange). volatile: kept in
-// order with the named barrier between them.
-__device__ __forceinline__ void st_shared_v4(uint32_t addr, float a, float b, float c, float d) {
-  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(a), "f"(b), "f"(c),
-               "f"(d)
-               : "memory");
-}
-__device__ __forceinline__ void ld_shared_v4(uint32_t addr, float (&x)[4]) {
-  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-               : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3])
-               : "r"(addr)
-               : "memory");
-}
 
 // Turn-taking of the consumer warpgroups' GEMM issue: named barrier 1 + w is warpgroup w's turn.
 // Per tile each warpgroup has num_blocks + 1 issue turns, in the order A0 B0 A1 B1 ... (A0 B0 C0
@@ -233,15 +220,18 @@ struct Sm90Mainloop {
         const uint32_t other = smem.exchange(wg ^ 1, x_parity) + slot;
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j)
-          st_shared_v4(own + j * 128 * 16, acc_s[4 * j], acc_s[4 * j + 1], acc_s[4 * j + 2],
-                       acc_s[4 * j + 3]);
+          st_shared_16(own + j * 128 * 16,
+                       make_uint4(__float_as_uint(acc_s[4 * j]), __float_as_uint(acc_s[4 * j + 1]),
+                                  __float_as_uint(acc_s[4 * j + 2]),
+                                  __float_as_uint(acc_s[4 * j + 3])));
         named_barrier_sync(Tr::kExchangeBarrier, 256);
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j) {
-          float x[4];
-          ld_shared_v4(other + j * 128 * 16, x);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc_s[4 * j + e] = acc_s[4 * j + e] + x[e];
+          const uint4 x = ld_shared_16(other + j * 128 * 16);
+          acc_s[4 * j] = acc_s[4 * j] + __uint_as_float(x.x);
+          acc_s[4 * j + 1] = acc_s[4 * j + 1] + __uint_as_float(x.y);
+          acc_s[4 * j + 2] = acc_s[4 * j + 2] + __uint_as_float(x.z);
+          acc_s[4 * j + 3] = acc_s[4 * j + 3] + __uint_as_float(x.w);
         }
         x_parity ^= 1;
       }
