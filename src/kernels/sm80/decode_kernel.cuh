@@ -252,8 +252,31 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
     constexpr int kLaneChunks = Tr::kWarpKeys * kKvChunks / 32;
     const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kStageRowBytes);
 
-    // Loads this warp's 16 rows of K and V of key block n_block into stage `stage`.
-    auto load_block = [&](int n_block, int stage) {
+    // The pages of this warp's 16-row group of key block n_block (pages of >= 16 rows: at
+    // most two, the second only where the group crosses a page end). Read a block ahead of the
+    // copies that use them (the main loop's `ahead`): the table read's latency then overlaps a
+    // block's compute instead of standing in front of the block's copies.
+    struct GroupPages {
+      int page0 = 0, page1 = 0;
+    };
+    auto group_pages = [&](int n_block) {
+      GroupPages pg;
+      if constexpr (!SmallPages) {
+        const int n0 = n_block * kBlockN + warp * Tr::kWarpKeys;
+        if (paged && n_block < qt.range.end && n0 < seqlen_k) {
+          const uint32_t first = uint32_t(k_row0 + n0);
+          const uint32_t slot = first / page_size;
+          pg.page0 = table[slot];
+          const int last = min(seqlen_k - n0, Tr::kWarpKeys) - 1;
+          if (first - slot * page_size + last >= page_size) pg.page1 = table[slot + 1];
+        }
+      }
+      return pg;
+    };
+
+    // Loads this warp's 16 rows of K and V of key block n_block (pages `pg`) into stage
+    // `stage`.
+    auto load_block = [&](int n_block, const GroupPages& pg, int stage) {
       const int n0 = n_block * kBlockN + warp * Tr::kWarpKeys;  // first key of the group
       const int valid_rows = seqlen_k - n0;                      // rows r < valid_rows exist
       const uint32_t dst = sKV + stage * Tr::kSmemStage + warp_stage_off;
@@ -274,20 +297,17 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
       if (valid_rows > 0) {
         if (paged) {
           const uint32_t first = uint32_t(k_row0 + n0);
-          const uint32_t slot = first / page_size;
-          const int in0 = int(first - slot * page_size);
-          const int page0 = table[slot];
-          kp0 = k + (int64_t(page0) * p.k_batch_stride + k_head_off + int64_t(in0) * p.k_row_stride);
-          vp0 = v + (int64_t(page0) * p.v_batch_stride + v_head_off + int64_t(in0) * p.v_row_stride);
+          const int in0 = int(first % page_size);
+          kp0 = k + (int64_t(pg.page0) * p.k_batch_stride + k_head_off + int64_t(in0) * p.k_row_stride);
+          vp0 = v + (int64_t(pg.page0) * p.v_batch_stride + v_head_off + int64_t(in0) * p.v_row_stride);
           kp1 = kp0;
           vp1 = vp0;
           const int last = valid_rows < Tr::kWarpKeys ? valid_rows - 1 : Tr::kWarpKeys - 1;
           if (in0 + last >= int(page_size)) {
             switch_row = int(page_size) - in0;
-            const int page1 = table[slot + 1];
-            kp1 = k + (int64_t(page1) * p.k_batch_stride + k_head_off -
+            kp1 = k + (int64_t(pg.page1) * p.k_batch_stride + k_head_off -
                        int64_t(switch_row) * p.k_row_stride);
-            vp1 = v + (int64_t(page1) * p.v_batch_stride + v_head_off -
+            vp1 = v + (int64_t(pg.page1) * p.v_batch_stride + v_head_off -
                        int64_t(switch_row) * p.v_row_stride);
           }
         } else {
@@ -359,9 +379,13 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
     };
 
     // Prologue: kStages - 1 blocks in flight (empty groups keep the group count uniform).
+    // `ahead`: the pages of the next block to load.
+    GroupPages ahead = group_pages(qt.range.begin);
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      if (s < num_blocks) load_block(qt.range.begin + s, s);
+      const GroupPages pg = ahead;
+      ahead = group_pages(qt.range.begin + s + 1);
+      if (s < num_blocks) load_block(qt.range.begin + s, pg, s);
       cp_async_commit();
     }
     // Q is the oldest group: complete once at most kStages - 1 groups are pending.
@@ -409,7 +433,11 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
         const int next = i + kStages - 1;
         int next_stage = stage + kStages - 1;
         if (next_stage >= kStages) next_stage -= kStages;
-        if (next < num_blocks) load_block(qt.range.begin + next, next_stage);
+        if (next < num_blocks) {
+          const GroupPages pg = ahead;
+          ahead = group_pages(qt.range.begin + next + 1);
+          load_block(qt.range.begin + next, pg, next_stage);
+        }
         cp_async_commit();
       }
       const uint32_t stage_off = uint32_t(stage * Tr::kSmemStage);
