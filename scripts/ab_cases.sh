@@ -45,7 +45,7 @@ done
 # on the decode kernel's 16-row blocks vs the default plan.
 group serving && ab "FLARE_SM90_CLUSTER=1" "default" -- --table d512 --iters 20
 group serving && ab "default" "FLARE_DECODE_PACKED_ROWS=32" -- --table decode --heads-k 1 --iters 20
-# FP8 prefill (build-fp8): warp-specialised persistent (default) vs one CTA per tile vs the
-# all-threads kernel.
-group fp8 && BUILD_DIR=build-fp8 ab "default" "FLARE_SM90_PERSISTENT=0" "FLARE_SM90_WS=0" \
-  -- --table prefill_fp8 --iters 20
+# FP8 prefill (build-fp8): warp-specialised persistent (default) vs the same with Q, K and V's
+# rows by TMA vs one CTA per tile vs the all-threads kernel.
+group fp8 && BUILD_DIR=build-fp8 ab "default" "FLARE_SM90_TMA=1" "FLARE_SM90_PERSISTENT=0" \
+  "FLARE_SM90_WS=0" -- --table prefill_fp8 --iters 20

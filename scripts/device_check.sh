@@ -18,8 +18,9 @@
 #                rust/run_gpu_tests.sh --build makes them),
 #                fp8_prefill (a -DFLARE_FP8_PREFILL=ON build of flare_tests_gpu and flare_bench in
 #                build-fp8, 90a, bf16, head dims 64/128/256: the FP8 prefill tests on the
-#                warp-specialised kernel and, FLARE_SM90_WS=0, on the all-threads one; the A/B
-#                group fp8 of scripts/ab_cases.sh runs on that build)
+#                warp-specialised kernel (its copies by cp.async, and with FLARE_SM90_TMA=1 by
+#                TMA) and, FLARE_SM90_WS=0, on the all-threads one; the A/B group fp8 of
+#                scripts/ab_cases.sh runs on that build)
 #   FLARE_ARCHS  CMake FLARE_ARCHS (default "80;90a")
 #   FLARE_HEAD_DIMS  CMake FLARE_HEAD_DIMS (default: the CMakeLists default)
 #   BUILD_DIR    build folder (default build); a carried, already built folder is reused
@@ -160,8 +161,9 @@ if has_step fp8_prefill; then
   rc=$?
   tail -n 3 "$OUT_DIR/fp8_build.log" | tee -a "$RUN_LOG"; rm -f "$OUT_DIR/fp8_build.log"
   if [[ $rc -eq 0 ]]; then
-    # Warp-specialised persistent (the default), one CTA per tile, all-threads.
-    for setting in "FLARE_SM90_WS=1" "FLARE_SM90_PERSISTENT=0" "FLARE_SM90_WS=0"; do
+    # Warp-specialised persistent (the default), the same with Q, K and V's rows by TMA, one CTA
+    # per tile, all-threads.
+    for setting in "FLARE_SM90_WS=1" "FLARE_SM90_TMA=1" "FLARE_SM90_PERSISTENT=0" "FLARE_SM90_WS=0"; do
       env "$setting" timeout 300 ./build-fp8/flare_tests_gpu --gtest_brief=1 \
         '--gtest_filter=*Fp8Prefill*' 2>&1 | tee -a "$RUN_LOG"
       rc=${PIPESTATUS[0]}

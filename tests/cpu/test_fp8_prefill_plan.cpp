@@ -49,7 +49,7 @@ TEST(Fp8PrefillPlan, HopperWithTheKernelPicksIt) {
     EXPECT_EQ(plan.num_splits, 1) << d;  // even with a workspace the heuristic could use
     EXPECT_EQ(plan.v_parts, 1) << d;
     // The warp-specialised kernel's FP8 instance: persistent CTAs (the tile counter is the
-    // workspace), ping-pong, no TMA.
+    // workspace), ping-pong, no TMA unless asked (below).
     EXPECT_EQ(plan.workspace_bytes, flare::kSm90TileCounterBytes) << d;
     EXPECT_EQ(plan.tile_counter_offset, 0u) << d;
     EXPECT_TRUE(plan.sm90.warp_specialized) << d;
@@ -73,6 +73,21 @@ TEST(Fp8PrefillPlan, HopperWithTheKernelPicksIt) {
   EXPECT_EQ(plan.family, FwdKernelFamily::kSm90Fp8Prefill);
   EXPECT_FALSE(plan.sm90.warp_specialized);
   EXPECT_FALSE(plan.sm90.pingpong);
+  EXPECT_EQ(plan.sm90.tma, flare::TmaMode::kOff);
+  // Sm90Overrides::tma = 1: Q, K and V's staging rows by TMA on the warp-specialised kernel
+  // (tma_q follows unless set), never on the all-threads one.
+  flare::Tuning tma;
+  tma.sm90.tma = 1;
+  const flare::FwdPlan by_tma =
+      flare::plan_forward(fp8_prefill(128), kH100, tma, with_fp8_prefill());
+  EXPECT_EQ(by_tma.sm90.tma, flare::TmaMode::kOn);
+  EXPECT_EQ(by_tma.sm90.tma_q, flare::TmaMode::kOn);
+  tma.sm90.tma_q = 0;
+  EXPECT_EQ(flare::plan_forward(fp8_prefill(128), kH100, tma, with_fp8_prefill()).sm90.tma_q,
+            flare::TmaMode::kOff);
+  tma.sm90.warp_specialized = 0;
+  EXPECT_EQ(flare::plan_forward(fp8_prefill(128), kH100, tma, with_fp8_prefill()).sm90.tma,
+            flare::TmaMode::kOff);
 }
 
 TEST(Fp8PrefillPlan, NothingElseTakesFp8Q) {

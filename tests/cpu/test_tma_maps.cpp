@@ -229,17 +229,54 @@ TEST(TmaMaps, RejectsWhatTheTmaUnitCannotAddress) {
   EXPECT_NE(reason(p).find("row stride"), std::string::npos);
 }
 
-// The kernels' boxes: 64 columns x 128 (Q, K/V of d64/d128) or 64 (K/V of d256) rows, each one
-// 128-byte swizzle row wide. The encoder's limits: every box dimension 1..256 elements.
+// The kernels' boxes: one swizzle atom row of columns (16-bit: 64 columns, 128 bytes; FP8
+// codes: 128 columns, or 64 for the 64-byte rows of d64) x 128 (Q, K/V of d64/d128) or 64 (K/V
+// of d256) rows. The encoder's limits: every box dimension 1..256 elements.
 TEST(TmaMaps, BoxLimits) {
-  EXPECT_EQ(flare::kTmaBoxCols * 2, 128);  // one 128-byte swizzle atom row of a 16-bit type
-  for (int rows : {1, 64, 128, 256}) EXPECT_EQ(box_reason(flare::kTmaBoxCols, rows), "") << rows;
+  for (int d : {64, 128, 256, 512}) EXPECT_EQ(flare::tma_box_cols(d, 2), 64) << d;
+  EXPECT_EQ(flare::tma_box_cols(64, 1), 64);  // 64-byte rows: the 64-byte swizzle
+  for (int d : {128, 256}) EXPECT_EQ(flare::tma_box_cols(d, 1), 128) << d;
+  const int cols16 = flare::tma_box_cols(128, 2);
+  for (int rows : {1, 64, 128, 256}) EXPECT_EQ(box_reason(cols16, rows), "") << rows;
   for (int rows : {0, -1, 257, 512})
-    EXPECT_NE(box_reason(flare::kTmaBoxCols, rows).find("box dimension"), std::string::npos)
-        << rows;
+    EXPECT_NE(box_reason(cols16, rows).find("box dimension"), std::string::npos) << rows;
   EXPECT_NE(box_reason(128, 128).find("swizzle"), std::string::npos);  // 256-byte rows
   EXPECT_NE(box_reason(4, 128).find("16 bytes"), std::string::npos);   // 8-byte rows
   EXPECT_NE(box_reason(0, 128).find("box dimension"), std::string::npos);
+  EXPECT_NE(box_reason(16, 128).find("neither"), std::string::npos);   // 32-byte rows
+  // FP8 codes: 128- and 64-byte rows.
+  for (int cols : {128, 64}) EXPECT_EQ(flare::tma_box_unsupported_reason(cols, 128, 1), nullptr);
+  EXPECT_NE(flare::tma_box_unsupported_reason(32, 128, 1), nullptr);
+}
+
+// FP8 prefill (q, k and v in e4m3): the views count 1-byte elements, so byte strides are the
+// element strides, and a row of 16 codes is already a legal stride.
+TEST(TmaMaps, Fp8ViewsCountBytes) {
+  flare_mha_fwd_params p = with_dense_q(dense(2, 1000, 4, 128));
+  p.q_dtype = p.kv_dtype = FLARE_DTYPE_E4M3;
+  EXPECT_EQ(reason(p), "");
+  EXPECT_EQ(q_reason(p), "");
+  for (int is_v = 0; is_v < 2; ++is_v) {
+    const flare::TmaTensorView t = flare::kv_tma_view(p, is_v != 0);
+    EXPECT_EQ(t.elem_bytes, 1);
+    EXPECT_EQ(t.dims[0], 128u);
+    EXPECT_EQ(t.strides_bytes[0], 4u * 128);
+    EXPECT_EQ(t.strides_bytes[1], 128u);
+    EXPECT_EQ(t.strides_bytes[2], 1000u * 4 * 128);
+  }
+  const flare::TmaTensorView q = flare::q_tma_view(p);
+  EXPECT_EQ(q.elem_bytes, 1);
+  EXPECT_EQ(q.strides_bytes[0], 4u * 128);
+  // 16-bit tensors keep 2-byte elements.
+  EXPECT_EQ(flare::kv_tma_view(dense(2, 1000, 4, 128), false).elem_bytes, 2);
+  EXPECT_EQ(flare::kv_tma_view(dense(2, 1000, 4, 128), false).strides_bytes[1], 256u);
+  // One MQA head of d16 codes: 16-byte rows are legal; d8 codes (8 bytes) are not.
+  flare_mha_fwd_params narrow = with_dense_q(dense(1, 64, 1, 16));
+  narrow.q_dtype = narrow.kv_dtype = FLARE_DTYPE_E4M3;
+  EXPECT_EQ(reason(narrow), "");
+  narrow = with_dense_q(dense(1, 64, 1, 8));
+  narrow.q_dtype = narrow.kv_dtype = FLARE_DTYPE_E4M3;
+  EXPECT_NE(reason(narrow).find("row stride"), std::string::npos);
 }
 
 TEST(TmaMaps, QDenseLayoutView) {

@@ -1,8 +1,9 @@
 // GPU tests of FP8 prefill (issue 21 part 2, docs/notes/fp8.md; FLARE_FP8_PREFILL builds only):
 // q, k and v in e4m3 codes with per-tensor or per-(batch, K/V head) descale factors, out fp16 /
 // bf16, LSE fp32, on the Hopper FP8 kernel the plan picks (fwd_fp8_sm90.cuh: the warp-
-// specialised one, persistent or not, or with FLARE_SM90_WS=0 the all-threads one; device_check's
-// step fp8_prefill runs all three): head dims 64 / 128 / 256 (and 80 and 192 on the next kernel
+// specialised one, persistent or not, its copies by cp.async or with FLARE_SM90_TMA=1 by TMA, or
+// with FLARE_SM90_WS=0 the all-threads one; device_check's step fp8_prefill runs the four): head
+// dims 64 / 128 / 256 (and 80 and 192 on the next kernel
 // up), non-causal, causal (square and offset diagonals), sliding windows, softcap, ALiBi, sinks,
 // GQA and MHA, varlen with odd and empty sequences, padded batches, padded strides, more tiles
 // than SMs and more key blocks than stages.

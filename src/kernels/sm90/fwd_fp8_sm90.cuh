@@ -48,6 +48,7 @@
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_desc.h"
 #include "kernels/sm90/wgmma_ops.cuh"
+#include "kernels/sm90/ws_tensor_maps.h"
 
 namespace flare {
 namespace sm90 {
@@ -258,9 +259,14 @@ int run_fwd_fp8_sm90(const FwdLaunch& launch, cudaStream_t stream) {
     if (tiles > INT32_MAX) return cudaErrorInvalidConfiguration;
     int ctas = int(tiles);
     if (persistent) ctas = ctas < launch.num_sms ? ctas : launch.num_sms;
-    const Sm90TensorMaps no_maps{};  // every copy by cp.async or the producer's stores
+    // Q, K and V's staging rows by TMA where the variant and the launch allow it (else, and
+    // for the blocks that cannot, by cp.async); V^T by the producer threads' stores.
+    Sm90TensorMaps maps{};
+    const int maps_err = sm90::make_ws_tensor_maps(launch.p, launch.sm90, Ws::kBoxCols,
+                                                   Ws::kBlockM, Ws::kBlockN, &maps);
+    if (maps_err != 0) return maps_err;
     kernel<<<ctas, Ws::kThreads, Ws::kSmemBytes, stream>>>(
-        launch, no_maps, launch.sm90.pingpong ? 1 : 0, m_blocks);
+        launch, maps, launch.sm90.pingpong ? 1 : 0, m_blocks);
     return cudaGetLastError();
   }
   auto kernel = sm90::fwd_fp8_kernel_sm90<T, HeadDim>;

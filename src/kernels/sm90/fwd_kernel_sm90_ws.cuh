@@ -32,7 +32,8 @@ namespace sm90 {
 // K/V stage, each CTA's producer copying its half of a stage into both by TMA multicast: half
 // the K/V reads from L2 per tile; pipeline.cuh).
 // Fp8: q, k, v hold e4m3 codes (the FP8 prefill, fwd_fp8_sm90.cuh): 1-byte tiles, e4m3 wgmma,
-// V stored transposed by the producer threads, every copy by cp.async or the threads' stores.
+// V stored transposed by the producer threads from a staging tile, which Q, K and V's rows
+// reach by TMA or cp.async as the 16-bit kernels' tiles do.
 template <int HeadDim, int BlockN = sm90_default_block_n(HeadDim), int ConsumerWGs = 2,
           int ClusterM = 1, bool Fp8 = false>
 struct Sm90WsTraits {
@@ -78,6 +79,11 @@ struct Sm90WsTraits {
       ClusterM > 1 || (!kSplitO && (ConsumerWGs > 2 || HeadDim > 128));
   static constexpr int kStages =
       Fp8 ? 3 : BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
+  // TMA boxes (tma_maps.h): kBoxCols columns, one swizzle atom row of kAtomBytes; kBoxes per
+  // row of the head dim, each filling the tile's next [rows][kAtomBytes] slab.
+  static constexpr int kBoxCols = tma_box_cols(HeadDim, kElemBytes);
+  static constexpr int kAtomBytes = kBoxCols * kElemBytes;
+  static constexpr int kBoxes = HeadDim / kBoxCols;
   static constexpr int kSmemQ = kBlockM * HeadDim * kElemBytes;   // the Q tile
   static constexpr int kSmemKV = kBlockN * HeadDim * kElemBytes;  // one K or V (V^T) stage
   // Split O: the partial S exchange, one buffer per consumer warpgroup and parity (consecutive
@@ -88,13 +94,14 @@ struct Sm90WsTraits {
   // Head dim 256 (two stages): K and V of a stage have barriers of their own, so K's slot is
   // refilled once its QK^T is done while V's still waits for the softmax and P V. With three or
   // four stages (d64, d128) one barrier pair covers K and V of a stage (docs/decisions.md).
-  // FP8: K lands by cp.async, V^T by the producer threads' own stores: barriers of their own.
+  // FP8: V^T lands by the producer threads' own stores, after K: barriers of their own.
   static constexpr bool kSeparateKV = Fp8 || HeadDim > 128;
-  // FP8: V's rows land by cp.async in one of two staging tiles of the producer's own, from
-  // which the producer threads store them transposed into a V stage (producer_sm90.cuh).
+  // FP8: V's rows land in one of two staging tiles of the producer's own, from which the
+  // producer threads store them transposed into a V stage (producer_sm90.cuh).
   static constexpr int kVStaging = Fp8 ? 2 : 0;
-  // full/empty of Q, of each K (and V) stage, of each V stage (pipeline.cuh's layout)
-  static constexpr int kBarriers = 2 + 4 * kStages;
+  // full/empty of Q, of each K (and V) stage, of each V stage, full of each V staging tile
+  // (pipeline.cuh's layout)
+  static constexpr int kBarriers = 2 + 4 * kStages + kVStaging;
   static constexpr int kSmemBytes =
       kSmemQ + (2 * kStages + kVStaging) * kSmemKV + kSmemExchange + 8 * kBarriers + 1024;
   // 128 producer + 256 consumer threads within the 64K registers of the SM. Head dim 256
@@ -109,8 +116,9 @@ struct Sm90WsTraits {
   static constexpr int kConsumerRegs =
       Fp8 ? 200 : ConsumerWGs > 2 ? 160 : HeadDim <= 128 ? 224 : 240;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per CTA");
-  // TMA boxes are 64 columns x kBlockM (Q) or kBlockN (K/V) rows: at most 256 rows.
-  static_assert(kBlockM <= 256 && kBlockN <= 256 && HeadDim % kTmaBoxCols == 0, "TMA box");
+  // TMA boxes are kBoxCols columns x kBlockM (Q) or kBlockN (K/V) rows: at most 256 rows.
+  static_assert(kBlockM <= 256 && kBlockN <= 256 && HeadDim % kBoxCols == 0, "TMA box");
+  static_assert(Fp8 || (kBoxCols == 64 && kAtomBytes == 128), "16-bit: 128-byte atoms");
   // Within what the launch bounds give the CTA (the compiler's per-thread cap, a multiple of
   // 8, times the threads): 168 x 384 with two consumer warpgroups, 128 x 512 with three.
   static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <=
@@ -152,8 +160,9 @@ __global__ void __launch_bounds__(128 + 128 * ConsumerWGs, 1)
   extern __shared__ unsigned char smem_raw[];
   const Sm90WsSmem<Tr> smem(smem_raw);
 
-  // One producer warp when every copy goes by TMA, four otherwise (producer_sm90.cuh).
-  const int producer_threads = sm90_all_copies_by_tma(maps, Paged) ? 32 : 128;
+  // One producer warp when every copy goes by TMA, four otherwise (producer_sm90.cuh); FP8:
+  // four, whose stores transpose V.
+  const int producer_threads = !Fp8 && sm90_all_copies_by_tma(maps, Paged) ? 32 : 128;
   // DynamicTiles: the Q buffer's full barrier also counts thread 0's tile publication.
   if (threadIdx.x == 0) {
     smem.init_barriers(producer_threads, producer_threads + DynamicTiles);

@@ -76,11 +76,13 @@ struct StageRing {
 // the dynamic window (the 128-byte swizzle's atoms must be 1024-byte aligned). Barriers, 8
 // bytes each:
 // full/empty of Q, full[kStages] of K, full[kStages] of V, empty[kStages] of K, empty[kStages]
-// of V. Without Tr::kSeparateKV the K ring covers K and V of a stage and the V ring is unused.
+// of V, full[kVStaging] of the V staging tiles (FP8). Without Tr::kSeparateKV the K ring covers
+// K and V of a stage and the V ring is unused.
 template <typename Tr>
 struct Sm90WsSmem {
   uint32_t q, k0, v0;  // Q; K stage s at k0 + s * kSmemKV; V stage s at v0 + s * kSmemKV
   uint32_t v_staging0;  // FP8: V staging tile j at v_staging0 + j * kSmemKV
+  uint32_t staging_full0;  // FP8: staging tile j's full barrier at staging_full0 + 8 j
   using KvRing = StageRing<Tr::kStages, Tr::kClusterM>;
   StageRing<1> q_ring;  // each CTA's own
   KvRing k_ring, v_ring;
@@ -94,12 +96,17 @@ struct Sm90WsSmem {
     q_ring = StageRing<1>{bar0, bar0 + 8};
     k_ring = KvRing{bar0 + 16, bar0 + 16 + 16 * Tr::kStages};
     v_ring = KvRing{bar0 + 16 + 8 * Tr::kStages, bar0 + 16 + 24 * Tr::kStages};
+    staging_full0 = bar0 + 16 + 32 * Tr::kStages;
   }
   __device__ __forceinline__ uint32_t k_stage(int s) const { return k0 + s * Tr::kSmemKV; }
   __device__ __forceinline__ uint32_t v_stage(int s) const { return v0 + s * Tr::kSmemKV; }
   __device__ __forceinline__ uint32_t v_staging(int j) const {
     return v_staging0 + j * Tr::kSmemKV;
   }
+  // FP8: completes when a fill of staging tile j has landed, one arrival per producer thread
+  // (as a ring's full barrier; the producer threads themselves wait on it). Use n of the
+  // staging tiles is tile n % kVStaging, phase (n / kVStaging) & 1.
+  __device__ __forceinline__ uint32_t staging_full(int j) const { return staging_full0 + 8 * j; }
   // Split O: consumer warpgroup wg's exchange buffer of parity `parity` (after the V stages).
   __device__ __forceinline__ uint32_t exchange(int wg, int parity) const {
     return v_staging0 + Tr::kVStaging * Tr::kSmemKV +
@@ -119,6 +126,7 @@ struct Sm90WsSmem {
         mbarrier_init(v_ring.empty(s), kEmpty);
       }
     }
+    for (int j = 0; j < Tr::kVStaging; ++j) mbarrier_init(staging_full(j), producer_threads);
   }
 };
 

@@ -84,9 +84,12 @@ struct Sm90Producer {
         mbarrier_arrive_expect_tx(bar, Tr::kSmemQ);
         const int row = int(seq.q_row0) + m0;
         const int q_batch = is_varlen(p) ? 0 : batch;  // q_offset's terms
+        // Tr::kBoxes boxes of Tr::kBoxCols columns, box a filling the tile's [rows][kAtomBytes]
+        // slab a (the swizzled K-major layout, fp8_layout.h); the same for K and V below.
 #pragma unroll
-        for (int a = 0; a < kHeadDim / 64; ++a)
-          tma_load_4d(smem.q + a * kBlockM * 128, &maps.q, a * 64, row, head, q_batch, bar);
+        for (int a = 0; a < Tr::kBoxes; ++a)
+          tma_load_4d(smem.q + a * kBlockM * Tr::kAtomBytes, &maps.q, a * Tr::kBoxCols, row,
+                      head, q_batch, bar);
       } else {
         mbarrier_arrive(smem.q_ring.full(0));
       }
@@ -149,22 +152,22 @@ struct Sm90Producer {
       const uint32_t bar = ring.full(s);
       if constexpr (Tr::kClusterM > 1) {
         // A cluster's blocks all go by TMA (the launcher's rule): thread 0 expects the whole
-        // stage on this CTA's barrier and copies its share of the 64-column boxes into every
+        // stage on this CTA's barrier and copies its share of the boxes into every
         // CTA of the cluster; the others' shares complete on this barrier too.
         if (threadIdx.x == 0) {
           mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
           const int row = int(seq.k_row0) + n0;
-          constexpr int kBoxes = kHeadDim / 64 / Tr::kClusterM;
+          constexpr int kBoxes = Tr::kBoxes / Tr::kClusterM;
           constexpr uint16_t kAllCtas = uint16_t((1u << Tr::kClusterM) - 1);
 #pragma unroll
           for (int b = 0; b < kBoxes; ++b) {
             const int a = rank * kBoxes + b;
             if (kWithK)
-              tma_load_4d_multicast(smem.k_stage(s) + a * kBlockN * 128, &maps.k, a * 64, row,
-                                    head_k, seq.kv_batch, bar, kAllCtas);
+              tma_load_4d_multicast(smem.k_stage(s) + a * kBlockN * Tr::kAtomBytes, &maps.k,
+                                    a * Tr::kBoxCols, row, head_k, seq.kv_batch, bar, kAllCtas);
             if (kWithV)
-              tma_load_4d_multicast(smem.v_stage(s) + a * kBlockN * 128, &maps.v, a * 64, row,
-                                    head_k, seq.kv_batch, bar, kAllCtas);
+              tma_load_4d_multicast(smem.v_stage(s) + a * kBlockN * Tr::kAtomBytes, &maps.v,
+                                    a * Tr::kBoxCols, row, head_k, seq.kv_batch, bar, kAllCtas);
           }
         } else {
           mbarrier_arrive(bar);
@@ -178,13 +181,12 @@ struct Sm90Producer {
             mbarrier_arrive_expect_tx(bar, (kWithK + kWithV) * Tr::kSmemKV);
             const int row = int(seq.k_row0) + n0;
 #pragma unroll
-            for (int a = 0; a < kHeadDim / 64; ++a) {
+            for (int a = 0; a < Tr::kBoxes; ++a) {  // K's and V's boxes a in turn
+              const int slab = a * kBlockN * Tr::kAtomBytes, col = a * Tr::kBoxCols;
               if (kWithK)
-                tma_load_4d(smem.k_stage(s) + a * kBlockN * 128, &maps.k, a * 64, row, head_k,
-                            seq.kv_batch, bar);
+                tma_load_4d(smem.k_stage(s) + slab, &maps.k, col, row, head_k, seq.kv_batch, bar);
               if (kWithV)
-                tma_load_4d(smem.v_stage(s) + a * kBlockN * 128, &maps.v, a * 64, row, head_k,
-                            seq.kv_batch, bar);
+                tma_load_4d(smem.v_stage(s) + slab, &maps.v, col, row, head_k, seq.kv_batch, bar);
             }
           } else {
             mbarrier_arrive(bar);
@@ -245,12 +247,14 @@ struct Sm90Producer {
   }
 
   // Tr::kFp8: the tile's fills in the order the consumers take them, K_0, Q, then K_i before
-  // V_(i-1). K and Q by cp.async (the generic fills). V block j's rows go by cp.async into
-  // staging tile (it + j) % 2, one block ahead of its transposed store: once every producer
-  // thread's copies of block j have landed (this thread's group wait, then the producers'
-  // barrier, which also tells that block j - 1's store, the last reader of the other staging
-  // tile, is done), the threads store it transposed into V stage it + j (fp8_ops_sm90.cuh) and
-  // arrive on its full barrier. One producers' barrier per key block.
+  // V_(i-1). K and Q by the generic fills (TMA where the maps allow, else cp.async). V block j's
+  // rows land in staging tile u % 2 (u = it + j, the staging tiles' use), one block ahead of
+  // its transposed store, completing on that tile's full barrier as a ring's stage does (TMA:
+  // thread 0's expected bytes; cp.async: every thread's arrival once its copies land). The
+  // threads wait on it, store the rows transposed into V stage it + j (fp8_ops_sm90.cuh) and
+  // arrive on that stage's full barrier. One producers' barrier per key block, before each
+  // staging fill: every thread is done reading staging tile u % 2 (use u - 2's store, of this
+  // tile or the last) before use u fills it.
   template <typename BlockOf, typename FillStage>
   __device__ __forceinline__ void load_fp8(const Sm90Tile& at, const SequenceInfo& seq, int m0,
                                            const BlockRange& range, bool prefix,
@@ -259,19 +263,37 @@ struct Sm90Producer {
     const flare_mha_fwd_params& p = launch.p;
     using FillK = std::integral_constant<int, kFillK>;
     auto stage_v = [&](int j) {
+      named_barrier_sync(kBarrier, 128);
+      const int u = it + j;
+      const uint32_t dst = smem.v_staging(u % Tr::kVStaging);
+      const uint32_t bar = smem.staging_full(u % Tr::kVStaging);
       const int n0 = block_of(j) * kBlockN;
-      load_swizzled<kHeadDim, kBlockN, 128>(smem.v_staging((it + j) % 2), v, p.head_dim,
-                                            [&](int r) -> int64_t {
-                                              if (n0 + r >= seq.seqlen_k) return -1;
-                                              return v_base + (n0 + r) * p.v_row_stride;
-                                            });
-      sm80::cp_async_commit();
+      if (sm90_kv_block_by_tma(maps, false, n0, kBlockN, seq.seqlen_k)) {
+        if (threadIdx.x == 0) {
+          mbarrier_arrive_expect_tx(bar, Tr::kSmemKV);
+          const int row = int(seq.k_row0) + n0, head_k = at.head / heads_per_kv;
+#pragma unroll
+          for (int a = 0; a < Tr::kBoxes; ++a)
+            tma_load_4d(dst + a * kBlockN * Tr::kAtomBytes, &maps.v, a * Tr::kBoxCols, row,
+                        head_k, seq.kv_batch, bar);
+        } else {
+          mbarrier_arrive(bar);
+        }
+        return;
+      }
+      load_swizzled<kHeadDim, kBlockN, 128>(dst, v, p.head_dim, [&](int r) -> int64_t {
+        if (n0 + r >= seq.seqlen_k) return -1;
+        return v_base + (n0 + r) * p.v_row_stride;
+      });
+      cp_async_mbarrier_arrive(bar);
     };
     auto store_vt = [&](int j) {
+      const int u = it + j;
+      mbarrier_wait(smem.staging_full(u % Tr::kVStaging), (u / Tr::kVStaging) & 1);
       const auto& ring = smem.v_ring;
-      const int s = ring.stage(it + j);
-      ring.producer_acquire(it + j);
-      Fp8VtBlock<kHeadDim, kBlockN, 128>::store_from_staging(smem.v_staging((it + j) % 2),
+      const int s = ring.stage(u);
+      ring.producer_acquire(u);
+      Fp8VtBlock<kHeadDim, kBlockN, 128>::store_from_staging(smem.v_staging(u % Tr::kVStaging),
                                                             smem.v_stage(s));
       // The stores are generic-proxy writes that wgmma (the async proxy) reads: fenced here as
       // well as after the consumers' wait (wait_kv), the writer-side fence being CUTLASS's and
@@ -280,7 +302,6 @@ struct Sm90Producer {
       mbarrier_arrive(ring.full(s));
     };
     fill_stage(FillK{}, it, block_of(0));
-    sm80::cp_async_commit();
     stage_v(0);
     if constexpr (DynamicTiles) {
       publish(at, range, prefix);
@@ -291,14 +312,9 @@ struct Sm90Producer {
     load_q(seq, m0, at.head, at.batch);
     for (int i = 1; i < num_blocks; ++i) {
       fill_stage(FillK{}, it + i, block_of(i));
-      sm80::cp_async_commit();
-      sm80::cp_async_wait<1>();  // this thread's rows of V_(i-1) have landed
-      named_barrier_sync(kBarrier, 128);
       stage_v(i);
       store_vt(i - 1);
     }
-    sm80::cp_async_wait<0>();
-    named_barrier_sync(kBarrier, 128);
     store_vt(num_blocks - 1);
     it += num_blocks;
   }

@@ -11,26 +11,11 @@
 #include "kernels/sm90/fwd_kernel_sm90_ws.cuh"
 #include "kernels/sm90/tma_maps.h"
 #include "kernels/sm90/variant.h"
+#include "kernels/sm90/ws_tensor_maps.h"
 
 namespace flare {
 
 namespace sm90 {
-
-// The Q and K/V tensor maps of a launch whose instance has block_m-row query tiles and
-// block_n-key blocks, where the variant and the launch allow TMA.
-inline int make_ws_tensor_maps(const flare_mha_fwd_params& p, const Sm90Variant& variant,
-                               int block_m, int block_n, Sm90TensorMaps* maps) {
-  if (variant.tma != TmaMode::kOff && kv_tma_unsupported_reason(p) == nullptr) {
-    const int err = make_kv_tensor_maps(p, block_n, maps);
-    // TmaMode::kRequire: a launch that qualifies must not fall back silently.
-    if (err != 0 && variant.tma == TmaMode::kRequire) return err;
-  }
-  if (variant.tma_q != TmaMode::kOff && q_tma_unsupported_reason(p) == nullptr) {
-    const int err = make_q_tensor_map(p, block_m, maps);
-    if (err != 0 && variant.tma_q == TmaMode::kRequire) return err;
-  }
-  return 0;
-}
 
 // The warp-specialised instance with BlockN-key blocks and ConsumerWGs consumer warpgroups
 // (tensor maps built for its tiles): one CTA per tile or, when the variant is persistent, one
@@ -51,7 +36,8 @@ int launch_ws_kernel(const FwdLaunch& launch, cudaStream_t stream) {
     return cudaErrorInvalidConfiguration;
   const Sm90Variant& variant = launch.sm90;
   Sm90TensorMaps maps{};
-  const int maps_err = make_ws_tensor_maps(launch.p, variant, Tr::kBlockM, Tr::kBlockN, &maps);
+  const int maps_err =
+      make_ws_tensor_maps(launch.p, variant, Tr::kBoxCols, Tr::kBlockM, Tr::kBlockN, &maps);
   if (maps_err != 0) return maps_err;
   if constexpr (ClusterM > 1) {
     if (variant.persistent || is_paged(launch.p)) return cudaErrorInvalidConfiguration;

@@ -4,6 +4,7 @@
 
 #include <climits>
 
+#include "common/fp8_params.h"
 #include "common/sequence.h"
 #include "common/serving_semantics.h"
 
@@ -17,20 +18,24 @@ constexpr uint64_t kOpenExtent = uint64_t(INT_MAX);
 constexpr int kMaxBoxDim = 256;         // cuTensorMapEncodeTiled: boxDim[i] <= 256
 constexpr int kSwizzleSpanBytes = 128;  // CU_TENSOR_MAP_SWIZZLE_128B
 
-bool stride_ok(int64_t elems) {
-  const uint64_t bytes = uint64_t(elems) * 2;
+bool stride_ok(int64_t elems, int elem_bytes) {
+  const uint64_t bytes = uint64_t(elems) * uint64_t(elem_bytes);
   return elems > 0 && bytes % 16 == 0 && bytes < kMaxStrideBytes;
 }
 
+// Element strides of a tensor and its element size in bytes.
 struct Strides {
   int64_t batch, row, head;
+  int elem_bytes;
 };
 Strides kv_strides(const flare_mha_fwd_params& p, bool is_v) {
-  return is_v ? Strides{p.v_batch_stride, p.v_row_stride, p.v_head_stride}
-              : Strides{p.k_batch_stride, p.k_row_stride, p.k_head_stride};
+  const int elem_bytes = element_bytes(kv_element_dtype(p));
+  return is_v ? Strides{p.v_batch_stride, p.v_row_stride, p.v_head_stride, elem_bytes}
+              : Strides{p.k_batch_stride, p.k_row_stride, p.k_head_stride, elem_bytes};
 }
 Strides q_strides(const flare_mha_fwd_params& p) {
-  return Strides{p.q_batch_stride, p.q_row_stride, p.q_head_stride};
+  return Strides{p.q_batch_stride, p.q_row_stride, p.q_head_stride,
+                 element_bytes(q_element_dtype(p))};
 }
 
 // Whether the batch / head dimension of a view is ever stepped by the kernel. K/V: a KV cache
@@ -43,10 +48,11 @@ bool q_batch_used(const flare_mha_fwd_params& p) { return !is_varlen(p) && p.bat
 bool q_heads_used(const flare_mha_fwd_params& p) { return p.num_heads > 1; }
 
 const char* strides_reason(const Strides& s, bool heads_used, bool batch_used) {
-  if (!stride_ok(s.row)) return "row stride is not a positive multiple of 16 bytes below 2^40";
-  if (heads_used && !stride_ok(s.head))
+  if (!stride_ok(s.row, s.elem_bytes))
+    return "row stride is not a positive multiple of 16 bytes below 2^40";
+  if (heads_used && !stride_ok(s.head, s.elem_bytes))
     return "head stride is not a positive multiple of 16 bytes below 2^40";
-  if (batch_used && !stride_ok(s.batch))
+  if (batch_used && !stride_ok(s.batch, s.elem_bytes))
     return "batch stride is not a positive multiple of 16 bytes below 2^40";
   return nullptr;
 }
@@ -59,9 +65,10 @@ TmaTensorView make_view(int head_dim, uint64_t rows, int heads, bool heads_used,
   t.dims[1] = rows;
   t.dims[2] = uint64_t(heads);
   t.dims[3] = batch_used ? batches : 1;
-  t.strides_bytes[0] = uint64_t(s.row) * 2;
-  t.strides_bytes[1] = uint64_t(heads_used ? s.head : s.row) * 2;
-  t.strides_bytes[2] = uint64_t(batch_used ? s.batch : s.row) * 2;
+  t.elem_bytes = s.elem_bytes;
+  t.strides_bytes[0] = uint64_t(s.row) * s.elem_bytes;
+  t.strides_bytes[1] = uint64_t(heads_used ? s.head : s.row) * s.elem_bytes;
+  t.strides_bytes[2] = uint64_t(batch_used ? s.batch : s.row) * s.elem_bytes;
   return t;
 }
 
@@ -73,6 +80,8 @@ const char* tma_box_unsupported_reason(int box_cols, int box_rows, int elem_byte
   const int inner_bytes = box_cols * elem_bytes;
   if (inner_bytes % 16 != 0) return "inner box span is not a multiple of 16 bytes";
   if (inner_bytes > kSwizzleSpanBytes) return "inner box span exceeds the 128-byte swizzle";
+  if (inner_bytes != 128 && inner_bytes != 64)
+    return "inner box span is neither a 128-byte nor a 64-byte swizzle row";
   return nullptr;
 }
 

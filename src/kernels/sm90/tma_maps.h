@@ -57,19 +57,24 @@ FLARE_HD bool sm90_all_copies_by_tma(const Sm90TensorMaps& maps, bool paged) {
   return !paged && maps.kv_enabled && maps.kv_rows_exact && maps.q_enabled && maps.q_rows_exact;
 }
 
-// The 4-D view of one of Q / K / V: extents and byte strides (dims 1..3) as the encoder takes them.
+// The 4-D view of one of Q / K / V: extents and byte strides (dims 1..3) as the encoder takes
+// them, and the size of its elements (2: fp16 / bf16; 1: FP8 codes, encoded as bytes).
 struct TmaTensorView {
   uint64_t dims[4];
   uint64_t strides_bytes[3];
+  int elem_bytes;
 };
 
-// Every map's box is kTmaBoxCols columns (128 bytes of a 16-bit type: one row of a 128-byte
-// swizzle atom, the layout load_swizzled writes and the wgmma descriptors read) x box_rows rows.
-constexpr int kTmaBoxCols = 64;
+// A map's box is one swizzle atom row of columns (the layout load_swizzled writes and the wgmma
+// descriptors read: fp8_layout.h's k_major_tile_offset) x box_rows rows: 64 columns of a 16-bit
+// type (128 bytes, the 128-byte swizzle); for FP8 codes 128 columns, or 64 where the kernel's
+// rows are 64 bytes (d64: the 64-byte swizzle).
+FLARE_HD constexpr int tma_box_cols(int kernel_head_dim, int elem_bytes) {
+  return (kernel_head_dim * elem_bytes < 128 ? kernel_head_dim * elem_bytes : 128) / elem_bytes;
+}
 
-// Why a box of box_cols x box_rows elements of elem_bytes cannot be encoded with the 128-byte
-// swizzle (each box dimension 1..256 elements; the inner span a multiple of 16 bytes and at most
-// the 128-byte swizzle span), or nullptr when it can.
+// Why a box of box_cols x box_rows elements of elem_bytes cannot be encoded (each box dimension
+// 1..256 elements; the inner span a 128-byte or 64-byte swizzle row), or nullptr when it can.
 const char* tma_box_unsupported_reason(int box_cols, int box_rows, int elem_bytes);
 
 // Why a launch cannot use TMA for K/V, or nullptr when it can. Pure host logic (CPU-tested):
@@ -89,10 +94,13 @@ bool q_tma_rows_exact(const flare_mha_fwd_params& p);
 const char* q_tma_unsupported_reason(const flare_mha_fwd_params& p);
 TmaTensorView q_tma_view(const flare_mha_fwd_params& p);
 
-// Encode the maps (box: 64 columns x box_rows rows, 128-byte swizzle). Return cudaSuccess, or
-// the error that made the encoder unavailable / reject the view / the box (maps->kv_enabled or
-// maps->q_enabled = 0 then). Each sets only its own maps and flag.
-int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps);
-int make_q_tensor_map(const flare_mha_fwd_params& p, int box_rows, Sm90TensorMaps* maps);
+// Encode the maps (box: box_cols columns x box_rows rows, the swizzle of a box_cols row: 128 or
+// 64 bytes). Return cudaSuccess, or the error that made the encoder unavailable / reject the
+// view / the box (maps->kv_enabled or maps->q_enabled = 0 then). Each sets only its own maps and
+// flag.
+int make_kv_tensor_maps(const flare_mha_fwd_params& p, int box_cols, int box_rows,
+                        Sm90TensorMaps* maps);
+int make_q_tensor_map(const flare_mha_fwd_params& p, int box_cols, int box_rows,
+                      Sm90TensorMaps* maps);
 
 }  // namespace flare

@@ -48,7 +48,9 @@ Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o)
   v.warp_specialized = o.warp_specialized != 0;
   v.persistent = v.warp_specialized && o.persistent != 0;
   v.pingpong = v.warp_specialized && o.pingpong != 0;
-  v.tma = v.tma_q = TmaMode::kOff;
+  // Q, K and V's staging rows by TMA only where asked, until measured against cp.async.
+  v.tma = v.warp_specialized && o.tma > 0 ? TmaMode(o.tma) : TmaMode::kOff;
+  v.tma_q = v.warp_specialized && o.tma_q >= 0 ? TmaMode(o.tma_q) : v.tma;
   v.block_n = sm90::sm90_fp8_block_n(kernel_head_dim);
   v.consumer_wgs = 2;
   v.cluster_m = 1;

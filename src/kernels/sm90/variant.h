@@ -32,9 +32,9 @@ struct Sm90Variant {
 // The variant of the FP8 prefill kernel compiled for `kernel_head_dim` (64, 128 or 256; an
 // FLARE_FP8_PREFILL build): the warp-specialised kernel's FP8 instance (its all-threads first
 // version where Sm90Overrides::warp_specialized is 0), persistent CTAs as the 16-bit kernels'
-// (the planner turns them off without a workspace), ping-pong unless turned off, no TMA
-// (cp.async copies, V stored transposed by the producer threads), two consumer warpgroups,
-// fp8_layout.h's key block.
+// (the planner turns them off without a workspace), ping-pong unless turned off, two consumer
+// warpgroups, fp8_layout.h's key block; Q, K and V's rows by cp.async unless Sm90Overrides::tma
+// (tma_q) asks for TMA (warp-specialised only), V stored transposed by the producer threads.
 Sm90Variant choose_sm90_fp8_variant(int kernel_head_dim, const Sm90Overrides& o);
 
 // Whether the warp-specialised kernel compiled for `kernel_head_dim` runs launch `p` in
