@@ -28,6 +28,11 @@
 #   COMPARE_ARGS extra compare.py arguments (e.g. "--quick")
 #   FLARE_COMMIT commit to record when git cannot tell, or when the tree's git metadata may not
 #                match its files (a copied working tree)
+#   BUDGET_S     seconds the whole script may take (default 0: no limit): every test, bench and
+#                compare command runs under the time left (`timeout`), and a step that finds
+#                less than 20 s left is skipped, saying so, so that one device call returns its
+#                logs before the device tool's per-call limit (put the steps in STEPS in the
+#                order of what matters most: they run in this script's order, not STEPS')
 #
 # Files left in OUT (at most 8 come back from the device tool): build.log, run.log (tests,
 # bench and compare output, one after the other), gpu_tests.json, bench.json, summary.json,
@@ -53,7 +58,23 @@ if [[ -z "${FLARE_COMMIT:-}" ]]; then
 fi
 export FLARE_COMMIT
 
-has_step() { [[ ",$STEPS," == *",$1,"* ]]; }
+BUDGET_S="${BUDGET_S:-0}"
+script_start=$(date +%s)
+# Seconds left of BUDGET_S (a day when there is no budget).
+time_left() {
+  if (( BUDGET_S > 0 )); then echo $(( BUDGET_S - ($(date +%s) - script_start) )); else echo 86400; fi
+}
+# At most N seconds, and no more than the time left (at least 1).
+cap() { local l; l=$(time_left); (( l < $1 )) || l=$1; (( l > 1 )) || l=1; echo "$l"; }
+# `timed CMD ...`: CMD under the time left (exit status 124 when it runs out).
+timed() { timeout "$(cap 86400)" "$@"; }
+has_step() {
+  [[ ",$STEPS," == *",$1,"* ]] || return 1
+  if (( $(time_left) < 20 )); then
+    echo "step $1 skipped: BUDGET_S ($BUDGET_S s) spent" | tee -a "$RUN_LOG"
+    return 1
+  fi
+}
 section() { printf '\n===== %s (%s) =====\n' "$1" "$(date -u +%H:%M:%S)" | tee -a "$RUN_LOG"; }
 
 build_status=skipped test_status=skipped bench_status=skipped compare_status=skipped
@@ -99,17 +120,17 @@ if has_step test; then
   set +e
   # Brief output: failures in full, passes as counts (the log must stay readable). The Hopper
   # d512 kernel's tests run in step test_d512, under a timeout of their own.
-  "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 '--gtest_filter=-*HopperOptIn*' \
+  timed "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 '--gtest_filter=-*HopperOptIn*' \
     --gtest_output="json:$OUT_DIR/gpu_tests.json" 2>&1 | tee -a "$RUN_LOG"
   test_rc=${PIPESTATUS[0]}
   # The same suite on the mma.sync (sm80-family) kernels, which Hopper otherwise skips.
   section "flare_tests_gpu, FLARE_KERNEL_PATH=sm80"
-  FLARE_KERNEL_PATH=sm80 "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+  FLARE_KERNEL_PATH=sm80 timed "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
     --gtest_output="json:$OUT_DIR/gpu_tests_sm80.json" 2>&1 | tee -a "$RUN_LOG"
   test_sm80_rc=${PIPESTATUS[0]}
   if [[ -x "./$BUILD_DIR/flare_tests_gpu_merge" ]]; then
     section "flare_tests_gpu_merge"
-    timeout 120 "./$BUILD_DIR/flare_tests_gpu_merge" --gtest_brief=1 2>&1 | tee -a "$RUN_LOG"
+    timeout "$(cap 120)" "./$BUILD_DIR/flare_tests_gpu_merge" --gtest_brief=1 2>&1 | tee -a "$RUN_LOG"
     echo "flare_tests_gpu_merge exit status: ${PIPESTATUS[0]}" | tee -a "$RUN_LOG"
   fi
   set -e
@@ -124,7 +145,8 @@ run_sm80_variant() {
   read -r -a envs <<< "FLARE_KERNEL_PATH=sm80 $settings"
   section "flare_tests_gpu, ${envs[*]}${*:+ $*}"
   set +e
-  env "${envs[@]}" "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 "$@" 2>&1 | tee -a "$RUN_LOG"
+  env "${envs[@]}" timeout "$(cap 86400)" "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 "$@" \
+    2>&1 | tee -a "$RUN_LOG"
   rc=${PIPESTATUS[0]}
   echo "flare_tests_gpu ($label) exit status: $rc" | tee -a "$RUN_LOG"
   set -e
@@ -140,7 +162,7 @@ if has_step test_d512; then
     section "flare_tests_gpu, FLARE_SM90_D512=1 FLARE_SM90_D192=1 $setting"
     set +e
     # shellcheck disable=SC2086
-    env FLARE_SM90_D512=1 FLARE_SM90_D192=1 $setting timeout 300 \
+    env FLARE_SM90_D512=1 FLARE_SM90_D192=1 $setting timeout "$(cap 300)" \
       "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
       '--gtest_filter=*_d512_*:*_d264_*:*head_dim264*:*head_dim512*:*_d192_*:*head_dim192*:*HopperOptIn*' \
       2>&1 | tee -a "$RUN_LOG"
@@ -164,7 +186,7 @@ if has_step fp8_prefill; then
     # Warp-specialised persistent (the default), the same with Q, K and V's rows by TMA, one CTA
     # per tile, all-threads.
     for setting in "FLARE_SM90_WS=1" "FLARE_SM90_TMA=1" "FLARE_SM90_PERSISTENT=0" "FLARE_SM90_WS=0"; do
-      env "$setting" timeout 300 ./build-fp8/flare_tests_gpu --gtest_brief=1 \
+      env "$setting" timeout "$(cap 300)" ./build-fp8/flare_tests_gpu --gtest_brief=1 \
         '--gtest_filter=*Fp8Prefill*' 2>&1 | tee -a "$RUN_LOG"
       rc=${PIPESTATUS[0]}
       echo "FP8 prefill tests ($setting) exit status: $rc" | tee -a "$RUN_LOG"
@@ -195,11 +217,11 @@ if has_step bench; then
   section "flare_bench --table all"
   set +e
   # shellcheck disable=SC2086
-  "./$BUILD_DIR/flare_bench" --table all --json "$OUT_DIR/bench.json" $BENCH_ARGS 2>&1 | tee -a "$RUN_LOG"
+  timed "./$BUILD_DIR/flare_bench" --table all --json "$OUT_DIR/bench.json" $BENCH_ARGS 2>&1 | tee -a "$RUN_LOG"
   bench_rc=${PIPESTATUS[0]}
   section "flare_bench --table prefill, FLARE_KERNEL_PATH=sm80"
   # shellcheck disable=SC2086
-  FLARE_KERNEL_PATH=sm80 "./$BUILD_DIR/flare_bench" --table prefill --system-name flare-sm80 $BENCH_ARGS 2>&1 | tee -a "$RUN_LOG"
+  FLARE_KERNEL_PATH=sm80 timed "./$BUILD_DIR/flare_bench" --table prefill --system-name flare-sm80 $BENCH_ARGS 2>&1 | tee -a "$RUN_LOG"
   set -e
   bench_status=$([[ $bench_rc -eq 0 ]] && echo ok || echo "FAILED($bench_rc)")
 fi
@@ -209,7 +231,7 @@ if has_step compare; then
   lib="$BUILD_DIR/libflare.so"
   set +e
   # shellcheck disable=SC2086
-  python3 bench/compare.py --lib "$lib" --out "$OUT_DIR" $COMPARE_ARGS 2>&1 | tee -a "$RUN_LOG"
+  timed python3 bench/compare.py --lib "$lib" --out "$OUT_DIR" $COMPARE_ARGS 2>&1 | tee -a "$RUN_LOG"
   compare_rc=${PIPESTATUS[0]}
   set -e
   compare_status=$([[ $compare_rc -eq 0 ]] && echo ok || echo "FAILED($compare_rc)")
