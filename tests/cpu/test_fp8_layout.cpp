@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/sm90/fp8_layout.h"
+#include "kernels/sm90/tma_maps.h"
 #include "kernels/sm90/wgmma_desc.h"
 
 namespace {
@@ -85,6 +86,16 @@ TEST(Fp8Layout, PackedProbabilitiesSitWhereThePermutedVExpectsThem) {
 uint32_t hardware_swizzle(uint32_t addr, int atom) {
   const uint32_t mask = uint32_t(atom / 16 - 1);
   return addr ^ (((addr >> 7) & mask) << 4);
+}
+
+// The term a * rows * atom + hardware_swizzle(logical) below is also where a TMA box lands: box a
+// (tma_box_cols columns from column a * cols, `rows` rows) written at the tile's slab a with the
+// swizzle of its row width (128 or 64 bytes). The FP8 kernels' boxes are their atom rows.
+TEST(Fp8Layout, TmaBoxesAreTheAtomRows) {
+  for (int d : {64, 128, 256}) {
+    EXPECT_EQ(flare::tma_box_cols(d, 1), fp8_atom_bytes(d)) << d;
+    EXPECT_EQ(d % flare::tma_box_cols(d, 1), 0) << d;
+  }
 }
 
 TEST(Fp8Layout, TileOffsetsAreTheHardwareSwizzle) {
