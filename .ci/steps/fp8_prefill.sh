@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Hopper FP8 prefill kernels (FLARE_FP8_PREFILL=ON, off in the main build): their instances
 # compile for 90a with at most 8 bytes of register spills per function (cmake/fp8_prefill.cmake
-# compiles them with ptxas -warn-spills; the persistent warp-specialised d256 instance spills 4
-# bytes in its producer's prologue, once per CTA) and without serialised wgmma (ptxas C7513),
+# compiles them with ptxas -warn-spills; none spill at present) and without serialised wgmma
+# (ptxas C7513),
 # the host code compiles with the option, and flare_tests_cpu passes with it
 # (validation accepts FP8 q, the planning and layout tests). Only what the option changes is built: the FP8 instances (bf16, head dims 64 / 128 /
 # 256), the dispatcher and host objects, the CPU tests; not the other kernels. About 1 minute
@@ -32,7 +32,7 @@ if grep -q "C7513" "$log"; then
   exit 1
 fi
 # "... N bytes spill stores, M bytes spill loads" per spilling function.
-worst=$(grep -o "[0-9]* bytes spill stores" "$log" | awk '$1 > m {m = $1} END {print m + 0}')
+worst=$({ grep -o "[0-9]* bytes spill stores" "$log" || true; } | awk '$1 > m {m = $1} END {print m + 0}')
 if [ "$worst" -gt 8 ]; then
   rm -f "$log"
   echo "fp8_prefill step: an FP8 prefill kernel spills $worst bytes of registers (at most 8)" >&2
