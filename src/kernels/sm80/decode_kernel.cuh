@@ -253,11 +253,12 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
     const uint32_t warp_stage_off = uint32_t(warp * Tr::kWarpKeys * Tr::kStageRowBytes);
 
     // The pages of this warp's 16-row group of key block n_block (pages of >= 16 rows: at
-    // most two, the second only where the group crosses a page end). Read a block ahead of the
-    // copies that use them (the main loop's `ahead`): the table read's latency then overlaps a
-    // block's compute instead of standing in front of the block's copies.
+    // most two, the second only where the group crosses a page end) and the group's first row
+    // in the first page. Read a block ahead of the copies that use them (the main loop's
+    // `ahead`): the table read's latency then overlaps a block's compute instead of standing in
+    // front of the block's copies.
     struct GroupPages {
-      int page0 = 0, page1 = 0;
+      int page0 = 0, page1 = 0, in0 = 0;
     };
     auto group_pages = [&](int n_block) {
       GroupPages pg;
@@ -267,8 +268,9 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
           const uint32_t first = uint32_t(k_row0 + n0);
           const uint32_t slot = first / page_size;
           pg.page0 = table[slot];
+          pg.in0 = int(first - slot * page_size);
           const int last = min(seqlen_k - n0, Tr::kWarpKeys) - 1;
-          if (first - slot * page_size + last >= page_size) pg.page1 = table[slot + 1];
+          if (pg.in0 + last >= int(page_size)) pg.page1 = table[slot + 1];
         }
       }
       return pg;
@@ -296,8 +298,7 @@ __global__ void __launch_bounds__(DecodeTraits<HeadDim, Fp8>::kThreads,
       int switch_row = Tr::kWarpKeys;
       if (valid_rows > 0) {
         if (paged) {
-          const uint32_t first = uint32_t(k_row0 + n0);
-          const int in0 = int(first % page_size);
+          const int in0 = pg.in0;
           kp0 = k + (int64_t(pg.page0) * p.k_batch_stride + k_head_off + int64_t(in0) * p.k_row_stride);
           vp0 = v + (int64_t(pg.page0) * p.v_batch_stride + v_head_off + int64_t(in0) * p.v_row_stride);
           kp1 = kp0;
