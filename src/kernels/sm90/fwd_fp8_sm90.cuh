@@ -198,6 +198,7 @@ __global__ void __launch_bounds__(Sm90Fp8Traits<HeadDim>::kThreads, 1)
       fence_registers(acc_s);
       float correction[2];
       softmax_block(acc_s, block_of(i), correction, true);
+      softmax_before_wait(softmax);
       // V^T stage i % 2 was last read by P V(i-2), which every thread finished before this
       // iteration's barrier.
       vt.store(stage_vt(i & 1));

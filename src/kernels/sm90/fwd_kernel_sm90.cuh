@@ -238,19 +238,19 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
   const float unit_log2 = units.unit_log2, cap_in = units.cap_in, alibi = units.alibi;
   const int diagonal = qt.mask.diagonal();
 
-  // Turns the raw scores of one key block into probabilities (16-bit A fragments of P V) and
-  // the factor that rescales what was accumulated before it.
+  // Turns the raw scores of one key block into probabilities, in place, and the factor that
+  // rescales what was accumulated before it.
   // pv_in_flight (a constant at each call): whether a P V wgmma runs meanwhile (see
   // modify_wgmma_block_scores).
-  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, uint32_t (&p_frag)[kBlockN / 16][4],
-                           float (&correction)[2], bool pv_in_flight) {
+  auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, float (&correction)[2],
+                           bool pv_in_flight) {
     const bool needs_mask = block_needs_mask(qt.mask, m0, m0 + kBlockM, n_block, kBlockN);
     modify_wgmma_block_scores<kSTiles>(
         acc_s, qt.mask, diagonal, row_base, n_block * kBlockN + 2 * t, pv_in_flight,
         has_softcap, p.softcap, cap_in, alibi, needs_mask, [&](int row, int& first, int& end) {
           if (qt.prefix) row_keys(p, batch, qt.mask, row, first, end);
         });
-    softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
+    softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
   };
 
   if (qt.range.end > qt.range.begin) {
@@ -291,7 +291,8 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
       issue_qk<T, HeadDim, kBlockM, kBlockN>(acc_s, sQ, sK0, wg);
       wgmma_wait<0>();
       fence_registers(acc_s);
-      softmax_block(acc_s, block_of(0), p_cur, correction, false);
+      softmax_block(acc_s, block_of(0), correction, false);
+      pack_probabilities<T, kBlockN>(acc_s, p_cur);
     }
     for (int i = 1; i < num_blocks; ++i) {
       sm80::cp_async_wait<0>();  // K_i and V_{i-1} have landed
@@ -309,19 +310,17 @@ __global__ void __launch_bounds__(Sm90Traits<HeadDim>::kThreads, 1)
       issue_pv<T, HeadDim, kBlockN>(acc_o, p_cur, sV0 + ((i - 1) & 1) * Tr::kSmemKV);
       wgmma_wait<1>();  // S_i is ready; P V may still run
       fence_registers(acc_s);
-      uint32_t p_next[kBlockN / 16][4];
       float correction[2];
-      softmax_block(acc_s, block_of(i), p_next, correction, true);
+      // The probabilities stay in acc_s until P V(i-1) is done with p_cur.
+      softmax_block(acc_s, block_of(i), correction, true);
+      softmax_before_wait(softmax);
       wgmma_wait<0>();
       // P V read p_cur asynchronously: keep its registers alive (and unshared with the softmax
       // temporaries) until the wait, or ptxas has to serialise every wgmma.
       fence_registers(p_cur);
       fence_registers(acc_o);
       rescale_o<HeadDim>(acc_o, correction);
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
+      pack_probabilities<T, kBlockN>(acc_s, p_cur);
     }
     // The last block's P V.
     sm80::cp_async_wait<0>();

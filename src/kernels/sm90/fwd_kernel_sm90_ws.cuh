@@ -25,8 +25,8 @@ namespace sm90 {
 // BlockN: keys per main-loop block (variant.h): sm90_default_block_n (d256: 80-key blocks, so
 // that two stages of 40 KB K + 40 KB V fit beside the 64 KB Q tile), or sm90_long_block_n for
 // long rows (d64: 192, with three stages).
-// ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, P single-buffered to fit 160
-// registers per consumer thread), each owning 64 query rows of the tile; at d512 two that share
+// ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, 160 registers per consumer
+// thread), each owning 64 query rows of the tile; at d512 two that share
 // the tile's 64 rows and split QK^T's head dims and O's columns (sm90_ws_splits_o).
 // ClusterM: CTAs per cluster (1, or 2: consecutive query tiles of one head that share every
 // K/V stage, each CTA's producer copying its half of a stage into both by TMA multicast: half
@@ -64,10 +64,6 @@ struct Sm90WsTraits {
   // exchange of the two consumer warpgroups.
   static constexpr int kExchangeBarrier = 2 + ConsumerWGs;
   static constexpr int kThreads = 128 + kConsumerThreads;
-  // With two consumer warpgroups, P is double-buffered: block i's fragments are packed during
-  // its softmax while P V(i-1) still reads the previous ones. Three warpgroups have 160
-  // registers each: block i's probabilities stay in the fp32 scores until P V(i-1) is done.
-  static constexpr bool kSingleP = ConsumerWGs > 2;
   // Each consumer warpgroup runs only the key blocks its own 64 rows see: with three
   // warpgroups (a 192-row tile's diagonal spans two 128-key blocks) and at d256 (80-key blocks
   // end inside a 128-row tile's diagonal). Elsewhere a block boundary falls on a warpgroup's

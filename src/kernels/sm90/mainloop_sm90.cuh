@@ -3,8 +3,9 @@
 //
 // Software pipeline (per warpgroup): iteration i issues S_i = Q K_i^T and O += P_(i-1) V_(i-1)
 // back to back, waits for S_i only, runs the softmax of S_i while P V is still on the tensor
-// cores, then waits for P V and rescales O. Stages are taken and released through the rings of
-// pipeline.cuh in the producer's order.
+// cores (its probabilities stay in S_i's fp32 registers), then waits for P V, rescales O and
+// packs P_i into the A fragments that P V(i-1) has released. Stages are taken and released
+// through the rings of pipeline.cuh in the producer's order.
 //
 // Ping-pong (Sm90PingPong): the consumer warpgroups take turns issuing their GEMMs, so that one's
 // softmax runs while the tensor cores work through the others' GEMMs.
@@ -190,18 +191,17 @@ struct Sm90Mainloop {
             if (prefix) row_keys(p, at.batch, mask, row, first, end);
           });
     };
-    // Turns the raw scores of one key block into probabilities (16-bit or e4m3 A fragments of
-    // P V) and the factor that rescales what was accumulated before it.
-    auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block,
-                             uint32_t (&p_frag)[kPSteps][4], float (&correction)[2],
+    // Turns the raw scores of one key block into probabilities, in place, and the factor that
+    // rescales what was accumulated before it.
+    auto softmax_block = [&](float (&acc_s)[kBlockN / 2], int n_block, float (&correction)[2],
                              bool pv_in_flight) {
       modify_block_scores(acc_s, n_block, pv_in_flight);
-      if constexpr (Tr::kFp8) {
-        softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
-        pack_probabilities_e4m3<kBlockN>(acc_s, p_frag);
-      } else {
-        softmax_block_step<T, kBlockN>(acc_s, softmax, unit_log2, p_frag, correction);
-      }
+      softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
+    };
+    // The probabilities as the A fragments of P V: 16-bit, or e4m3 (Tr::kFp8).
+    auto pack_block = [&](const float (&acc_s)[kBlockN / 2], uint32_t (&p_frag)[kPSteps][4]) {
+      if constexpr (Tr::kFp8) pack_probabilities_e4m3<kBlockN>(acc_s, p_frag);
+      else pack_probabilities<T, kBlockN>(acc_s, p_frag);
     };
 
     // Split O: S = this warpgroup's partial + the other's. Thread i of either warpgroup holds the
@@ -332,7 +332,8 @@ struct Sm90Mainloop {
         release_k(i0);
         if (is_last(i0)) release_q();  // Q's last QK^T is done
         exchange_s(acc_s);
-        softmax_block(acc_s, block_of(i0), p_cur, correction, false);
+        softmax_block(acc_s, block_of(i0), correction, false);
+        pack_block(acc_s, p_cur);
       }
       for (int i = i0 + 1; i < i_end; ++i) {
         wait_k(i);
@@ -356,16 +357,11 @@ struct Sm90Mainloop {
         if (is_last(i)) release_q();  // Q's last QK^T is done
         exchange_s(acc_s);
         float correction[2];
-        // kSingleP, and FP8 (packing e4m3 P while P V(i-1) runs made ptxas serialise every
-        // wgmma, C7513): p_next unused, the probabilities stay in acc_s until P V(i-1) is done
-        // with p_cur.
-        uint32_t p_next[kPSteps][4];
-        if constexpr (Tr::kSingleP || Tr::kFp8) {
-          modify_block_scores(acc_s, block_of(i), true);
-          softmax_block_update<kBlockN>(acc_s, softmax, unit_log2, correction);
-        } else {
-          softmax_block(acc_s, block_of(i), p_next, correction, true);
-        }
+        // The probabilities stay in acc_s until P V(i-1) is done with p_cur. (Packed into a
+        // second set of fragments during the softmax instead, they left too few registers:
+        // ptxas serialised every wgmma.)
+        softmax_block(acc_s, block_of(i), correction, true);
+        softmax_before_wait(softmax);
         wgmma_wait<0>();
         // P V read p_cur asynchronously: keep its registers alive (and unshared with the
         // softmax temporaries) until the wait, or ptxas has to serialise every wgmma.
@@ -373,16 +369,7 @@ struct Sm90Mainloop {
         fence_registers(acc_o);
         release_v(i - 1);
         rescale_o<kOColumns>(acc_o, correction);
-        if constexpr (Tr::kFp8) {
-          pack_probabilities_e4m3<kBlockN>(acc_s, p_cur);
-        } else if constexpr (Tr::kSingleP) {
-          pack_probabilities<T, kBlockN>(acc_s, p_cur);
-        } else {
-#pragma unroll
-          for (int kk = 0; kk < kPSteps; ++kk)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
-        }
+        pack_block(acc_s, p_cur);
       }
       // The last block's P V.
       wait_v(last());

@@ -31,7 +31,7 @@ __device__ __forceinline__ void issue_qk(float (&acc_s)[BlockN / 2], uint32_t sQ
   wgmma_commit();
 }
 
-// O += P V, P from registers (the A fragments that softmax_block_step packed).
+// O += P V, P from registers (the A fragments that pack_probabilities packed).
 template <typename T, int HeadDim, int BlockN>
 __device__ __forceinline__ void issue_pv(float (&acc_o)[HeadDim / 2],
                                          uint32_t (&p_frag)[BlockN / 16][4], uint32_t sV) {
@@ -57,6 +57,16 @@ __device__ __forceinline__ void softmax_block_update(float (&acc_s)[BlockN / 2],
       correction);
 }
 
+// Keeps the softmax of a key block ahead of the wait for the P V wgmma issued before it, so
+// that the softmax runs while P V is on the tensor cores. ptxas places a wgmma wait as early
+// as the registers allow, and the softmax touches none of P V's: left alone, it hoisted the
+// wait above the whole softmax in every Hopper kernel (sm_90a, nvcc 13; docs/decisions.md).
+// A branch on the rows' sums, which every exponential of the block feeds, ends the basic
+// block after the softmax; it is taken only where a sum is NaN, and then does nothing.
+__device__ __forceinline__ void softmax_before_wait(const Sm90Softmax& softmax) {
+  if (!(softmax.row_sum[0] + softmax.row_sum[1] >= 0.f)) __nanosleep(0);
+}
+
 // The probabilities of acc_s packed as the 16-bit A fragments of P V (two adjacent n8 tiles of
 // S form one k16 step).
 template <typename T, int BlockN>
@@ -67,16 +77,6 @@ __device__ __forceinline__ void pack_probabilities(const float (&acc_s)[BlockN /
 #pragma unroll
     for (int r = 0; r < 4; ++r)
       p_frag[kk][r] = sm80::pack2<T>(acc_s[8 * kk + 2 * r], acc_s[8 * kk + 2 * r + 1]);
-}
-
-// Both: the update, then P's fragments.
-template <typename T, int BlockN>
-__device__ __forceinline__ void softmax_block_step(float (&acc_s)[BlockN / 2],
-                                                   Sm90Softmax& softmax, float unit_log2,
-                                                   uint32_t (&p_frag)[BlockN / 16][4],
-                                                   float (&correction)[2]) {
-  softmax_block_update<BlockN>(acc_s, softmax, unit_log2, correction);
-  pack_probabilities<T, BlockN>(acc_s, p_frag);
 }
 
 // O *= correction, per row.

@@ -63,8 +63,7 @@ constexpr bool sm90_ws_takes_turns(int kernel_head_dim) {
 }
 
 // Consumer warpgroups the warp-specialised kernel compiled for `kernel_head_dim` can run: three
-// at d64 (S 64 + P 32 + O 32 registers per consumer thread within 160, P single-buffered), two
-// elsewhere.
+// at d64 (S 64 + P 32 + O 32 registers per consumer thread within 160), two elsewhere.
 constexpr int sm90_max_consumer_wgs(int kernel_head_dim) { return kernel_head_dim == 64 ? 3 : 2; }
 
 // Where the d64 kernel takes three consumer warpgroups: at least this many query rows (a
