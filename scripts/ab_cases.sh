@@ -3,7 +3,7 @@
 # each shape runs under every setting, alternated over ROUNDS rounds (scripts/ab.sh).
 #   scripts/ab_cases.sh LOG
 # AB_GROUPS (comma list, default sm80,hopper,padded): sm80 (wide vs planner step), hopper
-# (scheduling and Q loading), padded (d96/d192 on the Hopper kernels vs mma.sync), swizzle
+# (scheduling, Q loading, d128's long key block), padded (d96/d192 on the Hopper kernels vs mma.sync), swizzle
 # (mma.sync kernels on padded vs swizzled shared-memory rows, whole d64/d128/d256 tables),
 # serving (the Hopper d512 kernel with and without clusters, each row also against the mma.sync
 # d512 kernel; MQA decode with the packed rows on the decode kernel vs the default plan), fp8
@@ -27,6 +27,10 @@ group hopper && for s in 128,0,512 128,1,512 128,0,2048 128,1,2048 64,0,512 64,1
     -- --only "$s" --iters 20
 done
 group hopper && ab "default" "FLARE_SM90_PERSISTENT=0" -- --table varlen --iters 20
+# Hopper d128: the 176-key block (planned only where FLARE_SM90_BLOCK_N=176 asks) vs 128.
+group hopper && for s in 128,0,1024 128,0,4096 128,0,8192 128,0,16384 128,1,8192 128,1,16384; do
+  ab "default" "FLARE_SM90_BLOCK_N=176" -- --only "$s" --iters 20
+done
 # Head dim 192: the d192 kernel vs the d256 kernel, padded (and (192, 128): the dv table).
 group padded && for s in 192,0,1024 192,0,4096 192,1,4096 192,1,16384; do
   ab "default" "FLARE_SM90_D192=1" -- --only "$s" --iters 20

@@ -13,7 +13,9 @@
 #                the padded shared-memory rows instead of the swizzled ones; brief output to run.log), test_smem99
 #                (the suite on the mma.sync kernels as a 99 KB-per-block GPU would choose them),
 #                test_d512 (the suite's head dims above 256 and 192 with the Hopper d512 and d192
-#                kernels planned, FLARE_SM90_D512=1 FLARE_SM90_D192=1), rust (the Rust crates'
+#                kernels planned, FLARE_SM90_D512=1 FLARE_SM90_D192=1), test_long_block (the
+#                suite's d128 / d96 cases with the d128 kernel's 176-key block asked for,
+#                FLARE_SM90_BLOCK_N=176), rust (the Rust crates'
 #                GPU test binaries, carried in RUST_TESTS_DIR, default rust/gpu-tests:
 #                rust/run_gpu_tests.sh --build makes them),
 #                fp8_prefill (a -DFLARE_FP8_PREFILL=ON build of flare_tests_gpu and flare_bench in
@@ -171,6 +173,18 @@ if has_step test_d512; then
     set -e
     [[ $rc -eq 0 ]] || test_status="FAILED(d512 / d192 $setting: $rc)"
   done
+fi
+# The d128 kernel's 176-key block, planned only under FLARE_SM90_BLOCK_N=176 until measured
+# (persistent unpaged launches; the others keep 128).
+if has_step test_long_block; then
+  section "flare_tests_gpu, FLARE_SM90_BLOCK_N=176 (d128 / d96)"
+  set +e
+  env FLARE_SM90_BLOCK_N=176 timeout "$(cap 300)" "./$BUILD_DIR/flare_tests_gpu" --gtest_brief=1 \
+    '--gtest_filter=*_d128_*:*head_dim128*:*_d96_*:*head_dim96*' 2>&1 | tee -a "$RUN_LOG"
+  rc=${PIPESTATUS[0]}
+  echo "flare_tests_gpu (FLARE_SM90_BLOCK_N=176) exit status: $rc" | tee -a "$RUN_LOG"
+  set -e
+  [[ $rc -eq 0 ]] || test_status="FAILED(block 176: $rc)"
 fi
 if has_step fp8_prefill; then
   section "FP8 prefill: build (FLARE_FP8_PREFILL=ON) and tests"

@@ -16,7 +16,7 @@ import argparse
 import pathlib
 import sys
 
-SHAPES_N = [32, 64, 80, 128, 192, 256]
+SHAPES_N = [32, 64, 80, 128, 176, 192, 256]
 TYPES = {"bf16": "__nv_bfloat16", "f16": "__half"}
 # e4m3 x e4m3 (the FP8 prefill kernel): N = the key block of S = Q K^T and the head dim of O += P V.
 SHAPES_N_E4M3 = [64, 128, 256]

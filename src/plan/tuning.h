@@ -17,7 +17,8 @@ struct Sm90Overrides {
   int pingpong = -1;          // 0/1: consumer warpgroups alternate their GEMM issue
   int tma = -1;               // TmaMode for K/V (and Q unless tma_q is set): 0 off, 1 on, 2 require
   int tma_q = -1;             // TmaMode for Q alone; -1 follows tma
-  int block_n = -1;           // key block of the d64 warp-specialised kernel: 128 or 192
+  int block_n = -1;           // key block of the warp-specialised kernel: its long block
+                              // (d64 192, d128 176) or its default (128); -1: the rule
   int consumer_wgs = -1;      // consumer warpgroups of the d64 kernel: 2 or 3
   int d512 = -1;              // 1: head dims 257..512 run the Hopper d512 kernel
                               // (sm90_d512_applies); else the mma.sync d512 kernel

@@ -245,8 +245,9 @@ TEST(Sm90Variant, MeanKeysPerTile) {
 }
 
 // d64 takes 192-key blocks from 4096 keys per query tile on average where it runs two consumer
-// warpgroups, only when persistent (its one instance), never when paged; d128 / d256 keep their
-// blocks; the override wins where the instance exists.
+// warpgroups, only when persistent (its one instance), never when paged; d128 takes its 176-key
+// block only where asked (same conditions); d256 keeps its blocks; the override wins where the
+// instance exists.
 TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   using flare::sm90_default_block_n;
   using flare::sm90_long_block_n;
@@ -254,8 +255,10 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   EXPECT_EQ(sm90_default_block_n(128), 128);
   EXPECT_EQ(sm90_default_block_n(256), 80);
   EXPECT_EQ(sm90_long_block_n(64), 192);
-  EXPECT_EQ(sm90_long_block_n(128), 0);
+  EXPECT_EQ(sm90_long_block_n(128), 176);
   EXPECT_EQ(sm90_long_block_n(256), 0);
+  EXPECT_EQ(flare::sm90_long_block_min_keys(64), 4096);
+  EXPECT_EQ(flare::sm90_long_block_min_keys(128), 0);
   Sm90Overrides none;
   none.consumer_wgs = 2;  // the rule of three warpgroups (below) off
   for (int s : {512, 1024, 2048}) EXPECT_EQ(choose_sm90_variant(prefill(s), 64, none).block_n, 128) << s;
@@ -285,6 +288,15 @@ TEST(Sm90Variant, LongKeyBlocksForLongD64Rows) {
   Sm90Overrides short_n = none;
   short_n.block_n = 128;
   EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, short_n).block_n, 128);
+  // d128: 176 where asked, on its persistent unpaged instance only.
+  Sm90Overrides n176 = none;
+  n176.block_n = 176;
+  for (int s : {512, 16384}) EXPECT_EQ(choose_sm90_variant(prefill(s), 128, n176).block_n, 176) << s;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 64, n176).block_n, 128);
+  EXPECT_EQ(choose_sm90_variant(paged_prefill(16384), 128, n176).block_n, 128);
+  Sm90Overrides n176_static = n176;
+  n176_static.persistent = 0;
+  EXPECT_EQ(choose_sm90_variant(prefill(16384), 128, n176_static).block_n, 128);
   // By default three warpgroups take the long rows; the long block stays for long keys under
   // fewer than 512 queries.
   const Sm90Overrides rules;

@@ -24,7 +24,7 @@ namespace sm90 {
 
 // BlockN: keys per main-loop block (variant.h): sm90_default_block_n (d256: 80-key blocks, so
 // that two stages of 40 KB K + 40 KB V fit beside the 64 KB Q tile), or sm90_long_block_n for
-// long rows (d64: 192, with three stages).
+// long rows (d64: 192, with three stages; d128: 176, with two).
 // ConsumerWGs: 2, or 3 (sm90_max_consumer_wgs: d64, 192-row tiles, 160 registers per consumer
 // thread), each owning 64 query rows of the tile; at d512 two that share
 // the tile's 64 rows and split QK^T's head dims and O's columns (sm90_ws_splits_o).
@@ -67,14 +67,17 @@ struct Sm90WsTraits {
   // Each consumer warpgroup runs only the key blocks its own 64 rows see: with three
   // warpgroups (a 192-row tile's diagonal spans two 128-key blocks) and at d256 (80-key blocks
   // end inside a 128-row tile's diagonal). Elsewhere a block boundary falls on a warpgroup's
-  // rows only when the causal diagonal is offset (seqlen_q != seqlen_k), and the per-tile range
+  // rows only when the causal diagonal is offset (seqlen_q != seqlen_k), or with the long
+  // blocks, which the planner takes for rows without a causal edge, and the per-tile range
   // arithmetic is left out.
   // (Split O: the warpgroups share their rows, hence their blocks. A cluster's CTAs run the
   // blocks of all its tiles, each computing those its own rows see.)
   static constexpr bool kOwnBlocks =
       ClusterM > 1 || (!kSplitO && (ConsumerWGs > 2 || HeadDim > 128));
-  static constexpr int kStages =
-      Fp8 ? 3 : BlockN > 128 ? 3 : HeadDim <= 64 ? 4 : HeadDim <= 128 ? 3 : 2;
+  static constexpr int kStages = Fp8                ? 3
+                                 : HeadDim <= 64    ? (BlockN > 128 ? 3 : 4)
+                                 : HeadDim <= 128   ? (BlockN > 128 ? 2 : 3)
+                                                    : 2;
   // TMA boxes (tma_maps.h): kBoxCols columns, one swizzle atom row of kAtomBytes; kBoxes per
   // row of the head dim, each filling the tile's next [rows][kAtomBytes] slab.
   static constexpr int kBoxCols = tma_box_cols(HeadDim, kElemBytes);
@@ -87,11 +90,12 @@ struct Sm90WsTraits {
   // each, 4 x 8 KB at d512.
   static constexpr int kSmemExchangeBuffer = kSplitO ? kBlockM * kBlockN * 4 : 0;
   static constexpr int kSmemExchange = 2 * ConsumerWGs * kSmemExchangeBuffer;
-  // Head dim 256 (two stages): K and V of a stage have barriers of their own, so K's slot is
-  // refilled once its QK^T is done while V's still waits for the softmax and P V. With three or
-  // four stages (d64, d128) one barrier pair covers K and V of a stage (docs/decisions.md).
-  // FP8: V^T lands by the producer threads' own stores, after K: barriers of their own.
-  static constexpr bool kSeparateKV = Fp8 || HeadDim > 128;
+  // Two stages (d128's long block, d192 / d256 / d512): K and V of a stage have barriers of
+  // their own, so K's slot is refilled once its QK^T is done while V's still waits for the
+  // softmax and P V. With three or four stages one barrier pair covers K and V of a stage
+  // (docs/decisions.md). FP8: V^T lands by the producer threads' own stores, after K: barriers
+  // of their own.
+  static constexpr bool kSeparateKV = Fp8 || kStages == 2;
   // FP8: V's rows land in one of two staging tiles of the producer's own, from which the
   // producer threads store them transposed into a V stage (producer_sm90.cuh).
   static constexpr int kVStaging = Fp8 ? 2 : 0;

@@ -92,7 +92,8 @@ Sm90Variant choose_sm90_variant(const flare_mha_fwd_params& p, int kernel_head_d
   // The long key block has a persistent, unpaged instance only.
   const int long_n = sm90_long_block_n(kernel_head_dim);
   if (long_n > 0 && v.persistent && !paged) {
-    const bool long_rows = sm90_mean_keys_per_tile(p) >= kSm90LongBlockMinKeys;
+    const long long min_keys = sm90_long_block_min_keys(kernel_head_dim);
+    const bool long_rows = min_keys > 0 && sm90_mean_keys_per_tile(p) >= min_keys;
     if (o.block_n == long_n || (o.block_n < 0 && long_rows)) v.block_n = long_n;
   }
   // Three consumer warpgroups (192-row tiles, 128-key blocks, each warpgroup skipping the

@@ -22,6 +22,7 @@ struct Sm90Variant {
   TmaMode tma_q;          // Q by TMA where the launch qualifies (warp-specialised only)
   int block_n;            // keys per main-loop block of the warp-specialised kernel: its
                           // default (sm90_default_block_n), or sm90_long_block_n for long rows
+                          // or where Sm90Overrides::block_n asks
   int consumer_wgs;       // consumer warpgroups (64 query rows each) of the warp-specialised
                           // kernel: 2, or 3 where sm90_max_consumer_wgs allows, persistent only
                           // (then block_n is the default)
@@ -72,22 +73,29 @@ constexpr int sm90_max_consumer_wgs(int kernel_head_dim) { return kernel_head_di
 constexpr long long kSm90ThreeWgsMinQueries = 512;
 constexpr long long kSm90ThreeWgsMinMaskedKeys = 1024;
 
-// Keys per main-loop block of the warp-specialised kernel compiled for `kernel_head_dim`: 128
-// at d64/d128; 80 at d256 (two stages of K and V beside a 64 KB Q tile); 32 at d512 (two
+// Keys per main-loop block of the warp-specialised kernel compiled for `kernel_head_dim` by
+// default: 128 at d64/d128; 80 at d256 (two stages of K and V beside a 64 KB Q tile); 32 at d512 (two
 // stages of 32 KB K and 32 KB V beside a 64 KB Q tile).
 constexpr int sm90_default_block_n(int kernel_head_dim) {
   return kernel_head_dim <= 128 ? 128 : kernel_head_dim <= 256 ? 80 : 32;
 }
 
-// The longer key block for rows of many keys, 0 where the kernel has none: d64 192 (fewer
-// per-block waits and hand-overs; loses where the last block is mostly past the row's end or
-// the causal diagonal). Three consumer warpgroups take precedence where they apply; the long
-// block remains for long keys under few queries (fewer than kSm90ThreeWgsMinQueries, e.g. a
-// chunk of a long prefill) and with consumer_wgs forced to 2.
-constexpr int sm90_long_block_n(int kernel_head_dim) { return kernel_head_dim == 64 ? 192 : 0; }
+// The longer key block for rows of many keys, 0 where the kernel has none: d64 192, d128 176
+// (two stages of 44 KB K + 44 KB V beside the 32 KB Q tile): fewer per-block waits, hand-overs
+// and softmax reductions per key; loses where the last block is mostly past the row's end or
+// the causal diagonal. At d64 three consumer warpgroups take precedence where they apply; the
+// long block remains for long keys under few queries (fewer than kSm90ThreeWgsMinQueries, e.g.
+// a chunk of a long prefill) and with consumer_wgs forced to 2.
+constexpr int sm90_long_block_n(int kernel_head_dim) {
+  return kernel_head_dim == 64 ? 192 : kernel_head_dim == 128 ? 176 : 0;
+}
 
-// From this many keys per query tile the d64 kernel takes the long block.
-constexpr long long kSm90LongBlockMinKeys = 4096;
+// From this many keys per query tile the kernel takes its long block unless Sm90Overrides::
+// block_n says otherwise; 0: only where block_n asks for it (d128's 176-key block, until it
+// has been measured against the 128-key one).
+constexpr long long sm90_long_block_min_keys(int kernel_head_dim) {
+  return kernel_head_dim == 64 ? 4096 : 0;
+}
 
 // Tile sizes of the Hopper kernels, read by the planner (split count, grid) and checked by the
 // launcher against the instance it runs (run_fwd_sm90.cuh static_asserts).
