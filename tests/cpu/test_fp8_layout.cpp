@@ -280,3 +280,76 @@ TEST(Fp8Layout, VtStoreFeedsPvWithThePermutedKeys) {
 }
 
 }  // namespace
+
+namespace {
+
+using namespace flare::sm90;
+
+// The ldmatrix / stmatrix V^T store (transpose_v_fp8, fp8_ops_sm90.cuh) end to end, the two
+// instructions emulated from the PTX ISA's description, written out here independently of
+// fp8_layout.h: for .x4, lane 8 m + r gives the address of row r (16 bytes) of matrix m; lane
+// 4 g + q's register m holds 16-bit elements (g, 2q) and (g, 2q + 1) of matrix m, or with .trans
+// elements (2q, g) and (2q + 1, g). A V block in the staging tile (as load_swizzled / TMA write
+// it) must come out where P V's descriptors read it (as VtStoreFeedsPvWithThePermutedKeys), and
+// each 8-lane phase of either instruction must touch eight distinct 16-byte bank groups.
+TEST(Fp8Layout, LdmatrixTransposeFeedsPvWithThePermutedKeys) {
+  for (int head_dim : {64, 128, 256}) {
+    const int block_n = sm90_fp8_block_n(head_dim);
+    std::vector<uint8_t> v(size_t(block_n) * head_dim);  // V block [key][column]
+    for (size_t i = 0; i < v.size(); ++i) v[i] = uint8_t((i * 2654435761u) >> 11);
+    std::vector<uint8_t> staging(v.size()), vt(v.size(), 0);
+    for (int key = 0; key < block_n; ++key)
+      for (int col = 0; col < head_dim; ++col)
+        staging[tile_address(0, key, col, block_n, head_dim)] = v[size_t(key) * head_dim + col];
+    const int ops = fp8_vt_ops(head_dim, block_n);
+    ASSERT_EQ(ops % 4, 0);  // whole ops per producer warp
+    for (int o = 0; o < ops; ++o) {
+      uint32_t load_row[32], store_row[32];
+      for (int lane = 0; lane < 32; ++lane) {
+        load_row[lane] = fp8_vt_load_offset(o, lane, head_dim, block_n);
+        store_row[lane] = fp8_vt_store_offset(o, lane, head_dim, block_n);
+        ASSERT_EQ(load_row[lane] % 16, 0u);
+        ASSERT_EQ(store_row[lane] % 16, 0u);
+      }
+      for (int m = 0; m < 4; ++m) {
+        std::set<uint32_t> load_banks, store_banks;
+        for (int r = 0; r < 8; ++r) {
+          load_banks.insert((load_row[8 * m + r] / 16) % 8);
+          store_banks.insert((store_row[8 * m + r] / 16) % 8);
+        }
+        EXPECT_EQ(load_banks.size(), 8u) << "ldmatrix conflict d" << head_dim << " op " << o;
+        EXPECT_EQ(store_banks.size(), 8u) << "stmatrix conflict d" << head_dim << " op " << o;
+      }
+      // 16-bit element e of row r of matrix m, as two bytes.
+      auto element = [&](const uint32_t* rows, const std::vector<uint8_t>& mem, int m, int r,
+                         int e) {
+        const uint32_t at = rows[8 * m + r] + 2 * e;
+        return uint32_t(mem[at]) | uint32_t(mem[at + 1]) << 8;
+      };
+      for (int lane = 0; lane < 32; ++lane) {
+        const int g = lane / 4, q = lane % 4;
+        uint32_t d[4];
+        for (int m = 0; m < 4; ++m)  // .trans: elements (2q, g) and (2q + 1, g)
+          d[m] = element(load_row, staging, m, 2 * q, g) |
+                 element(load_row, staging, m, 2 * q + 1, g) << 16;
+        const uint32_t st[4] = {fp8_byte_perm(d[0], d[1], fp8_vt_select(lane, 0)),
+                                fp8_byte_perm(d[0], d[1], fp8_vt_select(lane, 1)),
+                                fp8_byte_perm(d[2], d[3], fp8_vt_select(lane, 0)),
+                                fp8_byte_perm(d[2], d[3], fp8_vt_select(lane, 1))};
+        for (int m = 0; m < 4; ++m)  // stmatrix: word q of row g of matrix m
+          for (int b = 0; b < 4; ++b) vt[store_row[8 * m + g] + 4 * q + b] = uint8_t(st[m] >> (8 * b));
+      }
+    }
+    for (int kk = 0; kk < block_n / 32; ++kk) {
+      const uint64_t desc = flare::sm90::desc_add(fp8_desc_k_major(0, block_n),
+                                                  fp8_k_step_offset(kk, head_dim, block_n));
+      for (int c = 0; c < head_dim; ++c)
+        for (int kappa = 0; kappa < 32; ++kappa)
+          ASSERT_EQ(vt[descriptor_address(desc, c, kappa)],
+                    v[size_t(32 * kk + fp8_p_key(kappa)) * head_dim + c])
+              << "d" << head_dim << " kk " << kk << " c " << c << " kappa " << kappa;
+    }
+  }
+}
+
+}  // namespace

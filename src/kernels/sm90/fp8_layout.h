@@ -137,5 +137,49 @@ FLARE_HD uint32_t fp8_vt_word_offset(int grp, int vt_row, int head_dim, int bloc
   return k_major_tile_offset(vt_row, col / 16, head_dim, block_n) + uint32_t(col % 16);
 }
 
+// The warp-specialised kernel's V^T store (transpose_v_fp8, fp8_ops_sm90.cuh): V's rows of a
+// block in a staging tile (K-major, [block_n keys][head_dim bytes]) into a V^T stage ([head_dim
+// rows][block_n bytes], keys in slot order) by ldmatrix and stmatrix, which move 8 x 8 matrices
+// of 16-bit elements between shared memory and a warp's registers (PTX ISA: lane 8 m + r gives
+// the address of row r of matrix m; lane 4 g + q holds elements 2q, 2q + 1 of row g, or with
+// .trans elements (2q, g) and (2q + 1, g) of the matrix as stored).
+//
+// Op o moves 16 keys x 32 columns: 16-key group h = o / (head_dim / 32) (V^T slots 16 h ..
+// 16 h + 15), 16-column chunks 2 c2 and 2 c2 + 1 (c2 = o % (head_dim / 32)).
+// - ldmatrix.x4.trans, matrix m = 2 i + j: keys 16 h + 8 j .. + 7 (rows) of chunk 2 c2 + i. Lane
+//   (g, q) receives, per matrix, bytes (key 2q, col 2g), (2q, 2g + 1), (2q + 1, 2g), (2q + 1, 2g + 1)
+//   of the matrix's keys and chunk.
+// - Per chunk i, byte_perm of matrices j = 0 and 1 with 0x6420 gives column 2g's keys 2q,
+//   2q + 1, 8 + 2q, 9 + 2q, i.e. slots 4q .. 4q + 3 of the group (fp8_p_key); 0x7531 column
+//   2g + 1's.
+// - stmatrix.x4, matrix m = 2 i + s: row r is V^T row 16 (2 c2 + i) + 2 r + (s ^ (r >= 4)), its
+//   16 bytes the group's slots; lane (g, q) gives word q of row g: its even column where
+//   s ^ (g >= 4) is 0, else its odd one. (Mixing the parities within a matrix puts its eight
+//   rows on eight distinct 16-byte bank groups under both swizzles.)
+FLARE_HD constexpr int fp8_vt_ops(int head_dim, int block_n) {
+  return (block_n / 16) * (head_dim / 32);
+}
+
+// Byte offset, in the staging tile, of the row that lane `lane` addresses for op o's ldmatrix.
+FLARE_HD uint32_t fp8_vt_load_offset(int o, int lane, int head_dim, int block_n) {
+  const int pairs = head_dim / 32, h = o / pairs, c2 = o % pairs, m = lane / 8;
+  const int key = 16 * h + 8 * (m & 1) + lane % 8;
+  return k_major_tile_offset(key, 2 * c2 + (m >> 1), block_n, head_dim);
+}
+
+// Byte offset, in the V^T tile, of the 16-byte row piece that lane `lane` addresses for op o's
+// stmatrix.
+FLARE_HD uint32_t fp8_vt_store_offset(int o, int lane, int head_dim, int block_n) {
+  const int pairs = head_dim / 32, h = o / pairs, c2 = o % pairs, m = lane / 8, r = lane % 8;
+  const int row = 16 * (2 * c2 + (m >> 1)) + 2 * r + ((m & 1) ^ (r >= 4 ? 1 : 0));
+  return k_major_tile_offset(row, h, head_dim, block_n);
+}
+
+// The byte_perm selector that gives lane `lane` its word of stmatrix matrix 2 i + s (s = 0, 1)
+// from the two ldmatrix matrices of chunk i.
+FLARE_HD uint32_t fp8_vt_select(int lane, int s) {
+  return (s ^ (lane / 4 >= 4 ? 1 : 0)) != 0 ? 0x7531u : 0x6420u;
+}
+
 }  // namespace sm90
 }  // namespace flare

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "kernels/sm80/mma_sm80.cuh"
 #include "kernels/sm90/fp8_layout.h"
 #include "kernels/sm90/wgmma_common.cuh"
 #include "kernels/sm90/wgmma_desc.h"
@@ -14,10 +15,10 @@
 namespace flare {
 namespace sm90 {
 
-// One V block's transposed store by `Threads` threads. The all-threads kernel's, in two halves
+// One V block's transposed store by `Threads` threads of the all-threads kernel, in two halves
 // so that the global loads are in flight while the thread computes: fetch() reads this thread's
-// items (four keys x 16 columns each) into registers, store() writes them into a V^T stage; the
-// warp-specialised kernel's producer: store_from_staging(), from V's rows in shared memory.
+// items (four keys x 16 columns each) into registers, store() writes them into a V^T stage.
+// (The warp-specialised kernel's producer transposes from shared memory: transpose_v_fp8.)
 // Item `item` is key group item % groups (the fastest, so that a warp's 4-byte stores of one
 // V^T row fall on distinct banks) and column chunk item / groups. Keys past the sequence and
 // columns past `cols` are zero.
@@ -55,29 +56,6 @@ struct Fp8VtBlock {
     }
   }
 
-  // The same from V's block rows already in shared memory: `staging` holds them as the swizzled
-  // K-major tile load_swizzled writes (BlockN rows of HeadDim bytes; zero rows past the
-  // sequence, zero columns past the head dim). One item at a time (16 registers).
-  static __device__ __forceinline__ void store_from_staging(uint32_t staging, uint32_t smem_vt) {
-#pragma unroll 1  // (unrolled, the items' precomputed offsets spilled the d256 producer)
-    for (int it = 0; it < kPerThread; ++it) {
-      const int item = int(threadIdx.x) + it * Threads;
-      if (item >= kItems) continue;
-      const int grp = item % kGroups, chunk = item / kGroups;
-      uint4 r[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const uint32_t addr =
-            staging + k_major_tile_offset(fp8_vt_group_key(grp, k), chunk, BlockN, HeadDim);
-        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(r[k].x), "=r"(r[k].y), "=r"(r[k].z), "=r"(r[k].w)
-                     : "r"(addr)
-                     : "memory");
-      }
-      store_item(smem_vt, grp, chunk, r);
-    }
-  }
-
  private:
   // Item (grp, chunk): keys fp8_vt_group_key(grp, k) in rows[k], 16 bytes of V columns each.
   static __device__ __forceinline__ void store_item(uint32_t smem_vt, int grp, int chunk,
@@ -97,6 +75,28 @@ struct Fp8VtBlock {
     }
   }
 };
+
+// One V block's transposed store by the four warps of the warp-specialised kernel's producer,
+// from V's rows in a staging tile (the swizzled K-major [BlockN keys][HeadDim bytes] tile that
+// load_swizzled or TMA writes; zero rows past the sequence, zero columns past the head dim)
+// into a V^T stage: per op, an ldmatrix.x4.trans, four byte_perms and an stmatrix.x4 move 16
+// keys x 32 columns (fp8_layout.h, fp8_vt_ops); warp w runs ops w, w + 4, ...
+template <int HeadDim, int BlockN>
+__device__ __forceinline__ void transpose_v_fp8(uint32_t staging, uint32_t smem_vt, int warp,
+                                                int lane) {
+  constexpr int kOps = fp8_vt_ops(HeadDim, BlockN);
+  static_assert(kOps % 4 == 0, "whole ops per producer warp");
+  const uint32_t sel0 = fp8_vt_select(lane, 0), sel1 = fp8_vt_select(lane, 1);
+#pragma unroll
+  for (int i = 0; i < kOps / 4; ++i) {
+    const int o = warp + 4 * i;
+    uint32_t d0, d1, d2, d3;
+    sm80::ldmatrix_x4_trans(staging + fp8_vt_load_offset(o, lane, HeadDim, BlockN), d0, d1, d2,
+                            d3);
+    stmatrix_x4(smem_vt + fp8_vt_store_offset(o, lane, HeadDim, BlockN), __byte_perm(d0, d1, sel0),
+                __byte_perm(d0, d1, sel1), __byte_perm(d2, d3, sel0), __byte_perm(d2, d3, sel1));
+  }
+}
 
 // S (this warpgroup's 64 rows x BlockN keys) = Q K^T, k32 steps over the head dim. Issues only.
 template <int HeadDim, int BlockM, int BlockN>

@@ -293,8 +293,8 @@ struct Sm90Producer {
       const auto& ring = smem.v_ring;
       const int s = ring.stage(u);
       ring.producer_acquire(u);
-      Fp8VtBlock<kHeadDim, kBlockN, 128>::store_from_staging(smem.v_staging(u % Tr::kVStaging),
-                                                            smem.v_stage(s));
+      transpose_v_fp8<kHeadDim, kBlockN>(smem.v_staging(u % Tr::kVStaging), smem.v_stage(s),
+                                         int(threadIdx.x) / 32, int(threadIdx.x) % 32);
       // The stores are generic-proxy writes that wgmma (the async proxy) reads: fenced here as
       // well as after the consumers' wait (wait_kv), the writer-side fence being CUTLASS's and
       // FlashAttention-3's pattern for such stores.

@@ -1,5 +1,5 @@
 // Hopper helpers around wgmma: the fences and waits of the async warpgroup MMA, the swizzled
-// tile address, mbarriers and named barriers (the descriptors are in wgmma_desc.h).
+// tile address, mbarriers, stmatrix and named barriers (the descriptors are in wgmma_desc.h).
 #pragma once
 #include <cuda/ptx>
 
@@ -140,6 +140,16 @@ __device__ __forceinline__ void cluster_sync() {
 }
 __device__ __forceinline__ void fence_mbarrier_init_cluster() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// stmatrix.x4 (sm_90): four 8 x 8 matrices of 16-bit elements from the warp's registers to
+// shared memory; lane 8 m + r gives the address of row r (16 bytes) of matrix m, lane 4 g + q's
+// r_m holds elements 2q and 2q + 1 of row g of matrix m (the ldmatrix fragment).
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2,
+                                            uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n"
+               ::"r"(addr), "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
 }
 
 // Named barriers (ids 1..15; 0 is __syncthreads): `threads` counts the waiting and the
