@@ -9,7 +9,8 @@
 #   scripts/ab_builds.sh ab.log .base .lead -- "--only 256,0,8192" "--only 256,1,4096"
 # Environment: AB_HEAD_DIMS (default "64;128;256"), ROUNDS (default 2), AB_ENV (settings for
 # every build, VAR=VALUE ...), AB_BENCH_ARGS (flare_bench arguments for every run, default
-# "--iters 20").
+# "--iters 20"), AB_CMAKE_ARGS (more CMake arguments for every build, e.g.
+# "-DFLARE_FP8_PREFILL=ON -DFLARE_DTYPES=bf16" for the prefill_fp8 table).
 set -uo pipefail
 log="$1"
 shift
@@ -22,7 +23,8 @@ for tree in "${trees[@]}"; do
   [[ -f "$tree/CMakeLists.txt" ]] || { echo "ab_builds: no source tree at $tree" | tee -a "$log"; exit 1; }
   start=$(date +%s)
   (cmake -S "$tree" -B "$tree/build-ab" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLARE_ARCHS=90a \
-     "-DFLARE_HEAD_DIMS=${AB_HEAD_DIMS:-64;128;256}" -DFLARE_BUILD_TESTS=OFF > /dev/null &&
+     "-DFLARE_HEAD_DIMS=${AB_HEAD_DIMS:-64;128;256}" -DFLARE_BUILD_TESTS=OFF \
+     ${AB_CMAKE_ARGS:-} > /dev/null &&
    cmake --build "$tree/build-ab" -j "$(nproc)" --target flare_bench > "$tree/build-ab.log" 2>&1) ||
     { echo "ab_builds: build of $tree failed" | tee -a "$log"; tail -20 "$tree/build-ab.log" >> "$log"; exit 1; }
   echo "ab_builds: built $tree in $(( $(date +%s) - start )) s" | tee -a "$log"

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Summarises an A/B log of scripts/ab_builds.sh: per shape, the median TFLOP/s of each tree
-over its rounds and its ratio to the first tree (> 1: faster than the first tree).
+over its rounds and its ratio to the first tree (> 1: faster than the first tree). Rows of the
+prefill table count their last column; rows of the prefill_fp8 table (12 columns) their e4m3
+call's TFLOP/s (the ninth).
 
   ab_summary.py LOG
 """
@@ -26,7 +28,7 @@ def main(path):
         shape = " ".join(f[:3])  # head dim, causal, seqlen (prefill rows of flare_bench)
         if shape not in shapes:
             shapes.append(shape)
-        runs[(shape, tree)].append(float(f[-1]))
+        runs[(shape, tree)].append(float(f[8] if len(f) >= 12 else f[-1]))
     print("shape (d causal seqlen) | " + " | ".join(trees) + " | " +
           " | ".join(f"{t}/{trees[0]}" for t in trees[1:]))
     for shape in shapes:
