@@ -59,8 +59,8 @@ __device__ __forceinline__ void softmax_block_update(float (&acc_s)[BlockN / 2],
 
 // Keeps the softmax of a key block ahead of the wait for the P V wgmma issued before it, so
 // that the softmax runs while P V is on the tensor cores. ptxas places a wgmma wait as early
-// as the registers allow, and the softmax touches none of P V's: left alone, it hoisted the
-// wait above the whole softmax in every Hopper kernel (sm_90a, nvcc 13; docs/decisions.md).
+// as the registers allow, and the softmax touches none of P V's: left alone, it hoists the
+// wait above the whole softmax (docs/decisions.md; scripts/sass_wait_order.py checks).
 // A branch on the rows' sums, which every exponential of the block feeds, ends the basic
 // block after the softmax; it is taken only where a sum is NaN, and then does nothing.
 __device__ __forceinline__ void softmax_before_wait(const Sm90Softmax& softmax) {
