@@ -139,17 +139,15 @@ __global__ void __launch_bounds__(Sm90Fp8Traits<HeadDim>::kThreads, 1)
   };
 
   if (qt.range.end > qt.range.begin) {
-    load_swizzled<HeadDim, kBlockM, kThreads>(sQ, q, p.head_dim, [&](int r) -> int64_t {
-      return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
-    });
+    load_swizzled<HeadDim, kBlockM, kThreads>(
+        sQ, q, p.head_dim, TileRows{q_offset(p, seq, m0, head), p.q_row_stride, seq.seqlen_q - m0});
     const int64_t k_base = k_offset(p, seq, 0, head_k);
     const int64_t v_base = v_offset(p, seq, 0, head_k);
     auto load_k = [&](int n_block, int stage) {
       const int n0 = n_block * kBlockN;
-      load_swizzled<HeadDim, kBlockN, kThreads>(sK0 + stage * Tr::kSmemK, k, p.head_dim,
-                                                [&](int r) -> int64_t {
-        return n0 + r < seq.seqlen_k ? k_base + (n0 + r) * p.k_row_stride : -1;
-      });
+      load_swizzled<HeadDim, kBlockN, kThreads>(
+          sK0 + stage * Tr::kSmemK, k, p.head_dim,
+          TileRows{k_base + n0 * p.k_row_stride, p.k_row_stride, seq.seqlen_k - n0});
     };
     Fp8VtBlock<HeadDim, kBlockN, kThreads> vt;
     auto fetch_v = [&](int n_block) {

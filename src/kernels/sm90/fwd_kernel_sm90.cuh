@@ -83,6 +83,39 @@ __device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int 
   }
 }
 
+// The rows of one tile load from a tensor: tile row r starts at element first + r * stride, and
+// rows from `valid` on lie past the sequence (zero-filled; valid may be <= 0).
+struct TileRows {
+  int64_t first;
+  int64_t stride;
+  int valid;
+};
+
+// load_swizzled of rows given as TileRows, each thread walking its rows with one pointer step
+// per row: about a third of the instructions of a row offset computed and tested per row, for
+// one more 64-bit register. The FP8 kernels' loaders take it (their producer has 96
+// registers); the 16-bit producers (24 or 56) keep the row offsets, with which they spill less.
+template <int HeadDim, int Rows, int Threads, typename T>
+__device__ __forceinline__ void load_swizzled(uint32_t smem, const T* base, int head_dim,
+                                              const TileRows& rows) {
+  constexpr int kElems = 16 / int(sizeof(T));  // elements per 16-byte chunk
+  constexpr int kChunks = HeadDim / kElems;
+  constexpr int kRowsPerPass = Threads / kChunks;
+  static_assert(Threads % kChunks == 0 && Rows % kRowsPerPass == 0, "one chunk column per thread");
+  const int chunk = threadIdx.x % kChunks;
+  const int row0 = threadIdx.x / kChunks;
+  const bool chunk_ok = chunk * kElems < head_dim;
+  const T* src = base + rows.first + row0 * rows.stride + chunk * kElems;
+  const int64_t step = kRowsPerPass * rows.stride;
+#pragma unroll
+  for (int i = 0; i < Rows / kRowsPerPass; ++i, src += step) {
+    const int row = row0 + i * kRowsPerPass;
+    const bool valid = chunk_ok && row < rows.valid;
+    sm80::cp_async_16(smem + k_major_tile_offset(row, chunk, Rows, HeadDim * int(sizeof(T))),
+                      valid ? src : base, valid ? 16 : 0);
+  }
+}
+
 // Columns of V's rows that the loaders copy (the rest zero-filled): head_dim_v on the kernel
 // that runs (192, 128) (sm90_kernel_has_narrower_v; the planner resolves head_dim_v, never 0),
 // else head_dim, K's own limit.

@@ -94,12 +94,16 @@ struct Sm90Producer {
         mbarrier_arrive(smem.q_ring.full(0));
       }
     } else {
-      load_swizzled<kHeadDim, kBlockM, 128>(smem.q, static_cast<const In*>(p.q), p.head_dim,
-                                            [&](int r) -> int64_t {
-                                              return m0 + r < seq.seqlen_q
-                                                         ? q_offset(p, seq, m0 + r, head)
-                                                         : -1;
-                                            });
+      const In* q = static_cast<const In*>(p.q);
+      if constexpr (Tr::kFp8) {  // (TileRows: see load_swizzled)
+        load_swizzled<kHeadDim, kBlockM, 128>(
+            smem.q, q, p.head_dim,
+            TileRows{q_offset(p, seq, m0, head), p.q_row_stride, seq.seqlen_q - m0});
+      } else {
+        load_swizzled<kHeadDim, kBlockM, 128>(smem.q, q, p.head_dim, [&](int r) -> int64_t {
+          return m0 + r < seq.seqlen_q ? q_offset(p, seq, m0 + r, head) : -1;
+        });
+      }
       cp_async_mbarrier_arrive(smem.q_ring.full(0));
     }
   }
@@ -198,18 +202,26 @@ struct Sm90Producer {
         paged_rows.template load<kWithK, kWithV>(p, smem.k_stage(s), smem.v_stage(s), k, v, n0,
                                                  seq.seqlen_k);
       } else {
-        if (kWithK)
-          load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
-                                                [&](int r) -> int64_t {
-                                                  if (n0 + r >= seq.seqlen_k) return -1;
-                                                  return k_base + (n0 + r) * p.k_row_stride;
-                                                });
-        if (kWithV)
-          load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, sm90_v_columns<kHeadDim>(p),
-                                                [&](int r) -> int64_t {
-                                                  if (n0 + r >= seq.seqlen_k) return -1;
-                                                  return v_base + (n0 + r) * p.v_row_stride;
-                                                });
+        if constexpr (Tr::kFp8) {  // K only: V's rows go through the staging tiles (TileRows:
+                                   // see load_swizzled)
+          if (kWithK)
+            load_swizzled<kHeadDim, kBlockN, 128>(
+                smem.k_stage(s), k, p.head_dim,
+                TileRows{k_base + n0 * p.k_row_stride, p.k_row_stride, seq.seqlen_k - n0});
+        } else {
+          if (kWithK)
+            load_swizzled<kHeadDim, kBlockN, 128>(smem.k_stage(s), k, p.head_dim,
+                                                  [&](int r) -> int64_t {
+                                                    if (n0 + r >= seq.seqlen_k) return -1;
+                                                    return k_base + (n0 + r) * p.k_row_stride;
+                                                  });
+          if (kWithV)
+            load_swizzled<kHeadDim, kBlockN, 128>(smem.v_stage(s), v, sm90_v_columns<kHeadDim>(p),
+                                                  [&](int r) -> int64_t {
+                                                    if (n0 + r >= seq.seqlen_k) return -1;
+                                                    return v_base + (n0 + r) * p.v_row_stride;
+                                                  });
+        }
       }
       cp_async_mbarrier_arrive(bar);
     };
@@ -281,10 +293,9 @@ struct Sm90Producer {
         }
         return;
       }
-      load_swizzled<kHeadDim, kBlockN, 128>(dst, v, p.head_dim, [&](int r) -> int64_t {
-        if (n0 + r >= seq.seqlen_k) return -1;
-        return v_base + (n0 + r) * p.v_row_stride;
-      });
+      load_swizzled<kHeadDim, kBlockN, 128>(
+          dst, v, p.head_dim,
+          TileRows{v_base + n0 * p.v_row_stride, p.v_row_stride, seq.seqlen_k - n0});
       cp_async_mbarrier_arrive(bar);
     };
     auto store_vt = [&](int j) {
