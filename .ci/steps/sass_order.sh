@@ -10,7 +10,7 @@ start=$(date +%s)
 python3 scripts/sass_wait_order.py --self-test
 
 # cuobjdump -sass runs nvdisasm: both from the toolkit, or both from PyPI's wheels.
-tools=${XDG_CACHE_HOME:-$HOME/.cache}/flare-ci/cuda-binutils
+tools=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/flare-ci/cuda-binutils
 export PATH=$PATH:/usr/local/cuda/bin:$tools
 if ! command -v cuobjdump >/dev/null || ! command -v nvdisasm >/dev/null; then
   echo "== sass_order: cuobjdump and nvdisasm from PyPI (nvidia-cuda-cuobjdump, -nvdisasm 13)"
