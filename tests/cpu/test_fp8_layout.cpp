@@ -240,10 +240,28 @@ namespace {
 
 using namespace flare::sm90;
 
-// The V^T store end to end, as Fp8VtBlock (fwd_fp8_sm90.cuh) runs it: every item's four key
+// Whether a V^T tile `vt` holds V block `v` ([key][column]) as P V reads it: its B operand,
+// read through its descriptors, holds at (column c, slot kappa of step kk) V's row
+// 32 kk + fp8_p_key(kappa), column c.
+testing::AssertionResult pv_reads_permuted_keys(const std::vector<uint8_t>& vt,
+                                                const std::vector<uint8_t>& v, int head_dim,
+                                                int block_n) {
+  for (int kk = 0; kk < block_n / 32; ++kk) {
+    const uint64_t desc = flare::sm90::desc_add(fp8_desc_k_major(0, block_n),
+                                                fp8_k_step_offset(kk, head_dim, block_n));
+    for (int c = 0; c < head_dim; ++c)
+      for (int kappa = 0; kappa < 32; ++kappa)
+        if (vt[descriptor_address(desc, c, kappa)] !=
+            v[size_t(32 * kk + fp8_p_key(kappa)) * head_dim + c])
+          return testing::AssertionFailure()
+                 << "d" << head_dim << " kk " << kk << " c " << c << " kappa " << kappa;
+  }
+  return testing::AssertionSuccess();
+}
+
+// The V^T store end to end, as Fp8VtBlock (fp8_ops_sm90.cuh) runs it: every item's four key
 // rows of a V block (16 columns each) through fp8_transpose_4x4 into the words at
-// fp8_vt_word_offset; then P V's B operand, read through its descriptors, holds at (column c,
-// slot kappa of step kk) V's row 32 kk + fp8_p_key(kappa), column c.
+// fp8_vt_word_offset, where P V reads them (pv_reads_permuted_keys).
 TEST(Fp8Layout, VtStoreFeedsPvWithThePermutedKeys) {
   for (int head_dim : {64, 128, 256}) {
     const int block_n = sm90_fp8_block_n(head_dim);
@@ -267,15 +285,7 @@ TEST(Fp8Layout, VtStoreFeedsPvWithThePermutedKeys) {
         }
       }
     }
-    for (int kk = 0; kk < block_n / 32; ++kk) {
-      const uint64_t desc = flare::sm90::desc_add(fp8_desc_k_major(0, block_n),
-                                                  fp8_k_step_offset(kk, head_dim, block_n));
-      for (int c = 0; c < head_dim; ++c)
-        for (int kappa = 0; kappa < 32; ++kappa)
-          ASSERT_EQ(smem[descriptor_address(desc, c, kappa)],
-                    v[size_t(32 * kk + fp8_p_key(kappa)) * head_dim + c])
-              << "d" << head_dim << " kk " << kk << " c " << c << " kappa " << kappa;
-    }
+    ASSERT_TRUE(pv_reads_permuted_keys(smem, v, head_dim, block_n));
   }
 }
 
@@ -340,15 +350,7 @@ TEST(Fp8Layout, LdmatrixTransposeFeedsPvWithThePermutedKeys) {
           for (int b = 0; b < 4; ++b) vt[store_row[8 * m + g] + 4 * q + b] = uint8_t(st[m] >> (8 * b));
       }
     }
-    for (int kk = 0; kk < block_n / 32; ++kk) {
-      const uint64_t desc = flare::sm90::desc_add(fp8_desc_k_major(0, block_n),
-                                                  fp8_k_step_offset(kk, head_dim, block_n));
-      for (int c = 0; c < head_dim; ++c)
-        for (int kappa = 0; kappa < 32; ++kappa)
-          ASSERT_EQ(vt[descriptor_address(desc, c, kappa)],
-                    v[size_t(32 * kk + fp8_p_key(kappa)) * head_dim + c])
-              << "d" << head_dim << " kk " << kk << " c " << c << " kappa " << kappa;
-    }
+    ASSERT_TRUE(pv_reads_permuted_keys(vt, v, head_dim, block_n));
   }
 }
 
